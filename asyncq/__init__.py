@@ -1,0 +1,1 @@
+"""asyncq: an asyncio-native, typed job queue."""

@@ -1,0 +1,204 @@
+"""The records a backend stores and returns.
+
+These msgspec Structs are the whole vocabulary between asyncq's core and a
+storage backend: a backend never sees user objects, only these records and the
+MessagePack bytes inside them (``payload``, ``result``). Times are seconds since
+the Unix epoch (UTC) as floats, so records encode compactly and compare cheaply
+in every store.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+
+import msgspec
+
+__all__ = [
+    "TERMINAL_STATES",
+    "ErrorInfo",
+    "ErrorKind",
+    "JobRecord",
+    "JobState",
+    "Lease",
+    "Outcome",
+    "QueueStats",
+    "new_job_id",
+]
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its life. A job is in exactly one state at a time.
+
+    ``scheduled``
+        waits for its ``scheduled_at`` time (``delay=``/``at=``), then is ready.
+    ``queued``
+        ready to be claimed.
+    ``active``
+        claimed by a worker that holds its lease.
+    ``failed``
+        an attempt failed and another one is due at ``scheduled_at``.
+    ``completed``
+        the handler returned; the result is kept for ``result_ttl``.
+    ``dead``
+        out of attempts, rejected, or undecodable: a dead letter, kept until
+        retried or purged.
+    ``cancelled``
+        cancelled before it could complete.
+    """
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    ACTIVE = "active"
+    FAILED = "failed"
+    COMPLETED = "completed"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+#: States a job never leaves by itself (only an operator's retry or purge moves it).
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
+
+
+class ErrorKind(enum.StrEnum):
+    """Why an attempt did not complete."""
+
+    ERROR = "error"  #: the handler raised an exception
+    RETRY = "retry"  #: the handler raised ``Retry``
+    TIMEOUT = "timeout"  #: the handler ran past its timeout
+    REJECT = "reject"  #: the handler raised ``Reject``
+    DECODE = "decode"  #: the payload did not decode against the handler's schema
+    UNKNOWN_JOB = "unknown_job"  #: no handler with this name in the worker's app
+    LOST = "lost"  #: the lease lapsed (worker killed or stalled)
+    CANCELLED = "cancelled"  #: cancelled while running
+
+
+class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One failed attempt, kept on the job for the operator."""
+
+    kind: ErrorKind
+    message: str
+    attempt: int
+    at: float
+    type: str | None = None
+    traceback: str | None = None
+
+    def one_line(self) -> str:
+        """The error as one line: ``ValueError: width must be > 0``."""
+        first = self.message.splitlines()[0] if self.message else ""
+        return f"{self.type}: {first}" if self.type else first
+
+
+class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A job as stored by a backend.
+
+    The producer fills in the identity, payload and options; the backend owns
+    ``state``, ``attempts``, the timestamps after ``enqueued_at``, ``result``,
+    ``errors`` and ``progress`` from then on.
+    """
+
+    id: str
+    name: str
+    queue: str
+    payload: bytes
+    state: JobState = JobState.QUEUED
+    priority: int = 0
+    attempts: int = 0
+    max_attempts: int = 1
+    timeout: float | None = None
+    key: str | None = None
+    result_ttl: float | None = None
+    enqueued_at: float = 0.0
+    #: when the job is (or becomes) ready: the enqueue time, a delay, or a retry's due time
+    scheduled_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: when the current lease lapses (``active`` only)
+    lease_expires_at: float | None = None
+    #: the worker holding the lease (``active`` only)
+    worker: str | None = None
+    result: bytes | None = None
+    errors: tuple[ErrorInfo, ...] = ()
+    progress: float | None = None
+    cancel_requested: bool = False
+    #: propagation headers (W3C trace context, baggage) written by the producer
+    headers: dict[str, str] = {}
+
+    @property
+    def last_error(self) -> ErrorInfo | None:
+        """The most recent failure, if any."""
+        return self.errors[-1] if self.errors else None
+
+
+class Lease(msgspec.Struct, frozen=True):
+    """A worker's exclusive claim on one active job.
+
+    ``token`` is unique per claim: a job recovered from a lapsed lease and
+    claimed again gets a new token, so the old holder can no longer settle it.
+    ``job`` is the record as it was when claimed (state ``active``, attempts
+    already counting this attempt).
+    """
+
+    job: JobRecord
+    token: str
+    expires_at: float
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """How one attempt ended, as the worker reports it to ``Backend.settle``.
+
+    ``state`` is the job's next state:
+
+    - ``completed``: with ``result`` (MessagePack bytes);
+    - ``failed``: with ``error`` and ``retry_at`` (epoch seconds) for the next attempt;
+    - ``dead``: with ``error``;
+    - ``cancelled``: with ``error`` of kind ``cancelled``.
+    """
+
+    job_id: str
+    token: str
+    state: JobState
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    retry_at: float | None = None
+
+
+class QueueStats(msgspec.Struct, frozen=True):
+    """Counts for one queue."""
+
+    queue: str
+    counts: dict[JobState, int]
+    paused: bool = False
+    #: ``scheduled_at`` of the oldest job that is ready now, if any
+    oldest_ready_at: float | None = None
+
+
+_last_ms = 0
+_seq = 0
+
+
+def new_job_id() -> str:
+    """A 26-character id that sorts by creation time (48-bit ms, 16-bit counter, 64 random bits).
+
+    Ids from one process are strictly increasing; across processes they are
+    ordered to the millisecond. Lower-case Crockford base32, like a ULID.
+    """
+    global _last_ms, _seq
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        ms = _last_ms
+        _seq += 1
+    else:
+        _seq = 0
+    _last_ms = ms
+    # The top 16 of the 80 low bits count ids within the millisecond, so ids
+    # from one process keep increasing; the other 64 are random.
+    rand = ((_seq & 0xFFFF) << 64) | int.from_bytes(os.urandom(8), "big")
+    value = (ms << 80) | rand
+    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+    chars = []
+    for _ in range(26):
+        chars.append(alphabet[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))

@@ -1,0 +1,316 @@
+"""The storage protocol every asyncq backend implements, and its semantics.
+
+This docstring and the method docstrings below are the specification; the
+memory backend (``asyncq.backends.memory``) is its reference implementation and
+``tests/backends/test_conformance.py`` its executable form. Implementations do
+not repeat these docs.
+
+Model
+-----
+A backend stores ``JobRecord``\\ s. Each job is in exactly one ``JobState``;
+every transition below is atomic in the store (one Lua script, one SQL
+statement or transaction, one critical section), never a read-modify-write
+from Python. The life of a job::
+
+    enqueue ─▶ scheduled ──(scheduled_at reached)──▶ queued ─▶ active ─▶ completed
+                                                       ▲          │
+                                 failed ◀──────────────┼──────────┤ (retry_at)
+                                   └─(retry_at reached)┘          ├─▶ dead
+                 cancel (scheduled/queued/failed) ─▶ cancelled ◀──┘ (cancel while active)
+
+"Ready" means: state ``queued``, or state ``scheduled``/``failed`` with
+``scheduled_at <= now``. A backend may keep due jobs in ``scheduled``/``failed``
+until it claims them, or promote them to ``queued``; readers must not care.
+
+Times are epoch seconds (float). ``now`` is the backend's clock: the store's
+own clock where it has one (PostgreSQL ``now()``, Redis ``TIME``), otherwise
+``time.time()``. Producers set ``enqueued_at`` and ``scheduled_at``; backends
+set every other timestamp.
+
+Leases and at-least-once
+------------------------
+``claim`` hands out leases. A lease is exclusive until it lapses
+(``lease_for`` seconds after the claim or the last ``heartbeat``). ``recover``
+puts jobs with lapsed leases back to ``queued`` (or ``dead`` when out of
+attempts), after which a new claim gets a new token. ``settle`` applies an
+outcome only for the current token, so a job is completed at most once, while
+a job whose worker died runs again: at-least-once.
+
+Ordering
+--------
+Within a queue, ``claim`` returns ready jobs by ``priority`` descending, then
+``scheduled_at`` ascending, then ``id`` ascending (ids sort by creation).
+Across the queues of one claim the backend may interleave as it likes.
+
+Idempotency keys
+----------------
+``key`` is unique per queue among jobs that are scheduled, queued, active or
+failed, or completed less than ``result_ttl`` ago (forever when ``result_ttl``
+is ``None``). A dead or cancelled job frees its key.
+
+Notifications
+-------------
+``wait_for_work`` and ``wait_finished`` are woken by the store (blocking pop,
+pub/sub, LISTEN/NOTIFY, an in-process event), not by a sleep loop; polling is
+allowed only as a safety net with a long interval, or across processes where
+the store has no push (SQLite).
+
+Errors
+------
+A store that cannot be reached raises ``BackendUnavailable``; one that answers
+wrongly raises ``BackendError``. No driver exception escapes a backend.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import msgspec
+
+from .._records import (
+    TERMINAL_STATES,
+    ErrorInfo,
+    ErrorKind,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = [
+    "TERMINAL_STATES",
+    "Backend",
+    "ErrorInfo",
+    "ErrorKind",
+    "HeartbeatReply",
+    "JobRecord",
+    "JobState",
+    "Lease",
+    "Outcome",
+    "QueueStats",
+]
+
+
+class HeartbeatReply(msgspec.Struct, frozen=True):
+    """What ``Backend.heartbeat`` found.
+
+    Attributes:
+        lost: ids of jobs whose lease this worker no longer holds; the worker
+            must stop them and discard their outcome.
+        cancel: ids of held jobs that an operator asked to cancel; the worker
+            cancels them and settles them as ``cancelled``.
+    """
+
+    lost: frozenset[str] = frozenset()
+    cancel: frozenset[str] = frozenset()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Storage for jobs. See the module docstring for the model all methods share."""
+
+    @property
+    def url(self) -> str:
+        """Where the store is, for messages and logs, with any password masked."""
+        ...
+
+    async def open(self) -> None:
+        """Connect, and create or check the schema. Called once before any other method."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and wake every pending ``wait_*`` call. Idempotent."""
+        ...
+
+    # -- producers ---------------------------------------------------------
+
+    async def enqueue(
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+    ) -> list[JobRecord]:
+        """Store new jobs; return, for each input in order, the job as stored.
+
+        Each input has ``attempts == 0``, a fresh ``id``, ``enqueued_at`` and
+        ``scheduled_at`` set by the producer. The backend stores it as
+        ``scheduled`` when ``scheduled_at`` is after now, else ``queued``.
+
+        A job whose ``key`` is held (see "Idempotency keys") is not stored: its
+        slot in the result is the existing job, so callers tell the two apart
+        by ``returned.id != submitted.id``. Two inputs with the same queue and
+        key in one batch behave as if enqueued in order.
+
+        The batch is one round trip, and atomic where the store allows it
+        (memory, SQLite, PostgreSQL: all or nothing). A ``queued`` job wakes
+        ``wait_for_work`` on its queue.
+
+        Args:
+            jobs: records to store.
+            connection: a driver connection to write through, inside the
+                caller's transaction (PostgreSQL). Backends without
+                transactions raise ``ConfigurationError`` when it is given.
+        """
+        ...
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        """The job as stored now, or ``None`` if unknown, purged or expired."""
+        ...
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        """Cancel a job; return it after the change, or ``None`` if unknown.
+
+        - ``scheduled``, ``queued``, ``failed``: becomes ``cancelled`` at once
+          (``finished_at`` set, waiters woken, key freed); it never runs.
+        - ``active``: ``cancel_requested`` is set; the worker holding it learns
+          so from its next ``heartbeat`` and settles it ``cancelled`` (unless it
+          settles first with another outcome, which then stands).
+        - terminal states: unchanged.
+        """
+        ...
+
+    async def wait_finished(self, job_id: str) -> JobRecord | None:
+        """Return the job once it is terminal (completed, dead or cancelled).
+
+        Returns at once if it already is; ``None`` if the job is unknown. It
+        subscribes before it reads, so a job that finishes at any moment
+        during the call is never missed. It waits without a deadline: callers
+        bound it with ``anyio.fail_after``. Cancelling the call leaves nothing
+        behind.
+        """
+        ...
+
+    # -- workers -----------------------------------------------------------
+
+    async def claim(
+        self, queues: Sequence[str], limit: int, *, worker: str, lease_for: float
+    ) -> list[Lease]:
+        """Lease up to ``limit`` ready jobs from ``queues``, in one round trip.
+
+        Paused queues are skipped. Each claimed job becomes ``active`` with
+        ``attempts`` incremented, ``started_at = now``, ``worker`` set,
+        ``lease_expires_at = now + lease_for``, ``cancel_requested`` false, and
+        a new lease token. Returns fewer (or no) leases when fewer are ready;
+        never blocks waiting for work.
+        """
+        ...
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        """Block until a job may be ready in ``queues``, or ``timeout`` seconds pass.
+
+        Returns early when a job is enqueued, handed back or retried into one
+        of the queues, or a queue is resumed; and no later than the earliest
+        known ``scheduled_at`` among them. Spurious returns are allowed; the
+        caller claims and waits again. Does not raise on timeout.
+        """
+        ...
+
+    async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
+        """Extend every lease still held to ``now + lease_for``, in one round trip.
+
+        A lease is held while its job is ``active`` with the same token. The
+        reply lists the jobs not held any more, and the held jobs with
+        ``cancel_requested`` set.
+        """
+        ...
+
+    async def progress(self, lease: Lease, value: float) -> bool:
+        """Record a running job's progress (0.0 to 1.0); ``False`` if the lease is not held."""
+        ...
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Apply how attempts ended, in one round trip; return which were applied.
+
+        An outcome is applied only if its lease is held (job ``active`` with
+        the same token); otherwise it is ignored and reported ``False``. The
+        lease is released either way. By ``outcome.state``:
+
+        - ``completed``: store ``result``, set ``finished_at``; wake waiters.
+          The key stays held for ``result_ttl``.
+        - ``failed``: append ``error``; ``scheduled_at = retry_at``; the job is
+          ready again at ``retry_at`` (waking ``wait_for_work`` then).
+        - ``dead``: append ``error``, set ``finished_at``; wake waiters; free the key.
+        - ``cancelled``: as ``dead``, but state ``cancelled``.
+        - ``queued``: hand the job back untouched by this attempt (graceful
+          shutdown): ``attempts`` decremented, ready at once, claimers woken.
+        """
+        ...
+
+    async def recover(self) -> int:
+        """Release every ``active`` job whose lease lapsed; return how many.
+
+        A job with attempts left (``attempts < max_attempts``) goes back to
+        ``queued``; one without goes ``dead``. Either way an error of kind
+        ``lost`` is appended. Safe to run from many workers at once: each
+        lapsed lease is recovered once.
+        """
+        ...
+
+    # -- operations ----------------------------------------------------------
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts by state for each queue (every known queue when ``None``), sorted by name.
+
+        Every ``JobState`` appears in ``counts``, zero included. Counting is
+        cheap (kept counters or an index), never a scan of job bodies.
+        """
+        ...
+
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[JobRecord]:
+        """Jobs matching every filter given, oldest first (by id), at most ``limit``.
+
+        ``after`` is a job id: only jobs with a greater id are returned, so the
+        last id of one page fetches the next. ``state`` is the stored state
+        (a due ``scheduled`` job may show as ``scheduled`` or ``queued``).
+        """
+        ...
+
+    async def retry_dead(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """Put dead jobs back in their queue with fresh attempts; return their ids.
+
+        With ``job_ids``, those of them that are dead; otherwise up to
+        ``limit`` dead jobs matching ``queue``/``name``, oldest first. Each
+        becomes ``queued`` with ``attempts = 0``, ``finished_at`` cleared,
+        errors kept, its key held again (a job that cannot take its key back
+        because another live job holds it stays dead), and wakes claimers.
+        """
+        ...
+
+    async def purge(
+        self,
+        *,
+        states: Sequence[JobState],
+        older_than: float,
+        queue: str | None = None,
+        limit: int = 10_000,
+    ) -> int:
+        """Delete up to ``limit`` terminal jobs in ``states`` that finished before ``older_than``.
+
+        ``older_than`` is an epoch time. Non-terminal states in ``states``
+        raise ``ValueError``. Returns how many were deleted; their keys are
+        freed.
+        """
+        ...
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue. A paused queue accepts jobs but ``claim`` skips it.
+
+        Resuming wakes ``wait_for_work`` on the queue.
+        """
+        ...

@@ -1,0 +1,473 @@
+"""The in-process backend: the reference semantics of ``Backend``, and the test double.
+
+Everything lives in this process's memory and is lost when it exits. Every
+method runs without awaiting in the middle, so each is atomic with respect to
+the event loop: the critical sections other stores get from Lua or SQL come
+free here. Ready jobs sit in a heap per queue; delayed and retrying jobs in a
+second heap per queue, promoted when due. Heap entries are invalidated
+lazily: an entry is live only while its sequence number is the job's current one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+import uuid
+from collections import Counter, defaultdict
+from typing import TYPE_CHECKING
+
+import anyio
+from msgspec.structs import replace
+
+from ..exceptions import ConfigurationError
+from .base import (
+    TERMINAL_STATES,
+    Backend,
+    ErrorInfo,
+    ErrorKind,
+    HeartbeatReply,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+__all__ = ["MemoryBackend"]
+
+_LIVE = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.ACTIVE, JobState.FAILED})
+
+
+class MemoryBackend:
+    """Jobs in this process's memory. ``memory://`` selects it.
+
+    Args:
+        clock: the time source (epoch seconds); tests may pass a fake one.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._jobs: dict[str, JobRecord] = {}
+        self._tokens: dict[str, str] = {}
+        self._seq: dict[str, int] = {}
+        self._ready: defaultdict[str, list[tuple[int, float, str, int]]] = defaultdict(list)
+        self._delayed: defaultdict[str, list[tuple[float, str, int]]] = defaultdict(list)
+        self._keys: dict[tuple[str, str], str] = {}
+        self._counts: defaultdict[str, Counter[JobState]] = defaultdict(Counter)
+        self._paused: set[str] = set()
+        self._work = anyio.Event()
+        self._finished: dict[str, anyio.Event] = {}
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str = "memory://") -> MemoryBackend:
+        """``memory://``: a new, empty in-process store."""
+        return cls()
+
+    @property
+    def url(self) -> str:
+        return "memory://"
+
+    async def open(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake_workers()
+        for event in self._finished.values():
+            event.set()
+        self._finished.clear()
+
+    # -- internal state transitions ----------------------------------------------
+
+    def _store(self, job: JobRecord) -> None:
+        """Replace a job's record, keeping counts and indexes in step."""
+        old = self._jobs.get(job.id)
+        if old is not None:
+            self._counts[old.queue][old.state] -= 1
+        self._counts[job.queue][job.state] += 1
+        self._jobs[job.id] = job
+        if job.state in (JobState.QUEUED, JobState.SCHEDULED, JobState.FAILED):
+            seq = self._seq.get(job.id, 0) + 1
+            self._seq[job.id] = seq
+            if job.state is JobState.QUEUED:
+                heapq.heappush(
+                    self._ready[job.queue], (-job.priority, job.scheduled_at, job.id, seq)
+                )
+            else:
+                heapq.heappush(self._delayed[job.queue], (job.scheduled_at, job.id, seq))
+        if job.state in TERMINAL_STATES:
+            self._tokens.pop(job.id, None)
+            if job.key is not None and (job.state is not JobState.COMPLETED):
+                self._release_key(job)
+            event = self._finished.pop(job.id, None)
+            if event is not None:
+                event.set()
+
+    def _delete(self, job: JobRecord) -> None:
+        del self._jobs[job.id]
+        self._counts[job.queue][job.state] -= 1
+        self._seq.pop(job.id, None)
+        self._tokens.pop(job.id, None)
+        if job.key is not None:
+            self._release_key(job)
+
+    def _release_key(self, job: JobRecord) -> None:
+        assert job.key is not None
+        if self._keys.get((job.queue, job.key)) == job.id:
+            del self._keys[(job.queue, job.key)]
+
+    def _key_holder(self, queue: str, key: str, now: float) -> JobRecord | None:
+        job_id = self._keys.get((queue, key))
+        job = self._jobs.get(job_id) if job_id is not None else None
+        if job is None or not self._holds_key(job, now):
+            return None
+        return job
+
+    @staticmethod
+    def _holds_key(job: JobRecord, now: float) -> bool:
+        if job.state in _LIVE:
+            return True
+        if job.state is JobState.COMPLETED:
+            return job.result_ttl is None or (job.finished_at or 0.0) + job.result_ttl > now
+        return False
+
+    def _expired(self, job: JobRecord, now: float) -> bool:
+        return (
+            job.state is JobState.COMPLETED
+            and job.result_ttl is not None
+            and (job.finished_at or 0.0) + job.result_ttl <= now
+        )
+
+    def _promote_due(self, queue: str, now: float) -> None:
+        heap = self._delayed.get(queue)
+        while heap and heap[0][0] <= now:
+            _, job_id, seq = heapq.heappop(heap)
+            job = self._jobs.get(job_id)
+            if job is not None and self._seq.get(job_id) == seq:
+                self._store(replace(job, state=JobState.QUEUED))
+
+    def _wake_workers(self) -> None:
+        self._work.set()
+        self._work = anyio.Event()
+
+    def _held(self, job_id: str, token: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.state is not JobState.ACTIVE or self._tokens.get(job_id) != token:
+            return None
+        return job
+
+    # -- producers ---------------------------------------------------------------
+
+    async def enqueue(
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+    ) -> list[JobRecord]:
+        if connection is not None:
+            msg = "the memory backend has no transactions: enqueue(connection=...) needs PostgreSQL"
+            raise ConfigurationError(msg)
+        now = self._clock()
+        stored: list[JobRecord] = []
+        woke = False
+        for job in jobs:
+            if job.key is not None:
+                holder = self._key_holder(job.queue, job.key, now)
+                if holder is not None:
+                    stored.append(holder)
+                    continue
+                self._keys[(job.queue, job.key)] = job.id
+            state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
+            new = replace(job, state=state)
+            self._store(new)
+            stored.append(new)
+            woke = woke or state is JobState.QUEUED
+        if woke or stored:
+            self._wake_workers()
+        return stored
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        job = self._jobs.get(job_id)
+        if job is not None and self._expired(job, self._clock()):
+            self._delete(job)
+            return None
+        return job
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        job = await self.get(job_id)
+        if job is None or job.state in TERMINAL_STATES:
+            return job
+        if job.state is JobState.ACTIVE:
+            job = replace(job, cancel_requested=True)
+        else:
+            job = replace(job, state=JobState.CANCELLED, finished_at=self._clock())
+        self._store(job)
+        return job
+
+    async def wait_finished(self, job_id: str) -> JobRecord | None:
+        while True:
+            job = await self.get(job_id)
+            if job is None or job.state in TERMINAL_STATES or self._closed:
+                return job
+            event = self._finished.get(job_id)
+            if event is None:
+                event = self._finished[job_id] = anyio.Event()
+            await event.wait()
+
+    # -- workers -----------------------------------------------------------------
+
+    async def claim(
+        self, queues: Sequence[str], limit: int, *, worker: str, lease_for: float
+    ) -> list[Lease]:
+        now = self._clock()
+        leases: list[Lease] = []
+        for queue in queues:
+            if queue in self._paused:
+                continue
+            self._promote_due(queue, now)
+            heap = self._ready.get(queue)
+            while heap and len(leases) < limit:
+                _, _, job_id, seq = heapq.heappop(heap)
+                job = self._jobs.get(job_id)
+                if job is None or self._seq.get(job_id) != seq or job.state is not JobState.QUEUED:
+                    continue
+                token = uuid.uuid4().hex
+                expires = now + lease_for
+                job = replace(
+                    job,
+                    state=JobState.ACTIVE,
+                    attempts=job.attempts + 1,
+                    started_at=now,
+                    worker=worker,
+                    lease_expires_at=expires,
+                    cancel_requested=False,
+                )
+                self._store(job)
+                self._tokens[job_id] = token
+                leases.append(Lease(job=job, token=token, expires_at=expires))
+            if len(leases) >= limit:
+                break
+        return leases
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        now = self._clock()
+        deadline = now + timeout
+        for queue in queues:
+            if queue in self._paused:
+                continue
+            if self._ready_now(queue):
+                return
+            heap = self._delayed.get(queue)
+            if heap:
+                deadline = min(deadline, heap[0][0])
+        event = self._work
+        with anyio.move_on_after(max(0.0, deadline - now)):
+            await event.wait()
+
+    def _ready_now(self, queue: str) -> bool:
+        heap = self._ready.get(queue)
+        while heap:
+            _, _, job_id, seq = heap[0]
+            job = self._jobs.get(job_id)
+            if job is not None and self._seq.get(job_id) == seq and job.state is JobState.QUEUED:
+                return True
+            heapq.heappop(heap)
+        return False
+
+    async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
+        now = self._clock()
+        lost: set[str] = set()
+        cancel: set[str] = set()
+        for lease in leases:
+            job = self._held(lease.job.id, lease.token)
+            if job is None:
+                lost.add(lease.job.id)
+                continue
+            self._jobs[job.id] = replace(job, lease_expires_at=now + lease_for)
+            if job.cancel_requested:
+                cancel.add(job.id)
+        return HeartbeatReply(lost=frozenset(lost), cancel=frozenset(cancel))
+
+    async def progress(self, lease: Lease, value: float) -> bool:
+        job = self._held(lease.job.id, lease.token)
+        if job is None:
+            return False
+        self._jobs[job.id] = replace(job, progress=value)
+        return True
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        now = self._clock()
+        applied: list[bool] = []
+        woke = False
+        for outcome in outcomes:
+            job = self._held(outcome.job_id, outcome.token)
+            if job is None:
+                applied.append(False)
+                continue
+            del self._tokens[job.id]
+            released = replace(job, lease_expires_at=None, worker=None)
+            errors = job.errors if outcome.error is None else (*job.errors, outcome.error)
+            state = outcome.state
+            if state is JobState.COMPLETED:
+                new = replace(released, state=state, result=outcome.result, finished_at=now)
+            elif state is JobState.FAILED:
+                retry_at = outcome.retry_at if outcome.retry_at is not None else now
+                new = replace(released, state=state, errors=errors, scheduled_at=retry_at)
+                woke = True
+            elif state in (JobState.DEAD, JobState.CANCELLED):
+                new = replace(released, state=state, errors=errors, finished_at=now)
+            elif state is JobState.QUEUED:
+                new = replace(released, state=state, attempts=max(0, job.attempts - 1))
+                woke = True
+            else:
+                msg = f"settle: {state.value!r} is not an outcome (job {job.id})"
+                raise ValueError(msg)
+            self._store(new)
+            applied.append(True)
+        if woke:
+            self._wake_workers()
+        return applied
+
+    async def recover(self) -> int:
+        now = self._clock()
+        lapsed = [
+            job
+            for job in self._jobs.values()
+            if job.state is JobState.ACTIVE and (job.lease_expires_at or 0.0) <= now
+        ]
+        for job in lapsed:
+            self._tokens.pop(job.id, None)
+            error = ErrorInfo(
+                kind=ErrorKind.LOST,
+                message=f"lease held by worker {job.worker} lapsed before the attempt finished",
+                attempt=job.attempts,
+                at=now,
+            )
+            common = {"errors": (*job.errors, error), "lease_expires_at": None, "worker": None}
+            if job.attempts < job.max_attempts:
+                self._store(replace(job, state=JobState.QUEUED, **common))
+            else:
+                self._store(replace(job, state=JobState.DEAD, finished_at=now, **common))
+        if lapsed:
+            self._wake_workers()
+        return len(lapsed)
+
+    # -- operations --------------------------------------------------------------
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        now = self._clock()
+        names = sorted(self._counts) if queues is None else sorted(set(queues))
+        out = []
+        for queue in names:
+            self._promote_due(queue, now)
+            counts = self._counts.get(queue, Counter())
+            oldest = None
+            if self._ready_now(queue):
+                oldest = min(
+                    job.scheduled_at
+                    for job in self._jobs.values()
+                    if job.queue == queue and job.state is JobState.QUEUED
+                )
+            out.append(
+                QueueStats(
+                    queue=queue,
+                    counts={state: counts.get(state, 0) for state in JobState},
+                    paused=queue in self._paused,
+                    oldest_ready_at=oldest,
+                )
+            )
+        return out
+
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[JobRecord]:
+        now = self._clock()
+        matches = sorted(
+            (
+                job
+                for job in self._jobs.values()
+                if (state is None or job.state is state)
+                and (queue is None or job.queue == queue)
+                and (name is None or job.name == name)
+                and (after is None or job.id > after)
+                and not self._expired(job, now)
+            ),
+            key=lambda job: job.id,
+        )
+        return matches[:limit]
+
+    async def retry_dead(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        if job_ids is None:
+            candidates = await self.list_jobs(
+                state=JobState.DEAD, queue=queue, name=name, limit=limit
+            )
+        else:
+            candidates = [job for job_id in job_ids if (job := self._jobs.get(job_id)) is not None]
+        now = self._clock()
+        retried = []
+        for job in candidates:
+            if job.state is not JobState.DEAD:
+                continue
+            if job.key is not None:
+                if self._key_holder(job.queue, job.key, now) is not None:
+                    continue
+                self._keys[(job.queue, job.key)] = job.id
+            self._store(
+                replace(job, state=JobState.QUEUED, attempts=0, finished_at=None, scheduled_at=now)
+            )
+            retried.append(job.id)
+        if retried:
+            self._wake_workers()
+        return retried
+
+    async def purge(
+        self,
+        *,
+        states: Sequence[JobState],
+        older_than: float,
+        queue: str | None = None,
+        limit: int = 10_000,
+    ) -> int:
+        wanted = set(states)
+        if not wanted <= TERMINAL_STATES:
+            bad = ", ".join(sorted(s.value for s in wanted - TERMINAL_STATES))
+            msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
+            raise ValueError(msg)
+        doomed = [
+            job
+            for job in self._jobs.values()
+            if job.state in wanted
+            and (queue is None or job.queue == queue)
+            and (job.finished_at if job.finished_at is not None else math.inf) < older_than
+        ]
+        doomed.sort(key=lambda job: job.id)
+        for job in doomed[:limit]:
+            self._delete(job)
+        return min(len(doomed), limit)
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        if paused:
+            self._paused.add(queue)
+        else:
+            self._paused.discard(queue)
+            self._wake_workers()
+        self._counts[queue]  # a paused queue with no jobs yet still shows in stats
+
+
+if TYPE_CHECKING:
+    _check: type[Backend] = MemoryBackend

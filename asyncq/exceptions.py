@@ -1,0 +1,139 @@
+"""Every exception asyncq raises, under one root.
+
+::
+
+    AsyncqError
+    ├── ConfigurationError     duplicate job name, bad backend URL, missing extra, bad option
+    ├── ValidationError        a payload does not match its schema; nothing was stored
+    ├── JobNotFound            no job with that id (never existed, or purged)
+    ├── JobFailed              ended dead or cancelled (``result``, ``enqueue_and_wait``)
+    │   └── JobCancelled       ... cancelled, specifically
+    └── BackendError           the store cannot be reached or answered wrongly
+        ├── BackendUnavailable ... cannot be reached (also a ``ConnectionError``)
+        └── LeaseLost          another worker owns the job now; this attempt's result is discarded
+
+Signals a handler raises to steer its own job (not errors of asyncq)::
+
+    Retry(delay=..., reason=...)   ask for another attempt
+    Reject(reason=...)             dead-letter now, no more attempts
+
+Waiting that runs out raises the builtin ``TimeoutError``; the job may still run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from ._records import ErrorInfo, JobRecord
+
+__all__ = [
+    "AsyncqError",
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigurationError",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
+    "LeaseLost",
+    "Reject",
+    "Retry",
+    "ValidationError",
+]
+
+
+class AsyncqError(Exception):
+    """The root of every error asyncq raises."""
+
+
+class ConfigurationError(AsyncqError):
+    """The app, a job or a backend is configured wrongly; the message says how to fix it."""
+
+
+class ValidationError(AsyncqError, ValueError):
+    """A payload does not match its job's schema. Nothing was stored.
+
+    Attributes:
+        job_name: the job whose schema rejected the payload.
+        detail: msgspec's explanation, naming the field
+            (``Expected `int`, got `str` - at `$.cents```).
+    """
+
+    def __init__(self, job_name: str, detail: str) -> None:
+        self.job_name = job_name
+        self.detail = detail
+        super().__init__(f"invalid payload for job {job_name!r}: {detail}")
+
+
+class JobNotFound(AsyncqError, LookupError):
+    """No job with this id: it never existed, or it was purged (or its result expired)."""
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id!r} (never enqueued, or purged after its TTL)")
+
+
+class JobFailed(AsyncqError):
+    """The job ended without a result: it is dead (out of attempts, rejected) or cancelled.
+
+    Attributes:
+        job: the job's record as stored, with every error (``job.errors``).
+        error: the last error, if any.
+    """
+
+    def __init__(self, job: JobRecord) -> None:
+        self.job = job
+        self.error: ErrorInfo | None = job.last_error
+        what = (
+            f"job {job.name!r} (id {job.id}, queue {job.queue!r}, "
+            f"attempt {job.attempts}/{job.max_attempts})"
+        )
+        why = f": {self.error.one_line()}" if self.error else ""
+        super().__init__(f"{what} ended {job.state.value}{why}")
+
+    @property
+    def job_id(self) -> str:
+        """The id of the job that failed."""
+        return self.job.id
+
+    def __repr__(self) -> str:
+        job = self.job
+        return f"{type(self).__name__}(job_id={job.id!r}, name={job.name!r}, state={job.state.value!r})"
+
+
+class JobCancelled(JobFailed):
+    """The job was cancelled before it completed."""
+
+
+class BackendError(AsyncqError):
+    """The store answered wrongly, or could not be reached (see ``BackendUnavailable``)."""
+
+
+class BackendUnavailable(BackendError, ConnectionError):
+    """The store cannot be reached. Workers reconnect with backoff; producers get this error."""
+
+
+class LeaseLost(BackendError):
+    """This worker's lease lapsed and another claim replaced it; the outcome is discarded."""
+
+
+class Retry(Exception):
+    """Raised by a handler to ask for another attempt, after ``delay`` seconds if given.
+
+    It counts as a failed attempt: a job out of attempts goes to the dead letters.
+    """
+
+    def __init__(self, reason: str = "", *, delay: float | timedelta | None = None) -> None:
+        self.reason = reason
+        self.delay = delay
+        super().__init__(reason or "retry requested")
+
+
+class Reject(Exception):
+    """Raised by a handler to send its job straight to the dead letters, with no more attempts."""
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason or "rejected")
