@@ -100,7 +100,8 @@ class JobFailed(AsyncqError):
 
     def __repr__(self) -> str:
         job = self.job
-        return f"{type(self).__name__}(job_id={job.id!r}, name={job.name!r}, state={job.state.value!r})"
+        name = type(self).__name__
+        return f"{name}(job_id={job.id!r}, name={job.name!r}, state={job.state.value!r})"
 
 
 class JobCancelled(JobFailed):
