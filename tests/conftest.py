@@ -114,7 +114,7 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     from asyncq.backends.postgres import PostgresBackend
 
     backend = PostgresBackend.from_url(
-        request.getfixturevalue("postgres_dsn"), schema=unique_namespace()
+        request.getfixturevalue("postgres_dsn"), schema=unique_namespace(), migrate=True
     )
     return backend, backend.drop_schema
 

@@ -247,6 +247,17 @@ class Backend(Protocol):
         """
         ...
 
+    async def prune(self) -> int:
+        """Delete what retention says is old; return how many jobs went.
+
+        Removes completed jobs whose ``result_ttl`` has passed, and whatever
+        the backend's own retention settings cover (documented on the
+        backend), in bounded batches. Workers call it now and then, so it must
+        be cheap when there is nothing to do and safe from many workers at
+        once. Backends that expire data by themselves (Redis TTLs) may return 0.
+        """
+        ...
+
     # -- operations ----------------------------------------------------------
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:

@@ -354,6 +354,13 @@ class MemoryBackend:
             self._wake_workers()
         return len(lapsed)
 
+    async def prune(self) -> int:
+        now = self._clock()
+        expired = [job for job in self._jobs.values() if self._expired(job, now)]
+        for job in expired:
+            self._delete(job)
+        return len(expired)
+
     # -- operations --------------------------------------------------------------
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
