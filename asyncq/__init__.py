@@ -1,1 +1,67 @@
-"""asyncq: an asyncio-native, typed job queue."""
+"""asyncq: an asyncio-native, typed job queue.
+
+Declare jobs with ``@app.job(schema=...)``, enqueue typed payloads, run
+workers with ``asyncq run module:app``. See ``asyncq.backends`` for the stores.
+"""
+
+import contextlib
+
+from ._app import App, JobDecorator
+from ._context import JobContext, current_job
+from ._handler import Handler, JobHandle, JobOptions
+from ._middleware import CallNext, Middleware
+from ._records import ErrorInfo, ErrorKind, JobRecord, JobState
+from ._retry import RetryPolicy
+from ._worker import Worker
+from .exceptions import (
+    AsyncqError,
+    BackendError,
+    BackendUnavailable,
+    ConfigurationError,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    LeaseLost,
+    Reject,
+    Retry,
+    ValidationError,
+)
+
+__all__ = [
+    "App",
+    "AsyncqError",
+    "BackendError",
+    "BackendUnavailable",
+    "CallNext",
+    "ConfigurationError",
+    "ErrorInfo",
+    "ErrorKind",
+    "Handler",
+    "JobCancelled",
+    "JobContext",
+    "JobDecorator",
+    "JobFailed",
+    "JobHandle",
+    "JobNotFound",
+    "JobOptions",
+    "JobRecord",
+    "JobState",
+    "LeaseLost",
+    "Middleware",
+    "Reject",
+    "Retry",
+    "RetryPolicy",
+    "ValidationError",
+    "Worker",
+    "current_job",
+]
+
+__version__ = "0.1.0.dev0"
+
+# Public names show as asyncq.X in reprs, tracebacks and docs, not asyncq._module.X.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("asyncq._"):
+        with contextlib.suppress(AttributeError, TypeError):
+            _obj.__module__ = "asyncq"
+del _name, _obj

@@ -1,0 +1,285 @@
+"""App: the job registry, the backend it talks to, and the way to run workers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import anyio
+
+from ._context import JobContext
+from ._handler import Handler, JobHandle, JobOptions, return_type
+from ._middleware import Middleware
+from ._records import JobRecord
+from ._retry import RetryPolicy, seconds
+from .backends import DEFAULT_URL, from_url
+from .backends.base import Backend
+from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+__all__ = ["App"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger("asyncq")
+
+Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
+
+
+class JobDecorator(Generic[T]):
+    """What ``@app.job(schema=T, ...)`` returns; applied to a function, registers a ``Handler``."""
+
+    def __init__(
+        self, register: Callable[[Callable[..., Awaitable[Any]]], Handler[T, Any]]
+    ) -> None:
+        self._register = register
+
+    @overload
+    def __call__(self, fn: Callable[[T, JobContext], Awaitable[R]], /) -> Handler[T, R]: ...
+    @overload
+    def __call__(self, fn: Callable[[T], Awaitable[R]], /) -> Handler[T, R]: ...
+    def __call__(self, fn: Callable[..., Awaitable[Any]], /) -> Handler[T, Any]:
+        return self._register(fn)
+
+
+class App:
+    """An application: its jobs, its backend, its lifespan.
+
+    Args:
+        name: names the app in logs and metrics.
+        backend: a URL (``redis://``, ``postgresql://``, ``sqlite:///path``,
+            ``memory://``) or a ``Backend`` instance. When ``None``, the
+            ``ASYNCQ_BACKEND`` environment variable, else a SQLite file
+            ``./asyncq.db``.
+        jobs: handlers to include (the declarative alternative to ``@app.job``).
+        lifespan: ``lifespan(app)`` returns an async context manager that a
+            worker enters once at start; what it yields is ``ctx.state`` in
+            every handler (a DB pool, an HTTP client).
+        middleware: callables wrapped around every handler call, outermost
+            first: ``async def mw(ctx, call_next) -> result``.
+    """
+
+    def __init__(
+        self,
+        name: str = "asyncq",
+        *,
+        backend: str | Backend | None = None,
+        jobs: Iterable[Handler[Any, Any]] = (),
+        lifespan: Lifespan | None = None,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self.name = name
+        self.handlers: dict[str, Handler[Any, Any]] = {}
+        self.lifespan = lifespan
+        self.middleware: list[Middleware] = list(middleware)
+        self._backend_spec: str | Backend | None = backend
+        self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self._opened = False
+        self._open_lock: anyio.Lock | None = None
+        for handler in jobs:
+            self.include(handler)
+
+    def __repr__(self) -> str:
+        return f"App({self.name!r}, jobs={len(self.handlers)})"
+
+    # -- registration ------------------------------------------------------------
+
+    def job(
+        self,
+        *,
+        schema: type[T],
+        name: str | None = None,
+        queue: str = "default",
+        timeout: float | timedelta | None = None,
+        max_attempts: int = 3,
+        retry: RetryPolicy | None = None,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+        dead_on: tuple[type[BaseException], ...] = (),
+        priority: int = 0,
+        result_ttl: float | timedelta | None = 86_400.0,
+    ) -> JobDecorator[T]:
+        """Register an async function as a job taking a ``schema`` payload.
+
+        The function takes ``(payload)`` or ``(payload, ctx: JobContext)``; its
+        return annotation types the result. The name defaults to
+        ``module.function``: it is the wire contract between producers and
+        workers, so keep it stable (pass ``name=`` before renaming code).
+
+        Args:
+            schema: the payload type (Struct, dataclass, TypedDict, builtins).
+            timeout: seconds one attempt may run (a timeout is a failed attempt).
+            max_attempts: attempts before the job goes dead.
+            retry: backoff between attempts (default: exponential from 1 s, doubling,
+                capped at 5 min, with full jitter).
+            retry_on: only these exceptions are retried (default: all).
+            dead_on: these exceptions send the job to the dead letters at once.
+            priority: larger runs first.
+            result_ttl: how long results (and idempotency keys) are kept; ``None`` for ever.
+
+        Raises:
+            ConfigurationError: a job with this name exists, or an option is invalid.
+        """
+
+        def register(fn: Callable[..., Awaitable[Any]]) -> Handler[T, Any]:
+            policy = (retry or RetryPolicy()).classify(retry_on, dead_on)
+            options = JobOptions(
+                queue=queue,
+                timeout=None if timeout is None else seconds(timeout),
+                max_attempts=max_attempts,
+                retry=policy,
+                priority=priority,
+                result_ttl=None if result_ttl is None else seconds(result_ttl),
+            )
+            job_name = name or f"{fn.__module__}.{fn.__qualname__}"
+            handler: Handler[T, Any] = Handler(
+                self, job_name, schema, fn, options, result_type=return_type(fn)
+            )
+            self.include(handler)
+            return handler
+
+        return JobDecorator(register)
+
+    def include(self, *handlers: Handler[Any, Any]) -> None:
+        """Register handlers made elsewhere (for example by another ``App``'s decorator)."""
+        for handler in handlers:
+            existing = self.handlers.get(handler.name)
+            if existing is not None and existing is not handler:
+                msg = (
+                    f"two jobs are named {handler.name!r} in app {self.name!r}; "
+                    "give one of them name=..."
+                )
+                raise ConfigurationError(msg)
+            handler.app = self
+            self.handlers[handler.name] = handler
+
+    def handle(
+        self,
+        name: str,
+        *,
+        schema: type[T],
+        result: type[R] | Any = Any,
+        queue: str = "default",
+        max_attempts: int = 3,
+        timeout: float | None = None,
+        priority: int = 0,
+        result_ttl: float | None = 86_400.0,
+    ) -> Handler[T, R]:
+        """A typed producer-side handle for a job implemented in another service.
+
+        It enqueues and waits like a registered handler but has no function,
+        so a worker of this app will not run it.
+        """
+        options = JobOptions(
+            queue=queue,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            priority=priority,
+            result_ttl=result_ttl,
+        )
+        return Handler(self, name, schema, None, options, result_type=result)
+
+    def get_job(self, job_id: str) -> JobHandle[Any]:
+        """A handle for a stored job id, from any process; its result decodes to builtins."""
+        from ._codec import Codec
+
+        return JobHandle(self, job_id, Codec(Any, "?"))
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues this app's jobs go to, sorted."""
+        return sorted({h.options.queue for h in self.handlers.values() if h.fn is not None})
+
+    # -- backend lifecycle ---------------------------------------------------------
+
+    @property
+    def backend(self) -> Backend:
+        """The backend, made from the configured URL on first use (not yet opened)."""
+        if self._backend is None:
+            spec = self._backend_spec if isinstance(self._backend_spec, str) else None
+            url = spec or os.environ.get("ASYNCQ_BACKEND")
+            if url is None:
+                log.info(
+                    "app %r: no backend given (backend= or ASYNCQ_BACKEND); using %s in %s",
+                    self.name,
+                    DEFAULT_URL,
+                    os.getcwd(),
+                )
+            self._backend = from_url(url or DEFAULT_URL)
+        return self._backend
+
+    def use_backend(self, backend: str | Backend) -> None:
+        """Replace the backend (a URL or an instance). Only before it is opened."""
+        if self._opened:
+            msg = f"app {self.name!r}: cannot change the backend while it is open"
+            raise ConfigurationError(msg)
+        self._backend_spec = backend
+        self._backend = backend if isinstance(backend, Backend) else None
+
+    async def backend_opened(self) -> Backend:
+        """The backend, opened on first use (producers need not enter ``async with app``)."""
+        if not self._opened:
+            if self._open_lock is None:
+                self._open_lock = anyio.Lock()
+            async with self._open_lock:
+                if not self._opened:
+                    await self.backend.open()
+                    self._opened = True
+        return self.backend
+
+    async def open(self) -> None:
+        """Open the backend now."""
+        await self.backend_opened()
+
+    async def close(self) -> None:
+        """Close the backend. Idempotent."""
+        if self._opened and self._backend is not None:
+            self._opened = False
+            await self._backend.close()
+
+    async def __aenter__(self) -> App:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def enqueue_records(
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+    ) -> list[JobRecord]:
+        """Store built records (``Handler.enqueue`` ends here)."""
+        backend = await self.backend_opened()
+        return await backend.enqueue(jobs, connection=connection)
+
+    # -- workers -------------------------------------------------------------------
+
+    def make_worker(self, **options: Any) -> Worker:
+        """A ``Worker`` for this app; see ``Worker`` for the options."""
+        from ._worker import Worker
+
+        return Worker(self, **options)
+
+    @asynccontextmanager
+    async def worker(self, **options: Any) -> AsyncIterator[Worker]:
+        """Run a worker in the background of the ``async with`` block (tests, web apps).
+
+        Leaving the block stops it gracefully: no new claims, running jobs finish
+        (within ``shutdown_timeout``), and the rest are handed back.
+        """
+        worker = self.make_worker(**options)
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            try:
+                yield worker
+            finally:
+                worker.stop()
+
+    async def run_worker(self, **options: Any) -> None:
+        """Run a worker until cancelled or signalled (SIGTERM/SIGINT: graceful; a second: now)."""
+        await self.make_worker(**options).run_until_signalled()

@@ -1,0 +1,79 @@
+"""The one place that turns objects into bytes and back (msgspec MessagePack).
+
+Backends store what this module produces and never import user schemas;
+handlers get back exactly their schema's types. No pickle: decoding can only
+ever build the types a schema names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from .exceptions import ValidationError
+
+__all__ = ["Codec", "encode", "decode_any"]
+
+T = TypeVar("T")
+
+_encoder = msgspec.msgpack.Encoder()
+_any_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
+
+
+def encode(value: object) -> bytes:
+    """MessagePack bytes of any value msgspec supports."""
+    return _encoder.encode(value)
+
+
+def decode_any(data: bytes) -> Any:
+    """Decode MessagePack bytes into builtins, with no schema (for the CLI and admin views)."""
+    return _any_decoder.decode(data)
+
+
+class Codec(Generic[T]):
+    """Encodes and validates values of one type ``T``; decodes bytes back into ``T``.
+
+    Args:
+        type_: anything msgspec can convert to: a Struct, dataclass, TypedDict,
+            builtin or ``Any``.
+        job_name: named in validation errors.
+    """
+
+    __slots__ = ("_decoder", "job_name", "type")
+
+    def __init__(self, type_: Any, job_name: str) -> None:
+        self.type = type_
+        self.job_name = job_name
+        try:
+            self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(type_)
+        except TypeError as exc:
+            from .exceptions import ConfigurationError
+
+            msg = f"job {job_name!r}: msgspec cannot use {type_!r} as a schema ({exc})"
+            raise ConfigurationError(msg) from exc
+
+    def encode(self, value: T) -> bytes:
+        """Encode ``value``, checking it against the type.
+
+        The value goes through a full decode, so constraints (``msgspec.Meta``,
+        required fields) are enforced even when ``value`` is already an
+        instance, and a plain ``dict`` is accepted for a Struct schema.
+
+        Raises:
+            ValidationError: the value does not match; nothing was encoded.
+        """
+        try:
+            data = _encoder.encode(value)
+            self._decoder.decode(data)
+        except (msgspec.ValidationError, msgspec.EncodeError, TypeError) as exc:
+            raise ValidationError(self.job_name, str(exc)) from exc
+        return data
+
+    def decode(self, data: bytes) -> T:
+        """Decode bytes into ``T``.
+
+        Raises:
+            msgspec.DecodeError: the bytes are not valid MessagePack, or do not match the type.
+        """
+        return self._decoder.decode(data)

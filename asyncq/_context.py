@@ -1,0 +1,107 @@
+"""JobContext: what a running handler may know and do about its own job."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import Any
+
+from ._records import JobRecord
+
+__all__ = ["JobContext", "current_job"]
+
+_current: ContextVar[JobContext] = ContextVar("asyncq_current_job")
+
+
+class JobContext:
+    """The running job, as its handler sees it.
+
+    A handler receives it as an optional second argument; code deeper in the
+    call stack reaches the same object through ``asyncq.current_job()``.
+
+    Attributes:
+        job_id: the job's id.
+        name: the job's name.
+        queue: the queue it came from.
+        attempt: this attempt's number, from 1.
+        max_attempts: how many attempts the job may have.
+        enqueued_at: when it was enqueued (epoch seconds).
+        headers: propagation headers set by the producer (trace context).
+        state: what the app's lifespan yielded (shared resources), or ``None``.
+        logger: a logger that adds the job id, name, queue and attempt to each record.
+    """
+
+    __slots__ = (
+        "_report_progress",
+        "attempt",
+        "enqueued_at",
+        "headers",
+        "job_id",
+        "logger",
+        "max_attempts",
+        "name",
+        "queue",
+        "state",
+    )
+
+    def __init__(
+        self,
+        job: JobRecord,
+        *,
+        state: Any = None,
+        progress: Callable[[float], Awaitable[bool]] | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.job_id = job.id
+        self.name = job.name
+        self.queue = job.queue
+        self.attempt = job.attempts
+        self.max_attempts = job.max_attempts
+        self.enqueued_at = job.enqueued_at
+        self.headers = job.headers
+        self.state = state
+        self._report_progress = progress
+        extra = {
+            "job_id": job.id,
+            "job_name": job.name,
+            "queue": job.queue,
+            "attempt": job.attempts,
+        }
+        self.logger = logging.LoggerAdapter(logger or logging.getLogger("asyncq.job"), extra)
+
+    async def progress(self, value: float) -> None:
+        """Record how far the job has got, from 0.0 to 1.0; operators see it in ``job``/``jobs``.
+
+        Raises:
+            ValueError: ``value`` is outside 0.0 to 1.0.
+        """
+        if not 0.0 <= value <= 1.0:
+            msg = f"progress must be between 0.0 and 1.0, got {value!r} (job {self.name!r})"
+            raise ValueError(msg)
+        if self._report_progress is not None:
+            await self._report_progress(value)
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """Whether a failure now sends the job to the dead letters."""
+        return self.attempt >= self.max_attempts
+
+    def __repr__(self) -> str:
+        return (
+            f"JobContext(job_id={self.job_id!r}, name={self.name!r}, queue={self.queue!r}, "
+            f"attempt={self.attempt}/{self.max_attempts})"
+        )
+
+
+def current_job() -> JobContext:
+    """The context of the job running in this task.
+
+    Raises:
+        LookupError: called outside a running job.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        msg = "asyncq.current_job() was called outside a running job"
+        raise LookupError(msg) from None

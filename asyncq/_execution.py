@@ -1,0 +1,173 @@
+"""One attempt of one leased job: decode, call the handler, turn what happened into an Outcome.
+
+Nothing here talks to the backend except ``ctx.progress``; the worker settles
+the returned outcome (in batches). Every way an attempt can end maps to
+exactly one outcome, or to ``None`` when the lease was lost and the result
+must be discarded.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import traceback
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import anyio
+import msgspec
+
+from ._context import JobContext, _current
+from ._middleware import CallNext, compose
+from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, Lease, Outcome
+from ._retry import RetryPolicy, seconds
+from .backends.base import Backend
+from .exceptions import Reject, Retry
+
+__all__ = ["Running", "StopReason", "execute"]
+
+log = logging.getLogger("asyncq.worker")
+
+_TRACEBACK_LIMIT = 16_000
+_FINAL_KINDS = frozenset({ErrorKind.REJECT, ErrorKind.DECODE, ErrorKind.UNKNOWN_JOB})
+
+
+class StopReason(enum.Enum):
+    """Why the worker cancelled a running attempt."""
+
+    CANCEL = "cancel"  #: an operator cancelled the job
+    LOST = "lost"  #: the lease is no longer ours
+    SHUTDOWN = "shutdown"  #: the worker is stopping; hand the job back
+
+
+@dataclass(eq=False)
+class Running:
+    """A job a worker is running: its lease, its cancel scope, and why it was stopped, if it was."""
+
+    lease: Lease
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    stop: StopReason | None = None
+
+    def interrupt(self, reason: StopReason) -> None:
+        """Cancel the attempt, remembering the first reason given."""
+        if self.stop is None:
+            self.stop = reason
+        self.scope.cancel()
+
+
+async def execute(
+    app: Any, backend: Backend, running: Running, state: Any = None
+) -> Outcome | None:
+    """Run one attempt and return its outcome (``None``: lease lost, discard)."""
+    lease = running.lease
+    job = lease.job
+    handler = app.handlers.get(job.name)
+    if handler is None or handler.fn is None:
+        known = ", ".join(sorted(app.handlers)) or "none"
+        message = (
+            f"no job named {job.name!r} in app {app.name!r} (queue {job.queue!r}; known: {known}); "
+            "deploy a worker that has it, then retry the dead job"
+        )
+        return _failure(lease, RetryPolicy(), ErrorKind.UNKNOWN_JOB, message)
+    try:
+        payload = handler.payload_codec.decode(job.payload)
+    except msgspec.DecodeError as exc:
+        message = f"payload does not decode as {handler.schema!r} for job {job.name!r}: {exc}"
+        return _failure(lease, handler.options.retry, ErrorKind.DECODE, message, exc=exc)
+
+    ctx = JobContext(job, state=state, progress=partial(backend.progress, lease))
+    fn = handler.fn
+    call: CallNext = partial(fn, payload, ctx) if handler.takes_context else partial(fn, payload)
+    if app.middleware:
+        call = compose(app.middleware, ctx, call)
+
+    completed = False
+    result: Any = None
+    error: Exception | None = None
+    timeout_scope = anyio.CancelScope()
+    reset = _current.set(ctx)
+    try:
+        with running.scope:
+            with anyio.move_on_after(job.timeout) as timeout_scope:
+                result = await call()
+                completed = True
+    except Exception as exc:  # noqa: BLE001 - every handler failure becomes an outcome
+        error = exc
+    finally:
+        _current.reset(reset)
+
+    if completed:
+        try:
+            data = handler.result_codec.encode(result)
+        except Exception as exc:  # noqa: BLE001 - a result we cannot store is the job's failure
+            message = f"job {job.name!r} returned a value that cannot be stored: {exc}"
+            return _failure(lease, handler.options.retry, ErrorKind.REJECT, message, exc=exc)
+        return Outcome(job_id=job.id, token=lease.token, state=JobState.COMPLETED, result=data)
+    if running.stop is StopReason.LOST:
+        return None
+    if running.stop is StopReason.SHUTDOWN:
+        return Outcome(job_id=job.id, token=lease.token, state=JobState.QUEUED)
+    if running.stop is StopReason.CANCEL:
+        info = _error(job, ErrorKind.CANCELLED, "cancelled by request while running")
+        return Outcome(job_id=job.id, token=lease.token, state=JobState.CANCELLED, error=info)
+    policy = handler.options.retry
+    if timeout_scope.cancelled_caught:
+        message = f"attempt ran past its timeout of {job.timeout:g}s and was cancelled"
+        return _failure(lease, policy, ErrorKind.TIMEOUT, message)
+    if isinstance(error, Retry):
+        delay = None if error.delay is None else seconds(error.delay)
+        return _failure(lease, policy, ErrorKind.RETRY, str(error), exc=error, delay=delay)
+    if isinstance(error, Reject):
+        return _failure(lease, policy, ErrorKind.REJECT, str(error), exc=error)
+    assert error is not None
+    kind = ErrorKind.ERROR
+    return _failure(lease, policy, kind, str(error), exc=error, final=not policy.retryable(error))
+
+
+def _error(
+    job: JobRecord, kind: ErrorKind, message: str, exc: BaseException | None = None
+) -> ErrorInfo:
+    tb = None
+    if exc is not None and kind not in (ErrorKind.RETRY, ErrorKind.REJECT):
+        tb = "".join(traceback.format_exception(exc))[-_TRACEBACK_LIMIT:]
+    return ErrorInfo(
+        kind=kind,
+        message=message,
+        attempt=job.attempts,
+        at=time.time(),
+        type=type(exc).__qualname__ if exc is not None else None,
+        traceback=tb,
+    )
+
+
+def _failure(
+    lease: Lease,
+    policy: RetryPolicy,
+    kind: ErrorKind,
+    message: str,
+    *,
+    exc: BaseException | None = None,
+    delay: float | None = None,
+    final: bool = False,
+) -> Outcome:
+    """A failed attempt's outcome: retry later, or dead when out of attempts or not retryable."""
+    job = lease.job
+    info = _error(job, kind, message, exc)
+    where = (
+        f"job {job.name!r} (id {job.id}, queue {job.queue!r}, "
+        f"attempt {job.attempts}/{job.max_attempts})"
+    )
+    if final or kind in _FINAL_KINDS or job.attempts >= job.max_attempts:
+        log.error("%s is dead: %s", where, info.one_line() or kind.value)
+        return Outcome(job_id=job.id, token=lease.token, state=JobState.DEAD, error=info)
+    wait = policy.delay(job.attempts) if delay is None else delay
+    log.warning("%s failed, retrying in %.2fs: %s", where, wait, info.one_line() or kind.value)
+    return Outcome(
+        job_id=job.id,
+        token=lease.token,
+        state=JobState.FAILED,
+        error=info,
+        retry_at=info.at + wait,
+    )

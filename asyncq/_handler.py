@@ -1,0 +1,366 @@
+"""Handler[T, R]: a registered job, typed by its payload and its result; JobHandle[R]."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import typing
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+import msgspec
+
+from ._codec import Codec
+from ._context import JobContext
+from ._records import JobRecord, JobState, new_job_id
+from ._retry import RetryPolicy, seconds
+from .exceptions import BackendError, ConfigurationError, JobCancelled, JobFailed, JobNotFound
+
+if TYPE_CHECKING:
+    from ._app import App
+
+__all__ = ["Handler", "JobHandle", "JobOptions"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+_DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """A job's defaults, set on ``@app.job``; ``enqueue`` may override them per job.
+
+    Attributes:
+        queue: where jobs go; workers choose queues.
+        timeout: seconds an attempt may run; ``None`` for no limit.
+        max_attempts: attempts before the job is dead (1 means no retry).
+        retry: delays between attempts, and which exceptions are retried.
+        priority: larger runs first; may be negative.
+        result_ttl: seconds a completed job (its result, its key) is kept; ``None`` for ever.
+    """
+
+    queue: str = "default"
+    timeout: float | None = None
+    max_attempts: int = 3
+    retry: RetryPolicy = _DEFAULT_RETRY
+    priority: int = 0
+    result_ttl: float | None = 86_400.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            msg = f"max_attempts must be at least 1, got {self.max_attempts}"
+            raise ConfigurationError(msg)
+        if self.timeout is not None and self.timeout <= 0:
+            msg = f"timeout must be positive seconds or None, got {self.timeout}"
+            raise ConfigurationError(msg)
+        if not self.queue:
+            msg = "queue must be a non-empty name"
+            raise ConfigurationError(msg)
+
+
+class Handler(Generic[T, R]):
+    """A job: its name, its payload schema ``T``, its function returning ``R``, and its options.
+
+    Made by ``@app.job(schema=T)`` (or ``app.handle(...)`` for a producer that
+    only knows the name). Enqueue with ``await handler.enqueue(payload)``;
+    call the function directly with ``await handler(payload)`` in unit tests.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        name: str,
+        schema: type[T],
+        fn: Callable[..., Awaitable[R]] | None,
+        options: JobOptions,
+        *,
+        result_type: Any = Any,
+    ) -> None:
+        self.app = app
+        self.name = name
+        self.schema = schema
+        self.fn = fn
+        self.options = options
+        self.payload_codec: Codec[T] = Codec(schema, name)
+        self.result_codec: Codec[R] = Codec(result_type, name)
+        self.takes_context = fn is not None and _takes_context(fn, name)
+
+    def __repr__(self) -> str:
+        return f"Handler(name={self.name!r}, queue={self.options.queue!r})"
+
+    async def __call__(self, payload: T, ctx: JobContext | None = None) -> R:
+        """Run the function in this process, now, with no queue involved (for tests)."""
+        if self.fn is None:
+            msg = f"job {self.name!r} has no function here: it was declared with app.handle()"
+            raise ConfigurationError(msg)
+        if self.takes_context:
+            if ctx is None:
+                record = JobRecord(
+                    id=new_job_id(),
+                    name=self.name,
+                    queue=self.options.queue,
+                    payload=b"",
+                    attempts=1,
+                    max_attempts=self.options.max_attempts,
+                )
+                ctx = JobContext(record)
+            return await self.fn(payload, ctx)
+        return await self.fn(payload)
+
+    def record(
+        self,
+        payload: T,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        priority: int | None = None,
+        key: str | None = None,
+        queue: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        now: float | None = None,
+    ) -> JobRecord:
+        """Validate ``payload`` and build the record ``enqueue`` would store.
+
+        Raises:
+            ValidationError: the payload does not match the schema.
+        """
+        data = self.payload_codec.encode(payload)
+        now = time.time() if now is None else now
+        scheduled_at = now
+        if at is not None:
+            if at.tzinfo is None:
+                msg = f"job {self.name!r}: at= must be an aware datetime (with a tzinfo)"
+                raise ConfigurationError(msg)
+            scheduled_at = at.timestamp()
+        elif delay is not None:
+            scheduled_at = now + seconds(delay)
+        options = self.options
+        attempts = options.max_attempts if max_attempts is None else max_attempts
+        if attempts < 1:
+            msg = f"job {self.name!r}: max_attempts must be at least 1, got {attempts}"
+            raise ConfigurationError(msg)
+        return JobRecord(
+            id=new_job_id(),
+            name=self.name,
+            queue=options.queue if queue is None else queue,
+            payload=data,
+            state=JobState.SCHEDULED if scheduled_at > now else JobState.QUEUED,
+            priority=options.priority if priority is None else priority,
+            max_attempts=attempts,
+            timeout=options.timeout if timeout is None else timeout,
+            key=key,
+            result_ttl=options.result_ttl,
+            enqueued_at=now,
+            scheduled_at=scheduled_at,
+        )
+
+    async def enqueue(
+        self,
+        payload: T,
+        /,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        priority: int | None = None,
+        key: str | None = None,
+        queue: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        connection: object | None = None,
+    ) -> JobHandle[R]:
+        """Validate and store one job; return its handle.
+
+        Args:
+            payload: the job's input, checked against the schema.
+            delay: run no sooner than this many seconds from now.
+            at: run no sooner than this aware datetime.
+            priority: larger runs first (default: the job's).
+            key: idempotency key; while a job with this key (in this queue) is
+                pending, running, or completed within its result TTL, the
+                existing job's handle is returned (``handle.created`` is False).
+            queue, timeout, max_attempts: override the job's defaults.
+            connection: write through this driver connection, inside the
+                caller's transaction (PostgreSQL).
+
+        Raises:
+            ValidationError: the payload does not match the schema; nothing stored.
+            BackendError: the store could not take the job.
+        """
+        job = self.record(
+            payload,
+            delay=delay,
+            at=at,
+            priority=priority,
+            key=key,
+            queue=queue,
+            timeout=timeout,
+            max_attempts=max_attempts,
+        )
+        (stored,) = await self.app.enqueue_records([job], connection=connection)
+        return JobHandle(self.app, stored.id, self.result_codec, created=stored.id == job.id)
+
+    async def enqueue_many(
+        self,
+        payloads: Iterable[T],
+        /,
+        *,
+        delay: float | timedelta | None = None,
+        at: datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        connection: object | None = None,
+    ) -> list[JobHandle[R]]:
+        """Validate every payload, then store them all in one backend call.
+
+        If any payload is invalid, nothing is stored.
+
+        Raises:
+            ValidationError: a payload does not match the schema (the message names it).
+        """
+        now = time.time()
+        jobs = [
+            self.record(p, delay=delay, at=at, priority=priority, queue=queue, now=now)
+            for p in payloads
+        ]
+        stored = await self.app.enqueue_records(jobs, connection=connection)
+        codec = self.result_codec
+        return [
+            JobHandle(self.app, s.id, codec, created=s.id == j.id)
+            for s, j in zip(stored, jobs, strict=True)
+        ]
+
+    async def enqueue_and_wait(
+        self,
+        payload: T,
+        /,
+        *,
+        timeout: float | None = None,
+        delay: float | timedelta | None = None,
+        priority: int | None = None,
+        key: str | None = None,
+        queue: str | None = None,
+    ) -> R:
+        """Enqueue, then wait for the result (request/response).
+
+        The wait is woken by the store's push, not by polling. With a ``key``
+        whose job already completed, the stored result comes back at once.
+
+        Args:
+            timeout: seconds to wait for the whole round trip; ``None`` waits for ever.
+
+        Raises:
+            TimeoutError: no result within ``timeout``; the job may still run.
+            JobFailed: the job ended dead or cancelled (``JobCancelled``).
+            ValidationError: the payload does not match the schema.
+        """
+        with anyio.fail_after(timeout):
+            handle = await self.enqueue(
+                payload, delay=delay, priority=priority, key=key, queue=queue
+            )
+            return await handle.result()
+
+
+class JobHandle(Generic[R]):
+    """A reference to a stored job, typed by its result.
+
+    Attributes:
+        id: the job's id; ``app.get_job(id)`` rebuilds a handle in any process.
+        created: False when ``enqueue`` found an existing job with the same key.
+    """
+
+    __slots__ = ("_app", "_codec", "created", "id")
+
+    def __init__(self, app: App, job_id: str, codec: Codec[R], *, created: bool = True) -> None:
+        self._app = app
+        self._codec = codec
+        self.id = job_id
+        self.created = created
+
+    def __repr__(self) -> str:
+        return f"JobHandle(id={self.id!r}, created={self.created})"
+
+    async def info(self) -> JobRecord:
+        """The job as stored now: state, attempts, timestamps, errors, progress.
+
+        Raises:
+            JobNotFound: no such job (or purged).
+        """
+        job = await (await self._app.backend_opened()).get(self.id)
+        if job is None:
+            raise JobNotFound(self.id)
+        return job
+
+    async def result(self, timeout: float | None = None) -> R:
+        """Wait until the job finishes and return its result.
+
+        Raises:
+            TimeoutError: it did not finish within ``timeout`` seconds.
+            JobFailed: it ended dead; ``JobCancelled``: it was cancelled.
+            JobNotFound: no such job.
+        """
+        backend = await self._app.backend_opened()
+        with anyio.fail_after(timeout):
+            job = await backend.wait_finished(self.id)
+        if job is None:
+            raise JobNotFound(self.id)
+        if job.state is JobState.COMPLETED:
+            return self._codec.decode(job.result or b"\xc0")
+        if job.state is JobState.CANCELLED:
+            raise JobCancelled(job)
+        if job.state is JobState.DEAD:
+            raise JobFailed(job)
+        # wait_finished returns an unfinished job only when the backend is closing
+        msg = f"stopped waiting for job {job.name!r} ({job.id}): the backend was closed"
+        raise BackendError(msg)
+
+    async def cancel(self) -> JobRecord:
+        """Cancel the job: a pending one never runs; a running one is cancelled in its worker.
+
+        Returns the job after the request (``cancel_requested`` set if it is running).
+
+        Raises:
+            JobNotFound: no such job.
+        """
+        job = await (await self._app.backend_opened()).cancel(self.id)
+        if job is None:
+            raise JobNotFound(self.id)
+        return job
+
+
+def _takes_context(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` is ``(payload)`` or ``(payload, ctx)``; anything else is an error."""
+    if not inspect.iscoroutinefunction(fn):
+        msg = f"job {name!r}: the handler must be an async function (async def)"
+        raise ConfigurationError(msg)
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(params) not in (1, 2):
+        msg = (
+            f"job {name!r}: the handler must take (payload) or (payload, ctx), "
+            f"not {len(params)} positional parameters"
+        )
+        raise ConfigurationError(msg)
+    return len(params) == 2
+
+
+def return_type(fn: Callable[..., Any]) -> Any:
+    """The handler's declared return type, for decoding results; ``Any`` when unknown."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - unresolvable annotations only cost us typed results
+        return Any
+    hint = hints.get("return", Any)
+    try:
+        msgspec.msgpack.Decoder(hint)
+    except TypeError:
+        return Any
+    return hint

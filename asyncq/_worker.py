@@ -1,0 +1,359 @@
+"""Worker: claims jobs into free slots, runs each in its own cancel scope, settles in batches.
+
+One anyio task group holds four loops and the running jobs:
+
+- the fetch loop claims as many jobs as there are free slots (never more, so
+  no claimed job waits for a slot while its lease runs down), then blocks on
+  the backend's push wakeup when the queues are empty;
+- the settle loop sends finished attempts' outcomes to the backend in
+  batches: whatever finished while the previous batch was in flight goes in
+  the next one, so acknowledgement costs one round trip per batch;
+- the heartbeat loop renews every lease still held (running or awaiting
+  settlement) in one call, and cancels jobs whose lease was lost or whose
+  cancellation was requested;
+- the maintenance loop recovers lapsed leases of dead workers and prunes.
+
+Shutdown (``stop()``, or SIGTERM/SIGINT under ``run_until_signalled``): stop
+claiming; let running jobs finish for up to ``shutdown_timeout``; cancel the
+rest and hand them back to their queue at once; flush outcomes. A second
+signal (``kill()``) skips the wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import TaskGroup, TaskStatus
+
+from ._execution import Running, StopReason, execute
+from ._records import Lease, Outcome
+from .exceptions import BackendError, ConfigurationError
+
+if TYPE_CHECKING:
+    from ._app import App
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("asyncq.worker")
+
+
+class Worker:
+    """Runs an app's jobs from its backend.
+
+    Args:
+        app: the app whose handlers run.
+        queues: queues to claim from (default: every queue the app's jobs use).
+        concurrency: jobs running at once, at most.
+        lease: seconds a claim is exclusive without a heartbeat; a worker that
+            dies loses its jobs to another worker this long after its last heartbeat.
+        shutdown_timeout: seconds running jobs get to finish on shutdown
+            before they are cancelled and handed back.
+        heartbeat: seconds between lease renewals (default ``lease / 3``, at
+            most 10 s); also the longest a running job takes to see a cancel.
+        poll_interval: the longest the fetch loop blocks waiting for work
+            before it checks again (a safety net; wakeups are pushed).
+        recover_interval: seconds between recoveries of lapsed leases
+            (default ``lease / 2``).
+        burst: stop once the queues have no ready job and nothing runs.
+        name: this worker's id in leases and logs (default host:pid:random).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        queues: Sequence[str] | None = None,
+        concurrency: int = 10,
+        lease: float = 30.0,
+        shutdown_timeout: float = 30.0,
+        heartbeat: float | None = None,
+        poll_interval: float = 5.0,
+        recover_interval: float | None = None,
+        burst: bool = False,
+        name: str | None = None,
+    ) -> None:
+        if concurrency < 1:
+            msg = f"concurrency must be at least 1, got {concurrency}"
+            raise ConfigurationError(msg)
+        if lease <= 0:
+            msg = f"lease must be positive seconds, got {lease}"
+            raise ConfigurationError(msg)
+        self.app = app
+        self.queues = list(queues) if queues else app.queues or ["default"]
+        self.concurrency = concurrency
+        self.lease = lease
+        self.shutdown_timeout = shutdown_timeout
+        self.heartbeat_interval = heartbeat if heartbeat is not None else min(lease / 3, 10.0)
+        self.poll_interval = poll_interval
+        self.recover_interval = recover_interval if recover_interval is not None else lease / 2
+        self.burst = burst
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.limiter = anyio.CapacityLimiter(concurrency)
+        self.running: dict[str, Running] = {}
+        self.processed = 0
+        self._unsettled: dict[str, Lease] = {}
+        self._outcomes: list[Outcome] = []
+        self._outcomes_ready = anyio.Event()
+        self._slot_freed = anyio.Event()
+        self._idle = anyio.Event()
+        self._stopping = False
+        self._wait_scope: anyio.CancelScope | None = None
+        self._drain_scope: anyio.CancelScope | None = None
+        self._state: Any = None
+
+    def __repr__(self) -> str:
+        return f"Worker({self.name!r}, queues={self.queues}, concurrency={self.concurrency})"
+
+    # -- control -----------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming and shut down gracefully (see the module docstring)."""
+        if not self._stopping:
+            log.info("worker %s stopping: %d job(s) running", self.name, len(self.running))
+        self._stopping = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    def kill(self) -> None:
+        """Stop now: cancel running jobs at once and hand them back."""
+        self.stop()
+        if self._drain_scope is not None:
+            self._drain_scope.cancel()
+        self.shutdown_timeout = 0
+
+    async def run_until_signalled(self) -> None:
+        """Run until SIGTERM or SIGINT (graceful), or a second one (now), or cancellation."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_signals)
+            await self.run()
+            tg.cancel_scope.cancel()
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if self._stopping:
+                    log.warning("worker %s: second %s, stopping now", self.name, name)
+                    self.kill()
+                else:
+                    log.info("worker %s: %s, finishing running jobs", self.name, name)
+                    self.stop()
+
+    # -- the run -----------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``stop()`` (or, with ``burst``, until the queues are empty)."""
+        backend = await self.app.backend_opened()
+        async with AsyncExitStack() as stack:
+            if self.app.lifespan is not None:
+                self._state = await stack.enter_async_context(self.app.lifespan(self.app))
+            log.info(
+                "worker %s started: app %r, backend %s, queues %s, concurrency %d",
+                self.name,
+                self.app.name,
+                backend.url,
+                ",".join(self.queues),
+                self.concurrency,
+            )
+            async with anyio.create_task_group() as service:
+                service.start_soon(self._settle_loop)
+                service.start_soon(self._heartbeat_loop)
+                service.start_soon(self._maintenance_loop)
+                task_status.started(self)
+                async with anyio.create_task_group() as jobs:
+                    await self._fetch_loop(jobs)
+                    await self._drain()
+                await self._flush()
+                service.cancel_scope.cancel()
+        log.info("worker %s stopped after %d job(s)", self.name, self.processed)
+
+    async def _fetch_loop(self, jobs: TaskGroup) -> None:
+        backend = self.app.backend
+        backoff = _Backoff()
+        while not self._stopping:
+            free = int(self.limiter.available_tokens)
+            if free == 0:
+                await self._interruptible(self._slot_freed.wait)
+                self._slot_freed = anyio.Event()
+                # Let the other jobs finishing in this tick free their slots
+                # too, so the next claim is a batch rather than one job.
+                await anyio.lowlevel.checkpoint()
+                continue
+            # A claim is never cancelled half-way: jobs claimed on the server
+            # but dropped here would wait out their lease.
+            try:
+                with anyio.CancelScope(shield=True):
+                    leases = await backend.claim(
+                        self.queues, free, worker=self.name, lease_for=self.lease
+                    )
+            except BackendError as exc:
+                await self._interruptible(
+                    partial(backoff.wait, f"worker {self.name}: claim failed", exc)
+                )
+                continue
+            backoff.reset()
+            for lease in leases:
+                self._start(jobs, lease)
+            if len(leases) < free:
+                if self.burst and not leases and not self.running and not self._outcomes:
+                    self._stopping = True
+                    break
+                try:
+                    await self._interruptible(
+                        lambda: backend.wait_for_work(self.queues, self.poll_interval)
+                    )
+                except BackendError as exc:
+                    what = f"worker {self.name}: waiting for work failed"
+                    await self._interruptible(partial(backoff.wait, what, exc))
+
+    async def _interruptible(self, wait: Callable[[], Awaitable[object]]) -> None:
+        """Await ``wait()``, unless or until ``stop()`` is called."""
+        with anyio.CancelScope() as scope:
+            self._wait_scope = scope
+            if self._stopping:
+                scope.cancel()
+            await wait()
+        self._wait_scope = None
+
+    def _start(self, jobs: TaskGroup, lease: Lease) -> None:
+        running = Running(lease)
+        self.limiter.acquire_on_behalf_of_nowait(running)
+        self.running[lease.job.id] = running
+        self._unsettled[lease.job.id] = lease
+        self._idle = anyio.Event()
+        jobs.start_soon(self._run_one, running, name=f"asyncq job {lease.job.name}")
+
+    async def _run_one(self, running: Running) -> None:
+        job_id = running.lease.job.id
+        try:
+            outcome = await execute(self.app, self.app.backend, running, self._state)
+        finally:
+            del self.running[job_id]
+            self.limiter.release_on_behalf_of(running)
+            self._slot_freed.set()
+            if not self.running:
+                self._idle.set()
+        self.processed += 1
+        if outcome is None:
+            self._unsettled.pop(job_id, None)
+        else:
+            self._outcomes.append(outcome)
+            self._outcomes_ready.set()
+
+    async def _drain(self) -> None:
+        """After the fetch loop: wait for running jobs, then hand back what is left."""
+        if self.running:
+            with anyio.move_on_after(self.shutdown_timeout) as self._drain_scope:
+                await self._idle.wait()
+            for running in list(self.running.values()):
+                running.interrupt(StopReason.SHUTDOWN)
+            if self.running:
+                log.warning(
+                    "worker %s: handing %d unfinished job(s) back to their queues",
+                    self.name,
+                    len(self.running),
+                )
+
+    # -- settlement ----------------------------------------------------------------
+
+    async def _settle_loop(self) -> None:
+        while True:
+            await self._outcomes_ready.wait()
+            self._outcomes_ready = anyio.Event()
+            await self._settle_batch()
+
+    async def _settle_batch(self) -> bool:
+        batch, self._outcomes = self._outcomes, []
+        if not batch:
+            return True
+        try:
+            await self.app.backend.settle(batch)
+        except BackendError as exc:
+            # Keep them: the next batch retries. If the leases lapse meanwhile the
+            # jobs run again elsewhere (at-least-once), and these are refused.
+            self._outcomes[:0] = batch
+            log.warning("worker %s: settling %d job(s) failed: %s", self.name, len(batch), exc)
+            return False
+        for outcome in batch:
+            self._unsettled.pop(outcome.job_id, None)
+        return True
+
+    async def _flush(self) -> None:
+        """Settle what is buffered before the worker goes (shielded, bounded)."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(max(self.lease, 5.0)):
+            backoff = _Backoff()
+            while self._outcomes:
+                if not await self._settle_batch():
+                    await backoff.wait(f"worker {self.name}: final settle failed", None)
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        backend = self.app.backend
+        while True:
+            await anyio.sleep(self.heartbeat_interval)
+            leases = list(self._unsettled.values())
+            if not leases:
+                continue
+            try:
+                reply = await backend.heartbeat(leases, lease_for=self.lease)
+            except BackendError as exc:
+                log.warning("worker %s: heartbeat failed: %s", self.name, exc)
+                continue
+            for job_id in reply.lost:
+                self._unsettled.pop(job_id, None)
+                running = self.running.get(job_id)
+                if running is not None:
+                    log.warning(
+                        "worker %s: lost the lease on job %s; cancelling it", self.name, job_id
+                    )
+                    running.interrupt(StopReason.LOST)
+            for job_id in reply.cancel:
+                running = self.running.get(job_id)
+                if running is not None:
+                    running.interrupt(StopReason.CANCEL)
+
+    async def _maintenance_loop(self) -> None:
+        backend = self.app.backend
+        prune_every = max(60.0, self.recover_interval)
+        since_prune = math.inf
+        while True:
+            try:
+                recovered = await backend.recover()
+                if recovered:
+                    log.warning("worker %s: recovered %d lapsed job(s)", self.name, recovered)
+                if since_prune >= prune_every:
+                    await backend.prune()
+                    since_prune = 0.0
+            except BackendError as exc:
+                log.warning("worker %s: maintenance failed: %s", self.name, exc)
+            await anyio.sleep(self.recover_interval)
+            since_prune += self.recover_interval
+
+
+class _Backoff:
+    """Exponential backoff with a cap, for reconnecting to a backend that went away."""
+
+    def __init__(self, first: float = 0.1, cap: float = 5.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.delay = first
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+    async def wait(self, what: str, exc: BaseException | None) -> None:
+        log.warning("%s (%s); retrying in %.1fs", what, exc, self.delay)
+        await anyio.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.cap)
