@@ -214,8 +214,13 @@ class App:
             self._backend = from_url(url or DEFAULT_URL)
         return self._backend
 
-    def use_backend(self, backend: str | Backend) -> None:
-        """Replace the backend (a URL or an instance). Only before it is opened."""
+    @property
+    def backend_spec(self) -> str | Backend | None:
+        """The backend as configured: a URL, an instance, or ``None`` (environment or default)."""
+        return self._backend_spec
+
+    def use_backend(self, backend: str | Backend | None) -> None:
+        """Replace the backend (a URL, an instance, or ``None`` for the default). Not while open."""
         if self._opened:
             msg = f"app {self.name!r}: cannot change the backend while it is open"
             raise ConfigurationError(msg)
