@@ -105,6 +105,7 @@ class Worker:
         self._unsettled: dict[str, Lease] = {}
         self._outcomes: list[Outcome] = []
         self._outcomes_ready = anyio.Event()
+        self._settle_lock = anyio.Lock()
         self._slot_freed = anyio.Event()
         self._idle = anyio.Event()
         self._stopping = False
@@ -206,7 +207,7 @@ class Worker:
             for lease in leases:
                 self._start(jobs, lease)
             if len(leases) < free:
-                if self.burst and not leases and not self.running and not self._outcomes:
+                if self.burst and not leases and not self._unsettled:
                     self._stopping = True
                     break
                 try:
@@ -274,6 +275,13 @@ class Worker:
             await self._settle_batch()
 
     async def _settle_batch(self) -> bool:
+        # Shielded and serialised: a batch in flight when the worker stops is
+        # finished, not dropped, and the final flush waits for it.
+        with anyio.CancelScope(shield=True):
+            async with self._settle_lock:
+                return await self._settle_locked()
+
+    async def _settle_locked(self) -> bool:
         batch, self._outcomes = self._outcomes, []
         if not batch:
             return True

@@ -1,0 +1,178 @@
+"""asyncq's side of the benchmark scenarios (see benchmarks/README.md).
+
+Every scenario runs in a fresh namespace of the chosen backend and returns a
+dict of figures. The worker runs in this process, as one worker process
+would; the producer is idle while a drain is timed.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+
+from asyncq import App
+from asyncq.backends import from_url
+from asyncq.backends.base import Backend, JobState
+
+Scenario = Callable[[str, int], Awaitable[dict[str, Any]]]
+
+DEFAULT_URLS = {
+    "memory": "memory://",
+    "sqlite": "sqlite:///{tmp}/bench-{ns}.db",
+    "redis": "redis://127.0.0.1:6379/0",
+    "postgres": "postgresql://postgres@127.0.0.1:5432/test",
+}
+
+
+class Noop(msgspec.Struct, array_like=True):
+    n: int = 0
+
+
+def make_backend(url: str) -> Backend:
+    """A backend in a namespace of its own, so runs never see each other's jobs."""
+    ns = f"bench{uuid.uuid4().hex[:8]}"
+    scheme = url.partition("://")[0]
+    if scheme == "sqlite":
+        import tempfile
+
+        return from_url(url.format(tmp=tempfile.gettempdir(), ns=ns))
+    if scheme.startswith("redis"):
+        return from_url(url, namespace=ns)
+    if scheme.startswith("postgres"):
+        return from_url(url, schema=ns, migrate=True)
+    return from_url(url)
+
+
+async def _cleanup(backend: Backend) -> None:
+    for name in ("drop_namespace", "drop_schema"):
+        drop = getattr(backend, name, None)
+        if drop is not None:
+            await drop()
+
+
+def make_app(backend: Backend) -> tuple[App, Any, Any]:
+    app = App("bench", backend=backend)
+
+    @app.job(schema=Noop, name="noop", max_attempts=1, result_ttl=3600)
+    async def noop(payload: Noop) -> None:
+        return None
+
+    @app.job(schema=Noop, name="sleep", max_attempts=1, result_ttl=3600)
+    async def sleep(payload: Noop) -> None:
+        await anyio.sleep(0.05)
+
+    return app, noop, sleep
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def _completed(backend: Backend) -> int:
+    (stats,) = await backend.stats(["default"])
+    return stats.counts[JobState.COMPLETED]
+
+
+async def _drain(app: App, total: int, concurrency: int) -> float:
+    """Run a worker until the queue is empty and settled; seconds from its start to its end."""
+    backend = await app.backend_opened()
+    worker = app.make_worker(concurrency=concurrency, poll_interval=0.05, lease=60, burst=True)
+    started = time.perf_counter()
+    await worker.run()
+    elapsed = time.perf_counter() - started
+    completed = await _completed(backend)
+    if completed != total:
+        msg = f"drain finished with {completed} of {total} jobs completed"
+        raise RuntimeError(msg)
+    return elapsed
+
+
+async def scenario_enqueue(url: str, n: int) -> dict[str, Any]:
+    backend = make_backend(url)
+    app, noop, _ = make_app(backend)
+    async with app:
+        try:
+            started = time.perf_counter()
+            for i in range(n):
+                await noop.enqueue(Noop(i))
+            elapsed = time.perf_counter() - started
+        finally:
+            await _cleanup(backend)
+    return {"jobs_per_s": n / elapsed, "n": n}
+
+
+async def scenario_enqueue_batch(url: str, n: int) -> dict[str, Any]:
+    backend = make_backend(url)
+    app, noop, _ = make_app(backend)
+    async with app:
+        try:
+            payloads = [Noop(i) for i in range(n)]
+            started = time.perf_counter()
+            for i in range(0, n, 1000):
+                await noop.enqueue_many(payloads[i : i + 1000])
+            elapsed = time.perf_counter() - started
+        finally:
+            await _cleanup(backend)
+    return {"jobs_per_s": n / elapsed, "n": n, "batch": 1000}
+
+
+async def _scenario_drain(url: str, n: int, which: str) -> dict[str, Any]:
+    backend = make_backend(url)
+    app, noop, sleep = make_app(backend)
+    handler = noop if which == "noop" else sleep
+    async with app:
+        try:
+            payloads = [Noop(i) for i in range(n)]
+            for i in range(0, n, 1000):
+                await handler.enqueue_many(payloads[i : i + 1000])
+            elapsed = await _drain(app, n, concurrency=100)
+        finally:
+            await _cleanup(backend)
+    return {"jobs_per_s": n / elapsed, "n": n, "concurrency": 100, "peak_rss_mb": peak_rss_mb()}
+
+
+async def scenario_drain_noop(url: str, n: int) -> dict[str, Any]:
+    return await _scenario_drain(url, n, "noop")
+
+
+async def scenario_drain_sleep(url: str, n: int) -> dict[str, Any]:
+    return await _scenario_drain(url, n, "sleep")
+
+
+async def scenario_roundtrip(url: str, n: int) -> dict[str, Any]:
+    backend = make_backend(url)
+    app, noop, _ = make_app(backend)
+    samples: list[float] = []
+    async with app:
+        try:
+            async with app.worker(concurrency=10, poll_interval=1.0):
+                await noop.enqueue_and_wait(Noop(), timeout=10)  # warm up
+                for i in range(n):
+                    started = time.perf_counter()
+                    await noop.enqueue_and_wait(Noop(i), timeout=10)
+                    samples.append((time.perf_counter() - started) * 1000)
+        finally:
+            await _cleanup(backend)
+    samples.sort()
+    return {
+        "p50_ms": statistics.median(samples),
+        "p99_ms": samples[min(len(samples) - 1, int(len(samples) * 0.99))],
+        "n": n,
+    }
+
+
+SCENARIOS: dict[str, tuple[Scenario, int]] = {
+    # name: (function, default N)
+    "enqueue": (scenario_enqueue, 10_000),
+    "enqueue-batch": (scenario_enqueue_batch, 10_000),
+    "drain-noop": (scenario_drain_noop, 10_000),
+    "drain-sleep": (scenario_drain_sleep, 2_000),
+    "roundtrip": (scenario_roundtrip, 500),
+}
