@@ -1,0 +1,748 @@
+"""Schema, migrations and transaction bodies of the SQLite backend.
+
+Every function here is synchronous and runs on the backend's database thread,
+inside a transaction its caller opened (``BEGIN IMMEDIATE`` for writes), with
+``now`` read after the transaction began. A function is therefore one atomic
+step of the store: a read of a row and the update that depends on it happen
+under the same write lock, which is what ``SELECT ... FOR UPDATE`` or a Lua
+script give other stores. Functions must not touch anything but the
+connection, because the caller retries them whole when the database is locked.
+
+Layout. One row per job in ``asyncq_jobs``; the fields SQL filters or orders
+on are columns, and the opaque parts are blobs: ``payload`` and ``result`` as
+the producer and worker wrote them, ``headers`` as a MessagePack map, and
+``errors`` as the MessagePack encodings of ``ErrorInfo`` laid end to end,
+``error_count`` of them. Appending an attempt's error is then ``errors || ?``
+in SQL, never a decode and re-encode of the whole list. Two columns exist for
+the backend alone: ``token`` (the current lease, ``active`` only) and
+``expires_at`` (``finished_at + result_ttl``, ``completed`` only), so that key
+holding and pruning are indexed comparisons. ``asyncq_queues`` records every
+queue seen and whether it is paused.
+
+SQL is kept to what SQLite 3.8 understands (partial indexes) plus nothing
+newer: no ``RETURNING``, ``UPDATE FROM`` or upsert, since many Python builds
+link the system's older SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from msgspec.structs import replace
+
+from ..exceptions import BackendError
+from .base import (
+    TERMINAL_STATES,
+    ErrorInfo,
+    ErrorKind,
+    HeartbeatReply,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+#: Rows per statement when a batch is spelled out as ``IN (?, ?, ...)``; far
+#: below SQLITE_MAX_VARIABLE_NUMBER, which is 999 in old builds.
+CHUNK = 500
+
+# -- schema ----------------------------------------------------------------------
+
+_V1 = (
+    """CREATE TABLE asyncq_queues (
+        name TEXT PRIMARY KEY NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE asyncq_jobs (
+        id TEXT PRIMARY KEY NOT NULL,
+        name TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        timeout REAL,
+        key TEXT,
+        result_ttl REAL,
+        enqueued_at REAL NOT NULL,
+        scheduled_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        lease_expires_at REAL,
+        worker TEXT,
+        result BLOB,
+        errors BLOB,
+        error_count INTEGER NOT NULL DEFAULT 0,
+        progress REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        headers BLOB,
+        token TEXT,
+        expires_at REAL
+    )""",
+    # claim: the next ready jobs of one queue, in claim order, read straight off the index
+    """CREATE INDEX asyncq_jobs_ready ON asyncq_jobs (queue, priority DESC, scheduled_at, id)
+        WHERE state = 'queued'""",
+    # stats (counts by state), due scheduled/failed jobs, and the earliest of them
+    "CREATE INDEX asyncq_jobs_queue_state ON asyncq_jobs (queue, state, scheduled_at)",
+    "CREATE INDEX asyncq_jobs_key ON asyncq_jobs (queue, key) WHERE key IS NOT NULL",
+    """CREATE INDEX asyncq_jobs_lease ON asyncq_jobs (lease_expires_at)
+        WHERE state = 'active'""",
+    # purge and retention: finished jobs by state and age
+    """CREATE INDEX asyncq_jobs_finished ON asyncq_jobs (state, finished_at)
+        WHERE finished_at IS NOT NULL""",
+    "CREATE INDEX asyncq_jobs_expires ON asyncq_jobs (expires_at) WHERE expires_at IS NOT NULL",
+)
+
+#: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+#: The schema version this code writes and understands.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer asyncq than this one."""
+
+    def __init__(self, found: int) -> None:
+        self.found = found
+        super().__init__(found)
+
+
+def schema_version(conn: sqlite3.Connection, now: float = 0.0) -> int:
+    """The version recorded in the database; 0 for a database asyncq never touched."""
+    if (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'asyncq_meta'"
+        ).fetchone()
+        is None
+    ):
+        return 0
+    row = conn.execute("SELECT value FROM asyncq_meta WHERE key = 'schema_version'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, now: float) -> int:
+    """Bring the schema to ``SCHEMA_VERSION``; return the version found.
+
+    Raises:
+        SchemaTooNew: the database is ahead of this code.
+    """
+    found = schema_version(conn)
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew(found)
+    if found == SCHEMA_VERSION:
+        return found
+    encoding = conn.execute("PRAGMA encoding").fetchone()[0]
+    if encoding != "UTF-8":
+        msg = f"asyncq needs a UTF-8 SQLite database; this one is {encoding}"
+        raise BackendError(msg)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS asyncq_meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL)"
+    )
+    for version in range(found, SCHEMA_VERSION):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute(
+        "INSERT OR REPLACE INTO asyncq_meta (key, value) VALUES ('schema_version', ?)",
+        (SCHEMA_VERSION,),
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO asyncq_meta (key, value) VALUES ('migrated_at', ?)", (now,)
+    )
+    return found
+
+
+# -- rows <-> records ------------------------------------------------------------
+
+_COLUMNS = (
+    "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
+    " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at, worker,"
+    " result, errors, error_count, progress, cancel_requested, headers"
+)
+_SELECT = f"SELECT {_COLUMNS} FROM asyncq_jobs"
+_INSERT = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * 23)})"
+
+_encoder = msgspec.msgpack.Encoder()
+_errors_decoder = msgspec.msgpack.Decoder(tuple[ErrorInfo, ...])
+_headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
+
+
+def encode_errors(errors: Iterable[ErrorInfo]) -> bytes:
+    return b"".join(_encoder.encode(error) for error in errors)
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def to_record(row: Sequence[Any]) -> JobRecord:
+    """Decode a row selected with ``_COLUMNS``.
+
+    Raises:
+        BackendError: the row does not hold a job this code can read.
+    """
+    (
+        job_id,
+        name,
+        queue,
+        payload,
+        state,
+        priority,
+        attempts,
+        max_attempts,
+        timeout,
+        key,
+        result_ttl,
+        enqueued_at,
+        scheduled_at,
+        started_at,
+        finished_at,
+        lease_expires_at,
+        worker,
+        result,
+        errors,
+        error_count,
+        progress,
+        cancel_requested,
+        headers,
+    ) = row
+    try:
+        return JobRecord(
+            id=job_id,
+            name=name,
+            queue=queue,
+            payload=payload,
+            state=JobState(state),
+            priority=priority,
+            attempts=attempts,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            key=key,
+            result_ttl=result_ttl,
+            enqueued_at=enqueued_at,
+            scheduled_at=scheduled_at,
+            started_at=started_at,
+            finished_at=finished_at,
+            lease_expires_at=lease_expires_at,
+            worker=worker,
+            result=result,
+            errors=_errors_decoder.decode(_array_header(error_count) + errors)
+            if error_count
+            else (),
+            progress=progress,
+            cancel_requested=bool(cancel_requested),
+            headers=_headers_decoder.decode(headers) if headers else {},
+        )
+    except (ValueError, msgspec.DecodeError) as exc:
+        msg = f"job {job_id!r} is stored in a form this asyncq cannot read: {exc}"
+        raise BackendError(msg) from exc
+
+
+def _to_row(job: JobRecord) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.name,
+        job.queue,
+        job.payload,
+        job.state.value,
+        job.priority,
+        job.attempts,
+        job.max_attempts,
+        job.timeout,
+        job.key,
+        job.result_ttl,
+        job.enqueued_at,
+        job.scheduled_at,
+        job.started_at,
+        job.finished_at,
+        job.lease_expires_at,
+        job.worker,
+        job.result,
+        encode_errors(job.errors) if job.errors else None,
+        len(job.errors),
+        job.progress,
+        int(job.cancel_requested),
+        _encoder.encode(job.headers) if job.headers else None,
+    )
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _select_by_ids(
+    conn: sqlite3.Connection, columns: str, ids: Sequence[str], where: str = ""
+) -> list[Any]:
+    """Rows for ``ids`` (any order), in as many statements as ``CHUNK`` needs."""
+    rows: list[Any] = []
+    for chunk in _chunks(ids):
+        sql = f"SELECT {columns} FROM asyncq_jobs WHERE id IN ({_marks(len(chunk))}){where}"
+        rows.extend(conn.execute(sql, tuple(chunk)))
+    return rows
+
+
+# A job holds its key while live, or completed and not yet expired.
+_HOLDS_KEY = (
+    "(state IN ('scheduled', 'queued', 'active', 'failed')"
+    " OR (state = 'completed' AND (expires_at IS NULL OR expires_at > ?)))"
+)
+
+
+def _key_holder(conn: sqlite3.Connection, queue: str, key: str, now: float) -> JobRecord | None:
+    row = conn.execute(
+        f"{_SELECT} WHERE queue = ? AND key = ? AND {_HOLDS_KEY} LIMIT 1", (queue, key, now)
+    ).fetchone()
+    return None if row is None else to_record(row)
+
+
+def _expired(job: JobRecord, now: float) -> bool:
+    return (
+        job.state is JobState.COMPLETED
+        and job.result_ttl is not None
+        and (job.finished_at or 0.0) + job.result_ttl <= now
+    )
+
+
+def _unpaused(conn: sqlite3.Connection, queues: Sequence[str]) -> list[str]:
+    wanted = list(dict.fromkeys(queues))
+    paused = {
+        name
+        for chunk in _chunks(wanted)
+        for (name,) in conn.execute(
+            f"SELECT name FROM asyncq_queues WHERE paused AND name IN ({_marks(len(chunk))})",
+            tuple(chunk),
+        )
+    }
+    return [queue for queue in wanted if queue not in paused]
+
+
+# -- producers -------------------------------------------------------------------
+
+
+def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+    stored: list[JobRecord] = []
+    rows: list[tuple[Any, ...]] = []
+    # (queue, key) -> the job holding it, for keys already looked up in this batch
+    holders: dict[tuple[str, str], JobRecord | None] = {}
+    for job in jobs:
+        slot = None
+        if job.key is not None:
+            slot = (job.queue, job.key)
+            if slot not in holders:
+                holders[slot] = _key_holder(conn, job.queue, job.key, now)
+            holder = holders[slot]
+            if holder is not None:
+                stored.append(holder)
+                continue
+        state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
+        new = replace(job, state=state)
+        if slot is not None:
+            holders[slot] = new
+        rows.append(_to_row(new))
+        stored.append(new)
+    conn.executemany(_INSERT, rows)
+    conn.executemany(
+        "INSERT OR IGNORE INTO asyncq_queues (name) VALUES (?)",
+        [(queue,) for queue in sorted({job.queue for job in jobs})],
+    )
+    return stored
+
+
+def get(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
+    row = conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        return None
+    job = to_record(row)
+    return None if _expired(job, now) else job
+
+
+def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
+    job = get(conn, now, job_id)
+    if job is None or job.state in TERMINAL_STATES:
+        return job
+    if job.state is JobState.ACTIVE:
+        conn.execute("UPDATE asyncq_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+        return replace(job, cancel_requested=True)
+    conn.execute(
+        "UPDATE asyncq_jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id)
+    )
+    return replace(job, state=JobState.CANCELLED, finished_at=now)
+
+
+# -- workers ---------------------------------------------------------------------
+
+
+def claim(
+    conn: sqlite3.Connection,
+    now: float,
+    queues: Sequence[str],
+    limit: int,
+    worker: str,
+    lease_for: float,
+) -> list[Lease]:
+    open_queues = _unpaused(conn, queues)
+    # Promote due scheduled/failed jobs so one index gives the claim order.
+    for chunk in _chunks(open_queues):
+        conn.execute(
+            "UPDATE asyncq_jobs SET state = 'queued'"
+            f" WHERE queue IN ({_marks(len(chunk))})"
+            " AND state IN ('scheduled', 'failed') AND scheduled_at <= ?",
+            (*chunk, now),
+        )
+    expires = now + lease_for
+    leases: list[Lease] = []
+    for queue in open_queues:
+        if len(leases) >= limit:
+            break
+        rows = conn.execute(
+            f"{_SELECT} WHERE queue = ? AND state = 'queued'"
+            " ORDER BY priority DESC, scheduled_at, id LIMIT ?",
+            (queue, limit - len(leases)),
+        ).fetchall()
+        for row in rows:
+            job = to_record(row)
+            job = replace(
+                job,
+                state=JobState.ACTIVE,
+                attempts=job.attempts + 1,
+                started_at=now,
+                worker=worker,
+                lease_expires_at=expires,
+                cancel_requested=False,
+            )
+            leases.append(Lease(job=job, token=uuid.uuid4().hex, expires_at=expires))
+    conn.executemany(
+        "UPDATE asyncq_jobs SET state = 'active', attempts = attempts + 1, started_at = ?,"
+        " worker = ?, lease_expires_at = ?, cancel_requested = 0, token = ?"
+        " WHERE id = ? AND state = 'queued'",
+        [(now, worker, expires, lease.token, lease.job.id) for lease in leases],
+    )
+    return leases
+
+
+class Probe(msgspec.Struct, frozen=True):
+    """What ``wait_for_work`` learns from one look at the database."""
+
+    #: ``PRAGMA data_version``: changes whenever another connection commits
+    version: int
+    ready: bool
+    #: the earliest ``scheduled_at`` of a scheduled or failed job in the queues
+    earliest: float | None
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    version: int = conn.execute("PRAGMA data_version").fetchone()[0]
+    return version
+
+
+def probe(
+    conn: sqlite3.Connection, now: float, queues: Sequence[str], since: int | None
+) -> Probe | None:
+    """Look for work in ``queues``; ``None`` if no other connection committed since ``since``."""
+    version = data_version(conn)
+    if version == since:
+        return None
+    earliest: float | None = None
+    for queue in _unpaused(conn, queues):
+        queued, *due = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'),"
+            " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = ?1 AND state = 'scheduled'),"
+            " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = ?1 AND state = 'failed')",
+            (queue,),
+        ).fetchone()
+        if queued:
+            return Probe(version, ready=True, earliest=None)
+        for at in due:
+            if at is not None:
+                if at <= now:
+                    return Probe(version, ready=True, earliest=None)
+                earliest = at if earliest is None else min(earliest, at)
+    return Probe(version, ready=False, earliest=earliest)
+
+
+def _current_leases(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """``id -> (token, cancel_requested)`` for the ``active`` jobs among ``ids``."""
+    rows = _select_by_ids(
+        conn, "id, token, cancel_requested", list(dict.fromkeys(ids)), " AND state = 'active'"
+    )
+    return {job_id: (token, cancel) for job_id, token, cancel in rows}
+
+
+def heartbeat(
+    conn: sqlite3.Connection, now: float, leases: Sequence[Lease], lease_for: float
+) -> HeartbeatReply:
+    current = _current_leases(conn, (lease.job.id for lease in leases))
+    lost: set[str] = set()
+    cancel: set[str] = set()
+    held: list[tuple[float, str, str]] = []
+    for lease in leases:
+        job_id = lease.job.id
+        token, cancel_requested = current.get(job_id, (None, 0))
+        if token != lease.token:
+            lost.add(job_id)
+            continue
+        held.append((now + lease_for, job_id, lease.token))
+        if cancel_requested:
+            cancel.add(job_id)
+    conn.executemany("UPDATE asyncq_jobs SET lease_expires_at = ? WHERE id = ? AND token = ?", held)
+    return HeartbeatReply(lost=frozenset(lost), cancel=frozenset(cancel))
+
+
+def progress(conn: sqlite3.Connection, now: float, lease: Lease, value: float) -> bool:
+    cursor = conn.execute(
+        "UPDATE asyncq_jobs SET progress = ? WHERE id = ? AND token = ? AND state = 'active'",
+        (value, lease.job.id, lease.token),
+    )
+    return cursor.rowcount == 1
+
+
+_RELEASE = "token = NULL, lease_expires_at = NULL, worker = NULL"
+# ``||`` makes TEXT; the cast takes the same bytes back as a BLOB (in a UTF-8
+# database, which ``migrate`` checks, the bytes pass through unchanged).
+_APPEND_ERROR = "errors = CAST(coalesce(errors, x'') || ? AS BLOB), error_count = error_count + ?"
+_HELD = "WHERE id = ? AND token = ? AND state = 'active'"
+_SETTLE = {
+    JobState.COMPLETED: "UPDATE asyncq_jobs SET state = 'completed', result = ?,"
+    f" finished_at = ?, expires_at = ? + result_ttl, {_RELEASE} {_HELD}",
+    JobState.FAILED: f"UPDATE asyncq_jobs SET state = 'failed', {_APPEND_ERROR},"
+    f" scheduled_at = ?, {_RELEASE} {_HELD}",
+    JobState.DEAD: f"UPDATE asyncq_jobs SET state = 'dead', {_APPEND_ERROR},"
+    f" finished_at = ?, {_RELEASE} {_HELD}",
+    JobState.CANCELLED: f"UPDATE asyncq_jobs SET state = 'cancelled', {_APPEND_ERROR},"
+    f" finished_at = ?, {_RELEASE} {_HELD}",
+    JobState.QUEUED: "UPDATE asyncq_jobs SET state = 'queued', attempts = max(0, attempts - 1),"
+    f" {_RELEASE} {_HELD}",
+}
+
+
+class Settled(msgspec.Struct, frozen=True):
+    applied: list[bool]
+    #: ids that became terminal (their waiters are woken)
+    finished: list[str]
+    #: whether any job became ready again (claimers are woken)
+    requeued: bool
+
+
+def _settle_params(outcome: Outcome, now: float) -> tuple[Any, ...]:
+    state = outcome.state
+    held = (outcome.job_id, outcome.token)
+    if state is JobState.QUEUED:
+        return held
+    if state is JobState.COMPLETED:
+        return (outcome.result, now, now, *held)
+    error = (b"", 0) if outcome.error is None else (_encoder.encode(outcome.error), 1)
+    if state is JobState.FAILED:
+        return (*error, outcome.retry_at if outcome.retry_at is not None else now, *held)
+    return (*error, now, *held)
+
+
+def settle(conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome]) -> Settled:
+    current = _current_leases(conn, (outcome.job_id for outcome in outcomes))
+    applied: list[bool] = []
+    finished: list[str] = []
+    by_state: defaultdict[JobState, list[tuple[Any, ...]]] = defaultdict(list)
+    for outcome in outcomes:
+        lease = current.get(outcome.job_id)
+        if lease is None or lease[0] != outcome.token:
+            applied.append(False)
+            continue
+        # the lease is released by this outcome: a second one for it in the batch is stale
+        del current[outcome.job_id]
+        applied.append(True)
+        by_state[outcome.state].append(_settle_params(outcome, now))
+        if outcome.state in TERMINAL_STATES:
+            finished.append(outcome.job_id)
+    for state, params in by_state.items():
+        conn.executemany(_SETTLE[state], params)
+    requeued = bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
+    return Settled(applied=applied, finished=finished, requeued=requeued)
+
+
+def recover(conn: sqlite3.Connection, now: float) -> list[tuple[str, bool]]:
+    """Release lapsed leases; return ``(id, went_dead)`` for each."""
+    lapsed = conn.execute(
+        "SELECT id, attempts, max_attempts, worker FROM asyncq_jobs"
+        " WHERE state = 'active' AND lease_expires_at <= ?",
+        (now,),
+    ).fetchall()
+    params = [
+        (
+            now,
+            _encoder.encode(
+                ErrorInfo(
+                    kind=ErrorKind.LOST,
+                    message=f"lease held by worker {worker} lapsed before the attempt finished",
+                    attempt=attempts,
+                    at=now,
+                )
+            ),
+            job_id,
+        )
+        for job_id, attempts, _, worker in lapsed
+    ]
+    conn.executemany(
+        "UPDATE asyncq_jobs SET"
+        " state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,"
+        " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ? END,"
+        f" errors = CAST(coalesce(errors, x'') || ? AS BLOB), error_count = error_count + 1,"
+        f" {_RELEASE}"
+        " WHERE id = ? AND state = 'active'",
+        params,
+    )
+    return [(job_id, attempts >= max_attempts) for job_id, attempts, max_attempts, _ in lapsed]
+
+
+def prune(
+    conn: sqlite3.Connection,
+    now: float,
+    limit: int,
+    retention: Sequence[tuple[JobState, float]],
+) -> int:
+    """Delete up to ``limit`` jobs: expired results, then jobs past ``retention``."""
+    deleted = conn.execute(
+        "DELETE FROM asyncq_jobs WHERE id IN"
+        " (SELECT id FROM asyncq_jobs WHERE expires_at <= ? LIMIT ?)",
+        (now, limit),
+    ).rowcount
+    for state, age in retention:
+        if deleted >= limit:
+            break
+        deleted += conn.execute(
+            "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
+            " WHERE state = ? AND finished_at < ? LIMIT ?)",
+            (state.value, now - age, limit - deleted),
+        ).rowcount
+    return deleted
+
+
+# -- operations ------------------------------------------------------------------
+
+
+def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) -> list[QueueStats]:
+    if queues is None:
+        names = [name for (name,) in conn.execute("SELECT name FROM asyncq_queues ORDER BY name")]
+    else:
+        names = sorted(set(queues))
+    paused = {name for (name,) in conn.execute("SELECT name FROM asyncq_queues WHERE paused")}
+    out = []
+    for queue in names:
+        counts = dict.fromkeys(JobState, 0)
+        for state, n in conn.execute(
+            "SELECT state, count(*) FROM asyncq_jobs WHERE queue = ? GROUP BY state", (queue,)
+        ):
+            counts[JobState(state)] = n
+        # the oldest ready job: queued, or scheduled/failed and already due
+        oldest = conn.execute(
+            "SELECT min(at) FROM ("
+            " SELECT min(scheduled_at) AS at FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'"
+            " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
+            "  WHERE queue = ?1 AND state = 'scheduled' AND scheduled_at <= ?2"
+            " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
+            "  WHERE queue = ?1 AND state = 'failed' AND scheduled_at <= ?2)",
+            (queue, now),
+        ).fetchone()[0]
+        out.append(
+            QueueStats(queue=queue, counts=counts, paused=queue in paused, oldest_ready_at=oldest)
+        )
+    return out
+
+
+def list_jobs(
+    conn: sqlite3.Connection,
+    now: float,
+    state: JobState | None,
+    queue: str | None,
+    name: str | None,
+    limit: int,
+    after: str | None,
+) -> list[JobRecord]:
+    where = ["(expires_at IS NULL OR expires_at > ?)"]
+    params: list[Any] = [now]
+    for column, value in (("state", state), ("queue", queue), ("name", name)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if after is not None:
+        where.append("id > ?")
+        params.append(after)
+    sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+    return [to_record(row) for row in conn.execute(sql, (*params, limit))]
+
+
+def retry_dead(
+    conn: sqlite3.Connection,
+    now: float,
+    job_ids: Sequence[str] | None,
+    queue: str | None,
+    name: str | None,
+    limit: int,
+) -> list[str]:
+    if job_ids is None:
+        candidates = [
+            (job.id, job.queue, job.key)
+            for job in list_jobs(conn, now, JobState.DEAD, queue, name, limit, None)
+        ]
+    else:
+        ids = list(dict.fromkeys(job_ids))
+        found = {
+            row[0]: row
+            for row in _select_by_ids(conn, "id, queue, key", ids, " AND state = 'dead'")
+        }
+        candidates = [found[job_id] for job_id in ids if job_id in found]
+    retried: list[str] = []
+    taken: set[tuple[str, str]] = set()
+    for job_id, job_queue, key in candidates:
+        if key is not None:
+            slot = (job_queue, key)
+            if slot in taken or _key_holder(conn, job_queue, key, now) is not None:
+                continue
+            taken.add(slot)
+        retried.append(job_id)
+    conn.executemany(
+        "UPDATE asyncq_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
+        " scheduled_at = ? WHERE id = ? AND state = 'dead'",
+        [(now, job_id) for job_id in retried],
+    )
+    return retried
+
+
+def purge(
+    conn: sqlite3.Connection,
+    now: float,
+    states: Sequence[JobState],
+    older_than: float,
+    queue: str | None,
+    limit: int,
+) -> int:
+    where = f"state IN ({_marks(len(states))}) AND finished_at < ?"
+    params: list[Any] = [*(state.value for state in states), older_than]
+    if queue is not None:
+        where += " AND queue = ?"
+        params.append(queue)
+    return conn.execute(
+        "DELETE FROM asyncq_jobs WHERE id IN"
+        f" (SELECT id FROM asyncq_jobs WHERE {where} ORDER BY id LIMIT ?)",
+        (*params, limit),
+    ).rowcount
+
+
+def set_paused(conn: sqlite3.Connection, now: float, queue: str, paused: bool) -> None:
+    conn.execute("INSERT OR IGNORE INTO asyncq_queues (name) VALUES (?)", (queue,))
+    conn.execute("UPDATE asyncq_queues SET paused = ? WHERE name = ?", (int(paused), queue))

@@ -1,0 +1,548 @@
+"""The SQLite backend: the embedded default, one file shared by the processes of one host.
+
+``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or
+``sqlite:///:memory:`` selects it. It needs nothing but the standard library.
+
+Threads. ``sqlite3`` blocks, so the backend never calls it on the event loop:
+each backend instance owns one connection, and every operation runs as one
+transaction on a worker thread (``anyio.to_thread``) behind a capacity limiter
+of one, so the connection is used by one thread at a time and operations of
+an instance run in order. A cancelled caller still lets its transaction run to
+its end (it is short); a cancelled ``claim`` hands its fresh leases straight
+back instead of stranding them until they lapse.
+
+Processes. Any number of processes may open the same file (on a local disk:
+WAL needs shared memory, so not on NFS). Every write is one ``BEGIN
+IMMEDIATE`` transaction, which takes the database's single write lock before
+it reads anything, so two processes can never both see a job as ``queued``
+and claim it. A writer that finds the lock taken waits ``busy_timeout`` inside
+SQLite, then the backend retries with growing, jittered pauses; only a lock
+held for more than ``lock_timeout`` in all surfaces, as ``BackendUnavailable``.
+
+Durability. The database runs in WAL mode with ``synchronous=NORMAL``: a
+committed job survives the crash or kill of any process, but the last
+transactions before a power cut or an operating-system crash may be rolled
+back (the file stays consistent). ``synchronous=FULL`` would fsync every
+commit and cost most of the throughput; a queue whose producers cannot retry
+after a power loss should use PostgreSQL.
+
+Wakeups. Within a process they are pushed: ``enqueue``, ``settle``, ``cancel``,
+``recover``, ``retry_dead`` and resuming a queue set an ``anyio.Event`` that
+``wait_for_work`` and ``wait_finished`` of this backend instance await. SQLite
+has no way to notify another process, so both also look at the database every
+``poll_interval`` seconds; a look first reads ``PRAGMA data_version``, which
+changes only when another connection commits, so an idle look costs one
+pragma. The trade-off: a job enqueued by another process is picked up after
+``poll_interval / 2`` on average and ``poll_interval`` at worst (0.1 s by
+default), and each waiting worker or ``enqueue_and_wait`` makes a few
+``1 / poll_interval`` cheap reads a second. Raise ``poll_interval`` for many
+idle waiters; lower it for latency.
+
+Retention. ``prune()`` deletes completed jobs whose ``result_ttl`` has passed
+and, when set, completed, dead and cancelled jobs that finished more than
+``retention_completed``, ``retention_dead`` or ``retention_cancelled`` seconds
+ago, in transactions of at most 500 deletions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sqlite3
+import time
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import parse_qsl, quote, unquote
+
+import anyio
+import anyio.lowlevel
+from anyio import to_thread
+
+from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
+from . import _sqlite_sql as sql
+from ._sqlite_sql import SCHEMA_VERSION
+from .base import (
+    TERMINAL_STATES,
+    Backend,
+    HeartbeatReply,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+__all__ = ["SCHEMA_VERSION", "SQLiteBackend"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+_OUTCOMES = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
+)
+_PRUNE_BATCH = 500
+# Pauses between attempts on a locked database: full jitter, doubling to the cap.
+_FIRST_PAUSE = 0.01
+_MAX_PAUSE = 0.5
+# SQLite primary result codes (the low byte of extended codes).
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+_UNAVAILABLE_CODES = frozenset({3, 8, 10, 13, 14, 22})  # PERM READONLY IOERR FULL CANTOPEN NOLFS
+_URL_OPTIONS = (
+    "poll_interval",
+    "busy_timeout",
+    "lock_timeout",
+    "retention_completed",
+    "retention_dead",
+    "retention_cancelled",
+)
+
+
+class _Waiters:
+    """One event for every ``wait_finished`` on a job, and how many await it."""
+
+    __slots__ = ("count", "event")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.count = 0
+
+
+class SQLiteBackend:
+    """Jobs in one SQLite database file. ``sqlite:///path.db`` selects it.
+
+    Args:
+        path: the database file, created if missing (its directory must
+            exist), or ``":memory:"`` for a private in-memory database.
+        poll_interval: seconds between looks at the database for work or
+            results coming from other processes.
+        busy_timeout: seconds SQLite waits for another connection's lock
+            before the backend backs off and tries again.
+        lock_timeout: seconds an operation keeps trying a locked database,
+            in all, before it raises ``BackendUnavailable``.
+        retention_completed: if set, ``prune`` also deletes completed jobs
+            that finished longer ago than this, whatever their ``result_ttl``.
+        retention_dead: if set, ``prune`` deletes dead jobs (dead letters)
+            that finished longer ago than this.
+        retention_cancelled: if set, ``prune`` deletes cancelled jobs that
+            finished longer ago than this.
+        clock: the time source (epoch seconds); tests may pass a fake one.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        poll_interval: float = 0.1,
+        busy_timeout: float = 5.0,
+        lock_timeout: float = 30.0,
+        retention_completed: float | None = None,
+        retention_dead: float | None = None,
+        retention_cancelled: float | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._path = os.fspath(path)
+        if not self._path:
+            msg = "SQLiteBackend needs a database path (or ':memory:')"
+            raise ConfigurationError(msg)
+        if poll_interval <= 0 or busy_timeout < 0 or lock_timeout < 0:
+            msg = (
+                "SQLiteBackend: poll_interval must be > 0 and busy_timeout, lock_timeout >= 0"
+                f" (got {poll_interval}, {busy_timeout}, {lock_timeout})"
+            )
+            raise ConfigurationError(msg)
+        self._poll_interval = poll_interval
+        self._busy_timeout = busy_timeout
+        self._lock_timeout = lock_timeout
+        self._retention = tuple(
+            (state, age)
+            for state, age in (
+                (JobState.COMPLETED, retention_completed),
+                (JobState.DEAD, retention_dead),
+                (JobState.CANCELLED, retention_cancelled),
+            )
+            if age is not None
+        )
+        self._clock = clock
+        self._conn: sqlite3.Connection | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+        self._work = anyio.Event()
+        self._finished: dict[str, _Waiters] = {}
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SQLiteBackend:
+        """Make a backend from ``sqlite:///relative.db``, ``sqlite:////abs.db`` or ``sqlite:///:memory:``.
+
+        Options may also be given in the query string
+        (``sqlite:///jobs.db?poll_interval=0.5``); keyword arguments win.
+
+        Raises:
+            ConfigurationError: not a SQLite URL, or an unknown or non-numeric option.
+        """
+        scheme, sep, rest = url.partition("://")
+        path, _, query = rest.partition("?")
+        if scheme.lower() != "sqlite" or not sep or not path.startswith("/") or len(path) < 2:
+            msg = (
+                f"bad SQLite URL {url!r}: use sqlite:///relative/path.db,"
+                " sqlite:////absolute/path.db or sqlite:///:memory:"
+            )
+            raise ConfigurationError(msg)
+        from_query: dict[str, Any] = {}
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if name not in _URL_OPTIONS:
+                msg = f"unknown option {name!r} in {url!r}: known are {', '.join(_URL_OPTIONS)}"
+                raise ConfigurationError(msg)
+            try:
+                from_query[name] = float(value)
+            except ValueError:
+                msg = f"option {name!r} in {url!r} must be a number of seconds, not {value!r}"
+                raise ConfigurationError(msg) from None
+        return cls(unquote(path[1:]), **{**from_query, **options})
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{quote(self._path)}"
+
+    @property
+    def path(self) -> str:
+        """The database file as given (or ``":memory:"``)."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.url!r})"
+
+    # -- connection and transactions ---------------------------------------------
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        self._closed = False
+        self._work = anyio.Event()
+        self._conn = await self._in_thread(self._connect)
+        try:
+            found = await self._run(False, sql.schema_version)
+            if found > SCHEMA_VERSION:
+                raise self._too_new(found)
+            if found < SCHEMA_VERSION:
+                await self._run(True, sql.migrate)
+        except sql.SchemaTooNew as exc:
+            await self.close()
+            raise self._too_new(exc.found) from None
+        except BaseException:
+            await self.close()
+            raise
+
+    def _too_new(self, found: int) -> ConfigurationError:
+        msg = (
+            f"the SQLite database {self._path!r} has asyncq schema version {found}, but this"
+            f" asyncq knows versions up to {SCHEMA_VERSION}: it was migrated by a newer asyncq."
+            " Upgrade asyncq here, or point this app at another database file."
+        )
+        return ConfigurationError(msg)
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: the backend issues BEGIN/COMMIT itself.
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake_workers()
+        for waiters in self._finished.values():
+            waiters.event.set()
+        self._finished.clear()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                # Through the limiter, so a transaction in flight ends first.
+                await to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    async def _run(
+        self,
+        write: bool,
+        body: Callable[Concatenate[sqlite3.Connection, float, _P], _T],
+        /,
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _T:
+        """Run ``body(conn, now, ...)`` as one transaction on the database thread."""
+        conn = self._conn
+        if conn is None:
+            state = "closed" if self._closed else "not open"
+            msg = f"{self!r} is {state}: call open() first"
+            raise BackendError(msg)
+
+        def transaction() -> _T:
+            # IMMEDIATE takes the write lock before the first read, so what a
+            # body reads cannot change before it writes: no other process can
+            # claim the same job, and a lock conflict surfaces here, not mid-way.
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = body(conn, self._clock(), *args, **kwargs)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.rollback()
+                raise
+            return result
+
+        return await self._in_thread(transaction)
+
+    async def _in_thread(self, call: Callable[[], _T]) -> _T:
+        """Run ``call`` on the database thread, retrying while the database is locked."""
+        pause = _FIRST_PAUSE
+        give_up_at: float | None = None
+        while True:
+            try:
+                # Shielded so a cancelled caller still gets the result it must
+                # act on (claim); the thread would run to its end regardless.
+                with anyio.CancelScope(shield=True):
+                    return await to_thread.run_sync(call, limiter=self._limiter)
+            except sqlite3.Error as exc:
+                if not _is_busy(exc):
+                    raise self._error(exc) from exc
+                now = anyio.current_time()
+                give_up_at = now + self._lock_timeout if give_up_at is None else give_up_at
+                if now >= give_up_at or self._closed:
+                    msg = (
+                        f"the SQLite database {self._path!r} stayed locked by another connection"
+                        f" for over {self._lock_timeout:g}s; find the process holding a long"
+                        " transaction on it"
+                    )
+                    raise BackendUnavailable(msg) from exc
+                await anyio.sleep(min(random.uniform(0.0, pause), give_up_at - now))
+                pause = min(pause * 2, _MAX_PAUSE)
+
+    def _error(self, exc: sqlite3.Error) -> BackendError:
+        if self._closed:
+            return BackendError(f"{self!r} is closed")
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
+            msg = (
+                f"cannot use the SQLite database {self._path!r}: {exc}"
+                " (check that its directory exists, is writable and has space)"
+            )
+            return BackendUnavailable(msg)
+        return BackendError(f"the SQLite database {self._path!r} failed: {exc}")
+
+    # -- wakeups -------------------------------------------------------------------
+
+    def _wake_workers(self) -> None:
+        self._work.set()
+        self._work = anyio.Event()
+
+    def _wake_finished(self, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            waiters = self._finished.pop(job_id, None)
+            if waiters is not None:
+                waiters.event.set()
+
+    # -- producers -------------------------------------------------------------------
+
+    async def enqueue(
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+    ) -> list[JobRecord]:
+        if connection is not None:
+            msg = (
+                "the SQLite backend cannot join a caller's transaction:"
+                " enqueue(connection=...) needs PostgreSQL"
+            )
+            raise ConfigurationError(msg)
+        if not jobs:
+            return []
+        stored = await self._run(True, sql.enqueue, list(jobs))
+        self._wake_workers()
+        return stored
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        return await self._run(False, sql.get, job_id)
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        job = await self._run(True, sql.cancel, job_id)
+        if job is not None and job.state is JobState.CANCELLED:
+            self._wake_finished([job_id])
+        return job
+
+    async def wait_finished(self, job_id: str) -> JobRecord | None:
+        job: JobRecord | None = None
+        while True:
+            # Subscribe before reading, so an in-process finish cannot slip between.
+            waiters = self._finished.get(job_id)
+            if waiters is None:
+                waiters = self._finished[job_id] = _Waiters()
+            waiters.count += 1
+            try:
+                if self._closed:
+                    return job
+                try:
+                    job = await self.get(job_id)
+                except BackendError:
+                    if self._conn is None:  # closed while reading
+                        return job
+                    raise
+                if job is None or job.state in TERMINAL_STATES:
+                    return job
+                with anyio.move_on_after(self._poll_interval):
+                    await waiters.event.wait()
+            finally:
+                waiters.count -= 1
+                if waiters.count == 0 and self._finished.get(job_id) is waiters:
+                    del self._finished[job_id]
+
+    # -- workers ---------------------------------------------------------------------
+
+    async def claim(
+        self, queues: Sequence[str], limit: int, *, worker: str, lease_for: float
+    ) -> list[Lease]:
+        if limit <= 0 or not queues:
+            return []
+        leases = await self._run(True, sql.claim, list(queues), limit, worker, lease_for)
+        try:
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            # The caller will never run these jobs: hand them back now rather
+            # than leave them active until their leases lapse.
+            if leases:
+                with anyio.CancelScope(shield=True):
+                    await self.settle(
+                        [Outcome(lease.job.id, lease.token, JobState.QUEUED) for lease in leases]
+                    )
+            raise
+        return leases
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        if self._closed:
+            return
+        event = self._work
+        deadline = anyio.current_time() + max(0.0, timeout)
+        queues = list(queues)
+        probe = await self._run(False, sql.probe, queues, None)
+        assert probe is not None
+        while not (probe.ready or self._closed):
+            until = deadline
+            if probe.earliest is not None:
+                until = min(until, anyio.current_time() + probe.earliest - self._clock())
+            remaining = until - anyio.current_time()
+            if remaining <= 0:
+                return
+            with anyio.move_on_after(min(remaining, self._poll_interval)):
+                await event.wait()
+                return
+            if anyio.current_time() >= until or self._closed:
+                return
+            # Only another process can have changed the database unseen.
+            probe = await self._run(False, sql.probe, queues, probe.version) or probe
+
+    async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
+        if not leases:
+            return HeartbeatReply()
+        return await self._run(True, sql.heartbeat, list(leases), lease_for)
+
+    async def progress(self, lease: Lease, value: float) -> bool:
+        return await self._run(True, sql.progress, lease, value)
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        for outcome in outcomes:
+            if outcome.state not in _OUTCOMES:
+                msg = f"settle: {outcome.state.value!r} is not an outcome (job {outcome.job_id})"
+                raise ValueError(msg)
+        if not outcomes:
+            return []
+        settled = await self._run(True, sql.settle, list(outcomes))
+        self._wake_finished(settled.finished)
+        if settled.requeued:
+            self._wake_workers()
+        return settled.applied
+
+    async def recover(self) -> int:
+        recovered = await self._run(True, sql.recover)
+        if recovered:
+            self._wake_finished(job_id for job_id, dead in recovered if dead)
+            self._wake_workers()
+        return len(recovered)
+
+    async def prune(self) -> int:
+        # Bounded transactions, so a large backlog never holds the write lock for long.
+        total = 0
+        while True:
+            deleted = await self._run(True, sql.prune, _PRUNE_BATCH, self._retention)
+            total += deleted
+            if deleted < _PRUNE_BATCH:
+                return total
+
+    # -- operations ------------------------------------------------------------------
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        return await self._run(False, sql.stats, None if queues is None else list(queues))
+
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[JobRecord]:
+        return await self._run(False, sql.list_jobs, state, queue, name, limit, after)
+
+    async def retry_dead(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        ids = None if job_ids is None else list(job_ids)
+        retried = await self._run(True, sql.retry_dead, ids, queue, name, limit)
+        if retried:
+            self._wake_workers()
+        return retried
+
+    async def purge(
+        self,
+        *,
+        states: Sequence[JobState],
+        older_than: float,
+        queue: str | None = None,
+        limit: int = 10_000,
+    ) -> int:
+        wanted = set(states)
+        if not wanted <= TERMINAL_STATES:
+            bad = ", ".join(sorted(s.value for s in wanted - TERMINAL_STATES))
+            msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
+            raise ValueError(msg)
+        if not wanted or limit <= 0:
+            return 0
+        return await self._run(True, sql.purge, sorted(wanted), older_than, queue, limit)
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await self._run(True, sql.set_paused, queue, paused)
+        if not paused:
+            self._wake_workers()
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _BUSY_CODES
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+if TYPE_CHECKING:
+    _check: type[Backend] = SQLiteBackend
