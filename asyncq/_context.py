@@ -29,16 +29,15 @@ class JobContext:
         enqueued_at: when it was enqueued (epoch seconds).
         headers: propagation headers set by the producer (trace context).
         state: what the app's lifespan yielded (shared resources), or ``None``.
-        logger: a logger that adds the job id, name, queue and attempt to each record.
     """
 
     __slots__ = (
+        "_logger",
         "_report_progress",
         "attempt",
         "enqueued_at",
         "headers",
         "job_id",
-        "logger",
         "max_attempts",
         "name",
         "queue",
@@ -62,13 +61,18 @@ class JobContext:
         self.headers = job.headers
         self.state = state
         self._report_progress = progress
+        self._logger = logger
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger that adds ``job_id``, ``job_name``, ``queue`` and ``attempt`` to each record."""
         extra = {
-            "job_id": job.id,
-            "job_name": job.name,
-            "queue": job.queue,
-            "attempt": job.attempts,
+            "job_id": self.job_id,
+            "job_name": self.name,
+            "queue": self.queue,
+            "attempt": self.attempt,
         }
-        self.logger = logging.LoggerAdapter(logger or logging.getLogger("asyncq.job"), extra)
+        return logging.LoggerAdapter(self._logger or logging.getLogger("asyncq.job"), extra)
 
     async def progress(self, value: float) -> None:
         """Record how far the job has got, from 0.0 to 1.0; operators see it in ``job``/``jobs``.

@@ -50,6 +50,10 @@ class Running:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     stop: StopReason | None = None
 
+    def stopped(self) -> bool:
+        """Whether the worker interrupted this attempt."""
+        return self.stop is not None
+
     def interrupt(self, reason: StopReason) -> None:
         """Cancel the attempt, remembering the first reason given."""
         if self.stop is None:
@@ -63,6 +67,8 @@ async def execute(
     """Run one attempt and return its outcome (``None``: lease lost, discard)."""
     lease = running.lease
     job = lease.job
+    if running.stopped():  # stopped before a slot picked it up
+        return _stopped(running)
     handler = app.handlers.get(job.name)
     if handler is None or handler.fn is None:
         known = ", ".join(sorted(app.handlers)) or "none"
@@ -86,13 +92,17 @@ async def execute(
     completed = False
     result: Any = None
     error: Exception | None = None
-    timeout_scope = anyio.CancelScope()
+    timeout_scope: anyio.CancelScope | None = None
     reset = _current.set(ctx)
     try:
         with running.scope:
-            with anyio.move_on_after(job.timeout) as timeout_scope:
+            if job.timeout is None:
                 result = await call()
                 completed = True
+            else:
+                with anyio.move_on_after(job.timeout) as timeout_scope:
+                    result = await call()
+                    completed = True
     except Exception as exc:  # noqa: BLE001 - every handler failure becomes an outcome
         error = exc
     finally:
@@ -105,15 +115,10 @@ async def execute(
             message = f"job {job.name!r} returned a value that cannot be stored: {exc}"
             return _failure(lease, handler.options.retry, ErrorKind.REJECT, message, exc=exc)
         return Outcome(job_id=job.id, token=lease.token, state=JobState.COMPLETED, result=data)
-    if running.stop is StopReason.LOST:
-        return None
-    if running.stop is StopReason.SHUTDOWN:
-        return Outcome(job_id=job.id, token=lease.token, state=JobState.QUEUED)
-    if running.stop is StopReason.CANCEL:
-        info = _error(job, ErrorKind.CANCELLED, "cancelled by request while running")
-        return Outcome(job_id=job.id, token=lease.token, state=JobState.CANCELLED, error=info)
+    if running.stopped():
+        return _stopped(running)
     policy = handler.options.retry
-    if timeout_scope.cancelled_caught:
+    if timeout_scope is not None and timeout_scope.cancelled_caught:
         message = f"attempt ran past its timeout of {job.timeout:g}s and was cancelled"
         return _failure(lease, policy, ErrorKind.TIMEOUT, message)
     if isinstance(error, Retry):
@@ -124,6 +129,18 @@ async def execute(
     assert error is not None
     kind = ErrorKind.ERROR
     return _failure(lease, policy, kind, str(error), exc=error, final=not policy.retryable(error))
+
+
+def _stopped(running: Running) -> Outcome | None:
+    """The outcome of an attempt the worker stopped: discarded, handed back, or cancelled."""
+    lease = running.lease
+    job = lease.job
+    if running.stop is StopReason.SHUTDOWN:
+        return Outcome(job_id=job.id, token=lease.token, state=JobState.QUEUED)
+    if running.stop is StopReason.CANCEL:
+        info = _error(job, ErrorKind.CANCELLED, "cancelled by request while running")
+        return Outcome(job_id=job.id, token=lease.token, state=JobState.CANCELLED, error=info)
+    return None
 
 
 def _error(

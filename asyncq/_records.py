@@ -9,6 +9,7 @@ in every store.
 
 from __future__ import annotations
 
+import base64
 import enum
 import os
 import time
@@ -182,23 +183,18 @@ def new_job_id() -> str:
     """A 26-character id that sorts by creation time (48-bit ms, 16-bit counter, 64 random bits).
 
     Ids from one process are strictly increasing; across processes they are
-    ordered to the millisecond. Lower-case Crockford base32, like a ULID.
+    ordered to the millisecond. Base32 with the extended-hex alphabet
+    (RFC 4648), lower-cased, so string order is numeric order.
     """
     global _last_ms, _seq
     ms = time.time_ns() // 1_000_000
     if ms <= _last_ms:
         ms = _last_ms
-        _seq += 1
+        _seq = (_seq + 1) & 0xFFFF
+        if _seq == 0:  # 65,536 ids in one millisecond: borrow the next one
+            ms += 1
     else:
         _seq = 0
     _last_ms = ms
-    # The top 16 of the 80 low bits count ids within the millisecond, so ids
-    # from one process keep increasing; the other 64 are random.
-    rand = ((_seq & 0xFFFF) << 64) | int.from_bytes(os.urandom(8), "big")
-    value = (ms << 80) | rand
-    alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
-    chars = []
-    for _ in range(26):
-        chars.append(alphabet[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    raw = ms.to_bytes(6, "big") + _seq.to_bytes(2, "big") + os.urandom(8)
+    return base64.b32hexencode(raw)[:26].decode().lower()

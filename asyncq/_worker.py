@@ -1,6 +1,7 @@
 """Worker: claims jobs into free slots, runs each in its own cancel scope, settles in batches.
 
-One anyio task group holds four loops and the running jobs:
+One anyio task group holds four loops and ``concurrency`` slot tasks, each
+running one job at a time:
 
 - the fetch loop claims as many jobs as there are free slots (never more, so
   no claimed job waits for a slot while its lease runs down), then blocks on
@@ -34,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._execution import Running, StopReason, execute
 from ._records import Lease, Outcome
@@ -99,7 +101,6 @@ class Worker:
         self.recover_interval = recover_interval if recover_interval is not None else lease / 2
         self.burst = burst
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.limiter = anyio.CapacityLimiter(concurrency)
         self.running: dict[str, Running] = {}
         self.processed = 0
         self._unsettled: dict[str, Lease] = {}
@@ -172,19 +173,25 @@ class Worker:
                 service.start_soon(self._heartbeat_loop)
                 service.start_soon(self._maintenance_loop)
                 task_status.started(self)
-                async with anyio.create_task_group() as jobs:
-                    await self._fetch_loop(jobs)
-                    await self._drain()
+                # One long-lived task per slot runs job after job: spawning a
+                # task per job would cost more than a no-op job itself.
+                send, receive = anyio.create_memory_object_stream[Running](math.inf)
+                async with anyio.create_task_group() as slots:
+                    with send, receive:
+                        for _ in range(self.concurrency):
+                            slots.start_soon(self._slot, receive.clone())
+                        await self._fetch_loop(send)
+                        await self._drain()
                 await self._flush()
                 service.cancel_scope.cancel()
         log.info("worker %s stopped after %d job(s)", self.name, self.processed)
 
-    async def _fetch_loop(self, jobs: TaskGroup) -> None:
+    async def _fetch_loop(self, slots: MemoryObjectSendStream[Running]) -> None:
         backend = self.app.backend
         backoff = _Backoff()
         while not self._stopping:
-            free = int(self.limiter.available_tokens)
-            if free == 0:
+            free = self.concurrency - len(self.running)
+            if free <= 0:
                 await self._interruptible(self._slot_freed.wait)
                 self._slot_freed = anyio.Event()
                 # Let the other jobs finishing in this tick free their slots
@@ -205,7 +212,7 @@ class Worker:
                 continue
             backoff.reset()
             for lease in leases:
-                self._start(jobs, lease)
+                self._start(slots, lease)
             if len(leases) < free:
                 if self.burst and not leases and not self._unsettled:
                     self._stopping = True
@@ -227,13 +234,18 @@ class Worker:
             await wait()
         self._wait_scope = None
 
-    def _start(self, jobs: TaskGroup, lease: Lease) -> None:
+    def _start(self, slots: MemoryObjectSendStream[Running], lease: Lease) -> None:
         running = Running(lease)
-        self.limiter.acquire_on_behalf_of_nowait(running)
         self.running[lease.job.id] = running
         self._unsettled[lease.job.id] = lease
-        self._idle = anyio.Event()
-        jobs.start_soon(self._run_one, running, name=f"asyncq job {lease.job.name}")
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        slots.send_nowait(running)
+
+    async def _slot(self, receive: MemoryObjectReceiveStream[Running]) -> None:
+        with receive:
+            async for running in receive:
+                await self._run_one(running)
 
     async def _run_one(self, running: Running) -> None:
         job_id = running.lease.job.id
@@ -241,7 +253,6 @@ class Worker:
             outcome = await execute(self.app, self.app.backend, running, self._state)
         finally:
             del self.running[job_id]
-            self.limiter.release_on_behalf_of(running)
             self._slot_freed.set()
             if not self.running:
                 self._idle.set()
@@ -277,9 +288,11 @@ class Worker:
     async def _settle_batch(self) -> bool:
         # Shielded and serialised: a batch in flight when the worker stops is
         # finished, not dropped, and the final flush waits for it.
+        settled = False
         with anyio.CancelScope(shield=True):
             async with self._settle_lock:
-                return await self._settle_locked()
+                settled = await self._settle_locked()
+        return settled
 
     async def _settle_locked(self) -> bool:
         batch, self._outcomes = self._outcomes, []
