@@ -79,6 +79,9 @@ class App:
         self.handlers: dict[str, Handler[Any, Any]] = {}
         self.lifespan = lifespan
         self.middleware: list[Middleware] = list(middleware)
+        #: long-running tasks every worker of this app runs beside its loops
+        #: (cron schedules, health endpoints): ``async def service(worker)``
+        self.worker_services: list[Callable[[Worker], Awaitable[None]]] = []
         self._backend_spec: str | Backend | None = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._opened = False

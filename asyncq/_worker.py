@@ -172,6 +172,8 @@ class Worker:
                 service.start_soon(self._settle_loop)
                 service.start_soon(self._heartbeat_loop)
                 service.start_soon(self._maintenance_loop)
+                for extra in self.app.worker_services:
+                    service.start_soon(extra, self)
                 task_status.started(self)
                 # One long-lived task per slot runs job after job: spawning a
                 # task per job would cost more than a no-op job itself.

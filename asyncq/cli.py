@@ -7,7 +7,6 @@ refused); 2 usage errors (bad arguments, an app that cannot be loaded).
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import sys
 from typing import Any
@@ -16,6 +15,7 @@ import anyio
 import click
 
 from ._app import App
+from ._logging import configure_logging
 from .exceptions import AsyncqError
 
 __all__ = ["load_app", "main"]
@@ -53,14 +53,6 @@ def load_app(path: str) -> App:
         msg = f"{path!r} is a {type(obj).__name__}, not an asyncq.App"
         raise click.UsageError(msg)
     return obj
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,6 +94,13 @@ def main() -> None:
     default="info",
     show_default=True,
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: one object per line, with the job's fields.",
+)
 def run(
     app_path: str,
     concurrency: int,
@@ -111,9 +110,10 @@ def run(
     backend: str | None,
     burst: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run a worker for MODULE:APP until SIGTERM/SIGINT (a second signal stops at once)."""
-    _configure_logging(log_level)
+    configure_logging(log_level, log_format)
     app = load_app(app_path)
     if backend:
         app.use_backend(backend)
