@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -81,7 +81,7 @@ class App:
         self.middleware: list[Middleware] = list(middleware)
         #: long-running tasks every worker of this app runs beside its loops
         #: (cron schedules, health endpoints): ``async def service(worker)``
-        self.worker_services: list[Callable[[Worker], Awaitable[None]]] = []
+        self.worker_services: list[Callable[[Worker], Coroutine[Any, Any, None]]] = []
         self._backend_spec: str | Backend | None = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._opened = False
