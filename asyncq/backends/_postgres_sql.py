@@ -1,0 +1,561 @@
+"""The PostgreSQL backend's schema, migrations and statements.
+
+Everything lives in one PostgreSQL schema per deployment (``asyncq`` unless
+configured), so several apps, or the tests, share a database without seeing
+each other. Statements are built once per schema name; the name is checked
+against ``SCHEMA_NAME`` first, so nothing user-supplied is ever spliced into
+SQL except that identifier. Values always travel as parameters.
+
+Times are epoch seconds in ``double precision`` columns, the same floats the
+records carry, and ``NOW`` (the server's transaction clock) is compared to them
+directly, so the claim's range condition stays an index condition.
+
+Layout of ``jobs`` by the question each index answers:
+
+- ``jobs_ready`` (partial, pending states): the claim. Ordered like the claim
+  (queue, priority desc, scheduled_at, id); a scheduled or failed job sits in
+  it from the start and is claimable as soon as ``scheduled_at <= NOW``, so no
+  promotion pass exists.
+- ``jobs_queue_state``: per-queue counts (index-only) and the earliest
+  ``scheduled_at`` per queue and state, which bounds ``wait_for_work``.
+- ``jobs_key`` (unique, partial on ``key_held``): idempotency keys. ``key``
+  stays on the record for the operator; ``key_held`` says whether the job
+  still holds it. Dead and cancelled jobs drop it in the statement that ends
+  them. A completed job keeps it until ``expires_at`` (finish + result TTL),
+  which no index predicate can express, so every statement that takes a key
+  first deletes an expired holder of it.
+- ``jobs_lease``, ``jobs_finished``, ``jobs_expires`` (partial): recovery of
+  lapsed leases, retention and purge, TTL expiry.
+
+Notifications go out with ``pg_notify`` inside the statement that changes the
+state, so they are sent if and only if it commits: on ``<schema>:work`` the
+payload is a queue name; on ``<schema>:done`` a JSON array of job ids (one
+notification per settled batch, split to stay under the 8000-byte limit).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["MIGRATIONS", "SCHEMA_NAME", "Statements"]
+
+#: Schema names are plain lower-case identifiers, short enough that the
+#: channel names derived from them stay within PostgreSQL's 63 bytes.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+
+#: The server's clock as epoch seconds. ``now()`` is the transaction's start:
+#: one value for the whole statement, and stable, so it can bound an index scan.
+NOW = "extract(epoch from now())::float8"
+
+#: States a job waits in before a claim (the claim index's predicate).
+PENDING = "('queued', 'scheduled', 'failed')"
+
+#: Columns read into a ``JobRecord``, in the order ``_decode`` expects.
+COLUMNS = (
+    "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
+    " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
+    " worker, result, errors, progress, cancel_requested, headers"
+)
+
+# Migrations: version N is MIGRATIONS[N - 1]. Append only; never edit a step
+# that has shipped. Each step runs in the migrating transaction.
+_V1 = """
+CREATE TABLE {s}.jobs (
+    id text COLLATE "C" PRIMARY KEY,
+    name text NOT NULL,
+    queue text NOT NULL,
+    payload bytea NOT NULL,
+    state text NOT NULL CHECK (state IN
+        ('scheduled', 'queued', 'active', 'failed', 'completed', 'dead', 'cancelled')),
+    priority integer NOT NULL DEFAULT 0,
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 1,
+    timeout double precision,
+    key text,
+    key_held boolean NOT NULL DEFAULT false CHECK (NOT key_held OR key IS NOT NULL),
+    result_ttl double precision,
+    enqueued_at double precision NOT NULL,
+    scheduled_at double precision NOT NULL,
+    started_at double precision,
+    finished_at double precision,
+    expires_at double precision,
+    lease_expires_at double precision,
+    worker text,
+    token text,
+    result bytea,
+    errors jsonb NOT NULL DEFAULT '[]',
+    progress double precision,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    headers jsonb NOT NULL DEFAULT '{{}}'
+);
+CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, scheduled_at, id)
+    WHERE state IN {pending};
+CREATE INDEX jobs_queue_state ON {s}.jobs (queue, state, scheduled_at);
+CREATE UNIQUE INDEX jobs_key ON {s}.jobs (queue, key) WHERE key_held;
+CREATE INDEX jobs_lease ON {s}.jobs (lease_expires_at) WHERE state = 'active';
+CREATE INDEX jobs_finished ON {s}.jobs (state, finished_at)
+    WHERE state IN ('completed', 'dead', 'cancelled');
+CREATE INDEX jobs_expires ON {s}.jobs (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE {s}.queues (
+    name text PRIMARY KEY,
+    paused boolean NOT NULL DEFAULT false
+);
+
+-- One notification per queue; names too long for a payload are left to the
+-- waiters' safety-net poll rather than failing the write.
+CREATE FUNCTION {s}.notify_work(queues text[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    q text;
+    n integer := 0;
+BEGIN
+    FOREACH q IN ARRAY coalesce(queues, '{{}}') LOOP
+        IF octet_length(q) < 7900 THEN
+            PERFORM pg_notify({work}, q);
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+
+-- Finished job ids as JSON arrays, each payload under the 8000-byte limit.
+CREATE FUNCTION {s}.notify_done(ids text[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    id text;
+    chunk text[] := '{{}}';
+    size integer := 2;
+    n integer := 0;
+BEGIN
+    FOREACH id IN ARRAY coalesce(ids, '{{}}') LOOP
+        CONTINUE WHEN octet_length(id) > 7000;
+        IF size + octet_length(id) + 4 > 7900 THEN
+            PERFORM pg_notify({done}, array_to_json(chunk)::text);
+            n := n + 1;
+            chunk := '{{}}';
+            size := 2;
+        END IF;
+        chunk := chunk || id;
+        size := size + octet_length(id) + 4;
+    END LOOP;
+    IF cardinality(chunk) > 0 THEN
+        PERFORM pg_notify({done}, array_to_json(chunk)::text);
+        n := n + 1;
+    END IF;
+    RETURN n;
+END
+$$;
+"""
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (("jobs, queues, notifications", _V1),)
+
+
+class Statements:
+    """Every statement of the backend, for one schema.
+
+    Args:
+        schema: a name matching ``SCHEMA_NAME`` (checked by the caller).
+    """
+
+    def __init__(self, schema: str) -> None:
+        if not SCHEMA_NAME.fullmatch(schema):
+            msg = f"invalid schema name {schema!r}"
+            raise ValueError(msg)
+        self.schema = schema
+        self.work_channel = f"{schema}:work"
+        self.done_channel = f"{schema}:done"
+        fields = {
+            "s": f'"{schema}"',
+            "now": NOW,
+            "pending": PENDING,
+            "cols": COLUMNS,
+            "work": f"'{self.work_channel}'",
+            "done": f"'{self.done_channel}'",
+        }
+        self.migrations = [(why, sql.format(**fields)) for why, sql in MIGRATIONS]
+        for name, template in _TEMPLATES.items():
+            setattr(self, name, template.format(**fields))
+
+    def list_jobs(self, filters: tuple[str, ...]) -> str:
+        """``list_jobs`` with a condition per given filter (``state``, ``queue``,
+        ``name``, ``after``), each a parameter in that order, then the limit."""
+        clauses = [_ALIVE.format(now=NOW)]
+        for number, column in enumerate(filters, start=1):
+            clauses.append(_LIST_FILTERS[column].format(number))
+        return (
+            f'SELECT {COLUMNS} FROM "{self.schema}".jobs j WHERE {" AND ".join(clauses)}'
+            f" ORDER BY j.id LIMIT ${len(filters) + 1}"
+        )
+
+    # Filled in from _TEMPLATES; declared for type checkers.
+    bootstrap: str
+    versions: str
+    schema_exists: str
+    drop: str
+    enqueue: str
+    lookup: str
+    get: str
+    cancel: str
+    claim: str
+    wait_for_work: str
+    heartbeat: str
+    progress: str
+    settle: str
+    recover: str
+    prune_expired: str
+    prune_completed: str
+    prune_dead: str
+    stats: str
+    retry_dead_ids: str
+    retry_dead_filter: str
+    purge: str
+    set_paused: str
+    whoami: str
+
+
+_ALIVE = "(j.expires_at IS NULL OR j.expires_at > {now})"
+_LIST_FILTERS = {
+    "state": "j.state = ${}",
+    "queue": "j.queue = ${}",
+    "name": "j.name = ${}",
+    "after": "j.id > ${}",
+}
+
+# The key a retried dead job or a new job takes is free unless a live holder
+# has it; an expired completed holder is deleted in the same statement.
+_TEMPLATES: dict[str, str] = {
+    "bootstrap": """
+        CREATE SCHEMA IF NOT EXISTS {s};
+        CREATE TABLE IF NOT EXISTS {s}.migrations (
+            version integer PRIMARY KEY,
+            description text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        );
+    """,
+    "versions": "SELECT version FROM {s}.migrations ORDER BY version",
+    "schema_exists": "SELECT to_regclass('{s}.migrations') IS NOT NULL",
+    "drop": "DROP SCHEMA IF EXISTS {s} CASCADE",
+    # One statement: free expired holders of the batch's keys, insert in input
+    # order (a later duplicate key in the batch conflicts with the earlier
+    # one), record the queue names, notify, and return the inserted ids with
+    # their state plus the live holders of the batch's keys. ON CONFLICT has no
+    # target so a retried batch (same ids) is a no-op instead of an error.
+    "enqueue": """
+        WITH b AS (
+            SELECT * FROM unnest(
+                $1::text[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::int[],
+                $7::int[], $8::float8[], $9::text[], $10::float8[], $11::float8[],
+                $12::float8[], $13::jsonb[]
+            ) WITH ORDINALITY AS b(
+                id, name, queue, payload, priority, attempts, max_attempts, timeout,
+                key, result_ttl, enqueued_at, scheduled_at, headers, ord
+            )
+        ),
+        freed AS (
+            DELETE FROM {s}.jobs j USING b
+            WHERE j.key_held AND j.queue = b.queue AND j.key = b.key
+              AND j.expires_at <= {now}
+            RETURNING j.id
+        ),
+        ins AS (
+            INSERT INTO {s}.jobs AS j (
+                id, name, queue, payload, state, priority, attempts, max_attempts,
+                timeout, key, key_held, result_ttl, enqueued_at, scheduled_at, headers
+            )
+            SELECT b.id, b.name, b.queue, b.payload,
+                   CASE WHEN b.scheduled_at > {now} THEN 'scheduled' ELSE 'queued' END,
+                   b.priority, b.attempts, b.max_attempts, b.timeout, b.key,
+                   b.key IS NOT NULL, b.result_ttl, b.enqueued_at, b.scheduled_at,
+                   b.headers
+            FROM b
+            WHERE (SELECT count(*) FROM freed) >= 0  -- deletes before inserting
+            ORDER BY b.ord
+            ON CONFLICT DO NOTHING
+            RETURNING j.id, j.queue, j.state
+        ),
+        known AS (
+            INSERT INTO {s}.queues (name)
+            SELECT DISTINCT queue FROM ins
+            ON CONFLICT DO NOTHING
+        ),
+        woke AS (
+            SELECT {s}.notify_work(array_agg(DISTINCT queue)) AS n FROM ins
+        )
+        SELECT true AS new, ins.id, ins.state, NULL AS rec
+        FROM ins, woke
+        UNION ALL
+        SELECT false, b.id, h.state, h.rec
+        FROM b CROSS JOIN LATERAL (
+            SELECT j.state, ROW({cols}) AS rec FROM {s}.jobs j
+            WHERE j.key_held AND j.queue = b.queue AND j.key = b.key AND """
+    + _ALIVE
+    + """
+        ) AS h
+    """,
+    # What a batch's conflicting inputs ran into, read after the fact: a holder
+    # committed by another transaction after ``enqueue``'s snapshot, or an
+    # input already stored by an earlier try of the same batch.
+    "lookup": """
+        SELECT {cols} FROM {s}.jobs j
+        WHERE (j.id = ANY($1::text[]) OR (j.key_held AND (j.queue, j.key) IN (
+                SELECT * FROM unnest($2::text[], $3::text[]))))
+          AND """
+    + _ALIVE,
+    "get": "SELECT {cols} FROM {s}.jobs j WHERE j.id = $1 AND " + _ALIVE,
+    "cancel": """
+        WITH upd AS (
+            UPDATE {s}.jobs SET
+                cancel_requested = cancel_requested OR state = 'active',
+                state = CASE WHEN state = 'active' THEN state ELSE 'cancelled' END,
+                finished_at = CASE WHEN state = 'active' THEN finished_at ELSE {now} END,
+                key_held = key_held AND state = 'active'
+            WHERE id = $1 AND state IN ('scheduled', 'queued', 'failed', 'active')
+            RETURNING {cols}
+        ),
+        woke AS (
+            SELECT {s}.notify_done(array_agg(id) FILTER (WHERE state = 'cancelled')) AS n
+            FROM upd
+        )
+        SELECT {cols} FROM upd, woke
+        UNION ALL
+        SELECT {cols} FROM {s}.jobs j
+        WHERE j.id = $1 AND NOT EXISTS (SELECT FROM upd) AND """
+    + _ALIVE,
+    # Per queue, the first ``limit`` ready jobs in claim order straight off
+    # jobs_ready (a LATERAL per queue keeps the index order, which a
+    # ``queue = ANY(...)`` scan would lose), then the best ``limit`` of those.
+    # SKIP LOCKED makes concurrent claimers pass each other's rows; a row
+    # claimed and committed meanwhile fails the re-checked WHERE.
+    "claim": """
+        UPDATE {s}.jobs j SET
+            state = 'active',
+            attempts = j.attempts + 1,
+            started_at = {now},
+            worker = $3,
+            lease_expires_at = {now} + $4::float8,
+            cancel_requested = false,
+            token = gen_random_uuid()::text
+        WHERE j.id IN (
+            SELECT c.id
+            FROM unnest($1::text[]) AS q(name)
+            CROSS JOIN LATERAL (
+                SELECT r.id, r.priority, r.scheduled_at
+                FROM {s}.jobs r
+                WHERE r.queue = q.name AND r.state IN {pending}
+                  AND r.scheduled_at <= {now}
+                ORDER BY r.priority DESC, r.scheduled_at, r.id
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+            ) AS c
+            WHERE NOT EXISTS (
+                SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused
+            )
+            ORDER BY c.priority DESC, c.scheduled_at, c.id
+            LIMIT $2
+        )
+        RETURNING {cols}, j.token
+    """,
+    # Seconds until the earliest pending job of the unpaused queues is due
+    # (<= 0: one is ready now; NULL: none pending), one index probe per
+    # queue and state.
+    "wait_for_work": """
+        SELECT min(t.at) - {now}
+        FROM unnest($1::text[]) AS q(name)
+        CROSS JOIN unnest(ARRAY['queued', 'scheduled', 'failed']) AS st(state)
+        CROSS JOIN LATERAL (
+            SELECT r.scheduled_at AS at FROM {s}.jobs r
+            WHERE r.queue = q.name AND r.state = st.state
+            ORDER BY r.scheduled_at LIMIT 1
+        ) AS t
+        WHERE NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused)
+    """,
+    "heartbeat": """
+        UPDATE {s}.jobs j SET lease_expires_at = {now} + $3::float8
+        FROM unnest($1::text[], $2::text[]) AS l(id, token)
+        WHERE j.id = l.id AND j.token = l.token AND j.state = 'active'
+        RETURNING j.id, j.cancel_requested
+    """,
+    "progress": """
+        UPDATE {s}.jobs SET progress = $3
+        WHERE id = $1 AND token = $2 AND state = 'active'
+        RETURNING true
+    """,
+    # The whole batch in one UPDATE ... FROM unnest; only rows still active
+    # with the outcome's token match. Returns the applied ids.
+    "settle": """
+        WITH upd AS (
+            UPDATE {s}.jobs j SET
+                state = o.state,
+                result = CASE WHEN o.state = 'completed' THEN o.result ELSE j.result END,
+                errors = CASE WHEN o.error IS NULL THEN j.errors
+                              ELSE j.errors || jsonb_build_array(o.error) END,
+                finished_at = CASE WHEN o.state IN ('completed', 'dead', 'cancelled')
+                                   THEN {now} ELSE j.finished_at END,
+                expires_at = CASE WHEN o.state = 'completed'
+                                  THEN {now} + j.result_ttl END,
+                scheduled_at = CASE WHEN o.state = 'failed'
+                                    THEN coalesce(o.retry_at, {now})
+                                    ELSE j.scheduled_at END,
+                attempts = CASE WHEN o.state = 'queued' THEN greatest(j.attempts - 1, 0)
+                                ELSE j.attempts END,
+                key_held = j.key_held AND o.state NOT IN ('dead', 'cancelled'),
+                lease_expires_at = NULL,
+                worker = NULL,
+                token = NULL
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[],
+                        $6::float8[]) AS o(id, token, state, result, error, retry_at)
+            WHERE j.id = o.id AND j.token = o.token AND j.state = 'active'
+            RETURNING j.id, j.queue, j.state
+        )
+        SELECT array_agg(id) AS applied,
+               {s}.notify_work(array_agg(DISTINCT queue)
+                               FILTER (WHERE state IN ('failed', 'queued'))) AS woke,
+               {s}.notify_done(array_agg(id)
+                               FILTER (WHERE state IN ('completed', 'dead', 'cancelled')))
+                   AS done
+        FROM upd
+    """,
+    "recover": """
+        WITH lapsed AS (
+            SELECT id FROM {s}.jobs
+            WHERE state = 'active' AND lease_expires_at <= {now}
+            FOR UPDATE SKIP LOCKED
+        ),
+        upd AS (
+            UPDATE {s}.jobs j SET
+                state = CASE WHEN j.attempts < j.max_attempts THEN 'queued' ELSE 'dead' END,
+                errors = j.errors || jsonb_build_array(jsonb_build_object(
+                    'kind', 'lost',
+                    'message', 'lease held by worker ' || coalesce(j.worker, 'None')
+                               || ' lapsed before the attempt finished',
+                    'attempt', j.attempts,
+                    'at', {now})),
+                finished_at = CASE WHEN j.attempts < j.max_attempts THEN j.finished_at
+                                   ELSE {now} END,
+                key_held = j.key_held AND j.attempts < j.max_attempts,
+                lease_expires_at = NULL,
+                worker = NULL,
+                token = NULL
+            FROM lapsed WHERE j.id = lapsed.id
+            RETURNING j.id, j.queue, j.state
+        )
+        SELECT count(*) AS n,
+               {s}.notify_work(array_agg(DISTINCT queue) FILTER (WHERE state = 'queued')),
+               {s}.notify_done(array_agg(id) FILTER (WHERE state = 'dead'))
+        FROM upd
+    """,
+    "prune_expired": """
+        DELETE FROM {s}.jobs WHERE id IN (
+            SELECT id FROM {s}.jobs WHERE expires_at <= {now}
+            ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+    """,
+    # Completed jobs kept "forever" (no result TTL) go after the retention.
+    "prune_completed": """
+        DELETE FROM {s}.jobs WHERE id IN (
+            SELECT id FROM {s}.jobs
+            WHERE state = 'completed' AND finished_at < {now} - $2::float8
+              AND expires_at IS NULL
+            ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+    """,
+    "prune_dead": """
+        DELETE FROM {s}.jobs WHERE id IN (
+            SELECT id FROM {s}.jobs
+            WHERE state IN ('dead', 'cancelled') AND finished_at < {now} - $2::float8
+            ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+    """,
+    # Counts come from jobs_queue_state (an index-only scan when the
+    # visibility map is current), never from job bodies.
+    "stats": """
+        WITH names AS (
+            SELECT name, paused FROM {s}.queues
+            WHERE $1::text[] IS NULL OR name = ANY($1::text[])
+        ),
+        counts AS (
+            SELECT queue, state, count(*) AS n FROM {s}.jobs
+            WHERE queue IN (SELECT name FROM names)
+            GROUP BY queue, state
+        ),
+        ready AS (
+            SELECT queue, min(scheduled_at) AS oldest FROM {s}.jobs
+            WHERE queue IN (SELECT name FROM names) AND state IN {pending}
+              AND scheduled_at <= {now}
+            GROUP BY queue
+        )
+        SELECT n.name, n.paused, c.state, c.n, r.oldest
+        FROM names n
+        LEFT JOIN counts c ON c.queue = n.name
+        LEFT JOIN ready r ON r.queue = n.name
+    """,
+    "purge": """
+        DELETE FROM {s}.jobs WHERE id IN (
+            SELECT id FROM {s}.jobs
+            WHERE state = ANY($1::text[]) AND finished_at < $2
+              AND ($3::text IS NULL OR queue = $3)
+            ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
+    """,
+    "set_paused": """
+        WITH upd AS (
+            INSERT INTO {s}.queues (name, paused) VALUES ($1, $2)
+            ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+            RETURNING name, paused
+        )
+        SELECT {s}.notify_work(array_agg(name) FILTER (WHERE NOT paused)) FROM upd
+    """,
+    "whoami": """
+        SELECT current_user, current_database(), host(inet_server_addr()),
+               inet_server_port()
+    """,
+}
+
+
+# retry_dead: lock the candidates, free expired holders of their keys, and
+# requeue at most one candidate per key (the oldest), skipping those whose key
+# another live job holds.
+def _retry_dead(where: str, limit: str) -> str:
+    return (
+        """
+        WITH cand AS (
+            SELECT id, queue, key FROM {s}.jobs
+            WHERE state = 'dead' AND """
+        + where
+        + """
+            ORDER BY id LIMIT """
+        + limit
+        + """ FOR UPDATE
+        ),
+        freed AS (
+            DELETE FROM {s}.jobs h USING cand c
+            WHERE h.key_held AND h.queue = c.queue AND h.key = c.key
+              AND h.expires_at <= {now}
+            RETURNING h.id
+        ),
+        ok AS (
+            SELECT DISTINCT ON (c.queue, coalesce(c.key, c.id)) c.id
+            FROM cand c
+            WHERE c.key IS NULL OR NOT EXISTS (
+                SELECT FROM {s}.jobs j
+                WHERE j.key_held AND j.queue = c.queue AND j.key = c.key AND """
+        + _ALIVE
+        + """)
+            ORDER BY c.queue, coalesce(c.key, c.id), c.id
+        ),
+        upd AS (
+            UPDATE {s}.jobs j SET
+                state = 'queued', attempts = 0, finished_at = NULL, scheduled_at = {now},
+                key_held = j.key IS NOT NULL, lease_expires_at = NULL, worker = NULL,
+                token = NULL
+            FROM ok
+            WHERE j.id = ok.id AND (SELECT count(*) FROM freed) >= 0
+            RETURNING j.id, j.queue
+        )
+        SELECT array_agg(id) AS ids, {s}.notify_work(array_agg(DISTINCT queue)) FROM upd
+        """
+    )
+
+
+_TEMPLATES["retry_dead_ids"] = _retry_dead("id = ANY($1::text[])", "$2")
+_TEMPLATES["retry_dead_filter"] = _retry_dead(
+    "($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR name = $2)", "$3"
+)

@@ -1,0 +1,851 @@
+"""The PostgreSQL backend, on asyncpg: ``postgresql://`` selects it.
+
+Jobs live in one table of a schema of their own (``asyncq`` unless
+``schema=``/``?schema=`` says otherwise), versioned by a ``migrations`` table
+and migrated by ``asyncq migrate`` or ``migrate=True``. Every method is one
+statement on a pooled connection: batches travel as arrays through
+``unnest``, claims take ``FOR UPDATE SKIP LOCKED`` batches off a partial
+index, and state changes send their ``pg_notify`` in the same statement (see
+``_postgres_sql``). One more connection, outside the pool, listens to the
+schema's two channels for every ``wait_*`` call of the instance.
+
+Retention (``prune``): completed jobs go when their ``result_ttl`` has passed;
+completed jobs without a TTL after ``retention_completed`` (default one day);
+dead and cancelled jobs after ``retention_dead`` (default 14 days). ``None``
+keeps them. A job's own ``result_ttl`` is never shortened by retention.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import asyncpg
+import msgspec
+from asyncpg.pool import PoolConnectionProxy
+from msgspec.structs import replace
+
+from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
+from . import _postgres_sql as sql
+from .base import (
+    TERMINAL_STATES,
+    Backend,
+    ErrorInfo,
+    HeartbeatReply,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+)
+
+__all__ = ["DEFAULT_RETENTION_COMPLETED", "DEFAULT_RETENTION_DEAD", "PostgresBackend"]
+
+#: How long a completed job without a ``result_ttl`` is kept (seconds).
+DEFAULT_RETENTION_COMPLETED = 86_400.0
+#: How long dead and cancelled jobs are kept (seconds).
+DEFAULT_RETENTION_DEAD = 14 * 86_400.0
+#: Rows one prune statement deletes at most.
+PRUNE_BATCH = 1_000
+
+_T = TypeVar("_T")
+if TYPE_CHECKING:
+    Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+
+_OUTCOMES = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
+)
+# What "cannot be reached" looks like from asyncpg: socket errors, the server
+# refusing or shutting down, a connection that is gone.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+_errors_decoder = msgspec.json.Decoder(tuple[ErrorInfo, ...])
+_headers_decoder = msgspec.json.Decoder(dict[str, str])
+_ids_decoder = msgspec.json.Decoder(list[str])
+_json = msgspec.json.Encoder()
+
+
+def mask_dsn(dsn: str) -> str:
+    """``dsn`` with its password (in the authority or the query) replaced by ``***``."""
+    parts = urlsplit(dsn)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostinfo = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{hostinfo}" if colon else f"{user}@{hostinfo}"
+    query = [
+        (k, "***" if k.lower() == "password" else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+
+
+def _lock_key(purpose: str, schema: str) -> int:
+    """A stable signed 64-bit advisory lock key for one purpose in one schema."""
+    digest = hashlib.blake2b(f"asyncq:{purpose}:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _decode(row: Any) -> JobRecord:
+    errors, headers = row[18], row[21]
+    return JobRecord(
+        id=row[0],
+        name=row[1],
+        queue=row[2],
+        payload=row[3],
+        state=JobState(row[4]),
+        priority=row[5],
+        attempts=row[6],
+        max_attempts=row[7],
+        timeout=row[8],
+        key=row[9],
+        result_ttl=row[10],
+        enqueued_at=row[11],
+        scheduled_at=row[12],
+        started_at=row[13],
+        finished_at=row[14],
+        lease_expires_at=row[15],
+        worker=row[16],
+        result=row[17],
+        errors=() if errors == "[]" else _errors_decoder.decode(errors),
+        progress=row[19],
+        cancel_requested=row[20],
+        headers={} if headers == "{}" else _headers_decoder.decode(headers),
+    )
+
+
+class PostgresBackend:
+    """Jobs in a PostgreSQL schema.
+
+    Args:
+        dsn_or_pool: a ``postgresql://`` DSN (the backend owns a pool and a
+            listening connection), or an ``asyncpg.Pool`` the caller owns (the
+            backend borrows one connection of it for listening while a
+            ``wait_*`` call needs one, and never closes the pool).
+        schema: the PostgreSQL schema holding the tables.
+        migrate: create or upgrade the schema on ``open``; otherwise ``open``
+            refuses a schema that is missing or out of date.
+        retention_completed: seconds to keep completed jobs that have no
+            ``result_ttl`` (``None``: forever).
+        retention_dead: seconds to keep dead and cancelled jobs (``None``: forever).
+        min_size: the pool's minimum connections (DSN only).
+        max_size: the pool's maximum connections (DSN only).
+        poll_interval: the safety net: ``wait_*`` re-check the store at least
+            this often even if no notification arrives.
+        connect_kwargs: passed to ``asyncpg.create_pool`` and ``asyncpg.connect``
+            (``ssl=``, ``server_settings=``, ``statement_cache_size=``, ...).
+    """
+
+    def __init__(
+        self,
+        dsn_or_pool: str | asyncpg.Pool[asyncpg.Record],
+        *,
+        schema: str = "asyncq",
+        migrate: bool = False,
+        retention_completed: float | None = DEFAULT_RETENTION_COMPLETED,
+        retention_dead: float | None = DEFAULT_RETENTION_DEAD,
+        min_size: int = 1,
+        max_size: int = 10,
+        poll_interval: float = 10.0,
+        **connect_kwargs: Any,
+    ) -> None:
+        if not sql.SCHEMA_NAME.fullmatch(schema):
+            msg = (
+                f"invalid PostgreSQL schema name {schema!r}: use lower-case letters, digits "
+                "and underscores, at most 48 characters, not starting with a digit"
+            )
+            raise ConfigurationError(msg)
+        given: object = dsn_or_pool  # checked at run time: callers may not be typed
+        if isinstance(given, str):
+            self._dsn: str | None = given
+            self._given_pool: asyncpg.Pool[asyncpg.Record] | None = None
+            self._url = mask_dsn(given)
+        elif isinstance(given, asyncpg.Pool):
+            self._dsn, self._given_pool = None, given
+            self._url = "postgresql://(asyncpg pool)"
+        else:
+            msg = f"PostgresBackend needs a DSN or an asyncpg.Pool, not {type(given)!r}"
+            raise ConfigurationError(msg)
+        self._sql = sql.Statements(schema)
+        self._schema = schema
+        self._migrate = migrate
+        self._retention_completed = retention_completed
+        self._retention_dead = retention_dead
+        self._min_size, self._max_size = min_size, max_size
+        self._poll_interval = poll_interval
+        self._connect_kwargs = connect_kwargs
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+        self._closed = False
+        self._open_lock: anyio.Lock | None = None
+        self._listener: Connection | None = None
+        self._listener_lock: anyio.Lock | None = None
+        self._work_waiters: dict[str, set[anyio.Event]] = {}
+        self._done_waiters: dict[str, set[anyio.Event]] = {}
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, schema: str | None = None, migrate: bool = False, **options: Any
+    ) -> PostgresBackend:
+        """``postgresql://user:pass@host:port/db?schema=name``; ``schema=`` wins over the URL's."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            msg = f"not a PostgreSQL URL: {mask_dsn(url)!r} (use postgresql://...)"
+            raise ConfigurationError(msg)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        in_url = [value for name, value in query if name == "schema"]
+        rest = [(name, value) for name, value in query if name != "schema"]
+        dsn = urlunsplit(parts._replace(query=urlencode(rest)))
+        chosen = schema or (in_url[-1] if in_url else "asyncq")
+        return cls(dsn, schema=chosen, migrate=migrate, **options)
+
+    @property
+    def url(self) -> str:
+        suffix = "" if self._schema == "asyncq" else f"schema={self._schema}"
+        if not suffix:
+            return self._url
+        return f"{self._url}{'&' if '?' in self._url else '?'}{suffix}"
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding this backend's tables."""
+        return self._schema
+
+    # -- connections and errors --------------------------------------------------
+
+    def _translate(self, exc: BaseException) -> BackendError:
+        """Map a driver error to asyncq's: unreachable or answered wrongly."""
+        unavailable = isinstance(exc, _UNAVAILABLE) or type(exc) is asyncpg.InterfaceError
+        if unavailable:
+            return BackendUnavailable(f"PostgreSQL at {self.url} is unavailable: {exc}")
+        return BackendError(f"PostgreSQL at {self.url} failed: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _is_driver_error(exc: BaseException) -> bool:
+        return isinstance(
+            exc, (*_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError)
+        ) or type(exc).__module__.startswith("asyncpg")
+
+    async def _ready_pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        if self._pool is None:
+            if self._closed:
+                msg = f"the PostgreSQL backend for {self.url} is closed"
+                raise BackendUnavailable(msg)
+            await self.open()
+        assert self._pool is not None
+        return self._pool
+
+    async def _run(self, op: Callable[[Connection], Awaitable[_T]]) -> _T:
+        """Run ``op`` on a pooled connection, mapping driver errors.
+
+        A connection error is tried once more on a fresh connection: after a
+        server restart or ``pg_terminate_backend`` the pool's idle connections
+        are dead, and the retry reconnects. Every statement is safe to repeat
+        (a repeated enqueue is a no-op by id); the one imprecision is a settle
+        whose first try committed but whose reply was lost: it then reports
+        ``False`` for outcomes that were in fact applied.
+        """
+        pool = await self._ready_pool()
+        for attempt in range(2):
+            try:
+                async with pool.acquire() as conn:
+                    return await op(conn)
+            except Exception as exc:
+                if not self._is_driver_error(exc):
+                    raise
+                error = self._translate(exc)
+                if attempt == 0 and isinstance(error, BackendUnavailable) and not self._closed:
+                    continue
+                raise error from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
+        return await self._run(lambda conn: conn.fetch(query, *args))
+
+    async def _fetchrow(self, query: str, *args: object) -> asyncpg.Record:
+        row = await self._run(lambda conn: conn.fetchrow(query, *args))
+        assert row is not None
+        return row
+
+    async def _fetchval(self, query: str, *args: object) -> Any:
+        return await self._run(lambda conn: conn.fetchval(query, *args))
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A connection whether or not the backend is open (migrate, checks, drop)."""
+        try:
+            if self._pool is not None or self._given_pool is not None:
+                pool = self._pool or self._given_pool
+                assert pool is not None
+                async with pool.acquire() as conn:
+                    yield conn
+            else:
+                assert self._dsn is not None
+                conn = await asyncpg.connect(self._dsn, **self._connect_kwargs)
+                try:
+                    yield conn
+                finally:
+                    await conn.close()
+        except Exception as exc:
+            if self._is_driver_error(exc):
+                raise self._translate(exc) from exc
+            raise
+
+    # -- lifecycle and schema ----------------------------------------------------
+
+    async def open(self) -> None:
+        if self._open_lock is None:
+            self._open_lock = anyio.Lock()
+        async with self._open_lock:
+            if self._pool is not None:
+                return
+            self._closed = False
+            if self._migrate:
+                await self.migrate()
+            else:
+                await self._check_schema()
+            if self._given_pool is not None:
+                self._pool = self._given_pool
+                await self._learn_url()
+                return
+            assert self._dsn is not None
+            try:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=self._min_size,
+                    max_size=self._max_size,
+                    **self._connect_kwargs,
+                )
+            except Exception as exc:
+                if self._is_driver_error(exc):
+                    raise self._translate(exc) from exc
+                raise
+
+    async def _learn_url(self) -> None:
+        row = await self._fetchrow(self._sql.whoami)
+        user, database, host, port = row
+        where = f"{host}:{port}" if host else "(local socket)"
+        self._url = f"postgresql://{user}@{where}/{database}"
+
+    async def _check_schema(self) -> None:
+        fix = "run `asyncq migrate` (or pass migrate=True)"
+        async with self._connection() as conn:
+            exists = await conn.fetchval(self._sql.schema_exists)
+            versions = {r[0] for r in await conn.fetch(self._sql.versions)} if exists else set()
+        latest = len(self._sql.migrations)
+        where = f"PostgreSQL schema {self._schema!r} at {self.url}"
+        if not versions:
+            msg = f"the {where} has no asyncq tables: {fix}"
+            raise ConfigurationError(msg)
+        if max(versions) > latest:
+            msg = (
+                f"the {where} is at version {max(versions)}, newer than this asyncq knows "
+                f"({latest}): upgrade asyncq"
+            )
+            raise ConfigurationError(msg)
+        missing = sorted(set(range(1, latest + 1)) - versions)
+        if missing:
+            msg = f"the {where} is out of date (missing migrations {missing}): {fix}"
+            raise ConfigurationError(msg)
+
+    async def migrate(self) -> list[int]:
+        """Create or upgrade the schema; return the versions applied (``[]``: up to date).
+
+        Safe to run from many processes at once: the migrating transaction
+        holds an advisory lock on the schema's name. Works before ``open``.
+
+        Raises:
+            ConfigurationError: the schema is newer than this asyncq.
+        """
+        async with self._connection() as conn:
+            try:
+                async with conn.transaction():
+                    return await self._migrate_on(conn)
+            except Exception as exc:
+                if self._is_driver_error(exc):
+                    raise self._translate(exc) from exc
+                raise
+
+    async def _migrate_on(self, conn: Connection) -> list[int]:
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key("migrate", self._schema))
+        await conn.execute(self._sql.bootstrap)
+        versions = {r[0] for r in await conn.fetch(self._sql.versions)}
+        latest = len(self._sql.migrations)
+        if versions and max(versions) > latest:
+            msg = (
+                f"the PostgreSQL schema {self._schema!r} at {self.url} is at version "
+                f"{max(versions)}, newer than this asyncq knows ({latest}): upgrade asyncq"
+            )
+            raise ConfigurationError(msg)
+        applied = []
+        for version, (description, step) in enumerate(self._sql.migrations, start=1):
+            if version in versions:
+                continue
+            await conn.execute(step)
+            await conn.execute(
+                f'INSERT INTO "{self._schema}".migrations (version, description) VALUES ($1, $2)',
+                version,
+                description,
+            )
+            applied.append(version)
+        return applied
+
+    async def drop_schema(self) -> None:
+        """Drop the schema and every job in it (tests, teardown). Works after ``close``."""
+        async with self._connection() as conn:
+            await conn.execute(self._sql.drop)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wake_all()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await self._release_listener(listener)
+        pool, self._pool = self._pool, None
+        if pool is not None and pool is not self._given_pool:
+            with anyio.move_on_after(10) as scope:
+                await pool.close()
+            if scope.cancelled_caught:
+                pool.terminate()
+
+    # -- notifications -----------------------------------------------------------
+
+    def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
+        if not isinstance(payload, str):
+            return
+        if channel == self._sql.work_channel:
+            self._wake(self._work_waiters.get(payload))
+        elif channel == self._sql.done_channel:
+            for job_id in _ids_decoder.decode(payload):
+                self._wake(self._done_waiters.get(job_id))
+
+    def _on_terminated(self, conn: object) -> None:
+        # Whatever was sent while the listener was down is lost: wake every
+        # waiter so it re-reads the store after the listener reconnects.
+        if self._listener is conn:
+            self._listener = None
+        self._wake_all()
+
+    @staticmethod
+    def _wake(events: set[anyio.Event] | None) -> None:
+        for event in events or ():
+            event.set()
+
+    def _wake_all(self) -> None:
+        for waiters in (*self._work_waiters.values(), *self._done_waiters.values()):
+            self._wake(waiters)
+
+    async def _ensure_listener(self) -> None:
+        """Connect and LISTEN unless already listening; returns once LISTEN is in effect."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        if self._listener_lock is None:
+            self._listener_lock = anyio.Lock()
+        async with self._listener_lock:
+            stale = self._listener
+            if stale is not None and not stale.is_closed():
+                return
+            self._listener = None
+            if stale is not None:
+                await self._release_listener(stale)
+            try:
+                conn: Connection
+                if self._given_pool is not None:
+                    conn = await self._given_pool.acquire()
+                else:
+                    assert self._dsn is not None
+                    conn = await asyncpg.connect(self._dsn, **self._connect_kwargs)
+                try:
+                    await conn.add_listener(self._sql.work_channel, self._on_notify)
+                    await conn.add_listener(self._sql.done_channel, self._on_notify)
+                except BaseException:
+                    await self._release_listener(conn)
+                    raise
+            except Exception as exc:
+                if self._is_driver_error(exc):
+                    raise self._translate(exc) from exc
+                raise
+            conn.add_termination_listener(self._on_terminated)
+            self._listener = conn
+
+    async def _release_listener(self, conn: Connection) -> None:
+        conn.remove_termination_listener(self._on_terminated)
+        # The connection may be dead already; releasing it is best effort.
+        with suppress(Exception), anyio.CancelScope(shield=True):
+            if self._given_pool is not None and isinstance(conn, PoolConnectionProxy):
+                await self._given_pool.release(conn, timeout=5)
+            else:
+                with anyio.move_on_after(5):
+                    await conn.close()
+                conn.terminate()
+
+    async def _check_listener(self) -> None:
+        """After a quiet safety-net interval, make sure the listener still answers.
+
+        A connection cut without a FIN never reports its end; a failed ping
+        drops it so the next wait reconnects (and re-reads).
+        """
+        listener = self._listener
+        if listener is None or self._listener_lock is None:
+            return
+        async with self._listener_lock:
+            if listener is not self._listener:
+                return
+            try:
+                with anyio.fail_after(5):
+                    await listener.execute("SELECT 1")
+            except Exception as exc:
+                if not (self._is_driver_error(exc) or isinstance(exc, TimeoutError)):
+                    raise
+                listener.terminate()
+
+    @staticmethod
+    def _register(table: dict[str, set[anyio.Event]], names: Sequence[str]) -> anyio.Event:
+        event = anyio.Event()
+        for name in names:
+            table.setdefault(name, set()).add(event)
+        return event
+
+    @staticmethod
+    def _unregister(
+        table: dict[str, set[anyio.Event]], names: Sequence[str], event: anyio.Event
+    ) -> None:
+        for name in names:
+            waiters = table.get(name)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del table[name]
+
+    # -- producers ---------------------------------------------------------------
+
+    async def enqueue(
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+    ) -> list[JobRecord]:
+        if not jobs:
+            return []
+        if connection is None:
+            return await self._run(lambda conn: self._enqueue_on(conn, jobs))
+        if not isinstance(connection, (asyncpg.Connection, PoolConnectionProxy)):
+            msg = (
+                "enqueue(connection=...) takes an asyncpg connection, "
+                f"not {type(connection).__name__}"
+            )
+            raise ConfigurationError(msg)
+        try:
+            return await self._enqueue_on(connection, jobs)
+        except Exception as exc:
+            if self._is_driver_error(exc):
+                raise self._translate(exc) from exc
+            raise
+
+    async def _enqueue_on(self, conn: Connection, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        rows = await conn.fetch(
+            self._sql.enqueue,
+            [j.id for j in jobs],
+            [j.name for j in jobs],
+            [j.queue for j in jobs],
+            [j.payload for j in jobs],
+            [j.priority for j in jobs],
+            [j.attempts for j in jobs],
+            [j.max_attempts for j in jobs],
+            [j.timeout for j in jobs],
+            [j.key for j in jobs],
+            [j.result_ttl for j in jobs],
+            [j.enqueued_at for j in jobs],
+            [j.scheduled_at for j in jobs],
+            [_json.encode(j.headers).decode() if j.headers else "{}" for j in jobs],
+        )
+        inserted: dict[str, str] = {}
+        holders: dict[str, JobRecord] = {}
+        for new, input_id, state, rec in rows:
+            if new:
+                inserted[input_id] = state
+            else:
+                holders[input_id] = _decode(rec)
+        stored: list[JobRecord | None] = []
+        batch_holders: dict[tuple[str, str], JobRecord] = {}
+        for job in jobs:
+            if job.id in inserted:
+                record = replace(job, state=JobState(inserted[job.id]))
+                if job.key is not None:
+                    batch_holders.setdefault((job.queue, job.key), record)
+                stored.append(record)
+            elif job.id in holders:
+                stored.append(holders[job.id])
+            elif job.key is not None and (job.queue, job.key) in batch_holders:
+                stored.append(batch_holders[(job.queue, job.key)])
+            else:
+                stored.append(None)
+        if None in stored:
+            await self._resolve_conflicts(conn, jobs, stored)
+        return [record for record in stored if record is not None]
+
+    async def _resolve_conflicts(
+        self, conn: Connection, jobs: Sequence[JobRecord], stored: list[JobRecord | None]
+    ) -> None:
+        """Find what the inputs neither stored nor matched in the snapshot ran into.
+
+        Either a holder of the key committed by another transaction after the
+        insert's snapshot was taken, or this very input stored by an earlier
+        try of the same batch. Both are visible to a new statement.
+        """
+        lost = [job for job, record in zip(jobs, stored, strict=True) if record is None]
+        keyed = [job for job in lost if job.key is not None]
+        rows = await conn.fetch(
+            self._sql.lookup,
+            [job.id for job in lost],
+            [job.queue for job in keyed],
+            [job.key for job in keyed],
+        )
+        found = [_decode(row) for row in rows]
+        by_id = {record.id: record for record in found}
+        by_key = {(r.queue, r.key): r for r in found if r.key is not None}
+        for i, (job, record) in enumerate(zip(jobs, stored, strict=True)):
+            if record is None:
+                record = by_id.get(job.id) or by_key.get((job.queue, job.key or ""))
+                if record is None:
+                    msg = f"job {job.id} was neither stored nor found holding its key; retry"
+                    raise BackendError(msg)
+                stored[i] = record
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        row = await self._run(lambda conn: conn.fetchrow(self._sql.get, job_id))
+        return None if row is None else _decode(row)
+
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        row = await self._run(lambda conn: conn.fetchrow(self._sql.cancel, job_id))
+        return None if row is None else _decode(row)
+
+    async def wait_finished(self, job_id: str) -> JobRecord | None:
+        last: JobRecord | None = None
+        while True:
+            if self._closed and last is not None:
+                return last
+            await self._ensure_listener()
+            event = self._register(self._done_waiters, [job_id])
+            try:
+                job = await self.get(job_id)
+                if job is None or job.state in TERMINAL_STATES:
+                    return job
+                last = job
+                with anyio.move_on_after(self._poll_interval) as quiet:
+                    await event.wait()
+                if quiet.cancelled_caught:
+                    await self._check_listener()
+            finally:
+                self._unregister(self._done_waiters, [job_id], event)
+
+    # -- workers -----------------------------------------------------------------
+
+    async def claim(
+        self, queues: Sequence[str], limit: int, *, worker: str, lease_for: float
+    ) -> list[Lease]:
+        names = list(dict.fromkeys(queues))
+        if limit <= 0 or not names:
+            return []
+        rows = await self._fetch(self._sql.claim, names, limit, worker, lease_for)
+        leases = [Lease(job=_decode(row), token=row[22], expires_at=row[15]) for row in rows]
+        leases.sort(key=lambda lease: (-lease.job.priority, lease.job.scheduled_at, lease.job.id))
+        return leases
+
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        names = list(dict.fromkeys(queues))
+        if self._closed or timeout <= 0:
+            return
+        await self._ensure_listener()
+        event = self._register(self._work_waiters, names)
+        try:
+            due = await self._fetchval(self._sql.wait_for_work, names) if names else None
+            wait = timeout if due is None else min(timeout, due)
+            if wait <= 0:
+                return
+            with anyio.move_on_after(min(wait, self._poll_interval)) as quiet:
+                await event.wait()
+            if quiet.cancelled_caught and wait > self._poll_interval:
+                await self._check_listener()
+        finally:
+            self._unregister(self._work_waiters, names, event)
+
+    async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
+        if not leases:
+            return HeartbeatReply()
+        rows = await self._fetch(
+            self._sql.heartbeat,
+            [lease.job.id for lease in leases],
+            [lease.token for lease in leases],
+            lease_for,
+        )
+        held = {row[0] for row in rows}
+        return HeartbeatReply(
+            lost=frozenset(lease.job.id for lease in leases) - held,
+            cancel=frozenset(row[0] for row in rows if row[1]),
+        )
+
+    async def progress(self, lease: Lease, value: float) -> bool:
+        held = await self._fetchval(self._sql.progress, lease.job.id, lease.token, value)
+        return bool(held)
+
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        for outcome in outcomes:
+            if outcome.state not in _OUTCOMES:
+                msg = f"settle: {outcome.state.value!r} is not an outcome (job {outcome.job_id})"
+                raise ValueError(msg)
+        # A job settled twice in one batch: the first outcome holds the lease.
+        unique = list({o.job_id: o for o in reversed(outcomes)}.values())
+        if not unique:
+            return []
+        row = await self._fetchrow(
+            self._sql.settle,
+            [o.job_id for o in unique],
+            [o.token for o in unique],
+            [o.state.value for o in unique],
+            [o.result for o in unique],
+            [None if o.error is None else _json.encode(o.error).decode() for o in unique],
+            [o.retry_at for o in unique],
+        )
+        applied = set(row[0] or ())
+        reported: set[str] = set()
+        result = []
+        for outcome in outcomes:
+            result.append(outcome.job_id in applied and outcome.job_id not in reported)
+            reported.add(outcome.job_id)
+        return result
+
+    async def recover(self) -> int:
+        row = await self._fetchrow(self._sql.recover)
+        return int(row[0])
+
+    async def prune(self) -> int:
+        key = _lock_key("prune", self._schema)
+        steps: list[tuple[str, tuple[float, ...]]] = [(self._sql.prune_expired, ())]
+        if self._retention_completed is not None:
+            steps.append((self._sql.prune_completed, (self._retention_completed,)))
+        if self._retention_dead is not None:
+            steps.append((self._sql.prune_dead, (self._retention_dead,)))
+
+        async def run(conn: Connection) -> int:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+                return 0
+            total = 0
+            try:
+                for statement, extra in steps:
+                    while True:
+                        status = await conn.execute(statement, PRUNE_BATCH, *extra)
+                        deleted = int(status.split()[-1])
+                        total += deleted
+                        if deleted < PRUNE_BATCH:
+                            break
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            return total
+
+        return await self._run(run)
+
+    # -- operations --------------------------------------------------------------
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        names = None if queues is None else sorted(set(queues))
+        rows = await self._fetch(self._sql.stats, names)
+        found: dict[str, tuple[bool, dict[JobState, int], float | None]] = {}
+        for name, paused, state, count, oldest in rows:
+            entry = found.setdefault(name, (paused, dict.fromkeys(JobState, 0), oldest))
+            if state is not None:
+                entry[1][JobState(state)] = count
+        for name in names or ():
+            found.setdefault(name, (False, dict.fromkeys(JobState, 0), None))
+        return [
+            QueueStats(queue=name, counts=counts, paused=paused, oldest_ready_at=oldest)
+            for name, (paused, counts, oldest) in sorted(found.items())
+        ]
+
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[JobRecord]:
+        filters = {"state": state and state.value, "queue": queue, "name": name, "after": after}
+        given = {column: value for column, value in filters.items() if value is not None}
+        query = self._sql.list_jobs(tuple(given))
+        rows = await self._fetch(query, *given.values(), limit)
+        return [_decode(row) for row in rows]
+
+    async def retry_dead(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        args: tuple[object, ...]
+        if job_ids is not None:
+            ids = list(dict.fromkeys(job_ids))
+            if not ids:
+                return []
+            query, args = self._sql.retry_dead_ids, (ids, len(ids))
+        else:
+            query, args = self._sql.retry_dead_filter, (queue, name, limit)
+
+        async def run(conn: Connection) -> list[str]:
+            # A concurrent enqueue may take a key between the snapshot and the
+            # update; the statement then fails as a whole and is simply re-run.
+            for _ in range(3):
+                try:
+                    row = await conn.fetchrow(query, *args)
+                except asyncpg.UniqueViolationError:
+                    continue
+                assert row is not None
+                return list(row[0] or ())
+            row = await conn.fetchrow(query, *args)
+            assert row is not None
+            return list(row[0] or ())
+
+        retried = await self._run(run)
+        if job_ids is not None:
+            done = set(retried)
+            return [job_id for job_id in dict.fromkeys(job_ids) if job_id in done]
+        return sorted(retried)
+
+    async def purge(
+        self,
+        *,
+        states: Sequence[JobState],
+        older_than: float,
+        queue: str | None = None,
+        limit: int = 10_000,
+    ) -> int:
+        wanted = set(states)
+        if not wanted <= TERMINAL_STATES:
+            bad = ", ".join(sorted(s.value for s in wanted - TERMINAL_STATES))
+            msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
+            raise ValueError(msg)
+        if not wanted or limit <= 0:
+            return 0
+        status = await self._run(
+            lambda conn: conn.execute(
+                self._sql.purge, [s.value for s in wanted], older_than, queue, limit
+            )
+        )
+        return int(status.split()[-1])
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await self._fetchval(self._sql.set_paused, queue, paused)
+
+
+if TYPE_CHECKING:
+    _check: type[Backend] = PostgresBackend
