@@ -148,7 +148,13 @@ class MemoryBackend:
         while heap and heap[0][0] <= now:
             _, job_id, seq = heapq.heappop(heap)
             job = self._jobs.get(job_id)
-            if job is not None and self._seq.get(job_id) == seq:
+            # A job cancelled while it waited keeps its entry current (cancelling
+            # does not bump the sequence), so the state decides, not only the seq.
+            if (
+                job is not None
+                and self._seq.get(job_id) == seq
+                and job.state in (JobState.SCHEDULED, JobState.FAILED)
+            ):
                 self._store(replace(job, state=JobState.QUEUED))
 
     def _wake_workers(self) -> None:
