@@ -1,0 +1,168 @@
+"""``asyncq run`` as a real process: signals, graceful shutdown, hand-back.
+
+The worker process and this test share a SQLite file. The handler writes a
+marker file when it starts, which is the only thing another process can wait
+on; the test then signals the worker and checks the job's final state.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+from anyio.abc import Process
+
+from asyncq import App, JobState
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+APP_SOURCE = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+
+    import anyio
+    import msgspec
+
+    from asyncq import App
+
+    app = App("sigtest")
+    MARKERS = Path(os.environ["MARKERS"])
+
+
+    class Work(msgspec.Struct):
+        tag: str
+        seconds: float
+
+
+    @app.job(schema=Work, name="work", max_attempts=1)
+    async def work(payload: Work) -> str:
+        (MARKERS / f"{payload.tag}.started").touch()
+        await anyio.sleep(payload.seconds)
+        return f"finished {payload.tag}"
+    """
+)
+
+
+class Work(msgspec.Struct):
+    tag: str
+    seconds: float
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "sigapp.py").write_text(APP_SOURCE)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = dict(os.environ)
+    env["MARKERS"] = str(markers)
+    env["ASYNCQ_BACKEND"] = f"sqlite:///{tmp_path / 'jobs.db'}"
+    return env
+
+
+@pytest.fixture
+async def spawn(tmp_path: Path, worker_env: dict[str, str]) -> AsyncIterator[Spawn]:
+    procs: list[Process] = []
+
+    async def start(*extra: str) -> Process:
+        args = [sys.executable, "-m", "asyncq", "run", "sigapp:app", "--lease", "5", *extra]
+        log = tmp_path / f"worker{len(procs)}.log"
+        with log.open("wb") as stderr:
+            proc = await anyio.open_process(args, cwd=tmp_path, env=worker_env, stderr=stderr)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.aclose()
+
+
+Spawn = Callable[..., Awaitable[Process]]
+
+
+async def wait_for_file(path: Path, proc: Process) -> None:
+    """Another process's progress can only be seen in the file system: look until it shows."""
+    while not await anyio.Path(path).exists():
+        if proc.returncode is not None:
+            pytest.fail(f"worker exited early with {proc.returncode}")
+        await anyio.sleep(0.02)
+
+
+async def test_sigterm_finishes_the_running_job_then_exits_zero(
+    tmp_path: Path, worker_env: dict[str, str], spawn: Spawn
+) -> None:
+    producer = App("producer", backend=worker_env["ASYNCQ_BACKEND"])
+    work = producer.handle("work", schema=Work, result=str)
+    with anyio.fail_after(30):
+        async with producer:
+            handle = await work.enqueue(Work("a", 1.0))
+            proc = await spawn()
+            await wait_for_file(Path(worker_env["MARKERS"]) / "a.started", proc)
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+            info = await handle.info()
+    assert info.state is JobState.COMPLETED
+    assert info.attempts == 1
+    assert "SIGTERM" in (tmp_path / "worker0.log").read_text()
+
+
+async def test_second_signal_stops_now_and_hands_the_job_back(
+    tmp_path: Path, worker_env: dict[str, str], spawn: Spawn
+) -> None:
+    producer = App("producer", backend=worker_env["ASYNCQ_BACKEND"])
+    work = producer.handle("work", schema=Work, result=str)
+    with anyio.fail_after(30):
+        async with producer:
+            handle = await work.enqueue(Work("b", 600.0))
+            proc = await spawn()
+            await wait_for_file(Path(worker_env["MARKERS"]) / "b.started", proc)
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGINT)
+            assert await proc.wait() == 0
+            info = await handle.info()
+    assert info.state is JobState.QUEUED
+    assert info.attempts == 0
+
+
+async def test_shutdown_timeout_hands_back_a_job_that_would_not_finish(
+    tmp_path: Path, worker_env: dict[str, str], spawn: Spawn
+) -> None:
+    producer = App("producer", backend=worker_env["ASYNCQ_BACKEND"])
+    work = producer.handle("work", schema=Work, result=str)
+    with anyio.fail_after(30):
+        async with producer:
+            handle = await work.enqueue(Work("c", 600.0))
+            proc = await spawn("--shutdown-timeout", "0.2")
+            await wait_for_file(Path(worker_env["MARKERS"]) / "c.started", proc)
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+            info = await handle.info()
+    assert info.state is JobState.QUEUED
+
+
+async def test_sigkilled_worker_job_is_recovered_by_another_worker(
+    tmp_path: Path, worker_env: dict[str, str], spawn: Spawn
+) -> None:
+    producer = App("producer", backend=worker_env["ASYNCQ_BACKEND"])
+    work = producer.handle("work", schema=Work, result=str)
+    with anyio.fail_after(60):
+        async with producer:
+            handle = await work.enqueue(Work("d", 0.5), max_attempts=2)
+            first = await spawn("--lease", "1")
+            await wait_for_file(Path(worker_env["MARKERS"]) / "d.started", first)
+            first.kill()
+            assert await first.wait() == -signal.SIGKILL
+            await spawn("--lease", "1")
+            assert await handle.result(timeout=30) == "finished d"
+            info = await handle.info()
+    assert info.attempts == 2
+    assert info.errors[0].kind == "lost"
