@@ -36,8 +36,14 @@ notification per settled batch, split to stay under the 8000-byte limit).
 from __future__ import annotations
 
 import re
+from typing import Any
 
-__all__ = ["MIGRATIONS", "SCHEMA_NAME", "Statements"]
+import msgspec
+
+from .._records import ErrorInfo, JobRecord, JobState
+from ..exceptions import ConfigurationError
+
+__all__ = ["COLUMNS", "MIGRATIONS", "SCHEMA_NAME", "Statements", "check_versions", "decode"]
 
 #: Schema names are plain lower-case identifiers, short enough that the
 #: channel names derived from them stay within PostgreSQL's 63 bytes.
@@ -56,6 +62,39 @@ COLUMNS = (
     " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
     " worker, result, errors, progress, cancel_requested, headers"
 )
+
+_errors = msgspec.json.Decoder(tuple[ErrorInfo, ...])
+_headers = msgspec.json.Decoder(dict[str, str])
+
+
+def decode(row: Any) -> JobRecord:
+    """A ``JobRecord`` from a row (or record) of ``COLUMNS``."""
+    errors, headers = row[18], row[21]
+    return JobRecord(
+        id=row[0],
+        name=row[1],
+        queue=row[2],
+        payload=row[3],
+        state=JobState(row[4]),
+        priority=row[5],
+        attempts=row[6],
+        max_attempts=row[7],
+        timeout=row[8],
+        key=row[9],
+        result_ttl=row[10],
+        enqueued_at=row[11],
+        scheduled_at=row[12],
+        started_at=row[13],
+        finished_at=row[14],
+        lease_expires_at=row[15],
+        worker=row[16],
+        result=row[17],
+        errors=() if errors == "[]" else _errors.decode(errors),
+        progress=row[19],
+        cancel_requested=row[20],
+        headers={} if headers == "{}" else _headers.decode(headers),
+    )
+
 
 # Migrations: version N is MIGRATIONS[N - 1]. Append only; never edit a step
 # that has shipped. Each step runs in the migrating transaction.
@@ -152,6 +191,34 @@ $$;
 MIGRATIONS: tuple[tuple[str, str], ...] = (("jobs, queues, notifications", _V1),)
 
 
+def check_versions(versions: set[int], *, where: str, migrating: bool = False) -> None:
+    """Refuse a schema this code cannot use: newer always; missing steps unless migrating.
+
+    Args:
+        versions: the versions recorded in the schema's ``migrations`` table.
+        where: the schema and server, for the message.
+        migrating: the caller is about to apply the missing steps.
+    """
+    latest = len(MIGRATIONS)
+    newest = max(versions, default=0)
+    if newest > latest:
+        msg = (
+            f"the {where} is at version {newest}, newer than this asyncq knows "
+            f"({latest}): upgrade asyncq, or point it at another schema"
+        )
+        raise ConfigurationError(msg)
+    if migrating:
+        return
+    fix = "run `asyncq migrate` (or pass migrate=True)"
+    if not versions:
+        msg = f"the {where} has no asyncq tables: {fix}"
+        raise ConfigurationError(msg)
+    missing = sorted(set(range(1, latest + 1)) - versions)
+    if missing:
+        msg = f"the {where} is out of date (missing migrations {missing}): {fix}"
+        raise ConfigurationError(msg)
+
+
 class Statements:
     """Every statement of the backend, for one schema.
 
@@ -192,6 +259,7 @@ class Statements:
     # Filled in from _TEMPLATES; declared for type checkers.
     bootstrap: str
     versions: str
+    record_version: str
     schema_exists: str
     drop: str
     enqueue: str
@@ -235,6 +303,7 @@ _TEMPLATES: dict[str, str] = {
         );
     """,
     "versions": "SELECT version FROM {s}.migrations ORDER BY version",
+    "record_version": "INSERT INTO {s}.migrations (version, description) VALUES ($1, $2)",
     "schema_exists": "SELECT to_regclass('{s}.migrations') IS NOT NULL",
     "drop": "DROP SCHEMA IF EXISTS {s} CASCADE",
     # One statement: free expired holders of the batch's keys, insert in input

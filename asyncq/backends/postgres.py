@@ -18,8 +18,8 @@ keeps them. A job's own ``result_ttl`` is never shortened by retention.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -31,10 +31,11 @@ from msgspec.structs import replace
 
 from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
 from . import _postgres_sql as sql
+from ._postgres_listen import Listener
+from ._postgres_sql import decode
 from .base import (
     TERMINAL_STATES,
     Backend,
-    ErrorInfo,
     HeartbeatReply,
     JobRecord,
     JobState,
@@ -43,7 +44,10 @@ from .base import (
     QueueStats,
 )
 
-__all__ = ["DEFAULT_RETENTION_COMPLETED", "DEFAULT_RETENTION_DEAD", "PostgresBackend"]
+if TYPE_CHECKING:
+    from ._postgres_listen import Connection
+
+__all__ = ["DEFAULT_RETENTION_COMPLETED", "DEFAULT_RETENTION_DEAD", "PostgresBackend", "mask_dsn"]
 
 #: How long a completed job without a ``result_ttl`` is kept (seconds).
 DEFAULT_RETENTION_COMPLETED = 86_400.0
@@ -53,14 +57,13 @@ DEFAULT_RETENTION_DEAD = 14 * 86_400.0
 PRUNE_BATCH = 1_000
 
 _T = TypeVar("_T")
-if TYPE_CHECKING:
-    Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 _OUTCOMES = frozenset(
     {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
 )
 # What "cannot be reached" looks like from asyncpg: socket errors, the server
-# refusing or shutting down, a connection that is gone.
+# refusing or shutting down, a connection that is gone. (A bare InterfaceError
+# is a closed connection or pool; its subclasses are client-side mistakes.)
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -69,9 +72,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
 )
-_errors_decoder = msgspec.json.Decoder(tuple[ErrorInfo, ...])
-_headers_decoder = msgspec.json.Decoder(dict[str, str])
-_ids_decoder = msgspec.json.Decoder(list[str])
 _json = msgspec.json.Encoder()
 
 
@@ -94,34 +94,6 @@ def _lock_key(purpose: str, schema: str) -> int:
     """A stable signed 64-bit advisory lock key for one purpose in one schema."""
     digest = hashlib.blake2b(f"asyncq:{purpose}:{schema}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _decode(row: Any) -> JobRecord:
-    errors, headers = row[18], row[21]
-    return JobRecord(
-        id=row[0],
-        name=row[1],
-        queue=row[2],
-        payload=row[3],
-        state=JobState(row[4]),
-        priority=row[5],
-        attempts=row[6],
-        max_attempts=row[7],
-        timeout=row[8],
-        key=row[9],
-        result_ttl=row[10],
-        enqueued_at=row[11],
-        scheduled_at=row[12],
-        started_at=row[13],
-        finished_at=row[14],
-        lease_expires_at=row[15],
-        worker=row[16],
-        result=row[17],
-        errors=() if errors == "[]" else _errors_decoder.decode(errors),
-        progress=row[19],
-        cancel_requested=row[20],
-        headers={} if headers == "{}" else _headers_decoder.decode(headers),
-    )
 
 
 class PostgresBackend:
@@ -187,10 +159,12 @@ class PostgresBackend:
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._closed = False
         self._open_lock: anyio.Lock | None = None
-        self._listener: Connection | None = None
-        self._listener_lock: anyio.Lock | None = None
-        self._work_waiters: dict[str, set[anyio.Event]] = {}
-        self._done_waiters: dict[str, set[anyio.Event]] = {}
+        self._listener = Listener(
+            connect=self._listen_connect,
+            release=self._listen_release,
+            work_channel=self._sql.work_channel,
+            done_channel=self._sql.done_channel,
+        )
 
     @classmethod
     def from_url(
@@ -224,16 +198,23 @@ class PostgresBackend:
 
     def _translate(self, exc: BaseException) -> BackendError:
         """Map a driver error to asyncq's: unreachable or answered wrongly."""
-        unavailable = isinstance(exc, _UNAVAILABLE) or type(exc) is asyncpg.InterfaceError
-        if unavailable:
+        if isinstance(exc, _UNAVAILABLE) or type(exc) is asyncpg.InterfaceError:
             return BackendUnavailable(f"PostgreSQL at {self.url} is unavailable: {exc}")
         return BackendError(f"PostgreSQL at {self.url} failed: {type(exc).__name__}: {exc}")
 
     @staticmethod
     def _is_driver_error(exc: BaseException) -> bool:
-        return isinstance(
-            exc, (*_UNAVAILABLE, asyncpg.PostgresError, asyncpg.InterfaceError)
-        ) or type(exc).__module__.startswith("asyncpg")
+        return isinstance(exc, _UNAVAILABLE) or type(exc).__module__.startswith("asyncpg")
+
+    @contextmanager
+    def _mapped(self) -> Iterator[None]:
+        """Let no driver exception out: raise asyncq's instead."""
+        try:
+            yield
+        except Exception as exc:
+            if self._is_driver_error(exc):
+                raise self._translate(exc) from exc
+            raise
 
     async def _ready_pool(self) -> asyncpg.Pool[asyncpg.Record]:
         if self._pool is None:
@@ -282,10 +263,9 @@ class PostgresBackend:
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
         """A connection whether or not the backend is open (migrate, checks, drop)."""
-        try:
-            if self._pool is not None or self._given_pool is not None:
-                pool = self._pool or self._given_pool
-                assert pool is not None
+        with self._mapped():
+            pool = self._pool or self._given_pool
+            if pool is not None:
                 async with pool.acquire() as conn:
                     yield conn
             else:
@@ -295,10 +275,23 @@ class PostgresBackend:
                     yield conn
                 finally:
                     await conn.close()
-        except Exception as exc:
-            if self._is_driver_error(exc):
-                raise self._translate(exc) from exc
-            raise
+
+    async def _listen_connect(self) -> Connection:
+        if self._given_pool is not None:
+            return await self._given_pool.acquire()
+        assert self._dsn is not None
+        conn: Connection = await asyncpg.connect(self._dsn, **self._connect_kwargs)
+        return conn
+
+    async def _listen_release(self, conn: Connection) -> None:
+        # The connection may be dead already: releasing it is best effort.
+        with suppress(Exception):
+            if self._given_pool is not None and isinstance(conn, PoolConnectionProxy):
+                await self._given_pool.release(conn, timeout=5)
+                return
+            with anyio.move_on_after(5):
+                await conn.close()
+            conn.terminate()
 
     # -- lifecycle and schema ----------------------------------------------------
 
@@ -318,17 +311,13 @@ class PostgresBackend:
                 await self._learn_url()
                 return
             assert self._dsn is not None
-            try:
+            with self._mapped():
                 self._pool = await asyncpg.create_pool(
                     self._dsn,
                     min_size=self._min_size,
                     max_size=self._max_size,
                     **self._connect_kwargs,
                 )
-            except Exception as exc:
-                if self._is_driver_error(exc):
-                    raise self._translate(exc) from exc
-                raise
 
     async def _learn_url(self) -> None:
         row = await self._fetchrow(self._sql.whoami)
@@ -337,25 +326,10 @@ class PostgresBackend:
         self._url = f"postgresql://{user}@{where}/{database}"
 
     async def _check_schema(self) -> None:
-        fix = "run `asyncq migrate` (or pass migrate=True)"
         async with self._connection() as conn:
             exists = await conn.fetchval(self._sql.schema_exists)
             versions = {r[0] for r in await conn.fetch(self._sql.versions)} if exists else set()
-        latest = len(self._sql.migrations)
-        where = f"PostgreSQL schema {self._schema!r} at {self.url}"
-        if not versions:
-            msg = f"the {where} has no asyncq tables: {fix}"
-            raise ConfigurationError(msg)
-        if max(versions) > latest:
-            msg = (
-                f"the {where} is at version {max(versions)}, newer than this asyncq knows "
-                f"({latest}): upgrade asyncq"
-            )
-            raise ConfigurationError(msg)
-        missing = sorted(set(range(1, latest + 1)) - versions)
-        if missing:
-            msg = f"the {where} is out of date (missing migrations {missing}): {fix}"
-            raise ConfigurationError(msg)
+        sql.check_versions(versions, where=f"PostgreSQL schema {self._schema!r} at {self.url}")
 
     async def migrate(self) -> list[int]:
         """Create or upgrade the schema; return the versions applied (``[]``: up to date).
@@ -366,38 +340,21 @@ class PostgresBackend:
         Raises:
             ConfigurationError: the schema is newer than this asyncq.
         """
-        async with self._connection() as conn:
-            try:
-                async with conn.transaction():
-                    return await self._migrate_on(conn)
-            except Exception as exc:
-                if self._is_driver_error(exc):
-                    raise self._translate(exc) from exc
-                raise
-
-    async def _migrate_on(self, conn: Connection) -> list[int]:
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_key("migrate", self._schema))
-        await conn.execute(self._sql.bootstrap)
-        versions = {r[0] for r in await conn.fetch(self._sql.versions)}
-        latest = len(self._sql.migrations)
-        if versions and max(versions) > latest:
-            msg = (
-                f"the PostgreSQL schema {self._schema!r} at {self.url} is at version "
-                f"{max(versions)}, newer than this asyncq knows ({latest}): upgrade asyncq"
-            )
-            raise ConfigurationError(msg)
-        applied = []
-        for version, (description, step) in enumerate(self._sql.migrations, start=1):
-            if version in versions:
-                continue
-            await conn.execute(step)
+        where = f"PostgreSQL schema {self._schema!r} at {self.url}"
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(
-                f'INSERT INTO "{self._schema}".migrations (version, description) VALUES ($1, $2)',
-                version,
-                description,
+                "SELECT pg_advisory_xact_lock($1)", _lock_key("migrate", self._schema)
             )
-            applied.append(version)
-        return applied
+            await conn.execute(self._sql.bootstrap)
+            versions = {r[0] for r in await conn.fetch(self._sql.versions)}
+            sql.check_versions(versions, where=where, migrating=True)
+            applied = []
+            for version, (description, step) in enumerate(self._sql.migrations, start=1):
+                if version not in versions:
+                    await conn.execute(step)
+                    await conn.execute(self._sql.record_version, version, description)
+                    applied.append(version)
+            return applied
 
     async def drop_schema(self) -> None:
         """Drop the schema and every job in it (tests, teardown). Works after ``close``."""
@@ -406,10 +363,7 @@ class PostgresBackend:
 
     async def close(self) -> None:
         self._closed = True
-        self._wake_all()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            await self._release_listener(listener)
+        await self._listener.close()
         pool, self._pool = self._pool, None
         if pool is not None and pool is not self._given_pool:
             with anyio.move_on_after(10) as scope:
@@ -417,114 +371,9 @@ class PostgresBackend:
             if scope.cancelled_caught:
                 pool.terminate()
 
-    # -- notifications -----------------------------------------------------------
-
-    def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
-        if not isinstance(payload, str):
-            return
-        if channel == self._sql.work_channel:
-            self._wake(self._work_waiters.get(payload))
-        elif channel == self._sql.done_channel:
-            for job_id in _ids_decoder.decode(payload):
-                self._wake(self._done_waiters.get(job_id))
-
-    def _on_terminated(self, conn: object) -> None:
-        # Whatever was sent while the listener was down is lost: wake every
-        # waiter so it re-reads the store after the listener reconnects.
-        if self._listener is conn:
-            self._listener = None
-        self._wake_all()
-
-    @staticmethod
-    def _wake(events: set[anyio.Event] | None) -> None:
-        for event in events or ():
-            event.set()
-
-    def _wake_all(self) -> None:
-        for waiters in (*self._work_waiters.values(), *self._done_waiters.values()):
-            self._wake(waiters)
-
-    async def _ensure_listener(self) -> None:
-        """Connect and LISTEN unless already listening; returns once LISTEN is in effect."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        if self._listener_lock is None:
-            self._listener_lock = anyio.Lock()
-        async with self._listener_lock:
-            stale = self._listener
-            if stale is not None and not stale.is_closed():
-                return
-            self._listener = None
-            if stale is not None:
-                await self._release_listener(stale)
-            try:
-                conn: Connection
-                if self._given_pool is not None:
-                    conn = await self._given_pool.acquire()
-                else:
-                    assert self._dsn is not None
-                    conn = await asyncpg.connect(self._dsn, **self._connect_kwargs)
-                try:
-                    await conn.add_listener(self._sql.work_channel, self._on_notify)
-                    await conn.add_listener(self._sql.done_channel, self._on_notify)
-                except BaseException:
-                    await self._release_listener(conn)
-                    raise
-            except Exception as exc:
-                if self._is_driver_error(exc):
-                    raise self._translate(exc) from exc
-                raise
-            conn.add_termination_listener(self._on_terminated)
-            self._listener = conn
-
-    async def _release_listener(self, conn: Connection) -> None:
-        conn.remove_termination_listener(self._on_terminated)
-        # The connection may be dead already; releasing it is best effort.
-        with suppress(Exception), anyio.CancelScope(shield=True):
-            if self._given_pool is not None and isinstance(conn, PoolConnectionProxy):
-                await self._given_pool.release(conn, timeout=5)
-            else:
-                with anyio.move_on_after(5):
-                    await conn.close()
-                conn.terminate()
-
-    async def _check_listener(self) -> None:
-        """After a quiet safety-net interval, make sure the listener still answers.
-
-        A connection cut without a FIN never reports its end; a failed ping
-        drops it so the next wait reconnects (and re-reads).
-        """
-        listener = self._listener
-        if listener is None or self._listener_lock is None:
-            return
-        async with self._listener_lock:
-            if listener is not self._listener:
-                return
-            try:
-                with anyio.fail_after(5):
-                    await listener.execute("SELECT 1")
-            except Exception as exc:
-                if not (self._is_driver_error(exc) or isinstance(exc, TimeoutError)):
-                    raise
-                listener.terminate()
-
-    @staticmethod
-    def _register(table: dict[str, set[anyio.Event]], names: Sequence[str]) -> anyio.Event:
-        event = anyio.Event()
-        for name in names:
-            table.setdefault(name, set()).add(event)
-        return event
-
-    @staticmethod
-    def _unregister(
-        table: dict[str, set[anyio.Event]], names: Sequence[str], event: anyio.Event
-    ) -> None:
-        for name in names:
-            waiters = table.get(name)
-            if waiters is not None:
-                waiters.discard(event)
-                if not waiters:
-                    del table[name]
+    async def _listen(self) -> None:
+        with self._mapped():
+            await self._listener.ensure()
 
     # -- producers ---------------------------------------------------------------
 
@@ -541,12 +390,8 @@ class PostgresBackend:
                 f"not {type(connection).__name__}"
             )
             raise ConfigurationError(msg)
-        try:
+        with self._mapped():
             return await self._enqueue_on(connection, jobs)
-        except Exception as exc:
-            if self._is_driver_error(exc):
-                raise self._translate(exc) from exc
-            raise
 
     async def _enqueue_on(self, conn: Connection, jobs: Sequence[JobRecord]) -> list[JobRecord]:
         rows = await conn.fetch(
@@ -571,7 +416,7 @@ class PostgresBackend:
             if new:
                 inserted[input_id] = state
             else:
-                holders[input_id] = _decode(rec)
+                holders[input_id] = decode(rec)
         stored: list[JobRecord | None] = []
         batch_holders: dict[tuple[str, str], JobRecord] = {}
         for job in jobs:
@@ -607,7 +452,7 @@ class PostgresBackend:
             [job.queue for job in keyed],
             [job.key for job in keyed],
         )
-        found = [_decode(row) for row in rows]
+        found = [decode(row) for row in rows]
         by_id = {record.id: record for record in found}
         by_key = {(r.queue, r.key): r for r in found if r.key is not None}
         for i, (job, record) in enumerate(zip(jobs, stored, strict=True)):
@@ -620,30 +465,27 @@ class PostgresBackend:
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._run(lambda conn: conn.fetchrow(self._sql.get, job_id))
-        return None if row is None else _decode(row)
+        return None if row is None else decode(row)
 
     async def cancel(self, job_id: str) -> JobRecord | None:
         row = await self._run(lambda conn: conn.fetchrow(self._sql.cancel, job_id))
-        return None if row is None else _decode(row)
+        return None if row is None else decode(row)
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
         last: JobRecord | None = None
         while True:
             if self._closed and last is not None:
                 return last
-            await self._ensure_listener()
-            event = self._register(self._done_waiters, [job_id])
-            try:
+            with self._listener.job_waiter(job_id) as finished:
+                await self._listen()
                 job = await self.get(job_id)
                 if job is None or job.state in TERMINAL_STATES:
                     return job
                 last = job
                 with anyio.move_on_after(self._poll_interval) as quiet:
-                    await event.wait()
-                if quiet.cancelled_caught:
-                    await self._check_listener()
-            finally:
-                self._unregister(self._done_waiters, [job_id], event)
+                    await finished.wait()
+            if quiet.cancelled_caught:
+                await self._listener.check()
 
     # -- workers -----------------------------------------------------------------
 
@@ -654,7 +496,7 @@ class PostgresBackend:
         if limit <= 0 or not names:
             return []
         rows = await self._fetch(self._sql.claim, names, limit, worker, lease_for)
-        leases = [Lease(job=_decode(row), token=row[22], expires_at=row[15]) for row in rows]
+        leases = [Lease(job=decode(row), token=row[22], expires_at=row[15]) for row in rows]
         leases.sort(key=lambda lease: (-lease.job.priority, lease.job.scheduled_at, lease.job.id))
         return leases
 
@@ -662,19 +504,16 @@ class PostgresBackend:
         names = list(dict.fromkeys(queues))
         if self._closed or timeout <= 0:
             return
-        await self._ensure_listener()
-        event = self._register(self._work_waiters, names)
-        try:
+        with self._listener.work_waiter(names) as work:
+            await self._listen()
             due = await self._fetchval(self._sql.wait_for_work, names) if names else None
             wait = timeout if due is None else min(timeout, due)
             if wait <= 0:
                 return
             with anyio.move_on_after(min(wait, self._poll_interval)) as quiet:
-                await event.wait()
-            if quiet.cancelled_caught and wait > self._poll_interval:
-                await self._check_listener()
-        finally:
-            self._unregister(self._work_waiters, names, event)
+                await work.wait()
+        if quiet.cancelled_caught and wait > self._poll_interval:
+            await self._listener.check()
 
     async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
         if not leases:
@@ -782,7 +621,7 @@ class PostgresBackend:
         given = {column: value for column, value in filters.items() if value is not None}
         query = self._sql.list_jobs(tuple(given))
         rows = await self._fetch(query, *given.values(), limit)
-        return [_decode(row) for row in rows]
+        return [decode(row) for row in rows]
 
     async def retry_dead(
         self,
