@@ -1,0 +1,491 @@
+"""The Lua scripts of the Redis backend: every state transition is one of these.
+
+Each script works on the keys of one queue, all under the queue's prefix
+``{<namespace>:q:<queue>}:`` (so they share one cluster slot), passed as
+``KEYS[1]``. ``claim`` alone takes several prefixes (``KEYS[1..n]``), which the
+backend only groups together when they hash to the same slot.
+
+Keys under a queue prefix ``P``:
+
+``P j:<id>``         hash, one job (fields below)
+``P all``            zset, every job, score 0: ordered by id (``ZRANGEBYLEX``)
+``P s:<state>``      zset, the jobs in one state, score 0 (counts, listing by id)
+``P prios``          zset, the priorities that have queued jobs, scored by priority
+``P r:<priority>``   zset, queued jobs of one priority, scored by ``scheduled_at``
+``P delayed``        zset, scheduled and failed jobs, scored by ``scheduled_at``
+``P active``         zset, active jobs, scored by lease expiry
+``P f:<state>``      zset, terminal jobs, scored by ``finished_at`` (purge)
+``P expires``        zset, completed jobs with a result TTL, scored by expiry (prune)
+``P keys``           hash, idempotency key -> id of the job holding it
+``P wake``           list, wake-up tokens for blocked claimers (bounded)
+``P paused``         string, exists while the queue is paused
+``P done``           (a pub/sub channel, not a key) terminal notices, message = job id
+
+Job hash fields: ``d`` the record as enqueued (MessagePack, never rewritten),
+``st`` state, ``p`` priority, ``n`` name, ``m`` max attempts, ``k`` key, ``t``
+result TTL, ``att`` attempts, ``sa`` scheduled_at, ``sta`` started_at, ``fin``
+finished_at, ``lx`` lease expiry, ``w`` worker, ``tok`` lease token, ``c`` "1"
+when cancel is requested, ``pr`` progress, ``r`` result, ``e`` errors as
+comma-separated JSON objects (the backend wraps them in brackets to decode).
+
+Floats cross the Lua boundary as strings formatted with ``%.17g``: Lua's own
+number-to-string conversion keeps 14 digits, which would move timestamps.
+"""
+
+from __future__ import annotations
+
+PRELUDE = r"""
+local P, K
+local function use(prefix)
+  P = prefix
+  K = {
+    all = P .. 'all', prios = P .. 'prios', delayed = P .. 'delayed',
+    active = P .. 'active', expires = P .. 'expires', keys = P .. 'keys',
+    wake = P .. 'wake', paused = P .. 'paused', done = P .. 'done',
+  }
+end
+use(KEYS[1])
+
+local WAKE_CAP = 128
+local PROMOTE_MAX = 1000
+
+local function now_s()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function F(x) return string.format('%.17g', x) end
+local function J(id) return P .. 'j:' .. id end
+local function S(state) return P .. 's:' .. state end
+local function R(prio) return P .. 'r:' .. prio end
+local function FIN(state) return P .. 'f:' .. state end
+
+local LIVE = {scheduled = true, queued = true, active = true, failed = true}
+
+-- Take a job out of the index its state keeps it in.
+local function unplace(id, st, prio)
+  if st == 'queued' then
+    redis.call('ZREM', R(prio), id)
+    if redis.call('ZCARD', R(prio)) == 0 then redis.call('ZREM', K.prios, prio) end
+  elseif st == 'scheduled' or st == 'failed' then
+    redis.call('ZREM', K.delayed, id)
+  elseif st == 'active' then
+    redis.call('ZREM', K.active, id)
+  else
+    redis.call('ZREM', FIN(st), id)
+    if st == 'completed' then redis.call('ZREM', K.expires, id) end
+  end
+  redis.call('ZREM', S(st), id)
+end
+
+-- Put a job in state st; score is scheduled_at, lease expiry or finished_at.
+local function place(id, st, prio, score)
+  if st == 'queued' then
+    redis.call('ZADD', R(prio), F(score), id)
+    redis.call('ZADD', K.prios, prio, prio)
+  elseif st == 'scheduled' or st == 'failed' then
+    redis.call('ZADD', K.delayed, F(score), id)
+  elseif st == 'active' then
+    redis.call('ZADD', K.active, F(score), id)
+  else
+    redis.call('ZADD', FIN(st), F(score), id)
+  end
+  redis.call('ZADD', S(st), 0, id)
+  redis.call('HSET', J(id), 'st', st)
+end
+
+-- Push up to n wake tokens (one per claimable job, so n idle workers wake).
+local function wake(n)
+  if n <= 0 or redis.call('EXISTS', K.paused) == 1 then return end
+  local tokens = {}
+  for i = 1, math.min(n, WAKE_CAP) do tokens[i] = '1' end
+  redis.call('LPUSH', K.wake, unpack(tokens))
+  redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
+end
+
+local function expired(st, fin, ttl, now)
+  return st == 'completed' and ttl and fin and tonumber(fin) + tonumber(ttl) <= now
+end
+
+local function holds_key(id, now)
+  local h = redis.call('HMGET', J(id), 'st', 'fin', 't')
+  if not h[1] then return false end
+  if LIVE[h[1]] then return true end
+  return h[1] == 'completed' and not expired(h[1], h[2], h[3], now)
+end
+
+local function key_holder(key, now)
+  local id = redis.call('HGET', K.keys, key)
+  if id and holds_key(id, now) then return id end
+  return nil
+end
+
+local function release_key(id)
+  local k = redis.call('HGET', J(id), 'k')
+  if k and redis.call('HGET', K.keys, k) == id then redis.call('HDEL', K.keys, k) end
+end
+
+local function append_error(id, err)
+  if err == nil or err == '' then return end
+  local e = redis.call('HGET', J(id), 'e')
+  if e then err = e .. ',' .. err end
+  redis.call('HSET', J(id), 'e', err)
+end
+
+local function finish(id, st, prio, now)
+  redis.call('HSET', J(id), 'fin', F(now))
+  place(id, st, prio, now)
+  if st ~= 'completed' then release_key(id) end
+  redis.call('PUBLISH', K.done, id)
+end
+
+local function delete_job(id)
+  local h = redis.call('HMGET', J(id), 'st', 'p')
+  if h[1] then unplace(id, h[1], h[2]) end
+  release_key(id)
+  redis.call('ZREM', K.all, id)
+  redis.call('DEL', J(id))
+end
+
+-- Move due scheduled/failed jobs to their ready set (bounded per call).
+local function promote(now)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', F(now), 'LIMIT', 0, PROMOTE_MAX)
+  for _, id in ipairs(due) do
+    local h = redis.call('HMGET', J(id), 'st', 'p', 'sa')
+    if h[1] then
+      unplace(id, h[1], h[2])
+      place(id, 'queued', h[2], tonumber(h[3]))
+    else
+      redis.call('ZREM', K.delayed, id)
+    end
+  end
+end
+
+local function json_string(s)
+  return '"' .. (string.gsub(s, '[%c"\\]', function(c)
+    return string.format('\\u%04x', string.byte(c))
+  end)) .. '"'
+end
+"""
+
+# ARGV: n, then 8 per job: id, key, priority, scheduled_at, record, max_attempts, ttl, name.
+# Returns per job: the stored state, or the holder's HGETALL when its key is held.
+ENQUEUE = r"""
+local now = now_s()
+local out, queued, stored = {}, 0, 0
+for i = 0, tonumber(ARGV[1]) - 1 do
+  local b = 2 + i * 8
+  local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local holder = nil
+  if redis.call('EXISTS', J(id)) == 1 then
+    holder = id
+  elseif key ~= '' then
+    holder = key_holder(key, now)
+  end
+  if holder then
+    out[#out + 1] = redis.call('HGETALL', J(holder))
+  else
+    local fields = {'d', ARGV[b + 4], 'p', prio, 'sa', sa, 'att', 0, 'm', ARGV[b + 5],
+                    'n', ARGV[b + 7]}
+    if key ~= '' then
+      redis.call('HSET', K.keys, key, id)
+      fields[#fields + 1] = 'k'; fields[#fields + 1] = key
+    end
+    if ARGV[b + 6] ~= '' then fields[#fields + 1] = 't'; fields[#fields + 1] = ARGV[b + 6] end
+    redis.call('HSET', J(id), unpack(fields))
+    redis.call('ZADD', K.all, 0, id)
+    local st = 'queued'
+    if tonumber(sa) > now then st = 'scheduled' else queued = queued + 1 end
+    place(id, st, prio, tonumber(sa))
+    stored = stored + 1
+    out[#out + 1] = st
+  end
+end
+-- A scheduled job wakes claimers too, so a blocked one shortens its wait.
+if stored > 0 then wake(math.max(queued, 1)) end
+return out
+"""
+
+# KEYS: queue prefixes, in claim order. ARGV: limit, worker, lease_for, token base.
+CLAIM = r"""
+local limit, worker = tonumber(ARGV[1]), ARGV[2]
+local now = now_s()
+local expires = now + tonumber(ARGV[3])
+local out = {}
+for q = 1, #KEYS do
+  if #out >= limit then break end
+  use(KEYS[q])
+  if redis.call('EXISTS', K.paused) == 0 then
+    promote(now)
+    for _, prio in ipairs(redis.call('ZREVRANGE', K.prios, 0, -1)) do
+      if #out >= limit then break end
+      local popped = redis.call('ZPOPMIN', R(prio), limit - #out)
+      for j = 1, #popped, 2 do
+        local id = popped[j]
+        if redis.call('HGET', J(id), 'st') == 'queued' then
+          redis.call('ZREM', S('queued'), id)
+          local token = ARGV[4] .. '.' .. (#out + 1)
+          redis.call('HINCRBY', J(id), 'att', 1)
+          redis.call('HSET', J(id), 'sta', F(now), 'w', worker, 'lx', F(expires), 'tok', token)
+          redis.call('HDEL', J(id), 'c')
+          place(id, 'active', prio, expires)
+          out[#out + 1] = redis.call('HGETALL', J(id))
+        end
+      end
+      if redis.call('ZCARD', R(prio)) == 0 then redis.call('ZREM', K.prios, prio) end
+    end
+  end
+end
+return out
+"""
+
+# ARGV: lease_for, then (id, token) pairs. Returns {lost ids, cancel-requested ids}.
+HEARTBEAT = r"""
+local expires = F(now_s() + tonumber(ARGV[1]))
+local lost, cancel = {}, {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  local h = redis.call('HMGET', J(id), 'st', 'tok', 'c')
+  if h[1] == 'active' and h[2] == ARGV[i + 1] then
+    redis.call('HSET', J(id), 'lx', expires)
+    redis.call('ZADD', K.active, expires, id)
+    if h[3] == '1' then cancel[#cancel + 1] = id end
+  else
+    lost[#lost + 1] = id
+  end
+end
+return {lost, cancel}
+"""
+
+# ARGV: id, token, progress.
+PROGRESS = r"""
+local h = redis.call('HMGET', J(ARGV[1]), 'st', 'tok')
+if h[1] ~= 'active' or h[2] ~= ARGV[2] then return 0 end
+redis.call('HSET', J(ARGV[1]), 'pr', ARGV[3])
+return 1
+"""
+
+# ARGV: 7 per outcome: id, token, state, has_result, result, error JSON, retry_at.
+SETTLE = r"""
+local now = now_s()
+local out, woke = {}, 0
+for i = 1, #ARGV, 7 do
+  local id, st = ARGV[i], ARGV[i + 2]
+  local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't')
+  if h[1] == 'active' and h[2] == ARGV[i + 1] then
+    local prio = h[3]
+    unplace(id, 'active', prio)
+    redis.call('HDEL', J(id), 'tok', 'lx', 'w')
+    if st == 'completed' then
+      if ARGV[i + 3] == '1' then redis.call('HSET', J(id), 'r', ARGV[i + 4]) end
+      finish(id, st, prio, now)
+      if h[6] then redis.call('ZADD', K.expires, F(now + tonumber(h[6])), id) end
+    elseif st == 'failed' then
+      append_error(id, ARGV[i + 5])
+      local at = ARGV[i + 6]
+      if at == '' then at = F(now) end
+      redis.call('HSET', J(id), 'sa', at)
+      place(id, st, prio, tonumber(at))
+      woke = woke + 1
+    elseif st == 'queued' then
+      redis.call('HSET', J(id), 'att', math.max(0, tonumber(h[5]) - 1))
+      place(id, st, prio, tonumber(h[4]))
+      woke = woke + 1
+    else
+      append_error(id, ARGV[i + 5])
+      finish(id, st, prio, now)
+    end
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+wake(woke)
+return out
+"""
+
+# ARGV: batch size. Returns how many lapsed leases it released.
+RECOVER = r"""
+local now = now_s()
+local ids = redis.call('ZRANGEBYSCORE', K.active, '-inf', F(now), 'LIMIT', 0, tonumber(ARGV[1]))
+local n, woke = 0, 0
+for _, id in ipairs(ids) do
+  local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w')
+  if h[1] ~= 'active' then
+    redis.call('ZREM', K.active, id)
+  else
+    local message = 'lease held by worker ' .. (h[5] or 'None')
+      .. ' lapsed before the attempt finished'
+    append_error(id, '{"kind":"lost","message":' .. json_string(message)
+      .. ',"attempt":' .. h[3] .. ',"at":' .. F(now) .. '}')
+    unplace(id, 'active', h[2])
+    redis.call('HDEL', J(id), 'tok', 'lx', 'w')
+    if tonumber(h[3]) < tonumber(h[4]) then
+      place(id, 'queued', h[2], tonumber(redis.call('HGET', J(id), 'sa')))
+      woke = woke + 1
+    else
+      finish(id, 'dead', h[2], now)
+    end
+    n = n + 1
+  end
+end
+wake(woke)
+return n
+"""
+
+# ARGV: id. Returns the job after the change, or nil.
+CANCEL = r"""
+local id = ARGV[1]
+local h = redis.call('HMGET', J(id), 'st', 'p', 'fin', 't')
+if not h[1] then return false end
+local now = now_s()
+if expired(h[1], h[3], h[4], now) then return false end
+if h[1] == 'active' then
+  redis.call('HSET', J(id), 'c', '1')
+elseif LIVE[h[1]] then
+  unplace(id, h[1], h[2])
+  finish(id, 'cancelled', h[2], now)
+end
+return redis.call('HGETALL', J(id))
+"""
+
+# ARGV: id. Returns the job, or nil when unknown or its result expired.
+GET = r"""
+local h = redis.call('HMGET', J(ARGV[1]), 'st', 'fin', 't')
+if not h[1] or expired(h[1], h[2], h[3], now_s()) then return false end
+return redis.call('HGETALL', J(ARGV[1]))
+"""
+
+# ARGV: ids. Returns the ids put back in the queue.
+RETRY_DEAD = r"""
+local now = now_s()
+local out = {}
+for _, id in ipairs(ARGV) do
+  local h = redis.call('HMGET', J(id), 'st', 'p', 'k')
+  if h[1] == 'dead' and not (h[3] and key_holder(h[3], now)) then
+    if h[3] then redis.call('HSET', K.keys, h[3], id) end
+    unplace(id, 'dead', h[2])
+    redis.call('HDEL', J(id), 'fin')
+    redis.call('HSET', J(id), 'att', 0, 'sa', F(now))
+    place(id, 'queued', h[2], now)
+    out[#out + 1] = id
+  end
+end
+wake(#out)
+return out
+"""
+
+# ARGV: batch size. Deletes completed jobs whose result TTL passed; returns their ids.
+PRUNE = r"""
+local ids = redis.call('ZRANGEBYSCORE', K.expires, '-inf', F(now_s()), 'LIMIT', 0,
+                       tonumber(ARGV[1]))
+for _, id in ipairs(ids) do delete_job(id) end
+return ids
+"""
+
+# ARGV: older_than, limit, states... Returns the ids deleted.
+PURGE = r"""
+local out = {}
+local limit = tonumber(ARGV[2])
+for i = 3, #ARGV do
+  if #out >= limit then break end
+  local ids = redis.call('ZRANGEBYSCORE', FIN(ARGV[i]), '-inf', '(' .. ARGV[1],
+                         'LIMIT', 0, limit - #out)
+  for _, id in ipairs(ids) do
+    delete_job(id)
+    out[#out + 1] = id
+  end
+end
+return out
+"""
+
+# ARGV: "1" to pause, "0" to resume.
+SET_PAUSED = r"""
+if ARGV[1] == '1' then
+  redis.call('SET', K.paused, '1')
+else
+  redis.call('DEL', K.paused)
+  wake(math.max(1, redis.call('ZCARD', S('queued'))))
+end
+return 1
+"""
+
+# ARGV: the states, in the order the counts are wanted.
+# Returns {counts..., paused, oldest ready scheduled_at or ''}.
+STATS = r"""
+promote(now_s())
+local out = {}
+for i = 1, #ARGV do out[i] = redis.call('ZCARD', S(ARGV[i])) end
+out[#out + 1] = redis.call('EXISTS', K.paused)
+local oldest = nil
+for _, prio in ipairs(redis.call('ZRANGE', K.prios, 0, -1)) do
+  local first = redis.call('ZRANGE', R(prio), 0, 0, 'WITHSCORES')
+  if first[2] and (oldest == nil or tonumber(first[2]) < oldest) then
+    oldest = tonumber(first[2])
+  end
+end
+if oldest then out[#out + 1] = F(oldest) else out[#out + 1] = '' end
+return out
+"""
+
+# Returns {ready (0/1), earliest scheduled_at among delayed jobs or '', now}.
+# When nothing is ready, the wake tokens left over are stale: dropping them
+# spares the next blocked claimer a run of empty wake-ups.
+PEEK = r"""
+local now = now_s()
+if redis.call('EXISTS', K.paused) == 0 then
+  if redis.call('ZCARD', K.prios) > 0 then return {1, '', F(now)} end
+  local first = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+  if first[2] and tonumber(first[2]) <= now then return {1, first[2], F(now)} end
+  redis.call('DEL', K.wake)
+  if first[2] then return {0, first[2], F(now)} end
+end
+redis.call('DEL', K.wake)
+return {0, '', F(now)}
+"""
+
+# ARGV: state or '', name or '', after or '', limit, scan budget.
+# Returns {jobs (HGETALL each), last id examined, 1 when the index is exhausted}.
+LIST = r"""
+local source = K.all
+if ARGV[1] ~= '' then source = S(ARGV[1]) end
+local start = '-'
+if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
+local name, limit, budget = ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
+local now = now_s()
+local out, scanned, cursor, exhausted = {}, 0, ARGV[3], 0
+while #out < limit and scanned < budget do
+  local ids = redis.call('ZRANGEBYLEX', source, start, '+', 'LIMIT', 0,
+                         math.min(200, budget - scanned))
+  if #ids == 0 then exhausted = 1; break end
+  for _, id in ipairs(ids) do
+    scanned = scanned + 1
+    cursor = id
+    local h = redis.call('HMGET', J(id), 'st', 'n', 'fin', 't')
+    if h[1] and (name == '' or h[2] == name) and not expired(h[1], h[3], h[4], now) then
+      out[#out + 1] = redis.call('HGETALL', J(id))
+      if #out >= limit then break end
+    end
+  end
+  start = '(' .. cursor
+end
+return {out, cursor, exhausted}
+"""
+
+#: name -> body; each is registered as PRELUDE + body.
+SCRIPTS: dict[str, str] = {
+    "enqueue": ENQUEUE,
+    "claim": CLAIM,
+    "heartbeat": HEARTBEAT,
+    "progress": PROGRESS,
+    "settle": SETTLE,
+    "recover": RECOVER,
+    "cancel": CANCEL,
+    "get": GET,
+    "retry_dead": RETRY_DEAD,
+    "prune": PRUNE,
+    "purge": PURGE,
+    "set_paused": SET_PAUSED,
+    "stats": STATS,
+    "peek": PEEK,
+    "list": LIST,
+}

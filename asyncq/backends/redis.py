@@ -1,0 +1,842 @@
+"""The Redis / Valkey backend (also Redis Cluster), on ``redis.asyncio``.
+
+Layout
+------
+Every key of one queue starts with the hash tag ``{<namespace>:q:<queue>}``, so
+a queue lives in one cluster slot and each state transition is one Lua script
+on that slot (``_redis_lua`` lists the keys and fields). ``now`` is Redis'
+``TIME``, read inside the script. A call spanning queues runs one script per
+queue, pipelined: one round trip on a single server. ``claim`` is the
+exception, because its ``limit`` is shared: it runs one script over all queues
+that share a slot (every queue, outside a cluster) and moves on to the next
+slot only while the limit is not reached.
+
+Ordering: each priority has its own sorted set of queued jobs scored by
+``scheduled_at``; equal scores sort by member, the job id. A sorted set of the
+priorities present lets ``claim`` walk them from the highest down, so the
+order is exactly priority desc, ``scheduled_at`` asc, id asc, without packing
+two numbers into one float score. Scheduled and failed jobs wait in a
+``delayed`` set and are promoted when a claim (or ``stats``) finds them due.
+
+Finding a job by id: ``get``, ``cancel`` and ``wait_finished`` know only the
+id, so an index maps id -> queue. It is sharded over 1,024 small hashes
+(``{<namespace>:i:<crc32(id) % 1024>}``), each in a slot of its own so no node
+takes all of it, and written before the job itself (in the same pipeline on a
+single server, one pipeline earlier on a cluster). An entry whose job never
+got stored (a held idempotency key, a crash in between) or is gone points to
+a queue without that job: a lookup then finds nothing, as it should. Entries
+go when ``prune`` and ``purge`` delete jobs. Lease tokens end with the queue
+name, so ``settle`` needs no lookup.
+
+Waking claimers: every queue has a ``wake`` list. Scripts that make work (or
+change when it is due) push one token per ready job, up to 128; an idle
+``wait_for_work`` reads when the next delayed job is due, then ``BLPOP``\\ s the
+lists of its queues for at most that long, on a connection pool of its own.
+On a cluster, lists in different slots cannot share one ``BLPOP``: it blocks
+on each slot at once and returns when the first answers.
+
+Completion notices: scripts publish terminal job ids on the queue's channel;
+one subscriber connection per backend multiplexes them to all waiters (see
+``_redis_notices``).
+
+Retention: completed jobs with a ``result_ttl`` are deleted by ``prune`` once
+it passed (``get`` and ``list_jobs`` hide them before that); dead and
+cancelled jobs stay until ``purge``.
+
+Connections carry the client name ``asyncq:<namespace>`` (``:block`` and
+``:sub`` for the blocking and subscriber connections), visible in ``CLIENT LIST``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Sequence
+from functools import wraps
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import anyio
+import msgspec
+import redis.asyncio as aioredis
+from msgspec.structs import replace
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
+from ._redis_lua import PRELUDE, SCRIPTS
+from ._redis_notices import Notices
+from .base import (
+    TERMINAL_STATES,
+    Backend,
+    ErrorInfo,
+    HeartbeatReply,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+)
+
+__all__ = ["RedisBackend"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]+")
+_OUTCOMES = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
+)
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError)
+#: connection settings that belong to one pool and must not be copied into another
+_POOL_ONLY = frozenset(
+    {
+        "maint_notifications_pool_handler",
+        "orig_host_address",
+        "orig_socket_timeout",
+        "orig_socket_connect_timeout",
+    }
+)
+_ENQUEUE_CHUNK = 500
+_RECOVER_BATCH = 500
+_PRUNE_BATCH = 500
+_LIST_BUDGET = 2000
+_CACHE_SIZE = 10_000
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_record = msgspec.msgpack.Decoder(JobRecord).decode
+_encode_json = msgspec.json.Encoder().encode
+_decode_errors = msgspec.json.Decoder(tuple[ErrorInfo, ...]).decode
+
+
+def _mapped(
+    method: Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]]:
+    """Turn driver errors into ``BackendUnavailable`` / ``BackendError`` naming the URL."""
+
+    @wraps(method)
+    async def wrapper(self: RedisBackend, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(self, *args, **kwargs)
+        except _UNAVAILABLE as exc:
+            msg = f"Redis at {self.url} is unreachable: {exc}"
+            raise BackendUnavailable(msg) from exc
+        except RedisError as exc:
+            msg = f"Redis at {self.url} failed: {type(exc).__name__}: {exc}"
+            raise BackendError(msg) from exc
+
+    return wrapper
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (in the user info or the query) replaced by ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _float(raw: bytes | None) -> float | None:
+    return None if raw is None else float(raw)
+
+
+def _escape(queue: str) -> str:
+    # A queue name must not end the hash tag early or fake another queue's prefix.
+    return queue.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
+
+class RedisBackend:
+    """Jobs in Redis, Valkey or a Redis Cluster. ``redis://``, ``rediss://``, ``unix://``,
+    ``valkey://`` select it.
+
+    Args:
+        client_or_url: a ``redis.asyncio.Redis`` or ``RedisCluster`` client (it stays
+            the caller's to close; ``decode_responses`` must be off), or a URL as for
+            ``from_url``.
+        namespace: prefix of every key; backends with different namespaces share
+            nothing. Letters, digits and ``_.:-``.
+        client_name: base of the connection names (default ``asyncq:<namespace>``).
+        **options: with a URL, as for ``from_url``.
+    """
+
+    def __init__(
+        self,
+        client_or_url: aioredis.Redis | RedisCluster | str,
+        *,
+        namespace: str = "asyncq",
+        client_name: str | None = None,
+        **options: Any,
+    ) -> None:
+        if not _NAMESPACE.fullmatch(namespace):
+            msg = f"namespace {namespace!r} may hold only letters, digits and '_.:-'"
+            raise ConfigurationError(msg)
+        self._ns = namespace
+        self._name = client_name or f"asyncq:{namespace}"
+        if isinstance(client_or_url, str):
+            self._url = mask_url(client_or_url)
+            client = _connect(client_or_url, self._name, self._url, options)
+            self._owns = True
+        else:
+            if options:
+                msg = f"options {sorted(options)} apply only when a URL is given, not a client"
+                raise ConfigurationError(msg)
+            client = client_or_url
+            self._url = _describe(client)
+            self._owns = False
+        # redis-py types its commands as ``T | Awaitable[T]`` (shared with the sync
+        # client), so the client is held as Any rather than cast at every call.
+        self._client: Any = client
+        self._cluster = isinstance(client, RedisCluster)
+        if _pool_kwargs(client, None).get("decode_responses"):
+            msg = "RedisBackend needs a client with decode_responses=False (payloads are bytes)"
+            raise ConfigurationError(msg)
+        self._scripts = {
+            name: client.register_script(PRELUDE + body) for name, body in SCRIPTS.items()
+        }
+        self._queues_key = f"{{{namespace}}}:queues"
+        self._where: OrderedDict[str, str] = OrderedDict()
+        self._blockers: dict[str, aioredis.Redis] = {}
+        self._subscriber: aioredis.Redis | None = None
+        self._notices: Notices | None = None
+        self._waits: set[anyio.CancelScope] = set()
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "asyncq",
+        cluster: bool | None = None,
+        client_name: str | None = None,
+        **options: Any,
+    ) -> RedisBackend:
+        """A backend on a new client for ``url``; ``close()`` closes that client.
+
+        ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
+        ``unix:///path.sock?db=N``, and ``valkey://`` / ``valkeys://`` (the same as
+        ``redis://`` / ``rediss://``). ``cluster=True`` or ``?cluster=true`` connects
+        to a Redis Cluster through the node(s) in the URL. Other ``options`` (and
+        query parameters) go to redis-py: ``socket_timeout``, ``max_connections``,
+        ``ssl_ca_certs``, ...
+        """
+        if cluster is not None:
+            options["cluster"] = cluster
+        return cls(url, namespace=namespace, client_name=client_name, **options)
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def namespace(self) -> str:
+        """The key prefix of this backend."""
+        return self._ns
+
+    # -- keys and plumbing -------------------------------------------------------
+
+    def _prefix(self, queue: str) -> str:
+        return f"{{{self._ns}:q:{_escape(queue)}}}:"
+
+    def _bucket(self, job_id: str) -> str:
+        return f"{{{self._ns}:i:{zlib.crc32(job_id.encode()) & 1023}}}"
+
+    def _remember(self, job_id: str, queue: str) -> None:
+        self._where[job_id] = queue
+        self._where.move_to_end(job_id)
+        if len(self._where) > _CACHE_SIZE:
+            self._where.popitem(last=False)
+
+    async def _queue_of(self, job_id: str) -> str | None:
+        queue = self._where.get(job_id)
+        if queue is None:
+            raw = await self._client.hget(self._bucket(job_id), job_id)
+            if raw is None:
+                return None
+            queue = raw.decode()
+            self._remember(job_id, queue)
+        return queue
+
+    async def _queues_of(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Queue of each known id, reading the index in one round trip for the rest."""
+        found = {i: q for i in job_ids if (q := self._where.get(i)) is not None}
+        missing = [i for i in dict.fromkeys(job_ids) if i not in found]
+        if missing:
+            pipe = self._client.pipeline()
+            for job_id in missing:
+                pipe.hget(self._bucket(job_id), job_id)
+            for job_id, raw in zip(missing, await pipe.execute(), strict=True):
+                if raw is not None:
+                    found[job_id] = raw.decode()
+        return found
+
+    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        # AsyncScript runs EVALSHA and loads the script again on NOSCRIPT.
+        return await self._scripts[name](keys=keys, args=args)
+
+    async def _many(
+        self,
+        calls: Sequence[tuple[str, list[str], list[Any]]],
+        before: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
+        """Run scripts after the commands ``before`` adds, in one pipeline; return their replies."""
+        if len(calls) == 1 and before is None:
+            return [await self._script(*calls[0])]
+        if before is not None and self._cluster:
+            # A cluster pipeline runs on all nodes at once; the index must land first.
+            pipe = self._client.pipeline()
+            before(pipe)
+            await pipe.execute()
+            before = None
+        pipe = self._client.pipeline()
+        if before is not None:
+            before(pipe)
+        for name, keys, args in calls:
+            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+        for result in results[: len(results) - len(calls)]:
+            if isinstance(result, BaseException):
+                raise result
+        replies = []
+        for call, result in zip(calls, results[len(results) - len(calls) :], strict=True):
+            if isinstance(result, NoScriptError):
+                result = await self._script(*call)
+            elif isinstance(result, BaseException):
+                raise result
+            replies.append(result)
+        return replies
+
+    async def _known_queues(self) -> list[str]:
+        return sorted(q.decode() for q in await self._client.smembers(self._queues_key))
+
+    def _slot_groups(self, queues: Sequence[str]) -> list[list[str]]:
+        unique = list(dict.fromkeys(queues))
+        if not self._cluster:
+            return [unique]
+        groups: dict[int, list[str]] = {}
+        for queue in unique:
+            groups.setdefault(key_slot(self._prefix(queue).encode()), []).append(queue)
+        return list(groups.values())
+
+    @staticmethod
+    def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
+        it = iter(flat)
+        return dict(zip(it, it, strict=True))
+
+    def _record(self, flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
+        f = flat if isinstance(flat, dict) else self._fields(flat)
+        errors = _decode_errors(b"[" + f[b"e"] + b"]") if b"e" in f else ()
+        worker = f.get(b"w")
+        return replace(
+            _decode_record(f[b"d"]),
+            state=JobState(f[b"st"].decode()),
+            attempts=int(f[b"att"]),
+            scheduled_at=float(f[b"sa"]),
+            started_at=_float(f.get(b"sta")),
+            finished_at=_float(f.get(b"fin")),
+            lease_expires_at=_float(f.get(b"lx")),
+            worker=None if worker is None else worker.decode(),
+            result=f.get(b"r"),
+            errors=errors,
+            progress=_float(f.get(b"pr")),
+            cancel_requested=f.get(b"c") == b"1",
+        )
+
+    def _drop_from_index(self, pipe: Any, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            pipe.hdel(self._bucket(job_id), job_id)
+            self._where.pop(job_id, None)
+
+    async def _forget(self, job_ids: list[str]) -> None:
+        if job_ids:
+            pipe = self._client.pipeline()
+            self._drop_from_index(pipe, job_ids)
+            await pipe.execute()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    @_mapped
+    async def open(self) -> None:
+        self._closed = False
+        await self._client.ping()
+
+    async def close(self) -> None:
+        self._closed = True
+        for scope in list(self._waits):
+            scope.cancel()
+        notices, self._notices = self._notices, None
+        if notices is not None:
+            await notices.close()
+        side = [*self._blockers.values(), *([self._subscriber] if self._subscriber else [])]
+        self._blockers.clear()
+        self._subscriber = None
+        clients = [*side, self._client] if self._owns else side
+        with anyio.CancelScope(shield=True):
+            for client in clients:
+                with contextlib.suppress(RedisError):
+                    await client.aclose()
+
+    @_mapped
+    async def drop_namespace(self) -> None:
+        """Delete every key of this namespace (tests, teardown). Scans: never on a hot path."""
+        for pattern in (f"{{{self._ns}}}*", f"{{{self._ns}:*"):
+            batch: list[bytes] = []
+            async for key in self._client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    await self._unlink(batch)
+                    batch = []
+            await self._unlink(batch)
+        self._where.clear()
+        if self._closed and self._owns:
+            # Called after close() (test teardown): let go of what it connected again.
+            await self._client.aclose()
+
+    async def _unlink(self, keys: list[bytes]) -> None:
+        if not keys:
+            return
+        if not self._cluster:
+            await self._client.unlink(*keys)
+            return
+        pipe = self._client.pipeline()
+        for key in keys:
+            pipe.unlink(key)
+        await pipe.execute()
+
+    def _side_client(self, role: str, node: Any = None) -> aioredis.Redis:
+        """A client with its own pool, so blocking reads never hold the main pool's connections."""
+        kwargs = {k: v for k, v in _pool_kwargs(self._client, node).items() if k not in _POOL_ONLY}
+        kwargs["client_name"] = f"{self._name}:{role}"
+        kwargs["socket_timeout"] = None  # a blocking read may outlast any socket timeout
+        cls = node.connection_class if node is not None else _connection_class(self._client)
+        # from_pool: closing the client closes (disconnects) the pool too.
+        return aioredis.Redis.from_pool(aioredis.ConnectionPool(connection_class=cls, **kwargs))
+
+    def _get_notices(self) -> Notices:
+        if self._notices is None:
+            node = self._client.get_default_node() if self._cluster else None
+            self._subscriber = self._side_client("sub", node)
+            self._notices = Notices(self._subscriber.pubsub())
+        return self._notices
+
+    # -- producers ---------------------------------------------------------------
+
+    @_mapped
+    async def enqueue(
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+    ) -> list[JobRecord]:
+        if connection is not None:
+            msg = "the Redis backend has no transactions: enqueue(connection=...) needs PostgreSQL"
+            raise ConfigurationError(msg)
+        if not jobs:
+            return []
+        by_queue: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(i)
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        chunks: list[list[int]] = []
+        for queue, indexes in by_queue.items():
+            for start in range(0, len(indexes), _ENQUEUE_CHUNK):
+                chunk = indexes[start : start + _ENQUEUE_CHUNK]
+                args: list[Any] = [len(chunk)]
+                for i in chunk:
+                    job = jobs[i]
+                    ttl = "" if job.result_ttl is None else repr(float(job.result_ttl))
+                    args += (
+                        job.id,
+                        job.key if job.key is not None else "",
+                        str(job.priority),
+                        repr(float(job.scheduled_at)),
+                        _encode(job),
+                        str(job.max_attempts),
+                        ttl,
+                        job.name,
+                    )
+                calls.append(("enqueue", [self._prefix(queue)], args))
+                chunks.append(chunk)
+
+        def before(pipe: Any) -> None:
+            buckets: dict[str, list[str]] = {}
+            for job in jobs:
+                buckets.setdefault(self._bucket(job.id), []).extend((job.id, job.queue))
+            for bucket, items in buckets.items():
+                pipe.hset(bucket, items=items)
+            pipe.sadd(self._queues_key, *by_queue)
+
+        replies = await self._many(calls, before)
+        stored: list[JobRecord | None] = [None] * len(jobs)
+        for chunk, reply in zip(chunks, replies, strict=True):
+            for i, item in zip(chunk, reply, strict=True):
+                if isinstance(item, list):
+                    stored[i] = self._record(item)
+                else:
+                    stored[i] = replace(jobs[i], state=JobState(item.decode()))
+                    self._remember(jobs[i].id, jobs[i].queue)
+        return [job for job in stored if job is not None]
+
+    async def _get(self, queue: str, job_id: str) -> JobRecord | None:
+        reply = await self._script("get", [self._prefix(queue)], [job_id])
+        return None if reply is None else self._record(reply)
+
+    @_mapped
+    async def get(self, job_id: str) -> JobRecord | None:
+        queue = await self._queue_of(job_id)
+        return None if queue is None else await self._get(queue, job_id)
+
+    @_mapped
+    async def cancel(self, job_id: str) -> JobRecord | None:
+        queue = await self._queue_of(job_id)
+        if queue is None:
+            return None
+        reply = await self._script("cancel", [self._prefix(queue)], [job_id])
+        return None if reply is None else self._record(reply)
+
+    @_mapped
+    async def wait_finished(self, job_id: str) -> JobRecord | None:
+        queue = await self._queue_of(job_id)
+        if queue is None:
+            return None
+        if self._closed:
+            return await self._get(queue, job_id)
+        channel = self._prefix(queue) + "done"
+        return await self._get_notices().wait(channel, job_id, lambda: self._get(queue, job_id))
+
+    # -- workers -----------------------------------------------------------------
+
+    @_mapped
+    async def claim(
+        self, queues: Sequence[str], limit: int, *, worker: str, lease_for: float
+    ) -> list[Lease]:
+        leases: list[Lease] = []
+        for group in self._slot_groups(queues) if limit > 0 else []:
+            # Each token ends with its queue, so settle() can route without a lookup.
+            args = [limit - len(leases), worker, repr(float(lease_for)), uuid.uuid4().hex]
+            reply = await self._script("claim", [self._prefix(q) for q in group], args)
+            for flat in reply:
+                fields = self._fields(flat)
+                job = self._record(fields)
+                token = f"{fields[b'tok'].decode()}:{job.queue}"
+                self._remember(job.id, job.queue)
+                assert job.lease_expires_at is not None
+                leases.append(Lease(job=job, token=token, expires_at=job.lease_expires_at))
+            if len(leases) >= limit:
+                break
+        return leases
+
+    @_mapped
+    async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
+        queues = list(dict.fromkeys(queues))
+        if self._closed or not queues:
+            return
+        with anyio.CancelScope() as scope:  # close() cancels it
+            self._waits.add(scope)
+            try:
+                peeks = await self._many([("peek", [self._prefix(q)], []) for q in queues])
+                wait = timeout
+                for ready, earliest, now in peeks:
+                    if int(ready):
+                        return
+                    if earliest:
+                        wait = min(wait, float(earliest) - float(now))
+                if wait > 0:
+                    await self._block([self._prefix(q) + "wake" for q in queues], wait)
+            finally:
+                self._waits.discard(scope)
+
+    async def _block(self, keys: list[str], timeout: float) -> None:
+        timeout = max(timeout, 0.01)  # BLPOP reads 0 as "forever"
+        if not self._cluster:
+            if "" not in self._blockers:
+                self._blockers[""] = self._side_client("block")
+            await self._blockers[""].blpop(keys, timeout=timeout)
+            return
+        groups: dict[int, list[str]] = {}
+        for key in keys:
+            groups.setdefault(key_slot(key.encode()), []).append(key)
+        if len(groups) == 1:
+            await self._block_on_node(keys, timeout)
+            return
+        # One BLPOP may not span slots: block on each slot, return on the first answer.
+        async with anyio.create_task_group() as tg:
+
+            async def block_one(group: list[str]) -> None:
+                await self._block_on_node(group, timeout)
+                tg.cancel_scope.cancel()
+
+            for group in groups.values():
+                tg.start_soon(block_one, group)
+
+    async def _block_on_node(self, keys: list[str], timeout: float) -> None:
+        node = self._client.get_node_from_key(keys[0])
+        client = self._blockers.get(node.name)
+        if client is None:
+            client = self._blockers[node.name] = self._side_client("block", node)
+        try:
+            await client.blpop(keys, timeout=timeout)
+        except (MovedError, AskError):
+            # The slot moved: return early; the cluster client learns the new map
+            # on its next command and the caller waits again.
+            return
+
+    @_mapped
+    async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
+        by_queue: dict[str, list[Any]] = {}
+        for lease in leases:
+            by_queue.setdefault(lease.job.queue, []).extend((lease.job.id, _token(lease.token)))
+        calls = [
+            ("heartbeat", [self._prefix(q)], [repr(float(lease_for)), *args])
+            for q, args in by_queue.items()
+        ]
+        lost: set[str] = set()
+        cancel: set[str] = set()
+        for gone, asked in await self._many(calls) if calls else []:
+            lost.update(i.decode() for i in gone)
+            cancel.update(i.decode() for i in asked)
+        return HeartbeatReply(lost=frozenset(lost), cancel=frozenset(cancel))
+
+    @_mapped
+    async def progress(self, lease: Lease, value: float) -> bool:
+        args = [lease.job.id, _token(lease.token), repr(float(value))]
+        return bool(await self._script("progress", [self._prefix(lease.job.queue)], args))
+
+    @_mapped
+    async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        for outcome in outcomes:
+            if outcome.state not in _OUTCOMES:
+                msg = f"settle: {outcome.state.value!r} is not an outcome (job {outcome.job_id})"
+                raise ValueError(msg)
+        by_queue: dict[str, list[int]] = {}
+        for i, outcome in enumerate(outcomes):
+            queue = _token_queue(outcome.token)
+            if queue is not None:
+                by_queue.setdefault(queue, []).append(i)
+        calls: list[tuple[str, list[str], list[Any]]] = []
+        for queue, indexes in by_queue.items():
+            args: list[Any] = []
+            for i in indexes:
+                o = outcomes[i]
+                args += (
+                    o.job_id,
+                    _token(o.token),
+                    o.state.value,
+                    "0" if o.result is None else "1",
+                    o.result or b"",
+                    b"" if o.error is None else _encode_json(o.error),
+                    "" if o.retry_at is None else repr(float(o.retry_at)),
+                )
+            calls.append(("settle", [self._prefix(queue)], args))
+        applied = [False] * len(outcomes)
+        for indexes, reply in zip(
+            by_queue.values(), await self._many(calls) if calls else [], strict=True
+        ):
+            for i, ok in zip(indexes, reply, strict=True):
+                applied[i] = bool(ok)
+        return applied
+
+    @_mapped
+    async def recover(self) -> int:
+        queues = await self._known_queues()
+        total = 0
+        while queues:
+            counts = await self._many(
+                [("recover", [self._prefix(q)], [_RECOVER_BATCH]) for q in queues]
+            )
+            total += sum(counts)
+            queues = [q for q, n in zip(queues, counts, strict=True) if n >= _RECOVER_BATCH]
+        return total
+
+    @_mapped
+    async def prune(self) -> int:
+        queues = await self._known_queues()
+        if not queues:
+            return 0
+        replies = await self._many([("prune", [self._prefix(q)], [_PRUNE_BATCH]) for q in queues])
+        ids = [i.decode() for reply in replies for i in reply]
+        await self._forget(ids)
+        return len(ids)
+
+    # -- operations --------------------------------------------------------------
+
+    @_mapped
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        names = await self._known_queues() if queues is None else sorted(set(queues))
+        if not names:
+            return []
+        states = [s.value for s in JobState]
+        replies = await self._many([("stats", [self._prefix(q)], states) for q in names])
+        out = []
+        for queue, reply in zip(names, replies, strict=True):
+            counts = {JobState(s): int(n) for s, n in zip(states, reply, strict=False)}
+            oldest = reply[len(states) + 1]
+            out.append(
+                QueueStats(
+                    queue=queue,
+                    counts=counts,
+                    paused=bool(reply[len(states)]),
+                    oldest_ready_at=float(oldest) if oldest else None,
+                )
+            )
+        return out
+
+    @_mapped
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        queues = [queue] if queue is not None else await self._known_queues()
+        found: list[JobRecord] = []
+        for q in queues:
+            cursor = after or ""
+            got = 0
+            while got < limit:
+                args = [state.value if state else "", name or "", cursor, limit - got, _LIST_BUDGET]
+                jobs, cursor_raw, exhausted = await self._script("list", [self._prefix(q)], args)
+                found += (self._record(flat) for flat in jobs)
+                got += len(jobs)
+                cursor = cursor_raw.decode()
+                if int(exhausted) or not cursor:
+                    break
+        found.sort(key=lambda job: job.id)
+        return found[:limit]
+
+    @_mapped
+    async def retry_dead(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        if job_ids is None:
+            dead = await self.list_jobs(state=JobState.DEAD, queue=queue, name=name, limit=limit)
+            ids = [job.id for job in dead]
+            where = {job.id: job.queue for job in dead}
+        else:
+            ids = list(job_ids)
+            where = await self._queues_of(ids)
+        by_queue: dict[str, list[str]] = {}
+        for job_id in dict.fromkeys(ids):
+            if job_id in where:
+                by_queue.setdefault(where[job_id], []).append(job_id)
+        if not by_queue:
+            return []
+        calls = [("retry_dead", [self._prefix(q)], list(group)) for q, group in by_queue.items()]
+        retried = {i.decode() for reply in await self._many(calls) for i in reply}
+        return [job_id for job_id in dict.fromkeys(ids) if job_id in retried]
+
+    @_mapped
+    async def purge(
+        self,
+        *,
+        states: Sequence[JobState],
+        older_than: float,
+        queue: str | None = None,
+        limit: int = 10_000,
+    ) -> int:
+        wanted = set(states)
+        if not wanted <= TERMINAL_STATES:
+            bad = ", ".join(sorted(s.value for s in wanted - TERMINAL_STATES))
+            msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
+            raise ValueError(msg)
+        queues = [queue] if queue is not None else await self._known_queues()
+        names = sorted(s.value for s in wanted)
+        deleted: list[str] = []
+        for q in queues:
+            if len(deleted) >= limit or not names:
+                break
+            args = [repr(float(older_than)), limit - len(deleted), *names]
+            deleted += (i.decode() for i in await self._script("purge", [self._prefix(q)], args))
+        await self._forget(deleted)
+        return len(deleted)
+
+    @_mapped
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await self._many(
+            [("set_paused", [self._prefix(queue)], ["1" if paused else "0"])],
+            lambda pipe: pipe.sadd(self._queues_key, queue),
+        )
+
+
+def _token(token: str) -> str:
+    """The part of a lease token the scripts store (without the queue suffix)."""
+    return token.partition(":")[0]
+
+
+def _token_queue(token: str) -> str | None:
+    head, sep, queue = token.partition(":")
+    return queue if sep and head else None
+
+
+def _connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(scheme, scheme)
+    if scheme not in ("redis", "rediss", "unix"):
+        msg = f"not a Redis URL: {masked!r} (use redis://, rediss://, unix:// or valkey://)"
+        raise ConfigurationError(msg)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    cluster = bool(options.pop("cluster", False))
+    for key, value in query:
+        if key == "cluster":
+            cluster = value.lower() in ("1", "true", "yes", "on")
+    query = [(k, v) for k, v in query if k != "cluster"]
+    driver_url = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+    try:
+        if cluster:
+            if scheme == "unix":
+                msg = f"a Redis Cluster is reached over TCP, not {masked!r}"
+                raise ConfigurationError(msg)
+            return RedisCluster.from_url(driver_url, client_name=name, **options)
+        return aioredis.Redis.from_url(driver_url, client_name=name, **options)
+    except (TypeError, ValueError) as exc:
+        msg = f"bad Redis URL or option ({masked}): {exc}"
+        raise ConfigurationError(msg) from exc
+
+
+def _pool_kwargs(client: Any, node: Any) -> dict[str, Any]:
+    if node is not None:
+        return dict(node.connection_kwargs)
+    if isinstance(client, RedisCluster):
+        return dict(client.get_connection_kwargs())
+    return dict(client.connection_pool.connection_kwargs)
+
+
+def _connection_class(client: Any) -> Any:
+    return client.connection_pool.connection_class
+
+
+def _describe(client: Any) -> str:
+    """A URL for a client given by the caller (it has no password to mask)."""
+    if isinstance(client, RedisCluster):
+        nodes = list(client.nodes_manager.startup_nodes.values())
+        node = nodes[0] if nodes else client.get_default_node()
+        return f"redis://{node.host}:{node.port}?cluster=true"
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
+
+
+if TYPE_CHECKING:
+    _check: type[Backend] = RedisBackend
