@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal
 
+from .exceptions import ConfigurationError
+
 __all__ = ["RetryPolicy", "seconds"]
+
+_KINDS = ("fixed", "linear", "exponential", "delays")
+# Attempt numbers past this change no delay (every policy reached its cap long
+# before) and would overflow the int-to-float conversions below.
+_MAX_ATTEMPT = 2**53
 
 
 def seconds(value: float | timedelta) -> float:
@@ -28,6 +36,11 @@ class RetryPolicy:
     ``retry_on`` and ``dead_on`` classify exceptions a handler raises: an
     exception matching ``dead_on`` goes to the dead letters at once; when
     ``retry_on`` is given, only exceptions matching it are retried.
+
+    Raises:
+        ConfigurationError: a delay or the cap is negative or not finite, the
+            factor is below 1, the schedule is empty, or ``retry_on`` /
+            ``dead_on`` holds something that is not an exception class.
     """
 
     kind: Literal["fixed", "linear", "exponential", "delays"] = "exponential"
@@ -38,6 +51,28 @@ class RetryPolicy:
     schedule: tuple[float, ...] = ()
     retry_on: tuple[type[BaseException], ...] | None = None
     dead_on: tuple[type[BaseException], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            msg = f"RetryPolicy kind must be one of {', '.join(_KINDS)}, got {self.kind!r}"
+            raise ConfigurationError(msg)
+        if self.kind == "delays" and not self.schedule:
+            msg = "RetryPolicy.delays needs at least one delay"
+            raise ConfigurationError(msg)
+        named = [("base delay", self.base), ("cap", self.cap)]
+        named += [("delay", d) for d in self.schedule]
+        for what, value in named:
+            if not (math.isfinite(value) and value >= 0):
+                msg = f"RetryPolicy {what} must be a finite number of seconds >= 0, got {value!r}"
+                raise ConfigurationError(msg)
+        if not (math.isfinite(self.factor) and self.factor >= 1):
+            msg = f"RetryPolicy factor must be a finite number >= 1, got {self.factor!r}"
+            raise ConfigurationError(msg)
+        # A list here would only fail later, inside isinstance() in a worker,
+        # so normalise to a tuple now (a frozen dataclass needs object.__setattr__).
+        if self.retry_on is not None:
+            object.__setattr__(self, "retry_on", _exception_types("retry_on", self.retry_on))
+        object.__setattr__(self, "dead_on", _exception_types("dead_on", self.dead_on))
 
     @classmethod
     def fixed(cls, delay: float | timedelta, *, jitter: bool = False) -> RetryPolicy:
@@ -70,7 +105,7 @@ class RetryPolicy:
         """Explicit delays; the last one repeats once the list runs out."""
         if not schedule:
             msg = "RetryPolicy.delays needs at least one delay"
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
         values = tuple(seconds(d) for d in schedule)
         return cls(kind="delays", schedule=values, cap=max(values), jitter=jitter)
 
@@ -80,20 +115,11 @@ class RetryPolicy:
         dead_on: tuple[type[BaseException], ...] = (),
     ) -> RetryPolicy:
         """A copy of this policy with exception classification set."""
-        return RetryPolicy(
-            kind=self.kind,
-            base=self.base,
-            factor=self.factor,
-            cap=self.cap,
-            jitter=self.jitter,
-            schedule=self.schedule,
-            retry_on=retry_on,
-            dead_on=dead_on,
-        )
+        return replace(self, retry_on=retry_on, dead_on=dead_on)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        n = max(1, attempt)
+        n = min(max(1, attempt), _MAX_ATTEMPT)
         if self.kind == "fixed":
             raw = self.base
         elif self.kind == "linear":
@@ -103,8 +129,8 @@ class RetryPolicy:
         else:
             try:
                 raw = self.base * self.factor ** (n - 1)
-            except OverflowError:  # far past any cap
-                raw = self.cap
+            except OverflowError:  # far past any cap (but a zero base stays zero)
+                raw = math.inf if self.base > 0 else 0.0
         capped = min(raw, self.cap)
         if self.jitter:
             return (rng or random).uniform(0.0, capped)
@@ -115,3 +141,17 @@ class RetryPolicy:
         if self.dead_on and isinstance(exc, self.dead_on):
             return False
         return self.retry_on is None or isinstance(exc, self.retry_on)
+
+
+def _exception_types(what: str, value: object) -> tuple[type[BaseException], ...]:
+    """``value`` as a tuple of exception classes: a single class or any iterable of them."""
+    items: Iterable[object] = (value,)
+    if isinstance(value, Iterable) and not isinstance(value, (type, str)):
+        items = value
+    checked: list[type[BaseException]] = []
+    for item in items:
+        if not (isinstance(item, type) and issubclass(item, BaseException)):
+            msg = f"RetryPolicy {what} must hold exception classes, got {item!r}"
+            raise ConfigurationError(msg)
+        checked.append(item)
+    return tuple(checked)
