@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any, Generic, TypeVar
 
 import msgspec
+import msgspec.inspect
 
-from .exceptions import ValidationError
+from .exceptions import ConfigurationError, ValidationError
 
 __all__ = ["Codec", "encode", "decode_any"]
 
@@ -38,6 +39,10 @@ class Codec(Generic[T]):
         type_: anything msgspec can convert to: a Struct, dataclass, TypedDict,
             builtin or ``Any``.
         job_name: named in validation errors.
+
+    Raises:
+        ConfigurationError: msgspec cannot encode and decode ``type_`` (an
+            untagged union of Structs, a plain class, ...).
     """
 
     __slots__ = ("_decoder", "job_name", "type")
@@ -47,11 +52,20 @@ class Codec(Generic[T]):
         self.job_name = job_name
         try:
             self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(type_)
+            custom = _custom_types(msgspec.inspect.type_info(type_))
         except TypeError as exc:
-            from .exceptions import ConfigurationError
-
-            msg = f"job {job_name!r}: msgspec cannot use {type_!r} as a schema ({exc})"
+            msg = f"job {job_name!r}: msgspec cannot encode and decode {type_!r} ({exc})"
             raise ConfigurationError(msg) from exc
+        if custom:
+            # msgspec accepts any class here, expecting hooks we never pass:
+            # every value would then fail, so refuse the type up front.
+            names = ", ".join(sorted({c.__qualname__ for c in custom}))
+            msg = (
+                f"job {job_name!r}: msgspec cannot encode and decode {type_!r} "
+                f"(unsupported type: {names}); use a msgspec Struct, a dataclass, "
+                "a TypedDict or builtins"
+            )
+            raise ConfigurationError(msg)
 
     def encode(self, value: T) -> bytes:
         """Encode ``value``, checking it against the type.
@@ -66,7 +80,8 @@ class Codec(Generic[T]):
         try:
             data = _encoder.encode(value)
             self._decoder.decode(data)
-        except (msgspec.ValidationError, msgspec.EncodeError, TypeError) as exc:
+        # OverflowError: an int beyond MessagePack's 64 bits.
+        except (msgspec.ValidationError, msgspec.EncodeError, TypeError, OverflowError) as exc:
             raise ValidationError(self.job_name, str(exc)) from exc
         return data
 
@@ -77,3 +92,25 @@ class Codec(Generic[T]):
             msgspec.DecodeError: the bytes are not valid MessagePack, or do not match the type.
         """
         return self._decoder.decode(data)
+
+
+def _custom_types(root: msgspec.inspect.Type) -> list[type]:
+    """The classes in a type tree that msgspec would only handle through hooks.
+
+    ``object`` is left out: msgspec decodes it like ``Any``.
+    """
+    found: list[type] = []
+    seen: set[int] = set()
+    stack: list[object] = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (tuple, list)):
+            stack.extend(node)
+        elif isinstance(node, (msgspec.inspect.Type, msgspec.inspect.Field)):
+            if id(node) in seen:  # recursive Structs point back at themselves
+                continue
+            seen.add(id(node))
+            if isinstance(node, msgspec.inspect.CustomType) and node.cls is not object:
+                found.append(node.cls)
+            stack.extend(getattr(node, f) for f in node.__struct_fields__)
+    return found
