@@ -1,0 +1,346 @@
+"""Registering jobs: options, names, producer-only handles, and what a handler may look like."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from asyncq import (
+    App,
+    ConfigurationError,
+    Handler,
+    JobContext,
+    JobOptions,
+    JobState,
+    RetryPolicy,
+    ValidationError,
+)
+from asyncq.backends.memory import MemoryBackend
+
+
+class Resize(msgspec.Struct):
+    url: str
+    width: int
+
+
+class Thumb(msgspec.Struct):
+    data: bytes
+
+
+async def resize_fn(payload: Resize) -> bytes:
+    return payload.url.encode()
+
+
+# -- JobOptions ---------------------------------------------------------------------
+
+
+def test_job_options_defaults() -> None:
+    options = JobOptions()
+    assert options.queue == "default"
+    assert options.timeout is None
+    assert options.max_attempts == 3
+    assert options.retry == RetryPolicy()
+    assert options.priority == 0
+    assert options.result_ttl == 86_400.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_attempts": 0}, "max_attempts must be at least 1, got 0"),
+        ({"max_attempts": -3}, "max_attempts must be at least 1, got -3"),
+        ({"timeout": 0}, "timeout must be positive seconds or None, got 0"),
+        ({"timeout": -1.5}, "timeout must be positive seconds or None, got -1.5"),
+        ({"queue": ""}, "queue must be a non-empty name"),
+    ],
+)
+def test_job_options_validation(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        JobOptions(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"timeout": dt.timedelta(0)}, "timeout"),
+        ({"timeout": -1}, "timeout"),
+        ({"queue": ""}, "queue"),
+    ],
+)
+def test_bad_options_fail_when_the_job_is_declared(kwargs: dict[str, Any], match: str) -> None:
+    app = App("options")
+    with pytest.raises(ConfigurationError, match=match):
+        app.job(schema=Resize, **kwargs)(resize_fn)
+    assert app.handlers == {}
+
+
+def test_job_options_from_the_decorator() -> None:
+    app = App("options")
+    handler = app.job(
+        schema=Resize,
+        name="images.resize",
+        queue="images",
+        timeout=dt.timedelta(seconds=90),
+        max_attempts=7,
+        retry=RetryPolicy.linear(2),
+        retry_on=(OSError,),
+        dead_on=(KeyError,),
+        priority=-5,
+        result_ttl=dt.timedelta(hours=1),
+    )(resize_fn)
+    options = handler.options
+    assert (options.queue, options.timeout, options.max_attempts) == ("images", 90.0, 7)
+    assert (options.priority, options.result_ttl) == (-5, 3600.0)
+    assert options.retry.kind == "linear"
+    assert (options.retry.retry_on, options.retry.dead_on) == ((OSError,), (KeyError,))
+    assert handler.schema is Resize
+    assert handler.fn is resize_fn
+    assert not handler.takes_context
+    assert app.queues == ["images"]
+
+
+def test_result_ttl_none_keeps_results_for_ever() -> None:
+    app = App("options")
+    handler = app.job(schema=Resize, result_ttl=None)(resize_fn)
+    assert handler.options.result_ttl is None
+
+
+@pytest.mark.xfail(
+    reason="App.job rebuilds the policy with classify(retry_on, dead_on), so a RetryPolicy "
+    "passed as retry= loses its own retry_on/dead_on (asyncq/_app.py, App.job.register)",
+    strict=True,
+)
+def test_a_retry_policys_own_classification_is_kept() -> None:
+    app = App("options")
+    policy = RetryPolicy.fixed(1).classify(retry_on=(OSError,), dead_on=(KeyError,))
+    handler = app.job(schema=Resize, retry=policy)(resize_fn)
+    assert handler.options.retry == policy
+
+
+# -- names --------------------------------------------------------------------------
+
+
+def test_the_default_name_is_module_and_qualified_name() -> None:
+    app = App("names")
+    handler = app.job(schema=Resize)(resize_fn)
+    assert handler.name == f"{__name__}.resize_fn"
+    assert app.handlers == {handler.name: handler}
+
+
+def test_duplicate_job_names_are_configuration_errors() -> None:
+    app = App("shop")
+
+    @app.job(schema=Resize, name="images.resize")
+    async def first(payload: Resize) -> None:
+        pass
+
+    with pytest.raises(ConfigurationError, match=r"two jobs are named 'images\.resize' in app"):
+
+        @app.job(schema=Resize, name="images.resize")
+        async def second(payload: Resize) -> None:
+            pass
+
+    assert app.handlers["images.resize"].fn is first.fn
+
+
+def test_duplicate_default_names_are_configuration_errors() -> None:
+    app = App("shop")
+    app.job(schema=Resize)(resize_fn)
+    with pytest.raises(ConfigurationError, match="give one of them name="):
+        app.job(schema=Resize, queue="other")(resize_fn)
+
+
+def test_including_the_same_handler_again_is_harmless() -> None:
+    app = App("shop")
+    handler = app.job(schema=Resize, name="r")(resize_fn)
+    app.include(handler)
+    assert app.handlers == {"r": handler}
+
+
+def test_jobs_declared_elsewhere_can_be_included() -> None:
+    library = App("library")
+    handler = library.job(schema=Resize, name="r")(resize_fn)
+    service = App("service", jobs=[handler])
+    assert service.handlers == {"r": handler}
+    assert handler.app is service  # enqueues now go to the including app's backend
+    other = App("other")
+    other.job(schema=Resize, name="r")(resize_fn)
+    with pytest.raises(ConfigurationError, match="two jobs are named 'r'"):
+        other.include(handler)
+
+
+# -- what a handler may look like -----------------------------------------------------
+
+
+def test_a_handler_may_take_a_context() -> None:
+    app = App("shapes")
+
+    @app.job(schema=Resize, name="with-ctx")
+    async def with_ctx(payload: Resize, ctx: JobContext) -> None:
+        pass
+
+    @app.job(schema=Resize, name="optional-ctx")
+    async def optional_ctx(payload: Resize, ctx: JobContext | None = None) -> None:
+        pass
+
+    assert with_ctx.takes_context
+    assert optional_ctx.takes_context
+
+
+def test_a_synchronous_handler_is_rejected() -> None:
+    app = App("shapes")
+
+    def blocking(payload: Resize) -> bytes:
+        return b""
+
+    with pytest.raises(ConfigurationError, match=r"must be an async function \(async def\)"):
+        app.job(schema=Resize, name="blocking")(blocking)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="async def"):
+        app.job(schema=Resize, name="lambda")(lambda p: p)
+    assert app.handlers == {}
+
+
+@pytest.mark.parametrize("arity", [0, 3])
+def test_a_handler_takes_payload_and_maybe_context_only(arity: int) -> None:
+    app = App("shapes")
+
+    async def none() -> None:
+        pass
+
+    async def three(a: Resize, b: JobContext, c: int) -> None:
+        pass
+
+    fn = none if arity == 0 else three
+    with pytest.raises(ConfigurationError, match=f"not {arity} positional parameters"):
+        app.job(schema=Resize, name="bad")(fn)  # type: ignore[arg-type]
+
+
+def test_a_schema_msgspec_cannot_handle_is_rejected_at_declaration() -> None:
+    app = App("shapes")
+
+    class A(msgspec.Struct):
+        a: int
+
+    class B(msgspec.Struct):
+        b: int
+
+    with pytest.raises(ConfigurationError, match="job 'union': msgspec cannot"):
+        app.job(schema=A | B, name="union")(resize_fn)  # type: ignore[arg-type]
+
+
+def test_the_return_annotation_types_the_result() -> None:
+    app = App("results")
+
+    @app.job(schema=Resize, name="thumb")
+    async def thumb(payload: Resize) -> Thumb:
+        return Thumb(b"")
+
+    @app.job(schema=Resize, name="untyped")
+    async def untyped(payload: Resize):  # type: ignore[no-untyped-def]
+        return 1
+
+    assert thumb.result_codec.type is Thumb
+    assert untyped.result_codec.type is Any
+
+
+# -- producer-only handles -----------------------------------------------------------
+
+
+def test_handle_is_a_producer_only_handler() -> None:
+    app = App("producer")
+    remote: Handler[Resize, bytes] = app.handle(
+        "images.resize", schema=Resize, result=bytes, queue="images", max_attempts=5
+    )
+    assert (remote.name, remote.fn, remote.schema) == ("images.resize", None, Resize)
+    assert (remote.options.queue, remote.options.max_attempts) == ("images", 5)
+    assert remote.result_codec.type is bytes
+    assert remote.app is app
+    # Not registered: a worker of this app neither runs it nor listens on its queue.
+    assert app.handlers == {}
+    assert app.queues == []
+
+
+def test_handle_does_not_clash_with_a_registered_job() -> None:
+    app = App("both")
+    handler = app.job(schema=Resize, name="images.resize")(resize_fn)
+    remote = app.handle("images.resize", schema=Resize)
+    assert app.handlers == {"images.resize": handler}
+    assert remote is not handler
+
+
+def test_handle_validates_its_options() -> None:
+    app = App("producer")
+    with pytest.raises(ConfigurationError, match="max_attempts"):
+        app.handle("x", schema=Resize, max_attempts=0)
+
+
+@pytest.mark.anyio
+async def test_handle_cannot_be_called_directly() -> None:
+    remote = App("producer").handle("images.resize", schema=Resize)
+    with anyio.fail_after(5), pytest.raises(ConfigurationError, match=r"app\.handle\(\)"):
+        await remote(Resize("u", 1))
+
+
+@pytest.mark.anyio
+async def test_handle_validates_and_enqueues() -> None:
+    app = App("producer", backend=MemoryBackend())
+    remote = app.handle("images.resize", schema=Resize, queue="images", priority=3)
+    with anyio.fail_after(5):
+        async with app:
+            handle = await remote.enqueue(Resize("u", 64))
+            job = await handle.info()
+            with pytest.raises(ValidationError, match=r"at `\$\.width`"):
+                await remote.enqueue({"url": "u", "width": "wide"})  # type: ignore[arg-type]
+    assert handle.created
+    assert (job.name, job.queue, job.priority, job.state) == (
+        "images.resize",
+        "images",
+        3,
+        JobState.QUEUED,
+    )
+    assert msgspec.msgpack.decode(job.payload, type=Resize) == Resize("u", 64)
+
+
+# -- records built by enqueue -----------------------------------------------------------
+
+
+def test_record_applies_the_job_defaults_and_overrides() -> None:
+    app = App("records")
+    handler = app.job(schema=Resize, name="r", queue="images", priority=2, timeout=30)(resize_fn)
+    job = handler.record(Resize("u", 1), now=1000.0)
+    assert (job.queue, job.priority, job.timeout, job.max_attempts) == ("images", 2, 30.0, 3)
+    assert (job.state, job.enqueued_at, job.scheduled_at) == (JobState.QUEUED, 1000.0, 1000.0)
+    assert (job.result_ttl, job.key, job.attempts) == (86_400.0, None, 0)
+    custom = handler.record(
+        Resize("u", 1), queue="bulk", priority=-1, timeout=5, max_attempts=1, key="k", now=1000.0
+    )
+    assert (custom.queue, custom.priority, custom.timeout) == ("bulk", -1, 5)
+    assert (custom.max_attempts, custom.key) == (1, "k")
+
+
+def test_record_schedules_delayed_jobs() -> None:
+    app = App("records")
+    handler = app.job(schema=Resize, name="r")(resize_fn)
+    later = handler.record(Resize("u", 1), delay=dt.timedelta(minutes=1), now=1000.0)
+    assert (later.state, later.scheduled_at) == (JobState.SCHEDULED, 1060.0)
+    at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    fixed = handler.record(Resize("u", 1), at=at, now=1000.0)
+    assert (fixed.state, fixed.scheduled_at) == (JobState.SCHEDULED, at.timestamp())
+    past = handler.record(Resize("u", 1), delay=-5, now=1000.0)
+    assert past.state is JobState.QUEUED
+
+
+def test_record_rejects_a_naive_datetime_and_bad_attempts() -> None:
+    app = App("records")
+    handler = app.job(schema=Resize, name="r")(resize_fn)
+    with pytest.raises(ConfigurationError, match="aware datetime"):
+        handler.record(Resize("u", 1), at=dt.datetime(2030, 1, 1))
+    with pytest.raises(ConfigurationError, match="max_attempts must be at least 1"):
+        handler.record(Resize("u", 1), max_attempts=0)
+    with pytest.raises(ValidationError, match="job 'r'"):
+        handler.record({"url": 1})  # type: ignore[arg-type]
