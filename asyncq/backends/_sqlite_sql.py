@@ -1,40 +1,25 @@
-"""Schema, migrations and transaction bodies of the SQLite backend.
+"""Transaction bodies of the SQLite backend.
 
 Every function here is synchronous and runs on the backend's database thread,
 inside a transaction its caller opened (``BEGIN IMMEDIATE`` for writes), with
 ``now`` read after the transaction began. A function is therefore one atomic
 step of the store: a read of a row and the update that depends on it happen
 under the same write lock, which is what ``SELECT ... FOR UPDATE`` or a Lua
-script give other stores. Functions must not touch anything but the
-connection, because the caller retries them whole when the database is locked.
-
-Layout. One row per job in ``asyncq_jobs``; the fields SQL filters or orders
-on are columns, and the opaque parts are blobs: ``payload`` and ``result`` as
-the producer and worker wrote them, ``headers`` as a MessagePack map, and
-``errors`` as the MessagePack encodings of ``ErrorInfo`` laid end to end,
-``error_count`` of them. Appending an attempt's error is then ``errors || ?``
-in SQL, never a decode and re-encode of the whole list. Two columns exist for
-the backend alone: ``token`` (the current lease, ``active`` only) and
-``expires_at`` (``finished_at + result_ttl``, ``completed`` only), so that key
-holding and pruning are indexed comparisons. ``asyncq_queues`` records every
-queue seen and whether it is paused.
-
-SQL is kept to what SQLite 3.8 understands (partial indexes) plus nothing
-newer: no ``RETURNING``, ``UPDATE FROM`` or upsert, since many Python builds
-link the system's older SQLite.
+script give other stores. Functions touch nothing but the connection, because
+the caller retries them whole when the database is locked.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
-import uuid
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec.structs import replace
 
-from ..exceptions import BackendError
+from ._sqlite_schema import ENCODER, INSERT_JOB, SELECT_JOB, to_record, to_row
 from .base import (
     TERMINAL_STATES,
     ErrorInfo,
@@ -53,229 +38,6 @@ if TYPE_CHECKING:
 #: Rows per statement when a batch is spelled out as ``IN (?, ?, ...)``; far
 #: below SQLITE_MAX_VARIABLE_NUMBER, which is 999 in old builds.
 CHUNK = 500
-
-# -- schema ----------------------------------------------------------------------
-
-_V1 = (
-    """CREATE TABLE asyncq_queues (
-        name TEXT PRIMARY KEY NOT NULL,
-        paused INTEGER NOT NULL DEFAULT 0
-    )""",
-    """CREATE TABLE asyncq_jobs (
-        id TEXT PRIMARY KEY NOT NULL,
-        name TEXT NOT NULL,
-        queue TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        state TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        attempts INTEGER NOT NULL,
-        max_attempts INTEGER NOT NULL,
-        timeout REAL,
-        key TEXT,
-        result_ttl REAL,
-        enqueued_at REAL NOT NULL,
-        scheduled_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        lease_expires_at REAL,
-        worker TEXT,
-        result BLOB,
-        errors BLOB,
-        error_count INTEGER NOT NULL DEFAULT 0,
-        progress REAL,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        headers BLOB,
-        token TEXT,
-        expires_at REAL
-    )""",
-    # claim: the next ready jobs of one queue, in claim order, read straight off the index
-    """CREATE INDEX asyncq_jobs_ready ON asyncq_jobs (queue, priority DESC, scheduled_at, id)
-        WHERE state = 'queued'""",
-    # stats (counts by state), due scheduled/failed jobs, and the earliest of them
-    "CREATE INDEX asyncq_jobs_queue_state ON asyncq_jobs (queue, state, scheduled_at)",
-    "CREATE INDEX asyncq_jobs_key ON asyncq_jobs (queue, key) WHERE key IS NOT NULL",
-    """CREATE INDEX asyncq_jobs_lease ON asyncq_jobs (lease_expires_at)
-        WHERE state = 'active'""",
-    # purge and retention: finished jobs by state and age
-    """CREATE INDEX asyncq_jobs_finished ON asyncq_jobs (state, finished_at)
-        WHERE finished_at IS NOT NULL""",
-    "CREATE INDEX asyncq_jobs_expires ON asyncq_jobs (expires_at) WHERE expires_at IS NOT NULL",
-)
-
-#: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
-#: The schema version this code writes and understands.
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class SchemaTooNew(Exception):
-    """The database was migrated by a newer asyncq than this one."""
-
-    def __init__(self, found: int) -> None:
-        self.found = found
-        super().__init__(found)
-
-
-def schema_version(conn: sqlite3.Connection, now: float = 0.0) -> int:
-    """The version recorded in the database; 0 for a database asyncq never touched."""
-    if (
-        conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'asyncq_meta'"
-        ).fetchone()
-        is None
-    ):
-        return 0
-    row = conn.execute("SELECT value FROM asyncq_meta WHERE key = 'schema_version'").fetchone()
-    return 0 if row is None else int(row[0])
-
-
-def migrate(conn: sqlite3.Connection, now: float) -> int:
-    """Bring the schema to ``SCHEMA_VERSION``; return the version found.
-
-    Raises:
-        SchemaTooNew: the database is ahead of this code.
-    """
-    found = schema_version(conn)
-    if found > SCHEMA_VERSION:
-        raise SchemaTooNew(found)
-    if found == SCHEMA_VERSION:
-        return found
-    encoding = conn.execute("PRAGMA encoding").fetchone()[0]
-    if encoding != "UTF-8":
-        msg = f"asyncq needs a UTF-8 SQLite database; this one is {encoding}"
-        raise BackendError(msg)
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS asyncq_meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL)"
-    )
-    for version in range(found, SCHEMA_VERSION):
-        for statement in MIGRATIONS[version]:
-            conn.execute(statement)
-    conn.execute(
-        "INSERT OR REPLACE INTO asyncq_meta (key, value) VALUES ('schema_version', ?)",
-        (SCHEMA_VERSION,),
-    )
-    conn.execute(
-        "INSERT OR REPLACE INTO asyncq_meta (key, value) VALUES ('migrated_at', ?)", (now,)
-    )
-    return found
-
-
-# -- rows <-> records ------------------------------------------------------------
-
-_COLUMNS = (
-    "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
-    " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at, worker,"
-    " result, errors, error_count, progress, cancel_requested, headers"
-)
-_SELECT = f"SELECT {_COLUMNS} FROM asyncq_jobs"
-_INSERT = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * 23)})"
-
-_encoder = msgspec.msgpack.Encoder()
-_errors_decoder = msgspec.msgpack.Decoder(tuple[ErrorInfo, ...])
-_headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
-
-
-def encode_errors(errors: Iterable[ErrorInfo]) -> bytes:
-    return b"".join(_encoder.encode(error) for error in errors)
-
-
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 0x10000:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
-def to_record(row: Sequence[Any]) -> JobRecord:
-    """Decode a row selected with ``_COLUMNS``.
-
-    Raises:
-        BackendError: the row does not hold a job this code can read.
-    """
-    (
-        job_id,
-        name,
-        queue,
-        payload,
-        state,
-        priority,
-        attempts,
-        max_attempts,
-        timeout,
-        key,
-        result_ttl,
-        enqueued_at,
-        scheduled_at,
-        started_at,
-        finished_at,
-        lease_expires_at,
-        worker,
-        result,
-        errors,
-        error_count,
-        progress,
-        cancel_requested,
-        headers,
-    ) = row
-    try:
-        return JobRecord(
-            id=job_id,
-            name=name,
-            queue=queue,
-            payload=payload,
-            state=JobState(state),
-            priority=priority,
-            attempts=attempts,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            key=key,
-            result_ttl=result_ttl,
-            enqueued_at=enqueued_at,
-            scheduled_at=scheduled_at,
-            started_at=started_at,
-            finished_at=finished_at,
-            lease_expires_at=lease_expires_at,
-            worker=worker,
-            result=result,
-            errors=_errors_decoder.decode(_array_header(error_count) + errors)
-            if error_count
-            else (),
-            progress=progress,
-            cancel_requested=bool(cancel_requested),
-            headers=_headers_decoder.decode(headers) if headers else {},
-        )
-    except (ValueError, msgspec.DecodeError) as exc:
-        msg = f"job {job_id!r} is stored in a form this asyncq cannot read: {exc}"
-        raise BackendError(msg) from exc
-
-
-def _to_row(job: JobRecord) -> tuple[Any, ...]:
-    return (
-        job.id,
-        job.name,
-        job.queue,
-        job.payload,
-        job.state.value,
-        job.priority,
-        job.attempts,
-        job.max_attempts,
-        job.timeout,
-        job.key,
-        job.result_ttl,
-        job.enqueued_at,
-        job.scheduled_at,
-        job.started_at,
-        job.finished_at,
-        job.lease_expires_at,
-        job.worker,
-        job.result,
-        encode_errors(job.errors) if job.errors else None,
-        len(job.errors),
-        job.progress,
-        int(job.cancel_requested),
-        _encoder.encode(job.headers) if job.headers else None,
-    )
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -307,7 +69,7 @@ _HOLDS_KEY = (
 
 def _key_holder(conn: sqlite3.Connection, queue: str, key: str, now: float) -> JobRecord | None:
     row = conn.execute(
-        f"{_SELECT} WHERE queue = ? AND key = ? AND {_HOLDS_KEY} LIMIT 1", (queue, key, now)
+        f"{SELECT_JOB} WHERE queue = ? AND key = ? AND {_HOLDS_KEY} LIMIT 1", (queue, key, now)
     ).fetchone()
     return None if row is None else to_record(row)
 
@@ -355,9 +117,9 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> 
         new = replace(job, state=state)
         if slot is not None:
             holders[slot] = new
-        rows.append(_to_row(new))
+        rows.append(to_row(new))
         stored.append(new)
-    conn.executemany(_INSERT, rows)
+    conn.executemany(INSERT_JOB, rows)
     conn.executemany(
         "INSERT OR IGNORE INTO asyncq_queues (name) VALUES (?)",
         [(queue,) for queue in sorted({job.queue for job in jobs})],
@@ -366,7 +128,7 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> 
 
 
 def get(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
-    row = conn.execute(f"{_SELECT} WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute(f"{SELECT_JOB} WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         return None
     job = to_record(row)
@@ -412,7 +174,7 @@ def claim(
         if len(leases) >= limit:
             break
         rows = conn.execute(
-            f"{_SELECT} WHERE queue = ? AND state = 'queued'"
+            f"{SELECT_JOB} WHERE queue = ? AND state = 'queued'"
             " ORDER BY priority DESC, scheduled_at, id LIMIT ?",
             (queue, limit - len(leases)),
         ).fetchall()
@@ -427,7 +189,7 @@ def claim(
                 lease_expires_at=expires,
                 cancel_requested=False,
             )
-            leases.append(Lease(job=job, token=uuid.uuid4().hex, expires_at=expires))
+            leases.append(Lease(job=job, token=os.urandom(16).hex(), expires_at=expires))
     conn.executemany(
         "UPDATE asyncq_jobs SET state = 'active', attempts = attempts + 1, started_at = ?,"
         " worker = ?, lease_expires_at = ?, cancel_requested = 0, token = ?"
@@ -547,7 +309,7 @@ def _settle_params(outcome: Outcome, now: float) -> tuple[Any, ...]:
         return held
     if state is JobState.COMPLETED:
         return (outcome.result, now, now, *held)
-    error = (b"", 0) if outcome.error is None else (_encoder.encode(outcome.error), 1)
+    error = (b"", 0) if outcome.error is None else (ENCODER.encode(outcome.error), 1)
     if state is JobState.FAILED:
         return (*error, outcome.retry_at if outcome.retry_at is not None else now, *held)
     return (*error, now, *held)
@@ -585,7 +347,7 @@ def recover(conn: sqlite3.Connection, now: float) -> list[tuple[str, bool]]:
     params = [
         (
             now,
-            _encoder.encode(
+            ENCODER.encode(
                 ErrorInfo(
                     kind=ErrorKind.LOST,
                     message=f"lease held by worker {worker} lapsed before the attempt finished",
@@ -682,7 +444,7 @@ def list_jobs(
     if after is not None:
         where.append("id > ?")
         params.append(after)
-    sql = f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+    sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
     return [to_record(row) for row in conn.execute(sql, (*params, limit))]
 
 

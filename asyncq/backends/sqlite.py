@@ -7,9 +7,10 @@ Threads. ``sqlite3`` blocks, so the backend never calls it on the event loop:
 each backend instance owns one connection, and every operation runs as one
 transaction on a worker thread (``anyio.to_thread``) behind a capacity limiter
 of one, so the connection is used by one thread at a time and operations of
-an instance run in order. A cancelled caller still lets its transaction run to
-its end (it is short); a cancelled ``claim`` hands its fresh leases straight
-back instead of stranding them until they lapse.
+an instance run in order. A cancelled caller first waits for a transaction
+already running to end (at most ``busy_timeout`` on a locked database); a
+cancelled ``claim`` then hands its fresh leases straight back instead of
+stranding them until they lapse.
 
 Processes. Any number of processes may open the same file (on a local disk:
 WAL needs shared memory, so not on NFS). Every write is one ``BEGIN
@@ -30,12 +31,13 @@ Wakeups. Within a process they are pushed: ``enqueue``, ``settle``, ``cancel``,
 ``recover``, ``retry_dead`` and resuming a queue set an ``anyio.Event`` that
 ``wait_for_work`` and ``wait_finished`` of this backend instance await. SQLite
 has no way to notify another process, so both also look at the database every
-``poll_interval`` seconds; a look first reads ``PRAGMA data_version``, which
-changes only when another connection commits, so an idle look costs one
-pragma. The trade-off: a job enqueued by another process is picked up after
+``poll_interval`` seconds: ``wait_for_work`` reads ``PRAGMA data_version``
+(which changes only when another connection commits) and queries the queues
+only when it moved; ``wait_finished`` reads its job's row by primary key. The
+trade-off: work or a result from another process is seen after
 ``poll_interval / 2`` on average and ``poll_interval`` at worst (0.1 s by
-default), and each waiting worker or ``enqueue_and_wait`` makes a few
-``1 / poll_interval`` cheap reads a second. Raise ``poll_interval`` for many
+default), and every waiting worker and ``enqueue_and_wait`` costs
+``1 / poll_interval`` small reads a second. Raise ``poll_interval`` for many
 idle waiters; lower it for latency.
 
 Retention. ``prune()`` deletes completed jobs whose ``result_ttl`` has passed
@@ -59,8 +61,9 @@ import anyio.lowlevel
 from anyio import to_thread
 
 from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
+from . import _sqlite_schema as schema
 from . import _sqlite_sql as sql
-from ._sqlite_sql import SCHEMA_VERSION
+from ._sqlite_schema import SCHEMA_VERSION
 from .base import (
     TERMINAL_STATES,
     Backend,
@@ -167,6 +170,10 @@ class SQLiteBackend:
         )
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
+        # Operations take turns on the connection under the lock, which a
+        # cancelled caller may leave while it waits; the limiter gives the
+        # thread call a token of its own, apart from anyio's shared default.
+        self._turn = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(1)
         self._work = anyio.Event()
         self._finished: dict[str, _Waiters] = {}
@@ -204,7 +211,7 @@ class SQLiteBackend:
 
     @property
     def url(self) -> str:
-        return f"sqlite:///{quote(self._path)}"
+        return f"sqlite:///{quote(self._path, safe='/:')}"
 
     @property
     def path(self) -> str:
@@ -223,12 +230,12 @@ class SQLiteBackend:
         self._work = anyio.Event()
         self._conn = await self._in_thread(self._connect)
         try:
-            found = await self._run(False, sql.schema_version)
+            found = await self._run(False, schema.schema_version)
             if found > SCHEMA_VERSION:
                 raise self._too_new(found)
             if found < SCHEMA_VERSION:
-                await self._run(True, sql.migrate)
-        except sql.SchemaTooNew as exc:
+                await self._run(True, schema.migrate)
+        except schema.SchemaTooNew as exc:
             await self.close()
             raise self._too_new(exc.found) from None
         except BaseException:
@@ -268,8 +275,8 @@ class SQLiteBackend:
         conn, self._conn = self._conn, None
         if conn is not None:
             with anyio.CancelScope(shield=True):
-                # Through the limiter, so a transaction in flight ends first.
-                await to_thread.run_sync(conn.close, limiter=self._limiter)
+                async with self._turn:  # after the transaction in flight
+                    await to_thread.run_sync(conn.close, limiter=self._limiter)
 
     async def _run(
         self,
@@ -308,16 +315,17 @@ class SQLiteBackend:
         give_up_at: float | None = None
         while True:
             try:
-                # Shielded so a cancelled caller still gets the result it must
-                # act on (claim); the thread would run to its end regardless.
-                with anyio.CancelScope(shield=True):
-                    return await to_thread.run_sync(call, limiter=self._limiter)
+                async with self._turn:
+                    # Shielded so a cancelled caller still gets the result it
+                    # must act on (claim); the thread runs to its end regardless.
+                    with anyio.CancelScope(shield=True):
+                        return await to_thread.run_sync(call, limiter=self._limiter)
             except sqlite3.Error as exc:
-                if not _is_busy(exc):
+                if self._closed or not _is_busy(exc):
                     raise self._error(exc) from exc
                 now = anyio.current_time()
                 give_up_at = now + self._lock_timeout if give_up_at is None else give_up_at
-                if now >= give_up_at or self._closed:
+                if now >= give_up_at:
                     msg = (
                         f"the SQLite database {self._path!r} stayed locked by another connection"
                         f" for over {self._lock_timeout:g}s; find the process holding a long"

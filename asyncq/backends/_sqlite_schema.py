@@ -1,0 +1,197 @@
+"""The SQLite backend's tables, their migrations, and how a job maps onto a row.
+
+One row per job in ``asyncq_jobs``. The fields SQL filters or orders on are
+columns; the opaque parts are blobs: ``payload`` and ``result`` as the producer
+and the worker wrote them, ``headers`` as a MessagePack map, and ``errors`` as
+the MessagePack encodings of ``ErrorInfo`` laid end to end, ``error_count`` of
+them, so appending an attempt's error is ``errors || ?`` in SQL rather than a
+decode and re-encode of the list. Two columns exist for the backend alone:
+``token`` (the current lease, ``active`` only) and ``expires_at``
+(``finished_at + result_ttl``, ``completed`` only), which make key holding and
+pruning indexed comparisons. ``asyncq_queues`` records every queue seen and
+whether it is paused; ``asyncq_meta`` the schema version.
+
+The SQL is kept to what SQLite 3.8 understands (partial indexes): no
+``RETURNING``, ``UPDATE FROM`` or upsert, since many Python builds link the
+system's older SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from msgspec.structs import astuple
+
+from ..exceptions import BackendError
+from .base import ErrorInfo, JobRecord, JobState
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+_V1 = (
+    """CREATE TABLE asyncq_queues (
+        name TEXT PRIMARY KEY NOT NULL,
+        paused INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE asyncq_jobs (
+        id TEXT PRIMARY KEY NOT NULL,
+        name TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        state TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        timeout REAL,
+        key TEXT,
+        result_ttl REAL,
+        enqueued_at REAL NOT NULL,
+        scheduled_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        lease_expires_at REAL,
+        worker TEXT,
+        result BLOB,
+        errors BLOB,
+        error_count INTEGER NOT NULL DEFAULT 0,
+        progress REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        headers BLOB,
+        token TEXT,
+        expires_at REAL
+    )""",
+    # claim: the next ready jobs of one queue, in claim order, read straight off the index
+    """CREATE INDEX asyncq_jobs_ready ON asyncq_jobs (queue, priority DESC, scheduled_at, id)
+        WHERE state = 'queued'""",
+    # stats (counts by state), due scheduled/failed jobs, and the earliest of them
+    "CREATE INDEX asyncq_jobs_queue_state ON asyncq_jobs (queue, state, scheduled_at)",
+    "CREATE INDEX asyncq_jobs_key ON asyncq_jobs (queue, key) WHERE key IS NOT NULL",
+    """CREATE INDEX asyncq_jobs_lease ON asyncq_jobs (lease_expires_at)
+        WHERE state = 'active'""",
+    # purge and retention: finished jobs by state and age
+    """CREATE INDEX asyncq_jobs_finished ON asyncq_jobs (state, finished_at)
+        WHERE finished_at IS NOT NULL""",
+    "CREATE INDEX asyncq_jobs_expires ON asyncq_jobs (expires_at) WHERE expires_at IS NOT NULL",
+)
+
+#: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+#: The schema version this code writes and understands.
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer asyncq than this one."""
+
+    def __init__(self, found: int) -> None:
+        self.found = found
+        super().__init__(found)
+
+
+def schema_version(conn: sqlite3.Connection, now: float = 0.0) -> int:
+    """The version recorded in the database; 0 for a database asyncq never touched."""
+    if (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'asyncq_meta'"
+        ).fetchone()
+        is None
+    ):
+        return 0
+    row = conn.execute("SELECT value FROM asyncq_meta WHERE key = 'schema_version'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, now: float) -> int:
+    """Bring the schema to ``SCHEMA_VERSION``; return the version found.
+
+    Raises:
+        SchemaTooNew: the database is ahead of this code.
+    """
+    found = schema_version(conn)
+    if found > SCHEMA_VERSION:
+        raise SchemaTooNew(found)
+    if found == SCHEMA_VERSION:
+        return found
+    encoding = conn.execute("PRAGMA encoding").fetchone()[0]
+    if encoding != "UTF-8":
+        msg = f"asyncq needs a UTF-8 SQLite database; this one is {encoding}"
+        raise BackendError(msg)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS asyncq_meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL)"
+    )
+    for version in range(found, SCHEMA_VERSION):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    conn.execute(
+        "INSERT OR REPLACE INTO asyncq_meta (key, value) VALUES ('schema_version', ?)",
+        (SCHEMA_VERSION,),
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO asyncq_meta (key, value) VALUES ('migrated_at', ?)", (now,)
+    )
+    return found
+
+
+# -- rows <-> records ------------------------------------------------------------
+
+# JobRecord's fields up to ``result`` are stored as they are, in columns of the
+# same names; the rest need encoding. Deriving the list keeps the two in step:
+# a new field fails loudly here or in SQL, never silently shifts.
+_PLAIN = JobRecord.__struct_fields__[: JobRecord.__struct_fields__.index("result") + 1]
+_NAMES = (*_PLAIN, "errors", "error_count", "progress", "cancel_requested", "headers")
+_COLUMNS = ", ".join(_NAMES)
+SELECT_JOB = f"SELECT {_COLUMNS} FROM asyncq_jobs"
+INSERT_JOB = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))})"
+
+ENCODER = msgspec.msgpack.Encoder()
+_errors_decoder = msgspec.msgpack.Decoder(tuple[ErrorInfo, ...])
+_headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
+
+
+def encode_errors(errors: Iterable[ErrorInfo]) -> bytes:
+    return b"".join(ENCODER.encode(error) for error in errors)
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 0x10000:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def to_record(row: Sequence[Any]) -> JobRecord:
+    """Decode a row selected with ``_COLUMNS``.
+
+    Raises:
+        BackendError: the row does not hold a job this code can read.
+    """
+    fields = dict(zip(_PLAIN, row, strict=False))
+    errors, error_count, progress, cancel_requested, headers = row[len(_PLAIN) :]
+    try:
+        fields["state"] = JobState(fields["state"])
+        return JobRecord(
+            **fields,
+            errors=_errors_decoder.decode(_array_header(error_count) + errors)
+            if error_count
+            else (),
+            progress=progress,
+            cancel_requested=bool(cancel_requested),
+            headers=_headers_decoder.decode(headers) if headers else {},
+        )
+    except (ValueError, msgspec.DecodeError) as exc:
+        msg = f"job {row[0]!r} is stored in a form this asyncq cannot read: {exc}"
+        raise BackendError(msg) from exc
+
+
+def to_row(job: JobRecord) -> tuple[Any, ...]:
+    return (
+        *astuple(job)[: len(_PLAIN)],
+        encode_errors(job.errors) if job.errors else None,
+        len(job.errors),
+        job.progress,
+        int(job.cancel_requested),
+        ENCODER.encode(job.headers) if job.headers else None,
+    )
