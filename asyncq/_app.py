@@ -131,7 +131,12 @@ class App:
         """
 
         def register(fn: Callable[..., Awaitable[Any]]) -> Handler[T, Any]:
-            policy = (retry or RetryPolicy()).classify(retry_on, dead_on)
+            policy = retry or RetryPolicy()
+            if retry_on is not None or dead_on:
+                policy = policy.classify(
+                    retry_on if retry_on is not None else policy.retry_on,
+                    dead_on or policy.dead_on,
+                )
             options = JobOptions(
                 queue=queue,
                 timeout=None if timeout is None else seconds(timeout),
@@ -162,18 +167,43 @@ class App:
             handler.app = self
             self.handlers[handler.name] = handler
 
+    @overload
     def handle(
         self,
         name: str,
         *,
         schema: type[T],
-        result: type[R] | Any = Any,
+        result: type[R],
+        queue: str = ...,
+        max_attempts: int = ...,
+        timeout: float | None = ...,
+        priority: int = ...,
+        result_ttl: float | None = ...,
+    ) -> Handler[T, R]: ...
+    @overload
+    def handle(
+        self,
+        name: str,
+        *,
+        schema: type[T],
+        queue: str = ...,
+        max_attempts: int = ...,
+        timeout: float | None = ...,
+        priority: int = ...,
+        result_ttl: float | None = ...,
+    ) -> Handler[T, Any]: ...
+    def handle(
+        self,
+        name: str,
+        *,
+        schema: type[T],
+        result: Any = Any,
         queue: str = "default",
         max_attempts: int = 3,
         timeout: float | None = None,
         priority: int = 0,
         result_ttl: float | None = 86_400.0,
-    ) -> Handler[T, R]:
+    ) -> Handler[T, Any]:
         """A typed producer-side handle for a job implemented in another service.
 
         It enqueues and waits like a registered handler but has no function,

@@ -14,7 +14,7 @@ import anyio
 import msgspec
 
 from ._codec import Codec
-from ._context import JobContext
+from ._context import JobContext, _current
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
 from .exceptions import BackendError, ConfigurationError, JobCancelled, JobFailed, JobNotFound
@@ -98,19 +98,23 @@ class Handler(Generic[T, R]):
         if self.fn is None:
             msg = f"job {self.name!r} has no function here: it was declared with app.handle()"
             raise ConfigurationError(msg)
-        if self.takes_context:
-            if ctx is None:
-                record = JobRecord(
-                    id=new_job_id(),
-                    name=self.name,
-                    queue=self.options.queue,
-                    payload=b"",
-                    attempts=1,
-                    max_attempts=self.options.max_attempts,
-                )
-                ctx = JobContext(record)
-            return await self.fn(payload, ctx)
-        return await self.fn(payload)
+        if ctx is None:
+            record = JobRecord(
+                id=new_job_id(),
+                name=self.name,
+                queue=self.options.queue,
+                payload=b"",
+                attempts=1,
+                max_attempts=self.options.max_attempts,
+            )
+            ctx = JobContext(record)
+        reset = _current.set(ctx)
+        try:
+            if self.takes_context:
+                return await self.fn(payload, ctx)
+            return await self.fn(payload)
+        finally:
+            _current.reset(reset)
 
     def record(
         self,
@@ -144,6 +148,9 @@ class Handler(Generic[T, R]):
         attempts = options.max_attempts if max_attempts is None else max_attempts
         if attempts < 1:
             msg = f"job {self.name!r}: max_attempts must be at least 1, got {attempts}"
+            raise ConfigurationError(msg)
+        if timeout is not None and not timeout > 0:
+            msg = f"job {self.name!r}: timeout must be positive seconds or None, got {timeout}"
             raise ConfigurationError(msg)
         return JobRecord(
             id=new_job_id(),
@@ -338,11 +345,15 @@ def _takes_context(fn: Callable[..., Any], name: str) -> bool:
     if not inspect.iscoroutinefunction(fn):
         msg = f"job {name!r}: the handler must be an async function (async def)"
         raise ConfigurationError(msg)
-    params = [
-        p
-        for p in inspect.signature(fn).parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    all_params = inspect.signature(fn).parameters.values()
+    required_kw = [p.name for p in all_params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if required_kw:
+        msg = (
+            f"job {name!r}: the handler must take (payload) or (payload, ctx) positionally; "
+            f"required keyword-only parameters are not supported: {', '.join(required_kw)}"
+        )
+        raise ConfigurationError(msg)
+    params = [p for p in all_params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(params) not in (1, 2):
         msg = (
             f"job {name!r}: the handler must take (payload) or (payload, ctx), "

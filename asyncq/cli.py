@@ -42,6 +42,9 @@ def load_app(path: str) -> App:
     except ImportError as exc:
         msg = f"cannot import module {module_name!r} for {path!r}: {exc}"
         raise click.UsageError(msg) from exc
+    except Exception as exc:  # any import-time failure means the app cannot be loaded
+        msg = f"importing module {module_name!r} for {path!r} failed: {type(exc).__name__}: {exc}"
+        raise click.UsageError(msg) from exc
     obj: Any = module
     for part in attr.split("."):
         try:

@@ -200,12 +200,6 @@ async def test_direct_call_does_not_validate_or_encode() -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.xfail(
-    reason="Handler.__call__ does not set the current-job context var, so current_job() "
-    "raises LookupError in a direct call (asyncq/_handler.py, Handler.__call__)",
-    raises=LookupError,
-    strict=True,
-)
 async def test_current_job_in_a_direct_call_is_the_handlers_context() -> None:
     app = App("direct")
 

@@ -110,11 +110,6 @@ def test_result_ttl_none_keeps_results_for_ever() -> None:
     assert handler.options.result_ttl is None
 
 
-@pytest.mark.xfail(
-    reason="App.job rebuilds the policy with classify(retry_on, dead_on), so a RetryPolicy "
-    "passed as retry= loses its own retry_on/dead_on (asyncq/_app.py, App.job.register)",
-    strict=True,
-)
 def test_a_retry_policys_own_classification_is_kept() -> None:
     app = App("options")
     policy = RetryPolicy.fixed(1).classify(retry_on=(OSError,), dead_on=(KeyError,))

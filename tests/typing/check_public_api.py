@@ -115,13 +115,10 @@ async def check_decorator_object(app: App) -> None:
 
 
 async def check_producer_handles(app: App) -> None:
-    # Known gap: App.handle's ``result: type[R] | Any`` leaves R unsolved, so the
-    # handle is Handler[Resize, Any]. Once fixed, these ignores become unused and
-    # this check fails until they are removed.
-    remote = app.handle("images.resize", schema=Resize, result=bytes)  # type: ignore[var-annotated]
-    assert_type(remote, Handler[Resize, bytes])  # type: ignore[assert-type]
-    assert_type(await remote.enqueue_and_wait(Resize("u", 1)), bytes)  # type: ignore[assert-type]
-    untyped = app.handle("images.resize", schema=Resize)  # type: ignore[var-annotated]
+    remote = app.handle("images.resize", schema=Resize, result=bytes)
+    assert_type(remote, Handler[Resize, bytes])
+    assert_type(await remote.enqueue_and_wait(Resize("u", 1)), bytes)
+    untyped = app.handle("images.resize", schema=Resize)
     assert_type(untyped, Handler[Resize, Any])
     assert_type(app.get_job("01h..."), JobHandle[Any])
 
