@@ -110,6 +110,14 @@ def _fakeredis(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     return RedisBackend(client, namespace=unique_namespace()), None
 
 
+def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    from asyncq.backends.redis import RedisBackend
+    from backends._redis_cluster import cluster_url
+
+    backend = RedisBackend.from_url(cluster_url(request.config), namespace=unique_namespace())
+    return backend, backend.drop_namespace
+
+
 def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     from asyncq.backends.postgres import PostgresBackend
 
@@ -124,6 +132,12 @@ _BACKENDS: list[tuple[str, str, Factory, tuple[pytest.MarkDecorator, ...]]] = [
     ("sqlite", "asyncq.backends.sqlite", _sqlite, ()),
     ("fakeredis", "asyncq.backends.redis", _fakeredis, ()),
     ("redis", "asyncq.backends.redis", _redis, (pytest.mark.redis,)),
+    (
+        "redis-cluster",
+        "asyncq.backends.redis",
+        _redis_cluster,
+        (pytest.mark.redis, pytest.mark.cluster),
+    ),
     ("postgres", "asyncq.backends.postgres", _postgres, (pytest.mark.postgres,)),
 ]
 

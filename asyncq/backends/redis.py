@@ -304,7 +304,8 @@ class RedisBackend:
         if before is not None:
             before(pipe)
         for name, keys, args in calls:
-            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            # execute_command: redis-py refuses pipe.evalsha() on a cluster pipeline.
+            pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
         results = await pipe.execute(raise_on_error=False)
         for result in results[: len(results) - len(calls)]:
             if isinstance(result, BaseException):
@@ -412,7 +413,7 @@ class RedisBackend:
             return
         pipe = self._client.pipeline()
         for key in keys:
-            pipe.unlink(key)
+            pipe.execute_command("UNLINK", key)
         await pipe.execute()
 
     def _side_client(self, role: str, node: Any = None) -> aioredis.Redis:
