@@ -11,9 +11,9 @@ decode and re-encode of the list. Two columns exist for the backend alone:
 pruning indexed comparisons. ``asyncq_queues`` records every queue seen and
 whether it is paused; ``asyncq_meta`` the schema version.
 
-The SQL is kept to what SQLite 3.8 understands (partial indexes): no
-``RETURNING``, ``UPDATE FROM`` or upsert, since many Python builds link the
-system's older SQLite.
+The SQL is kept to what SQLite 3.8.4 understands (partial indexes, ``PRAGMA
+data_version``): no ``RETURNING``, ``UPDATE FROM`` or upsert, since many Python
+builds link the system's older SQLite.
 """
 
 from __future__ import annotations
