@@ -57,15 +57,24 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
 from functools import wraps
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import anyio
 import msgspec
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError, NoScriptError, RedisError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -127,7 +136,11 @@ def _mapped(
         except _UNAVAILABLE as exc:
             msg = f"Redis at {self.url} is unreachable: {exc}"
             raise BackendUnavailable(msg) from exc
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
+            # A cluster none of whose nodes answers raises the latter, from a ConnectionError.
+            if isinstance(exc.__cause__, _UNAVAILABLE):
+                msg = f"Redis at {self.url} is unreachable: {exc}"
+                raise BackendUnavailable(msg) from exc
             msg = f"Redis at {self.url} failed: {type(exc).__name__}: {exc}"
             raise BackendError(msg) from exc
 
@@ -136,16 +149,18 @@ def _mapped(
 
 def mask_url(url: str) -> str:
     """``url`` with its password (in the user info or the query) replaced by ``***``."""
+    # Edited in place: urlunsplit would drop the "//" of unix:///path URLs.
     parts = urlsplit(url)
-    netloc = parts.netloc
+    masked = url
     if parts.password is not None:
-        userinfo, _, hostport = netloc.rpartition("@")
+        userinfo, _, hostport = parts.netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
+        masked = masked.replace(f"//{parts.netloc}", f"//{netloc}", 1)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "password" for k, _ in pairs):
         query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
+    return masked
 
 
 def _float(raw: bytes | None) -> float | None:
@@ -307,17 +322,24 @@ class RedisBackend:
             # execute_command: redis-py refuses pipe.evalsha() on a cluster pipeline.
             pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
         results = await pipe.execute(raise_on_error=False)
-        for result in results[: len(results) - len(calls)]:
-            if isinstance(result, BaseException):
+        replies = results[len(results) - len(calls) :]
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, NoScriptError):
                 raise result
-        replies = []
-        for call, result in zip(calls, results[len(results) - len(calls) :], strict=True):
-            if isinstance(result, NoScriptError):
-                result = await self._script(*call)
-            elif isinstance(result, BaseException):
-                raise result
-            replies.append(result)
-        return replies
+        missing = [i for i, result in enumerate(replies) if isinstance(result, NoScriptError)]
+        if missing:
+            # The server lost its scripts (restart, SCRIPT FLUSH): load them, run those again.
+            await self._load_scripts({calls[i][0] for i in missing})
+            again = await self._many([calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return list(replies)
+
+    async def _load_scripts(self, names: set[str] | None = None) -> None:
+        for name, script in self._scripts.items():
+            if names is None or name in names:
+                # On a cluster, redis-py sends SCRIPT LOAD to every primary.
+                await self._client.script_load(script.script)
 
     async def _known_queues(self) -> list[str]:
         return sorted(q.decode() for q in await self._client.smembers(self._queues_key))
@@ -372,6 +394,7 @@ class RedisBackend:
     async def open(self) -> None:
         self._closed = False
         await self._client.ping()
+        await self._load_scripts()
 
     async def close(self) -> None:
         self._closed = True
@@ -797,17 +820,25 @@ def _connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
         raise ConfigurationError(msg)
     query = parse_qsl(parts.query, keep_blank_values=True)
     cluster = bool(options.pop("cluster", False))
+    driver_url = scheme + url[len(parts.scheme) :]
     for key, value in query:
         if key == "cluster":
             cluster = value.lower() in ("1", "true", "yes", "on")
-    query = [(k, v) for k, v in query if k != "cluster"]
-    driver_url = urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+    if any(k == "cluster" for k, _ in query):
+        rest = urlencode([(k, v) for k, v in query if k != "cluster"])
+        driver_url = driver_url.replace(f"?{parts.query}", f"?{rest}" if rest else "", 1)
     try:
         if cluster:
             if scheme == "unix":
                 msg = f"a Redis Cluster is reached over TCP, not {masked!r}"
                 raise ConfigurationError(msg)
             return RedisCluster.from_url(driver_url, client_name=name, **options)
+        # A dropped connection (restart, failover, CLIENT KILL) is retried on a new
+        # one. If the first attempt did run, the replay finds its work done (enqueue
+        # returns the stored jobs, settle reports False), except claim, whose first
+        # leases then lapse and are recovered: at-least-once holds either way.
+        backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
+        options.setdefault("retry", Retry(backoff, 3))
         return aioredis.Redis.from_url(driver_url, client_name=name, **options)
     except (TypeError, ValueError) as exc:
         msg = f"bad Redis URL or option ({masked}): {exc}"

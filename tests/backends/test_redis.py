@@ -1,0 +1,316 @@
+"""What only the Redis backend has: scripts, URLs, outages, its connections, round trips.
+
+The behaviour every backend shares is in ``test_conformance.py``; these tests
+run against the real server at ``ASYNCQ_TEST_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+
+from asyncq._records import JobRecord, JobState
+from asyncq.backends.redis import RedisBackend, mask_url
+from asyncq.exceptions import BackendUnavailable, ConfigurationError
+
+from . import _records as r
+
+BOUND = 10.0
+
+
+def _ns() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def opened(backend: RedisBackend) -> AsyncIterator[RedisBackend]:
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+        await backend.drop_namespace()
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain client for server commands (CLIENT LIST, SCRIPT FLUSH, ...)."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def _clients(admin: aioredis.Redis, name: str) -> list[dict[str, Any]]:
+    return [c for c in await admin.client_list() if c["name"] == name]
+
+
+async def _until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait for a state of the server (it pushes nothing to await; the caller bounds this)."""
+    while not await check():  # noqa: ASYNC110
+        await anyio.sleep(0.01)
+
+
+# -- URLs (no server needed) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@host:6379/2", "redis://:***@host:6379/2"),
+        ("rediss://alice:s3cret@host/0", "rediss://alice:***@host/0"),
+        ("redis://alice:p%40ss@host", "redis://alice:***@host"),
+        ("unix:///run/redis.sock?db=3&password=s3cret", "unix:///run/redis.sock?db=3&password=***"),
+        ("valkey://u:s3cret@h:1/0?cluster=true", "valkey://u:***@h:1/0?cluster=true"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_from_url_reads_user_password_and_db() -> None:
+    backend = RedisBackend.from_url("valkey://alice:s3cret@10.1.2.3:6390/4", namespace="ns")
+    kwargs = backend._client.connection_pool.connection_kwargs
+    assert (kwargs["host"], kwargs["port"], kwargs["db"]) == ("10.1.2.3", 6390, 4)
+    assert (kwargs["username"], kwargs["password"]) == ("alice", "s3cret")
+    assert kwargs["client_name"] == "asyncq:ns"
+    assert backend.url == "valkey://alice:***@10.1.2.3:6390/4"
+    assert "s3cret" not in repr(backend.url)
+
+
+def test_from_url_tls_unix_and_options() -> None:
+    tls = RedisBackend.from_url("rediss://h/0", socket_timeout=3.0)
+    assert tls._client.connection_pool.connection_class is SSLConnection
+    assert tls._client.connection_pool.connection_kwargs["socket_timeout"] == 3.0
+    unix = RedisBackend.from_url("unix:///tmp/redis.sock?db=2", client_name="svc")
+    pool = unix._client.connection_pool
+    assert pool.connection_class is UnixDomainSocketConnection
+    assert (pool.connection_kwargs["path"], pool.connection_kwargs["db"]) == ("/tmp/redis.sock", 2)
+    assert pool.connection_kwargs["client_name"] == "svc"
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [("redis://127.0.0.1:7000/0?cluster=true", {}), ("redis://127.0.0.1:7000", {"cluster": True})],
+)
+def test_from_url_cluster(url: str, options: dict[str, Any]) -> None:
+    backend = RedisBackend.from_url(url, **options)
+    assert isinstance(backend._client, RedisCluster)
+
+
+@pytest.mark.parametrize(
+    ("url", "kwargs"),
+    [
+        ("memcached://h:1", {}),
+        ("redis://h/0", {"namespace": "has space"}),
+        ("redis://h/0", {"namespace": "a{b}"}),
+        ("unix:///tmp/r.sock?cluster=true", {}),
+    ],
+)
+def test_bad_configuration(url: str, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisBackend.from_url(url, **kwargs)
+
+
+def test_client_must_return_bytes() -> None:
+    client = aioredis.Redis(decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        RedisBackend(client)
+
+
+# -- against the server ------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_unreachable_server_is_backend_unavailable_with_the_url_masked() -> None:
+    backend = RedisBackend.from_url("redis://alice:s3cret@127.0.0.1:1/0", namespace=_ns())
+    with anyio.fail_after(BOUND):
+        for call in (backend.open(), backend.enqueue([r.job()]), backend.get("nope")):
+            with pytest.raises(BackendUnavailable) as info:
+                await call
+            assert "redis://alice:***@127.0.0.1:1/0" in str(info.value)
+            assert "s3cret" not in str(info.value)
+        await backend.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_scripts_are_loaded_again_after_script_flush(
+    redis_url: str, admin: aioredis.Redis
+) -> None:
+    async with opened(RedisBackend.from_url(redis_url, namespace=_ns())) as backend:
+        with anyio.fail_after(BOUND):
+            await backend.enqueue([r.job()])
+            await admin.script_flush()
+            # One script alone (EVALSHA, then SCRIPT LOAD on NOSCRIPT) ...
+            (lease,) = await backend.claim([r.QUEUE], 1, worker="w", lease_for=30)
+            await admin.script_flush()
+            # ... and scripts in a pipeline (NOSCRIPT in the replies, run again).
+            stored = await backend.enqueue([r.job(queue="a"), r.job(queue="b")])
+            assert [job.state for job in stored] == [JobState.QUEUED] * 2
+            await admin.script_flush()
+            assert await backend.settle([r.completed(lease)]) == [True]
+            stats = {s.queue: s.counts for s in await backend.stats()}
+            assert stats[r.QUEUE][JobState.COMPLETED] == 1
+            assert stats["a"][JobState.QUEUED] == stats["b"][JobState.QUEUED] == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_survives_client_kill(redis_url: str, admin: aioredis.Redis) -> None:
+    ns = _ns()
+    async with opened(RedisBackend.from_url(redis_url, namespace=ns)) as backend:
+        with anyio.fail_after(BOUND):
+            await backend.enqueue([r.job(), r.job()])
+            first, second = await backend.claim([r.QUEUE], 2, worker="w", lease_for=30)
+            finished: list[JobRecord | None] = []
+            woken = anyio.Event()
+
+            async def wait() -> None:
+                finished.append(await backend.wait_finished(first.job.id))
+
+            async def idle() -> None:
+                await backend.wait_for_work(["elsewhere"], 5)
+                woken.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                tg.start_soon(idle)
+                # Until the subscription and the blocking pop are both in place.
+
+                async def in_place() -> bool:
+                    subs = await _clients(admin, f"asyncq:{ns}:sub")
+                    blocked = await _clients(admin, f"asyncq:{ns}:block")
+                    return any(c["sub"] == "1" for c in subs) and any(
+                        c["cmd"] == "blpop" for c in blocked
+                    )
+
+                await _until(in_place)
+                killed = 0
+                for role in ("", ":sub", ":block"):
+                    for client in await _clients(admin, f"asyncq:{ns}{role}"):
+                        killed += await admin.client_kill_filter(_id=client["id"])
+                assert killed >= 3
+                # The next calls work (redis-py reconnects) ...
+                assert (await backend.get(second.job.id)) is not None
+                assert await backend.settle([r.completed(first)]) == [True]
+                # ... the blocked claimer, its pop cut short, returns (or is woken) ...
+                await backend.enqueue([r.job(queue="elsewhere")])
+                await woken.wait()
+            # ... and the waiter, resubscribed, heard of the completion (or read it again).
+            (record,) = finished
+            assert record is not None
+            assert record.state is JobState.COMPLETED
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_one_subscriber_connection_for_fifty_waiters(
+    redis_url: str, admin: aioredis.Redis
+) -> None:
+    ns = _ns()
+    sub_name = f"asyncq:{ns}:sub"
+    async with opened(RedisBackend.from_url(redis_url, namespace=ns)) as backend:
+        with anyio.fail_after(BOUND):
+            jobs = [r.job(queue=f"q{i % 2}") for i in range(50)]
+            await backend.enqueue(jobs)
+            leases = await backend.claim(["q0", "q1"], 50, worker="w", lease_for=30)
+            done: list[JobState] = []
+
+            async def wait(job_id: str) -> None:
+                record = await backend.wait_finished(job_id)
+                assert record is not None
+                done.append(record.state)
+
+            async with anyio.create_task_group() as tg:
+                for job in jobs:
+                    tg.start_soon(wait, job.id)
+
+                async def subscribed() -> bool:
+                    return any(c["sub"] == "2" for c in await _clients(admin, sub_name))
+
+                await _until(subscribed)
+                await anyio.sleep(0.05)  # let every waiter register and read once
+                assert len(await _clients(admin, sub_name)) == 1
+                assert await backend.settle([r.completed(lease) for lease in leases]) == [True] * 50
+            assert done == [JobState.COMPLETED] * 50
+            assert len(await _clients(admin, sub_name)) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_blocking_wait_does_not_take_a_pool_connection(redis_url: str) -> None:
+    backend = RedisBackend.from_url(redis_url, namespace=_ns(), max_connections=1)
+    async with opened(backend):
+        with anyio.fail_after(BOUND):
+            woke = anyio.Event()
+
+            async def idle() -> None:
+                await backend.wait_for_work([r.QUEUE], 5)
+                woke.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(idle)
+                await anyio.sleep(0.05)
+                # The one pooled connection is free for everything else meanwhile.
+                for _ in range(5):
+                    await backend.stats([r.QUEUE])
+                started = time.monotonic()
+                await backend.enqueue([r.job()])
+                await woke.wait()
+            assert time.monotonic() - started < 0.5
+
+
+class _Counting(aioredis.Connection):
+    """Counts writes to the socket: one per command, or per pipeline."""
+
+    writes = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        _Counting.writes += 1
+        await super().send_packed_command(command, check_health)
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_batches_cost_one_round_trip(redis_url: str) -> None:
+    pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=_Counting)
+    client = aioredis.Redis.from_pool(pool)
+    backend = RedisBackend(client, namespace=_ns())
+    try:
+        async with opened(backend):
+            with anyio.fail_after(BOUND):
+                n = 100
+                jobs = [r.job(queue=("a", "b", "c")[i % 3]) for i in range(n)]
+                trips: dict[str, int] = {}
+
+                async def count(what: str, call: Any) -> Any:
+                    before = _Counting.writes
+                    result = await call
+                    trips[what] = _Counting.writes - before
+                    return result
+
+                await count("enqueue", backend.enqueue(jobs))
+                leases = await count(
+                    "claim", backend.claim(["a", "b", "c"], n, worker="w", lease_for=30)
+                )
+                assert len(leases) == n
+                await count("heartbeat", backend.heartbeat(leases, lease_for=30))
+                applied = await count("settle", backend.settle([r.completed(x) for x in leases]))
+                assert applied == [True] * n
+                await count("stats", backend.stats(["a", "b", "c"]))
+            # Same-slot queues: one script per queue, all in one pipeline (claim: one script).
+            assert trips == {"enqueue": 1, "claim": 1, "heartbeat": 1, "settle": 1, "stats": 1}
+    finally:
+        await client.aclose()
