@@ -1,0 +1,148 @@
+"""The Redis backend on a real three-master Redis Cluster.
+
+The conformance suite runs on the same cluster through the ``redis-cluster``
+param of the ``backend`` fixture; these tests cover what only a cluster has:
+one slot per queue, and calls that span queues on different nodes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from redis.crc import key_slot
+
+from asyncq._records import JobRecord, JobState
+from asyncq.backends.redis import RedisBackend
+
+from . import _records as r
+from ._redis_cluster import cluster_url
+
+pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.cluster]
+
+BOUND = 10.0
+PROMPT = 1.0
+# redis-cli --cluster create splits the slots evenly: the masters own these ranges.
+RANGES = [(0, 5460), (5461, 10922), (10923, 16383)]
+
+
+@pytest.fixture(scope="session")
+def url(pytestconfig: pytest.Config) -> str:
+    return cluster_url(pytestconfig)
+
+
+@pytest.fixture
+async def backend(url: str) -> AsyncIterator[RedisBackend]:
+    instance = RedisBackend.from_url(url, namespace=f"t{uuid.uuid4().hex[:12]}")
+    await instance.open()
+    try:
+        yield instance
+    finally:
+        await instance.close()
+        await instance.drop_namespace()
+
+
+def _slot(backend: RedisBackend, queue: str) -> int:
+    return key_slot(f"{{{backend.namespace}:q:{queue}}}:".encode())
+
+
+def _one_queue_per_node(backend: RedisBackend) -> list[str]:
+    """Three queue names whose slots are owned by three different masters."""
+    found: dict[int, str] = {}
+    for i in range(10_000):
+        name = f"q{i}"
+        slot = _slot(backend, name)
+        node = next(n for n, (low, high) in enumerate(RANGES) if low <= slot <= high)
+        found.setdefault(node, name)
+        if len(found) == len(RANGES):
+            return [found[n] for n in sorted(found)]
+    raise AssertionError("no queue names spread over the nodes")
+
+
+async def test_every_key_of_a_queue_is_in_its_slot(backend: RedisBackend) -> None:
+    queues = ["default", "a{b}c", "x}y", "50%"]
+    with anyio.fail_after(BOUND):
+        jobs = [r.job(queue=q, key=f"k-{q}", result_ttl=60) for q in queues]
+        jobs += [r.job(queue=q, delay=60) for q in queues]
+        await backend.enqueue(jobs)
+        leases = await backend.claim(queues, 10, worker="w", lease_for=30)
+        await backend.settle([r.completed(lease) for lease in leases[:2]])
+        await backend.settle([r.dead(lease) for lease in leases[2:]])
+        client = backend._client
+        tags: dict[str, set[int]] = {}
+        async for raw in client.scan_iter(match=f"{{{backend.namespace}:q:*", count=1000):
+            key = raw.decode()
+            tag = key[1 : key.index("}")]
+            tags.setdefault(tag, set()).add(key_slot(raw))
+        # One hash tag per queue, and every key under it in that tag's slot.
+        assert len(tags) == len(queues)
+        for tag, slots in tags.items():
+            assert slots == {key_slot(tag.encode())}
+        # Braces in a queue name are escaped, so they cannot end the tag early.
+        escaped = ["default", "a%7Bb%7Dc", "x%7Dy", "50%25"]
+        assert set(tags) == {f"{backend.namespace}:q:{q}" for q in escaped}
+
+
+async def test_claim_over_queues_on_different_nodes(backend: RedisBackend) -> None:
+    queues = _one_queue_per_node(backend)
+    with anyio.fail_after(BOUND):
+        stored = await backend.enqueue([r.job(queue=q) for q in queues for _ in range(3)])
+        assert all(job.state is JobState.QUEUED for job in stored)
+        first = await backend.claim(queues, 5, worker="w", lease_for=30)
+        second = await backend.claim(queues, 5, worker="w", lease_for=30)
+        assert (len(first), len(second)) == (5, 4)
+        ids = {lease.job.id for lease in first + second}
+        assert ids == {job.id for job in stored}
+        assert await backend.settle([r.completed(x) for x in first + second]) == [True] * 9
+        stats = await backend.stats(queues)
+        assert [s.counts[JobState.COMPLETED] for s in stats] == [3, 3, 3]
+
+
+async def test_wait_for_work_over_several_slots_wakes_on_any(
+    backend: RedisBackend, url: str
+) -> None:
+    queues = _one_queue_per_node(backend)
+    producer = RedisBackend.from_url(url, namespace=backend.namespace)
+    await producer.open()
+    try:
+        with anyio.fail_after(BOUND):
+            for queue in queues:
+                woke = anyio.Event()
+
+                async def idle(event: anyio.Event = woke) -> None:
+                    await backend.wait_for_work(queues, 5)
+                    event.set()
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(idle)
+                    await anyio.sleep(0.1)  # most likely blocked by now: the push path
+                    started = time.monotonic()
+                    await producer.enqueue([r.job(queue=queue)])
+                    await woke.wait()
+                assert time.monotonic() - started < PROMPT
+                assert len(await backend.claim(queues, 5, worker="w", lease_for=30)) == 1
+    finally:
+        await producer.close()
+
+
+async def test_notices_reach_the_subscriber_from_every_node(backend: RedisBackend) -> None:
+    queues = _one_queue_per_node(backend)
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([r.job(queue=q) for q in queues])
+        leases = await backend.claim(queues, 3, worker="w", lease_for=30)
+        got: list[JobRecord | None] = []
+
+        async def wait(job_id: str) -> None:
+            got.append(await backend.wait_finished(job_id))
+
+        async with anyio.create_task_group() as tg:
+            for lease in leases:
+                tg.start_soon(wait, lease.job.id)
+            await anyio.sleep(0.1)
+            started = time.monotonic()
+            await backend.settle([r.completed(lease) for lease in leases])
+        assert time.monotonic() - started < PROMPT
+        assert sorted(job.state for job in got if job is not None) == [JobState.COMPLETED] * 3
