@@ -401,8 +401,14 @@ async def _returns_after(backend: Backend, queues: list[str], timeout: float) ->
     return time.monotonic() - start
 
 
-async def test_wait_for_work_wakes_on_enqueue(backend: Backend) -> None:
+@pytest.mark.parametrize("trigger", ["enqueue", "hand_back", "retry_dead"])
+async def test_wait_for_work_wakes_when_a_job_gets_ready(backend: Backend, trigger: str) -> None:
     with anyio.fail_after(BOUND):
+        # Leave nothing ready, so only the trigger can end the wait early.
+        if trigger == "hand_back":
+            lease = await claim_one(backend, r.job())
+        elif trigger == "retry_dead":
+            gone = await finished(backend, r.job(), r.dead)
         returned: list[float] = []
 
         async def waiter() -> None:
@@ -413,9 +419,15 @@ async def test_wait_for_work_wakes_on_enqueue(backend: Backend) -> None:
             tg.start_soon(waiter)
             # Give the waiter time to block, so the wake-up is what is tested.
             await anyio.sleep(0.1)
-            enqueued = time.monotonic()
-            await backend.enqueue([r.job()])
-        assert returned[0] - enqueued < PROMPT
+            triggered = time.monotonic()
+            if trigger == "hand_back":
+                assert await backend.settle([r.handed_back(lease)]) == [True]
+            elif trigger == "retry_dead":
+                assert await backend.retry_dead([gone.id]) == [gone.id]
+            else:
+                await backend.enqueue([r.job()])
+        assert returned[0] - triggered < PROMPT
+        assert len(await claim(backend)) == 1
 
 
 async def test_wait_for_work_times_out_with_nothing(backend: Backend) -> None:
