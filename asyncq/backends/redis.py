@@ -65,7 +65,7 @@ import redis.asyncio as aioredis
 from msgspec.structs import replace
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
@@ -492,11 +492,11 @@ class RedisBackend:
                 chunks.append(chunk)
 
         def before(pipe: Any) -> None:
-            buckets: dict[str, list[str]] = {}
+            buckets: dict[str, dict[str, str]] = {}
             for job in jobs:
-                buckets.setdefault(self._bucket(job.id), []).extend((job.id, job.queue))
-            for bucket, items in buckets.items():
-                pipe.hset(bucket, items=items)
+                buckets.setdefault(self._bucket(job.id), {})[job.id] = job.queue
+            for bucket, mapping in buckets.items():
+                pipe.hset(bucket, mapping=mapping)
             pipe.sadd(self._queues_key, *by_queue)
 
         replies = await self._many(calls, before)
@@ -837,7 +837,7 @@ def _connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
         # one. If the first attempt did run, the replay finds its work done (enqueue
         # returns the stored jobs, settle reports False), except claim, whose first
         # leases then lapse and are recovered: at-least-once holds either way.
-        backoff = ExponentialWithJitterBackoff(cap=0.5, base=0.05)
+        backoff = EqualJitterBackoff(cap=0.5, base=0.05)
         options.setdefault("retry", Retry(backoff, 3))
         return aioredis.Redis.from_url(driver_url, client_name=name, **options)
     except (TypeError, ValueError) as exc:

@@ -7,14 +7,20 @@ run against the real server at ``ASYNCQ_TEST_REDIS_URL``.
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
+import socket
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from anyio.abc import Process
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
@@ -25,6 +31,7 @@ from asyncq.exceptions import BackendUnavailable, ConfigurationError
 from . import _records as r
 
 BOUND = 10.0
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _ns() -> str:
@@ -314,3 +321,64 @@ async def test_batches_cost_one_round_trip(redis_url: str) -> None:
             assert trips == {"enqueue": 1, "claim": 1, "heartbeat": 1, "settle": 1, "stats": 1}
     finally:
         await client.aclose()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_works_again_after_the_server_restarts(tmp_path: Path) -> None:
+    server = shutil.which("redis-server")
+    if server is None:
+        if IN_CI:
+            pytest.fail("redis-server is not installed (CI=true: integration tests must run)")
+        pytest.skip("redis-server is not installed (apt install redis-server)")
+    port = _free_port()
+    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
+    # The append-only file keeps the jobs across the restart.
+    argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
+    url = f"redis://127.0.0.1:{port}/0"
+
+    async def start() -> Process:
+        proc = await anyio.open_process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        probe = aioredis.Redis.from_url(url)
+        try:
+            while True:
+                with contextlib.suppress(aioredis.ConnectionError):
+                    if await probe.ping():
+                        return proc
+                await anyio.sleep(0.05)
+        finally:
+            await probe.aclose()
+
+    proc = await start()
+    try:
+        async with opened(RedisBackend.from_url(url, namespace=_ns())) as backend:
+            with anyio.fail_after(30):
+                await backend.enqueue([r.job()])
+                (lease,) = await backend.claim([r.QUEUE], 1, worker="w", lease_for=60)
+                finished: list[JobRecord | None] = []
+
+                async def wait() -> None:
+                    finished.append(await backend.wait_finished(lease.job.id))
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(wait)
+                    await anyio.sleep(0.2)
+                    proc.terminate()
+                    await proc.wait()
+                    with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port}"):
+                        await backend.stats([r.QUEUE])
+                    proc = await start()
+                    assert await backend.settle([r.completed(lease)]) == [True]
+                (record,) = finished
+                assert record is not None
+                assert record.state is JobState.COMPLETED
+    finally:
+        proc.terminate()
+        await proc.wait()
