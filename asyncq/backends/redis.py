@@ -54,31 +54,24 @@ import re
 import uuid
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Sequence
-from functools import wraps
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import EqualJitterBackoff
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
-    ClusterDownError,
     MovedError,
     NoScriptError,
-    RedisClusterException,
     RedisError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
+from ..exceptions import ConfigurationError
+from ._redis_client import connect, describe, mapped, mask_url, pool_kwargs, side_client
 from ._redis_lua import PRELUDE, SCRIPTS
 from ._redis_notices import Notices
 from .base import (
@@ -93,24 +86,11 @@ from .base import (
     QueueStats,
 )
 
-__all__ = ["RedisBackend"]
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
+__all__ = ["RedisBackend", "mask_url"]
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]+")
 _OUTCOMES = frozenset(
     {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
-)
-_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError)
-#: connection settings that belong to one pool and must not be copied into another
-_POOL_ONLY = frozenset(
-    {
-        "maint_notifications_pool_handler",
-        "orig_host_address",
-        "orig_socket_timeout",
-        "orig_socket_connect_timeout",
-    }
 )
 _ENQUEUE_CHUNK = 500
 _RECOVER_BATCH = 500
@@ -122,45 +102,6 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_record = msgspec.msgpack.Decoder(JobRecord).decode
 _encode_json = msgspec.json.Encoder().encode
 _decode_errors = msgspec.json.Decoder(tuple[ErrorInfo, ...]).decode
-
-
-def _mapped(
-    method: Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]],
-) -> Callable[Concatenate[RedisBackend, _P], Coroutine[Any, Any, _T]]:
-    """Turn driver errors into ``BackendUnavailable`` / ``BackendError`` naming the URL."""
-
-    @wraps(method)
-    async def wrapper(self: RedisBackend, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
-            return await method(self, *args, **kwargs)
-        except _UNAVAILABLE as exc:
-            msg = f"Redis at {self.url} is unreachable: {exc}"
-            raise BackendUnavailable(msg) from exc
-        except (RedisError, RedisClusterException) as exc:
-            # A cluster none of whose nodes answers raises the latter, from a ConnectionError.
-            if isinstance(exc.__cause__, _UNAVAILABLE):
-                msg = f"Redis at {self.url} is unreachable: {exc}"
-                raise BackendUnavailable(msg) from exc
-            msg = f"Redis at {self.url} failed: {type(exc).__name__}: {exc}"
-            raise BackendError(msg) from exc
-
-    return wrapper
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (in the user info or the query) replaced by ``***``."""
-    # Edited in place: urlunsplit would drop the "//" of unix:///path URLs.
-    parts = urlsplit(url)
-    masked = url
-    if parts.password is not None:
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-        masked = masked.replace(f"//{parts.netloc}", f"//{netloc}", 1)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if any(k == "password" for k, _ in pairs):
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
-    return masked
 
 
 def _float(raw: bytes | None) -> float | None:
@@ -201,20 +142,20 @@ class RedisBackend:
         self._name = client_name or f"asyncq:{namespace}"
         if isinstance(client_or_url, str):
             self._url = mask_url(client_or_url)
-            client = _connect(client_or_url, self._name, self._url, options)
+            client = connect(client_or_url, self._name, self._url, options)
             self._owns = True
         else:
             if options:
                 msg = f"options {sorted(options)} apply only when a URL is given, not a client"
                 raise ConfigurationError(msg)
             client = client_or_url
-            self._url = _describe(client)
+            self._url = describe(client)
             self._owns = False
         # redis-py types its commands as ``T | Awaitable[T]`` (shared with the sync
         # client), so the client is held as Any rather than cast at every call.
         self._client: Any = client
         self._cluster = isinstance(client, RedisCluster)
-        if _pool_kwargs(client, None).get("decode_responses"):
+        if pool_kwargs(client, None).get("decode_responses"):
             msg = "RedisBackend needs a client with decode_responses=False (payloads are bytes)"
             raise ConfigurationError(msg)
         self._scripts = {
@@ -390,7 +331,7 @@ class RedisBackend:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    @_mapped
+    @mapped
     async def open(self) -> None:
         self._closed = False
         await self._client.ping()
@@ -412,7 +353,7 @@ class RedisBackend:
                 with contextlib.suppress(RedisError):
                     await client.aclose()
 
-    @_mapped
+    @mapped
     async def drop_namespace(self) -> None:
         """Delete every key of this namespace (tests, teardown). Scans: never on a hot path."""
         for pattern in (f"{{{self._ns}}}*", f"{{{self._ns}:*"):
@@ -439,25 +380,16 @@ class RedisBackend:
             pipe.execute_command("UNLINK", key)
         await pipe.execute()
 
-    def _side_client(self, role: str, node: Any = None) -> aioredis.Redis:
-        """A client with its own pool, so blocking reads never hold the main pool's connections."""
-        kwargs = {k: v for k, v in _pool_kwargs(self._client, node).items() if k not in _POOL_ONLY}
-        kwargs["client_name"] = f"{self._name}:{role}"
-        kwargs["socket_timeout"] = None  # a blocking read may outlast any socket timeout
-        cls = node.connection_class if node is not None else _connection_class(self._client)
-        # from_pool: closing the client closes (disconnects) the pool too.
-        return aioredis.Redis.from_pool(aioredis.ConnectionPool(connection_class=cls, **kwargs))
-
     def _get_notices(self) -> Notices:
         if self._notices is None:
             node = self._client.get_default_node() if self._cluster else None
-            self._subscriber = self._side_client("sub", node)
+            self._subscriber = side_client(self._client, self._name, "sub", node)
             self._notices = Notices(self._subscriber.pubsub())
         return self._notices
 
     # -- producers ---------------------------------------------------------------
 
-    @_mapped
+    @mapped
     async def enqueue(
         self, jobs: Sequence[JobRecord], *, connection: object | None = None
     ) -> list[JobRecord]:
@@ -514,12 +446,12 @@ class RedisBackend:
         reply = await self._script("get", [self._prefix(queue)], [job_id])
         return None if reply is None else self._record(reply)
 
-    @_mapped
+    @mapped
     async def get(self, job_id: str) -> JobRecord | None:
         queue = await self._queue_of(job_id)
         return None if queue is None else await self._get(queue, job_id)
 
-    @_mapped
+    @mapped
     async def cancel(self, job_id: str) -> JobRecord | None:
         queue = await self._queue_of(job_id)
         if queue is None:
@@ -527,7 +459,7 @@ class RedisBackend:
         reply = await self._script("cancel", [self._prefix(queue)], [job_id])
         return None if reply is None else self._record(reply)
 
-    @_mapped
+    @mapped
     async def wait_finished(self, job_id: str) -> JobRecord | None:
         queue = await self._queue_of(job_id)
         if queue is None:
@@ -539,7 +471,7 @@ class RedisBackend:
 
     # -- workers -----------------------------------------------------------------
 
-    @_mapped
+    @mapped
     async def claim(
         self, queues: Sequence[str], limit: int, *, worker: str, lease_for: float
     ) -> list[Lease]:
@@ -559,7 +491,7 @@ class RedisBackend:
                 break
         return leases
 
-    @_mapped
+    @mapped
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         queues = list(dict.fromkeys(queues))
         if self._closed or not queues:
@@ -583,7 +515,7 @@ class RedisBackend:
         timeout = max(timeout, 0.01)  # BLPOP reads 0 as "forever"
         if not self._cluster:
             if "" not in self._blockers:
-                self._blockers[""] = self._side_client("block")
+                self._blockers[""] = side_client(self._client, self._name, "block")
             await self._blockers[""].blpop(keys, timeout=timeout)
             return
         groups: dict[int, list[str]] = {}
@@ -606,7 +538,9 @@ class RedisBackend:
         node = self._client.get_node_from_key(keys[0])
         client = self._blockers.get(node.name)
         if client is None:
-            client = self._blockers[node.name] = self._side_client("block", node)
+            client = self._blockers[node.name] = side_client(
+                self._client, self._name, "block", node
+            )
         try:
             await client.blpop(keys, timeout=timeout)
         except (MovedError, AskError):
@@ -614,7 +548,7 @@ class RedisBackend:
             # on its next command and the caller waits again.
             return
 
-    @_mapped
+    @mapped
     async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
         by_queue: dict[str, list[Any]] = {}
         for lease in leases:
@@ -630,12 +564,12 @@ class RedisBackend:
             cancel.update(i.decode() for i in asked)
         return HeartbeatReply(lost=frozenset(lost), cancel=frozenset(cancel))
 
-    @_mapped
+    @mapped
     async def progress(self, lease: Lease, value: float) -> bool:
         args = [lease.job.id, _token(lease.token), repr(float(value))]
         return bool(await self._script("progress", [self._prefix(lease.job.queue)], args))
 
-    @_mapped
+    @mapped
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         for outcome in outcomes:
             if outcome.state not in _OUTCOMES:
@@ -669,7 +603,7 @@ class RedisBackend:
                 applied[i] = bool(ok)
         return applied
 
-    @_mapped
+    @mapped
     async def recover(self) -> int:
         queues = await self._known_queues()
         total = 0
@@ -681,7 +615,7 @@ class RedisBackend:
             queues = [q for q, n in zip(queues, counts, strict=True) if n >= _RECOVER_BATCH]
         return total
 
-    @_mapped
+    @mapped
     async def prune(self) -> int:
         queues = await self._known_queues()
         if not queues:
@@ -693,7 +627,7 @@ class RedisBackend:
 
     # -- operations --------------------------------------------------------------
 
-    @_mapped
+    @mapped
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         names = await self._known_queues() if queues is None else sorted(set(queues))
         if not names:
@@ -714,7 +648,7 @@ class RedisBackend:
             )
         return out
 
-    @_mapped
+    @mapped
     async def list_jobs(
         self,
         *,
@@ -742,7 +676,7 @@ class RedisBackend:
         found.sort(key=lambda job: job.id)
         return found[:limit]
 
-    @_mapped
+    @mapped
     async def retry_dead(
         self,
         job_ids: Sequence[str] | None = None,
@@ -768,7 +702,7 @@ class RedisBackend:
         retried = {i.decode() for reply in await self._many(calls) for i in reply}
         return [job_id for job_id in dict.fromkeys(ids) if job_id in retried]
 
-    @_mapped
+    @mapped
     async def purge(
         self,
         *,
@@ -793,7 +727,7 @@ class RedisBackend:
         await self._forget(deleted)
         return len(deleted)
 
-    @_mapped
+    @mapped
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._many(
             [("set_paused", [self._prefix(queue)], ["1" if paused else "0"])],
@@ -809,65 +743,6 @@ def _token(token: str) -> str:
 def _token_queue(token: str) -> str | None:
     head, sep, queue = token.partition(":")
     return queue if sep and head else None
-
-
-def _connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(scheme, scheme)
-    if scheme not in ("redis", "rediss", "unix"):
-        msg = f"not a Redis URL: {masked!r} (use redis://, rediss://, unix:// or valkey://)"
-        raise ConfigurationError(msg)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    cluster = bool(options.pop("cluster", False))
-    driver_url = scheme + url[len(parts.scheme) :]
-    for key, value in query:
-        if key == "cluster":
-            cluster = value.lower() in ("1", "true", "yes", "on")
-    if any(k == "cluster" for k, _ in query):
-        rest = urlencode([(k, v) for k, v in query if k != "cluster"])
-        driver_url = driver_url.replace(f"?{parts.query}", f"?{rest}" if rest else "", 1)
-    try:
-        if cluster:
-            if scheme == "unix":
-                msg = f"a Redis Cluster is reached over TCP, not {masked!r}"
-                raise ConfigurationError(msg)
-            return RedisCluster.from_url(driver_url, client_name=name, **options)
-        # A dropped connection (restart, failover, CLIENT KILL) is retried on a new
-        # one. If the first attempt did run, the replay finds its work done (enqueue
-        # returns the stored jobs, settle reports False), except claim, whose first
-        # leases then lapse and are recovered: at-least-once holds either way.
-        backoff = EqualJitterBackoff(cap=0.5, base=0.05)
-        options.setdefault("retry", Retry(backoff, 3))
-        return aioredis.Redis.from_url(driver_url, client_name=name, **options)
-    except (TypeError, ValueError) as exc:
-        msg = f"bad Redis URL or option ({masked}): {exc}"
-        raise ConfigurationError(msg) from exc
-
-
-def _pool_kwargs(client: Any, node: Any) -> dict[str, Any]:
-    if node is not None:
-        return dict(node.connection_kwargs)
-    if isinstance(client, RedisCluster):
-        return dict(client.get_connection_kwargs())
-    return dict(client.connection_pool.connection_kwargs)
-
-
-def _connection_class(client: Any) -> Any:
-    return client.connection_pool.connection_class
-
-
-def _describe(client: Any) -> str:
-    """A URL for a client given by the caller (it has no password to mask)."""
-    if isinstance(client, RedisCluster):
-        nodes = list(client.nodes_manager.startup_nodes.values())
-        node = nodes[0] if nodes else client.get_default_node()
-        return f"redis://{node.host}:{node.port}?cluster=true"
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
-    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
 
 
 if TYPE_CHECKING:

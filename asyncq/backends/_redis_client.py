@@ -1,0 +1,153 @@
+"""Connecting the Redis backend: URLs, clients, side connections, error mapping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import EqualJitterBackoff
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
+
+__all__ = ["connect", "describe", "mapped", "mask_url", "pool_kwargs", "side_client"]
+
+
+class _HasUrl(Protocol):
+    @property
+    def url(self) -> str: ...
+
+
+_S = TypeVar("_S", bound=_HasUrl)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError)
+#: connection settings that belong to one pool and must not be copied into another
+_POOL_ONLY = frozenset(
+    {
+        "maint_notifications_pool_handler",
+        "orig_host_address",
+        "orig_socket_timeout",
+        "orig_socket_connect_timeout",
+    }
+)
+
+
+def mapped(
+    method: Callable[Concatenate[_S, _P], Coroutine[Any, Any, _T]],
+) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _T]]:
+    """Turn driver errors into ``BackendUnavailable`` / ``BackendError`` naming the URL."""
+
+    @wraps(method)
+    async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(self, *args, **kwargs)
+        except UNAVAILABLE as exc:
+            msg = f"Redis at {self.url} is unreachable: {exc}"
+            raise BackendUnavailable(msg) from exc
+        except (RedisError, RedisClusterException) as exc:
+            # A cluster none of whose nodes answers raises the latter, from a ConnectionError.
+            if isinstance(exc.__cause__, UNAVAILABLE):
+                msg = f"Redis at {self.url} is unreachable: {exc}"
+                raise BackendUnavailable(msg) from exc
+            msg = f"Redis at {self.url} failed: {type(exc).__name__}: {exc}"
+            raise BackendError(msg) from exc
+
+    return wrapper
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (in the user info or the query) replaced by ``***``."""
+    # Edited in place: urlunsplit would drop the "//" of unix:///path URLs.
+    parts = urlsplit(url)
+    masked = url
+    if parts.password is not None:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+        masked = masked.replace(f"//{parts.netloc}", f"//{netloc}", 1)
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if any(k == "password" for k, _ in pairs):
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
+    return masked
+
+
+def side_client(client: Any, name: str, role: str, node: Any = None) -> aioredis.Redis:
+    """A client with its own pool, so blocking reads never hold the main pool's connections.
+
+    It copies the settings of ``client`` (or of one cluster ``node``) and is named
+    ``<name>:<role>`` in ``CLIENT LIST``.
+    """
+    kwargs = {k: v for k, v in pool_kwargs(client, node).items() if k not in _POOL_ONLY}
+    kwargs["client_name"] = f"{name}:{role}"
+    kwargs["socket_timeout"] = None  # a blocking read may outlast any socket timeout
+    cls = node.connection_class if node is not None else _connection_class(client)
+    # from_pool: closing the client closes (disconnects) the pool too.
+    return aioredis.Redis.from_pool(aioredis.ConnectionPool(connection_class=cls, **kwargs))
+
+
+def connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(scheme, scheme)
+    if scheme not in ("redis", "rediss", "unix"):
+        msg = f"not a Redis URL: {masked!r} (use redis://, rediss://, unix:// or valkey://)"
+        raise ConfigurationError(msg)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    cluster = bool(options.pop("cluster", False))
+    driver_url = scheme + url[len(parts.scheme) :]
+    for key, value in query:
+        if key == "cluster":
+            cluster = value.lower() in ("1", "true", "yes", "on")
+    if any(k == "cluster" for k, _ in query):
+        rest = urlencode([(k, v) for k, v in query if k != "cluster"])
+        driver_url = driver_url.replace(f"?{parts.query}", f"?{rest}" if rest else "", 1)
+    try:
+        if cluster:
+            if scheme == "unix":
+                msg = f"a Redis Cluster is reached over TCP, not {masked!r}"
+                raise ConfigurationError(msg)
+            return RedisCluster.from_url(driver_url, client_name=name, **options)
+        # A dropped connection (restart, failover, CLIENT KILL) is retried on a new
+        # one. If the first attempt did run, the replay finds its work done (enqueue
+        # returns the stored jobs, settle reports False), except claim, whose first
+        # leases then lapse and are recovered: at-least-once holds either way.
+        backoff = EqualJitterBackoff(cap=0.5, base=0.05)
+        options.setdefault("retry", Retry(backoff, 3))
+        return aioredis.Redis.from_url(driver_url, client_name=name, **options)
+    except (TypeError, ValueError) as exc:
+        msg = f"bad Redis URL or option ({masked}): {exc}"
+        raise ConfigurationError(msg) from exc
+
+
+def pool_kwargs(client: Any, node: Any) -> dict[str, Any]:
+    if node is not None:
+        return dict(node.connection_kwargs)
+    if isinstance(client, RedisCluster):
+        return dict(client.get_connection_kwargs())
+    return dict(client.connection_pool.connection_kwargs)
+
+
+def _connection_class(client: Any) -> Any:
+    return client.connection_pool.connection_class
+
+
+def describe(client: Any) -> str:
+    """A URL for a client given by the caller (it has no password to mask)."""
+    if isinstance(client, RedisCluster):
+        nodes = list(client.nodes_manager.startup_nodes.values())
+        node = nodes[0] if nodes else client.get_default_node()
+        return f"redis://{node.host}:{node.port}?cluster=true"
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
