@@ -107,6 +107,7 @@ class Worker:
         self._outcomes: list[Outcome] = []
         self._outcomes_ready = anyio.Event()
         self._settle_lock = anyio.Lock()
+        self._settled = anyio.Event()
         self._slot_freed = anyio.Event()
         self._idle = anyio.Event()
         self._stopping = False
@@ -216,9 +217,18 @@ class Worker:
             for lease in leases:
                 self._start(slots, lease)
             if len(leases) < free:
-                if self.burst and not leases and not self._unsettled:
-                    self._stopping = True
-                    break
+                if self.burst:
+                    # The queues are empty: end as soon as what runs is settled.
+                    if not leases and not self._unsettled:
+                        self._stopping = True
+                        break
+                    if self.running:
+                        await self._interruptible(self._slot_freed.wait)
+                        self._slot_freed = anyio.Event()
+                    elif not leases:
+                        await self._interruptible(self._settled.wait)
+                        self._settled = anyio.Event()
+                    continue
                 try:
                     await self._interruptible(
                         lambda: backend.wait_for_work(self.queues, self.poll_interval)
@@ -310,6 +320,7 @@ class Worker:
             return False
         for outcome in batch:
             self._unsettled.pop(outcome.job_id, None)
+        self._settled.set()
         return True
 
     async def _flush(self) -> None:
