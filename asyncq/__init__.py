@@ -12,6 +12,7 @@ from ._handler import Handler, JobHandle, JobOptions
 from ._middleware import CallNext, Middleware
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState
 from ._retry import RetryPolicy
+from ._telemetry import Instrumentation, Telemetry
 from ._worker import Worker
 from .exceptions import (
     AsyncqError,
@@ -37,6 +38,7 @@ __all__ = [
     "ErrorInfo",
     "ErrorKind",
     "Handler",
+    "Instrumentation",
     "JobCancelled",
     "JobContext",
     "JobDecorator",
@@ -51,6 +53,7 @@ __all__ = [
     "Reject",
     "Retry",
     "RetryPolicy",
+    "Telemetry",
     "ValidationError",
     "Worker",
     "current_job",

@@ -7,15 +7,18 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import anyio
 
 from ._context import JobContext
 from ._handler import Handler, JobHandle, JobOptions, return_type
+from ._logging import job_fields
 from ._middleware import Middleware
 from ._records import JobRecord
 from ._retry import RetryPolicy, seconds
+from ._telemetry import EnqueueNext, Instrumentation, Telemetry, default_telemetry
 from .backends import DEFAULT_URL, from_url
 from .backends.base import Backend
 from .exceptions import ConfigurationError
@@ -64,6 +67,11 @@ class App:
             every handler (a DB pool, an HTTP client).
         middleware: callables wrapped around every handler call, outermost
             first: ``async def mw(ctx, call_next) -> result``.
+        instrumentation: hooks around every enqueue and every attempt, which
+            also see each attempt's outcome (``asyncq.Instrumentation``).
+        telemetry: OpenTelemetry spans and metrics: ``True`` (default) on the
+            global providers, a ``Telemetry`` for chosen providers, ``False``
+            for none. It runs first among the instrumentation.
     """
 
     def __init__(
@@ -74,6 +82,8 @@ class App:
         jobs: Iterable[Handler[Any, Any]] = (),
         lifespan: Lifespan | None = None,
         middleware: Sequence[Middleware] = (),
+        instrumentation: Sequence[Instrumentation] = (),
+        telemetry: Telemetry | bool = True,
     ) -> None:
         self.name = name
         self.handlers: dict[str, Handler[Any, Any]] = {}
@@ -82,6 +92,15 @@ class App:
         #: long-running tasks every worker of this app runs beside its loops
         #: (cron schedules, health endpoints): ``async def service(worker)``
         self.worker_services: list[Callable[[Worker], Coroutine[Any, Any, None]]] = []
+        if telemetry is True:
+            telemetry = default_telemetry()
+        #: the OpenTelemetry instrumentation, or ``None``
+        self.telemetry: Telemetry | None = telemetry or None
+        #: hooks around enqueues and attempts, in order (telemetry first)
+        self.instrumentation: list[Instrumentation] = list(instrumentation)
+        if self.telemetry is not None:
+            self.instrumentation.insert(0, self.telemetry)
+            self.worker_services.append(self.telemetry.watch_depth)
         self._backend_spec: str | Backend | None = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._opened = False
@@ -293,7 +312,17 @@ class App:
     ) -> list[JobRecord]:
         """Store built records (``Handler.enqueue`` ends here)."""
         backend = await self.backend_opened()
-        return await backend.enqueue(jobs, connection=connection)
+        if self.instrumentation:
+            call: EnqueueNext = partial(backend.enqueue, connection=connection)
+            for hook in reversed(self.instrumentation):
+                call = partial(hook.enqueue, call_next=call)
+            stored = await call(jobs)
+        else:
+            stored = await backend.enqueue(jobs, connection=connection)
+        if log.isEnabledFor(logging.DEBUG):
+            for job in stored:
+                log.debug("job %r (id %s) %s", job.name, job.id, job.state, extra=job_fields(job))
+        return stored
 
     # -- workers -------------------------------------------------------------------
 

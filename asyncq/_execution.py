@@ -12,6 +12,7 @@ import enum
 import logging
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -20,9 +21,11 @@ import anyio
 import msgspec
 
 from ._context import JobContext, _current
+from ._logging import job_fields
 from ._middleware import CallNext, compose
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, Lease, Outcome
 from ._retry import RetryPolicy, seconds
+from ._telemetry import AttemptEnd, Instrumentation
 from .backends.base import Backend
 from .exceptions import Reject, Retry
 
@@ -32,6 +35,9 @@ log = logging.getLogger("asyncq.worker")
 
 _TRACEBACK_LIMIT = 16_000
 _FINAL_KINDS = frozenset({ErrorKind.REJECT, ErrorKind.DECODE, ErrorKind.UNKNOWN_JOB})
+# Outcomes logged at DEBUG only: an INFO line per completed job costs throughput
+# (see docs/observability.md) and says little that the metrics do not.
+_QUIET = {JobState.COMPLETED: "completed", JobState.QUEUED: "handed back to its queue"}
 
 
 class StopReason(enum.Enum):
@@ -64,11 +70,62 @@ class Running:
 async def execute(
     app: Any, backend: Backend, running: Running, state: Any = None
 ) -> Outcome | None:
-    """Run one attempt and return its outcome (``None``: lease lost, discard)."""
+    """Run one attempt and return its outcome (``None``: lease lost, discard).
+
+    The app's instrumentation sees the attempt start before anything else
+    (so the job's span is current in the middleware, the handler and the
+    logs) and sees it end with the outcome decided here.
+    """
+    job = running.lease.job
+    ctx = JobContext(job, state=state, progress=partial(backend.progress, running.lease))
+    hooks: Sequence[Instrumentation] = app.instrumentation
+    ends = _started(hooks, job, ctx) if hooks else ()
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("job %r (id %s) started", job.name, job.id, extra=job_fields(job, "active"))
+    try:
+        outcome, error = await _attempt(app, running, ctx)
+    except BaseException as exc:  # the worker itself is being cancelled
+        _ended(ends, None, exc)
+        raise
+    # Retries, dead letters and cancellations are logged where they are decided.
+    if outcome is not None and outcome.state in _QUIET and log.isEnabledFor(logging.DEBUG):
+        what = _QUIET[outcome.state]
+        log.debug("job %r (id %s) %s", job.name, job.id, what, extra=job_fields(job, outcome.state))
+    _ended(ends, outcome, error)
+    return outcome
+
+
+def _started(hooks: Sequence[Instrumentation], job: JobRecord, ctx: JobContext) -> list[AttemptEnd]:
+    ends: list[AttemptEnd] = []
+    for hook in hooks:
+        try:
+            end = hook.on_start(job, ctx)
+        except Exception:  # a hook's bug must not fail the job
+            log.exception("instrumentation %r failed on start of job %s", hook, job.id)
+            continue
+        if end is not None:
+            ends.append(end)
+    return ends
+
+
+def _ended(
+    ends: Sequence[AttemptEnd], outcome: Outcome | None, error: BaseException | None
+) -> None:
+    for end in reversed(ends):
+        try:
+            end(outcome, error)
+        except Exception:  # a hook's bug must not lose the outcome
+            log.exception("instrumentation hook %r failed at the end of an attempt", end)
+
+
+async def _attempt(
+    app: Any, running: Running, ctx: JobContext
+) -> tuple[Outcome | None, BaseException | None]:
+    """The attempt proper: its outcome, and the exception behind it when there is one."""
     lease = running.lease
     job = lease.job
     if running.stopped():  # stopped before a slot picked it up
-        return _stopped(running)
+        return _stopped(running), None
     handler = app.handlers.get(job.name)
     if handler is None or handler.fn is None:
         known = ", ".join(sorted(app.handlers)) or "none"
@@ -76,14 +133,13 @@ async def execute(
             f"no job named {job.name!r} in app {app.name!r} (queue {job.queue!r}; known: {known}); "
             "deploy a worker that has it, then retry the dead job"
         )
-        return _failure(lease, RetryPolicy(), ErrorKind.UNKNOWN_JOB, message)
+        return _failure(lease, RetryPolicy(), ErrorKind.UNKNOWN_JOB, message), None
     try:
         payload = handler.payload_codec.decode(job.payload)
     except msgspec.DecodeError as exc:
         message = f"payload does not decode as {handler.schema!r} for job {job.name!r}: {exc}"
-        return _failure(lease, handler.options.retry, ErrorKind.DECODE, message, exc=exc)
+        return _failure(lease, handler.options.retry, ErrorKind.DECODE, message, exc=exc), exc
 
-    ctx = JobContext(job, state=state, progress=partial(backend.progress, lease))
     fn = handler.fn
     call: CallNext = partial(fn, payload, ctx) if handler.takes_context else partial(fn, payload)
     if app.middleware:
@@ -113,22 +169,23 @@ async def execute(
             data = handler.result_codec.encode(result)
         except Exception as exc:  # noqa: BLE001 - a result we cannot store is the job's failure
             message = f"job {job.name!r} returned a value that cannot be stored: {exc}"
-            return _failure(lease, handler.options.retry, ErrorKind.REJECT, message, exc=exc)
-        return Outcome(job_id=job.id, token=lease.token, state=JobState.COMPLETED, result=data)
+            return _failure(lease, handler.options.retry, ErrorKind.REJECT, message, exc=exc), exc
+        done = Outcome(job_id=job.id, token=lease.token, state=JobState.COMPLETED, result=data)
+        return done, None
     if running.stopped():
-        return _stopped(running)
+        return _stopped(running), None
     policy = handler.options.retry
     if timeout_scope is not None and timeout_scope.cancelled_caught:
         message = f"attempt ran past its timeout of {job.timeout:g}s and was cancelled"
-        return _failure(lease, policy, ErrorKind.TIMEOUT, message)
+        return _failure(lease, policy, ErrorKind.TIMEOUT, message), None
     if isinstance(error, Retry):
         delay = None if error.delay is None else seconds(error.delay)
-        return _failure(lease, policy, ErrorKind.RETRY, str(error), exc=error, delay=delay)
+        return _failure(lease, policy, ErrorKind.RETRY, str(error), exc=error, delay=delay), error
     if isinstance(error, Reject):
-        return _failure(lease, policy, ErrorKind.REJECT, str(error), exc=error)
+        return _failure(lease, policy, ErrorKind.REJECT, str(error), exc=error), error
     assert error is not None
-    kind = ErrorKind.ERROR
-    return _failure(lease, policy, kind, str(error), exc=error, final=not policy.retryable(error))
+    final = not policy.retryable(error)
+    return _failure(lease, policy, ErrorKind.ERROR, str(error), exc=error, final=final), error
 
 
 def _stopped(running: Running) -> Outcome | None:
@@ -139,6 +196,13 @@ def _stopped(running: Running) -> Outcome | None:
         return Outcome(job_id=job.id, token=lease.token, state=JobState.QUEUED)
     if running.stop is StopReason.CANCEL:
         info = _error(job, ErrorKind.CANCELLED, "cancelled by request while running")
+        log.info(
+            "job %r (id %s, queue %r) cancelled while running",
+            job.name,
+            job.id,
+            job.queue,
+            extra=job_fields(job, JobState.CANCELLED.value),
+        )
         return Outcome(job_id=job.id, token=lease.token, state=JobState.CANCELLED, error=info)
     return None
 
@@ -177,10 +241,17 @@ def _failure(
         f"attempt {job.attempts}/{job.max_attempts})"
     )
     if final or kind in _FINAL_KINDS or job.attempts >= job.max_attempts:
-        log.error("%s is dead: %s", where, info.one_line() or kind.value)
+        reason = info.one_line() or kind.value
+        log.error("%s is dead: %s", where, reason, extra=job_fields(job, JobState.DEAD.value))
         return Outcome(job_id=job.id, token=lease.token, state=JobState.DEAD, error=info)
     wait = policy.delay(job.attempts) if delay is None else delay
-    log.warning("%s failed, retrying in %.2fs: %s", where, wait, info.one_line() or kind.value)
+    log.warning(
+        "%s failed, retrying in %.2fs: %s",
+        where,
+        wait,
+        info.one_line() or kind.value,
+        extra=job_fields(job, JobState.FAILED.value),
+    )
     return Outcome(
         job_id=job.id,
         token=lease.token,

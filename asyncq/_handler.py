@@ -17,6 +17,7 @@ from ._codec import Codec
 from ._context import JobContext, _current
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
+from ._telemetry import MESSAGE_ID, request_span
 from .exceptions import BackendError, ConfigurationError, JobCancelled, JobFailed, JobNotFound
 
 if TYPE_CHECKING:
@@ -266,10 +267,13 @@ class Handler(Generic[T, R]):
             JobFailed: the job ended dead or cancelled (``JobCancelled``).
             ValidationError: the payload does not match the schema.
         """
-        with anyio.fail_after(timeout):
+        # One span over the round trip, so the enqueue and the job nest under the caller's.
+        where = queue or self.options.queue
+        with request_span(self.app.telemetry, self.name, where) as span, anyio.fail_after(timeout):
             handle = await self.enqueue(
                 payload, delay=delay, priority=priority, key=key, queue=queue
             )
+            span.set_attribute(MESSAGE_ID, handle.id)
             return await handle.result()
 
 

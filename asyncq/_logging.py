@@ -1,4 +1,12 @@
-"""Log set-up for the ``asyncq`` command: plain text for people, JSON lines for machines."""
+"""Logging: structured fields on job lines, trace ids, and the set-up for ``asyncq run``.
+
+asyncq logs through the standard library under the ``asyncq`` logger tree
+(``asyncq``, ``asyncq.worker``, ``asyncq.job`` for ``ctx.logger``,
+``asyncq.telemetry``). Every line about one job carries the fields of
+``job_fields`` as ``extra=`` attributes, and ``TraceContextFilter`` adds the
+current span's ``trace_id`` and ``span_id``, so the lines of one job can be
+found from its trace and back. ``JSONFormatter`` writes all of them out.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +16,46 @@ import time
 from typing import Any
 
 import msgspec
+from opentelemetry import trace
 
-__all__ = ["JSONFormatter", "configure_logging"]
+from ._records import JobRecord
+
+__all__ = ["JSONFormatter", "TraceContextFilter", "configure_logging", "job_fields"]
 
 # Attributes every LogRecord has; anything else was passed in ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
 }
+
+
+def job_fields(job: JobRecord, state: str | None = None) -> dict[str, Any]:
+    """The ``extra=`` fields of a log line about ``job``, entering ``state`` (default: its own)."""
+    return {
+        "job_id": job.id,
+        "job_name": job.name,
+        "queue": job.queue,
+        "attempt": job.attempts,
+        "job_state": str(job.state if state is None else state),
+    }
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` (lower-case hex) of the current span to each record.
+
+    Install it on a handler (``configure_logging`` does): filters run where
+    the record is made, so the span is the one current in the logging code,
+    even when a ``QueueHandler`` formats the line later in another thread.
+    Records outside any valid span are left alone.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "trace_id"):
+            context = trace.get_current_span().get_span_context()
+            if context.is_valid:
+                record.trace_id = format(context.trace_id, "032x")
+                record.span_id = format(context.span_id, "016x")
+        return True
 
 
 class JSONFormatter(logging.Formatter):
@@ -36,12 +76,19 @@ class JSONFormatter(logging.Formatter):
                 entry[key] = value if isinstance(value, str | int | float | bool) else repr(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
         return self._encoder.encode(entry).decode()
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
-    """Send asyncq's logs (and the root logger's) to stderr, as text or JSON lines."""
+    """Send asyncq's logs (and the root logger's) to stderr, as text or JSON lines.
+
+    Either way the handler stamps trace ids (``TraceContextFilter``); the JSON
+    lines show them, with the job fields.
+    """
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(TraceContextFilter())
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:

@@ -1,0 +1,545 @@
+"""OpenTelemetry traces and metrics for every job, and the hook point they are built on.
+
+``Instrumentation`` is the hook: ``App(instrumentation=[...])`` wraps every
+enqueue and sees every attempt start and end, with the outcome the worker
+decided (which middleware cannot see: it returns before the outcome exists).
+``Telemetry`` is asyncq's own instrumentation; every app has one unless it
+passes ``telemetry=False``.
+
+Only the OpenTelemetry API is imported. Without an SDK the tracer and meter
+are the API's no-ops, and the per-job work is kept to a few attribute lookups:
+attribute dicts for metrics are cached, span attributes are built once, and
+nothing expensive (exceptions, events, status) happens unless
+``span.is_recording()``. Queue depth is read from ``Backend.stats`` by a
+worker service, off the hot path, and only while a metrics reader collects it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import Token
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+from opentelemetry import baggage, metrics, propagate, trace
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, MeterProvider, NoOpMeterProvider, Observation
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
+
+from ._context import JobContext
+from ._records import JobRecord, JobState, Outcome
+from .exceptions import BackendError
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+    from .backends.base import Backend
+
+__all__ = [
+    "AttemptEnd",
+    "EnqueueNext",
+    "Instrumentation",
+    "Telemetry",
+    "default_telemetry",
+    "outcome_name",
+    "request_span",
+]
+
+log = logging.getLogger("asyncq.telemetry")
+
+#: ``await call_next(jobs)`` stores the records and returns them as stored.
+EnqueueNext = Callable[[Sequence[JobRecord]], Awaitable[list[JobRecord]]]
+#: Called once when an attempt ends: its outcome (``None`` when the lease was
+#: lost and the result discarded) and the exception the handler raised, if any.
+AttemptEnd = Callable[[Outcome | None, BaseException | None], None]
+
+
+class Instrumentation:
+    """Hooks around enqueues and attempts. Subclass it and override what you need.
+
+    The defaults do nothing. Hooks run in the order of ``app.instrumentation``
+    (asyncq's ``Telemetry`` first), and attempt ends in the reverse order, so
+    a hook's ``on_start`` and its ``AttemptEnd`` see the job's span as current.
+    The attempt hooks are synchronous and run once per job on the worker's hot
+    path: keep them cheap. An exception from a hook is logged, never raised
+    into the worker.
+
+    .. versionadded:: 0.1
+    """
+
+    async def enqueue(self, jobs: Sequence[JobRecord], call_next: EnqueueNext) -> list[JobRecord]:
+        """Wrap storing ``jobs`` (one ``enqueue`` or an ``enqueue_many`` batch).
+
+        Pass on the records to store (``msgspec.structs.replace`` them to add
+        ``headers``) and return what ``call_next`` returned. A returned record
+        whose id differs from the one sent is an existing job with that key.
+        """
+        return await call_next(jobs)
+
+    def on_start(self, job: JobRecord, ctx: JobContext) -> AttemptEnd | None:
+        """An attempt is about to run (before the middleware and the handler).
+
+        Returns:
+            A callable told how this attempt ended, or ``None``. It carries the
+            attempt's state (a start time, a span) as a closure would.
+        """
+        return None
+
+
+# Messaging semantic conventions (v1.26+) and asyncq's own attributes.
+SYSTEM = "messaging.system"
+OPERATION_TYPE = "messaging.operation.type"
+OPERATION_NAME = "messaging.operation.name"
+DESTINATION = "messaging.destination.name"
+MESSAGE_ID = "messaging.message.id"
+BODY_SIZE = "messaging.message.body.size"
+BATCH_COUNT = "messaging.batch.message_count"
+ERROR_TYPE = "error.type"
+JOB_NAME = "asyncq.job.name"
+JOB_ATTEMPT = "asyncq.job.attempt"
+JOB_OUTCOME = "asyncq.job.outcome"
+JOB_STATE = "asyncq.job.state"
+JOB_DUPLICATE = "asyncq.job.duplicate"
+
+_SCOPE = "asyncq"
+_SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"
+_EMPTY = otel_context.Context()
+# Jobs run from milliseconds to many minutes; the SDK's default buckets are for milliseconds.
+_SECONDS_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
+# Attribute dicts are cached per (queue, job name); names come from the queue,
+# so a flood of unknown names must not grow the cache without bound.
+_CACHE_LIMIT = 4096
+
+_OUTCOMES = {
+    JobState.COMPLETED: "completed",
+    JobState.FAILED: "retried",
+    JobState.DEAD: "dead",
+    JobState.CANCELLED: "cancelled",
+    JobState.QUEUED: "released",
+}
+
+
+def outcome_name(outcome: Outcome | None, error: BaseException | None = None) -> str:
+    """The ``asyncq.job.outcome`` value: completed, retried, dead, cancelled, released, lost.
+
+    ``released`` is a job handed back on shutdown; ``lost`` a lease lost
+    mid-attempt (the result was discarded); ``interrupted`` an attempt cut
+    short because the worker itself was cancelled.
+    """
+    if outcome is None:
+        return "lost" if error is None else "interrupted"
+    return _OUTCOMES.get(outcome.state, str(outcome.state))
+
+
+def _error_type(error: BaseException) -> str:
+    cls = type(error)
+    return (
+        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+    )
+
+
+def _is_sdk(provider: object) -> bool:
+    """Whether a tracer or meter provider records: any but the API's own no-op and proxy ones."""
+    return not type(provider).__module__.startswith(
+        ("opentelemetry.trace", "opentelemetry.metrics")
+    )
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("asyncq")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+class Telemetry(Instrumentation):
+    """OpenTelemetry spans and metrics for an app's enqueues and attempts.
+
+    Span names, attributes and instruments are listed in ``docs/observability.md``.
+
+    Args:
+        tracer_provider: where spans go (default: the global provider, which
+            may be set later: the API's proxy picks it up).
+        meter_provider: where metrics go (default: the global provider).
+        propagator: how trace context is written into ``JobRecord.headers``
+            and read back (default: the global one, W3C trace context and baggage).
+        depth_interval: seconds between reads of ``Backend.stats`` for the
+            ``asyncq.queue.depth`` gauge, by each worker, while it is collected.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        *,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        propagator: TextMapPropagator | None = None,
+        depth_interval: float = 15.0,
+    ) -> None:
+        version = _version()
+        self.tracer = trace.get_tracer(_SCOPE, version, tracer_provider, schema_url=_SCHEMA_URL)
+        meter = metrics.get_meter(_SCOPE, version, meter_provider, schema_url=_SCHEMA_URL)
+        self.propagator = propagator
+        self.depth_interval = depth_interval
+        counter = meter.create_counter
+        self._enqueued = counter(
+            "asyncq.jobs.enqueued",
+            "{job}",
+            "Jobs stored by enqueue (idempotent duplicates excluded)",
+        )
+        self._started = counter("asyncq.jobs.started", "{attempt}", "Attempts started")
+        self._completed = counter("asyncq.jobs.completed", "{job}", "Jobs completed")
+        self._failed = counter(
+            "asyncq.jobs.failed", "{attempt}", "Attempts that failed (then retried or dead)"
+        )
+        self._retried = counter("asyncq.jobs.retried", "{job}", "Retries scheduled")
+        self._dead = counter("asyncq.jobs.dead", "{job}", "Jobs sent to the dead letters")
+        self._cancelled = counter("asyncq.jobs.cancelled", "{job}", "Jobs cancelled while running")
+        self._run_time = _histogram(meter, "asyncq.job.run.duration", "Time one attempt ran")
+        self._wait_time = _histogram(
+            meter,
+            "asyncq.job.wait.duration",
+            "Time from ready (enqueued, scheduled, retry due) to start",
+        )
+        meter.create_observable_gauge(
+            "asyncq.queue.depth", [self._observe_depth], "{job}", "Jobs in each queue, by state"
+        )
+        # Whether an SDK records spans / metrics. The global providers may be set
+        # after this object is made, so while they are unset they are looked at
+        # again, at most once a second (_refresh); a set global never changes.
+        self._global_tracer = tracer_provider is None
+        self._global_meter = meter_provider is None
+        self._tracing_on = tracer_provider is not None and _is_sdk(tracer_provider)
+        self._metering_on = meter_provider is not None and _is_sdk(meter_provider)
+        self._recheck_at = 0.0
+        self._refresh()
+        self._attrs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._outcome_attrs: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._depth: dict[str, list[Observation]] = {}
+        # With no reader the gauge is never observed and no worker reads stats.
+        self._depth_wanted = meter_provider is not None and not isinstance(
+            meter_provider, NoOpMeterProvider
+        )
+
+    def __repr__(self) -> str:
+        return f"Telemetry(depth_interval={self.depth_interval})"
+
+    # -- producer --------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[JobRecord], call_next: EnqueueNext) -> list[JobRecord]:
+        """A PRODUCER span over the store; its context goes into every job's headers."""
+        if not jobs:
+            return await call_next(jobs)
+        if time.monotonic() >= self._recheck_at:
+            self._refresh()
+        if not self._tracing_on:
+            # No spans, but a context that came from elsewhere still travels on.
+            stored = await call_next(self._inject(jobs, otel_context.get_current()))
+            self._count_enqueued(jobs, stored)
+            return stored
+        first = jobs[0]
+        attrs: dict[str, Any] = {
+            SYSTEM: "asyncq",
+            OPERATION_TYPE: "send",
+            OPERATION_NAME: "enqueue",
+        }
+        if len(jobs) == 1:
+            attrs[MESSAGE_ID] = first.id
+            attrs[BODY_SIZE] = len(first.payload)
+            one_queue = one_name = True
+        else:
+            attrs[BATCH_COUNT] = len(jobs)
+            one_queue = all(j.queue == first.queue for j in jobs)
+            one_name = all(j.name == first.name for j in jobs)
+        if one_queue:
+            attrs[DESTINATION] = first.queue
+        if one_name:
+            attrs[JOB_NAME] = first.name
+        span_name = f"enqueue {first.queue}" if one_queue else "enqueue"
+        span = self.tracer.start_span(span_name, kind=SpanKind.PRODUCER, attributes=attrs)
+        # One producer span per call: every job of a batch carries its context,
+        # so each job's consumer spans are its children.
+        ctx = trace.set_span_in_context(span)
+        jobs = self._inject(jobs, ctx)
+        # Current while the backend works, so a driver's own spans nest under it.
+        token = otel_context.attach(ctx)
+        try:
+            stored = await call_next(jobs)
+            if len(stored) == 1 and stored[0].id != first.id and span.is_recording():
+                span.set_attribute(JOB_DUPLICATE, True)
+        except BaseException as exc:
+            if span.is_recording():
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                span.set_attribute(ERROR_TYPE, _error_type(exc))
+            raise
+        finally:
+            span.end()
+            otel_context.detach(token)
+        self._count_enqueued(jobs, stored)
+        return stored
+
+    def _inject(self, jobs: Sequence[JobRecord], ctx: Context) -> Sequence[JobRecord]:
+        """``jobs`` with the trace context and baggage of ``ctx`` in their headers, if any."""
+        if not trace.get_current_span(ctx).get_span_context().is_valid and not baggage.get_all(ctx):
+            return jobs
+        carrier: dict[str, str] = {}
+        (self.propagator or propagate.get_global_textmap()).inject(carrier, ctx)
+        if not carrier:
+            return jobs
+        return [
+            msgspec.structs.replace(j, headers={**j.headers, **carrier} if j.headers else carrier)
+            for j in jobs
+        ]
+
+    def _count_enqueued(self, sent: Sequence[JobRecord], stored: Sequence[JobRecord]) -> None:
+        for job, kept in zip(sent, stored, strict=True):
+            if job.id == kept.id:
+                self._enqueued.add(1, self._job_attrs(job.queue, job.name))
+
+    # -- consumer --------------------------------------------------------------------
+
+    def on_start(self, job: JobRecord, ctx: JobContext) -> AttemptEnd | None:
+        """A CONSUMER span continuing the job's headers, current until the attempt ends."""
+        headers = job.headers
+        span: Span | None = None
+        token: Token[Context] | None = None
+        if time.monotonic() >= self._recheck_at:
+            self._refresh()
+        if self._tracing_on:
+            parent = self._extract(headers) if headers else _EMPTY
+            span = self.tracer.start_span(
+                f"process {job.queue}",
+                parent,
+                SpanKind.CONSUMER,
+                {
+                    SYSTEM: "asyncq",
+                    OPERATION_TYPE: "process",
+                    OPERATION_NAME: "process",
+                    DESTINATION: job.queue,
+                    MESSAGE_ID: job.id,
+                    BODY_SIZE: len(job.payload),
+                    JOB_NAME: job.name,
+                    JOB_ATTEMPT: job.attempts,
+                },
+            )
+            token = otel_context.attach(trace.set_span_in_context(span, parent))
+        elif headers:
+            # No spans here, but jobs this one enqueues keep the producer's context.
+            token = otel_context.attach(self._extract(headers))
+        elif not self._metering_on:
+            return None  # nothing records: the cheapest way through
+        attrs = self._job_attrs(job.queue, job.name)
+        self._started.add(1, attrs)
+        if job.scheduled_at > 0:
+            started = job.started_at if job.started_at is not None else time.time()
+            self._wait_time.record(max(0.0, started - job.scheduled_at), attrs)
+        return _Attempt(self, job, span, token).end
+
+    def _extract(self, headers: dict[str, str]) -> Context:
+        return (self.propagator or propagate.get_global_textmap()).extract(headers, _EMPTY)
+
+    def _refresh(self) -> None:
+        self._recheck_at = time.monotonic() + 1.0
+        if self._global_tracer and not self._tracing_on:
+            self._tracing_on = _is_sdk(trace.get_tracer_provider())
+        if self._global_meter and not self._metering_on:
+            self._metering_on = _is_sdk(metrics.get_meter_provider())
+        if (self._tracing_on or not self._global_tracer) and (
+            self._metering_on or not self._global_meter
+        ):
+            self._recheck_at = math.inf
+
+    def _finish(
+        self,
+        job: JobRecord,
+        span: Span | None,
+        elapsed: float,
+        outcome: Outcome | None,
+        error: BaseException | None,
+    ) -> None:
+        name = outcome_name(outcome, error)
+        attrs = self._outcome_attributes(job.queue, job.name, name)
+        self._run_time.record(elapsed, attrs)
+        if name == "completed":
+            self._completed.add(1, attrs)
+        elif name == "retried":
+            self._failed.add(1, attrs)
+            self._retried.add(1, attrs)
+        elif name == "dead":
+            self._failed.add(1, attrs)
+            self._dead.add(1, attrs)
+        elif name == "cancelled":
+            self._cancelled.add(1, attrs)
+        if span is not None and span.is_recording():
+            _annotate(span, name, outcome, error)
+
+    # -- queue depth -----------------------------------------------------------------
+
+    async def refresh_depth(self, backend: Backend, queues: Sequence[str] | None = None) -> None:
+        """Read ``backend.stats`` now for the ``asyncq.queue.depth`` gauge (workers do this)."""
+        fresh: dict[str, list[Observation]] = {}
+        for stats in await backend.stats(queues):
+            fresh[stats.queue] = [
+                Observation(count, {SYSTEM: "asyncq", DESTINATION: stats.queue, JOB_STATE: str(s)})
+                for s, count in stats.counts.items()
+            ]
+        # Replaced, never mutated: the metrics reader's thread may be iterating it.
+        self._depth = {**self._depth, **fresh}
+
+    async def watch_depth(self, worker: Worker) -> None:
+        """A worker service: refresh the depth gauge every ``depth_interval`` while collected."""
+        while True:
+            if self._depth_wanted:
+                try:
+                    await self.refresh_depth(worker.app.backend, worker.queues)
+                except BackendError as exc:
+                    log.debug("queue depth not read: %s", exc)
+            await anyio.sleep(self.depth_interval)
+
+    def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._depth_wanted = True
+        return [o for observations in self._depth.values() for o in observations]
+
+    # -- request/response ------------------------------------------------------------
+
+    @contextmanager
+    def request(self, name: str, queue: str) -> Iterator[Span]:
+        """A span around a whole ``enqueue_and_wait``, the enqueue and the job beneath it."""
+        attrs = {
+            SYSTEM: "asyncq",
+            OPERATION_NAME: "enqueue_and_wait",
+            DESTINATION: queue,
+            JOB_NAME: name,
+        }
+        with self.tracer.start_as_current_span(
+            f"enqueue_and_wait {queue}", kind=SpanKind.INTERNAL, attributes=attrs
+        ) as span:
+            yield span
+
+    # -- attributes ------------------------------------------------------------------
+
+    def _job_attrs(self, queue: str, name: str) -> dict[str, Any]:
+        attrs = self._attrs.get((queue, name))
+        if attrs is None:
+            attrs = {SYSTEM: "asyncq", DESTINATION: queue, JOB_NAME: name}
+            if len(self._attrs) < _CACHE_LIMIT:
+                self._attrs[queue, name] = attrs
+        return attrs
+
+    def _outcome_attributes(self, queue: str, name: str, outcome: str) -> dict[str, Any]:
+        attrs = self._outcome_attrs.get((queue, name, outcome))
+        if attrs is None:
+            attrs = {**self._job_attrs(queue, name), JOB_OUTCOME: outcome}
+            if len(self._outcome_attrs) < _CACHE_LIMIT:
+                self._outcome_attrs[queue, name, outcome] = attrs
+        return attrs
+
+
+class _Attempt:
+    """One attempt's span and timing, between ``on_start`` and its end."""
+
+    __slots__ = ("job", "span", "started", "telemetry", "token")
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        job: JobRecord,
+        span: Span | None,
+        token: Token[Context] | None,
+    ) -> None:
+        self.telemetry = telemetry
+        self.job = job
+        self.span = span
+        self.token = token
+        self.started = time.perf_counter()
+
+    def end(self, outcome: Outcome | None, error: BaseException | None) -> None:
+        try:
+            self.telemetry._finish(
+                self.job, self.span, time.perf_counter() - self.started, outcome, error
+            )
+        finally:
+            if self.span is not None:
+                self.span.end()
+            if self.token is not None:
+                otel_context.detach(self.token)
+
+
+def _annotate(span: Span, name: str, outcome: Outcome | None, error: BaseException | None) -> None:
+    """Outcome attributes, events and status on a recording consumer span."""
+    span.set_attribute(JOB_OUTCOME, name)
+    if name == "completed":
+        return
+    if error is not None:
+        span.record_exception(error)
+    info = outcome.error if outcome is not None else None
+    if name == "retried" and outcome is not None and info is not None:
+        retry_at = outcome.retry_at or info.at
+        span.add_event(
+            "asyncq.job.retry",
+            {
+                "asyncq.job.retry_at": retry_at,
+                "asyncq.job.retry_delay": max(0.0, retry_at - info.at),
+            },
+        )
+    elif name == "dead":
+        span.add_event("asyncq.job.dead", {"asyncq.job.error.kind": str(info.kind) if info else ""})
+    elif name == "cancelled":
+        span.add_event("asyncq.job.cancelled")
+    elif name == "released":
+        # Handed back on shutdown: not a failure of the job; it runs again elsewhere.
+        span.add_event("asyncq.job.released")
+        return
+    elif name == "lost":
+        span.add_event("asyncq.job.lease_lost")
+    if error is not None:
+        span.set_attribute(ERROR_TYPE, _error_type(error))
+    elif info is not None:
+        span.set_attribute(ERROR_TYPE, str(info.kind))
+    else:
+        span.set_attribute(ERROR_TYPE, name)
+    description = info.one_line() if info is not None else name
+    span.set_status(Status(StatusCode.ERROR, description))
+
+
+def _histogram(meter: metrics.Meter, name: str, description: str) -> metrics.Histogram:
+    try:
+        return meter.create_histogram(
+            name, "s", description, explicit_bucket_boundaries_advisory=_SECONDS_BUCKETS
+        )
+    except TypeError:  # opentelemetry-api before 1.30 takes no bucket advice
+        return meter.create_histogram(name, "s", description)
+
+
+_default: Telemetry | None = None
+
+
+def default_telemetry() -> Telemetry:
+    """The process-wide ``Telemetry`` on the global providers, shared by apps that do not pass one.
+
+    Shared because the SDK keeps one observable gauge per name and meter.
+    """
+    global _default
+    if _default is None:
+        _default = Telemetry()
+    return _default
+
+
+def request_span(
+    telemetry: Telemetry | None, name: str, queue: str
+) -> AbstractContextManager[Span]:
+    """``telemetry.request(...)``, or a no-op when the app has no telemetry."""
+    if telemetry is None:
+        return nullcontext(trace.INVALID_SPAN)
+    return telemetry.request(name, queue)
