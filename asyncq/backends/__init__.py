@@ -26,6 +26,7 @@ _SCHEMES: dict[str, tuple[str, str, str | None]] = {
     "rediss": ("asyncq.backends.redis", "RedisBackend", "redis"),
     "unix": ("asyncq.backends.redis", "RedisBackend", "redis"),
     "valkey": ("asyncq.backends.redis", "RedisBackend", "redis"),
+    "valkeys": ("asyncq.backends.redis", "RedisBackend", "redis"),
     "postgresql": ("asyncq.backends.postgres", "PostgresBackend", "postgres"),
     "postgres": ("asyncq.backends.postgres", "PostgresBackend", "postgres"),
 }

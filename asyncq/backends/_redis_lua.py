@@ -309,7 +309,7 @@ local now = now_s()
 local ids = redis.call('ZRANGEBYSCORE', K.active, '-inf', F(now), 'LIMIT', 0, tonumber(ARGV[1]))
 local n, woke = 0, 0
 for _, id in ipairs(ids) do
-  local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w')
+  local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w', 'c')
   if h[1] ~= 'active' then
     redis.call('ZREM', K.active, id)
   else
@@ -319,7 +319,9 @@ for _, id in ipairs(ids) do
       .. ',"attempt":' .. h[3] .. ',"at":' .. F(now) .. '}')
     unplace(id, 'active', h[2])
     redis.call('HDEL', J(id), 'tok', 'lx', 'w')
-    if tonumber(h[3]) < tonumber(h[4]) then
+    if h[6] == '1' then
+      finish(id, 'cancelled', h[2], now)
+    elseif tonumber(h[3]) < tonumber(h[4]) then
       place(id, 'queued', h[2], tonumber(redis.call('HGET', J(id), 'sa')))
       woke = woke + 1
     else

@@ -338,9 +338,9 @@ def settle(conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome]) ->
 
 
 def recover(conn: sqlite3.Connection, now: float) -> list[tuple[str, bool]]:
-    """Release lapsed leases; return ``(id, went_dead)`` for each."""
+    """Release lapsed leases; return ``(id, finished)`` for each (dead or cancelled)."""
     lapsed = conn.execute(
-        "SELECT id, attempts, max_attempts, worker FROM asyncq_jobs"
+        "SELECT id, attempts, max_attempts, worker, cancel_requested FROM asyncq_jobs"
         " WHERE state = 'active' AND lease_expires_at <= ?",
         (now,),
     ).fetchall()
@@ -357,18 +357,23 @@ def recover(conn: sqlite3.Connection, now: float) -> list[tuple[str, bool]]:
             ),
             job_id,
         )
-        for job_id, attempts, _, worker in lapsed
+        for job_id, attempts, _, worker, _ in lapsed
     ]
     conn.executemany(
         "UPDATE asyncq_jobs SET"
-        " state = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,"
-        " finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE ? END,"
+        " state = CASE WHEN cancel_requested THEN 'cancelled'"
+        "  WHEN attempts < max_attempts THEN 'queued' ELSE 'dead' END,"
+        " finished_at = CASE WHEN attempts < max_attempts AND NOT cancel_requested"
+        "  THEN NULL ELSE ? END,"
         f" errors = CAST(coalesce(errors, x'') || ? AS BLOB), error_count = error_count + 1,"
         f" {_RELEASE}"
         " WHERE id = ? AND state = 'active'",
         params,
     )
-    return [(job_id, attempts >= max_attempts) for job_id, attempts, max_attempts, _ in lapsed]
+    return [
+        (job_id, bool(cancel) or attempts >= max_attempts)
+        for job_id, attempts, max_attempts, _, cancel in lapsed
+    ]
 
 
 def prune(

@@ -240,10 +240,12 @@ class Backend(Protocol):
     async def recover(self) -> int:
         """Release every ``active`` job whose lease lapsed; return how many.
 
-        A job with attempts left (``attempts < max_attempts``) goes back to
-        ``queued``; one without goes ``dead``. Either way an error of kind
-        ``lost`` is appended. Safe to run from many workers at once: each
-        lapsed lease is recovered once.
+        A job whose cancellation was requested goes ``cancelled`` (the request
+        is honoured, not lost with the worker); otherwise a job with attempts
+        left (``attempts < max_attempts``) goes back to ``queued`` and one
+        without goes ``dead``. In every case an error of kind ``lost`` is
+        appended, and waiters are woken for the terminal ones. Safe to run
+        from many workers at once: each lapsed lease is recovered once.
         """
         ...
 

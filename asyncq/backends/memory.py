@@ -352,7 +352,9 @@ class MemoryBackend:
                 at=now,
             )
             common = {"errors": (*job.errors, error), "lease_expires_at": None, "worker": None}
-            if job.attempts < job.max_attempts:
+            if job.cancel_requested:
+                self._store(replace(job, state=JobState.CANCELLED, finished_at=now, **common))
+            elif job.attempts < job.max_attempts:
                 self._store(replace(job, state=JobState.QUEUED, **common))
             else:
                 self._store(replace(job, state=JobState.DEAD, finished_at=now, **common))
