@@ -14,6 +14,7 @@ from ._records import ErrorInfo, ErrorKind, JobRecord, JobState
 from ._retry import RetryPolicy
 from ._telemetry import Instrumentation, Telemetry
 from ._worker import Worker
+from .admin import Admin
 from .exceptions import (
     AsyncqError,
     BackendError,
@@ -29,6 +30,7 @@ from .exceptions import (
 )
 
 __all__ = [
+    "Admin",
     "App",
     "AsyncqError",
     "BackendError",
@@ -61,10 +63,11 @@ __all__ = [
 
 __version__ = "0.1.0.dev0"
 
-# Public names show as asyncq.X in reprs, tracebacks and docs, not asyncq._module.X.
+# Public names show as asyncq.X in reprs, tracebacks and docs, not asyncq._module.X
+# (nor asyncq.admin.Admin: the admin module holds its result types, Admin is asyncq's).
 for _name in __all__:
     _obj = globals()[_name]
-    if getattr(_obj, "__module__", "").startswith("asyncq._"):
+    if getattr(_obj, "__module__", "").startswith(("asyncq._", "asyncq.admin")):
         with contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = "asyncq"
 del _name, _obj

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import anyio
 
 from ._context import JobContext
+from ._cron import DEFAULT_PAYLOAD, add_schedule
 from ._handler import Handler, JobHandle, JobOptions, return_type
 from ._logging import job_fields
 from ._middleware import Middleware
@@ -24,7 +25,11 @@ from .backends.base import Backend
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    from datetime import tzinfo
+
+    from ._cron import CronSchedule
     from ._worker import Worker
+    from .admin import Admin
 
 __all__ = ["App"]
 
@@ -101,6 +106,9 @@ class App:
         if self.telemetry is not None:
             self.instrumentation.insert(0, self.telemetry)
             self.worker_services.append(self.telemetry.watch_depth)
+        #: cron schedules by name (``@app.cron``); every worker keeps them enqueued
+        self.cron_schedules: dict[str, CronSchedule] = {}
+        self._admin: Admin | None = None
         self._backend_spec: str | Backend | None = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._opened = False
@@ -236,6 +244,59 @@ class App:
             result_ttl=result_ttl,
         )
         return Handler(self, name, schema, None, options, result_type=result)
+
+    def cron(
+        self,
+        expression: str,
+        *,
+        tz: str | tzinfo | None = None,
+        name: str | None = None,
+        payload: Any = DEFAULT_PAYLOAD,
+        queue: str | None = None,
+    ) -> Callable[[Handler[T, R]], Handler[T, R]]:
+        """Enqueue a job on every tick of a cron expression, once per tick across all workers.
+
+        Put it above ``@app.job(...)``::
+
+            @app.cron("0 3 * * *", tz="Europe/Paris")
+            @app.job(schema=Report)
+            async def nightly_report(payload: Report) -> None: ...
+
+        Every worker of the app keeps the next tick enqueued (a ``scheduled``
+        job with the key ``cron:{name}:{tick}``), so one job runs per tick; a
+        downtime is caught up by one run. See ``docs/operations.md``.
+
+        Args:
+            expression: five fields (minute hour day month weekday), or six with
+                seconds last (``* * * * * */10``).
+            tz: the zone the expression is read in (an IANA name or a ``tzinfo``;
+                default UTC).
+            name: names the schedule (default: the job's name); needed when one
+                job has several schedules.
+            payload: each run's payload (default: the schema built from no
+                fields, for a Struct whose fields all have defaults).
+            queue: overrides the job's queue.
+
+        Raises:
+            ConfigurationError: croniter is missing (``pip install 'asyncq[cron]'``),
+                the expression or zone is invalid, or the name is taken.
+            ValidationError: ``payload`` does not match the job's schema.
+        """
+
+        def register(handler: Handler[T, R]) -> Handler[T, R]:
+            add_schedule(self, handler, expression, tz=tz, name=name, payload=payload, queue=queue)
+            return handler
+
+        return register
+
+    @property
+    def admin(self) -> Admin:
+        """Operator verbs (status, dead letters, retry, purge, pause...): ``asyncq.Admin``."""
+        if self._admin is None:
+            from .admin import Admin
+
+            self._admin = Admin(self)
+        return self._admin
 
     def get_job(self, job_id: str) -> JobHandle[Any]:
         """A handle for a stored job id, from any process; its result decodes to builtins."""

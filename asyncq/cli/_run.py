@@ -1,70 +1,22 @@
-"""The ``asyncq`` command: a thin layer that loads ``module:app`` and calls the Python API.
-
-Exit codes: 0 success; 1 the operation failed (a job failed, the backend
-refused); 2 usage errors (bad arguments, an app that cannot be loaded).
-"""
+"""``asyncq run``: a worker for MODULE:APP, with optional health probes."""
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from typing import Any
 
 import anyio
 import click
 
-from ._app import App
-from ._logging import configure_logging
-from .exceptions import AsyncqError
+from .._health import HealthServer
+from .._logging import configure_logging
+from ..exceptions import AsyncqError, ConfigurationError
+from ._base import EXIT_FAILED, load_app
 
-__all__ = ["load_app", "main"]
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+__all__ = ["run"]
 
 
-def load_app(path: str) -> App:
-    """Import ``module:attribute`` (the current directory first on ``sys.path``) and return the App.
-
-    Raises:
-        click.UsageError: the module cannot be imported, the attribute is
-            missing, or it is not an ``asyncq.App``.
-    """
-    module_name, sep, attr = path.partition(":")
-    if not sep or not module_name or not attr:
-        msg = f"expected MODULE:APP (for example myservice.jobs:app), got {path!r}"
-        raise click.UsageError(msg)
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        msg = f"cannot import module {module_name!r} for {path!r}: {exc}"
-        raise click.UsageError(msg) from exc
-    except Exception as exc:  # any import-time failure means the app cannot be loaded
-        msg = f"importing module {module_name!r} for {path!r} failed: {type(exc).__name__}: {exc}"
-        raise click.UsageError(msg) from exc
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            msg = f"module {module_name!r} has no attribute {attr!r}"
-            raise click.UsageError(msg) from None
-    if not isinstance(obj, App):
-        msg = f"{path!r} is a {type(obj).__name__}, not an asyncq.App"
-        raise click.UsageError(msg)
-    return obj
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="asyncq")
-def main() -> None:
-    """asyncq: run workers and operate queues."""
-
-
-@main.command()
+@click.command()
 @click.argument("app_path", metavar="MODULE:APP")
 @click.option(
     "-c",
@@ -104,6 +56,17 @@ def main() -> None:
     show_default=True,
     help="json: one object per line, with the job's fields.",
 )
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    help="Serve GET /livez and /readyz (Kubernetes probes) on this port.",
+)
+@click.option(
+    "--health-host",
+    default="0.0.0.0",  # the kubelet probes the pod's IP
+    show_default=True,
+    help="Address the health probes listen on.",
+)
 def run(
     app_path: str,
     concurrency: int,
@@ -114,6 +77,8 @@ def run(
     burst: bool,
     log_level: str,
     log_format: str,
+    health_port: int | None,
+    health_host: str,
 ) -> None:
     """Run a worker for MODULE:APP until SIGTERM/SIGINT (a second signal stops at once)."""
     configure_logging(log_level, log_format)
@@ -128,10 +93,24 @@ def run(
     }
     if queues:
         options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
+    health = None if health_port is None else HealthServer(health_host, health_port)
 
     async def serve() -> None:
         try:
-            await app.run_worker(**options)
+            if health is None:
+                await app.run_worker(**options)
+                return
+            # Bound before the worker starts: a port in use fails the command at once.
+            try:
+                await health.bind()
+            except OSError as exc:
+                msg = f"cannot serve health probes on {health_host}:{health_port}: {exc}"
+                raise ConfigurationError(msg) from exc
+            app.worker_services.append(health.serve)
+            try:
+                await app.run_worker(**options)
+            finally:
+                app.worker_services.remove(health.serve)
         finally:
             await app.close()
 

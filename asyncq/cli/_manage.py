@@ -1,0 +1,127 @@
+"""``asyncq enqueue`` (a job from the shell, checked against its schema) and ``asyncq migrate``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import anyio
+import click
+
+from .._codec import decode_any
+from ..admin import Admin
+from ..exceptions import JobFailed
+from ._base import CommandError, app_options, call, duration, echo_json, open_app
+
+__all__ = ["enqueue", "migrate"]
+
+
+@click.command()
+@app_options
+@click.argument("name")
+@click.argument("payload", metavar="['JSON']", default="{}")
+@click.option(
+    "--delay",
+    metavar="DURATION",
+    callback=duration,
+    help="Run no sooner than this from now (30s, 5m).",
+)
+@click.option("--key", help="Idempotency key: an existing job with it is returned instead.")
+@click.option("--priority", type=int, help="Larger runs first (default: the job's).")
+@click.option("-q", "--queue", help="Override the job's queue.")
+@click.option("--wait", is_flag=True, help="Wait for the result and print it as JSON.")
+@click.option(
+    "--timeout", metavar="DURATION", callback=duration, help="With --wait: give up after this long."
+)
+def enqueue(
+    app_path: str,
+    backend: str | None,
+    as_json: bool,
+    name: str,
+    payload: str,
+    delay: float | None,
+    key: str | None,
+    priority: int | None,
+    queue: str | None,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """Enqueue job NAME with a JSON payload ('-' reads it from stdin; default {}).
+
+    The payload is checked against the job's schema first: nothing is stored
+    if it does not match (exit 2, naming the field).
+    """
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
+    document = sys.stdin.read() if payload == "-" else payload
+    app = open_app(app_path, backend)
+
+    async def body(admin: Admin) -> dict[str, Any]:
+        handle = await admin.enqueue_json(
+            name, document, delay=delay, key=key, priority=priority, queue=queue
+        )
+        record = await handle.info()
+        out: dict[str, Any] = {
+            "id": handle.id,
+            "created": handle.created,
+            "name": record.name,
+            "queue": record.queue,
+            "state": record.state.value,
+        }
+        if not wait:
+            return out
+        if not as_json:
+            click.echo(_enqueued_line(out), err=True)
+        try:
+            with anyio.fail_after(timeout):
+                await handle.result()
+        except TimeoutError:
+            msg = (
+                f"no result within {timeout:g}s; job {handle.id} may still run "
+                f"(see: asyncq job {app_path} {handle.id})"
+            )
+            raise CommandError(msg) from None
+        except JobFailed as exc:
+            raise CommandError(str(exc)) from None
+        finished = await handle.info()
+        out["state"] = finished.state.value
+        out["result"] = None if finished.result is None else decode_any(finished.result)
+        return out
+
+    out = call(app, body)
+    if as_json:
+        echo_json(out)
+    elif wait:
+        echo_json(out.get("result"))
+    else:
+        click.echo(_enqueued_line(out))
+
+
+def _enqueued_line(out: dict[str, Any]) -> str:
+    if out["created"]:
+        return f"enqueued job {out['id']} ({out['name']}, queue {out['queue']!r}, {out['state']})"
+    return (
+        f"job {out['id']} already holds this key ({out['state']}): "
+        "returned it instead of enqueueing again"
+    )
+
+
+@click.command()
+@app_options
+def migrate(app_path: str, backend: str | None, as_json: bool) -> None:
+    """Create or upgrade the backend's schema (PostgreSQL); other stores need nothing."""
+    app = open_app(app_path, backend)
+
+    async def body(admin: Admin) -> tuple[str, list[int] | None]:
+        applied = await admin.migrate()
+        return app.backend.url, applied
+
+    url, applied = call(app, body)
+    if as_json:
+        echo_json({"backend": url, "applied": applied})
+    elif applied is None:
+        click.echo(f"nothing to migrate for {url}: this backend has no separate migrations")
+    elif applied:
+        click.echo(f"applied migration(s) {', '.join(map(str, applied))} to {url}")
+    else:
+        click.echo(f"{url} is up to date: no migration applied")
