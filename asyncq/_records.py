@@ -9,7 +9,6 @@ in every store.
 
 from __future__ import annotations
 
-import base64
 import enum
 import os
 import time
@@ -180,11 +179,11 @@ _seq = 0
 
 
 def new_job_id() -> str:
-    """A 26-character id that sorts by creation time (48-bit ms, 16-bit counter, 64 random bits).
+    """A 32-hex-digit id that sorts by creation time (48-bit ms, 16-bit counter, 64 random bits).
 
     Ids from one process are strictly increasing; across processes they are
-    ordered to the millisecond. Base32 with the extended-hex alphabet
-    (RFC 4648), lower-cased, so string order is numeric order.
+    ordered to the millisecond. Hex keeps string order equal to numeric order
+    and costs a single C call.
     """
     global _last_ms, _seq
     ms = time.time_ns() // 1_000_000
@@ -197,4 +196,4 @@ def new_job_id() -> str:
         _seq = 0
     _last_ms = ms
     raw = ms.to_bytes(6, "big") + _seq.to_bytes(2, "big") + os.urandom(8)
-    return base64.b32hexencode(raw)[:26].decode().lower()
+    return raw.hex()

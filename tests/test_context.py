@@ -167,7 +167,7 @@ async def test_direct_call_makes_a_first_attempt_context_when_none_is_given() ->
         assert await charge(Order("o-1", 1)) == "o-1@1"
     (ctx,) = contexts
     assert (ctx.name, ctx.queue, ctx.attempt, ctx.max_attempts) == ("charge", "payments", 1, 4)
-    assert len(ctx.job_id) == 26
+    assert len(ctx.job_id) == 32
     assert ctx.state is None
     assert ctx.headers == {}
 
