@@ -7,8 +7,10 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
+import anyio
 import pytest
 
 from asyncq.cli._base import Progress, parse_duration
@@ -98,3 +100,29 @@ def test_the_commands_as_a_process_with_a_backend_url(tmp_path: Path) -> None:
     bad_url = run_cli("status", APP, "--backend", "nosuch://x", cwd=tmp_path)
     assert bad_url.returncode == 2
     assert "unknown backend URL" in bad_url.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_migrate_a_fresh_postgresql_schema(tmp_path: Path, postgres_dsn: str) -> None:
+    schema = f"t{uuid.uuid4().hex[:12]}"
+    url = f"{postgres_dsn}?schema={schema}"
+    try:
+        before = run_cli("status", APP, "--backend", url, cwd=tmp_path)
+        assert before.returncode != 0
+        assert "asyncq migrate" in before.stderr
+        first = run_cli("migrate", APP, "--backend", url, "--json", cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        applied = json.loads(first.stdout)["applied"]
+        assert applied
+        assert applied == sorted(applied)
+        again = run_cli("migrate", APP, "--backend", url, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.endswith("is up to date: no migration applied\n")
+        after = run_cli("status", APP, "--backend", url, "--json", cwd=tmp_path)
+        assert after.returncode == 0, after.stderr
+        assert [q["queue"] for q in json.loads(after.stdout)["queues"]] == ["default", "images"]
+    finally:
+        from asyncq.backends.postgres import PostgresBackend
+
+        anyio.run(PostgresBackend.from_url(url).drop_schema)

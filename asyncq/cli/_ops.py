@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,11 +29,12 @@ from ._base import (
     echo_json,
     open_app,
 )
-from ._render import age, job_dict, job_text, jobs_text, status_dict, status_text, utc
+from ._render import job_dict, job_text, jobs_text, span, status_dict, status_text, utc
 
 __all__ = ["cancel", "job", "jobs", "pause", "purge", "resume", "retry", "status"]
 
 _FINISHED = sorted(s.value for s in TERMINAL_STATES)
+_RATE_WINDOW = 60.0
 
 
 async def check_queue(admin: Admin, queue: str | None) -> None:
@@ -83,7 +85,8 @@ def status(
     """Per queue: jobs in each state, the oldest ready job's wait, and the pause flag.
 
     With --watch the view refreshes in place and adds jobs completed and gone
-    dead per minute; with --json it prints one JSON document per refresh.
+    dead per minute (over the last minute, or since the watch began); with
+    --json it prints one JSON document per refresh.
     """
     if interval <= 0:
         raise click.BadParameter("must be more than zero", param_hint="'--interval'")
@@ -106,15 +109,20 @@ def status(
     async def body(admin: Admin) -> None:
         for queue in queues:
             await check_queue(admin, queue)
-        previous: Status | None = None
+        # Rates are measured against the oldest snapshot of the last minute: over
+        # one refresh interval they would mostly read zero.
+        window: deque[Status] = deque()
         shown = 0
         while True:
+            previous = window[0] if window else None
             snapshot = await admin.status(list(queues) or None, previous=previous)
             show(snapshot, shown == 0)
             shown += 1
             if not watch or (count is not None and shown >= count):
                 return
-            previous = snapshot
+            window.append(snapshot)
+            while snapshot.at - window[0].at > _RATE_WINDOW:
+                window.popleft()
             await anyio.sleep(interval)
 
     try:
@@ -351,7 +359,7 @@ def purge(
     app = open_app(app_path, backend)
     names = ", ".join(sorted(set(states)))
     cutoff = time.time() - older_than
-    scope = f"{names} jobs that finished before {utc(cutoff)} UTC (older than {age(older_than)})"
+    scope = f"{names} jobs that finished before {utc(cutoff)} UTC (older than {span(older_than)})"
     scope += f" in queue {queue!r}" if queue else ""
     if not yes:
         click.echo(f"Error: refusing to purge without --yes: it would delete {scope}", err=True)

@@ -17,6 +17,7 @@ from ..admin import Status
 
 __all__ = [
     "age",
+    "span",
     "iso",
     "job_dict",
     "job_text",
@@ -57,6 +58,19 @@ def age(seconds: float | None) -> str:
     if whole < 86_400:
         return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
     return f"{whole // 86_400}d{whole % 86_400 // 3600:02d}h"
+
+
+def span(seconds: float) -> str:
+    """A duration as given on the command line: ``7d``, ``1h30m``, ``45s``, ``0.5s``."""
+    if seconds < 60 and seconds != int(seconds):
+        return f"{seconds:g}s"
+    rest = int(seconds)
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts) or "0s"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
