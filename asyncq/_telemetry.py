@@ -391,7 +391,7 @@ class Telemetry(Instrumentation):
         fresh: dict[str, list[Observation]] = {}
         for stats in await backend.stats(queues):
             fresh[stats.queue] = [
-                Observation(count, {SYSTEM: "asyncq", DESTINATION: stats.queue, JOB_STATE: str(s)})
+                Observation(count, {DESTINATION: stats.queue, JOB_STATE: str(s)})
                 for s, count in stats.counts.items()
             ]
         # Replaced, never mutated: the metrics reader's thread may be iterating it.
@@ -432,7 +432,9 @@ class Telemetry(Instrumentation):
     def _job_attrs(self, queue: str, name: str) -> dict[str, Any]:
         attrs = self._attrs.get((queue, name))
         if attrs is None:
-            attrs = {SYSTEM: "asyncq", DESTINATION: queue, JOB_NAME: name}
+            # No messaging.system here: the instrument names already say asyncq,
+            # and every attribute costs the SDK on each measurement.
+            attrs = {DESTINATION: queue, JOB_NAME: name}
             if len(self._attrs) < _CACHE_LIMIT:
                 self._attrs[queue, name] = attrs
         return attrs

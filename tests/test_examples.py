@@ -20,3 +20,33 @@ async def test_quickstart_works_its_jobs(capsys: pytest.CaptureFixture[str]) -> 
     out = capsys.readouterr().out
     assert "enqueued 40 resize jobs" in out
     assert "40/40 done" in out
+
+
+async def test_observability_prints_chained_spans_and_metrics(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import re
+
+    from examples import observability
+
+    with anyio.fail_after(30):
+        async with in_memory(observability.app):
+            receipt = await observability.main()
+    assert receipt == observability.Receipt("o-1", 500)
+    out = capsys.readouterr().out
+    pattern = r"span\s+(.+?)\s+(PRODUCER|CONSUMER|INTERNAL) trace (\w+) id (\w+) parent (\S+) ?(.*)"
+    spans = [re.fullmatch(pattern, line) for line in out.splitlines() if line.startswith("span")]
+    found = {(m[1], m[6]): m for m in spans if m is not None}
+    assert len(found) == len(spans) == 7
+    checkout = found["checkout", ""]
+    request = found["enqueue_and_wait payments", ""]
+    producer = found["enqueue payments", ""]
+    consumer = found["process payments", "completed"]
+    assert request[5] == checkout[4]
+    assert producer[5] == request[4]
+    assert consumer[5] == producer[4]
+    assert {checkout[3], request[3], producer[3], consumer[3]} == {checkout[3]}
+    retried = found["process default", "retried exception asyncq.job.retry"]
+    assert retried[5] == found["enqueue default", ""][4]
+    assert re.search(r"metric asyncq\.jobs\.retried +queue=default job=notify .* 1$", out, re.M)
+    assert re.search(r"metric asyncq\.queue\.depth +queue=payments state=completed +1$", out, re.M)
