@@ -119,7 +119,8 @@ class Admin:
         pruned meanwhile are not counted.
 
         Args:
-            queues: only these (default: every queue of the app and of the store).
+            queues: only these queues, and the schedules enqueueing into them
+                (default: every queue of the app and of the store).
             previous: an earlier snapshot, for throughput.
         """
         backend = await self._backend()
@@ -148,6 +149,7 @@ class Admin:
                 next_run=schedule.next_after(now),
             )
             for schedule in self.app.cron_schedules.values()
+            if queues is None or schedule.queue in queues
         ]
         return Status(at=now, backend=backend.url, queues=views, cron=cron)
 

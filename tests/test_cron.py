@@ -155,6 +155,7 @@ async def test_status_shows_the_next_run(app: App) -> None:
 
     async with app:
         status = await app.admin.status()
+        assert (await app.admin.status(["elsewhere"])).cron == []
     [cron] = status.cron
     assert (cron.name, cron.job, cron.queue, cron.expression, cron.tz) == (
         "nightly",
