@@ -6,12 +6,12 @@ decided (which middleware cannot see: it returns before the outcome exists).
 ``Telemetry`` is asyncq's own instrumentation; every app has one unless it
 passes ``telemetry=False``.
 
-Only the OpenTelemetry API is imported. Without an SDK the tracer and meter
-are the API's no-ops, and the per-job work is kept to a few attribute lookups:
-attribute dicts for metrics are cached, span attributes are built once, and
-nothing expensive (exceptions, events, status) happens unless
+Only the OpenTelemetry API is imported. Without an SDK nothing records, and
+a job costs a clock read and a comparison: no span, no context, no callback.
+With one, span attributes are built once, metric attribute dicts are cached,
+and nothing costly (exceptions, events, status) happens unless
 ``span.is_recording()``. Queue depth is read from ``Backend.stats`` by a
-worker service, off the hot path, and only while a metrics reader collects it.
+worker service, off the hot path, and only while metrics are collected.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import msgspec
 from opentelemetry import baggage, metrics, propagate, trace
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
-from opentelemetry.metrics import CallbackOptions, MeterProvider, NoOpMeterProvider, Observation
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
@@ -226,10 +226,8 @@ class Telemetry(Instrumentation):
         self._attrs: dict[tuple[str, str], dict[str, Any]] = {}
         self._outcome_attrs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._depth: dict[str, list[Observation]] = {}
-        # With no reader the gauge is never observed and no worker reads stats.
-        self._depth_wanted = meter_provider is not None and not isinstance(
-            meter_provider, NoOpMeterProvider
-        )
+        # Set when a reader first collects the gauge: with no SDK, no worker reads stats.
+        self._depth_observed = False
 
     def __repr__(self) -> str:
         return f"Telemetry(depth_interval={self.depth_interval})"
@@ -400,7 +398,7 @@ class Telemetry(Instrumentation):
     async def watch_depth(self, worker: Worker) -> None:
         """A worker service: refresh the depth gauge every ``depth_interval`` while collected."""
         while True:
-            if self._depth_wanted:
+            if self._metering_on or self._depth_observed:
                 try:
                     await self.refresh_depth(worker.app.backend, worker.queues)
                 except BackendError as exc:
@@ -408,7 +406,7 @@ class Telemetry(Instrumentation):
             await anyio.sleep(self.depth_interval)
 
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
-        self._depth_wanted = True
+        self._depth_observed = True
         return [o for observations in self._depth.values() for o in observations]
 
     # -- request/response ------------------------------------------------------------
@@ -416,6 +414,11 @@ class Telemetry(Instrumentation):
     @contextmanager
     def request(self, name: str, queue: str) -> Iterator[Span]:
         """A span around a whole ``enqueue_and_wait``, the enqueue and the job beneath it."""
+        if time.monotonic() >= self._recheck_at:
+            self._refresh()
+        if not self._tracing_on:
+            yield trace.INVALID_SPAN
+            return
         attrs = {
             SYSTEM: "asyncq",
             OPERATION_NAME: "enqueue_and_wait",

@@ -30,6 +30,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from asyncq import (
     App,
+    BackendError,
     Instrumentation,
     JobCancelled,
     JobContext,
@@ -39,7 +40,7 @@ from asyncq import (
     RetryPolicy,
     Telemetry,
 )
-from asyncq._logging import JSONFormatter, TraceContextFilter
+from asyncq._logging import JSONFormatter, TraceContextFilter, configure_logging
 from asyncq._records import Outcome
 from asyncq._telemetry import AttemptEnd, EnqueueNext, outcome_name
 from asyncq.backends.base import Backend
@@ -480,3 +481,142 @@ def test_outcome_names() -> None:
     assert outcome_name(outcome(JobState.QUEUED)) == "released"
     assert outcome_name(None) == "lost"
     assert outcome_name(None, KeyboardInterrupt()) == "interrupted"
+
+
+async def test_without_an_sdk_a_received_trace_context_still_propagates() -> None:
+    app = App("relay", backend=MemoryBackend())
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    seen: list[str] = []
+
+    @app.job(schema=Order, name="child")
+    async def child(payload: Order) -> None:
+        return None
+
+    @app.job(schema=Order, name="parent")
+    async def parent(payload: Order) -> str:
+        seen.append(format(trace.get_current_span().get_span_context().trace_id, "032x"))
+        return (await child.enqueue(payload)).id
+
+    record = parent.record(Order("o-6"))
+    headers = {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"}
+    with anyio.fail_after(15):
+        async with app, app.worker(**WORKER):
+            (stored,) = await app.enqueue_records(
+                [msgspec.structs.replace(record, headers=headers)]
+            )
+            child_id = await app.get_job(stored.id).result(timeout=10)
+            child_job = await app.get_job(child_id).info()
+    assert seen == [trace_id]
+    assert child_job.headers["traceparent"].split("-")[1] == trace_id
+
+
+def test_a_global_tracer_provider_set_later_is_picked_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    telemetry = Telemetry()
+    assert not telemetry._tracing_on
+    monkeypatch.setattr(trace, "get_tracer_provider", TracerProvider)
+    telemetry._refresh()
+    assert telemetry._tracing_on
+
+
+class StoreDown(Instrumentation):
+    async def enqueue(self, jobs: Sequence[JobRecord], call_next: EnqueueNext) -> list[JobRecord]:
+        raise BackendError("store down")
+
+
+async def test_a_failed_enqueue_marks_the_producer_span(observed: Observed) -> None:
+    app = App(
+        "down", backend=MemoryBackend(), telemetry=observed.telemetry, instrumentation=[StoreDown()]
+    )
+
+    @app.job(schema=Order, name="lost")
+    async def lost(payload: Order) -> None:
+        return None
+
+    with anyio.fail_after(5), pytest.raises(BackendError):
+        await lost.enqueue(Order("o-7"))
+    (producer,) = observed.spans("enqueue default")
+    assert producer.status.status_code is StatusCode.ERROR
+    assert producer.attributes is not None
+    assert producer.attributes["error.type"] == "asyncq.exceptions.BackendError"
+    assert [e.name for e in producer.events] == ["exception"]
+    assert observed.total("asyncq.jobs.enqueued") == 0
+    await app.close()
+
+
+async def test_a_batch_across_queues_names_no_destination(observed: Observed) -> None:
+    app = App("mixed", backend=MemoryBackend(), telemetry=observed.telemetry)
+
+    @app.job(schema=Order, name="a", queue="qa")
+    async def a(payload: Order) -> None:
+        return None
+
+    @app.job(schema=Order, name="b", queue="qb")
+    async def b(payload: Order) -> None:
+        return None
+
+    async with app:
+        stored = await app.enqueue_records([a.record(Order("1")), b.record(Order("2"))])
+    (producer,) = observed.spans("enqueue")
+    assert producer.attributes is not None
+    assert "messaging.destination.name" not in producer.attributes
+    assert "asyncq.job.name" not in producer.attributes
+    assert all("traceparent" in job.headers for job in stored)
+
+
+async def test_a_job_handed_back_on_shutdown_is_released_not_failed(observed: Observed) -> None:
+    app = App("release", backend=MemoryBackend(), telemetry=observed.telemetry)
+    started = anyio.Event()
+
+    @app.job(schema=Order, name="long")
+    async def long(payload: Order) -> None:
+        started.set()
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(15):
+        async with app:
+            handle = await long.enqueue(Order("o-8"))
+            async with app.worker(**{**WORKER, "shutdown_timeout": 0.0}):
+                await started.wait()
+            assert (await handle.info()).state is JobState.QUEUED
+    (consumer,) = observed.spans("process default")
+    assert consumer.attributes is not None
+    assert consumer.attributes["asyncq.job.outcome"] == "released"
+    assert [e.name for e in consumer.events] == ["asyncq.job.released"]
+    assert consumer.status.status_code is StatusCode.UNSET
+
+
+def test_a_lost_lease_ends_the_span_in_error(observed: Observed) -> None:
+    job = JobRecord(id="j1", name="n", queue="q", payload=b"", attempts=1, max_attempts=3)
+    end = observed.telemetry.on_start(job, JobContext(job))
+    assert end is not None
+    assert trace.get_current_span().get_span_context().is_valid
+    end(None, None)
+    assert not trace.get_current_span().get_span_context().is_valid
+    (span,) = observed.spans("process q")
+    assert span.attributes is not None
+    assert span.attributes["asyncq.job.outcome"] == "lost"
+    assert span.attributes["error.type"] == "lost"
+    assert [e.name for e in span.events] == ["asyncq.job.lease_lost"]
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_configured_json_logs_carry_the_trace(
+    observed: Observed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("debug", "json")
+    try:
+        with observed.tracer.start_as_current_span("op") as span:
+            try:
+                raise ValueError("bad")
+            except ValueError:
+                logging.getLogger("asyncq.test").exception("it broke", extra={"job_id": "j2"})
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    (line,) = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    assert line["message"] == "it broke"
+    assert line["job_id"] == "j2"
+    assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert "ValueError: bad" in line["exception"]
