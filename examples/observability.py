@@ -31,7 +31,9 @@ import msgspec
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
+    HistogramDataPoint,
     MetricsData,
+    NumberDataPoint,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -57,6 +59,8 @@ def _short(span_id: int) -> str:
 def span_line(span: ReadableSpan) -> str:
     """One line per span instead of the exporter's JSON document."""
     context = span.get_span_context()
+    if context is None:
+        return ""
     parent = _short(span.parent.span_id) if span.parent else "-"
     outcome = (span.attributes or {}).get("asyncq.job.outcome", "")
     events = " ".join(e.name for e in span.events)
@@ -82,13 +86,14 @@ def metric_lines(data: MetricsData) -> str:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for point in metric.data.data_points:
-                    value = getattr(point, "value", None)
-                    if value == 0:
-                        continue
-                    if value is None:  # a histogram
+                    if isinstance(point, HistogramDataPoint):
                         value = f"{point.count} in {point.sum * 1000:.2f} ms"
+                    elif isinstance(point, NumberDataPoint) and point.value:
+                        value = str(point.value)
+                    else:
+                        continue
                     attrs = (point.attributes or {}).items()
-                    labels = " ".join(f"{_LABELS.get(k, k)}={v}" for k, v in attrs)
+                    labels = " ".join(f"{_LABELS.get(k, k)}={v!s}" for k, v in attrs)
                     lines.append(f"metric {metric.name:<24} {labels:<42} {value}")
     return "\n".join(lines) + "\n"
 
