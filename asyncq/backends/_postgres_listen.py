@@ -15,7 +15,7 @@ waiter always registers, then makes sure the listener is up, then reads.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 import anyio
@@ -116,6 +116,11 @@ class Listener:
     async def _drop(self, conn: Connection) -> None:
         conn.remove_termination_listener(self._on_terminated)
         with anyio.CancelScope(shield=True):
+            if not conn.is_closed():
+                # A pool takes back only a connection that listens no more.
+                with anyio.move_on_after(5), suppress(Exception):
+                    await conn.remove_listener(self._work_channel, self._on_notify)
+                    await conn.remove_listener(self._done_channel, self._on_notify)
             await self._release(conn)
 
     @contextmanager

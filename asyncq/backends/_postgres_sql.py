@@ -486,24 +486,29 @@ _TEMPLATES: dict[str, str] = {
                    AS done
         FROM upd
     """,
+    # A lapsed job whose cancellation was asked for ends cancelled; others
+    # go back to the queue while they have attempts left, else dead.
     "recover": """
         WITH lapsed AS (
-            SELECT id FROM {s}.jobs
+            SELECT id, CASE WHEN cancel_requested THEN 'cancelled'
+                            WHEN attempts < max_attempts THEN 'queued'
+                            ELSE 'dead' END AS next
+            FROM {s}.jobs
             WHERE state = 'active' AND lease_expires_at <= {now}
             FOR UPDATE SKIP LOCKED
         ),
         upd AS (
             UPDATE {s}.jobs j SET
-                state = CASE WHEN j.attempts < j.max_attempts THEN 'queued' ELSE 'dead' END,
+                state = lapsed.next,
                 errors = j.errors || jsonb_build_array(jsonb_build_object(
                     'kind', 'lost',
                     'message', 'lease held by worker ' || coalesce(j.worker, 'None')
                                || ' lapsed before the attempt finished',
                     'attempt', j.attempts,
                     'at', {now})),
-                finished_at = CASE WHEN j.attempts < j.max_attempts THEN j.finished_at
+                finished_at = CASE WHEN lapsed.next = 'queued' THEN j.finished_at
                                    ELSE {now} END,
-                key_held = j.key_held AND j.attempts < j.max_attempts,
+                key_held = j.key_held AND lapsed.next = 'queued',
                 lease_expires_at = NULL,
                 worker = NULL,
                 token = NULL
@@ -512,7 +517,7 @@ _TEMPLATES: dict[str, str] = {
         )
         SELECT count(*) AS n,
                {s}.notify_work(array_agg(DISTINCT queue) FILTER (WHERE state = 'queued')),
-               {s}.notify_done(array_agg(id) FILTER (WHERE state = 'dead'))
+               {s}.notify_done(array_agg(id) FILTER (WHERE state <> 'queued'))
         FROM upd
     """,
     "prune_expired": """

@@ -63,9 +63,12 @@ _OUTCOMES = frozenset(
 )
 # What "cannot be reached" looks like from asyncpg: socket errors, the server
 # refusing or shutting down, a connection that is gone. (A bare InterfaceError
-# is a closed connection or pool; its subclasses are client-side mistakes.)
+# is a closed connection or pool; its subclasses are client-side mistakes. An
+# InternalClientError is what a statement meets on a connection the server
+# has just terminated, before the client has seen it close.)
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
@@ -90,6 +93,16 @@ def mask_dsn(dsn: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
+async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """The pool's reset, which does nothing.
+
+    No statement of this backend leaves session state behind (no LISTEN on
+    pooled connections, no settings, and prune unlocks its advisory lock or
+    drops the connection), so asyncpg's default reset query would only cost
+    a second round trip per call. An open transaction is still rolled back.
+    """
+
+
 def _lock_key(purpose: str, schema: str) -> int:
     """A stable signed 64-bit advisory lock key for one purpose in one schema."""
     digest = hashlib.blake2b(f"asyncq:{purpose}:{schema}".encode(), digest_size=8).digest()
@@ -102,8 +115,9 @@ class PostgresBackend:
     Args:
         dsn_or_pool: a ``postgresql://`` DSN (the backend owns a pool and a
             listening connection), or an ``asyncpg.Pool`` the caller owns (the
-            backend borrows one connection of it for listening while a
-            ``wait_*`` call needs one, and never closes the pool).
+            backend holds one connection of it for listening from the first
+            ``wait_*`` call until ``close``, so it needs ``max_size >= 2``; the
+            backend never closes it).
         schema: the PostgreSQL schema holding the tables.
         migrate: create or upgrade the schema on ``open``; otherwise ``open``
             refuses a schema that is missing or out of date.
@@ -230,21 +244,32 @@ class PostgresBackend:
 
         A connection error is tried once more on a fresh connection: after a
         server restart or ``pg_terminate_backend`` the pool's idle connections
-        are dead, and the retry reconnects. Every statement is safe to repeat
-        (a repeated enqueue is a no-op by id); the one imprecision is a settle
-        whose first try committed but whose reply was lost: it then reports
-        ``False`` for outcomes that were in fact applied.
+        are dead, so the pool replaces them all and the retry reconnects.
+        Every statement is safe to repeat (a repeated enqueue is a no-op by
+        id); the one imprecision is a settle whose first try committed but
+        whose reply was lost: it then reports ``False`` for outcomes that were
+        in fact applied.
         """
         pool = await self._ready_pool()
         for attempt in range(2):
             try:
                 async with pool.acquire() as conn:
-                    return await op(conn)
+                    try:
+                        return await op(conn)
+                    except _UNAVAILABLE:
+                        # The pool must not hand it out again (unless it was
+                        # closed, and so given back, already).
+                        with suppress(asyncpg.InterfaceError):
+                            conn.terminate()
+                        raise
             except Exception as exc:
                 if not self._is_driver_error(exc):
                     raise
                 error = self._translate(exc)
                 if attempt == 0 and isinstance(error, BackendUnavailable) and not self._closed:
+                    # What killed one connection (a restart, a failover, an
+                    # operator) most likely killed its idle siblings too.
+                    await pool.expire_connections()
                     continue
                 raise error from exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -307,6 +332,12 @@ class PostgresBackend:
             else:
                 await self._check_schema()
             if self._given_pool is not None:
+                if self._given_pool.get_max_size() < 2:
+                    msg = (
+                        "PostgresBackend needs an asyncpg pool of max_size >= 2: "
+                        "it holds one connection for LISTEN while waiting"
+                    )
+                    raise ConfigurationError(msg)
                 self._pool = self._given_pool
                 await self._learn_url()
                 return
@@ -316,6 +347,7 @@ class PostgresBackend:
                     self._dsn,
                     min_size=self._min_size,
                     max_size=self._max_size,
+                    reset=_keep_session,
                     **self._connect_kwargs,
                 )
 
@@ -586,7 +618,11 @@ class PostgresBackend:
                             break
             finally:
                 with anyio.CancelScope(shield=True):
-                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                    try:
+                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
+                    except BaseException:
+                        conn.terminate()  # a session lock must not stay in the pool
+                        raise
             return total
 
         return await self._run(run)

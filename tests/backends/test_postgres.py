@@ -1,0 +1,539 @@
+"""What only the PostgreSQL backend promises, against the real server.
+
+The conformance suite covers the protocol; this module covers migrations,
+transactional enqueue, the claim's plan, many claimers at once, lost
+connections, prune's advisory lock, error mapping and round trips per batch.
+Every backend here works in a schema of its own, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+import asyncpg
+import pytest
+
+from asyncq._records import JobState, Lease
+from asyncq.backends import from_url
+from asyncq.backends import postgres as pg
+from asyncq.backends._postgres_sql import Statements
+from asyncq.backends.postgres import PostgresBackend, mask_dsn
+from asyncq.exceptions import BackendError, BackendUnavailable, ConfigurationError
+
+from . import _records as r
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+BOUND = 20.0
+#: Longer than any test waits, so only a notification can end a wait in time.
+NO_POLL = 120.0
+
+Make = Callable[..., PostgresBackend]
+_T = TypeVar("_T")
+
+
+def unique_schema() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def make(postgres_dsn: str) -> AsyncIterator[Make]:
+    """Unopened backends on the test server; closed and their schemas dropped afterwards."""
+    made: list[PostgresBackend] = []
+
+    def factory(schema: str | None = None, **options: Any) -> PostgresBackend:
+        backend = PostgresBackend.from_url(
+            postgres_dsn, schema=schema or unique_schema(), **options
+        )
+        made.append(backend)
+        return backend
+
+    yield factory
+    with anyio.fail_after(BOUND):
+        for backend in made:
+            await backend.close()
+        dropped = set()
+        for backend in made:
+            if backend.schema not in dropped:
+                dropped.add(backend.schema)
+                await backend.drop_schema()
+
+
+@pytest.fixture
+async def admin(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection[Any]]:
+    """A plain connection of the test's own, outside any backend."""
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def claim_all(backend: PostgresBackend, limit: int = 100) -> list[Lease]:
+    return await backend.claim([r.QUEUE], limit, worker="w1", lease_for=60)
+
+
+# -- URLs -------------------------------------------------------------------------
+
+
+def test_from_url_reads_the_schema_and_masks_the_password() -> None:
+    backend = PostgresBackend.from_url("postgres://app:s3cret@db.example:5433/jobs?schema=shop")
+    assert backend.schema == "shop"
+    assert "s3cret" not in backend.url
+    assert backend.url == "postgres://app:***@db.example:5433/jobs?schema=shop"
+    assert PostgresBackend.from_url("postgresql://h/db?schema=a", schema="b").schema == "b"
+    assert PostgresBackend.from_url("postgresql://h/db").schema == "asyncq"
+    assert isinstance(from_url("postgresql://h/db?schema=x"), PostgresBackend)
+
+
+def test_mask_dsn_hides_a_password_in_the_query() -> None:
+    masked = mask_dsn("postgresql://h/db?user=u&password=s3cret&sslmode=require")
+    assert "s3cret" not in masked
+    assert "password=***" in masked
+    assert "sslmode=require" in masked
+
+
+@pytest.mark.parametrize("schema", ["Upper", "1abc", "a-b", "x" * 49, 'a"; drop'])
+def test_bad_schema_names_are_refused(schema: str) -> None:
+    with pytest.raises(ConfigurationError, match="schema name"):
+        PostgresBackend("postgresql://h/db", schema=schema)
+
+
+def test_other_schemes_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match="not a PostgreSQL URL"):
+        PostgresBackend.from_url("mysql://u:pw@h/db")
+
+
+# -- migrations -------------------------------------------------------------------
+
+
+async def test_migrate_applies_once(make: Make) -> None:
+    backend = make()
+    with anyio.fail_after(BOUND):
+        assert await backend.migrate() == [1]
+        assert await backend.migrate() == []
+        await backend.open()
+        assert await backend.migrate() == []
+        assert await backend.get("nothing") is None
+
+
+async def test_concurrent_migrations_apply_each_step_once(make: Make) -> None:
+    schema = unique_schema()
+    backends = [make(schema) for _ in range(4)]
+    results: list[list[int]] = []
+
+    async def migrate(backend: PostgresBackend) -> None:
+        results.append(await backend.migrate())
+
+    with anyio.fail_after(BOUND):
+        async with anyio.create_task_group() as tg:
+            for backend in backends:
+                tg.start_soon(migrate, backend)
+    assert sorted(results) == [[], [], [], [1]]
+
+
+async def test_open_refuses_an_unmigrated_schema(make: Make) -> None:
+    backend = make()
+    with anyio.fail_after(BOUND), pytest.raises(ConfigurationError) as caught:
+        await backend.open()
+    assert "asyncq migrate" in str(caught.value)
+    assert "migrate=True" in str(caught.value)
+    assert backend.schema in str(caught.value)
+
+
+async def test_open_with_migrate_creates_the_schema(make: Make) -> None:
+    backend = make(migrate=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        [stored] = await backend.enqueue([r.job()])
+    assert stored.state is JobState.QUEUED
+
+
+async def test_a_schema_newer_than_the_code_is_refused(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    schema = unique_schema()
+    with anyio.fail_after(BOUND):
+        await make(schema).migrate()
+        await admin.execute(
+            f"INSERT INTO {schema}.migrations (version, description) VALUES (99, 'future')"
+        )
+        with pytest.raises(ConfigurationError, match="newer than this asyncq"):
+            await make(schema).open()
+        with pytest.raises(ConfigurationError, match="newer than this asyncq"):
+            await make(schema, migrate=True).open()
+
+
+async def test_a_schema_missing_a_step_is_out_of_date(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    schema = unique_schema()
+    with anyio.fail_after(BOUND):
+        await make(schema).migrate()
+        await admin.execute(f"DELETE FROM {schema}.migrations")
+        with pytest.raises(ConfigurationError, match="asyncq migrate"):
+            await make(schema).open()
+
+
+# -- transactional enqueue ----------------------------------------------------------
+
+
+async def test_enqueue_in_a_committed_transaction(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    backend = make(migrate=True, poll_interval=NO_POLL)
+    record = r.job(key="order-1")
+    woke = anyio.Event()
+
+    async def wait() -> None:
+        await backend.wait_for_work([r.QUEUE], NO_POLL)
+        woke.set()
+
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            async with admin.transaction():
+                [stored] = await backend.enqueue([record], connection=admin)
+                assert stored.id == record.id
+                assert stored.state is JobState.QUEUED
+                # Invisible to everyone else, and nobody woken, until the commit.
+                assert await backend.get(record.id) is None
+                assert not woke.is_set()
+            await woke.wait()
+        found = await backend.get(record.id)
+    assert found is not None
+    assert found.state is JobState.QUEUED
+
+
+async def test_enqueue_in_a_rolled_back_transaction(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    backend = make(migrate=True)
+    record = r.job(key="order-1")
+
+    class Abort(Exception):
+        pass
+
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        try:
+            async with admin.transaction():
+                await backend.enqueue([record], connection=admin)
+                raise Abort
+        except Abort:
+            pass
+        assert await backend.get(record.id) is None
+        # The rolled-back job never held its key.
+        again = r.job(key="order-1")
+        [stored] = await backend.enqueue([again])
+    assert stored.id == again.id
+
+
+async def test_enqueue_without_a_transaction_commits_at_once(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    backend = make(migrate=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        [stored] = await backend.enqueue([r.job()], connection=admin)
+        assert await backend.get(stored.id) is not None
+
+
+async def test_enqueue_on_something_else_is_refused(make: Make) -> None:
+    backend = make(migrate=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        with pytest.raises(ConfigurationError, match="asyncpg connection"):
+            await backend.enqueue([r.job()], connection=object())
+
+
+# -- the claim ------------------------------------------------------------------------
+
+
+async def test_claim_reads_the_partial_ready_index(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    backend = make(migrate=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        await backend.enqueue([r.job(priority=i % 3) for i in range(50)])
+        await backend.enqueue([r.job(delay=60) for _ in range(10)])
+        statements = Statements(backend.schema)
+        async with admin.transaction():
+            # A table this small is cheaper to scan whole; forbid that so the
+            # plan shows the access path the claim gets on a real backlog.
+            await admin.execute("SET LOCAL enable_seqscan = off")
+            rows = await admin.fetch(
+                "EXPLAIN " + statements.claim, [r.QUEUE, "other"], 10, "w1", 60.0
+            )
+    plan = [row[0].strip() for row in rows]
+    text = "\n".join(plan)
+    assert "Index Scan using jobs_ready" in text, text
+    # Rows come off the index already in claim order: nothing sorts them before
+    # they are locked, and the due-time bound is part of the index condition.
+    lock = next(i for i, line in enumerate(plan) if "LockRows" in line)
+    assert "Index Scan using jobs_ready" in plan[lock + 1], text
+    cond = next(line for line in plan[lock + 1 :] if line.startswith("Index Cond"))
+    assert "scheduled_at <=" in cond, text
+
+
+async def test_many_claimers_never_share_a_job(make: Make) -> None:
+    total, claimers, batch = 3_000, 8, 50
+    schema = unique_schema()
+    backends = [make(schema, migrate=True, max_size=2) for _ in range(claimers)]
+    claimed: list[list[str]] = [[] for _ in range(claimers)]
+
+    async def drain(index: int) -> None:
+        while leases := await backends[index].claim(
+            [r.QUEUE], batch, worker=f"w{index}", lease_for=60
+        ):
+            claimed[index].extend(lease.job.id for lease in leases)
+
+    with anyio.fail_after(60):
+        for backend in backends:
+            await backend.open()
+        for _ in range(total // 1_000):
+            await backends[0].enqueue([r.job() for _ in range(1_000)])
+        async with anyio.create_task_group() as tg:
+            for index in range(claimers):
+                tg.start_soon(drain, index)
+        [stats] = await backends[0].stats([r.QUEUE])
+    ids = [job_id for ids in claimed for job_id in ids]
+    assert len(ids) == total
+    assert len(set(ids)) == total
+    assert stats.counts[JobState.ACTIVE] == total
+    assert sum(1 for ids in claimed if ids) > 1, "one claimer took everything"
+
+
+# -- lost connections -------------------------------------------------------------------
+
+
+async def test_terminated_connections_are_replaced(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    name = f"asyncq-{uuid.uuid4().hex[:8]}"
+    backend = make(migrate=True, poll_interval=NO_POLL, server_settings={"application_name": name})
+    producer = make(backend.schema)
+    kill = (
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1"
+    )
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        await producer.open()
+        [record] = await backend.enqueue([r.job()])
+        await backend.wait_for_work([r.QUEUE], 0.01)  # the listener is up
+        result: list[Any] = []
+
+        async def wait() -> None:
+            result.append(await backend.wait_finished(record.id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            # The pool's connection and the listening one.
+            assert await admin.fetchval(kill, name) >= 2
+            [lease] = await claim_all(backend)
+            assert await backend.settle([r.completed(lease)]) == [True]
+        [done] = result
+        assert done.state is JobState.COMPLETED
+
+        # Once more, with the backend waiting for work: it listens again. A
+        # wait may end early (the lost listener wakes it); it then finds nothing
+        # to claim and waits again, and only a notification ends that wait.
+        assert await admin.fetchval(kill, name) >= 2
+
+        async def enqueue_later() -> None:
+            await anyio.wait_all_tasks_blocked()
+            await producer.enqueue([r.job()])
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(enqueue_later)
+            while not (leases := await claim_all(backend)):
+                await backend.wait_for_work([r.QUEUE], NO_POLL)
+        assert len(leases) == 1
+
+
+async def test_unreachable_server_is_backend_unavailable(make: Make) -> None:
+    backend = PostgresBackend.from_url(
+        "postgresql://postgres:s3cret@127.0.0.1:1/test", schema=unique_schema()
+    )
+    with anyio.fail_after(BOUND):
+        for attempt in (backend.open, lambda: backend.get("x"), backend.migrate):
+            with pytest.raises(BackendUnavailable) as caught:
+                await attempt()
+            assert "s3cret" not in str(caught.value)
+            assert "postgres:***@127.0.0.1:1" in str(caught.value)
+            assert not isinstance(caught.value, asyncpg.PostgresError)
+
+
+async def test_other_server_errors_are_backend_error(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    backend = make(migrate=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        await admin.execute(f"DROP TABLE {backend.schema}.jobs CASCADE")
+        with pytest.raises(BackendError) as caught:
+            await backend.get("x")
+    assert not isinstance(caught.value, BackendUnavailable)
+    assert isinstance(caught.value.__cause__, asyncpg.UndefinedTableError)
+
+
+async def test_closed_backend_is_unavailable(make: Make) -> None:
+    backend = make(migrate=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        await backend.close()
+        with pytest.raises(BackendUnavailable, match="closed"):
+            await backend.get("x")
+
+
+# -- prune --------------------------------------------------------------------------
+
+
+async def finish_all(backend: PostgresBackend, n: int, **job: Any) -> None:
+    for start in range(0, n, 1_000):
+        await backend.enqueue([r.job(**job) for _ in range(min(1_000, n - start))])
+    while leases := await claim_all(backend, 1_000):
+        assert all(await backend.settle([r.completed(lease) for lease in leases]))
+
+
+async def test_prune_runs_under_an_advisory_lock(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    total = 2_500
+    schema = unique_schema()
+    first, second = make(schema, migrate=True), make(schema)
+    with anyio.fail_after(BOUND):
+        await first.open()
+        await second.open()
+        await finish_all(first, total, result_ttl=0.0)
+        key = pg._lock_key("prune", schema)
+        await admin.execute("SELECT pg_advisory_lock($1)", key)
+        try:
+            # Someone else is pruning: both return at once, deleting nothing.
+            assert await first.prune() == 0
+            assert await second.prune() == 0
+        finally:
+            await admin.execute("SELECT pg_advisory_unlock($1)", key)
+        [before] = await first.stats([r.QUEUE])
+        assert before.counts[JobState.COMPLETED] == total
+        pruned: list[int] = []
+
+        async def prune(backend: PostgresBackend) -> None:
+            pruned.append(await backend.prune())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(prune, first)
+            tg.start_soon(prune, second)
+        assert sum(pruned) == total
+        [after] = await first.stats([r.QUEUE])
+        assert after.counts[JobState.COMPLETED] == 0
+        assert await first.prune() == 0
+
+
+async def test_prune_applies_retention(make: Make) -> None:
+    schema = unique_schema()
+    keeper = make(schema, migrate=True, retention_completed=None, retention_dead=None)
+    pruner = make(schema, retention_completed=0.0, retention_dead=0.0)
+    with anyio.fail_after(BOUND):
+        await keeper.open()
+        await pruner.open()
+        await finish_all(keeper, 3)  # completed, no result TTL
+        await finish_all(keeper, 2, result_ttl=3600.0)  # completed, kept an hour
+        await keeper.enqueue([r.job(), r.job()])
+        leases = await claim_all(keeper)
+        await keeper.settle([r.dead(leases[0]), r.cancelled(leases[1])])
+        assert await keeper.prune() == 0
+        assert await pruner.prune() == 5
+        [stats] = await pruner.stats([r.QUEUE])
+    assert stats.counts[JobState.COMPLETED] == 2
+    assert stats.counts[JobState.DEAD] == stats.counts[JobState.CANCELLED] == 0
+
+
+async def test_enqueue_frees_an_expired_key_holder(make: Make) -> None:
+    backend = make(migrate=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        await finish_all(backend, 1, key="k", result_ttl=0.0)
+        fresh = r.job(key="k")
+        [stored] = await backend.enqueue([fresh])
+        assert stored.id == fresh.id
+        [stats] = await backend.stats([r.QUEUE])
+    assert stats.counts[JobState.COMPLETED] == 0  # the expired holder went in the same statement
+
+
+# -- round trips and notifications ----------------------------------------------------
+
+
+async def test_one_statement_per_batch(postgres_dsn: str) -> None:
+    statements: list[str] = []
+
+    def log(query: Any) -> None:
+        statements.append(query.query)
+
+    async def init(conn: asyncpg.Connection[Any]) -> None:
+        conn.add_query_logger(log)
+
+    async def no_reset(conn: asyncpg.Connection[Any]) -> None:
+        pass
+
+    async def counted(action: Awaitable[_T]) -> tuple[_T, int]:
+        """What ``action`` returned, and how many statements it sent."""
+        await anyio.lowlevel.checkpoint()  # loggers run on the loop's next pass
+        statements.clear()
+        result = await action
+        await anyio.lowlevel.checkpoint()
+        return result, len(statements)
+
+    async with asyncpg.create_pool(
+        postgres_dsn, min_size=1, max_size=2, init=init, reset=no_reset
+    ) as pool:
+        backend = PostgresBackend(pool, schema=unique_schema(), migrate=True)
+        try:
+            with anyio.fail_after(BOUND):
+                await backend.open()
+                assert "(asyncpg pool)" not in backend.url
+                for round in range(2):  # the first prepares statements and learns types
+                    jobs = [r.job(key=f"{round}-{i}") for i in range(100)]
+                    _, enqueued = await counted(backend.enqueue(jobs))
+                    leases, claimed = await counted(claim_all(backend))
+                    _, beat = await counted(backend.heartbeat(leases, lease_for=60))
+                    outcomes = [r.completed(lease) for lease in leases]
+                    applied, settled = await counted(backend.settle(outcomes))
+                    assert all(applied)
+                assert (enqueued, claimed, beat, settled) == (1, 1, 1, 1)
+                assert len(leases) == 100
+                # The listener holds a connection of the caller's pool.
+                assert (await backend.wait_finished(leases[0].job.id)) is not None
+        finally:
+            await backend.close()
+            await backend.drop_schema()
+
+
+async def test_one_settle_wakes_hundreds_of_waiters(make: Make) -> None:
+    # 400 ids do not fit one notification payload: the batch is split.
+    backend = make(migrate=True, poll_interval=NO_POLL)
+    done: list[str] = []
+
+    async def wait(job_id: str) -> None:
+        finished = await backend.wait_finished(job_id)
+        assert finished is not None
+        done.append(finished.id)
+
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        await backend.enqueue([r.job() for _ in range(400)])
+        leases = await claim_all(backend, 400)
+        async with anyio.create_task_group() as tg:
+            for lease in leases:
+                tg.start_soon(wait, lease.job.id)
+            await anyio.wait_all_tasks_blocked()
+            assert all(await backend.settle([r.completed(lease) for lease in leases]))
+    assert sorted(done) == sorted(lease.job.id for lease in leases)
