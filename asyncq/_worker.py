@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
@@ -36,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._execution import Running, StopReason, execute
 from ._records import Lease, Outcome
@@ -106,6 +106,7 @@ class Worker:
         self._unsettled: dict[str, Lease] = {}
         self._outcomes: list[Outcome] = []
         self._outcomes_ready = anyio.Event()
+        self._dispatch = _Dispatch()
         self._settle_lock = anyio.Lock()
         self._settled = anyio.Event()
         self._slot_freed = anyio.Event()
@@ -178,18 +179,19 @@ class Worker:
                 task_status.started(self)
                 # One long-lived task per slot runs job after job: spawning a
                 # task per job would cost more than a no-op job itself.
-                send, receive = anyio.create_memory_object_stream[Running](math.inf)
                 async with anyio.create_task_group() as slots:
-                    with send, receive:
-                        for _ in range(self.concurrency):
-                            slots.start_soon(self._slot, receive.clone())
-                        await self._fetch_loop(send)
+                    for _ in range(self.concurrency):
+                        slots.start_soon(self._slot)
+                    try:
+                        await self._fetch_loop()
                         await self._drain()
+                    finally:
+                        self._dispatch.close()
                 await self._flush()
                 service.cancel_scope.cancel()
         log.info("worker %s stopped after %d job(s)", self.name, self.processed)
 
-    async def _fetch_loop(self, slots: MemoryObjectSendStream[Running]) -> None:
+    async def _fetch_loop(self) -> None:
         backend = self.app.backend
         backoff = _Backoff()
         while not self._stopping:
@@ -215,7 +217,7 @@ class Worker:
                 continue
             backoff.reset()
             for lease in leases:
-                self._start(slots, lease)
+                self._start(lease)
             if len(leases) < free:
                 if self.burst:
                     # The queues are empty: end as soon as what runs is settled.
@@ -246,18 +248,17 @@ class Worker:
             await wait()
         self._wait_scope = None
 
-    def _start(self, slots: MemoryObjectSendStream[Running], lease: Lease) -> None:
+    def _start(self, lease: Lease) -> None:
         running = Running(lease)
         self.running[lease.job.id] = running
         self._unsettled[lease.job.id] = lease
         if self._idle.is_set():
             self._idle = anyio.Event()
-        slots.send_nowait(running)
+        self._dispatch.put(running)
 
-    async def _slot(self, receive: MemoryObjectReceiveStream[Running]) -> None:
-        with receive:
-            async for running in receive:
-                await self._run_one(running)
+    async def _slot(self) -> None:
+        while (running := await self._dispatch.get()) is not None:
+            await self._run_one(running)
 
     async def _run_one(self, running: Running) -> None:
         job_id = running.lease.job.id
@@ -374,6 +375,45 @@ class Worker:
                 log.warning("worker %s: maintenance failed: %s", self.name, exc)
             await anyio.sleep(self.recover_interval)
             since_prune += self.recover_interval
+
+
+class _Dispatch:
+    """Hands claimed jobs to idle slot tasks.
+
+    Cheaper than a memory object stream for this one use: a put is a deque
+    append and, only when slots are idle, one event set. All idle slots wake on
+    that event and take what there is; claims come in batches sized to the
+    idle slots, so few wake for nothing.
+    """
+
+    def __init__(self) -> None:
+        self._items: deque[Running] = deque()
+        self._event = anyio.Event()
+        self._waiting = 0
+        self._closed = False
+
+    def put(self, item: Running) -> None:
+        self._items.append(item)
+        if self._waiting:
+            self._event.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._event.set()
+
+    async def get(self) -> Running | None:
+        """The next job, or ``None`` once closed and empty."""
+        while not self._items:
+            if self._closed:
+                return None
+            if self._event.is_set():
+                self._event = anyio.Event()
+            self._waiting += 1
+            try:
+                await self._event.wait()
+            finally:
+                self._waiting -= 1
+        return self._items.popleft()
 
 
 class _Backoff:
