@@ -167,14 +167,21 @@ local function json_string(s)
 end
 """
 
-# ARGV: n, then 8 per job: id, key, priority, scheduled_at, record, max_attempts, ttl, name.
+# KEYS: the queue prefix; outside a cluster also the index buckets, then the queue registry.
+# ARGV: n, queue, then 9 per job: id, key, priority, scheduled_at, record, max_attempts, ttl,
+# name, and the KEYS position of the job's index bucket (unused in a cluster).
 # Returns per job: the stored state, or the holder's HGETALL when its key is held.
 ENQUEUE = r"""
 local now = now_s()
 local out, queued, stored = {}, 0, 0
+-- Outside a cluster the caller passes the id index and the queue registry as
+-- KEYS[2..n] (KEYS[n] the registry), so one script call does the whole enqueue.
+local inline = #KEYS > 1
+if inline then redis.call('SADD', KEYS[#KEYS], ARGV[2]) end
 for i = 0, tonumber(ARGV[1]) - 1 do
-  local b = 2 + i * 8
+  local b = 3 + i * 9
   local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  if inline then redis.call('HSET', KEYS[tonumber(ARGV[b + 8])], id, ARGV[2]) end
   local holder = nil
   if redis.call('EXISTS', J(id)) == 1 then
     holder = id

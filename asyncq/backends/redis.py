@@ -403,13 +403,26 @@ class RedisBackend:
             by_queue.setdefault(job.queue, []).append(i)
         calls: list[tuple[str, list[str], list[Any]]] = []
         chunks: list[list[int]] = []
+        # Outside a cluster the script writes the id index and the queue
+        # registry itself (one round trip, no pipeline); in a cluster those
+        # keys live in other slots, so a pipeline writes them first.
+        inline = not self._cluster
         for queue, indexes in by_queue.items():
             for start in range(0, len(indexes), _ENQUEUE_CHUNK):
                 chunk = indexes[start : start + _ENQUEUE_CHUNK]
-                args: list[Any] = [len(chunk)]
+                keys = [self._prefix(queue)]
+                where: dict[str, int] = {}
+                args: list[Any] = [len(chunk), queue]
                 for i in chunk:
                     job = jobs[i]
                     ttl = "" if job.result_ttl is None else repr(float(job.result_ttl))
+                    position = 0
+                    if inline:
+                        bucket = self._bucket(job.id)
+                        position = where.get(bucket, 0)
+                        if not position:
+                            keys.append(bucket)
+                            position = where[bucket] = len(keys)
                     args += (
                         job.id,
                         job.key if job.key is not None else "",
@@ -419,8 +432,11 @@ class RedisBackend:
                         str(job.max_attempts),
                         ttl,
                         job.name,
+                        position,
                     )
-                calls.append(("enqueue", [self._prefix(queue)], args))
+                if inline:
+                    keys.append(self._queues_key)
+                calls.append(("enqueue", keys, args))
                 chunks.append(chunk)
 
         def before(pipe: Any) -> None:
@@ -431,7 +447,7 @@ class RedisBackend:
                 pipe.hset(bucket, mapping=mapping)
             pipe.sadd(self._queues_key, *by_queue)
 
-        replies = await self._many(calls, before)
+        replies = await self._many(calls, None if inline else before)
         stored: list[JobRecord | None] = [None] * len(jobs)
         for chunk, reply in zip(chunks, replies, strict=True):
             for i, item in zip(chunk, reply, strict=True):
