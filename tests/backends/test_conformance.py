@@ -739,6 +739,37 @@ async def test_recover_lapsed_leases(backend: Backend) -> None:
         assert again.job.attempts == 2
 
 
+async def test_recover_honours_a_cancel_request_of_a_lost_job(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        doomed = r.job(max_attempts=3, key="k-cancel")
+        await backend.enqueue([doomed])
+        short = await claim(backend, lease_for=SHORT)
+        requested = await backend.cancel(doomed.id)
+        assert requested is not None
+        assert requested.cancel_requested
+        await sleep_until(short[doomed.id].expires_at + 0.1)
+
+        async with anyio.create_task_group() as tg:
+            finished: list[JobRecord | None] = []
+
+            async def wait() -> None:
+                finished.append(await backend.wait_finished(doomed.id))
+
+            tg.start_soon(wait)
+            assert await backend.recover() == 1
+        stored = await get(backend, doomed.id)
+        assert stored.state is JobState.CANCELLED
+        assert stored.finished_at is not None
+        assert [e.kind for e in stored.errors] == [ErrorKind.LOST]
+        assert finished[0] is not None
+        assert finished[0].state is JobState.CANCELLED
+        assert await backend.claim([r.QUEUE], 10, worker="w", lease_for=LONG) == []
+        # A cancelled job frees its key.
+        again = r.job(key="k-cancel")
+        [stored_again] = await backend.enqueue([again])
+        assert stored_again.id == again.id
+
+
 async def test_recover_from_many_workers_at_once(backend: Backend) -> None:
     with anyio.fail_after(BOUND):
         await backend.enqueue([r.job(max_attempts=2) for _ in range(10)])
