@@ -263,6 +263,7 @@ class Statements:
     schema_exists: str
     drop: str
     enqueue: str
+    enqueue_plain: str
     lookup: str
     get: str
     cancel: str
@@ -306,63 +307,6 @@ _TEMPLATES: dict[str, str] = {
     "record_version": "INSERT INTO {s}.migrations (version, description) VALUES ($1, $2)",
     "schema_exists": "SELECT to_regclass('{s}.migrations') IS NOT NULL",
     "drop": "DROP SCHEMA IF EXISTS {s} CASCADE",
-    # One statement: free expired holders of the batch's keys, insert in input
-    # order (a later duplicate key in the batch conflicts with the earlier
-    # one), record the queue names, notify, and return the inserted ids with
-    # their state plus the live holders of the batch's keys. ON CONFLICT has no
-    # target so a retried batch (same ids) is a no-op instead of an error.
-    "enqueue": """
-        WITH b AS (
-            SELECT * FROM unnest(
-                $1::text[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::int[],
-                $7::int[], $8::float8[], $9::text[], $10::float8[], $11::float8[],
-                $12::float8[], $13::jsonb[]
-            ) WITH ORDINALITY AS b(
-                id, name, queue, payload, priority, attempts, max_attempts, timeout,
-                key, result_ttl, enqueued_at, scheduled_at, headers, ord
-            )
-        ),
-        freed AS (
-            DELETE FROM {s}.jobs j USING b
-            WHERE j.key_held AND j.queue = b.queue AND j.key = b.key
-              AND j.expires_at <= {now}
-            RETURNING j.id
-        ),
-        ins AS (
-            INSERT INTO {s}.jobs AS j (
-                id, name, queue, payload, state, priority, attempts, max_attempts,
-                timeout, key, key_held, result_ttl, enqueued_at, scheduled_at, headers
-            )
-            SELECT b.id, b.name, b.queue, b.payload,
-                   CASE WHEN b.scheduled_at > {now} THEN 'scheduled' ELSE 'queued' END,
-                   b.priority, b.attempts, b.max_attempts, b.timeout, b.key,
-                   b.key IS NOT NULL, b.result_ttl, b.enqueued_at, b.scheduled_at,
-                   b.headers
-            FROM b
-            WHERE (SELECT count(*) FROM freed) >= 0  -- deletes before inserting
-            ORDER BY b.ord
-            ON CONFLICT DO NOTHING
-            RETURNING j.id, j.queue, j.state
-        ),
-        known AS (
-            INSERT INTO {s}.queues (name)
-            SELECT DISTINCT queue FROM ins
-            ON CONFLICT DO NOTHING
-        ),
-        woke AS (
-            SELECT {s}.notify_work(array_agg(DISTINCT queue)) AS n FROM ins
-        )
-        SELECT true AS new, ins.id, ins.state, NULL AS rec
-        FROM ins, woke
-        UNION ALL
-        SELECT false, b.id, h.state, h.rec
-        FROM b CROSS JOIN LATERAL (
-            SELECT j.state, ROW({cols}) AS rec FROM {s}.jobs j
-            WHERE j.key_held AND j.queue = b.queue AND j.key = b.key AND """
-    + _ALIVE
-    + """
-        ) AS h
-    """,
     # What a batch's conflicting inputs ran into, read after the fact: a holder
     # committed by another transaction after ``enqueue``'s snapshot, or an
     # input already stored by an earlier try of the same batch.
@@ -633,3 +577,84 @@ _TEMPLATES["retry_dead_ids"] = _retry_dead("id = ANY($1::text[])", "$2")
 _TEMPLATES["retry_dead_filter"] = _retry_dead(
     "($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR name = $2)", "$3"
 )
+
+
+def _enqueue(keyed: bool) -> str:
+    """One statement: insert the batch in input order, record its queue names,
+    notify, and return the inserted ids with their state.
+
+    With keys (``keyed``) it first frees expired holders of the batch's keys
+    and also returns the live holders it ran into; a later input with the same
+    key as an earlier one conflicts with it. ON CONFLICT has no target, so a
+    retried batch (same ids) is a no-op instead of an error. Batches without
+    keys take the lean form, which never reads the table.
+    """
+    freed = """
+        freed AS (
+            DELETE FROM {s}.jobs j USING b
+            WHERE j.key_held AND j.queue = b.queue AND j.key = b.key
+              AND j.expires_at <= {now}
+            RETURNING j.id
+        ),"""
+    holders = (
+        """
+        UNION ALL
+        SELECT false, b.id, h.state, h.rec
+        FROM b CROSS JOIN LATERAL (
+            SELECT j.state, ROW({cols}) AS rec FROM {s}.jobs j
+            WHERE j.key_held AND j.queue = b.queue AND j.key = b.key AND """
+        + _ALIVE
+        + """
+        ) AS h"""
+    )
+    return (
+        """
+        WITH b AS (
+            SELECT * FROM unnest(
+                $1::text[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::int[],
+                $7::int[], $8::float8[], $9::text[], $10::float8[], $11::float8[],
+                $12::float8[], $13::jsonb[]
+            ) WITH ORDINALITY AS b(
+                id, name, queue, payload, priority, attempts, max_attempts, timeout,
+                key, result_ttl, enqueued_at, scheduled_at, headers, ord
+            )
+        ),"""
+        + (freed if keyed else "")
+        + """
+        ins AS (
+            INSERT INTO {s}.jobs AS j (
+                id, name, queue, payload, state, priority, attempts, max_attempts,
+                timeout, key, key_held, result_ttl, enqueued_at, scheduled_at, headers
+            )
+            SELECT b.id, b.name, b.queue, b.payload,
+                   CASE WHEN b.scheduled_at > {now} THEN 'scheduled' ELSE 'queued' END,
+                   b.priority, b.attempts, b.max_attempts, b.timeout, b.key,
+                   b.key IS NOT NULL, b.result_ttl, b.enqueued_at, b.scheduled_at,
+                   b.headers
+            FROM b"""
+        + (
+            "\n            WHERE (SELECT count(*) FROM freed) >= 0  -- frees keys first"
+            if keyed
+            else ""
+        )
+        + """
+            ORDER BY b.ord
+            ON CONFLICT DO NOTHING
+            RETURNING j.id, j.queue, j.state
+        ),
+        known AS (
+            INSERT INTO {s}.queues (name)
+            SELECT DISTINCT queue FROM ins
+            ON CONFLICT DO NOTHING
+        ),
+        woke AS (
+            SELECT {s}.notify_work(array_agg(DISTINCT queue)) AS n FROM ins
+        )
+        SELECT true AS new, ins.id, ins.state, NULL AS rec
+        FROM ins, woke"""
+        + (holders if keyed else "")
+    )
+
+
+_TEMPLATES["enqueue"] = _enqueue(keyed=True)
+_TEMPLATES["enqueue_plain"] = _enqueue(keyed=False)
