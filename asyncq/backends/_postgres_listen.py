@@ -27,9 +27,13 @@ if TYPE_CHECKING:
 
     Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
-__all__ = ["Listener"]
+__all__ = ["Listener", "ListenerClosed"]
 
 _ids = msgspec.json.Decoder(list[str])
+
+
+class ListenerClosed(Exception):
+    """``ensure`` was called (or was running) after ``close``."""
 
 
 class Listener:
@@ -56,6 +60,8 @@ class Listener:
         self._done_channel = done_channel
         self._conn: Connection | None = None
         self._lock: anyio.Lock | None = None
+        #: Set by ``close``; cleared by the owner when it opens again.
+        self.closed = False
         self._work: dict[str, set[anyio.Event]] = {}
         self._done: dict[str, set[anyio.Event]] = {}
 
@@ -77,12 +83,16 @@ class Listener:
             self._conn = None
             if stale is not None:
                 await self._drop(stale)
+            if self.closed:
+                raise ListenerClosed
             conn = await self._connect()
             try:
                 await conn.add_listener(self._work_channel, self._on_notify)
                 await conn.add_listener(self._done_channel, self._on_notify)
+                if self.closed:  # closed while connecting: keep nothing open
+                    raise ListenerClosed
             except BaseException:
-                await self._release(conn)
+                await self._drop(conn)
                 raise
             conn.add_termination_listener(self._on_terminated)
             self._conn = conn
@@ -107,7 +117,8 @@ class Listener:
                 conn.terminate()
 
     async def close(self) -> None:
-        """Stop listening and wake every waiter."""
+        """Stop listening and wake every waiter; ``ensure`` raises until reopened."""
+        self.closed = True
         conn, self._conn = self._conn, None
         self.wake_all()
         if conn is not None:
@@ -164,7 +175,10 @@ class Listener:
             names = [payload]
             table = self._work
         elif channel == self._done_channel:
-            names = _ids.decode(payload)
+            try:
+                names = _ids.decode(payload)
+            except msgspec.DecodeError:
+                return  # not ours: anyone may NOTIFY on any channel
             table = self._done
         else:
             return

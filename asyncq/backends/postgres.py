@@ -35,7 +35,7 @@ from msgspec.structs import replace
 
 from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
 from . import _postgres_sql as sql
-from ._postgres_listen import Listener
+from ._postgres_listen import Listener, ListenerClosed
 from ._postgres_sql import decode
 from .base import (
     TERMINAL_STATES,
@@ -336,6 +336,7 @@ class PostgresBackend:
             if self._pool is not None:
                 return
             self._closed = False
+            self._listener.closed = False
             if self._migrate:
                 await self.migrate()
             else:
@@ -413,8 +414,12 @@ class PostgresBackend:
                 pool.terminate()
 
     async def _listen(self) -> None:
-        with self._mapped():
-            await self._listener.ensure()
+        try:
+            with self._mapped():
+                await self._listener.ensure()
+        except ListenerClosed:
+            msg = f"the PostgreSQL backend for {self.url} is closed"
+            raise BackendUnavailable(msg) from None
 
     # -- producers ---------------------------------------------------------------
 
@@ -517,7 +522,7 @@ class PostgresBackend:
         last: JobRecord | None = None
         while True:
             if self._closed and last is not None:
-                return last
+                return last  # woken by close: the job as last seen
             with self._listener.job_waiter(job_id) as finished:
                 await self._listen()
                 job = await self.get(job_id)
@@ -547,7 +552,12 @@ class PostgresBackend:
         if self._closed or timeout <= 0:
             return
         with self._listener.work_waiter(names) as work:
-            await self._listen()
+            try:
+                await self._listen()
+            except BackendUnavailable:
+                if self._listener.closed:
+                    return  # closed meanwhile: close wakes every wait
+                raise
             due = await self._fetchval(self._sql.wait_for_work, names) if names else None
             wait = timeout if due is None else min(timeout, due)
             if wait <= 0:

@@ -537,3 +537,27 @@ async def test_one_settle_wakes_hundreds_of_waiters(make: Make) -> None:
             await anyio.wait_all_tasks_blocked()
             assert all(await backend.settle([r.completed(lease) for lease in leases]))
     assert sorted(done) == sorted(lease.job.id for lease in leases)
+
+
+async def test_foreign_notifications_on_the_channels_are_ignored(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    backend = make(migrate=True, poll_interval=NO_POLL)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        [record] = await backend.enqueue([r.job()])
+        [lease] = await claim_all(backend)
+        result: list[Any] = []
+
+        async def wait() -> None:
+            result.append(await backend.wait_finished(record.id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            for suffix, payload in (("done", "not json"), ("done", '{"a": 1}'), ("work", "x")):
+                channel = f"{backend.schema}:{suffix}"
+                await admin.execute("SELECT pg_notify($1, $2)", channel, payload)
+            assert await backend.settle([r.completed(lease)]) == [True]
+    [done] = result
+    assert done.state is JobState.COMPLETED
