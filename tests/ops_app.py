@@ -47,8 +47,19 @@ async def resize(payload: Resize, ctx: JobContext) -> Resized:
     return Resized(payload.image, payload.width * 2)
 
 
+#: set while a ``note`` job with the text "hold" runs; such a job runs until cancelled
+holding = anyio.Event()
+
+
 @app.job(schema=Note, name="note")
 async def note(payload: Note) -> str:
+    if payload.text == "hold":
+        global holding
+        holding.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            holding = anyio.Event()
     return payload.text
 
 

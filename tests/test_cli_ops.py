@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
+import ops_app
 from asyncq import JobState
 from asyncq.backends.base import Backend
 from asyncq.testing import run_until_idle
@@ -341,6 +343,20 @@ async def test_cancel_pending_jobs_and_refuse_finished_or_unknown_ones(lent: Bac
         f"Error: job {dead} already ended dead: nothing to cancel",
         "Error: no job with id 'nope'",
     ]
+
+
+async def test_cancel_a_running_job_asks_its_worker_to_stop_it(lent: Backend) -> None:
+    async with app.worker(concurrency=1, heartbeat=0.05, poll_interval=0.2):
+        handle = await note.enqueue(Note("hold"))
+        with anyio.fail_after(20):
+            await ops_app.holding.wait()
+        result = await asyncq("cancel", APP, handle.id)
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith(f"cancel requested for job {handle.id}: running on ")
+        with anyio.fail_after(20):
+            job = await lent.wait_finished(handle.id)
+    assert job is not None
+    assert job.state is JobState.CANCELLED
 
 
 # -- pause, resume, status -----------------------------------------------------------------

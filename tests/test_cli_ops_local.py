@@ -126,3 +126,23 @@ def test_migrate_a_fresh_postgresql_schema(tmp_path: Path, postgres_dsn: str) ->
         from asyncq.backends.postgres import PostgresBackend
 
         anyio.run(PostgresBackend.from_url(url).drop_schema)
+
+
+@pytest.mark.slow
+def test_a_command_with_no_backend_anywhere_says_which_store_it_uses(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ASYNCQ_BACKEND"}
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncq", "jobs", "ops_default:app"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(TESTS)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "note: no backend given (--backend, ASYNCQ_BACKEND or App(backend=...)); "
+        f"using sqlite:///asyncq.db in {tmp_path}\n"
+    )
+    assert (tmp_path / "asyncq.db").exists()

@@ -15,6 +15,7 @@ import msgspec
 
 from .._app import App
 from ..admin import Admin
+from ..backends import DEFAULT_URL
 from ..exceptions import AsyncqError, ConfigurationError, JobNotFound, ValidationError
 
 __all__ = [
@@ -153,13 +154,24 @@ def app_options(fn: F) -> F:
 
 
 def open_app(app_path: str, backend: str | None) -> App:
-    """Load the app and point it at ``backend`` when given."""
+    """Load the app and point it at ``backend`` when given.
+
+    An app with no backend anywhere gets the default SQLite file in the
+    current directory: said on stderr, since an operator looking at an empty
+    store is most likely looking at the wrong one.
+    """
     app = load_app(app_path)
     if backend:
         try:
             app.use_backend(backend)
         except ConfigurationError as exc:
             fail(str(exc), EXIT_USAGE)
+    elif app.backend_spec is None and not os.environ.get("ASYNCQ_BACKEND"):
+        click.echo(
+            f"note: no backend given (--backend, ASYNCQ_BACKEND or App(backend=...)); "
+            f"using {DEFAULT_URL} in {os.getcwd()}",
+            err=True,
+        )
     return app
 
 
