@@ -17,7 +17,7 @@ import anyio.lowlevel
 import asyncpg
 import pytest
 
-from asyncq._records import JobState, Lease
+from asyncq._records import JobRecord, JobState, Lease
 from asyncq.backends import from_url
 from asyncq.backends import postgres as pg
 from asyncq.backends._postgres_sql import Statements
@@ -243,6 +243,35 @@ async def test_enqueue_without_a_transaction_commits_at_once(
         await backend.open()
         [stored] = await backend.enqueue([r.job()], connection=admin)
         assert await backend.get(stored.id) is not None
+
+
+async def test_enqueue_meets_a_key_taken_in_an_open_transaction(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    # The second insert waits for the first transaction, then finds its job
+    # through a fresh read: its own snapshot predates the commit.
+    backend = make(migrate=True)
+    first, second = r.job(key="order-7"), r.job(key="order-7")
+    result: list[JobRecord] = []
+
+    async def enqueue_second() -> None:
+        result.extend(await backend.enqueue([second]))
+
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        async with anyio.create_task_group() as tg, admin.transaction():
+            await backend.enqueue([first], connection=admin)
+            tg.start_soon(enqueue_second)
+            # The server offers no event for "a statement now waits on a lock";
+            # ask it until the second insert is blocked behind this transaction.
+            blocked = (
+                "SELECT count(*) FROM pg_locks"
+                " WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid))"
+            )
+            while not await admin.fetchval(blocked, admin.get_server_pid()):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+    [stored] = result
+    assert stored.id == first.id
 
 
 async def test_enqueue_on_something_else_is_refused(make: Make) -> None:
@@ -561,3 +590,29 @@ async def test_foreign_notifications_on_the_channels_are_ignored(
             assert await backend.settle([r.completed(lease)]) == [True]
     [done] = result
     assert done.state is JobState.COMPLETED
+
+
+async def test_the_safety_net_finds_a_change_nobody_announced(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    backend = make(migrate=True, poll_interval=0.2)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        [record] = await backend.enqueue([r.job()])
+        await claim_all(backend)
+        result: list[Any] = []
+
+        async def wait() -> None:
+            result.append(await backend.wait_finished(record.id))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            # An operator's hand edit sends no notification.
+            await admin.execute(
+                f"UPDATE {backend.schema}.jobs SET state = 'cancelled', finished_at = 1"
+                " WHERE id = $1",
+                record.id,
+            )
+    [done] = result
+    assert done.state is JobState.CANCELLED
