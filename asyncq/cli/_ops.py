@@ -91,7 +91,7 @@ def status(
     if interval <= 0:
         raise click.BadParameter("must be more than zero", param_hint="'--interval'")
     app = open_app(app_path, backend)
-    live = watch and not as_json and click.get_text_stream("stdout").isatty()
+    live = watch and not as_json and sys.stdout.isatty()
 
     def show(snapshot: Status, first: bool) -> None:
         if as_json:
