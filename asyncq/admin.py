@@ -104,10 +104,13 @@ class Admin:
 
     async def queues(self) -> list[str]:
         """Every queue the app's jobs use or the store knows of, sorted."""
-        known = {handler.options.queue for handler in self.app.handlers.values()}
-        known.update(schedule.queue for schedule in self.app.cron_schedules.values())
-        known.update(s.queue for s in await (await self._backend()).stats())
-        return sorted(known)
+        stored = {s.queue for s in await (await self._backend()).stats()}
+        return sorted(self._app_queues() | stored)
+
+    def _app_queues(self) -> set[str]:
+        queues = {handler.options.queue for handler in self.app.handlers.values()}
+        queues.update(schedule.queue for schedule in self.app.cron_schedules.values())
+        return queues
 
     async def status(
         self, queues: Sequence[str] | None = None, *, previous: Status | None = None
@@ -126,9 +129,7 @@ class Admin:
         backend = await self._backend()
         if queues is None:
             stored = await backend.stats()
-            missing = sorted(
-                {h.options.queue for h in self.app.handlers.values()} - {s.queue for s in stored}
-            )
+            missing = sorted(self._app_queues() - {s.queue for s in stored})
             stats = sorted(
                 [*stored, *await backend.stats(missing)] if missing else stored,
                 key=lambda s: s.queue,

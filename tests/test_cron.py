@@ -153,9 +153,12 @@ async def test_status_shows_the_next_run(app: App) -> None:
     async def report(payload: Tick) -> None:
         pass
 
+    app.cron("0 4 * * *", name="early", queue="reports")(report)
     async with app:
         status = await app.admin.status()
         assert (await app.admin.status(["elsewhere"])).cron == []
+        assert [q.queue for q in status.queues] == ["default", "reports"]
+        status = await app.admin.status(["default"])
     [cron] = status.cron
     assert (cron.name, cron.job, cron.queue, cron.expression, cron.tz) == (
         "nightly",
