@@ -132,7 +132,7 @@ class HealthServer:
 
     async def readiness(self, worker: Worker) -> tuple[int, dict[str, str]]:
         """200 if the worker runs and its backend answers quickly; 503 with a reason if not."""
-        if worker._stopping:  # the worker's own flag: set by stop(), SIGTERM or burst's end
+        if worker.stopping:
             return 503, {"status": "unavailable", "reason": "the worker is stopping"}
         backend = worker.app.backend
         try:

@@ -121,6 +121,11 @@ class Worker:
 
     # -- control -----------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker has stopped claiming (``stop()``, a signal, or a burst's end)."""
+        return self._stopping
+
     def stop(self) -> None:
         """Stop claiming and shut down gracefully (see the module docstring)."""
         if not self._stopping:

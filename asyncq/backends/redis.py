@@ -56,6 +56,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import msgspec
@@ -174,7 +175,7 @@ class RedisBackend:
         cls,
         url: str,
         *,
-        namespace: str = "asyncq",
+        namespace: str | None = None,
         cluster: bool | None = None,
         client_name: str | None = None,
         **options: Any,
@@ -186,10 +187,19 @@ class RedisBackend:
         ``redis://`` / ``rediss://``). ``cluster=True`` or ``?cluster=true`` connects
         to a Redis Cluster through the node(s) in the URL. Other ``options`` (and
         query parameters) go to redis-py: ``socket_timeout``, ``max_connections``,
-        ``ssl_ca_certs``, ...
+        ``ssl_ca_certs``, ... The key prefix is ``namespace=``, else ``?namespace=``
+        in the URL, else ``asyncq``.
         """
         if cluster is not None:
             options["cluster"] = cluster
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        in_url = [v for k, v in query if k == "namespace"]
+        if in_url:
+            url = urlunsplit(
+                parts._replace(query=urlencode([q for q in query if q[0] != "namespace"]))
+            )
+        namespace = namespace or (in_url[-1] if in_url else "asyncq")
         return cls(url, namespace=namespace, client_name=client_name, **options)
 
     @property

@@ -96,6 +96,17 @@ def test_from_url_reads_user_password_and_db() -> None:
     assert "s3cret" not in repr(backend.url)
 
 
+def test_from_url_takes_the_namespace_from_the_url() -> None:
+    # --backend and ASYNCQ_BACKEND carry only a URL: the namespace must travel in it.
+    backend = RedisBackend.from_url("redis://:pw@127.0.0.1:6379/0?namespace=shop")
+    assert backend.namespace == "shop"
+    assert "namespace" not in backend.url
+    assert (
+        RedisBackend.from_url("redis://127.0.0.1/0?namespace=shop", namespace="x").namespace == "x"
+    )
+    assert RedisBackend.from_url("redis://127.0.0.1/0").namespace == "asyncq"
+
+
 def test_from_url_tls_unix_and_options() -> None:
     tls = RedisBackend.from_url("rediss://h/0", socket_timeout=3.0)
     assert tls._client.connection_pool.connection_class is SSLConnection
