@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from anyio.abc import Process
 
 from asyncq import App, JobState
+from asyncq.backends import from_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -56,14 +58,46 @@ class Work(msgspec.Struct):
     seconds: float
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite"),
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL the test and its worker processes share, in a namespace of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'jobs.db'}"
+        return
+    namespace = f"t{uuid.uuid4().hex[:12]}"
+    if request.param == "redis":
+        url = f"{request.getfixturevalue('redis_url')}?namespace={namespace}"
+        yield url
+        backend = from_url(url)
+        await backend.open()
+        await backend.drop_namespace()  # type: ignore[attr-defined]
+        await backend.close()
+        return
+    dsn = request.getfixturevalue("postgres_dsn")
+    url = f"{dsn}?schema={namespace}"
+    backend = from_url(url, migrate=True)
+    await backend.open()  # creates the schema the workers expect
+    try:
+        yield url
+    finally:
+        await backend.drop_schema()  # type: ignore[attr-defined]
+        await backend.close()
+
+
 @pytest.fixture
-def worker_env(tmp_path: Path) -> dict[str, str]:
+def worker_env(tmp_path: Path, store_url: str) -> dict[str, str]:
     (tmp_path / "sigapp.py").write_text(APP_SOURCE)
     markers = tmp_path / "markers"
     markers.mkdir()
     env = dict(os.environ)
     env["MARKERS"] = str(markers)
-    env["ASYNCQ_BACKEND"] = f"sqlite:///{tmp_path / 'jobs.db'}"
+    env["ASYNCQ_BACKEND"] = store_url
     return env
 
 
