@@ -633,9 +633,14 @@ def _enqueue(keyed: bool) -> str:
                 timeout, key, key_held, result_ttl, enqueued_at, scheduled_at, headers
             )
             SELECT b.id, b.name, b.queue, b.payload,
-                   CASE WHEN b.scheduled_at > {now} THEN 'scheduled' ELSE 'queued' END,
+                   -- A job asked for now is ready now, even when now() is behind
+                   -- the producer's clock (an open transaction, another host).
+                   CASE WHEN b.scheduled_at > b.enqueued_at AND b.scheduled_at > {now}
+                        THEN 'scheduled' ELSE 'queued' END,
                    b.priority, b.attempts, b.max_attempts, b.timeout, b.key,
-                   b.key IS NOT NULL, b.result_ttl, b.enqueued_at, b.scheduled_at,
+                   b.key IS NOT NULL, b.result_ttl, b.enqueued_at,
+                   CASE WHEN b.scheduled_at > b.enqueued_at THEN b.scheduled_at
+                        ELSE least(b.scheduled_at, {now}) END,
                    b.headers
             FROM b"""
         + (

@@ -181,6 +181,9 @@ if inline then redis.call('SADD', KEYS[#KEYS], ARGV[2]) end
 for i = 0, tonumber(ARGV[1]) - 1 do
   local b = 3 + i * 9
   local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  -- '~' marks a job asked for now: ready now, even if this clock is behind the producer's.
+  local asap = string.sub(sa, 1, 1) == '~'
+  if asap then sa = F(math.min(tonumber(string.sub(sa, 2)), now)) end
   if inline then redis.call('HSET', KEYS[tonumber(ARGV[b + 8])], id, ARGV[2]) end
   local holder = nil
   if redis.call('EXISTS', J(id)) == 1 then
@@ -201,7 +204,7 @@ for i = 0, tonumber(ARGV[1]) - 1 do
     redis.call('HSET', J(id), unpack(fields))
     redis.call('ZADD', K.all, 0, id)
     local st = 'queued'
-    if tonumber(sa) > now then st = 'scheduled' else queued = queued + 1 end
+    if not asap and tonumber(sa) > now then st = 'scheduled' else queued = queued + 1 end
     place(id, st, prio, tonumber(sa))
     stored = stored + 1
     out[#out + 1] = st

@@ -113,8 +113,11 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> 
             if holder is not None:
                 stored.append(holder)
                 continue
-        state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
-        new = replace(job, state=state)
+        if job.scheduled_at <= job.enqueued_at:  # asked for now: ready now (Backend.enqueue)
+            new = replace(job, state=JobState.QUEUED, scheduled_at=min(job.scheduled_at, now))
+        else:
+            state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
+            new = replace(job, state=state)
         if slot is not None:
             holders[slot] = new
         rows.append(to_row(new))

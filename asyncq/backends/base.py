@@ -134,8 +134,13 @@ class Backend(Protocol):
         """Store new jobs; return, for each input in order, the job as stored.
 
         Each input has ``attempts == 0``, a fresh ``id``, ``enqueued_at`` and
-        ``scheduled_at`` set by the producer. The backend stores it as
-        ``scheduled`` when ``scheduled_at`` is after now, else ``queued``.
+        ``scheduled_at`` set by the producer. A job asked for now
+        (``scheduled_at <= enqueued_at``) is stored ``queued`` and ready at
+        once whatever the clocks say: a backend whose clock is behind the
+        producer's (another host, or PostgreSQL's ``now()`` inside an open
+        transaction) stores ``scheduled_at = min(scheduled_at, now)``. A
+        delayed job is stored ``scheduled`` when ``scheduled_at`` is after
+        now, else ``queued``.
 
         A job whose ``key`` is held (see "Idempotency keys") is not stored: its
         slot in the result is the existing job, so callers tell the two apart

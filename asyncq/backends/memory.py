@@ -185,8 +185,12 @@ class MemoryBackend:
                     stored.append(holder)
                     continue
                 self._keys[(job.queue, job.key)] = job.id
-            state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
-            new = replace(job, state=state)
+            if job.scheduled_at <= job.enqueued_at:  # asked for now: ready now
+                new = replace(job, state=JobState.QUEUED, scheduled_at=min(job.scheduled_at, now))
+            else:
+                state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
+                new = replace(job, state=state)
+            state = new.state
             self._store(new)
             stored.append(new)
             woke = woke or state is JobState.QUEUED

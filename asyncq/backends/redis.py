@@ -437,7 +437,9 @@ class RedisBackend:
                         job.id,
                         job.key if job.key is not None else "",
                         str(job.priority),
-                        repr(float(job.scheduled_at)),
+                        # '~': asked for now (see the enqueue script)
+                        ("~" if job.scheduled_at <= job.enqueued_at else "")
+                        + repr(float(job.scheduled_at)),
                         _encode(job),
                         str(job.max_attempts),
                         ttl,

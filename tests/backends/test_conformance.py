@@ -113,6 +113,20 @@ async def counts(backend: Backend, queue: str = QUEUE) -> dict[JobState, int]:
 # -- enqueue ------------------------------------------------------------------------
 
 
+async def test_a_job_asked_for_now_is_ready_even_if_the_producer_clock_is_ahead(
+    backend: Backend,
+) -> None:
+    with anyio.fail_after(BOUND):
+        ahead = time.time() + 30  # a producer whose clock runs 30 s fast
+        now_job = replace(r.job(), enqueued_at=ahead, scheduled_at=ahead)
+        later = r.job(delay=30)
+        stored = await backend.enqueue([now_job, later])
+        assert [s.state for s in stored] == [JobState.QUEUED, JobState.SCHEDULED]
+        leases = await backend.claim([r.QUEUE], 10, worker="w", lease_for=LONG)
+        assert [lease.job.id for lease in leases] == [now_job.id]
+        assert leases[0].job.scheduled_at <= time.time() + 1
+
+
 async def test_enqueue_returns_stored_records_in_order(backend: Backend) -> None:
     with anyio.fail_after(BOUND):
         jobs = [
