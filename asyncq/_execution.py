@@ -166,7 +166,7 @@ async def _attempt(
 
     if completed:
         try:
-            data = handler.result_codec.encode(result)
+            data = handler.result_codec.encode_result(result)
         except Exception as exc:  # noqa: BLE001 - a result we cannot store is the job's failure
             message = f"job {job.name!r} returned a value that cannot be stored: {exc}"
             return _failure(lease, handler.options.retry, ErrorKind.REJECT, message, exc=exc), exc

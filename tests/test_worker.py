@@ -486,3 +486,17 @@ async def test_get_job_from_a_stored_id(app: App) -> None:
             untyped = app.get_job(handle.id)
             assert await untyped.result(timeout=5) == {"order_id": "o-9", "charged": 9}
             assert (await untyped.info()).name == "charge"
+
+
+async def test_a_result_that_cannot_be_stored_sends_the_job_dead(app: App) -> None:
+    @app.job(schema=Nothing, name="leaky", max_attempts=3)
+    async def leaky(payload: Nothing) -> object:
+        return object()
+
+    with anyio.fail_after(10):
+        async with app.worker(**worker_options()):
+            handle = await leaky.enqueue(Nothing())
+            with pytest.raises(JobFailed, match="cannot be stored"):
+                await handle.result(timeout=5)
+        info = await handle.info()
+    assert info.attempts == 1
