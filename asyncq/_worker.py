@@ -40,10 +40,11 @@ from anyio.abc import TaskStatus
 
 from ._execution import Running, StopReason, execute
 from ._records import Lease, Outcome
-from .exceptions import BackendError, ConfigurationError
+from .exceptions import BackendError, BackendUnavailable, ConfigurationError
 
 if TYPE_CHECKING:
     from ._app import App
+    from .backends.base import Backend
 
 __all__ = ["Worker"]
 
@@ -162,8 +163,14 @@ class Worker:
     # -- the run -----------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Run until ``stop()`` (or, with ``burst``, until the queues are empty)."""
-        backend = await self.app.backend_opened()
+        """Run until ``stop()`` (or, with ``burst``, until the queues are empty).
+
+        A store that cannot be reached at start is waited for, with backoff
+        and a warning per try, until it answers or the worker is stopped.
+        """
+        backend = await self._open_backend()
+        if backend is None:
+            return
         async with AsyncExitStack() as stack:
             if self.app.lifespan is not None:
                 self._state = await stack.enter_async_context(self.app.lifespan(self.app))
@@ -195,6 +202,17 @@ class Worker:
                 await self._flush()
                 service.cancel_scope.cancel()
         log.info("worker %s stopped after %d job(s)", self.name, self.processed)
+
+    async def _open_backend(self) -> Backend | None:
+        """The opened backend, retried while unreachable; ``None`` if stopped first."""
+        backoff = _Backoff()
+        while not self._stopping:
+            try:
+                return await self.app.backend_opened()
+            except BackendUnavailable as exc:
+                what = f"worker {self.name}: cannot reach the backend"
+                await self._interruptible(partial(backoff.wait, what, exc))
+        return None
 
     async def _fetch_loop(self) -> None:
         backend = self.app.backend
@@ -298,10 +316,17 @@ class Worker:
     # -- settlement ----------------------------------------------------------------
 
     async def _settle_loop(self) -> None:
+        backoff = _Backoff()
         while True:
             await self._outcomes_ready.wait()
             self._outcomes_ready = anyio.Event()
-            await self._settle_batch()
+            if await self._settle_batch():
+                backoff.reset()
+            else:
+                # The kept outcomes are retried even if no other job finishes:
+                # a waiting producer must not depend on more work arriving.
+                await backoff.wait(f"worker {self.name}: settling again", None)
+                self._outcomes_ready.set()
 
     async def _settle_batch(self) -> bool:
         # Shielded and serialised: a batch in flight when the worker stops is

@@ -299,15 +299,6 @@ async def test_worker_rides_out_a_redis_restart(
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "asyncq/_worker.py _settle_locked/_settle_loop: outcomes whose settle failed are "
-        "retried only when another job finishes (or at shutdown), so an idle worker holds "
-        "them, renewing their leases, for as long as no new job arrives"
-    ),
-)
 async def test_outcomes_buffered_in_an_outage_are_settled_once_the_store_is_back(
     private_redis: RedisServer, worker_log: WorkerLog
 ) -> None:
@@ -484,15 +475,6 @@ async def test_sqlite_producer_on_an_unusable_path(where: str, tmp_path: Path) -
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "asyncq/_worker.py Worker.run opens the backend once (self.app.backend_opened()) "
-        "before its loops and lets BackendUnavailable out: a worker started while the store "
-        "is down exits at once instead of waiting with backoff"
-    ),
-)
 async def test_worker_started_while_redis_is_down_waits_for_it(
     private_redis: RedisServer, worker_log: WorkerLog
 ) -> None:
@@ -555,16 +537,6 @@ CLI_APP = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "asyncq run against a store that is down exits 1 with an uncaught ExceptionGroup "
-        "traceback: Worker.run (asyncq/_worker.py, self.app.backend_opened()) raises "
-        "BackendUnavailable inside run_until_signalled's task group, which wraps it in an "
-        "ExceptionGroup that the `except AsyncqError` of asyncq/cli/_run.py does not catch"
-    ),
-)
 async def test_asyncq_run_started_while_the_store_is_down_keeps_running(tmp_path: Path) -> None:
     (tmp_path / "coldapp.py").write_text(CLI_APP)
     url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"

@@ -119,5 +119,21 @@ def run(
     except AsyncqError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
+    except BaseExceptionGroup as group:
+        # Task groups wrap what the worker raised; the operator wants one line each.
+        leaves = _leaves(group)
+        if not all(isinstance(leaf, AsyncqError) for leaf in leaves):
+            raise
+        for leaf in leaves:
+            click.echo(f"error: {leaf}", err=True)
+        sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:  # a signal that arrived before the worker listened for it
         sys.exit(130)
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside (possibly nested) exception groups."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
