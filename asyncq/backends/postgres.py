@@ -176,7 +176,9 @@ class PostgresBackend:
         # A generic plan made while the table was small (a seq scan over a
         # few rows) would be kept while it grows to millions; planning each
         # statement for the table as it is costs a fraction of a millisecond.
-        settings = {"plan_cache_mode": "force_custom_plan"}
+        # The application name lets an operator find a worker's connections in
+        # pg_stat_activity, like the client name on Redis.
+        settings = {"plan_cache_mode": "force_custom_plan", "application_name": f"asyncq:{schema}"}
         settings.update(connect_kwargs.pop("server_settings", None) or {})
         self._connect_kwargs = {**connect_kwargs, "server_settings": settings}
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
