@@ -50,3 +50,16 @@ async def test_observability_prints_chained_spans_and_metrics(
     assert retried[5] == found["enqueue default", ""][4]
     assert re.search(r"metric asyncq\.jobs\.retried +queue=default job=notify .* 1$", out, re.M)
     assert re.search(r"metric asyncq\.queue\.depth +queue=payments state=completed +1$", out, re.M)
+
+
+async def test_retries_example_ends_each_job_as_documented() -> None:
+    from examples import retries
+
+    with anyio.fail_after(30):
+        async with in_memory(retries.app):
+            outcomes = await retries.main()
+    assert outcomes["charge"] == "charged 500 for o-1"
+    assert outcomes["rate_limited"] == "accepted"
+    assert outcomes["o-3"] == outcomes["o-4"] == outcomes["o-5"] == "dead"
+    retried = sorted(v for k, v in outcomes.items() if k.startswith("retried"))
+    assert retried == ["dead", "valid"]
