@@ -216,29 +216,33 @@ return out
 """
 
 # KEYS: queue prefixes, in claim order. ARGV: limit, worker, lease_for, token base.
+# Returns {now, lease expiry, then 5 per job: record, attempts, scheduled_at, errors, progress}.
+# The rest of a claimed job's fields are known to the caller, so they are not sent back.
 CLAIM = r"""
 local limit, worker = tonumber(ARGV[1]), ARGV[2]
 local now = now_s()
 local expires = now + tonumber(ARGV[3])
-local out = {}
+local out, n = {F(now), F(expires)}, 0
 for q = 1, #KEYS do
-  if #out >= limit then break end
+  if n >= limit then break end
   use(KEYS[q])
   if redis.call('EXISTS', K.paused) == 0 then
     promote(now)
     for _, prio in ipairs(redis.call('ZREVRANGE', K.prios, 0, -1)) do
-      if #out >= limit then break end
-      local popped = redis.call('ZPOPMIN', R(prio), limit - #out)
+      if n >= limit then break end
+      local popped = redis.call('ZPOPMIN', R(prio), limit - n)
       for j = 1, #popped, 2 do
         local id = popped[j]
         if redis.call('HGET', J(id), 'st') == 'queued' then
+          n = n + 1
           redis.call('ZREM', S('queued'), id)
-          local token = ARGV[4] .. '.' .. (#out + 1)
           redis.call('HINCRBY', J(id), 'att', 1)
-          redis.call('HSET', J(id), 'sta', F(now), 'w', worker, 'lx', F(expires), 'tok', token)
+          redis.call('HSET', J(id), 'sta', F(now), 'w', worker, 'lx', F(expires),
+                     'tok', ARGV[4] .. '.' .. n)
           redis.call('HDEL', J(id), 'c')
           place(id, 'active', prio, expires)
-          out[#out + 1] = redis.call('HGETALL', J(id))
+          local h = redis.call('HMGET', J(id), 'd', 'att', 'sa', 'e', 'pr')
+          for k = 1, 5 do out[#out + 1] = h[k] end
         end
       end
       if redis.call('ZCARD', R(prio)) == 0 then redis.call('ZREM', K.prios, prio) end

@@ -505,16 +505,27 @@ class RedisBackend:
     ) -> list[Lease]:
         leases: list[Lease] = []
         for group in self._slot_groups(queues) if limit > 0 else []:
-            # Each token ends with its queue, so settle() can route without a lookup.
-            args = [limit - len(leases), worker, repr(float(lease_for)), uuid.uuid4().hex]
+            base = uuid.uuid4().hex
+            args = [limit - len(leases), worker, repr(float(lease_for)), base]
             reply = await self._script("claim", [self._prefix(q) for q in group], args)
-            for flat in reply:
-                fields = self._fields(flat)
-                job = self._record(fields)
-                token = f"{fields[b'tok'].decode()}:{job.queue}"
+            now, expires = float(reply[0]), float(reply[1])
+            for n, i in enumerate(range(2, len(reply), 5), 1):
+                record, attempts, scheduled_at, errors, progress = reply[i : i + 5]
+                job = replace(
+                    _decode_record(record),
+                    state=JobState.ACTIVE,
+                    attempts=int(attempts),
+                    scheduled_at=float(scheduled_at),
+                    started_at=now,
+                    lease_expires_at=expires,
+                    worker=worker,
+                    errors=() if errors is None else _decode_errors(b"[" + errors + b"]"),
+                    progress=_float(progress),
+                )
+                # Each token ends with its queue, so settle() can route without a lookup.
+                token = f"{base}.{n}:{job.queue}"
                 self._remember(job.id, job.queue)
-                assert job.lease_expires_at is not None
-                leases.append(Lease(job=job, token=token, expires_at=job.lease_expires_at))
+                leases.append(Lease(job=job, token=token, expires_at=expires))
             if len(leases) >= limit:
                 break
         return leases
