@@ -160,6 +160,20 @@ local function promote(now)
   end
 end
 
+-- Batches travel as one argument: "len,len,...;" then the fields back to back.
+-- redis-py packs each argument in Python, so a thousand small ones cost more
+-- than the script that reads them.
+local function unpack_args(s)
+  local sep = string.find(s, ';', 1, true)
+  local out, pos = {}, sep + 1
+  for len in string.gmatch(string.sub(s, 1, sep - 1), '%d+') do
+    local n = tonumber(len)
+    out[#out + 1] = string.sub(s, pos, pos + n - 1)
+    pos = pos + n
+  end
+  return out
+end
+
 local function json_string(s)
   return '"' .. (string.gsub(s, '[%c"\\]', function(c)
     return string.format('\\u%04x', string.byte(c))
@@ -168,10 +182,12 @@ end
 """
 
 # KEYS: the queue prefix; outside a cluster also the index buckets, then the queue registry.
-# ARGV: n, queue, then 9 per job: id, key, priority, scheduled_at, record, max_attempts, ttl,
-# name, and the KEYS position of the job's index bucket (unused in a cluster).
+# ARGV (packed, see unpack_args): n, queue, then 9 per job: id, key, priority,
+# scheduled_at, record, max_attempts, ttl, name, and the KEYS position of the job's index
+# bucket (unused in a cluster).
 # Returns per job: the stored state, or the holder's HGETALL when its key is held.
 ENQUEUE = r"""
+local ARGV = unpack_args(ARGV[1])
 local now = now_s()
 local out, queued, stored = {}, 0, 0
 -- Outside a cluster the caller passes the id index and the queue registry as
@@ -278,8 +294,10 @@ redis.call('HSET', J(ARGV[1]), 'pr', ARGV[3])
 return 1
 """
 
-# ARGV: 7 per outcome: id, token, state, has_result, result, error JSON, retry_at.
+# ARGV (packed, see unpack_args): 7 per outcome: id, token, state, has_result, result,
+# error JSON, retry_at.
 SETTLE = r"""
+local ARGV = unpack_args(ARGV[1])
 local now = now_s()
 local out, woke = {}, 0
 for i = 1, #ARGV, 7 do

@@ -105,6 +105,12 @@ _encode_json = msgspec.json.Encoder().encode
 _decode_errors = msgspec.json.Decoder(tuple[ErrorInfo, ...]).decode
 
 
+def _pack(args: Sequence[str | bytes | int]) -> bytes:
+    """Many script arguments as one (the scripts' ``unpack_args`` reads it back)."""
+    parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    return b",".join(str(len(p)).encode() for p in parts) + b";" + b"".join(parts)
+
+
 def _float(raw: bytes | None) -> float | None:
     return None if raw is None else float(raw)
 
@@ -448,7 +454,7 @@ class RedisBackend:
                     )
                 if inline:
                     keys.append(self._queues_key)
-                calls.append(("enqueue", keys, args))
+                calls.append(("enqueue", keys, [_pack(args)]))
                 chunks.append(chunk)
 
         def before(pipe: Any) -> None:
@@ -633,7 +639,7 @@ class RedisBackend:
                     b"" if o.error is None else _encode_json(o.error),
                     "" if o.retry_at is None else repr(float(o.retry_at)),
                 )
-            calls.append(("settle", [self._prefix(queue)], args))
+            calls.append(("settle", [self._prefix(queue)], [_pack(args)]))
         applied = [False] * len(outcomes)
         for indexes, reply in zip(
             by_queue.values(), await self._many(calls) if calls else [], strict=True
