@@ -63,7 +63,8 @@ wrongly raises ``BackendError``. No driver exception escapes a backend.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -78,10 +79,8 @@ from .._records import (
     QueueStats,
 )
 
-if TYPE_CHECKING:
-    from collections.abc import Sequence
-
 __all__ = [
+    "OUTCOME_STATES",
     "TERMINAL_STATES",
     "Backend",
     "ErrorInfo",
@@ -92,7 +91,40 @@ __all__ = [
     "Lease",
     "Outcome",
     "QueueStats",
+    "check_outcomes",
+    "purgeable",
 ]
+
+#: The states an ``Outcome`` may ask for.
+OUTCOME_STATES = frozenset(
+    {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
+)
+
+
+def check_outcomes(outcomes: Sequence[Outcome]) -> None:
+    """Refuse a ``settle`` batch before any of it is applied, if an outcome has no meaning.
+
+    Raises:
+        ValueError: an outcome's state is not one of ``OUTCOME_STATES``.
+    """
+    for outcome in outcomes:
+        if outcome.state not in OUTCOME_STATES:
+            msg = f"settle: {outcome.state.value!r} is not an outcome (job {outcome.job_id})"
+            raise ValueError(msg)
+
+
+def purgeable(states: Sequence[JobState]) -> frozenset[JobState]:
+    """The states ``purge`` was given, checked: only finished jobs may be purged.
+
+    Raises:
+        ValueError: a state is not terminal.
+    """
+    wanted = frozenset(states)
+    if not wanted <= TERMINAL_STATES:
+        bad = ", ".join(sorted(s.value for s in wanted - TERMINAL_STATES))
+        msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
+        raise ValueError(msg)
+    return wanted
 
 
 class HeartbeatReply(msgspec.Struct, frozen=True):

@@ -32,6 +32,8 @@ from .base import (
     Lease,
     Outcome,
     QueueStats,
+    check_outcomes,
+    purgeable,
 )
 
 if TYPE_CHECKING:
@@ -308,6 +310,7 @@ class MemoryBackend:
         return True
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        check_outcomes(outcomes)
         now = self._clock()
         applied: list[bool] = []
         woke = False
@@ -328,12 +331,9 @@ class MemoryBackend:
                 woke = True
             elif state in (JobState.DEAD, JobState.CANCELLED):
                 new = replace(released, state=state, errors=errors, finished_at=now)
-            elif state is JobState.QUEUED:
+            else:  # QUEUED: handed back (check_outcomes refused every other state)
                 new = replace(released, state=state, attempts=max(0, job.attempts - 1))
                 woke = True
-            else:
-                msg = f"settle: {state.value!r} is not an outcome (job {job.id})"
-                raise ValueError(msg)
             self._store(new)
             applied.append(True)
         if woke:
@@ -462,11 +462,7 @@ class MemoryBackend:
         queue: str | None = None,
         limit: int = 10_000,
     ) -> int:
-        wanted = set(states)
-        if not wanted <= TERMINAL_STATES:
-            bad = ", ".join(sorted(s.value for s in wanted - TERMINAL_STATES))
-            msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
-            raise ValueError(msg)
+        wanted = purgeable(states)
         doomed = [
             job
             for job in self._jobs.values()

@@ -46,6 +46,8 @@ from .base import (
     Lease,
     Outcome,
     QueueStats,
+    check_outcomes,
+    purgeable,
 )
 
 if TYPE_CHECKING:
@@ -62,9 +64,6 @@ PRUNE_BATCH = 1_000
 
 _T = TypeVar("_T")
 
-_OUTCOMES = frozenset(
-    {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
-)
 # What "cannot be reached" looks like from asyncpg: socket errors, the server
 # refusing or shutting down, a connection that is gone. (A bare InterfaceError
 # is a closed connection or pool; its subclasses are client-side mistakes. An
@@ -589,10 +588,7 @@ class PostgresBackend:
         return bool(held)
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        for outcome in outcomes:
-            if outcome.state not in _OUTCOMES:
-                msg = f"settle: {outcome.state.value!r} is not an outcome (job {outcome.job_id})"
-                raise ValueError(msg)
+        check_outcomes(outcomes)
         # A job settled twice in one batch: the first outcome holds the lease.
         unique = list({o.job_id: o for o in reversed(outcomes)}.values())
         if not unique:
@@ -726,11 +722,7 @@ class PostgresBackend:
         queue: str | None = None,
         limit: int = 10_000,
     ) -> int:
-        wanted = set(states)
-        if not wanted <= TERMINAL_STATES:
-            bad = ", ".join(sorted(s.value for s in wanted - TERMINAL_STATES))
-            msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
-            raise ValueError(msg)
+        wanted = purgeable(states)
         if not wanted or limit <= 0:
             return 0
         status = await self._run(

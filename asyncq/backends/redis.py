@@ -76,7 +76,6 @@ from ._redis_client import connect, describe, mapped, mask_url, pool_kwargs, sid
 from ._redis_lua import PRELUDE, SCRIPTS
 from ._redis_notices import Notices
 from .base import (
-    TERMINAL_STATES,
     Backend,
     ErrorInfo,
     HeartbeatReply,
@@ -85,14 +84,13 @@ from .base import (
     Lease,
     Outcome,
     QueueStats,
+    check_outcomes,
+    purgeable,
 )
 
 __all__ = ["RedisBackend", "mask_url"]
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]+")
-_OUTCOMES = frozenset(
-    {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
-)
 _ENQUEUE_CHUNK = 500
 _RECOVER_BATCH = 500
 _PRUNE_BATCH = 500
@@ -616,10 +614,7 @@ class RedisBackend:
 
     @mapped
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        for outcome in outcomes:
-            if outcome.state not in _OUTCOMES:
-                msg = f"settle: {outcome.state.value!r} is not an outcome (job {outcome.job_id})"
-                raise ValueError(msg)
+        check_outcomes(outcomes)
         by_queue: dict[str, list[int]] = {}
         for i, outcome in enumerate(outcomes):
             queue = _token_queue(outcome.token)
@@ -756,11 +751,7 @@ class RedisBackend:
         queue: str | None = None,
         limit: int = 10_000,
     ) -> int:
-        wanted = set(states)
-        if not wanted <= TERMINAL_STATES:
-            bad = ", ".join(sorted(s.value for s in wanted - TERMINAL_STATES))
-            msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
-            raise ValueError(msg)
+        wanted = purgeable(states)
         queues = [queue] if queue is not None else await self._known_queues()
         names = sorted(s.value for s in wanted)
         deleted: list[str] = []

@@ -73,6 +73,8 @@ from .base import (
     Lease,
     Outcome,
     QueueStats,
+    check_outcomes,
+    purgeable,
 )
 
 if TYPE_CHECKING:
@@ -83,9 +85,6 @@ __all__ = ["SCHEMA_VERSION", "SQLiteBackend"]
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-_OUTCOMES = frozenset(
-    {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
-)
 _PRUNE_BATCH = 500
 # Pauses between attempts on a locked database: full jitter, doubling to the cap.
 _FIRST_PAUSE = 0.01
@@ -464,10 +463,7 @@ class SQLiteBackend:
         return await self._run(True, sql.progress, lease, value)
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        for outcome in outcomes:
-            if outcome.state not in _OUTCOMES:
-                msg = f"settle: {outcome.state.value!r} is not an outcome (job {outcome.job_id})"
-                raise ValueError(msg)
+        check_outcomes(outcomes)
         if not outcomes:
             return []
         settled = await self._run(True, sql.settle, list(outcomes))
@@ -530,11 +526,7 @@ class SQLiteBackend:
         queue: str | None = None,
         limit: int = 10_000,
     ) -> int:
-        wanted = set(states)
-        if not wanted <= TERMINAL_STATES:
-            bad = ", ".join(sorted(s.value for s in wanted - TERMINAL_STATES))
-            msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
-            raise ValueError(msg)
+        wanted = purgeable(states)
         if not wanted or limit <= 0:
             return 0
         return await self._run(True, sql.purge, sorted(wanted), older_than, queue, limit)
