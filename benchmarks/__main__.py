@@ -1,9 +1,17 @@
-"""Benchmark runner: ``python -m benchmarks --backend memory --scenario all``.
+"""Benchmark runner: ``python -m benchmarks --backend redis --scenario all --systems all``.
 
-Each scenario runs ``--runs`` times (default 3) and reports the median run,
-as JSON lines (``--json FILE`` appends them) and a Markdown table on stdout.
-``--smoke`` runs every scenario once with tiny N on the memory backend, so CI
-proves the runner works without asserting any speed.
+Every run of every scenario is a fresh subprocess, for asyncq as for the peers
+(whose drivers run in their own virtualenv, see ``benchmarks/README.md``), so
+that each reports its own peak RSS. Runs are interleaved (for each scenario,
+for each run index, for each system) so a ratio holds while the machine
+drifts. Each system's median run is reported as a JSON line (``--json FILE``
+appends them), then one Markdown table: a column per system, a row per
+scenario, and asyncq against the best peer.
+
+``--smoke`` runs every scenario once with tiny N on the memory backend, asyncq
+only, so CI proves the runner works without asserting any speed.
+``--scenario soak`` (never part of ``all``) puts ``--soak-n`` jobs through one
+asyncq worker process and samples its RSS.
 """
 
 from __future__ import annotations
@@ -12,73 +20,320 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 
 from .asyncq_bench import DEFAULT_URLS, SCENARIOS
+from .peers import PEERS, venv_python
+
+REPO = Path(__file__).resolve().parent.parent
+SCALE = {"scale-1": 1, "scale-2": 2, "scale-4": 4}
+DEFAULT_N = {**{name: n for name, (_, n) in SCENARIOS.items()}, **dict.fromkeys(SCALE, 10_000)}
+ALL = [*SCENARIOS, *SCALE]
+RUN_TIMEOUT = 900.0
+
+
+def _key(result: dict[str, Any]) -> str:
+    return "jobs_per_s" if "jobs_per_s" in result else "p50_ms"
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    key = "jobs_per_s" if "jobs_per_s" in runs[0] else "p50_ms"
+    key = _key(runs[0])
     ordered = sorted(runs, key=lambda r: r[key])
     median = dict(ordered[len(ordered) // 2])
     median["runs"] = [round(r[key], 3) for r in runs]
     return median
 
 
-def _format(result: dict[str, Any]) -> str:
+def _format(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "-"
+    if "na" in result:
+        return "n/a"
+    if "error" in result:
+        return "error"
     if "jobs_per_s" in result:
         return f"{result['jobs_per_s']:,.0f} jobs/s"
     return f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
 
 
+def _ratio(ours: dict[str, Any] | None, peers: list[dict[str, Any]]) -> str:
+    """asyncq against the best peer, as "how many times better" (>1: asyncq leads)."""
+    measured = [p for p in peers if _key(p) in p]
+    if ours is None or _key(ours) not in ours or not measured:
+        return "-"
+    if "jobs_per_s" in ours:
+        best = max(p["jobs_per_s"] for p in measured if "jobs_per_s" in p)
+        return f"{ours['jobs_per_s'] / best:.2f}x"
+    best = min(p["p50_ms"] for p in measured if "p50_ms" in p)
+    return f"{best / ours['p50_ms']:.2f}x"
+
+
+# -- one run of one system -------------------------------------------------------------
+
+
+def _child(scenario: str, backend: str, n: int) -> dict[str, Any]:
+    """asyncq's side of one run, in this (child) process."""
+    url = DEFAULT_URLS.get(backend, backend)
+    if scenario in SCALE:
+        from .scale import scenario_scale
+
+        return scenario_scale(backend, n, SCALE[scenario])
+    if scenario == "soak":
+        from .soak import scenario_soak
+
+        return scenario_soak(backend, n)
+    function, _ = SCENARIOS[scenario]
+    return anyio.run(function, url, n)
+
+
+def _last_json(stdout: str) -> dict[str, Any]:
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            parsed: dict[str, Any] = json.loads(line)
+            return parsed
+    msg = "no JSON line on stdout"
+    raise ValueError(msg)
+
+
+def _subprocess(argv: list[str]) -> dict[str, Any]:
+    try:
+        proc = subprocess.run(
+            argv, cwd=REPO, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {RUN_TIMEOUT:.0f} s"}
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"error": tail[0][:300]}
+    try:
+        return _last_json(proc.stdout)
+    except ValueError as exc:
+        return {"error": str(exc)}
+
+
+def _backend_kind(backend: str) -> str:
+    url = DEFAULT_URLS.get(backend, backend)
+    scheme = url.partition("://")[0]
+    if scheme.startswith(("redis", "valkey", "unix")):
+        return "redis"
+    if scheme.startswith("postgres"):
+        return "postgres"
+    return scheme
+
+
+class _Namespace:
+    """A run's Redis prefix or PostgreSQL schema for a peer, dropped afterwards."""
+
+    def __init__(self, system: str, backend: str) -> None:
+        self.name = f"bench_{system}_{uuid.uuid4().hex[:8]}"
+        self.kind = _backend_kind(backend)
+        self.url = DEFAULT_URLS.get(backend, backend)
+
+    async def _create(self) -> None:
+        if self.kind == "postgres":
+            import asyncpg
+
+            conn = await asyncpg.connect(self.url)
+            try:
+                await conn.execute(f'CREATE SCHEMA "{self.name}"')
+            finally:
+                await conn.close()
+
+    async def _drop(self) -> None:
+        if self.kind == "postgres":
+            import asyncpg
+
+            conn = await asyncpg.connect(self.url)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE')
+            finally:
+                await conn.close()
+        elif self.kind == "redis":
+            from redis.asyncio import Redis
+
+            client = Redis.from_url(self.url)
+            try:
+                batch = [key async for key in client.scan_iter(f"*{self.name}*", count=1000)]
+                for start in range(0, len(batch), 500):
+                    await client.unlink(*batch[start : start + 500])
+            finally:
+                await client.aclose()
+
+    def __enter__(self) -> str:
+        anyio.run(self._create)
+        return self.name
+
+    def __exit__(self, *exc: object) -> None:
+        anyio.run(self._drop)
+
+
+def run_once(system: str, scenario: str, backend: str, n: int) -> dict[str, Any]:
+    if system == "asyncq":
+        argv = [sys.executable, "-m", "benchmarks", "--child", scenario, "--backend", backend]
+        return _subprocess([*argv, "--n", str(n)])
+    info = PEERS[system]
+    if _backend_kind(backend) not in info.backends:
+        return {"na": f"{system} has no {_backend_kind(backend)} backend"}
+    base, processes = ("scale", SCALE[scenario]) if scenario in SCALE else (scenario, 1)
+    with _Namespace(system, backend) as namespace:
+        return _subprocess(
+            [
+                str(venv_python()), "-m", info.module, base,
+                "--url", DEFAULT_URLS.get(backend, backend), "--ns", namespace,
+                "--n", str(n), "--processes", str(processes),
+            ]
+        )  # fmt: skip
+
+
+# -- the session -----------------------------------------------------------------------
+
+
+def _scenarios(text: str) -> Iterator[str]:
+    for name in ALL if text == "all" else text.split(","):
+        yield from SCALE if name == "scale" else [name]
+
+
+def _systems(text: str, backend: str) -> list[str]:
+    if text == "all":
+        kind = _backend_kind(backend)
+        return ["asyncq", *(name for name, info in PEERS.items() if kind in info.backends)]
+    return text.split(",")
+
+
+def _record(system: str, backend: str, scenario: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "system": system,
+        "backend": backend,
+        "scenario": scenario,
+        **result,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _emit(record: dict[str, Any], json_path: str | None) -> None:
+    line = json.dumps(record)
+    print(line, file=sys.stderr, flush=True)
+    if json_path:
+        with open(json_path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
+def _tables(
+    backend: str, systems: list[str], results: dict[tuple[str, str], dict[str, Any]]
+) -> str:
+    scenarios = list(dict.fromkeys(s for _, s in results))
+    peers = [s for s in systems if s != "asyncq"]
+    head = ["scenario", *(f"{s}" for s in systems)]
+    if "asyncq" in systems and peers:
+        head.append("asyncq ÷ best peer")
+    lines = [f"**{backend}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes: list[str] = []
+    for scenario in scenarios:
+        cells = [scenario]
+        for system in systems:
+            result = results.get((system, scenario))
+            cell = _format(result)
+            if result is not None and ("na" in result or "error" in result):
+                notes.append(f"{system} {scenario}: {result.get('na') or result.get('error')}")
+                cell += f" [{len(notes)}]"
+            cells.append(cell)
+        if len(head) > len(cells):
+            measured = [results[(p, scenario)] for p in peers if (p, scenario) in results]
+            cells.append(_ratio(results.get(("asyncq", scenario)), measured))
+        lines.append("| " + " | ".join(cells) + " |")
+    rss_rows = [s for s in scenarios if s.startswith(("drain", "scale"))]
+    if rss_rows:
+        lines += ["", "Worker peak RSS (MB)", ""]
+        lines += ["| scenario | " + " | ".join(systems) + " |", "|" + "---|" * (len(systems) + 1)]
+        for scenario in rss_rows:
+            cells = [scenario]
+            for system in systems:
+                rss = results.get((system, scenario), {}).get("peak_rss_mb")
+                cells.append("-" if rss is None else f"{rss:.0f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    if notes:
+        lines += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--backend", default="memory", help="memory, sqlite, redis, postgres or a URL"
     )
-    parser.add_argument("--scenario", default="all", help=f"all or one of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--scenario", default="all", help=f"all, soak, scale or a list of: {', '.join(ALL)}"
+    )
+    parser.add_argument(
+        "--systems",
+        default="asyncq",
+        help=f"all (asyncq and every peer of the backend) or some of: asyncq, {', '.join(PEERS)}",
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--n", type=int, default=None, help="jobs per run (default per scenario)")
+    parser.add_argument("--soak-n", type=int, default=1_000_000, help="jobs in the soak")
     parser.add_argument("--json", dest="json_path", help="append JSON lines to this file")
     parser.add_argument("--smoke", action="store_true", help="tiny N, one run, memory: for CI")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    if args.child:
+        print(json.dumps(_child(args.child, args.backend, args.n)))
+        return 0
     if args.smoke:
-        args.runs, args.n = 1, 50
-    url = DEFAULT_URLS.get(args.backend, args.backend)
-    names = list(SCENARIOS) if args.scenario == "all" else args.scenario.split(",")
-    unknown = [n for n in names if n not in SCENARIOS]
+        args.runs, args.n, args.backend, args.systems = 1, 50, "memory", "asyncq"
+    if args.scenario == "soak":
+        result = _child("soak", args.backend, args.soak_n)
+        _emit(_record("asyncq", args.backend, "soak", result), args.json_path)
+        print(
+            f"\nsoak, {args.backend}: {result['n']:,} jobs at {result['jobs_per_s']:,.0f} jobs/s; "
+            f"worker RSS {result['rss_mb_after_10pct']:.1f} MB after 10%, "
+            f"{result['rss_mb_end']:.1f} MB at the end, {result['rss_mb_max']:.1f} MB at most"
+        )
+        return 0
+
+    scenarios = list(_scenarios(args.scenario))
+    unknown = [s for s in scenarios if s not in DEFAULT_N]
+    systems = _systems(args.systems, args.backend)
+    unknown += [s for s in systems if s != "asyncq" and s not in PEERS]
     if unknown:
-        parser.error(f"unknown scenario(s): {', '.join(unknown)}")
+        parser.error(f"unknown scenario(s) or system(s): {', '.join(unknown)}")
+    if any(s in PEERS for s in systems) and not venv_python().exists():
+        parser.error("the peers' virtualenv is missing: python -m benchmarks.peers setup")
 
-    rows = []
-    for name in names:
-        function, default_n = SCENARIOS[name]
-        n = args.n or default_n
-        runs = [anyio.run(function, url, n) for _ in range(args.runs)]
-        result = _median_run(runs)
-        record = {
-            "system": "asyncq",
-            "backend": args.backend,
-            "scenario": name,
-            **result,
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        print(json.dumps(record), file=sys.stderr)
-        if args.json_path:
-            with open(args.json_path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
-        rows.append((name, _format(result)))
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    for scenario in scenarios:
+        n = args.n or DEFAULT_N[scenario]
+        runs: dict[str, list[dict[str, Any]]] = {system: [] for system in systems}
+        for _ in range(args.runs):
+            for system in systems:
+                done = runs[system]
+                if done and ("na" in done[-1] or "error" in done[-1]):
+                    continue  # not available, or broken: say so once
+                print(f"{scenario} / {system} ...", file=sys.stderr, flush=True)
+                done.append(run_once(system, scenario, args.backend, n))
+        for system, done in runs.items():
+            failed = [r for r in done if "na" in r or "error" in r]
+            result = failed[0] if failed else _median_run(done)
+            results[(system, scenario)] = result
+            _emit(_record(system, args.backend, scenario, result), args.json_path)
 
-    print(f"\n| scenario | asyncq ({args.backend}) |\n|---|---|")
-    for name, figure in rows:
-        print(f"| {name} | {figure} |")
+    print()
+    print(_tables(args.backend, systems, results))
     return 0
 
 

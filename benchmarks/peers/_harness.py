@@ -1,0 +1,250 @@
+"""The process protocol shared by every system's drivers: standard library only.
+
+Both virtualenvs import this module (asyncq's and the peers'), so it must not
+import asyncq, anyio or any peer.
+
+A *worker process* (one of the ``scale`` scenario's N) speaks JSON lines on
+stdout and reads plain commands on stdin:
+
+1. it imports and connects, then prints ``{"event": "ready"}``;
+2. it waits for ``go`` on stdin, then starts its system's worker;
+3. every ``PROGRESS_EVERY`` seconds it prints ``{"event": "progress", "done": k,
+   "last": t}`` if ``k`` changed (jobs whose function returned, and the
+   wall-clock time of the latest one);
+4. on ``stop`` (or when its worker ends by itself, as a burst worker does) it
+   stops and prints ``{"event": "final", "done": k, "last": t, "peak_rss_mb": m}``.
+
+The orchestrating process starts the workers, waits until all are ready, says
+``go`` to each (the timer starts there, after imports and connections), and
+stops them once the ``done`` counts add up to the jobs it enqueued. The wall
+time is from ``go`` to the latest ``last``: time.time() is one clock for every
+process on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import IO, Any
+
+PROGRESS_EVERY = 0.02
+
+
+class Counter:
+    """Jobs done in this process; a job's last act is ``COUNTER.tick()``.
+
+    A plain int and float, written from the event loop (or, for a thread-based
+    peer, under the GIL from its event-loop thread): cheap enough for a no-op job.
+    """
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.last = 0.0
+
+    def tick(self) -> None:
+        self.done += 1
+        self.last = time.time()
+
+    def reset(self) -> None:
+        self.done = 0
+        self.last = 0.0
+
+
+COUNTER = Counter()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mb(pid: int) -> float:
+    """Another process's current RSS, from /proc (Linux)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+_EMIT_LOCK = threading.Lock()
+
+
+def emit(record: dict[str, Any]) -> None:
+    """One JSON line on stdout; a lock keeps the reporter thread's lines whole."""
+    line = json.dumps(record) + "\n"
+    with _EMIT_LOCK:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+
+
+# -- the worker process's side -------------------------------------------------------
+
+
+class WorkerSide:
+    """Stdin commands and stdout reports of one worker process.
+
+    The system's driver calls ``ready()`` once connected, awaits ``go`` (a
+    thread reads stdin, so the event loop stays free), runs its worker while a
+    reporter prints progress, and calls ``final()`` last.
+    """
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        for line in sys.stdin:
+            command = line.strip()
+            if command == "go":
+                self.go.set()
+            elif command == "stop":
+                self.stop.set()
+        # The orchestrator went away: stop rather than run forever.
+        self.go.set()
+        self.stop.set()
+
+    def ready(self) -> None:
+        self._reader.start()
+        emit({"event": "ready", "pid": os.getpid()})
+
+    def start_reporter(self) -> None:
+        """Report progress from a thread, so it works the same for every system."""
+
+        def report() -> None:
+            seen = -1
+            while not self.stop.wait(PROGRESS_EVERY):
+                if COUNTER.done != seen:
+                    seen = COUNTER.done
+                    emit({"event": "progress", "done": seen, "last": COUNTER.last})
+
+        threading.Thread(target=report, daemon=True).start()
+
+    def final(self) -> None:
+        emit(
+            {
+                "event": "final",
+                "done": COUNTER.done,
+                "last": COUNTER.last,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+
+
+# -- the orchestrator's side ---------------------------------------------------------
+
+
+class WorkerFailed(RuntimeError):
+    pass
+
+
+def run_worker_processes(
+    argv: Sequence[str],
+    processes: int,
+    expect: int,
+    *,
+    timeout: float = 600.0,
+    cwd: str | None = None,
+) -> dict[str, Any]:
+    """Start ``processes`` copies of ``argv``, time them through ``expect`` jobs.
+
+    Returns ``jobs_per_s``, ``seconds``, ``processes``, ``done`` per process and
+    the largest ``peak_rss_mb`` of them. The jobs are already enqueued.
+    """
+    events: queue.Queue[tuple[int, dict[str, Any] | None]] = queue.Queue()
+    procs = [
+        subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            bufsize=1,
+        )
+        for _ in range(processes)
+    ]
+
+    def pump(index: int, stream: IO[str]) -> None:
+        for line in stream:
+            line = line.strip()
+            if line.startswith("{"):
+                events.put((index, json.loads(line)))
+        events.put((index, None))
+
+    for index, proc in enumerate(procs):
+        assert proc.stdout is not None
+        threading.Thread(target=pump, args=(index, proc.stdout), daemon=True).start()
+
+    def send(command: str) -> None:
+        for proc in procs:
+            try:
+                assert proc.stdin is not None
+                proc.stdin.write(command + "\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # already ended (a burst worker that finished)
+
+    done = [0] * processes
+    last = [0.0] * processes
+    rss = [0.0] * processes
+    finished: set[int] = set()
+    deadline = time.monotonic() + timeout
+    try:
+        ready = 0
+        while ready < processes:
+            index, event = events.get(timeout=max(0.1, deadline - time.monotonic()))
+            if event is None:
+                raise WorkerFailed(f"worker process {index} exited before it was ready")
+            if event["event"] == "ready":
+                ready += 1
+        started = time.time()
+        send("go")
+        stop_sent = False
+        while len(finished) < processes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WorkerFailed(f"timed out with {sum(done)} of {expect} jobs done")
+            try:
+                index, event = events.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if event is None:
+                if index not in finished:
+                    raise WorkerFailed(f"worker process {index} exited without a final report")
+                continue
+            if event["event"] in ("progress", "final"):
+                done[index] = event["done"]
+                last[index] = event["last"]
+            if event["event"] == "final":
+                rss[index] = event["peak_rss_mb"]
+                finished.add(index)
+            if not stop_sent and sum(done) >= expect:
+                send("stop")
+                stop_sent = True
+            if not stop_sent and len(finished) == processes:
+                break
+    finally:
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    if sum(done) != expect:
+        raise WorkerFailed(f"{sum(done)} of {expect} jobs done (per process: {done})")
+    seconds = max(last) - started
+    return {
+        "jobs_per_s": expect / seconds,
+        "seconds": seconds,
+        "processes": processes,
+        "done_per_process": done,
+        "peak_rss_mb": max(rss),
+    }
