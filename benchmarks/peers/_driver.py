@@ -234,7 +234,9 @@ async def _run(peer: Peer, args: argparse.Namespace, record: dict[str, Any]) -> 
         result = {"na": str(exc)}
     finally:
         if not _Abandoned.stuck:
-            await asyncio.wait([asyncio.ensure_future(peer.close())], timeout=STOP_GRACE)
+            # In this task: streaq's client must be left where it was entered.
+            async with asyncio.timeout(STOP_GRACE):
+                await peer.close()
     if result is not None:
         emit({**record, **result})
     if _Abandoned.stuck:
