@@ -20,7 +20,7 @@ import msgspec
 import pytest
 from anyio.abc import Process
 
-from asyncq import App, JobState
+from asyncq import App, Handler, JobHandle, JobState
 from asyncq.backends import from_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -131,72 +131,79 @@ async def wait_for_file(path: Path, proc: Process) -> None:
         await anyio.sleep(0.02)
 
 
-async def test_sigterm_finishes_the_running_job_then_exits_zero(
-    tmp_path: Path, worker_env: dict[str, str], spawn: Spawn
-) -> None:
+@pytest.fixture
+async def work(worker_env: dict[str, str]) -> AsyncIterator[Handler[Work, str]]:
+    """The producer's handle on the workers' job, on the shared store."""
     producer = App("producer", backend=worker_env["ASYNCQ_BACKEND"])
-    work = producer.handle("work", schema=Work, result=str)
+    async with producer:
+        yield producer.handle("work", schema=Work, result=str)
+
+
+async def start_job(
+    work: Handler[Work, str],
+    spawn: Spawn,
+    markers: str,
+    payload: Work,
+    *worker_args: str,
+    max_attempts: int | None = None,
+) -> tuple[JobHandle[str], Process]:
+    """Enqueue ``payload``, start a worker, and return once the handler has started."""
+    handle = await work.enqueue(payload, max_attempts=max_attempts)
+    proc = await spawn(*worker_args)
+    await wait_for_file(Path(markers) / f"{payload.tag}.started", proc)
+    return handle, proc
+
+
+async def test_sigterm_finishes_the_running_job_then_exits_zero(
+    tmp_path: Path, worker_env: dict[str, str], spawn: Spawn, work: Handler[Work, str]
+) -> None:
     with anyio.fail_after(30):
-        async with producer:
-            handle = await work.enqueue(Work("a", 1.0))
-            proc = await spawn()
-            await wait_for_file(Path(worker_env["MARKERS"]) / "a.started", proc)
-            proc.send_signal(signal.SIGTERM)
-            assert await proc.wait() == 0
-            info = await handle.info()
+        handle, proc = await start_job(work, spawn, worker_env["MARKERS"], Work("a", 1.0))
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+        info = await handle.info()
     assert info.state is JobState.COMPLETED
     assert info.attempts == 1
     assert "SIGTERM" in (tmp_path / "worker0.log").read_text()
 
 
 async def test_second_signal_stops_now_and_hands_the_job_back(
-    tmp_path: Path, worker_env: dict[str, str], spawn: Spawn
+    worker_env: dict[str, str], spawn: Spawn, work: Handler[Work, str]
 ) -> None:
-    producer = App("producer", backend=worker_env["ASYNCQ_BACKEND"])
-    work = producer.handle("work", schema=Work, result=str)
     with anyio.fail_after(30):
-        async with producer:
-            handle = await work.enqueue(Work("b", 600.0))
-            proc = await spawn()
-            await wait_for_file(Path(worker_env["MARKERS"]) / "b.started", proc)
-            proc.send_signal(signal.SIGTERM)
-            proc.send_signal(signal.SIGINT)
-            assert await proc.wait() == 0
-            info = await handle.info()
+        handle, proc = await start_job(work, spawn, worker_env["MARKERS"], Work("b", 600.0))
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        assert await proc.wait() == 0
+        info = await handle.info()
     assert info.state is JobState.QUEUED
     assert info.attempts == 0
 
 
 async def test_shutdown_timeout_hands_back_a_job_that_would_not_finish(
-    tmp_path: Path, worker_env: dict[str, str], spawn: Spawn
+    worker_env: dict[str, str], spawn: Spawn, work: Handler[Work, str]
 ) -> None:
-    producer = App("producer", backend=worker_env["ASYNCQ_BACKEND"])
-    work = producer.handle("work", schema=Work, result=str)
     with anyio.fail_after(30):
-        async with producer:
-            handle = await work.enqueue(Work("c", 600.0))
-            proc = await spawn("--shutdown-timeout", "0.2")
-            await wait_for_file(Path(worker_env["MARKERS"]) / "c.started", proc)
-            proc.send_signal(signal.SIGTERM)
-            assert await proc.wait() == 0
-            info = await handle.info()
+        handle, proc = await start_job(
+            work, spawn, worker_env["MARKERS"], Work("c", 600.0), "--shutdown-timeout", "0.2"
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+        info = await handle.info()
     assert info.state is JobState.QUEUED
 
 
 async def test_sigkilled_worker_job_is_recovered_by_another_worker(
-    tmp_path: Path, worker_env: dict[str, str], spawn: Spawn
+    worker_env: dict[str, str], spawn: Spawn, work: Handler[Work, str]
 ) -> None:
-    producer = App("producer", backend=worker_env["ASYNCQ_BACKEND"])
-    work = producer.handle("work", schema=Work, result=str)
     with anyio.fail_after(60):
-        async with producer:
-            handle = await work.enqueue(Work("d", 0.5), max_attempts=2)
-            first = await spawn("--lease", "1")
-            await wait_for_file(Path(worker_env["MARKERS"]) / "d.started", first)
-            first.kill()
-            assert await first.wait() == -signal.SIGKILL
-            await spawn("--lease", "1")
-            assert await handle.result(timeout=30) == "finished d"
-            info = await handle.info()
+        handle, first = await start_job(
+            work, spawn, worker_env["MARKERS"], Work("d", 0.5), "--lease", "1", max_attempts=2
+        )
+        first.kill()
+        assert await first.wait() == -signal.SIGKILL
+        await spawn("--lease", "1")
+        assert await handle.result(timeout=30) == "finished d"
+        info = await handle.info()
     assert info.attempts == 2
     assert info.errors[0].kind == "lost"
