@@ -91,6 +91,7 @@ __all__ = [
     "Lease",
     "Outcome",
     "QueueStats",
+    "SettlesOnClaim",
     "check_outcomes",
     "purgeable",
 ]
@@ -362,5 +363,37 @@ class Backend(Protocol):
         """Pause or resume a queue. A paused queue accepts jobs but ``claim`` skips it.
 
         Resuming wakes ``wait_for_work`` on the queue.
+        """
+        ...
+
+
+@runtime_checkable
+class SettlesOnClaim(Protocol):
+    """An optional capability: settle finished attempts and claim new ones in one call.
+
+    A worker acknowledges what finished with the claim that refills the freed
+    slots, so a busy worker pays one round trip (and, on SQLite, one commit)
+    for both. Workers check for it with ``isinstance(backend, SettlesOnClaim)``
+    and fall back to ``settle`` then ``claim`` on backends without it.
+    """
+
+    async def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker: str,
+        lease_for: float,
+    ) -> tuple[list[bool], list[Lease]]:
+        """``settle(outcomes)``, then ``claim(queues, limit, ...)``, in one round trip.
+
+        The outcomes are applied first with ``settle``'s semantics, then the
+        claim with ``claim``'s semantics, in one round trip; same results as
+        the two calls in that order. So a job handed back or retried by one
+        of the outcomes may be claimed again by the same call, and an
+        outcome ``settle`` refuses (``ValueError``) is refused before
+        anything is applied or claimed. Returns ``(applied, leases)``:
+        ``applied`` as ``settle`` returns it, ``leases`` as ``claim`` does.
         """
         ...
