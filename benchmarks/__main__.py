@@ -17,6 +17,7 @@ asyncq worker process and samples its RSS.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -30,13 +31,15 @@ from typing import Any
 
 import anyio
 
-from .asyncq_bench import DEFAULT_URLS, SCENARIOS
+from .asyncq_bench import DEFAULT_URLS, SCENARIOS, run_on
 from .peers import PEERS, venv_python
 
 REPO = Path(__file__).resolve().parent.parent
 SCALE = {"scale-1": 1, "scale-2": 2, "scale-4": 4}
 DEFAULT_N = {**{name: n for name, (_, n) in SCENARIOS.items()}, **dict.fromkeys(SCALE, 10_000)}
 ALL = [*SCENARIOS, *SCALE]
+# asyncq's systems: the name in tables -> the event loop its processes run on
+ASYNCQ = {"asyncq": "asyncio", "asyncq-uvloop": "uvloop"}
 RUN_TIMEOUT = 900.0
 
 
@@ -79,19 +82,19 @@ def _ratio(ours: dict[str, Any] | None, peers: list[dict[str, Any]]) -> str:
 # -- one run of one system -------------------------------------------------------------
 
 
-def _child(scenario: str, backend: str, n: int) -> dict[str, Any]:
-    """asyncq's side of one run, in this (child) process."""
+def _child(scenario: str, backend: str, n: int, loop: str) -> dict[str, Any]:
+    """asyncq's side of one run, in this (child) process, on the ``loop`` event loop."""
     url = DEFAULT_URLS.get(backend, backend)
     if scenario in SCALE:
         from .scale import scenario_scale
 
-        return scenario_scale(backend, n, SCALE[scenario])
+        return scenario_scale(backend, n, SCALE[scenario], loop)
     if scenario == "soak":
         from .soak import scenario_soak
 
-        return scenario_soak(backend, n)
+        return scenario_soak(backend, n, loop)
     function, _ = SCENARIOS[scenario]
-    return anyio.run(function, url, n)
+    return run_on(function, url, n, loop=loop)
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
@@ -176,9 +179,9 @@ class _Namespace:
 
 
 def run_once(system: str, scenario: str, backend: str, n: int) -> dict[str, Any]:
-    if system == "asyncq":
+    if system in ASYNCQ:
         argv = [sys.executable, "-m", "benchmarks", "--child", scenario, "--backend", backend]
-        return _subprocess([*argv, "--n", str(n)])
+        return _subprocess([*argv, "--n", str(n), "--loop", ASYNCQ[system]])
     info = PEERS[system]
     if _backend_kind(backend) not in info.backends:
         return {"na": f"{system} has no {_backend_kind(backend)} backend"}
@@ -204,7 +207,7 @@ def _scenarios(text: str) -> Iterator[str]:
 def _systems(text: str, backend: str) -> list[str]:
     if text == "all":
         kind = _backend_kind(backend)
-        return ["asyncq", *(name for name, info in PEERS.items() if kind in info.backends)]
+        return [*ASYNCQ, *(name for name, info in PEERS.items() if kind in info.backends)]
     return text.split(",")
 
 
@@ -232,10 +235,9 @@ def _tables(
     backend: str, systems: list[str], results: dict[tuple[str, str], dict[str, Any]]
 ) -> str:
     scenarios = list(dict.fromkeys(s for _, s in results))
-    peers = [s for s in systems if s != "asyncq"]
-    head = ["scenario", *(f"{s}" for s in systems)]
-    if "asyncq" in systems and peers:
-        head.append("asyncq ÷ best peer")
+    peers = [s for s in systems if s not in ASYNCQ]
+    ours = [s for s in systems if s in ASYNCQ] if peers else []
+    head = ["scenario", *systems, *(f"{s} ÷ best peer" for s in ours)]
     lines = [f"**{backend}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes: list[str] = []
     for scenario in scenarios:
@@ -247,9 +249,8 @@ def _tables(
                 notes.append(f"{system} {scenario}: {result.get('na') or result.get('error')}")
                 cell += f" [{len(notes)}]"
             cells.append(cell)
-        if len(head) > len(cells):
-            measured = [results[(p, scenario)] for p in peers if (p, scenario) in results]
-            cells.append(_ratio(results.get(("asyncq", scenario)), measured))
+        measured = [results[(p, scenario)] for p in peers if (p, scenario) in results]
+        cells += [_ratio(results.get((s, scenario)), measured) for s in ours]
         lines.append("| " + " | ".join(cells) + " |")
     rss_rows = [s for s in scenarios if s.startswith(("drain", "scale"))]
     if rss_rows:
@@ -281,7 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--systems",
         default="asyncq",
-        help=f"all (asyncq and every peer of the backend) or some of: asyncq, {', '.join(PEERS)}",
+        help="all (asyncq on asyncio and on uvloop, and every peer of the backend) or some of: "
+        f"{', '.join([*ASYNCQ, *PEERS])}",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="event loop of the soak and of --child runs (the system asyncq-uvloop uses uvloop)",
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--n", type=int, default=None, help="jobs per run (default per scenario)")
@@ -292,13 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.child:
-        print(json.dumps(_child(args.child, args.backend, args.n)))
+        print(json.dumps(_child(args.child, args.backend, args.n, args.loop)))
         return 0
     if args.smoke:
         args.runs, args.n, args.backend, args.systems = 1, 50, "memory", "asyncq"
+        if importlib.util.find_spec("uvloop") is not None:
+            args.systems = ",".join(ASYNCQ)
     if args.scenario == "soak":
-        result = _child("soak", args.backend, args.soak_n)
-        _emit(_record("asyncq", args.backend, "soak", result), args.json_path)
+        result = _child("soak", args.backend, args.soak_n, args.loop)
+        system = "asyncq" if args.loop == "asyncio" else f"asyncq-{args.loop}"
+        _emit(_record(system, args.backend, "soak", result), args.json_path)
         print(
             f"\nsoak, {args.backend}: {result['n']:,} jobs at {result['jobs_per_s']:,.0f} jobs/s; "
             f"worker RSS {result['rss_mb_after_10pct']:.1f} MB after 10%, "
@@ -309,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = list(_scenarios(args.scenario))
     unknown = [s for s in scenarios if s not in DEFAULT_N]
     systems = _systems(args.systems, args.backend)
-    unknown += [s for s in systems if s != "asyncq" and s not in PEERS]
+    unknown += [s for s in systems if s not in ASYNCQ and s not in PEERS]
     if unknown:
         parser.error(f"unknown scenario(s) or system(s): {', '.join(unknown)}")
     if any(s in PEERS for s in systems) and not venv_python().exists():

@@ -12,7 +12,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
@@ -22,6 +22,7 @@ from asyncq.backends import from_url
 from asyncq.backends.base import Backend, JobState
 
 Scenario = Callable[[str, int], Awaitable[dict[str, Any]]]
+T = TypeVar("T")
 
 DEFAULT_URLS = {
     "memory": "memory://",
@@ -35,19 +36,30 @@ class Noop(msgspec.Struct, array_like=True):
     n: int = 0
 
 
-def make_backend(url: str) -> Backend:
-    """A backend in a namespace of its own, so runs never see each other's jobs."""
-    ns = f"bench{uuid.uuid4().hex[:8]}"
+def make_backend(url: str, namespace: str | None = None) -> Backend:
+    """The backend at ``url`` (or a name of ``DEFAULT_URLS``) in a namespace of its own.
+
+    A Redis key prefix, a PostgreSQL schema (created on open) or a SQLite file
+    named after ``namespace`` (a fresh one by default), so that runs never see
+    each other's jobs. Worker processes of one run pass the run's namespace.
+    """
+    url = DEFAULT_URLS.get(url, url)
+    ns = namespace or f"bench{uuid.uuid4().hex[:8]}"
     scheme = url.partition("://")[0]
     if scheme == "sqlite":
         import tempfile
 
         return from_url(url.format(tmp=tempfile.gettempdir(), ns=ns))
-    if scheme.startswith("redis"):
+    if scheme.startswith(("redis", "valkey")):
         return from_url(url, namespace=ns)
     if scheme.startswith("postgres"):
         return from_url(url, schema=ns, migrate=True)
     return from_url(url)
+
+
+def run_on(function: Callable[..., Awaitable[T]], *args: Any, loop: str = "asyncio") -> T:
+    """``anyio.run`` on the chosen event loop: ``asyncio`` or ``uvloop``."""
+    return anyio.run(function, *args, backend_options={"use_uvloop": loop == "uvloop"})
 
 
 async def _cleanup(backend: Backend) -> None:

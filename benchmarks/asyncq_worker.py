@@ -14,30 +14,14 @@ whose producer keeps the queue fed). The jobs were enqueued by
 from __future__ import annotations
 
 import argparse
-import tempfile
 
 import anyio
 
 from asyncq import App
-from asyncq.backends import from_url
 from asyncq.backends.base import Backend
 
-from .asyncq_bench import DEFAULT_URLS, Noop
+from .asyncq_bench import DEFAULT_URLS, Noop, make_backend, run_on
 from .peers._harness import COUNTER, WorkerSide
-
-
-def backend_for(url: str, namespace: str, *, migrate: bool = False) -> Backend:
-    """The backend at ``url`` in the run's ``namespace`` (SQLite: a file of that name)."""
-    url = DEFAULT_URLS.get(url, url)
-    scheme = url.partition("://")[0]
-    if scheme == "sqlite":
-        return from_url(url.format(tmp=tempfile.gettempdir(), ns=namespace))
-    if scheme.startswith(("redis", "valkey")):
-        return from_url(url, namespace=namespace)
-    if scheme.startswith("postgres"):
-        return from_url(url, schema=namespace, migrate=migrate)
-    msg = f"{url}: worker processes need a backend they can share (sqlite, redis, postgres)"
-    raise SystemExit(msg)
 
 
 def make_app(backend: Backend) -> App:
@@ -52,7 +36,10 @@ def make_app(backend: Backend) -> App:
 
 async def run(args: argparse.Namespace) -> None:
     side = WorkerSide()
-    app = make_app(backend_for(args.backend, args.namespace))
+    if DEFAULT_URLS.get(args.backend, args.backend).startswith("memory"):
+        msg = "worker processes need a backend they can share (sqlite, redis, postgres)"
+        raise SystemExit(msg)
+    app = make_app(make_backend(args.backend, args.namespace))
     async with app:
         await app.backend_opened()
         worker = app.make_worker(
@@ -84,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--until-stopped", action="store_true", help="keep waiting for work until 'stop'"
     )
-    anyio.run(run, parser.parse_args(argv))
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    args = parser.parse_args(argv)
+    run_on(run, args, loop=args.loop)
     return 0
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 import anyio
 
-from .asyncq_bench import DEFAULT_URLS, Noop, make_app
-from .asyncq_worker import backend_for
+from .asyncq_bench import DEFAULT_URLS, Noop, make_app, make_backend
 from .peers._harness import run_worker_processes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +28,7 @@ def new_namespace() -> str:
 
 
 async def prefill(url: str, namespace: str, n: int) -> None:
-    backend = backend_for(url, namespace, migrate=True)
+    backend = make_backend(url, namespace)
     app, noop, _ = make_app(backend)
     async with app:
         payloads = [Noop(i) for i in range(n)]
@@ -49,7 +48,7 @@ def cleanup(url: str, namespace: str) -> None:
 
 
 async def _drop(url: str, namespace: str) -> None:
-    backend = backend_for(url, namespace)
+    backend = make_backend(url, namespace)
     try:
         for name in ("drop_namespace", "drop_schema"):
             drop = getattr(backend, name, None)
@@ -59,21 +58,23 @@ async def _drop(url: str, namespace: str) -> None:
         await backend.close()
 
 
-def worker_argv(url: str, namespace: str, concurrency: int, *extra: str) -> list[str]:
+def worker_argv(
+    url: str, namespace: str, concurrency: int, *extra: str, loop: str = "asyncio"
+) -> list[str]:
     return [
-        sys.executable, "-m", "benchmarks.asyncq_worker",
+        sys.executable, "-m", "benchmarks.asyncq_worker", "--loop", loop,
         "--backend", url, "--namespace", namespace, "--concurrency", str(concurrency), *extra,
     ]  # fmt: skip
 
 
-def scenario_scale(url: str, n: int, processes: int) -> dict[str, Any]:
+def scenario_scale(url: str, n: int, processes: int, loop: str = "asyncio") -> dict[str, Any]:
     if DEFAULT_URLS.get(url, url).startswith("memory"):
         return {"na": "the memory backend lives in one process"}
     namespace = new_namespace()
     try:
         anyio.run(prefill, url, namespace, n)
         result = run_worker_processes(
-            worker_argv(url, namespace, 100), processes, n, cwd=os.fspath(REPO)
+            worker_argv(url, namespace, 100, loop=loop), processes, n, cwd=os.fspath(REPO)
         )
     finally:
         cleanup(url, namespace)

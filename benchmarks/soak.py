@@ -21,8 +21,7 @@ import anyio
 from anyio.abc import Process
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from .asyncq_bench import Noop, make_app
-from .asyncq_worker import backend_for
+from .asyncq_bench import Noop, make_app, make_backend, run_on
 from .peers._harness import current_rss_mb
 from .scale import REPO, cleanup, new_namespace, worker_argv
 
@@ -62,15 +61,17 @@ async def _read(process: Process, progress: _Progress) -> None:
         progress.ended.set()
 
 
-async def _soak(url: str, namespace: str, n: int) -> dict[str, Any]:
-    app, noop, _ = make_app(backend_for(url, namespace, migrate=True))
+async def _soak(url: str, namespace: str, n: int, loop: str) -> dict[str, Any]:
+    app, noop, _ = make_app(make_backend(url, namespace))
     progress = _Progress()
     progress.target = n
     samples: list[tuple[float, int, float]] = []
     async with (
         app,
         await anyio.open_process(
-            worker_argv(url, namespace, 100, "--until-stopped"), cwd=os.fspath(REPO), stderr=None
+            worker_argv(url, namespace, 100, "--until-stopped", loop=loop),
+            cwd=os.fspath(REPO),
+            stderr=None,
         ) as process,
     ):
         assert process.stdin is not None
@@ -129,9 +130,9 @@ async def _soak(url: str, namespace: str, n: int) -> dict[str, Any]:
     }
 
 
-def scenario_soak(url: str, n: int) -> dict[str, Any]:
+def scenario_soak(url: str, n: int, loop: str = "asyncio") -> dict[str, Any]:
     namespace = new_namespace()
     try:
-        return anyio.run(_soak, url, namespace, n)
+        return run_on(_soak, url, namespace, n, loop, loop=loop)
     finally:
         cleanup(url, namespace)
