@@ -226,6 +226,8 @@ class Telemetry(Instrumentation):
         self._attrs: dict[tuple[str, str], dict[str, Any]] = {}
         self._outcome_attrs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._depth: dict[str, list[Observation]] = {}
+        self._last_headers: dict[str, str] = {}
+        self._last_parent: Context = _EMPTY
         # Set when a reader first collects the gauge: with no SDK, no worker reads stats.
         self._depth_observed = False
 
@@ -345,7 +347,14 @@ class Telemetry(Instrumentation):
         return _Attempt(self, job, span, token).end
 
     def _extract(self, headers: dict[str, str]) -> Context:
-        return (self.propagator or propagate.get_global_textmap()).extract(headers, _EMPTY)
+        # Jobs of one enqueue_many share their producer's headers, and a worker
+        # starts them one after the other: parsing them once serves the batch.
+        # A Context is immutable, so handing the same one out again is safe.
+        if headers == self._last_headers:
+            return self._last_parent
+        parent = (self.propagator or propagate.get_global_textmap()).extract(headers, _EMPTY)
+        self._last_headers, self._last_parent = headers, parent
+        return parent
 
     def _refresh(self) -> None:
         self._recheck_at = time.monotonic() + 1.0

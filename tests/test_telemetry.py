@@ -314,6 +314,45 @@ async def test_enqueue_many_is_one_producer_span_parenting_every_job(
     assert ids == {h.id for h in handles}
 
 
+async def test_each_job_continues_its_own_producer_when_batches_follow_each_other(
+    app: App, observed: Observed
+) -> None:
+    # The worker parses a batch's shared headers once; a job of the next
+    # batch must not inherit the previous one's parent.
+    @app.job(schema=Order, name="label")
+    async def label(payload: Order) -> None:
+        return None
+
+    with anyio.fail_after(15):
+        batches = [
+            await label.enqueue_many([Order("a1"), Order("a2")]),
+            [await label.enqueue(Order("b1"))],
+            await label.enqueue_many([Order("c1"), Order("c2")]),
+        ]
+        async with app.worker(**{**WORKER, "concurrency": 1}):
+            for batch in batches:
+                for handle in batch:
+                    await handle.result(timeout=10)
+
+    producers = observed.spans("enqueue default")
+    assert len(producers) == 3
+    consumers = {
+        (c.attributes or {}).get("messaging.message.id"): c
+        for c in observed.spans("process default")
+    }
+    for batch in batches:
+        # the producer of this batch: the one whose trace its first job continues
+        first = consumers[batch[0].id]
+        assert first.parent is not None
+        (producer,) = [
+            p
+            for p in producers
+            if p.context is not None and p.context.span_id == first.parent.span_id
+        ]
+        assert all(child_of(consumers[h.id], producer) for h in batch)
+    assert len({c.parent.span_id for c in consumers.values() if c.parent is not None}) == 3
+
+
 async def test_cancelling_a_running_job_shows_on_its_span(app: App, observed: Observed) -> None:
     started = anyio.Event()
 
