@@ -67,6 +67,13 @@ def _format(result: dict[str, Any] | None) -> str:
     return f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms"
 
 
+def _cpu(result: dict[str, Any]) -> str:
+    if "cores_busy" not in result:
+        return "-"
+    worker, store = result["worker_cpu_us_per_job"], result["store_cpu_us_per_job"]
+    return f"{worker:.0f} + {store:.0f} ({result['cores_busy']:.2f})"
+
+
 def _ratio(ours: dict[str, Any] | None, peers: list[dict[str, Any]]) -> str:
     """asyncq against the best peer, as "how many times better" (>1: asyncq leads)."""
     measured = [p for p in peers if _key(p) in p]
@@ -261,6 +268,15 @@ def _tables(
             for system in systems:
                 rss = results.get((system, scenario), {}).get("peak_rss_mb")
                 cells.append("-" if rss is None else f"{rss:.0f}")
+            lines.append("| " + " | ".join(cells) + " |")
+    cpu_rows = [s for s in scenarios if s.startswith("scale")]
+    if cpu_rows:
+        lines += ["", "CPU a job, µs in the workers + µs in the store (cores busy)", ""]
+        lines += ["| scenario | " + " | ".join(systems) + " |", "|" + "---|" * (len(systems) + 1)]
+        for scenario in cpu_rows:
+            cells = [scenario]
+            for system in systems:
+                cells.append(_cpu(results.get((system, scenario), {})))
             lines.append("| " + " | ".join(cells) + " |")
     if notes:
         lines += [""] + [f"[{i}] {note}" for i, note in enumerate(notes, 1)]

@@ -12,7 +12,8 @@ stdout and reads plain commands on stdin:
    "last": t}`` if ``k`` changed (jobs whose function returned, and the
    wall-clock time of the latest one);
 4. on ``stop`` (or when its worker ends by itself, as a burst worker does) it
-   stops and prints ``{"event": "final", "done": k, "last": t, "peak_rss_mb": m}``.
+   stops and prints ``{"event": "final", "done": k, "last": t, "peak_rss_mb": m,
+   "cpu_s": c}`` (``ready`` carries ``cpu_s`` too: the run's CPU is the difference).
 
 The orchestrating process starts the workers, waits until all are ready, says
 ``go`` to each (the timer starts there, after imports and connections), and
@@ -114,7 +115,7 @@ class WorkerSide:
 
     def ready(self) -> None:
         self._reader.start()
-        emit({"event": "ready", "pid": os.getpid()})
+        emit({"event": "ready", "pid": os.getpid(), "cpu_s": time.process_time()})
 
     def start_reporter(self) -> None:
         """Report progress from a thread, so it works the same for every system."""
@@ -135,11 +136,44 @@ class WorkerSide:
                 "done": COUNTER.done,
                 "last": COUNTER.last,
                 "peak_rss_mb": peak_rss_mb(),
+                "cpu_s": time.process_time(),
             }
         )
 
 
 # -- the orchestrator's side ---------------------------------------------------------
+
+#: the local store's process names: its CPU time shows when the store saturates
+STORE_PROCESSES = frozenset({"redis-server", "valkey-server", "postgres"})
+
+
+def store_cpu_seconds() -> float:
+    """CPU seconds the local Redis or PostgreSQL processes have used so far.
+
+    Each process's own time plus its reaped children's (PostgreSQL's postmaster
+    inherits the time of the connection processes that exited), read from
+    ``/proc``; 0.0 where there is no ``/proc``.
+    """
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0.0
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            continue  # gone since the listing
+        comm_end = stat.rindex(")")
+        if stat[stat.index("(") + 1 : comm_end] not in STORE_PROCESSES:
+            continue
+        # after "pid (comm) ": state ppid ... utime stime cutime cstime (fields 14-17)
+        fields = stat[comm_end + 2 :].split()
+        total += sum(int(x) for x in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class WorkerFailed(RuntimeError):
@@ -156,8 +190,11 @@ def run_worker_processes(
 ) -> dict[str, Any]:
     """Start ``processes`` copies of ``argv``, time them through ``expect`` jobs.
 
-    Returns ``jobs_per_s``, ``seconds``, ``processes``, ``done`` per process and
-    the largest ``peak_rss_mb`` of them. The jobs are already enqueued.
+    Returns ``jobs_per_s``, ``seconds``, ``processes``, ``done`` per process,
+    the largest ``peak_rss_mb`` of them, and where the CPU went: microseconds a
+    job in the workers and in the store (Redis or PostgreSQL on this host), and
+    ``cores_busy``, their sum over the wall time (on a 2-core machine, near 2.0
+    means the machine, not the system, is the limit). The jobs are already enqueued.
     """
     events: queue.Queue[tuple[int, dict[str, Any] | None]] = queue.Queue()
     procs = [
@@ -195,6 +232,7 @@ def run_worker_processes(
     done = [0] * processes
     last = [0.0] * processes
     rss = [0.0] * processes
+    cpu = [0.0] * processes
     finished: set[int] = set()
     deadline = time.monotonic() + timeout
     try:
@@ -205,6 +243,8 @@ def run_worker_processes(
                 raise WorkerFailed(f"worker process {index} exited before it was ready")
             if event["event"] == "ready":
                 ready += 1
+                cpu[index] -= event.get("cpu_s", 0.0)
+        store_before = store_cpu_seconds()
         started = time.time()
         send("go")
         stop_sent = False
@@ -225,6 +265,7 @@ def run_worker_processes(
                 last[index] = event["last"]
             if event["event"] == "final":
                 rss[index] = event["peak_rss_mb"]
+                cpu[index] += event.get("cpu_s", 0.0)
                 finished.add(index)
             if not stop_sent and sum(done) >= expect:
                 send("stop")
@@ -238,6 +279,7 @@ def run_worker_processes(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+    store_cpu = store_cpu_seconds() - store_before
     if sum(done) != expect:
         raise WorkerFailed(f"{sum(done)} of {expect} jobs done (per process: {done})")
     seconds = max(last) - started
@@ -247,4 +289,7 @@ def run_worker_processes(
         "processes": processes,
         "done_per_process": done,
         "peak_rss_mb": max(rss),
+        "worker_cpu_us_per_job": sum(cpu) / expect * 1e6,
+        "store_cpu_us_per_job": store_cpu / expect * 1e6,
+        "cores_busy": (sum(cpu) + store_cpu) / seconds,
     }
