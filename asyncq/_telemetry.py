@@ -191,20 +191,24 @@ class Telemetry(Instrumentation):
         meter = metrics.get_meter(_SCOPE, version, meter_provider, schema_url=_SCHEMA_URL)
         self.propagator = propagator
         self.depth_interval = depth_interval
-        counter = meter.create_counter
-        self._enqueued = counter(
+        # Counters are tallied here and read by the SDK when it collects:
+        # a dict update a job instead of an SDK measurement (see _Tally).
+        self._enqueued = _Tally(
+            meter,
             "asyncq.jobs.enqueued",
             "{job}",
             "Jobs stored by enqueue (idempotent duplicates excluded)",
         )
-        self._started = counter("asyncq.jobs.started", "{attempt}", "Attempts started")
-        self._completed = counter("asyncq.jobs.completed", "{job}", "Jobs completed")
-        self._failed = counter(
-            "asyncq.jobs.failed", "{attempt}", "Attempts that failed (then retried or dead)"
+        self._started = _Tally(meter, "asyncq.jobs.started", "{attempt}", "Attempts started")
+        self._completed = _Tally(meter, "asyncq.jobs.completed", "{job}", "Jobs completed")
+        self._failed = _Tally(
+            meter, "asyncq.jobs.failed", "{attempt}", "Attempts that failed (then retried or dead)"
         )
-        self._retried = counter("asyncq.jobs.retried", "{job}", "Retries scheduled")
-        self._dead = counter("asyncq.jobs.dead", "{job}", "Jobs sent to the dead letters")
-        self._cancelled = counter("asyncq.jobs.cancelled", "{job}", "Jobs cancelled while running")
+        self._retried = _Tally(meter, "asyncq.jobs.retried", "{job}", "Retries scheduled")
+        self._dead = _Tally(meter, "asyncq.jobs.dead", "{job}", "Jobs sent to the dead letters")
+        self._cancelled = _Tally(
+            meter, "asyncq.jobs.cancelled", "{job}", "Jobs cancelled while running"
+        )
         self._run_time = _histogram(meter, "asyncq.job.run.duration", "Time one attempt ran")
         self._wait_time = _histogram(
             meter,
@@ -305,7 +309,7 @@ class Telemetry(Instrumentation):
     def _count_enqueued(self, sent: Sequence[JobRecord], stored: Sequence[JobRecord]) -> None:
         for job, kept in zip(sent, stored, strict=True):
             if job.id == kept.id:
-                self._enqueued.add(1, self._job_attrs(job.queue, job.name))
+                self._enqueued.add(self._job_attrs(job.queue, job.name))
 
     # -- consumer --------------------------------------------------------------------
 
@@ -340,7 +344,7 @@ class Telemetry(Instrumentation):
         elif not self._metering_on:
             return None  # nothing records: the cheapest way through
         attrs = self._job_attrs(job.queue, job.name)
-        self._started.add(1, attrs)
+        self._started.add(attrs)
         if job.scheduled_at > 0:
             started = job.started_at if job.started_at is not None else time.time()
             self._wait_time.record(max(0.0, started - job.scheduled_at), attrs)
@@ -379,15 +383,15 @@ class Telemetry(Instrumentation):
         attrs = self._outcome_attributes(job.queue, job.name, name)
         self._run_time.record(elapsed, attrs)
         if name == "completed":
-            self._completed.add(1, attrs)
+            self._completed.add(attrs)
         elif name == "retried":
-            self._failed.add(1, attrs)
-            self._retried.add(1, attrs)
+            self._failed.add(attrs)
+            self._retried.add(attrs)
         elif name == "dead":
-            self._failed.add(1, attrs)
-            self._dead.add(1, attrs)
+            self._failed.add(attrs)
+            self._dead.add(attrs)
         elif name == "cancelled":
-            self._cancelled.add(1, attrs)
+            self._cancelled.add(attrs)
         if span is not None and span.is_recording():
             _annotate(span, name, outcome, error)
 
@@ -525,6 +529,39 @@ def _annotate(span: Span, name: str, outcome: Outcome | None, error: BaseExcepti
         span.set_attribute(ERROR_TYPE, name)
     description = info.one_line() if info is not None else name
     span.set_status(Status(StatusCode.ERROR, description))
+
+
+class _Tally:
+    """A monotonic count per attribute set, reported by an observable counter.
+
+    ``add`` is one dict update on the event loop; the SDK's own ``Counter.add``
+    costs a few microseconds a call, several times a no-op job's whole budget.
+    The metrics reader calls ``_observe`` from its own thread when it collects,
+    and exporters see the same cumulative sum a counter would give. The
+    attribute dicts come from ``Telemetry``'s caches, so one per attribute set;
+    when a cache is full a new dict may come each time, hence the key is built
+    from the dict's items, not its identity.
+    """
+
+    __slots__ = ("_attrs", "_counts")
+
+    def __init__(self, meter: metrics.Meter, name: str, unit: str, description: str) -> None:
+        self._counts: dict[tuple[Any, ...], int] = {}
+        self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        meter.create_observable_counter(name, [self._observe], unit, description)
+
+    def add(self, attrs: dict[str, Any]) -> None:
+        key = tuple(attrs.values())
+        count = self._counts.get(key)
+        if count is None:
+            self._attrs[key] = attrs
+            count = 0
+        self._counts[key] = count + 1
+
+    def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
+        # dict() of a dict is one C call: no event-loop update lands half-way.
+        counts = dict(self._counts)
+        return [Observation(count, self._attrs[key]) for key, count in counts.items()]
 
 
 def _histogram(meter: metrics.Meter, name: str, description: str) -> metrics.Histogram:

@@ -42,7 +42,7 @@ from asyncq import (
 )
 from asyncq._logging import JSONFormatter, TraceContextFilter, configure_logging
 from asyncq._records import Outcome
-from asyncq._telemetry import AttemptEnd, EnqueueNext, outcome_name
+from asyncq._telemetry import AttemptEnd, EnqueueNext, _Tally, outcome_name
 from asyncq.backends.base import Backend
 from asyncq.backends.memory import MemoryBackend
 
@@ -659,3 +659,18 @@ def test_configured_json_logs_carry_the_trace(
     assert line["job_id"] == "j2"
     assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert "ValueError: bad" in line["exception"]
+
+
+def test_tallied_counters_sum_per_attribute_set_across_collections() -> None:
+    seen = Observed()
+    tally = _Tally(seen.meter_provider.get_meter("t"), "t.jobs", "{job}", "test")
+    for _ in range(3):
+        # a fresh dict each time, as when the attribute cache is full
+        tally.add({"messaging.destination.name": "q", "asyncq.job.name": "a"})
+    tally.add({"messaging.destination.name": "q", "asyncq.job.name": "b"})
+    first = {a["asyncq.job.name"]: v for a, v in seen.points("t.jobs")}
+    tally.add({"messaging.destination.name": "q", "asyncq.job.name": "b"})
+    second = {a["asyncq.job.name"]: v for a, v in seen.points("t.jobs")}
+    assert first == {"a": 3, "b": 1}
+    assert second == {"a": 3, "b": 2}  # cumulative, as a counter's sum
+    seen.meter_provider.shutdown()
