@@ -340,6 +340,22 @@ def settle(conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome]) ->
     return Settled(applied=applied, finished=finished, requeued=requeued)
 
 
+def settle_and_claim(
+    conn: sqlite3.Connection,
+    now: float,
+    outcomes: Sequence[Outcome],
+    queues: Sequence[str],
+    limit: int,
+    worker: str,
+    lease_for: float,
+) -> tuple[Settled, list[Lease]]:
+    """``settle`` then ``claim`` in one transaction: what the outcomes hand back is claimable."""
+    settled = settle(conn, now, outcomes)
+    if limit <= 0 or not queues:
+        return settled, []
+    return settled, claim(conn, now, queues, limit, worker, lease_for)
+
+
 def recover(conn: sqlite3.Connection, now: float) -> list[tuple[str, bool]]:
     """Release lapsed leases; return ``(id, finished)`` for each (dead or cancelled)."""
     lapsed = conn.execute(

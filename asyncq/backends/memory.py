@@ -32,6 +32,7 @@ from .base import (
     Lease,
     Outcome,
     QueueStats,
+    SettlesOnClaim,
     check_outcomes,
     purgeable,
 )
@@ -340,6 +341,19 @@ class MemoryBackend:
             self._wake_workers()
         return applied
 
+    async def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker: str,
+        lease_for: float,
+    ) -> tuple[list[bool], list[Lease]]:
+        # Neither call awaits anything, so together they are one critical section.
+        applied = await self.settle(outcomes)
+        return applied, await self.claim(queues, limit, worker=worker, lease_for=lease_for)
+
     async def recover(self) -> int:
         now = self._clock()
         lapsed = [
@@ -486,3 +500,4 @@ class MemoryBackend:
 
 if TYPE_CHECKING:
     _check: type[Backend] = MemoryBackend
+    _fused: type[SettlesOnClaim] = MemoryBackend

@@ -73,6 +73,7 @@ from .base import (
     Lease,
     Outcome,
     QueueStats,
+    SettlesOnClaim,
     check_outcomes,
     purgeable,
 )
@@ -418,18 +419,46 @@ class SQLiteBackend:
         if limit <= 0 or not queues:
             return []
         leases = await self._run(True, sql.claim, list(queues), limit, worker, lease_for)
+        await self._hand_back_if_cancelled(leases)
+        return leases
+
+    async def _hand_back_if_cancelled(self, leases: list[Lease]) -> None:
+        """Re-raise a cancellation that came during a claim, after handing its leases back.
+
+        The caller will never run these jobs: they go back to their queue now
+        rather than stay active until their leases lapse.
+        """
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
         except anyio.get_cancelled_exc_class():
-            # The caller will never run these jobs: hand them back now rather
-            # than leave them active until their leases lapse.
             if leases:
                 with anyio.CancelScope(shield=True):
                     await self.settle(
                         [Outcome(lease.job.id, lease.token, JobState.QUEUED) for lease in leases]
                     )
             raise
-        return leases
+
+    async def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker: str,
+        lease_for: float,
+    ) -> tuple[list[bool], list[Lease]]:
+        check_outcomes(outcomes)
+        if not outcomes:
+            return [], await self.claim(queues, limit, worker=worker, lease_for=lease_for)
+        # One transaction, so one commit (and one trip to the database thread) for both.
+        settled, leases = await self._run(
+            True, sql.settle_and_claim, list(outcomes), list(queues), limit, worker, lease_for
+        )
+        self._wake_finished(settled.finished)
+        if settled.requeued:
+            self._wake_workers()
+        await self._hand_back_if_cancelled(leases)
+        return settled.applied, leases
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         if self._closed:
@@ -546,3 +575,4 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 if TYPE_CHECKING:
     _check: type[Backend] = SQLiteBackend
+    _fused: type[SettlesOnClaim] = SQLiteBackend
