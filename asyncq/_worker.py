@@ -5,10 +5,16 @@ running one job at a time:
 
 - the fetch loop claims as many jobs as there are free slots (never more, so
   no claimed job waits for a slot while its lease runs down), then blocks on
-  the backend's push wakeup when the queues are empty;
+  the backend's push wakeup when the queues are empty. On a backend that
+  settles on claim (``SettlesOnClaim``) the outcomes waiting when it claims
+  go in the same call, so a busy worker pays one round trip for both;
 - the settle loop sends finished attempts' outcomes to the backend in
-  batches: whatever finished while the previous batch was in flight goes in
-  the next one, so acknowledgement costs one round trip per batch;
+  batches whenever the fetch loop is not about to claim (it waits for work,
+  for a slot or for a retry, or the backend cannot fuse the two): whatever
+  finished while the previous batch was in flight goes in the next one, so
+  acknowledgement costs at most one round trip per batch and a finished job
+  is never held back until more work arrives. A failed settlement, fused or
+  not, keeps its outcomes for the next try;
 - the heartbeat loop renews every lease still held (running or awaiting
   settlement) in one call, and cancels jobs whose lease was lost or whose
   cancellation was requested;
@@ -40,6 +46,7 @@ from anyio.abc import TaskStatus
 
 from ._execution import Running, StopReason, execute
 from ._records import Lease, Outcome
+from .backends.base import SettlesOnClaim
 from .exceptions import BackendError, BackendUnavailable, ConfigurationError
 
 if TYPE_CHECKING:
@@ -107,6 +114,10 @@ class Worker:
         self._unsettled: dict[str, Lease] = {}
         self._outcomes: list[Outcome] = []
         self._outcomes_ready = anyio.Event()
+        # True while the fetch loop is claiming or about to claim with a backend
+        # that settles on claim: waiting outcomes then go with that claim, and
+        # the settle loop leaves them alone (see _park).
+        self._claiming = False
         self._dispatch = _Dispatch()
         self._settle_lock = anyio.Lock()
         self._settled = anyio.Event()
@@ -216,51 +227,100 @@ class Worker:
 
     async def _fetch_loop(self) -> None:
         backend = self.app.backend
+        fused = backend if isinstance(backend, SettlesOnClaim) else None
+        self._claiming = fused is not None
         backoff = _Backoff()
-        while not self._stopping:
-            free = self.concurrency - len(self.running)
-            if free <= 0:
-                await self._interruptible(self._slot_freed.wait)
-                self._slot_freed = anyio.Event()
-                # Let the other jobs finishing in this tick free their slots
-                # too, so the next claim is a batch rather than one job.
-                await anyio.lowlevel.checkpoint()
-                continue
-            # A claim is never cancelled half-way: jobs claimed on the server
-            # but dropped here would wait out their lease.
-            try:
-                with anyio.CancelScope(shield=True):
-                    leases = await backend.claim(
-                        self.queues, free, worker=self.name, lease_for=self.lease
-                    )
-            except BackendError as exc:
-                await self._interruptible(
-                    partial(backoff.wait, f"worker {self.name}: claim failed", exc)
-                )
-                continue
-            backoff.reset()
-            for lease in leases:
-                self._start(lease)
-            if len(leases) < free:
-                if self.burst:
-                    # The queues are empty: end as soon as what runs is settled.
-                    if not leases and not self._unsettled:
-                        self._stopping = True
-                        break
-                    if self.running:
-                        await self._interruptible(self._slot_freed.wait)
-                        self._slot_freed = anyio.Event()
-                    elif not leases:
-                        await self._interruptible(self._settled.wait)
-                        self._settled = anyio.Event()
+        try:
+            while not self._stopping:
+                free = self.concurrency - len(self.running)
+                if free <= 0:
+                    await self._park(self._slot_freed.wait)
+                    self._slot_freed = anyio.Event()
+                    # Let the other jobs finishing in this tick free their slots
+                    # too, so the next claim is a batch rather than one job.
+                    await anyio.lowlevel.checkpoint()
                     continue
+                # A claim is never cancelled half-way: jobs claimed on the server
+                # but dropped here would wait out their lease.
                 try:
-                    await self._interruptible(
-                        lambda: backend.wait_for_work(self.queues, self.poll_interval)
-                    )
+                    with anyio.CancelScope(shield=True):
+                        leases = await self._claim(backend, fused, free)
                 except BackendError as exc:
-                    what = f"worker {self.name}: waiting for work failed"
-                    await self._interruptible(partial(backoff.wait, what, exc))
+                    what = f"worker {self.name}: claim failed"
+                    await self._park(partial(backoff.wait, what, exc))
+                    continue
+                backoff.reset()
+                for lease in leases:
+                    self._start(lease)
+                if len(leases) < free:
+                    if self.burst:
+                        # The queues are empty: end as soon as what runs is settled.
+                        if not leases and not self._unsettled:
+                            self._stopping = True
+                            break
+                        if self.running:
+                            await self._park(self._slot_freed.wait)
+                            self._slot_freed = anyio.Event()
+                        elif not leases:
+                            await self._park(self._settled.wait)
+                            self._settled = anyio.Event()
+                        continue
+                    try:
+                        await self._park(
+                            lambda: backend.wait_for_work(self.queues, self.poll_interval)
+                        )
+                    except BackendError as exc:
+                        what = f"worker {self.name}: waiting for work failed"
+                        await self._park(partial(backoff.wait, what, exc))
+        finally:
+            self._claiming = False
+            self._outcomes_ready.set()
+
+    async def _claim(
+        self, backend: Backend, fused: SettlesOnClaim | None, free: int
+    ) -> list[Lease]:
+        """Claim up to ``free`` jobs, settling the waiting outcomes in the same call if possible.
+
+        The outcomes ride along only when the backend settles on claim and no
+        settlement is in flight (outcomes of one job are never sent twice at
+        once). The caller shields the call.
+        """
+        if fused is None or not self._outcomes:
+            return await backend.claim(self.queues, free, worker=self.name, lease_for=self.lease)
+        try:
+            self._settle_lock.acquire_nowait()
+        except anyio.WouldBlock:
+            return await backend.claim(self.queues, free, worker=self.name, lease_for=self.lease)
+        try:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                _, leases = await fused.settle_and_claim(
+                    batch, self.queues, free, worker=self.name, lease_for=self.lease
+                )
+            except BackendError as exc:
+                self._keep(batch, exc)
+                raise
+            self._settled_batch(batch)
+            return leases
+        finally:
+            self._settle_lock.release()
+
+    async def _park(self, wait: Callable[[], Awaitable[object]]) -> None:
+        """Await ``wait()`` (interruptibly) with the settle loop in charge of outcomes meanwhile.
+
+        While the fetch loop is parked no claim can carry outcomes, so the
+        settle loop sends them at once: a producer waiting on a result never
+        waits for more work to arrive.
+        """
+        claiming = self._claiming
+        if claiming:
+            self._claiming = False
+            if self._outcomes:
+                self._outcomes_ready.set()
+        try:
+            await self._interruptible(wait)
+        finally:
+            self._claiming = claiming
 
     async def _interruptible(self, wait: Callable[[], Awaitable[object]]) -> None:
         """Await ``wait()``, unless or until ``stop()`` is called."""
@@ -297,7 +357,8 @@ class Worker:
             self._unsettled.pop(job_id, None)
         else:
             self._outcomes.append(outcome)
-            self._outcomes_ready.set()
+            if not self._claiming:
+                self._outcomes_ready.set()
 
     async def _drain(self) -> None:
         """After the fetch loop: wait for running jobs, then hand back what is left."""
@@ -320,6 +381,8 @@ class Worker:
         while True:
             await self._outcomes_ready.wait()
             self._outcomes_ready = anyio.Event()
+            if self._claiming:
+                continue  # the fetch loop's next claim takes them
             if await self._settle_batch():
                 backoff.reset()
             else:
@@ -344,15 +407,24 @@ class Worker:
         try:
             await self.app.backend.settle(batch)
         except BackendError as exc:
-            # Keep them: the next batch retries. If the leases lapse meanwhile the
-            # jobs run again elsewhere (at-least-once), and these are refused.
-            self._outcomes[:0] = batch
-            log.warning("worker %s: settling %d job(s) failed: %s", self.name, len(batch), exc)
+            self._keep(batch, exc)
             return False
+        self._settled_batch(batch)
+        return True
+
+    def _keep(self, batch: list[Outcome], exc: BackendError) -> None:
+        """Put back outcomes whose settlement failed, ahead of newer ones, for the next try.
+
+        If the leases lapse meanwhile the jobs run again elsewhere
+        (at-least-once), and these outcomes are refused.
+        """
+        self._outcomes[:0] = batch
+        log.warning("worker %s: settling %d job(s) failed: %s", self.name, len(batch), exc)
+
+    def _settled_batch(self, batch: list[Outcome]) -> None:
         for outcome in batch:
             self._unsettled.pop(outcome.job_id, None)
         self._settled.set()
-        return True
 
     async def _flush(self) -> None:
         """Settle what is buffered before the worker goes (shielded, bounded)."""
