@@ -8,6 +8,7 @@ Every backend here works in a schema of its own, dropped afterwards.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ import anyio
 import anyio.lowlevel
 import asyncpg
 import pytest
+from msgspec.structs import replace
 
 from asyncq._records import JobRecord, JobState, Lease
 from asyncq.backends import from_url
@@ -496,6 +498,90 @@ async def test_enqueue_frees_an_expired_key_holder(make: Make) -> None:
         assert stored.id == fresh.id
         [stats] = await backend.stats([r.QUEUE])
     assert stats.counts[JobState.COMPLETED] == 0  # the expired holder went in the same statement
+
+
+# -- batches copied in -------------------------------------------------------------
+
+BIG = pg.COPY_MIN_BATCH * 2
+
+
+async def test_a_large_batch_is_copied_in_and_wakes_a_worker(make: Make) -> None:
+    backend = make(migrate=True, poll_interval=NO_POLL)
+    jobs = [r.job(priority=i % 3, headers={"n": str(i)} if i % 2 else None) for i in range(BIG)]
+    woke = anyio.Event()
+
+    async def wait() -> None:
+        await backend.wait_for_work([r.QUEUE], NO_POLL)
+        woke.set()
+
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            stored = await backend.enqueue(jobs)
+            await woke.wait()
+        assert stored == jobs  # all queued, as submitted
+        assert await backend.get(jobs[1].id) == jobs[1]
+        leases = await claim_all(backend, BIG)
+        [stats] = await backend.stats([r.QUEUE])
+    assert len(leases) == BIG
+    assert stats.counts[JobState.ACTIVE] == BIG
+    first = [lease.job.id for lease in leases[: BIG // 3]]
+    assert first == [job.id for job in jobs if job.priority == 2][: BIG // 3]
+
+
+async def test_a_copied_batch_from_a_clock_ahead_is_ready_at_once(make: Make) -> None:
+    backend = make(migrate=True)
+    ahead = time.time() + 30
+    jobs = [replace(r.job(), enqueued_at=ahead, scheduled_at=ahead) for _ in range(BIG)]
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        stored = await backend.enqueue(jobs)
+        assert {s.state for s in stored} == {JobState.QUEUED}
+        leases = await claim_all(backend, BIG)
+    assert len(leases) == BIG
+    assert max(lease.job.scheduled_at for lease in leases) <= time.time() + 1
+
+
+async def test_a_copied_batch_sent_again_returns_the_stored_jobs(make: Make) -> None:
+    # What the retry after a lost reply does: every id is stored already.
+    backend = make(migrate=True)
+    jobs = [r.job() for _ in range(BIG)]
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        first = await backend.enqueue(jobs)
+        second = await backend.enqueue(jobs)
+        [stats] = await backend.stats([r.QUEUE])
+    assert [s.id for s in first] == [s.id for s in second] == [j.id for j in jobs]
+    assert stats.counts[JobState.QUEUED] == BIG
+
+
+@pytest.mark.parametrize("size", [2, BIG])
+async def test_a_batch_in_the_callers_transaction_is_all_or_nothing(
+    make: Make, admin: asyncpg.Connection[Any], size: int
+) -> None:
+    backend = make(migrate=True)
+
+    class Abort(Exception):
+        pass
+
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        dropped = [r.job() for _ in range(size)]
+        try:
+            async with admin.transaction():
+                await backend.enqueue(dropped, connection=admin)
+                raise Abort
+        except Abort:
+            pass
+        kept = [r.job() for _ in range(size)]
+        async with admin.transaction():
+            await backend.enqueue(kept, connection=admin)
+            assert await backend.get(kept[-1].id) is None
+        assert await backend.get(dropped[-1].id) is None
+        assert await backend.get(kept[-1].id) is not None
+        assert len(await claim_all(backend, 2 * size)) == size
 
 
 # -- round trips and notifications ----------------------------------------------------
