@@ -5,21 +5,37 @@ Each script works on the keys of one queue, all under the queue's prefix
 ``KEYS[1]``. ``claim`` alone takes several prefixes (``KEYS[1..n]``), which the
 backend only groups together when they hash to the same slot.
 
-Keys under a queue prefix ``P``:
+Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 
 ``P j:<id>``         hash, one job (fields below)
 ``P all``            zset, every job, score 0: ordered by id (``ZRANGEBYLEX``)
-``P s:<state>``      zset, the jobs in one state, score 0 (counts, listing by id)
+``P n``              hash, state -> how many jobs of the queue are in it
 ``P prios``          zset, the priorities that have queued jobs, scored by priority
 ``P r:<priority>``   zset, queued jobs of one priority, scored by ``scheduled_at``
 ``P delayed``        zset, scheduled and failed jobs, scored by ``scheduled_at``
 ``P active``         zset, active jobs, scored by lease expiry
-``P f:<state>``      zset, terminal jobs, scored by ``finished_at`` (purge)
+``P f:<state>``      zset, completed, dead or cancelled jobs, scored by ``finished_at``
 ``P expires``        zset, completed jobs with a result TTL, scored by expiry (prune)
 ``P keys``           hash, idempotency key -> id of the job holding it
 ``P wake``           list, wake-up tokens for blocked claimers (bounded)
 ``P paused``         string, exists while the queue is paused
 ``P done``           (a pub/sub channel, not a key) terminal notices, message = job id
+
+A job is in exactly one state index (``r:<priority>``, ``delayed``,
+``active``, ``f:<state>``) and counted once in ``n``. The indexes are what the
+scripts need to find work; ``n`` answers ``stats``, and is changed once per
+state and script call (a Lua table gathers the changes), not once per job.
+Listing by state reads the state's index whole and sorts it by id when it is
+small (dead and cancelled jobs among many completed ones), and otherwise walks
+``all`` in id order, skipping the other states.
+
+What a job costs, in Redis commands: an enqueue 3 per job (its id-index entry,
+``all`` with ``NX``, which also tells a replayed enqueue that its job exists,
+and one ``HSET`` of the job) plus a few per call (one ``ZADD`` per priority,
+the count, the wake list); a claim 2 per job (one ``HMGET``, one ``HSET``) plus
+one ``ZPOPMIN`` and one ``ZADD`` of the ``active`` set per call; a completion 2
+per job (``HMGET``, ``HSET``) plus one ``ZREM``/``ZADD`` per call for the
+indexes, one ``ZADD`` of ``expires`` and the notice.
 
 Job hash fields: ``d`` the record as enqueued (MessagePack, never rewritten),
 ``st`` state, ``p`` priority, ``n`` name, ``m`` max attempts, ``k`` key, ``t``
@@ -27,6 +43,9 @@ result TTL, ``att`` attempts, ``sa`` scheduled_at, ``sta`` started_at, ``fin``
 finished_at, ``lx`` lease expiry, ``w`` worker, ``tok`` lease token, ``c`` "1"
 when cancel is requested, ``pr`` progress, ``r`` result, ``e`` errors as
 comma-separated JSON objects (the backend wraps them in brackets to decode).
+The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
+``active``: an attempt that ends leaves them behind (one command fewer a job)
+and the backend reads them as absent.
 
 Floats cross the Lua boundary as strings formatted with ``%.17g``: Lua's own
 number-to-string conversion keeps 14 digits, which would move timestamps.
@@ -34,12 +53,16 @@ number-to-string conversion keeps 14 digits, which would move timestamps.
 
 from __future__ import annotations
 
+#: The key layout above. Version 1 kept a set per state and a finished set per
+#: terminal state; stores are not migrated between versions.
+LAYOUT = 2
+
 PRELUDE = r"""
 local P, K
 local function use(prefix)
   P = prefix
   K = {
-    all = P .. 'all', prios = P .. 'prios', delayed = P .. 'delayed',
+    all = P .. 'all', n = P .. 'n', prios = P .. 'prios', delayed = P .. 'delayed',
     active = P .. 'active', expires = P .. 'expires', keys = P .. 'keys',
     wake = P .. 'wake', paused = P .. 'paused', done = P .. 'done',
   }
@@ -48,6 +71,9 @@ use(KEYS[1])
 
 local WAKE_CAP = 128
 local PROMOTE_MAX = 1000
+-- unpack() copies onto Lua's C stack, which holds a few thousand values: long
+-- argument lists go to Redis in slices of this many.
+local SLICE = 1000
 
 local function now_s()
   local t = redis.call('TIME')
@@ -55,13 +81,29 @@ local function now_s()
 end
 local function F(x) return string.format('%.17g', x) end
 local function J(id) return P .. 'j:' .. id end
-local function S(state) return P .. 's:' .. state end
 local function R(prio) return P .. 'r:' .. prio end
 local function FIN(state) return P .. 'f:' .. state end
 
 local LIVE = {scheduled = true, queued = true, active = true, failed = true}
 
--- Take a job out of the index its state keeps it in.
+-- cmd(key, ...list), in slices (list: members, or score-member pairs).
+local function many(cmd, key, list)
+  for i = 1, #list, SLICE do
+    redis.call(cmd, key, unpack(list, i, math.min(i + SLICE - 1, #list)))
+  end
+end
+
+-- Counts by state: changes gather here and reach the queue's 'n' hash in flush().
+local D = {}
+local function tally(st, d) D[st] = (D[st] or 0) + d end
+local function flush()
+  for st, d in pairs(D) do
+    if d ~= 0 then redis.call('HINCRBY', K.n, st, d) end
+  end
+  D = {}
+end
+
+-- Take a job out of the index of its state (the caller writes its new state).
 local function unplace(id, st, prio)
   if st == 'queued' then
     redis.call('ZREM', R(prio), id)
@@ -74,10 +116,11 @@ local function unplace(id, st, prio)
     redis.call('ZREM', FIN(st), id)
     if st == 'completed' then redis.call('ZREM', K.expires, id) end
   end
-  redis.call('ZREM', S(st), id)
+  tally(st, -1)
 end
 
--- Put a job in state st; score is scheduled_at, lease expiry or finished_at.
+-- Index a job in state st; score is scheduled_at, lease expiry or finished_at.
+-- The caller writes 'st' into the job hash, with whatever else the transition sets.
 local function place(id, st, prio, score)
   if st == 'queued' then
     redis.call('ZADD', R(prio), F(score), id)
@@ -89,8 +132,7 @@ local function place(id, st, prio, score)
   else
     redis.call('ZADD', FIN(st), F(score), id)
   end
-  redis.call('ZADD', S(st), 0, id)
-  redis.call('HSET', J(id), 'st', st)
+  tally(st, 1)
 end
 
 -- Push up to n wake tokens (one per claimable job, so n idle workers wake).
@@ -98,8 +140,9 @@ local function wake(n)
   if n <= 0 or redis.call('EXISTS', K.paused) == 1 then return end
   local tokens = {}
   for i = 1, math.min(n, WAKE_CAP) do tokens[i] = '1' end
-  redis.call('LPUSH', K.wake, unpack(tokens))
-  redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
+  if redis.call('LPUSH', K.wake, unpack(tokens)) > WAKE_CAP then
+    redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
+  end
 end
 
 local function expired(st, fin, ttl, now)
@@ -124,15 +167,20 @@ local function release_key(id)
   if k and redis.call('HGET', K.keys, k) == id then redis.call('HDEL', K.keys, k) end
 end
 
-local function append_error(id, err)
-  if err == nil or err == '' then return end
-  local e = redis.call('HGET', J(id), 'e')
-  if e then err = e .. ',' .. err end
-  redis.call('HSET', J(id), 'e', err)
+-- fields (for one HSET of the job) with err appended to the job's errors.
+local function with_error(id, err, fields)
+  if err ~= nil and err ~= '' then
+    local e = redis.call('HGET', J(id), 'e')
+    if e then err = e .. ',' .. err end
+    fields[#fields + 1] = 'e'
+    fields[#fields + 1] = err
+  end
+  return fields
 end
 
-local function finish(id, st, prio, now)
-  redis.call('HSET', J(id), 'fin', F(now))
+-- A job, taken out of its index by the caller, ends in st (completed, dead, cancelled).
+local function finish(id, st, prio, now, fields)
+  redis.call('HSET', J(id), 'st', st, 'fin', F(now), unpack(fields))
   place(id, st, prio, now)
   if st ~= 'completed' then release_key(id) end
   redis.call('PUBLISH', K.done, id)
@@ -149,14 +197,24 @@ end
 -- Move due scheduled/failed jobs to their ready set (bounded per call).
 local function promote(now)
   local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', F(now), 'LIMIT', 0, PROMOTE_MAX)
+  if #due == 0 then return end
+  local ready = {}
   for _, id in ipairs(due) do
     local h = redis.call('HMGET', J(id), 'st', 'p', 'sa')
-    if h[1] then
-      unplace(id, h[1], h[2])
-      place(id, 'queued', h[2], tonumber(h[3]))
-    else
-      redis.call('ZREM', K.delayed, id)
+    if h[1] == 'scheduled' or h[1] == 'failed' then
+      redis.call('HSET', J(id), 'st', 'queued')
+      tally(h[1], -1)
+      tally('queued', 1)
+      local list = ready[h[2]]
+      if not list then list = {}; ready[h[2]] = list end
+      list[#list + 1] = h[3]
+      list[#list + 1] = id
     end
+  end
+  many('ZREM', K.delayed, due)
+  for prio, list in pairs(ready) do
+    many('ZADD', R(prio), list)
+    redis.call('ZADD', K.prios, prio, prio)
   end
 end
 
@@ -190,6 +248,7 @@ ENQUEUE = r"""
 local ARGV = unpack_args(ARGV[1])
 local now = now_s()
 local out, queued, stored = {}, 0, 0
+local ready, delayed = {}, {}
 -- Outside a cluster the caller passes the id index and the queue registry as
 -- KEYS[2..n] (KEYS[n] the registry), so one script call does the whole enqueue.
 local inline = #KEYS > 1
@@ -202,30 +261,48 @@ for i = 0, tonumber(ARGV[1]) - 1 do
   if asap then sa = F(math.min(tonumber(string.sub(sa, 2)), now)) end
   if inline then redis.call('HSET', KEYS[tonumber(ARGV[b + 8])], id, ARGV[2]) end
   local holder = nil
-  if redis.call('EXISTS', J(id)) == 1 then
+  -- 0: the id is known (a call replayed after a lost reply): answer with the job as stored.
+  if redis.call('ZADD', K.all, 'NX', 0, id) == 0 then
     holder = id
   elseif key ~= '' then
     holder = key_holder(key, now)
+    if holder then redis.call('ZREM', K.all, id) end
   end
   if holder then
     out[#out + 1] = redis.call('HGETALL', J(holder))
   else
-    local fields = {'d', ARGV[b + 4], 'p', prio, 'sa', sa, 'att', 0, 'm', ARGV[b + 5],
-                    'n', ARGV[b + 7]}
+    local st = 'queued'
+    if not asap and tonumber(sa) > now then st = 'scheduled' end
+    local fields = {'d', ARGV[b + 4], 'st', st, 'p', prio, 'sa', sa, 'att', 0,
+                    'm', ARGV[b + 5], 'n', ARGV[b + 7]}
     if key ~= '' then
       redis.call('HSET', K.keys, key, id)
       fields[#fields + 1] = 'k'; fields[#fields + 1] = key
     end
     if ARGV[b + 6] ~= '' then fields[#fields + 1] = 't'; fields[#fields + 1] = ARGV[b + 6] end
     redis.call('HSET', J(id), unpack(fields))
-    redis.call('ZADD', K.all, 0, id)
-    local st = 'queued'
-    if not asap and tonumber(sa) > now then st = 'scheduled' else queued = queued + 1 end
-    place(id, st, prio, tonumber(sa))
+    if st == 'queued' then
+      local list = ready[prio]
+      if not list then list = {}; ready[prio] = list end
+      list[#list + 1] = sa
+      list[#list + 1] = id
+      queued = queued + 1
+    else
+      delayed[#delayed + 1] = sa
+      delayed[#delayed + 1] = id
+    end
     stored = stored + 1
     out[#out + 1] = st
   end
 end
+for prio, list in pairs(ready) do
+  many('ZADD', R(prio), list)
+  redis.call('ZADD', K.prios, prio, prio)
+end
+many('ZADD', K.delayed, delayed)
+tally('queued', queued)
+tally('scheduled', stored - queued)
+flush()
 -- A scheduled job wakes claimers too, so a blocked one shortens its wait.
 if stored > 0 then wake(math.max(queued, 1)) end
 return out
@@ -237,32 +314,42 @@ return out
 CLAIM = r"""
 local limit, worker = tonumber(ARGV[1]), ARGV[2]
 local now = now_s()
-local expires = now + tonumber(ARGV[3])
-local out, n = {F(now), F(expires)}, 0
+local started, expires = F(now), F(now + tonumber(ARGV[3]))
+local out, n = {started, expires}, 0
 for q = 1, #KEYS do
   if n >= limit then break end
   use(KEYS[q])
   if redis.call('EXISTS', K.paused) == 0 then
     promote(now)
+    local claimed = {}
     for _, prio in ipairs(redis.call('ZREVRANGE', K.prios, 0, -1)) do
       if n >= limit then break end
-      local popped = redis.call('ZPOPMIN', R(prio), limit - n)
+      local want = limit - n
+      local popped = redis.call('ZPOPMIN', R(prio), want)
       for j = 1, #popped, 2 do
         local id = popped[j]
-        if redis.call('HGET', J(id), 'st') == 'queued' then
+        local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c')
+        if h[1] == 'queued' then
           n = n + 1
-          redis.call('ZREM', S('queued'), id)
-          redis.call('HINCRBY', J(id), 'att', 1)
-          redis.call('HSET', J(id), 'sta', F(now), 'w', worker, 'lx', F(expires),
-                     'tok', ARGV[4] .. '.' .. n)
-          redis.call('HDEL', J(id), 'c')
-          place(id, 'active', prio, expires)
-          local h = redis.call('HMGET', J(id), 'd', 'att', 'sa', 'e', 'pr')
-          for k = 1, 5 do out[#out + 1] = h[k] end
+          local att = tonumber(h[3]) + 1
+          redis.call('HSET', J(id), 'st', 'active', 'att', att, 'sta', started, 'w', worker,
+                     'lx', expires, 'tok', ARGV[4] .. '.' .. n)
+          if h[7] then redis.call('HDEL', J(id), 'c') end
+          claimed[#claimed + 1] = expires
+          claimed[#claimed + 1] = id
+          out[#out + 1] = h[2]; out[#out + 1] = att; out[#out + 1] = h[4]
+          out[#out + 1] = h[5]; out[#out + 1] = h[6]
         end
       end
-      if redis.call('ZCARD', R(prio)) == 0 then redis.call('ZREM', K.prios, prio) end
+      -- Fewer popped than asked for: the set is empty, without asking.
+      if #popped < 2 * want or redis.call('ZCARD', R(prio)) == 0 then
+        redis.call('ZREM', K.prios, prio)
+      end
     end
+    many('ZADD', K.active, claimed)
+    tally('queued', -#claimed / 2)
+    tally('active', #claimed / 2)
+    flush()
   end
 end
 return out
@@ -299,38 +386,52 @@ return 1
 SETTLE = r"""
 local ARGV = unpack_args(ARGV[1])
 local now = now_s()
+local at = F(now)
 local out, woke = {}, 0
+local released, completed, expiring = {}, {}, {}
 for i = 1, #ARGV, 7 do
   local id, st = ARGV[i], ARGV[i + 2]
   local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't')
   if h[1] == 'active' and h[2] == ARGV[i + 1] then
     local prio = h[3]
-    unplace(id, 'active', prio)
-    redis.call('HDEL', J(id), 'tok', 'lx', 'w')
+    released[#released + 1] = id
+    tally('active', -1)
     if st == 'completed' then
-      if ARGV[i + 3] == '1' then redis.call('HSET', J(id), 'r', ARGV[i + 4]) end
-      finish(id, st, prio, now)
-      if h[6] then redis.call('ZADD', K.expires, F(now + tonumber(h[6])), id) end
+      if ARGV[i + 3] == '1' then
+        redis.call('HSET', J(id), 'st', st, 'fin', at, 'r', ARGV[i + 4])
+      else
+        redis.call('HSET', J(id), 'st', st, 'fin', at)
+      end
+      completed[#completed + 1] = at
+      completed[#completed + 1] = id
+      tally(st, 1)
+      if h[6] then
+        expiring[#expiring + 1] = F(now + tonumber(h[6]))
+        expiring[#expiring + 1] = id
+      end
+      redis.call('PUBLISH', K.done, id)
     elseif st == 'failed' then
-      append_error(id, ARGV[i + 5])
-      local at = ARGV[i + 6]
-      if at == '' then at = F(now) end
-      redis.call('HSET', J(id), 'sa', at)
-      place(id, st, prio, tonumber(at))
+      local retry_at = ARGV[i + 6]
+      if retry_at == '' then retry_at = at end
+      redis.call('HSET', J(id), unpack(with_error(id, ARGV[i + 5], {'st', st, 'sa', retry_at})))
+      place(id, st, prio, tonumber(retry_at))
       woke = woke + 1
     elseif st == 'queued' then
-      redis.call('HSET', J(id), 'att', math.max(0, tonumber(h[5]) - 1))
+      redis.call('HSET', J(id), 'st', st, 'att', math.max(0, tonumber(h[5]) - 1))
       place(id, st, prio, tonumber(h[4]))
       woke = woke + 1
     else
-      append_error(id, ARGV[i + 5])
-      finish(id, st, prio, now)
+      finish(id, st, prio, now, with_error(id, ARGV[i + 5], {}))
     end
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
+many('ZREM', K.active, released)
+many('ZADD', FIN('completed'), completed)
+many('ZADD', K.expires, expiring)
+flush()
 wake(woke)
 return out
 """
@@ -341,27 +442,28 @@ local now = now_s()
 local ids = redis.call('ZRANGEBYSCORE', K.active, '-inf', F(now), 'LIMIT', 0, tonumber(ARGV[1]))
 local n, woke = 0, 0
 for _, id in ipairs(ids) do
-  local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w', 'c')
+  local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w', 'c', 'sa')
   if h[1] ~= 'active' then
     redis.call('ZREM', K.active, id)
   else
     local message = 'lease held by worker ' .. (h[5] or 'None')
       .. ' lapsed before the attempt finished'
-    append_error(id, '{"kind":"lost","message":' .. json_string(message)
-      .. ',"attempt":' .. h[3] .. ',"at":' .. F(now) .. '}')
+    local err = '{"kind":"lost","message":' .. json_string(message)
+      .. ',"attempt":' .. h[3] .. ',"at":' .. F(now) .. '}'
     unplace(id, 'active', h[2])
-    redis.call('HDEL', J(id), 'tok', 'lx', 'w')
     if h[6] == '1' then
-      finish(id, 'cancelled', h[2], now)
+      finish(id, 'cancelled', h[2], now, with_error(id, err, {}))
     elseif tonumber(h[3]) < tonumber(h[4]) then
-      place(id, 'queued', h[2], tonumber(redis.call('HGET', J(id), 'sa')))
+      redis.call('HSET', J(id), unpack(with_error(id, err, {'st', 'queued'})))
+      place(id, 'queued', h[2], tonumber(h[7]))
       woke = woke + 1
     else
-      finish(id, 'dead', h[2], now)
+      finish(id, 'dead', h[2], now, with_error(id, err, {}))
     end
     n = n + 1
   end
 end
+flush()
 wake(woke)
 return n
 """
@@ -377,7 +479,8 @@ if h[1] == 'active' then
   redis.call('HSET', J(id), 'c', '1')
 elseif LIVE[h[1]] then
   unplace(id, h[1], h[2])
-  finish(id, 'cancelled', h[2], now)
+  finish(id, 'cancelled', h[2], now, {})
+  flush()
 end
 return redis.call('HGETALL', J(id))
 """
@@ -399,11 +502,12 @@ for _, id in ipairs(ARGV) do
     if h[3] then redis.call('HSET', K.keys, h[3], id) end
     unplace(id, 'dead', h[2])
     redis.call('HDEL', J(id), 'fin')
-    redis.call('HSET', J(id), 'att', 0, 'sa', F(now))
+    redis.call('HSET', J(id), 'st', 'queued', 'att', 0, 'sa', F(now))
     place(id, 'queued', h[2], now)
     out[#out + 1] = id
   end
 end
+flush()
 wake(#out)
 return out
 """
@@ -413,6 +517,7 @@ PRUNE = r"""
 local ids = redis.call('ZRANGEBYSCORE', K.expires, '-inf', F(now_s()), 'LIMIT', 0,
                        tonumber(ARGV[1]))
 for _, id in ipairs(ids) do delete_job(id) end
+flush()
 return ids
 """
 
@@ -429,6 +534,7 @@ for i = 3, #ARGV do
     out[#out + 1] = id
   end
 end
+flush()
 return out
 """
 
@@ -438,7 +544,7 @@ if ARGV[1] == '1' then
   redis.call('SET', K.paused, '1')
 else
   redis.call('DEL', K.paused)
-  wake(math.max(1, redis.call('ZCARD', S('queued'))))
+  wake(math.max(1, tonumber(redis.call('HGET', K.n, 'queued')) or 0))
 end
 return 1
 """
@@ -447,8 +553,10 @@ return 1
 # Returns {counts..., paused, oldest ready scheduled_at or ''}.
 STATS = r"""
 promote(now_s())
+flush()
 local out = {}
-for i = 1, #ARGV do out[i] = redis.call('ZCARD', S(ARGV[i])) end
+local counts = redis.call('HMGET', K.n, unpack(ARGV))
+for i = 1, #ARGV do out[i] = tonumber(counts[i]) or 0 end
 out[#out + 1] = redis.call('EXISTS', K.paused)
 local oldest = nil
 for _, prio in ipairs(redis.call('ZRANGE', K.prios, 0, -1)) do
@@ -477,25 +585,65 @@ redis.call('DEL', K.wake)
 return {0, '', F(now)}
 """
 
+# ARGV: state, most. Returns the ids in the index of that state (scheduled and
+# failed share one), in no order, or false when it holds more than ``most``.
+STATE_IDS = r"""
+local st, most = ARGV[1], tonumber(ARGV[2])
+local sources = {}
+if st == 'queued' then
+  for _, prio in ipairs(redis.call('ZRANGE', K.prios, 0, -1)) do sources[#sources + 1] = R(prio) end
+elseif st == 'scheduled' or st == 'failed' then
+  sources[1] = K.delayed
+elseif st == 'active' then
+  sources[1] = K.active
+else
+  sources[1] = FIN(st)
+end
+local size = 0
+for _, key in ipairs(sources) do size = size + redis.call('ZCARD', key) end
+if size > most then return false end
+local out = {}
+for _, key in ipairs(sources) do
+  for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do out[#out + 1] = id end
+end
+return out
+"""
+
+# ARGV: state or '', name or '', then ids. Returns the jobs among them that match
+# (HGETALL each), leaving out expired results.
+FETCH = r"""
+local st, name, now = ARGV[1], ARGV[2], now_s()
+local out = {}
+for i = 3, #ARGV do
+  local h = redis.call('HMGET', J(ARGV[i]), 'st', 'n', 'fin', 't')
+  if h[1] and (st == '' or h[1] == st) and (name == '' or h[2] == name)
+      and not expired(h[1], h[3], h[4], now) then
+    out[#out + 1] = redis.call('HGETALL', J(ARGV[i]))
+  end
+end
+return out
+"""
+
 # ARGV: state or '', name or '', after or '', limit, scan budget.
-# Returns {jobs (HGETALL each), last id examined, 1 when the index is exhausted}.
+# Walks ``all`` in id order. Returns {jobs (HGETALL each), last id examined,
+# 1 when the index is exhausted}.
 LIST = r"""
-local source = K.all
-if ARGV[1] ~= '' then source = S(ARGV[1]) end
+local st, name = ARGV[1], ARGV[2]
 local start = '-'
 if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
-local name, limit, budget = ARGV[2], tonumber(ARGV[4]), tonumber(ARGV[5])
+local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_s()
 local out, scanned, cursor, exhausted = {}, 0, ARGV[3], 0
 while #out < limit and scanned < budget do
-  local ids = redis.call('ZRANGEBYLEX', source, start, '+', 'LIMIT', 0,
+  local ids = redis.call('ZRANGEBYLEX', K.all, start, '+', 'LIMIT', 0,
                          math.min(200, budget - scanned))
   if #ids == 0 then exhausted = 1; break end
   for _, id in ipairs(ids) do
     scanned = scanned + 1
     cursor = id
     local h = redis.call('HMGET', J(id), 'st', 'n', 'fin', 't')
-    if h[1] and (name == '' or h[2] == name) and not expired(h[1], h[3], h[4], now) then
+    if h[1] and (st == '' or h[1] == st) and (name == '' or h[2] == name)
+        and not expired(h[1], h[3], h[4], now) then
       out[#out + 1] = redis.call('HGETALL', J(id))
       if #out >= limit then break end
     end
@@ -521,5 +669,7 @@ SCRIPTS: dict[str, str] = {
     "set_paused": SET_PAUSED,
     "stats": STATS,
     "peek": PEEK,
+    "state_ids": STATE_IDS,
+    "fetch": FETCH,
     "list": LIST,
 }

@@ -95,6 +95,7 @@ _ENQUEUE_CHUNK = 500
 _RECOVER_BATCH = 500
 _PRUNE_BATCH = 500
 _LIST_BUDGET = 2000
+_GATHER_MAX = 5000
 _CACHE_SIZE = 10_000
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -316,15 +317,18 @@ class RedisBackend:
     def _record(self, flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
         f = flat if isinstance(flat, dict) else self._fields(flat)
         errors = _decode_errors(b"[" + f[b"e"] + b"]") if b"e" in f else ()
-        worker = f.get(b"w")
+        state = JobState(f[b"st"].decode())
+        # An attempt that ends leaves its lease fields behind (see _redis_lua).
+        leased = state is JobState.ACTIVE
+        worker = f.get(b"w") if leased else None
         return replace(
             _decode_record(f[b"d"]),
-            state=JobState(f[b"st"].decode()),
+            state=state,
             attempts=int(f[b"att"]),
             scheduled_at=float(f[b"sa"]),
             started_at=_float(f.get(b"sta")),
             finished_at=_float(f.get(b"fin")),
-            lease_expires_at=_float(f.get(b"lx")),
+            lease_expires_at=_float(f.get(b"lx")) if leased else None,
             worker=None if worker is None else worker.decode(),
             result=f.get(b"r"),
             errors=errors,
@@ -703,6 +707,11 @@ class RedisBackend:
         queues = [queue] if queue is not None else await self._known_queues()
         found: list[JobRecord] = []
         for q in queues:
+            if state is not None:
+                small = await self._list_small_state(q, state, name, limit, after)
+                if small is not None:
+                    found += small
+                    continue
             cursor = after or ""
             got = 0
             while got < limit:
@@ -714,6 +723,29 @@ class RedisBackend:
                 if int(exhausted) or not cursor:
                     break
         found.sort(key=lambda job: job.id)
+        return found[:limit]
+
+    async def _list_small_state(
+        self, queue: str, state: JobState, name: str | None, limit: int, after: str | None
+    ) -> list[JobRecord] | None:
+        """``list_jobs`` of one queue from the index of ``state``, if it is small; else None.
+
+        Dead or cancelled jobs among many completed ones are found this way
+        without walking the id-ordered set of every job.
+        """
+        prefix = [self._prefix(queue)]
+        ids = await self._script("state_ids", prefix, [state.value, _GATHER_MAX])
+        if ids is None:
+            return None
+        floor = after.encode() if after is not None else b""
+        candidates = sorted(i for i in ids if i > floor)
+        found: list[JobRecord] = []
+        start = 0
+        while len(found) < limit and start < len(candidates):
+            page = candidates[start : start + max(limit - len(found), 100)]
+            start += len(page)
+            jobs = await self._script("fetch", prefix, [state.value, name or "", *page])
+            found += (self._record(flat) for flat in jobs)
         return found[:limit]
 
     @mapped

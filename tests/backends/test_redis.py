@@ -393,3 +393,106 @@ async def test_works_again_after_the_server_restarts(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+# -- the key layout ------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.redis)])
+async def layout_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBackend]:
+    """A backend on fakeredis and on the real server, for checks of what the scripts store."""
+    if request.param == "fakeredis":
+        import fakeredis
+
+        client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+        backend = RedisBackend(client, namespace=_ns())
+        await backend.open()
+        try:
+            yield backend
+        finally:
+            await backend.close()
+            await client.aclose()
+    else:
+        redis_url = request.getfixturevalue("redis_url")
+        async with opened(RedisBackend.from_url(redis_url, namespace=_ns())) as backend:
+            yield backend
+
+
+async def _states_as_stored(backend: RedisBackend, queue: str) -> dict[JobState, int]:
+    """Counts by state from the job hashes themselves (a scan: tests only)."""
+    counts = dict.fromkeys(JobState, 0)
+    async for key in backend._client.scan_iter(match=f"{backend._prefix(queue)}j:*", count=1000):
+        counts[JobState((await backend._client.hget(key, "st")).decode())] += 1
+    return counts
+
+
+@pytest.mark.anyio
+async def test_counts_stay_exact_through_every_transition(layout_backend: RedisBackend) -> None:
+    backend = layout_backend
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([r.job(max_attempts=2) for _ in range(12)])
+        await backend.enqueue([r.job(delay=600), r.job(delay=600), r.job(key="k")])
+        await backend.enqueue([r.job(key="k")])  # held: not stored, not counted
+        leases = await backend.claim([r.QUEUE], 9, worker="w", lease_for=30)
+        done, fail, dead, cancel, back = (
+            leases[:3],
+            leases[3:4],
+            leases[4:5],
+            leases[5:6],
+            leases[6:7],
+        )
+        outcomes = [r.completed(x) for x in done] + [r.failed(fail[0], time.time() - 1)]
+        outcomes += [r.dead(dead[0]), r.cancelled(cancel[0]), r.handed_back(back[0])]
+        assert await backend.settle(outcomes) == [True] * 7
+        # Two leases left: one lapses (recovered), one has its cancellation asked for.
+        lapsing, asked = leases[7], leases[8]
+        assert await backend.cancel(asked.job.id) is not None
+        await backend.heartbeat([lapsing], lease_for=0.001)
+        await anyio.sleep(0.01)
+        assert await backend.recover() == 1
+        queued = await backend.list_jobs(state=JobState.QUEUED, limit=1)
+        await backend.cancel(queued[0].id)
+        await backend.retry_dead([dead[0].job.id])
+        await backend.claim([r.QUEUE], 2, worker="w", lease_for=30)  # promotes the due retry
+        await backend.purge(states=[JobState.CANCELLED], older_than=time.time() + 1)
+        (stats,) = await backend.stats([r.QUEUE])
+        assert stats.counts == await _states_as_stored(backend, r.QUEUE)
+        assert sum(stats.counts.values()) == 15 - 2  # two cancelled jobs purged
+
+
+@pytest.mark.anyio
+async def test_listing_by_state_from_a_small_index_or_by_walking_every_job(
+    layout_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = layout_backend
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([r.job(name=("a", "b")[i % 2]) for i in range(10)])
+        leases = await backend.claim([r.QUEUE], 10, worker="w", lease_for=30)
+        outcomes = [r.dead(x) if i % 3 == 0 else r.completed(x) for i, x in enumerate(leases)]
+        await backend.settle(outcomes)
+        dead = sorted(x.job.id for i, x in enumerate(leases) if i % 3 == 0)
+        dead_b = sorted(x.job.id for i, x in enumerate(leases) if i % 3 == 0 and x.job.name == "b")
+        for most in (5000, 2):  # the index read whole (4 dead), or too big for that
+            monkeypatch.setattr("asyncq.backends.redis._GATHER_MAX", most)
+            listed = await backend.list_jobs(state=JobState.DEAD)
+            assert [job.id for job in listed] == dead
+            assert all(job.state is JobState.DEAD for job in listed)
+            first = await backend.list_jobs(state=JobState.DEAD, limit=3)
+            rest = await backend.list_jobs(state=JobState.DEAD, after=first[-1].id)
+            assert [job.id for job in first + rest] == dead
+            named = await backend.list_jobs(state=JobState.DEAD, name="b")
+            assert [job.id for job in named] == dead_b
+            assert len(await backend.list_jobs(state=JobState.COMPLETED)) == 6
+
+
+@pytest.mark.anyio
+async def test_finished_jobs_show_no_lease(layout_backend: RedisBackend) -> None:
+    backend = layout_backend
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([r.job(max_attempts=3), r.job()])
+        first, second = await backend.claim([r.QUEUE], 2, worker="w", lease_for=30)
+        await backend.settle([r.failed(first, time.time() + 60), r.completed(second)])
+        for lease in (first, second):
+            stored = await backend.get(lease.job.id)
+            assert stored is not None
+            assert (stored.worker, stored.lease_expires_at) == (None, None)
