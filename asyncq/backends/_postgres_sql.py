@@ -358,34 +358,47 @@ _TEMPLATES: dict[str, str] = {
     # ``queue = ANY(...)`` scan would lose), then the best ``limit`` of those.
     # SKIP LOCKED makes concurrent claimers pass each other's rows; a row
     # claimed and committed meanwhile fails the re-checked WHERE.
+    #
+    # A claim commits without waiting for its WAL to reach the disk
+    # (synchronous_commit off for its own transaction only, through
+    # ``relaxed``): a claim lost to a server crash leaves its jobs queued, to
+    # be claimed and run again, which at-least-once allows; and the settle
+    # that follows it, durable, flushes the WAL up to and past the claim.
+    # Producers' and settlements' commits stay durable.
     "claim": """
-        UPDATE {s}.jobs j SET
-            state = 'active',
-            attempts = j.attempts + 1,
-            started_at = {now},
-            worker = $3,
-            lease_expires_at = {now} + $4::float8,
-            cancel_requested = false,
-            token = gen_random_uuid()::text
-        WHERE j.id IN (
-            SELECT c.id
-            FROM unnest($1::text[]) AS q(name)
-            CROSS JOIN LATERAL (
-                SELECT r.id, r.priority, r.scheduled_at
-                FROM {s}.jobs r
-                WHERE r.queue = q.name AND r.state IN {pending}
-                  AND r.scheduled_at <= {now}
-                ORDER BY r.priority DESC, r.scheduled_at, r.id
+        WITH relaxed AS MATERIALIZED (
+            SELECT set_config('synchronous_commit', 'off', true)
+        ),
+        claimed AS (
+            UPDATE {s}.jobs j SET
+                state = 'active',
+                attempts = j.attempts + 1,
+                started_at = {now},
+                worker = $3,
+                lease_expires_at = {now} + $4::float8,
+                cancel_requested = false,
+                token = gen_random_uuid()::text
+            WHERE j.id IN (
+                SELECT c.id
+                FROM unnest($1::text[]) AS q(name)
+                CROSS JOIN LATERAL (
+                    SELECT r.id, r.priority, r.scheduled_at
+                    FROM {s}.jobs r
+                    WHERE r.queue = q.name AND r.state IN {pending}
+                      AND r.scheduled_at <= {now}
+                    ORDER BY r.priority DESC, r.scheduled_at, r.id
+                    LIMIT $2
+                    FOR UPDATE SKIP LOCKED
+                ) AS c
+                WHERE NOT EXISTS (
+                    SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused
+                )
+                ORDER BY c.priority DESC, c.scheduled_at, c.id
                 LIMIT $2
-                FOR UPDATE SKIP LOCKED
-            ) AS c
-            WHERE NOT EXISTS (
-                SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused
             )
-            ORDER BY c.priority DESC, c.scheduled_at, c.id
-            LIMIT $2
+            RETURNING {cols}, j.token
         )
-        RETURNING {cols}, j.token
+        SELECT claimed.* FROM relaxed, claimed
     """,
     # Seconds until the earliest pending job of the unpaused queues is due
     # (<= 0: one is ready now; NULL: none pending), one index probe per

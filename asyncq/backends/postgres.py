@@ -23,7 +23,7 @@ keeps them. A job's own ``result_ttl`` is never shortened by retention.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -107,6 +107,41 @@ def _columns(jobs: Sequence[JobRecord], *, keyed: bool) -> list[list[Any]]:
         [j.scheduled_at for j in jobs],
         [_headers(j) for j in jobs],
     ]
+
+
+def _leases(rows: Iterable[asyncpg.Record]) -> list[Lease]:
+    """Leases from claimed rows (``COLUMNS``, then the token), in claim order."""
+    leases = [Lease(job=decode(row), token=row[22], expires_at=row[15]) for row in rows]
+    leases.sort(key=lambda lease: (-lease.job.priority, lease.job.scheduled_at, lease.job.id))
+    return leases
+
+
+def _first_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """One outcome per job: of a job settled twice in one batch, the first holds the lease."""
+    return list({o.job_id: o for o in reversed(outcomes)}.values())
+
+
+def _outcome_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:
+    """Outcomes as the settle statements' parameter arrays, one per column."""
+    return [
+        [o.job_id for o in outcomes],
+        [o.token for o in outcomes],
+        [o.state.value for o in outcomes],
+        [o.result for o in outcomes],
+        [None if o.error is None else _json.encode(o.error).decode() for o in outcomes],
+        [o.retry_at for o in outcomes],
+    ]
+
+
+def _applied(outcomes: Sequence[Outcome], ids: Sequence[str] | None) -> list[bool]:
+    """``settle``'s answer for ``outcomes``, given the ids the store applied."""
+    applied = set(ids or ())
+    reported: set[str] = set()
+    result = []
+    for outcome in outcomes:
+        result.append(outcome.job_id in applied and outcome.job_id not in reported)
+        reported.add(outcome.job_id)
+    return result
 
 
 def mask_dsn(dsn: str) -> str:
@@ -633,9 +668,7 @@ class PostgresBackend:
         if limit <= 0 or not names:
             return []
         rows = await self._fetch(self._sql.claim, names, limit, worker, lease_for)
-        leases = [Lease(job=decode(row), token=row[22], expires_at=row[15]) for row in rows]
-        leases.sort(key=lambda lease: (-lease.job.priority, lease.job.scheduled_at, lease.job.id))
-        return leases
+        return _leases(rows)
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         names = list(dict.fromkeys(queues))
@@ -678,26 +711,11 @@ class PostgresBackend:
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         check_outcomes(outcomes)
-        # A job settled twice in one batch: the first outcome holds the lease.
-        unique = list({o.job_id: o for o in reversed(outcomes)}.values())
+        unique = _first_outcomes(outcomes)
         if not unique:
             return []
-        row = await self._fetchrow(
-            self._sql.settle,
-            [o.job_id for o in unique],
-            [o.token for o in unique],
-            [o.state.value for o in unique],
-            [o.result for o in unique],
-            [None if o.error is None else _json.encode(o.error).decode() for o in unique],
-            [o.retry_at for o in unique],
-        )
-        applied = set(row[0] or ())
-        reported: set[str] = set()
-        result = []
-        for outcome in outcomes:
-            result.append(outcome.job_id in applied and outcome.job_id not in reported)
-            reported.add(outcome.job_id)
-        return result
+        row = await self._fetchrow(self._sql.settle, *_outcome_columns(unique))
+        return _applied(outcomes, row[0])
 
     async def recover(self) -> int:
         row = await self._fetchrow(self._sql.recover)
