@@ -10,22 +10,29 @@ Times are epoch seconds in ``double precision`` columns, the same floats the
 records carry, and ``NOW`` (the server's transaction clock) is compared to them
 directly, so the claim's range condition stays an index condition.
 
-Layout of ``jobs`` by the question each index answers:
+Layout of ``jobs`` by the question each index answers (as of the latest
+migration):
 
 - ``jobs_ready`` (partial, pending states): the claim. Ordered like the claim
   (queue, priority desc, scheduled_at, id); a scheduled or failed job sits in
   it from the start and is claimable as soon as ``scheduled_at <= NOW``, so no
-  promotion pass exists.
-- ``jobs_queue_state``: per-queue counts (index-only) and the earliest
-  ``scheduled_at`` per queue and state, which bounds ``wait_for_work``.
+  promotion pass exists. It carries ``state`` for the pending counts, and its
+  first entry per priority bounds ``wait_for_work``.
 - ``jobs_key`` (unique, partial on ``key_held``): idempotency keys. ``key``
   stays on the record for the operator; ``key_held`` says whether the job
   still holds it. Dead and cancelled jobs drop it in the statement that ends
   them. A completed job keeps it until ``expires_at`` (finish + result TTL),
   which no index predicate can express, so every statement that takes a key
   first deletes an expired holder of it.
-- ``jobs_lease``, ``jobs_finished``, ``jobs_expires`` (partial): recovery of
-  lapsed leases, retention and purge, TTL expiry.
+- ``jobs_lease`` (partial, active): recovery of lapsed leases, and the active
+  counts (it carries ``queue``).
+- ``jobs_finished`` (partial, terminal states): retention, purge, and the
+  terminal counts (it carries ``queue``).
+- ``jobs_expires`` (partial): TTL expiry.
+
+A new job so touches the primary key and ``jobs_ready`` only (and
+``jobs_key`` with a key); a claim the primary key and ``jobs_lease``; a
+settlement the primary key and the index of the state it ends in.
 
 Notifications go out with ``pg_notify`` inside the statement that changes the
 state, so they are sent if and only if it commits: on ``<schema>:work`` the
@@ -202,7 +209,29 @@ END
 $$;
 """
 
-MIGRATIONS: tuple[tuple[str, str], ...] = (("jobs, queues, notifications", _V1),)
+# Every new job paid for jobs_queue_state, and every claim and settlement
+# again (the state is in its key): it only served counting and the next due
+# time. Counts now come from the indexes each state is in anyway (the ready
+# index for pending jobs, the lease index for active ones, the finished index
+# for the rest), each carrying the column a count groups by; the next due
+# time from the ready index, one probe per priority in use.
+_V2 = """
+DROP INDEX {s}.jobs_queue_state;
+DROP INDEX {s}.jobs_ready;
+CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, scheduled_at, id)
+    INCLUDE (state) WHERE state IN {pending};
+DROP INDEX {s}.jobs_lease;
+CREATE INDEX jobs_lease ON {s}.jobs (lease_expires_at) INCLUDE (queue)
+    WHERE state = 'active';
+DROP INDEX {s}.jobs_finished;
+CREATE INDEX jobs_finished ON {s}.jobs (state, finished_at) INCLUDE (queue)
+    WHERE state IN ('completed', 'dead', 'cancelled');
+"""
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("jobs, queues, notifications", _V1),
+    ("counts and due times from the per-state indexes", _V2),
+)
 
 
 def check_versions(versions: set[int], *, where: str, migrating: bool = False) -> None:
@@ -401,16 +430,27 @@ _TEMPLATES: dict[str, str] = {
         SELECT claimed.* FROM relaxed, claimed
     """,
     # Seconds until the earliest pending job of the unpaused queues is due
-    # (<= 0: one is ready now; NULL: none pending), one index probe per
-    # queue and state.
+    # (<= 0: one is ready now; NULL: none pending). jobs_ready is ordered by
+    # priority first, so per queue the recursion takes the earliest job of
+    # each priority in use, one index probe each, and the least of those.
     "wait_for_work": """
         SELECT min(t.at) - {now}
         FROM unnest($1::text[]) AS q(name)
-        CROSS JOIN unnest(ARRAY['queued', 'scheduled', 'failed']) AS st(state)
         CROSS JOIN LATERAL (
-            SELECT r.scheduled_at AS at FROM {s}.jobs r
-            WHERE r.queue = q.name AND r.state = st.state
-            ORDER BY r.scheduled_at LIMIT 1
+            WITH RECURSIVE first AS (
+                (SELECT r.priority, r.scheduled_at FROM {s}.jobs r
+                 WHERE r.queue = q.name AND r.state IN {pending}
+                 ORDER BY r.priority DESC, r.scheduled_at LIMIT 1)
+                UNION ALL
+                SELECT n.priority, n.scheduled_at
+                FROM first f CROSS JOIN LATERAL (
+                    SELECT r.priority, r.scheduled_at FROM {s}.jobs r
+                    WHERE r.queue = q.name AND r.state IN {pending}
+                      AND r.priority < f.priority
+                    ORDER BY r.priority DESC, r.scheduled_at LIMIT 1
+                ) AS n
+            )
+            SELECT min(first.scheduled_at) AS at FROM first
         ) AS t
         WHERE NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused)
     """,
@@ -513,8 +553,9 @@ _TEMPLATES: dict[str, str] = {
             WHERE state IN ('dead', 'cancelled') AND finished_at < {now} - $2::float8
             ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
     """,
-    # Counts come from jobs_queue_state (an index-only scan when the
-    # visibility map is current), never from job bodies.
+    # Counts come from the index each state is in (index-only scans when the
+    # visibility map is current), never from job bodies: jobs_ready for the
+    # pending states, jobs_lease for active, jobs_finished for the rest.
     "stats": """
         WITH names AS (
             SELECT name, paused FROM {s}.queues
@@ -522,7 +563,16 @@ _TEMPLATES: dict[str, str] = {
         ),
         counts AS (
             SELECT queue, state, count(*) AS n FROM {s}.jobs
+            WHERE queue IN (SELECT name FROM names) AND state IN {pending}
+            GROUP BY queue, state
+            UNION ALL
+            SELECT queue, state, count(*) AS n FROM {s}.jobs
+            WHERE queue IN (SELECT name FROM names) AND state = 'active'
+            GROUP BY queue, state
+            UNION ALL
+            SELECT queue, state, count(*) AS n FROM {s}.jobs
             WHERE queue IN (SELECT name FROM names)
+              AND state IN ('completed', 'dead', 'cancelled')
             GROUP BY queue, state
         ),
         ready AS (

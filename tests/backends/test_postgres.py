@@ -138,6 +138,33 @@ async def test_concurrent_migrations_apply_each_step_once(make: Make) -> None:
     assert sorted(results) == [[], [], [], list(range(1, len(MIGRATIONS) + 1))]
 
 
+async def test_a_schema_at_the_first_version_is_upgraded(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    # A schema made by the first release, with jobs in it, then migrated.
+    schema = unique_schema()
+    statements = Statements(schema)
+    with anyio.fail_after(BOUND):
+        async with admin.transaction():
+            await admin.execute(statements.bootstrap)
+            description, step = statements.migrations[0]
+            await admin.execute(step)
+            await admin.execute(statements.record_version, 1, description)
+        first = make(schema)
+        with pytest.raises(ConfigurationError, match="out of date"):
+            await first.open()
+        assert await first.migrate() == list(range(2, len(MIGRATIONS) + 1))
+        backend = make(schema)
+        await backend.open()
+        await backend.enqueue([r.job(), r.job(), r.job(delay=60)])
+        [lease] = await claim_all(backend, 1)
+        await backend.settle([r.completed(lease)])
+        [stats] = await backend.stats([r.QUEUE])
+    assert stats.counts[JobState.QUEUED] == 1
+    assert stats.counts[JobState.SCHEDULED] == 1
+    assert stats.counts[JobState.COMPLETED] == 1
+
+
 async def test_open_refuses_an_unmigrated_schema(make: Make) -> None:
     backend = make()
     with anyio.fail_after(BOUND), pytest.raises(ConfigurationError) as caught:
@@ -312,6 +339,22 @@ async def test_claim_reads_the_partial_ready_index(
     assert "Index Scan using jobs_ready" in plan[lock + 1], text
     cond = next(line for line in plan[lock + 1 :] if line.startswith("Index Cond"))
     assert "scheduled_at <=" in cond, text
+
+
+async def test_wait_for_work_wakes_for_the_earliest_job_of_any_priority(make: Make) -> None:
+    # The ready index is ordered by priority first: the earliest due job may
+    # sit behind later ones of a higher priority.
+    backend = make(migrate=True, poll_interval=NO_POLL)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        jobs = [r.job(priority=p, delay=NO_POLL) for p in (9, -1)]
+        await backend.enqueue([*jobs, r.job(priority=5, delay=0.3)])
+        started = time.monotonic()
+        await backend.wait_for_work([r.QUEUE], NO_POLL)
+        waited = time.monotonic() - started
+        [lease] = await claim_all(backend)
+    assert 0.1 < waited < 5
+    assert lease.job.priority == 5
 
 
 async def test_many_claimers_never_share_a_job(make: Make) -> None:
