@@ -218,10 +218,13 @@ local function promote(now)
   end
 end
 
--- Batches travel as one argument: "len,len,...;" then the fields back to back.
--- redis-py packs each argument in Python, so a thousand small ones cost more
--- than the script that reads them.
-local function unpack_args(s)
+-- A batch's arguments. redis-py packs each argument in Python, so where the
+-- backend calls through it a batch travels as one: "len,len,...;" then the
+-- fields back to back. Its own connection (hiredis packs in C) sends them as
+-- they are, which spares this parsing.
+local function batch_args()
+  if #ARGV ~= 1 then return ARGV end
+  local s = ARGV[1]
   local sep = string.find(s, ';', 1, true)
   local out, pos = {}, sep + 1
   for len in string.gmatch(string.sub(s, 1, sep - 1), '%d+') do
@@ -240,12 +243,12 @@ end
 """
 
 # KEYS: the queue prefix; outside a cluster also the index buckets, then the queue registry.
-# ARGV (packed, see unpack_args): n, queue, then 9 per job: id, key, priority,
+# ARGV (maybe packed, see batch_args): n, queue, then 9 per job: id, key, priority,
 # scheduled_at, record, max_attempts, ttl, name, and the KEYS position of the job's index
 # bucket (unused in a cluster).
 # Returns per job: the stored state, or the holder's HGETALL when its key is held.
 ENQUEUE = r"""
-local ARGV = unpack_args(ARGV[1])
+local ARGV = batch_args()
 local now = now_s()
 local out, queued, stored = {}, 0, 0
 local ready, delayed = {}, {}
@@ -381,10 +384,10 @@ redis.call('HSET', J(ARGV[1]), 'pr', ARGV[3])
 return 1
 """
 
-# ARGV (packed, see unpack_args): 7 per outcome: id, token, state, has_result, result,
+# ARGV (maybe packed, see batch_args): 7 per outcome: id, token, state, has_result, result,
 # error JSON, retry_at.
 SETTLE = r"""
-local ARGV = unpack_args(ARGV[1])
+local ARGV = batch_args()
 local now = now_s()
 local at = F(now)
 local out, woke = {}, 0

@@ -28,6 +28,17 @@ a queue without that job: a lookup then finds nothing, as it should. Entries
 go when ``prune`` and ``purge`` delete jobs. Lease tokens end with the queue
 name, so ``settle`` needs no lookup.
 
+Round trips: outside a cluster the scripts go over a connection of the
+backend's own (``_redis_client.Direct``), hiredis packing their arguments in
+C; a call that finds it busy goes through the client's pool. An enqueue
+batch runs as one script per queue and per ``_ENQUEUE_CHUNK`` jobs, pipelined
+without ``MULTI``, each sent as soon as it is encoded, so the server runs one
+while Python encodes the next. Each script is atomic, and so is a batch of
+one queue up to that size; a longer or multi-queue batch is not: a call that
+fails midway may leave its first chunks stored. Enqueue is idempotent by job
+id, so retrying the same records (as the client's retry policy does after a
+dropped connection) returns those as stored and stores the rest.
+
 Waking claimers: every queue has a ``wake`` list. Scripts that make work (or
 change when it is due) push one token per ready job, up to 128; an idle
 ``wait_for_work`` reads when the next delayed job is due, then ``BLPOP``\\ s the
@@ -54,7 +65,7 @@ import re
 import uuid
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -72,7 +83,7 @@ from redis.exceptions import (
 )
 
 from ..exceptions import ConfigurationError
-from ._redis_client import connect, describe, mapped, mask_url, pool_kwargs, side_client
+from ._redis_client import Direct, connect, describe, mapped, mask_url, pool_kwargs, side_client
 from ._redis_lua import PRELUDE, SCRIPTS
 from ._redis_notices import Notices
 from .base import (
@@ -98,6 +109,15 @@ _LIST_BUDGET = 2000
 _GATHER_MAX = 5000
 _CACHE_SIZE = 10_000
 
+#: scripts whose arguments redis-py gets packed into one (see ``_pack``)
+_PACKED = frozenset({"enqueue", "settle"})
+
+_Call = tuple[str, list[str], list[Any]]
+_Command = tuple[Any, ...]
+
+#: what the enqueue script answers for a job it stored
+_STORED = {b"queued": JobState.QUEUED, b"scheduled": JobState.SCHEDULED}
+
 _encode = msgspec.msgpack.Encoder().encode
 _decode_record = msgspec.msgpack.Decoder(JobRecord).decode
 _encode_json = msgspec.json.Encoder().encode
@@ -105,9 +125,17 @@ _decode_errors = msgspec.json.Decoder(tuple[ErrorInfo, ...]).decode
 
 
 def _pack(args: Sequence[str | bytes | int]) -> bytes:
-    """Many script arguments as one (the scripts' ``unpack_args`` reads it back)."""
+    """Many script arguments as one (the scripts' ``batch_args`` reads it back)."""
     parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
     return b",".join(str(len(p)).encode() for p in parts) + b";" + b"".join(parts)
+
+
+def _replay(made: list[_Call], source: Iterator[_Call]) -> Iterator[_Call]:
+    """What ``source`` gave before, then the rest of it, keeping each new item in ``made``."""
+    yield from list(made)
+    for item in source:
+        made.append(item)
+        yield item
 
 
 def _float(raw: bytes | None) -> float | None:
@@ -167,6 +195,8 @@ class RedisBackend:
         self._scripts = {
             name: client.register_script(PRELUDE + body) for name, body in SCRIPTS.items()
         }
+        self._shas = {name: script.sha for name, script in self._scripts.items()}
+        self._direct = None if self._cluster or not Direct.usable(client) else Direct(client)
         self._queues_key = f"{{{namespace}}}:queues"
         self._where: OrderedDict[str, str] = OrderedDict()
         self._blockers: dict[str, aioredis.Redis] = {}
@@ -254,42 +284,70 @@ class RedisBackend:
         return found
 
     async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        # AsyncScript runs EVALSHA and loads the script again on NOSCRIPT.
-        return await self._scripts[name](keys=keys, args=args)
+        (reply,) = await self._many([(name, keys, args)])
+        return reply
 
-    async def _many(
-        self,
-        calls: Sequence[tuple[str, list[str], list[Any]]],
-        before: Callable[[Any], None] | None = None,
-    ) -> list[Any]:
-        """Run scripts after the commands ``before`` adds, in one pipeline; return their replies."""
-        if len(calls) == 1 and before is None:
-            return [await self._script(*calls[0])]
-        if before is not None and self._cluster:
-            # A cluster pipeline runs on all nodes at once; the index must land first.
-            pipe = self._client.pipeline()
-            before(pipe)
-            await pipe.execute()
-            before = None
-        pipe = self._client.pipeline()
-        if before is not None:
-            before(pipe)
-        for name, keys, args in calls:
-            # execute_command: redis-py refuses pipe.evalsha() on a cluster pipeline.
-            pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
-        results = await pipe.execute(raise_on_error=False)
-        replies = results[len(results) - len(calls) :]
+    async def _many(self, calls: Iterable[_Call], before: Sequence[_Command] = ()) -> list[Any]:
+        """Run the commands ``before``, then the scripts ``calls``, pipelined; return their replies.
+
+        ``calls`` may be a generator: on the direct connection each script is
+        sent as soon as it is made, so the server runs the first while the
+        caller encodes the next.
+        """
+        direct = self._direct
+        made: list[_Call] = []
+        if direct is not None and not direct.busy:
+            source = iter(calls)
+
+            def commands() -> Iterator[Sequence[Any]]:
+                # A retry (after a dropped connection) sends again what was made.
+                yield from before
+                for name, keys, args in _replay(made, source):
+                    yield ("EVALSHA", self._shas[name], len(keys), *keys, *args)
+
+            results = (await direct.call(commands))[len(before) :]
+        else:
+            made = list(calls)
+            results = await self._pipelined(made, before)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, NoScriptError):
                 raise result
-        missing = [i for i, result in enumerate(replies) if isinstance(result, NoScriptError)]
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
             # The server lost its scripts (restart, SCRIPT FLUSH): load them, run those again.
-            await self._load_scripts({calls[i][0] for i in missing})
-            again = await self._many([calls[i] for i in missing])
+            await self._load_scripts({made[i][0] for i in missing})
+            again = await self._many([made[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return list(replies)
+                results[i] = reply
+        return results
+
+    async def _pipelined(self, calls: list[_Call], before: Sequence[_Command]) -> list[Any]:
+        """``_many`` through redis-py (a cluster, fakeredis, or the direct connection busy)."""
+
+        def argv(name: str, args: list[Any]) -> list[Any]:
+            # redis-py packs each argument in Python: long batches go as one.
+            return [_pack(args)] if name in _PACKED else args
+
+        if len(calls) == 1 and not before:
+            name, keys, args = calls[0]
+            # AsyncScript runs EVALSHA and loads the script again on NOSCRIPT.
+            return [await self._scripts[name](keys=keys, args=argv(name, args))]
+        if before and self._cluster:
+            # A cluster pipeline runs on all nodes at once; the index must land first.
+            pipe = self._client.pipeline()
+            for command in before:
+                pipe.execute_command(*command)
+            await pipe.execute()
+            before = ()
+        pipe = self._client.pipeline(transaction=False)
+        for command in before:
+            pipe.execute_command(*command)
+        for name, keys, args in calls:
+            # execute_command: redis-py refuses pipe.evalsha() on a cluster pipeline.
+            sha = self._shas[name]
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *argv(name, args))
+        results = await pipe.execute(raise_on_error=False)
+        return list(results[len(before) :])
 
     async def _load_scripts(self, names: set[str] | None = None) -> None:
         for name, script in self._scripts.items():
@@ -354,6 +412,8 @@ class RedisBackend:
         self._closed = False
         await self._client.ping()
         await self._load_scripts()
+        if self._direct is not None:
+            await self._direct.connect()
 
     async def close(self) -> None:
         self._closed = True
@@ -365,7 +425,9 @@ class RedisBackend:
         side = [*self._blockers.values(), *([self._subscriber] if self._subscriber else [])]
         self._blockers.clear()
         self._subscriber = None
-        clients = [*side, self._client] if self._owns else side
+        clients: list[Any] = [*side, self._client] if self._owns else side
+        if self._direct is not None:
+            clients.append(self._direct)
         with anyio.CancelScope(shield=True):
             for client in clients:
                 with contextlib.suppress(RedisError):
@@ -419,21 +481,25 @@ class RedisBackend:
         by_queue: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(i)
-        calls: list[tuple[str, list[str], list[Any]]] = []
-        chunks: list[list[int]] = []
+        chunks = [
+            indexes[start : start + _ENQUEUE_CHUNK]
+            for indexes in by_queue.values()
+            for start in range(0, len(indexes), _ENQUEUE_CHUNK)
+        ]
         # Outside a cluster the script writes the id index and the queue
         # registry itself (one round trip, no pipeline); in a cluster those
         # keys live in other slots, so a pipeline writes them first.
         inline = not self._cluster
-        for queue, indexes in by_queue.items():
-            for start in range(0, len(indexes), _ENQUEUE_CHUNK):
-                chunk = indexes[start : start + _ENQUEUE_CHUNK]
+
+        def calls() -> Iterator[_Call]:
+            # A generator: each chunk is on its way while the next is encoded.
+            for chunk in chunks:
+                queue = jobs[chunk[0]].queue
                 keys = [self._prefix(queue)]
                 where: dict[str, int] = {}
                 args: list[Any] = [len(chunk), queue]
                 for i in chunk:
                     job = jobs[i]
-                    ttl = "" if job.result_ttl is None else repr(float(job.result_ttl))
                     position = 0
                     if inline:
                         bucket = self._bucket(job.id)
@@ -441,42 +507,48 @@ class RedisBackend:
                         if not position:
                             keys.append(bucket)
                             position = where[bucket] = len(keys)
+                    ttl = job.result_ttl
                     args += (
                         job.id,
                         job.key if job.key is not None else "",
-                        str(job.priority),
+                        job.priority,
                         # '~': asked for now (see the enqueue script)
-                        ("~" if job.scheduled_at <= job.enqueued_at else "")
-                        + repr(float(job.scheduled_at)),
+                        f"~{float(job.scheduled_at)!r}"
+                        if job.scheduled_at <= job.enqueued_at
+                        else repr(float(job.scheduled_at)),
                         _encode(job),
-                        str(job.max_attempts),
-                        ttl,
+                        job.max_attempts,
+                        "" if ttl is None else repr(float(ttl)),
                         job.name,
                         position,
                     )
                 if inline:
                     keys.append(self._queues_key)
-                calls.append(("enqueue", keys, [_pack(args)]))
-                chunks.append(chunk)
+                yield ("enqueue", keys, args)
 
-        def before(pipe: Any) -> None:
-            buckets: dict[str, dict[str, str]] = {}
+        before: list[_Command] = []
+        if not inline:
+            buckets: dict[str, list[str]] = {}
             for job in jobs:
-                buckets.setdefault(self._bucket(job.id), {})[job.id] = job.queue
-            for bucket, mapping in buckets.items():
-                pipe.hset(bucket, mapping=mapping)
-            pipe.sadd(self._queues_key, *by_queue)
-
-        replies = await self._many(calls, None if inline else before)
-        stored: list[JobRecord | None] = [None] * len(jobs)
+                buckets.setdefault(self._bucket(job.id), []).extend((job.id, job.queue))
+            before = [("HSET", bucket, *pairs) for bucket, pairs in buckets.items()]
+            before.append(("SADD", self._queues_key, *by_queue))
+        replies = await self._many(calls(), before)
+        stored: list[JobRecord] = list(jobs)
+        where = self._where
         for chunk, reply in zip(chunks, replies, strict=True):
             for i, item in zip(chunk, reply, strict=True):
+                job = jobs[i]
                 if isinstance(item, list):
                     stored[i] = self._record(item)
-                else:
-                    stored[i] = replace(jobs[i], state=JobState(item.decode()))
-                    self._remember(jobs[i].id, jobs[i].queue)
-        return [job for job in stored if job is not None]
+                    continue
+                state = _STORED[item]
+                if job.state is not state:
+                    stored[i] = replace(job, state=state)
+                where[job.id] = job.queue
+        while len(where) > _CACHE_SIZE:
+            where.popitem(last=False)
+        return stored
 
     async def _get(self, queue: str, job_id: str) -> JobRecord | None:
         reply = await self._script("get", [self._prefix(queue)], [job_id])
@@ -638,7 +710,7 @@ class RedisBackend:
                     b"" if o.error is None else _encode_json(o.error),
                     "" if o.retry_at is None else repr(float(o.retry_at)),
                 )
-            calls.append(("settle", [self._prefix(queue)], [_pack(args)]))
+            calls.append(("settle", [self._prefix(queue)], args))
         applied = [False] * len(outcomes)
         for indexes, reply in zip(
             by_queue.values(), await self._many(calls) if calls else [], strict=True
@@ -799,7 +871,7 @@ class RedisBackend:
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._many(
             [("set_paused", [self._prefix(queue)], ["1" if paused else "0"])],
-            lambda pipe: pipe.sadd(self._queues_key, queue),
+            [("SADD", self._queues_key, queue)],
         )
 
 

@@ -496,3 +496,24 @@ async def test_finished_jobs_show_no_lease(layout_backend: RedisBackend) -> None
             stored = await backend.get(lease.job.id)
             assert stored is not None
             assert (stored.worker, stored.lease_expires_at) == (None, None)
+
+
+@pytest.mark.anyio
+async def test_a_long_batch_goes_in_chunks_and_a_replay_stores_nothing_twice(
+    layout_backend: RedisBackend,
+) -> None:
+    backend = layout_backend
+    with anyio.fail_after(BOUND):
+        jobs = [r.job(queue=("a", "b")[i % 2]) for i in range(2500)]
+        stored = await backend.enqueue(jobs)
+        assert [job.id for job in stored] == [job.id for job in jobs]
+        assert {job.state for job in stored} == {JobState.QUEUED}
+        # The same records again (a producer retrying after a lost reply): found, not stored.
+        again = await backend.enqueue([*jobs[:10], r.job(queue="a")])
+        assert [job.id for job in again[:10]] == [job.id for job in jobs[:10]]
+        assert again[10].state is JobState.QUEUED
+        counts = {s.queue: s.counts[JobState.QUEUED] for s in await backend.stats(["a", "b"])}
+        assert counts == {"a": 1251, "b": 1250}
+        claimed = await backend.claim(["a"], 2000, worker="w", lease_for=30)
+        ids = [lease.job.id for lease in claimed]
+        assert ids[:1250] == [job.id for job in jobs if job.queue == "a"]
