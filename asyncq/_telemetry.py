@@ -307,9 +307,19 @@ class Telemetry(Instrumentation):
         ]
 
     def _count_enqueued(self, sent: Sequence[JobRecord], stored: Sequence[JobRecord]) -> None:
+        # Counted per run of jobs with the same queue and name: a batch is usually one run.
+        run: tuple[str, str] | None = None
+        count = 0
         for job, kept in zip(sent, stored, strict=True):
-            if job.id == kept.id:
-                self._enqueued.add(self._job_attrs(job.queue, job.name))
+            if job.id != kept.id:
+                continue  # an idempotent duplicate: nothing was stored
+            if run != (job.queue, job.name):
+                if run is not None:
+                    self._enqueued.add(self._job_attrs(*run), count)
+                run, count = (job.queue, job.name), 0
+            count += 1
+        if run is not None:
+            self._enqueued.add(self._job_attrs(*run), count)
 
     # -- consumer --------------------------------------------------------------------
 
@@ -550,13 +560,13 @@ class _Tally:
         self._attrs: dict[tuple[Any, ...], dict[str, Any]] = {}
         meter.create_observable_counter(name, [self._observe], unit, description)
 
-    def add(self, attrs: dict[str, Any]) -> None:
+    def add(self, attrs: dict[str, Any], amount: int = 1) -> None:
         key = tuple(attrs.values())
         count = self._counts.get(key)
         if count is None:
             self._attrs[key] = attrs
             count = 0
-        self._counts[key] = count + 1
+        self._counts[key] = count + amount
 
     def _observe(self, options: CallbackOptions) -> Iterable[Observation]:
         # dict() of a dict is one C call: no event-loop update lands half-way.

@@ -674,3 +674,30 @@ def test_tallied_counters_sum_per_attribute_set_across_collections() -> None:
     assert first == {"a": 3, "b": 1}
     assert second == {"a": 3, "b": 2}  # cumulative, as a counter's sum
     seen.meter_provider.shutdown()
+
+
+async def test_enqueued_counts_follow_each_job_of_a_mixed_batch(
+    app: App, observed: Observed
+) -> None:
+    @app.job(schema=Order, name="a")
+    async def a(payload: Order) -> None:
+        return None
+
+    @app.job(schema=Order, name="b", queue="other")
+    async def b(payload: Order) -> None:
+        return None
+
+    records = [
+        a.record(Order("1")),
+        a.record(Order("2")),
+        b.record(Order("3")),
+        a.record(Order("4")),
+    ]
+    with anyio.fail_after(10):
+        await app.enqueue_records(records)
+        await app.enqueue_records([a.record(Order("5"), key="k"), a.record(Order("6"), key="k")])
+    counts = {
+        (attrs["messaging.destination.name"], attrs["asyncq.job.name"]): n
+        for attrs, n in observed.points("asyncq.jobs.enqueued")
+    }
+    assert counts == {("default", "a"): 4, ("other", "b"): 1}  # the second "k" is a duplicate
