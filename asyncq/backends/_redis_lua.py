@@ -19,7 +19,8 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P keys``           hash, idempotency key -> id of the job holding it
 ``P wake``           list, wake-up tokens for blocked claimers (bounded)
 ``P paused``         string, exists while the queue is paused
-``P done``           (a pub/sub channel, not a key) terminal notices, message = job id
+``P done``           (a pub/sub channel, not a key) notices of finished jobs that
+                     someone waits for, each carrying the job (see ``notify``)
 
 A job is in exactly one state index (``r:<priority>``, ``delayed``,
 ``active``, ``f:<state>``) and counted once in ``n``. The indexes are what the
@@ -35,14 +36,16 @@ and one ``HSET`` of the job) plus a few per call (one ``ZADD`` per priority,
 the count, the wake list); a claim 2 per job (one ``HMGET``, one ``HSET``) plus
 one ``ZPOPMIN`` and one ``ZADD`` of the ``active`` set per call; a completion 2
 per job (``HMGET``, ``HSET``) plus one ``ZREM``/``ZADD`` per call for the
-indexes, one ``ZADD`` of ``expires`` and the notice.
+indexes and one ``ZADD`` of ``expires``; a notice only for a job waited for.
 
 Job hash fields: ``d`` the record as enqueued (MessagePack, never rewritten),
 ``st`` state, ``p`` priority, ``n`` name, ``m`` max attempts, ``k`` key, ``t``
 result TTL, ``att`` attempts, ``sa`` scheduled_at, ``sta`` started_at, ``fin``
 finished_at, ``lx`` lease expiry, ``w`` worker, ``tok`` lease token, ``c`` "1"
 when cancel is requested, ``pr`` progress, ``r`` result, ``e`` errors as
-comma-separated JSON objects (the backend wraps them in brackets to decode).
+comma-separated JSON objects (the backend wraps them in brackets to decode),
+``wt`` "1" once ``wait_finished`` waits for the job: only then does its end
+publish a notice.
 The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
 ``active``: an attempt that ends leaves them behind (one command fewer a job)
 and the backend reads them as absent.
@@ -178,12 +181,22 @@ local function with_error(id, err, fields)
   return fields
 end
 
+-- The notice of a finished job that someone waits for ('wt', see WATCH): the
+-- job itself, packed as the backend packs arguments ("len,len,...;" then the
+-- strings), its id first, then its HGETALL. Jobs nobody waits for cost nothing.
+local function notify(id)
+  local flat = redis.call('HGETALL', J(id))
+  local lens = {#id}
+  for i = 1, #flat do lens[i + 1] = #flat[i] end
+  redis.call('PUBLISH', K.done, table.concat(lens, ',') .. ';' .. id .. table.concat(flat))
+end
+
 -- A job, taken out of its index by the caller, ends in st (completed, dead, cancelled).
 local function finish(id, st, prio, now, fields)
   redis.call('HSET', J(id), 'st', st, 'fin', F(now), unpack(fields))
   place(id, st, prio, now)
   if st ~= 'completed' then release_key(id) end
-  redis.call('PUBLISH', K.done, id)
+  if redis.call('HEXISTS', J(id), 'wt') == 1 then notify(id) end
 end
 
 local function delete_job(id)
@@ -239,6 +252,121 @@ local function json_string(s)
   return '"' .. (string.gsub(s, '[%c"\\]', function(c)
     return string.format('\\u%04x', string.byte(c))
   end)) .. '"'
+end
+-- Claim up to limit ready jobs from the queues KEYS[first..last], in that order.
+-- Returns {now, lease expiry, earliest, then 5 per job: record, attempts,
+-- scheduled_at, errors, progress}; the rest of a claimed job's fields are
+-- known to the caller. earliest is '' unless the claim came up short: then it
+-- is the earliest scheduled_at among the queues' delayed jobs (or '' if none),
+-- and the queues' wake tokens, stale with nothing ready, are dropped (as PEEK
+-- does), so the caller may block on the wake lists without peeking first.
+local function claim_from(first, last, limit, worker, lease_for, base, now)
+  local started, expires = F(now), F(now + lease_for)
+  local out, n = {started, expires, ''}, 0
+  for q = first, last do
+    if n >= limit then break end
+    use(KEYS[q])
+    if redis.call('EXISTS', K.paused) == 0 then
+      promote(now)
+      local claimed = {}
+      for _, prio in ipairs(redis.call('ZREVRANGE', K.prios, 0, -1)) do
+        if n >= limit then break end
+        local want = limit - n
+        local popped = redis.call('ZPOPMIN', R(prio), want)
+        for j = 1, #popped, 2 do
+          local id = popped[j]
+          local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c')
+          if h[1] == 'queued' then
+            n = n + 1
+            local att = tonumber(h[3]) + 1
+            redis.call('HSET', J(id), 'st', 'active', 'att', att, 'sta', started, 'w', worker,
+                       'lx', expires, 'tok', base .. '.' .. n)
+            if h[7] then redis.call('HDEL', J(id), 'c') end
+            claimed[#claimed + 1] = expires
+            claimed[#claimed + 1] = id
+            out[#out + 1] = h[2]; out[#out + 1] = att; out[#out + 1] = h[4]
+            out[#out + 1] = h[5]; out[#out + 1] = h[6]
+          end
+        end
+        -- Fewer popped than asked for: the set is empty, without asking.
+        if #popped < 2 * want or redis.call('ZCARD', R(prio)) == 0 then
+          redis.call('ZREM', K.prios, prio)
+        end
+      end
+      many('ZADD', K.active, claimed)
+      tally('queued', -#claimed / 2)
+      tally('active', #claimed / 2)
+      flush()
+    end
+  end
+  if n < limit then
+    local earliest = nil
+    for q = first, last do
+      use(KEYS[q])
+      if redis.call('EXISTS', K.paused) == 0 then
+        local head = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+        if head[2] and (earliest == nil or tonumber(head[2]) < earliest) then
+          earliest = tonumber(head[2])
+        end
+      end
+      redis.call('DEL', K.wake)
+    end
+    if earliest then out[3] = F(earliest) end
+  end
+  return out
+end
+
+-- Apply the outcomes A[from..to] (7 each: id, token, state, has_result, result,
+-- error JSON, retry_at) to jobs of the current queue; append 1 (applied) or 0
+-- to out for each.
+local function settle_range(A, from, to, now, out)
+  local at = F(now)
+  local woke = 0
+  local released, completed, expiring = {}, {}, {}
+  for i = from, to, 7 do
+    local id, st = A[i], A[i + 2]
+    local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't', 'wt')
+    if h[1] == 'active' and h[2] == A[i + 1] then
+      local prio = h[3]
+      released[#released + 1] = id
+      tally('active', -1)
+      if st == 'completed' then
+        if A[i + 3] == '1' then
+          redis.call('HSET', J(id), 'st', st, 'fin', at, 'r', A[i + 4])
+        else
+          redis.call('HSET', J(id), 'st', st, 'fin', at)
+        end
+        completed[#completed + 1] = at
+        completed[#completed + 1] = id
+        tally(st, 1)
+        if h[6] then
+          expiring[#expiring + 1] = F(now + tonumber(h[6]))
+          expiring[#expiring + 1] = id
+        end
+        if h[7] then notify(id) end
+      elseif st == 'failed' then
+        local retry_at = A[i + 6]
+        if retry_at == '' then retry_at = at end
+        redis.call('HSET', J(id), unpack(with_error(id, A[i + 5], {'st', st, 'sa', retry_at})))
+        place(id, st, prio, tonumber(retry_at))
+        woke = woke + 1
+      elseif st == 'queued' then
+        redis.call('HSET', J(id), 'st', st, 'att', math.max(0, tonumber(h[5]) - 1))
+        place(id, st, prio, tonumber(h[4]))
+        woke = woke + 1
+      else
+        finish(id, st, prio, now, with_error(id, A[i + 5], {}))
+      end
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  many('ZREM', K.active, released)
+  many('ZADD', FIN('completed'), completed)
+  many('ZADD', K.expires, expiring)
+  flush()
+  wake(woke)
 end
 """
 
@@ -312,50 +440,9 @@ return out
 """
 
 # KEYS: queue prefixes, in claim order. ARGV: limit, worker, lease_for, token base.
-# Returns {now, lease expiry, then 5 per job: record, attempts, scheduled_at, errors, progress}.
-# The rest of a claimed job's fields are known to the caller, so they are not sent back.
+# Returns what claim_from does.
 CLAIM = r"""
-local limit, worker = tonumber(ARGV[1]), ARGV[2]
-local now = now_s()
-local started, expires = F(now), F(now + tonumber(ARGV[3]))
-local out, n = {started, expires}, 0
-for q = 1, #KEYS do
-  if n >= limit then break end
-  use(KEYS[q])
-  if redis.call('EXISTS', K.paused) == 0 then
-    promote(now)
-    local claimed = {}
-    for _, prio in ipairs(redis.call('ZREVRANGE', K.prios, 0, -1)) do
-      if n >= limit then break end
-      local want = limit - n
-      local popped = redis.call('ZPOPMIN', R(prio), want)
-      for j = 1, #popped, 2 do
-        local id = popped[j]
-        local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c')
-        if h[1] == 'queued' then
-          n = n + 1
-          local att = tonumber(h[3]) + 1
-          redis.call('HSET', J(id), 'st', 'active', 'att', att, 'sta', started, 'w', worker,
-                     'lx', expires, 'tok', ARGV[4] .. '.' .. n)
-          if h[7] then redis.call('HDEL', J(id), 'c') end
-          claimed[#claimed + 1] = expires
-          claimed[#claimed + 1] = id
-          out[#out + 1] = h[2]; out[#out + 1] = att; out[#out + 1] = h[4]
-          out[#out + 1] = h[5]; out[#out + 1] = h[6]
-        end
-      end
-      -- Fewer popped than asked for: the set is empty, without asking.
-      if #popped < 2 * want or redis.call('ZCARD', R(prio)) == 0 then
-        redis.call('ZREM', K.prios, prio)
-      end
-    end
-    many('ZADD', K.active, claimed)
-    tally('queued', -#claimed / 2)
-    tally('active', #claimed / 2)
-    flush()
-  end
-end
-return out
+return claim_from(1, #KEYS, tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4], now_s())
 """
 
 # ARGV: lease_for, then (id, token) pairs. Returns {lost ids, cancel-requested ids}.
@@ -384,59 +471,32 @@ redis.call('HSET', J(ARGV[1]), 'pr', ARGV[3])
 return 1
 """
 
-# ARGV (maybe packed, see batch_args): 7 per outcome: id, token, state, has_result, result,
-# error JSON, retry_at.
+# ARGV (maybe packed, see batch_args): 7 per outcome, as settle_range reads them.
+# Returns 1 or 0 per outcome.
 SETTLE = r"""
-local ARGV = batch_args()
-local now = now_s()
-local at = F(now)
-local out, woke = {}, 0
-local released, completed, expiring = {}, {}, {}
-for i = 1, #ARGV, 7 do
-  local id, st = ARGV[i], ARGV[i + 2]
-  local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't')
-  if h[1] == 'active' and h[2] == ARGV[i + 1] then
-    local prio = h[3]
-    released[#released + 1] = id
-    tally('active', -1)
-    if st == 'completed' then
-      if ARGV[i + 3] == '1' then
-        redis.call('HSET', J(id), 'st', st, 'fin', at, 'r', ARGV[i + 4])
-      else
-        redis.call('HSET', J(id), 'st', st, 'fin', at)
-      end
-      completed[#completed + 1] = at
-      completed[#completed + 1] = id
-      tally(st, 1)
-      if h[6] then
-        expiring[#expiring + 1] = F(now + tonumber(h[6]))
-        expiring[#expiring + 1] = id
-      end
-      redis.call('PUBLISH', K.done, id)
-    elseif st == 'failed' then
-      local retry_at = ARGV[i + 6]
-      if retry_at == '' then retry_at = at end
-      redis.call('HSET', J(id), unpack(with_error(id, ARGV[i + 5], {'st', st, 'sa', retry_at})))
-      place(id, st, prio, tonumber(retry_at))
-      woke = woke + 1
-    elseif st == 'queued' then
-      redis.call('HSET', J(id), 'st', st, 'att', math.max(0, tonumber(h[5]) - 1))
-      place(id, st, prio, tonumber(h[4]))
-      woke = woke + 1
-    else
-      finish(id, st, prio, now, with_error(id, ARGV[i + 5], {}))
-    end
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
-  end
-end
-many('ZREM', K.active, released)
-many('ZADD', FIN('completed'), completed)
-many('ZADD', K.expires, expiring)
-flush()
-wake(woke)
+local out = {}
+local A = batch_args()
+settle_range(A, 1, #A, now_s(), out)
 return out
+"""
+
+# settle, then claim, in one call. KEYS: the prefixes of the queues settled
+# (one group of outcomes each), then those to claim from. ARGV (maybe packed):
+# limit, worker, lease_for, token base, number of settled queues, then for
+# each of them: its count of outcomes and 7 per outcome.
+# Returns {1 or 0 per outcome, what claim_from returns}.
+SETTLE_CLAIM = r"""
+local A = batch_args()
+local now = now_s()
+local groups = tonumber(A[5])
+local applied, pos = {}, 6
+for g = 1, groups do
+  use(KEYS[g])
+  local last = pos + 7 * tonumber(A[pos])
+  settle_range(A, pos + 1, last, now, applied)
+  pos = last + 1
+end
+return {applied, claim_from(groups + 1, #KEYS, tonumber(A[1]), A[2], tonumber(A[3]), A[4], now)}
 """
 
 # ARGV: batch size. Returns how many lapsed leases it released.
@@ -469,6 +529,15 @@ end
 flush()
 wake(woke)
 return n
+"""
+
+# ARGV: id. Returns the job, or nil when unknown or its result expired. A job
+# not finished yet is marked as waited for ('wt'), so its notice carries it.
+WATCH = r"""
+local h = redis.call('HMGET', J(ARGV[1]), 'st', 'fin', 't')
+if not h[1] or expired(h[1], h[2], h[3], now_s()) then return false end
+if LIVE[h[1]] then redis.call('HSET', J(ARGV[1]), 'wt', '1') end
+return redis.call('HGETALL', J(ARGV[1]))
 """
 
 # ARGV: id. Returns the job after the change, or nil.
@@ -663,9 +732,11 @@ SCRIPTS: dict[str, str] = {
     "heartbeat": HEARTBEAT,
     "progress": PROGRESS,
     "settle": SETTLE,
+    "settle_claim": SETTLE_CLAIM,
     "recover": RECOVER,
     "cancel": CANCEL,
     "get": GET,
+    "watch": WATCH,
     "retry_dead": RETRY_DEAD,
     "prune": PRUNE,
     "purge": PURGE,

@@ -1,18 +1,20 @@
 """Completion notices for ``wait_finished``: one pub/sub connection, many waiters.
 
-Scripts publish a job's id on its queue's channel when the job becomes
-terminal. A backend instance holds one subscriber connection; every waiter
-registers under its job id, and the channel of its queue is subscribed while
-at least one waiter needs it.
+Scripts publish a notice on its queue's channel when a job that someone
+waits for becomes terminal; the notice carries the finished job, so a waiter
+returns it without reading the job again. A backend instance holds one
+subscriber connection; every waiter registers under its job id, and the
+channel of its queue is subscribed while at least one waiter needs it.
 
 There is no background task: whichever waiter holds ``_pump_lock`` reads the
 connection and dispatches to everybody (each waiter runs a pump task that
 queues for the lock). When that waiter leaves, its pump is cancelled and the
 next one takes over; redis-py's reader keeps partial reads, so that is safe.
 
-Nothing is missed: a waiter reads the job only after Redis confirmed the
-subscription, and every confirmation (also the ones redis-py sends again after
-it reconnected) wakes the channel's waiters to read again.
+Nothing is missed: a waiter reads the job (which marks it as waited for, so
+that its end is published) only after Redis confirmed the subscription, and
+every confirmation (also the ones redis-py sends again after it reconnected)
+wakes the channel's waiters to read again.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ SAFETY_INTERVAL = 30.0
 
 
 class _Waiter:
-    __slots__ = ("channel", "event")
+    __slots__ = ("channel", "event", "notice")
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
         self.event = anyio.Event()
+        #: the last notice for this waiter's job, until ``_watch`` takes it
+        self.notice: bytes | None = None
 
     def arm(self) -> anyio.Event:
         self.event = anyio.Event()
@@ -48,8 +52,10 @@ class _Waiter:
 class Notices:
     """Multiplexes terminal notices from one ``PubSub`` to every ``wait`` call."""
 
-    def __init__(self, pubsub: PubSub) -> None:
+    def __init__(self, pubsub: PubSub, job_of: Callable[[bytes], str]) -> None:
+        """``job_of`` tells which job a notice is about."""
         self._pubsub = pubsub
+        self._job_of = job_of
         self._by_job: dict[str, set[_Waiter]] = {}
         self._refs: dict[str, int] = {}
         self._confirmed: set[str] = set()
@@ -64,16 +70,24 @@ class Notices:
         return sum(len(group) for group in self._by_job.values())
 
     async def wait(
-        self, channel: str, job_id: str, read: Callable[[], Awaitable[JobRecord | None]]
+        self,
+        channel: str,
+        job_id: str,
+        read: Callable[[], Awaitable[JobRecord | None]],
+        decode: Callable[[bytes], JobRecord | None],
     ) -> JobRecord | None:
-        """Return ``read()`` once it gives a terminal job (or ``None``)."""
+        """The job once terminal: from ``read()`` (or ``None`` from it), or a notice.
+
+        ``decode`` turns a notice into the job it carries (``None`` if it
+        carries none: the waiter reads instead).
+        """
         waiter = _Waiter(channel)
         await self._subscribe(channel)
         self._by_job.setdefault(job_id, set()).add(waiter)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._pump)
-                job = await self._watch(waiter, read)
+                job = await self._watch(waiter, read, decode)
                 tg.cancel_scope.cancel()
             return job
         finally:
@@ -96,12 +110,20 @@ class Notices:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _watch(
-        self, waiter: _Waiter, read: Callable[[], Awaitable[JobRecord | None]]
+        self,
+        waiter: _Waiter,
+        read: Callable[[], Awaitable[JobRecord | None]],
+        decode: Callable[[bytes], JobRecord | None],
     ) -> JobRecord | None:
         job: JobRecord | None = None
         while not self._closed:
             # Armed before reading, so a notice that lands during the read is kept.
             event = waiter.arm()
+            notice, waiter.notice = waiter.notice, None
+            if notice is not None:
+                finished = decode(notice)
+                if finished is not None and finished.state in TERMINAL_STATES:
+                    return finished
             if waiter.channel in self._confirmed:
                 job = await read()
                 if job is None or job.state in TERMINAL_STATES:
@@ -151,7 +173,9 @@ class Notices:
         kind = message["type"]
         channel = _text(message["channel"])
         if kind == "message":
-            for waiter in self._by_job.get(_text(message["data"]), ()):
+            data = message["data"]
+            for waiter in self._by_job.get(self._job_of(data), ()):
+                waiter.notice = data
                 waiter.event.set()
         elif kind == "subscribe":
             self._confirmed.add(channel)

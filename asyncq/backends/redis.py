@@ -43,11 +43,20 @@ Waking claimers: every queue has a ``wake`` list. Scripts that make work (or
 change when it is due) push one token per ready job, up to 128; an idle
 ``wait_for_work`` reads when the next delayed job is due, then ``BLPOP``\\ s the
 lists of its queues for at most that long, on a connection pool of its own.
-On a cluster, lists in different slots cannot share one ``BLPOP``: it blocks
-on each slot at once and returns when the first answers.
+A claim that comes up short reports that time itself (and drops the stale
+tokens), so a ``wait_for_work`` on the same queues right after it blocks at
+once. On a cluster, lists in different slots cannot share one ``BLPOP``: it
+blocks on each slot at once and returns when the first answers.
 
-Completion notices: scripts publish terminal job ids on the queue's channel;
-one subscriber connection per backend multiplexes them to all waiters (see
+``settle_and_claim`` is one script outside a cluster (the settle script's
+work, then the claim's); on a cluster, whose queues may live on several
+nodes, it is ``settle`` then ``claim``.
+
+Completion notices: ``wait_finished`` reads the job with a script that also
+marks it as waited for; the end of a marked job publishes the finished job
+on the queue's channel, so the waiter returns it without reading it again,
+and the end of a job nobody waits for publishes nothing. One subscriber
+connection per backend multiplexes the notices to all waiters (see
 ``_redis_notices``).
 
 Retention: completed jobs with a ``result_ttl`` are deleted by ``prune`` once
@@ -62,6 +71,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import uuid
 import zlib
 from collections import OrderedDict
@@ -95,6 +105,7 @@ from .base import (
     Lease,
     Outcome,
     QueueStats,
+    SettlesOnClaim,
     check_outcomes,
     purgeable,
 )
@@ -107,10 +118,14 @@ _RECOVER_BATCH = 500
 _PRUNE_BATCH = 500
 _LIST_BUDGET = 2000
 _GATHER_MAX = 5000
+#: connections of its own a backend opens for concurrent script calls, at most
+_DIRECT_MAX = 4
+#: seconds a short claim's report stands in for a peek (see ``_note_claim``)
+_SHORT_FRESH = 1.0
 _CACHE_SIZE = 10_000
 
 #: scripts whose arguments redis-py gets packed into one (see ``_pack``)
-_PACKED = frozenset({"enqueue", "settle"})
+_PACKED = frozenset({"enqueue", "settle", "settle_claim"})
 
 _Call = tuple[str, list[str], list[Any]]
 _Command = tuple[Any, ...]
@@ -128,6 +143,25 @@ def _pack(args: Sequence[str | bytes | int]) -> bytes:
     """Many script arguments as one (the scripts' ``batch_args`` reads it back)."""
     parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
     return b",".join(str(len(p)).encode() for p in parts) + b";" + b"".join(parts)
+
+
+def _unpack(packed: bytes) -> list[bytes]:
+    """The strings ``_pack`` (or the scripts' ``notify``) packed into one."""
+    head, _, body = packed.partition(b";")
+    out, pos = [], 0
+    for size in map(int, head.split(b",")):
+        out.append(body[pos : pos + size])
+        pos += size
+    return out
+
+
+def _notice_job(notice: bytes) -> str:
+    """The id of the job a notice is about: the first packed string."""
+    head, sep, body = notice.partition(b";")
+    first = head.partition(b",")[0]
+    if not sep or not first.isdigit():
+        return notice.decode(errors="replace")  # a bare id
+    return body[: int(first)].decode(errors="replace")
 
 
 def _replay(made: list[_Call], source: Iterator[_Call]) -> Iterator[_Call]:
@@ -196,9 +230,13 @@ class RedisBackend:
             name: client.register_script(PRELUDE + body) for name, body in SCRIPTS.items()
         }
         self._shas = {name: script.sha for name, script in self._scripts.items()}
-        self._direct = None if self._cluster or not Direct.usable(client) else Direct(client)
+        # Connections of the backend's own for its scripts (see Direct), opened as
+        # concurrent calls need them, up to _DIRECT_MAX; beyond, the client's pool.
+        self._direct_ok = not self._cluster and Direct.usable(client)
+        self._directs: list[Direct] = [Direct(client)] if self._direct_ok else []
         self._queues_key = f"{{{namespace}}}:queues"
         self._where: OrderedDict[str, str] = OrderedDict()
+        self._short: dict[tuple[str, ...], tuple[float, float | None]] = {}
         self._blockers: dict[str, aioredis.Redis] = {}
         self._subscriber: aioredis.Redis | None = None
         self._notices: Notices | None = None
@@ -294,9 +332,9 @@ class RedisBackend:
         sent as soon as it is made, so the server runs the first while the
         caller encodes the next.
         """
-        direct = self._direct
+        direct = self._free_direct()
         made: list[_Call] = []
-        if direct is not None and not direct.busy:
+        if direct is not None:
             source = iter(calls)
 
             def commands() -> Iterator[Sequence[Any]]:
@@ -320,6 +358,15 @@ class RedisBackend:
             for i, reply in zip(missing, again, strict=True):
                 results[i] = reply
         return results
+
+    def _free_direct(self) -> Direct | None:
+        for direct in self._directs:
+            if not direct.busy:
+                return direct
+        if self._direct_ok and len(self._directs) < _DIRECT_MAX:
+            self._directs.append(Direct(self._client))
+            return self._directs[-1]
+        return None
 
     async def _pipelined(self, calls: list[_Call], before: Sequence[_Command]) -> list[Any]:
         """``_many`` through redis-py (a cluster, fakeredis, or the direct connection busy)."""
@@ -412,8 +459,8 @@ class RedisBackend:
         self._closed = False
         await self._client.ping()
         await self._load_scripts()
-        if self._direct is not None:
-            await self._direct.connect()
+        for direct in self._directs:
+            await direct.connect()
 
     async def close(self) -> None:
         self._closed = True
@@ -426,8 +473,7 @@ class RedisBackend:
         self._blockers.clear()
         self._subscriber = None
         clients: list[Any] = [*side, self._client] if self._owns else side
-        if self._direct is not None:
-            clients.append(self._direct)
+        clients += self._directs
         with anyio.CancelScope(shield=True):
             for client in clients:
                 with contextlib.suppress(RedisError):
@@ -464,7 +510,7 @@ class RedisBackend:
         if self._notices is None:
             node = self._client.get_default_node() if self._cluster else None
             self._subscriber = side_client(self._client, self._name, "sub", node)
-            self._notices = Notices(self._subscriber.pubsub())
+            self._notices = Notices(self._subscriber.pubsub(), _notice_job)
         return self._notices
 
     # -- producers ---------------------------------------------------------------
@@ -575,7 +621,21 @@ class RedisBackend:
         if self._closed:
             return await self._get(queue, job_id)
         channel = self._prefix(queue) + "done"
-        return await self._get_notices().wait(channel, job_id, lambda: self._get(queue, job_id))
+        return await self._get_notices().wait(
+            channel, job_id, lambda: self._watch(queue, job_id), self._noticed
+        )
+
+    async def _watch(self, queue: str, job_id: str) -> JobRecord | None:
+        """The job as ``get`` reads it, marked as waited for if it is not finished."""
+        reply = await self._script("watch", [self._prefix(queue)], [job_id])
+        return None if reply is None else self._record(reply)
+
+    def _noticed(self, notice: bytes) -> JobRecord | None:
+        """The job a notice carries (see ``notify`` in ``_redis_lua``); ``None`` if none."""
+        if b";" not in notice:
+            return None
+        fields = _unpack(notice)
+        return self._record(fields[1:]) if len(fields) > 1 else None
 
     # -- workers -----------------------------------------------------------------
 
@@ -584,31 +644,59 @@ class RedisBackend:
         self, queues: Sequence[str], limit: int, *, worker: str, lease_for: float
     ) -> list[Lease]:
         leases: list[Lease] = []
+        earliest: float | None = None
         for group in self._slot_groups(queues) if limit > 0 else []:
             base = uuid.uuid4().hex
             args = [limit - len(leases), worker, repr(float(lease_for)), base]
             reply = await self._script("claim", [self._prefix(q) for q in group], args)
-            now, expires = float(reply[0]), float(reply[1])
-            for n, i in enumerate(range(2, len(reply), 5), 1):
-                record, attempts, scheduled_at, errors, progress = reply[i : i + 5]
-                job = replace(
-                    _decode_record(record),
-                    state=JobState.ACTIVE,
-                    attempts=int(attempts),
-                    scheduled_at=float(scheduled_at),
-                    started_at=now,
-                    lease_expires_at=expires,
-                    worker=worker,
-                    errors=() if errors is None else _decode_errors(b"[" + errors + b"]"),
-                    progress=_float(progress),
-                )
-                # Each token ends with its queue, so settle() can route without a lookup.
-                token = f"{base}.{n}:{job.queue}"
-                self._remember(job.id, job.queue)
-                leases.append(Lease(job=job, token=token, expires_at=expires))
+            found, soonest = self._leases(reply, worker, base)
+            leases += found
             if len(leases) >= limit:
                 break
+            if soonest is not None:
+                earliest = soonest if earliest is None else min(earliest, soonest)
+        self._note_claim(queues, limit, leases, earliest)
         return leases
+
+    def _leases(self, reply: list[Any], worker: str, base: str) -> tuple[list[Lease], float | None]:
+        """The leases a claim script handed out, and the earliest delayed job it reported."""
+        now, expires = float(reply[0]), float(reply[1])
+        # Local time of the server's "now": turns its scheduled_at into a wait.
+        offset = time.monotonic() - now
+        leases = []
+        for n, i in enumerate(range(3, len(reply), 5), 1):
+            record, attempts, scheduled_at, errors, progress = reply[i : i + 5]
+            job = replace(
+                _decode_record(record),
+                state=JobState.ACTIVE,
+                attempts=int(attempts),
+                scheduled_at=float(scheduled_at),
+                started_at=now,
+                lease_expires_at=expires,
+                worker=worker,
+                errors=() if errors is None else _decode_errors(b"[" + errors + b"]"),
+                progress=_float(progress),
+            )
+            # Each token ends with its queue, so settle() can route without a lookup.
+            token = f"{base}.{n}:{job.queue}"
+            self._remember(job.id, job.queue)
+            leases.append(Lease(job=job, token=token, expires_at=expires))
+        return leases, float(reply[2]) + offset if reply[2] else None
+
+    def _note_claim(
+        self, queues: Sequence[str], limit: int, leases: list[Lease], earliest: float | None
+    ) -> None:
+        """Remember a claim that came up short, for the ``wait_for_work`` that follows it.
+
+        Such a claim found nothing more ready, dropped the stale wake tokens
+        and reported the earliest delayed job (a monotonic time here), which
+        is all a ``peek`` would tell: the wait may block at once.
+        """
+        key = tuple(dict.fromkeys(queues))
+        if len(leases) < limit:
+            self._short[key] = (time.monotonic(), earliest)
+        else:
+            self._short.pop(key, None)
 
     @mapped
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
@@ -618,13 +706,19 @@ class RedisBackend:
         with anyio.CancelScope() as scope:  # close() cancels it
             self._waits.add(scope)
             try:
-                peeks = await self._many([("peek", [self._prefix(q)], []) for q in queues])
                 wait = timeout
-                for ready, earliest, now in peeks:
-                    if int(ready):
-                        return
-                    if earliest:
-                        wait = min(wait, float(earliest) - float(now))
+                short = self._short.pop(tuple(queues), None)
+                if short is not None and time.monotonic() - short[0] < _SHORT_FRESH:
+                    # Right after a claim that came up short: it told all a peek would.
+                    if short[1] is not None:
+                        wait = min(wait, short[1] - time.monotonic())
+                else:
+                    peeks = await self._many([("peek", [self._prefix(q)], []) for q in queues])
+                    for ready, earliest, now in peeks:
+                        if int(ready):
+                            return
+                        if earliest:
+                            wait = min(wait, float(earliest) - float(now))
                 if wait > 0:
                     await self._block([self._prefix(q) + "wake" for q in queues], wait)
             finally:
@@ -691,26 +785,11 @@ class RedisBackend:
     @mapped
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         check_outcomes(outcomes)
-        by_queue: dict[str, list[int]] = {}
-        for i, outcome in enumerate(outcomes):
-            queue = _token_queue(outcome.token)
-            if queue is not None:
-                by_queue.setdefault(queue, []).append(i)
-        calls: list[tuple[str, list[str], list[Any]]] = []
-        for queue, indexes in by_queue.items():
-            args: list[Any] = []
-            for i in indexes:
-                o = outcomes[i]
-                args += (
-                    o.job_id,
-                    _token(o.token),
-                    o.state.value,
-                    "0" if o.result is None else "1",
-                    o.result or b"",
-                    b"" if o.error is None else _encode_json(o.error),
-                    "" if o.retry_at is None else repr(float(o.retry_at)),
-                )
-            calls.append(("settle", [self._prefix(queue)], args))
+        by_queue = _by_token_queue(outcomes)
+        calls: list[_Call] = [
+            ("settle", [self._prefix(queue)], _settle_args(outcomes, indexes))
+            for queue, indexes in by_queue.items()
+        ]
         applied = [False] * len(outcomes)
         for indexes, reply in zip(
             by_queue.values(), await self._many(calls) if calls else [], strict=True
@@ -718,6 +797,37 @@ class RedisBackend:
             for i, ok in zip(indexes, reply, strict=True):
                 applied[i] = bool(ok)
         return applied
+
+    @mapped
+    async def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker: str,
+        lease_for: float,
+    ) -> tuple[list[bool], list[Lease]]:
+        check_outcomes(outcomes)
+        if self._cluster:
+            # The queues of one call may live on several nodes: two round trips.
+            applied = await self.settle(outcomes)
+            return applied, await self.claim(queues, limit, worker=worker, lease_for=lease_for)
+        by_queue = _by_token_queue(outcomes)
+        claimed = list(dict.fromkeys(queues)) if limit > 0 else []
+        base = uuid.uuid4().hex
+        args: list[Any] = [max(limit, 0), worker, repr(float(lease_for)), base, len(by_queue)]
+        for indexes in by_queue.values():
+            args.append(len(indexes))
+            args += _settle_args(outcomes, indexes)
+        keys = [self._prefix(q) for q in (*by_queue, *claimed)]
+        flags, reply = await self._script("settle_claim", keys, args)
+        applied = [False] * len(outcomes)
+        for i, ok in zip((i for ix in by_queue.values() for i in ix), flags, strict=True):
+            applied[i] = bool(ok)
+        leases, earliest = self._leases(reply, worker, base)
+        self._note_claim(queues, limit, leases, earliest)
+        return applied, leases
 
     @mapped
     async def recover(self) -> int:
@@ -875,6 +985,33 @@ class RedisBackend:
         )
 
 
+def _by_token_queue(outcomes: Sequence[Outcome]) -> dict[str, list[int]]:
+    """Positions of the outcomes by the queue their token names (forged tokens: none)."""
+    by_queue: dict[str, list[int]] = {}
+    for i, outcome in enumerate(outcomes):
+        queue = _token_queue(outcome.token)
+        if queue is not None:
+            by_queue.setdefault(queue, []).append(i)
+    return by_queue
+
+
+def _settle_args(outcomes: Sequence[Outcome], indexes: list[int]) -> list[Any]:
+    """The settle scripts' 7 arguments per outcome."""
+    args: list[Any] = []
+    for i in indexes:
+        o = outcomes[i]
+        args += (
+            o.job_id,
+            _token(o.token),
+            o.state.value,
+            "0" if o.result is None else "1",
+            o.result or b"",
+            b"" if o.error is None else _encode_json(o.error),
+            "" if o.retry_at is None else repr(float(o.retry_at)),
+        )
+    return args
+
+
 def _token(token: str) -> str:
     """The part of a lease token the scripts store (without the queue suffix)."""
     return token.partition(":")[0]
@@ -887,3 +1024,4 @@ def _token_queue(token: str) -> str | None:
 
 if TYPE_CHECKING:
     _check: type[Backend] = RedisBackend
+    _fused: type[SettlesOnClaim] = RedisBackend

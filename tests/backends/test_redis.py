@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from anyio.abc import Process
@@ -517,3 +518,110 @@ async def test_a_long_batch_goes_in_chunks_and_a_replay_stores_nothing_twice(
         claimed = await backend.claim(["a"], 2000, worker="w", lease_for=30)
         ids = [lease.job.id for lease in claimed]
         assert ids[:1250] == [job.id for job in jobs if job.queue == "a"]
+
+
+# -- fewer round trips ---------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_settle_and_claim_is_settle_then_claim_in_one_call(
+    layout_backend: RedisBackend,
+) -> None:
+    backend = layout_backend
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([r.job(queue=q) for q in ("a", "b", "a", "b", "a")])
+        done, back, refused = await backend.claim(["a", "b"], 3, worker="w", lease_for=30)
+        bad = msgspec.structs.replace(r.completed(done), state=JobState.ACTIVE)
+        with pytest.raises(ValueError, match="not an outcome"):
+            await backend.settle_and_claim([bad], ["a"], 1, worker="w", lease_for=30)
+        outcomes = [r.completed(done), r.handed_back(back), r.completed(r.forged(refused))]
+        applied, leases = await backend.settle_and_claim(
+            outcomes, ["a", "b"], 10, worker="w2", lease_for=30
+        )
+        assert applied == [True, True, False]
+        # The job handed back is ready again for the claim of the same call.
+        assert back.job.id in {lease.job.id for lease in leases}
+        assert len(leases) == 3
+        assert {lease.job.worker for lease in leases} == {"w2"}
+        assert await backend.settle([r.completed(x) for x in leases]) == [True] * 3
+        stats = {s.queue: s.counts for s in await backend.stats(["a", "b"])}
+        assert stats["a"][JobState.COMPLETED] + stats["b"][JobState.COMPLETED] == 4
+        assert stats["a"][JobState.ACTIVE] + stats["b"][JobState.ACTIVE] == 1  # refused
+        # A limit of 0 only settles.
+        assert await backend.settle_and_claim(
+            [r.completed(refused)], ["a", "b"], 0, worker="w", lease_for=30
+        ) == ([True], [])
+
+
+@pytest.mark.anyio
+async def test_a_notice_carries_the_job_and_only_waited_jobs_send_one(
+    layout_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = layout_backend
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([r.job(), r.job()])
+        quiet, waited = await backend.claim([r.QUEUE], 2, worker="w", lease_for=30)
+        reads: list[str] = []
+        watch = backend._watch
+
+        async def counted(queue: str, job_id: str) -> JobRecord | None:
+            reads.append(job_id)
+            return await watch(queue, job_id)
+
+        monkeypatch.setattr(backend, "_watch", counted)
+        pubsub = backend._client.pubsub()
+        await pubsub.subscribe(backend._prefix(r.QUEUE) + "done")
+        try:
+            got: list[JobRecord | None] = []
+            async with anyio.create_task_group() as tg:
+
+                async def wait() -> None:
+                    got.append(await backend.wait_finished(waited.job.id))
+
+                tg.start_soon(wait)
+                while not reads:  # noqa: ASYNC110 - until the waiter has marked the job
+                    await anyio.sleep(0.01)
+                await backend.settle([r.completed(quiet), r.completed(waited, b"\xa3yes")])
+            (record,) = got
+            assert record is not None
+            assert (record.state, record.result) == (JobState.COMPLETED, b"\xa3yes")
+            assert reads == [waited.job.id]  # read once, before the end: the notice had it
+            # The job nobody waited for published nothing: the first message is the other's.
+            while (message := await pubsub.get_message(timeout=1)) is not None:
+                if message["type"] == "message":
+                    assert waited.job.id.encode() in message["data"]
+                    assert quiet.job.id.encode() not in message["data"]
+                    break
+            else:
+                raise AssertionError("no notice")
+        finally:
+            await pubsub.aclose()
+
+
+@pytest.mark.anyio
+async def test_waiting_right_after_a_short_claim_needs_no_peek(
+    layout_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = layout_backend
+    calls: list[str] = []
+    many = backend._many
+
+    async def counted(calls_: Any, before: Any = ()) -> list[Any]:
+        made = list(calls_)
+        calls.extend(name for name, _, _ in made)
+        return await many(made, before)
+
+    monkeypatch.setattr(backend, "_many", counted)
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([r.job(delay=0.3)])
+        assert await backend.claim([r.QUEUE], 5, worker="w", lease_for=30) == []
+        started = time.monotonic()
+        await backend.wait_for_work([r.QUEUE], 5)  # until the delayed job is due
+        assert 0.2 < time.monotonic() - started < 2
+        assert "peek" not in calls
+        (lease,) = await backend.claim([r.QUEUE], 1, worker="w", lease_for=30)
+        # Without a short claim just before, it peeks: a ready job returns at once.
+        await backend.enqueue([r.job()])
+        await backend.wait_for_work([r.QUEUE], 5)
+        assert calls.count("peek") == 1
+        assert await backend.settle([r.completed(lease)]) == [True]

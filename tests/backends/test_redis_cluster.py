@@ -146,3 +146,18 @@ async def test_notices_reach_the_subscriber_from_every_node(backend: RedisBacken
             await backend.settle([r.completed(lease) for lease in leases])
         assert time.monotonic() - started < PROMPT
         assert sorted(job.state for job in got if job is not None) == [JobState.COMPLETED] * 3
+
+
+async def test_settle_and_claim_over_queues_on_different_nodes(backend: RedisBackend) -> None:
+    queues = _one_queue_per_node(backend)
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([r.job(queue=q) for q in queues for _ in range(2)])
+        first = await backend.claim(queues, 3, worker="w", lease_for=30)
+        applied, second = await backend.settle_and_claim(
+            [r.completed(x) for x in first], queues, 10, worker="w", lease_for=30
+        )
+        assert applied == [True] * 3
+        assert len(second) == 3
+        assert {x.job.id for x in first + second} == {
+            job.id for job in await backend.list_jobs(limit=10)
+        }
