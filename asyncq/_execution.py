@@ -29,7 +29,7 @@ from ._telemetry import AttemptEnd, Instrumentation
 from .backends.base import Backend
 from .exceptions import Reject, Retry
 
-__all__ = ["Running", "StopReason", "execute"]
+__all__ = ["Running", "StopReason", "execute", "stopped_outcome"]
 
 log = logging.getLogger("asyncq.worker")
 
@@ -125,7 +125,7 @@ async def _attempt(
     lease = running.lease
     job = lease.job
     if running.stopped():  # stopped before a slot picked it up
-        return _stopped(running), None
+        return stopped_outcome(running, started=False), None
     handler = app.handlers.get(job.name)
     if handler is None or handler.fn is None:
         known = ", ".join(sorted(app.handlers)) or "none"
@@ -173,7 +173,7 @@ async def _attempt(
         done = Outcome(job_id=job.id, token=lease.token, state=JobState.COMPLETED, result=data)
         return done, None
     if running.stopped():
-        return _stopped(running), None
+        return stopped_outcome(running), None
     policy = handler.options.retry
     if timeout_scope is not None and timeout_scope.cancelled_caught:
         message = f"attempt ran past its timeout of {job.timeout:g}s and was cancelled"
@@ -188,19 +188,24 @@ async def _attempt(
     return _failure(lease, policy, ErrorKind.ERROR, str(error), exc=error, final=final), error
 
 
-def _stopped(running: Running) -> Outcome | None:
-    """The outcome of an attempt the worker stopped: discarded, handed back, or cancelled."""
+def stopped_outcome(running: Running, *, started: bool = True) -> Outcome | None:
+    """The outcome of an attempt the worker stopped: discarded, handed back, or cancelled.
+
+    ``started`` is false for a job stopped while it waited for a slot.
+    """
     lease = running.lease
     job = lease.job
     if running.stop is StopReason.SHUTDOWN:
         return Outcome(job_id=job.id, token=lease.token, state=JobState.QUEUED)
     if running.stop is StopReason.CANCEL:
-        info = _error(job, ErrorKind.CANCELLED, "cancelled by request while running")
+        when = "while running" if started else "before it started"
+        info = _error(job, ErrorKind.CANCELLED, f"cancelled by request {when}")
         log.info(
-            "job %r (id %s, queue %r) cancelled while running",
+            "job %r (id %s, queue %r) cancelled %s",
             job.name,
             job.id,
             job.queue,
+            when,
             extra=job_fields(job, JobState.CANCELLED.value),
         )
         return Outcome(job_id=job.id, token=lease.token, state=JobState.CANCELLED, error=info)

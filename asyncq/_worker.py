@@ -1,13 +1,16 @@
-"""Worker: claims jobs into free slots, runs each in its own cancel scope, settles in batches.
+"""Worker: claims jobs for its slots, runs each in its own cancel scope, settles in batches.
 
 One anyio task group holds four loops and ``concurrency`` slot tasks, each
 running one job at a time:
 
-- the fetch loop claims as many jobs as there are free slots (never more, so
-  no claimed job waits for a slot while its lease runs down), then blocks on
-  the backend's push wakeup when the queues are empty. On a backend that
-  settles on claim (``SettlesOnClaim``) the outcomes waiting when it claims
-  go in the same call, so a busy worker pays one round trip for both;
+- the fetch loop claims enough jobs to fill the free slots and keep
+  ``prefetch`` more claimed ahead, then blocks on the backend's push wakeup
+  when the queues are empty. A slot that frees takes a job claimed ahead at
+  once instead of waiting for a claim's round trip; jobs claimed ahead are
+  covered by heartbeats like running ones, so none loses its lease while it
+  waits, and are never held beyond ``concurrency + prefetch``. On a backend
+  that settles on claim (``SettlesOnClaim``) the outcomes waiting when it
+  claims go in the same call, so a busy worker pays one round trip for both;
 - the settle loop sends finished attempts' outcomes to the backend in
   batches whenever the fetch loop is not about to claim (it waits for work,
   for a slot or for a retry, or the backend cannot fuse the two): whatever
@@ -15,15 +18,18 @@ running one job at a time:
   acknowledgement costs at most one round trip per batch and a finished job
   is never held back until more work arrives. A failed settlement, fused or
   not, keeps its outcomes for the next try;
-- the heartbeat loop renews every lease still held (running or awaiting
-  settlement) in one call, and cancels jobs whose lease was lost or whose
-  cancellation was requested;
-- the maintenance loop recovers lapsed leases of dead workers and prunes.
+- the heartbeat loop renews every lease still held (running, claimed ahead
+  or awaiting settlement) in one call, and cancels jobs whose lease was lost
+  or whose cancellation was requested (a job claimed ahead is settled
+  ``cancelled``, or dropped when lost, without waiting for a slot);
+- the maintenance loop recovers lapsed leases of dead workers and prunes,
+  starting after the first claim.
 
 Shutdown (``stop()``, or SIGTERM/SIGINT under ``run_until_signalled``): stop
-claiming; let running jobs finish for up to ``shutdown_timeout``; cancel the
-rest and hand them back to their queue at once; flush outcomes. A second
-signal (``kill()``) skips the wait.
+claiming and hand the jobs claimed ahead back to their queue untouched; let
+running jobs finish for up to ``shutdown_timeout``; cancel the rest and hand
+them back to their queue at once; flush outcomes. A second signal
+(``kill()``) skips the wait.
 """
 
 from __future__ import annotations
@@ -42,10 +48,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
-from ._execution import Running, StopReason, execute
-from ._records import Lease, Outcome
+from ._execution import Running, StopReason, execute, stopped_outcome
+from ._records import JobState, Lease, Outcome
 from .backends.base import SettlesOnClaim
 from .exceptions import BackendError, BackendUnavailable, ConfigurationError
 
@@ -77,6 +83,17 @@ class Worker:
             (default ``lease / 2``).
         burst: stop once the queues have no ready job and nothing runs.
         name: this worker's id in leases and logs (default host:pid:random).
+        prefetch: jobs claimed ahead of free slots, so that a slot that frees
+            starts its next job at once instead of after a claim's round trip
+            (default: a quarter of ``concurrency``, rounded up). Their leases
+            are renewed like those of running jobs, and on shutdown they are
+            handed back at once, never started. A job claimed ahead waits for
+            this worker's next free slot even while another worker idles: with
+            long jobs and several workers, 0 spreads the work more evenly.
+
+    Attributes:
+        running: the jobs this worker holds, by id: running, or claimed ahead
+            and waiting for a slot.
     """
 
     def __init__(
@@ -92,6 +109,7 @@ class Worker:
         recover_interval: float | None = None,
         burst: bool = False,
         name: str | None = None,
+        prefetch: int | None = None,
     ) -> None:
         if concurrency < 1:
             msg = f"concurrency must be at least 1, got {concurrency}"
@@ -99,9 +117,13 @@ class Worker:
         if lease <= 0:
             msg = f"lease must be positive seconds, got {lease}"
             raise ConfigurationError(msg)
+        if prefetch is not None and prefetch < 0:
+            msg = f"prefetch must be 0 or more jobs, got {prefetch}"
+            raise ConfigurationError(msg)
         self.app = app
         self.queues = list(queues) if queues else app.queues or ["default"]
         self.concurrency = concurrency
+        self.prefetch = prefetch if prefetch is not None else -(-concurrency // 4)
         self.lease = lease
         self.shutdown_timeout = shutdown_timeout
         self.heartbeat_interval = heartbeat if heartbeat is not None else min(lease / 3, 10.0)
@@ -122,6 +144,7 @@ class Worker:
         self._settle_lock = anyio.Lock()
         self._settled = anyio.Event()
         self._slot_freed = anyio.Event()
+        self._first_claim = anyio.Event()
         self._idle = anyio.Event()
         self._stopping = False
         self._wait_scope: anyio.CancelScope | None = None
@@ -145,6 +168,11 @@ class Worker:
         self._stopping = True
         if self._wait_scope is not None:
             self._wait_scope.cancel()
+        for running in self._dispatch.take_all():
+            del self.running[running.lease.job.id]
+            self._hand_back(running.lease)
+        if not self.running:
+            self._idle.set()
 
     def kill(self) -> None:
         """Stop now: cancel running jobs at once and hand them back."""
@@ -203,8 +231,7 @@ class Worker:
                 # One long-lived task per slot runs job after job: spawning a
                 # task per job would cost more than a no-op job itself.
                 async with anyio.create_task_group() as slots:
-                    for _ in range(self.concurrency):
-                        slots.start_soon(self._slot)
+                    slots.start_soon(self._start_slots, slots)
                     try:
                         await self._fetch_loop()
                         await self._drain()
@@ -232,7 +259,7 @@ class Worker:
         backoff = _Backoff()
         try:
             while not self._stopping:
-                free = self.concurrency - len(self.running)
+                free = self.concurrency + self.prefetch - len(self.running)
                 if free <= 0:
                     await self._park(self._slot_freed.wait)
                     self._slot_freed = anyio.Event()
@@ -249,6 +276,8 @@ class Worker:
                     what = f"worker {self.name}: claim failed"
                     await self._park(partial(backoff.wait, what, exc))
                     continue
+                finally:
+                    self._first_claim.set()
                 backoff.reset()
                 for lease in leases:
                     self._start(lease)
@@ -332,12 +361,29 @@ class Worker:
         self._wait_scope = None
 
     def _start(self, lease: Lease) -> None:
+        self._unsettled[lease.job.id] = lease
+        if self._stopping:  # claimed while stopping: never started
+            self._hand_back(lease)
+            return
         running = Running(lease)
         self.running[lease.job.id] = running
-        self._unsettled[lease.job.id] = lease
         if self._idle.is_set():
             self._idle = anyio.Event()
         self._dispatch.put(running)
+
+    def _hand_back(self, lease: Lease) -> None:
+        """Return a job this worker claimed but never started to its queue, untouched."""
+        self._outcomes.append(
+            Outcome(job_id=lease.job.id, token=lease.token, state=JobState.QUEUED)
+        )
+        if not self._claiming:
+            self._outcomes_ready.set()
+
+    async def _start_slots(self, slots: TaskGroup) -> None:
+        # A task of its own, so the slots start while the first claim is on
+        # its way rather than before it is sent (each costs some microseconds).
+        for _ in range(self.concurrency):
+            slots.start_soon(self._slot)
 
     async def _slot(self) -> None:
         while (running := await self._dispatch.get()) is not None:
@@ -455,16 +501,34 @@ class Worker:
                     log.warning(
                         "worker %s: lost the lease on job %s; cancelling it", self.name, job_id
                     )
-                    running.interrupt(StopReason.LOST)
+                    self._stop_job(running, StopReason.LOST)
             for job_id in reply.cancel:
                 running = self.running.get(job_id)
                 if running is not None:
-                    running.interrupt(StopReason.CANCEL)
+                    self._stop_job(running, StopReason.CANCEL)
+
+    def _stop_job(self, running: Running, reason: StopReason) -> None:
+        """Cancel a job; one claimed ahead is settled now, without waiting for a slot."""
+        running.interrupt(reason)
+        if not self._dispatch.remove(running):
+            return  # a slot runs it: its attempt ends with the reason
+        del self.running[running.lease.job.id]
+        self._slot_freed.set()
+        if not self.running:
+            self._idle.set()
+        outcome = stopped_outcome(running, started=False)
+        if outcome is not None:
+            self._outcomes.append(outcome)
+            if not self._claiming:
+                self._outcomes_ready.set()
 
     async def _maintenance_loop(self) -> None:
         backend = self.app.backend
         prune_every = max(60.0, self.recover_interval)
         since_prune = math.inf
+        # The first claim goes first: at start a worker has free slots to fill,
+        # and recovered jobs are claimable by the next claim anyway.
+        await self._first_claim.wait()
         while True:
             try:
                 recovered = await backend.recover()
@@ -502,6 +566,20 @@ class _Dispatch:
     def close(self) -> None:
         self._closed = True
         self._event.set()
+
+    def remove(self, item: Running) -> bool:
+        """Take back a job no slot has taken yet; ``False`` if a slot has it (or had it)."""
+        try:
+            self._items.remove(item)
+        except ValueError:
+            return False
+        return True
+
+    def take_all(self) -> list[Running]:
+        """Remove and return every job no slot has taken yet."""
+        items = list(self._items)
+        self._items.clear()
+        return items
 
     async def get(self) -> Running | None:
         """The next job, or ``None`` once closed and empty."""

@@ -26,6 +26,11 @@ __all__ = ["run"]
     show_default=True,
     help="Jobs running at once.",
 )
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=0),
+    help="Jobs claimed ahead of free slots [default: a quarter of --concurrency].",
+)
 @click.option("-q", "--queues", help="Comma-separated queues to work (default: the app's).")
 @click.option(
     "--lease",
@@ -70,6 +75,7 @@ __all__ = ["run"]
 def run(
     app_path: str,
     concurrency: int,
+    prefetch: int | None,
     queues: str | None,
     lease: float,
     shutdown_timeout: float,
@@ -91,6 +97,8 @@ def run(
         "shutdown_timeout": shutdown_timeout,
         "burst": burst,
     }
+    if prefetch is not None:
+        options["prefetch"] = prefetch
     if queues:
         options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
     health = None if health_port is None else HealthServer(health_host, health_port)

@@ -1,0 +1,89 @@
+"""``asyncq run`` options that shape the worker: ``--prefetch``."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import textwrap
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from asyncq import App
+from asyncq.cli import main
+
+APP_MODULE = """
+    from asyncq import App
+
+    app = App("cli-run-test", backend="memory://")
+"""
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Each test runs in its own directory, with sys.path, modules and logging restored."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the cwd first
+    monkeypatch.delenv("ASYNCQ_BACKEND", raising=False)
+    modules = set(sys.modules)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for name in set(sys.modules) - modules:
+        if name.startswith("cli_run_app_"):
+            del sys.modules[name]
+    root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture
+def app_path(tmp_path: Path) -> str:
+    """``MODULE:APP`` of a fresh module in the test's directory."""
+    name = f"cli_run_app_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(APP_MODULE))
+    importlib.invalidate_caches()
+    return f"{name}:app"
+
+
+@pytest.fixture
+def worker_options(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The options of every worker the command makes."""
+    seen: list[dict[str, Any]] = []
+    make_worker = App.make_worker
+
+    def recording(self: App, **options: Any) -> Any:
+        seen.append(options)
+        return make_worker(self, **options)
+
+    monkeypatch.setattr(App, "make_worker", recording)
+    return seen
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), prog_name="asyncq")
+
+
+def test_prefetch_reaches_the_worker(app_path: str, worker_options: list[dict[str, Any]]) -> None:
+    result = invoke("run", app_path, "--burst", "--prefetch", "7")
+    assert result.exit_code == 0, result.output
+    assert [options.get("prefetch") for options in worker_options] == [7]
+
+
+def test_prefetch_left_to_the_worker_by_default(
+    app_path: str, worker_options: list[dict[str, Any]]
+) -> None:
+    result = invoke("run", app_path, "--burst", "-c", "8")
+    assert result.exit_code == 0, result.output
+    assert [("prefetch" in options, options["concurrency"]) for options in worker_options] == [
+        (False, 8)
+    ]
+
+
+def test_negative_prefetch_is_a_usage_error(app_path: str) -> None:
+    result = invoke("run", app_path, "--burst", "--prefetch", "-1")
+    assert result.exit_code == 2
+    assert "--prefetch" in result.stderr
