@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
-from redis.exceptions import ClusterDownError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    ClusterDownError,
+    InvalidResponse,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -22,15 +29,15 @@ from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
 __all__ = ["Direct", "connect", "describe", "mapped", "mask_url", "pool_kwargs", "side_client"]
 
 
-def _hiredis_packer() -> Callable[[tuple[Any, ...]], bytes] | None:
+def _import_hiredis() -> Any:
     try:
-        from hiredis import pack_command
+        import hiredis
     except ImportError:  # pragma: no cover - redis[hiredis] brings it
         return None
-    return pack_command
+    return hiredis
 
 
-_PACK = _hiredis_packer()
+_hiredis = _import_hiredis()
 
 
 class _HasUrl(Protocol):
@@ -111,14 +118,17 @@ class Direct:
     """A connection of the backend's own for its scripts, beside the client's pool.
 
     A call through redis-py's client costs more in Python than the script it
-    runs costs Redis: a pool checkout and release, per-call hooks, and every
-    argument packed in Python. Here hiredis packs a command in C, and a call
-    is one write and its replies read in order.
+    runs costs Redis: a pool checkout and release, per-call hooks, every
+    argument packed in Python, a task per write to bound it in time
+    (``asyncio.wait_for``) and a parser layer per reply. Here redis-py only
+    opens the connection (TLS, AUTH, SELECT, client name); a call packs its
+    commands with hiredis, writes them to the stream and reads the replies
+    with a hiredis reader of its own, under one timeout.
 
-    ``busy`` is true while a call is in flight: the backend then goes through
-    the pool instead, so concurrent callers are not serialised behind one
-    connection. A dropped connection is retried with the client's retry
-    policy, the whole call again (the scripts find replayed work done).
+    ``busy`` is true while a call is in flight: the backend then uses another
+    connection, so concurrent callers are not serialised behind one. A call
+    whose connection drops is sent again at once on a new one, then as the
+    client's retry policy says (the scripts find replayed work done).
     """
 
     #: bytes gathered before they are written, so a long batch reaches the
@@ -128,78 +138,105 @@ class Direct:
     def __init__(self, client: aioredis.Redis) -> None:
         pool = client.connection_pool
         kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_ONLY}
-        # The socket timeout bounds a whole call here: redis-py would run every
-        # write in a task of its own (asyncio.wait_for) to bound it.
         self._timeout: float | None = kwargs.get("socket_timeout")
-        kwargs["socket_timeout"] = None
         self._conn: AbstractConnection = pool.connection_class(**kwargs)
+        self._replies: Any = None  # a hiredis.Reader for the current connection
         self.busy = False
 
     @staticmethod
     def usable(client: Any) -> bool:
-        """Whether ``client`` talks to one server over a socket hiredis can pack for."""
-        if _PACK is None or not isinstance(client, aioredis.Redis):
+        """Whether ``client`` is one a ``Direct`` can stand beside."""
+        if _hiredis is None or not isinstance(client, aioredis.Redis):
             return False
-        cls = client.connection_pool.connection_class
-        # fakeredis' connections subclass Connection but parse nothing from a socket.
-        return issubclass(cls, Connection) and not cls.__module__.startswith("fakeredis")
+        pool = client.connection_pool
+        cls = pool.connection_class
+        # fakeredis' connections subclass Connection but have no socket.
+        if not issubclass(cls, Connection) or cls.__module__.startswith("fakeredis"):
+            return False
+        # The streams it reads and writes once redis-py has opened the connection.
+        probe = cls(**{k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_ONLY})
+        return hasattr(probe, "_reader") and hasattr(probe, "_writer")
 
     async def connect(self) -> None:
         if not self._conn.is_connected:
             await self._conn.connect()  # type: ignore[no-untyped-call]
+            assert _hiredis is not None
+            self._replies = _hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
 
     async def call(self, commands: Callable[[], Iterable[Sequence[Any]]]) -> list[Any]:
         """Send every command ``commands()`` yields, pipelined; return the replies in order.
 
-        Error replies come back as ``ResponseError`` values. ``commands`` is a
-        factory, so a retry after a dropped connection sends everything again;
-        it is iterated while earlier commands are already on their way.
+        Error replies come back as ``ResponseError`` values (``NoScriptError``
+        for a missing script). ``commands`` is a factory, so a retry sends
+        everything again; it is iterated while earlier commands are already
+        on their way.
         """
         self.busy = True
         try:
-            conn = self._conn
-            return list(
-                await conn.retry.call_with_retry(
-                    lambda: self._send_and_read(commands()),
-                    lambda _error: conn.disconnect(nowait=True),
+            try:
+                return await self._attempt(commands())
+            except (RedisConnectionError, RedisTimeoutError):
+                return list(
+                    await self._conn.retry.call_with_retry(
+                        lambda: self._attempt(commands()), lambda _error: self._drop()
+                    )
                 )
-            )
         finally:
             self.busy = False
 
-    async def _send_and_read(self, commands: Iterable[Sequence[Any]]) -> list[Any]:
+    async def _attempt(self, commands: Iterable[Sequence[Any]]) -> list[Any]:
         try:
-            with anyio.fail_after(self._timeout):
+            # asyncio's own timeout: anyio.fail_after costs a round trip's worth
+            # of Python per call (a cancel scope with its timer), this a timer.
+            async with asyncio.timeout(self._timeout):
                 return await self._exchange(commands)
         except TimeoutError:
-            # Cancelled mid-read, the connection dropped its half-read replies.
+            await self._drop()
             msg = f"no answer within {self._timeout}s"
             raise RedisTimeoutError(msg) from None
+        except OSError as exc:
+            await self._drop()
+            raise RedisConnectionError(f"connection lost: {exc}") from exc
+        except BaseException:
+            # Cancelled, or the caller's commands raised: replies may be on their way.
+            await self._drop()
+            raise
 
     async def _exchange(self, commands: Iterable[Sequence[Any]]) -> list[Any]:
-        conn = self._conn
-        if not conn.is_connected:
-            await conn.connect()  # type: ignore[no-untyped-call]
-        pack = _PACK
-        assert pack is not None
-        sent, pending, size = 0, [], 0
+        await self.connect()
+        conn: Any = self._conn
+        writer, stream, replies = conn._writer, conn._reader, self._replies
+        pack = _hiredis.pack_command
+        pending: list[bytes] = []
+        size = sent = 0
         for command in commands:
             packed = pack(tuple(command))
             pending.append(packed)
             size += len(packed)
             sent += 1
             if size >= self.FLUSH:
-                await conn.send_packed_command(pending, check_health=False)
+                writer.writelines(pending)
+                await writer.drain()
                 pending, size = [], 0
-        if pending:
-            await conn.send_packed_command(pending, check_health=False)
-        replies: list[Any] = []
-        for _ in range(sent):
-            try:
-                replies.append(await conn.read_response())
-            except ResponseError as exc:
-                replies.append(exc)
-        return replies
+        writer.writelines(pending)
+        await writer.drain()
+        out: list[Any] = []
+        while len(out) < sent:
+            reply = replies.gets()
+            if reply is False:
+                data = await stream.read(65536)
+                if not data:
+                    raise RedisConnectionError("the server closed the connection")
+                replies.feed(data)
+            elif isinstance(reply, ResponseError):
+                text = str(reply)
+                out.append(NoScriptError(text) if text.startswith("NOSCRIPT") else reply)
+            elif not isinstance(reply, _hiredis.PushNotification):
+                out.append(reply)
+        return out
+
+    async def _drop(self) -> None:
+        await self._conn.disconnect(nowait=True)
 
     async def aclose(self) -> None:
         await self._conn.disconnect()

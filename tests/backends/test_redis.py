@@ -26,6 +26,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
 from asyncq._records import JobRecord, JobState
+from asyncq.backends._redis_client import Direct
 from asyncq.backends.redis import RedisBackend, mask_url
 from asyncq.exceptions import BackendUnavailable, ConfigurationError
 
@@ -292,7 +293,7 @@ async def test_blocking_wait_does_not_take_a_pool_connection(redis_url: str) -> 
 
 
 class _Counting(aioredis.Connection):
-    """Counts writes to the socket: one per command, or per pipeline."""
+    """Counts round trips through redis-py: one per command, or per pipeline."""
 
     writes = 0
 
@@ -303,7 +304,14 @@ class _Counting(aioredis.Connection):
 
 @pytest.mark.anyio
 @pytest.mark.redis
-async def test_batches_cost_one_round_trip(redis_url: str) -> None:
+async def test_batches_cost_one_round_trip(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    exchange = Direct._exchange
+
+    async def counted(self: Direct, commands: Any) -> list[Any]:
+        _Counting.writes += 1  # the backend's own connections: one exchange, one round trip
+        return await exchange(self, commands)
+
+    monkeypatch.setattr(Direct, "_exchange", counted)
     pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=_Counting)
     client = aioredis.Redis.from_pool(pool)
     backend = RedisBackend(client, namespace=_ns())
@@ -625,3 +633,62 @@ async def test_waiting_right_after_a_short_claim_needs_no_peek(
         await backend.wait_for_work([r.QUEUE], 5)
         assert calls.count("peek") == 1
         assert await backend.settle([r.completed(lease)]) == [True]
+
+
+@contextlib.asynccontextmanager
+async def _own_server(tmp_path: Path) -> AsyncIterator[str]:
+    """A redis-server of this test's own (it gets paused), on a free port."""
+    server = shutil.which("redis-server")
+    if server is None:
+        if IN_CI:
+            pytest.fail("redis-server is not installed (CI=true: integration tests must run)")
+        pytest.skip("redis-server is not installed (apt install redis-server)")
+    port = _free_port()
+    argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
+    proc = await anyio.open_process([*argv, "--save", ""], stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    probe = aioredis.Redis.from_url(url)
+    try:
+        while True:
+            with contextlib.suppress(aioredis.ConnectionError):
+                if await probe.ping():
+                    break
+            await anyio.sleep(0.05)
+        yield url
+    finally:
+        await probe.aclose()
+        proc.terminate()
+        await proc.wait()
+
+
+@pytest.mark.anyio
+@pytest.mark.slow
+async def test_the_own_connection_times_out_and_survives_a_cancelled_call(
+    tmp_path: Path,
+) -> None:
+    async with _own_server(tmp_path) as url:
+        admin = aioredis.Redis.from_url(url)
+        backend = RedisBackend.from_url(url, namespace=_ns(), socket_timeout=0.3)
+        try:
+            async with opened(backend):
+                with anyio.fail_after(BOUND):
+                    (stored,) = await backend.enqueue([r.job()])
+                    # EVALSHA waits while the server is paused; CLIENT does not.
+                    await admin.client_pause(8000, all=False)
+                    # A call cancelled while its reply is pending ...
+                    with anyio.move_on_after(0.1):
+                        await backend.get(stored.id)
+                    await admin.client_unpause()
+                    # ... leaves no reply behind for the next call to read as its own.
+                    (stats,) = await backend.stats([r.QUEUE])
+                    assert stats.counts[JobState.QUEUED] == 1
+                    await admin.client_pause(8000, all=False)
+                    # Calls that outlast the socket timeout (and its retries) give up.
+                    with pytest.raises(BackendUnavailable, match=r"no answer within 0\.3s"):
+                        await backend.get(stored.id)
+                    await admin.client_unpause()
+                    got = await backend.get(stored.id)
+                    assert got is not None
+                    assert got.id == stored.id
+        finally:
+            await admin.aclose()
