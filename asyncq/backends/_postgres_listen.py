@@ -10,16 +10,23 @@ The connection is made on the first wait and again after it is lost. Losing
 it wakes every waiter: notifications sent while nobody listened are gone, so
 each waiter re-reads the store once LISTEN is back in effect, which is why a
 waiter always registers, then makes sure the listener is up, then reads.
+
+A done notice that carries what a settlement changed on a job hands it to
+the job's waiters along with the wake-up (``JobWait.finish``), so they need
+not read the job again. Notices are decoded only while someone in this
+process waits for a job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 import msgspec
+
+from ._postgres_sql import Finish, read_done
 
 if TYPE_CHECKING:
     import asyncpg
@@ -27,13 +34,37 @@ if TYPE_CHECKING:
 
     Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
-__all__ = ["Listener", "ListenerClosed"]
+__all__ = ["JobWait", "Listener", "ListenerClosed"]
 
-_ids = msgspec.json.Decoder(list[str])
+
+class _Settable(Protocol):
+    def set(self) -> None: ...
+
+
+_W = TypeVar("_W", bound=_Settable)
 
 
 class ListenerClosed(Exception):
     """``ensure`` was called (or was running) after ``close``."""
+
+
+class JobWait:
+    """One ``wait_finished``'s registration: set when the job may have finished.
+
+    ``finish`` is what the settlement changed on the job when the notice that
+    set ``event`` carried it (and the listener trusts what notices carry);
+    ``None`` after a notice of the id alone, a reconnect or ``close``, when
+    the waiter must read the store.
+    """
+
+    __slots__ = ("event", "finish")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.finish: Finish | None = None
+
+    def set(self) -> None:
+        self.event.set()
 
 
 class Listener:
@@ -43,7 +74,10 @@ class Listener:
         connect: opens a connection (the caller maps its driver errors).
         release: closes or returns one; must not raise.
         work_channel: payloads are queue names.
-        done_channel: payloads are JSON arrays of finished job ids.
+        done_channel: payloads are JSON arrays of finished jobs' ids or
+            ``Finish``es (``_postgres_sql.read_done``).
+        trust_finishes: hand the ``Finish``es done notices carry to the
+            waiters; otherwise a notice only wakes them, to read the store.
     """
 
     def __init__(
@@ -53,17 +87,19 @@ class Listener:
         release: Callable[[Connection], Awaitable[None]],
         work_channel: str,
         done_channel: str,
+        trust_finishes: bool = True,
     ) -> None:
         self._connect = connect
         self._release = release
         self._work_channel = work_channel
         self._done_channel = done_channel
+        self._trust_finishes = trust_finishes
         self._conn: Connection | None = None
         self._lock: anyio.Lock | None = None
         #: Set by ``close``; cleared by the owner when it opens again.
         self.closed = False
         self._work: dict[str, set[anyio.Event]] = {}
-        self._done: dict[str, set[anyio.Event]] = {}
+        self._done: dict[str, set[JobWait]] = {}
 
     @property
     def connection(self) -> Connection | None:
@@ -137,54 +173,55 @@ class Listener:
     @contextmanager
     def work_waiter(self, queues: Sequence[str]) -> Iterator[anyio.Event]:
         """An event set when a job may be ready in one of ``queues`` (or on a reconnect)."""
-        with self._waiter(self._work, queues) as event:
+        with self._waiter(self._work, queues, anyio.Event()) as event:
             yield event
 
     @contextmanager
-    def job_waiter(self, job_id: str) -> Iterator[anyio.Event]:
-        """An event set when ``job_id`` finishes (or on a reconnect)."""
-        with self._waiter(self._done, [job_id]) as event:
-            yield event
+    def job_waiter(self, job_id: str) -> Iterator[JobWait]:
+        """A registration set when ``job_id`` finishes (or on a reconnect)."""
+        with self._waiter(self._done, [job_id], JobWait()) as wait:
+            yield wait
 
     @staticmethod
     @contextmanager
-    def _waiter(table: dict[str, set[anyio.Event]], names: Sequence[str]) -> Iterator[anyio.Event]:
-        event = anyio.Event()
+    def _waiter(table: dict[str, set[_W]], names: Sequence[str], waiter: _W) -> Iterator[_W]:
         for name in names:
-            table.setdefault(name, set()).add(event)
+            table.setdefault(name, set()).add(waiter)
         try:
-            yield event
+            yield waiter
         finally:
             for name in names:
                 waiters = table.get(name)
                 if waiters is not None:
-                    waiters.discard(event)
+                    waiters.discard(waiter)
                     if not waiters:
                         del table[name]
 
     def wake_all(self) -> None:
         """Set every registered event (close, reconnect)."""
-        for waiters in (*self._work.values(), *self._done.values()):
-            for event in waiters:
+        for events in self._work.values():
+            for event in events:
                 event.set()
+        for waits in self._done.values():
+            for wait in waits:
+                wait.set()
 
     def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
         if not isinstance(payload, str):
             return
         if channel == self._work_channel:
-            names = [payload]
-            table = self._work
-        elif channel == self._done_channel:
+            for event in self._work.get(payload, ()):
+                event.set()
+        elif channel == self._done_channel and self._done:
             try:
-                names = _ids.decode(payload)
+                finished = read_done(payload, self._done)
             except msgspec.DecodeError:
                 return  # not ours: anyone may NOTIFY on any channel
-            table = self._done
-        else:
-            return
-        for name in names:
-            for event in table.get(name, ()):
-                event.set()
+            for job_id, finish in finished:
+                for wait in self._done.get(job_id, ()):
+                    if self._trust_finishes:
+                        wait.finish = finish
+                    wait.set()
 
     def _on_terminated(self, conn: object) -> None:
         if self._conn is conn:

@@ -36,18 +36,25 @@ settlement the primary key and the index of the state it ends in.
 
 Notifications go out with ``pg_notify`` inside the statement that changes the
 state, so they are sent if and only if it commits: on ``<schema>:work`` the
-payload is a queue name; on ``<schema>:done`` a JSON array of job ids (one
-notification per settled batch, split to stay under the 8000-byte limit).
+payload is a queue name; on ``<schema>:done`` a JSON array with one item per
+finished job (one notification per settled batch, split to stay under the
+8000-byte limit). An item is the job's id (a string), or, from a settlement,
+what it changed on the job when that fits (a ``Finish``, from ``FINISH``):
+a waiter, who read the job before waiting, then has it as stored without
+reading it again (``read_done``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Container
+from contextlib import suppress
 from typing import Any
 
 import msgspec
+from msgspec.structs import replace
 
-from .._records import ErrorInfo, JobRecord, JobState
+from .._records import TERMINAL_STATES, ErrorInfo, JobRecord, JobState
 from ..exceptions import ConfigurationError
 
 __all__ = [
@@ -56,8 +63,11 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_NAME",
     "Statements",
+    "FINISH",
+    "Finish",
     "check_versions",
     "decode",
+    "read_done",
 ]
 
 #: Schema names are plain lower-case identifiers, short enough that the
@@ -109,6 +119,95 @@ def decode(row: Any) -> JobRecord:
         cancel_requested=row[20],
         headers={} if headers == "{}" else _headers.decode(headers),
     )
+
+
+class Finish(msgspec.Struct, array_like=True, frozen=True):
+    """What a settlement that finished a job left in the columns that change after enqueue.
+
+    A done notice carries it (``FINISH``); with the job as read before, it is
+    the job as stored after the settlement (``applied_to``). Every other column
+    of ``COLUMNS`` is written once, by the enqueue; ``lease_expires_at`` and
+    ``worker`` are empty on a finished job.
+    """
+
+    id: str
+    state: JobState
+    attempts: int
+    scheduled_at: float
+    started_at: float | None
+    finished_at: float | None
+    result: bytes | None
+    errors: tuple[ErrorInfo, ...]
+    progress: float | None
+    cancel_requested: bool
+
+    def applied_to(self, job: JobRecord) -> JobRecord:
+        """``job`` (as read before it finished) as this settlement left it."""
+        return replace(
+            job,
+            state=self.state,
+            attempts=self.attempts,
+            scheduled_at=self.scheduled_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            lease_expires_at=None,
+            worker=None,
+            result=self.result,
+            errors=self.errors,
+            progress=self.progress,
+            cancel_requested=self.cancel_requested,
+        )
+
+
+#: ``Finish`` of the row ``j``, as a JSON array: bytes in base64 (without the
+#: line breaks ``encode`` puts in), jsonb inline, floats in the server's
+#: shortest exact form.
+FINISH = (
+    "json_build_array(j.id, j.state, j.attempts, j.scheduled_at, j.started_at, j.finished_at,"
+    " translate(encode(j.result, 'base64'), chr(10), ''), j.errors, j.progress,"
+    " j.cancel_requested)::text"
+)
+
+_items = msgspec.json.Decoder(list[msgspec.Raw])
+_id = msgspec.json.Decoder(str)
+_finish = msgspec.json.Decoder(Finish)
+
+
+class _FirstId(msgspec.Struct, array_like=True):
+    """The id at the head of a ``Finish`` (msgspec ignores what follows)."""
+
+    id: str
+
+
+_first_id = msgspec.json.Decoder(_FirstId)
+
+
+def read_done(payload: str, wanted: Container[str]) -> list[tuple[str, Finish | None]]:
+    """The jobs of a done notice whose ids are in ``wanted``, with their ``Finish`` if carried.
+
+    Only those items are decoded in full. An item that is neither an id nor
+    an array headed by one is skipped; a ``Finish`` that does not decode, or
+    names a state that is not terminal (a notice sent by someone else), gives
+    its id alone, so the waiter reads the job. Raises ``msgspec.DecodeError``
+    for a payload that is not a JSON array.
+    """
+    found: list[tuple[str, Finish | None]] = []
+    for item in _items.decode(payload):
+        raw = bytes(item)
+        try:
+            job_id = _id.decode(raw) if raw[:1] == b'"' else _first_id.decode(raw).id
+        except msgspec.DecodeError:
+            continue
+        if job_id not in wanted:
+            continue
+        finish: Finish | None = None
+        if raw[:1] == b"[":
+            with suppress(msgspec.DecodeError):
+                finish = _finish.decode(raw)
+            if finish is not None and finish.state not in TERMINAL_STATES:
+                finish = None
+        found.append((job_id, finish))
+    return found
 
 
 # Migrations: version N is MIGRATIONS[N - 1]. Append only; never edit a step
@@ -228,9 +327,45 @@ CREATE INDEX jobs_finished ON {s}.jobs (state, finished_at) INCLUDE (queue)
     WHERE state IN ('completed', 'dead', 'cancelled');
 """
 
+# A settlement's done notice carries the Finish of each job that fits (see
+# the module's docstring), so that a waiter need not read the job again.
+# ``finishes[i]`` is the Finish of ``ids[i]`` as JSON, or NULL to send the id
+# alone; one too large for a payload goes as the id. notify_done stays for
+# cancel and recover.
+_V3 = """
+CREATE FUNCTION {s}.notify_finished(ids text[], finishes text[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    item text;
+    chunk text := '';
+    n integer := 0;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(ids), 0) LOOP
+        item := finishes[i];
+        IF item IS NULL OR octet_length(item) > 7900 THEN
+            item := to_json(ids[i])::text;
+            CONTINUE WHEN octet_length(item) > 7900;
+        END IF;
+        IF chunk <> '' AND octet_length(chunk) + octet_length(item) >= 7900 THEN
+            PERFORM pg_notify({done}, '[' || chunk || ']');
+            n := n + 1;
+            chunk := '';
+        END IF;
+        chunk := CASE WHEN chunk = '' THEN item ELSE chunk || ',' || item END;
+    END LOOP;
+    IF chunk <> '' THEN
+        PERFORM pg_notify({done}, '[' || chunk || ']');
+        n := n + 1;
+    END IF;
+    RETURN n;
+END
+$$;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
+    ("done notices carry the finished jobs", _V3),
 )
 
 
@@ -267,9 +402,11 @@ class Statements:
 
     Args:
         schema: a name matching ``SCHEMA_NAME`` (checked by the caller).
+        carry_jobs: settlements' done notices carry what they changed on the
+            jobs (``Finish``) when it fits; otherwise the ids only.
     """
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, *, carry_jobs: bool = True) -> None:
         if not SCHEMA_NAME.fullmatch(schema):
             msg = f"invalid schema name {schema!r}"
             raise ValueError(msg)
@@ -283,6 +420,7 @@ class Statements:
             "cols": COLUMNS,
             "work": f"'{self.work_channel}'",
             "done": f"'{self.done_channel}'",
+            "finish": FINISH if carry_jobs else "NULL::text",
         }
         self.migrations = [(why, sql.format(**fields)) for why, sql in MIGRATIONS]
         for name, template in _TEMPLATES.items():
@@ -318,6 +456,7 @@ class Statements:
     heartbeat: str
     progress: str
     settle: str
+    settle_one: str
     recover: str
     prune_expired: str
     prune_completed: str
@@ -490,15 +629,44 @@ _TEMPLATES: dict[str, str] = {
             FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[],
                         $6::float8[]) AS o(id, token, state, result, error, retry_at)
             WHERE j.id = o.id AND j.token = o.token AND j.state = 'active'
-            RETURNING j.id, j.queue, j.state
+            RETURNING j.id, j.queue, j.state,
+                      CASE WHEN j.state IN ('completed', 'dead', 'cancelled') THEN {finish} END
+                          AS finish
         )
         SELECT array_agg(id) AS applied,
                {s}.notify_work(array_agg(DISTINCT queue)
                                FILTER (WHERE state IN ('failed', 'queued'))) AS woke,
-               {s}.notify_done(array_agg(id)
-                               FILTER (WHERE state IN ('completed', 'dead', 'cancelled')))
-                   AS done
+               {s}.notify_finished(
+                   array_agg(id) FILTER (WHERE state IN ('completed', 'dead', 'cancelled')),
+                   array_agg(finish) FILTER (WHERE state IN ('completed', 'dead', 'cancelled'))
+               ) AS done
         FROM upd
+    """,
+    # One outcome, the worker's usual settlement when jobs finish one at a
+    # time: the same changes as ``settle``, from scalar parameters and
+    # without the join, which plan in half the time. A row if applied.
+    "settle_one": """
+        UPDATE {s}.jobs j SET
+            state = $3::text,
+            result = CASE WHEN $3::text = 'completed' THEN $4::bytea ELSE j.result END,
+            errors = CASE WHEN $5::jsonb IS NULL THEN j.errors
+                          ELSE j.errors || jsonb_build_array($5::jsonb) END,
+            finished_at = CASE WHEN $3::text IN ('completed', 'dead', 'cancelled')
+                               THEN {now} ELSE j.finished_at END,
+            expires_at = CASE WHEN $3::text = 'completed' THEN {now} + j.result_ttl END,
+            scheduled_at = CASE WHEN $3::text = 'failed' THEN coalesce($6::float8, {now})
+                                ELSE j.scheduled_at END,
+            attempts = CASE WHEN $3::text = 'queued' THEN greatest(j.attempts - 1, 0)
+                            ELSE j.attempts END,
+            key_held = j.key_held AND $3::text NOT IN ('dead', 'cancelled'),
+            lease_expires_at = NULL,
+            worker = NULL,
+            token = NULL
+        WHERE j.id = $1 AND j.token = $2 AND j.state = 'active'
+        RETURNING CASE
+            WHEN j.state IN ('failed', 'queued') THEN {s}.notify_work(ARRAY[j.queue])
+            ELSE {s}.notify_finished(ARRAY[j.id], ARRAY[{finish}])
+        END
     """,
     # A lapsed job whose cancellation was asked for ends cancelled; others
     # go back to the queue while they have attempts left, else dead.

@@ -194,6 +194,14 @@ class PostgresBackend:
         max_size: the pool's maximum connections (DSN only).
         poll_interval: the safety net: ``wait_*`` re-check the store at least
             this often even if no notification arrives.
+        carry_jobs: completion notices carry what the settlement changed on
+            the job (state, result, errors, times) when it fits in a
+            notification (under 8000 bytes), so ``wait_finished`` returns
+            without reading the job again. PostgreSQL has no privileges for
+            LISTEN and NOTIFY: any session of the database can read these
+            notices, and send look-alikes. Where roles that must not see job
+            results, or report them, share the database, pass ``False``:
+            notices then carry ids, and waiters read the jobs.
         connect_kwargs: passed to ``asyncpg.create_pool`` and ``asyncpg.connect``
             (``ssl=``, ``server_settings=``, ``statement_cache_size=``, ...).
     """
@@ -209,6 +217,7 @@ class PostgresBackend:
         min_size: int = 1,
         max_size: int = 10,
         poll_interval: float = 10.0,
+        carry_jobs: bool = True,
         **connect_kwargs: Any,
     ) -> None:
         if not sql.SCHEMA_NAME.fullmatch(schema):
@@ -228,7 +237,7 @@ class PostgresBackend:
         else:
             msg = f"PostgresBackend needs a DSN or an asyncpg.Pool, not {type(given)!r}"
             raise ConfigurationError(msg)
-        self._sql = sql.Statements(schema)
+        self._sql = sql.Statements(schema, carry_jobs=carry_jobs)
         self._schema = schema
         self._migrate = migrate
         self._retention_completed = retention_completed
@@ -251,6 +260,7 @@ class PostgresBackend:
             release=self._listen_release,
             work_channel=self._sql.work_channel,
             done_channel=self._sql.done_channel,
+            trust_finishes=carry_jobs,
         )
 
     @classmethod
@@ -655,7 +665,10 @@ class PostgresBackend:
                     return job
                 last = job
                 with anyio.move_on_after(self._poll_interval) as quiet:
-                    await finished.wait()
+                    await finished.event.wait()
+            if finished.finish is not None:
+                # The notice carried what the settlement changed: no need to read.
+                return finished.finish.applied_to(job)
             if quiet.cancelled_caught:
                 await self._listener.check()
 
@@ -714,6 +727,19 @@ class PostgresBackend:
         unique = _first_outcomes(outcomes)
         if not unique:
             return []
+        if len(unique) == 1:
+            [one] = unique
+            error = None if one.error is None else _json.encode(one.error).decode()
+            rows = await self._fetch(
+                self._sql.settle_one,
+                one.job_id,
+                one.token,
+                one.state.value,
+                one.result,
+                error,
+                one.retry_at,
+            )
+            return _applied(outcomes, [one.job_id] if rows else None)
         row = await self._fetchrow(self._sql.settle, *_outcome_columns(unique))
         return _applied(outcomes, row[0])
 
