@@ -386,13 +386,14 @@ class Worker:
             slots.start_soon(self._slot)
 
     async def _slot(self) -> None:
+        backend = self.app.backend
         while (running := await self._dispatch.get()) is not None:
-            await self._run_one(running)
+            await self._run_one(backend, running)
 
-    async def _run_one(self, running: Running) -> None:
+    async def _run_one(self, backend: Backend, running: Running) -> None:
         job_id = running.lease.job.id
         try:
-            outcome = await execute(self.app, self.app.backend, running, self._state)
+            outcome = await execute(self.app, backend, running, self._state)
         finally:
             del self.running[job_id]
             self._slot_freed.set()
@@ -544,28 +545,38 @@ class Worker:
 
 
 class _Dispatch:
-    """Hands claimed jobs to idle slot tasks.
+    """Hands claimed jobs to idle slot tasks, waking only the slots the jobs need.
 
-    Cheaper than a memory object stream for this one use: a put is a deque
-    append and, only when slots are idle, one event set. All idle slots wake on
-    that event and take what there is; claims come in batches sized to the
-    idle slots, so few wake for nothing.
+    A slot that finishes a job takes the next one without waiting. An idle
+    slot waits on an event of its own. A put wakes one idle slot, unless one
+    is already on its way; each woken slot that finds jobs left wakes up to
+    ``FAN_OUT`` more, so a batch spreads over the idle slots in a few
+    event-loop turns when its jobs wait on I/O, and wakes only a few slots
+    when the first one runs them all without ever yielding (no-op jobs).
     """
+
+    FAN_OUT = 2
 
     def __init__(self) -> None:
         self._items: deque[Running] = deque()
-        self._event = anyio.Event()
-        self._waiting = 0
+        self._idle: deque[anyio.Event] = deque()
+        self._woken = 0  # slots woken that have not looked for a job yet
         self._closed = False
 
     def put(self, item: Running) -> None:
         self._items.append(item)
-        if self._waiting:
-            self._event.set()
+        if not self._woken:
+            self._wake(1)
+
+    def _wake(self, count: int) -> None:
+        while count > 0 and self._idle:
+            self._idle.popleft().set()
+            self._woken += 1
+            count -= 1
 
     def close(self) -> None:
         self._closed = True
-        self._event.set()
+        self._wake(len(self._idle))
 
     def remove(self, item: Running) -> bool:
         """Take back a job no slot has taken yet; ``False`` if a slot has it (or had it)."""
@@ -586,13 +597,23 @@ class _Dispatch:
         while not self._items:
             if self._closed:
                 return None
-            if self._event.is_set():
-                self._event = anyio.Event()
-            self._waiting += 1
+            event = anyio.Event()
+            self._idle.append(event)
             try:
-                await self._event.wait()
-            finally:
-                self._waiting -= 1
+                await event.wait()
+            except BaseException:
+                if event.is_set():
+                    self._woken -= 1
+                    if self._items:  # pass the wakeup on: the jobs it was for still wait
+                        self._wake(1)
+                else:
+                    self._idle.remove(event)
+                raise
+            self._woken -= 1
+            if self._items:
+                item = self._items.popleft()
+                self._wake(min(self.FAN_OUT, len(self._items) - self._woken))
+                return item
         return self._items.popleft()
 
 
