@@ -11,9 +11,9 @@ lazily: an entry is live only while its sequence number is the job's current one
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import time
-import uuid
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
@@ -56,6 +56,8 @@ class MemoryBackend:
         self._clock = clock
         self._jobs: dict[str, JobRecord] = {}
         self._tokens: dict[str, str] = {}
+        # Lease tokens need only be unique within this store: a counter is.
+        self._issued = itertools.count(1)
         self._seq: dict[str, int] = {}
         self._ready: defaultdict[str, list[tuple[int, float, str, int]]] = defaultdict(list)
         self._delayed: defaultdict[str, list[tuple[float, str, int]]] = defaultdict(list)
@@ -235,19 +237,23 @@ class MemoryBackend:
         self, queues: Sequence[str], limit: int, *, worker: str, lease_for: float
     ) -> list[Lease]:
         now = self._clock()
+        expires = now + lease_for
         leases: list[Lease] = []
+        jobs, seqs, tokens = self._jobs, self._seq, self._tokens
         for queue in queues:
             if queue in self._paused:
                 continue
             self._promote_due(queue, now)
             heap = self._ready.get(queue)
+            if not heap:
+                continue
+            counts = self._counts[queue]
             while heap and len(leases) < limit:
                 _, _, job_id, seq = heapq.heappop(heap)
-                job = self._jobs.get(job_id)
-                if job is None or self._seq.get(job_id) != seq or job.state is not JobState.QUEUED:
+                job = jobs.get(job_id)
+                if job is None or seqs.get(job_id) != seq or job.state is not JobState.QUEUED:
                     continue
-                token = uuid.uuid4().hex
-                expires = now + lease_for
+                token = f"{next(self._issued):x}"
                 job = replace(
                     job,
                     state=JobState.ACTIVE,
@@ -257,8 +263,11 @@ class MemoryBackend:
                     lease_expires_at=expires,
                     cancel_requested=False,
                 )
-                self._store(job)
-                self._tokens[job_id] = token
+                # What _store does for queued -> active, inline: the hot path.
+                counts[JobState.QUEUED] -= 1
+                counts[JobState.ACTIVE] += 1
+                jobs[job_id] = job
+                tokens[job_id] = token
                 leases.append(Lease(job=job, token=token, expires_at=expires))
             if len(leases) >= limit:
                 break
@@ -321,12 +330,30 @@ class MemoryBackend:
                 applied.append(False)
                 continue
             del self._tokens[job.id]
-            released = replace(job, lease_expires_at=None, worker=None)
-            errors = job.errors if outcome.error is None else (*job.errors, outcome.error)
             state = outcome.state
             if state is JobState.COMPLETED:
-                new = replace(released, state=state, result=outcome.result, finished_at=now)
-            elif state is JobState.FAILED:
+                new = replace(
+                    job,
+                    state=state,
+                    result=outcome.result,
+                    finished_at=now,
+                    lease_expires_at=None,
+                    worker=None,
+                )
+                # What _store does for active -> completed, inline: the hot path
+                # (the job keeps its key and enters no heap).
+                counts = self._counts[job.queue]
+                counts[JobState.ACTIVE] -= 1
+                counts[JobState.COMPLETED] += 1
+                self._jobs[job.id] = new
+                event = self._finished.pop(job.id, None)
+                if event is not None:
+                    event.set()
+                applied.append(True)
+                continue
+            errors = job.errors if outcome.error is None else (*job.errors, outcome.error)
+            released = replace(job, lease_expires_at=None, worker=None)
+            if state is JobState.FAILED:
                 retry_at = outcome.retry_at if outcome.retry_at is not None else now
                 new = replace(released, state=state, errors=errors, scheduled_at=retry_at)
                 woke = True
