@@ -31,18 +31,9 @@ class JobContext:
         state: what the app's lifespan yielded (shared resources), or ``None``.
     """
 
-    __slots__ = (
-        "_logger",
-        "_report_progress",
-        "attempt",
-        "enqueued_at",
-        "headers",
-        "job_id",
-        "max_attempts",
-        "name",
-        "queue",
-        "state",
-    )
+    # The job's fields are read through from its record: a context is made for
+    # every attempt, and most handlers never look at most of them.
+    __slots__ = ("_job", "_logger", "_report_progress", "state")
 
     def __init__(
         self,
@@ -52,16 +43,38 @@ class JobContext:
         progress: Callable[[float], Awaitable[bool]] | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.job_id = job.id
-        self.name = job.name
-        self.queue = job.queue
-        self.attempt = job.attempts
-        self.max_attempts = job.max_attempts
-        self.enqueued_at = job.enqueued_at
-        self.headers = job.headers
+        self._job = job
         self.state = state
         self._report_progress = progress
         self._logger = logger
+
+    @property
+    def job_id(self) -> str:
+        return self._job.id
+
+    @property
+    def name(self) -> str:
+        return self._job.name
+
+    @property
+    def queue(self) -> str:
+        return self._job.queue
+
+    @property
+    def attempt(self) -> int:
+        return self._job.attempts
+
+    @property
+    def max_attempts(self) -> int:
+        return self._job.max_attempts
+
+    @property
+    def enqueued_at(self) -> float:
+        return self._job.enqueued_at
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return self._job.headers
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -13,7 +13,6 @@ import logging
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -48,13 +47,15 @@ class StopReason(enum.Enum):
     SHUTDOWN = "shutdown"  #: the worker is stopping; hand the job back
 
 
-@dataclass(eq=False)
 class Running:
     """A job a worker is running: its lease, its cancel scope, and why it was stopped, if it was."""
 
-    lease: Lease
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    stop: StopReason | None = None
+    __slots__ = ("lease", "scope", "stop")
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.scope = anyio.CancelScope()
+        self.stop: StopReason | None = None
 
     def stopped(self) -> bool:
         """Whether the worker interrupted this attempt."""
@@ -80,7 +81,8 @@ async def execute(
     ctx = JobContext(job, state=state, progress=partial(backend.progress, running.lease))
     hooks: Sequence[Instrumentation] = app.instrumentation
     ends = _started(hooks, job, ctx) if hooks else ()
-    if log.isEnabledFor(logging.DEBUG):
+    debug = log.isEnabledFor(logging.DEBUG)
+    if debug:
         log.debug("job %r (id %s) started", job.name, job.id, extra=job_fields(job, "active"))
     try:
         outcome, error = await _attempt(app, running, ctx)
@@ -88,7 +90,7 @@ async def execute(
         _ended(ends, None, exc)
         raise
     # Retries, dead letters and cancellations are logged where they are decided.
-    if outcome is not None and outcome.state in _QUIET and log.isEnabledFor(logging.DEBUG):
+    if debug and outcome is not None and outcome.state in _QUIET:
         what = _QUIET[outcome.state]
         log.debug("job %r (id %s) %s", job.name, job.id, what, extra=job_fields(job, outcome.state))
     _ended(ends, outcome, error)
@@ -124,7 +126,7 @@ async def _attempt(
     """The attempt proper: its outcome, and the exception behind it when there is one."""
     lease = running.lease
     job = lease.job
-    if running.stopped():  # stopped before a slot picked it up
+    if running.stop is not None:  # stopped before a slot picked it up
         return stopped_outcome(running, started=False), None
     handler = app.handlers.get(job.name)
     if handler is None or handler.fn is None:
@@ -148,17 +150,16 @@ async def _attempt(
     completed = False
     result: Any = None
     error: Exception | None = None
-    timeout_scope: anyio.CancelScope | None = None
+    scope = running.scope
+    if job.timeout is not None:
+        # One scope for both ends: its deadline is the timeout, and the worker
+        # cancels it to interrupt (then ``running.stop`` says why).
+        scope.deadline = anyio.current_time() + job.timeout
     reset = _current.set(ctx)
     try:
-        with running.scope:
-            if job.timeout is None:
-                result = await call()
-                completed = True
-            else:
-                with anyio.move_on_after(job.timeout) as timeout_scope:
-                    result = await call()
-                    completed = True
+        with scope:
+            result = await call()
+            completed = True
     except Exception as exc:  # noqa: BLE001 - every handler failure becomes an outcome
         error = exc
     finally:
@@ -175,7 +176,7 @@ async def _attempt(
     if running.stopped():
         return stopped_outcome(running), None
     policy = handler.options.retry
-    if timeout_scope is not None and timeout_scope.cancelled_caught:
+    if scope.cancelled_caught:  # not stopped by the worker: the deadline passed
         message = f"attempt ran past its timeout of {job.timeout:g}s and was cancelled"
         return _failure(lease, policy, ErrorKind.TIMEOUT, message), None
     if isinstance(error, Retry):
