@@ -30,13 +30,15 @@ Listing by state reads the state's index whole and sorts it by id when it is
 small (dead and cancelled jobs among many completed ones), and otherwise walks
 ``all`` in id order, skipping the other states.
 
-What a job costs, in Redis commands: an enqueue 3 per job (its id-index entry,
-``all`` with ``NX``, which also tells a replayed enqueue that its job exists,
-and one ``HSET`` of the job) plus a few per call (one ``ZADD`` per priority,
-the count, the wake list); a claim 2 per job (one ``HMGET``, one ``HSET``) plus
-one ``ZPOPMIN`` and one ``ZADD`` of the ``active`` set per call; a completion 2
-per job (``HMGET``, ``HSET``) plus one ``ZREM``/``ZADD`` per call for the
-indexes and one ``ZADD`` of ``expires``; a notice only for a job waited for.
+What a job costs, in Redis commands: an enqueue one ``HSET`` of the job,
+plus per call one ``ZMSCORE`` (ids known already: a replayed call), one
+``ZADD`` each to ``all`` and to the set of each priority, one ``HSET`` per
+hash of the id index, the count and the wake list (a single job: ``ZADD NX``
+on ``all`` instead of the ``ZMSCORE``); a claim 2 per job (one ``HMGET``, one
+``HSET``) plus one ``ZPOPMIN`` and one ``ZADD`` of the ``active`` set per call;
+a completion 2 per job (``HMGET``, ``HSET``) plus one ``ZREM``/``ZADD`` per
+call for the indexes and one ``ZADD`` of ``expires``; a notice only for a job
+waited for.
 
 Job hash fields: ``d`` the record as enqueued (MessagePack, never rewritten),
 ``st`` state, ``p`` priority, ``n`` name, ``m`` max attempts, ``k`` key, ``t``
@@ -56,8 +58,9 @@ number-to-string conversion keeps 14 digits, which would move timestamps.
 
 from __future__ import annotations
 
-#: The key layout above. Version 1 kept a set per state and a finished set per
-#: terminal state; stores are not migrated between versions.
+#: The key layout above, kept in ``{<namespace>}:layout``: a backend refuses to
+#: open a namespace written with another. Version 1 (no marker) kept a set per
+#: state and a finished set per terminal state; stores are not migrated.
 LAYOUT = 2
 
 PRELUDE = r"""
@@ -377,27 +380,50 @@ end
 # Returns per job: the stored state, or the holder's HGETALL when its key is held.
 ENQUEUE = r"""
 local ARGV = batch_args()
+local n, queue = tonumber(ARGV[1]), ARGV[2]
 local now = now_s()
 local out, queued, stored = {}, 0, 0
-local ready, delayed = {}, {}
+local ready, delayed, indexed, added = {}, {}, {}, {}
 -- Outside a cluster the caller passes the id index and the queue registry as
 -- KEYS[2..n] (KEYS[n] the registry), so one script call does the whole enqueue.
 local inline = #KEYS > 1
-if inline then redis.call('SADD', KEYS[#KEYS], ARGV[2]) end
-for i = 0, tonumber(ARGV[1]) - 1 do
+if inline then redis.call('SADD', KEYS[#KEYS], queue) end
+-- Ids known already (a call replayed after a lost reply) answer with the job as
+-- stored. A batch asks for all of them at once and adds the new ones at the end.
+local known = {}
+if n > 1 then
+  local ids = {}
+  for i = 0, n - 1 do ids[i + 1] = ARGV[3 + i * 9] end
+  for i = 1, n, SLICE do
+    local last = math.min(i + SLICE - 1, n)
+    local scores = redis.call('ZMSCORE', K.all, unpack(ids, i, last))
+    for j = i, last do known[ids[j]] = scores[j - i + 1] ~= false end
+  end
+end
+for i = 0, n - 1 do
   local b = 3 + i * 9
   local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   -- '~' marks a job asked for now: ready now, even if this clock is behind the producer's.
-  local asap = string.sub(sa, 1, 1) == '~'
-  if asap then sa = F(math.min(tonumber(string.sub(sa, 2)), now)) end
-  if inline then redis.call('HSET', KEYS[tonumber(ARGV[b + 8])], id, ARGV[2]) end
+  local asap = string.byte(sa, 1) == 126
+  if asap then
+    sa = string.sub(sa, 2)
+    if tonumber(sa) > now then sa = F(now) end
+  end
+  if inline then
+    local bucket = indexed[ARGV[b + 8]]
+    if not bucket then bucket = {}; indexed[ARGV[b + 8]] = bucket end
+    bucket[#bucket + 1] = id
+    bucket[#bucket + 1] = queue
+  end
   local holder = nil
-  -- 0: the id is known (a call replayed after a lost reply): answer with the job as stored.
-  if redis.call('ZADD', K.all, 'NX', 0, id) == 0 then
+  if n > 1 then
+    if known[id] then holder = id end
+  elseif redis.call('ZADD', K.all, 'NX', 0, id) == 0 then
     holder = id
-  elseif key ~= '' then
+  end
+  if not holder and key ~= '' then
     holder = key_holder(key, now)
-    if holder then redis.call('ZREM', K.all, id) end
+    if holder and n == 1 then redis.call('ZREM', K.all, id) end
   end
   if holder then
     out[#out + 1] = redis.call('HGETALL', J(holder))
@@ -412,6 +438,11 @@ for i = 0, tonumber(ARGV[1]) - 1 do
     end
     if ARGV[b + 6] ~= '' then fields[#fields + 1] = 't'; fields[#fields + 1] = ARGV[b + 6] end
     redis.call('HSET', J(id), unpack(fields))
+    if n > 1 then
+      known[id] = true  -- the same id twice in one batch: the second finds the first
+      added[#added + 1] = 0
+      added[#added + 1] = id
+    end
     if st == 'queued' then
       local list = ready[prio]
       if not list then list = {}; ready[prio] = list end
@@ -426,6 +457,8 @@ for i = 0, tonumber(ARGV[1]) - 1 do
     out[#out + 1] = st
   end
 end
+for position, pairs_ in pairs(indexed) do many('HSET', KEYS[tonumber(position)], pairs_) end
+many('ZADD', K.all, added)
 for prio, list in pairs(ready) do
   many('ZADD', R(prio), list)
   redis.call('ZADD', K.prios, prio, prio)

@@ -19,10 +19,11 @@ two numbers into one float score. Scheduled and failed jobs wait in a
 ``delayed`` set and are promoted when a claim (or ``stats``) finds them due.
 
 Finding a job by id: ``get``, ``cancel`` and ``wait_finished`` know only the
-id, so an index maps id -> queue. It is sharded over 1,024 small hashes
-(``{<namespace>:i:<crc32(id) % 1024>}``), each in a slot of its own so no node
-takes all of it, and written before the job itself (in the same pipeline on a
-single server, one pipeline earlier on a cluster). An entry whose job never
+id, so an index maps id -> queue. It is sharded over 64 hashes
+(``{<namespace>:i:<crc32(id) % 64>}``), each in a slot of its own so no node
+takes all of it, and written with the job (by the enqueue script itself, one
+``HSET`` per hash and call, on a single server; one pipeline earlier on a
+cluster, whose script cannot reach other slots). An entry whose job never
 got stored (a held idempotency key, a crash in between) or is gone points to
 a queue without that job: a lookup then finds nothing, as it should. Entries
 go when ``prune`` and ``purge`` delete jobs. Lease tokens end with the queue
@@ -94,7 +95,7 @@ from redis.exceptions import (
 
 from ..exceptions import ConfigurationError
 from ._redis_client import Direct, connect, describe, mapped, mask_url, pool_kwargs, side_client
-from ._redis_lua import PRELUDE, SCRIPTS
+from ._redis_lua import LAYOUT, PRELUDE, SCRIPTS
 from ._redis_notices import Notices
 from .base import (
     Backend,
@@ -123,6 +124,8 @@ _DIRECT_MAX = 4
 #: seconds a short claim's report stands in for a peek (see ``_note_claim``)
 _SHORT_FRESH = 1.0
 _CACHE_SIZE = 10_000
+#: hashes the id index is sharded over (a power of two)
+_BUCKETS = 64
 
 #: scripts whose arguments redis-py gets packed into one (see ``_pack``)
 _PACKED = frozenset({"enqueue", "settle", "settle_claim"})
@@ -290,7 +293,7 @@ class RedisBackend:
         return f"{{{self._ns}:q:{_escape(queue)}}}:"
 
     def _bucket(self, job_id: str) -> str:
-        return f"{{{self._ns}:i:{zlib.crc32(job_id.encode()) & 1023}}}"
+        return f"{{{self._ns}:i:{zlib.crc32(job_id.encode()) & (_BUCKETS - 1)}}}"
 
     def _remember(self, job_id: str, queue: str) -> None:
         self._where[job_id] = queue
@@ -458,9 +461,23 @@ class RedisBackend:
     async def open(self) -> None:
         self._closed = False
         await self._client.ping()
+        await self._check_layout()
         await self._load_scripts()
         for direct in self._directs:
             await direct.connect()
+
+    async def _check_layout(self) -> None:
+        """Mark the namespace with the key layout, or refuse one written with another."""
+        key = f"{{{self._ns}}}:layout"
+        await self._client.set(key, LAYOUT, nx=True)
+        found = await self._client.get(key)
+        if found is not None and int(found) != LAYOUT:
+            msg = (
+                f"the namespace {self._ns!r} at {self._url} holds jobs in key layout "
+                f"{int(found)}; this asyncq reads layout {LAYOUT}: drain it with the "
+                "asyncq that wrote it, or use another namespace"
+            )
+            raise ConfigurationError(msg)
 
     async def close(self) -> None:
         self._closed = True

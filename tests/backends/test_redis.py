@@ -692,3 +692,18 @@ async def test_the_own_connection_times_out_and_survives_a_cancelled_call(
                     assert got.id == stored.id
         finally:
             await admin.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_namespace_of_another_key_layout_is_refused(
+    layout_backend: RedisBackend,
+) -> None:
+    backend = layout_backend
+    with anyio.fail_after(BOUND):
+        key = f"{{{backend.namespace}}}:layout"
+        assert await backend._client.get(key) == b"2"
+        await backend._client.set(key, "1")
+        other = RedisBackend(backend._client, namespace=backend.namespace)
+        with pytest.raises(ConfigurationError, match="key layout 1"):
+            await other.open()
+        await backend._client.set(key, "2")
