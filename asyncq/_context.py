@@ -20,14 +20,10 @@ class JobContext:
     A handler receives it as an optional second argument; code deeper in the
     call stack reaches the same object through ``asyncq.current_job()``.
 
+    The job's fields (``job_id``, ``name``, ``queue``, ``attempt``,
+    ``max_attempts``, ``enqueued_at``, ``headers``) are read-only.
+
     Attributes:
-        job_id: the job's id.
-        name: the job's name.
-        queue: the queue it came from.
-        attempt: this attempt's number, from 1.
-        max_attempts: how many attempts the job may have.
-        enqueued_at: when it was enqueued (epoch seconds).
-        headers: propagation headers set by the producer (trace context).
         state: what the app's lifespan yielded (shared resources), or ``None``.
     """
 
@@ -50,30 +46,37 @@ class JobContext:
 
     @property
     def job_id(self) -> str:
+        """The job's id."""
         return self._job.id
 
     @property
     def name(self) -> str:
+        """The job's name."""
         return self._job.name
 
     @property
     def queue(self) -> str:
+        """The queue it came from."""
         return self._job.queue
 
     @property
     def attempt(self) -> int:
+        """This attempt's number, from 1."""
         return self._job.attempts
 
     @property
     def max_attempts(self) -> int:
+        """How many attempts the job may have."""
         return self._job.max_attempts
 
     @property
     def enqueued_at(self) -> float:
+        """When it was enqueued (epoch seconds)."""
         return self._job.enqueued_at
 
     @property
     def headers(self) -> dict[str, str]:
+        """Propagation headers set by the producer (trace context)."""
         return self._job.headers
 
     @property
