@@ -1,10 +1,14 @@
 """The PostgreSQL backend's one LISTEN connection and the waits it serves.
 
 A backend instance keeps a single connection (outside its pool) listening on
-its schema's two channels, however many ``wait_for_work`` and
+its schema's three channels, however many ``wait_for_work`` and
 ``wait_finished`` calls are pending: each call registers an event under the
 queue names or the job id it waits for, and a notification sets the events
 registered under its payload.
+
+The listener also counts the work notices it hears, per queue (``mark``,
+``quiet_since``), so that the backend can tell that nothing was announced in
+some queues since a claim or a read, and need not read again.
 
 The connection is made on the first wait and again after it is lost. Losing
 it wakes every waiter: notifications sent while nobody listened are gone, so
@@ -35,6 +39,11 @@ if TYPE_CHECKING:
     Connection = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
 
 __all__ = ["JobWait", "Listener", "ListenerClosed"]
+
+
+#: Queues the listener keeps the latest notice of, at most (it forgets them
+#: all past that: marks taken before then tell nothing).
+_QUEUES_NOTED = 10_000
 
 
 class _Settable(Protocol):
@@ -73,7 +82,9 @@ class Listener:
     Args:
         connect: opens a connection (the caller maps its driver errors).
         release: closes or returns one; must not raise.
-        work_channel: payloads are queue names.
+        work_channel: payloads are names of queues a job is ready in.
+        later_channel: payloads are names of queues whose earliest due time
+            may have moved.
         done_channel: payloads are JSON arrays of finished jobs' ids or
             ``Finish``es (``_postgres_sql.read_done``).
         trust_finishes: hand the ``Finish``es done notices carry to the
@@ -86,12 +97,14 @@ class Listener:
         connect: Callable[[], Awaitable[Connection]],
         release: Callable[[Connection], Awaitable[None]],
         work_channel: str,
+        later_channel: str,
         done_channel: str,
         trust_finishes: bool = True,
     ) -> None:
         self._connect = connect
         self._release = release
         self._work_channel = work_channel
+        self._later_channel = later_channel
         self._done_channel = done_channel
         self._trust_finishes = trust_finishes
         self._conn: Connection | None = None
@@ -100,6 +113,13 @@ class Listener:
         self.closed = False
         self._work: dict[str, set[anyio.Event]] = {}
         self._done: dict[str, set[JobWait]] = {}
+        # Work notices heard, numbered: the latest number; the number the
+        # current connection started listening at (None: not listening); per
+        # queue, the number of its latest notice and of its latest later one.
+        self._heard = 0
+        self._since: int | None = None
+        self._latest: dict[str, int] = {}
+        self._latest_later: dict[str, int] = {}
 
     @property
     def connection(self) -> Connection | None:
@@ -117,14 +137,15 @@ class Listener:
             if stale is not None and not stale.is_closed():
                 return
             self._conn = None
+            self._since = None
             if stale is not None:
                 await self._drop(stale)
             if self.closed:
                 raise ListenerClosed
             conn = await self._connect()
             try:
-                await conn.add_listener(self._work_channel, self._on_notify)
-                await conn.add_listener(self._done_channel, self._on_notify)
+                for channel in (self._work_channel, self._later_channel, self._done_channel):
+                    await conn.add_listener(channel, self._on_notify)
                 if self.closed:  # closed while connecting: keep nothing open
                     raise ListenerClosed
             except BaseException:
@@ -132,6 +153,38 @@ class Listener:
                 raise
             conn.add_termination_listener(self._on_terminated)
             self._conn = conn
+            self._restart_marks()
+
+    def mark(self) -> int | None:
+        """Where the notices heard stand now, for ``quiet_since``; ``None`` while not listening."""
+        return None if self._since is None else self._heard
+
+    def quiet_since(self, mark: int | None, queues: Sequence[str], *, later: bool = False) -> bool:
+        """Whether no work notice (``later``: no later one) for ``queues`` was heard after ``mark``.
+
+        False unless the same connection listened all along: what was
+        announced meanwhile was heard. (A connection cut without a word is
+        found out by ``check``; until then notices are missed, as by waits.)
+        """
+        if mark is None or self._since is None or mark < self._since:
+            return False
+        latest = self._latest_later if later else self._latest
+        return all(latest.get(queue, 0) <= mark for queue in queues)
+
+    def _restart_marks(self) -> None:
+        """LISTEN is in effect on a new connection: earlier marks tell nothing any more."""
+        self._heard += 1
+        self._since = self._heard
+        self._latest.clear()
+        self._latest_later.clear()
+
+    def _heard_work(self, queue: str, *, later: bool) -> None:
+        if len(self._latest) >= _QUEUES_NOTED:
+            self._restart_marks()  # forget, rather than grow with every queue name ever heard
+        self._heard += 1
+        self._latest[queue] = self._heard
+        if later:
+            self._latest_later[queue] = self._heard
 
     async def check(self) -> None:
         """Make sure the listener still answers; drop it if not.
@@ -156,6 +209,7 @@ class Listener:
         """Stop listening and wake every waiter; ``ensure`` raises until reopened."""
         self.closed = True
         conn, self._conn = self._conn, None
+        self._since = None
         self.wake_all()
         if conn is not None:
             await self._drop(conn)
@@ -166,8 +220,8 @@ class Listener:
             if not conn.is_closed():
                 # A pool takes back only a connection that listens no more.
                 with anyio.move_on_after(5), suppress(Exception):
-                    await conn.remove_listener(self._work_channel, self._on_notify)
-                    await conn.remove_listener(self._done_channel, self._on_notify)
+                    for channel in (self._work_channel, self._later_channel, self._done_channel):
+                        await conn.remove_listener(channel, self._on_notify)
             await self._release(conn)
 
     @contextmanager
@@ -209,7 +263,8 @@ class Listener:
     def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
         if not isinstance(payload, str):
             return
-        if channel == self._work_channel:
+        if channel == self._work_channel or channel == self._later_channel:
+            self._heard_work(payload, later=channel == self._later_channel)
             for event in self._work.get(payload, ()):
                 event.set()
         elif channel == self._done_channel and self._done:
@@ -226,4 +281,5 @@ class Listener:
     def _on_terminated(self, conn: object) -> None:
         if self._conn is conn:
             self._conn = None
+            self._since = None
         self.wake_all()

@@ -35,8 +35,13 @@ A new job so touches the primary key and ``jobs_ready`` only (and
 settlement the primary key and the index of the state it ends in.
 
 Notifications go out with ``pg_notify`` inside the statement that changes the
-state, so they are sent if and only if it commits: on ``<schema>:work`` the
-payload is a queue name; on ``<schema>:done`` a JSON array with one item per
+state, so they are sent if and only if it commits. On ``<schema>:work`` the
+payload is a queue name a job is ready in now (enqueued, handed back,
+recovered, retried from dead); on ``<schema>:later`` a queue name whose
+earliest due time may have moved (a job enqueued for later or failed to be
+retried, the queue resumed), which is what lets a worker keep the due time it
+last read while only ``work`` notices arrive. On ``<schema>:done`` a JSON
+array with one item per
 finished job (one notification per settled batch, split to stay under the
 8000-byte limit). An item is the job's id (a string), or, from a settlement,
 what it changed on the job when that fits (a ``Finish``, from ``FINISH``):
@@ -362,10 +367,31 @@ END
 $$;
 """
 
+# Work that is ready now and work due later are told apart (see the module's
+# docstring): notify_later is notify_work on the channel for the latter.
+_V4 = """
+CREATE FUNCTION {s}.notify_later(queues text[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    q text;
+    n integer := 0;
+BEGIN
+    FOREACH q IN ARRAY coalesce(queues, '{{}}') LOOP
+        IF octet_length(q) < 7900 THEN
+            PERFORM pg_notify({later}, q);
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
     ("done notices carry the finished jobs", _V3),
+    ("notices of work due later on a channel of their own", _V4),
 )
 
 
@@ -412,6 +438,7 @@ class Statements:
             raise ValueError(msg)
         self.schema = schema
         self.work_channel = f"{schema}:work"
+        self.later_channel = f"{schema}:later"
         self.done_channel = f"{schema}:done"
         fields = {
             "s": f'"{schema}"',
@@ -419,6 +446,7 @@ class Statements:
             "pending": PENDING,
             "cols": COLUMNS,
             "work": f"'{self.work_channel}'",
+            "later": f"'{self.later_channel}'",
             "done": f"'{self.done_channel}'",
             "finish": FINISH if carry_jobs else "NULL::text",
         }
@@ -634,8 +662,10 @@ _TEMPLATES: dict[str, str] = {
                           AS finish
         )
         SELECT array_agg(id) AS applied,
-               {s}.notify_work(array_agg(DISTINCT queue)
-                               FILTER (WHERE state IN ('failed', 'queued'))) AS woke,
+               {s}.notify_work(array_agg(DISTINCT queue) FILTER (WHERE state = 'queued'))
+                   AS woke,
+               {s}.notify_later(array_agg(DISTINCT queue) FILTER (WHERE state = 'failed'))
+                   AS later,
                {s}.notify_finished(
                    array_agg(id) FILTER (WHERE state IN ('completed', 'dead', 'cancelled')),
                    array_agg(finish) FILTER (WHERE state IN ('completed', 'dead', 'cancelled'))
@@ -664,7 +694,8 @@ _TEMPLATES: dict[str, str] = {
             token = NULL
         WHERE j.id = $1 AND j.token = $2 AND j.state = 'active'
         RETURNING CASE
-            WHEN j.state IN ('failed', 'queued') THEN {s}.notify_work(ARRAY[j.queue])
+            WHEN j.state = 'queued' THEN {s}.notify_work(ARRAY[j.queue])
+            WHEN j.state = 'failed' THEN {s}.notify_later(ARRAY[j.queue])
             ELSE {s}.notify_finished(ARRAY[j.id], ARRAY[{finish}])
         END
     """,
@@ -767,7 +798,7 @@ _TEMPLATES: dict[str, str] = {
             ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
             RETURNING name, paused
         )
-        SELECT {s}.notify_work(array_agg(name) FILTER (WHERE NOT paused)) FROM upd
+        SELECT {s}.notify_later(array_agg(name) FILTER (WHERE NOT paused)) FROM upd
     """,
     "whoami": """
         SELECT current_user, current_database(), host(inet_server_addr()),
@@ -901,7 +932,11 @@ def _enqueue(keyed: bool) -> str:
             ON CONFLICT DO NOTHING
         ),
         woke AS (
-            SELECT {s}.notify_work(array_agg(DISTINCT queue)) AS n FROM ins
+            SELECT {s}.notify_work(array_agg(DISTINCT queue) FILTER (WHERE state = 'queued'))
+                       AS ready,
+                   {s}.notify_later(array_agg(DISTINCT queue) FILTER (WHERE state = 'scheduled'))
+                       AS later
+            FROM ins
         )
         SELECT true AS new, ins.id, ins.state, NULL AS rec
         FROM ins, woke"""
@@ -939,7 +974,8 @@ _TEMPLATES["enqueue_one"] = """
         ON CONFLICT DO NOTHING
     )
     SELECT true AS new, ins.id, ins.state, NULL AS rec,
-           CASE WHEN octet_length(ins.queue) < 7900 THEN pg_notify({work}, ins.queue) END
+           CASE WHEN octet_length(ins.queue) < 7900 THEN pg_notify(
+               CASE WHEN ins.state = 'queued' THEN {work} ELSE {later} END, ins.queue) END
     FROM ins
 """
 

@@ -8,7 +8,7 @@ statement on a pooled connection: batches travel as arrays through
 transaction with its notification), claims take ``FOR UPDATE SKIP LOCKED``
 batches off a partial index, and state changes send their ``pg_notify`` in
 the same statement (see ``_postgres_sql``). One more connection, outside the pool, listens to the
-schema's two channels for every ``wait_*`` call of the instance.
+schema's channels for every ``wait_*`` call of the instance.
 
 Needs PostgreSQL 13 or later. Pooled connections plan every statement for
 the table as it is (``plan_cache_mode=force_custom_plan``, overridable
@@ -254,11 +254,18 @@ class PostgresBackend:
         self._connect_kwargs = {**connect_kwargs, "server_settings": settings}
         self._pool: asyncpg.Pool[asyncpg.Record] | None = None
         self._closed = False
+        # What wait_for_work may know without asking (see there), per list of
+        # queues: the listener's mark when the last claim that came up short
+        # was sent; and the mark, the time and the earliest due time (None:
+        # nothing pending) of the last read of the due time.
+        self._drained: dict[tuple[str, ...], int] = {}
+        self._due: dict[tuple[str, ...], tuple[int, float, float | None]] = {}
         self._open_lock: anyio.Lock | None = None
         self._listener = Listener(
             connect=self._listen_connect,
             release=self._listen_release,
             work_channel=self._sql.work_channel,
+            later_channel=self._sql.later_channel,
             done_channel=self._sql.done_channel,
             trust_finishes=carry_jobs,
         )
@@ -680,8 +687,17 @@ class PostgresBackend:
         names = list(dict.fromkeys(queues))
         if limit <= 0 or not names:
             return []
-        rows = await self._fetch(self._sql.claim, names, limit, worker, lease_for)
-        return _leases(rows)
+        key = tuple(names)
+        mark = self._listener.mark()
+        self._drained.pop(key, None)
+        leases = _leases(await self._fetch(self._sql.claim, names, limit, worker, lease_for))
+        if mark is not None and len(leases) < limit:
+            # Fewer than asked for: every job ready and unlocked in these queues
+            # when the claim ran is among them (or another claimer's).
+            self._drained[key] = mark
+        else:
+            self._drained.pop(key, None)
+        return leases
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         names = list(dict.fromkeys(queues))
@@ -694,14 +710,47 @@ class PostgresBackend:
                 if self._listener.closed:
                     return  # closed meanwhile: close wakes every wait
                 raise
-            due = await self._fetchval(self._sql.wait_for_work, names) if names else None
-            wait = timeout if due is None else min(timeout, due)
+            wait = self._known_wait(names, timeout)
+            if wait is None:
+                mark, asked = self._listener.mark(), anyio.current_time()
+                due = await self._fetchval(self._sql.wait_for_work, names) if names else None
+                if mark is not None:
+                    self._due[tuple(names)] = (mark, asked, None if due is None else asked + due)
+                wait = timeout if due is None else min(timeout, due)
             if wait <= 0:
                 return
             with anyio.move_on_after(min(wait, self._poll_interval)) as quiet:
                 await work.wait()
         if quiet.cancelled_caught and wait > self._poll_interval:
             await self._listener.check()
+
+    def _known_wait(self, names: Sequence[str], timeout: float) -> float | None:
+        """How long ``wait_for_work`` may wait without reading the due time; ``None``: read it.
+
+        A worker whose claim came up short used to read the due time before
+        every wait. Nothing is ready now, and the earliest due time is as last
+        read, as long as the listener heard no notice for these queues since
+        that claim was sent (a job ready now is always announced on the work
+        channel), no later notice since that read (a job due later, a failed
+        job's retry, a resumed queue), the due time has not come, and the read
+        is younger than the safety-net interval (changes nobody announced).
+        The claim's and the read's marks count only if the listener has been
+        listening since. A read found early (a paused queue, a job claimed by
+        someone else) only makes for an early, spurious return.
+        """
+        key = tuple(names)
+        known = self._due.get(key)
+        if known is None or not self._listener.quiet_since(self._drained.get(key), names):
+            return None
+        mark, asked, at = known
+        now = anyio.current_time()
+        if now - asked >= self._poll_interval:
+            return None
+        if not self._listener.quiet_since(mark, names, later=True):
+            return None
+        if at is None:
+            return timeout
+        return min(timeout, at - now) if at > now else None
 
     async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
         if not leases:
