@@ -159,7 +159,7 @@ class Direct:
 
     async def connect(self) -> None:
         if not self._conn.is_connected:
-            await self._conn.connect()  # type: ignore[no-untyped-call]
+            await self._conn.connect()  # type: ignore[no-untyped-call, unused-ignore]
             assert _hiredis is not None
             self._replies = _hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
 

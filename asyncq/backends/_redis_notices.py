@@ -107,7 +107,7 @@ class Notices:
                 waiter.event.set()
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(RedisError):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def _watch(
         self,
