@@ -1,8 +1,9 @@
-"""``asyncq run`` options that shape the worker: ``--prefetch``."""
+"""``asyncq run`` options that shape the worker: ``--prefetch`` and ``--loop``."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 import textwrap
@@ -18,9 +19,21 @@ from asyncq import App
 from asyncq.cli import main
 
 APP_MODULE = """
+    import asyncio
+    from contextlib import asynccontextmanager
+
     from asyncq import App
 
-    app = App("cli-run-test", backend="memory://")
+    loops = []
+
+
+    @asynccontextmanager
+    async def lifespan(app):
+        loops.append(type(asyncio.get_running_loop()).__module__.partition(".")[0])
+        yield None
+
+
+    app = App("cli-run-test", backend="memory://", lifespan=lifespan)
 """
 
 
@@ -87,3 +100,44 @@ def test_negative_prefetch_is_a_usage_error(app_path: str) -> None:
     result = invoke("run", app_path, "--burst", "--prefetch", "-1")
     assert result.exit_code == 2
     assert "--prefetch" in result.stderr
+
+
+def loops_seen(app_path: str) -> list[str]:
+    """The event loops the app's lifespan ran on: ``asyncio`` or ``uvloop``."""
+    loops: list[str] = sys.modules[app_path.partition(":")[0]].loops
+    return loops
+
+
+def test_loop_defaults_to_asyncio(app_path: str) -> None:
+    result = invoke("run", app_path, "--burst")
+    assert result.exit_code == 0, result.output
+    assert loops_seen(app_path) == ["asyncio"]
+
+
+def test_loop_uvloop_runs_the_worker_on_uvloop(app_path: str) -> None:
+    pytest.importorskip("uvloop", reason="the uvloop extra is not installed")
+    result = invoke("run", app_path, "--burst", "--loop", "uvloop")
+    assert result.exit_code == 0, result.output
+    assert loops_seen(app_path) == ["uvloop"]
+
+
+def test_loop_uvloop_without_uvloop_names_the_extra(
+    app_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "uvloop" else find_spec(name, *args),
+    )
+    result = invoke("run", app_path, "--burst", "--loop", "uvloop")
+    assert result.exit_code == 1
+    assert "pip install 'asyncq[uvloop]'" in result.stderr
+    assert "Traceback" not in result.output
+    assert loops_seen(app_path) == []
+
+
+def test_unknown_loop_is_a_usage_error(app_path: str) -> None:
+    result = invoke("run", app_path, "--burst", "--loop", "trio")
+    assert result.exit_code == 2
+    assert "--loop" in result.stderr

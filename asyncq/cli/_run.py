@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from typing import Any
 
@@ -62,6 +63,13 @@ __all__ = ["run"]
     help="json: one object per line, with the job's fields.",
 )
 @click.option(
+    "--loop",
+    type=click.Choice(["asyncio", "uvloop"]),
+    default="asyncio",
+    show_default=True,
+    help="Event loop: asyncio's own, or uvloop (pip install 'asyncq[uvloop]').",
+)
+@click.option(
     "--health-port",
     type=click.IntRange(0, 65535),
     help="Serve GET /livez and /readyz (Kubernetes probes) on this port.",
@@ -83,6 +91,7 @@ def run(
     burst: bool,
     log_level: str,
     log_format: str,
+    loop: str,
     health_port: int | None,
     health_host: str,
 ) -> None:
@@ -123,7 +132,7 @@ def run(
             await app.close()
 
     try:
-        anyio.run(serve)
+        anyio.run(serve, backend_options=loop_options(loop))
     except AsyncqError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_FAILED)
@@ -137,6 +146,20 @@ def run(
         sys.exit(EXIT_FAILED)
     except KeyboardInterrupt:  # a signal that arrived before the worker listened for it
         sys.exit(130)
+
+
+def loop_options(loop: str) -> dict[str, Any]:
+    """``anyio.run``'s ``backend_options`` for the event loop named ``loop``.
+
+    Raises:
+        ConfigurationError: ``uvloop`` was asked for but is not installed.
+    """
+    if loop == "asyncio":
+        return {}
+    if importlib.util.find_spec("uvloop") is None:
+        msg = "--loop uvloop needs uvloop, which is not installed: pip install 'asyncq[uvloop]'"
+        raise ConfigurationError(msg)
+    return {"use_uvloop": True}
 
 
 def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
