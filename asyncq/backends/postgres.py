@@ -690,7 +690,11 @@ class PostgresBackend:
         key = tuple(names)
         mark = self._listener.mark()
         self._drained.pop(key, None)
-        leases = _leases(await self._fetch(self._sql.claim, names, limit, worker, lease_for))
+        if len(names) == 1:
+            rows = await self._fetch(self._sql.claim_queue, names[0], limit, worker, lease_for)
+        else:
+            rows = await self._fetch(self._sql.claim, names, limit, worker, lease_for)
+        leases = _leases(rows)
         if mark is not None and len(leases) < limit:
             # Fewer than asked for: every job ready and unlocked in these queues
             # when the claim ran is among them (or another claimer's).
