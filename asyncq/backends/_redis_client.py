@@ -135,9 +135,12 @@ class Direct:
     #: server while the caller still encodes the rest of it
     FLUSH = 32 * 1024
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, name: str | None = None) -> None:
+        """A connection like the client's; ``name`` overrides its client name."""
         pool = client.connection_pool
         kwargs = {k: v for k, v in pool.connection_kwargs.items() if k not in _POOL_ONLY}
+        if name is not None:
+            kwargs["client_name"] = name
         self._timeout: float | None = kwargs.get("socket_timeout")
         self._conn: AbstractConnection = pool.connection_class(**kwargs)
         self._replies: Any = None  # a hiredis.Reader for the current connection
@@ -163,36 +166,40 @@ class Direct:
             assert _hiredis is not None
             self._replies = _hiredis.Reader(protocolError=InvalidResponse, replyError=ResponseError)
 
-    async def call(self, commands: Callable[[], Iterable[Sequence[Any]]]) -> list[Any]:
+    async def call(
+        self, commands: Callable[[], Iterable[Sequence[Any]]], *, longer: float = 0.0
+    ) -> list[Any]:
         """Send every command ``commands()`` yields, pipelined; return the replies in order.
 
         Error replies come back as ``ResponseError`` values (``NoScriptError``
         for a missing script). ``commands`` is a factory, so a retry sends
         everything again; it is iterated while earlier commands are already
-        on their way.
+        on their way. ``longer`` adds to the socket timeout: a blocking
+        command's own timeout.
         """
         self.busy = True
         try:
             try:
-                return await self._attempt(commands())
+                return await self._attempt(commands(), longer)
             except (RedisConnectionError, RedisTimeoutError):
                 return list(
                     await self._conn.retry.call_with_retry(
-                        lambda: self._attempt(commands()), lambda _error: self._drop()
+                        lambda: self._attempt(commands(), longer), lambda _error: self._drop()
                     )
                 )
         finally:
             self.busy = False
 
-    async def _attempt(self, commands: Iterable[Sequence[Any]]) -> list[Any]:
+    async def _attempt(self, commands: Iterable[Sequence[Any]], longer: float) -> list[Any]:
+        timeout = None if self._timeout is None else self._timeout + longer
         try:
             # asyncio's own timeout: anyio.fail_after costs a round trip's worth
             # of Python per call (a cancel scope with its timer), this a timer.
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(timeout):
                 return await self._exchange(commands)
         except TimeoutError:
             await self._drop()
-            msg = f"no answer within {self._timeout}s"
+            msg = f"no answer within {timeout}s"
             raise RedisTimeoutError(msg) from None
         except OSError as exc:
             await self._drop()

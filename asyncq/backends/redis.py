@@ -43,7 +43,8 @@ dropped connection) returns those as stored and stores the rest.
 Waking claimers: every queue has a ``wake`` list. Scripts that make work (or
 change when it is due) push one token per ready job, up to 128; an idle
 ``wait_for_work`` reads when the next delayed job is due, then ``BLPOP``\\ s the
-lists of its queues for at most that long, on a connection pool of its own.
+lists of its queues for at most that long, on a connection of its own (a
+second wait at the same time, or a cluster, uses a pool of its own).
 A claim that comes up short reports that time itself (and drops the stale
 tokens), so a ``wait_for_work`` on the same queues right after it blocks at
 once. On a cluster, lists in different slots cannot share one ``BLPOP``: it
@@ -240,6 +241,9 @@ class RedisBackend:
         self._queues_key = f"{{{namespace}}}:queues"
         self._where: OrderedDict[str, str] = OrderedDict()
         self._short: dict[tuple[str, ...], tuple[float, float | None]] = {}
+        # Blocking pops go over a connection of their own (one wait at a time;
+        # a second concurrent wait, or a cluster, uses the side clients).
+        self._blocker = Direct(client, f"{self._name}:block") if self._direct_ok else None
         self._blockers: dict[str, aioredis.Redis] = {}
         self._subscriber: aioredis.Redis | None = None
         self._notices: Notices | None = None
@@ -491,6 +495,8 @@ class RedisBackend:
         self._subscriber = None
         clients: list[Any] = [*side, self._client] if self._owns else side
         clients += self._directs
+        if self._blocker is not None:
+            clients.append(self._blocker)
         with anyio.CancelScope(shield=True):
             for client in clients:
                 with contextlib.suppress(RedisError):
@@ -743,6 +749,10 @@ class RedisBackend:
 
     async def _block(self, keys: list[str], timeout: float) -> None:
         timeout = max(timeout, 0.01)  # BLPOP reads 0 as "forever"
+        blocker = self._blocker
+        if blocker is not None and not blocker.busy:
+            await blocker.call(lambda: [("BLPOP", *keys, repr(timeout))], longer=timeout)
+            return
         if not self._cluster:
             if "" not in self._blockers:
                 self._blockers[""] = side_client(self._client, self._name, "block")
