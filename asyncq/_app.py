@@ -21,7 +21,7 @@ from ._records import JobRecord
 from ._retry import RetryPolicy, seconds
 from ._telemetry import EnqueueNext, Instrumentation, Telemetry, default_telemetry
 from .backends import DEFAULT_URL, from_url
-from .backends.base import Backend
+from .backends.base import Backend, EnqueuesWaited
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -369,17 +369,27 @@ class App:
         await self.close()
 
     async def enqueue_records(
-        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+        self,
+        jobs: Sequence[JobRecord],
+        *,
+        connection: object | None = None,
+        waited: bool = False,
     ) -> list[JobRecord]:
-        """Store built records (``Handler.enqueue`` ends here)."""
+        """Store built records (``Handler.enqueue`` ends here).
+
+        ``waited``: the caller waits for the jobs next (``enqueue_and_wait``),
+        which a backend with ``EnqueuesWaited`` prepares for.
+        """
         backend = await self.backend_opened()
-        if self.instrumentation:
-            call: EnqueueNext = partial(backend.enqueue, connection=connection)
-            for hook in reversed(self.instrumentation):
-                call = partial(hook.enqueue, call_next=call)
-            stored = await call(jobs)
+        store: EnqueueNext
+        if waited and connection is None and isinstance(backend, EnqueuesWaited):
+            store = backend.enqueue_waited
         else:
-            stored = await backend.enqueue(jobs, connection=connection)
+            store = partial(backend.enqueue, connection=connection)
+        if self.instrumentation:
+            for hook in reversed(self.instrumentation):
+                store = partial(hook.enqueue, call_next=store)
+        stored = await store(jobs)
         if log.isEnabledFor(logging.DEBUG):
             for job in stored:
                 log.debug("job %r (id %s) %s", job.name, job.id, job.state, extra=job_fields(job))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -13,12 +14,15 @@ from asyncq import (
     App,
     ConfigurationError,
     Handler,
+    Instrumentation,
     JobContext,
     JobOptions,
     JobState,
     RetryPolicy,
     ValidationError,
 )
+from asyncq._records import JobRecord
+from asyncq._telemetry import EnqueueNext
 from asyncq.backends.memory import MemoryBackend
 
 
@@ -339,3 +343,47 @@ def test_record_rejects_a_naive_datetime_and_bad_attempts() -> None:
         handler.record(Resize("u", 1), max_attempts=0)
     with pytest.raises(ValidationError, match="job 'r'"):
         handler.record({"url": 1})  # type: ignore[arg-type]
+
+
+# -- enqueue_and_wait on a backend that prepares for the wait --------------------------
+
+
+class WaitedMemory(MemoryBackend):
+    """A memory backend that offers ``EnqueuesWaited``, recording what came through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited: list[str] = []
+
+    async def enqueue_waited(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        self.waited += [job.id for job in jobs]
+        return await self.enqueue(jobs)
+
+
+class Recorder(Instrumentation):
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def enqueue(self, jobs: Sequence[JobRecord], call_next: EnqueueNext) -> list[JobRecord]:
+        self.sent += [job.id for job in jobs]
+        return await call_next(jobs)
+
+
+@pytest.mark.anyio
+async def test_enqueue_and_wait_tells_the_backend_it_will_wait() -> None:
+    backend = WaitedMemory()
+    hook = Recorder()
+    app = App("waited", backend=backend, instrumentation=[hook])
+
+    @app.job(schema=Resize, name="resize")
+    async def resize(payload: Resize) -> int:
+        return payload.width * 2
+
+    with anyio.fail_after(10):
+        async with app, app.worker(concurrency=2):
+            assert await resize.enqueue_and_wait(Resize("a", 2), timeout=5) == 4
+            handle = await resize.enqueue(Resize("b", 3))
+            assert await handle.result(timeout=5) == 6
+    # Only the waited-for job went through enqueue_waited; the hook saw both.
+    assert len(hook.sent) == 2
+    assert backend.waited == hook.sent[:1]

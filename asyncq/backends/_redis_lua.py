@@ -46,8 +46,8 @@ result TTL, ``att`` attempts, ``sa`` scheduled_at, ``sta`` started_at, ``fin``
 finished_at, ``lx`` lease expiry, ``w`` worker, ``tok`` lease token, ``c`` "1"
 when cancel is requested, ``pr`` progress, ``r`` result, ``e`` errors as
 comma-separated JSON objects (the backend wraps them in brackets to decode),
-``wt`` "1" once ``wait_finished`` waits for the job: only then does its end
-publish a notice.
+``wt`` "1" once ``wait_finished`` waits for the job (or from the start, when
+it was stored by ``enqueue_waited``): only then does its end publish a notice.
 The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
 ``active``: an attempt that ends leaves them behind (one command fewer a job)
 and the backend reads them as absent.
@@ -374,7 +374,8 @@ end
 """
 
 # KEYS: the queue prefix; outside a cluster also the index buckets, then the queue registry.
-# ARGV (maybe packed, see batch_args): n, queue, then 9 per job: id, key, priority,
+# ARGV (maybe packed, see batch_args): n, queue, '1' if the caller waits for the jobs
+# (they are stored marked, see WATCH) or '', then 9 per job: id, key, priority,
 # scheduled_at, record, max_attempts, ttl, name, and the KEYS position of the job's index
 # bucket (unused in a cluster).
 # Returns per job: the stored state, or the holder's HGETALL when its key is held.
@@ -393,15 +394,16 @@ if inline then redis.call('SADD', KEYS[#KEYS], queue) end
 local known = {}
 if n > 1 then
   local ids = {}
-  for i = 0, n - 1 do ids[i + 1] = ARGV[3 + i * 9] end
+  for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 9] end
   for i = 1, n, SLICE do
     local last = math.min(i + SLICE - 1, n)
     local scores = redis.call('ZMSCORE', K.all, unpack(ids, i, last))
     for j = i, last do known[ids[j]] = scores[j - i + 1] ~= false end
   end
 end
+local waited = ARGV[3] == '1'
 for i = 0, n - 1 do
-  local b = 3 + i * 9
+  local b = 4 + i * 9
   local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   -- '~' marks a job asked for now: ready now, even if this clock is behind the producer's.
   local asap = string.byte(sa, 1) == 126
@@ -437,6 +439,7 @@ for i = 0, n - 1 do
       fields[#fields + 1] = 'k'; fields[#fields + 1] = key
     end
     if ARGV[b + 6] ~= '' then fields[#fields + 1] = 't'; fields[#fields + 1] = ARGV[b + 6] end
+    if waited then fields[#fields + 1] = 'wt'; fields[#fields + 1] = '1' end
     redis.call('HSET', J(id), unpack(fields))
     if n > 1 then
       known[id] = true  -- the same id twice in one batch: the second finds the first

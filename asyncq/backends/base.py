@@ -83,6 +83,7 @@ __all__ = [
     "OUTCOME_STATES",
     "TERMINAL_STATES",
     "Backend",
+    "EnqueuesWaited",
     "ErrorInfo",
     "ErrorKind",
     "HeartbeatReply",
@@ -395,5 +396,25 @@ class SettlesOnClaim(Protocol):
         outcome ``settle`` refuses (``ValueError``) is refused before
         anything is applied or claimed. Returns ``(applied, leases)``:
         ``applied`` as ``settle`` returns it, ``leases`` as ``claim`` does.
+        """
+        ...
+
+
+@runtime_checkable
+class EnqueuesWaited(Protocol):
+    """An optional capability: enqueue jobs whose caller waits for them next.
+
+    ``enqueue_and_wait`` stores its job with it when the backend has it. A
+    backend whose ``wait_finished`` would first read the job (to arrange to
+    hear of its end) prepares that before the job is stored instead, so the
+    wait that follows costs no read: on Redis, the notice channel is
+    subscribed and the job stored marked as waited for.
+    """
+
+    async def enqueue_waited(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        """``enqueue(jobs)`` (without a ``connection``), for a caller about to wait for them.
+
+        Same results as ``enqueue``. ``wait_finished`` on a returned job
+        behaves as always, only faster when it comes soon after.
         """
         ...

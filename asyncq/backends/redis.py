@@ -59,7 +59,10 @@ marks it as waited for; the end of a marked job publishes the finished job
 on the queue's channel, so the waiter returns it without reading it again,
 and the end of a job nobody waits for publishes nothing. One subscriber
 connection per backend multiplexes the notices to all waiters (see
-``_redis_notices``).
+``_redis_notices``). ``enqueue_waited`` (``enqueue_and_wait``) makes sure the
+channel is subscribed first and stores its jobs marked already, so their
+waiter skips that read: a request/response costs the enqueue, then the
+notice.
 
 Retention: completed jobs with a ``result_ttl`` are deleted by ``prune`` once
 it passed (``get`` and ``list_jobs`` hide them before that); dead and
@@ -100,6 +103,7 @@ from ._redis_lua import LAYOUT, PRELUDE, SCRIPTS
 from ._redis_notices import Notices
 from .base import (
     Backend,
+    EnqueuesWaited,
     ErrorInfo,
     HeartbeatReply,
     JobRecord,
@@ -545,6 +549,31 @@ class RedisBackend:
         if connection is not None:
             msg = "the Redis backend has no transactions: enqueue(connection=...) needs PostgreSQL"
             raise ConfigurationError(msg)
+        return await self._enqueue(jobs, waited=False)
+
+    @mapped
+    async def enqueue_waited(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        # Subscribed (and confirmed) first, then marked at enqueue: the waiter
+        # that follows skips its read of the job (see _redis_notices).
+        notices = self._get_notices()
+        channels = {q: self._prefix(q) + "done" for q in dict.fromkeys(j.queue for j in jobs)}
+        numbers = {q: await notices.ready(channel) for q, channel in channels.items()}
+        for job in jobs:
+            number = numbers[job.queue]
+            if number is not None:
+                notices.expect(job.id, channels[job.queue], number)
+        try:
+            stored = await self._enqueue(jobs, waited=True)
+        except BaseException:
+            for job in jobs:
+                notices.unexpect(job.id)
+            raise
+        for job, kept in zip(jobs, stored, strict=True):
+            if kept.id != job.id:
+                notices.unexpect(job.id)
+        return stored
+
+    async def _enqueue(self, jobs: Sequence[JobRecord], *, waited: bool) -> list[JobRecord]:
         if not jobs:
             return []
         by_queue: dict[str, list[int]] = {}
@@ -566,7 +595,7 @@ class RedisBackend:
                 queue = jobs[chunk[0]].queue
                 keys = [self._prefix(queue)]
                 where: dict[str, int] = {}
-                args: list[Any] = [len(chunk), queue]
+                args: list[Any] = [len(chunk), queue, "1" if waited else ""]
                 for i in chunk:
                     job = jobs[i]
                     position = 0
@@ -1052,3 +1081,4 @@ def _token_queue(token: str) -> str | None:
 if TYPE_CHECKING:
     _check: type[Backend] = RedisBackend
     _fused: type[SettlesOnClaim] = RedisBackend
+    _waited: type[EnqueuesWaited] = RedisBackend

@@ -607,6 +607,121 @@ async def test_a_notice_carries_the_job_and_only_waited_jobs_send_one(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("order", ["wait first", "end first"])
+async def test_a_job_stored_as_waited_for_is_not_read_by_its_waiter(
+    layout_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    backend = layout_backend
+    reads: list[str] = []
+    watch = backend._watch
+
+    async def counted(queue: str, job_id: str) -> JobRecord | None:
+        reads.append(job_id)
+        return await watch(queue, job_id)
+
+    monkeypatch.setattr(backend, "_watch", counted)
+    with anyio.fail_after(BOUND):
+        for _ in range(3):
+            (job,) = await backend.enqueue_waited([r.job()])
+            (lease,) = await backend.claim([r.QUEUE], 1, worker="w", lease_for=30)
+            got: list[JobRecord | None] = []
+            async with anyio.create_task_group() as tg:
+
+                async def wait(job_id: str = job.id, got: list[JobRecord | None] = got) -> None:
+                    got.append(await backend.wait_finished(job_id))
+
+                if order == "wait first":
+                    tg.start_soon(wait)
+                    await anyio.wait_all_tasks_blocked()
+                assert await backend.settle([r.completed(lease, b"\xa3yes")]) == [True]
+                if order == "end first":
+                    tg.start_soon(wait)
+            (record,) = got
+            assert record is not None
+            assert (record.id, record.state, record.result) == (
+                job.id,
+                JobState.COMPLETED,
+                b"\xa3yes",
+            )
+    # The notice told every waiter: none of them read its job.
+    assert reads == []
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_a_channel_stays_subscribed_a_while_after_its_last_waiter(
+    redis_url: str, admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncq.backends import _redis_notices
+
+    async with opened(RedisBackend.from_url(redis_url, namespace=_ns())) as backend:
+        a, b = backend._prefix("a") + "done", backend._prefix("b") + "done"
+
+        async def subscribers(channel: str) -> int:
+            ((_, count),) = await admin.pubsub_numsub(channel)
+            return int(count)
+
+        async def round_trip(queue: str) -> None:
+            (job,) = await backend.enqueue_waited([r.job(queue=queue)])
+            (lease,) = await backend.claim([queue], 1, worker="w", lease_for=30)
+            await backend.settle([r.completed(lease)])
+            finished = await backend.wait_finished(job.id)
+            assert finished is not None
+            assert finished.state is JobState.COMPLETED
+
+        with anyio.fail_after(BOUND):
+            await round_trip("a")
+            await round_trip("a")
+            assert await subscribers(a) == 1  # kept between the two waits, and after
+            monkeypatch.setattr(_redis_notices, "LINGER", 0.0)
+            await round_trip("b")
+            # The next wait let go of the channel nobody needed any more.
+            await _until(lambda: _equals(subscribers(a), 0))
+            assert await subscribers(b) == 1
+
+
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_a_waited_job_is_read_again_after_the_subscription_was_lost(
+    redis_url: str, admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ns = _ns()
+    async with opened(RedisBackend.from_url(redis_url, namespace=ns)) as backend:
+        reads: list[str] = []
+        watch = backend._watch
+
+        async def counted(queue: str, job_id: str) -> JobRecord | None:
+            reads.append(job_id)
+            return await watch(queue, job_id)
+
+        monkeypatch.setattr(backend, "_watch", counted)
+        with anyio.fail_after(BOUND):
+            (job,) = await backend.enqueue_waited([r.job()])
+            (lease,) = await backend.claim([r.QUEUE], 1, worker="w", lease_for=30)
+            got: list[JobRecord | None] = []
+            async with anyio.create_task_group() as tg:
+
+                async def wait() -> None:
+                    got.append(await backend.wait_finished(job.id))
+
+                tg.start_soon(wait)
+                await anyio.wait_all_tasks_blocked()
+                # The subscriber connection goes; the end is published while it is away.
+                for client in await _clients(admin, f"asyncq:{ns}:sub"):
+                    await admin.client_kill_filter(_id=client["id"])
+                assert await backend.settle([r.completed(lease)]) == [True]
+            # The waiter, subscribed anew, read the job rather than wait for the lost notice.
+            (record,) = got
+            assert record is not None
+            assert record.state is JobState.COMPLETED
+            assert reads == [job.id]
+
+
+@pytest.mark.anyio
 async def test_waiting_right_after_a_short_claim_needs_no_peek(
     layout_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
