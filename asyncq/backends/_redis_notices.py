@@ -106,6 +106,9 @@ class Notices:
         ``None`` when Redis has not confirmed it within ``CONFIRM_WAIT``
         seconds (or the connection is closed).
         """
+        number = self.listening(channel)
+        if number is not None and not self._stale():
+            return number
         await self._subscribe(channel)
         try:
             if channel not in self._confirmed and not self._closed:
@@ -210,7 +213,18 @@ class Notices:
         # Closed before this waiter read anything: what the store says now.
         return job if job is not None else await read()
 
+    def _stale(self) -> bool:
+        """Whether a channel has lingered long enough to be unsubscribed."""
+        if not self._idle:
+            return False
+        return anyio.current_time() - min(self._idle.values()) > LINGER
+
     async def _subscribe(self, channel: str) -> None:
+        if (channel in self._refs or channel in self._idle) and not self._stale():
+            # Subscribed already: no SUBSCRIBE to send, so no lock to take.
+            self._idle.pop(channel, None)
+            self._refs[channel] = self._refs.get(channel, 0) + 1
+            return
         async with self._subscribe_lock:
             await self._drop_idle(keep=channel)
             if channel not in self._refs and channel not in self._idle and not self._closed:
