@@ -18,18 +18,25 @@ waiter always registers, then makes sure the listener is up, then reads.
 A done notice that carries what a settlement changed on a job hands it to
 the job's waiters along with the wake-up (``JobWait.finish``), so they need
 not read the job again. Notices are decoded only while someone in this
-process waits for a job.
+process waits for a job, or expects to wait for one (``expect``).
+
+A job expected while the listener listens (``enqueue_waited``) needs
+no read before its wait either: its end is announced after it was stored, so
+as long as the same connection listens it is heard, and a notice heard before
+the wait registers is kept for it (``take_early``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Container, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 import msgspec
 
+from .._records import JobRecord
 from ._postgres_sql import Finish, read_done
 
 if TYPE_CHECKING:
@@ -44,6 +51,9 @@ __all__ = ["JobWait", "Listener", "ListenerClosed"]
 #: Queues the listener keeps the latest notice of, at most (it forgets them
 #: all past that: marks taken before then tell nothing).
 _QUEUES_NOTED = 10_000
+#: Jobs expected, and ends heard for waits still to come, at most (the oldest go first).
+_EXPECTED_MAX = 10_000
+_EARLY_MAX = 1_000
 
 
 class _Settable(Protocol):
@@ -120,6 +130,10 @@ class Listener:
         self._since: int | None = None
         self._latest: dict[str, int] = {}
         self._latest_later: dict[str, int] = {}
+        # Jobs stored for a waiter to come: the mark LISTEN started at, and the
+        # job as stored; and the ends heard of those before their wait began.
+        self._expected: OrderedDict[str, tuple[int, JobRecord]] = OrderedDict()
+        self._early: OrderedDict[str, Finish | None] = OrderedDict()
 
     @property
     def connection(self) -> Connection | None:
@@ -170,6 +184,36 @@ class Listener:
             return False
         latest = self._latest_later if later else self._latest
         return all(latest.get(queue, 0) <= mark for queue in queues)
+
+    def expect(self, job: JobRecord) -> bool:
+        """``job`` is about to be stored, and waited for: keep its end if heard first.
+
+        False when not listening (the waiter then reads as usual).
+        """
+        if self._since is None or not self._trust_finishes:
+            return False
+        self._expected[job.id] = (self._since, job)
+        if len(self._expected) > _EXPECTED_MAX:
+            self._expected.popitem(last=False)
+        return True
+
+    def unexpect(self, job_id: str) -> None:
+        """``job_id`` was not stored after all (its key was held), or the enqueue failed."""
+        self._expected.pop(job_id, None)
+        self._early.pop(job_id, None)
+
+    def take_expected(self, job_id: str) -> JobRecord | None:
+        """The job as stored, if it was expected and LISTEN has been in effect since."""
+        entry = self._expected.pop(job_id, None)
+        if entry is None or entry[0] != self._since:
+            return None
+        return entry[1]
+
+    def take_early(self, job_id: str) -> tuple[bool, Finish | None]:
+        """Whether an expected job's end was heard before its wait; its ``Finish`` if carried."""
+        if job_id not in self._early:
+            return False, None
+        return True, self._early.pop(job_id)
 
     def _restart_marks(self) -> None:
         """LISTEN is in effect on a new connection: earlier marks tell nothing any more."""
@@ -267,13 +311,20 @@ class Listener:
             self._heard_work(payload, later=channel == self._later_channel)
             for event in self._work.get(payload, ()):
                 event.set()
-        elif channel == self._done_channel and self._done:
+        elif channel == self._done_channel and (self._done or self._expected):
             try:
-                finished = read_done(payload, self._done)
+                finished = read_done(payload, _Either(self._done, self._expected))
             except msgspec.DecodeError:
                 return  # not ours: anyone may NOTIFY on any channel
             for job_id, finish in finished:
-                for wait in self._done.get(job_id, ()):
+                waits = self._done.get(job_id)
+                if waits is None:
+                    # An expected job, ended before its wait began.
+                    self._early[job_id] = finish
+                    if len(self._early) > _EARLY_MAX:
+                        self._early.popitem(last=False)
+                    continue
+                for wait in waits:
                     if self._trust_finishes:
                         wait.finish = finish
                     wait.set()
@@ -283,3 +334,16 @@ class Listener:
             self._conn = None
             self._since = None
         self.wake_all()
+
+
+class _Either:
+    """``in`` either of two tables: the job ids a done notice is decoded for."""
+
+    __slots__ = ("_first", "_second")
+
+    def __init__(self, first: Container[str], second: Container[str]) -> None:
+        self._first = first
+        self._second = second
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._first or item in self._second

@@ -41,6 +41,7 @@ from ._postgres_sql import decode
 from .base import (
     TERMINAL_STATES,
     Backend,
+    EnqueuesWaited,
     HeartbeatReply,
     JobRecord,
     JobState,
@@ -520,6 +521,23 @@ class PostgresBackend:
         with self._mapped():
             return await self._enqueue_on(connection, jobs)
 
+    async def enqueue_waited(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        # LISTEN first, then store: the ends of these jobs will be heard, so
+        # their waits need not read them (see _postgres_listen).
+        listener = self._listener
+        await self._listen()
+        expected = [job.id for job in jobs if listener.expect(job)]
+        try:
+            stored = await self.enqueue(jobs)
+        except BaseException:
+            for job_id in expected:
+                listener.unexpect(job_id)
+            raise
+        for job, kept in zip(jobs, stored, strict=True):
+            if kept.id != job.id:
+                listener.unexpect(job.id)
+        return stored
+
     async def _enqueue_on(self, conn: Connection, jobs: Sequence[JobRecord]) -> list[JobRecord]:
         """Store ``jobs`` through ``conn`` by the cheapest statement that keeps the contract.
 
@@ -662,14 +680,24 @@ class PostgresBackend:
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
         last: JobRecord | None = None
+        listener = self._listener
         while True:
             if self._closed and last is not None:
                 return last  # woken by close: the job as last seen
-            with self._listener.job_waiter(job_id) as finished:
+            with listener.job_waiter(job_id) as finished:
                 await self._listen()
-                job = await self.get(job_id)
-                if job is None or job.state in TERMINAL_STATES:
-                    return job
+                # A job stored by enqueue_waited: its end is heard, maybe already.
+                stored = listener.take_expected(job_id) if last is None else None
+                heard, finish = listener.take_early(job_id)
+                if stored is not None and finish is not None:
+                    return finish.applied_to(stored)
+                if stored is not None and not heard:
+                    job = stored
+                else:
+                    read = await self.get(job_id)
+                    if read is None or read.state in TERMINAL_STATES:
+                        return read
+                    job = read
                 last = job
                 with anyio.move_on_after(self._poll_interval) as quiet:
                     await finished.event.wait()
@@ -924,3 +952,4 @@ class PostgresBackend:
 
 if TYPE_CHECKING:
     _check: type[Backend] = PostgresBackend
+    _waited: type[EnqueuesWaited] = PostgresBackend

@@ -128,6 +128,54 @@ async def test_a_waiter_gets_the_finished_job_from_the_notice(
     assert stored.state in (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
 
 
+@pytest.mark.parametrize("order", ["wait first", "end first"])
+async def test_a_job_stored_for_a_waiter_is_not_read_by_it(make: Make, order: str) -> None:
+    backend = make()
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        reads = Reads(backend)
+        ids: list[str] = []
+        for _ in range(3):
+            (job,) = await backend.enqueue_waited([r.job()])
+            ids.append(job.id)
+            (lease,) = await backend.claim([r.QUEUE], 1, worker="w1", lease_for=60)
+            if order == "wait first":
+                got = await settle_while_waiting(backend, [lease], [r.completed(lease)])
+                record = got[job.id]
+            else:
+                assert await backend.settle([r.completed(lease)]) == [True]
+                record = await backend.wait_finished(job.id)
+            stored = await backend.get(job.id)
+            assert record == stored
+            assert stored is not None
+            assert stored.state is JobState.COMPLETED
+    # Only the checks above read: the waits took each job from its notice.
+    assert reads.ids == ids
+
+
+async def test_a_job_stored_for_a_waiter_is_read_after_the_listener_was_lost(
+    make: Make, admin: asyncpg.Connection[Any]
+) -> None:
+    backend = make()
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        (job,) = await backend.enqueue_waited([r.job()])
+        (lease,) = await backend.claim([r.QUEUE], 1, worker="w1", lease_for=60)
+        # The listening connection goes between the enqueue and the wait.
+        conn = backend._listener.connection
+        assert conn is not None
+        await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        # The driver reports the end on its own time; nothing to await but that.
+        while backend._listener.connection is not None:  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+        reads = Reads(backend)
+        got = await settle_while_waiting(backend, [lease], [r.completed(lease)])
+        assert reads.ids == [job.id]  # read once, since its end may have gone unheard
+        record = got[job.id]
+        assert record is not None
+        assert record.state is JobState.COMPLETED
+
+
 async def test_a_result_too_large_for_a_notice_is_read(make: Make) -> None:
     backend = make()
     with anyio.fail_after(BOUND):
