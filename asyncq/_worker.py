@@ -50,7 +50,7 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
-from ._execution import Running, StopReason, execute, stopped_outcome
+from ._execution import Running, StopReason, execute, scope_class, stopped_outcome
 from ._records import JobState, Lease, Outcome
 from .backends.base import SettlesOnClaim
 from .exceptions import BackendError, BackendUnavailable, ConfigurationError
@@ -150,6 +150,7 @@ class Worker:
         self._wait_scope: anyio.CancelScope | None = None
         self._drain_scope: anyio.CancelScope | None = None
         self._state: Any = None
+        self._scope: Callable[[], anyio.CancelScope] = anyio.CancelScope
 
     def __repr__(self) -> str:
         return f"Worker({self.name!r}, queues={self.queues}, concurrency={self.concurrency})"
@@ -210,6 +211,7 @@ class Worker:
         backend = await self._open_backend()
         if backend is None:
             return
+        self._scope = scope_class()
         async with AsyncExitStack() as stack:
             if self.app.lifespan is not None:
                 self._state = await stack.enter_async_context(self.app.lifespan(self.app))
@@ -365,7 +367,7 @@ class Worker:
         if self._stopping:  # claimed while stopping: never started
             self._hand_back(lease)
             return
-        running = Running(lease)
+        running = Running(lease, self._scope())
         self.running[lease.job.id] = running
         if self._idle.is_set():
             self._idle = anyio.Event()
