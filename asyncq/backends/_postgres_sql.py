@@ -506,8 +506,35 @@ _LIST_FILTERS = {
     "after": "j.id > ${}",
 }
 
+
 # The key a retried dead job or a new job takes is free unless a live holder
 # has it; an expired completed holder is deleted in the same statement.
+def _claim(picked: str) -> str:
+    """The claim statement around ``picked``, a subquery of the ids to claim (see "claim")."""
+    return (
+        """
+        WITH relaxed AS MATERIALIZED (
+            SELECT set_config('synchronous_commit', 'off', true)
+        ),
+        claimed AS (
+            UPDATE {s}.jobs j SET
+                state = 'active',
+                attempts = j.attempts + 1,
+                started_at = {now},
+                worker = $3,
+                lease_expires_at = {now} + $4::float8,
+                cancel_requested = false,
+                token = gen_random_uuid()::text
+            WHERE j.id IN ("""
+        + picked
+        + """            )
+            RETURNING {cols}, j.token
+        )
+        SELECT claimed.* FROM relaxed, claimed
+    """
+    )
+
+
 _TEMPLATES: dict[str, str] = {
     "bootstrap": """
         CREATE SCHEMA IF NOT EXISTS {s};
@@ -562,20 +589,7 @@ _TEMPLATES: dict[str, str] = {
     # be claimed and run again, which at-least-once allows; and the settle
     # that follows it, durable, flushes the WAL up to and past the claim.
     # Producers' and settlements' commits stay durable.
-    "claim": """
-        WITH relaxed AS MATERIALIZED (
-            SELECT set_config('synchronous_commit', 'off', true)
-        ),
-        claimed AS (
-            UPDATE {s}.jobs j SET
-                state = 'active',
-                attempts = j.attempts + 1,
-                started_at = {now},
-                worker = $3,
-                lease_expires_at = {now} + $4::float8,
-                cancel_requested = false,
-                token = gen_random_uuid()::text
-            WHERE j.id IN (
+    "claim": _claim("""
                 SELECT c.id
                 FROM unnest($1::text[]) AS q(name)
                 CROSS JOIN LATERAL (
@@ -592,28 +606,11 @@ _TEMPLATES: dict[str, str] = {
                 )
                 ORDER BY c.priority DESC, c.scheduled_at, c.id
                 LIMIT $2
-            )
-            RETURNING {cols}, j.token
-        )
-        SELECT claimed.* FROM relaxed, claimed
-    """,
+"""),
     # The claim from one queue (a worker's usual case), the same rows in the
     # same order: without the unnest, the LATERAL and the second sort it
     # plans and runs in ~0.05 ms less.
-    "claim_queue": """
-        WITH relaxed AS MATERIALIZED (
-            SELECT set_config('synchronous_commit', 'off', true)
-        ),
-        claimed AS (
-            UPDATE {s}.jobs j SET
-                state = 'active',
-                attempts = j.attempts + 1,
-                started_at = {now},
-                worker = $3,
-                lease_expires_at = {now} + $4::float8,
-                cancel_requested = false,
-                token = gen_random_uuid()::text
-            WHERE j.id IN (
+    "claim_queue": _claim("""
                 SELECT r.id
                 FROM {s}.jobs r
                 WHERE r.queue = $1 AND r.state IN {pending}
@@ -622,11 +619,7 @@ _TEMPLATES: dict[str, str] = {
                 ORDER BY r.priority DESC, r.scheduled_at, r.id
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED
-            )
-            RETURNING {cols}, j.token
-        )
-        SELECT claimed.* FROM relaxed, claimed
-    """,
+"""),
     # Seconds until the earliest pending job of the unpaused queues is due
     # (<= 0: one is ready now; NULL: none pending). jobs_ready is ordered by
     # priority first, so per queue the recursion takes the earliest job of

@@ -64,6 +64,19 @@ async def _clients(admin: aioredis.Redis, name: str) -> list[dict[str, Any]]:
     return [c for c in await admin.client_list() if c["name"] == name]
 
 
+def _count_reads(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the jobs ``wait_finished`` reads (with the watch script) from now on."""
+    reads: list[str] = []
+    watch = backend._watch
+
+    async def counted(queue: str, job_id: str) -> JobRecord | None:
+        reads.append(job_id)
+        return await watch(queue, job_id)
+
+    monkeypatch.setattr(backend, "_watch", counted)
+    return reads
+
+
 async def _until(check: Callable[[], Awaitable[bool]]) -> None:
     """Wait for a state of the server (it pushes nothing to await; the caller bounds this)."""
     while not await check():  # noqa: ASYNC110
@@ -569,14 +582,7 @@ async def test_a_notice_carries_the_job_and_only_waited_jobs_send_one(
     with anyio.fail_after(BOUND):
         await backend.enqueue([r.job(), r.job()])
         quiet, waited = await backend.claim([r.QUEUE], 2, worker="w", lease_for=30)
-        reads: list[str] = []
-        watch = backend._watch
-
-        async def counted(queue: str, job_id: str) -> JobRecord | None:
-            reads.append(job_id)
-            return await watch(queue, job_id)
-
-        monkeypatch.setattr(backend, "_watch", counted)
+        reads = _count_reads(backend, monkeypatch)
         pubsub = backend._client.pubsub()
         await pubsub.subscribe(backend._prefix(r.QUEUE) + "done")
         try:
@@ -612,14 +618,7 @@ async def test_a_job_stored_as_waited_for_is_not_read_by_its_waiter(
     layout_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch, order: str
 ) -> None:
     backend = layout_backend
-    reads: list[str] = []
-    watch = backend._watch
-
-    async def counted(queue: str, job_id: str) -> JobRecord | None:
-        reads.append(job_id)
-        return await watch(queue, job_id)
-
-    monkeypatch.setattr(backend, "_watch", counted)
+    reads = _count_reads(backend, monkeypatch)
     with anyio.fail_after(BOUND):
         for _ in range(3):
             (job,) = await backend.enqueue_waited([r.job()])
@@ -691,14 +690,7 @@ async def test_a_waited_job_is_read_again_after_the_subscription_was_lost(
 ) -> None:
     ns = _ns()
     async with opened(RedisBackend.from_url(redis_url, namespace=ns)) as backend:
-        reads: list[str] = []
-        watch = backend._watch
-
-        async def counted(queue: str, job_id: str) -> JobRecord | None:
-            reads.append(job_id)
-            return await watch(queue, job_id)
-
-        monkeypatch.setattr(backend, "_watch", counted)
+        reads = _count_reads(backend, monkeypatch)
         with anyio.fail_after(BOUND):
             (job,) = await backend.enqueue_waited([r.job()])
             (lease,) = await backend.claim([r.QUEUE], 1, worker="w", lease_for=30)
