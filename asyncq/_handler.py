@@ -200,7 +200,7 @@ class Handler(Generic[T, R]):
             ValidationError: the payload does not match the schema; nothing stored.
             BackendError: the store could not take the job.
         """
-        return await self._enqueue(
+        job = self.record(
             payload,
             delay=delay,
             at=at,
@@ -209,13 +209,13 @@ class Handler(Generic[T, R]):
             queue=queue,
             timeout=timeout,
             max_attempts=max_attempts,
-            connection=connection,
         )
+        return await self._store(job, connection=connection)
 
-    async def _enqueue(
-        self, payload: T, *, connection: object | None = None, waited: bool = False, **options: Any
+    async def _store(
+        self, job: JobRecord, *, connection: object | None = None, waited: bool = False
     ) -> JobHandle[R]:
-        job = self.record(payload, **options)
+        """Store one built record; its handle (``waited``: see ``App.enqueue_records``)."""
         (stored,) = await self.app.enqueue_records([job], connection=connection, waited=waited)
         return JobHandle(self.app, stored.id, self.result_codec, created=stored.id == job.id)
 
@@ -276,9 +276,8 @@ class Handler(Generic[T, R]):
         # One span over the round trip, so the enqueue and the job nest under the caller's.
         where = queue or self.options.queue
         with request_span(self.app.telemetry, self.name, where) as span, anyio.fail_after(timeout):
-            handle = await self._enqueue(
-                payload, delay=delay, priority=priority, key=key, queue=queue, waited=True
-            )
+            job = self.record(payload, delay=delay, priority=priority, key=key, queue=queue)
+            handle = await self._store(job, waited=True)
             span.set_attribute(MESSAGE_ID, handle.id)
             return await handle.result()
 
