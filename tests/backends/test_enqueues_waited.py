@@ -8,14 +8,17 @@ that do not offer the capability (``enqueue_and_wait`` uses ``enqueue`` there).
 
 from __future__ import annotations
 
+from functools import partial
+
 import anyio
 import pytest
 
-from asyncq._records import JobRecord, JobState
+from asyncq._records import JobState
 from asyncq.backends.base import Backend, EnqueuesWaited
 
 from . import _records as r
 from ._records import QUEUE
+from ._waits import finished_while
 
 pytestmark = pytest.mark.anyio
 
@@ -60,15 +63,7 @@ async def test_a_held_key_returns_the_holder(backend: Backend, waited: EnqueuesW
         assert stored.id == first.id
         assert await backend.get(again.id) is None
         # Waiting on the holder works as for any job.
-        got: list[JobRecord | None] = []
-        async with anyio.create_task_group() as tg:
-
-            async def wait() -> None:
-                got.append(await backend.wait_finished(first.id))
-
-            tg.start_soon(wait)
-            await complete(backend, first.id)
-        (finished,) = got
+        finished = await finished_while(backend, first.id, lambda: complete(backend, first.id))
         assert finished is not None
         assert finished.state is JobState.COMPLETED
 
@@ -79,16 +74,9 @@ async def test_a_wait_that_starts_first_ends_with_the_job(
     with anyio.fail_after(BOUND):
         job = r.job()
         await waited.enqueue_waited([job])
-        got: list[JobRecord | None] = []
-        async with anyio.create_task_group() as tg:
-
-            async def wait() -> None:
-                got.append(await backend.wait_finished(job.id))
-
-            tg.start_soon(wait)
-            await anyio.wait_all_tasks_blocked()
-            await complete(backend, job.id, b"\xa3yes")
-        (finished,) = got
+        finished = await finished_while(
+            backend, job.id, lambda: complete(backend, job.id, b"\xa3yes")
+        )
         assert finished is not None
         assert (finished.state, finished.result) == (JobState.COMPLETED, b"\xa3yes")
 
@@ -113,18 +101,11 @@ async def test_many_waits_in_a_row_each_end_with_their_job(
             job = r.job()
             await waited.enqueue_waited([job])
             result = bytes([0xA1, 0x30 + n % 10])
+            end = partial(complete, backend, job.id, result)
             if n % 2:
-                await complete(backend, job.id, result)
+                await end()
                 finished = await backend.wait_finished(job.id)
             else:
-                got: list[JobRecord | None] = []
-                async with anyio.create_task_group() as tg:
-
-                    async def wait(job_id: str = job.id, got: list[JobRecord | None] = got) -> None:
-                        got.append(await backend.wait_finished(job_id))
-
-                    tg.start_soon(wait)
-                    await complete(backend, job.id, result)
-                (finished,) = got
+                finished = await finished_while(backend, job.id, end)
             assert finished is not None
             assert (finished.id, finished.result) == (job.id, result)

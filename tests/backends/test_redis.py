@@ -25,12 +25,13 @@ from anyio.abc import Process
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
-from asyncq._records import JobRecord, JobState
+from asyncq._records import JobRecord, JobState, Lease
 from asyncq.backends._redis_client import Direct
 from asyncq.backends.redis import RedisBackend, mask_url
 from asyncq.exceptions import BackendUnavailable, ConfigurationError
 
 from . import _records as r
+from ._waits import finished_while
 
 BOUND = 10.0
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -623,19 +624,15 @@ async def test_a_job_stored_as_waited_for_is_not_read_by_its_waiter(
         for _ in range(3):
             (job,) = await backend.enqueue_waited([r.job()])
             (lease,) = await backend.claim([r.QUEUE], 1, worker="w", lease_for=30)
-            got: list[JobRecord | None] = []
-            async with anyio.create_task_group() as tg:
 
-                async def wait(job_id: str = job.id, got: list[JobRecord | None] = got) -> None:
-                    got.append(await backend.wait_finished(job_id))
-
-                if order == "wait first":
-                    tg.start_soon(wait)
-                    await anyio.wait_all_tasks_blocked()
+            async def end(lease: Lease = lease) -> None:
                 assert await backend.settle([r.completed(lease, b"\xa3yes")]) == [True]
-                if order == "end first":
-                    tg.start_soon(wait)
-            (record,) = got
+
+            if order == "wait first":
+                record = await finished_while(backend, job.id, end)
+            else:
+                await end()
+                record = await backend.wait_finished(job.id)
             assert record is not None
             assert (record.id, record.state, record.result) == (
                 job.id,
@@ -694,20 +691,15 @@ async def test_a_waited_job_is_read_again_after_the_subscription_was_lost(
         with anyio.fail_after(BOUND):
             (job,) = await backend.enqueue_waited([r.job()])
             (lease,) = await backend.claim([r.QUEUE], 1, worker="w", lease_for=30)
-            got: list[JobRecord | None] = []
-            async with anyio.create_task_group() as tg:
 
-                async def wait() -> None:
-                    got.append(await backend.wait_finished(job.id))
-
-                tg.start_soon(wait)
-                await anyio.wait_all_tasks_blocked()
+            async def end() -> None:
                 # The subscriber connection goes; the end is published while it is away.
                 for client in await _clients(admin, f"asyncq:{ns}:sub"):
                     await admin.client_kill_filter(_id=client["id"])
                 assert await backend.settle([r.completed(lease)]) == [True]
+
+            record = await finished_while(backend, job.id, end)
             # The waiter, subscribed anew, read the job rather than wait for the lost notice.
-            (record,) = got
             assert record is not None
             assert record.state is JobState.COMPLETED
             assert reads == [job.id]
