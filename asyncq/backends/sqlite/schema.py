@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import astuple
 
-from ..exceptions import BackendError
-from .base import ErrorInfo, JobRecord, JobState
+from ...exceptions import BackendError
+from ..base import ErrorInfo, JobRecord, JobState
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

@@ -60,11 +60,8 @@ import anyio
 import anyio.lowlevel
 from anyio import to_thread
 
-from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
-from . import _sqlite_schema as schema
-from . import _sqlite_sql as sql
-from ._sqlite_schema import SCHEMA_VERSION
-from .base import (
+from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
+from ..base import (
     TERMINAL_STATES,
     Backend,
     HeartbeatReply,
@@ -77,6 +74,8 @@ from .base import (
     check_outcomes,
     purgeable,
 )
+from . import schema, sql
+from .schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence

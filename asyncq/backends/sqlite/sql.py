@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import replace
 
-from ._sqlite_schema import ENCODER, INSERT_JOB, SELECT_JOB, to_record, to_row
-from .base import (
+from ..base import (
     TERMINAL_STATES,
     ErrorInfo,
     ErrorKind,
@@ -31,6 +30,7 @@ from .base import (
     Outcome,
     QueueStats,
 )
+from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_record, to_row
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
