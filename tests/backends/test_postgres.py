@@ -22,8 +22,9 @@ from msgspec.structs import replace
 from asyncq._records import JobRecord, JobState, Lease
 from asyncq.backends import from_url
 from asyncq.backends import postgres as pg
-from asyncq.backends._postgres_sql import MIGRATIONS, Statements
 from asyncq.backends.postgres import PostgresBackend, mask_dsn
+from asyncq.backends.postgres.schema import MIGRATIONS, lock_key
+from asyncq.backends.postgres.sql import Statements
 from asyncq.exceptions import BackendError, BackendUnavailable, ConfigurationError
 
 from . import _records as r
@@ -488,7 +489,7 @@ async def test_prune_runs_under_an_advisory_lock(
         await first.open()
         await second.open()
         await finish_all(first, total, result_ttl=0.0)
-        key = pg._lock_key("prune", schema)
+        key = lock_key("prune", schema)
         await admin.execute("SELECT pg_advisory_lock($1)", key)
         try:
             # Someone else is pruning: both return at once, deleting nothing.

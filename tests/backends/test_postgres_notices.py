@@ -20,8 +20,7 @@ import pytest
 from msgspec.structs import replace
 
 from asyncq._records import ErrorInfo, ErrorKind, JobRecord, JobState, Lease, Outcome
-from asyncq.backends import _postgres_sql as sql
-from asyncq.backends.postgres import PostgresBackend
+from asyncq.backends.postgres import PostgresBackend, codec
 
 from . import _records as r
 
@@ -335,7 +334,7 @@ def test_read_done_reads_ids_and_finishes() -> None:
     ahead = ["d", "queued", 1, 1.0, None, None, None, [], None, False]
     items = ["a", finish, ["b", "junk"], 3, {"x": 1}, "c", ahead]
     payload = msgspec.json.encode(items).decode()
-    found = dict(sql.read_done(payload, {"a", job.id, "b", "d"}))
+    found = dict(codec.read_done(payload, {"a", job.id, "b", "d"}))
     # Ids alone, a Finish, one that is not, and one of a state not terminal.
     assert found.keys() == {"a", job.id, "b", "d"}
     assert found["a"] is None
@@ -354,6 +353,6 @@ def test_read_done_reads_ids_and_finishes() -> None:
         progress=0.5,
         cancel_requested=True,
     )
-    assert sql.read_done(payload, set()) == []
+    assert codec.read_done(payload, set()) == []
     with pytest.raises(msgspec.DecodeError):
-        sql.read_done('{"a": 1}', {"a"})
+        codec.read_done('{"a": 1}', {"a"})

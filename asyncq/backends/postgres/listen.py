@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 import anyio
 import msgspec
 
-from .._records import JobRecord
-from ._postgres_sql import Finish, read_done
+from ..._records import JobRecord
+from .codec import Finish, read_done
 
 if TYPE_CHECKING:
     import asyncpg
@@ -96,7 +96,7 @@ class Listener:
         later_channel: payloads are names of queues whose earliest due time
             may have moved.
         done_channel: payloads are JSON arrays of finished jobs' ids or
-            ``Finish``es (``_postgres_sql.read_done``).
+            ``Finish``es (``codec.read_done``).
         trust_finishes: hand the ``Finish``es done notices carry to the
             waiters; otherwise a notice only wakes them, to read the store.
     """

@@ -7,8 +7,8 @@ statement on a pooled connection: batches travel as arrays through
 ``unnest`` (a large batch of new jobs is copied in with ``COPY``, in one
 transaction with its notification), claims take ``FOR UPDATE SKIP LOCKED``
 batches off a partial index, and state changes send their ``pg_notify`` in
-the same statement (see ``_postgres_sql``). One more connection, outside the pool, listens to the
-schema's channels for every ``wait_*`` call of the instance.
+the same statement (see ``sql``). One more connection, outside the pool,
+listens to the schema's channels for every ``wait_*`` call of the instance.
 
 Needs PostgreSQL 13 or later. Pooled connections plan every statement for
 the table as it is (``plan_cache_mode=force_custom_plan``, overridable
@@ -22,23 +22,17 @@ keeps them. A job's own ``result_ttl`` is never shortened by retention.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import asyncpg
-import msgspec
 from asyncpg.pool import PoolConnectionProxy
-from msgspec.structs import replace
 
-from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
-from . import _postgres_sql as sql
-from ._postgres_listen import Listener, ListenerClosed
-from ._postgres_sql import decode
-from .base import (
+from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
+from ..base import (
     TERMINAL_STATES,
     Backend,
     EnqueuesWaited,
@@ -51,9 +45,17 @@ from .base import (
     check_outcomes,
     purgeable,
 )
+from . import sql
+from .codec import JSON, decode, outcome_columns
+from .codec import leases as leases_of
+from .enqueue import COPY_MIN_BATCH as COPY_MIN_BATCH  # where it was
+from .enqueue import store
+from .listen import Listener, ListenerClosed
+from .schema import check_name, check_versions, lock_key, recorded_versions
+from .schema import migrate as apply_migrations
 
 if TYPE_CHECKING:
-    from ._postgres_listen import Connection
+    from .listen import Connection
 
 __all__ = ["DEFAULT_RETENTION_COMPLETED", "DEFAULT_RETENTION_DEAD", "PostgresBackend", "mask_dsn"]
 
@@ -63,10 +65,6 @@ DEFAULT_RETENTION_COMPLETED = 86_400.0
 DEFAULT_RETENTION_DEAD = 14 * 86_400.0
 #: Rows one prune statement deletes at most.
 PRUNE_BATCH = 1_000
-#: Batches this large (without keys, all asked for now) are copied in: below
-#: it, the copy's extra round trips (its transaction, the copy's handshake,
-#: the notification) cost more than the insert's per-row work it saves.
-COPY_MIN_BATCH = 32
 
 _T = TypeVar("_T")
 
@@ -84,54 +82,11 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
 )
-_json = msgspec.json.Encoder()
-
-
-def _headers(job: JobRecord) -> str:
-    return _json.encode(job.headers).decode() if job.headers else "{}"
-
-
-def _columns(jobs: Sequence[JobRecord], *, keyed: bool) -> list[list[Any]]:
-    """The batch as the insert statements' parameter arrays, one per column."""
-    return [
-        [j.id for j in jobs],
-        [j.name for j in jobs],
-        [j.queue for j in jobs],
-        [j.payload for j in jobs],
-        [j.priority for j in jobs],
-        [j.attempts for j in jobs],
-        [j.max_attempts for j in jobs],
-        [j.timeout for j in jobs],
-        [j.key for j in jobs] if keyed else [None] * len(jobs),
-        [j.result_ttl for j in jobs],
-        [j.enqueued_at for j in jobs],
-        [j.scheduled_at for j in jobs],
-        [_headers(j) for j in jobs],
-    ]
-
-
-def _leases(rows: Iterable[asyncpg.Record]) -> list[Lease]:
-    """Leases from claimed rows (``COLUMNS``, then the token), in claim order."""
-    leases = [Lease(job=decode(row), token=row[22], expires_at=row[15]) for row in rows]
-    leases.sort(key=lambda lease: (-lease.job.priority, lease.job.scheduled_at, lease.job.id))
-    return leases
 
 
 def _first_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
     """One outcome per job: of a job settled twice in one batch, the first holds the lease."""
     return list({o.job_id: o for o in reversed(outcomes)}.values())
-
-
-def _outcome_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:
-    """Outcomes as the settle statements' parameter arrays, one per column."""
-    return [
-        [o.job_id for o in outcomes],
-        [o.token for o in outcomes],
-        [o.state.value for o in outcomes],
-        [o.result for o in outcomes],
-        [None if o.error is None else _json.encode(o.error).decode() for o in outcomes],
-        [o.retry_at for o in outcomes],
-    ]
 
 
 def _applied(outcomes: Sequence[Outcome], ids: Sequence[str] | None) -> list[bool]:
@@ -168,12 +123,6 @@ async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     drops the connection), so asyncpg's default reset query would only cost
     a second round trip per call. An open transaction is still rolled back.
     """
-
-
-def _lock_key(purpose: str, schema: str) -> int:
-    """A stable signed 64-bit advisory lock key for one purpose in one schema."""
-    digest = hashlib.blake2b(f"asyncq:{purpose}:{schema}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 class PostgresBackend:
@@ -221,12 +170,7 @@ class PostgresBackend:
         carry_jobs: bool = True,
         **connect_kwargs: Any,
     ) -> None:
-        if not sql.SCHEMA_NAME.fullmatch(schema):
-            msg = (
-                f"invalid PostgreSQL schema name {schema!r}: use lower-case letters, digits "
-                "and underscores, at most 48 characters, not starting with a digit"
-            )
-            raise ConfigurationError(msg)
+        check_name(schema)
         given: object = dsn_or_pool  # checked at run time: callers may not be typed
         if isinstance(given, str):
             self._dsn: str | None = given
@@ -451,9 +395,12 @@ class PostgresBackend:
 
     async def _check_schema(self) -> None:
         async with self._connection() as conn:
-            exists = await conn.fetchval(self._sql.schema_exists)
-            versions = {r[0] for r in await conn.fetch(self._sql.versions)} if exists else set()
-        sql.check_versions(versions, where=f"PostgreSQL schema {self._schema!r} at {self.url}")
+            versions = await recorded_versions(conn, self._sql)
+        check_versions(versions, where=self._where)
+
+    @property
+    def _where(self) -> str:
+        return f"PostgreSQL schema {self._schema!r} at {self.url}"
 
     async def migrate(self) -> list[int]:
         """Create or upgrade the schema; return the versions applied (``[]``: up to date).
@@ -464,21 +411,8 @@ class PostgresBackend:
         Raises:
             ConfigurationError: the schema is newer than this asyncq.
         """
-        where = f"PostgreSQL schema {self._schema!r} at {self.url}"
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1)", _lock_key("migrate", self._schema)
-            )
-            await conn.execute(self._sql.bootstrap)
-            versions = {r[0] for r in await conn.fetch(self._sql.versions)}
-            sql.check_versions(versions, where=where, migrating=True)
-            applied = []
-            for version, (description, step) in enumerate(self._sql.migrations, start=1):
-                if version not in versions:
-                    await conn.execute(step)
-                    await conn.execute(self._sql.record_version, version, description)
-                    applied.append(version)
-            return applied
+        async with self._connection() as conn:
+            return await apply_migrations(conn, self._sql, where=self._where)
 
     async def drop_schema(self) -> None:
         """Drop the schema and every job in it (tests, teardown). Works after ``close``."""
@@ -511,7 +445,7 @@ class PostgresBackend:
         if not jobs:
             return []
         if connection is None:
-            return await self._run(lambda conn: self._enqueue_on(conn, jobs))
+            return await self._run(lambda conn: store(conn, self._sql, jobs))
         if not isinstance(connection, (asyncpg.Connection, PoolConnectionProxy)):
             msg = (
                 "enqueue(connection=...) takes an asyncpg connection, "
@@ -519,11 +453,11 @@ class PostgresBackend:
             )
             raise ConfigurationError(msg)
         with self._mapped():
-            return await self._enqueue_on(connection, jobs)
+            return await store(connection, self._sql, jobs)
 
     async def enqueue_waited(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
         # LISTEN first, then store: the ends of these jobs will be heard, so
-        # their waits need not read them (see _postgres_listen).
+        # their waits need not read them (see listen).
         listener = self._listener
         await self._listen()
         expected = [job.id for job in jobs if listener.expect(job)]
@@ -537,138 +471,6 @@ class PostgresBackend:
             if kept.id != job.id:
                 listener.unexpect(job.id)
         return stored
-
-    async def _enqueue_on(self, conn: Connection, jobs: Sequence[JobRecord]) -> list[JobRecord]:
-        """Store ``jobs`` through ``conn`` by the cheapest statement that keeps the contract.
-
-        Batches with keys take the statement that frees and reports holders;
-        a single job a VALUES row; a large batch of jobs asked for now is
-        copied in (``_copy_in``); anything else takes the unnest insert.
-        """
-        if any(job.key is not None for job in jobs):
-            rows = await conn.fetch(self._sql.enqueue, *_columns(jobs, keyed=True))
-        elif len(jobs) == 1:
-            job = jobs[0]
-            rows = await conn.fetch(
-                self._sql.enqueue_one,
-                job.id,
-                job.name,
-                job.queue,
-                job.payload,
-                job.priority,
-                job.attempts,
-                job.max_attempts,
-                job.timeout,
-                job.result_ttl,
-                job.enqueued_at,
-                job.scheduled_at,
-                _headers(job),
-            )
-        else:
-            if len(jobs) >= COPY_MIN_BATCH and all(j.scheduled_at <= j.enqueued_at for j in jobs):
-                copied = await self._copy_in(conn, jobs)
-                if copied is not None:
-                    return copied
-            rows = await conn.fetch(self._sql.enqueue_plain, *_columns(jobs, keyed=False))
-        inserted: dict[str, str] = {}
-        holders: dict[str, JobRecord] = {}
-        for row in rows:
-            if row[0]:
-                inserted[row[1]] = row[2]
-            else:
-                holders[row[1]] = decode(row[3])
-        stored: list[JobRecord | None] = []
-        batch_holders: dict[tuple[str, str], JobRecord] = {}
-        for job in jobs:
-            state = inserted.get(job.id)
-            if state is not None:
-                record = job if job.state.value == state else replace(job, state=JobState(state))
-                if job.key is not None:
-                    batch_holders.setdefault((job.queue, job.key), record)
-                stored.append(record)
-            elif job.id in holders:
-                stored.append(holders[job.id])
-            elif job.key is not None and (job.queue, job.key) in batch_holders:
-                stored.append(batch_holders[(job.queue, job.key)])
-            else:
-                stored.append(None)
-        if None in stored:
-            await self._resolve_conflicts(conn, jobs, stored)
-        return [record for record in stored if record is not None]
-
-    async def _copy_in(self, conn: Connection, jobs: Sequence[JobRecord]) -> list[JobRecord] | None:
-        """Store a batch of keyless jobs asked for now with ``COPY``; ``None`` if it cannot.
-
-        A copy skips the executor's per-row work (about half the server's time
-        for a thousand jobs) but computes nothing on the server, so what the
-        insert statements decide there is settled around it, in the same
-        transaction (the caller's, or one of its own): every job is
-        ``queued``; the queues are recorded and notified once; and if the
-        producer's clock ran ahead of the server's, the batch's
-        ``scheduled_at`` is pulled back to now (one more statement, only
-        then), as ``enqueue`` promises. An id already stored (a batch retried
-        after its reply was lost) fails the copy as a whole: ``None`` then
-        sends the batch through the insert, which sorts that out.
-        """
-        records = [
-            (
-                j.id,
-                j.name,
-                j.queue,
-                j.payload,
-                "queued",
-                j.priority,
-                j.attempts,
-                j.max_attempts,
-                j.timeout,
-                j.result_ttl,
-                j.enqueued_at,
-                j.scheduled_at,
-                _headers(j),
-            )
-            for j in jobs
-        ]
-        queues = list(dict.fromkeys(j.queue for j in jobs))
-        latest = max(j.scheduled_at for j in jobs)
-        try:
-            async with conn.transaction():
-                await conn.copy_records_to_table(
-                    "jobs", schema_name=self._schema, columns=sql.COPY_COLUMNS, records=records
-                )
-                if await conn.fetchval(self._sql.enqueue_copied, latest, queues):
-                    await conn.execute(self._sql.clamp_copied, [j.id for j in jobs])
-        except asyncpg.UniqueViolationError:
-            return None
-        queued = JobState.QUEUED
-        return [j if j.state is queued else replace(j, state=queued) for j in jobs]
-
-    async def _resolve_conflicts(
-        self, conn: Connection, jobs: Sequence[JobRecord], stored: list[JobRecord | None]
-    ) -> None:
-        """Find what the inputs neither stored nor matched in the snapshot ran into.
-
-        Either a holder of the key committed by another transaction after the
-        insert's snapshot was taken, or this very input stored by an earlier
-        try of the same batch. Both are visible to a new statement.
-        """
-        lost = [job for job, record in zip(jobs, stored, strict=True) if record is None]
-        keyed = [job for job in lost if job.key is not None]
-        rows = await conn.fetch(
-            self._sql.lookup,
-            [job.id for job in lost],
-            [job.queue for job in keyed],
-            [job.key for job in keyed],
-        )
-        found = [decode(row) for row in rows]
-        by_id = {record.id: record for record in found}
-        by_key = {(r.queue, r.key): r for r in found if r.key is not None}
-        for i, (job, record) in enumerate(zip(jobs, stored, strict=True)):
-            if record is None:
-                record = by_id.get(job.id) or by_key.get((job.queue, job.key or ""))
-                if record is None:
-                    msg = f"job {job.id} was neither stored nor found holding its key; retry"
-                    raise BackendError(msg)
-                stored[i] = record
 
     async def get(self, job_id: str) -> JobRecord | None:
         row = await self._run(lambda conn: conn.fetchrow(self._sql.get, job_id))
@@ -722,7 +524,7 @@ class PostgresBackend:
             rows = await self._fetch(self._sql.claim_queue, names[0], limit, worker, lease_for)
         else:
             rows = await self._fetch(self._sql.claim, names, limit, worker, lease_for)
-        leases = _leases(rows)
+        leases = leases_of(rows)
         if mark is not None and len(leases) < limit:
             # Fewer than asked for: every job ready and unlocked in these queues
             # when the claim ran is among them (or another claimer's).
@@ -810,7 +612,7 @@ class PostgresBackend:
             return []
         if len(unique) == 1:
             [one] = unique
-            error = None if one.error is None else _json.encode(one.error).decode()
+            error = None if one.error is None else JSON.encode(one.error).decode()
             rows = await self._fetch(
                 self._sql.settle_one,
                 one.job_id,
@@ -821,7 +623,7 @@ class PostgresBackend:
                 one.retry_at,
             )
             return _applied(outcomes, [one.job_id] if rows else None)
-        row = await self._fetchrow(self._sql.settle, *_outcome_columns(unique))
+        row = await self._fetchrow(self._sql.settle, *outcome_columns(unique))
         return _applied(outcomes, row[0])
 
     async def recover(self) -> int:
@@ -829,7 +631,7 @@ class PostgresBackend:
         return int(row[0])
 
     async def prune(self) -> int:
-        key = _lock_key("prune", self._schema)
+        key = lock_key("prune", self._schema)
         steps: list[tuple[str, tuple[float, ...]]] = [(self._sql.prune_expired, ())]
         if self._retention_completed is not None:
             steps.append((self._sql.prune_completed, (self._retention_completed,)))

@@ -1,0 +1,356 @@
+"""The PostgreSQL backend's schema: its name, its tables and functions, and migrating them.
+
+Everything lives in one PostgreSQL schema per deployment (``asyncq`` unless
+configured), so several apps, or the tests, share a database without seeing
+each other. The name is checked against ``SCHEMA_NAME`` before anything is
+built from it: it is the one identifier spliced into SQL. The schema is
+versioned by its ``migrations`` table; ``migrate`` applies the missing steps
+of ``MIGRATIONS`` in one transaction, and ``check_versions`` refuses a schema
+this code cannot use.
+
+Layout of ``jobs`` by the question each index answers (as of the latest
+migration):
+
+- ``jobs_ready`` (partial, pending states): the claim. Ordered like the claim
+  (queue, priority desc, scheduled_at, id); a scheduled or failed job sits in
+  it from the start and is claimable as soon as ``scheduled_at <= NOW``, so no
+  promotion pass exists. It carries ``state`` for the pending counts, and its
+  first entry per priority bounds ``wait_for_work``.
+- ``jobs_key`` (unique, partial on ``key_held``): idempotency keys. ``key``
+  stays on the record for the operator; ``key_held`` says whether the job
+  still holds it. Dead and cancelled jobs drop it in the statement that ends
+  them. A completed job keeps it until ``expires_at`` (finish + result TTL),
+  which no index predicate can express, so every statement that takes a key
+  first deletes an expired holder of it.
+- ``jobs_lease`` (partial, active): recovery of lapsed leases, and the active
+  counts (it carries ``queue``).
+- ``jobs_finished`` (partial, terminal states): retention, purge, and the
+  terminal counts (it carries ``queue``).
+- ``jobs_expires`` (partial): TTL expiry.
+
+A new job so touches the primary key and ``jobs_ready`` only (and
+``jobs_key`` with a key); a claim the primary key and ``jobs_lease``; a
+settlement the primary key and the index of the state it ends in.
+
+Notifications go out with ``pg_notify`` inside the statement that changes the
+
+Notifications go out with ``pg_notify`` inside the statement that changes the
+state, through the functions defined here, so they are sent if and only if it
+commits. On ``<schema>:work`` the payload is a queue name a job is ready in
+now (enqueued, handed back, recovered, retried from dead); on
+``<schema>:later`` a queue name whose earliest due time may have moved (a job
+enqueued for later or failed to be retried, the queue resumed), which is what
+lets a worker keep the due time it last read while only ``work`` notices
+arrive. On ``<schema>:done`` a JSON array with one item per finished job (one
+notification per settled batch, split to stay under the 8000-byte limit): see
+``codec`` for the items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import TYPE_CHECKING
+
+from ...exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .listen import Connection
+    from .sql import Statements
+
+__all__ = [
+    "BOOTSTRAP",
+    "DROP",
+    "MIGRATIONS",
+    "PENDING",
+    "RECORD_VERSION",
+    "SCHEMA_EXISTS",
+    "SCHEMA_NAME",
+    "VERSIONS",
+    "check_name",
+    "check_versions",
+    "lock_key",
+    "migrate",
+    "recorded_versions",
+]
+
+#: Schema names are plain lower-case identifiers, short enough that the
+#: channel names derived from them stay within PostgreSQL's 63 bytes.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
+
+#: States a job waits in before a claim (the claim index's predicate).
+PENDING = "('queued', 'scheduled', 'failed')"
+
+
+def check_name(schema: str) -> None:
+    """Raise ``ConfigurationError`` unless ``schema`` matches ``SCHEMA_NAME``."""
+    if not SCHEMA_NAME.fullmatch(schema):
+        msg = (
+            f"invalid PostgreSQL schema name {schema!r}: use lower-case letters, digits "
+            "and underscores, at most 48 characters, not starting with a digit"
+        )
+        raise ConfigurationError(msg)
+
+
+def lock_key(purpose: str, schema: str) -> int:
+    """A stable signed 64-bit advisory lock key for one purpose in one schema."""
+    digest = hashlib.blake2b(f"asyncq:{purpose}:{schema}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+# The version table, as templates (``sql.Statements`` fills them in).
+BOOTSTRAP = """
+        CREATE SCHEMA IF NOT EXISTS {s};
+        CREATE TABLE IF NOT EXISTS {s}.migrations (
+            version integer PRIMARY KEY,
+            description text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        );
+    """
+VERSIONS = "SELECT version FROM {s}.migrations ORDER BY version"
+RECORD_VERSION = "INSERT INTO {s}.migrations (version, description) VALUES ($1, $2)"
+SCHEMA_EXISTS = "SELECT to_regclass('{s}.migrations') IS NOT NULL"
+DROP = "DROP SCHEMA IF EXISTS {s} CASCADE"
+
+
+def _notify_queues(function: str, channel: str) -> str:
+    """The step creating ``function``, which sends each name of an array on ``channel``.
+
+    ``notify_work`` (version 1) and ``notify_later`` (version 4) are the same
+    function on two channels.
+    """
+    return (
+        "CREATE FUNCTION {s}."
+        + function
+        + """(queues text[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    q text;
+    n integer := 0;
+BEGIN
+    FOREACH q IN ARRAY coalesce(queues, '{{}}') LOOP
+        IF octet_length(q) < 7900 THEN
+            PERFORM pg_notify("""
+        + channel
+        + """, q);
+            n := n + 1;
+        END IF;
+    END LOOP;
+    RETURN n;
+END
+$$;
+"""
+    )
+
+
+# Migrations: version N is MIGRATIONS[N - 1]. Append only; never edit a step
+# that has shipped. Each step runs in the migrating transaction.
+_V1 = (
+    """
+CREATE TABLE {s}.jobs (
+    id text COLLATE "C" PRIMARY KEY,
+    name text NOT NULL,
+    queue text NOT NULL,
+    payload bytea NOT NULL,
+    state text NOT NULL CHECK (state IN
+        ('scheduled', 'queued', 'active', 'failed', 'completed', 'dead', 'cancelled')),
+    priority integer NOT NULL DEFAULT 0,
+    attempts integer NOT NULL DEFAULT 0,
+    max_attempts integer NOT NULL DEFAULT 1,
+    timeout double precision,
+    key text,
+    key_held boolean NOT NULL DEFAULT false CHECK (NOT key_held OR key IS NOT NULL),
+    result_ttl double precision,
+    enqueued_at double precision NOT NULL,
+    scheduled_at double precision NOT NULL,
+    started_at double precision,
+    finished_at double precision,
+    expires_at double precision,
+    lease_expires_at double precision,
+    worker text,
+    token text,
+    result bytea,
+    errors jsonb NOT NULL DEFAULT '[]',
+    progress double precision,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    headers jsonb NOT NULL DEFAULT '{{}}'
+);
+-- Every claim and settle rewrites rows: vacuum and analyze a queue table
+-- sooner than PostgreSQL's defaults (20% and 10% of the rows changed).
+ALTER TABLE {s}.jobs SET (
+    autovacuum_vacuum_scale_factor = 0.05,
+    autovacuum_analyze_scale_factor = 0.05
+);
+CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, scheduled_at, id)
+    WHERE state IN {pending};
+CREATE INDEX jobs_queue_state ON {s}.jobs (queue, state, scheduled_at);
+CREATE UNIQUE INDEX jobs_key ON {s}.jobs (queue, key) WHERE key_held;
+CREATE INDEX jobs_lease ON {s}.jobs (lease_expires_at) WHERE state = 'active';
+CREATE INDEX jobs_finished ON {s}.jobs (state, finished_at)
+    WHERE state IN ('completed', 'dead', 'cancelled');
+CREATE INDEX jobs_expires ON {s}.jobs (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE TABLE {s}.queues (
+    name text PRIMARY KEY,
+    paused boolean NOT NULL DEFAULT false
+);
+
+-- One notification per queue; names too long for a payload are left to the
+-- waiters' safety-net poll rather than failing the write.
+"""
+    + _notify_queues("notify_work", "{work}")
+    + """
+-- Finished job ids as JSON arrays, each payload under the 8000-byte limit.
+CREATE FUNCTION {s}.notify_done(ids text[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    id text;
+    chunk text[] := '{{}}';
+    size integer := 2;
+    n integer := 0;
+BEGIN
+    FOREACH id IN ARRAY coalesce(ids, '{{}}') LOOP
+        CONTINUE WHEN octet_length(id) > 7000;
+        IF size + octet_length(id) + 4 > 7900 THEN
+            PERFORM pg_notify({done}, array_to_json(chunk)::text);
+            n := n + 1;
+            chunk := '{{}}';
+            size := 2;
+        END IF;
+        chunk := chunk || id;
+        size := size + octet_length(id) + 4;
+    END LOOP;
+    IF cardinality(chunk) > 0 THEN
+        PERFORM pg_notify({done}, array_to_json(chunk)::text);
+        n := n + 1;
+    END IF;
+    RETURN n;
+END
+$$;
+"""
+)
+
+# Every new job paid for jobs_queue_state, and every claim and settlement
+# again (the state is in its key): it only served counting and the next due
+# time. Counts now come from the indexes each state is in anyway (the ready
+# index for pending jobs, the lease index for active ones, the finished index
+# for the rest), each carrying the column a count groups by; the next due
+# time from the ready index, one probe per priority in use.
+_V2 = """
+DROP INDEX {s}.jobs_queue_state;
+DROP INDEX {s}.jobs_ready;
+CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, scheduled_at, id)
+    INCLUDE (state) WHERE state IN {pending};
+DROP INDEX {s}.jobs_lease;
+CREATE INDEX jobs_lease ON {s}.jobs (lease_expires_at) INCLUDE (queue)
+    WHERE state = 'active';
+DROP INDEX {s}.jobs_finished;
+CREATE INDEX jobs_finished ON {s}.jobs (state, finished_at) INCLUDE (queue)
+    WHERE state IN ('completed', 'dead', 'cancelled');
+"""
+
+# A settlement's done notice carries the Finish of each job that fits (see
+# the module's docstring), so that a waiter need not read the job again.
+# ``finishes[i]`` is the Finish of ``ids[i]`` as JSON, or NULL to send the id
+# alone; one too large for a payload goes as the id. notify_done stays for
+# cancel and recover.
+_V3 = """
+CREATE FUNCTION {s}.notify_finished(ids text[], finishes text[]) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    item text;
+    chunk text := '';
+    n integer := 0;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(ids), 0) LOOP
+        item := finishes[i];
+        IF item IS NULL OR octet_length(item) > 7900 THEN
+            item := to_json(ids[i])::text;
+            CONTINUE WHEN octet_length(item) > 7900;
+        END IF;
+        IF chunk <> '' AND octet_length(chunk) + octet_length(item) >= 7900 THEN
+            PERFORM pg_notify({done}, '[' || chunk || ']');
+            n := n + 1;
+            chunk := '';
+        END IF;
+        chunk := CASE WHEN chunk = '' THEN item ELSE chunk || ',' || item END;
+    END LOOP;
+    IF chunk <> '' THEN
+        PERFORM pg_notify({done}, '[' || chunk || ']');
+        n := n + 1;
+    END IF;
+    RETURN n;
+END
+$$;
+"""
+
+# Work that is ready now and work due later are told apart (see the module's
+# docstring): notify_later is notify_work on the channel for the latter.
+_V4 = "\n" + _notify_queues("notify_later", "{later}")
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("jobs, queues, notifications", _V1),
+    ("counts and due times from the per-state indexes", _V2),
+    ("done notices carry the finished jobs", _V3),
+    ("notices of work due later on a channel of their own", _V4),
+)
+
+
+def check_versions(versions: set[int], *, where: str, migrating: bool = False) -> None:
+    """Refuse a schema this code cannot use: newer always; missing steps unless migrating.
+
+    Args:
+        versions: the versions recorded in the schema's ``migrations`` table.
+        where: the schema and server, for the message.
+        migrating: the caller is about to apply the missing steps.
+    """
+    latest = len(MIGRATIONS)
+    newest = max(versions, default=0)
+    if newest > latest:
+        msg = (
+            f"the {where} is at version {newest}, newer than this asyncq knows "
+            f"({latest}): upgrade asyncq, or point it at another schema"
+        )
+        raise ConfigurationError(msg)
+    if migrating:
+        return
+    fix = "run `asyncq migrate` (or pass migrate=True)"
+    if not versions:
+        msg = f"the {where} has no asyncq tables: {fix}"
+        raise ConfigurationError(msg)
+    missing = sorted(set(range(1, latest + 1)) - versions)
+    if missing:
+        msg = f"the {where} is out of date (missing migrations {missing}): {fix}"
+        raise ConfigurationError(msg)
+
+
+async def recorded_versions(conn: Connection, statements: Statements) -> set[int]:
+    """The versions recorded in the schema (none if it has no version table)."""
+    if not await conn.fetchval(statements.schema_exists):
+        return set()
+    return {r[0] for r in await conn.fetch(statements.versions)}
+
+
+async def migrate(conn: Connection, statements: Statements, *, where: str) -> list[int]:
+    """Apply the steps missing from the schema through ``conn``; return their versions.
+
+    Safe to run from many processes at once: the migrating transaction holds
+    an advisory lock on the schema's name.
+
+    Raises:
+        ConfigurationError: the schema is newer than this asyncq.
+    """
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1)", lock_key("migrate", statements.schema)
+        )
+        await conn.execute(statements.bootstrap)
+        versions = {r[0] for r in await conn.fetch(statements.versions)}
+        check_versions(versions, where=where, migrating=True)
+        applied = []
+        for version, (description, step) in enumerate(statements.migrations, start=1):
+            if version not in versions:
+                await conn.execute(step)
+                await conn.execute(statements.record_version, version, description)
+                applied.append(version)
+        return applied
