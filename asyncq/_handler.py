@@ -15,9 +15,9 @@ import msgspec
 
 from ._codec import Codec
 from ._context import JobContext, _current
+from ._instrumentation import request_ended, request_started
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
-from ._telemetry import MESSAGE_ID, request_span
 from .exceptions import BackendError, ConfigurationError, JobCancelled, JobFailed, JobNotFound
 
 if TYPE_CHECKING:
@@ -273,13 +273,23 @@ class Handler(Generic[T, R]):
             JobFailed: the job ended dead or cancelled (``JobCancelled``).
             ValidationError: the payload does not match the schema.
         """
-        # One span over the round trip, so the enqueue and the job nest under the caller's.
-        where = queue or self.options.queue
-        with request_span(self.app.telemetry, self.name, where) as span, anyio.fail_after(timeout):
-            job = self.record(payload, delay=delay, priority=priority, key=key, queue=queue)
-            handle = await self._store(job, waited=True)
-            span.set_attribute(MESSAGE_ID, handle.id)
-            return await handle.result()
+        hooks = self.app.instrumentation
+        # Hooks see the whole round trip, so the enqueue and the job nest under its span.
+        ends = request_started(hooks, self.name, queue or self.options.queue) if hooks else ()
+        job_id: str | None = None
+        try:
+            with anyio.fail_after(timeout):
+                job = self.record(payload, delay=delay, priority=priority, key=key, queue=queue)
+                handle = await self._store(job, waited=True)
+                job_id = handle.id
+                result = await handle.result()
+        except BaseException as exc:
+            if ends:
+                request_ended(ends, job_id, exc)
+            raise
+        if ends:
+            request_ended(ends, job_id, None)
+        return result
 
 
 class JobHandle(Generic[R]):

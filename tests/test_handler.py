@@ -21,8 +21,8 @@ from asyncq import (
     RetryPolicy,
     ValidationError,
 )
+from asyncq._instrumentation import EnqueueNext
 from asyncq._records import JobRecord
-from asyncq._telemetry import EnqueueNext
 from asyncq.backends.memory import MemoryBackend
 
 
