@@ -504,6 +504,20 @@ async def test_any_instrumentation_sees_a_request_within_the_telemetry_span(
     assert len(failed) == 2
 
 
+def test_telemetry_request_is_a_span_around_a_block(observed: Observed) -> None:
+    with observed.telemetry.request("quote", "quotes") as span:
+        assert span is trace.get_current_span()
+        assert span.is_recording()
+    with pytest.raises(KeyError), observed.telemetry.request("quote", "quotes"):
+        raise KeyError("o-1")
+    ok, failed = observed.spans("enqueue_and_wait quotes")
+    assert (ok.status.status_code, failed.status.status_code) == (
+        StatusCode.UNSET,
+        StatusCode.ERROR,
+    )
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
 async def test_a_payload_refused_before_storing_ends_the_request_without_a_job(
     observed: Observed,
 ) -> None:
