@@ -9,10 +9,11 @@ import contextlib
 from ._app import App, JobDecorator
 from ._context import JobContext, current_job
 from ._handler import Handler, JobHandle, JobOptions
+from ._instrumentation import Instrumentation
 from ._middleware import CallNext, Middleware
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState
 from ._retry import RetryPolicy
-from ._telemetry import Instrumentation, Telemetry
+from ._telemetry import Telemetry
 from ._worker import Worker
 from .admin import Admin
 from .exceptions import (

@@ -15,11 +15,12 @@ import anyio
 from ._context import JobContext
 from ._cron import DEFAULT_PAYLOAD, add_schedule
 from ._handler import Handler, JobHandle, JobOptions, return_type
+from ._instrumentation import EnqueueNext, Instrumentation
 from ._logging import job_fields
 from ._middleware import Middleware
 from ._records import JobRecord
 from ._retry import RetryPolicy, seconds
-from ._telemetry import EnqueueNext, Instrumentation, Telemetry, default_telemetry
+from ._telemetry import Telemetry, default_telemetry
 from .backends import DEFAULT_URL, from_url
 from .backends.base import Backend, EnqueuesWaited
 from .exceptions import ConfigurationError

@@ -20,11 +20,11 @@ import anyio
 import msgspec
 
 from ._context import JobContext, _current
+from ._instrumentation import AttemptEnd, Instrumentation
 from ._logging import job_fields
 from ._middleware import CallNext, compose
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, Lease, Outcome
 from ._retry import RetryPolicy, seconds
-from ._telemetry import AttemptEnd, Instrumentation
 from .backends.base import Backend
 from .exceptions import Reject, Retry
 

@@ -15,9 +15,10 @@ import msgspec
 
 from ._codec import Codec
 from ._context import JobContext, _current
+from ._instrumentation import request_ended, request_started
+from ._options import NO_OPTIONS, EnqueueOptions
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
-from ._telemetry import MESSAGE_ID, request_span
 from .exceptions import BackendError, ConfigurationError, JobCancelled, JobFailed, JobNotFound
 
 if TYPE_CHECKING:
@@ -132,38 +133,72 @@ class Handler(Generic[T, R]):
     ) -> JobRecord:
         """Validate ``payload`` and build the record ``enqueue`` would store.
 
+        The options are ``enqueue``'s; ``now`` is the enqueue time (default: the clock).
+
         Raises:
             ValidationError: the payload does not match the schema.
+            ConfigurationError: an option is invalid.
         """
+        options = self._options(delay, at, priority, key, queue, timeout, max_attempts)
+        return self._record(payload, options, time.time() if now is None else now)
+
+    def _options(
+        self,
+        delay: float | timedelta | None,
+        at: datetime | None,
+        priority: int | None,
+        key: str | None,
+        queue: str | None,
+        timeout: float | None,
+        max_attempts: int | None,
+    ) -> EnqueueOptions:
+        """The one ``EnqueueOptions`` of a call; its errors name the job."""
+        if (
+            delay is None
+            and at is None
+            and priority is None
+            and key is None
+            and queue is None
+            and timeout is None
+            and max_attempts is None
+        ):
+            return NO_OPTIONS  # the usual enqueue(payload): nothing to build or check
+        try:
+            return EnqueueOptions(
+                delay=delay,
+                at=at,
+                priority=priority,
+                key=key,
+                queue=queue,
+                timeout=timeout,
+                max_attempts=max_attempts,
+            )
+        except ConfigurationError as exc:
+            msg = f"job {self.name!r}: {exc}"
+            raise ConfigurationError(msg) from None
+
+    def _record(self, payload: T, options: EnqueueOptions, now: float) -> JobRecord:
+        """The record of one job: ``options`` over the job's defaults, enqueued at ``now``."""
         data = self.payload_codec.encode(payload)
-        now = time.time() if now is None else now
         scheduled_at = now
-        if at is not None:
-            if at.tzinfo is None:
-                msg = f"job {self.name!r}: at= must be an aware datetime (with a tzinfo)"
-                raise ConfigurationError(msg)
-            scheduled_at = at.timestamp()
-        elif delay is not None:
-            scheduled_at = now + seconds(delay)
-        options = self.options
-        attempts = options.max_attempts if max_attempts is None else max_attempts
-        if attempts < 1:
-            msg = f"job {self.name!r}: max_attempts must be at least 1, got {attempts}"
-            raise ConfigurationError(msg)
-        if timeout is not None and not timeout > 0:
-            msg = f"job {self.name!r}: timeout must be positive seconds or None, got {timeout}"
-            raise ConfigurationError(msg)
+        if options.at is not None:
+            scheduled_at = options.at.timestamp()
+        elif options.delay is not None:
+            scheduled_at = now + seconds(options.delay)
+        defaults = self.options
         return JobRecord(
             id=new_job_id(),
             name=self.name,
-            queue=options.queue if queue is None else queue,
+            queue=defaults.queue if options.queue is None else options.queue,
             payload=data,
             state=JobState.SCHEDULED if scheduled_at > now else JobState.QUEUED,
-            priority=options.priority if priority is None else priority,
-            max_attempts=attempts,
-            timeout=options.timeout if timeout is None else timeout,
-            key=key,
-            result_ttl=options.result_ttl,
+            priority=defaults.priority if options.priority is None else options.priority,
+            max_attempts=(
+                defaults.max_attempts if options.max_attempts is None else options.max_attempts
+            ),
+            timeout=defaults.timeout if options.timeout is None else options.timeout,
+            key=options.key,
+            result_ttl=defaults.result_ttl,
             enqueued_at=now,
             scheduled_at=scheduled_at,
         )
@@ -187,29 +222,24 @@ class Handler(Generic[T, R]):
         Args:
             payload: the job's input, checked against the schema.
             delay: run no sooner than this many seconds from now.
-            at: run no sooner than this aware datetime.
+            at: run no sooner than this aware datetime (instead of ``delay``).
             priority: larger runs first (default: the job's).
             key: idempotency key; while a job with this key (in this queue) is
                 pending, running, or completed within its result TTL, the
                 existing job's handle is returned (``handle.created`` is False).
-            queue, timeout, max_attempts: override the job's defaults.
+            queue: overrides the job's queue.
+            timeout: overrides the job's deadline: seconds one attempt may run.
+            max_attempts: overrides the attempts before the job is dead.
             connection: write through this driver connection, inside the
                 caller's transaction (PostgreSQL).
 
         Raises:
             ValidationError: the payload does not match the schema; nothing stored.
+            ConfigurationError: an option is invalid; nothing stored.
             BackendError: the store could not take the job.
         """
-        job = self.record(
-            payload,
-            delay=delay,
-            at=at,
-            priority=priority,
-            key=key,
-            queue=queue,
-            timeout=timeout,
-            max_attempts=max_attempts,
-        )
+        options = self._options(delay, at, priority, key, queue, timeout, max_attempts)
+        job = self._record(payload, options, time.time())
         return await self._store(job, connection=connection)
 
     async def _store(
@@ -228,20 +258,23 @@ class Handler(Generic[T, R]):
         at: datetime | None = None,
         priority: int | None = None,
         queue: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
         connection: object | None = None,
     ) -> list[JobHandle[R]]:
         """Validate every payload, then store them all in one backend call.
 
-        If any payload is invalid, nothing is stored.
+        The options are ``enqueue``'s and apply to every job; there is no
+        ``key``, which names one job. If any payload is invalid, nothing is
+        stored.
 
         Raises:
             ValidationError: a payload does not match the schema (the message names it).
+            ConfigurationError: an option is invalid; nothing stored.
         """
+        options = self._options(delay, at, priority, None, queue, timeout, max_attempts)
         now = time.time()
-        jobs = [
-            self.record(p, delay=delay, at=at, priority=priority, queue=queue, now=now)
-            for p in payloads
-        ]
+        jobs = [self._record(p, options, now) for p in payloads]
         stored = await self.app.enqueue_records(jobs, connection=connection)
         codec = self.result_codec
         return [
@@ -256,30 +289,49 @@ class Handler(Generic[T, R]):
         *,
         timeout: float | None = None,
         delay: float | timedelta | None = None,
+        at: datetime | None = None,
         priority: int | None = None,
         key: str | None = None,
         queue: str | None = None,
+        job_timeout: float | None = None,
+        max_attempts: int | None = None,
     ) -> R:
         """Enqueue, then wait for the result (request/response).
 
         The wait is woken by the store's push, not by polling. With a ``key``
         whose job already completed, the stored result comes back at once.
+        The other options are ``enqueue``'s.
 
         Args:
-            timeout: seconds to wait for the whole round trip; ``None`` waits for ever.
+            timeout: seconds the caller waits for the whole round trip; ``None``
+                waits for ever. It is not the job's deadline: that is ``job_timeout``.
+            job_timeout: overrides the job's deadline: seconds one attempt may
+                run (what ``timeout`` means on ``enqueue`` and ``@app.job``).
 
         Raises:
             TimeoutError: no result within ``timeout``; the job may still run.
             JobFailed: the job ended dead or cancelled (``JobCancelled``).
             ValidationError: the payload does not match the schema.
+            ConfigurationError: an option is invalid; nothing stored.
         """
-        # One span over the round trip, so the enqueue and the job nest under the caller's.
-        where = queue or self.options.queue
-        with request_span(self.app.telemetry, self.name, where) as span, anyio.fail_after(timeout):
-            job = self.record(payload, delay=delay, priority=priority, key=key, queue=queue)
-            handle = await self._store(job, waited=True)
-            span.set_attribute(MESSAGE_ID, handle.id)
-            return await handle.result()
+        options = self._options(delay, at, priority, key, queue, job_timeout, max_attempts)
+        hooks = self.app.instrumentation
+        # Hooks see the whole round trip, so the enqueue and the job nest under its span.
+        ends = request_started(hooks, self.name, queue or self.options.queue) if hooks else ()
+        job_id: str | None = None
+        try:
+            with anyio.fail_after(timeout):
+                job = self._record(payload, options, time.time())
+                handle = await self._store(job, waited=True)
+                job_id = handle.id
+                result = await handle.result()
+        except BaseException as exc:
+            if ends:
+                request_ended(ends, job_id, exc)
+            raise
+        if ends:
+            request_ended(ends, job_id, None)
+        return result
 
 
 class JobHandle(Generic[R]):

@@ -1,9 +1,8 @@
-"""OpenTelemetry traces and metrics for every job, and the hook point they are built on.
+"""OpenTelemetry traces and metrics for every job: asyncq's implementation of the hooks.
 
-``Instrumentation`` is the hook: ``App(instrumentation=[...])`` wraps every
-enqueue and sees every attempt start and end, with the outcome the worker
-decided (which middleware cannot see: it returns before the outcome exists).
-``Telemetry`` is asyncq's own instrumentation; every app has one unless it
+``Telemetry`` implements ``Instrumentation`` (``asyncq._instrumentation``):
+a PRODUCER span over each enqueue, a CONSUMER span over each attempt, a span
+over each ``enqueue_and_wait``, and the metrics. Every app has one unless it
 passes ``telemetry=False``.
 
 Only the OpenTelemetry API is imported. Without an SDK nothing records, and
@@ -20,8 +19,8 @@ import importlib.metadata
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
@@ -34,63 +33,18 @@ from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
 from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
-from ._context import JobContext
-from ._records import JobRecord, JobState, Outcome
+from ._instrumentation import AttemptEnd, EnqueueNext, Instrumentation, RequestEnd, outcome_name
+from ._records import JobRecord, Outcome
 from .exceptions import BackendError
 
 if TYPE_CHECKING:
+    from ._context import JobContext
     from ._worker import Worker
     from .backends.base import Backend
 
-__all__ = [
-    "AttemptEnd",
-    "EnqueueNext",
-    "Instrumentation",
-    "Telemetry",
-    "default_telemetry",
-    "outcome_name",
-    "request_span",
-]
+__all__ = ["Telemetry", "default_telemetry"]
 
 log = logging.getLogger("asyncq.telemetry")
-
-#: ``await call_next(jobs)`` stores the records and returns them as stored.
-EnqueueNext = Callable[[Sequence[JobRecord]], Awaitable[list[JobRecord]]]
-#: Called once when an attempt ends: its outcome (``None`` when the lease was
-#: lost and the result discarded) and the exception the handler raised, if any.
-AttemptEnd = Callable[[Outcome | None, BaseException | None], None]
-
-
-class Instrumentation:
-    """Hooks around enqueues and attempts. Subclass it and override what you need.
-
-    The defaults do nothing. Hooks run in the order of ``app.instrumentation``
-    (asyncq's ``Telemetry`` first), and attempt ends in the reverse order, so
-    a hook's ``on_start`` and its ``AttemptEnd`` see the job's span as current.
-    The attempt hooks are synchronous and run once per job on the worker's hot
-    path: keep them cheap. An exception from a hook is logged, never raised
-    into the worker.
-
-    .. versionadded:: 0.1
-    """
-
-    async def enqueue(self, jobs: Sequence[JobRecord], call_next: EnqueueNext) -> list[JobRecord]:
-        """Wrap storing ``jobs`` (one ``enqueue`` or an ``enqueue_many`` batch).
-
-        Pass on the records to store (``msgspec.structs.replace`` them to add
-        ``headers``) and return what ``call_next`` returned. A returned record
-        whose id differs from the one sent is an existing job with that key.
-        """
-        return await call_next(jobs)
-
-    def on_start(self, job: JobRecord, ctx: JobContext) -> AttemptEnd | None:
-        """An attempt is about to run (before the middleware and the handler).
-
-        Returns:
-            A callable told how this attempt ended, or ``None``. It carries the
-            attempt's state (a start time, a span) as a closure would.
-        """
-        return None
 
 
 # Messaging semantic conventions (v1.26+) and asyncq's own attributes.
@@ -118,26 +72,6 @@ _SECONDS_BUCKETS = (
 # Attribute dicts are cached per (queue, job name); names come from the queue,
 # so a flood of unknown names must not grow the cache without bound.
 _CACHE_LIMIT = 4096
-
-_OUTCOMES = {
-    JobState.COMPLETED: "completed",
-    JobState.FAILED: "retried",
-    JobState.DEAD: "dead",
-    JobState.CANCELLED: "cancelled",
-    JobState.QUEUED: "released",
-}
-
-
-def outcome_name(outcome: Outcome | None, error: BaseException | None = None) -> str:
-    """The ``asyncq.job.outcome`` value: completed, retried, dead, cancelled, released, lost.
-
-    ``released`` is a job handed back on shutdown; ``lost`` a lease lost
-    mid-attempt (the result was discarded); ``interrupted`` an attempt cut
-    short because the worker itself was cancelled.
-    """
-    if outcome is None:
-        return "lost" if error is None else "interrupted"
-    return _OUTCOMES.get(outcome.state, str(outcome.state))
 
 
 def _error_type(error: BaseException) -> str:
@@ -434,24 +368,37 @@ class Telemetry(Instrumentation):
 
     # -- request/response ------------------------------------------------------------
 
-    @contextmanager
-    def request(self, name: str, queue: str) -> Iterator[Span]:
-        """A span around a whole ``enqueue_and_wait``, the enqueue and the job beneath it."""
+    def on_request(self, name: str, queue: str) -> RequestEnd | None:
+        """A span around a whole ``enqueue_and_wait``, current for the enqueue and the job."""
         if time.monotonic() >= self._recheck_at:
             self._refresh()
         if not self._tracing_on:
-            yield trace.INVALID_SPAN
-            return
+            return None
         attrs = {
             SYSTEM: "asyncq",
             OPERATION_NAME: "enqueue_and_wait",
             DESTINATION: queue,
             JOB_NAME: name,
         }
-        with self.tracer.start_as_current_span(
+        span = self.tracer.start_span(
             f"enqueue_and_wait {queue}", kind=SpanKind.INTERNAL, attributes=attrs
-        ) as span:
-            yield span
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        return _Request(span, token).end
+
+    @contextmanager
+    def request(self, name: str, queue: str) -> Iterator[Span]:
+        """``on_request`` as a context manager: the request's span (invalid when not tracing)."""
+        end = self.on_request(name, queue)
+        if end is None:
+            yield trace.INVALID_SPAN
+            return
+        try:
+            yield trace.get_current_span()
+        except BaseException as exc:
+            end(None, exc)
+            raise
+        end(None, None)
 
     # -- attributes ------------------------------------------------------------------
 
@@ -502,6 +449,30 @@ class _Attempt:
                 self.span.end()
             if self.token is not None:
                 otel_context.detach(self.token)
+
+
+class _Request:
+    """One ``enqueue_and_wait``'s span, between ``on_request`` and its end."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Span, token: Token[Context]) -> None:
+        self.span = span
+        self.token = token
+
+    def end(self, job_id: str | None, error: BaseException | None) -> None:
+        span = self.span
+        try:
+            if span.is_recording():
+                if job_id is not None:
+                    span.set_attribute(MESSAGE_ID, job_id)
+                # As the API's use_span does: cancellation and exits are not errors.
+                if isinstance(error, Exception):
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        finally:
+            span.end()
+            otel_context.detach(self.token)
 
 
 def _annotate(span: Span, name: str, outcome: Outcome | None, error: BaseException | None) -> None:
@@ -595,12 +566,3 @@ def default_telemetry() -> Telemetry:
     if _default is None:
         _default = Telemetry()
     return _default
-
-
-def request_span(
-    telemetry: Telemetry | None, name: str, queue: str
-) -> AbstractContextManager[Span]:
-    """``telemetry.request(...)``, or a no-op when the app has no telemetry."""
-    if telemetry is None:
-        return nullcontext(trace.INVALID_SPAN)
-    return telemetry.request(name, queue)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -319,14 +319,20 @@ class Admin:
         payload: Any,
         *,
         delay: float | timedelta | None = None,
+        at: datetime | None = None,
         key: str | None = None,
         priority: int | None = None,
         queue: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
     ) -> JobHandle[Any]:
         """Enqueue job ``name`` with a payload given as builtins (a dict for a Struct schema).
 
+        The options are ``Handler.enqueue``'s: ``timeout`` is the job's deadline
+        (seconds one attempt may run), since nothing here waits.
+
         Raises:
-            ConfigurationError: the app has no such job.
+            ConfigurationError: the app has no such job, or an option is invalid.
             ValidationError: the payload does not match the schema (the message
                 names the field); nothing was stored.
         """
@@ -335,7 +341,16 @@ class Admin:
             value = msgspec.convert(payload, handler.schema)
         except msgspec.ValidationError as exc:
             raise ValidationError(handler.name, str(exc)) from exc
-        return await handler.enqueue(value, delay=delay, key=key, priority=priority, queue=queue)
+        return await handler.enqueue(
+            value,
+            delay=delay,
+            at=at,
+            key=key,
+            priority=priority,
+            queue=queue,
+            timeout=timeout,
+            max_attempts=max_attempts,
+        )
 
     async def enqueue_json(
         self,
@@ -343,14 +358,19 @@ class Admin:
         document: str | bytes,
         *,
         delay: float | timedelta | None = None,
+        at: datetime | None = None,
         key: str | None = None,
         priority: int | None = None,
         queue: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
     ) -> JobHandle[Any]:
         """Enqueue job ``name`` with its payload as a JSON document (what the CLI does).
 
+        The options are ``enqueue``'s.
+
         Raises:
-            ConfigurationError: the app has no such job.
+            ConfigurationError: the app has no such job, or an option is invalid.
             ValidationError: the document is not JSON, or does not match the
                 schema (the message names the field); nothing was stored.
         """
@@ -361,7 +381,16 @@ class Admin:
             raise ValidationError(handler.name, str(exc)) from exc
         except msgspec.DecodeError as exc:
             raise ValidationError(handler.name, f"not valid JSON: {exc}") from exc
-        return await handler.enqueue(value, delay=delay, key=key, priority=priority, queue=queue)
+        return await handler.enqueue(
+            value,
+            delay=delay,
+            at=at,
+            key=key,
+            priority=priority,
+            queue=queue,
+            timeout=timeout,
+            max_attempts=max_attempts,
+        )
 
     async def migrate(self) -> list[int] | None:
         """Apply the backend's pending schema migrations; ``None`` if it has none to apply.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
 import msgspec
@@ -241,6 +241,27 @@ async def test_enqueue_validates_builtins_and_json(app: App, backend: Backend) -
     assert len(await backend.list_jobs()) == 1
     later = await admin.enqueue_json("note", '{"text": "t"}', delay=timedelta(hours=1))
     assert (await admin.job(later.id)).state is JobState.SCHEDULED
+
+
+async def test_enqueue_takes_every_option_of_handler_enqueue(app: App) -> None:
+    admin = app.admin
+    at = datetime(2030, 1, 1, tzinfo=UTC)
+    built = await admin.enqueue(
+        "resize", {"image": "x", "width": 2}, at=at, timeout=9, max_attempts=4, queue="q"
+    )
+    job = await admin.job(built.id)
+    assert (job.scheduled_at, job.timeout, job.max_attempts, job.queue) == (
+        at.timestamp(),
+        9.0,
+        4,
+        "q",
+    )
+    decoded = await admin.job(
+        (await admin.enqueue_json("note", "{}", timeout=0.5, max_attempts=1)).id
+    )
+    assert (decoded.timeout, decoded.max_attempts) == (0.5, 1)
+    with pytest.raises(ConfigurationError, match="job 'note': give delay= or at=, not both"):
+        await admin.enqueue_json("note", "{}", delay=1, at=at)
 
 
 async def test_migrate(app: App, backend: Backend) -> None:

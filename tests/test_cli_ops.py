@@ -214,6 +214,43 @@ async def test_enqueue_timeout_without_wait_is_a_usage_error() -> None:
     assert "--timeout goes with --wait" in result.stderr
 
 
+async def test_enqueue_job_options_and_the_two_timeouts(lent: Backend) -> None:
+    args = ["enqueue", APP, "note", "{}", "--json", "--job-timeout", "90s", "--max-attempts", "2"]
+    stored = json.loads((await asyncq(*args, "--at", "2030-01-01T09:00:00+01:00")).stdout)
+    job = await lent.get(stored["id"])
+    assert job is not None
+    assert (job.timeout, job.max_attempts, job.state) == (90.0, 2, JobState.SCHEDULED)
+    assert job.scheduled_at == 1893484800.0  # 08:00 UTC
+
+    async with app.worker(concurrency=2, poll_interval=0.2):
+        waited = await asyncq(
+            "enqueue", APP, "resize", '{"image": "a.png", "width": 2}', "--wait",
+            "--wait-timeout", "20", "--job-timeout", "10",
+        )  # fmt: skip
+    assert waited.exit_code == 0, waited.output
+    assert json.loads(waited.stdout) == {"image": "a.png", "size": 4}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--wait-timeout", "1"], "--wait-timeout goes with --wait"),
+        (["--wait", "--wait-timeout", "1", "--timeout", "1"], "not both"),
+        (["--at", "2030-01-01T09:00"], "has no UTC offset"),
+        (["--at", "tomorrow"], "not an ISO 8601 date and time"),
+        (["--max-attempts", "0"], "job 'note': max_attempts must be at least 1, got 0"),
+        (["--delay", "1m", "--at", "2030-01-01T09:00Z"], "give delay= or at=, not both"),
+    ],
+)
+async def test_enqueue_refuses_bad_options_and_stores_nothing(
+    lent: Backend, extra: list[str], message: str
+) -> None:
+    result = await asyncq("enqueue", APP, "note", "{}", *extra)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert await lent.list_jobs() == []
+
+
 # -- retry ---------------------------------------------------------------------------------
 
 

@@ -21,8 +21,9 @@ from asyncq import (
     RetryPolicy,
     ValidationError,
 )
+from asyncq._instrumentation import EnqueueNext
+from asyncq._options import NO_OPTIONS, EnqueueOptions
 from asyncq._records import JobRecord
-from asyncq._telemetry import EnqueueNext
 from asyncq.backends.memory import MemoryBackend
 
 
@@ -343,6 +344,89 @@ def test_record_rejects_a_naive_datetime_and_bad_attempts() -> None:
         handler.record(Resize("u", 1), max_attempts=0)
     with pytest.raises(ValidationError, match="job 'r'"):
         handler.record({"url": 1})  # type: ignore[arg-type]
+
+
+# -- the one set of enqueue options ------------------------------------------------------
+
+AT = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"delay": 5, "at": AT}, "give delay= or at=, not both"),
+        ({"at": dt.datetime(2030, 1, 1)}, "at= must be an aware datetime"),
+        ({"priority": 1.5}, "priority must be an int, got 1.5"),
+        ({"priority": True}, "priority must be an int, got True"),
+        ({"max_attempts": 0}, "max_attempts must be at least 1, got 0"),
+        ({"max_attempts": 2.0}, "max_attempts must be at least 1, got 2.0"),
+        ({"timeout": 0}, "timeout must be positive seconds or None, got 0"),
+        ({"timeout": float("nan")}, "timeout must be positive seconds or None, got nan"),
+        ({"queue": ""}, "queue must be a non-empty name"),
+    ],
+)
+@pytest.mark.anyio
+async def test_every_way_to_enqueue_checks_the_options_alike(
+    kwargs: dict[str, Any], match: str
+) -> None:
+    backend = MemoryBackend()
+    app = App("options", backend=backend)
+    handler = app.job(schema=Resize, name="r")(resize_fn)
+    payload = Resize("u", 1)
+    waited = {("job_timeout" if k == "timeout" else k): v for k, v in kwargs.items()}
+    calls = [
+        lambda: handler.enqueue(payload, **kwargs),
+        lambda: handler.enqueue_many([payload], **kwargs),
+        lambda: handler.enqueue_and_wait(payload, timeout=1, **waited),
+        lambda: app.admin.enqueue("r", {"url": "u", "width": 1}, **kwargs),
+        lambda: app.admin.enqueue_json("r", '{"url": "u", "width": 1}', **kwargs),
+    ]
+    with anyio.fail_after(5):
+        for call in calls:
+            with pytest.raises(ConfigurationError, match=f"^job 'r': {match}"):
+                await call()
+        with pytest.raises(ConfigurationError, match=match):
+            handler.record(payload, **kwargs)
+    assert await backend.list_jobs() == []
+
+
+@pytest.mark.anyio
+async def test_enqueue_many_and_enqueue_and_wait_take_the_options_of_enqueue() -> None:
+    app = App("options", backend=MemoryBackend())
+
+    @app.job(schema=Resize, name="r", timeout=30)
+    async def deadline(payload: Resize, ctx: JobContext) -> list[Any]:
+        info = await app.get_job(ctx.job_id).info()
+        return [info.queue, info.priority, info.timeout, info.max_attempts]
+
+    with anyio.fail_after(10):
+        async with app:
+            many = await deadline.enqueue_many(
+                [Resize("a", 1), Resize("b", 2)], at=AT, timeout=5, max_attempts=1, queue="q"
+            )
+            stored = [await handle.info() for handle in many]
+            async with app.worker(concurrency=2, queues=["bulk"], poll_interval=0.05):
+                answer = await deadline.enqueue_and_wait(
+                    Resize("c", 3),
+                    timeout=5,
+                    at=dt.datetime.now(dt.UTC),
+                    queue="bulk",
+                    priority=4,
+                    job_timeout=2.5,
+                    max_attempts=2,
+                )
+    assert {(j.state, j.scheduled_at, j.timeout, j.max_attempts, j.queue) for j in stored} == {
+        (JobState.SCHEDULED, AT.timestamp(), 5.0, 1, "q")
+    }
+    # timeout= is the wait; job_timeout= is the job's own deadline.
+    assert answer == ["bulk", 4, 2.5, 2]
+
+
+def test_a_plain_enqueue_builds_no_options() -> None:
+    handler = App("options").job(schema=Resize, name="r")(resize_fn)
+    assert handler._options(None, None, None, None, None, None, None) is NO_OPTIONS
+    built = handler._options(None, None, 3, None, None, None, None)
+    assert built == EnqueueOptions(priority=3)
 
 
 # -- enqueue_and_wait on a backend that prepares for the wait --------------------------

@@ -39,10 +39,12 @@ from asyncq import (
     JobState,
     RetryPolicy,
     Telemetry,
+    ValidationError,
 )
+from asyncq._instrumentation import AttemptEnd, EnqueueNext, RequestEnd, outcome_name
 from asyncq._logging import JSONFormatter, TraceContextFilter, configure_logging
 from asyncq._records import Outcome
-from asyncq._telemetry import AttemptEnd, EnqueueNext, _Tally, outcome_name
+from asyncq._telemetry import _Tally
 from asyncq.backends.base import Backend
 from asyncq.backends.memory import MemoryBackend
 
@@ -435,6 +437,97 @@ async def test_instrumentation_sees_every_outcome_and_its_bugs_are_contained(
         ("try", 2, "dead", "KeyError"),
     ]
     assert "hook bug" in caplog.text
+
+
+class Requests(Instrumentation):
+    """A user's instrumentation of enqueue_and_wait: what it saw, and the span then current."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None, str | None, str]] = []
+
+    def on_request(self, name: str, queue: str) -> RequestEnd:
+        current = trace.get_current_span()
+        started_in = current.name if isinstance(current, ReadableSpan) else "-"
+
+        def end(job_id: str | None, error: BaseException | None) -> None:
+            kind = type(error).__name__ if error is not None else None
+            self.seen.append((name, queue, job_id, kind, started_in))
+
+        return end
+
+
+class BrokenRequests(Instrumentation):
+    def on_request(self, name: str, queue: str) -> RequestEnd:
+        def end(job_id: str | None, error: BaseException | None) -> None:
+            raise RuntimeError("request end bug")
+
+        return end
+
+
+async def test_any_instrumentation_sees_a_request_within_the_telemetry_span(
+    observed: Observed, caplog: pytest.LogCaptureFixture
+) -> None:
+    requests = Requests()
+    app = App(
+        "requests",
+        backend=MemoryBackend(),
+        telemetry=observed.telemetry,
+        instrumentation=[requests, BrokenRequests()],
+    )
+
+    release = anyio.Event()
+
+    @app.job(schema=Order, name="quote", queue="quotes")
+    async def quote(payload: Order) -> int:
+        if payload.fail:
+            await release.wait()
+        return 7
+
+    with anyio.fail_after(15):
+        async with app, app.worker(**WORKER, queues=["quotes"]):
+            assert await quote.enqueue_and_wait(Order("o-1"), timeout=10) == 7
+            with pytest.raises(TimeoutError):
+                await quote.enqueue_and_wait(Order("o-2", fail=True), timeout=0.2)
+            release.set()
+
+    done, timed_out = observed.spans("enqueue_and_wait quotes")
+    ids = [(span.attributes or {}).get("messaging.message.id") for span in (done, timed_out)]
+    assert requests.seen == [
+        ("quote", "quotes", ids[0], None, "enqueue_and_wait quotes"),
+        ("quote", "quotes", ids[1], "TimeoutError", "enqueue_and_wait quotes"),
+    ]
+    assert done.status.status_code is StatusCode.UNSET
+    assert timed_out.status.status_code is StatusCode.ERROR
+    assert [event.name for event in timed_out.events] == ["exception"]
+    # A broken hook is logged; the result and the caller's error come through untouched.
+    failed = [r for r in caplog.records if r.getMessage().endswith("at the end of a request")]
+    assert len(failed) == 2
+
+
+def test_telemetry_request_is_a_span_around_a_block(observed: Observed) -> None:
+    with observed.telemetry.request("quote", "quotes") as span:
+        assert span is trace.get_current_span()
+        assert span.is_recording()
+    with pytest.raises(KeyError), observed.telemetry.request("quote", "quotes"):
+        raise KeyError("o-1")
+    ok, failed = observed.spans("enqueue_and_wait quotes")
+    assert (ok.status.status_code, failed.status.status_code) == (
+        StatusCode.UNSET,
+        StatusCode.ERROR,
+    )
+    assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+async def test_a_payload_refused_before_storing_ends_the_request_without_a_job(
+    observed: Observed,
+) -> None:
+    requests = Requests()
+    app = App("refused", backend=MemoryBackend(), instrumentation=[requests], telemetry=False)
+    quote = app.handle("quote", schema=Order, result=int)
+
+    with anyio.fail_after(5), pytest.raises(ValidationError):
+        await quote.enqueue_and_wait({"order_id": 1})  # type: ignore[arg-type]
+    assert requests.seen == [("quote", "default", None, "ValidationError", "-")]
 
 
 async def test_without_an_sdk_jobs_run_and_carry_no_headers() -> None:

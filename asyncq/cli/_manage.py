@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -16,6 +17,23 @@ from ._base import CommandError, app_options, call, duration, echo_json, open_ap
 __all__ = ["enqueue", "migrate"]
 
 
+def _aware_datetime(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> datetime | None:
+    """A click callback: ISO 8601 text with a UTC offset (or Z) as an aware datetime."""
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        msg = f"not an ISO 8601 date and time: {value!r}"
+        raise click.BadParameter(msg, ctx, param) from None
+    if at.tzinfo is None:
+        msg = f"{value!r} has no UTC offset: add one (+01:00, Z) so the time is unambiguous"
+        raise click.BadParameter(msg, ctx, param)
+    return at
+
+
 @click.command()
 @app_options
 @click.argument("name")
@@ -26,12 +44,31 @@ __all__ = ["enqueue", "migrate"]
     callback=duration,
     help="Run no sooner than this from now (30s, 5m).",
 )
+@click.option(
+    "--at",
+    metavar="DATETIME",
+    callback=_aware_datetime,
+    help="Run no sooner than this ISO 8601 time with its offset (2030-01-01T09:00+01:00).",
+)
 @click.option("--key", help="Idempotency key: an existing job with it is returned instead.")
 @click.option("--priority", type=int, help="Larger runs first (default: the job's).")
 @click.option("-q", "--queue", help="Override the job's queue.")
+@click.option(
+    "--job-timeout",
+    metavar="DURATION",
+    callback=duration,
+    help="Override the job's deadline: how long one attempt may run.",
+)
+@click.option("--max-attempts", type=int, help="Override the attempts before the job is dead.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it as JSON.")
 @click.option(
-    "--timeout", metavar="DURATION", callback=duration, help="With --wait: give up after this long."
+    "--wait-timeout",
+    metavar="DURATION",
+    callback=duration,
+    help="With --wait: give up waiting after this long (the job may still run).",
+)
+@click.option(
+    "--timeout", metavar="DURATION", callback=duration, help="The same as --wait-timeout."
 )
 def enqueue(
     app_path: str,
@@ -40,25 +77,43 @@ def enqueue(
     name: str,
     payload: str,
     delay: float | None,
+    at: datetime | None,
     key: str | None,
     priority: int | None,
     queue: str | None,
+    job_timeout: float | None,
+    max_attempts: int | None,
     wait: bool,
+    wait_timeout: float | None,
     timeout: float | None,
 ) -> None:
     """Enqueue job NAME with a JSON payload ('-' reads it from stdin; default {}).
 
     The payload is checked against the job's schema first: nothing is stored
-    if it does not match (exit 2, naming the field).
+    if it does not match (exit 2, naming the field). --job-timeout is the
+    job's deadline; --wait-timeout (or --timeout) is how long this command
+    waits for the result.
     """
-    if timeout is not None and not wait:
-        raise click.UsageError("--timeout goes with --wait")
+    for flag, value in (("--wait-timeout", wait_timeout), ("--timeout", timeout)):
+        if value is not None and not wait:
+            raise click.UsageError(f"{flag} goes with --wait")
+    if wait_timeout is not None and timeout is not None:
+        raise click.UsageError("give --wait-timeout or --timeout, not both")
+    patience = timeout if wait_timeout is None else wait_timeout
     document = sys.stdin.read() if payload == "-" else payload
     app = open_app(app_path, backend)
 
     async def body(admin: Admin) -> dict[str, Any]:
         handle = await admin.enqueue_json(
-            name, document, delay=delay, key=key, priority=priority, queue=queue
+            name,
+            document,
+            delay=delay,
+            at=at,
+            key=key,
+            priority=priority,
+            queue=queue,
+            timeout=job_timeout,
+            max_attempts=max_attempts,
         )
         record = await handle.info()
         out: dict[str, Any] = {
@@ -73,11 +128,11 @@ def enqueue(
         if not as_json:
             click.echo(_enqueued_line(out), err=True)
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(patience):
                 await handle.result()
         except TimeoutError:
             msg = (
-                f"no result within {timeout:g}s; job {handle.id} may still run "
+                f"no result within {patience:g}s; job {handle.id} may still run "
                 f"(see: asyncq job {app_path} {handle.id})"
             )
             raise CommandError(msg) from None

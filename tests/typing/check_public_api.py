@@ -9,7 +9,7 @@ nothing calls; importing the module only defines classes and functions.
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict, assert_type
 
 import msgspec
@@ -71,6 +71,36 @@ async def check_decorated_handler_types(app: App) -> None:
     assert_type(await resize.enqueue_many([payload, payload]), list[JobHandle[bytes]])
     assert_type(await resize(payload), bytes)  # a direct call, as in unit tests
     assert_type(resize.record(payload), JobRecord)
+
+
+async def check_enqueue_options(app: App) -> None:
+    @app.job(schema=Resize, timeout=30)
+    async def resize(p: Resize) -> bytes:
+        return b""
+
+    payload = Resize("u", 1)
+    at = datetime.now(UTC)
+    handle = await resize.enqueue(payload, at=at, timeout=5.0, max_attempts=2, queue="q")
+    assert_type(handle, JobHandle[bytes])
+    many = await resize.enqueue_many(
+        [payload], delay=1.5, at=None, priority=1, queue="q", timeout=5.0, max_attempts=2
+    )
+    assert_type(many, list[JobHandle[bytes]])
+    # timeout= is how long the caller waits; job_timeout= is the job's own deadline.
+    waited = await resize.enqueue_and_wait(
+        payload, timeout=5.0, at=at, job_timeout=30.0, max_attempts=1, key="k", priority=2
+    )
+    assert_type(waited, bytes)
+    assert_type(resize.record(payload, at=at, timeout=1.0, max_attempts=1), JobRecord)
+    admin = await app.admin.enqueue(
+        "resize", {"url": "u", "width": 1}, at=at, timeout=5.0, max_attempts=2
+    )
+    assert_type(admin, JobHandle[Any])
+    assert_type(await app.admin.enqueue_json("resize", "{}", timeout=1.0), JobHandle[Any])
+    await resize.enqueue(payload, at="tomorrow")  # type: ignore[arg-type]
+    await resize.enqueue_and_wait(payload, job_timeout="30s")  # type: ignore[arg-type]
+    await resize.enqueue_many([payload], key="k")  # type: ignore[call-arg]
+    await resize.enqueue(payload, 10)  # type: ignore[call-arg]  # options are keyword-only
 
 
 async def check_handler_taking_a_context(app: App) -> None:
