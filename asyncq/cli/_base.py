@@ -1,4 +1,4 @@
-"""What every ``asyncq`` command shares: the group, app loading, options, errors, durations."""
+"""What every ``asyncq`` command shares: the group, app loading, options, failing, progress."""
 
 from __future__ import annotations
 
