@@ -12,6 +12,7 @@ from ._records import JobRecord
 __all__ = ["JobContext", "current_job"]
 
 _current: ContextVar[JobContext] = ContextVar("asyncq_current_job")
+_job_logger = logging.getLogger("asyncq.job")
 
 
 class JobContext:
@@ -29,7 +30,7 @@ class JobContext:
 
     # The job's fields are read through from its record: a context is made for
     # every attempt, and most handlers never look at most of them.
-    __slots__ = ("_job", "_logger", "_report_progress", "state")
+    __slots__ = ("_job", "_report_progress", "state")
 
     def __init__(
         self,
@@ -37,12 +38,10 @@ class JobContext:
         *,
         state: Any = None,
         progress: Callable[[float], Awaitable[bool]] | None = None,
-        logger: logging.Logger | None = None,
     ) -> None:
         self._job = job
         self.state = state
         self._report_progress = progress
-        self._logger = logger
 
     @property
     def job_id(self) -> str:
@@ -88,7 +87,7 @@ class JobContext:
             "queue": self.queue,
             "attempt": self.attempt,
         }
-        return logging.LoggerAdapter(self._logger or logging.getLogger("asyncq.job"), extra)
+        return logging.LoggerAdapter(_job_logger, extra)
 
     async def progress(self, value: float) -> None:
         """Record how far the job has got, from 0.0 to 1.0; operators see it in ``job``/``jobs``.

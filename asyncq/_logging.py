@@ -2,10 +2,11 @@
 
 asyncq logs through the standard library under the ``asyncq`` logger tree
 (``asyncq``, ``asyncq.worker``, ``asyncq.job`` for ``ctx.logger``,
-``asyncq.telemetry``). Every line about one job carries the fields of
-``job_fields`` as ``extra=`` attributes, and ``TraceContextFilter`` adds the
-current span's ``trace_id`` and ``span_id``, so the lines of one job can be
-found from its trace and back. ``JSONFormatter`` writes all of them out.
+``asyncq.cron``, ``asyncq.health``, ``asyncq.telemetry``). Every line about
+one job carries the fields of ``job_fields`` as ``extra=`` attributes, and
+``TraceContextFilter`` adds the current span's ``trace_id`` and ``span_id``,
+so the lines of one job can be found from its trace and back.
+``JSONFormatter`` writes all of them out.
 """
 
 from __future__ import annotations

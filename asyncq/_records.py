@@ -71,7 +71,7 @@ class ErrorKind(enum.StrEnum):
     DECODE = "decode"  #: the payload did not decode against the handler's schema
     UNKNOWN_JOB = "unknown_job"  #: no handler with this name in the worker's app
     LOST = "lost"  #: the lease lapsed (worker killed or stalled)
-    CANCELLED = "cancelled"  #: cancelled while running
+    CANCELLED = "cancelled"  #: cancelled on request after a worker claimed it
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -153,7 +153,9 @@ class Outcome(msgspec.Struct, frozen=True):
     - ``completed``: with ``result`` (MessagePack bytes);
     - ``failed``: with ``error`` and ``retry_at`` (epoch seconds) for the next attempt;
     - ``dead``: with ``error``;
-    - ``cancelled``: with ``error`` of kind ``cancelled``.
+    - ``cancelled``: with ``error`` of kind ``cancelled``;
+    - ``queued``: handed back untouched by this attempt: the worker shut down
+      before starting it, or stopped it when the shutdown timeout ran out.
     """
 
     job_id: str

@@ -9,8 +9,7 @@
     ├── JobFailed              ended dead or cancelled (``result``, ``enqueue_and_wait``)
     │   └── JobCancelled       ... cancelled, specifically
     └── BackendError           the store cannot be reached or answered wrongly
-        ├── BackendUnavailable ... cannot be reached (also a ``ConnectionError``)
-        └── LeaseLost          another worker owns the job now; this attempt's result is discarded
+        └── BackendUnavailable ... cannot be reached (also a ``ConnectionError``)
 
 Signals a handler raises to steer its own job (not errors of asyncq)::
 
@@ -37,7 +36,6 @@ __all__ = [
     "JobCancelled",
     "JobFailed",
     "JobNotFound",
-    "LeaseLost",
     "Reject",
     "Retry",
     "ValidationError",
@@ -114,10 +112,6 @@ class BackendError(AsyncqError):
 
 class BackendUnavailable(BackendError, ConnectionError):
     """The store cannot be reached. Workers reconnect with backoff; producers get this error."""
-
-
-class LeaseLost(BackendError):
-    """This worker's lease lapsed and another claim replaced it; the outcome is discarded."""
 
 
 class Retry(Exception):

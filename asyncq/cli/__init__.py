@@ -1,8 +1,10 @@
 """The ``asyncq`` command: a thin layer that loads ``module:app`` and calls the Python API.
 
-Exit codes: 0 success; 1 the operation failed (a job failed or was not found,
-the backend refused); 2 usage errors (bad arguments, an invalid payload, an
-app that cannot be loaded).
+Every verb, ``run`` included, fails through ``_base.fail``: ``Error: ...`` on
+stderr, then exit 1 when the operation failed (a job failed or was not found,
+the store down or answering wrongly) or 2 on a usage error (bad arguments, an
+invalid payload, a bad backend URL, an app that cannot be loaded). The table is
+in docs/cli.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What every ``asyncq`` command shares: the group, app loading, options, errors, durations."""
+"""What every ``asyncq`` command shares: the group, app loading, options, failing, progress."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from ..exceptions import AsyncqError, ConfigurationError, JobNotFound, Validatio
 
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_USAGE",
     "CommandError",
     "Progress",
@@ -27,6 +28,8 @@ __all__ = [
     "call",
     "duration",
     "echo_json",
+    "fail",
+    "fail_on",
     "load_app",
     "main",
     "parse_duration",
@@ -35,8 +38,15 @@ __all__ = [
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
+# The exit codes of every verb, ``run`` included (the table is in docs/cli.md).
+# click exits 2 on its own usage errors, so what the operator typed wrongly is 2.
+#: the operation failed: a job not found or not in a state the verb acts on,
+#: the store down or answering wrongly
 EXIT_FAILED = 1
+#: usage: bad arguments, payload, job name, queue or backend URL; an app that cannot be loaded
 EXIT_USAGE = 2
+#: ``run`` interrupted before the worker listened for signals (128 + SIGINT)
+EXIT_INTERRUPTED = 130
 
 
 def load_app(path: str) -> App:
@@ -78,8 +88,9 @@ def load_app(path: str) -> App:
 def main() -> None:
     """asyncq: run workers and operate queues.
 
-    Exit codes: 0 success; 1 the operation failed or a job was not found;
-    2 usage errors (bad arguments, invalid payload, an app that cannot be loaded).
+    Exit codes: 0 success; 1 the operation failed (a job not found or in the
+    wrong state, the store down); 2 usage errors (bad arguments, an invalid
+    payload, a bad backend URL, an app that cannot be loaded).
     """
 
 
@@ -103,18 +114,42 @@ class CommandError(Exception):
         self.code = code
 
 
-def fail(message: str, code: int) -> NoReturn:
-    """Print ``Error: message`` on stderr and exit with ``code``."""
-    click.echo(f"Error: {message}", err=True)
+def fail(*messages: str, code: int = EXIT_FAILED) -> NoReturn:
+    """End the command: each message as one ``Error: ...`` line on stderr, then exit ``code``.
+
+    Every verb fails through here (or ``fail_on``), so the prefix and the
+    codes are the same everywhere; click's own usage errors also print
+    ``Error:`` and exit 2.
+    """
+    for message in messages:
+        click.echo(f"Error: {message}", err=True)
     sys.exit(code)
 
 
-def call(app: App, fn: Callable[[Admin], Awaitable[T]]) -> T:
-    """Run ``fn(app.admin)``, close the app, and turn errors into messages and exit codes.
+def failure(exc: AsyncqError | CommandError) -> tuple[str, int]:
+    """The operator's message and the exit code for an error that ends a command.
 
-    Exit 2 for what the operator typed wrongly (an invalid payload, an unknown
-    job name, a bad backend URL); 1 for what failed (not found, the store down).
+    2 for what the operator typed wrongly (an invalid payload, an unknown job
+    name, a bad backend URL or one whose driver is missing); 1 for what failed
+    (not found, the store down or answering wrongly, which the message names).
     """
+    if isinstance(exc, CommandError):
+        return str(exc), exc.code
+    if isinstance(exc, ValidationError | ConfigurationError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, JobNotFound):
+        return str(exc), EXIT_FAILED
+    return f"{type(exc).__name__}: {exc}", EXIT_FAILED
+
+
+def fail_on(*errors: AsyncqError | CommandError) -> NoReturn:
+    """End the command on these errors: one line each, and the highest of their exit codes."""
+    failures = [failure(exc) for exc in errors]
+    fail(*(message for message, _ in failures), code=max(code for _, code in failures))
+
+
+def call(app: App, fn: Callable[[Admin], Awaitable[T]]) -> T:
+    """Run ``fn(app.admin)``, close the app, and end the command on an error (``fail_on``)."""
 
     async def run() -> T:
         try:
@@ -125,14 +160,8 @@ def call(app: App, fn: Callable[[Admin], Awaitable[T]]) -> T:
 
     try:
         result: T = runner(run)
-    except CommandError as exc:
-        fail(str(exc), exc.code)
-    except (ValidationError, ConfigurationError) as exc:
-        fail(str(exc), EXIT_USAGE)
-    except JobNotFound as exc:
-        fail(str(exc), EXIT_FAILED)
-    except AsyncqError as exc:
-        fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+    except (AsyncqError, CommandError) as exc:
+        fail_on(exc)
     return result
 
 
@@ -165,7 +194,7 @@ def open_app(app_path: str, backend: str | None) -> App:
         try:
             app.use_backend(backend)
         except ConfigurationError as exc:
-            fail(str(exc), EXIT_USAGE)
+            fail_on(exc)
     elif app.backend_spec is None and not os.environ.get("ASYNCQ_BACKEND"):
         click.echo(
             f"note: no backend given (--backend, ASYNCQ_BACKEND or App(backend=...)); "

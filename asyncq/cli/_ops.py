@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -19,7 +18,6 @@ from .._records import TERMINAL_STATES, JobRecord, JobState
 from ..admin import Admin, Status
 from ..exceptions import JobNotFound
 from ._base import (
-    EXIT_FAILED,
     EXIT_USAGE,
     CommandError,
     Progress,
@@ -27,6 +25,7 @@ from ._base import (
     call,
     duration,
     echo_json,
+    fail,
     open_app,
 )
 from ._render import job_dict, job_text, jobs_text, span, status_dict, status_text, utc
@@ -46,11 +45,6 @@ async def check_queue(admin: Admin, queue: str | None) -> None:
         names = ", ".join(known) or "none yet"
         msg = f"unknown queue {queue!r}; known queues: {names}"
         raise CommandError(msg, EXIT_USAGE)
-
-
-def _errors(messages: Sequence[str]) -> None:
-    for message in messages:
-        click.echo(f"Error: {message}", err=True)
 
 
 # -- status ------------------------------------------------------------------------------
@@ -265,9 +259,8 @@ def retry(
     else:
         for job_id in done:
             click.echo(f"retried job {job_id}: queued with fresh attempts")
-    _errors(problems)
     if problems:
-        sys.exit(EXIT_FAILED)
+        fail(*problems)
 
 
 @click.command()
@@ -314,9 +307,8 @@ def cancel(app_path: str, backend: str | None, as_json: bool, job_ids: tuple[str
             )
     if as_json:
         echo_json(report)
-    _errors(problems)
     if problems:
-        sys.exit(EXIT_FAILED)
+        fail(*problems)
 
 
 # -- purge --------------------------------------------------------------------------------------
@@ -362,8 +354,7 @@ def purge(
     scope = f"{names} jobs that finished before {utc(cutoff)} UTC (older than {span(older_than)})"
     scope += f" in queue {queue!r}" if queue else ""
     if not yes:
-        click.echo(f"Error: refusing to purge without --yes: it would delete {scope}", err=True)
-        sys.exit(EXIT_USAGE)
+        fail(f"refusing to purge without --yes: it would delete {scope}", code=EXIT_USAGE)
     progress = Progress("purged")
 
     async def body(admin: Admin) -> int:

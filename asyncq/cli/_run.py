@@ -12,7 +12,7 @@ import click
 from .._health import HealthServer
 from .._logging import configure_logging
 from ..exceptions import AsyncqError, ConfigurationError
-from ._base import EXIT_FAILED, load_app
+from ._base import EXIT_INTERRUPTED, CommandError, fail, fail_on, load_app
 
 __all__ = ["run"]
 
@@ -122,7 +122,7 @@ def run(
                 await health.bind()
             except OSError as exc:
                 msg = f"cannot serve health probes on {health_host}:{health_port}: {exc}"
-                raise ConfigurationError(msg) from exc
+                raise CommandError(msg) from exc
             app.worker_services.append(health.serve)
             try:
                 await app.run_worker(**options)
@@ -132,20 +132,22 @@ def run(
             await app.close()
 
     try:
-        anyio.run(serve, backend_options=loop_options(loop))
-    except AsyncqError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_FAILED)
+        backend_options = loop_options(loop)
+    except ConfigurationError as exc:
+        fail(str(exc))  # 1, not 2: the option is valid, this machine lacks uvloop
+    try:
+        anyio.run(serve, backend_options=backend_options)
+    except (AsyncqError, CommandError) as exc:
+        fail_on(exc)
     except BaseExceptionGroup as group:
         # Task groups wrap what the worker raised; the operator wants one line each.
         leaves = _leaves(group)
-        if not all(isinstance(leaf, AsyncqError) for leaf in leaves):
+        errors = [leaf for leaf in leaves if isinstance(leaf, AsyncqError | CommandError)]
+        if len(errors) < len(leaves):
             raise
-        for leaf in leaves:
-            click.echo(f"error: {leaf}", err=True)
-        sys.exit(EXIT_FAILED)
+        fail_on(*errors)
     except KeyboardInterrupt:  # a signal that arrived before the worker listened for it
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def loop_options(loop: str) -> dict[str, Any]:
