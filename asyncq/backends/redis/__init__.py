@@ -436,14 +436,13 @@ class RedisBackend:
         inline = not self._cluster
 
         bucket = self._bucket if inline else None
+        registry = self._queues_key
 
         def calls() -> Iterator[Call]:
             # A generator: each chunk is on its way while the next is encoded.
             for chunk in chunks:
                 prefix = self._prefix(jobs[chunk[0]].queue)
-                yield Enqueue.call(
-                    prefix, jobs, chunk, waited=waited, bucket=bucket, registry=self._queues_key
-                )
+                yield Enqueue.call(prefix, jobs, chunk, waited, bucket, registry)
 
         before: list[Command] = []
         if not inline:
@@ -512,17 +511,19 @@ class RedisBackend:
             base = uuid.uuid4().hex
             prefixes = [self._prefix(q) for q in group]
             call = Claim.call(prefixes, limit - len(leases), worker, lease_for, base)
-            found, soonest = Claim.reply(await self._one(call), worker, base)
-            self._remember_leases(found)
-            leases += found
+            claimed = Claim.reply(await self._one(call), worker, base)
+            self._remember_leases(claimed.leases)
+            leases += claimed.leases
             if len(leases) >= limit:
                 break
+            soonest = claimed.earliest
             if soonest is not None:
                 earliest = soonest if earliest is None else min(earliest, soonest)
         self._note_claim(queues, limit, leases, earliest)
         return leases
 
     def _remember_leases(self, leases: list[Lease]) -> None:
+        """Note where each claimed job lives, for a ``get`` or ``cancel`` of it by id."""
         remember = self._remember
         for lease in leases:
             remember(lease.job.id, lease.job.queue)
@@ -621,21 +622,22 @@ class RedisBackend:
         claimed = list(dict.fromkeys(queues)) if limit > 0 else []
         base = uuid.uuid4().hex
         call = SettleClaim.call(
-            [self._prefix(q) for q in by_queue],
-            [self._prefix(q) for q in claimed],
+            [self._prefix(q) for q in (*by_queue, *claimed)],
             outcomes,
-            list(by_queue.values()),
+            by_queue.values(),
             limit=limit,
             worker=worker,
             lease_for=lease_for,
             base=base,
         )
-        flags, (leases, earliest) = SettleClaim.reply(await self._one(call), worker, base)
+        settled = SettleClaim.reply(await self._one(call), worker, base)
         applied = [False] * len(outcomes)
-        for i, ok in zip((i for ix in by_queue.values() for i in ix), flags, strict=True):
+        positions = (i for ix in by_queue.values() for i in ix)
+        for i, ok in zip(positions, settled.applied, strict=True):
             applied[i] = bool(ok)
+        leases = settled.claimed.leases
         self._remember_leases(leases)
-        self._note_claim(queues, limit, leases, earliest)
+        self._note_claim(queues, limit, leases, settled.claimed.earliest)
         return applied, leases
 
     @mapped

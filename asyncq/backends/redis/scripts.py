@@ -64,7 +64,7 @@ number-to-string conversion keeps 14 digits, which would move timestamps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from importlib import resources
 from typing import Any, ClassVar, NamedTuple
 
@@ -126,8 +126,8 @@ class _Script:
     def __init_subclass__(cls, name: str) -> None:
         cls.name = name
         body = (_FILES / f"{name}.lua").read_text(encoding="utf-8")
-        # The blank lines keep each script's text, and so the SHA1 it is called
-        # by, as it has always been.
+        # The newlines around the prelude are part of each script's text: the
+        # SHA1s that EVALSHA calls the scripts by stay those of earlier versions.
         SCRIPTS[name] = f"\n{_PRELUDE}\n{body}"
 
 
@@ -181,6 +181,7 @@ class Page(NamedTuple):
 
 
 def _claimed(raw: list[Any], worker: str, base: str) -> Claimed:
+    """A ``claim_from`` reply: {now, lease expiry, earliest or '', 5 per job}."""
     earliest = raw[2]
     # Read before the leases are: the server's "now" as a local time.
     soonest = codec.local_time(earliest, raw[0]) if earliest else None
@@ -209,7 +210,6 @@ class Enqueue(_Script, name="enqueue"):
         prefix: str,
         jobs: Sequence[JobRecord],
         chunk: list[int],
-        *,
         waited: bool,
         bucket: Callable[[str], str] | None,
         registry: str,
@@ -270,9 +270,8 @@ class Claim(_Script, name="claim"):
     def call(prefixes: list[str], limit: int, worker: str, lease_for: float, base: str) -> Call:
         return ("claim", prefixes, [limit, worker, repr(float(lease_for)), base])
 
-    @staticmethod
-    def reply(raw: Any, worker: str, base: str) -> Claimed:
-        return _claimed(raw, worker, base)
+    #: (raw reply, worker, token base) -> the leases, and when to look again
+    reply = staticmethod(_claimed)
 
 
 class Heartbeat(_Script, name="heartbeat"):
@@ -331,22 +330,22 @@ class SettleClaim(_Script, name="settle_claim"):
 
     @staticmethod
     def call(
-        settled: list[str],
-        claimed: list[str],
+        prefixes: list[str],
         outcomes: Sequence[Outcome],
-        groups: Sequence[list[int]],
+        groups: Collection[list[int]],
         *,
         limit: int,
         worker: str,
         lease_for: float,
         base: str,
     ) -> Call:
-        """``groups``: positions in ``outcomes`` per queue of ``settled``."""
+        """``groups``: per queue settled, the positions of its outcomes in ``outcomes``;
+        ``prefixes``: those queues' prefixes, then the prefixes of the queues to claim from."""
         args: list[Any] = [max(limit, 0), worker, repr(float(lease_for)), base, len(groups)]
         for indexes in groups:
             args.append(len(indexes))
             args += codec.settle_args(outcomes, indexes)
-        return ("settle_claim", settled + claimed, args)
+        return ("settle_claim", prefixes, args)
 
     @staticmethod
     def reply(raw: Any, worker: str, base: str) -> Settled:
