@@ -26,8 +26,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
 from asyncq._records import JobRecord, JobState, Lease
-from asyncq.backends._redis_client import Direct
 from asyncq.backends.redis import RedisBackend, mask_url
+from asyncq.backends.redis.transport import Direct
 from asyncq.exceptions import BackendUnavailable, ConfigurationError
 
 from . import _records as r
@@ -648,7 +648,7 @@ async def test_a_job_stored_as_waited_for_is_not_read_by_its_waiter(
 async def test_a_channel_stays_subscribed_a_while_after_its_last_waiter(
     redis_url: str, admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from asyncq.backends import _redis_notices
+    from asyncq.backends.redis import notices
 
     async with opened(RedisBackend.from_url(redis_url, namespace=_ns())) as backend:
         a, b = backend._prefix("a") + "done", backend._prefix("b") + "done"
@@ -669,7 +669,7 @@ async def test_a_channel_stays_subscribed_a_while_after_its_last_waiter(
             await round_trip("a")
             await round_trip("a")
             assert await subscribers(a) == 1  # kept between the two waits, and after
-            monkeypatch.setattr(_redis_notices, "LINGER", 0.0)
+            monkeypatch.setattr(notices, "LINGER", 0.0)
             await round_trip("b")
             # The next wait let go of the channel nobody needed any more.
             await _until(lambda: _equals(subscribers(a), 0))

@@ -4,7 +4,7 @@ Layout
 ------
 Every key of one queue starts with the hash tag ``{<namespace>:q:<queue>}``, so
 a queue lives in one cluster slot and each state transition is one Lua script
-on that slot (``_redis_lua`` lists the keys and fields). ``now`` is Redis'
+on that slot (``scripts`` lists the keys and fields). ``now`` is Redis'
 ``TIME``, read inside the script. A call spanning queues runs one script per
 queue, pipelined: one round trip on a single server. ``claim`` is the
 exception, because its ``limit`` is shared: it runs one script over all queues
@@ -30,7 +30,7 @@ go when ``prune`` and ``purge`` delete jobs. Lease tokens end with the queue
 name, so ``settle`` needs no lookup.
 
 Round trips: outside a cluster the scripts go over a connection of the
-backend's own (``_redis_client.Direct``), hiredis packing their arguments in
+backend's own (``transport.Direct``), hiredis packing their arguments in
 C; a call that finds it busy goes through the client's pool. An enqueue
 batch runs as one script per queue and per ``_ENQUEUE_CHUNK`` jobs, pipelined
 without ``MULTI``, each sent as soon as it is encoded, so the server runs one
@@ -59,7 +59,7 @@ marks it as waited for; the end of a marked job publishes the finished job
 on the queue's channel, so the waiter returns it without reading it again,
 and the end of a job nobody waits for publishes nothing. One subscriber
 connection per backend multiplexes the notices to all waiters (see
-``_redis_notices``). ``enqueue_waited`` (``enqueue_and_wait``) makes sure the
+``notices``). ``enqueue_waited`` (``enqueue_and_wait``) makes sure the
 channel is subscribed first and stores its jobs marked already, so their
 waiter skips that read: a request/response costs the enqueue, then the
 notice.
@@ -74,37 +74,25 @@ Connections carry the client name ``asyncq:<namespace>`` (``:block`` and
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 import uuid
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
-import msgspec
 import redis.asyncio as aioredis
 from msgspec.structs import replace
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import (
-    AskError,
-    MovedError,
-    NoScriptError,
-    RedisError,
-)
 
-from ..exceptions import ConfigurationError
-from ._redis_client import Direct, connect, describe, mapped, mask_url, pool_kwargs, side_client
-from ._redis_lua import LAYOUT, PRELUDE, SCRIPTS
-from ._redis_notices import Notices
-from .base import (
+from ...exceptions import ConfigurationError
+from ..base import (
     Backend,
     EnqueuesWaited,
-    ErrorInfo,
     HeartbeatReply,
     JobRecord,
     JobState,
@@ -115,6 +103,41 @@ from .base import (
     check_outcomes,
     purgeable,
 )
+from . import codec
+from .notices import Notices
+from .scripts import (
+    LAYOUT,
+    Call,
+    Cancel,
+    Claim,
+    Enqueue,
+    Fetch,
+    Get,
+    Heartbeat,
+    List,
+    Peek,
+    Progress,
+    Prune,
+    Purge,
+    Recover,
+    RetryDead,
+    SetPaused,
+    Settle,
+    SettleClaim,
+    StateIds,
+    Stats,
+    Watch,
+)
+from .transport import (
+    Command,
+    Transport,
+    connect,
+    describe,
+    mapped,
+    mask_url,
+    pool_kwargs,
+    side_client,
+)
 
 __all__ = ["RedisBackend", "mask_url"]
 
@@ -124,64 +147,11 @@ _RECOVER_BATCH = 500
 _PRUNE_BATCH = 500
 _LIST_BUDGET = 2000
 _GATHER_MAX = 5000
-#: connections of its own a backend opens for concurrent script calls, at most
-_DIRECT_MAX = 4
 #: seconds a short claim's report stands in for a peek (see ``_note_claim``)
 _SHORT_FRESH = 1.0
 _CACHE_SIZE = 10_000
 #: hashes the id index is sharded over (a power of two)
 _BUCKETS = 64
-
-#: scripts whose arguments redis-py gets packed into one (see ``_pack``)
-_PACKED = frozenset({"enqueue", "settle", "settle_claim"})
-
-_Call = tuple[str, list[str], list[Any]]
-_Command = tuple[Any, ...]
-
-#: what the enqueue script answers for a job it stored
-_STORED = {b"queued": JobState.QUEUED, b"scheduled": JobState.SCHEDULED}
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode_record = msgspec.msgpack.Decoder(JobRecord).decode
-_encode_json = msgspec.json.Encoder().encode
-_decode_errors = msgspec.json.Decoder(tuple[ErrorInfo, ...]).decode
-
-
-def _pack(args: Sequence[str | bytes | int]) -> bytes:
-    """Many script arguments as one (the scripts' ``batch_args`` reads it back)."""
-    parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    return b",".join(str(len(p)).encode() for p in parts) + b";" + b"".join(parts)
-
-
-def _unpack(packed: bytes) -> list[bytes]:
-    """The strings ``_pack`` (or the scripts' ``notify``) packed into one."""
-    head, _, body = packed.partition(b";")
-    out, pos = [], 0
-    for size in map(int, head.split(b",")):
-        out.append(body[pos : pos + size])
-        pos += size
-    return out
-
-
-def _notice_job(notice: bytes) -> str:
-    """The id of the job a notice is about: the first packed string."""
-    head, sep, body = notice.partition(b";")
-    first = head.partition(b",")[0]
-    if not sep or not first.isdigit():
-        return notice.decode(errors="replace")  # a bare id
-    return body[: int(first)].decode(errors="replace")
-
-
-def _replay(made: list[_Call], source: Iterator[_Call]) -> Iterator[_Call]:
-    """What ``source`` gave before, then the rest of it, keeping each new item in ``made``."""
-    yield from list(made)
-    for item in source:
-        made.append(item)
-        yield item
-
-
-def _float(raw: bytes | None) -> float | None:
-    return None if raw is None else float(raw)
 
 
 def _escape(queue: str) -> str:
@@ -234,21 +204,12 @@ class RedisBackend:
         if pool_kwargs(client, None).get("decode_responses"):
             msg = "RedisBackend needs a client with decode_responses=False (payloads are bytes)"
             raise ConfigurationError(msg)
-        self._scripts = {
-            name: client.register_script(PRELUDE + body) for name, body in SCRIPTS.items()
-        }
-        self._shas = {name: script.sha for name, script in self._scripts.items()}
-        # Connections of the backend's own for its scripts (see Direct), opened as
-        # concurrent calls need them, up to _DIRECT_MAX; beyond, the client's pool.
-        self._direct_ok = not self._cluster and Direct.usable(client)
-        self._directs: list[Direct] = [Direct(client)] if self._direct_ok else []
+        # Script calls and blocking pops (see Transport); ``_many`` is its ``many``.
+        self._transport = Transport(client, self._name)
+        self._many = self._transport.many
         self._queues_key = f"{{{namespace}}}:queues"
         self._where: OrderedDict[str, str] = OrderedDict()
         self._short: dict[tuple[str, ...], tuple[float, float | None]] = {}
-        # Blocking pops go over a connection of their own (one wait at a time;
-        # a second concurrent wait, or a cluster, uses the side clients).
-        self._blocker = Direct(client, f"{self._name}:block") if self._direct_ok else None
-        self._blockers: dict[str, aioredis.Redis] = {}
         self._subscriber: aioredis.Redis | None = None
         self._notices: Notices | None = None
         self._waits: set[anyio.CancelScope] = set()
@@ -332,86 +293,9 @@ class RedisBackend:
                     found[job_id] = raw.decode()
         return found
 
-    async def _script(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        (reply,) = await self._many([(name, keys, args)])
+    async def _one(self, call: Call) -> Any:
+        (reply,) = await self._many([call])
         return reply
-
-    async def _many(self, calls: Iterable[_Call], before: Sequence[_Command] = ()) -> list[Any]:
-        """Run the commands ``before``, then the scripts ``calls``, pipelined; return their replies.
-
-        ``calls`` may be a generator: on the direct connection each script is
-        sent as soon as it is made, so the server runs the first while the
-        caller encodes the next.
-        """
-        direct = self._free_direct()
-        made: list[_Call] = []
-        if direct is not None:
-            source = iter(calls)
-
-            def commands() -> Iterator[Sequence[Any]]:
-                # A retry (after a dropped connection) sends again what was made.
-                yield from before
-                for name, keys, args in _replay(made, source):
-                    yield ("EVALSHA", self._shas[name], len(keys), *keys, *args)
-
-            results = (await direct.call(commands))[len(before) :]
-        else:
-            made = list(calls)
-            results = await self._pipelined(made, before)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, NoScriptError):
-                raise result
-        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
-        if missing:
-            # The server lost its scripts (restart, SCRIPT FLUSH): load them, run those again.
-            await self._load_scripts({made[i][0] for i in missing})
-            again = await self._many([made[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                results[i] = reply
-        return results
-
-    def _free_direct(self) -> Direct | None:
-        for direct in self._directs:
-            if not direct.busy:
-                return direct
-        if self._direct_ok and len(self._directs) < _DIRECT_MAX:
-            self._directs.append(Direct(self._client))
-            return self._directs[-1]
-        return None
-
-    async def _pipelined(self, calls: list[_Call], before: Sequence[_Command]) -> list[Any]:
-        """``_many`` through redis-py (a cluster, fakeredis, or the direct connection busy)."""
-
-        def argv(name: str, args: list[Any]) -> list[Any]:
-            # redis-py packs each argument in Python: long batches go as one.
-            return [_pack(args)] if name in _PACKED else args
-
-        if len(calls) == 1 and not before:
-            name, keys, args = calls[0]
-            # AsyncScript runs EVALSHA and loads the script again on NOSCRIPT.
-            return [await self._scripts[name](keys=keys, args=argv(name, args))]
-        if before and self._cluster:
-            # A cluster pipeline runs on all nodes at once; the index must land first.
-            pipe = self._client.pipeline()
-            for command in before:
-                pipe.execute_command(*command)
-            await pipe.execute()
-            before = ()
-        pipe = self._client.pipeline(transaction=False)
-        for command in before:
-            pipe.execute_command(*command)
-        for name, keys, args in calls:
-            # execute_command: redis-py refuses pipe.evalsha() on a cluster pipeline.
-            sha = self._shas[name]
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *argv(name, args))
-        results = await pipe.execute(raise_on_error=False)
-        return list(results[len(before) :])
-
-    async def _load_scripts(self, names: set[str] | None = None) -> None:
-        for name, script in self._scripts.items():
-            if names is None or name in names:
-                # On a cluster, redis-py sends SCRIPT LOAD to every primary.
-                await self._client.script_load(script.script)
 
     async def _known_queues(self) -> list[str]:
         return sorted(q.decode() for q in await self._client.smembers(self._queues_key))
@@ -424,33 +308,6 @@ class RedisBackend:
         for queue in unique:
             groups.setdefault(key_slot(self._prefix(queue).encode()), []).append(queue)
         return list(groups.values())
-
-    @staticmethod
-    def _fields(flat: list[bytes]) -> dict[bytes, bytes]:
-        it = iter(flat)
-        return dict(zip(it, it, strict=True))
-
-    def _record(self, flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
-        f = flat if isinstance(flat, dict) else self._fields(flat)
-        errors = _decode_errors(b"[" + f[b"e"] + b"]") if b"e" in f else ()
-        state = JobState(f[b"st"].decode())
-        # An attempt that ends leaves its lease fields behind (see _redis_lua).
-        leased = state is JobState.ACTIVE
-        worker = f.get(b"w") if leased else None
-        return replace(
-            _decode_record(f[b"d"]),
-            state=state,
-            attempts=int(f[b"att"]),
-            scheduled_at=float(f[b"sa"]),
-            started_at=_float(f.get(b"sta")),
-            finished_at=_float(f.get(b"fin")),
-            lease_expires_at=_float(f.get(b"lx")) if leased else None,
-            worker=None if worker is None else worker.decode(),
-            result=f.get(b"r"),
-            errors=errors,
-            progress=_float(f.get(b"pr")),
-            cancel_requested=f.get(b"c") == b"1",
-        )
 
     def _drop_from_index(self, pipe: Any, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
@@ -470,9 +327,7 @@ class RedisBackend:
         self._closed = False
         await self._client.ping()
         await self._check_layout()
-        await self._load_scripts()
-        for direct in self._directs:
-            await direct.connect()
+        await self._transport.open()
 
     async def _check_layout(self) -> None:
         """Mark the namespace with the key layout, or refuse one written with another."""
@@ -494,17 +349,8 @@ class RedisBackend:
         notices, self._notices = self._notices, None
         if notices is not None:
             await notices.close()
-        side = [*self._blockers.values(), *([self._subscriber] if self._subscriber else [])]
-        self._blockers.clear()
-        self._subscriber = None
-        clients: list[Any] = [*side, self._client] if self._owns else side
-        clients += self._directs
-        if self._blocker is not None:
-            clients.append(self._blocker)
-        with anyio.CancelScope(shield=True):
-            for client in clients:
-                with contextlib.suppress(RedisError):
-                    await client.aclose()
+        subscriber, self._subscriber = self._subscriber, None
+        await self._transport.aclose([subscriber] if subscriber else [], client=self._owns)
 
     @mapped
     async def drop_namespace(self) -> None:
@@ -537,7 +383,7 @@ class RedisBackend:
         if self._notices is None:
             node = self._client.get_default_node() if self._cluster else None
             self._subscriber = side_client(self._client, self._name, "sub", node)
-            self._notices = Notices(self._subscriber.pubsub(), _notice_job)
+            self._notices = Notices(self._subscriber.pubsub(), codec.notice_job)
         return self._notices
 
     # -- producers ---------------------------------------------------------------
@@ -554,7 +400,7 @@ class RedisBackend:
     @mapped
     async def enqueue_waited(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
         # Subscribed (and confirmed) first, then marked at enqueue: the waiter
-        # that follows skips its read of the job (see _redis_notices).
+        # that follows skips its read of the job (see notices).
         notices = self._get_notices()
         channels = {q: self._prefix(q) + "done" for q in dict.fromkeys(j.queue for j in jobs)}
         numbers = {q: await notices.ready(channel) for q, channel in channels.items()}
@@ -589,42 +435,16 @@ class RedisBackend:
         # keys live in other slots, so a pipeline writes them first.
         inline = not self._cluster
 
-        def calls() -> Iterator[_Call]:
+        bucket = self._bucket if inline else None
+        registry = self._queues_key
+
+        def calls() -> Iterator[Call]:
             # A generator: each chunk is on its way while the next is encoded.
             for chunk in chunks:
-                queue = jobs[chunk[0]].queue
-                keys = [self._prefix(queue)]
-                where: dict[str, int] = {}
-                args: list[Any] = [len(chunk), queue, "1" if waited else ""]
-                for i in chunk:
-                    job = jobs[i]
-                    position = 0
-                    if inline:
-                        bucket = self._bucket(job.id)
-                        position = where.get(bucket, 0)
-                        if not position:
-                            keys.append(bucket)
-                            position = where[bucket] = len(keys)
-                    ttl = job.result_ttl
-                    args += (
-                        job.id,
-                        job.key if job.key is not None else "",
-                        job.priority,
-                        # '~': asked for now (see the enqueue script)
-                        f"~{float(job.scheduled_at)!r}"
-                        if job.scheduled_at <= job.enqueued_at
-                        else repr(float(job.scheduled_at)),
-                        _encode(job),
-                        job.max_attempts,
-                        "" if ttl is None else repr(float(ttl)),
-                        job.name,
-                        position,
-                    )
-                if inline:
-                    keys.append(self._queues_key)
-                yield ("enqueue", keys, args)
+                prefix = self._prefix(jobs[chunk[0]].queue)
+                yield Enqueue.call(prefix, jobs, chunk, waited, bucket, registry)
 
-        before: list[_Command] = []
+        before: list[Command] = []
         if not inline:
             buckets: dict[str, list[str]] = {}
             for job in jobs:
@@ -635,12 +455,12 @@ class RedisBackend:
         stored: list[JobRecord] = list(jobs)
         where = self._where
         for chunk, reply in zip(chunks, replies, strict=True):
-            for i, item in zip(chunk, reply, strict=True):
+            for i, item in zip(chunk, Enqueue.reply(reply), strict=True):
                 job = jobs[i]
                 if isinstance(item, list):
-                    stored[i] = self._record(item)
+                    stored[i] = codec.record(item)
                     continue
-                state = _STORED[item]
+                state = codec.STORED[item]
                 if job.state is not state:
                     stored[i] = replace(job, state=state)
                 where[job.id] = job.queue
@@ -649,8 +469,7 @@ class RedisBackend:
         return stored
 
     async def _get(self, queue: str, job_id: str) -> JobRecord | None:
-        reply = await self._script("get", [self._prefix(queue)], [job_id])
-        return None if reply is None else self._record(reply)
+        return Get.reply(await self._one(Get.call(self._prefix(queue), job_id)))
 
     @mapped
     async def get(self, job_id: str) -> JobRecord | None:
@@ -662,8 +481,7 @@ class RedisBackend:
         queue = await self._queue_of(job_id)
         if queue is None:
             return None
-        reply = await self._script("cancel", [self._prefix(queue)], [job_id])
-        return None if reply is None else self._record(reply)
+        return Cancel.reply(await self._one(Cancel.call(self._prefix(queue), job_id)))
 
     @mapped
     async def wait_finished(self, job_id: str) -> JobRecord | None:
@@ -674,20 +492,12 @@ class RedisBackend:
             return await self._get(queue, job_id)
         channel = self._prefix(queue) + "done"
         return await self._get_notices().wait(
-            channel, job_id, lambda: self._watch(queue, job_id), self._noticed
+            channel, job_id, lambda: self._watch(queue, job_id), codec.noticed
         )
 
     async def _watch(self, queue: str, job_id: str) -> JobRecord | None:
         """The job as ``get`` reads it, marked as waited for if it is not finished."""
-        reply = await self._script("watch", [self._prefix(queue)], [job_id])
-        return None if reply is None else self._record(reply)
-
-    def _noticed(self, notice: bytes) -> JobRecord | None:
-        """The job a notice carries (see ``notify`` in ``_redis_lua``); ``None`` if none."""
-        if b";" not in notice:
-            return None
-        fields = _unpack(notice)
-        return self._record(fields[1:]) if len(fields) > 1 else None
+        return Watch.reply(await self._one(Watch.call(self._prefix(queue), job_id)))
 
     # -- workers -----------------------------------------------------------------
 
@@ -699,41 +509,24 @@ class RedisBackend:
         earliest: float | None = None
         for group in self._slot_groups(queues) if limit > 0 else []:
             base = uuid.uuid4().hex
-            args = [limit - len(leases), worker, repr(float(lease_for)), base]
-            reply = await self._script("claim", [self._prefix(q) for q in group], args)
-            found, soonest = self._leases(reply, worker, base)
-            leases += found
+            prefixes = [self._prefix(q) for q in group]
+            call = Claim.call(prefixes, limit - len(leases), worker, lease_for, base)
+            claimed = Claim.reply(await self._one(call), worker, base)
+            self._remember_leases(claimed.leases)
+            leases += claimed.leases
             if len(leases) >= limit:
                 break
+            soonest = claimed.earliest
             if soonest is not None:
                 earliest = soonest if earliest is None else min(earliest, soonest)
         self._note_claim(queues, limit, leases, earliest)
         return leases
 
-    def _leases(self, reply: list[Any], worker: str, base: str) -> tuple[list[Lease], float | None]:
-        """The leases a claim script handed out, and the earliest delayed job it reported."""
-        now, expires = float(reply[0]), float(reply[1])
-        # Local time of the server's "now": turns its scheduled_at into a wait.
-        offset = time.monotonic() - now
-        leases = []
-        for n, i in enumerate(range(3, len(reply), 5), 1):
-            record, attempts, scheduled_at, errors, progress = reply[i : i + 5]
-            job = replace(
-                _decode_record(record),
-                state=JobState.ACTIVE,
-                attempts=int(attempts),
-                scheduled_at=float(scheduled_at),
-                started_at=now,
-                lease_expires_at=expires,
-                worker=worker,
-                errors=() if errors is None else _decode_errors(b"[" + errors + b"]"),
-                progress=_float(progress),
-            )
-            # Each token ends with its queue, so settle() can route without a lookup.
-            token = f"{base}.{n}:{job.queue}"
-            self._remember(job.id, job.queue)
-            leases.append(Lease(job=job, token=token, expires_at=expires))
-        return leases, float(reply[2]) + offset if reply[2] else None
+    def _remember_leases(self, leases: list[Lease]) -> None:
+        """Note where each claimed job lives, for a ``get`` or ``cancel`` of it by id."""
+        remember = self._remember
+        for lease in leases:
+            remember(lease.job.id, lease.job.queue)
 
     def _note_claim(
         self, queues: Sequence[str], limit: int, leases: list[Lease], earliest: float | None
@@ -765,92 +558,48 @@ class RedisBackend:
                     if short[1] is not None:
                         wait = min(wait, short[1] - time.monotonic())
                 else:
-                    peeks = await self._many([("peek", [self._prefix(q)], []) for q in queues])
-                    for ready, earliest, now in peeks:
-                        if int(ready):
+                    peeks = await self._many([Peek.call(self._prefix(q)) for q in queues])
+                    for peek in map(Peek.reply, peeks):
+                        if peek.ready:
                             return
-                        if earliest:
-                            wait = min(wait, float(earliest) - float(now))
+                        if peek.earliest is not None:
+                            wait = min(wait, peek.earliest - peek.now)
                 if wait > 0:
-                    await self._block([self._prefix(q) + "wake" for q in queues], wait)
+                    await self._transport.block([self._prefix(q) + "wake" for q in queues], wait)
             finally:
                 self._waits.discard(scope)
 
-    async def _block(self, keys: list[str], timeout: float) -> None:
-        timeout = max(timeout, 0.01)  # BLPOP reads 0 as "forever"
-        blocker = self._blocker
-        if blocker is not None and not blocker.busy:
-            await blocker.call(lambda: [("BLPOP", *keys, repr(timeout))], longer=timeout)
-            return
-        if not self._cluster:
-            if "" not in self._blockers:
-                self._blockers[""] = side_client(self._client, self._name, "block")
-            await self._blockers[""].blpop(keys, timeout=timeout)
-            return
-        groups: dict[int, list[str]] = {}
-        for key in keys:
-            groups.setdefault(key_slot(key.encode()), []).append(key)
-        if len(groups) == 1:
-            await self._block_on_node(keys, timeout)
-            return
-        # One BLPOP may not span slots: block on each slot, return on the first answer.
-        async with anyio.create_task_group() as tg:
-
-            async def block_one(group: list[str]) -> None:
-                await self._block_on_node(group, timeout)
-                tg.cancel_scope.cancel()
-
-            for group in groups.values():
-                tg.start_soon(block_one, group)
-
-    async def _block_on_node(self, keys: list[str], timeout: float) -> None:
-        node = self._client.get_node_from_key(keys[0])
-        client = self._blockers.get(node.name)
-        if client is None:
-            client = self._blockers[node.name] = side_client(
-                self._client, self._name, "block", node
-            )
-        try:
-            await client.blpop(keys, timeout=timeout)
-        except (MovedError, AskError):
-            # The slot moved: return early; the cluster client learns the new map
-            # on its next command and the caller waits again.
-            return
-
     @mapped
     async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
-        by_queue: dict[str, list[Any]] = {}
+        by_queue: dict[str, list[Lease]] = {}
         for lease in leases:
-            by_queue.setdefault(lease.job.queue, []).extend((lease.job.id, _token(lease.token)))
-        calls = [
-            ("heartbeat", [self._prefix(q)], [repr(float(lease_for)), *args])
-            for q, args in by_queue.items()
-        ]
+            by_queue.setdefault(lease.job.queue, []).append(lease)
+        calls = [Heartbeat.call(self._prefix(q), lease_for, group) for q, group in by_queue.items()]
         lost: set[str] = set()
         cancel: set[str] = set()
-        for gone, asked in await self._many(calls) if calls else []:
-            lost.update(i.decode() for i in gone)
-            cancel.update(i.decode() for i in asked)
+        for beat in map(Heartbeat.reply, await self._many(calls) if calls else []):
+            lost.update(i.decode() for i in beat.lost)
+            cancel.update(i.decode() for i in beat.cancel)
         return HeartbeatReply(lost=frozenset(lost), cancel=frozenset(cancel))
 
     @mapped
     async def progress(self, lease: Lease, value: float) -> bool:
-        args = [lease.job.id, _token(lease.token), repr(float(value))]
-        return bool(await self._script("progress", [self._prefix(lease.job.queue)], args))
+        call = Progress.call(self._prefix(lease.job.queue), lease, value)
+        return Progress.reply(await self._one(call))
 
     @mapped
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         check_outcomes(outcomes)
-        by_queue = _by_token_queue(outcomes)
-        calls: list[_Call] = [
-            ("settle", [self._prefix(queue)], _settle_args(outcomes, indexes))
+        by_queue = codec.by_token_queue(outcomes)
+        calls = [
+            Settle.call(self._prefix(queue), outcomes, indexes)
             for queue, indexes in by_queue.items()
         ]
         applied = [False] * len(outcomes)
         for indexes, reply in zip(
             by_queue.values(), await self._many(calls) if calls else [], strict=True
         ):
-            for i, ok in zip(indexes, reply, strict=True):
+            for i, ok in zip(indexes, Settle.reply(reply), strict=True):
                 applied[i] = bool(ok)
         return applied
 
@@ -869,20 +618,26 @@ class RedisBackend:
             # The queues of one call may live on several nodes: two round trips.
             applied = await self.settle(outcomes)
             return applied, await self.claim(queues, limit, worker=worker, lease_for=lease_for)
-        by_queue = _by_token_queue(outcomes)
+        by_queue = codec.by_token_queue(outcomes)
         claimed = list(dict.fromkeys(queues)) if limit > 0 else []
         base = uuid.uuid4().hex
-        args: list[Any] = [max(limit, 0), worker, repr(float(lease_for)), base, len(by_queue)]
-        for indexes in by_queue.values():
-            args.append(len(indexes))
-            args += _settle_args(outcomes, indexes)
-        keys = [self._prefix(q) for q in (*by_queue, *claimed)]
-        flags, reply = await self._script("settle_claim", keys, args)
+        call = SettleClaim.call(
+            [self._prefix(q) for q in (*by_queue, *claimed)],
+            outcomes,
+            by_queue.values(),
+            limit=limit,
+            worker=worker,
+            lease_for=lease_for,
+            base=base,
+        )
+        settled = SettleClaim.reply(await self._one(call), worker, base)
         applied = [False] * len(outcomes)
-        for i, ok in zip((i for ix in by_queue.values() for i in ix), flags, strict=True):
+        positions = (i for ix in by_queue.values() for i in ix)
+        for i, ok in zip(positions, settled.applied, strict=True):
             applied[i] = bool(ok)
-        leases, earliest = self._leases(reply, worker, base)
-        self._note_claim(queues, limit, leases, earliest)
+        leases = settled.claimed.leases
+        self._remember_leases(leases)
+        self._note_claim(queues, limit, leases, settled.claimed.earliest)
         return applied, leases
 
     @mapped
@@ -890,9 +645,10 @@ class RedisBackend:
         queues = await self._known_queues()
         total = 0
         while queues:
-            counts = await self._many(
-                [("recover", [self._prefix(q)], [_RECOVER_BATCH]) for q in queues]
+            replies = await self._many(
+                [Recover.call(self._prefix(q), _RECOVER_BATCH) for q in queues]
             )
+            counts = list(map(Recover.reply, replies))
             total += sum(counts)
             queues = [q for q, n in zip(queues, counts, strict=True) if n >= _RECOVER_BATCH]
         return total
@@ -902,8 +658,8 @@ class RedisBackend:
         queues = await self._known_queues()
         if not queues:
             return 0
-        replies = await self._many([("prune", [self._prefix(q)], [_PRUNE_BATCH]) for q in queues])
-        ids = [i.decode() for reply in replies for i in reply]
+        replies = await self._many([Prune.call(self._prefix(q), _PRUNE_BATCH) for q in queues])
+        ids = [i.decode() for reply in replies for i in Prune.reply(reply)]
         await self._forget(ids)
         return len(ids)
 
@@ -914,21 +670,8 @@ class RedisBackend:
         names = await self._known_queues() if queues is None else sorted(set(queues))
         if not names:
             return []
-        states = [s.value for s in JobState]
-        replies = await self._many([("stats", [self._prefix(q)], states) for q in names])
-        out = []
-        for queue, reply in zip(names, replies, strict=True):
-            counts = {JobState(s): int(n) for s, n in zip(states, reply, strict=False)}
-            oldest = reply[len(states) + 1]
-            out.append(
-                QueueStats(
-                    queue=queue,
-                    counts=counts,
-                    paused=bool(reply[len(states)]),
-                    oldest_ready_at=float(oldest) if oldest else None,
-                )
-            )
-        return out
+        replies = await self._many([Stats.call(self._prefix(q)) for q in names])
+        return [Stats.reply(reply, q) for q, reply in zip(names, replies, strict=True)]
 
     @mapped
     async def list_jobs(
@@ -953,12 +696,12 @@ class RedisBackend:
             cursor = after or ""
             got = 0
             while got < limit:
-                args = [state.value if state else "", name or "", cursor, limit - got, _LIST_BUDGET]
-                jobs, cursor_raw, exhausted = await self._script("list", [self._prefix(q)], args)
-                found += (self._record(flat) for flat in jobs)
-                got += len(jobs)
-                cursor = cursor_raw.decode()
-                if int(exhausted) or not cursor:
+                call = List.call(self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET)
+                page = List.reply(await self._one(call))
+                found += page.jobs
+                got += len(page.jobs)
+                cursor = page.cursor
+                if page.exhausted or not cursor:
                     break
         found.sort(key=lambda job: job.id)
         return found[:limit]
@@ -971,8 +714,8 @@ class RedisBackend:
         Dead or cancelled jobs among many completed ones are found this way
         without walking the id-ordered set of every job.
         """
-        prefix = [self._prefix(queue)]
-        ids = await self._script("state_ids", prefix, [state.value, _GATHER_MAX])
+        prefix = self._prefix(queue)
+        ids = StateIds.reply(await self._one(StateIds.call(prefix, state, _GATHER_MAX)))
         if ids is None:
             return None
         floor = after.encode() if after is not None else b""
@@ -982,8 +725,7 @@ class RedisBackend:
         while len(found) < limit and start < len(candidates):
             page = candidates[start : start + max(limit - len(found), 100)]
             start += len(page)
-            jobs = await self._script("fetch", prefix, [state.value, name or "", *page])
-            found += (self._record(flat) for flat in jobs)
+            found += Fetch.reply(await self._one(Fetch.call(prefix, state, name, page)))
         return found[:limit]
 
     @mapped
@@ -1008,8 +750,8 @@ class RedisBackend:
                 by_queue.setdefault(where[job_id], []).append(job_id)
         if not by_queue:
             return []
-        calls = [("retry_dead", [self._prefix(q)], list(group)) for q, group in by_queue.items()]
-        retried = {i.decode() for reply in await self._many(calls) for i in reply}
+        calls = [RetryDead.call(self._prefix(q), group) for q, group in by_queue.items()]
+        retried = {i.decode() for reply in await self._many(calls) for i in RetryDead.reply(reply)}
         return [job_id for job_id in dict.fromkeys(ids) if job_id in retried]
 
     @mapped
@@ -1028,54 +770,17 @@ class RedisBackend:
         for q in queues:
             if len(deleted) >= limit or not names:
                 break
-            args = [repr(float(older_than)), limit - len(deleted), *names]
-            deleted += (i.decode() for i in await self._script("purge", [self._prefix(q)], args))
+            call = Purge.call(self._prefix(q), older_than, limit - len(deleted), names)
+            deleted += (i.decode() for i in Purge.reply(await self._one(call)))
         await self._forget(deleted)
         return len(deleted)
 
     @mapped
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._many(
-            [("set_paused", [self._prefix(queue)], ["1" if paused else "0"])],
+            [SetPaused.call(self._prefix(queue), paused)],
             [("SADD", self._queues_key, queue)],
         )
-
-
-def _by_token_queue(outcomes: Sequence[Outcome]) -> dict[str, list[int]]:
-    """Positions of the outcomes by the queue their token names (forged tokens: none)."""
-    by_queue: dict[str, list[int]] = {}
-    for i, outcome in enumerate(outcomes):
-        queue = _token_queue(outcome.token)
-        if queue is not None:
-            by_queue.setdefault(queue, []).append(i)
-    return by_queue
-
-
-def _settle_args(outcomes: Sequence[Outcome], indexes: list[int]) -> list[Any]:
-    """The settle scripts' 7 arguments per outcome."""
-    args: list[Any] = []
-    for i in indexes:
-        o = outcomes[i]
-        args += (
-            o.job_id,
-            _token(o.token),
-            o.state.value,
-            "0" if o.result is None else "1",
-            o.result or b"",
-            b"" if o.error is None else _encode_json(o.error),
-            "" if o.retry_at is None else repr(float(o.retry_at)),
-        )
-    return args
-
-
-def _token(token: str) -> str:
-    """The part of a lease token the scripts store (without the queue suffix)."""
-    return token.partition(":")[0]
-
-
-def _token_queue(token: str) -> str | None:
-    head, sep, queue = token.partition(":")
-    return queue if sep and head else None
 
 
 if TYPE_CHECKING:

@@ -40,7 +40,7 @@ import anyio
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from .._records import TERMINAL_STATES, JobRecord
+from ..._records import TERMINAL_STATES, JobRecord
 
 __all__ = ["Notices"]
 

@@ -1,21 +1,33 @@
-"""Connecting the Redis backend: URLs, clients, side connections, error mapping."""
+"""The Redis backend's transport: connecting, its own connections, running scripts.
+
+``connect`` makes a client from a URL, ``side_client`` one with a pool of its
+own, ``mapped`` turns driver errors into asyncq's. ``Transport`` runs script
+calls: over ``Direct`` connections of its own outside a cluster, else
+through redis-py's pipelines; it reloads scripts the server lost, and blocks
+on wake lists (``BLPOP``) for ``wait_for_work``.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
+from redis.crc import key_slot
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
     InvalidResponse,
+    MovedError,
     NoScriptError,
     RedisClusterException,
     RedisError,
@@ -24,9 +36,22 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..exceptions import BackendError, BackendUnavailable, ConfigurationError
+from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
+from .codec import pack
+from .scripts import SCRIPTS, Call
 
-__all__ = ["Direct", "connect", "describe", "mapped", "mask_url", "pool_kwargs", "side_client"]
+__all__ = [
+    "UNAVAILABLE",
+    "Command",
+    "Direct",
+    "Transport",
+    "connect",
+    "describe",
+    "mapped",
+    "mask_url",
+    "pool_kwargs",
+    "side_client",
+]
 
 
 def _import_hiredis() -> Any:
@@ -48,6 +73,14 @@ class _HasUrl(Protocol):
 _S = TypeVar("_S", bound=_HasUrl)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+#: a plain command, sent before a call's scripts (see ``Transport.many``)
+Command = tuple[Any, ...]
+
+#: connections of its own a transport opens for concurrent script calls, at most
+DIRECT_MAX = 4
+#: scripts whose arguments redis-py gets packed into one (see ``codec.pack``)
+_PACKED = frozenset({"enqueue", "settle", "settle_claim"})
 
 UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError)
 #: connection settings that belong to one pool and must not be copied into another
@@ -306,3 +339,172 @@ def describe(client: Any) -> str:
         return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
     host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
     return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
+
+
+class Transport:
+    """Runs the backend's script calls, and its blocking pops, on a client.
+
+    Outside a cluster the scripts go over connections of its own (``Direct``),
+    opened as concurrent calls need them, up to ``DIRECT_MAX``; beyond, and on
+    a cluster or fakeredis, through the client's pool.
+    """
+
+    def __init__(self, client: Any, name: str) -> None:
+        """``client`` a ``Redis`` or ``RedisCluster``; ``name`` the base of connection names."""
+        self.client = client
+        self._name = name
+        self._cluster = isinstance(client, RedisCluster)
+        self._scripts = {s: client.register_script(src) for s, src in SCRIPTS.items()}
+        self._shas = {s: script.sha for s, script in self._scripts.items()}
+        self._direct_ok = not self._cluster and Direct.usable(client)
+        self._directs: list[Direct] = [Direct(client)] if self._direct_ok else []
+        # Blocking pops go over a connection of their own (one wait at a time;
+        # a second concurrent wait, or a cluster, uses the side clients).
+        self._blocker = Direct(client, f"{name}:block") if self._direct_ok else None
+        self._blockers: dict[str, aioredis.Redis] = {}
+
+    async def open(self) -> None:
+        """Load the scripts and connect the direct connection."""
+        await self.load_scripts()
+        for direct in self._directs:
+            await direct.connect()
+
+    async def many(self, calls: Iterable[Call], before: Sequence[Command] = ()) -> list[Any]:
+        """Run the commands ``before``, then the scripts ``calls``, pipelined; return their replies.
+
+        ``calls`` may be a generator: on the direct connection each script is
+        sent as soon as it is made, so the server runs the first while the
+        caller encodes the next.
+        """
+        direct = self._free_direct()
+        made: list[Call] = []
+        if direct is not None:
+            source = iter(calls)
+
+            def commands() -> Iterator[Sequence[Any]]:
+                # A retry (after a dropped connection) sends again what was made.
+                yield from before
+                for name, keys, args in _replay(made, source):
+                    yield ("EVALSHA", self._shas[name], len(keys), *keys, *args)
+
+            results = (await direct.call(commands))[len(before) :]
+        else:
+            made = list(calls)
+            results = await self._pipelined(made, before)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, NoScriptError):
+                raise result
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            # The server lost its scripts (restart, SCRIPT FLUSH): load them, run those again.
+            await self.load_scripts({made[i][0] for i in missing})
+            again = await self.many([made[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                results[i] = reply
+        return results
+
+    def _free_direct(self) -> Direct | None:
+        for direct in self._directs:
+            if not direct.busy:
+                return direct
+        if self._direct_ok and len(self._directs) < DIRECT_MAX:
+            self._directs.append(Direct(self.client))
+            return self._directs[-1]
+        return None
+
+    async def _pipelined(self, calls: list[Call], before: Sequence[Command]) -> list[Any]:
+        """``many`` through redis-py (a cluster, fakeredis, or the direct connection busy)."""
+
+        def argv(name: str, args: list[Any]) -> list[Any]:
+            # redis-py packs each argument in Python: long batches go as one.
+            return [pack(args)] if name in _PACKED else args
+
+        if len(calls) == 1 and not before:
+            name, keys, args = calls[0]
+            # AsyncScript runs EVALSHA and loads the script again on NOSCRIPT.
+            return [await self._scripts[name](keys=keys, args=argv(name, args))]
+        if before and self._cluster:
+            # A cluster pipeline runs on all nodes at once; the index must land first.
+            pipe = self.client.pipeline()
+            for command in before:
+                pipe.execute_command(*command)
+            await pipe.execute()
+            before = ()
+        pipe = self.client.pipeline(transaction=False)
+        for command in before:
+            pipe.execute_command(*command)
+        for name, keys, args in calls:
+            # execute_command: redis-py refuses pipe.evalsha() on a cluster pipeline.
+            sha = self._shas[name]
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *argv(name, args))
+        results = await pipe.execute(raise_on_error=False)
+        return list(results[len(before) :])
+
+    async def load_scripts(self, names: set[str] | None = None) -> None:
+        for name, script in self._scripts.items():
+            if names is None or name in names:
+                # On a cluster, redis-py sends SCRIPT LOAD to every primary.
+                await self.client.script_load(script.script)
+
+    async def block(self, keys: list[str], timeout: float) -> None:
+        """``BLPOP`` the lists ``keys`` for at most ``timeout`` seconds."""
+        timeout = max(timeout, 0.01)  # BLPOP reads 0 as "forever"
+        blocker = self._blocker
+        if blocker is not None and not blocker.busy:
+            await blocker.call(lambda: [("BLPOP", *keys, repr(timeout))], longer=timeout)
+            return
+        if not self._cluster:
+            if "" not in self._blockers:
+                self._blockers[""] = side_client(self.client, self._name, "block")
+            await self._blockers[""].blpop(keys, timeout=timeout)
+            return
+        groups: dict[int, list[str]] = {}
+        for key in keys:
+            groups.setdefault(key_slot(key.encode()), []).append(key)
+        if len(groups) == 1:
+            await self._block_on_node(keys, timeout)
+            return
+        # One BLPOP may not span slots: block on each slot, return on the first answer.
+        async with anyio.create_task_group() as tg:
+
+            async def block_one(group: list[str]) -> None:
+                await self._block_on_node(group, timeout)
+                tg.cancel_scope.cancel()
+
+            for group in groups.values():
+                tg.start_soon(block_one, group)
+
+    async def _block_on_node(self, keys: list[str], timeout: float) -> None:
+        node = self.client.get_node_from_key(keys[0])
+        client = self._blockers.get(node.name)
+        if client is None:
+            client = self._blockers[node.name] = side_client(self.client, self._name, "block", node)
+        try:
+            await client.blpop(keys, timeout=timeout)
+        except (MovedError, AskError):
+            # The slot moved: return early; the cluster client learns the new map
+            # on its next command and the caller waits again.
+            return
+
+    async def aclose(self, also: Sequence[Any] = (), *, client: bool) -> None:
+        """Close the side clients, then ``also``, then the client if ``client``, then the
+        connections of its own."""
+        clients: list[Any] = [*self._blockers.values(), *also]
+        self._blockers.clear()
+        if client:
+            clients.append(self.client)
+        clients += self._directs
+        if self._blocker is not None:
+            clients.append(self._blocker)
+        with anyio.CancelScope(shield=True):
+            for each in clients:
+                with contextlib.suppress(RedisError):
+                    await each.aclose()
+
+
+def _replay(made: list[Call], source: Iterator[Call]) -> Iterator[Call]:
+    """What ``source`` gave before, then the rest of it, keeping each new item in ``made``."""
+    yield from list(made)
+    for item in source:
+        made.append(item)
+        yield item

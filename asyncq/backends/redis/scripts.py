@@ -1,0 +1,533 @@
+"""The Lua scripts of the Redis backend, each with a typed wrapper.
+
+Every state transition is one script. Each is a file of ``scripts/`` in this
+package, run as ``prelude.lua`` (the functions they share) followed by its own
+file. Its wrapper class here names it, builds its call from typed arguments
+(``call``) and turns its reply into a typed value (``reply``), decoding it
+once: the backend never reads a reply by position.
+
+Each script works on the keys of one queue, all under the queue's prefix
+``{<namespace>:q:<queue>}:`` (so they share one cluster slot), passed as
+``KEYS[1]``. ``claim`` alone takes several prefixes (``KEYS[1..n]``), which the
+backend only groups together when they hash to the same slot.
+
+Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
+
+``P j:<id>``         hash, one job (fields below)
+``P all``            zset, every job, score 0: ordered by id (``ZRANGEBYLEX``)
+``P n``              hash, state -> how many jobs of the queue are in it
+``P prios``          zset, the priorities that have queued jobs, scored by priority
+``P r:<priority>``   zset, queued jobs of one priority, scored by ``scheduled_at``
+``P delayed``        zset, scheduled and failed jobs, scored by ``scheduled_at``
+``P active``         zset, active jobs, scored by lease expiry
+``P f:<state>``      zset, completed, dead or cancelled jobs, scored by ``finished_at``
+``P expires``        zset, completed jobs with a result TTL, scored by expiry (prune)
+``P keys``           hash, idempotency key -> id of the job holding it
+``P wake``           list, wake-up tokens for blocked claimers (bounded)
+``P paused``         string, exists while the queue is paused
+``P done``           (a pub/sub channel, not a key) notices of finished jobs that
+                     someone waits for, each carrying the job (see ``notify``)
+
+A job is in exactly one state index (``r:<priority>``, ``delayed``,
+``active``, ``f:<state>``) and counted once in ``n``. The indexes are what the
+scripts need to find work; ``n`` answers ``stats``, and is changed once per
+state and script call (a Lua table gathers the changes), not once per job.
+Listing by state reads the state's index whole and sorts it by id when it is
+small (dead and cancelled jobs among many completed ones), and otherwise walks
+``all`` in id order, skipping the other states.
+
+What a job costs, in Redis commands: an enqueue one ``HSET`` of the job,
+plus per call one ``ZMSCORE`` (ids known already: a replayed call), one
+``ZADD`` each to ``all`` and to the set of each priority, one ``HSET`` per
+hash of the id index, the count and the wake list (a single job: ``ZADD NX``
+on ``all`` instead of the ``ZMSCORE``); a claim 2 per job (one ``HMGET``, one
+``HSET``) plus one ``ZPOPMIN`` and one ``ZADD`` of the ``active`` set per call;
+a completion 2 per job (``HMGET``, ``HSET``) plus one ``ZREM``/``ZADD`` per
+call for the indexes and one ``ZADD`` of ``expires``; a notice only for a job
+waited for.
+
+Job hash fields: ``d`` the record as enqueued (MessagePack, never rewritten),
+``st`` state, ``p`` priority, ``n`` name, ``m`` max attempts, ``k`` key, ``t``
+result TTL, ``att`` attempts, ``sa`` scheduled_at, ``sta`` started_at, ``fin``
+finished_at, ``lx`` lease expiry, ``w`` worker, ``tok`` lease token, ``c`` "1"
+when cancel is requested, ``pr`` progress, ``r`` result, ``e`` errors as
+comma-separated JSON objects (the backend wraps them in brackets to decode),
+``wt`` "1" once ``wait_finished`` waits for the job (or from the start, when
+it was stored by ``enqueue_waited``): only then does its end publish a notice.
+The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
+``active``: an attempt that ends leaves them behind (one command fewer a job)
+and the backend reads them as absent.
+
+Floats cross the Lua boundary as strings formatted with ``%.17g``: Lua's own
+number-to-string conversion keeps 14 digits, which would move timestamps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from importlib import resources
+from typing import Any, ClassVar, NamedTuple
+
+from ..._records import JobRecord, JobState, Lease, Outcome, QueueStats
+from . import codec
+
+__all__ = [
+    "LAYOUT",
+    "SCRIPTS",
+    "Beat",
+    "Call",
+    "Claimed",
+    "Page",
+    "Peeked",
+    "Settled",
+    "Enqueue",
+    "Claim",
+    "Heartbeat",
+    "Progress",
+    "Settle",
+    "SettleClaim",
+    "Recover",
+    "Watch",
+    "Cancel",
+    "Get",
+    "RetryDead",
+    "Prune",
+    "Purge",
+    "SetPaused",
+    "Stats",
+    "Peek",
+    "StateIds",
+    "Fetch",
+    "List",
+]
+
+#: The key layout above, kept in ``{<namespace>}:layout``: a backend refuses to
+#: open a namespace written with another. Version 1 (no marker) kept a set per
+#: state and a finished set per terminal state; stores are not migrated.
+LAYOUT = 2
+
+#: one script call: its name, its KEYS, its ARGV
+Call = tuple[str, list[str], list[Any]]
+
+#: name -> source (``prelude.lua``, then the script's own file), filled as the
+#: wrappers below are defined
+SCRIPTS: dict[str, str] = {}
+
+_FILES = resources.files(__name__.rpartition(".")[0]) / "scripts"
+_PRELUDE = (_FILES / "prelude.lua").read_text(encoding="utf-8")
+_STATES = [s.value for s in JobState]
+
+
+class _Script:
+    """A wrapper: ``name`` is its file in ``scripts/`` (without ``.lua``)."""
+
+    name: ClassVar[str]
+
+    def __init_subclass__(cls, name: str) -> None:
+        cls.name = name
+        body = (_FILES / f"{name}.lua").read_text(encoding="utf-8")
+        # The newlines around the prelude are part of each script's text: the
+        # SHA1s that EVALSHA calls the scripts by stay those of earlier versions.
+        SCRIPTS[name] = f"\n{_PRELUDE}\n{body}"
+
+
+# -- typed replies ---------------------------------------------------------------------
+
+
+class Claimed(NamedTuple):
+    """What a claim handed out."""
+
+    leases: list[Lease]
+    #: when the queues' earliest delayed job is due (``time.monotonic()``), if the
+    #: claim came up short and there is one
+    earliest: float | None
+
+
+class Settled(NamedTuple):
+    """What ``settle_claim`` did."""
+
+    #: 1 (applied) or 0 per outcome, in the order of the call's groups
+    applied: list[int]
+    claimed: Claimed
+
+
+class Beat(NamedTuple):
+    """A heartbeat's reply."""
+
+    #: ids of jobs whose lease this token no longer holds
+    lost: list[bytes]
+    #: ids of jobs whose cancellation was asked for
+    cancel: list[bytes]
+
+
+class Peeked(NamedTuple):
+    """Whether a queue has work, and when it will."""
+
+    ready: bool
+    #: the earliest ``scheduled_at`` among its delayed jobs (server clock), if any
+    earliest: float | None
+    #: the server's time
+    now: float
+
+
+class Page(NamedTuple):
+    """One page of ``list``."""
+
+    jobs: list[JobRecord]
+    #: the last id examined ('' if none): the next page starts after it
+    cursor: str
+    #: whether the walk reached the end of the queue
+    exhausted: bool
+
+
+def _claimed(raw: list[Any], worker: str, base: str) -> Claimed:
+    """A ``claim_from`` reply: {now, lease expiry, earliest or '', 5 per job}."""
+    earliest = raw[2]
+    # Read before the leases are: the server's "now" as a local time.
+    soonest = codec.local_time(earliest, raw[0]) if earliest else None
+    return Claimed(codec.leases(raw, worker, base), soonest)
+
+
+def _record_or_none(raw: list[bytes] | None) -> JobRecord | None:
+    return None if raw is None else codec.record(raw)
+
+
+# -- the scripts -----------------------------------------------------------------------
+
+
+class Enqueue(_Script, name="enqueue"):
+    """Store jobs of one queue; a batch of one queue up to a chunk is atomic.
+
+    KEYS: the queue prefix; outside a cluster also the index buckets, then the
+    queue registry. ARGV (maybe packed, see ``batch_args``): n, queue, '1' if the
+    caller waits for the jobs (they are stored marked, see ``Watch``) or '', then
+    9 per job: id, key, priority, scheduled_at, record, max_attempts, ttl, name,
+    and the KEYS position of the job's index bucket (unused in a cluster).
+    """
+
+    @staticmethod
+    def call(
+        prefix: str,
+        jobs: Sequence[JobRecord],
+        chunk: list[int],
+        waited: bool,
+        bucket: Callable[[str], str] | None,
+        registry: str,
+    ) -> Call:
+        """The jobs at positions ``chunk`` (all of one queue).
+
+        ``bucket`` names the index hash of a job id; ``None`` on a cluster,
+        whose script cannot reach those slots: the caller writes the index.
+        """
+        queue = jobs[chunk[0]].queue
+        keys = [prefix]
+        where: dict[str, int] = {}
+        args: list[Any] = [len(chunk), queue, "1" if waited else ""]
+        for i in chunk:
+            job = jobs[i]
+            position = 0
+            if bucket is not None:
+                name = bucket(job.id)
+                position = where.get(name, 0)
+                if not position:
+                    keys.append(name)
+                    position = where[name] = len(keys)
+            ttl = job.result_ttl
+            args += (
+                job.id,
+                job.key if job.key is not None else "",
+                job.priority,
+                # '~': asked for now (see the enqueue script)
+                f"~{float(job.scheduled_at)!r}"
+                if job.scheduled_at <= job.enqueued_at
+                else repr(float(job.scheduled_at)),
+                codec.encode(job),
+                job.max_attempts,
+                "" if ttl is None else repr(float(ttl)),
+                job.name,
+                position,
+            )
+        if bucket is not None:
+            keys.append(registry)
+        return ("enqueue", keys, args)
+
+    @staticmethod
+    def reply(raw: Any) -> list[bytes | list[bytes]]:
+        """Per job: the state it was stored in (a key of ``codec.STORED``), or the
+        ``HGETALL`` of the job holding its id or key."""
+        items: list[bytes | list[bytes]] = raw
+        return items
+
+
+class Claim(_Script, name="claim"):
+    """Claim up to ``limit`` ready jobs from queues of one slot, in the order given.
+
+    KEYS: the queue prefixes. ARGV: limit, worker, lease_for, token base. The
+    reply is ``claim_from``'s (``prelude.lua``).
+    """
+
+    @staticmethod
+    def call(prefixes: list[str], limit: int, worker: str, lease_for: float, base: str) -> Call:
+        return ("claim", prefixes, [limit, worker, repr(float(lease_for)), base])
+
+    #: (raw reply, worker, token base) -> the leases, and when to look again
+    reply = staticmethod(_claimed)
+
+
+class Heartbeat(_Script, name="heartbeat"):
+    """Extend leases of one queue. ARGV: lease_for, then (id, token) pairs."""
+
+    @staticmethod
+    def call(prefix: str, lease_for: float, leases: Sequence[Lease]) -> Call:
+        args: list[Any] = [repr(float(lease_for))]
+        for lease in leases:
+            args += (lease.job.id, codec.token(lease.token))
+        return ("heartbeat", [prefix], args)
+
+    @staticmethod
+    def reply(raw: Any) -> Beat:
+        lost, cancel = raw
+        return Beat(lost, cancel)
+
+
+class Progress(_Script, name="progress"):
+    """Record a leased job's progress. ARGV: id, token, progress."""
+
+    @staticmethod
+    def call(prefix: str, lease: Lease, value: float) -> Call:
+        return ("progress", [prefix], [lease.job.id, codec.token(lease.token), repr(float(value))])
+
+    @staticmethod
+    def reply(raw: Any) -> bool:
+        """Whether the lease still held."""
+        return bool(raw)
+
+
+class Settle(_Script, name="settle"):
+    """End attempts of one queue. ARGV (maybe packed): 7 per outcome, as
+    ``settle_range`` reads them."""
+
+    @staticmethod
+    def call(prefix: str, outcomes: Sequence[Outcome], indexes: list[int]) -> Call:
+        """The outcomes at positions ``indexes``."""
+        return ("settle", [prefix], codec.settle_args(outcomes, indexes))
+
+    @staticmethod
+    def reply(raw: Any) -> list[int]:
+        """1 (applied) or 0 per outcome."""
+        applied: list[int] = raw
+        return applied
+
+
+class SettleClaim(_Script, name="settle_claim"):
+    """``Settle``, then ``Claim``, in one call (not on a cluster).
+
+    KEYS: the prefixes of the queues settled (one group of outcomes each), then
+    those to claim from. ARGV (maybe packed): limit, worker, lease_for, token
+    base, number of settled queues, then for each of them: its count of
+    outcomes and 7 per outcome. Reply: {1 or 0 per outcome, ``claim_from``'s}.
+    """
+
+    @staticmethod
+    def call(
+        prefixes: list[str],
+        outcomes: Sequence[Outcome],
+        groups: Collection[list[int]],
+        *,
+        limit: int,
+        worker: str,
+        lease_for: float,
+        base: str,
+    ) -> Call:
+        """``groups``: per queue settled, the positions of its outcomes in ``outcomes``;
+        ``prefixes``: those queues' prefixes, then the prefixes of the queues to claim from."""
+        args: list[Any] = [max(limit, 0), worker, repr(float(lease_for)), base, len(groups)]
+        for indexes in groups:
+            args.append(len(indexes))
+            args += codec.settle_args(outcomes, indexes)
+        return ("settle_claim", prefixes, args)
+
+    @staticmethod
+    def reply(raw: Any, worker: str, base: str) -> Settled:
+        applied, claimed = raw
+        return Settled(applied, _claimed(claimed, worker, base))
+
+
+class Recover(_Script, name="recover"):
+    """Release up to ``batch`` lapsed leases of one queue (retry, dead or cancelled)."""
+
+    @staticmethod
+    def call(prefix: str, batch: int) -> Call:
+        return ("recover", [prefix], [batch])
+
+    @staticmethod
+    def reply(raw: Any) -> int:
+        """How many it released."""
+        return int(raw)
+
+
+class Cancel(_Script, name="cancel"):
+    """Cancel a job (a leased one: ask its worker). Replies the job after the change."""
+
+    @staticmethod
+    def call(prefix: str, job_id: str) -> Call:
+        return ("cancel", [prefix], [job_id])
+
+    reply = staticmethod(_record_or_none)
+
+
+class Get(_Script, name="get"):
+    """A job, or ``None`` when unknown or its result expired."""
+
+    @staticmethod
+    def call(prefix: str, job_id: str) -> Call:
+        return ("get", [prefix], [job_id])
+
+    reply = staticmethod(_record_or_none)
+
+
+class Watch(_Script, name="watch"):
+    """Read a job as ``Get`` does, marking it as waited for (``wt``) unless finished,
+    so that its end publishes a notice that carries it."""
+
+    @staticmethod
+    def call(prefix: str, job_id: str) -> Call:
+        return ("watch", [prefix], [job_id])
+
+    reply = staticmethod(_record_or_none)
+
+
+class RetryDead(_Script, name="retry_dead"):
+    """Put dead jobs of one queue back (unless another holds their key)."""
+
+    @staticmethod
+    def call(prefix: str, job_ids: list[str]) -> Call:
+        return ("retry_dead", [prefix], job_ids)
+
+    @staticmethod
+    def reply(raw: Any) -> list[bytes]:
+        """The ids put back."""
+        ids: list[bytes] = raw
+        return ids
+
+
+class Prune(_Script, name="prune"):
+    """Delete up to ``batch`` completed jobs of one queue whose result TTL passed."""
+
+    @staticmethod
+    def call(prefix: str, batch: int) -> Call:
+        return ("prune", [prefix], [batch])
+
+    @staticmethod
+    def reply(raw: Any) -> list[bytes]:
+        """The ids deleted."""
+        ids: list[bytes] = raw
+        return ids
+
+
+class Purge(_Script, name="purge"):
+    """Delete up to ``limit`` jobs of one queue that ended in ``states`` before
+    ``older_than``."""
+
+    @staticmethod
+    def call(prefix: str, older_than: float, limit: int, states: list[str]) -> Call:
+        return ("purge", [prefix], [repr(float(older_than)), limit, *states])
+
+    @staticmethod
+    def reply(raw: Any) -> list[bytes]:
+        """The ids deleted."""
+        ids: list[bytes] = raw
+        return ids
+
+
+class SetPaused(_Script, name="set_paused"):
+    """Pause a queue, or resume it (waking its claimers)."""
+
+    @staticmethod
+    def call(prefix: str, paused: bool) -> Call:
+        return ("set_paused", [prefix], ["1" if paused else "0"])
+
+
+class Stats(_Script, name="stats"):
+    """Counts by state of one queue (promoting due jobs first), whether it is
+    paused, and its oldest ready job's ``scheduled_at``."""
+
+    @staticmethod
+    def call(prefix: str) -> Call:
+        return ("stats", [prefix], list(_STATES))
+
+    @staticmethod
+    def reply(raw: Any, queue: str) -> QueueStats:
+        counts = {JobState(s): int(n) for s, n in zip(_STATES, raw, strict=False)}
+        oldest = raw[len(_STATES) + 1]
+        return QueueStats(
+            queue=queue,
+            counts=counts,
+            paused=bool(raw[len(_STATES)]),
+            oldest_ready_at=float(oldest) if oldest else None,
+        )
+
+
+class Peek(_Script, name="peek"):
+    """Whether a queue has ready work, and when its next delayed job is due.
+
+    When nothing is ready, it drops the wake tokens left over: they are stale,
+    and would spare the next blocked claimer nothing but empty wake-ups.
+    """
+
+    @staticmethod
+    def call(prefix: str) -> Call:
+        return ("peek", [prefix], [])
+
+    @staticmethod
+    def reply(raw: Any) -> Peeked:
+        ready, earliest, now = raw
+        return Peeked(bool(int(ready)), float(earliest) if earliest else None, float(now))
+
+
+class StateIds(_Script, name="state_ids"):
+    """The ids in the index of one state (scheduled and failed share one)."""
+
+    @staticmethod
+    def call(prefix: str, state: JobState, most: int) -> Call:
+        return ("state_ids", [prefix], [state.value, most])
+
+    @staticmethod
+    def reply(raw: Any) -> list[bytes] | None:
+        """The ids, in no order; ``None`` when the index holds more than ``most``."""
+        ids: list[bytes] | None = raw
+        return ids
+
+
+class Fetch(_Script, name="fetch"):
+    """The jobs among ``job_ids`` in ``state`` and named ``name`` (either
+    ``None``: any), leaving out expired results."""
+
+    @staticmethod
+    def call(prefix: str, state: JobState | None, name: str | None, job_ids: list[bytes]) -> Call:
+        return ("fetch", [prefix], [state.value if state else "", name or "", *job_ids])
+
+    @staticmethod
+    def reply(raw: Any) -> list[JobRecord]:
+        return [codec.record(flat) for flat in raw]
+
+
+class List(_Script, name="list"):
+    """Up to ``limit`` jobs of one queue in id order after ``after``, in ``state``
+    and named ``name`` (either ``None``: any), examining at most ``budget`` ids."""
+
+    @staticmethod
+    def call(
+        prefix: str,
+        state: JobState | None,
+        name: str | None,
+        after: str,
+        limit: int,
+        budget: int,
+    ) -> Call:
+        return ("list", [prefix], [state.value if state else "", name or "", after, limit, budget])
+
+    @staticmethod
+    def reply(raw: Any) -> Page:
+        jobs, cursor, exhausted = raw
+        return Page([codec.record(flat) for flat in jobs], cursor.decode(), bool(int(exhausted)))

@@ -1,0 +1,93 @@
+local ARGV = batch_args()
+local n, queue = tonumber(ARGV[1]), ARGV[2]
+local now = now_s()
+local out, queued, stored = {}, 0, 0
+local ready, delayed, indexed, added = {}, {}, {}, {}
+-- Outside a cluster the caller passes the id index and the queue registry as
+-- KEYS[2..n] (KEYS[n] the registry), so one script call does the whole enqueue.
+local inline = #KEYS > 1
+if inline then redis.call('SADD', KEYS[#KEYS], queue) end
+-- Ids known already (a call replayed after a lost reply) answer with the job as
+-- stored. A batch asks for all of them at once and adds the new ones at the end.
+local known = {}
+if n > 1 then
+  local ids = {}
+  for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 9] end
+  for i = 1, n, SLICE do
+    local last = math.min(i + SLICE - 1, n)
+    local scores = redis.call('ZMSCORE', K.all, unpack(ids, i, last))
+    for j = i, last do known[ids[j]] = scores[j - i + 1] ~= false end
+  end
+end
+local waited = ARGV[3] == '1'
+for i = 0, n - 1 do
+  local b = 4 + i * 9
+  local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  -- '~' marks a job asked for now: ready now, even if this clock is behind the producer's.
+  local asap = string.byte(sa, 1) == 126
+  if asap then
+    sa = string.sub(sa, 2)
+    if tonumber(sa) > now then sa = F(now) end
+  end
+  if inline then
+    local bucket = indexed[ARGV[b + 8]]
+    if not bucket then bucket = {}; indexed[ARGV[b + 8]] = bucket end
+    bucket[#bucket + 1] = id
+    bucket[#bucket + 1] = queue
+  end
+  local holder = nil
+  if n > 1 then
+    if known[id] then holder = id end
+  elseif redis.call('ZADD', K.all, 'NX', 0, id) == 0 then
+    holder = id
+  end
+  if not holder and key ~= '' then
+    holder = key_holder(key, now)
+    if holder and n == 1 then redis.call('ZREM', K.all, id) end
+  end
+  if holder then
+    out[#out + 1] = redis.call('HGETALL', J(holder))
+  else
+    local st = 'queued'
+    if not asap and tonumber(sa) > now then st = 'scheduled' end
+    local fields = {'d', ARGV[b + 4], 'st', st, 'p', prio, 'sa', sa, 'att', 0,
+                    'm', ARGV[b + 5], 'n', ARGV[b + 7]}
+    if key ~= '' then
+      redis.call('HSET', K.keys, key, id)
+      fields[#fields + 1] = 'k'; fields[#fields + 1] = key
+    end
+    if ARGV[b + 6] ~= '' then fields[#fields + 1] = 't'; fields[#fields + 1] = ARGV[b + 6] end
+    if waited then fields[#fields + 1] = 'wt'; fields[#fields + 1] = '1' end
+    redis.call('HSET', J(id), unpack(fields))
+    if n > 1 then
+      known[id] = true  -- the same id twice in one batch: the second finds the first
+      added[#added + 1] = 0
+      added[#added + 1] = id
+    end
+    if st == 'queued' then
+      local list = ready[prio]
+      if not list then list = {}; ready[prio] = list end
+      list[#list + 1] = sa
+      list[#list + 1] = id
+      queued = queued + 1
+    else
+      delayed[#delayed + 1] = sa
+      delayed[#delayed + 1] = id
+    end
+    stored = stored + 1
+    out[#out + 1] = st
+  end
+end
+for position, pairs_ in pairs(indexed) do many('HSET', KEYS[tonumber(position)], pairs_) end
+many('ZADD', K.all, added)
+for prio, list in pairs(ready) do
+  many('ZADD', R(prio), list)
+  redis.call('ZADD', K.prios, prio, prio)
+end
+many('ZADD', K.delayed, delayed)
+tally('queued', queued)
+tally('scheduled', stored - queued)
+flush()
+-- A scheduled job wakes claimers too, so a blocked one shortens its wait.
+if stored > 0 then wake(math.max(queued, 1)) end
+return out

@@ -1,0 +1,307 @@
+local P, K
+local function use(prefix)
+  P = prefix
+  K = {
+    all = P .. 'all', n = P .. 'n', prios = P .. 'prios', delayed = P .. 'delayed',
+    active = P .. 'active', expires = P .. 'expires', keys = P .. 'keys',
+    wake = P .. 'wake', paused = P .. 'paused', done = P .. 'done',
+  }
+end
+use(KEYS[1])
+
+local WAKE_CAP = 128
+local PROMOTE_MAX = 1000
+-- unpack() copies onto Lua's C stack, which holds a few thousand values: long
+-- argument lists go to Redis in slices of this many.
+local SLICE = 1000
+
+local function now_s()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local function F(x) return string.format('%.17g', x) end
+local function J(id) return P .. 'j:' .. id end
+local function R(prio) return P .. 'r:' .. prio end
+local function FIN(state) return P .. 'f:' .. state end
+
+local LIVE = {scheduled = true, queued = true, active = true, failed = true}
+
+-- cmd(key, ...list), in slices (list: members, or score-member pairs).
+local function many(cmd, key, list)
+  for i = 1, #list, SLICE do
+    redis.call(cmd, key, unpack(list, i, math.min(i + SLICE - 1, #list)))
+  end
+end
+
+-- Counts by state: changes gather here and reach the queue's 'n' hash in flush().
+local D = {}
+local function tally(st, d) D[st] = (D[st] or 0) + d end
+local function flush()
+  for st, d in pairs(D) do
+    if d ~= 0 then redis.call('HINCRBY', K.n, st, d) end
+  end
+  D = {}
+end
+
+-- Take a job out of the index of its state (the caller writes its new state).
+local function unplace(id, st, prio)
+  if st == 'queued' then
+    redis.call('ZREM', R(prio), id)
+    if redis.call('ZCARD', R(prio)) == 0 then redis.call('ZREM', K.prios, prio) end
+  elseif st == 'scheduled' or st == 'failed' then
+    redis.call('ZREM', K.delayed, id)
+  elseif st == 'active' then
+    redis.call('ZREM', K.active, id)
+  else
+    redis.call('ZREM', FIN(st), id)
+    if st == 'completed' then redis.call('ZREM', K.expires, id) end
+  end
+  tally(st, -1)
+end
+
+-- Index a job in state st; score is scheduled_at, lease expiry or finished_at.
+-- The caller writes 'st' into the job hash, with whatever else the transition sets.
+local function place(id, st, prio, score)
+  if st == 'queued' then
+    redis.call('ZADD', R(prio), F(score), id)
+    redis.call('ZADD', K.prios, prio, prio)
+  elseif st == 'scheduled' or st == 'failed' then
+    redis.call('ZADD', K.delayed, F(score), id)
+  elseif st == 'active' then
+    redis.call('ZADD', K.active, F(score), id)
+  else
+    redis.call('ZADD', FIN(st), F(score), id)
+  end
+  tally(st, 1)
+end
+
+-- Push up to n wake tokens (one per claimable job, so n idle workers wake).
+local function wake(n)
+  if n <= 0 or redis.call('EXISTS', K.paused) == 1 then return end
+  local tokens = {}
+  for i = 1, math.min(n, WAKE_CAP) do tokens[i] = '1' end
+  if redis.call('LPUSH', K.wake, unpack(tokens)) > WAKE_CAP then
+    redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
+  end
+end
+
+local function expired(st, fin, ttl, now)
+  return st == 'completed' and ttl and fin and tonumber(fin) + tonumber(ttl) <= now
+end
+
+local function holds_key(id, now)
+  local h = redis.call('HMGET', J(id), 'st', 'fin', 't')
+  if not h[1] then return false end
+  if LIVE[h[1]] then return true end
+  return h[1] == 'completed' and not expired(h[1], h[2], h[3], now)
+end
+
+local function key_holder(key, now)
+  local id = redis.call('HGET', K.keys, key)
+  if id and holds_key(id, now) then return id end
+  return nil
+end
+
+local function release_key(id)
+  local k = redis.call('HGET', J(id), 'k')
+  if k and redis.call('HGET', K.keys, k) == id then redis.call('HDEL', K.keys, k) end
+end
+
+-- fields (for one HSET of the job) with err appended to the job's errors.
+local function with_error(id, err, fields)
+  if err ~= nil and err ~= '' then
+    local e = redis.call('HGET', J(id), 'e')
+    if e then err = e .. ',' .. err end
+    fields[#fields + 1] = 'e'
+    fields[#fields + 1] = err
+  end
+  return fields
+end
+
+-- The notice of a finished job that someone waits for ('wt', see WATCH): the
+-- job itself, packed as the backend packs arguments ("len,len,...;" then the
+-- strings), its id first, then its HGETALL. Jobs nobody waits for cost nothing.
+local function notify(id)
+  local flat = redis.call('HGETALL', J(id))
+  local lens = {#id}
+  for i = 1, #flat do lens[i + 1] = #flat[i] end
+  redis.call('PUBLISH', K.done, table.concat(lens, ',') .. ';' .. id .. table.concat(flat))
+end
+
+-- A job, taken out of its index by the caller, ends in st (completed, dead, cancelled).
+local function finish(id, st, prio, now, fields)
+  redis.call('HSET', J(id), 'st', st, 'fin', F(now), unpack(fields))
+  place(id, st, prio, now)
+  if st ~= 'completed' then release_key(id) end
+  if redis.call('HEXISTS', J(id), 'wt') == 1 then notify(id) end
+end
+
+local function delete_job(id)
+  local h = redis.call('HMGET', J(id), 'st', 'p')
+  if h[1] then unplace(id, h[1], h[2]) end
+  release_key(id)
+  redis.call('ZREM', K.all, id)
+  redis.call('DEL', J(id))
+end
+
+-- Move due scheduled/failed jobs to their ready set (bounded per call).
+local function promote(now)
+  local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', F(now), 'LIMIT', 0, PROMOTE_MAX)
+  if #due == 0 then return end
+  local ready = {}
+  for _, id in ipairs(due) do
+    local h = redis.call('HMGET', J(id), 'st', 'p', 'sa')
+    if h[1] == 'scheduled' or h[1] == 'failed' then
+      redis.call('HSET', J(id), 'st', 'queued')
+      tally(h[1], -1)
+      tally('queued', 1)
+      local list = ready[h[2]]
+      if not list then list = {}; ready[h[2]] = list end
+      list[#list + 1] = h[3]
+      list[#list + 1] = id
+    end
+  end
+  many('ZREM', K.delayed, due)
+  for prio, list in pairs(ready) do
+    many('ZADD', R(prio), list)
+    redis.call('ZADD', K.prios, prio, prio)
+  end
+end
+
+-- A batch's arguments. redis-py packs each argument in Python, so where the
+-- backend calls through it a batch travels as one: "len,len,...;" then the
+-- fields back to back. Its own connection (hiredis packs in C) sends them as
+-- they are, which spares this parsing.
+local function batch_args()
+  if #ARGV ~= 1 then return ARGV end
+  local s = ARGV[1]
+  local sep = string.find(s, ';', 1, true)
+  local out, pos = {}, sep + 1
+  for len in string.gmatch(string.sub(s, 1, sep - 1), '%d+') do
+    local n = tonumber(len)
+    out[#out + 1] = string.sub(s, pos, pos + n - 1)
+    pos = pos + n
+  end
+  return out
+end
+
+local function json_string(s)
+  return '"' .. (string.gsub(s, '[%c"\\]', function(c)
+    return string.format('\\u%04x', string.byte(c))
+  end)) .. '"'
+end
+-- Claim up to limit ready jobs from the queues KEYS[first..last], in that order.
+-- Returns {now, lease expiry, earliest, then 5 per job: record, attempts,
+-- scheduled_at, errors, progress}; the rest of a claimed job's fields are
+-- known to the caller. earliest is '' unless the claim came up short: then it
+-- is the earliest scheduled_at among the queues' delayed jobs (or '' if none),
+-- and the queues' wake tokens, stale with nothing ready, are dropped (as PEEK
+-- does), so the caller may block on the wake lists without peeking first.
+local function claim_from(first, last, limit, worker, lease_for, base, now)
+  local started, expires = F(now), F(now + lease_for)
+  local out, n = {started, expires, ''}, 0
+  for q = first, last do
+    if n >= limit then break end
+    use(KEYS[q])
+    if redis.call('EXISTS', K.paused) == 0 then
+      promote(now)
+      local claimed = {}
+      for _, prio in ipairs(redis.call('ZREVRANGE', K.prios, 0, -1)) do
+        if n >= limit then break end
+        local want = limit - n
+        local popped = redis.call('ZPOPMIN', R(prio), want)
+        for j = 1, #popped, 2 do
+          local id = popped[j]
+          local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c')
+          if h[1] == 'queued' then
+            n = n + 1
+            local att = tonumber(h[3]) + 1
+            redis.call('HSET', J(id), 'st', 'active', 'att', att, 'sta', started, 'w', worker,
+                       'lx', expires, 'tok', base .. '.' .. n)
+            if h[7] then redis.call('HDEL', J(id), 'c') end
+            claimed[#claimed + 1] = expires
+            claimed[#claimed + 1] = id
+            out[#out + 1] = h[2]; out[#out + 1] = att; out[#out + 1] = h[4]
+            out[#out + 1] = h[5]; out[#out + 1] = h[6]
+          end
+        end
+        -- Fewer popped than asked for: the set is empty, without asking.
+        if #popped < 2 * want or redis.call('ZCARD', R(prio)) == 0 then
+          redis.call('ZREM', K.prios, prio)
+        end
+      end
+      many('ZADD', K.active, claimed)
+      tally('queued', -#claimed / 2)
+      tally('active', #claimed / 2)
+      flush()
+    end
+  end
+  if n < limit then
+    local earliest = nil
+    for q = first, last do
+      use(KEYS[q])
+      if redis.call('EXISTS', K.paused) == 0 then
+        local head = redis.call('ZRANGE', K.delayed, 0, 0, 'WITHSCORES')
+        if head[2] and (earliest == nil or tonumber(head[2]) < earliest) then
+          earliest = tonumber(head[2])
+        end
+      end
+      redis.call('DEL', K.wake)
+    end
+    if earliest then out[3] = F(earliest) end
+  end
+  return out
+end
+
+-- Apply the outcomes A[from..to] (7 each: id, token, state, has_result, result,
+-- error JSON, retry_at) to jobs of the current queue; append 1 (applied) or 0
+-- to out for each.
+local function settle_range(A, from, to, now, out)
+  local at = F(now)
+  local woke = 0
+  local released, completed, expiring = {}, {}, {}
+  for i = from, to, 7 do
+    local id, st = A[i], A[i + 2]
+    local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't', 'wt')
+    if h[1] == 'active' and h[2] == A[i + 1] then
+      local prio = h[3]
+      released[#released + 1] = id
+      tally('active', -1)
+      if st == 'completed' then
+        if A[i + 3] == '1' then
+          redis.call('HSET', J(id), 'st', st, 'fin', at, 'r', A[i + 4])
+        else
+          redis.call('HSET', J(id), 'st', st, 'fin', at)
+        end
+        completed[#completed + 1] = at
+        completed[#completed + 1] = id
+        tally(st, 1)
+        if h[6] then
+          expiring[#expiring + 1] = F(now + tonumber(h[6]))
+          expiring[#expiring + 1] = id
+        end
+        if h[7] then notify(id) end
+      elseif st == 'failed' then
+        local retry_at = A[i + 6]
+        if retry_at == '' then retry_at = at end
+        redis.call('HSET', J(id), unpack(with_error(id, A[i + 5], {'st', st, 'sa', retry_at})))
+        place(id, st, prio, tonumber(retry_at))
+        woke = woke + 1
+      elseif st == 'queued' then
+        redis.call('HSET', J(id), 'st', st, 'att', math.max(0, tonumber(h[5]) - 1))
+        place(id, st, prio, tonumber(h[4]))
+        woke = woke + 1
+      else
+        finish(id, st, prio, now, with_error(id, A[i + 5], {}))
+      end
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 0
+    end
+  end
+  many('ZREM', K.active, released)
+  many('ZADD', FIN('completed'), completed)
+  many('ZADD', K.expires, expiring)
+  flush()
+  wake(woke)
+end

@@ -1,0 +1,16 @@
+local now = now_s()
+local out = {}
+for _, id in ipairs(ARGV) do
+  local h = redis.call('HMGET', J(id), 'st', 'p', 'k')
+  if h[1] == 'dead' and not (h[3] and key_holder(h[3], now)) then
+    if h[3] then redis.call('HSET', K.keys, h[3], id) end
+    unplace(id, 'dead', h[2])
+    redis.call('HDEL', J(id), 'fin')
+    redis.call('HSET', J(id), 'st', 'queued', 'att', 0, 'sa', F(now))
+    place(id, 'queued', h[2], now)
+    out[#out + 1] = id
+  end
+end
+flush()
+wake(#out)
+return out

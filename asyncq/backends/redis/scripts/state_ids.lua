@@ -1,0 +1,19 @@
+local st, most = ARGV[1], tonumber(ARGV[2])
+local sources = {}
+if st == 'queued' then
+  for _, prio in ipairs(redis.call('ZRANGE', K.prios, 0, -1)) do sources[#sources + 1] = R(prio) end
+elseif st == 'scheduled' or st == 'failed' then
+  sources[1] = K.delayed
+elseif st == 'active' then
+  sources[1] = K.active
+else
+  sources[1] = FIN(st)
+end
+local size = 0
+for _, key in ipairs(sources) do size = size + redis.call('ZCARD', key) end
+if size > most then return false end
+local out = {}
+for _, key in ipairs(sources) do
+  for _, id in ipairs(redis.call('ZRANGE', key, 0, -1)) do out[#out + 1] = id end
+end
+return out
