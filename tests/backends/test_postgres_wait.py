@@ -69,14 +69,14 @@ class DueReads:
 
     def __init__(self, backend: PostgresBackend) -> None:
         self.count = 0
-        fetchval = backend._fetchval
+        fetchval = backend._transport.fetchval
 
         async def counted(query: str, *args: object) -> Any:
             if query == backend._sql.wait_for_work:
                 self.count += 1
             return await fetchval(query, *args)
 
-        backend._fetchval = counted  # type: ignore[method-assign]
+        backend._transport.fetchval = counted  # type: ignore[method-assign]
 
 
 async def claim_all(backend: PostgresBackend) -> list[Lease]:

@@ -22,16 +22,15 @@ keeps them. A job's own ``result_ttl`` is never shortened by retention.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
+from ...exceptions import BackendUnavailable, ConfigurationError
 from ..base import (
     TERMINAL_STATES,
     Backend,
@@ -53,6 +52,7 @@ from .enqueue import store
 from .listen import Listener, ListenerClosed
 from .schema import check_name, check_versions, lock_key, recorded_versions
 from .schema import migrate as apply_migrations
+from .transport import Transport, mask_dsn
 
 if TYPE_CHECKING:
     from .listen import Connection
@@ -65,23 +65,6 @@ DEFAULT_RETENTION_COMPLETED = 86_400.0
 DEFAULT_RETENTION_DEAD = 14 * 86_400.0
 #: Rows one prune statement deletes at most.
 PRUNE_BATCH = 1_000
-
-_T = TypeVar("_T")
-
-# What "cannot be reached" looks like from asyncpg: socket errors, the server
-# refusing or shutting down, a connection that is gone. (A bare InterfaceError
-# is a closed connection or pool; its subclasses are client-side mistakes. An
-# InternalClientError is what a statement meets on a connection the server
-# has just terminated, before the client has seen it close.)
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncpg.InternalClientError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
-)
 
 
 def _first_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
@@ -98,31 +81,6 @@ def _applied(outcomes: Sequence[Outcome], ids: Sequence[str] | None) -> list[boo
         result.append(outcome.job_id in applied and outcome.job_id not in reported)
         reported.add(outcome.job_id)
     return result
-
-
-def mask_dsn(dsn: str) -> str:
-    """``dsn`` with its password (in the authority or the query) replaced by ``***``."""
-    parts = urlsplit(dsn)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostinfo}" if colon else f"{user}@{hostinfo}"
-    query = [
-        (k, "***" if k.lower() == "password" else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
-
-
-async def _keep_session(conn: asyncpg.Connection[asyncpg.Record]) -> None:
-    """The pool's reset, which does nothing.
-
-    No statement of this backend leaves session state behind (no LISTEN on
-    pooled connections, no settings, and prune unlocks its advisory lock or
-    drops the connection), so asyncpg's default reset query would only cost
-    a second round trip per call. An open transaction is still rolled back.
-    """
 
 
 class PostgresBackend:
@@ -171,34 +129,20 @@ class PostgresBackend:
         **connect_kwargs: Any,
     ) -> None:
         check_name(schema)
-        given: object = dsn_or_pool  # checked at run time: callers may not be typed
-        if isinstance(given, str):
-            self._dsn: str | None = given
-            self._given_pool: asyncpg.Pool[asyncpg.Record] | None = None
-            self._url = mask_dsn(given)
-        elif isinstance(given, asyncpg.Pool):
-            self._dsn, self._given_pool = None, given
-            self._url = "postgresql://(asyncpg pool)"
-        else:
-            msg = f"PostgresBackend needs a DSN or an asyncpg.Pool, not {type(given)!r}"
-            raise ConfigurationError(msg)
+        self._transport = Transport(
+            dsn_or_pool,
+            schema=schema,
+            open_backend=self.open,
+            min_size=min_size,
+            max_size=max_size,
+            connect_kwargs=connect_kwargs,
+        )
         self._sql = sql.Statements(schema, carry_jobs=carry_jobs)
         self._schema = schema
         self._migrate = migrate
         self._retention_completed = retention_completed
         self._retention_dead = retention_dead
-        self._min_size, self._max_size = min_size, max_size
         self._poll_interval = poll_interval
-        # A generic plan made while the table was small (a seq scan over a
-        # few rows) would be kept while it grows to millions; planning each
-        # statement for the table as it is costs a fraction of a millisecond.
-        # The application name lets an operator find a worker's connections in
-        # pg_stat_activity, like the client name on Redis.
-        settings = {"plan_cache_mode": "force_custom_plan", "application_name": f"asyncq:{schema}"}
-        settings.update(connect_kwargs.pop("server_settings", None) or {})
-        self._connect_kwargs = {**connect_kwargs, "server_settings": settings}
-        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
-        self._closed = False
         # What wait_for_work may know without asking (see there), per list of
         # queues: the listener's mark when the last claim that came up short
         # was sent; and the mark, the time and the earliest due time (None:
@@ -207,8 +151,8 @@ class PostgresBackend:
         self._due: dict[tuple[str, ...], tuple[int, float, float | None]] = {}
         self._open_lock: anyio.Lock | None = None
         self._listener = Listener(
-            connect=self._listen_connect,
-            release=self._listen_release,
+            connect=self._transport.listen_connect,
+            release=self._transport.listen_release,
             work_channel=self._sql.work_channel,
             later_channel=self._sql.later_channel,
             done_channel=self._sql.done_channel,
@@ -233,125 +177,12 @@ class PostgresBackend:
 
     @property
     def url(self) -> str:
-        suffix = "" if self._schema == "asyncq" else f"schema={self._schema}"
-        if not suffix:
-            return self._url
-        return f"{self._url}{'&' if '?' in self._url else '?'}{suffix}"
+        return self._transport.url
 
     @property
     def schema(self) -> str:
         """The PostgreSQL schema holding this backend's tables."""
         return self._schema
-
-    # -- connections and errors --------------------------------------------------
-
-    def _translate(self, exc: BaseException) -> BackendError:
-        """Map a driver error to asyncq's: unreachable or answered wrongly."""
-        if isinstance(exc, _UNAVAILABLE) or type(exc) is asyncpg.InterfaceError:
-            return BackendUnavailable(f"PostgreSQL at {self.url} is unavailable: {exc}")
-        return BackendError(f"PostgreSQL at {self.url} failed: {type(exc).__name__}: {exc}")
-
-    @staticmethod
-    def _is_driver_error(exc: BaseException) -> bool:
-        return isinstance(exc, _UNAVAILABLE) or type(exc).__module__.startswith("asyncpg")
-
-    @contextmanager
-    def _mapped(self) -> Iterator[None]:
-        """Let no driver exception out: raise asyncq's instead."""
-        try:
-            yield
-        except Exception as exc:
-            if self._is_driver_error(exc):
-                raise self._translate(exc) from exc
-            raise
-
-    async def _ready_pool(self) -> asyncpg.Pool[asyncpg.Record]:
-        if self._pool is None:
-            if self._closed:
-                msg = f"the PostgreSQL backend for {self.url} is closed"
-                raise BackendUnavailable(msg)
-            await self.open()
-        assert self._pool is not None
-        return self._pool
-
-    async def _run(self, op: Callable[[Connection], Awaitable[_T]]) -> _T:
-        """Run ``op`` on a pooled connection, mapping driver errors.
-
-        A connection error is tried once more on a fresh connection: after a
-        server restart or ``pg_terminate_backend`` the pool's idle connections
-        are dead, so the pool replaces them all and the retry reconnects.
-        Every statement is safe to repeat (a repeated enqueue is a no-op by
-        id); the one imprecision is a settle whose first try committed but
-        whose reply was lost: it then reports ``False`` for outcomes that were
-        in fact applied.
-        """
-        pool = await self._ready_pool()
-        for attempt in range(2):
-            try:
-                async with pool.acquire() as conn:
-                    try:
-                        return await op(conn)
-                    except _UNAVAILABLE:
-                        # The pool must not hand it out again (unless it was
-                        # closed, and so given back, already).
-                        with suppress(asyncpg.InterfaceError):
-                            conn.terminate()
-                        raise
-            except Exception as exc:
-                if not self._is_driver_error(exc):
-                    raise
-                error = self._translate(exc)
-                if attempt == 0 and isinstance(error, BackendUnavailable) and not self._closed:
-                    # What killed one connection (a restart, a failover, an
-                    # operator) most likely killed its idle siblings too.
-                    await pool.expire_connections()
-                    continue
-                raise error from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _fetch(self, query: str, *args: object) -> list[asyncpg.Record]:
-        return await self._run(lambda conn: conn.fetch(query, *args))
-
-    async def _fetchrow(self, query: str, *args: object) -> asyncpg.Record:
-        row = await self._run(lambda conn: conn.fetchrow(query, *args))
-        assert row is not None
-        return row
-
-    async def _fetchval(self, query: str, *args: object) -> Any:
-        return await self._run(lambda conn: conn.fetchval(query, *args))
-
-    @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
-        """A connection whether or not the backend is open (migrate, checks, drop)."""
-        with self._mapped():
-            pool = self._pool or self._given_pool
-            if pool is not None:
-                async with pool.acquire() as conn:
-                    yield conn
-            else:
-                assert self._dsn is not None
-                conn = await asyncpg.connect(self._dsn, **self._connect_kwargs)
-                try:
-                    yield conn
-                finally:
-                    await conn.close()
-
-    async def _listen_connect(self) -> Connection:
-        if self._given_pool is not None:
-            return await self._given_pool.acquire()
-        assert self._dsn is not None
-        conn: Connection = await asyncpg.connect(self._dsn, **self._connect_kwargs)
-        return conn
-
-    async def _listen_release(self, conn: Connection) -> None:
-        # The connection may be dead already: releasing it is best effort.
-        with suppress(Exception):
-            if self._given_pool is not None and isinstance(conn, PoolConnectionProxy):
-                await self._given_pool.release(conn, timeout=5)
-                return
-            with anyio.move_on_after(5):
-                await conn.close()
-            conn.terminate()
 
     # -- lifecycle and schema ----------------------------------------------------
 
@@ -359,42 +190,18 @@ class PostgresBackend:
         if self._open_lock is None:
             self._open_lock = anyio.Lock()
         async with self._open_lock:
-            if self._pool is not None:
+            if self._transport.pool is not None:
                 return
-            self._closed = False
+            self._transport.closed = False
             self._listener.closed = False
             if self._migrate:
                 await self.migrate()
             else:
                 await self._check_schema()
-            if self._given_pool is not None:
-                if self._given_pool.get_max_size() < 2:
-                    msg = (
-                        "PostgresBackend needs an asyncpg pool of max_size >= 2: "
-                        "it holds one connection for LISTEN while waiting"
-                    )
-                    raise ConfigurationError(msg)
-                self._pool = self._given_pool
-                await self._learn_url()
-                return
-            assert self._dsn is not None
-            with self._mapped():
-                self._pool = await asyncpg.create_pool(
-                    self._dsn,
-                    min_size=self._min_size,
-                    max_size=self._max_size,
-                    reset=_keep_session,
-                    **self._connect_kwargs,
-                )
-
-    async def _learn_url(self) -> None:
-        row = await self._fetchrow(self._sql.whoami)
-        user, database, host, port = row
-        where = f"{host}:{port}" if host else "(local socket)"
-        self._url = f"postgresql://{user}@{where}/{database}"
+            await self._transport.start(self._sql.whoami)
 
     async def _check_schema(self) -> None:
-        async with self._connection() as conn:
+        async with self._transport.connection() as conn:
             versions = await recorded_versions(conn, self._sql)
         check_versions(versions, where=self._where)
 
@@ -411,31 +218,25 @@ class PostgresBackend:
         Raises:
             ConfigurationError: the schema is newer than this asyncq.
         """
-        async with self._connection() as conn:
+        async with self._transport.connection() as conn:
             return await apply_migrations(conn, self._sql, where=self._where)
 
     async def drop_schema(self) -> None:
         """Drop the schema and every job in it (tests, teardown). Works after ``close``."""
-        async with self._connection() as conn:
+        async with self._transport.connection() as conn:
             await conn.execute(self._sql.drop)
 
     async def close(self) -> None:
-        self._closed = True
+        self._transport.closed = True
         await self._listener.close()
-        pool, self._pool = self._pool, None
-        if pool is not None and pool is not self._given_pool:
-            with anyio.move_on_after(10) as scope:
-                await pool.close()
-            if scope.cancelled_caught:
-                pool.terminate()
+        await self._transport.close()
 
     async def _listen(self) -> None:
         try:
-            with self._mapped():
+            with self._transport.mapped():
                 await self._listener.ensure()
         except ListenerClosed:
-            msg = f"the PostgreSQL backend for {self.url} is closed"
-            raise BackendUnavailable(msg) from None
+            raise self._transport.closed_error() from None
 
     # -- producers ---------------------------------------------------------------
 
@@ -445,14 +246,14 @@ class PostgresBackend:
         if not jobs:
             return []
         if connection is None:
-            return await self._run(lambda conn: store(conn, self._sql, jobs))
+            return await self._transport.run(lambda conn: store(conn, self._sql, jobs))
         if not isinstance(connection, (asyncpg.Connection, PoolConnectionProxy)):
             msg = (
                 "enqueue(connection=...) takes an asyncpg connection, "
                 f"not {type(connection).__name__}"
             )
             raise ConfigurationError(msg)
-        with self._mapped():
+        with self._transport.mapped():
             return await store(connection, self._sql, jobs)
 
     async def enqueue_waited(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
@@ -473,18 +274,18 @@ class PostgresBackend:
         return stored
 
     async def get(self, job_id: str) -> JobRecord | None:
-        row = await self._run(lambda conn: conn.fetchrow(self._sql.get, job_id))
+        row = await self._transport.run(lambda conn: conn.fetchrow(self._sql.get, job_id))
         return None if row is None else decode(row)
 
     async def cancel(self, job_id: str) -> JobRecord | None:
-        row = await self._run(lambda conn: conn.fetchrow(self._sql.cancel, job_id))
+        row = await self._transport.run(lambda conn: conn.fetchrow(self._sql.cancel, job_id))
         return None if row is None else decode(row)
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
         last: JobRecord | None = None
         listener = self._listener
         while True:
-            if self._closed and last is not None:
+            if self._transport.closed and last is not None:
                 return last  # woken by close: the job as last seen
             with listener.job_waiter(job_id) as finished:
                 await self._listen()
@@ -521,9 +322,11 @@ class PostgresBackend:
         mark = self._listener.mark()
         self._drained.pop(key, None)
         if len(names) == 1:
-            rows = await self._fetch(self._sql.claim_queue, names[0], limit, worker, lease_for)
+            rows = await self._transport.fetch(
+                self._sql.claim_queue, names[0], limit, worker, lease_for
+            )
         else:
-            rows = await self._fetch(self._sql.claim, names, limit, worker, lease_for)
+            rows = await self._transport.fetch(self._sql.claim, names, limit, worker, lease_for)
         leases = leases_of(rows)
         if mark is not None and len(leases) < limit:
             # Fewer than asked for: every job ready and unlocked in these queues
@@ -535,7 +338,7 @@ class PostgresBackend:
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         names = list(dict.fromkeys(queues))
-        if self._closed or timeout <= 0:
+        if self._transport.closed or timeout <= 0:
             return
         with self._listener.work_waiter(names) as work:
             try:
@@ -547,7 +350,11 @@ class PostgresBackend:
             wait = self._known_wait(names, timeout)
             if wait is None:
                 mark, asked = self._listener.mark(), anyio.current_time()
-                due = await self._fetchval(self._sql.wait_for_work, names) if names else None
+                due = (
+                    await self._transport.fetchval(self._sql.wait_for_work, names)
+                    if names
+                    else None
+                )
                 if mark is not None:
                     self._due[tuple(names)] = (mark, asked, None if due is None else asked + due)
                 wait = timeout if due is None else min(timeout, due)
@@ -589,7 +396,7 @@ class PostgresBackend:
     async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
         if not leases:
             return HeartbeatReply()
-        rows = await self._fetch(
+        rows = await self._transport.fetch(
             self._sql.heartbeat,
             [lease.job.id for lease in leases],
             [lease.token for lease in leases],
@@ -602,7 +409,7 @@ class PostgresBackend:
         )
 
     async def progress(self, lease: Lease, value: float) -> bool:
-        held = await self._fetchval(self._sql.progress, lease.job.id, lease.token, value)
+        held = await self._transport.fetchval(self._sql.progress, lease.job.id, lease.token, value)
         return bool(held)
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -613,7 +420,7 @@ class PostgresBackend:
         if len(unique) == 1:
             [one] = unique
             error = None if one.error is None else JSON.encode(one.error).decode()
-            rows = await self._fetch(
+            rows = await self._transport.fetch(
                 self._sql.settle_one,
                 one.job_id,
                 one.token,
@@ -623,11 +430,11 @@ class PostgresBackend:
                 one.retry_at,
             )
             return _applied(outcomes, [one.job_id] if rows else None)
-        row = await self._fetchrow(self._sql.settle, *outcome_columns(unique))
+        row = await self._transport.fetchrow(self._sql.settle, *outcome_columns(unique))
         return _applied(outcomes, row[0])
 
     async def recover(self) -> int:
-        row = await self._fetchrow(self._sql.recover)
+        row = await self._transport.fetchrow(self._sql.recover)
         return int(row[0])
 
     async def prune(self) -> int:
@@ -659,13 +466,13 @@ class PostgresBackend:
                         raise
             return total
 
-        return await self._run(run)
+        return await self._transport.run(run)
 
     # -- operations --------------------------------------------------------------
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         names = None if queues is None else sorted(set(queues))
-        rows = await self._fetch(self._sql.stats, names)
+        rows = await self._transport.fetch(self._sql.stats, names)
         found: dict[str, tuple[bool, dict[JobState, int], float | None]] = {}
         for name, paused, state, count, oldest in rows:
             entry = found.setdefault(name, (paused, dict.fromkeys(JobState, 0), oldest))
@@ -690,7 +497,7 @@ class PostgresBackend:
         filters = {"state": state and state.value, "queue": queue, "name": name, "after": after}
         given = {column: value for column, value in filters.items() if value is not None}
         query = self._sql.list_jobs(tuple(given))
-        rows = await self._fetch(query, *given.values(), limit)
+        rows = await self._transport.fetch(query, *given.values(), limit)
         return [decode(row) for row in rows]
 
     async def retry_dead(
@@ -724,7 +531,7 @@ class PostgresBackend:
             assert row is not None
             return list(row[0] or ())
 
-        retried = await self._run(run)
+        retried = await self._transport.run(run)
         if job_ids is not None:
             done = set(retried)
             return [job_id for job_id in dict.fromkeys(job_ids) if job_id in done]
@@ -741,7 +548,7 @@ class PostgresBackend:
         wanted = purgeable(states)
         if not wanted or limit <= 0:
             return 0
-        status = await self._run(
+        status = await self._transport.run(
             lambda conn: conn.execute(
                 self._sql.purge, [s.value for s in wanted], older_than, queue, limit
             )
@@ -749,7 +556,7 @@ class PostgresBackend:
         return int(status.split()[-1])
 
     async def set_paused(self, queue: str, paused: bool) -> None:
-        await self._fetchval(self._sql.set_paused, queue, paused)
+        await self._transport.fetchval(self._sql.set_paused, queue, paused)
 
 
 if TYPE_CHECKING:
