@@ -39,8 +39,13 @@ from . import _postgres_sql as sql
 from ._postgres_listen import Listener, ListenerClosed
 from ._postgres_sql import decode
 from .base import (
+    DROP,
+    ENQUEUE_WAITED,
+    MIGRATE,
     TERMINAL_STATES,
+    TRANSACTIONAL_ENQUEUE,
     Backend,
+    Capability,
     EnqueuesWaited,
     HeartbeatReply,
     JobRecord,
@@ -948,6 +953,14 @@ class PostgresBackend:
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._fetchval(self._sql.set_paused, queue, paused)
+
+    capabilities: frozenset[Capability[Any]] = frozenset(
+        {ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE}
+    )
+
+    async def drop(self) -> None:
+        """``drop_schema``: drop the schema and every job in it."""
+        await self.drop_schema()
 
 
 if TYPE_CHECKING:

@@ -102,7 +102,11 @@ from ._redis_client import Direct, connect, describe, mapped, mask_url, pool_kwa
 from ._redis_lua import LAYOUT, PRELUDE, SCRIPTS
 from ._redis_notices import Notices
 from .base import (
+    DROP,
+    ENQUEUE_WAITED,
+    SETTLE_ON_CLAIM,
     Backend,
+    Capability,
     EnqueuesWaited,
     ErrorInfo,
     HeartbeatReply,
@@ -1039,6 +1043,16 @@ class RedisBackend:
             [("set_paused", [self._prefix(queue)], ["1" if paused else "0"])],
             [("SADD", self._queues_key, queue)],
         )
+
+    @property
+    def capabilities(self) -> frozenset[Capability[Any]]:
+        # A cluster's settle_and_claim takes two round trips (its queues span nodes).
+        fused = () if self._cluster else (SETTLE_ON_CLAIM,)
+        return frozenset({*fused, ENQUEUE_WAITED, DROP})
+
+    async def drop(self) -> None:
+        """``drop_namespace``: delete every key of this namespace."""
+        await self.drop_namespace()
 
 
 def _by_token_queue(outcomes: Sequence[Outcome]) -> dict[str, list[int]]:
