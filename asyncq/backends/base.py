@@ -193,8 +193,11 @@ class Retention:
         for name, value in settings:
             if value is None:
                 continue
-            number = isinstance(value, int | float) and not isinstance(value, bool)
-            if not (number and math.isfinite(cast("float", value)) and cast("float", value) >= 0):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value >= 0)
+            ):
                 msg = (
                     f"Retention {name} must be a finite number of seconds >= 0 or None,"
                     f" got {value!r}"
