@@ -23,6 +23,7 @@ import msgspec
 
 from ._records import TERMINAL_STATES, JobRecord, JobState, QueueStats
 from ._retry import seconds
+from .backends.base import MIGRATE
 from .exceptions import ConfigurationError, JobNotFound, ValidationError
 
 if TYPE_CHECKING:
@@ -399,11 +400,10 @@ class Admin:
         the versions applied, empty when it was up to date); the other stores
         have no separate migrations.
         """
-        migrate = getattr(self.app.backend, "migrate", None)
-        if migrate is None:
+        migrates = MIGRATE.of(self.app.backend)
+        if migrates is None:
             return None
-        applied: list[int] = await migrate()
-        return applied
+        return await migrates.migrate()
 
 
 def _queue_status(

@@ -1,7 +1,8 @@
 """Storage backends, and ``from_url`` to pick one by URL.
 
 Each backend module imports its driver only when it is used, so the extras
-(``asyncq[redis]``, ``asyncq[postgres]``) stay optional.
+(``asyncq[redis]``, ``asyncq[postgres]``) stay optional. The protocol they
+implement, its optional capabilities and ``Retention`` are in ``base``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import os
 from typing import Any
 
 from ..exceptions import ConfigurationError
-from .base import Backend
+from ._common import mask_url
+from .base import Backend, Capability, Retention
 
-__all__ = ["DEFAULT_URL", "Backend", "from_url"]
+__all__ = ["DEFAULT_URL", "Backend", "Capability", "Retention", "from_url"]
 
 #: The backend used when neither ``backend=`` nor ``ASYNCQ_BACKEND`` is given.
 DEFAULT_URL = "sqlite:///asyncq.db"
@@ -37,7 +39,7 @@ def from_url(url: str | None = None, **options: Any) -> Backend:
 
     Known schemes: ``memory://``, ``sqlite:///path.db``, ``redis://``, ``rediss://``,
     ``unix://``, ``postgresql://``. Extra keyword arguments go to the backend's
-    ``from_url`` (for example ``namespace=``).
+    ``from_url`` (for example ``namespace=``, or the ``Retention`` options).
 
     Raises:
         ConfigurationError: unknown scheme, or the backend's extra is not installed.
@@ -46,7 +48,7 @@ def from_url(url: str | None = None, **options: Any) -> Backend:
     scheme = url.partition("://")[0].lower() if "://" in url else ""
     if scheme not in _SCHEMES:
         known = ", ".join(f"{s}://" for s in _SCHEMES)
-        msg = f"unknown backend URL {url.split('@')[-1]!r}: the scheme must be one of {known}"
+        msg = f"unknown backend URL {mask_url(url)!r}: the scheme must be one of {known}"
         raise ConfigurationError(msg)
     module_name, class_name, extra = _SCHEMES[scheme]
     try:

@@ -55,6 +55,22 @@ pub/sub, LISTEN/NOTIFY, an in-process event), not by a sleep loop; polling is
 allowed only as a safety net with a long interval, or across processes where
 the store has no push (SQLite).
 
+Retention
+---------
+``prune`` deletes a completed job once its ``result_ttl`` has passed, and
+otherwise what ``Retention`` says is old: the same three settings, in seconds
+after ``finished_at``, with the same defaults, on every store
+(``retention_completed``, ``retention_dead``, ``retention_cancelled`` as
+keyword or URL options).
+
+Optional features
+-----------------
+What only some stores (or some instances of one store) can do is a
+``Capability``: a typed key naming a protocol of its own (``SettlesOnClaim``,
+``EnqueuesWaited``, ``Migrates``, ``Drops``). An instance lists the ones it
+offers in ``capabilities``, and callers ask ``SETTLE_ON_CLAIM.of(backend)``,
+which returns the backend typed as that protocol, or ``None``.
+
 Errors
 ------
 A store that cannot be reached raises ``BackendUnavailable``; one that answers
@@ -63,8 +79,10 @@ wrongly raises ``BackendError``. No driver exception escapes a backend.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 import msgspec
 
@@ -78,11 +96,19 @@ from .._records import (
     Outcome,
     QueueStats,
 )
+from ..exceptions import ConfigurationError
 
 __all__ = [
+    "DROP",
+    "ENQUEUE_WAITED",
+    "MIGRATE",
     "OUTCOME_STATES",
+    "SETTLE_ON_CLAIM",
     "TERMINAL_STATES",
+    "TRANSACTIONAL_ENQUEUE",
     "Backend",
+    "Capability",
+    "Drops",
     "EnqueuesWaited",
     "ErrorInfo",
     "ErrorKind",
@@ -90,12 +116,17 @@ __all__ = [
     "JobRecord",
     "JobState",
     "Lease",
+    "Migrates",
     "Outcome",
     "QueueStats",
+    "Retention",
     "SettlesOnClaim",
     "check_outcomes",
     "purgeable",
 ]
+
+_P = TypeVar("_P")
+_DAY = 86_400.0
 
 #: The states an ``Outcome`` may ask for.
 OUTCOME_STATES = frozenset(
@@ -129,6 +160,61 @@ def purgeable(states: Sequence[JobState]) -> frozenset[JobState]:
     return wanted
 
 
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long ``prune`` keeps finished jobs: seconds after ``finished_at``, ``None`` for ever.
+
+    Every store takes these settings with the same names, units and defaults,
+    as ``retention=Retention(...)`` or as the options ``retention_completed``,
+    ``retention_dead`` and ``retention_cancelled`` (keywords, or in the URL's
+    query: a number of seconds, or ``none``).
+
+    Attributes:
+        completed: completed jobs without a ``result_ttl``. A job with one is
+            deleted when it passes, whatever this says: retention never
+            shortens nor extends what the producer asked for.
+        dead: dead jobs (the dead letters).
+        cancelled: cancelled jobs.
+
+    Raises:
+        ConfigurationError: a setting is negative, not finite, or not a number.
+    """
+
+    completed: float | None = _DAY
+    dead: float | None = 14 * _DAY
+    cancelled: float | None = 14 * _DAY
+
+    def __post_init__(self) -> None:
+        settings: tuple[tuple[str, object], ...] = (
+            ("completed", self.completed),
+            ("dead", self.dead),
+            ("cancelled", self.cancelled),
+        )
+        for name, value in settings:
+            if value is None:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not (math.isfinite(value) and value >= 0)
+            ):
+                msg = (
+                    f"Retention {name} must be a finite number of seconds >= 0 or None,"
+                    f" got {value!r}"
+                )
+                raise ConfigurationError(msg)
+
+    def keep_for(self, state: JobState) -> float | None:
+        """Seconds a job finished in ``state`` is kept; ``None``: for ever (or not finished)."""
+        if state is JobState.COMPLETED:
+            return self.completed
+        if state is JobState.DEAD:
+            return self.dead
+        if state is JobState.CANCELLED:
+            return self.cancelled
+        return None
+
+
 class HeartbeatReply(msgspec.Struct, frozen=True):
     """What ``Backend.heartbeat`` found.
 
@@ -146,6 +232,32 @@ class HeartbeatReply(msgspec.Struct, frozen=True):
 @runtime_checkable
 class Backend(Protocol):
     """Storage for jobs. See the module docstring for the model all methods share."""
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Backend:
+        """Make an unopened backend from its URL; keyword ``options`` win over the URL's.
+
+        Options in the URL's query are parsed with their types (see
+        ``asyncq.backends._common.parse_url_options``); a name the store does
+        not know raises ``ConfigurationError`` listing the known ones, with
+        any password in the URL masked. Every store knows the ``Retention``
+        options. ``asyncq.backends.from_url`` picks the class by scheme.
+
+        Raises:
+            ConfigurationError: not this store's URL, or an unknown or malformed option.
+        """
+        ...
+
+    @property
+    def capabilities(self) -> frozenset[Capability[Any]]:
+        """The optional features this instance offers (see ``Capability``).
+
+        Answered by the instance, not the class: one store may offer a feature
+        in one configuration and not in another (a Redis Cluster does not
+        settle and claim in one round trip). It does not change while the
+        instance lives.
+        """
+        ...
 
     @property
     def url(self) -> str:
@@ -291,11 +403,11 @@ class Backend(Protocol):
     async def prune(self) -> int:
         """Delete what retention says is old; return how many jobs went.
 
-        Removes completed jobs whose ``result_ttl`` has passed, and whatever
-        the backend's own retention settings cover (documented on the
-        backend), in bounded batches. Workers call it now and then, so it must
-        be cheap when there is nothing to do and safe from many workers at
-        once. Backends that expire data by themselves (Redis TTLs) may return 0.
+        Removes completed jobs whose ``result_ttl`` has passed, and the
+        finished jobs older than the backend's ``Retention`` allows, in
+        bounded batches. Workers call it now and then, so it must be cheap
+        when there is nothing to do and safe from many workers at once.
+        Backends that expire data by themselves (Redis TTLs) may return 0.
         """
         ...
 
@@ -418,3 +530,82 @@ class EnqueuesWaited(Protocol):
         behaves as always, only faster when it comes soon after.
         """
         ...
+
+
+@runtime_checkable
+class Migrates(Protocol):
+    """An optional capability: a versioned schema that operators upgrade (``asyncq migrate``)."""
+
+    async def migrate(self) -> list[int]:
+        """Apply the schema migrations not applied yet; return their versions, in order.
+
+        Returns an empty list when the schema is up to date. Safe to run from
+        many processes at once: each migration is applied once.
+        """
+        ...
+
+
+@runtime_checkable
+class Drops(Protocol):
+    """An optional capability: delete everything this instance stored (tests, teardown)."""
+
+    async def drop(self) -> None:
+        """Delete every job, queue and setting this instance stored, and nothing else.
+
+        A Redis namespace, a PostgreSQL schema, the asyncq tables of a SQLite
+        file, the memory of a memory backend. Works before ``open`` and after
+        ``close``; a backend still open is unusable after it until reopened.
+        """
+        ...
+
+
+class Capability(Generic[_P]):
+    """A typed key for an optional feature, answered per backend instance.
+
+    A backend lists the capabilities it offers in ``Backend.capabilities``;
+    callers ask the key, which types the answer::
+
+        fused = SETTLE_ON_CLAIM.of(backend)  # SettlesOnClaim | None
+        if fused is not None:
+            applied, leases = await fused.settle_and_claim(...)
+
+    Define a new one next to its protocol, as the ones below are:
+    ``NAME: Capability[Proto] = Capability("name", Proto)``.
+
+    Args:
+        name: the feature's name, for messages and ``repr``.
+        protocol: the ``runtime_checkable`` protocol a backend offering the
+            feature implements.
+    """
+
+    __slots__ = ("name", "protocol")
+
+    def __init__(self, name: str, protocol: type[Any]) -> None:
+        self.name = name
+        self.protocol = protocol
+
+    def of(self, backend: Backend) -> _P | None:
+        """``backend`` typed as the feature's protocol if it offers the feature, else ``None``.
+
+        An instance offers it when it lists it in ``capabilities`` and has
+        the protocol's methods (a subclass may take one away by setting it
+        to ``None``).
+        """
+        if self in backend.capabilities and isinstance(backend, self.protocol):
+            return cast("_P", backend)
+        return None
+
+    def __repr__(self) -> str:
+        return f"Capability({self.name!r})"
+
+
+#: Settle finished attempts and claim new ones in one round trip.
+SETTLE_ON_CLAIM: Capability[SettlesOnClaim] = Capability("settle_on_claim", SettlesOnClaim)
+#: Prepare, while enqueueing, for the caller's wait that follows.
+ENQUEUE_WAITED: Capability[EnqueuesWaited] = Capability("enqueue_waited", EnqueuesWaited)
+#: A versioned schema upgraded by ``migrate()``.
+MIGRATE: Capability[Migrates] = Capability("migrate", Migrates)
+#: ``drop()`` deletes everything the instance stored.
+DROP: Capability[Drops] = Capability("drop", Drops)
+#: ``enqueue(jobs, connection=...)`` writes inside the caller's transaction.
+TRANSACTIONAL_ENQUEUE: Capability[Backend] = Capability("transactional_enqueue", Backend)

@@ -6,6 +6,9 @@ the event loop: the critical sections other stores get from Lua or SQL come
 free here. Ready jobs sit in a heap per queue; delayed and retrying jobs in a
 second heap per queue, promoted when due. Heap entries are invalidated
 lazily: an entry is live only while its sequence number is the job's current one.
+
+The rules the stores share (when a key is held, when a result expires, what
+``prune`` deletes, the waiters and their wakeups) come from ``_common``.
 """
 
 from __future__ import annotations
@@ -15,15 +18,31 @@ import itertools
 import math
 import time
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from msgspec.structs import replace
 
 from ..exceptions import ConfigurationError
+from ._common import (
+    RETENTION_OPTIONS,
+    Waiters,
+    as_enqueued,
+    holds_key,
+    lease_lapsed,
+    parse_url_options,
+    pop_retention,
+    prunable,
+    result_expired,
+)
 from .base import (
+    DROP,
+    ENQUEUE_WAITED,
+    SETTLE_ON_CLAIM,
     TERMINAL_STATES,
     Backend,
+    Capability,
+    Drops,
     ErrorInfo,
     ErrorKind,
     HeartbeatReply,
@@ -32,6 +51,7 @@ from .base import (
     Lease,
     Outcome,
     QueueStats,
+    Retention,
     SettlesOnClaim,
     check_outcomes,
     purgeable,
@@ -42,7 +62,10 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryBackend"]
 
-_LIVE = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.ACTIVE, JobState.FAILED})
+# The optional features this store can offer. An instance offers those its
+# class implements: the test double's subclasses add one (or take one away,
+# setting its method to None) and the instance says so.
+_OPTIONAL: tuple[Capability[Any], ...] = (SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP)
 
 
 class MemoryBackend:
@@ -50,10 +73,14 @@ class MemoryBackend:
 
     Args:
         clock: the time source (epoch seconds); tests may pass a fake one.
+        retention: how long ``prune`` keeps finished jobs.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, retention: Retention | None = None
+    ) -> None:
         self._clock = clock
+        self._retention = Retention() if retention is None else retention
         self._jobs: dict[str, JobRecord] = {}
         self._tokens: dict[str, str] = {}
         # Lease tokens need only be unique within this store: a counter is.
@@ -64,28 +91,56 @@ class MemoryBackend:
         self._keys: dict[tuple[str, str], str] = {}
         self._counts: defaultdict[str, Counter[JobState]] = defaultdict(Counter)
         self._paused: set[str] = set()
-        self._work = anyio.Event()
-        self._finished: dict[str, anyio.Event] = {}
+        self._waiters = Waiters()
         self._closed = False
+        self._capabilities = frozenset(c for c in _OPTIONAL if isinstance(self, c.protocol))
 
     @classmethod
-    def from_url(cls, url: str = "memory://") -> MemoryBackend:
-        """``memory://``: a new, empty in-process store."""
-        return cls()
+    def from_url(cls, url: str = "memory://", **options: Any) -> MemoryBackend:
+        """``memory://``: a new, empty in-process store.
+
+        Options (keywords, or in the query: ``memory://?retention_dead=3600``):
+        ``retention`` and the ``Retention`` options.
+
+        Raises:
+            ConfigurationError: an unknown or malformed option.
+        """
+        values, _ = parse_url_options(url, RETENTION_OPTIONS)
+        values.update(options)
+        retention = pop_retention(values)
+        return cls(retention=retention, **values)
+
+    @property
+    def capabilities(self) -> frozenset[Capability[Any]]:
+        return self._capabilities
 
     @property
     def url(self) -> str:
         return "memory://"
+
+    @property
+    def retention(self) -> Retention:
+        """How long ``prune`` keeps finished jobs."""
+        return self._retention
 
     async def open(self) -> None:
         self._closed = False
 
     async def close(self) -> None:
         self._closed = True
-        self._wake_workers()
-        for event in self._finished.values():
-            event.set()
-        self._finished.clear()
+        self._waiters.wake_all()
+
+    async def drop(self) -> None:
+        """Forget every job and queue (tests). Waiters are woken and find their job gone."""
+        self._jobs.clear()
+        self._tokens.clear()
+        self._seq.clear()
+        self._ready.clear()
+        self._delayed.clear()
+        self._keys.clear()
+        self._counts.clear()
+        self._paused.clear()
+        self._waiters.wake_all()
 
     # -- internal state transitions ----------------------------------------------
 
@@ -109,9 +164,7 @@ class MemoryBackend:
             self._tokens.pop(job.id, None)
             if job.key is not None and (job.state is not JobState.COMPLETED):
                 self._release_key(job)
-            event = self._finished.pop(job.id, None)
-            if event is not None:
-                event.set()
+            self._waiters.wake_job(job.id)
 
     def _delete(self, job: JobRecord) -> None:
         del self._jobs[job.id]
@@ -129,24 +182,9 @@ class MemoryBackend:
     def _key_holder(self, queue: str, key: str, now: float) -> JobRecord | None:
         job_id = self._keys.get((queue, key))
         job = self._jobs.get(job_id) if job_id is not None else None
-        if job is None or not self._holds_key(job, now):
+        if job is None or not holds_key(job, now):
             return None
         return job
-
-    @staticmethod
-    def _holds_key(job: JobRecord, now: float) -> bool:
-        if job.state in _LIVE:
-            return True
-        if job.state is JobState.COMPLETED:
-            return job.result_ttl is None or (job.finished_at or 0.0) + job.result_ttl > now
-        return False
-
-    def _expired(self, job: JobRecord, now: float) -> bool:
-        return (
-            job.state is JobState.COMPLETED
-            and job.result_ttl is not None
-            and (job.finished_at or 0.0) + job.result_ttl <= now
-        )
 
     def _promote_due(self, queue: str, now: float) -> None:
         heap = self._delayed.get(queue)
@@ -161,10 +199,6 @@ class MemoryBackend:
                 and job.state in (JobState.SCHEDULED, JobState.FAILED)
             ):
                 self._store(replace(job, state=JobState.QUEUED))
-
-    def _wake_workers(self) -> None:
-        self._work.set()
-        self._work = anyio.Event()
 
     def _held(self, job_id: str, token: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
@@ -182,7 +216,6 @@ class MemoryBackend:
             raise ConfigurationError(msg)
         now = self._clock()
         stored: list[JobRecord] = []
-        woke = False
         for job in jobs:
             if job.key is not None:
                 holder = self._key_holder(job.queue, job.key, now)
@@ -190,22 +223,20 @@ class MemoryBackend:
                     stored.append(holder)
                     continue
                 self._keys[(job.queue, job.key)] = job.id
-            if job.scheduled_at <= job.enqueued_at:  # asked for now: ready now
-                new = replace(job, state=JobState.QUEUED, scheduled_at=min(job.scheduled_at, now))
-            else:
-                state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
-                new = replace(job, state=state)
-            state = new.state
+            new = as_enqueued(job, now)
             self._store(new)
             stored.append(new)
-            woke = woke or state is JobState.QUEUED
-        if woke or stored:
-            self._wake_workers()
+        # A scheduled job wakes its queue's waiters too: they wait until the
+        # earliest due time they know of, which may now be sooner.
+        if len(stored) == 1:
+            self._waiters.wake_queue(stored[0].queue)
+        else:
+            self._waiters.wake_queues({job.queue for job in stored})
         return stored
 
     async def get(self, job_id: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
-        if job is not None and self._expired(job, self._clock()):
+        if job is not None and result_expired(job, self._clock()):
             self._delete(job)
             return None
         return job
@@ -226,10 +257,9 @@ class MemoryBackend:
             job = await self.get(job_id)
             if job is None or job.state in TERMINAL_STATES or self._closed:
                 return job
-            event = self._finished.get(job_id)
-            if event is None:
-                event = self._finished[job_id] = anyio.Event()
-            await event.wait()
+            # Nothing awaited since the read: the job cannot finish unseen.
+            with self._waiters.job_waiter(job_id) as finished:
+                await finished.wait()
 
     # -- workers -----------------------------------------------------------------
 
@@ -284,9 +314,11 @@ class MemoryBackend:
             heap = self._delayed.get(queue)
             if heap:
                 deadline = min(deadline, heap[0][0])
-        event = self._work
-        with anyio.move_on_after(max(0.0, deadline - now)):
-            await event.wait()
+        with (
+            self._waiters.work_waiter(queues) as work,
+            anyio.move_on_after(max(0.0, deadline - now)),
+        ):
+            await work.wait()
 
     def _ready_now(self, queue: str) -> bool:
         heap = self._ready.get(queue)
@@ -323,7 +355,6 @@ class MemoryBackend:
         check_outcomes(outcomes)
         now = self._clock()
         applied: list[bool] = []
-        woke = False
         for outcome in outcomes:
             job = self._held(outcome.job_id, outcome.token)
             if job is None:
@@ -346,9 +377,7 @@ class MemoryBackend:
                 counts[JobState.ACTIVE] -= 1
                 counts[JobState.COMPLETED] += 1
                 self._jobs[job.id] = new
-                event = self._finished.pop(job.id, None)
-                if event is not None:
-                    event.set()
+                self._waiters.wake_job(job.id)
                 applied.append(True)
                 continue
             errors = job.errors if outcome.error is None else (*job.errors, outcome.error)
@@ -356,16 +385,14 @@ class MemoryBackend:
             if state is JobState.FAILED:
                 retry_at = outcome.retry_at if outcome.retry_at is not None else now
                 new = replace(released, state=state, errors=errors, scheduled_at=retry_at)
-                woke = True
+                self._waiters.wake_queue(job.queue)
             elif state in (JobState.DEAD, JobState.CANCELLED):
                 new = replace(released, state=state, errors=errors, finished_at=now)
             else:  # QUEUED: handed back (check_outcomes refused every other state)
                 new = replace(released, state=state, attempts=max(0, job.attempts - 1))
-                woke = True
+                self._waiters.wake_queue(job.queue)
             self._store(new)
             applied.append(True)
-        if woke:
-            self._wake_workers()
         return applied
 
     async def settle_and_claim(
@@ -383,11 +410,7 @@ class MemoryBackend:
 
     async def recover(self) -> int:
         now = self._clock()
-        lapsed = [
-            job
-            for job in self._jobs.values()
-            if job.state is JobState.ACTIVE and (job.lease_expires_at or 0.0) <= now
-        ]
+        lapsed = [job for job in self._jobs.values() if lease_lapsed(job, now)]
         for job in lapsed:
             self._tokens.pop(job.id, None)
             error = ErrorInfo(
@@ -403,16 +426,15 @@ class MemoryBackend:
                 self._store(replace(job, state=JobState.QUEUED, **common))
             else:
                 self._store(replace(job, state=JobState.DEAD, finished_at=now, **common))
-        if lapsed:
-            self._wake_workers()
+        self._waiters.wake_queues({job.queue for job in lapsed})
         return len(lapsed)
 
     async def prune(self) -> int:
         now = self._clock()
-        expired = [job for job in self._jobs.values() if self._expired(job, now)]
-        for job in expired:
+        doomed = [job for job in self._jobs.values() if prunable(job, now, self._retention)]
+        for job in doomed:
             self._delete(job)
-        return len(expired)
+        return len(doomed)
 
     # -- operations --------------------------------------------------------------
 
@@ -458,7 +480,7 @@ class MemoryBackend:
                 and (queue is None or job.queue == queue)
                 and (name is None or job.name == name)
                 and (after is None or job.id > after)
-                and not self._expired(job, now)
+                and not result_expired(job, now)
             ),
             key=lambda job: job.id,
         )
@@ -491,8 +513,7 @@ class MemoryBackend:
                 replace(job, state=JobState.QUEUED, attempts=0, finished_at=None, scheduled_at=now)
             )
             retried.append(job.id)
-        if retried:
-            self._wake_workers()
+            self._waiters.wake_queue(job.queue)
         return retried
 
     async def purge(
@@ -521,10 +542,11 @@ class MemoryBackend:
             self._paused.add(queue)
         else:
             self._paused.discard(queue)
-            self._wake_workers()
+            self._waiters.wake_queue(queue)
         self._counts[queue]  # a paused queue with no jobs yet still shows in stats
 
 
 if TYPE_CHECKING:
     _check: type[Backend] = MemoryBackend
     _fused: type[SettlesOnClaim] = MemoryBackend
+    _drops: type[Drops] = MemoryBackend

@@ -32,8 +32,13 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ...exceptions import BackendUnavailable, ConfigurationError
 from ..base import (
+    DROP,
+    ENQUEUE_WAITED,
+    MIGRATE,
     TERMINAL_STATES,
+    TRANSACTIONAL_ENQUEUE,
     Backend,
+    Capability,
     EnqueuesWaited,
     HeartbeatReply,
     JobRecord,
@@ -557,6 +562,14 @@ class PostgresBackend:
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._transport.fetchval(self._sql.set_paused, queue, paused)
+
+    capabilities: frozenset[Capability[Any]] = frozenset(
+        {ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE}
+    )
+
+    async def drop(self) -> None:
+        """``drop_schema``: drop the schema and every job in it."""
+        await self.drop_schema()
 
 
 if TYPE_CHECKING:

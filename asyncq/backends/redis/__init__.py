@@ -91,7 +91,11 @@ from redis.crc import key_slot
 
 from ...exceptions import ConfigurationError
 from ..base import (
+    DROP,
+    ENQUEUE_WAITED,
+    SETTLE_ON_CLAIM,
     Backend,
+    Capability,
     EnqueuesWaited,
     HeartbeatReply,
     JobRecord,
@@ -781,6 +785,16 @@ class RedisBackend:
             [SetPaused.call(self._prefix(queue), paused)],
             [("SADD", self._queues_key, queue)],
         )
+
+    @property
+    def capabilities(self) -> frozenset[Capability[Any]]:
+        # A cluster's settle_and_claim takes two round trips (its queues span nodes).
+        fused = () if self._cluster else (SETTLE_ON_CLAIM,)
+        return frozenset({*fused, ENQUEUE_WAITED, DROP})
+
+    async def drop(self) -> None:
+        """``drop_namespace``: delete every key of this namespace."""
+        await self.drop_namespace()
 
 
 if TYPE_CHECKING:

@@ -62,8 +62,11 @@ from anyio import to_thread
 
 from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
 from ..base import (
+    DROP,
+    SETTLE_ON_CLAIM,
     TERMINAL_STATES,
     Backend,
+    Capability,
     HeartbeatReply,
     JobRecord,
     JobState,
@@ -563,6 +566,30 @@ class SQLiteBackend:
         await self._run(True, sql.set_paused, queue, paused)
         if not paused:
             self._wake_workers()
+
+    capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, DROP})
+
+    async def drop(self) -> None:
+        """Drop the database's asyncq tables, jobs and all; other tables in the file stay.
+
+        Works before ``open`` and after ``close`` (it opens the file for it).
+        """
+
+        def drop_tables(conn: sqlite3.Connection, now: float) -> None:
+            found = conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'asyncq_*'"
+            ).fetchall()
+            for (table,) in found:
+                conn.execute(f'DROP TABLE "{table}"')
+
+        reopened = self._conn is None
+        if reopened:
+            await self.open()
+        try:
+            await self._run(True, drop_tables)
+        finally:
+            if reopened:
+                await self.close()
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
