@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 import anyio
 
 from ._context import JobContext
-from ._cron import DEFAULT_PAYLOAD, add_schedule
+from ._cron import DEFAULT_PAYLOAD, add_schedule, run_schedules
 from ._handler import Handler, JobHandle, JobOptions, return_type
 from ._instrumentation import EnqueueNext, Instrumentation
 from ._logging import job_fields
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from ._cron import CronSchedule
     from ._worker import Worker
+    from ._worker_types import Service, WorkerOptions
     from .admin import Admin
 
 __all__ = ["App"]
@@ -95,9 +96,6 @@ class App:
         self.handlers: dict[str, Handler[Any, Any]] = {}
         self.lifespan = lifespan
         self.middleware: list[Middleware] = list(middleware)
-        #: long-running tasks every worker of this app runs beside its loops
-        #: (cron schedules, health endpoints): ``async def service(worker)``
-        self.worker_services: list[Callable[[Worker], Coroutine[Any, Any, None]]] = []
         if telemetry is True:
             telemetry = default_telemetry()
         #: the OpenTelemetry instrumentation, or ``None``
@@ -106,7 +104,6 @@ class App:
         self.instrumentation: list[Instrumentation] = list(instrumentation)
         if self.telemetry is not None:
             self.instrumentation.insert(0, self.telemetry)
-            self.worker_services.append(self.telemetry.watch_depth)
         #: cron schedules by name (``@app.cron``); every worker keeps them enqueued
         self.cron_schedules: dict[str, CronSchedule] = {}
         self._admin: Admin | None = None
@@ -398,14 +395,27 @@ class App:
 
     # -- workers -------------------------------------------------------------------
 
-    def make_worker(self, **options: Any) -> Worker:
+    def default_services(self) -> list[Service]:
+        """The services every worker of this app runs, before its own (``Worker(services=)``).
+
+        The queue-depth gauge when telemetry is on, and the cron schedules
+        when there are any (see ``cron``).
+        """
+        services: list[Service] = []
+        if self.telemetry is not None:
+            services.append(self.telemetry.watch_depth)
+        if self.cron_schedules:
+            services.append(run_schedules)
+        return services
+
+    def make_worker(self, **options: Unpack[WorkerOptions]) -> Worker:
         """A ``Worker`` for this app; see ``Worker`` for the options."""
         from ._worker import Worker
 
         return Worker(self, **options)
 
     @asynccontextmanager
-    async def worker(self, **options: Any) -> AsyncIterator[Worker]:
+    async def worker(self, **options: Unpack[WorkerOptions]) -> AsyncIterator[Worker]:
         """Run a worker in the background of the ``async with`` block (tests, web apps).
 
         Leaving the block stops it gracefully: no new claims, running jobs finish
@@ -419,6 +429,6 @@ class App:
             finally:
                 worker.stop()
 
-    async def run_worker(self, **options: Any) -> None:
+    async def run_worker(self, **options: Unpack[WorkerOptions]) -> None:
         """Run a worker until cancelled or signalled (SIGTERM/SIGINT: graceful; a second: now)."""
         await self.make_worker(**options).run_until_signalled()

@@ -1,6 +1,6 @@
 """Cron schedules: a job enqueued on every tick of a cron expression, once across all workers.
 
-Every worker of the app runs the schedules (``app.worker_services``), and each
+Every worker of the app runs the schedules (``App.default_services``), and each
 of them keeps the *next* tick of every schedule enqueued ahead of time, as a
 ``scheduled`` job with the idempotency key ``cron:{name}:{tick}``. While that
 job waits for its time it holds its key, so however many workers race to
@@ -33,7 +33,7 @@ from .exceptions import AsyncqError, ConfigurationError
 
 if TYPE_CHECKING:
     from ._app import App
-    from ._worker import Worker
+    from ._worker_types import ServiceContext
 
 __all__ = ["DEFAULT_PAYLOAD", "CronRunner", "CronSchedule", "add_schedule", "run_schedules"]
 
@@ -135,7 +135,7 @@ def add_schedule(
     payload: Any = DEFAULT_PAYLOAD,
     queue: str | None = None,
 ) -> CronSchedule:
-    """Register a schedule on ``app`` (``@app.cron`` ends here) and make its workers run it.
+    """Register a schedule on ``app`` (``@app.cron`` ends here); its workers run them all.
 
     Raises:
         ConfigurationError: croniter is missing, the expression or zone is
@@ -177,8 +177,6 @@ def add_schedule(
         queue=queue or handler.options.queue,
     )
     app.cron_schedules[schedule_name] = schedule
-    if run_schedules not in app.worker_services:
-        app.worker_services.append(run_schedules)
     return schedule
 
 
@@ -212,9 +210,9 @@ class CronRunner:
         return wake
 
 
-async def run_schedules(worker: Worker, *, clock: Callable[[], float] = time.time) -> None:
-    """Keep the next tick of every schedule of the worker's app enqueued, until cancelled."""
-    runner = CronRunner(worker.app)
+async def run_schedules(service: ServiceContext, *, clock: Callable[[], float] = time.time) -> None:
+    """A worker service: keep the next tick of every schedule enqueued, until cancelled."""
+    runner = CronRunner(service.app)
     failures = 0
     while True:
         try:

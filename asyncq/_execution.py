@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
@@ -27,6 +27,9 @@ from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, Lease, Outcome
 from ._retry import RetryPolicy, seconds
 from .backends.base import Backend
 from .exceptions import Reject, Retry
+
+if TYPE_CHECKING:
+    from ._app import App
 
 __all__ = ["Running", "StopReason", "execute", "scope_class", "stopped_outcome"]
 
@@ -79,7 +82,7 @@ def scope_class() -> type[anyio.CancelScope]:
 
 
 async def execute(
-    app: Any, backend: Backend, running: Running, state: Any = None
+    app: App, backend: Backend, running: Running, state: Any = None
 ) -> Outcome | None:
     """Run one attempt and return its outcome (``None``: lease lost, discard).
 
@@ -131,7 +134,7 @@ def _ended(
 
 
 async def _attempt(
-    app: Any, running: Running, ctx: JobContext
+    app: App, running: Running, ctx: JobContext
 ) -> tuple[Outcome | None, BaseException | None]:
     """The attempt proper: its outcome, and the exception behind it when there is one."""
     lease = running.lease

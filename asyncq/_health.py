@@ -26,7 +26,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from .exceptions import BackendError
 
 if TYPE_CHECKING:
-    from ._worker import Worker
+    from ._worker_types import ServiceContext
 
 __all__ = ["HealthServer"]
 
@@ -84,8 +84,11 @@ class HealthServer:
             self._listener = first
             self.port = first.extra(SocketAttribute.local_port)
 
-    async def serve(self, worker: Worker) -> None:
-        """Answer probes about ``worker`` until cancelled (binds first if needed)."""
+    async def serve(self, worker: ServiceContext) -> None:
+        """A worker service: answer probes about ``worker`` until cancelled (binds first if needed).
+
+        Pass it to the worker: ``app.worker(services=[server.serve])``.
+        """
         await self.bind()
         assert self._listener is not None
         log.info("health probes on http://%s:%d/livez and /readyz", self.host, self.port)
@@ -94,7 +97,7 @@ class HealthServer:
                 stream = await self._listener.accept()
                 tg.start_soon(self._answer, stream, worker)
 
-    async def _answer(self, stream: SocketStream, worker: Worker) -> None:
+    async def _answer(self, stream: SocketStream, worker: ServiceContext) -> None:
         async with stream:
             try:
                 with anyio.fail_after(self.read_timeout):
@@ -119,7 +122,9 @@ class HealthServer:
             except (anyio.BrokenResourceError, OSError):
                 return
 
-    async def respond(self, method: str, path: str, worker: Worker) -> tuple[int, dict[str, str]]:
+    async def respond(
+        self, method: str, path: str, worker: ServiceContext
+    ) -> tuple[int, dict[str, str]]:
         """The status and JSON body for one request."""
         path = path.split("?", 1)[0]
         if path not in ("/livez", "/readyz"):
@@ -130,11 +135,11 @@ class HealthServer:
             return 200, {"status": "ok", "worker": worker.name}
         return await self.readiness(worker)
 
-    async def readiness(self, worker: Worker) -> tuple[int, dict[str, str]]:
+    async def readiness(self, worker: ServiceContext) -> tuple[int, dict[str, str]]:
         """200 if the worker runs and its backend answers quickly; 503 with a reason if not."""
-        if worker.stopping:
+        if worker.stopping():
             return 503, {"status": "unavailable", "reason": "the worker is stopping"}
-        backend = worker.app.backend
+        backend = worker.backend
         try:
             with anyio.fail_after(self.ready_timeout):
                 await backend.stats(worker.queues[:1])

@@ -39,7 +39,7 @@ from .exceptions import BackendError
 
 if TYPE_CHECKING:
     from ._context import JobContext
-    from ._worker import Worker
+    from ._worker_types import ServiceContext
     from .backends.base import Backend
 
 __all__ = ["Telemetry", "default_telemetry"]
@@ -352,12 +352,12 @@ class Telemetry(Instrumentation):
         # Replaced, never mutated: the metrics reader's thread may be iterating it.
         self._depth = {**self._depth, **fresh}
 
-    async def watch_depth(self, worker: Worker) -> None:
+    async def watch_depth(self, service: ServiceContext) -> None:
         """A worker service: refresh the depth gauge every ``depth_interval`` while collected."""
         while True:
             if self._metering_on or self._depth_observed:
                 try:
-                    await self.refresh_depth(worker.app.backend, worker.queues)
+                    await self.refresh_depth(service.backend, service.queues)
                 except BackendError as exc:
                     log.debug("queue depth not read: %s", exc)
             await anyio.sleep(self.depth_interval)

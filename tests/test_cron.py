@@ -42,11 +42,11 @@ def test_registration_and_its_errors() -> None:
     assert schedule.payload == Tick()
     assert schedule.queue == "default"
     assert schedule.tz == ZoneInfo("Europe/Paris")
-    assert app.worker_services.count(run_schedules) == 1
+    assert app.default_services().count(run_schedules) == 1
 
     app.cron("0 * * * *", name="hourly", payload=Tick("h"), queue="slow")(tidy)
     assert app.cron_schedules["hourly"].queue == "slow"
-    assert app.worker_services.count(run_schedules) == 1  # one runner for every schedule
+    assert app.default_services().count(run_schedules) == 1  # one runner for every schedule
 
     with pytest.raises(ConfigurationError, match="two cron schedules are named 'tidy'"):
         app.cron("* * * * *")(tidy)

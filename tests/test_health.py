@@ -71,8 +71,7 @@ async def get(port: int, path: str) -> tuple[int, dict[str, Any]]:
 async def probed(app: App, **options: Any) -> AsyncIterator[tuple[HealthServer, Worker]]:
     server = HealthServer("127.0.0.1", 0, **options)
     await server.bind()
-    app.worker_services.append(server.serve)
-    async with app.worker(poll_interval=0.2) as worker:
+    async with app.worker(poll_interval=0.2, services=[server.serve]) as worker:
         yield server, worker
 
 

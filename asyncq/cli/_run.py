@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import click
@@ -13,6 +13,9 @@ from .._health import HealthServer
 from .._logging import configure_logging
 from ..exceptions import AsyncqError, ConfigurationError
 from ._base import EXIT_INTERRUPTED, CommandError, fail, fail_on, load_app
+
+if TYPE_CHECKING:
+    from .._worker_types import WorkerOptions
 
 __all__ = ["run"]
 
@@ -100,7 +103,7 @@ def run(
     app = load_app(app_path)
     if backend:
         app.use_backend(backend)
-    options: dict[str, Any] = {
+    options: WorkerOptions = {
         "concurrency": concurrency,
         "lease": lease,
         "shutdown_timeout": shutdown_timeout,
@@ -114,20 +117,15 @@ def run(
 
     async def serve() -> None:
         try:
-            if health is None:
-                await app.run_worker(**options)
-                return
-            # Bound before the worker starts: a port in use fails the command at once.
-            try:
-                await health.bind()
-            except OSError as exc:
-                msg = f"cannot serve health probes on {health_host}:{health_port}: {exc}"
-                raise CommandError(msg) from exc
-            app.worker_services.append(health.serve)
-            try:
-                await app.run_worker(**options)
-            finally:
-                app.worker_services.remove(health.serve)
+            if health is not None:
+                # Bound before the worker starts: a port in use fails the command at once.
+                try:
+                    await health.bind()
+                except OSError as exc:
+                    msg = f"cannot serve health probes on {health_host}:{health_port}: {exc}"
+                    raise CommandError(msg) from exc
+                options["services"] = [health.serve]
+            await app.run_worker(**options)
         finally:
             await app.close()
 
