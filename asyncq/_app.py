@@ -22,7 +22,7 @@ from ._records import JobRecord
 from ._retry import RetryPolicy, seconds
 from ._telemetry import Telemetry, default_telemetry
 from .backends import DEFAULT_URL, from_url
-from .backends.base import Backend, EnqueuesWaited
+from .backends.base import ENQUEUE_WAITED, Backend
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -376,12 +376,12 @@ class App:
         """Store built records (``Handler.enqueue`` ends here).
 
         ``waited``: the caller waits for the jobs next (``enqueue_and_wait``),
-        which a backend with ``EnqueuesWaited`` prepares for.
+        which a backend with ``ENQUEUE_WAITED`` prepares for.
         """
         backend = await self.backend_opened()
         store: EnqueueNext
-        if waited and connection is None and isinstance(backend, EnqueuesWaited):
-            store = backend.enqueue_waited
+        if waited and connection is None and (prepared := ENQUEUE_WAITED.of(backend)) is not None:
+            store = prepared.enqueue_waited
         else:
             store = partial(backend.enqueue, connection=connection)
         if self.instrumentation:

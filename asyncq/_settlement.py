@@ -28,7 +28,7 @@ import anyio
 
 from ._backoff import Backoff
 from ._records import JobState, Lease, Outcome
-from .backends.base import SettlesOnClaim
+from .backends.base import SETTLE_ON_CLAIM, SettlesOnClaim
 from .exceptions import BackendError
 
 if TYPE_CHECKING:
@@ -40,8 +40,11 @@ log = logging.getLogger("asyncq.worker")
 
 
 def fusing(backend: Backend) -> SettlesOnClaim | None:
-    """``backend`` if it takes outcomes with its claims (``SettlesOnClaim``), else ``None``."""
-    return backend if isinstance(backend, SettlesOnClaim) else None
+    """``backend`` if it takes outcomes with its claims (``SETTLE_ON_CLAIM``), else ``None``.
+
+    Answered by the instance: a Redis Cluster backend does not fuse, another Redis does.
+    """
+    return SETTLE_ON_CLAIM.of(backend)
 
 
 class Settlement:

@@ -19,7 +19,7 @@ import msgspec
 
 from asyncq import App
 from asyncq.backends import from_url
-from asyncq.backends.base import Backend, JobState
+from asyncq.backends.base import DROP, Backend, JobState
 
 Scenario = Callable[[str, int], Awaitable[dict[str, Any]]]
 T = TypeVar("T")
@@ -63,10 +63,8 @@ def run_on(function: Callable[..., Awaitable[T]], *args: Any, loop: str = "async
 
 
 async def _cleanup(backend: Backend) -> None:
-    for name in ("drop_namespace", "drop_schema"):
-        drop = getattr(backend, name, None)
-        if drop is not None:
-            await drop()
+    if (droppable := DROP.of(backend)) is not None:
+        await droppable.drop()
 
 
 def make_app(backend: Backend) -> tuple[App, Any, Any]:

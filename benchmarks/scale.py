@@ -16,6 +16,8 @@ from typing import Any
 
 import anyio
 
+from asyncq.backends.base import DROP
+
 from .asyncq_bench import DEFAULT_URLS, Noop, make_app, make_backend
 from .peers._harness import run_worker_processes
 
@@ -50,10 +52,8 @@ def cleanup(url: str, namespace: str) -> None:
 async def _drop(url: str, namespace: str) -> None:
     backend = make_backend(url, namespace)
     try:
-        for name in ("drop_namespace", "drop_schema"):
-            drop = getattr(backend, name, None)
-            if drop is not None:
-                await drop()
+        if (droppable := DROP.of(backend)) is not None:
+            await droppable.drop()
     finally:
         await backend.close()
 

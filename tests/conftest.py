@@ -98,7 +98,7 @@ def _redis(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     backend = RedisBackend.from_url(
         request.getfixturevalue("redis_url"), namespace=unique_namespace()
     )
-    return backend, backend.drop_namespace
+    return backend, backend.drop
 
 
 def _fakeredis(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
@@ -115,7 +115,7 @@ def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     from backends._redis_cluster import cluster_url
 
     backend = RedisBackend.from_url(cluster_url(request.config), namespace=unique_namespace())
-    return backend, backend.drop_namespace
+    return backend, backend.drop
 
 
 def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
@@ -124,7 +124,7 @@ def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     backend = PostgresBackend.from_url(
         request.getfixturevalue("postgres_dsn"), schema=unique_namespace(), migrate=True
     )
-    return backend, backend.drop_schema
+    return backend, backend.drop
 
 
 _BACKENDS: list[tuple[str, str, Factory, tuple[pytest.MarkDecorator, ...]]] = [

@@ -125,7 +125,7 @@ def test_migrate_a_fresh_postgresql_schema(tmp_path: Path, postgres_dsn: str) ->
     finally:
         from asyncq.backends.postgres import PostgresBackend
 
-        anyio.run(PostgresBackend.from_url(url).drop_schema)
+        anyio.run(PostgresBackend.from_url(url).drop)
 
 
 @pytest.mark.slow

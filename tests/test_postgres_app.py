@@ -31,7 +31,7 @@ async def app(postgres_dsn: str) -> AsyncIterator[App]:
         yield application
     finally:
         await application.close()
-        await backend.drop_schema()
+        await backend.drop()
 
 
 async def enqueue_then_roll_back(

@@ -361,7 +361,7 @@ async def test_worker_rides_out_client_kill(redis_url: str) -> None:
                 assert not worker.stopping
     finally:
         await admin.aclose()
-        await producer_backend.drop_namespace()
+        await producer_backend.drop()
 
     assert all(n >= 1 for n in killed), killed
     assert len(done) == 60
@@ -423,7 +423,7 @@ async def test_worker_rides_out_terminated_postgres_connections(postgres_dsn: st
         await admin.close()
         await app.close()
         await prod_app.close()
-        await producer_backend.drop_schema()
+        await producer_backend.drop()
 
     # The first round took the producer's pool connection and its listener too.
     assert killed[0]["producer"] >= 2, killed

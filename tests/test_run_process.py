@@ -76,7 +76,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         yield url
         backend = from_url(url)
         await backend.open()
-        await backend.drop_namespace()  # type: ignore[attr-defined]
+        await backend.drop()  # type: ignore[attr-defined]
         await backend.close()
         return
     dsn = request.getfixturevalue("postgres_dsn")
@@ -86,7 +86,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     try:
         yield url
     finally:
-        await backend.drop_schema()  # type: ignore[attr-defined]
+        await backend.drop()  # type: ignore[attr-defined]
         await backend.close()
 
 

@@ -18,6 +18,7 @@ import pytest
 from asyncq import JobState
 from asyncq._records import JobRecord, Lease, Outcome
 from asyncq._settlement import Settlement, fusing
+from asyncq.backends.base import SETTLE_ON_CLAIM, Capability
 from asyncq.exceptions import BackendError, BackendUnavailable
 
 pytestmark = pytest.mark.anyio
@@ -37,6 +38,8 @@ def done(held: Lease) -> Outcome:
 
 class Store:
     """Answers claims from ``ready`` and records every settle, plain or fused, by job ids."""
+
+    capabilities: frozenset[Capability[Any]] = frozenset()
 
     def __init__(self) -> None:
         self.ready: list[Lease] = []
@@ -87,6 +90,8 @@ class Store:
 class FusingStore(Store):
     """A store that settles with its claims (``SettlesOnClaim``)."""
 
+    capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM})
+
     async def settle_and_claim(
         self,
         outcomes: Sequence[Outcome],
@@ -130,6 +135,9 @@ def test_fusing_is_told_by_the_capability() -> None:
     plain: Any = Store()
     assert fusing(fused) is fused
     assert fusing(plain) is None
+    # An instance that could fuse but says it does not (a Redis Cluster) is not fused.
+    fused.capabilities = frozenset()
+    assert fusing(fused) is None
 
 
 async def test_a_claim_holds_its_leases_until_their_outcomes_are_settled() -> None:

@@ -63,7 +63,7 @@ async def make(postgres_dsn: str) -> AsyncIterator[Make]:
         for backend in made:
             if backend.schema not in dropped:
                 dropped.add(backend.schema)
-                await backend.drop_schema()
+                await backend.drop()
 
 
 @pytest.fixture
@@ -673,7 +673,7 @@ async def test_one_statement_per_batch(postgres_dsn: str) -> None:
                 assert (await backend.wait_finished(leases[0].job.id)) is not None
         finally:
             await backend.close()
-            await backend.drop_schema()
+            await backend.drop()
 
 
 async def test_one_settle_wakes_hundreds_of_waiters(make: Make) -> None:

@@ -49,7 +49,7 @@ async def make(postgres_dsn: str) -> AsyncIterator[Make]:
     with anyio.fail_after(BOUND):
         for backend in made:
             await backend.close()
-            await backend.drop_schema()
+            await backend.drop()
 
 
 @pytest.fixture

@@ -48,7 +48,7 @@ async def opened(backend: RedisBackend) -> AsyncIterator[RedisBackend]:
         yield backend
     finally:
         await backend.close()
-        await backend.drop_namespace()
+        await backend.drop()
 
 
 @pytest.fixture

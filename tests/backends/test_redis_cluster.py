@@ -42,7 +42,7 @@ async def backend(url: str) -> AsyncIterator[RedisBackend]:
         yield instance
     finally:
         await instance.close()
-        await instance.drop_namespace()
+        await instance.drop()
 
 
 def _slot(backend: RedisBackend, queue: str) -> int:
