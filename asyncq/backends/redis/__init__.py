@@ -220,6 +220,12 @@ class RedisBackend(_Operations):
         query parameters) go to redis-py: ``socket_timeout``, ``max_connections``,
         ``ssl_ca_certs``, ... The key prefix is ``namespace=``, else ``?namespace=``
         in the URL, else ``asyncq``.
+
+        The client's pool holds ``max_connections`` connections (default 100); a
+        call that finds them all in use waits for one up to ``pool_timeout``
+        seconds (default 10), then raises ``BackendUnavailable``. A cluster
+        client's pools (one per node, redis-py's) do not wait: a call beyond
+        ``max_connections`` on one node raises ``BackendUnavailable`` at once.
         """
         if cluster is not None:
             options["cluster"] = cluster
