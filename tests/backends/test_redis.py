@@ -7,6 +7,7 @@ run against the real server at ``ASYNCQ_TEST_REDIS_URL``.
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import os
 import shutil
 import socket
@@ -27,6 +28,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
 from asyncq._records import JobRecord, JobState, Lease
 from asyncq.backends.redis import RedisBackend, mask_url
+from asyncq.backends.redis.scripts import SCRIPTS
 from asyncq.backends.redis.transport import Direct
 from asyncq.exceptions import BackendUnavailable, ConfigurationError
 
@@ -155,6 +157,18 @@ def test_from_url_cluster(url: str, options: dict[str, Any]) -> None:
 def test_bad_configuration(url: str, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         RedisBackend.from_url(url, **kwargs)
+
+
+def test_the_lua_scripts_ship_in_the_package_and_each_is_loaded() -> None:
+    # Read through importlib.resources, as from an installed wheel: every file of
+    # lua/ is a script (or the prelude they share), and every script has its file.
+    files = importlib.resources.files("asyncq.backends.redis").joinpath("lua")
+    names = {f.name.removesuffix(".lua") for f in files.iterdir() if f.name.endswith(".lua")}
+    assert names == {*SCRIPTS, "prelude"}
+    prelude = files.joinpath("prelude.lua").read_text(encoding="utf-8")
+    for name, source in SCRIPTS.items():
+        body = files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        assert source == f"\n{prelude}\n{body}"
 
 
 def test_client_must_return_bytes() -> None:
@@ -496,7 +510,7 @@ async def test_listing_by_state_from_a_small_index_or_by_walking_every_job(
         dead = sorted(x.job.id for i, x in enumerate(leases) if i % 3 == 0)
         dead_b = sorted(x.job.id for i, x in enumerate(leases) if i % 3 == 0 and x.job.name == "b")
         for most in (5000, 2):  # the index read whole (4 dead), or too big for that
-            monkeypatch.setattr("asyncq.backends.redis._GATHER_MAX", most)
+            monkeypatch.setattr("asyncq.backends.redis.admin._GATHER_MAX", most)
             listed = await backend.list_jobs(state=JobState.DEAD)
             assert [job.id for job in listed] == dead
             assert all(job.state is JobState.DEAD for job in listed)

@@ -64,9 +64,8 @@ channel is subscribed first and stores its jobs marked already, so their
 waiter skips that read: a request/response costs the enqueue, then the
 notice.
 
-Retention: completed jobs with a ``result_ttl`` are deleted by ``prune`` once
-it passed (``get`` and ``list_jobs`` hide them before that); dead and
-cancelled jobs stay until ``purge``.
+Operator verbs (``stats``, ``list_jobs``, ``retry_dead``, ``purge``,
+``set_paused``) and ``prune`` come from ``admin``, retention included.
 
 Connections carry the client name ``asyncq:<namespace>`` (``:block`` and
 ``:sub`` for the blocking and subscriber connections), visible in ``CLIENT LIST``.
@@ -99,15 +98,13 @@ from ..base import (
     EnqueuesWaited,
     HeartbeatReply,
     JobRecord,
-    JobState,
     Lease,
     Outcome,
-    QueueStats,
     SettlesOnClaim,
     check_outcomes,
-    purgeable,
 )
 from . import codec
+from .admin import _Operations
 from .notices import Notices
 from .scripts import (
     LAYOUT,
@@ -115,21 +112,13 @@ from .scripts import (
     Cancel,
     Claim,
     Enqueue,
-    Fetch,
     Get,
     Heartbeat,
-    List,
     Peek,
     Progress,
-    Prune,
-    Purge,
     Recover,
-    RetryDead,
-    SetPaused,
     Settle,
     SettleClaim,
-    StateIds,
-    Stats,
     Watch,
 )
 from .transport import (
@@ -148,14 +137,13 @@ __all__ = ["RedisBackend", "mask_url"]
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.:-]+")
 _ENQUEUE_CHUNK = 500
 _RECOVER_BATCH = 500
-_PRUNE_BATCH = 500
-_LIST_BUDGET = 2000
-_GATHER_MAX = 5000
 #: seconds a short claim's report stands in for a peek (see ``_note_claim``)
 _SHORT_FRESH = 1.0
 _CACHE_SIZE = 10_000
 #: hashes the id index is sharded over (a power of two)
 _BUCKETS = 64
+_CAPABILITIES: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP})
+_CLUSTER_CAPABILITIES: frozenset[Capability[Any]] = frozenset({ENQUEUE_WAITED, DROP})
 
 
 def _escape(queue: str) -> str:
@@ -163,7 +151,7 @@ def _escape(queue: str) -> str:
     return queue.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
-class RedisBackend:
+class RedisBackend(_Operations):
     """Jobs in Redis, Valkey or a Redis Cluster. ``redis://``, ``rediss://``, ``unix://``,
     ``valkey://`` select it.
 
@@ -238,6 +226,12 @@ class RedisBackend:
         query parameters) go to redis-py: ``socket_timeout``, ``max_connections``,
         ``ssl_ca_certs``, ... The key prefix is ``namespace=``, else ``?namespace=``
         in the URL, else ``asyncq``.
+
+        The client's pool holds ``max_connections`` connections (default 100); a
+        call that finds them all in use waits for one up to ``pool_timeout``
+        seconds (default 10), then raises ``BackendUnavailable``. A cluster
+        client's pools (one per node, redis-py's) do not wait: a call beyond
+        ``max_connections`` on one node raises ``BackendUnavailable`` at once.
         """
         if cluster is not None:
             options["cluster"] = cluster
@@ -284,19 +278,6 @@ class RedisBackend:
             self._remember(job_id, queue)
         return queue
 
-    async def _queues_of(self, job_ids: Sequence[str]) -> dict[str, str]:
-        """Queue of each known id, reading the index in one round trip for the rest."""
-        found = {i: q for i in job_ids if (q := self._where.get(i)) is not None}
-        missing = [i for i in dict.fromkeys(job_ids) if i not in found]
-        if missing:
-            pipe = self._client.pipeline()
-            for job_id in missing:
-                pipe.hget(self._bucket(job_id), job_id)
-            for job_id, raw in zip(missing, await pipe.execute(), strict=True):
-                if raw is not None:
-                    found[job_id] = raw.decode()
-        return found
-
     async def _one(self, call: Call) -> Any:
         (reply,) = await self._many([call])
         return reply
@@ -312,17 +293,6 @@ class RedisBackend:
         for queue in unique:
             groups.setdefault(key_slot(self._prefix(queue).encode()), []).append(queue)
         return list(groups.values())
-
-    def _drop_from_index(self, pipe: Any, job_ids: Sequence[str]) -> None:
-        for job_id in job_ids:
-            pipe.hdel(self._bucket(job_id), job_id)
-            self._where.pop(job_id, None)
-
-    async def _forget(self, job_ids: list[str]) -> None:
-        if job_ids:
-            pipe = self._client.pipeline()
-            self._drop_from_index(pipe, job_ids)
-            await pipe.execute()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -355,33 +325,6 @@ class RedisBackend:
             await notices.close()
         subscriber, self._subscriber = self._subscriber, None
         await self._transport.aclose([subscriber] if subscriber else [], client=self._owns)
-
-    @mapped
-    async def drop_namespace(self) -> None:
-        """Delete every key of this namespace (tests, teardown). Scans: never on a hot path."""
-        for pattern in (f"{{{self._ns}}}*", f"{{{self._ns}:*"):
-            batch: list[bytes] = []
-            async for key in self._client.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 500:
-                    await self._unlink(batch)
-                    batch = []
-            await self._unlink(batch)
-        self._where.clear()
-        if self._closed and self._owns:
-            # Called after close() (test teardown): let go of what it connected again.
-            await self._client.aclose()
-
-    async def _unlink(self, keys: list[bytes]) -> None:
-        if not keys:
-            return
-        if not self._cluster:
-            await self._client.unlink(*keys)
-            return
-        pipe = self._client.pipeline()
-        for key in keys:
-            pipe.execute_command("UNLINK", key)
-        await pipe.execute()
 
     def _get_notices(self) -> Notices:
         if self._notices is None:
@@ -657,144 +600,10 @@ class RedisBackend:
             queues = [q for q, n in zip(queues, counts, strict=True) if n >= _RECOVER_BATCH]
         return total
 
-    @mapped
-    async def prune(self) -> int:
-        queues = await self._known_queues()
-        if not queues:
-            return 0
-        replies = await self._many([Prune.call(self._prefix(q), _PRUNE_BATCH) for q in queues])
-        ids = [i.decode() for reply in replies for i in Prune.reply(reply)]
-        await self._forget(ids)
-        return len(ids)
-
-    # -- operations --------------------------------------------------------------
-
-    @mapped
-    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
-        names = await self._known_queues() if queues is None else sorted(set(queues))
-        if not names:
-            return []
-        replies = await self._many([Stats.call(self._prefix(q)) for q in names])
-        return [Stats.reply(reply, q) for q, reply in zip(names, replies, strict=True)]
-
-    @mapped
-    async def list_jobs(
-        self,
-        *,
-        state: JobState | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> list[JobRecord]:
-        if limit <= 0:
-            return []
-        queues = [queue] if queue is not None else await self._known_queues()
-        found: list[JobRecord] = []
-        for q in queues:
-            if state is not None:
-                small = await self._list_small_state(q, state, name, limit, after)
-                if small is not None:
-                    found += small
-                    continue
-            cursor = after or ""
-            got = 0
-            while got < limit:
-                call = List.call(self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET)
-                page = List.reply(await self._one(call))
-                found += page.jobs
-                got += len(page.jobs)
-                cursor = page.cursor
-                if page.exhausted or not cursor:
-                    break
-        found.sort(key=lambda job: job.id)
-        return found[:limit]
-
-    async def _list_small_state(
-        self, queue: str, state: JobState, name: str | None, limit: int, after: str | None
-    ) -> list[JobRecord] | None:
-        """``list_jobs`` of one queue from the index of ``state``, if it is small; else None.
-
-        Dead or cancelled jobs among many completed ones are found this way
-        without walking the id-ordered set of every job.
-        """
-        prefix = self._prefix(queue)
-        ids = StateIds.reply(await self._one(StateIds.call(prefix, state, _GATHER_MAX)))
-        if ids is None:
-            return None
-        floor = after.encode() if after is not None else b""
-        candidates = sorted(i for i in ids if i > floor)
-        found: list[JobRecord] = []
-        start = 0
-        while len(found) < limit and start < len(candidates):
-            page = candidates[start : start + max(limit - len(found), 100)]
-            start += len(page)
-            found += Fetch.reply(await self._one(Fetch.call(prefix, state, name, page)))
-        return found[:limit]
-
-    @mapped
-    async def retry_dead(
-        self,
-        job_ids: Sequence[str] | None = None,
-        *,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 1000,
-    ) -> list[str]:
-        if job_ids is None:
-            dead = await self.list_jobs(state=JobState.DEAD, queue=queue, name=name, limit=limit)
-            ids = [job.id for job in dead]
-            where = {job.id: job.queue for job in dead}
-        else:
-            ids = list(job_ids)
-            where = await self._queues_of(ids)
-        by_queue: dict[str, list[str]] = {}
-        for job_id in dict.fromkeys(ids):
-            if job_id in where:
-                by_queue.setdefault(where[job_id], []).append(job_id)
-        if not by_queue:
-            return []
-        calls = [RetryDead.call(self._prefix(q), group) for q, group in by_queue.items()]
-        retried = {i.decode() for reply in await self._many(calls) for i in RetryDead.reply(reply)}
-        return [job_id for job_id in dict.fromkeys(ids) if job_id in retried]
-
-    @mapped
-    async def purge(
-        self,
-        *,
-        states: Sequence[JobState],
-        older_than: float,
-        queue: str | None = None,
-        limit: int = 10_000,
-    ) -> int:
-        wanted = purgeable(states)
-        queues = [queue] if queue is not None else await self._known_queues()
-        names = sorted(s.value for s in wanted)
-        deleted: list[str] = []
-        for q in queues:
-            if len(deleted) >= limit or not names:
-                break
-            call = Purge.call(self._prefix(q), older_than, limit - len(deleted), names)
-            deleted += (i.decode() for i in Purge.reply(await self._one(call)))
-        await self._forget(deleted)
-        return len(deleted)
-
-    @mapped
-    async def set_paused(self, queue: str, paused: bool) -> None:
-        await self._many(
-            [SetPaused.call(self._prefix(queue), paused)],
-            [("SADD", self._queues_key, queue)],
-        )
-
     @property
     def capabilities(self) -> frozenset[Capability[Any]]:
         # A cluster's settle_and_claim takes two round trips (its queues span nodes).
-        fused = () if self._cluster else (SETTLE_ON_CLAIM,)
-        return frozenset({*fused, ENQUEUE_WAITED, DROP})
-
-    async def drop(self) -> None:
-        """``drop_namespace``: delete every key of this namespace."""
-        await self.drop_namespace()
+        return _CLUSTER_CAPABILITIES if self._cluster else _CAPABILITIES
 
 
 if TYPE_CHECKING:

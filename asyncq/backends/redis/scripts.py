@@ -1,6 +1,6 @@
 """The Lua scripts of the Redis backend, each with a typed wrapper.
 
-Every state transition is one script. Each is a file of ``scripts/`` in this
+Every state transition is one script. Each is a file of ``lua/`` in this
 package, run as ``prelude.lua`` (the functions they share) followed by its own
 file. Its wrapper class here names it, builds its call from typed arguments
 (``call``) and turns its reply into a typed value (``reply``), decoding it
@@ -113,13 +113,13 @@ Call = tuple[str, list[str], list[Any]]
 #: wrappers below are defined
 SCRIPTS: dict[str, str] = {}
 
-_FILES = resources.files(__name__.rpartition(".")[0]) / "scripts"
+_FILES = resources.files(__name__.rpartition(".")[0]) / "lua"
 _PRELUDE = (_FILES / "prelude.lua").read_text(encoding="utf-8")
 _STATES = [s.value for s in JobState]
 
 
 class _Script:
-    """A wrapper: ``name`` is its file in ``scripts/`` (without ``.lua``)."""
+    """A wrapper: ``name`` is its file in ``lua/`` (without ``.lua``)."""
 
     name: ClassVar[str]
 

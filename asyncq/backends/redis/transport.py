@@ -25,13 +25,20 @@ from redis.backoff import EqualJitterBackoff
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
     ClusterDownError,
     InvalidResponse,
+    MaxConnectionsError,
     MovedError,
     NoScriptError,
+    ReadOnlyError,
     RedisClusterException,
+    RedisClusterUnreachableError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -47,6 +54,7 @@ __all__ = [
     "Transport",
     "connect",
     "describe",
+    "failure",
     "mapped",
     "mask_url",
     "pool_kwargs",
@@ -82,7 +90,38 @@ DIRECT_MAX = 4
 #: scripts whose arguments redis-py gets packed into one (see ``codec.pack``)
 _PACKED = frozenset({"enqueue", "settle", "settle_claim"})
 
-UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ClusterDownError)
+#: connections the client's pool holds at most, unless ``max_connections`` says otherwise
+POOL_SIZE = 100
+#: seconds a call waits for a free connection of a full pool (``pool_timeout``)
+POOL_TIMEOUT = 10.0
+#: options of asyncq's own, taken out of the URL before redis-py reads it
+_OWN_OPTIONS = frozenset({"cluster", "pool_timeout"})
+
+UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    ReadOnlyError,
+    AskError,
+    RedisClusterUnreachableError,
+    SlotNotCoveredError,
+)
+#: error replies that a restart or a failover causes (over ``Direct`` they come as
+#: plain ``ResponseError``\ s): loading, no primary, a slot moving, a demoted primary
+_TRANSIENT_REPLIES = (
+    "LOADING",
+    "MASTERDOWN",
+    "CLUSTERDOWN",
+    "TRYAGAIN",
+    "READONLY",
+    "MOVED ",
+    "ASK ",
+)
+_AUTH_ERRORS = (AuthenticationError, AuthenticationWrongNumberOfArgsError)
+_AUTH_REPLIES = ("NOAUTH", "WRONGPASS")
+#: what a ``BlockingConnectionPool`` raises when ``pool_timeout`` passed
+_POOL_WAIT_TEXT = "No connection available."
 #: connection settings that belong to one pool and must not be copied into another
 _POOL_ONLY = frozenset(
     {
@@ -97,24 +136,77 @@ _POOL_ONLY = frozenset(
 def mapped(
     method: Callable[Concatenate[_S, _P], Coroutine[Any, Any, _T]],
 ) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _T]]:
-    """Turn driver errors into ``BackendUnavailable`` / ``BackendError`` naming the URL."""
+    """Turn driver errors into ``BackendUnavailable`` / ``BackendError`` naming the URL
+    (see ``failure``), also out of a task group that failed with one."""
 
     @wraps(method)
     async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return await method(self, *args, **kwargs)
-        except UNAVAILABLE as exc:
-            msg = f"Redis at {self.url} is unreachable: {exc}"
-            raise BackendUnavailable(msg) from exc
-        except (RedisError, RedisClusterException) as exc:
-            # A cluster none of whose nodes answers raises the latter, from a ConnectionError.
-            if isinstance(exc.__cause__, UNAVAILABLE):
-                msg = f"Redis at {self.url} is unreachable: {exc}"
-                raise BackendUnavailable(msg) from exc
-            msg = f"Redis at {self.url} failed: {type(exc).__name__}: {exc}"
-            raise BackendError(msg) from exc
+        except Exception as exc:
+            found = failure(self.url, exc)
+            if found is None:
+                raise
+            error, cause = found
+            if error is exc:
+                raise
+            raise error from cause
 
     return wrapper
+
+
+def failure(url: str, exc: Exception) -> tuple[BackendError, BaseException] | None:
+    """The asyncq error for ``exc`` from the Redis at ``url``, with the error it stands for.
+
+    ``BackendUnavailable`` for what passes (a connection, a timeout, a server
+    still loading its data, a cluster failing over, a full pool);
+    ``BackendError`` for a wrong answer, and for credentials the server refused
+    ("authentication failed"). An ``ExceptionGroup`` (a task group of the
+    backend's) stands for its first error if all of them are the driver's or
+    asyncq's. ``None``: not an error of the store.
+    """
+    if isinstance(exc, ExceptionGroup):
+        leaves = _leaves(exc)
+        found = [failure(url, leaf) for leaf in leaves]
+        if not leaves or any(f is None for f in found):
+            return None
+        return found[0]
+    if isinstance(exc, BackendError):
+        return exc, exc
+    if not isinstance(exc, RedisError | RedisClusterException):
+        return None
+    text = str(exc)
+    if isinstance(exc, _AUTH_ERRORS) or text.startswith(_AUTH_REPLIES):
+        # redis-py's text names no credential; the URL is masked.
+        return BackendError(f"Redis at {url}: authentication failed: {text}"), exc
+    if isinstance(exc, MaxConnectionsError) or text == _POOL_WAIT_TEXT:
+        msg = f"Redis at {url}: no free connection in the client's pool: {text}"
+        return BackendUnavailable(msg), exc
+    if (
+        isinstance(exc, UNAVAILABLE)
+        or isinstance(exc.__cause__, UNAVAILABLE)
+        or text.startswith(_TRANSIENT_REPLIES)
+    ):
+        # A cluster none of whose nodes answers raises RedisClusterException from a
+        # ConnectionError. The replies come as plain ResponseErrors over Direct.
+        return BackendUnavailable(f"Redis at {url} is unreachable: {text}"), exc
+    return BackendError(f"Redis at {url} failed: {type(exc).__name__}: {text}"), exc
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[Exception]:
+    """The errors in ``group`` and the groups inside it; none if one is not an Exception."""
+    found: list[Exception] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _leaves(exc)
+            if not inner:
+                return []
+            found += inner
+        elif isinstance(exc, Exception):
+            found.append(exc)
+        else:
+            return []
+    return found
 
 
 def mask_url(url: str) -> str:
@@ -283,6 +375,9 @@ class Direct:
 
 
 def connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
+    """A client for ``url``: a ``RedisCluster`` with ``cluster``, else a ``Redis`` whose
+    pool holds ``max_connections`` (default ``POOL_SIZE``) and makes a call wait up to
+    ``pool_timeout`` seconds (default ``POOL_TIMEOUT``) for a free one."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     scheme = {"valkey": "redis", "valkeys": "rediss"}.get(scheme, scheme)
@@ -291,14 +386,19 @@ def connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
         raise ConfigurationError(msg)
     query = parse_qsl(parts.query, keep_blank_values=True)
     cluster = bool(options.pop("cluster", False))
+    wait = options.pop("pool_timeout", POOL_TIMEOUT)
     driver_url = scheme + url[len(parts.scheme) :]
     for key, value in query:
         if key == "cluster":
             cluster = value.lower() in ("1", "true", "yes", "on")
-    if any(k == "cluster" for k, _ in query):
-        rest = urlencode([(k, v) for k, v in query if k != "cluster"])
+        elif key == "pool_timeout":
+            wait = value
+    if any(k in _OWN_OPTIONS for k, _ in query):
+        rest = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
         driver_url = driver_url.replace(f"?{parts.query}", f"?{rest}" if rest else "", 1)
+    options.setdefault("max_connections", POOL_SIZE)
     try:
+        wait = float(wait)
         if cluster:
             if scheme == "unix":
                 msg = f"a Redis Cluster is reached over TCP, not {masked!r}"
@@ -310,7 +410,13 @@ def connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
         # leases then lapse and are recovered: at-least-once holds either way.
         backoff = EqualJitterBackoff(cap=0.5, base=0.05)
         options.setdefault("retry", Retry(backoff, 3))
-        return aioredis.Redis.from_url(driver_url, client_name=name, **options)
+        # A blocking pool: a burst of calls beyond its size waits for a connection
+        # (at most ``wait`` seconds) instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            driver_url, client_name=name, timeout=wait, **options
+        )
+        # from_pool: closing the client closes the pool, as from_url's would.
+        return aioredis.Redis.from_pool(pool)
     except (TypeError, ValueError) as exc:
         msg = f"bad Redis URL or option ({masked}): {exc}"
         raise ConfigurationError(msg) from exc

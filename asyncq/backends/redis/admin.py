@@ -1,0 +1,250 @@
+"""The Redis backend's operator verbs: ``stats``, ``list_jobs``, ``retry_dead``,
+``purge``, ``set_paused``, ``prune`` and ``drop``.
+
+None of them is on a worker's or a producer's path; ``RedisBackend`` gets them
+from ``_Operations``, so they share its keys, its transport and its id cache.
+
+Retention: completed jobs with a ``result_ttl`` are deleted by ``prune`` once
+it passed (``get`` and ``list_jobs`` hide them before that); dead and
+cancelled jobs stay until ``purge``. Both drop the deleted ids from the id
+index too.
+
+Listing by state reads a state's own index when it is small (dead or
+cancelled jobs among many completed ones) and otherwise walks every job of
+the queue in id order, ``_LIST_BUDGET`` jobs per script call.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Awaitable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..base import JobRecord, JobState, QueueStats, purgeable
+from .scripts import Call, Fetch, List, Prune, Purge, RetryDead, SetPaused, StateIds, Stats
+from .transport import Command, mapped
+
+__all__ = ["_Operations"]
+
+
+class _Many(Protocol):
+    """``Transport.many``: script calls, after plain commands, in one round trip."""
+
+    def __call__(
+        self, calls: Iterable[Call], before: Sequence[Command] = ..., /
+    ) -> Awaitable[list[Any]]: ...
+
+
+_PRUNE_BATCH = 500
+#: ids a listing script call examines, at most (it returns a cursor to go on from)
+_LIST_BUDGET = 2000
+#: a state index holding more ids than this is not read whole: the listing walks ``all``
+_GATHER_MAX = 5000
+
+
+class _Operations:
+    """The operator verbs of ``RedisBackend``, on the state it holds.
+
+    What the verbs use of the backend is declared here for the type checker;
+    ``RedisBackend`` defines it.
+    """
+
+    _client: Any
+    _ns: str
+    _cluster: bool
+    _closed: bool
+    _owns: bool
+    _queues_key: str
+    _where: OrderedDict[str, str]
+    _many: _Many
+
+    if TYPE_CHECKING:
+
+        @property
+        def url(self) -> str: ...
+
+        def _prefix(self, queue: str) -> str: ...
+
+        def _bucket(self, job_id: str) -> str: ...
+
+        async def _one(self, call: Call) -> Any: ...
+
+        async def _known_queues(self) -> list[str]: ...
+
+    async def _queues_of(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Queue of each known id, reading the index in one round trip for the rest."""
+        found = {i: q for i in job_ids if (q := self._where.get(i)) is not None}
+        missing = [i for i in dict.fromkeys(job_ids) if i not in found]
+        if missing:
+            pipe = self._client.pipeline()
+            for job_id in missing:
+                pipe.hget(self._bucket(job_id), job_id)
+            for job_id, raw in zip(missing, await pipe.execute(), strict=True):
+                if raw is not None:
+                    found[job_id] = raw.decode()
+        return found
+
+    def _drop_from_index(self, pipe: Any, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            pipe.hdel(self._bucket(job_id), job_id)
+            self._where.pop(job_id, None)
+
+    async def _forget(self, job_ids: list[str]) -> None:
+        if job_ids:
+            pipe = self._client.pipeline()
+            self._drop_from_index(pipe, job_ids)
+            await pipe.execute()
+
+    @mapped
+    async def prune(self) -> int:
+        queues = await self._known_queues()
+        if not queues:
+            return 0
+        replies = await self._many([Prune.call(self._prefix(q), _PRUNE_BATCH) for q in queues])
+        ids = [i.decode() for reply in replies for i in Prune.reply(reply)]
+        await self._forget(ids)
+        return len(ids)
+
+    @mapped
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        names = await self._known_queues() if queues is None else sorted(set(queues))
+        if not names:
+            return []
+        replies = await self._many([Stats.call(self._prefix(q)) for q in names])
+        return [Stats.reply(reply, q) for q, reply in zip(names, replies, strict=True)]
+
+    @mapped
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[JobRecord]:
+        if limit <= 0:
+            return []
+        queues = [queue] if queue is not None else await self._known_queues()
+        found: list[JobRecord] = []
+        for q in queues:
+            if state is not None:
+                small = await self._list_small_state(q, state, name, limit, after)
+                if small is not None:
+                    found += small
+                    continue
+            cursor = after or ""
+            got = 0
+            while got < limit:
+                call = List.call(self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET)
+                page = List.reply(await self._one(call))
+                found += page.jobs
+                got += len(page.jobs)
+                cursor = page.cursor
+                if page.exhausted or not cursor:
+                    break
+        found.sort(key=lambda job: job.id)
+        return found[:limit]
+
+    async def _list_small_state(
+        self, queue: str, state: JobState, name: str | None, limit: int, after: str | None
+    ) -> list[JobRecord] | None:
+        """``list_jobs`` of one queue from the index of ``state``, if it is small; else None.
+
+        Dead or cancelled jobs among many completed ones are found this way
+        without walking the id-ordered set of every job.
+        """
+        prefix = self._prefix(queue)
+        ids = StateIds.reply(await self._one(StateIds.call(prefix, state, _GATHER_MAX)))
+        if ids is None:
+            return None
+        floor = after.encode() if after is not None else b""
+        candidates = sorted(i for i in ids if i > floor)
+        found: list[JobRecord] = []
+        start = 0
+        while len(found) < limit and start < len(candidates):
+            page = candidates[start : start + max(limit - len(found), 100)]
+            start += len(page)
+            found += Fetch.reply(await self._one(Fetch.call(prefix, state, name, page)))
+        return found[:limit]
+
+    @mapped
+    async def retry_dead(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        if job_ids is None:
+            dead = await self.list_jobs(state=JobState.DEAD, queue=queue, name=name, limit=limit)
+            ids = [job.id for job in dead]
+            where = {job.id: job.queue for job in dead}
+        else:
+            ids = list(job_ids)
+            where = await self._queues_of(ids)
+        by_queue: dict[str, list[str]] = {}
+        for job_id in dict.fromkeys(ids):
+            if job_id in where:
+                by_queue.setdefault(where[job_id], []).append(job_id)
+        if not by_queue:
+            return []
+        calls = [RetryDead.call(self._prefix(q), group) for q, group in by_queue.items()]
+        retried = {i.decode() for reply in await self._many(calls) for i in RetryDead.reply(reply)}
+        return [job_id for job_id in dict.fromkeys(ids) if job_id in retried]
+
+    @mapped
+    async def purge(
+        self,
+        *,
+        states: Sequence[JobState],
+        older_than: float,
+        queue: str | None = None,
+        limit: int = 10_000,
+    ) -> int:
+        wanted = purgeable(states)
+        queues = [queue] if queue is not None else await self._known_queues()
+        names = sorted(s.value for s in wanted)
+        deleted: list[str] = []
+        for q in queues:
+            if len(deleted) >= limit or not names:
+                break
+            call = Purge.call(self._prefix(q), older_than, limit - len(deleted), names)
+            deleted += (i.decode() for i in Purge.reply(await self._one(call)))
+        await self._forget(deleted)
+        return len(deleted)
+
+    @mapped
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        await self._many(
+            [SetPaused.call(self._prefix(queue), paused)],
+            [("SADD", self._queues_key, queue)],
+        )
+
+    @mapped
+    async def drop(self) -> None:
+        """Delete every key of this namespace (tests, teardown). Scans: never on a hot path."""
+        for pattern in (f"{{{self._ns}}}*", f"{{{self._ns}:*"):
+            batch: list[bytes] = []
+            async for key in self._client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    await self._unlink(batch)
+                    batch = []
+            await self._unlink(batch)
+        self._where.clear()
+        if self._closed and self._owns:
+            # Called after close() (test teardown): let go of what it connected again.
+            await self._client.aclose()
+
+    async def _unlink(self, keys: list[bytes]) -> None:
+        if not keys:
+            return
+        if not self._cluster:
+            await self._client.unlink(*keys)
+            return
+        pipe = self._client.pipeline()
+        for key in keys:
+            pipe.execute_command("UNLINK", key)
+        await pipe.execute()
