@@ -72,6 +72,8 @@ class ErrorKind(enum.StrEnum):
     UNKNOWN_JOB = "unknown_job"  #: no handler with this name in the worker's app
     LOST = "lost"  #: the lease lapsed (worker killed or stalled)
     CANCELLED = "cancelled"  #: cancelled on request after a worker claimed it
+    #: the stored record itself could not be read; the store took the job aside
+    UNDECODABLE = "undecodable"
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
