@@ -19,9 +19,10 @@ import asyncpg
 import pytest
 from msgspec.structs import replace
 
-from asyncq._records import JobRecord, JobState, Lease
+from asyncq._records import JobRecord, JobState, Lease, Outcome
 from asyncq.backends import from_url
 from asyncq.backends import postgres as pg
+from asyncq.backends.base import Retention
 from asyncq.backends.postgres import PostgresBackend, mask_dsn
 from asyncq.backends.postgres.schema import MIGRATIONS, lock_key
 from asyncq.backends.postgres.sql import Statements
@@ -516,7 +517,7 @@ async def test_prune_runs_under_an_advisory_lock(
 async def test_prune_applies_retention(make: Make) -> None:
     schema = unique_schema()
     keeper = make(schema, migrate=True, retention_completed=None, retention_dead=None)
-    pruner = make(schema, retention_completed=0.0, retention_dead=0.0)
+    pruner = make(schema, retention_completed=0.0, retention_dead=0.0, retention_cancelled=0.0)
     with anyio.fail_after(BOUND):
         await keeper.open()
         await pruner.open()
@@ -530,6 +531,50 @@ async def test_prune_applies_retention(make: Make) -> None:
         [stats] = await pruner.stats([r.QUEUE])
     assert stats.counts[JobState.COMPLETED] == 2
     assert stats.counts[JobState.DEAD] == stats.counts[JobState.CANCELLED] == 0
+
+
+async def finish_as(backend: PostgresBackend, n: int, settle: Callable[[Lease], Outcome]) -> None:
+    await backend.enqueue([r.job() for _ in range(n)])
+    leases = await claim_all(backend, n)
+    assert all(await backend.settle([settle(lease) for lease in leases]))
+
+
+async def test_prune_keeps_each_finished_state_for_its_own_retention(make: Make) -> None:
+    schema = unique_schema()
+    keeper = make(schema, migrate=True, retention=Retention(None, None, None))
+    with anyio.fail_after(BOUND):
+        await keeper.open()
+        await finish_as(keeper, 2, r.completed)
+        await finish_as(keeper, 3, r.dead)
+        await finish_as(keeper, 4, r.cancelled)
+        assert await keeper.prune() == 0
+        # Only cancelled jobs are old enough for this one: dead ones stay
+        # (retention_dead no longer speaks for cancelled jobs).
+        only_cancelled = make(schema, retention_completed=None, retention_cancelled=0.0)
+        assert only_cancelled.retention == Retention(completed=None, cancelled=0.0)
+        assert await only_cancelled.prune() == 4
+        [stats] = await keeper.stats([r.QUEUE])
+        assert (stats.counts[JobState.DEAD], stats.counts[JobState.CANCELLED]) == (3, 0)
+        assert stats.counts[JobState.COMPLETED] == 2
+        # A setting by name, over a Retention given whole.
+        only_dead = make(schema, retention=Retention(completed=None), retention_dead=0.0)
+        assert await only_dead.prune() == 3
+        [stats] = await keeper.stats([r.QUEUE])
+    assert stats.counts[JobState.COMPLETED] == 2
+
+
+async def test_prune_deletes_a_state_in_bounded_batches(
+    make: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pg, "PRUNE_BATCH", 3)
+    backend = make(migrate=True, retention=Retention(completed=None, dead=None, cancelled=0.0))
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        await finish_as(backend, 8, r.cancelled)
+        await finish_as(backend, 2, r.dead)
+        assert await backend.prune() == 8  # batches of 3, 3 and 2
+        [stats] = await backend.stats([r.QUEUE])
+    assert (stats.counts[JobState.CANCELLED], stats.counts[JobState.DEAD]) == (0, 2)
 
 
 async def test_enqueue_frees_an_expired_key_holder(make: Make) -> None:

@@ -14,23 +14,28 @@ Needs PostgreSQL 13 or later. Pooled connections plan every statement for
 the table as it is (``plan_cache_mode=force_custom_plan``, overridable
 through ``server_settings``); a pool passed in is used as configured.
 
-Retention (``prune``): completed jobs go when their ``result_ttl`` has passed;
-completed jobs without a TTL after ``retention_completed`` (default one day);
-dead and cancelled jobs after ``retention_dead`` (default 14 days). ``None``
-keeps them. A job's own ``result_ttl`` is never shortened by retention.
+Retention (``prune``) is the store-wide ``Retention``: completed jobs go
+when their ``result_ttl`` has passed; other finished jobs after
+``retention_completed`` (default one day), ``retention_dead`` or
+``retention_cancelled`` (14 days each). ``None`` keeps them. A job's own
+``result_ttl`` is never shortened by retention.
+
+The URL's query holds asyncq's options (``url.OPTIONS``) and the driver's
+(``sslmode``, server settings, ...); see ``url``.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ...exceptions import BackendUnavailable, ConfigurationError
+from .._common import mask_url, pop_retention
 from ..base import (
     DROP,
     ENQUEUE_WAITED,
@@ -39,13 +44,16 @@ from ..base import (
     TRANSACTIONAL_ENQUEUE,
     Backend,
     Capability,
+    Drops,
     EnqueuesWaited,
     HeartbeatReply,
     JobRecord,
     JobState,
     Lease,
+    Migrates,
     Outcome,
     QueueStats,
+    Retention,
     check_outcomes,
     purgeable,
 )
@@ -57,17 +65,24 @@ from .enqueue import store
 from .listen import Listener, ListenerClosed
 from .schema import check_name, check_versions, lock_key, recorded_versions
 from .schema import migrate as apply_migrations
-from .transport import Transport, mask_dsn
+from .transport import Transport
+from .url import read_url
 
 if TYPE_CHECKING:
     from .listen import Connection
 
 __all__ = ["DEFAULT_RETENTION_COMPLETED", "DEFAULT_RETENTION_DEAD", "PostgresBackend", "mask_dsn"]
 
-#: How long a completed job without a ``result_ttl`` is kept (seconds).
-DEFAULT_RETENTION_COMPLETED = 86_400.0
-#: How long dead and cancelled jobs are kept (seconds).
-DEFAULT_RETENTION_DEAD = 14 * 86_400.0
+#: The one URL masker, by the name this package gave it first.
+mask_dsn = mask_url
+
+_DEFAULTS = Retention()
+assert _DEFAULTS.completed is not None  # the defaults are finite
+assert _DEFAULTS.dead is not None
+#: How long a completed job without a ``result_ttl`` is kept (seconds): ``Retention().completed``.
+DEFAULT_RETENTION_COMPLETED: float = _DEFAULTS.completed
+#: How long dead jobs are kept (seconds): ``Retention().dead`` (cancelled ones as long).
+DEFAULT_RETENTION_DEAD: float = _DEFAULTS.dead
 #: Rows one prune statement deletes at most.
 PRUNE_BATCH = 1_000
 
@@ -88,6 +103,15 @@ def _applied(outcomes: Sequence[Outcome], ids: Sequence[str] | None) -> list[boo
     return result
 
 
+class _Unset(enum.Enum):
+    """A retention keyword not given: ``retention=`` (or its default) decides."""
+
+    UNSET = enum.auto()
+
+
+_UNSET = _Unset.UNSET
+
+
 class PostgresBackend:
     """Jobs in a PostgreSQL schema.
 
@@ -100,9 +124,14 @@ class PostgresBackend:
         schema: the PostgreSQL schema holding the tables.
         migrate: create or upgrade the schema on ``open``; otherwise ``open``
             refuses a schema that is missing or out of date.
+        retention: how long ``prune`` keeps finished jobs (default ``Retention()``).
         retention_completed: seconds to keep completed jobs that have no
-            ``result_ttl`` (``None``: forever).
-        retention_dead: seconds to keep dead and cancelled jobs (``None``: forever).
+            ``result_ttl`` (``None``: forever), over ``retention``'s. Default
+            one day.
+        retention_dead: seconds to keep dead jobs, over ``retention``'s.
+            Default 14 days.
+        retention_cancelled: seconds to keep cancelled jobs, over
+            ``retention``'s. Default 14 days.
         min_size: the pool's minimum connections (DSN only).
         max_size: the pool's maximum connections (DSN only).
         poll_interval: the safety net: ``wait_*`` re-check the store at least
@@ -125,8 +154,10 @@ class PostgresBackend:
         *,
         schema: str = "asyncq",
         migrate: bool = False,
-        retention_completed: float | None = DEFAULT_RETENTION_COMPLETED,
-        retention_dead: float | None = DEFAULT_RETENTION_DEAD,
+        retention: Retention | None = None,
+        retention_completed: float | _Unset | None = _UNSET,
+        retention_dead: float | _Unset | None = _UNSET,
+        retention_cancelled: float | _Unset | None = _UNSET,
         min_size: int = 1,
         max_size: int = 10,
         poll_interval: float = 10.0,
@@ -145,8 +176,25 @@ class PostgresBackend:
         self._sql = sql.Statements(schema, carry_jobs=carry_jobs)
         self._schema = schema
         self._migrate = migrate
-        self._retention_completed = retention_completed
-        self._retention_dead = retention_dead
+        settings: dict[str, Any] = {"retention": retention}
+        given = (
+            ("retention_completed", retention_completed),
+            ("retention_dead", retention_dead),
+            ("retention_cancelled", retention_cancelled),
+        )
+        settings.update((name, value) for name, value in given if value is not _UNSET)
+        self._retention = pop_retention(settings)
+        # What prune runs, fixed for the instance: the expired results, then
+        # each finished state whose retention is not "for ever".
+        kept = (
+            (self._sql.prune_completed, self._retention.completed),
+            (self._sql.prune_dead, self._retention.dead),
+            (self._sql.prune_cancelled, self._retention.cancelled),
+        )
+        self._prune_steps: list[tuple[str, tuple[float, ...]]] = [
+            (self._sql.prune_expired, ()),
+            *((statement, (keep,)) for statement, keep in kept if keep is not None),
+        ]
         self._poll_interval = poll_interval
         # What wait_for_work may know without asking (see there), per list of
         # queues: the listener's mark when the last claim that came up short
@@ -166,19 +214,28 @@ class PostgresBackend:
 
     @classmethod
     def from_url(
-        cls, url: str, *, schema: str | None = None, migrate: bool = False, **options: Any
+        cls,
+        url: str,
+        *,
+        schema: str | None = None,
+        migrate: bool | None = None,
+        **options: Any,
     ) -> PostgresBackend:
-        """``postgresql://user:pass@host:port/db?schema=name``; ``schema=`` wins over the URL's."""
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            msg = f"not a PostgreSQL URL: {mask_dsn(url)!r} (use postgresql://...)"
-            raise ConfigurationError(msg)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        in_url = [value for name, value in query if name == "schema"]
-        rest = [(name, value) for name, value in query if name != "schema"]
-        dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-        chosen = schema or (in_url[-1] if in_url else "asyncq")
-        return cls(dsn, schema=chosen, migrate=migrate, **options)
+        """``postgresql://user:pass@host:port/db?schema=name&retention_dead=3600``.
+
+        asyncq's options may be given in the URL's query or as keywords (the
+        keywords win; a ``schema`` or ``migrate`` of ``None`` is not given):
+        ``schema``, ``migrate``, ``retention`` and the ``Retention`` options,
+        ``min_size``, ``max_size``, ``poll_interval``, ``carry_jobs``. Every
+        other query option is asyncpg's (``sslmode``, ``sslrootcert``,
+        server settings); other keywords go to ``PostgresBackend``.
+
+        Raises:
+            ConfigurationError: not a PostgreSQL URL, a malformed option, a
+                port that is not a number, or an ``sslmode`` asyncpg does not know.
+        """
+        dsn, settings = read_url(url, {"schema": schema, "migrate": migrate, **options})
+        return cls(dsn, **settings)
 
     @property
     def url(self) -> str:
@@ -188,6 +245,11 @@ class PostgresBackend:
     def schema(self) -> str:
         """The PostgreSQL schema holding this backend's tables."""
         return self._schema
+
+    @property
+    def retention(self) -> Retention:
+        """How long ``prune`` keeps finished jobs."""
+        return self._retention
 
     # -- lifecycle and schema ----------------------------------------------------
 
@@ -226,7 +288,7 @@ class PostgresBackend:
         async with self._transport.connection() as conn:
             return await apply_migrations(conn, self._sql, where=self._where)
 
-    async def drop_schema(self) -> None:
+    async def drop(self) -> None:
         """Drop the schema and every job in it (tests, teardown). Works after ``close``."""
         async with self._transport.connection() as conn:
             await conn.execute(self._sql.drop)
@@ -444,11 +506,7 @@ class PostgresBackend:
 
     async def prune(self) -> int:
         key = lock_key("prune", self._schema)
-        steps: list[tuple[str, tuple[float, ...]]] = [(self._sql.prune_expired, ())]
-        if self._retention_completed is not None:
-            steps.append((self._sql.prune_completed, (self._retention_completed,)))
-        if self._retention_dead is not None:
-            steps.append((self._sql.prune_dead, (self._retention_dead,)))
+        steps = self._prune_steps
 
         async def run(conn: Connection) -> int:
             if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
@@ -567,11 +625,9 @@ class PostgresBackend:
         {ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE}
     )
 
-    async def drop(self) -> None:
-        """``drop_schema``: drop the schema and every job in it."""
-        await self.drop_schema()
-
 
 if TYPE_CHECKING:
     _check: type[Backend] = PostgresBackend
     _waited: type[EnqueuesWaited] = PostgresBackend
+    _migrates: type[Migrates] = PostgresBackend
+    _drops: type[Drops] = PostgresBackend

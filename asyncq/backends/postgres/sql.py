@@ -214,6 +214,21 @@ def _enqueue(keyed: bool) -> str:
     )
 
 
+def _prune_finished(state: str) -> str:
+    """Delete up to ``$1`` jobs finished in ``state`` more than ``$2`` seconds ago.
+
+    The state is spelled in the statement, not passed, so that the plan of
+    every pool (a caller's included) reads the ``jobs_finished`` partial index.
+    """
+    expiring = "\n              AND expires_at IS NULL" if state == "completed" else ""
+    return f"""
+        DELETE FROM {{s}}.jobs WHERE id IN (
+            SELECT id FROM {{s}}.jobs
+            WHERE state = '{state}' AND finished_at < {{now}} - $2::float8{expiring}
+            ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+    """
+
+
 class Statements:
     """Every statement of the backend, for one schema.
 
@@ -520,21 +535,11 @@ class Statements:
             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
     """
 
-    # Completed jobs kept "forever" (no result TTL) go after the retention.
-    prune_completed: str = """
-        DELETE FROM {s}.jobs WHERE id IN (
-            SELECT id FROM {s}.jobs
-            WHERE state = 'completed' AND finished_at < {now} - $2::float8
-              AND expires_at IS NULL
-            ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-    """
-
-    prune_dead: str = """
-        DELETE FROM {s}.jobs WHERE id IN (
-            SELECT id FROM {s}.jobs
-            WHERE state IN ('dead', 'cancelled') AND finished_at < {now} - $2::float8
-            ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-    """
+    # Finished jobs go after the retention for their state (``prunable``'s
+    # rule); completed ones with a result TTL only when it passes (above).
+    prune_completed: str = _prune_finished("completed")
+    prune_dead: str = _prune_finished("dead")
+    prune_cancelled: str = _prune_finished("cancelled")
 
     # Counts come from the index each state is in (index-only scans when the
     # visibility map is current), never from job bodies: jobs_ready for the

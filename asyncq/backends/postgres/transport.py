@@ -13,18 +13,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
+from .._common import mask_url
+from .url import check_dsn
 
 if TYPE_CHECKING:
     from .listen import Connection
 
-__all__ = ["Transport", "mask_dsn"]
+__all__ = ["Transport"]
 
 _T = TypeVar("_T")
 
@@ -42,21 +43,6 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
 )
-
-
-def mask_dsn(dsn: str) -> str:
-    """``dsn`` with its password (in the authority or the query) replaced by ``***``."""
-    parts = urlsplit(dsn)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostinfo = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{hostinfo}" if colon else f"{user}@{hostinfo}"
-    query = [
-        (k, "***" if k.lower() == "password" else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 def is_driver_error(exc: BaseException) -> bool:
@@ -101,9 +87,10 @@ class Transport:
     ) -> None:
         given: object = dsn_or_pool  # checked at run time: callers may not be typed
         if isinstance(given, str):
+            check_dsn(given)
             self._dsn: str | None = given
             self._given_pool: asyncpg.Pool[asyncpg.Record] | None = None
-            self._address = mask_dsn(given)
+            self._address = mask_url(given)
         elif isinstance(given, asyncpg.Pool):
             self._dsn, self._given_pool = None, given
             self._address = "postgresql://(asyncpg pool)"
@@ -152,6 +139,20 @@ class Transport:
                 raise self.translate(exc) from exc
             raise
 
+    @contextmanager
+    def _configured(self) -> Iterator[None]:
+        """Report what asyncpg refuses in the DSN or the connect options as ``ConfigurationError``.
+
+        asyncpg reads them as it connects, and refuses them with a
+        ``ValueError`` (its ``ClientConfigurationError`` is one): a mistake in
+        the URL or the options, not a store that failed. Wraps connecting only.
+        """
+        try:
+            yield
+        except ValueError as exc:
+            msg = f"cannot connect to PostgreSQL with {self.url}: {exc}"
+            raise ConfigurationError(msg) from exc
+
     def closed_error(self) -> BackendUnavailable:
         """What a call on the closed backend raises."""
         return BackendUnavailable(f"the PostgreSQL backend for {self.url} is closed")
@@ -173,7 +174,7 @@ class Transport:
             self._address = f"postgresql://{user}@{where}/{database}"
             return
         assert self._dsn is not None
-        with self.mapped():
+        with self.mapped(), self._configured():
             self.pool = await asyncpg.create_pool(
                 self._dsn,
                 min_size=self._min_size,
@@ -260,20 +261,23 @@ class Transport:
                 async with pool.acquire() as conn:
                     yield conn
             else:
-                assert self._dsn is not None
-                conn = await asyncpg.connect(self._dsn, **self._connect_kwargs)
+                own = await self._connect()
                 try:
-                    yield conn
+                    yield own
                 finally:
-                    await conn.close()
+                    await own.close()
 
     async def listen_connect(self) -> Connection:
         """The listener's connection: one of the given pool, or one of its own."""
         if self._given_pool is not None:
             return await self._given_pool.acquire()
+        return await self._connect()
+
+    async def _connect(self) -> asyncpg.Connection[asyncpg.Record]:
+        """A connection of the backend's own, outside any pool (DSN only)."""
         assert self._dsn is not None
-        conn: Connection = await asyncpg.connect(self._dsn, **self._connect_kwargs)
-        return conn
+        with self._configured():
+            return await asyncpg.connect(self._dsn, **self._connect_kwargs)
 
     async def listen_release(self, conn: Connection) -> None:
         """Give back or close what ``listen_connect`` returned."""
