@@ -95,7 +95,7 @@ from . import schema, sql
 from .schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["SCHEMA_VERSION", "SQLiteBackend"]
 
@@ -343,6 +343,13 @@ class SQLiteBackend:
             return BackendUnavailable(msg)
         return BackendError(f"the SQLite database {self._path!r} failed: {exc}")
 
+    # -- wakeups -------------------------------------------------------------------
+
+    def _wake_finished(self, job_ids: Iterable[str]) -> None:
+        # A settling worker process seldom has a waiter: skip the loop over the batch then.
+        if self._waiters:
+            self._waiters.wake_jobs(job_ids)
+
     # -- producers -------------------------------------------------------------------
 
     async def enqueue(
@@ -430,7 +437,7 @@ class SQLiteBackend:
         settled, leases = await self._run(
             True, sql.settle_and_claim, list(outcomes), list(queues), limit, worker, lease_for
         )
-        self._waiters.wake_jobs(settled.finished)
+        self._wake_finished(settled.finished)
         if settled.requeued:
             self._waiters.wake_work()
         await self._hand_back_if_cancelled(leases)
@@ -472,7 +479,7 @@ class SQLiteBackend:
         if not outcomes:
             return []
         settled = await self._run(True, sql.settle, list(outcomes))
-        self._waiters.wake_jobs(settled.finished)
+        self._wake_finished(settled.finished)
         if settled.requeued:
             self._waiters.wake_work()
         return settled.applied
@@ -480,7 +487,7 @@ class SQLiteBackend:
     async def recover(self) -> int:
         recovered = await self._run(True, sql.recover)
         if recovered:
-            self._waiters.wake_jobs(job_id for job_id, dead in recovered if dead)
+            self._wake_finished(job_id for job_id, dead in recovered if dead)
             self._waiters.wake_work()
         return len(recovered)
 
