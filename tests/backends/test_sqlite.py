@@ -22,7 +22,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 import asyncq
 from asyncq._records import JobRecord, JobState, Lease, Outcome
-from asyncq.backends import from_url
+from asyncq.backends import Retention, from_url
 from asyncq.backends.sqlite import SCHEMA_VERSION, SQLiteBackend
 from asyncq.exceptions import BackendError, BackendUnavailable, ConfigurationError
 
@@ -90,6 +90,42 @@ def test_from_url_options_from_query_and_keywords() -> None:
 def test_from_url_rejects(url: str) -> None:
     with pytest.raises(ConfigurationError):
         SQLiteBackend.from_url(url)
+
+
+def test_an_unknown_option_lists_the_known_ones_and_no_password() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        SQLiteBackend.from_url("sqlite:///jobs.db?password=s3cret&poll=1")
+    message = str(caught.value)
+    assert "unknown option 'password'" in message
+    assert (
+        "busy_timeout, lock_timeout, poll_interval,"
+        " retention_cancelled, retention_completed, retention_dead"
+    ) in message
+    assert "s3cret" not in message
+
+
+def test_retention_defaults_like_every_store() -> None:
+    assert SQLiteBackend("jobs.db").retention == Retention()
+    assert SQLiteBackend.from_url("sqlite:///jobs.db").retention == Retention()
+
+
+def test_retention_from_url_keywords_and_object() -> None:
+    backend = SQLiteBackend.from_url("sqlite:///jobs.db?retention_completed=60&retention_dead=none")
+    assert backend.retention == Retention(completed=60.0, dead=None)
+    keyword = SQLiteBackend.from_url(
+        "sqlite:///jobs.db?retention_completed=60", retention_completed=5.0
+    )
+    assert keyword.retention.completed == 5.0
+    given = Retention(cancelled=None)
+    assert SQLiteBackend.from_url("sqlite:///jobs.db", retention=given).retention is given
+    direct = SQLiteBackend("jobs.db", retention=given, retention_dead=7.0)
+    assert direct.retention == Retention(dead=7.0, cancelled=None)
+    with pytest.raises(ConfigurationError, match=r"'retention_dead'.*seconds"):
+        SQLiteBackend.from_url("sqlite:///jobs.db?retention_dead=soon")
+    with pytest.raises(ConfigurationError, match="Retention dead"):
+        SQLiteBackend("jobs.db", retention_dead=-1.0)
+    with pytest.raises(TypeError, match="retention_done"):
+        SQLiteBackend("jobs.db", retention_done=1.0)
 
 
 # -- files, restarts and schema --------------------------------------------------
@@ -198,6 +234,44 @@ async def test_not_a_database_is_a_backend_error(tmp_path: Path) -> None:
 async def test_use_before_open_is_a_backend_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="not open"):
         await SQLiteBackend(tmp_path / "jobs.db").get("x")
+
+
+async def test_drop_leaves_other_tables_and_does_not_create_the_schema(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with anyio.fail_after(BOUND):
+        await SQLiteBackend(path).drop()
+        assert not path.exists()  # nothing stored: no file made for the drop
+        await (await opened(path)).close()
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE mine (x)")
+        write_schema_version(path, SCHEMA_VERSION + 1)  # a newer asyncq's tables go too
+        await SQLiteBackend(path).drop()
+    conn = sqlite3.connect(path)
+    try:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    assert tables == {"mine"}
+
+
+async def test_waits_leave_no_waiter_behind(tmp_path: Path) -> None:
+    backend = await opened(tmp_path / "jobs.db", poll_interval=0.01)
+    try:
+        with anyio.fail_after(BOUND):
+            [job] = await backend.enqueue([r.job(delay=3600)])
+            with anyio.move_on_after(0.05):
+                await backend.wait_finished(job.id)
+            await backend.wait_for_work(["empty"], 0.05)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(backend.wait_for_work, ["other"], 60.0)
+                tg.start_soon(backend.wait_finished, job.id)
+                await anyio.wait_all_tasks_blocked()
+                assert len(backend._waiters) == 2
+                await backend.set_paused("other", False)  # resuming wakes its queue
+                await backend.cancel(job.id)  # finishing wakes its waiters
+            assert len(backend._waiters) == 0
+    finally:
+        await backend.close()
 
 
 # -- locks -----------------------------------------------------------------------
@@ -411,10 +485,68 @@ async def test_prune_applies_retention_in_batches(tmp_path: Path) -> None:
             assert await backend.prune() == 1200
             assert await backend.get(complete.job.id) is not None
 
-            clock.now += 100  # past retention for completed and dead; cancelled has none
+            clock.now += 100  # past retention for completed and dead; cancelled keeps 14 days
             assert await backend.prune() == 2
             remaining = await backend.list_jobs()
             assert [job.id for job in remaining] == [cancelled.job.id]
+    finally:
+        await backend.close()
+
+
+DAY = 86_400.0
+
+
+async def finish_one_of_each(backend: SQLiteBackend, ttl: float | None = None) -> list[str]:
+    """Complete (with ``ttl``), kill and cancel one job each; their ids."""
+    jobs = [r.job(result_ttl=ttl), r.job(), r.job()]
+    await backend.enqueue(jobs)
+    leases = {lease.job.id: lease for lease in await claim_all(backend)}
+    done, dead, cancelled = (leases[job.id] for job in jobs)
+    await backend.settle(
+        [
+            completed(done),
+            Outcome(dead.job.id, dead.token, JobState.DEAD, error=r.error(dead)),
+            Outcome(cancelled.job.id, cancelled.token, JobState.CANCELLED),
+        ]
+    )
+    return [job.id for job in jobs]
+
+
+async def test_prune_keeps_finished_jobs_for_the_default_retention(tmp_path: Path) -> None:
+    clock = Clock()
+    backend = await opened(tmp_path / "jobs.db", clock=clock)
+    try:
+        with anyio.fail_after(BOUND):
+            done, dead, cancelled = await finish_one_of_each(backend)
+            clock.now += DAY - 1
+            assert await backend.prune() == 0
+            clock.now += 2  # the completed job is past its day
+            assert await backend.prune() == 1
+            assert await backend.get(done) is None
+            clock.now += 13 * DAY - 2
+            assert await backend.prune() == 0
+            clock.now += 2  # dead and cancelled jobs are past their 14 days
+            assert await backend.prune() == 2
+            assert await backend.get(dead) is None
+            assert await backend.get(cancelled) is None
+    finally:
+        await backend.close()
+
+
+async def test_a_result_ttl_decides_for_its_job_and_none_keeps_for_ever(tmp_path: Path) -> None:
+    clock = Clock()
+    keep = Retention(completed=10.0, dead=None, cancelled=10.0)
+    backend = await opened(tmp_path / "jobs.db", clock=clock, retention=keep)
+    try:
+        with anyio.fail_after(BOUND):
+            done, dead, cancelled = await finish_one_of_each(backend, ttl=100.0)
+            clock.now += 11  # past the completed retention, within the job's result_ttl
+            assert await backend.prune() == 1
+            assert await backend.get(done) is not None
+            assert await backend.get(cancelled) is None
+            clock.now += 100 * DAY
+            assert await backend.prune() == 1
+            assert [job.id for job in await backend.list_jobs()] == [dead]
     finally:
         await backend.close()
 

@@ -27,10 +27,13 @@ back (the file stays consistent). ``synchronous=FULL`` would fsync every
 commit and cost most of the throughput; a queue whose producers cannot retry
 after a power loss should use PostgreSQL.
 
-Wakeups. Within a process they are pushed: ``enqueue``, ``settle``, ``cancel``,
-``recover``, ``retry_dead`` and resuming a queue set an ``anyio.Event`` that
-``wait_for_work`` and ``wait_finished`` of this backend instance await. SQLite
-has no way to notify another process, so both also look at the database every
+Wakeups. Within a process they are pushed, through the shared ``Waiters``:
+``settle``, ``cancel`` and ``recover`` wake the ``wait_finished`` calls of this
+backend instance on the jobs they finish; resuming a queue wakes its
+``wait_for_work`` calls, and ``enqueue``, ``settle``, ``recover`` and
+``retry_dead`` wake every one (which queues they touched is not read back, so
+a waiter on another queue looks again, as after a change by another process).
+SQLite has no way to notify another process, so both also look at the database every
 ``poll_interval`` seconds: ``wait_for_work`` reads ``PRAGMA data_version``
 (which changes only when another connection commits) and queries the queues
 only when it moved; ``wait_finished`` reads its job's row by primary key. The
@@ -40,10 +43,11 @@ default), and every waiting worker and ``enqueue_and_wait`` costs
 ``1 / poll_interval`` small reads a second. Raise ``poll_interval`` for many
 idle waiters; lower it for latency.
 
-Retention. ``prune()`` deletes completed jobs whose ``result_ttl`` has passed
-and, when set, completed, dead and cancelled jobs that finished more than
-``retention_completed``, ``retention_dead`` or ``retention_cancelled`` seconds
-ago, in transactions of at most 500 deletions.
+Retention. ``prune()`` deletes what the backend's ``Retention`` says is old
+(the same settings and defaults as every store: completed jobs without a
+``result_ttl`` after a day, dead and cancelled jobs after 14 days; a completed
+job with a ``result_ttl`` once it has passed), in transactions of at most 500
+deletions.
 """
 
 from __future__ import annotations
@@ -54,13 +58,22 @@ import random
 import sqlite3
 import time
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import quote, unquote
 
 import anyio
 import anyio.lowlevel
 from anyio import to_thread
 
 from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
+from .._common import (
+    RETENTION_OPTIONS,
+    Converter,
+    Waiters,
+    mask_url,
+    parse_url_options,
+    pop_retention,
+    seconds,
+)
 from ..base import (
     DROP,
     SETTLE_ON_CLAIM,
@@ -73,6 +86,7 @@ from ..base import (
     Lease,
     Outcome,
     QueueStats,
+    Retention,
     SettlesOnClaim,
     check_outcomes,
     purgeable,
@@ -95,24 +109,12 @@ _MAX_PAUSE = 0.5
 # SQLite primary result codes (the low byte of extended codes).
 _BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
 _UNAVAILABLE_CODES = frozenset({3, 8, 10, 13, 14, 22})  # PERM READONLY IOERR FULL CANTOPEN NOLFS
-_URL_OPTIONS = (
-    "poll_interval",
-    "busy_timeout",
-    "lock_timeout",
-    "retention_completed",
-    "retention_dead",
-    "retention_cancelled",
-)
-
-
-class _Waiters:
-    """One event for every ``wait_finished`` on a job, and how many await it."""
-
-    __slots__ = ("count", "event")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.count = 0
+_URL_OPTIONS: dict[str, Converter] = {
+    "poll_interval": seconds,
+    "busy_timeout": seconds,
+    "lock_timeout": seconds,
+    **RETENTION_OPTIONS,
+}
 
 
 class SQLiteBackend:
@@ -127,13 +129,16 @@ class SQLiteBackend:
             before the backend backs off and tries again.
         lock_timeout: seconds an operation keeps trying a locked database,
             in all, before it raises ``BackendUnavailable``.
-        retention_completed: if set, ``prune`` also deletes completed jobs
-            that finished longer ago than this, whatever their ``result_ttl``.
-        retention_dead: if set, ``prune`` deletes dead jobs (dead letters)
-            that finished longer ago than this.
-        retention_cancelled: if set, ``prune`` deletes cancelled jobs that
-            finished longer ago than this.
+        retention: how long ``prune`` keeps finished jobs (``Retention()``'s
+            defaults when ``None``).
         clock: the time source (epoch seconds); tests may pass a fake one.
+        **retention_options: ``retention_completed``, ``retention_dead``,
+            ``retention_cancelled``: seconds (or ``None``, for ever), over
+            ``retention``.
+
+    Raises:
+        ConfigurationError: a missing path, or a setting out of range.
+        TypeError: a keyword that is not an option.
     """
 
     def __init__(
@@ -143,10 +148,9 @@ class SQLiteBackend:
         poll_interval: float = 0.1,
         busy_timeout: float = 5.0,
         lock_timeout: float = 30.0,
-        retention_completed: float | None = None,
-        retention_dead: float | None = None,
-        retention_cancelled: float | None = None,
+        retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
+        **retention_options: float | None,
     ) -> None:
         self._path = os.fspath(path)
         if not self._path:
@@ -161,15 +165,11 @@ class SQLiteBackend:
         self._poll_interval = poll_interval
         self._busy_timeout = busy_timeout
         self._lock_timeout = lock_timeout
-        self._retention = tuple(
-            (state, age)
-            for state, age in (
-                (JobState.COMPLETED, retention_completed),
-                (JobState.DEAD, retention_dead),
-                (JobState.CANCELLED, retention_cancelled),
-            )
-            if age is not None
-        )
+        options: dict[str, Any] = {"retention": retention, **retention_options}
+        self._retention = pop_retention(options)
+        if options:
+            msg = f"SQLiteBackend() got unexpected keyword arguments: {', '.join(options)}"
+            raise TypeError(msg)
         self._clock = clock
         self._conn: sqlite3.Connection | None = None
         # Operations take turns on the connection under the lock, which a
@@ -177,8 +177,7 @@ class SQLiteBackend:
         # thread call a token of its own, apart from anyio's shared default.
         self._turn = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(1)
-        self._work = anyio.Event()
-        self._finished: dict[str, _Waiters] = {}
+        self._waiters = Waiters()
         self._closed = False
 
     @classmethod
@@ -186,34 +185,33 @@ class SQLiteBackend:
         """Make a backend from ``sqlite:///relative.db``, ``sqlite:////abs.db`` or ``sqlite:///:memory:``.
 
         Options may also be given in the query string
-        (``sqlite:///jobs.db?poll_interval=0.5``); keyword arguments win.
+        (``sqlite:///jobs.db?poll_interval=0.5&retention_dead=none``):
+        ``poll_interval``, ``busy_timeout``, ``lock_timeout`` and the
+        ``Retention`` options; keyword arguments (``retention=`` too) win.
 
         Raises:
-            ConfigurationError: not a SQLite URL, or an unknown or non-numeric option.
+            ConfigurationError: not a SQLite URL, or an unknown or malformed option.
         """
         scheme, sep, rest = url.partition("://")
-        path, _, query = rest.partition("?")
+        path = rest.partition("?")[0]
         if scheme.lower() != "sqlite" or not sep or not path.startswith("/") or len(path) < 2:
             msg = (
-                f"bad SQLite URL {url!r}: use sqlite:///relative/path.db,"
+                f"bad SQLite URL {mask_url(url)!r}: use sqlite:///relative/path.db,"
                 " sqlite:////absolute/path.db or sqlite:///:memory:"
             )
             raise ConfigurationError(msg)
-        from_query: dict[str, Any] = {}
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            if name not in _URL_OPTIONS:
-                msg = f"unknown option {name!r} in {url!r}: known are {', '.join(_URL_OPTIONS)}"
-                raise ConfigurationError(msg)
-            try:
-                from_query[name] = float(value)
-            except ValueError:
-                msg = f"option {name!r} in {url!r} must be a number of seconds, not {value!r}"
-                raise ConfigurationError(msg) from None
-        return cls(unquote(path[1:]), **{**from_query, **options})
+        values, _ = parse_url_options(url, _URL_OPTIONS)
+        values.update(options)
+        return cls(unquote(path[1:]), **values)
 
     @property
     def url(self) -> str:
         return f"sqlite:///{quote(self._path, safe='/:')}"
+
+    @property
+    def retention(self) -> Retention:
+        """How long ``prune`` keeps finished jobs."""
+        return self._retention
 
     @property
     def path(self) -> str:
@@ -229,7 +227,6 @@ class SQLiteBackend:
         if self._conn is not None:
             return
         self._closed = False
-        self._work = anyio.Event()
         self._conn = await self._in_thread(self._connect)
         try:
             found = await self._run(False, schema.schema_version)
@@ -270,10 +267,7 @@ class SQLiteBackend:
 
     async def close(self) -> None:
         self._closed = True
-        self._wake_workers()
-        for waiters in self._finished.values():
-            waiters.event.set()
-        self._finished.clear()
+        self._waiters.wake_all()
         conn, self._conn = self._conn, None
         if conn is not None:
             with anyio.CancelScope(shield=True):
@@ -351,15 +345,10 @@ class SQLiteBackend:
 
     # -- wakeups -------------------------------------------------------------------
 
-    def _wake_workers(self) -> None:
-        self._work.set()
-        self._work = anyio.Event()
-
     def _wake_finished(self, job_ids: Iterable[str]) -> None:
-        for job_id in job_ids:
-            waiters = self._finished.pop(job_id, None)
-            if waiters is not None:
-                waiters.event.set()
+        # A settling worker process seldom has a waiter: skip the loop over the batch then.
+        if self._waiters:
+            self._waiters.wake_jobs(job_ids)
 
     # -- producers -------------------------------------------------------------------
 
@@ -375,7 +364,7 @@ class SQLiteBackend:
         if not jobs:
             return []
         stored = await self._run(True, sql.enqueue, list(jobs))
-        self._wake_workers()
+        self._waiters.wake_work()
         return stored
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -384,18 +373,14 @@ class SQLiteBackend:
     async def cancel(self, job_id: str) -> JobRecord | None:
         job = await self._run(True, sql.cancel, job_id)
         if job is not None and job.state is JobState.CANCELLED:
-            self._wake_finished([job_id])
+            self._waiters.wake_job(job_id)
         return job
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
         job: JobRecord | None = None
         while True:
-            # Subscribe before reading, so an in-process finish cannot slip between.
-            waiters = self._finished.get(job_id)
-            if waiters is None:
-                waiters = self._finished[job_id] = _Waiters()
-            waiters.count += 1
-            try:
+            # Register before reading, so an in-process finish cannot slip between.
+            with self._waiters.job_waiter(job_id) as finished:
                 if self._closed:
                     return job
                 try:
@@ -407,11 +392,7 @@ class SQLiteBackend:
                 if job is None or job.state in TERMINAL_STATES:
                     return job
                 with anyio.move_on_after(self._poll_interval):
-                    await waiters.event.wait()
-            finally:
-                waiters.count -= 1
-                if waiters.count == 0 and self._finished.get(job_id) is waiters:
-                    del self._finished[job_id]
+                    await finished.wait()
 
     # -- workers ---------------------------------------------------------------------
 
@@ -458,32 +439,32 @@ class SQLiteBackend:
         )
         self._wake_finished(settled.finished)
         if settled.requeued:
-            self._wake_workers()
+            self._waiters.wake_work()
         await self._hand_back_if_cancelled(leases)
         return settled.applied, leases
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
-        if self._closed:
-            return
-        event = self._work
-        deadline = anyio.current_time() + max(0.0, timeout)
         queues = list(queues)
-        probe = await self._run(False, sql.probe, queues, None)
-        assert probe is not None
-        while not (probe.ready or self._closed):
-            until = deadline
-            if probe.earliest is not None:
-                until = min(until, anyio.current_time() + probe.earliest - self._clock())
-            remaining = until - anyio.current_time()
-            if remaining <= 0:
+        with self._waiters.work_waiter(queues) as woken:
+            if self._closed:
                 return
-            with anyio.move_on_after(min(remaining, self._poll_interval)):
-                await event.wait()
-                return
-            if anyio.current_time() >= until or self._closed:
-                return
-            # Only another process can have changed the database unseen.
-            probe = await self._run(False, sql.probe, queues, probe.version) or probe
+            deadline = anyio.current_time() + max(0.0, timeout)
+            probe = await self._run(False, sql.probe, queues, None)
+            assert probe is not None
+            while not (probe.ready or self._closed):
+                until = deadline
+                if probe.earliest is not None:
+                    until = min(until, anyio.current_time() + probe.earliest - self._clock())
+                remaining = until - anyio.current_time()
+                if remaining <= 0:
+                    return
+                with anyio.move_on_after(min(remaining, self._poll_interval)):
+                    await woken.wait()
+                    return
+                if anyio.current_time() >= until or self._closed:
+                    return
+                # Only another process can have changed the database unseen.
+                probe = await self._run(False, sql.probe, queues, probe.version) or probe
 
     async def heartbeat(self, leases: Sequence[Lease], *, lease_for: float) -> HeartbeatReply:
         if not leases:
@@ -500,14 +481,14 @@ class SQLiteBackend:
         settled = await self._run(True, sql.settle, list(outcomes))
         self._wake_finished(settled.finished)
         if settled.requeued:
-            self._wake_workers()
+            self._waiters.wake_work()
         return settled.applied
 
     async def recover(self) -> int:
         recovered = await self._run(True, sql.recover)
         if recovered:
             self._wake_finished(job_id for job_id, dead in recovered if dead)
-            self._wake_workers()
+            self._waiters.wake_work()
         return len(recovered)
 
     async def prune(self) -> int:
@@ -546,7 +527,7 @@ class SQLiteBackend:
         ids = None if job_ids is None else list(job_ids)
         retried = await self._run(True, sql.retry_dead, ids, queue, name, limit)
         if retried:
-            self._wake_workers()
+            self._waiters.wake_work()
         return retried
 
     async def purge(
@@ -565,31 +546,32 @@ class SQLiteBackend:
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._run(True, sql.set_paused, queue, paused)
         if not paused:
-            self._wake_workers()
+            self._waiters.wake_queue(queue)
 
     capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, DROP})
 
     async def drop(self) -> None:
         """Drop the database's asyncq tables, jobs and all; other tables in the file stay.
 
-        Works before ``open`` and after ``close`` (it opens the file for it).
+        Works before ``open`` and after ``close``: it then opens the file for
+        the drop alone, without creating or migrating the schema, and leaves
+        a missing file missing.
         """
-
-        def drop_tables(conn: sqlite3.Connection, now: float) -> None:
-            found = conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'asyncq_*'"
-            ).fetchall()
-            for (table,) in found:
-                conn.execute(f'DROP TABLE "{table}"')
-
-        reopened = self._conn is None
-        if reopened:
-            await self.open()
+        if self._conn is not None:
+            await self._run(True, schema.drop)
+            return
+        if self._path == ":memory:" or not await anyio.Path(self._path).exists():
+            return  # nothing was stored
+        # Open as usual (so a locked file is retried), but only for this drop.
+        closed, self._closed = self._closed, False
         try:
-            await self._run(True, drop_tables)
+            self._conn = await self._in_thread(self._connect)
+            await self._run(True, schema.drop)
         finally:
-            if reopened:
-                await self.close()
+            conn, self._conn, self._closed = self._conn, None, closed
+            if conn is not None:
+                with anyio.CancelScope(shield=True):
+                    await to_thread.run_sync(conn.close, limiter=self._limiter)
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:

@@ -134,6 +134,15 @@ def migrate(conn: sqlite3.Connection, now: float) -> int:
     return found
 
 
+def drop(conn: sqlite3.Connection, now: float) -> None:
+    """Drop every asyncq table (``asyncq_*``, whatever version made it); other tables stay."""
+    found = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'asyncq_*'"
+    ).fetchall()
+    for (table,) in found:
+        conn.execute(f'DROP TABLE "{table}"')
+
+
 # -- rows <-> records ------------------------------------------------------------
 
 # JobRecord's fields up to ``result`` are stored as they are, in columns of the

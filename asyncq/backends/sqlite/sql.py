@@ -7,6 +7,12 @@ step of the store: a read of a row and the update that depends on it happen
 under the same write lock, which is what ``SELECT ... FOR UPDATE`` or a Lua
 script give other stores. Functions touch nothing but the connection, because
 the caller retries them whole when the database is locked.
+
+The job rules are the shared ones (``asyncq.backends._common``): Python calls
+them where it holds a record, and each SQL condition that decides the same
+thing names the function it mirrors. The schema's ``expires_at`` column is
+``_common.expires_at`` stored: ``finished_at + result_ttl`` on completed jobs
+with a ``result_ttl``, NULL otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import replace
 
+from .._common import LIVE_STATES, as_enqueued, result_expired
 from ..base import (
     TERMINAL_STATES,
     ErrorInfo,
@@ -29,6 +36,7 @@ from ..base import (
     Lease,
     Outcome,
     QueueStats,
+    Retention,
 )
 from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_record, to_row
 
@@ -60,26 +68,21 @@ def _select_by_ids(
     return rows
 
 
-# A job holds its key while live, or completed and not yet expired.
-_HOLDS_KEY = (
-    "(state IN ('scheduled', 'queued', 'active', 'failed')"
-    " OR (state = 'completed' AND (expires_at IS NULL OR expires_at > ?)))"
-)
+# not _common.result_expired (expires_at is set on completed jobs only)
+_NOT_EXPIRED = "(expires_at IS NULL OR expires_at > ?)"
+_LIVE = ", ".join(sorted(f"'{state.value}'" for state in LIVE_STATES))
+# _common.holds_key: live, or completed and not expired
+_HOLDS_KEY = f"(state IN ({_LIVE}) OR (state = 'completed' AND {_NOT_EXPIRED}))"
+# _common.is_ready, for the jobs a claim promotes to queued
+_DUE = "state IN ('scheduled', 'failed') AND scheduled_at <= ?"
 
 
 def _key_holder(conn: sqlite3.Connection, queue: str, key: str, now: float) -> JobRecord | None:
+    """The job holding ``key`` in ``queue`` at ``now`` (``_common.holds_key``), if any."""
     row = conn.execute(
         f"{SELECT_JOB} WHERE queue = ? AND key = ? AND {_HOLDS_KEY} LIMIT 1", (queue, key, now)
     ).fetchone()
     return None if row is None else to_record(row)
-
-
-def _expired(job: JobRecord, now: float) -> bool:
-    return (
-        job.state is JobState.COMPLETED
-        and job.result_ttl is not None
-        and (job.finished_at or 0.0) + job.result_ttl <= now
-    )
 
 
 def _unpaused(conn: sqlite3.Connection, queues: Sequence[str]) -> list[str]:
@@ -113,11 +116,7 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> 
             if holder is not None:
                 stored.append(holder)
                 continue
-        if job.scheduled_at <= job.enqueued_at:  # asked for now: ready now (Backend.enqueue)
-            new = replace(job, state=JobState.QUEUED, scheduled_at=min(job.scheduled_at, now))
-        else:
-            state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
-            new = replace(job, state=state)
+        new = as_enqueued(job, now)
         if slot is not None:
             holders[slot] = new
         rows.append(to_row(new))
@@ -135,7 +134,7 @@ def get(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
     if row is None:
         return None
     job = to_record(row)
-    return None if _expired(job, now) else job
+    return None if result_expired(job, now) else job
 
 
 def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
@@ -166,9 +165,8 @@ def claim(
     # Promote due scheduled/failed jobs so one index gives the claim order.
     for chunk in _chunks(open_queues):
         conn.execute(
-            "UPDATE asyncq_jobs SET state = 'queued'"
-            f" WHERE queue IN ({_marks(len(chunk))})"
-            " AND state IN ('scheduled', 'failed') AND scheduled_at <= ?",
+            f"UPDATE asyncq_jobs SET state = 'queued' WHERE queue IN ({_marks(len(chunk))})"
+            f" AND {_DUE}",
             (*chunk, now),
         )
     expires = now + lease_for
@@ -225,6 +223,7 @@ def probe(
     if version == since:
         return None
     earliest: float | None = None
+    # ready (_common.is_ready): queued, or the earliest scheduled or failed job is due
     for queue in _unpaused(conn, queues):
         queued, *due = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'),"
@@ -284,6 +283,7 @@ _RELEASE = "token = NULL, lease_expires_at = NULL, worker = NULL"
 _APPEND_ERROR = "errors = CAST(coalesce(errors, x'') || ? AS BLOB), error_count = error_count + ?"
 _HELD = "WHERE id = ? AND token = ? AND state = 'active'"
 _SETTLE = {
+    # expires_at: _common.expires_at, with finished_at = now
     JobState.COMPLETED: "UPDATE asyncq_jobs SET state = 'completed', result = ?,"
     f" finished_at = ?, expires_at = ? + result_ttl, {_RELEASE} {_HELD}",
     JobState.FAILED: f"UPDATE asyncq_jobs SET state = 'failed', {_APPEND_ERROR},"
@@ -358,6 +358,7 @@ def settle_and_claim(
 
 def recover(conn: sqlite3.Connection, now: float) -> list[tuple[str, bool]]:
     """Release lapsed leases; return ``(id, finished)`` for each (dead or cancelled)."""
+    # _common.lease_lapsed (claim always sets lease_expires_at on an active job)
     lapsed = conn.execute(
         "SELECT id, attempts, max_attempts, worker, cancel_requested FROM asyncq_jobs"
         " WHERE state = 'active' AND lease_expires_at <= ?",
@@ -395,25 +396,37 @@ def recover(conn: sqlite3.Connection, now: float) -> list[tuple[str, bool]]:
     ]
 
 
-def prune(
-    conn: sqlite3.Connection,
-    now: float,
-    limit: int,
-    retention: Sequence[tuple[JobState, float]],
-) -> int:
-    """Delete up to ``limit`` jobs: expired results, then jobs past ``retention``."""
+# The states ``Retention`` keeps for a time, and what else a job must be to go
+# by its state's retention: a completed job with a result_ttl goes by that.
+_RETAINED = (
+    (JobState.COMPLETED, " AND result_ttl IS NULL"),
+    (JobState.DEAD, ""),
+    (JobState.CANCELLED, ""),
+)
+
+
+def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention) -> int:
+    """Delete up to ``limit`` jobs ``_common.prunable`` at ``now`` under ``retention``.
+
+    Expired results first, then each finished state past its retention.
+    """
+    # completed with a result_ttl: gone once it expires (_common.result_expired)
     deleted = conn.execute(
-        "DELETE FROM asyncq_jobs WHERE id IN"
-        " (SELECT id FROM asyncq_jobs WHERE expires_at <= ? LIMIT ?)",
+        "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
+        " WHERE expires_at <= ? AND state = 'completed' LIMIT ?)",
         (now, limit),
     ).rowcount
-    for state, age in retention:
+    # any other finished job: gone once finished before now - keep (None: never)
+    for state, extra in _RETAINED:
+        keep = retention.keep_for(state)
+        if keep is None:
+            continue
         if deleted >= limit:
             break
         deleted += conn.execute(
             "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
-            " WHERE state = ? AND finished_at < ? LIMIT ?)",
-            (state.value, now - age, limit - deleted),
+            f" WHERE state = ? AND finished_at < ?{extra} LIMIT ?)",
+            (state.value, now - keep, limit - deleted),
         ).rowcount
     return deleted
 
@@ -434,7 +447,7 @@ def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) ->
             "SELECT state, count(*) FROM asyncq_jobs WHERE queue = ? GROUP BY state", (queue,)
         ):
             counts[JobState(state)] = n
-        # the oldest ready job: queued, or scheduled/failed and already due
+        # the oldest ready job (_common.is_ready): queued, or scheduled/failed and due
         oldest = conn.execute(
             "SELECT min(at) FROM ("
             " SELECT min(scheduled_at) AS at FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'"
@@ -459,7 +472,7 @@ def list_jobs(
     limit: int,
     after: str | None,
 ) -> list[JobRecord]:
-    where = ["(expires_at IS NULL OR expires_at > ?)"]
+    where = [_NOT_EXPIRED]
     params: list[Any] = [now]
     for column, value in (("state", state), ("queue", queue), ("name", name)):
         if value is not None:
