@@ -196,9 +196,14 @@ class Waiters:
             wait.event.set()
 
     def wake_jobs(self, job_ids: Iterable[str]) -> None:
-        """``wake_job`` for each of ``job_ids``."""
+        """``wake_job`` for each of ``job_ids`` (on the settle path: costs nothing when idle)."""
+        jobs = self._jobs
+        if not jobs:
+            return
         for job_id in job_ids:
-            self.wake_job(job_id)
+            wait = jobs.pop(job_id, None)
+            if wait is not None:
+                wait.event.set()
 
     def wake_queue(self, queue: str) -> None:
         """Wake everyone waiting for work in ``queue``."""
