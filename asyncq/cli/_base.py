@@ -94,6 +94,10 @@ def load_app(path: str) -> App:
     return obj
 
 
+# How Python hands over the bytes of an argument that were not UTF-8.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
 class Verb(click.Command):
     """A verb of ``asyncq``: it refuses arguments that are not UTF-8 before it parses them.
 
@@ -108,9 +112,6 @@ class Verb(click.Command):
                 msg = f"argument '{printable(arg)}' is not valid UTF-8"
                 raise click.UsageError(msg, ctx)
         return super().parse_args(ctx, args)
-
-
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class _Group(click.Group):
