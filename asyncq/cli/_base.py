@@ -1,4 +1,9 @@
-"""What every ``asyncq`` command shares: the group, app loading, options, failing, progress."""
+"""What every ``asyncq`` command shares: the group, app loading, options, failing, progress.
+
+Whatever a verb prints in text mode goes through ``printable`` (``say``, ``fail``,
+the tables of ``_render``), and whatever it raises ends as ``Error: ...`` lines
+with the documented exit code, never as a traceback (``guarded``).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any, NoReturn, TypeVar
 
 import anyio
@@ -17,6 +23,7 @@ from .._app import App
 from ..admin import Admin
 from ..backends import DEFAULT_URL
 from ..exceptions import AsyncqError, ConfigurationError, JobNotFound, ValidationError
+from ._render import Unshowable, json_printable, printable
 
 __all__ = [
     "EXIT_FAILED",
@@ -24,15 +31,19 @@ __all__ = [
     "EXIT_USAGE",
     "CommandError",
     "Progress",
+    "Verb",
     "app_options",
     "call",
     "duration",
     "echo_json",
     "fail",
     "fail_on",
+    "guarded",
+    "leaves",
     "load_app",
     "main",
     "parse_duration",
+    "say",
 ]
 
 T = TypeVar("T")
@@ -83,7 +94,39 @@ def load_app(path: str) -> App:
     return obj
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# How Python hands over the bytes of an argument that were not UTF-8.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class Verb(click.Command):
+    """A verb of ``asyncq``: it refuses arguments that are not UTF-8 before it parses them.
+
+    Python hands such bytes over as lone surrogates, which no store can hold and
+    no terminal can print; refusing them here is a usage error (exit 2) naming the
+    argument, instead of an encoding error from deep inside a backend.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for arg in args:
+            if _SURROGATE.search(arg):
+                msg = f"argument '{printable(arg)}' is not valid UTF-8"
+                raise click.UsageError(msg, ctx)
+        return super().parse_args(ctx, args)
+
+
+class _Group(click.Group):
+    """The ``asyncq`` group: every verb it runs is ``guarded``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with guarded():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with guarded():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="asyncq")
 def main() -> None:
     """asyncq: run workers and operate queues.
@@ -122,8 +165,13 @@ def fail(*messages: str, code: int = EXIT_FAILED) -> NoReturn:
     ``Error:`` and exit 2.
     """
     for message in messages:
-        click.echo(f"Error: {message}", err=True)
+        click.echo(f"Error: {printable(message)}", err=True)
     sys.exit(code)
+
+
+def say(message: str, *, err: bool = False) -> None:
+    """Print one line for the operator, made ``printable`` (names come from the store)."""
+    click.echo(printable(message), err=err)
 
 
 def failure(exc: AsyncqError | CommandError) -> tuple[str, int]:
@@ -148,6 +196,58 @@ def fail_on(*errors: AsyncqError | CommandError) -> NoReturn:
     fail(*(message for message, _ in failures), code=max(code for _, code in failures))
 
 
+def unexpected(exc: BaseException, hint: str = "") -> tuple[str, int]:
+    """The message and exit code for any error: asyncq's own as ``failure`` words them.
+
+    Anything else exits 1, named by its type, with ``hint`` (what most likely
+    caused it) after it.
+    """
+    if isinstance(exc, AsyncqError | CommandError):
+        return failure(exc)
+    if isinstance(exc, Unshowable):
+        return str(exc), EXIT_FAILED
+    return f"unexpected {type(exc).__name__}: {exc}{f' ({hint})' if hint else ''}", EXIT_FAILED
+
+
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside (possibly nested) exception groups."""
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+# How click shows its errors as one ``Error: ...`` line (with the usage above it).
+_ERROR_LINE = (click.ClickException.show, click.UsageError.show)
+
+
+@contextmanager
+def guarded(hint: str = "") -> Iterator[None]:
+    """The last line of defence: what a verb raises ends it as ``Error: ...`` lines.
+
+    click's own errors keep their usage text and exit 2, with what the operator
+    typed made ``printable``; asyncq's errors get their documented code; any other
+    exception exits 1 with one line naming it (and the job, when a record cannot
+    be shown), followed by ``hint``.
+    """
+    try:
+        yield
+    except click.ClickException as exc:
+        message = exc.format_message()
+        if printable(message) == message or type(exc).show not in _ERROR_LINE:
+            raise  # nothing to escape, or not an ``Error:`` line (the help of a bare verb)
+        if isinstance(exc, click.UsageError):
+            raise click.UsageError(printable(message), exc.ctx) from None
+        raise click.ClickException(printable(message)) from None
+    except (click.exceptions.Exit, click.Abort):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence, worded below
+        # Task groups wrap what their tasks raised; the operator wants one line each.
+        found = leaves(exc) if isinstance(exc, ExceptionGroup) else [exc]
+        failures = [unexpected(leaf, hint) for leaf in found]
+        fail(*(message for message, _ in failures), code=max(code for _, code in failures))
+
+
 def call(app: App, fn: Callable[[Admin], Awaitable[T]]) -> T:
     """Run ``fn(app.admin)``, close the app, and end the command on an error (``fail_on``)."""
 
@@ -158,10 +258,10 @@ def call(app: App, fn: Callable[[Admin], Awaitable[T]]) -> T:
             with anyio.CancelScope(shield=True):
                 await app.close()
 
-    try:
+    # What the store answers is decoded inside ``fn``: an error no one expected
+    # there is most likely a record this version cannot read.
+    with guarded(hint="most likely a record in the store this asyncq cannot read"):
         result: T = runner(run)
-    except (AsyncqError, CommandError) as exc:
-        fail_on(exc)
     return result
 
 
@@ -196,7 +296,7 @@ def open_app(app_path: str, backend: str | None) -> App:
         except ConfigurationError as exc:
             fail_on(exc)
     elif app.backend_spec is None and not os.environ.get("ASYNCQ_BACKEND"):
-        click.echo(
+        say(
             f"note: no backend given (--backend, ASYNCQ_BACKEND or App(backend=...)); "
             f"using {DEFAULT_URL} in {os.getcwd()}",
             err=True,
@@ -208,21 +308,28 @@ _encoder = msgspec.json.Encoder(enc_hook=repr)
 
 
 def echo_json(value: object) -> None:
-    """Print ``value`` as one line of JSON (anything JSON cannot hold shows as its repr)."""
-    click.echo(_encoder.encode(value).decode())
+    """Print ``value`` as one line of JSON (anything JSON cannot hold shows as its repr).
+
+    Strings keep their values: the characters a terminal would act on are
+    ``\\uXXXX`` escapes, as JSON allows (``json_printable``).
+    """
+    click.echo(json_printable(_encoder.encode(value).decode()))
 
 
 # -- durations ---------------------------------------------------------------------------
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0, "w": 604_800.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+#: The longest duration the commands take: a time that far ahead or back is still
+#: a date every store and ``datetime`` can hold.
+MAX_DURATION = 100 * 365.25 * 86_400.0
 
 
 def parse_duration(text: str) -> float:
     """Seconds in ``30s``, ``15m``, ``12h``, ``7d``, ``2w``, ``1h30m`` or a plain number.
 
     Raises:
-        ValueError: anything else.
+        ValueError: anything else, or a duration of more than 100 years.
     """
     text = text.strip().lower()
     try:
@@ -231,7 +338,7 @@ def parse_duration(text: str) -> float:
         pass
     else:
         if value >= 0 and value != float("inf"):
-            return value
+            return _at_most_max(text, value)
         msg = f"{text!r} is not a duration of zero or more seconds"
         raise ValueError(msg)
     pos, total = 0, 0.0
@@ -243,7 +350,14 @@ def parse_duration(text: str) -> float:
     if pos == 0 or pos != len(text):
         msg = f"{text!r} is not a duration: use 30s, 15m, 12h, 7d, 2w, 1h30m or seconds"
         raise ValueError(msg)
-    return total
+    return _at_most_max(text, total)
+
+
+def _at_most_max(text: str, seconds: float) -> float:
+    if seconds > MAX_DURATION:
+        msg = f"{text!r} is a duration of more than 100 years"
+        raise ValueError(msg)
+    return seconds
 
 
 def duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:

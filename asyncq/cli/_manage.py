@@ -12,7 +12,17 @@ import click
 from .._codec import decode_any
 from ..admin import Admin
 from ..exceptions import JobFailed
-from ._base import CommandError, app_options, call, duration, echo_json, open_app
+from ._base import (
+    EXIT_USAGE,
+    CommandError,
+    Verb,
+    app_options,
+    call,
+    duration,
+    echo_json,
+    open_app,
+    say,
+)
 
 __all__ = ["enqueue", "migrate"]
 
@@ -34,7 +44,7 @@ def _aware_datetime(
     return at
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 @click.argument("name")
 @click.argument("payload", metavar="['JSON']", default="{}")
@@ -51,7 +61,11 @@ def _aware_datetime(
     help="Run no sooner than this ISO 8601 time with its offset (2030-01-01T09:00+01:00).",
 )
 @click.option("--key", help="Idempotency key: an existing job with it is returned instead.")
-@click.option("--priority", type=int, help="Larger runs first (default: the job's).")
+@click.option(
+    "--priority",
+    type=click.IntRange(-(2**31), 2**31 - 1),  # what every store holds (PostgreSQL: 32 bits)
+    help="Larger runs first (default: the job's).",
+)
 @click.option("-q", "--queue", help="Override the job's queue.")
 @click.option(
     "--job-timeout",
@@ -59,7 +73,12 @@ def _aware_datetime(
     callback=duration,
     help="Override the job's deadline: how long one attempt may run.",
 )
-@click.option("--max-attempts", type=int, help="Override the attempts before the job is dead.")
+@click.option(
+    "--max-attempts",
+    # No lower bound here: the app's own check names the job in its message.
+    type=click.IntRange(max=2**31 - 1),
+    help="Override the attempts before the job is dead.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it as JSON.")
 @click.option(
     "--wait-timeout",
@@ -100,21 +119,27 @@ def enqueue(
     if wait_timeout is not None and timeout is not None:
         raise click.UsageError("give --wait-timeout or --timeout, not both")
     patience = timeout if wait_timeout is None else wait_timeout
-    document = sys.stdin.read() if payload == "-" else payload
+    document = _stdin_payload() if payload == "-" else payload
     app = open_app(app_path, backend)
 
     async def body(admin: Admin) -> dict[str, Any]:
-        handle = await admin.enqueue_json(
-            name,
-            document,
-            delay=delay,
-            at=at,
-            key=key,
-            priority=priority,
-            queue=queue,
-            timeout=job_timeout,
-            max_attempts=max_attempts,
-        )
+        try:
+            handle = await admin.enqueue_json(
+                name,
+                document,
+                delay=delay,
+                at=at,
+                key=key,
+                priority=priority,
+                queue=queue,
+                timeout=job_timeout,
+                max_attempts=max_attempts,
+            )
+        except RecursionError:
+            # The decoder recurses once per level: a document deeper than the stack
+            # is refused like any other payload that does not fit the schema.
+            msg = f"invalid payload for job {name!r}: nested too deeply to decode"
+            raise CommandError(msg, EXIT_USAGE) from None
         record = await handle.info()
         out: dict[str, Any] = {
             "id": handle.id,
@@ -126,7 +151,7 @@ def enqueue(
         if not wait:
             return out
         if not as_json:
-            click.echo(_enqueued_line(out), err=True)
+            say(_enqueued_line(out), err=True)
         try:
             with anyio.fail_after(patience):
                 await handle.result()
@@ -149,7 +174,17 @@ def enqueue(
     elif wait:
         echo_json(out.get("result"))
     else:
-        click.echo(_enqueued_line(out))
+        say(_enqueued_line(out))
+
+
+def _stdin_payload() -> str:
+    """The payload document on stdin; bytes that are not UTF-8 are a usage error."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"the payload on stdin is not valid UTF-8: {exc}"
+        raise CommandError(msg, EXIT_USAGE) from None
 
 
 def _enqueued_line(out: dict[str, Any]) -> str:
@@ -161,7 +196,7 @@ def _enqueued_line(out: dict[str, Any]) -> str:
     )
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 def migrate(app_path: str, backend: str | None, as_json: bool) -> None:
     """Create or upgrade the backend's schema (PostgreSQL); other stores need nothing."""
@@ -175,8 +210,8 @@ def migrate(app_path: str, backend: str | None, as_json: bool) -> None:
     if as_json:
         echo_json({"backend": url, "applied": applied})
     elif applied is None:
-        click.echo(f"nothing to migrate for {url}: this backend has no separate migrations")
+        say(f"nothing to migrate for {url}: this backend has no separate migrations")
     elif applied:
-        click.echo(f"applied migration(s) {', '.join(map(str, applied))} to {url}")
+        say(f"applied migration(s) {', '.join(map(str, applied))} to {url}")
     else:
-        click.echo(f"{url} is up to date: no migration applied")
+        say(f"{url} is up to date: no migration applied")

@@ -21,12 +21,14 @@ from ._base import (
     EXIT_USAGE,
     CommandError,
     Progress,
+    Verb,
     app_options,
     call,
     duration,
     echo_json,
     fail,
     open_app,
+    say,
 )
 from ._render import job_dict, job_text, jobs_text, span, status_dict, status_text, utc
 
@@ -50,7 +52,7 @@ async def check_queue(admin: Admin, queue: str | None) -> None:
 # -- status ------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 @click.option("-q", "--queue", "queues", multiple=True, help="Only this queue (repeatable).")
 @click.option(
@@ -128,7 +130,7 @@ def status(
 # -- jobs, job ----------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 @click.option(
     "-s", "--state", type=click.Choice([s.value for s in JobState]), help="Only this state."
@@ -169,12 +171,12 @@ def jobs(
         where = "".join(
             [f" in queue {queue!r}" if queue else "", f" named {name!r}" if name else ""]
         )
-        click.echo(f"no {what}{where}{' after ' + after if after else ''}")
+        say(f"no {what}{where}{' after ' + after if after else ''}")
     if len(found) == limit and not as_json:
-        click.echo(f"(first {limit} shown; next page: --after {found[-1].id})", err=True)
+        say(f"(first {limit} shown; next page: --after {found[-1].id})", err=True)
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 @click.argument("job_id", metavar="ID")
 def job(app_path: str, backend: str | None, as_json: bool, job_id: str) -> None:
@@ -204,7 +206,7 @@ async def _why_not_retried(admin: Admin, job_id: str) -> str:
     return f"job {job_id} is not dead (it is {record.state.value}): only dead jobs are retried"
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 @click.argument("job_ids", nargs=-1, metavar="[ID]...")
 @click.option("--all", "all_dead", is_flag=True, help="Every dead job (narrow with -q, -n).")
@@ -244,7 +246,7 @@ def retry(
             where = "".join(
                 [f" in queue {queue!r}" if queue else "", f" named {name!r}" if name else ""]
             )
-            click.echo(f"retried {total} dead job(s){where}" if total else f"no dead jobs{where}")
+            say(f"retried {total} dead job(s){where}" if total else f"no dead jobs{where}")
         return
 
     async def retry_ids(admin: Admin) -> tuple[list[str], list[str]]:
@@ -258,12 +260,12 @@ def retry(
         echo_json({"retried": done, "errors": problems})
     else:
         for job_id in done:
-            click.echo(f"retried job {job_id}: queued with fresh attempts")
+            say(f"retried job {job_id}: queued with fresh attempts")
     if problems:
         fail(*problems)
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 @click.argument("job_ids", nargs=-1, required=True, metavar="ID...")
 def cancel(app_path: str, backend: str | None, as_json: bool, job_ids: tuple[str, ...]) -> None:
@@ -299,9 +301,9 @@ def cancel(app_path: str, backend: str | None, as_json: bool, job_ids: tuple[str
         if as_json or record is None or outcome.startswith("already"):
             continue
         if outcome == "cancelled":
-            click.echo(f"cancelled job {job_id} ({record.name}, queue {record.queue!r})")
+            say(f"cancelled job {job_id} ({record.name}, queue {record.queue!r})")
         else:
-            click.echo(
+            say(
                 f"cancel requested for job {job_id}: running on {record.worker}, "
                 "which stops it at its next heartbeat"
             )
@@ -314,7 +316,7 @@ def cancel(app_path: str, backend: str | None, as_json: bool, job_ids: tuple[str
 # -- purge --------------------------------------------------------------------------------------
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 @click.option(
     "-s",
@@ -368,7 +370,7 @@ def purge(
     if as_json:
         echo_json({"purged": removed, "states": sorted(set(states)), "queue": queue})
     else:
-        click.echo(f"purged {removed} job(s): {scope}")
+        say(f"purged {removed} job(s): {scope}")
 
 
 # -- pause, resume -------------------------------------------------------------------------------
@@ -387,15 +389,15 @@ def _set_paused(
     if as_json:
         echo_json({"queue": queue, "paused": paused})
     elif paused:
-        click.echo(
+        say(
             f"paused queue {queue!r}: it accepts jobs, no worker claims from it "
             "until `asyncq resume`"
         )
     else:
-        click.echo(f"resumed queue {queue!r}")
+        say(f"resumed queue {queue!r}")
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 @click.argument("queue")
 def pause(app_path: str, backend: str | None, as_json: bool, queue: str) -> None:
@@ -403,7 +405,7 @@ def pause(app_path: str, backend: str | None, as_json: bool, queue: str) -> None
     _set_paused(app_path, backend, as_json, queue, True)
 
 
-@click.command()
+@click.command(cls=Verb)
 @app_options
 @click.argument("queue")
 def resume(app_path: str, backend: str | None, as_json: bool, queue: str) -> None:

@@ -1,11 +1,15 @@
 """How the commands show jobs and queues: plain-text tables for people, dicts for ``--json``.
 
-Times are UTC everywhere: ISO 8601 in JSON, ``YYYY-MM-DD HH:MM:SS`` in tables.
+Times are UTC everywhere: ISO 8601 in JSON, ``YYYY-MM-DD HH:MM:SS`` in tables. Text
+from the store or the command line goes through ``printable`` before it reaches a
+terminal, so a name cannot move the cursor, clear the screen or fake a table row.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,12 +20,15 @@ from .._records import JobRecord, JobState
 from ..admin import Status
 
 __all__ = [
+    "Unshowable",
     "age",
-    "span",
     "iso",
     "job_dict",
     "job_text",
     "jobs_text",
+    "json_printable",
+    "printable",
+    "span",
     "status_dict",
     "status_text",
     "table",
@@ -30,6 +37,78 @@ __all__ = [
 
 _ERROR_WIDTH = 60
 _pretty = msgspec.json.Encoder(enc_hook=repr)
+
+# -- text safe for a terminal ----------------------------------------------------------
+
+# What a terminal acts on instead of showing, or shows out of order: the C0 controls
+# (ESC starts escape sequences; CR, LF and TAB move the cursor; NUL), DEL and the C1
+# controls (0x9b is a one-byte CSI for some terminals), the line and paragraph
+# separators, the bidirectional embeddings, overrides and isolates, and lone
+# surrogates (bytes of a command-line argument that were not UTF-8).
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+# The same, less C0: JSON text holds those only as structure (``msgspec`` escapes
+# them inside strings), and the rest can be written ``\\uXXXX`` inside a JSON string.
+_UNSAFE_IN_JSON = re.compile(r"[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # Python's stand-in for a byte that was not UTF-8
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on written as an escape.
+
+    LF, CR and TAB become ``\\n``, ``\\r`` and ``\\t``; the other controls (ESC,
+    NUL, DEL, the C1 range) ``\\x1b``-style; bidirectional overrides and isolates
+    and the line separators ``\\u202e``-style; a byte that was not UTF-8 ``\\xff``.
+    Backslashes are left as they are, so ordinary text reads unchanged.
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
+def json_printable(text: str) -> str:
+    """JSON text with the characters ``printable`` escapes that JSON allows raw as ``\\uXXXX``.
+
+    The document still decodes to the same values; only its spelling changes.
+    """
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+# -- records a view cannot show ----------------------------------------------------------
+
+
+class Unshowable(Exception):
+    """A job's record holds a value its view cannot show: the store answered wrongly.
+
+    Args:
+        job_id: the job whose record it is.
+        error: what showing it raised.
+    """
+
+    def __init__(self, job_id: object, error: Exception) -> None:
+        super().__init__(
+            f"job {job_id!r} is stored in a form this asyncq cannot show: "
+            f"{type(error).__name__}: {error}"
+        )
+        self.job_id = job_id
+
+
+@contextmanager
+def _showing(job: JobRecord) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # a stored value of the wrong type or range
+        raise Unshowable(job.id, exc) from exc
 
 
 def iso(ts: float | None) -> str | None:
@@ -74,12 +153,16 @@ def span(seconds: float) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
-    """Columns padded to their widest cell; ``right`` holds the indexes aligned right."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    """Columns padded to their widest cell; ``right`` holds the indexes aligned right.
+
+    Every cell goes through ``printable``: one row is one line, whatever it holds.
+    """
+    text = [[printable(str(cell)) for cell in row] for row in [headers, *rows]]
+    widths = [max(len(cell) for cell in column) for column in zip(*text, strict=True)]
     lines = []
-    for row in [headers, *rows]:
+    for row in text:
         cells = [
-            str(cell).rjust(width) if i in right else str(cell).ljust(width)
+            cell.rjust(width) if i in right else cell.ljust(width)
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
@@ -91,7 +174,7 @@ def _decoded(data: bytes | None) -> Any:
         return None
     try:
         return decode_any(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # garbage, or nested deeper than the stack
         return {"undecodable": data.hex()}
 
 
@@ -100,7 +183,16 @@ def _progress(job: JobRecord) -> str:
 
 
 def job_dict(job: JobRecord, *, full: bool = False) -> dict[str, Any]:
-    """A job for ``--json``: the summary ``jobs`` prints, or everything ``job`` prints."""
+    """A job for ``--json``: the summary ``jobs`` prints, or everything ``job`` prints.
+
+    Raises:
+        Unshowable: the record holds a value of the wrong type or form.
+    """
+    with _showing(job):
+        return _job_dict(job, full=full)
+
+
+def _job_dict(job: JobRecord, *, full: bool) -> dict[str, Any]:
     last = job.last_error
     out: dict[str, Any] = {
         "id": job.id,
@@ -147,10 +239,10 @@ def _one_line(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def jobs_text(jobs: Sequence[JobRecord]) -> str:
-    """The ``jobs`` table."""
-    rows = [
-        [
+def _job_row(job: JobRecord) -> list[str]:
+    with _showing(job):
+        last = job.last_error
+        return [
             job.id,
             job.name,
             job.queue,
@@ -159,10 +251,17 @@ def jobs_text(jobs: Sequence[JobRecord]) -> str:
             _progress(job),
             utc(job.enqueued_at),
             utc(job.finished_at),
-            _one_line(job.last_error.one_line(), _ERROR_WIDTH) if job.last_error else "",
+            _one_line(printable(last.one_line()), _ERROR_WIDTH) if last else "",
         ]
-        for job in jobs
-    ]
+
+
+def jobs_text(jobs: Sequence[JobRecord]) -> str:
+    """The ``jobs`` table.
+
+    Raises:
+        Unshowable: a record holds a value of the wrong type or form.
+    """
+    rows = [_job_row(job) for job in jobs]
     headers = [
         "ID",
         "NAME",
@@ -181,8 +280,26 @@ def _indent(text: str, by: str = "    ") -> str:
     return "\n".join(by + line if line else line for line in text.splitlines())
 
 
+def _lines(text: str, by: str) -> str:
+    """Multi-line text from the store, indented, each line made ``printable``."""
+    return "\n".join(by + printable(line) if line else line for line in text.split("\n"))
+
+
+def _json_block(data: bytes | None) -> str:
+    return _indent(json_printable(msgspec.json.format(_pretty.encode(_decoded(data))).decode()))
+
+
 def job_text(job: JobRecord) -> str:
-    """The ``job`` view: every field, payload and result as JSON, errors with tracebacks."""
+    """The ``job`` view: every field, payload and result as JSON, errors with tracebacks.
+
+    Raises:
+        Unshowable: the record holds a value of the wrong type or form.
+    """
+    with _showing(job):
+        return _job_text(job)
+
+
+def _job_text(job: JobRecord) -> str:
     fields = [
         ("name", job.name),
         ("queue", job.queue),
@@ -201,21 +318,21 @@ def job_text(job: JobRecord) -> str:
         fields.append(("worker", job.worker or "-"))
         fields.append(("lease until", utc(job.lease_expires_at) + " UTC"))
     width = max(len(name) for name, _ in fields)
-    lines = [f"job {job.id}"]
-    lines += [f"  {name.ljust(width)}  {value}" for name, value in fields]
+    lines = [f"job {printable(job.id)}"]
+    lines += [f"  {name.ljust(width)}  {printable(value)}" for name, value in fields]
     lines.append("payload")
-    lines.append(_indent(msgspec.json.format(_pretty.encode(_decoded(job.payload))).decode()))
+    lines.append(_json_block(job.payload))
     if job.result is not None:
         lines.append("result")
-        lines.append(_indent(msgspec.json.format(_pretty.encode(_decoded(job.result))).decode()))
+        lines.append(_json_block(job.result))
     lines.append(f"errors ({len(job.errors)})" if job.errors else "errors: none")
     for error in job.errors:
-        head = f"  attempt {error.attempt} at {utc(error.at)} UTC [{error.kind.value}]"
-        lines.append(f"{head} {error.one_line()}")
+        head = f"  attempt {error.attempt} at {utc(error.at)} UTC [{printable(error.kind.value)}]"
+        lines.append(f"{head} {printable(error.one_line())}")
         if error.traceback:
-            lines.append(_indent(error.traceback.rstrip("\n"), "      "))
+            lines.append(_lines(error.traceback.rstrip("\n"), "      "))
         elif "\n" in error.message:
-            lines.append(_indent(error.message.rstrip("\n"), "      "))
+            lines.append(_lines(error.message.rstrip("\n"), "      "))
     return "\n".join(lines)
 
 
@@ -228,7 +345,7 @@ def _rate(value: float | None) -> str:
 
 def status_text(status: Status) -> str:
     """The ``status`` view: a table of queues, then the cron schedules."""
-    lines = [f"{status.backend}  {utc(status.at)} UTC", ""]
+    lines = [f"{printable(status.backend)}  {utc(status.at)} UTC", ""]
     rows = [
         [
             q.queue,

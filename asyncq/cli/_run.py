@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -12,15 +13,17 @@ import click
 from .._health import HealthServer
 from .._logging import configure_logging
 from ..exceptions import AsyncqError, ConfigurationError
-from ._base import EXIT_INTERRUPTED, CommandError, fail, fail_on, load_app
+from ._base import EXIT_INTERRUPTED, CommandError, Verb, fail, fail_on, leaves, load_app
 
 if TYPE_CHECKING:
     from .._worker_types import WorkerOptions
 
 __all__ = ["run"]
 
+log = logging.getLogger("asyncq.worker")
 
-@click.command()
+
+@click.command(cls=Verb)
 @click.argument("app_path", metavar="MODULE:APP")
 @click.option(
     "-c",
@@ -137,15 +140,16 @@ def run(
         anyio.run(serve, backend_options=backend_options)
     except (AsyncqError, CommandError) as exc:
         fail_on(exc)
-    except BaseExceptionGroup as group:
-        # Task groups wrap what the worker raised; the operator wants one line each.
-        leaves = _leaves(group)
-        errors = [leaf for leaf in leaves if isinstance(leaf, AsyncqError | CommandError)]
-        if len(errors) < len(leaves):
-            raise
-        fail_on(*errors)
     except KeyboardInterrupt:  # a signal that arrived before the worker listened for it
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:
+        # Task groups wrap what the worker raised; the operator wants one line each
+        # (the group's ``guarded`` words them). Anything but asyncq's own errors is a
+        # fault to diagnose: the worker's log keeps its traceback.
+        found = leaves(exc) if isinstance(exc, ExceptionGroup) else [exc]
+        if not all(isinstance(leaf, AsyncqError | CommandError) for leaf in found):
+            log.error("the worker stopped on an unexpected error", exc_info=exc)
+        raise
 
 
 def loop_options(loop: str) -> dict[str, Any]:
@@ -160,11 +164,3 @@ def loop_options(loop: str) -> dict[str, Any]:
         msg = "--loop uvloop needs uvloop, which is not installed: pip install 'asyncq[uvloop]'"
         raise ConfigurationError(msg)
     return {"use_uvloop": True}
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    """The exceptions inside (possibly nested) exception groups."""
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return found
