@@ -105,6 +105,7 @@ from ..base import (
 )
 from . import codec
 from .admin import _Operations
+from .client import connect, describe, mapped, mask_url, pool_kwargs, side_client
 from .notices import Notices
 from .scripts import (
     LAYOUT,
@@ -121,16 +122,7 @@ from .scripts import (
     SettleClaim,
     Watch,
 )
-from .transport import (
-    Command,
-    Transport,
-    connect,
-    describe,
-    mapped,
-    mask_url,
-    pool_kwargs,
-    side_client,
-)
+from .transport import Command, Transport
 
 __all__ = ["RedisBackend", "mask_url"]
 

@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..base import JobRecord, JobState, QueueStats, purgeable
+from .client import mapped
 from .scripts import Call, Fetch, List, Prune, Purge, RetryDead, SetPaused, StateIds, Stats
-from .transport import Command, mapped
+from .transport import Command
 
 __all__ = ["_Operations"]
 
