@@ -1,19 +1,28 @@
 """The Redis backend's client: connecting, and turning driver errors into asyncq's.
 
-``connect`` makes a client from a URL, ``side_client`` one with a pool of its
-own, ``mapped`` turns driver errors into asyncq's (see ``failure``), and
-``describe`` names a client given by the caller.
+``url_options`` reads asyncq's options out of a URL and refuses any that
+neither asyncq nor redis-py takes; ``connect`` makes a client from the rest,
+``side_client`` one with a pool of its own; ``mapped`` turns driver errors
+into asyncq's (see ``failure``), and ``describe`` names a client given by the
+caller. URLs are masked by the kit's ``mask_url``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from functools import wraps
+import inspect
+from collections.abc import Callable, Coroutine, Mapping
+from functools import cache, wraps
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import (
+    URL_QUERY_ARGUMENT_PARSERS,
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.retry import Retry
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import (
@@ -33,8 +42,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
+from .._common import (
+    RETENTION_OPTIONS,
+    Converter,
+    flag,
+    mask_url,
+    parse_url_options,
+    seconds,
+    text,
+)
 
 __all__ = [
+    "DRIVER_OPTIONS",
+    "OWN_OPTIONS",
     "POOL_SIZE",
     "POOL_TIMEOUT",
     "UNAVAILABLE",
@@ -45,6 +65,7 @@ __all__ = [
     "mask_url",
     "pool_kwargs",
     "side_client",
+    "url_options",
 ]
 
 
@@ -61,8 +82,38 @@ _T = TypeVar("_T")
 POOL_SIZE = 100
 #: seconds a call waits for a free connection of a full pool (``pool_timeout``)
 POOL_TIMEOUT = 10.0
-#: options of asyncq's own, taken out of the URL before redis-py reads it
-_OWN_OPTIONS = frozenset({"cluster", "pool_timeout"})
+#: options of asyncq's own, taken out of the URL's query before redis-py reads it
+OWN_OPTIONS: Mapping[str, Converter] = {
+    "namespace": text,
+    "cluster": flag,
+    "pool_timeout": seconds,
+    **RETENTION_OPTIONS,
+}
+#: the settings redis-py takes as text in a URL's query (it converts those of
+#: ``URL_QUERY_ARGUMENT_PARSERS``, and passes any other name on as text)
+_DRIVER_TEXT = frozenset(
+    {
+        "client_name",
+        "encoding",
+        "encoding_errors",
+        "lib_name",
+        "lib_version",
+        "password",
+        "ssl_ca_certs",
+        "ssl_ca_data",
+        "ssl_ca_path",
+        "ssl_cert_reqs",
+        "ssl_certfile",
+        "ssl_ciphers",
+        "ssl_keyfile",
+        "ssl_password",
+        "username",
+    }
+)
+#: redis-py's query options, for any client (``driver_options`` says which one takes which)
+DRIVER_OPTIONS = frozenset({*URL_QUERY_ARGUMENT_PARSERS, *_DRIVER_TEXT})
+#: options a (blocking) connection pool takes besides its connections' settings
+_POOL_OPTIONS = frozenset({"max_connections", "timeout"})
 
 UNAVAILABLE = (
     RedisConnectionError,
@@ -176,22 +227,6 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[Exception]:
     return found
 
 
-def mask_url(url: str) -> str:
-    """``url`` with its password (in the user info or the query) replaced by ``***``."""
-    # Edited in place: urlunsplit would drop the "//" of unix:///path URLs.
-    parts = urlsplit(url)
-    masked = url
-    if parts.password is not None:
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-        masked = masked.replace(f"//{parts.netloc}", f"//{netloc}", 1)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if any(k == "password" for k, _ in pairs):
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
-    return masked
-
-
 def side_client(client: Any, name: str, role: str, node: Any = None) -> aioredis.Redis:
     """A client with its own pool, so blocking reads never hold the main pool's connections.
 
@@ -206,28 +241,69 @@ def side_client(client: Any, name: str, role: str, node: Any = None) -> aioredis
     return aioredis.Redis.from_pool(aioredis.ConnectionPool(connection_class=cls, **kwargs))
 
 
+def url_options(url: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """asyncq's options in ``url``'s query with the keyword ones ``given`` over them, and the
+    URL left for redis-py.
+
+    The options are those of ``OWN_OPTIONS`` (converted) and, in the keywords,
+    whatever else goes to redis-py. The URL keeps redis-py's own query options.
+
+    Raises:
+        ConfigurationError: an option neither asyncq nor the client this URL makes
+            takes (the message lists those it does), or a malformed one.
+    """
+    found, rest = parse_url_options(url, OWN_OPTIONS, driver=DRIVER_OPTIONS)
+    found.update(given)
+    takes = driver_options(_scheme(url), bool(found.get("cluster", False)))
+    if takes != DRIVER_OPTIONS:
+        # Refuses, naming what this client takes, a name only another one would.
+        parse_url_options(url, OWN_OPTIONS, driver=takes)
+    return found, rest
+
+
+@cache
+def driver_options(scheme: str, cluster: bool) -> frozenset[str]:
+    """redis-py's query options that the client made for ``scheme`` (and ``cluster``) takes.
+
+    Those of ``DRIVER_OPTIONS`` that the client's constructor accepts: redis-py
+    passes every query option to it as a keyword, so any other name would
+    fail there (the TLS ones without TLS, ``timeout`` on a cluster, ...).
+    """
+    if cluster:
+        takes = _parameters(RedisCluster)
+    else:
+        kind = {"rediss": SSLConnection, "unix": UnixDomainSocketConnection}.get(scheme, Connection)
+        # A connection class passes the settings it does not know on to its bases.
+        takes = _POOL_OPTIONS.union(
+            *(_parameters(c) for c in kind.__mro__ if issubclass(c, AbstractConnection))
+        )
+    return frozenset(DRIVER_OPTIONS & takes)
+
+
+def _parameters(cls: type) -> set[str]:
+    return set(inspect.signature(cls).parameters)
+
+
+def _scheme(url: str) -> str:
+    scheme = url.partition("://")[0].lower()
+    return {"valkey": "redis", "valkeys": "rediss"}.get(scheme, scheme)
+
+
 def connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
     """A client for ``url``: a ``RedisCluster`` with ``cluster``, else a ``Redis`` whose
     pool holds ``max_connections`` (default ``POOL_SIZE``) and makes a call wait up to
-    ``pool_timeout`` seconds (default ``POOL_TIMEOUT``) for a free one."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(scheme, scheme)
+    ``pool_timeout`` seconds (default ``POOL_TIMEOUT``) for a free one.
+
+    ``url`` carries redis-py's query options only (see ``url_options``);
+    ``options`` are ``cluster``, ``pool_timeout`` and redis-py's keywords.
+    """
+    scheme = _scheme(url)
     if scheme not in ("redis", "rediss", "unix"):
         msg = f"not a Redis URL: {masked!r} (use redis://, rediss://, unix:// or valkey://)"
         raise ConfigurationError(msg)
-    query = parse_qsl(parts.query, keep_blank_values=True)
     cluster = bool(options.pop("cluster", False))
     wait = options.pop("pool_timeout", POOL_TIMEOUT)
-    driver_url = scheme + url[len(parts.scheme) :]
-    for key, value in query:
-        if key == "cluster":
-            cluster = value.lower() in ("1", "true", "yes", "on")
-        elif key == "pool_timeout":
-            wait = value
-    if any(k in _OWN_OPTIONS for k, _ in query):
-        rest = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
-        driver_url = driver_url.replace(f"?{parts.query}", f"?{rest}" if rest else "", 1)
+    driver_url = scheme + url[url.index("://") :]
     options.setdefault("max_connections", POOL_SIZE)
     try:
         wait = float(wait)
