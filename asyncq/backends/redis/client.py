@@ -269,6 +269,7 @@ def driver_options(scheme: str, cluster: bool) -> frozenset[str]:
     passes every query option to it as a keyword, so any other name would
     fail there (the TLS ones without TLS, ``timeout`` on a cluster, ...).
     """
+    takes: frozenset[str]
     if cluster:
         takes = _parameters(RedisCluster)
     else:
@@ -277,11 +278,11 @@ def driver_options(scheme: str, cluster: bool) -> frozenset[str]:
         takes = _POOL_OPTIONS.union(
             *(_parameters(c) for c in kind.__mro__ if issubclass(c, AbstractConnection))
         )
-    return frozenset(DRIVER_OPTIONS & takes)
+    return DRIVER_OPTIONS & takes
 
 
-def _parameters(cls: type) -> set[str]:
-    return set(inspect.signature(cls).parameters)
+def _parameters(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls).parameters)
 
 
 def _scheme(url: str) -> str:
