@@ -27,6 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
 from asyncq._records import JobRecord, JobState, Lease
+from asyncq.backends.base import Retention
 from asyncq.backends.redis import RedisBackend, mask_url
 from asyncq.backends.redis.scripts import SCRIPTS
 from asyncq.backends.redis.transport import Direct
@@ -157,6 +158,97 @@ def test_from_url_cluster(url: str, options: dict[str, Any]) -> None:
 def test_bad_configuration(url: str, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         RedisBackend.from_url(url, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("url", "unknown"),
+    [
+        ("redis://:s3cret@127.0.0.1:6379/0?bogus=1", "bogus"),
+        ("redis://127.0.0.1:6379/0?namespce=shop", "namespce"),
+        ("valkey://127.0.0.1/0?db=1&retention_done=60", "retention_done"),
+        # redis-py passes a query option to the client it makes: TLS ones need TLS,
+        # a cluster client has no pool wait of redis-py's.
+        ("redis://127.0.0.1/0?ssl_ca_certs=/ca.pem", "ssl_ca_certs"),
+        ("unix:///tmp/r.sock?socket_keepalive=true", "socket_keepalive"),
+        ("redis://127.0.0.1:7000/0?cluster=true&timeout=5", "timeout"),
+    ],
+)
+def test_an_unknown_url_option_is_refused_naming_the_known_ones(url: str, unknown: str) -> None:
+    with pytest.raises(ConfigurationError, match=rf"unknown option '{unknown}'") as raised:
+        RedisBackend.from_url(url)
+    message = str(raised.value)
+    assert "known are " in message
+    assert {"namespace", "cluster", "pool_timeout", "retention_dead", "socket_timeout"} <= set(
+        message.rpartition("known are ")[2].split(", ")
+    )
+    assert "s3cret" not in message
+    if "s3cret" in url:
+        assert "'redis://:***@127.0.0.1:6379/0?bogus=1'" in message
+
+
+def test_url_options_of_asyncq_and_of_redis_py_are_read_with_their_types() -> None:
+    url = (
+        "rediss://:s3cret@127.0.0.1/2?namespace=shop&pool_timeout=0.5&retention_dead=none"
+        "&retention_completed=60&socket_timeout=1.5&ssl_cert_reqs=none&client_name=svc"
+    )
+    backend = RedisBackend.from_url(url)
+    pool = backend._client.connection_pool
+    assert (backend.namespace, pool.timeout) == ("shop", 0.5)
+    assert backend.retention == Retention(completed=60.0, dead=None)
+    kwargs = pool.connection_kwargs
+    assert (kwargs["socket_timeout"], kwargs["ssl_cert_reqs"], kwargs["db"]) == (1.5, "none", 2)
+    assert kwargs["client_name"] == "svc"
+    assert not {"namespace", "pool_timeout", "retention_dead"} & set(kwargs)
+    # Keywords win over the URL's options.
+    keyword = RedisBackend.from_url(url, retention_completed=5, pool_timeout=2)
+    assert keyword.retention.completed == 5
+    assert keyword._client.connection_pool.timeout == 2.0
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("redis://127.0.0.1/0?cluster=maybe", "'cluster'"),
+        ("redis://127.0.0.1/0?pool_timeout=soon", "'pool_timeout'"),
+        ("redis://127.0.0.1/0?retention_dead=-1", "'retention_dead'"),
+    ],
+)
+def test_a_malformed_url_option_is_refused(url: str, fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        RedisBackend.from_url(url)
+
+
+def test_retention_applies_to_a_given_client_and_other_options_do_not() -> None:
+    client = aioredis.Redis()
+    backend = RedisBackend(client, retention=Retention(dead=1.0), retention_cancelled=None)
+    assert backend.retention == Retention(dead=1.0, cancelled=None)
+    assert RedisBackend(client).retention == Retention()
+    with pytest.raises(ConfigurationError, match="only when a URL is given"):
+        RedisBackend(client, socket_timeout=1.0)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://:s3cret@127.0.0.1:6379/0?bogus=1", "redis://127.0.0.1:6379/0?namespce=x"]
+)
+def test_the_cli_refuses_an_unknown_url_option_in_one_line(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from asyncq.cli import EXIT_USAGE, main
+
+    name = f"redis_url_app_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text('from asyncq import App\napp = App("u")\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("ASYNCQ_BACKEND", raising=False)
+    result = CliRunner().invoke(main, ["status", f"{name}:app", "--backend", url])
+    assert result.exit_code == EXIT_USAGE, result.output
+    assert "Traceback" not in result.output
+    [line] = result.stderr.splitlines()
+    assert line.startswith("Error: unknown option ")
+    assert "known are " in line
+    assert "s3cret" not in result.output
 
 
 def test_the_lua_scripts_ship_in_the_package_and_each_is_loaded() -> None:

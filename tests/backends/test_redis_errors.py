@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from asyncq import App
 from asyncq._records import JobState
 from asyncq.backends.redis import RedisBackend
-from asyncq.backends.redis.transport import POOL_SIZE, POOL_TIMEOUT, failure
+from asyncq.backends.redis.client import POOL_SIZE, POOL_TIMEOUT, failure
 from asyncq.exceptions import BackendError, BackendUnavailable
 
 from . import _records as r

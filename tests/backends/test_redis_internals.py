@@ -25,11 +25,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection
 from redis.exceptions import InvalidResponse, ResponseError
 
-from asyncq.backends.redis import transport
+from asyncq.backends.redis.client import _POOL_ONLY
 from asyncq.backends.redis.transport import Direct
 
 BOUND = 10.0
-WHERE = "asyncq/backends/redis/transport.py"
+WHERE = "asyncq/backends/redis/transport.py, client.py"
 
 #: the settings a pool keeps for its connections, as redis-py 8.2 names them, that
 #: ``Direct`` and ``side_client`` may copy into connections of their own
@@ -93,7 +93,7 @@ def test_a_pool_tells_its_connection_class_and_settings(kind: str) -> None:
     assert issubclass(cls, AbstractConnection), _changed(
         f"the connection classes ({cls.__name__} is no AbstractConnection)", "Direct"
     )
-    new = {k for k in kwargs if k not in KNOWN_SETTINGS and k not in transport._POOL_ONLY} - {
+    new = {k for k in kwargs if k not in KNOWN_SETTINGS and k not in _POOL_ONLY} - {
         k for k in kwargs if k.startswith("ssl_")
     }
     assert not new, _changed(

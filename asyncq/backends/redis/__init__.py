@@ -80,7 +80,6 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import redis.asyncio as aioredis
@@ -89,6 +88,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from ...exceptions import ConfigurationError
+from .._common import parse_url_options, pop_retention, text
 from ..base import (
     DROP,
     ENQUEUE_WAITED,
@@ -100,11 +100,13 @@ from ..base import (
     JobRecord,
     Lease,
     Outcome,
+    Retention,
     SettlesOnClaim,
     check_outcomes,
 )
 from . import codec
 from .admin import _Operations
+from .client import connect, describe, mapped, mask_url, pool_kwargs, side_client, url_options
 from .notices import Notices
 from .scripts import (
     LAYOUT,
@@ -121,16 +123,7 @@ from .scripts import (
     SettleClaim,
     Watch,
 )
-from .transport import (
-    Command,
-    Transport,
-    connect,
-    describe,
-    mapped,
-    mask_url,
-    pool_kwargs,
-    side_client,
-)
+from .transport import Command, Transport
 
 __all__ = ["RedisBackend", "mask_url"]
 
@@ -146,6 +139,11 @@ _CAPABILITIES: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, ENQUEUE_
 _CLUSTER_CAPABILITIES: frozenset[Capability[Any]] = frozenset({ENQUEUE_WAITED, DROP})
 
 
+def _without_namespace(url: str) -> str:
+    """``url`` without its ``namespace`` option (the backend names it apart)."""
+    return parse_url_options(url, {"namespace": text}, driver=None)[1]
+
+
 def _escape(queue: str) -> str:
     # A queue name must not end the hash tag early or fake another queue's prefix.
     return queue.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
@@ -159,9 +157,12 @@ class RedisBackend(_Operations):
         client_or_url: a ``redis.asyncio.Redis`` or ``RedisCluster`` client (it stays
             the caller's to close; ``decode_responses`` must be off), or a URL as for
             ``from_url``.
-        namespace: prefix of every key; backends with different namespaces share
-            nothing. Letters, digits and ``_.:-``.
+        namespace: prefix of every key (default ``asyncq``, or the URL's
+            ``namespace``); backends with different namespaces share nothing.
+            Letters, digits and ``_.:-``.
         client_name: base of the connection names (default ``asyncq:<namespace>``).
+        retention: how long ``prune`` keeps finished jobs (also as the
+            ``Retention`` options, with a client too).
         **options: with a URL, as for ``from_url``.
     """
 
@@ -169,18 +170,26 @@ class RedisBackend(_Operations):
         self,
         client_or_url: aioredis.Redis | RedisCluster | str,
         *,
-        namespace: str = "asyncq",
+        namespace: str | None = None,
         client_name: str | None = None,
+        retention: Retention | None = None,
         **options: Any,
     ) -> None:
+        if isinstance(client_or_url, str):
+            # Refuses an option neither asyncq nor redis-py takes, before connecting.
+            options, driver_url = url_options(client_or_url, options)
+        options["retention"] = retention
+        self._retention = pop_retention(options)
+        in_url = options.pop("namespace", None)
+        namespace = namespace or in_url or "asyncq"
         if not _NAMESPACE.fullmatch(namespace):
             msg = f"namespace {namespace!r} may hold only letters, digits and '_.:-'"
             raise ConfigurationError(msg)
         self._ns = namespace
         self._name = client_name or f"asyncq:{namespace}"
         if isinstance(client_or_url, str):
-            self._url = mask_url(client_or_url)
-            client = connect(client_or_url, self._name, self._url, options)
+            self._url = mask_url(_without_namespace(client_or_url))
+            client = connect(driver_url, self._name, self._url, options)
             self._owns = True
         else:
             if options:
@@ -221,28 +230,30 @@ class RedisBackend(_Operations):
 
         ``redis://[[user]:password@]host[:port][/db]``, ``rediss://`` (TLS),
         ``unix:///path.sock?db=N``, and ``valkey://`` / ``valkeys://`` (the same as
-        ``redis://`` / ``rediss://``). ``cluster=True`` or ``?cluster=true`` connects
-        to a Redis Cluster through the node(s) in the URL. Other ``options`` (and
-        query parameters) go to redis-py: ``socket_timeout``, ``max_connections``,
-        ``ssl_ca_certs``, ... The key prefix is ``namespace=``, else ``?namespace=``
-        in the URL, else ``asyncq``.
+        ``redis://`` / ``rediss://``). Options, as keywords or in the URL's query
+        (keywords win):
+
+        - ``namespace``: the key prefix (default ``asyncq``);
+        - ``cluster``: connect to a Redis Cluster through the node(s) in the URL;
+        - ``pool_timeout``: see below;
+        - ``retention`` (a keyword) and the ``Retention`` options
+          (``retention_completed``, ``retention_dead``, ``retention_cancelled``);
+        - redis-py's own: ``socket_timeout``, ``max_connections``,
+          ``ssl_ca_certs``, ... (in the query, those its ``parse_url`` reads that
+          the client for this URL takes).
 
         The client's pool holds ``max_connections`` connections (default 100); a
         call that finds them all in use waits for one up to ``pool_timeout``
         seconds (default 10), then raises ``BackendUnavailable``. A cluster
         client's pools (one per node, redis-py's) do not wait: a call beyond
         ``max_connections`` on one node raises ``BackendUnavailable`` at once.
+
+        Raises:
+            ConfigurationError: not a Redis URL, or an unknown or malformed
+                option (the message lists the known ones, the URL masked).
         """
         if cluster is not None:
             options["cluster"] = cluster
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        in_url = [v for k, v in query if k == "namespace"]
-        if in_url:
-            url = urlunsplit(
-                parts._replace(query=urlencode([q for q in query if q[0] != "namespace"]))
-            )
-        namespace = namespace or (in_url[-1] if in_url else "asyncq")
         return cls(url, namespace=namespace, client_name=client_name, **options)
 
     @property
@@ -253,6 +264,11 @@ class RedisBackend(_Operations):
     def namespace(self) -> str:
         """The key prefix of this backend."""
         return self._ns
+
+    @property
+    def retention(self) -> Retention:
+        """How long ``prune`` keeps finished jobs."""
+        return self._retention
 
     # -- keys and plumbing -------------------------------------------------------
 

@@ -4,10 +4,15 @@
 None of them is on a worker's or a producer's path; ``RedisBackend`` gets them
 from ``_Operations``, so they share its keys, its transport and its id cache.
 
-Retention: completed jobs with a ``result_ttl`` are deleted by ``prune`` once
-it passed (``get`` and ``list_jobs`` hide them before that); dead and
-cancelled jobs stay until ``purge``. Both drop the deleted ids from the id
-index too.
+Retention (``prune``), the same rule as every store's (``_common.prunable``):
+a completed job with a ``result_ttl`` goes once it passed (``get`` and
+``list_jobs`` hide it before that); any other finished job once it finished
+longer ago than the backend's ``Retention`` keeps its state. The ``prune``
+script reads the indexes ``purge`` reads too (``f:<state>``, by
+``finished_at``) and ``expires``; no index is added, so settling costs what
+it did. Completed jobs with and without a TTL share ``f:completed``: those
+whose TTL is still to come are stepped over. ``prune`` and ``purge`` drop the
+deleted ids from the id index too.
 
 Listing by state reads a state's own index when it is small (dead or
 cancelled jobs among many completed ones) and otherwise walks every job of
@@ -20,9 +25,10 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..base import JobRecord, JobState, QueueStats, purgeable
+from ..base import JobRecord, JobState, QueueStats, Retention, purgeable
+from .client import mapped
 from .scripts import Call, Fetch, List, Prune, Purge, RetryDead, SetPaused, StateIds, Stats
-from .transport import Command, mapped
+from .transport import Command
 
 __all__ = ["_Operations"]
 
@@ -55,6 +61,7 @@ class _Operations:
     _closed: bool
     _owns: bool
     _queues_key: str
+    _retention: Retention
     _where: OrderedDict[str, str]
     _many: _Many
 
@@ -98,12 +105,23 @@ class _Operations:
     @mapped
     async def prune(self) -> int:
         queues = await self._known_queues()
-        if not queues:
-            return 0
-        replies = await self._many([Prune.call(self._prefix(q), _PRUNE_BATCH) for q in queues])
-        ids = [i.decode() for reply in replies for i in Prune.reply(reply)]
-        await self._forget(ids)
-        return len(ids)
+        keep = (self._retention.completed, self._retention.dead, self._retention.cancelled)
+        # Each queue in batches, the queues' batches pipelined, until none is full.
+        going: dict[str, tuple[int, str]] = dict.fromkeys(queues, (0, ""))
+        total = 0
+        while going:
+            calls = [
+                Prune.call(self._prefix(q), _PRUNE_BATCH, keep, skip, now)
+                for q, (skip, now) in going.items()
+            ]
+            pruned = [Prune.reply(reply) for reply in await self._many(calls)]
+            ids = [i.decode() for page in pruned for i in page.ids]
+            await self._forget(ids)
+            total += len(ids)
+            going = {
+                q: (page.skip, page.now) for q, page in zip(going, pruned, strict=True) if page.more
+            }
+        return total
 
     @mapped
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:

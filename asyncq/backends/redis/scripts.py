@@ -21,7 +21,8 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P delayed``        zset, scheduled and failed jobs, scored by ``scheduled_at``
 ``P active``         zset, active jobs, scored by lease expiry
 ``P f:<state>``      zset, completed, dead or cancelled jobs, scored by ``finished_at``
-``P expires``        zset, completed jobs with a result TTL, scored by expiry (prune)
+                     (``prune`` by retention, ``purge``)
+``P expires``        zset, completed jobs with a result TTL, scored by expiry (``prune``)
 ``P keys``           hash, idempotency key -> id of the job holding it
 ``P wake``           list, wake-up tokens for blocked claimers (bounded)
 ``P paused``         string, exists while the queue is paused
@@ -92,6 +93,7 @@ __all__ = [
     "Get",
     "RetryDead",
     "Prune",
+    "Pruned",
     "Purge",
     "SetPaused",
     "Stats",
@@ -411,18 +413,40 @@ class RetryDead(_Script, name="retry_dead"):
         return ids
 
 
+class Pruned(NamedTuple):
+    """What one ``prune`` script call deleted, and where the next call goes on."""
+
+    #: the ids deleted
+    ids: list[bytes]
+    #: the store's time the prune decides by (given to its next calls)
+    now: str
+    #: completed jobs with a result TTL still to come that lead the range: the
+    #: next call steps over them
+    skip: int
+    #: whether the batch was full: call again
+    more: bool
+
+
 class Prune(_Script, name="prune"):
-    """Delete up to ``batch`` completed jobs of one queue whose result TTL passed."""
+    """Delete up to ``batch`` jobs of one queue that retention says are old.
+
+    Completed jobs whose result TTL passed, then dead and cancelled jobs that
+    finished more than their retention ago, then completed jobs without a TTL
+    likewise. A prune of many calls decides by the time of its first (``now``).
+    """
 
     @staticmethod
-    def call(prefix: str, batch: int) -> Call:
-        return ("prune", [prefix], [batch])
+    def call(
+        prefix: str, batch: int, keep: Sequence[float | None], skip: int = 0, now: str = ""
+    ) -> Call:
+        """``keep``: seconds completed, dead and cancelled jobs are kept (``None``: for ever)."""
+        kept = ["" if k is None else repr(float(k)) for k in keep]
+        return ("prune", [prefix], [batch, *kept, skip, now])
 
     @staticmethod
-    def reply(raw: Any) -> list[bytes]:
-        """The ids deleted."""
-        ids: list[bytes] = raw
-        return ids
+    def reply(raw: Any) -> Pruned:
+        now, skip, more, *ids = raw
+        return Pruned(ids, now.decode(), int(skip), bool(more))
 
 
 class Purge(_Script, name="purge"):

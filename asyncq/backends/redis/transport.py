@@ -1,65 +1,39 @@
-"""The Redis backend's transport: connecting, its own connections, running scripts.
+"""The Redis backend's transport: its own connections, running scripts.
 
-``connect`` makes a client from a URL, ``side_client`` one with a pool of its
-own, ``mapped`` turns driver errors into asyncq's. ``Transport`` runs script
-calls: over ``Direct`` connections of its own outside a cluster, else
-through redis-py's pipelines; it reloads scripts the server lost, and blocks
-on wake lists (``BLPOP``) for ``wait_for_work``.
+``Transport`` runs script calls: over ``Direct`` connections of its own
+outside a cluster, else through redis-py's pipelines; it reloads scripts the
+server lost, and blocks on wake lists (``BLPOP``) for ``wait_for_work``.
+Connecting and error mapping are in ``client``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
-from functools import wraps
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import EqualJitterBackoff
 from redis.crc import key_slot
 from redis.exceptions import (
     AskError,
-    AuthenticationError,
-    AuthenticationWrongNumberOfArgsError,
-    ClusterDownError,
     InvalidResponse,
-    MaxConnectionsError,
     MovedError,
     NoScriptError,
-    ReadOnlyError,
-    RedisClusterException,
-    RedisClusterUnreachableError,
     RedisError,
     ResponseError,
-    SlotNotCoveredError,
-    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
+from .client import _POOL_ONLY, side_client
 from .codec import pack
 from .scripts import SCRIPTS, Call
 
-__all__ = [
-    "UNAVAILABLE",
-    "Command",
-    "Direct",
-    "Transport",
-    "connect",
-    "describe",
-    "failure",
-    "mapped",
-    "mask_url",
-    "pool_kwargs",
-    "side_client",
-]
+__all__ = ["DIRECT_MAX", "Command", "Direct", "Transport"]
 
 
 def _import_hiredis() -> Any:
@@ -72,16 +46,6 @@ def _import_hiredis() -> Any:
 
 _hiredis = _import_hiredis()
 
-
-class _HasUrl(Protocol):
-    @property
-    def url(self) -> str: ...
-
-
-_S = TypeVar("_S", bound=_HasUrl)
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
 #: a plain command, sent before a call's scripts (see ``Transport.many``)
 Command = tuple[Any, ...]
 
@@ -89,154 +53,6 @@ Command = tuple[Any, ...]
 DIRECT_MAX = 4
 #: scripts whose arguments redis-py gets packed into one (see ``codec.pack``)
 _PACKED = frozenset({"enqueue", "settle", "settle_claim"})
-
-#: connections the client's pool holds at most, unless ``max_connections`` says otherwise
-POOL_SIZE = 100
-#: seconds a call waits for a free connection of a full pool (``pool_timeout``)
-POOL_TIMEOUT = 10.0
-#: options of asyncq's own, taken out of the URL before redis-py reads it
-_OWN_OPTIONS = frozenset({"cluster", "pool_timeout"})
-
-UNAVAILABLE = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ClusterDownError,
-    TryAgainError,
-    ReadOnlyError,
-    AskError,
-    RedisClusterUnreachableError,
-    SlotNotCoveredError,
-)
-#: error replies that a restart or a failover causes (over ``Direct`` they come as
-#: plain ``ResponseError``\ s): loading, no primary, a slot moving, a demoted primary
-_TRANSIENT_REPLIES = (
-    "LOADING",
-    "MASTERDOWN",
-    "CLUSTERDOWN",
-    "TRYAGAIN",
-    "READONLY",
-    "MOVED ",
-    "ASK ",
-)
-_AUTH_ERRORS = (AuthenticationError, AuthenticationWrongNumberOfArgsError)
-_AUTH_REPLIES = ("NOAUTH", "WRONGPASS")
-#: what a ``BlockingConnectionPool`` raises when ``pool_timeout`` passed
-_POOL_WAIT_TEXT = "No connection available."
-#: connection settings that belong to one pool and must not be copied into another
-_POOL_ONLY = frozenset(
-    {
-        "maint_notifications_pool_handler",
-        "orig_host_address",
-        "orig_socket_timeout",
-        "orig_socket_connect_timeout",
-    }
-)
-
-
-def mapped(
-    method: Callable[Concatenate[_S, _P], Coroutine[Any, Any, _T]],
-) -> Callable[Concatenate[_S, _P], Coroutine[Any, Any, _T]]:
-    """Turn driver errors into ``BackendUnavailable`` / ``BackendError`` naming the URL
-    (see ``failure``), also out of a task group that failed with one."""
-
-    @wraps(method)
-    async def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
-            return await method(self, *args, **kwargs)
-        except Exception as exc:
-            found = failure(self.url, exc)
-            if found is None:
-                raise
-            error, cause = found
-            if error is exc:
-                raise
-            raise error from cause
-
-    return wrapper
-
-
-def failure(url: str, exc: Exception) -> tuple[BackendError, BaseException] | None:
-    """The asyncq error for ``exc`` from the Redis at ``url``, with the error it stands for.
-
-    ``BackendUnavailable`` for what passes (a connection, a timeout, a server
-    still loading its data, a cluster failing over, a full pool);
-    ``BackendError`` for a wrong answer, and for credentials the server refused
-    ("authentication failed"). An ``ExceptionGroup`` (a task group of the
-    backend's) stands for its first error if all of them are the driver's or
-    asyncq's. ``None``: not an error of the store.
-    """
-    if isinstance(exc, ExceptionGroup):
-        leaves = _leaves(exc)
-        found = [failure(url, leaf) for leaf in leaves]
-        if not leaves or any(f is None for f in found):
-            return None
-        return found[0]
-    if isinstance(exc, BackendError):
-        return exc, exc
-    if not isinstance(exc, RedisError | RedisClusterException):
-        return None
-    text = str(exc)
-    if isinstance(exc, _AUTH_ERRORS) or text.startswith(_AUTH_REPLIES):
-        # redis-py's text names no credential; the URL is masked.
-        return BackendError(f"Redis at {url}: authentication failed: {text}"), exc
-    if isinstance(exc, MaxConnectionsError) or text == _POOL_WAIT_TEXT:
-        msg = f"Redis at {url}: no free connection in the client's pool: {text}"
-        return BackendUnavailable(msg), exc
-    if (
-        isinstance(exc, UNAVAILABLE)
-        or isinstance(exc.__cause__, UNAVAILABLE)
-        or text.startswith(_TRANSIENT_REPLIES)
-    ):
-        # A cluster none of whose nodes answers raises RedisClusterException from a
-        # ConnectionError. The replies come as plain ResponseErrors over Direct.
-        return BackendUnavailable(f"Redis at {url} is unreachable: {text}"), exc
-    return BackendError(f"Redis at {url} failed: {type(exc).__name__}: {text}"), exc
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[Exception]:
-    """The errors in ``group`` and the groups inside it; none if one is not an Exception."""
-    found: list[Exception] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            inner = _leaves(exc)
-            if not inner:
-                return []
-            found += inner
-        elif isinstance(exc, Exception):
-            found.append(exc)
-        else:
-            return []
-    return found
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password (in the user info or the query) replaced by ``***``."""
-    # Edited in place: urlunsplit would drop the "//" of unix:///path URLs.
-    parts = urlsplit(url)
-    masked = url
-    if parts.password is not None:
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
-        masked = masked.replace(f"//{parts.netloc}", f"//{netloc}", 1)
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if any(k == "password" for k, _ in pairs):
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-        masked = masked.replace(f"?{parts.query}", f"?{query}", 1)
-    return masked
-
-
-def side_client(client: Any, name: str, role: str, node: Any = None) -> aioredis.Redis:
-    """A client with its own pool, so blocking reads never hold the main pool's connections.
-
-    It copies the settings of ``client`` (or of one cluster ``node``) and is named
-    ``<name>:<role>`` in ``CLIENT LIST``.
-    """
-    kwargs = {k: v for k, v in pool_kwargs(client, node).items() if k not in _POOL_ONLY}
-    kwargs["client_name"] = f"{name}:{role}"
-    kwargs["socket_timeout"] = None  # a blocking read may outlast any socket timeout
-    cls = node.connection_class if node is not None else _connection_class(client)
-    # from_pool: closing the client closes (disconnects) the pool too.
-    return aioredis.Redis.from_pool(aioredis.ConnectionPool(connection_class=cls, **kwargs))
 
 
 class Direct:
@@ -372,79 +188,6 @@ class Direct:
 
     async def aclose(self) -> None:
         await self._conn.disconnect()
-
-
-def connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
-    """A client for ``url``: a ``RedisCluster`` with ``cluster``, else a ``Redis`` whose
-    pool holds ``max_connections`` (default ``POOL_SIZE``) and makes a call wait up to
-    ``pool_timeout`` seconds (default ``POOL_TIMEOUT``) for a free one."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    scheme = {"valkey": "redis", "valkeys": "rediss"}.get(scheme, scheme)
-    if scheme not in ("redis", "rediss", "unix"):
-        msg = f"not a Redis URL: {masked!r} (use redis://, rediss://, unix:// or valkey://)"
-        raise ConfigurationError(msg)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    cluster = bool(options.pop("cluster", False))
-    wait = options.pop("pool_timeout", POOL_TIMEOUT)
-    driver_url = scheme + url[len(parts.scheme) :]
-    for key, value in query:
-        if key == "cluster":
-            cluster = value.lower() in ("1", "true", "yes", "on")
-        elif key == "pool_timeout":
-            wait = value
-    if any(k in _OWN_OPTIONS for k, _ in query):
-        rest = urlencode([(k, v) for k, v in query if k not in _OWN_OPTIONS])
-        driver_url = driver_url.replace(f"?{parts.query}", f"?{rest}" if rest else "", 1)
-    options.setdefault("max_connections", POOL_SIZE)
-    try:
-        wait = float(wait)
-        if cluster:
-            if scheme == "unix":
-                msg = f"a Redis Cluster is reached over TCP, not {masked!r}"
-                raise ConfigurationError(msg)
-            return RedisCluster.from_url(driver_url, client_name=name, **options)
-        # A dropped connection (restart, failover, CLIENT KILL) is retried on a new
-        # one. If the first attempt did run, the replay finds its work done (enqueue
-        # returns the stored jobs, settle reports False), except claim, whose first
-        # leases then lapse and are recovered: at-least-once holds either way.
-        backoff = EqualJitterBackoff(cap=0.5, base=0.05)
-        options.setdefault("retry", Retry(backoff, 3))
-        # A blocking pool: a burst of calls beyond its size waits for a connection
-        # (at most ``wait`` seconds) instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            driver_url, client_name=name, timeout=wait, **options
-        )
-        # from_pool: closing the client closes the pool, as from_url's would.
-        return aioredis.Redis.from_pool(pool)
-    except (TypeError, ValueError) as exc:
-        msg = f"bad Redis URL or option ({masked}): {exc}"
-        raise ConfigurationError(msg) from exc
-
-
-def pool_kwargs(client: Any, node: Any) -> dict[str, Any]:
-    if node is not None:
-        return dict(node.connection_kwargs)
-    if isinstance(client, RedisCluster):
-        return dict(client.get_connection_kwargs())
-    return dict(client.connection_pool.connection_kwargs)
-
-
-def _connection_class(client: Any) -> Any:
-    return client.connection_pool.connection_class
-
-
-def describe(client: Any) -> str:
-    """A URL for a client given by the caller (it has no password to mask)."""
-    if isinstance(client, RedisCluster):
-        nodes = list(client.nodes_manager.startup_nodes.values())
-        node = nodes[0] if nodes else client.get_default_node()
-        return f"redis://{node.host}:{node.port}?cluster=true"
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
-    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
-    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
 
 
 class Transport:
