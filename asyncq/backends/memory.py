@@ -35,6 +35,7 @@ from ._common import (
     prunable,
     result_expired,
 )
+from ._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
 from .base import (
     DROP,
     ENQUEUE_WAITED,
@@ -54,7 +55,6 @@ from .base import (
     Retention,
     SettlesOnClaim,
     check_outcomes,
-    purgeable,
 )
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ __all__ = ["MemoryBackend"]
 _OPTIONAL: tuple[Capability[Any], ...] = (SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP)
 
 
-class MemoryBackend:
+class MemoryBackend(OperatorVerbs):
     """Jobs in this process's memory. ``memory://`` selects it.
 
     Args:
@@ -462,15 +462,8 @@ class MemoryBackend:
             )
         return out
 
-    async def list_jobs(
-        self,
-        *,
-        state: JobState | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> list[JobRecord]:
+    async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        state, queue, name, limit, after = query
         now = self._clock()
         matches = sorted(
             (
@@ -486,20 +479,13 @@ class MemoryBackend:
         )
         return matches[:limit]
 
-    async def retry_dead(
-        self,
-        job_ids: Sequence[str] | None = None,
-        *,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 1000,
-    ) -> list[str]:
-        if job_ids is None:
-            candidates = await self.list_jobs(
-                state=JobState.DEAD, queue=queue, name=name, limit=limit
+    async def _retry_dead(self, query: DeadQuery) -> list[str]:
+        if query.job_ids is None:
+            candidates = await self._list_jobs(
+                JobQuery(JobState.DEAD, query.queue, query.name, query.limit, None)
             )
         else:
-            candidates = [job for job_id in job_ids if (job := self._jobs.get(job_id)) is not None]
+            candidates = [job for i in query.job_ids if (job := self._jobs.get(i)) is not None]
         now = self._clock()
         retried = []
         for job in candidates:
@@ -516,15 +502,8 @@ class MemoryBackend:
             self._waiters.wake_queue(job.queue)
         return retried
 
-    async def purge(
-        self,
-        *,
-        states: Sequence[JobState],
-        older_than: float,
-        queue: str | None = None,
-        limit: int = 10_000,
-    ) -> int:
-        wanted = purgeable(states)
+    async def _purge(self, query: PurgeQuery) -> int:
+        wanted, older_than, queue, limit = query
         doomed = [
             job
             for job in self._jobs.values()

@@ -1,0 +1,119 @@
+"""The operator verbs' signatures and argument rules, written once for every store.
+
+``list_jobs``, ``retry_dead`` and ``purge`` take the same keywords on every
+store, with the same defaults and the same checks (a limit of zero or less
+finds nothing, ``purge`` removes only finished states, ids are taken once
+each). ``OperatorVerbs`` owns that part; a store that inherits it writes only
+how it finds, retries and deletes jobs, from one typed query each. The
+semantics stay specified once, on the ``Backend`` protocol (``base.py``).
+
+None of these verbs is on a worker's hot path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from .._records import JobRecord, JobState
+from .base import purgeable
+
+__all__ = ["DeadQuery", "JobQuery", "OperatorVerbs", "PurgeQuery"]
+
+
+class JobQuery(NamedTuple):
+    """What ``list_jobs`` was asked for; ``limit`` is at least 1."""
+
+    state: JobState | None
+    queue: str | None
+    name: str | None
+    limit: int
+    after: str | None
+
+
+class DeadQuery(NamedTuple):
+    """Which dead jobs ``retry_dead`` puts back.
+
+    ``job_ids``: those jobs (each once, in the order given, at least one),
+    whatever ``queue``/``name``/``limit`` say; ``None``: up to ``limit``
+    (at least 1) dead jobs matching ``queue`` and ``name``, oldest first.
+    """
+
+    job_ids: tuple[str, ...] | None
+    queue: str | None
+    name: str | None
+    limit: int
+
+
+class PurgeQuery(NamedTuple):
+    """What ``purge`` deletes: finished jobs in ``states`` that finished before ``older_than``."""
+
+    states: frozenset[JobState]
+    older_than: float
+    queue: str | None
+    limit: int
+
+
+class OperatorVerbs:
+    """``list_jobs``, ``retry_dead`` and ``purge`` with the protocol's signatures.
+
+    A store inherits this class and implements ``_list_jobs``,
+    ``_retry_dead`` and ``_purge``; each receives a query already checked.
+    """
+
+    __slots__ = ()
+
+    async def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        after: str | None = None,
+    ) -> list[JobRecord]:
+        """See ``Backend.list_jobs``."""
+        if limit <= 0:
+            return []
+        return await self._list_jobs(JobQuery(state, queue, name, limit, after))
+
+    async def retry_dead(
+        self,
+        job_ids: Sequence[str] | None = None,
+        *,
+        queue: str | None = None,
+        name: str | None = None,
+        limit: int = 1000,
+    ) -> list[str]:
+        """See ``Backend.retry_dead``."""
+        ids = None if job_ids is None else tuple(dict.fromkeys(job_ids))
+        if ids == () or (ids is None and limit <= 0):
+            return []
+        return await self._retry_dead(DeadQuery(ids, queue, name, limit))
+
+    async def purge(
+        self,
+        *,
+        states: Sequence[JobState],
+        older_than: float,
+        queue: str | None = None,
+        limit: int = 10_000,
+    ) -> int:
+        """See ``Backend.purge``.
+
+        Raises:
+            ValueError: a state in ``states`` is not a finished one.
+        """
+        wanted = purgeable(states)
+        if not wanted or limit <= 0:
+            return 0
+        return await self._purge(PurgeQuery(wanted, older_than, queue, limit))
+
+    async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        raise NotImplementedError
+
+    async def _retry_dead(self, query: DeadQuery) -> list[str]:
+        raise NotImplementedError
+
+    async def _purge(self, query: PurgeQuery) -> int:
+        raise NotImplementedError
