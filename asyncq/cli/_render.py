@@ -5,6 +5,7 @@ Times are UTC everywhere: ISO 8601 in JSON, ``YYYY-MM-DD HH:MM:SS`` in tables.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -33,23 +34,33 @@ _pretty = msgspec.json.Encoder(enc_hook=repr)
 
 
 def iso(ts: float | None) -> str | None:
-    """ISO 8601 in UTC, to the millisecond, or ``None``."""
+    """ISO 8601 in UTC, to the millisecond, or ``None``; a time no date can show, as stored."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):  # NaN, infinite, beyond year 9999
+        return str(ts)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def utc(ts: float | None) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` in UTC, or ``-``."""
+    """``YYYY-MM-DD HH:MM:SS`` in UTC, or ``-``; a time no date can show, as stored."""
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        moment = datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):  # NaN, infinite, beyond year 9999
+        return str(ts)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def age(seconds: float | None) -> str:
     """A short span: ``4.2s``, ``12m30s``, ``5h02m``, ``3d04h``; ``-`` for ``None``."""
     if seconds is None:
         return "-"
+    if not math.isfinite(seconds):  # from a stored time that is NaN or infinite
+        return str(seconds)
     if seconds < 60:
         return f"{seconds:.1f}s"
     whole = int(seconds)

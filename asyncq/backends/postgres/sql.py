@@ -531,14 +531,17 @@ class Statements:
     """
 
     # A lapsed job whose cancellation was asked for ends cancelled; others
-    # go back to the queue while they have attempts left, else dead.
+    # go back to the queue while they have attempts left, else dead. An
+    # active job without a lease time (NULL or NaN: written by hand) has
+    # lapsed too, or it would stay active for ever.
     recover: str = """
         WITH lapsed AS (
             SELECT id, CASE WHEN cancel_requested THEN 'cancelled'
                             WHEN attempts < max_attempts THEN 'queued'
                             ELSE 'dead' END AS next
             FROM {s}.jobs
-            WHERE state = 'active' AND lease_expires_at <= {now}
+            WHERE state = 'active' AND (lease_expires_at <= {now}
+                OR lease_expires_at IS NULL OR lease_expires_at = 'NaN')
             FOR UPDATE SKIP LOCKED
         ),
         upd AS (
