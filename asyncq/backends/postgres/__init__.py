@@ -564,6 +564,11 @@ class PostgresBackend:
     # -- operations --------------------------------------------------------------
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts per queue, from the index each state is in.
+
+        A job whose stored state is none of ``JobState`` (possible only if the
+        table's constraint was dropped) is in none of them, and not counted.
+        """
         names = None if queues is None else sorted(set(queues))
         rows = await self._transport.fetch(self._sql.stats, names)
         found: dict[str, tuple[bool, dict[JobState, int], float | None]] = {}
@@ -587,6 +592,7 @@ class PostgresBackend:
         limit: int = 100,
         after: str | None = None,
     ) -> list[JobRecord]:
+        """Jobs in id order; a stand-in named ``<unreadable>`` for each that cannot be read."""
         filters = {"state": state and state.value, "queue": queue, "name": name, "after": after}
         given = {column: value for column, value in filters.items() if value is not None}
         query = self._sql.list_jobs(tuple(given))
