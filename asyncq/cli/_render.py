@@ -7,6 +7,7 @@ terminal, so a name cannot move the cursor, clear the screen or fake a table row
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -112,23 +113,33 @@ def _showing(job: JobRecord) -> Iterator[None]:
 
 
 def iso(ts: float | None) -> str | None:
-    """ISO 8601 in UTC, to the millisecond, or ``None``."""
+    """ISO 8601 in UTC, to the millisecond, or ``None``; a time no date can show, as stored."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        moment = datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):  # NaN, infinite, beyond year 9999
+        return str(ts)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def utc(ts: float | None) -> str:
-    """``YYYY-MM-DD HH:MM:SS`` in UTC, or ``-``."""
+    """``YYYY-MM-DD HH:MM:SS`` in UTC, or ``-``; a time no date can show, as stored."""
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        moment = datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):  # NaN, infinite, beyond year 9999
+        return str(ts)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def age(seconds: float | None) -> str:
     """A short span: ``4.2s``, ``12m30s``, ``5h02m``, ``3d04h``; ``-`` for ``None``."""
     if seconds is None:
         return "-"
+    if not math.isfinite(seconds):  # from a stored time that is NaN or infinite
+        return str(seconds)
     if seconds < 60:
         return f"{seconds:.1f}s"
     whole = int(seconds)

@@ -27,6 +27,8 @@ The URL's query holds asyncq's options (``url.OPTIONS``) and the driver's
 from __future__ import annotations
 
 import enum
+import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,7 @@ import anyio
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from ...exceptions import BackendUnavailable, ConfigurationError
+from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
 from .._common import mask_url, pop_retention
 from ..base import (
     DROP,
@@ -58,7 +60,7 @@ from ..base import (
     purgeable,
 )
 from . import sql
-from .codec import JSON, decode, outcome_columns
+from .codec import JSON, Aside, aside_columns, outcome_columns, records
 from .codec import leases as leases_of
 from .enqueue import COPY_MIN_BATCH as COPY_MIN_BATCH  # where it was
 from .enqueue import store
@@ -85,6 +87,8 @@ DEFAULT_RETENTION_COMPLETED: float = _DEFAULTS.completed
 DEFAULT_RETENTION_DEAD: float = _DEFAULTS.dead
 #: Rows one prune statement deletes at most.
 PRUNE_BATCH = 1_000
+
+log = logging.getLogger("asyncq.backends.postgres")
 
 
 def _first_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
@@ -341,12 +345,13 @@ class PostgresBackend:
         return stored
 
     async def get(self, job_id: str) -> JobRecord | None:
+        """The job, or a stand-in named ``<unreadable>`` if its stored record cannot be read."""
         row = await self._transport.run(lambda conn: conn.fetchrow(self._sql.get, job_id))
-        return None if row is None else decode(row)
+        return None if row is None else records([row], at=time.time())[0]
 
     async def cancel(self, job_id: str) -> JobRecord | None:
         row = await self._transport.run(lambda conn: conn.fetchrow(self._sql.cancel, job_id))
-        return None if row is None else decode(row)
+        return None if row is None else records([row], at=time.time())[0]
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
         last: JobRecord | None = None
@@ -394,14 +399,39 @@ class PostgresBackend:
             )
         else:
             rows = await self._transport.fetch(self._sql.claim, names, limit, worker, lease_for)
-        leases = leases_of(rows)
-        if mark is not None and len(leases) < limit:
+        leases, aside = leases_of(rows)
+        if aside:
+            await self._take_aside(aside)
+        if mark is not None and len(rows) < limit:
             # Fewer than asked for: every job ready and unlocked in these queues
             # when the claim ran is among them (or another claimer's).
             self._drained[key] = mark
         else:
             self._drained.pop(key, None)
         return leases
+
+    async def _take_aside(self, aside: Sequence[Aside]) -> None:
+        """Make dead letters of claimed jobs whose records cannot be read.
+
+        Guarded by the claim's tokens, so it changes nothing but these jobs
+        as claimed. If it fails, the claim still hands out its healthy jobs:
+        the others stay leased until their leases lapse, then are recovered
+        and taken aside by a later claim.
+        """
+        for one in aside:
+            log.warning(
+                "job %s in queue %s: its stored record cannot be read (%s); "
+                "taking it aside as a dead letter",
+                one.unreadable.job_id,
+                one.unreadable.queue,
+                one.unreadable.reason,
+            )
+        try:
+            await self._transport.fetchrow(
+                self._sql.take_aside, *aside_columns(aside, at=time.time())
+            )
+        except BackendError as exc:
+            log.warning("could not take unreadable jobs aside yet: %s", exc)
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         names = list(dict.fromkeys(queues))
@@ -534,6 +564,11 @@ class PostgresBackend:
     # -- operations --------------------------------------------------------------
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts per queue, from the index each state is in.
+
+        A job whose stored state is none of ``JobState`` (possible only if the
+        table's constraint was dropped) is in none of them, and not counted.
+        """
         names = None if queues is None else sorted(set(queues))
         rows = await self._transport.fetch(self._sql.stats, names)
         found: dict[str, tuple[bool, dict[JobState, int], float | None]] = {}
@@ -557,11 +592,12 @@ class PostgresBackend:
         limit: int = 100,
         after: str | None = None,
     ) -> list[JobRecord]:
+        """Jobs in id order; a stand-in named ``<unreadable>`` for each that cannot be read."""
         filters = {"state": state and state.value, "queue": queue, "name": name, "after": after}
         given = {column: value for column, value in filters.items() if value is not None}
         query = self._sql.list_jobs(tuple(given))
         rows = await self._transport.fetch(query, *given.values(), limit)
-        return [decode(row) for row in rows]
+        return records(rows, at=time.time())
 
     async def retry_dead(
         self,

@@ -14,21 +14,24 @@ reading it again (``read_done``).
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from msgspec.structs import replace
 
 from ..._records import TERMINAL_STATES, ErrorInfo, JobRecord, JobState
+from .._poison import Unreadable, read_all, stand_in, unreadable_error
 from ..base import Lease, Outcome
 
 __all__ = [
     "COLUMNS",
     "FINISH",
     "JSON",
+    "Aside",
     "Finish",
+    "aside_columns",
     "columns",
     "copy_records",
     "decode",
@@ -36,6 +39,7 @@ __all__ = [
     "leases",
     "outcome_columns",
     "read_done",
+    "records",
 ]
 
 #: Columns read into a ``JobRecord``, in the order ``decode`` expects.
@@ -52,8 +56,18 @@ _headers = msgspec.json.Decoder(dict[str, str])
 
 
 def decode(row: Any) -> JobRecord:
-    """A ``JobRecord`` from a row (or record) of ``COLUMNS``."""
-    errors, headers = row[18], row[21]
+    """A ``JobRecord`` from a row (or record) of ``COLUMNS``.
+
+    Raises (``ValueError``, ``msgspec.ValidationError``) for a row that does
+    not make a record: ``errors`` or ``headers`` of another JSON shape, a
+    state no ``JobState`` names, or a ``timeout`` that is NaN, which no
+    deadline can be made of. The typed columns keep every other value in
+    range.
+    """
+    errors, headers, timeout = row[18], row[21], row[8]
+    if timeout != timeout:  # NaN: the one float a worker cannot use
+        msg = "timeout is NaN"
+        raise ValueError(msg)
     return JobRecord(
         id=row[0],
         name=row[1],
@@ -63,7 +77,7 @@ def decode(row: Any) -> JobRecord:
         priority=row[5],
         attempts=row[6],
         max_attempts=row[7],
-        timeout=row[8],
+        timeout=timeout,
         key=row[9],
         result_ttl=row[10],
         enqueued_at=row[11],
@@ -126,11 +140,104 @@ def copy_records(jobs: Sequence[JobRecord]) -> list[tuple[Any, ...]]:
     ]
 
 
-def leases(rows: Iterable[Any]) -> list[Lease]:
-    """Leases from claimed rows (``COLUMNS``, then the token), in claim order."""
-    found = [Lease(job=decode(row), token=row[22], expires_at=row[15]) for row in rows]
+def _lease(row: Any) -> Lease:
+    return Lease(job=decode(row), token=row[22], expires_at=row[15])
+
+
+#: The columns of ``COLUMNS`` by name, and the order ``identify`` shows them
+#: in: the ones a reader gets wrong first, the bulky bytes last.
+_NAMES = tuple(name.strip() for name in COLUMNS.split(","))
+_SHOWN = sorted(range(len(_NAMES)), key=lambda i: _NAMES[i] in ("payload", "result"))
+#: At most this many characters of one column are kept in the raw text.
+_VALUE_SHOWN = 512
+
+
+def identify(row: Any) -> tuple[str, str | None, bytes]:
+    """A row's id, queue and every column as text, read without decoding.
+
+    ``id`` and ``queue`` are text columns (never NULL), so they are as stored.
+    """
+    lines = []
+    for i in _SHOWN:
+        value = repr(row[i])
+        if len(value) > _VALUE_SHOWN:
+            value = f"{value[:_VALUE_SHOWN]}... ({len(value)} characters)"
+        lines.append(f"{_NAMES[i]}={value}")
+    return str(row[0]), str(row[2]), "\n".join(lines).encode()
+
+
+def _state(row: Any) -> JobState:
+    """The row's state if it names one, else ``dead`` (the stand-in's default)."""
+    try:
+        return JobState(row[4])
+    except ValueError:
+        return JobState.DEAD
+
+
+def records(rows: Sequence[Any], *, at: float) -> list[JobRecord]:
+    """Records from rows of ``COLUMNS``, in their order; a ``stand_in`` for each unreadable one.
+
+    A stand-in keeps the stored state when it is one (a queued job whose
+    headers are garbage is still queued until a claim takes it aside).
+    """
+    found, bad = read_all(rows, decode, identify)
+    if not bad:
+        return found
+    read = {record.id: record for record in found}
+    states = {str(row[0]): _state(row) for row in rows}
+    read.update((u.job_id, stand_in(u, at=at, state=states[u.job_id])) for u in bad)
+    return [read[str(row[0])] for row in rows]
+
+
+class Aside(NamedTuple):
+    """A claimed job whose record cannot be read, to be taken aside (``aside_columns``)."""
+
+    unreadable: Unreadable
+    token: str
+    attempt: int
+    #: the stored ``errors`` themselves do not decode: replace them, do not append
+    errors_unreadable: bool
+
+
+def leases(rows: Sequence[Any]) -> tuple[list[Lease], list[Aside]]:
+    """Leases from claimed rows (``COLUMNS``, then the token), in claim order.
+
+    Also what to take aside: each claimed row that does not decode (only
+    looked for when the batch as a whole does not).
+    """
+    try:
+        # read_all's first pass, inline: a claim pays no call per row for it.
+        found = [Lease(job=decode(row), token=row[22], expires_at=row[15]) for row in rows]
+        bad: list[Unreadable] = []
+    except Exception:  # noqa: BLE001 - any failure: find the bad rows one by one
+        found, bad = read_all(rows, _lease, identify)
     found.sort(key=lambda lease: (-lease.job.priority, lease.job.scheduled_at, lease.job.id))
-    return found
+    if not bad:
+        return found, []
+    by_id = {str(row[0]): row for row in rows}
+    aside = []
+    for unreadable in bad:
+        row = by_id[unreadable.job_id]
+        try:
+            _errors.decode(row[18])
+            errors_unreadable = False
+        except Exception:  # noqa: BLE001 - whatever fails, they cannot be appended to
+            errors_unreadable = True
+        aside.append(Aside(unreadable, row[22], row[6], errors_unreadable))
+    return found, aside
+
+
+def aside_columns(aside: Sequence[Aside], *, at: float) -> list[list[Any]]:
+    """What to take aside as the ``take_aside`` statement's parameter arrays."""
+    return [
+        [a.unreadable.job_id for a in aside],
+        [a.token for a in aside],
+        [
+            JSON.encode(unreadable_error(a.unreadable, attempt=a.attempt, at=at)).decode()
+            for a in aside
+        ],
+        [a.errors_unreadable for a in aside],
+    ]
 
 
 def outcome_columns(outcomes: Sequence[Outcome]) -> list[list[Any]]:

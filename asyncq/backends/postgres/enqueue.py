@@ -8,15 +8,16 @@ id, a batch retried after its reply was lost).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from msgspec.structs import replace
 
 from ...exceptions import BackendError
 from ..base import JobRecord, JobState
-from .codec import columns, copy_records, decode, headers_json
+from .codec import columns, copy_records, headers_json, records
 from .sql import COPY_COLUMNS
 
 if TYPE_CHECKING:
@@ -66,12 +67,16 @@ async def store(
                 return copied
         rows = await conn.fetch(statements.enqueue_plain, *columns(jobs, keyed=False))
     inserted: dict[str, str] = {}
-    holders: dict[str, JobRecord] = {}
+    held: dict[str, Any] = {}
     for row in rows:
         if row[0]:
             inserted[row[1]] = row[2]
         else:
-            holders[row[1]] = decode(row[3])
+            held[row[1]] = row[3]
+    # A holder whose record cannot be read is answered with its stand-in.
+    holders = (
+        dict(zip(held, records(list(held.values()), at=time.time()), strict=True)) if held else {}
+    )
     stored: list[JobRecord | None] = []
     batch_holders: dict[tuple[str, str], JobRecord] = {}
     for job in jobs:
@@ -144,7 +149,7 @@ async def _resolve_conflicts(
         [job.queue for job in keyed],
         [job.key for job in keyed],
     )
-    found = [decode(row) for row in rows]
+    found = records(rows, at=time.time())
     by_id = {record.id: record for record in found}
     by_key = {(r.queue, r.key): r for r in found if r.key is not None}
     for i, (job, record) in enumerate(zip(jobs, stored, strict=True)):

@@ -28,8 +28,11 @@ __all__ = ["COPY_COLUMNS", "NOW", "Statements"]
 NOW = "extract(epoch from now())::float8"
 
 # The key a retried dead job or a new job takes is free unless a live holder
-# has it; an expired completed holder is deleted in the same statement.
-_ALIVE = "(j.expires_at IS NULL OR j.expires_at > {now})"
+# has it; an expired completed holder is deleted in the same statement. Only
+# a completed job expires: an ``expires_at`` on any other (written by hand)
+# neither hides it nor lets it be deleted.
+_ALIVE = "(j.expires_at IS NULL OR j.expires_at > {now} OR j.state <> 'completed')"
+_EXPIRED = "h.expires_at <= {now} AND h.state = 'completed'"
 # list_jobs's conditions, each followed by its parameter's number.
 _LIST_FILTERS = {
     "state": "j.state = $",
@@ -67,7 +70,9 @@ def _claim(picked: str) -> str:
         claimed AS (
             UPDATE {s}.jobs j SET
                 state = 'active',
-                attempts = j.attempts + 1,
+                -- least(): a count at the integer's maximum (written by hand)
+                -- must not fail the claim of the whole batch.
+                attempts = least(j.attempts, 2147483646) + 1,
                 started_at = {now},
                 worker = $3,
                 lease_expires_at = {now} + $4::float8,
@@ -101,7 +106,9 @@ def _retry_dead(where: str, limit: str) -> str:
         freed AS (
             DELETE FROM {s}.jobs h USING cand c
             WHERE h.key_held AND h.queue = c.queue AND h.key = c.key
-              AND h.expires_at <= {now}
+              AND """
+        + _EXPIRED
+        + """
             RETURNING h.id
         ),
         ok AS (
@@ -138,13 +145,17 @@ def _enqueue(keyed: bool) -> str:
     retried batch (same ids) is a no-op instead of an error. Batches without
     keys take the lean form, which never reads the table.
     """
-    freed = """
+    freed = (
+        """
         freed AS (
-            DELETE FROM {s}.jobs j USING b
-            WHERE j.key_held AND j.queue = b.queue AND j.key = b.key
-              AND j.expires_at <= {now}
-            RETURNING j.id
+            DELETE FROM {s}.jobs h USING b
+            WHERE h.key_held AND h.queue = b.queue AND h.key = b.key
+              AND """
+        + _EXPIRED
+        + """
+            RETURNING h.id
         ),"""
+    )
     holders = (
         """
         UNION ALL
@@ -494,15 +505,43 @@ class Statements:
         END
     """
 
+    # Claimed jobs whose records cannot be read (``codec.leases``), taken
+    # aside as dead letters: ids, the claim's tokens (a job recovered and
+    # claimed by another worker meanwhile is left alone), the errors to
+    # append, and whether the stored errors must be replaced instead (they
+    # are what cannot be read). Their keys are freed and waiters told.
+    take_aside: str = """
+        WITH upd AS (
+            UPDATE {s}.jobs j SET
+                state = 'dead',
+                errors = CASE WHEN b.fresh THEN jsonb_build_array(b.error)
+                              ELSE j.errors || jsonb_build_array(b.error) END,
+                finished_at = {now},
+                expires_at = NULL,
+                key_held = false,
+                lease_expires_at = NULL,
+                worker = NULL,
+                token = NULL
+            FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bool[])
+                AS b(id, token, error, fresh)
+            WHERE j.id = b.id AND j.token = b.token AND j.state = 'active'
+            RETURNING j.id
+        )
+        SELECT array_agg(id) AS dead, {s}.notify_done(array_agg(id)) FROM upd
+    """
+
     # A lapsed job whose cancellation was asked for ends cancelled; others
-    # go back to the queue while they have attempts left, else dead.
+    # go back to the queue while they have attempts left, else dead. An
+    # active job without a lease time (NULL or NaN: written by hand) has
+    # lapsed too, or it would stay active for ever.
     recover: str = """
         WITH lapsed AS (
             SELECT id, CASE WHEN cancel_requested THEN 'cancelled'
                             WHEN attempts < max_attempts THEN 'queued'
                             ELSE 'dead' END AS next
             FROM {s}.jobs
-            WHERE state = 'active' AND lease_expires_at <= {now}
+            WHERE state = 'active' AND (lease_expires_at <= {now}
+                OR lease_expires_at IS NULL OR lease_expires_at = 'NaN')
             FOR UPDATE SKIP LOCKED
         ),
         upd AS (
@@ -531,7 +570,7 @@ class Statements:
 
     prune_expired: str = """
         DELETE FROM {s}.jobs WHERE id IN (
-            SELECT id FROM {s}.jobs WHERE expires_at <= {now}
+            SELECT id FROM {s}.jobs WHERE expires_at <= {now} AND state = 'completed'
             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
     """
 
