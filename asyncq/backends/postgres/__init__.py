@@ -38,6 +38,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
 from .._common import mask_url, pop_retention
+from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
 from ..base import (
     DROP,
     ENQUEUE_WAITED,
@@ -57,7 +58,6 @@ from ..base import (
     QueueStats,
     Retention,
     check_outcomes,
-    purgeable,
 )
 from . import sql
 from .codec import JSON, Aside, aside_columns, outcome_columns, records
@@ -116,7 +116,7 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 
 
-class PostgresBackend:
+class PostgresBackend(OperatorVerbs):
     """Jobs in a PostgreSQL schema.
 
     Args:
@@ -583,70 +583,45 @@ class PostgresBackend:
             for name, (paused, counts, oldest) in sorted(found.items())
         ]
 
-    async def list_jobs(
-        self,
-        *,
-        state: JobState | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> list[JobRecord]:
+    async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
         """Jobs in id order; a stand-in named ``<unreadable>`` for each that cannot be read."""
+        state, queue, name, limit, after = query
         filters = {"state": state and state.value, "queue": queue, "name": name, "after": after}
         given = {column: value for column, value in filters.items() if value is not None}
-        query = self._sql.list_jobs(tuple(given))
-        rows = await self._transport.fetch(query, *given.values(), limit)
+        statement = self._sql.list_jobs(tuple(given))
+        rows = await self._transport.fetch(statement, *given.values(), limit)
         return records(rows, at=time.time())
 
-    async def retry_dead(
-        self,
-        job_ids: Sequence[str] | None = None,
-        *,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 1000,
-    ) -> list[str]:
+    async def _retry_dead(self, query: DeadQuery) -> list[str]:
         args: tuple[object, ...]
-        if job_ids is not None:
-            ids = list(dict.fromkeys(job_ids))
-            if not ids:
-                return []
-            query, args = self._sql.retry_dead_ids, (ids, len(ids))
+        if query.job_ids is not None:
+            ids = list(query.job_ids)
+            statement, args = self._sql.retry_dead_ids, (ids, len(ids))
         else:
-            query, args = self._sql.retry_dead_filter, (queue, name, limit)
+            statement, args = self._sql.retry_dead_filter, (query.queue, query.name, query.limit)
 
         async def run(conn: Connection) -> list[str]:
             # A concurrent enqueue may take a key between the snapshot and the
             # update; the statement then fails as a whole and is simply re-run.
             for _ in range(3):
                 try:
-                    row = await conn.fetchrow(query, *args)
+                    row = await conn.fetchrow(statement, *args)
                 except asyncpg.UniqueViolationError:
                     continue
                 assert row is not None
                 return list(row[0] or ())
-            row = await conn.fetchrow(query, *args)
+            row = await conn.fetchrow(statement, *args)
             assert row is not None
             return list(row[0] or ())
 
         retried = await self._transport.run(run)
-        if job_ids is not None:
+        if query.job_ids is not None:
             done = set(retried)
-            return [job_id for job_id in dict.fromkeys(job_ids) if job_id in done]
+            return [job_id for job_id in query.job_ids if job_id in done]
         return sorted(retried)
 
-    async def purge(
-        self,
-        *,
-        states: Sequence[JobState],
-        older_than: float,
-        queue: str | None = None,
-        limit: int = 10_000,
-    ) -> int:
-        wanted = purgeable(states)
-        if not wanted or limit <= 0:
-            return 0
+    async def _purge(self, query: PurgeQuery) -> int:
+        wanted, older_than, queue, limit = query
         status = await self._transport.run(
             lambda conn: conn.execute(
                 self._sql.purge, [s.value for s in wanted], older_than, queue, limit
