@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import anyio
 
+from ._codec import MAX_PAYLOAD_BYTES
 from ._context import JobContext
 from ._cron import DEFAULT_PAYLOAD, add_schedule
 from ._handler import Handler, JobHandle, JobOptions, return_type
@@ -78,6 +79,11 @@ class App:
         telemetry: OpenTelemetry spans and metrics: ``True`` (default) on the
             global providers, a ``Telemetry`` for chosen providers, ``False``
             for none. It runs first among the instrumentation.
+        max_payload_bytes: the largest payload, encoded, that ``enqueue``
+            accepts and a worker decodes (default 1 MiB).
+
+    Raises:
+        ConfigurationError: ``max_payload_bytes`` is not a positive int.
     """
 
     def __init__(
@@ -90,8 +96,14 @@ class App:
         middleware: Sequence[Middleware] = (),
         instrumentation: Sequence[Instrumentation] = (),
         telemetry: Telemetry | bool = True,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.name = name
+        if type(max_payload_bytes) is not int or max_payload_bytes < 1:
+            msg = f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
+            raise ConfigurationError(msg)
+        #: the largest encoded payload enqueued or decoded (see ``docs/guarantees.md``)
+        self.max_payload_bytes = max_payload_bytes
         self.handlers: dict[str, Handler[Any, Any]] = {}
         self.lifespan = lifespan
         self.middleware: list[Middleware] = list(middleware)
