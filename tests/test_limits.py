@@ -1,4 +1,4 @@
-"""Bounded input: payload size and nesting.
+"""Bounded input: payload size and nesting, and the rules for queue, job and key names.
 
 Producers refuse what breaks a limit before anything is stored; a worker
 handed stored bytes that break one (written past the producer's checks)
@@ -7,6 +7,8 @@ dead-letters that job alone and keeps running the others.
 
 from __future__ import annotations
 
+import random
+import re
 from typing import Any
 
 import anyio
@@ -15,6 +17,7 @@ import pytest
 
 from asyncq import App, ConfigurationError, ErrorKind, JobState, ValidationError
 from asyncq._codec import MAX_DEPTH, encode
+from asyncq._options import MAX_KEY_LENGTH, MAX_NAME_LENGTH
 from asyncq.backends.base import Backend
 from asyncq.backends.memory import MemoryBackend
 from asyncq.testing import run_until_idle
@@ -151,3 +154,125 @@ async def test_an_unknown_field_too_deep_to_skip_is_dead_lettered_by_the_worker(
     assert job is not None
     assert job.state is JobState.DEAD
     assert job.errors[-1].kind is ErrorKind.DECODE
+
+
+# -- names -----------------------------------------------------------------------------
+
+BAD_NAMES = {
+    "empty": ("", "must be a non-empty name"),
+    "nul": ("jobs\x00x", "control character U+0000"),
+    "escape": ("\x1b[2Jjobs", "control character U+001B"),
+    "newline": ("a\nb", "control character U+000A"),
+    "c1": ("a\x9bb", "control character U+009B"),
+    "separator": ("a\u2028b", "control character U+2028"),
+    "bidi": ("abc\u202eexe.txt", "control character U+202E"),
+    "long": (
+        "q" * (MAX_NAME_LENGTH + 1),
+        f"is 201 characters long; the limit is {MAX_NAME_LENGTH}",
+    ),
+    "huge": ("q" * 10_000, "is 10,000 characters long"),
+}
+BAD_KEYS = {
+    **{k: v for k, v in BAD_NAMES.items() if k not in ("long", "huge")},
+    "long": ("k" * (MAX_KEY_LENGTH + 1), f"401 characters long; the limit is {MAX_KEY_LENGTH}"),
+}
+
+
+async def noop(payload: Item) -> None:
+    pass
+
+
+@pytest.mark.parametrize(("queue", "rule"), BAD_NAMES.values(), ids=BAD_NAMES.keys())
+def test_a_bad_queue_name_is_refused_at_registration(queue: str, rule: str) -> None:
+    app = App("limits")
+    with pytest.raises(ConfigurationError, match=re.escape(rule)) as info:
+        app.job(schema=Item, name="item", queue=queue)(noop)
+    if queue:  # the empty queue is refused by JobOptions, before the name is known
+        assert str(info.value).startswith("job 'item': queue ")
+    with pytest.raises(ConfigurationError, match=re.escape(rule)):
+        app.handle("item", schema=Item, queue=queue)
+    assert app.handlers == {}
+
+
+@pytest.mark.parametrize(("name", "rule"), BAD_NAMES.values(), ids=BAD_NAMES.keys())
+def test_a_bad_job_name_is_refused_at_registration(name: str, rule: str) -> None:
+    app = App("limits")
+    if name:  # name="" means the default name
+        with pytest.raises(ConfigurationError, match=re.escape(rule)) as info:
+            app.job(schema=Item, name=name, queue="work")(noop)
+        assert str(info.value).startswith("job name ")
+        assert "(the job's queue: 'work')" in str(info.value)
+    with pytest.raises(ConfigurationError, match=re.escape(rule)):
+        app.handle(name, schema=Item)
+    assert app.handlers == {}
+
+
+@pytest.mark.parametrize(("queue", "rule"), BAD_NAMES.values(), ids=BAD_NAMES.keys())
+async def test_a_bad_queue_name_is_refused_at_enqueue(queue: str, rule: str) -> None:
+    app, _, item = make_app()
+    with anyio.fail_after(5):
+        with pytest.raises(ConfigurationError, match=f"^job 'item': queue .*{re.escape(rule)}"):
+            await item.enqueue(Item(1), queue=queue)
+        with pytest.raises(ConfigurationError, match=re.escape(rule)):
+            await item.enqueue_many([Item(1)], queue=queue)
+        with pytest.raises(ConfigurationError, match=re.escape(rule)):
+            await app.admin.enqueue("item", {"n": 1}, queue=queue)
+        assert await app.backend.list_jobs() == []
+
+
+@pytest.mark.parametrize(("key", "rule"), BAD_KEYS.values(), ids=BAD_KEYS.keys())
+async def test_a_bad_key_is_refused_at_enqueue(key: str, rule: str) -> None:
+    app, _, item = make_app()
+    with anyio.fail_after(5):
+        with pytest.raises(ConfigurationError, match=f"^job 'item': key .*{re.escape(rule)}"):
+            await item.enqueue(Item(1), key=key)
+        with pytest.raises(ConfigurationError, match=re.escape(rule)):
+            await item.enqueue_and_wait(Item(1), key=key, timeout=1)
+        with pytest.raises(ConfigurationError, match=re.escape(rule)):
+            item.record(Item(1), key=key)
+        assert await app.backend.list_jobs() == []
+
+
+def test_a_name_that_is_not_a_str_is_refused() -> None:
+    app = App("limits")
+    with pytest.raises(ConfigurationError, match="queue must be a str, got int"):
+        app.job(schema=Item, name="item", queue=5)(noop)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="key must be a str, got int"):
+        make_app()[2].record(Item(1), key=5)
+
+
+def heavy(length: int, seed: int) -> str:
+    """``length`` characters of four UTF-8 bytes each, random so no store can compress them."""
+    chars = random.Random(seed)
+    return "".join(chr(chars.randrange(0x10000, 0x30000)) for _ in range(length))
+
+
+async def test_the_longest_names_fit_every_store(backend: Backend) -> None:
+    # PostgreSQL's (queue, key) index row would exceed its 2,704 bytes with 500-character keys.
+    queue = heavy(MAX_NAME_LENGTH, 1)
+    app = App("limits", backend=backend, telemetry=False)
+
+    @app.job(schema=Item, name=heavy(MAX_NAME_LENGTH, 2), queue=queue)
+    async def item(payload: Item) -> int:
+        return payload.n
+
+    key = heavy(MAX_KEY_LENGTH, 3)
+    with anyio.fail_after(30):
+        first = await item.enqueue(Item(3), key=key)
+        again = await item.enqueue(Item(4), key=key)
+        await run_until_idle(app, queues=[queue])
+        assert await first.result(timeout=5) == 3
+    assert not again.created
+    assert again.id == first.id
+
+
+async def test_ordinary_names_with_spaces_and_accents_are_accepted() -> None:
+    app = App("limits", backend=MemoryBackend(), telemetry=False)
+
+    @app.job(schema=Item, name="rapports mensuels", queue="facturation été")
+    async def item(payload: Item) -> int:
+        return payload.n
+
+    with anyio.fail_after(5):
+        handle = await item.enqueue(Item(1), key="commande n° 42 😀", queue="file d'attente")
+        assert (await handle.info()).queue == "file d'attente"
