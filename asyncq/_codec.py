@@ -64,7 +64,7 @@ class Codec(Generic[T]):
             untagged union of Structs, a plain class, ...).
     """
 
-    __slots__ = ("_decoder", "_unbounded", "job_name", "type")
+    __slots__ = ("_decoder", "_jsonable", "_skips", "_unbounded", "job_name", "type")
 
     def __init__(self, type_: Any, job_name: str) -> None:
         self.type = type_
@@ -72,10 +72,13 @@ class Codec(Generic[T]):
         try:
             self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(type_)
             info = msgspec.inspect.type_info(type_)
-            custom = _custom_types(info)
+            nodes = _type_nodes(info)
         except TypeError as exc:
             msg = f"job {job_name!r}: msgspec cannot encode and decode {type_!r} ({exc})"
             raise ConfigurationError(msg) from exc
+        # ``object`` is left out: msgspec decodes it like ``Any``.
+        custom = [n.cls for n in nodes if isinstance(n, msgspec.inspect.CustomType)]
+        custom = [cls for cls in custom if cls is not object]
         if custom:
             # msgspec accepts any class here, expecting hooks we never pass:
             # every value would then fail, so refuse the type up front.
@@ -90,6 +93,11 @@ class Codec(Generic[T]):
         # recursive type. If it does not, decoding goes no deeper than MAX_DEPTH
         # but to skip unknown fields, where a lack of stack is a RecursionError.
         self._unbounded = _schema_depth(info, {}, set()) is None
+        # Raw values are written out verbatim, so their JSON says nothing of their depth.
+        self._jsonable = not any(isinstance(n, msgspec.inspect.RawType) for n in nodes)
+        # Whether decoding can leave part of the bytes out of the value: the
+        # unknown fields of a Struct, dataclass, TypedDict or NamedTuple.
+        self._skips = any(isinstance(n, _OBJECT_TYPES) for n in nodes)
 
     def encode(
         self, value: T, *, queue: str | None = None, max_bytes: int = MAX_PAYLOAD_BYTES
@@ -123,17 +131,33 @@ class Codec(Generic[T]):
             detail = _too_deep(queue) + ", or it contains itself"
             raise ValidationError(self.job_name, detail) from None
         # A payload shorter than MAX_DEPTH bytes, or holding no more bytes that
-        # could open a container, cannot nest deeper: the usual case costs no scan.
-        # Neither can one whose bytes are the re-encoded decoded value of a schema
-        # that bounds nesting (the rest: unknown fields, ``Any``, recursive types).
+        # could open a container, cannot nest deeper: the usual case costs one
+        # pass in C. Most others are proven shallow in C too; the rest is scanned.
         if (
             len(data) > MAX_DEPTH
             and _opener_count(data) > MAX_DEPTH
-            and (self._unbounded or _encoder.encode(decoded) != data)
+            and not self._shallow(decoded, data)
             and nests_deeper(data, MAX_DEPTH)
         ):
             raise ValidationError(self.job_name, _too_deep(queue))
         return data
+
+    def _shallow(self, decoded: T, data: bytes) -> bool:
+        """Whether ``data``, decoded as ``decoded``, is proven to nest within ``MAX_DEPTH``.
+
+        Only when ``decoded`` holds every container of ``data``: when the
+        schema has no fields to skip, or ``data`` is exactly the encoding of
+        ``decoded``. (Bytes written by hand may repeat a map key, whose first
+        value the decoder drops; what the handler gets is measured all the
+        same.) Then a schema that bounds nesting bounds ``decoded``, and for
+        one that does not, the brackets of its JSON (the same containers)
+        measure it.
+        """
+        if self._skips and _encoder.encode(decoded) != data:
+            return False
+        if not self._unbounded:
+            return True
+        return self._jsonable and _json_nests_within(decoded, MAX_DEPTH)
 
     def encode_result(self, value: T) -> bytes:
         """Encode a handler's return value, without the validating round trip of ``encode``.
@@ -160,33 +184,34 @@ class Codec(Generic[T]):
 
         The store may hold bytes no producer checked (written by hand, by an
         older version, or damaged), so the worker checks again. Only a schema
-        that lets values nest (``Any``, recursive types) needs the depth scan:
-        the decoder never descends further than any other schema, but to skip
-        an unknown field, where running out of stack is a ``RecursionError``.
+        that lets values nest (``Any``, a recursive type) needs the depth
+        check: with any other, the decoder descends no deeper than the schema
+        but to skip an unknown field, where a lack of stack is a ``RecursionError``.
 
         Raises:
             msgspec.DecodeError: the bytes are over a limit, are not valid
                 MessagePack, or do not match the type.
-            RecursionError: they nest deeper than the stack allows.
         """
         if len(data) > max_bytes:
             raise msgspec.DecodeError(_too_large(data, max_bytes, None))
+        try:
+            value = self._decoder.decode(data)
+        except RecursionError:
+            raise msgspec.DecodeError(_too_deep(None)) from None
         if (
             self._unbounded
             and len(data) > MAX_DEPTH
             and _opener_count(data) > MAX_DEPTH
+            and not self._shallow(value, data)
             and nests_deeper(data, MAX_DEPTH)
         ):
             raise msgspec.DecodeError(_too_deep(None))
-        return self._decoder.decode(data)
+        return value
 
 
-def _custom_types(root: msgspec.inspect.Type) -> list[type]:
-    """The classes in a type tree that msgspec would only handle through hooks.
-
-    ``object`` is left out: msgspec decodes it like ``Any``.
-    """
-    found: list[type] = []
+def _type_nodes(root: msgspec.inspect.Type) -> list[msgspec.inspect.Type]:
+    """Every node of a type tree, once each."""
+    found: list[msgspec.inspect.Type] = []
     seen: set[int] = set()
     stack: list[object] = [root]
     while stack:
@@ -197,8 +222,8 @@ def _custom_types(root: msgspec.inspect.Type) -> list[type]:
             if id(node) in seen:  # recursive Structs point back at themselves
                 continue
             seen.add(id(node))
-            if isinstance(node, msgspec.inspect.CustomType) and node.cls is not object:
-                found.append(node.cls)
+            if isinstance(node, msgspec.inspect.Type):
+                found.append(node)
             stack.extend(getattr(node, f) for f in node.__struct_fields__)
     return found
 
@@ -259,6 +284,39 @@ def _too_deep(queue: str | None) -> str:
     return f"nested deeper than the limit{where} of {MAX_DEPTH} levels"
 
 
+_OBJECT_TYPES = (
+    msgspec.inspect.StructType,
+    msgspec.inspect.DataclassType,
+    msgspec.inspect.TypedDictType,
+    msgspec.inspect.NamedTupleType,
+)
+_json_encoder = msgspec.json.Encoder()
+# Brackets become parentheses and every other byte goes: what is left is the nesting.
+_PARENS = bytes.maketrans(b"[]{}", b"()()")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _json_nests_within(value: object, limit: int) -> bool:
+    """Whether the JSON of ``value`` shows it nests at most ``limit`` containers deep.
+
+    Each pass deletes the innermost pairs, so the passes that empty the
+    brackets count the levels. Brackets inside strings can only keep them
+    from emptying or add levels (a balanced run leaves the levels after it
+    as they were), so a False may be wrong but a True never is. A value JSON
+    cannot hold (an ``Ext``, a tuple as a key) gives False.
+    """
+    try:
+        text = _json_encoder.encode(value)
+    except (TypeError, ValueError, msgspec.EncodeError):
+        return False
+    nesting = text.translate(_PARENS, _NOT_BRACKETS)
+    for _ in range(limit):
+        if not nesting:
+            return True
+        nesting = nesting.replace(b"()", b"")
+    return not nesting
+
+
 # -- nesting depth of MessagePack bytes ----------------------------------------------
 #
 # What each first byte of a MessagePack item is. _SKIP[b] >= 0: a scalar whose
@@ -293,13 +351,14 @@ def _item_tables() -> tuple[tuple[int, ...], tuple[int, ...]]:
 
 
 _SKIP, _COUNT = _item_tables()
-# Every byte that can open a container maps to 1: their count bounds the depth.
-_OPENERS = bytes(1 if 0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF else 0 for b in range(256))
+# Every byte but those that can open a container (fixmap, fixarray, array and
+# map 16 and 32): deleting them leaves a count that bounds the depth.
+_NOT_OPENERS = bytes(b for b in range(256) if not (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF))
 
 
 def _opener_count(data: bytes) -> int:
     """How many bytes of ``data`` could open a container (an upper bound on its depth)."""
-    return data.translate(_OPENERS).count(1)
+    return len(data.translate(None, _NOT_OPENERS))
 
 
 def nests_deeper(data: bytes, limit: int) -> bool:

@@ -12,7 +12,15 @@ import msgspec
 import pytest
 
 from asyncq import ConfigurationError, ValidationError
-from asyncq._codec import MAX_DEPTH, MAX_PAYLOAD_BYTES, Codec, decode_any, encode, nests_deeper
+from asyncq._codec import (
+    MAX_DEPTH,
+    MAX_PAYLOAD_BYTES,
+    Codec,
+    _json_nests_within,
+    decode_any,
+    encode,
+    nests_deeper,
+)
 
 
 class Size(msgspec.Struct):
@@ -402,3 +410,54 @@ def test_decoding_a_payload_holds_it_to_the_limits() -> None:
     # A schema that bounds nesting stops at its own depth, with no scan needed.
     with pytest.raises(msgspec.ValidationError, match="Expected `object`, got `array`"):
         codec(Resize).decode_payload(b"\x91" * 100_000 + b"\x01")
+
+
+@pytest.mark.parametrize("value", SHAPES, ids=range(len(SHAPES)))
+@pytest.mark.parametrize("limit", [1, 2, 5, 100])
+def test_the_json_measure_of_nesting_is_exact_without_brackets_in_strings(
+    value: Any, limit: int
+) -> None:
+    within = _json_nests_within(value, limit)
+    try:
+        msgspec.json.encode(value)
+    except TypeError:  # an Ext, a tuple as a key: nothing is proven
+        assert within is False
+    else:
+        assert within is (depth_of(value) <= limit)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [["[[[[" * 30, nested(98)], ["]]]]", nested(98)], ["][", nested(98)], {"}{": nested(98)}],
+    ids=["openers", "closers", "balanced", "key"],
+)
+def test_brackets_in_strings_never_hide_or_invent_a_level(value: Any) -> None:
+    c = codec(Any)
+    assert decode_any(c.encode(value)) == value  # 99 levels: within the limit
+    deeper = [value]
+    while depth_of(deeper) <= MAX_DEPTH:
+        deeper = [deeper]
+    with pytest.raises(ValidationError, match="deeper than the limit"):
+        c.encode(deeper)
+
+
+def test_wide_payloads_are_measured_without_a_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_scan(data: bytes, limit: int) -> bool:
+        raise AssertionError("scanned")
+
+    monkeypatch.setattr("asyncq._codec.nests_deeper", no_scan)
+    loose = {"items": [{"sku": f"s{i}", "tags": ["a", "b"]} for i in range(200)]}
+    c = codec(dict[str, Any])
+    assert c.decode_payload(c.encode(loose)) == loose
+    many = [Resize(f"https://x/{i}", Size(i + 1, 2)) for i in range(200)]
+    typed: Codec[list[Resize]] = codec(list[Resize])
+    assert typed.decode_payload(typed.encode(many)) == many
+
+
+def test_raw_values_are_scanned_not_trusted() -> None:
+    deep = msgspec.Raw(encode(nested(MAX_DEPTH + 1)))
+    with pytest.raises(ValidationError, match="deeper than the limit"):
+        codec(list[msgspec.Raw]).encode([deep])
+    with pytest.raises(ValidationError, match="deeper than the limit"):
+        codec(Any).encode([deep])
+    assert codec(list[msgspec.Raw]).encode([msgspec.Raw(encode(nested(MAX_DEPTH - 1)))])
