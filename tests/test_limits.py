@@ -276,3 +276,18 @@ async def test_ordinary_names_with_spaces_and_accents_are_accepted() -> None:
     with anyio.fail_after(5):
         handle = await item.enqueue(Item(1), key="commande n° 42 😀", queue="file d'attente")
         assert (await handle.info()).queue == "file d'attente"
+
+
+@pytest.mark.parametrize(
+    ("options", "rule"),
+    [({"name": "nightly\nreport"}, "U+000A"), ({"queue": "q\x00"}, "U+0000")],
+    ids=["name", "queue"],
+)
+def test_a_cron_schedule_with_a_bad_name_is_refused_when_declared(
+    options: dict[str, str], rule: str
+) -> None:
+    app = App("limits")
+    item = app.job(schema=Item, name="item")(noop)
+    with pytest.raises(ConfigurationError, match=re.escape(rule)):
+        app.cron("0 3 * * *", payload=Item(1), **options)(item)
+    assert app.cron_schedules == {}
