@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 import anyio
 
+from ._codec import MAX_PAYLOAD_BYTES
 from ._context import JobContext
 from ._cron import DEFAULT_PAYLOAD, add_schedule, run_schedules
 from ._handler import Handler, JobHandle, JobOptions, return_type
 from ._instrumentation import EnqueueNext, Instrumentation
 from ._logging import job_fields
 from ._middleware import Middleware
+from ._options import name_problem
 from ._records import JobRecord
 from ._retry import RetryPolicy, seconds
 from ._telemetry import Telemetry, default_telemetry
@@ -79,6 +81,12 @@ class App:
         telemetry: OpenTelemetry spans and metrics: ``True`` (default) on the
             global providers, a ``Telemetry`` for chosen providers, ``False``
             for none. It runs first among the instrumentation.
+        max_payload_bytes: the largest payload, encoded, that ``enqueue``
+            accepts and a worker decodes (default 1 MiB).
+
+    Raises:
+        ConfigurationError: ``max_payload_bytes`` is not a positive int, or an
+            included job breaks the rules for names.
     """
 
     def __init__(
@@ -91,8 +99,14 @@ class App:
         middleware: Sequence[Middleware] = (),
         instrumentation: Sequence[Instrumentation] = (),
         telemetry: Telemetry | bool = True,
+        max_payload_bytes: int = MAX_PAYLOAD_BYTES,
     ) -> None:
         self.name = name
+        if type(max_payload_bytes) is not int or max_payload_bytes < 1:
+            msg = f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
+            raise ConfigurationError(msg)
+        #: the largest encoded payload enqueued or decoded (see ``docs/guarantees.md``)
+        self.max_payload_bytes = max_payload_bytes
         self.handlers: dict[str, Handler[Any, Any]] = {}
         self.lifespan = lifespan
         self.middleware: list[Middleware] = list(middleware)
@@ -152,7 +166,8 @@ class App:
             result_ttl: how long results (and idempotency keys) are kept; ``None`` for ever.
 
         Raises:
-            ConfigurationError: a job with this name exists, or an option is invalid.
+            ConfigurationError: a job with this name exists, an option is
+                invalid, or the name or queue breaks the rules for names.
         """
 
         def register(fn: Callable[..., Awaitable[Any]]) -> Handler[T, Any]:
@@ -180,8 +195,14 @@ class App:
         return JobDecorator(register)
 
     def include(self, *handlers: Handler[Any, Any]) -> None:
-        """Register handlers made elsewhere (for example by another ``App``'s decorator)."""
+        """Register handlers made elsewhere (for example by another ``App``'s decorator).
+
+        Raises:
+            ConfigurationError: two jobs share a name, or a job's name or queue
+                breaks the rules for names.
+        """
         for handler in handlers:
+            _check_names(handler.name, handler.options.queue)
             existing = self.handlers.get(handler.name)
             if existing is not None and existing is not handler:
                 msg = (
@@ -233,7 +254,12 @@ class App:
 
         It enqueues and waits like a registered handler but has no function,
         so a worker of this app will not run it.
+
+        Raises:
+            ConfigurationError: an option is invalid, or the name or queue
+                breaks the rules for names.
         """
+        _check_names(name, queue)
         options = JobOptions(
             queue=queue,
             timeout=timeout,
@@ -432,3 +458,15 @@ class App:
     async def run_worker(self, **options: Unpack[WorkerOptions]) -> None:
         """Run a worker until cancelled or signalled (SIGTERM/SIGINT: graceful; a second: now)."""
         await self.make_worker(**options).run_until_signalled()
+
+
+def _check_names(name: str, queue: str) -> None:
+    """Refuse a job whose name or queue breaks the rules for names (``name_problem``)."""
+    problem = name_problem("job name", name)
+    if problem is not None:
+        msg = f"{problem} (the job's queue: {queue!r:.80})"
+        raise ConfigurationError(msg)
+    problem = name_problem("queue", queue)
+    if problem is not None:
+        msg = f"job {name!r}: {problem}"
+        raise ConfigurationError(msg)

@@ -167,7 +167,6 @@ def add_schedule(
                 f"{handler.name!r} cannot be built from no fields: {exc})"
             )
             raise ConfigurationError(msg) from exc
-    handler.payload_codec.encode(payload)  # a bad payload fails now, not on every tick
     schedule = CronSchedule(
         name=schedule_name,
         expression=expression,
@@ -176,6 +175,8 @@ def add_schedule(
         payload=payload,
         queue=queue or handler.options.queue,
     )
+    # A bad payload, queue or schedule name (in the key) fails now, not on every tick.
+    handler.record(payload, key=schedule.key(0.0), queue=schedule.queue)
     app.cron_schedules[schedule_name] = schedule
     return schedule
 

@@ -17,7 +17,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 
 from ._context import JobContext, _current
 from ._instrumentation import AttemptEnd, Instrumentation
@@ -150,8 +149,10 @@ async def _attempt(
         )
         return _failure(lease, RetryPolicy(), ErrorKind.UNKNOWN_JOB, message), None
     try:
-        payload = handler.payload_codec.decode(job.payload)
-    except msgspec.DecodeError as exc:
+        payload = handler.payload_codec.decode_payload(job.payload, app.max_payload_bytes)
+    # Whatever the stored bytes make the decoder raise (a RecursionError from
+    # nesting no producer let through, included) is this job's failure alone.
+    except Exception as exc:  # noqa: BLE001
         message = f"payload does not decode as {handler.schema!r} for job {job.name!r}: {exc}"
         return _failure(lease, handler.options.retry, ErrorKind.DECODE, message, exc=exc), exc
 

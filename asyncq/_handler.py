@@ -136,7 +136,7 @@ class Handler(Generic[T, R]):
         The options are ``enqueue``'s; ``now`` is the enqueue time (default: the clock).
 
         Raises:
-            ValidationError: the payload does not match the schema.
+            ValidationError: the payload does not match the schema, or is over a limit.
             ConfigurationError: an option is invalid.
         """
         options = self._options(delay, at, priority, key, queue, timeout, max_attempts)
@@ -179,17 +179,18 @@ class Handler(Generic[T, R]):
 
     def _record(self, payload: T, options: EnqueueOptions, now: float) -> JobRecord:
         """The record of one job: ``options`` over the job's defaults, enqueued at ``now``."""
-        data = self.payload_codec.encode(payload)
+        defaults = self.options
+        queue = defaults.queue if options.queue is None else options.queue
+        data = self.payload_codec.encode(payload, queue=queue, max_bytes=self.app.max_payload_bytes)
         scheduled_at = now
         if options.at is not None:
             scheduled_at = options.at.timestamp()
         elif options.delay is not None:
             scheduled_at = now + seconds(options.delay)
-        defaults = self.options
         return JobRecord(
             id=new_job_id(),
             name=self.name,
-            queue=defaults.queue if options.queue is None else options.queue,
+            queue=queue,
             payload=data,
             state=JobState.SCHEDULED if scheduled_at > now else JobState.QUEUED,
             priority=defaults.priority if options.priority is None else options.priority,
@@ -234,7 +235,8 @@ class Handler(Generic[T, R]):
                 caller's transaction (PostgreSQL).
 
         Raises:
-            ValidationError: the payload does not match the schema; nothing stored.
+            ValidationError: the payload does not match the schema, or is over
+                a limit (``App(max_payload_bytes=...)``, nesting); nothing stored.
             ConfigurationError: an option is invalid; nothing stored.
             BackendError: the store could not take the job.
         """

@@ -342,6 +342,9 @@ class Admin:
             value = msgspec.convert(payload, handler.schema)
         except msgspec.ValidationError as exc:
             raise ValidationError(handler.name, str(exc)) from exc
+        except RecursionError as exc:
+            msg = "nested too deeply to convert, or it contains itself"
+            raise ValidationError(handler.name, msg) from exc
         return await handler.enqueue(
             value,
             delay=delay,
@@ -382,6 +385,9 @@ class Admin:
             raise ValidationError(handler.name, str(exc)) from exc
         except msgspec.DecodeError as exc:
             raise ValidationError(handler.name, f"not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            msg = "the JSON document is nested too deeply to decode"
+            raise ValidationError(handler.name, msg) from exc
         return await handler.enqueue(
             value,
             delay=delay,

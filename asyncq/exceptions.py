@@ -51,12 +51,15 @@ class ConfigurationError(AsyncqError):
 
 
 class ValidationError(AsyncqError, ValueError):
-    """A payload does not match its job's schema. Nothing was stored.
+    """A payload does not match its job's schema, or breaks a limit. Nothing was stored.
+
+    The limits (size, nesting depth, no self-reference) are in
+    ``docs/guarantees.md``, "Limits".
 
     Attributes:
-        job_name: the job whose schema rejected the payload.
-        detail: msgspec's explanation, naming the field
-            (``Expected `int`, got `str` - at `$.cents```).
+        job_name: the job whose schema or limits rejected the payload.
+        detail: the explanation, naming the field
+            (``Expected `int`, got `str` - at `$.cents```) or the limit.
     """
 
     def __init__(self, job_name: str, detail: str) -> None:
