@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 __all__ = [
+    "JOB_QUEUES",
     "NotText",
     "fetch",
     "identify",
@@ -158,8 +159,17 @@ def take_aside(
     return [item.job_id for item in bad]
 
 
-# Text sorts after every number and blobs after every text, so each kind of
-# garbage below is a range of the (queue, state, scheduled_at) index.
+#: Every queue that holds a job, one index search each (a loose index scan): a
+#: queue no producer named (a row written by hand, garbage in its queue) too.
+JOB_QUEUES = (
+    "SELECT queue FROM (WITH RECURSIVE seen(queue) AS (SELECT min(queue) FROM asyncq_jobs"
+    " UNION ALL SELECT (SELECT min(queue) FROM asyncq_jobs WHERE queue > seen.queue)"
+    " FROM seen WHERE seen.queue IS NOT NULL) SELECT queue FROM seen WHERE queue IS NOT NULL)"
+)
+# Text sorts after every number, and ``state`` is text: each state that is not
+# a state lies in a gap between the real ones, a range of the (queue, state,
+# scheduled_at) index. A waiting job's due time that is not a number sorts
+# after every number too.
 _STATES = sorted(state.value for state in JobState)
 _GAPS = " UNION ALL ".join(
     [
@@ -170,7 +180,7 @@ _GAPS = " UNION ALL ".join(
             for low, high in pairwise(_STATES)
         ),
         f"SELECT rowid FROM asyncq_jobs WHERE queue = ?1 AND state > '{_STATES[-1]}'",
-        # waiting for a due time that is not a number: no claim would ever promote it
+        # no claim would ever promote these
         *(
             f"SELECT rowid FROM asyncq_jobs WHERE queue = ?1 AND state = '{state.value}'"
             " AND scheduled_at >= ''"
@@ -178,19 +188,28 @@ _GAPS = " UNION ALL ".join(
         ),
     ]
 )
-_NOT_TEXT_QUEUE = "SELECT rowid FROM asyncq_jobs WHERE queue >= x''"
 
 
 def sweep(conn: sqlite3.Connection, now: float) -> list[str]:
     """Take aside the unreadable jobs no claim can reach; return their ids.
 
-    Index seeks per known queue, so it costs little however many jobs wait.
+    Those in a queue whose name is not text (no worker can ask for it), and
+    in the other queues those whose state is not a state, or which wait for
+    a due time that is not a number. Index searches per queue, so it costs
+    little however many jobs wait.
     """
-    queues = [name for (name,) in fetch(conn, "SELECT name FROM asyncq_queues")]
-    rowids = [rowid for (rowid,) in conn.execute(_NOT_TEXT_QUEUE)]
-    for queue in queues:
+    rowids: list[int] = []
+    for (queue,) in fetch(conn, JOB_QUEUES):
         if isinstance(queue, str):
             rowids.extend(rowid for (rowid,) in conn.execute(_GAPS, (queue,)))
+        elif isinstance(queue, NotText):
+            found = conn.execute(
+                "SELECT rowid FROM asyncq_jobs WHERE queue = CAST(? AS TEXT)", (queue.raw,)
+            )
+            rowids.extend(rowid for (rowid,) in found)
+        else:
+            found = conn.execute("SELECT rowid FROM asyncq_jobs WHERE queue = ?", (queue,))
+            rowids.extend(rowid for (rowid,) in found)
     if not rowids:
         return []
     rows = [

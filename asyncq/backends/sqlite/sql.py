@@ -38,7 +38,7 @@ from ..base import (
     QueueStats,
     Retention,
 )
-from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
+from .poison import JOB_QUEUES, fetch, read_or_stand_in, read_rows, sweep, take_aside
 from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
 
 if TYPE_CHECKING:
@@ -476,15 +476,13 @@ def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) ->
 
     A job whose state is not a state (garbage written into the database) is
     counted as ``dead``: that is what ``get`` and ``list_jobs`` show for it
-    (its stand-in), and what it becomes when a recovery takes it aside. A
-    queue whose name is not text cannot be asked for, and is left out.
+    (its stand-in), and what it becomes when a recovery takes it aside.
+    Without ``queues``, every queue known or holding a job, except a name
+    that is not text (no one could ask for it; a recovery takes its jobs aside).
     """
     if queues is None:
-        names = [
-            name
-            for (name,) in fetch(conn, "SELECT name FROM asyncq_queues ORDER BY name")
-            if isinstance(name, str)
-        ]
+        seen = fetch(conn, f"SELECT name FROM asyncq_queues UNION {JOB_QUEUES}")
+        names = sorted(name for (name,) in seen if isinstance(name, str))
     else:
         names = sorted(set(queues))
     paused = {name for (name,) in fetch(conn, "SELECT name FROM asyncq_queues WHERE paused")}
