@@ -142,7 +142,8 @@ async def check_operators_answer(path: Path, victim: JobRecord | None) -> None:
     for verb, *rest in (("status",), ("jobs",), *((("job", victim.id),) if victim else ())):
         for json_flag in ((), ("--json",)):
             result = await cli(verb, APP, *rest, "--backend", url, *json_flag)
-            if isinstance(result.exception, OverflowError) and "timestamp" in str(result.exception):
+            failed = f"{result.exception!r} {result.output}"
+            if "OverflowError" in failed and "timestamp" in failed:
                 # a time too far off for datetime: a number, so the store reads it;
                 # the CLI cannot show it (every store alike)
                 pytest.xfail(f"asyncq {verb} cannot render a timestamp out of range")
