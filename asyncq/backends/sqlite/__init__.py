@@ -401,7 +401,9 @@ class SQLiteBackend:
     ) -> list[Lease]:
         if limit <= 0 or not queues:
             return []
-        leases = await self._run(True, sql.claim, list(queues), limit, worker, lease_for)
+        leases, aside = await self._run(True, sql.claim, list(queues), limit, worker, lease_for)
+        if aside:
+            self._wake_finished(aside)
         await self._hand_back_if_cancelled(leases)
         return leases
 
@@ -434,10 +436,12 @@ class SQLiteBackend:
         if not outcomes:
             return [], await self.claim(queues, limit, worker=worker, lease_for=lease_for)
         # One transaction, so one commit (and one trip to the database thread) for both.
-        settled, leases = await self._run(
+        settled, leases, aside = await self._run(
             True, sql.settle_and_claim, list(outcomes), list(queues), limit, worker, lease_for
         )
         self._wake_finished(settled.finished)
+        if aside:
+            self._wake_finished(aside)
         if settled.requeued:
             self._waiters.wake_work()
         await self._hand_back_if_cancelled(leases)
@@ -485,10 +489,12 @@ class SQLiteBackend:
         return settled.applied
 
     async def recover(self) -> int:
-        recovered = await self._run(True, sql.recover)
+        recovered, aside = await self._run(True, sql.recover)
         if recovered:
             self._wake_finished(job_id for job_id, dead in recovered if dead)
             self._waiters.wake_work()
+        if aside:
+            self._wake_finished(aside)
         return len(recovered)
 
     async def prune(self) -> int:

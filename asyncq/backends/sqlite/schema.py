@@ -25,7 +25,7 @@ import msgspec
 from msgspec.structs import astuple
 
 from ...exceptions import BackendError
-from ..base import ErrorInfo, JobRecord, JobState
+from ..base import ErrorInfo, JobRecord
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -151,12 +151,23 @@ def drop(conn: sqlite3.Connection, now: float) -> None:
 _PLAIN = JobRecord.__struct_fields__[: JobRecord.__struct_fields__.index("result") + 1]
 _NAMES = (*_PLAIN, "errors", "error_count", "progress", "cancel_requested", "headers")
 _COLUMNS = ", ".join(_NAMES)
-SELECT_JOB = f"SELECT {_COLUMNS} FROM asyncq_jobs"
+#: Every job column, then the ``rowid``: a row that cannot be read is taken
+#: aside by its rowid, whatever garbage its ``id`` holds.
+SELECT_JOB = f"SELECT {_COLUMNS}, rowid FROM asyncq_jobs"
+#: The job columns, in ``SELECT_JOB`` and ``INSERT_JOB`` order.
+NAMES = _NAMES
+#: Positions in a ``SELECT_JOB`` row, for what must be read without decoding it.
+ID, QUEUE, ATTEMPTS, ERRORS, ERROR_COUNT, ROWID = (
+    *(_NAMES.index(name) for name in ("id", "queue", "attempts", "errors", "error_count")),
+    len(_NAMES),
+)
 INSERT_JOB = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))})"
 
 ENCODER = msgspec.msgpack.Encoder()
 _errors_decoder = msgspec.msgpack.Decoder(tuple[ErrorInfo, ...])
 _headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
+_convert = msgspec.convert
+_BYTES = (bytes,)
 
 
 def encode_errors(errors: Iterable[ErrorInfo]) -> bytes:
@@ -172,27 +183,43 @@ def _array_header(n: int) -> bytes:
 
 
 def to_record(row: Sequence[Any]) -> JobRecord:
-    """Decode a row selected with ``_COLUMNS``.
+    """Decode a row selected with ``SELECT_JOB``, checking every value's type.
+
+    SQLite keeps whatever value a column is given, so a row written by hand
+    or by another program may hold text where a number belongs: the record
+    is built by ``msgspec.convert``, which checks each field in C (and costs
+    less than building the Struct from keywords), so a record this returns
+    is safe to use. Callers read batches through ``_poison.read_all``.
 
     Raises:
-        BackendError: the row does not hold a job this code can read.
+        Exception: the row does not hold a job this code can read
+            (``msgspec.ValidationError`` naming the field, most often).
     """
     fields = dict(zip(_PLAIN, row, strict=False))
-    errors, error_count, progress, cancel_requested, headers = row[len(_PLAIN) :]
+    errors, error_count, progress, cancel_requested, headers = row[len(_PLAIN) : len(_NAMES)]
+    # ``errors`` is NULL until an attempt ends, b"" after one without an error
+    fields["errors"] = (
+        _errors_decoder.decode(_array_header(error_count) + errors) if errors is not None else ()
+    )
+    fields["progress"] = progress
+    fields["cancel_requested"] = bool(cancel_requested)
+    fields["headers"] = _headers_decoder.decode(headers) if headers is not None else {}
+    # bytes pass as they are: msgspec would otherwise take text for base64
+    return _convert(fields, JobRecord, builtin_types=_BYTES)
+
+
+def errors_readable(row: Sequence[Any]) -> bool:
+    """Whether a row's stored errors decode: a job taken aside keeps them, or else loses them."""
+    errors, count = row[ERRORS], row[ERROR_COUNT]
+    if type(count) is not int or count < 0:
+        return False
+    if errors is None:
+        return count == 0
     try:
-        fields["state"] = JobState(fields["state"])
-        return JobRecord(
-            **fields,
-            errors=_errors_decoder.decode(_array_header(error_count) + errors)
-            if error_count
-            else (),
-            progress=progress,
-            cancel_requested=bool(cancel_requested),
-            headers=_headers_decoder.decode(headers) if headers else {},
-        )
-    except (ValueError, msgspec.DecodeError) as exc:
-        msg = f"job {row[0]!r} is stored in a form this asyncq cannot read: {exc}"
-        raise BackendError(msg) from exc
+        _errors_decoder.decode(_array_header(count) + errors)
+    except Exception:  # noqa: BLE001 - any failure means the errors cannot be kept
+        return False
+    return True
 
 
 def to_row(job: JobRecord) -> tuple[Any, ...]:

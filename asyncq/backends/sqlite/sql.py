@@ -38,7 +38,8 @@ from ..base import (
     QueueStats,
     Retention,
 )
-from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_record, to_row
+from .poison import JOB_QUEUES, fetch, read_or_stand_in, read_rows, sweep, take_aside
+from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -64,7 +65,7 @@ def _select_by_ids(
     rows: list[Any] = []
     for chunk in _chunks(ids):
         sql = f"SELECT {columns} FROM asyncq_jobs WHERE id IN ({_marks(len(chunk))}){where}"
-        rows.extend(conn.execute(sql, tuple(chunk)))
+        rows.extend(fetch(conn, sql, tuple(chunk)))
     return rows
 
 
@@ -78,11 +79,17 @@ _DUE = "state IN ('scheduled', 'failed') AND scheduled_at <= ?"
 
 
 def _key_holder(conn: sqlite3.Connection, queue: str, key: str, now: float) -> JobRecord | None:
-    """The job holding ``key`` in ``queue`` at ``now`` (``_common.holds_key``), if any."""
-    row = conn.execute(
-        f"{SELECT_JOB} WHERE queue = ? AND key = ? AND {_HOLDS_KEY} LIMIT 1", (queue, key, now)
-    ).fetchone()
-    return None if row is None else to_record(row)
+    """The job holding ``key`` in ``queue`` at ``now`` (``_common.holds_key``), if any.
+
+    A holder whose row cannot be read still holds the key (until a claim or a
+    recovery takes it aside): it is returned as its stand-in.
+    """
+    rows = fetch(
+        conn,
+        f"{SELECT_JOB} WHERE queue = ? AND key = ? AND {_HOLDS_KEY} LIMIT 1",
+        (queue, key, now),
+    )
+    return read_or_stand_in(rows[0], now) if rows else None
 
 
 def _unpaused(conn: sqlite3.Connection, queues: Sequence[str]) -> list[str]:
@@ -130,10 +137,11 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> 
 
 
 def get(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
-    row = conn.execute(f"{SELECT_JOB} WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
+    """The job, or its stand-in (``_poison.stand_in``) if its row cannot be read."""
+    rows = fetch(conn, f"{SELECT_JOB} WHERE id = ?", (job_id,))
+    if not rows:
         return None
-    job = to_record(row)
+    job = read_or_stand_in(rows[0], now)
     return None if result_expired(job, now) else job
 
 
@@ -160,7 +168,14 @@ def claim(
     limit: int,
     worker: str,
     lease_for: float,
-) -> list[Lease]:
+) -> tuple[list[Lease], list[str]]:
+    """Lease up to ``limit`` ready jobs; return the leases and the ids of jobs taken aside.
+
+    A job whose row cannot be read is not leased: it becomes a dead letter of
+    kind ``undecodable`` in this transaction (``poison.take_aside``), and the
+    jobs read beside it are leased as usual.
+    """
+    aside: list[str] = []
     open_queues = _unpaused(conn, queues)
     # Promote due scheduled/failed jobs so one index gives the claim order.
     for chunk in _chunks(open_queues):
@@ -174,13 +189,16 @@ def claim(
     for queue in open_queues:
         if len(leases) >= limit:
             break
-        rows = conn.execute(
+        rows = fetch(
+            conn,
             f"{SELECT_JOB} WHERE queue = ? AND state = 'queued'"
             " ORDER BY priority DESC, scheduled_at, id LIMIT ?",
             (queue, limit - len(leases)),
-        ).fetchall()
-        for row in rows:
-            job = to_record(row)
+        )
+        jobs, bad = read_rows(rows)
+        if bad:
+            aside.extend(take_aside(conn, now, rows, bad))
+        for job in jobs:
             job = replace(
                 job,
                 state=JobState.ACTIVE,
@@ -197,7 +215,7 @@ def claim(
         " WHERE id = ? AND state = 'queued'",
         [(now, worker, expires, lease.token, lease.job.id) for lease in leases],
     )
-    return leases
+    return leases, aside
 
 
 class Probe(msgspec.Struct, frozen=True):
@@ -225,16 +243,18 @@ def probe(
     earliest: float | None = None
     # ready (_common.is_ready): queued, or the earliest scheduled or failed job is due
     for queue in _unpaused(conn, queues):
-        queued, *due = conn.execute(
+        ((queued, *due),) = fetch(
+            conn,
             "SELECT EXISTS (SELECT 1 FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'),"
             " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = ?1 AND state = 'scheduled'),"
             " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = ?1 AND state = 'failed')",
             (queue,),
-        ).fetchone()
+        )
         if queued:
             return Probe(version, ready=True, earliest=None)
         for at in due:
-            if at is not None:
+            # a due time that is not a number is garbage: ``poison.sweep`` takes its job aside
+            if isinstance(at, float):
                 if at <= now:
                     return Probe(version, ready=True, earliest=None)
                 earliest = at if earliest is None else min(earliest, at)
@@ -348,36 +368,48 @@ def settle_and_claim(
     limit: int,
     worker: str,
     lease_for: float,
-) -> tuple[Settled, list[Lease]]:
+) -> tuple[Settled, list[Lease], list[str]]:
     """``settle`` then ``claim`` in one transaction: what the outcomes hand back is claimable."""
     settled = settle(conn, now, outcomes)
     if limit <= 0 or not queues:
-        return settled, []
-    return settled, claim(conn, now, queues, limit, worker, lease_for)
+        return settled, [], []
+    return settled, *claim(conn, now, queues, limit, worker, lease_for)
 
 
-def recover(conn: sqlite3.Connection, now: float) -> list[tuple[str, bool]]:
-    """Release lapsed leases; return ``(id, finished)`` for each (dead or cancelled)."""
-    # _common.lease_lapsed (claim always sets lease_expires_at on an active job)
-    lapsed = conn.execute(
-        "SELECT id, attempts, max_attempts, worker, cancel_requested FROM asyncq_jobs"
-        " WHERE state = 'active' AND lease_expires_at <= ?",
+def recover(conn: sqlite3.Connection, now: float) -> tuple[list[tuple[str, bool]], list[str]]:
+    """Release lapsed leases, and take aside the unreadable jobs no claim can reach.
+
+    Returns ``(id, finished)`` for each lapsed job (dead or cancelled), and
+    the ids of the jobs taken aside as dead letters (``poison.sweep``).
+    A lapsed job whose row cannot be read is taken aside too, and counted
+    as a finished lapsed job.
+    """
+    # _common.lease_lapsed (claim always sets lease_expires_at on an active job); an
+    # expiry that is not a number is garbage, so lapsed too: NULL, or text or a blob
+    # (which sort after every number). One index search each.
+    rows = fetch(
+        conn,
+        " UNION ALL ".join(
+            f"{SELECT_JOB} WHERE state = 'active' AND lease_expires_at {lapsed}"
+            for lapsed in ("<= ?1", ">= ''", "IS NULL")
+        ),
         (now,),
-    ).fetchall()
+    )
+    lapsed, bad = read_rows(rows)
     params = [
         (
             now,
             ENCODER.encode(
                 ErrorInfo(
                     kind=ErrorKind.LOST,
-                    message=f"lease held by worker {worker} lapsed before the attempt finished",
-                    attempt=attempts,
+                    message=f"lease held by worker {job.worker} lapsed before the attempt finished",
+                    attempt=job.attempts,
                     at=now,
                 )
             ),
-            job_id,
+            job.id,
         )
-        for job_id, attempts, _, worker, _ in lapsed
+        for job in lapsed
     ]
     conn.executemany(
         "UPDATE asyncq_jobs SET"
@@ -390,10 +422,12 @@ def recover(conn: sqlite3.Connection, now: float) -> list[tuple[str, bool]]:
         " WHERE id = ? AND state = 'active'",
         params,
     )
-    return [
-        (job_id, bool(cancel) or attempts >= max_attempts)
-        for job_id, attempts, max_attempts, _, cancel in lapsed
+    recovered = [
+        (job.id, job.cancel_requested or job.attempts >= job.max_attempts) for job in lapsed
     ]
+    if bad:
+        recovered.extend((job_id, True) for job_id in take_aside(conn, now, rows, bad))
+    return recovered, sweep(conn, now)
 
 
 # The states ``Retention`` keeps for a time, and what else a job must be to go
@@ -434,21 +468,34 @@ def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention
 # -- operations ------------------------------------------------------------------
 
 
+_STATE_OF = {state.value: state for state in JobState}
+
+
 def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) -> list[QueueStats]:
+    """Counts by state per queue.
+
+    A job whose state is not a state (garbage written into the database) is
+    counted as ``dead``: that is what ``get`` and ``list_jobs`` show for it
+    (its stand-in), and what it becomes when a recovery takes it aside.
+    Without ``queues``, every queue known or holding a job, except a name
+    that is not text (no one could ask for it; a recovery takes its jobs aside).
+    """
     if queues is None:
-        names = [name for (name,) in conn.execute("SELECT name FROM asyncq_queues ORDER BY name")]
+        seen = fetch(conn, f"SELECT name FROM asyncq_queues UNION {JOB_QUEUES}")
+        names = sorted(name for (name,) in seen if isinstance(name, str))
     else:
         names = sorted(set(queues))
-    paused = {name for (name,) in conn.execute("SELECT name FROM asyncq_queues WHERE paused")}
+    paused = {name for (name,) in fetch(conn, "SELECT name FROM asyncq_queues WHERE paused")}
     out = []
     for queue in names:
         counts = dict.fromkeys(JobState, 0)
-        for state, n in conn.execute(
-            "SELECT state, count(*) FROM asyncq_jobs WHERE queue = ? GROUP BY state", (queue,)
+        for state, n in fetch(
+            conn, "SELECT state, count(*) FROM asyncq_jobs WHERE queue = ? GROUP BY state", (queue,)
         ):
-            counts[JobState(state)] = n
+            counts[_STATE_OF.get(state, JobState.DEAD)] += n
         # the oldest ready job (_common.is_ready): queued, or scheduled/failed and due
-        oldest = conn.execute(
+        ((oldest,),) = fetch(
+            conn,
             "SELECT min(at) FROM ("
             " SELECT min(scheduled_at) AS at FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'"
             " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
@@ -456,9 +503,15 @@ def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) ->
             " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
             "  WHERE queue = ?1 AND state = 'failed' AND scheduled_at <= ?2)",
             (queue, now),
-        ).fetchone()[0]
+        )
         out.append(
-            QueueStats(queue=queue, counts=counts, paused=queue in paused, oldest_ready_at=oldest)
+            QueueStats(
+                queue=queue,
+                counts=counts,
+                paused=queue in paused,
+                # text sorts after numbers: only garbage is left when it is not a number
+                oldest_ready_at=oldest if isinstance(oldest, float) else None,
+            )
         )
     return out
 
@@ -482,7 +535,12 @@ def list_jobs(
         where.append("id > ?")
         params.append(after)
     sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
-    return [to_record(row) for row in conn.execute(sql, (*params, limit))]
+    rows = fetch(conn, sql, (*params, limit))
+    jobs, bad = read_rows(rows)
+    if not bad:
+        return jobs
+    # a row that cannot be read is shown as its stand-in, in its place
+    return [read_or_stand_in(row, now) for row in rows]
 
 
 def retry_dead(
@@ -494,10 +552,19 @@ def retry_dead(
     limit: int,
 ) -> list[str]:
     if job_ids is None:
-        candidates = [
-            (job.id, job.queue, job.key)
-            for job in list_jobs(conn, now, JobState.DEAD, queue, name, limit, None)
-        ]
+        # the dead jobs list_jobs would show, read without decoding them
+        where = ""
+        params: list[Any] = []
+        for column, value in (("queue", queue), ("name", name)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                params.append(value)
+        candidates = fetch(
+            conn,
+            f"SELECT id, queue, key FROM asyncq_jobs WHERE state = 'dead'{where}"
+            " ORDER BY id LIMIT ?",
+            (*params, limit),
+        )
     else:
         ids = list(dict.fromkeys(job_ids))
         found = {
@@ -508,6 +575,10 @@ def retry_dead(
     retried: list[str] = []
     taken: set[tuple[str, str]] = set()
     for job_id, job_queue, key in candidates:
+        if not (
+            isinstance(job_id, str) and isinstance(job_queue, str) and isinstance(key, str | None)
+        ):
+            continue  # garbage in the id, queue or key: it could never run
         if key is not None:
             slot = (job_queue, key)
             if slot in taken or _key_holder(conn, job_queue, key, now) is not None:
