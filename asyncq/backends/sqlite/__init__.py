@@ -74,6 +74,7 @@ from .._common import (
     pop_retention,
     seconds,
 )
+from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
 from ..base import (
     DROP,
     SETTLE_ON_CLAIM,
@@ -89,7 +90,6 @@ from ..base import (
     Retention,
     SettlesOnClaim,
     check_outcomes,
-    purgeable,
 )
 from . import schema, sql
 from .schema import SCHEMA_VERSION
@@ -117,7 +117,7 @@ _URL_OPTIONS: dict[str, Converter] = {
 }
 
 
-class SQLiteBackend:
+class SQLiteBackend(OperatorVerbs):
     """Jobs in one SQLite database file. ``sqlite:///path.db`` selects it.
 
     Args:
@@ -511,42 +511,18 @@ class SQLiteBackend:
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return await self._run(False, sql.stats, None if queues is None else list(queues))
 
-    async def list_jobs(
-        self,
-        *,
-        state: JobState | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> list[JobRecord]:
-        return await self._run(False, sql.list_jobs, state, queue, name, limit, after)
+    async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        return await self._run(False, sql.list_jobs, *query)
 
-    async def retry_dead(
-        self,
-        job_ids: Sequence[str] | None = None,
-        *,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 1000,
-    ) -> list[str]:
-        ids = None if job_ids is None else list(job_ids)
-        retried = await self._run(True, sql.retry_dead, ids, queue, name, limit)
+    async def _retry_dead(self, query: DeadQuery) -> list[str]:
+        ids = None if query.job_ids is None else list(query.job_ids)
+        retried = await self._run(True, sql.retry_dead, ids, query.queue, query.name, query.limit)
         if retried:
             self._waiters.wake_work()
         return retried
 
-    async def purge(
-        self,
-        *,
-        states: Sequence[JobState],
-        older_than: float,
-        queue: str | None = None,
-        limit: int = 10_000,
-    ) -> int:
-        wanted = purgeable(states)
-        if not wanted or limit <= 0:
-            return 0
+    async def _purge(self, query: PurgeQuery) -> int:
+        wanted, older_than, queue, limit = query
         return await self._run(True, sql.purge, sorted(wanted), older_than, queue, limit)
 
     async def set_paused(self, queue: str, paused: bool) -> None:
