@@ -56,7 +56,10 @@ if TYPE_CHECKING:
     from ._worker_types import Service
     from .backends.base import Backend
 
-__all__ = ["Worker"]
+__all__ = ["OPEN_TRIES", "Worker"]
+
+#: Tries to open a store that answers with an error other than "unavailable".
+OPEN_TRIES = 3
 
 log = logging.getLogger("asyncq.worker")
 
@@ -249,13 +252,27 @@ class Worker:
         log.info("worker %s stopped after %d job(s)", self.name, self.processed)
 
     async def _open_backend(self) -> Backend | None:
-        """The opened backend, retried while unreachable; ``None`` if stopped first."""
+        """The opened backend; ``None`` if stopped first.
+
+        A store that is unreachable (``BackendUnavailable``: down, restarting,
+        loading) is waited for with backoff, for as long as it takes. One
+        that answers but refuses (a wrong password, a path that names no
+        database) is tried ``OPEN_TRIES`` times, then its error is raised:
+        waiting cannot fix a configuration.
+        """
         backoff = Backoff()
+        refused = 0
         while not self._stopping:
             try:
                 return await self.app.backend_opened()
             except BackendUnavailable as exc:
                 what = f"worker {self.name}: cannot reach the backend"
+                await self._interruptible(partial(backoff.wait, what, exc))
+            except BackendError as exc:
+                refused += 1
+                if refused >= OPEN_TRIES:
+                    raise
+                what = f"worker {self.name}: the backend refused to open"
                 await self._interruptible(partial(backoff.wait, what, exc))
         return None
 

@@ -195,7 +195,7 @@ def test_a_store_that_cannot_be_opened_fails_the_operation(verb: str, app_path: 
     url = "sqlite:///no/such/directory/jobs.db"
     result = invoke(verb, app_path, *VERBS[verb], "--backend", url)
     [line] = assert_failed(result, EXIT_FAILED)
-    assert line.startswith("Error: BackendUnavailable: cannot use the SQLite database ")
+    assert line.startswith("Error: BackendError: cannot use the SQLite database ")
 
 
 def test_migrate_on_a_store_that_cannot_be_reached_fails(app_path: str) -> None:

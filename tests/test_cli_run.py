@@ -141,3 +141,15 @@ def test_unknown_loop_is_a_usage_error(app_path: str) -> None:
     result = invoke("run", app_path, "--burst", "--loop", "trio")
     assert result.exit_code == 2
     assert "--loop" in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_run_on_a_path_that_names_no_database_exits_1(app_path: str, tmp_path: Path) -> None:
+    # Before: the worker waited for such a store for ever (and exited 0 when signalled).
+    url = f"sqlite:///{tmp_path / 'missing' / 'jobs.db'}"
+    result = invoke("run", app_path, "--backend", url)
+    assert result.exit_code == 1, result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert "does not exist" in line
+    assert "fix the path" in line
+    assert "Traceback" not in result.output

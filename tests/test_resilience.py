@@ -463,12 +463,15 @@ async def test_sqlite_producer_on_an_unusable_path(where: str, tmp_path: Path) -
     }[where]
     app, work = producer(f"sqlite:///{path}")
     try:
-        with anyio.fail_after(10), pytest.raises(BackendUnavailable) as info:
+        with anyio.fail_after(10), pytest.raises(BackendError) as info:
             await work.enqueue(Item("x"))
     finally:
         await app.backend.close()
+    # A path that can never work is not "unavailable": a worker must not wait for it.
+    assert not isinstance(info.value, BackendUnavailable)
     assert str(path) in str(info.value)
     assert "unable to open database file" in str(info.value)
+    assert "fix the path" in str(info.value)
 
 
 # -- 5. a worker started while the store is down ------------------------------------------

@@ -216,10 +216,13 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
             await backend.get("x")
 
 
-async def test_missing_directory_is_unavailable(tmp_path: Path) -> None:
+async def test_missing_directory_is_a_refusal_not_an_outage(tmp_path: Path) -> None:
+    # Waiting cannot create the directory: a worker must not wait for it for ever.
     backend = SQLiteBackend(tmp_path / "missing" / "jobs.db")
-    with anyio.fail_after(BOUND), pytest.raises(BackendUnavailable, match="missing"):
+    with anyio.fail_after(BOUND), pytest.raises(BackendError, match="missing") as caught:
         await backend.open()
+    assert not isinstance(caught.value, BackendUnavailable)
+    assert "does not exist" in str(caught.value)
 
 
 async def test_not_a_database_is_a_backend_error(tmp_path: Path) -> None:

@@ -108,6 +108,7 @@ _FIRST_PAUSE = 0.01
 _MAX_PAUSE = 0.5
 # SQLite primary result codes (the low byte of extended codes).
 _BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+_CANTOPEN = 14
 _UNAVAILABLE_CODES = frozenset({3, 8, 10, 13, 14, 22})  # PERM READONLY IOERR FULL CANTOPEN NOLFS
 _URL_OPTIONS: dict[str, Converter] = {
     "poll_interval": seconds,
@@ -331,10 +332,29 @@ class SQLiteBackend(OperatorVerbs):
                 await anyio.sleep(min(random.uniform(0.0, pause), give_up_at - now))
                 pause = min(pause * 2, _MAX_PAUSE)
 
+    def _wrong_path(self) -> str | None:
+        """Why the database path can never be opened as it is, or ``None``."""
+        if self._path == ":memory:" or self._path.startswith("file:"):
+            return None
+        if os.path.isdir(self._path):
+            return "it is a directory"
+        parent = os.path.dirname(os.path.abspath(self._path))
+        if os.path.isdir(parent):
+            return None
+        if os.path.exists(parent):
+            return f"{parent!r} is not a directory"
+        return f"its directory {parent!r} does not exist"
+
     def _error(self, exc: sqlite3.Error) -> BackendError:
         if self._closed:
             return BackendError(f"{self!r} is closed")
         code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None and code & 0xFF == _CANTOPEN and (wrong := self._wrong_path()):
+            # Waiting cannot help a path that names no usable file: say so, once.
+            return BackendError(
+                f"cannot use the SQLite database {self._path!r}: {exc} ({wrong}): "
+                "fix the path in the backend URL"
+            )
         if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
             msg = (
                 f"cannot use the SQLite database {self._path!r}: {exc}"

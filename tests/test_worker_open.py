@@ -1,0 +1,44 @@
+"""How a worker opens its store: wait out an outage, give up on a refusal."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from asyncq import App, BackendError, BackendUnavailable
+from asyncq._worker import OPEN_TRIES
+from asyncq.backends.memory import MemoryBackend
+
+pytestmark = pytest.mark.anyio
+
+
+class Refusing(MemoryBackend):
+    """A store whose ``open`` fails ``failures`` times with ``error``, then works."""
+
+    def __init__(self, error: BackendError, failures: int) -> None:
+        super().__init__()
+        self.error = error
+        self.failures = failures
+        self.opens = 0
+
+    async def open(self) -> None:
+        self.opens += 1
+        if self.opens <= self.failures:
+            raise self.error
+        await super().open()
+
+
+async def test_a_store_that_refuses_is_tried_a_few_times_then_its_error_raised() -> None:
+    backend = Refusing(BackendError("authentication failed"), failures=1_000)
+    app = App("refused", backend=backend)
+    with anyio.fail_after(10), pytest.raises(BackendError, match="authentication failed"):
+        await app.make_worker(burst=True).run()
+    assert backend.opens == OPEN_TRIES
+
+
+async def test_an_unreachable_store_is_waited_for_beyond_the_tries() -> None:
+    backend = Refusing(BackendUnavailable("connection refused"), failures=OPEN_TRIES + 1)
+    app = App("outage", backend=backend)
+    with anyio.fail_after(10):
+        await app.make_worker(burst=True).run()
+    assert backend.opens == OPEN_TRIES + 2
