@@ -155,7 +155,7 @@ class _Operations:
             got = 0
             while got < limit:
                 call = List.call(self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET)
-                page = List.reply(await self._one(call))
+                page = List.reply(await self._one(call), q)
                 found += page.jobs
                 got += len(page.jobs)
                 cursor = page.cursor
@@ -183,7 +183,7 @@ class _Operations:
         while len(found) < limit and start < len(candidates):
             page = candidates[start : start + max(limit - len(found), 100)]
             start += len(page)
-            found += Fetch.reply(await self._one(Fetch.call(prefix, state, name, page)))
+            found += Fetch.reply(await self._one(Fetch.call(prefix, state, name, page)), queue)
         return found[:limit]
 
     @mapped
