@@ -14,6 +14,7 @@ stand-in to operator verbs.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -94,6 +95,19 @@ def opt_float(raw: bytes | None) -> float | None:
     return None if raw is None else float(raw)
 
 
+def _finite(raw: bytes) -> float:
+    """A stored time or progress; ``nan`` and infinities are no such thing."""
+    value = float(raw)
+    if not math.isfinite(value):
+        msg = f"not a finite number: {raw[:40]!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _opt_finite(raw: bytes | None) -> float | None:
+    return None if raw is None else _finite(raw)
+
+
 def fields(flat: list[bytes]) -> dict[bytes, bytes]:
     """A hash from the flat field/value list ``HGETALL`` answers."""
     it = iter(flat)
@@ -112,14 +126,14 @@ def record(flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
         _decode_record(f[b"d"]),
         state=state,
         attempts=int(f[b"att"]),
-        scheduled_at=float(f[b"sa"]),
-        started_at=opt_float(f.get(b"sta")),
-        finished_at=opt_float(f.get(b"fin")),
-        lease_expires_at=opt_float(f.get(b"lx")) if leased else None,
+        scheduled_at=_finite(f[b"sa"]),
+        started_at=_opt_finite(f.get(b"sta")),
+        finished_at=_opt_finite(f.get(b"fin")),
+        lease_expires_at=_opt_finite(f.get(b"lx")) if leased else None,
         worker=None if worker is None else worker.decode(),
         result=f.get(b"r"),
         errors=errors,
-        progress=opt_float(f.get(b"pr")),
+        progress=_opt_finite(f.get(b"pr")),
         cancel_requested=f.get(b"c") == b"1",
     )
 
@@ -132,7 +146,12 @@ def _stand_in(flat: list[bytes], job_id: str, queue: str | None, exc: Exception)
     except (KeyError, ValueError):
         state = JobState.DEAD
     bad = Unreadable(job_id, queue, pack(flat), describe(exc))
-    return stand_in(bad, at=time.time(), state=state)
+    shown = stand_in(bad, at=time.time(), state=state)
+    try:
+        # When it was taken aside, if that much reads: operators sort dead letters by it.
+        return replace(shown, finished_at=_opt_finite(f.get(b"fin")))
+    except ValueError:
+        return shown
 
 
 def readable(flat: list[bytes], job_id: str, queue: str | None) -> JobRecord:

@@ -39,9 +39,9 @@ local function num(x)
   return v
 end
 -- A priority names a key (r:<priority>) and scores 'prios': only what the
--- backend writes, an integer.
+-- backend writes, a 64-bit integer.
 local function is_prio(p)
-  return p ~= false and p ~= nil and string.find(p, '^-?%d+$') ~= nil
+  return p ~= false and p ~= nil and #p <= 20 and string.find(p, '^-?%d+$') ~= nil
 end
 
 -- cmd(key, ...list), in slices (list: members, or score-member pairs).
@@ -267,8 +267,9 @@ end
 -- scheduled_at, errors, progress}; the rest of a claimed job's fields are
 -- known to the caller (the id only tells which job to take aside when its
 -- record does not decode). A popped job whose state is unknown, or queued
--- with attempts that are not a number, is taken aside, not claimed. earliest is '' unless the claim came up short: then it
--- is the earliest scheduled_at among the queues' delayed jobs (or '' if none),
+-- with attempts or scheduled_at that are not numbers, is taken aside, not
+-- claimed. earliest is '' unless the claim came up short: then it is the
+-- earliest scheduled_at among the queues' delayed jobs (or '' if none),
 -- and the queues' wake tokens, stale with nothing ready, are dropped (as PEEK
 -- does), so the caller may block on the wake lists without peeking first.
 local function claim_from(first, last, limit, worker, lease_for, base, now)
@@ -287,8 +288,8 @@ local function claim_from(first, last, limit, worker, lease_for, base, now)
         for j = 1, #popped, 2 do
           local id = popped[j]
           local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c')
-          local att = tonumber(h[3])
-          if h[1] == 'queued' and att then
+          local att, sa = num(h[3]), num(h[4])
+          if h[1] == 'queued' and att and sa then
             n = n + 1
             att = att + 1
             redis.call('HSET', J(id), 'st', 'active', 'att', att, 'sta', started, 'w', worker,
@@ -300,7 +301,13 @@ local function claim_from(first, last, limit, worker, lease_for, base, now)
             out[#out + 1] = h[4]; out[#out + 1] = h[5]; out[#out + 1] = h[6]
           elseif h[1] == 'queued' then
             tally('queued', -1)
-            spoil(id, prio, now, unreadable_error(id, 'att', h[3], 'not a number', 0, now))
+            local err
+            if att then
+              err = unreadable_error(id, 'sa', h[4], 'not a time', h[3], now)
+            else
+              err = unreadable_error(id, 'att', h[3], 'not a number', 0, now)
+            end
+            spoil(id, prio, now, err)
           elseif h[1] and not KNOWN[h[1]] then
             tally('queued', -1)
             spoil(id, prio, now, unreadable_error(id, 'st', h[1], 'no such state', h[3], now))
