@@ -125,6 +125,13 @@ class _Operations:
 
     @mapped
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts by state, from each queue's count hash.
+
+        A job is counted by the index it is in, not by its hash's ``st`` field:
+        a job whose state field holds garbage is counted where the scripts
+        last put it (and taken aside as dead when a script next moves it), and
+        an unknown state is never a count.
+        """
         names = await self._known_queues() if queues is None else sorted(set(queues))
         if not names:
             return []
