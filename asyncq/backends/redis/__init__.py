@@ -119,6 +119,7 @@ from .scripts import (
     Peek,
     Progress,
     Recover,
+    SetAside,
     Settle,
     SettleClaim,
     Watch,
@@ -421,7 +422,7 @@ class RedisBackend(_Operations):
             for i, item in zip(chunk, Enqueue.reply(reply), strict=True):
                 job = jobs[i]
                 if isinstance(item, list):
-                    stored[i] = codec.record(item)
+                    stored[i] = codec.readable(item[1:], item[0].decode(), job.queue)
                     continue
                 state = codec.STORED[item]
                 if job.state is not state:
@@ -432,7 +433,7 @@ class RedisBackend(_Operations):
         return stored
 
     async def _get(self, queue: str, job_id: str) -> JobRecord | None:
-        return Get.reply(await self._one(Get.call(self._prefix(queue), job_id)))
+        return Get.reply(await self._one(Get.call(self._prefix(queue), job_id)), job_id, queue)
 
     @mapped
     async def get(self, job_id: str) -> JobRecord | None:
@@ -444,7 +445,8 @@ class RedisBackend(_Operations):
         queue = await self._queue_of(job_id)
         if queue is None:
             return None
-        return Cancel.reply(await self._one(Cancel.call(self._prefix(queue), job_id)))
+        reply = await self._one(Cancel.call(self._prefix(queue), job_id))
+        return Cancel.reply(reply, job_id, queue)
 
     @mapped
     async def wait_finished(self, job_id: str) -> JobRecord | None:
@@ -460,7 +462,7 @@ class RedisBackend(_Operations):
 
     async def _watch(self, queue: str, job_id: str) -> JobRecord | None:
         """The job as ``get`` reads it, marked as waited for if it is not finished."""
-        return Watch.reply(await self._one(Watch.call(self._prefix(queue), job_id)))
+        return Watch.reply(await self._one(Watch.call(self._prefix(queue), job_id)), job_id, queue)
 
     # -- workers -----------------------------------------------------------------
 
@@ -470,20 +472,36 @@ class RedisBackend(_Operations):
     ) -> list[Lease]:
         leases: list[Lease] = []
         earliest: float | None = None
+        # Jobs claimed but taken aside count towards the limit (the script
+        # did not come up short for them), though no lease is handed out.
+        taken = 0
         for group in self._slot_groups(queues) if limit > 0 else []:
             base = uuid.uuid4().hex
             prefixes = [self._prefix(q) for q in group]
-            call = Claim.call(prefixes, limit - len(leases), worker, lease_for, base)
+            call = Claim.call(prefixes, limit - taken, worker, lease_for, base)
             claimed = Claim.reply(await self._one(call), worker, base)
+            if claimed.spoilt:
+                await self._set_aside(group, claimed.spoilt)
+                taken += len(claimed.spoilt)
             self._remember_leases(claimed.leases)
             leases += claimed.leases
-            if len(leases) >= limit:
+            taken += len(claimed.leases)
+            if taken >= limit:
                 break
             soonest = claimed.earliest
             if soonest is not None:
                 earliest = soonest if earliest is None else min(earliest, soonest)
-        self._note_claim(queues, limit, leases, earliest)
+        self._note_claim(queues, limit, taken, earliest)
         return leases
+
+    async def _set_aside(self, queues: Sequence[str], spoilt: Sequence[codec.Spoilt]) -> None:
+        """Take aside claimed jobs whose record does not decode (see ``_poison``).
+
+        The reply does not say which of the claim's queues a job is in (its
+        record names it, and does not decode): each queue's script takes aside
+        those its lease tokens hold there, the others find nothing.
+        """
+        await self._many([SetAside.call(self._prefix(q), spoilt) for q in queues])
 
     def _remember_leases(self, leases: list[Lease]) -> None:
         """Note where each claimed job lives, for a ``get`` or ``cancel`` of it by id."""
@@ -492,7 +510,7 @@ class RedisBackend(_Operations):
             remember(lease.job.id, lease.job.queue)
 
     def _note_claim(
-        self, queues: Sequence[str], limit: int, leases: list[Lease], earliest: float | None
+        self, queues: Sequence[str], limit: int, taken: int, earliest: float | None
     ) -> None:
         """Remember a claim that came up short, for the ``wait_for_work`` that follows it.
 
@@ -501,7 +519,7 @@ class RedisBackend(_Operations):
         is all a ``peek`` would tell: the wait may block at once.
         """
         key = tuple(dict.fromkeys(queues))
-        if len(leases) < limit:
+        if taken < limit:
             self._short[key] = (time.monotonic(), earliest)
         else:
             self._short.pop(key, None)
@@ -599,8 +617,11 @@ class RedisBackend(_Operations):
         for i, ok in zip(positions, settled.applied, strict=True):
             applied[i] = bool(ok)
         leases = settled.claimed.leases
+        spoilt = settled.claimed.spoilt
+        if spoilt:
+            await self._set_aside(claimed, spoilt)
         self._remember_leases(leases)
-        self._note_claim(queues, limit, leases, settled.claimed.earliest)
+        self._note_claim(queues, limit, len(leases) + len(spoilt), settled.claimed.earliest)
         return applied, leases
 
     @mapped

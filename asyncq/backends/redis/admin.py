@@ -125,6 +125,13 @@ class _Operations:
 
     @mapped
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts by state, from each queue's count hash.
+
+        A job is counted by the index it is in, not by its hash's ``st`` field:
+        a job whose state field holds garbage is counted where the scripts
+        last put it (and taken aside as dead when a script next moves it), and
+        an unknown state is never a count.
+        """
         names = await self._known_queues() if queues is None else sorted(set(queues))
         if not names:
             return []
@@ -155,7 +162,7 @@ class _Operations:
             got = 0
             while got < limit:
                 call = List.call(self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET)
-                page = List.reply(await self._one(call))
+                page = List.reply(await self._one(call), q)
                 found += page.jobs
                 got += len(page.jobs)
                 cursor = page.cursor
@@ -183,7 +190,7 @@ class _Operations:
         while len(found) < limit and start < len(candidates):
             page = candidates[start : start + max(limit - len(found), 100)]
             start += len(page)
-            found += Fetch.reply(await self._one(Fetch.call(prefix, state, name, page)))
+            found += Fetch.reply(await self._one(Fetch.call(prefix, state, name, page)), queue)
         return found[:limit]
 
     @mapped

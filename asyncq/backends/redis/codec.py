@@ -5,21 +5,29 @@ lists; these turn such a hash (as the flat field/value list ``HGETALL``
 answers) into a ``JobRecord``, a claim script's reply into ``Lease``\\ s,
 outcomes into the settle scripts' arguments, and pack many arguments into
 one string (and back) as the scripts' ``batch_args`` and ``notify`` expect.
+
+A hash that does not decode (a field written by hand, see ``_poison``) costs
+only its own job: ``leases`` hands out the others and names it as ``Spoilt``
+for the backend to take aside; ``readable`` and ``records`` show it as a
+stand-in to operator verbs.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from msgspec.structs import replace
 
 from ..._records import ErrorInfo, JobRecord, JobState, Lease, Outcome
+from .._poison import Unreadable, describe, read_all, stand_in, unreadable_error
 
 __all__ = [
     "STORED",
+    "Spoilt",
     "by_token_queue",
     "encode",
     "fields",
@@ -29,7 +37,9 @@ __all__ = [
     "noticed",
     "opt_float",
     "pack",
+    "readable",
     "record",
+    "records",
     "settle_args",
     "token",
     "token_queue",
@@ -76,11 +86,26 @@ def noticed(notice: bytes) -> JobRecord | None:
     if b";" not in notice:
         return None
     packed = unpack(notice)
-    return record(packed[1:]) if len(packed) > 1 else None
+    if len(packed) < 2:
+        return None
+    return readable(packed[1:], packed[0].decode(errors="replace"), None)
 
 
 def opt_float(raw: bytes | None) -> float | None:
     return None if raw is None else float(raw)
+
+
+def _finite(raw: bytes) -> float:
+    """A stored time or progress; ``nan`` and infinities are no such thing."""
+    value = float(raw)
+    if not math.isfinite(value):
+        msg = f"not a finite number: {raw[:40]!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _opt_finite(raw: bytes | None) -> float | None:
+    return None if raw is None else _finite(raw)
 
 
 def fields(flat: list[bytes]) -> dict[bytes, bytes]:
@@ -101,29 +126,123 @@ def record(flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
         _decode_record(f[b"d"]),
         state=state,
         attempts=int(f[b"att"]),
-        scheduled_at=float(f[b"sa"]),
-        started_at=opt_float(f.get(b"sta")),
-        finished_at=opt_float(f.get(b"fin")),
-        lease_expires_at=opt_float(f.get(b"lx")) if leased else None,
+        scheduled_at=_finite(f[b"sa"]),
+        started_at=_opt_finite(f.get(b"sta")),
+        finished_at=_opt_finite(f.get(b"fin")),
+        lease_expires_at=_opt_finite(f.get(b"lx")) if leased else None,
         worker=None if worker is None else worker.decode(),
         result=f.get(b"r"),
         errors=errors,
-        progress=opt_float(f.get(b"pr")),
+        progress=_opt_finite(f.get(b"pr")),
         cancel_requested=f.get(b"c") == b"1",
     )
 
 
-def leases(reply: list[Any], worker: str, base: str) -> list[Lease]:
-    """The leases in a claim script's reply (see ``claim_from`` in ``prelude.lua``).
+def _stand_in(flat: list[bytes], job_id: str, queue: str | None, exc: Exception) -> JobRecord:
+    """What operator verbs show for a hash that does not decode (``_poison.stand_in``)."""
+    f = fields(flat) if len(flat) % 2 == 0 else {}
+    try:
+        state = JobState(f[b"st"].decode())
+    except (KeyError, ValueError):
+        state = JobState.DEAD
+    bad = Unreadable(job_id, queue, pack(flat), describe(exc))
+    shown = stand_in(bad, at=time.time(), state=state)
+    try:
+        # When it was taken aside, if that much reads: operators sort dead letters by it.
+        return replace(shown, finished_at=_opt_finite(f.get(b"fin")))
+    except ValueError:
+        return shown
+
+
+def readable(flat: list[bytes], job_id: str, queue: str | None) -> JobRecord:
+    """The job a hash holds, or its stand-in when the hash does not decode."""
+    try:
+        return record(flat)
+    except Exception as exc:  # noqa: BLE001 - a stored record must never fail the caller
+        return _stand_in(flat, job_id, queue, exc)
+
+
+def records(pairs: list[Any], queue: str) -> list[JobRecord]:
+    """The jobs of a listing script's reply: id, then ``HGETALL``, per job.
+
+    Decoded whole, or one by one (``_poison.read_all``) when one does not
+    decode: that one is shown by its stand-in.
+    """
+    items = [(pairs[i], pairs[i + 1]) for i in range(0, len(pairs), 2)]
+    good, bad = read_all(items, _record_of, lambda item: _identify(item, queue))
+    if not bad:
+        return good
+    spoilt = {u.job_id for u in bad}
+    out = []
+    for job_id, flat in items:
+        name = job_id.decode(errors="replace")
+        out.append(readable(flat, name, queue) if name in spoilt else record(flat))
+    return out
+
+
+def _record_of(item: tuple[bytes, list[bytes]]) -> JobRecord:
+    return record(item[1])
+
+
+def _identify(item: tuple[bytes, list[bytes]], queue: str) -> tuple[str, str | None, bytes]:
+    return item[0].decode(errors="replace"), queue, pack(item[1])
+
+
+class Spoilt(NamedTuple):
+    """A claimed job whose record does not decode: the backend takes it aside
+    (the ``set_aside`` script) instead of handing out its lease."""
+
+    job_id: str
+    #: the lease token as stored (without the queue suffix)
+    token: str
+    #: the ``undecodable`` error (JSON, as stored)
+    error: bytes
+    #: whether the stored errors are unreadable themselves (the error replaces them)
+    errors_unreadable: bool
+
+
+_NONE_SPOILT: tuple[Spoilt, ...] = ()
+
+
+def leases(reply: list[Any], worker: str, base: str) -> tuple[list[Lease], Sequence[Spoilt]]:
+    """The leases in a claim script's reply (see ``claim_from`` in ``prelude.lua``),
+    and the claimed jobs whose record does not decode.
 
     A loop over the reply as it came, not a typed row per job: this runs for
     every job a worker claims, and each row is read once, straight into its
-    lease.
+    lease. Only when that fails is the reply read again job by job.
     """
     now, expires = float(reply[0]), float(reply[1])
     out = []
-    for n, i in enumerate(range(3, len(reply), 5), 1):
-        data, attempts, scheduled_at, errors, progress = reply[i : i + 5]
+    try:
+        for n, i in enumerate(range(3, len(reply), 6), 1):
+            _, data, attempts, scheduled_at, errors, progress = reply[i : i + 6]
+            job = replace(
+                _decode_record(data),
+                state=JobState.ACTIVE,
+                attempts=int(attempts),
+                scheduled_at=float(scheduled_at),
+                started_at=now,
+                lease_expires_at=expires,
+                worker=worker,
+                errors=() if errors is None else _decode_errors(b"[" + errors + b"]"),
+                progress=opt_float(progress),
+            )
+            # Each token ends with its queue, so settle() can route without a lookup.
+            out.append(Lease(job=job, token=f"{base}.{n}:{job.queue}", expires_at=expires))
+    except Exception:  # noqa: BLE001 - one job's record: find which, below
+        return _leases_apart(reply, worker, base)
+    return out, _NONE_SPOILT
+
+
+def _leases_apart(reply: list[Any], worker: str, base: str) -> tuple[list[Lease], list[Spoilt]]:
+    """``leases`` for a reply holding a record that does not decode: job by job."""
+    now, expires = float(reply[0]), float(reply[1])
+    rows = {n: reply[i : i + 6] for n, i in enumerate(range(3, len(reply), 6), 1)}
+
+    def read(n: int) -> Lease:
+        # As the loop in ``leases`` reads a row.
+        _, data, attempts, scheduled_at, errors, progress = rows[n]
         job = replace(
             _decode_record(data),
             state=JobState.ACTIVE,
@@ -135,9 +254,37 @@ def leases(reply: list[Any], worker: str, base: str) -> list[Lease]:
             errors=() if errors is None else _decode_errors(b"[" + errors + b"]"),
             progress=opt_float(progress),
         )
-        # Each token ends with its queue, so settle() can route without a lookup.
-        out.append(Lease(job=job, token=f"{base}.{n}:{job.queue}", expires_at=expires))
-    return out
+        return Lease(job=job, token=f"{base}.{n}:{job.queue}", expires_at=expires)
+
+    def identify(n: int) -> tuple[str, str | None, bytes]:
+        job_id, *values = rows[n]
+        flat = [x for k, v in zip(_CLAIMED, values, strict=True) if v is not None for x in (k, v)]
+        return job_id.decode(errors="replace"), None, pack(flat)
+
+    good, bad = read_all(list(rows), read, identify)
+    numbers = {rows[n][0].decode(errors="replace"): n for n in rows}
+    spoilt = []
+    for item in bad:
+        _, _, attempts, _, errors, _ = rows[numbers[item.job_id]]
+        try:
+            attempt = int(attempts)
+        except (TypeError, ValueError):
+            attempt = 0
+        errors_unreadable = False
+        if errors is not None:
+            try:
+                _decode_errors(b"[" + errors + b"]")
+            except Exception:  # noqa: BLE001 - any failure: they cannot be kept
+                errors_unreadable = True
+        error = _encode_json(unreadable_error(item, attempt=attempt, at=now))
+        spoilt.append(
+            Spoilt(item.job_id, f"{base}.{numbers[item.job_id]}", error, errors_unreadable)
+        )
+    return good, spoilt
+
+
+#: the hash fields a claim reply carries, in its order (after the id)
+_CLAIMED = (b"d", b"att", b"sa", b"e", b"pr")
 
 
 def local_time(server_time: bytes | str, server_now: bytes | str) -> float:

@@ -81,6 +81,7 @@ __all__ = [
     "Page",
     "Peeked",
     "Settled",
+    "SetAside",
     "Enqueue",
     "Claim",
     "Heartbeat",
@@ -143,6 +144,8 @@ class Claimed(NamedTuple):
     #: when the queues' earliest delayed job is due (``time.monotonic()``), if the
     #: claim came up short and there is one
     earliest: float | None
+    #: claimed jobs whose record does not decode, to take aside (``SetAside``)
+    spoilt: Sequence[codec.Spoilt]
 
 
 class Settled(NamedTuple):
@@ -183,15 +186,17 @@ class Page(NamedTuple):
 
 
 def _claimed(raw: list[Any], worker: str, base: str) -> Claimed:
-    """A ``claim_from`` reply: {now, lease expiry, earliest or '', 5 per job}."""
+    """A ``claim_from`` reply: {now, lease expiry, earliest or '', 6 per job}."""
     earliest = raw[2]
     # Read before the leases are: the server's "now" as a local time.
     soonest = codec.local_time(earliest, raw[0]) if earliest else None
-    return Claimed(codec.leases(raw, worker, base), soonest)
+    leases, spoilt = codec.leases(raw, worker, base)
+    return Claimed(leases, soonest, spoilt)
 
 
-def _record_or_none(raw: list[bytes] | None) -> JobRecord | None:
-    return None if raw is None else codec.record(raw)
+def _record_or_none(raw: list[bytes] | None, job_id: str, queue: str) -> JobRecord | None:
+    """The job, its stand-in if its hash does not decode, or ``None``."""
+    return None if raw is None else codec.readable(raw, job_id, queue)
 
 
 # -- the scripts -----------------------------------------------------------------------
@@ -256,7 +261,7 @@ class Enqueue(_Script, name="enqueue"):
     @staticmethod
     def reply(raw: Any) -> list[bytes | list[bytes]]:
         """Per job: the state it was stored in (a key of ``codec.STORED``), or the
-        ``HGETALL`` of the job holding its id or key."""
+        id of the job holding its id or key followed by that job's ``HGETALL``."""
         items: list[bytes | list[bytes]] = raw
         return items
 
@@ -355,6 +360,24 @@ class SettleClaim(_Script, name="settle_claim"):
         return Settled(applied, _claimed(claimed, worker, base))
 
 
+class SetAside(_Script, name="set_aside"):
+    """Take aside claimed jobs of one queue whose record does not decode: dead,
+    with the ``undecodable`` error, while the claim's lease still holds them."""
+
+    @staticmethod
+    def call(prefix: str, spoilt: Sequence[codec.Spoilt]) -> Call:
+        args: list[Any] = []
+        for job in spoilt:
+            args += (job.job_id, job.token, job.error, "1" if job.errors_unreadable else "")
+        return ("set_aside", [prefix], args)
+
+    @staticmethod
+    def reply(raw: Any) -> list[bytes]:
+        """The ids taken aside."""
+        ids: list[bytes] = raw
+        return ids
+
+
 class Recover(_Script, name="recover"):
     """Release up to ``batch`` lapsed leases of one queue (retry, dead or cancelled)."""
 
@@ -369,7 +392,8 @@ class Recover(_Script, name="recover"):
 
 
 class Cancel(_Script, name="cancel"):
-    """Cancel a job (a leased one: ask its worker). Replies the job after the change."""
+    """Cancel a job (a leased one: ask its worker). Replies the job after the change
+    (``reply``: the raw reply, the job's id and queue)."""
 
     @staticmethod
     def call(prefix: str, job_id: str) -> Call:
@@ -379,7 +403,8 @@ class Cancel(_Script, name="cancel"):
 
 
 class Get(_Script, name="get"):
-    """A job, or ``None`` when unknown or its result expired."""
+    """A job, or ``None`` when unknown or its result expired (``reply``: the raw
+    reply, the job's id and queue; a hash that does not decode: its stand-in)."""
 
     @staticmethod
     def call(prefix: str, job_id: str) -> Call:
@@ -532,8 +557,9 @@ class Fetch(_Script, name="fetch"):
         return ("fetch", [prefix], [state.value if state else "", name or "", *job_ids])
 
     @staticmethod
-    def reply(raw: Any) -> list[JobRecord]:
-        return [codec.record(flat) for flat in raw]
+    def reply(raw: Any, queue: str) -> list[JobRecord]:
+        """The jobs (id, then ``HGETALL``, each; stand-ins for those that do not decode)."""
+        return codec.records(raw, queue)
 
 
 class List(_Script, name="list"):
@@ -552,6 +578,6 @@ class List(_Script, name="list"):
         return ("list", [prefix], [state.value if state else "", name or "", after, limit, budget])
 
     @staticmethod
-    def reply(raw: Any) -> Page:
+    def reply(raw: Any, queue: str) -> Page:
         jobs, cursor, exhausted = raw
-        return Page([codec.record(flat) for flat in jobs], cursor.decode(), bool(int(exhausted)))
+        return Page(codec.records(jobs, queue), cursor.decode(), bool(int(exhausted)))

@@ -46,7 +46,10 @@ for i = 0, n - 1 do
     if holder and n == 1 then redis.call('ZREM', K.all, id) end
   end
   if holder then
-    out[#out + 1] = redis.call('HGETALL', J(holder))
+    -- Its id first: a record that does not decode is shown by id.
+    local flat = redis.call('HGETALL', J(holder))
+    table.insert(flat, 1, holder)
+    out[#out + 1] = flat
   else
     local st = 'queued'
     if not asap and tonumber(sa) > now then st = 'scheduled' end

@@ -4,7 +4,7 @@ if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
 local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_s()
 local out, scanned, cursor, exhausted = {}, 0, ARGV[3], 0
-while #out < limit and scanned < budget do
+while #out < 2 * limit and scanned < budget do
   local ids = redis.call('ZRANGEBYLEX', K.all, start, '+', 'LIMIT', 0,
                          math.min(200, budget - scanned))
   if #ids == 0 then exhausted = 1; break end
@@ -14,8 +14,9 @@ while #out < limit and scanned < budget do
     local h = redis.call('HMGET', J(id), 'st', 'n', 'fin', 't')
     if h[1] and (st == '' or h[1] == st) and (name == '' or h[2] == name)
         and not expired(h[1], h[3], h[4], now) then
+      out[#out + 1] = id
       out[#out + 1] = redis.call('HGETALL', J(id))
-      if #out >= limit then break end
+      if #out >= 2 * limit then break end
     end
   end
   start = '(' .. cursor

@@ -25,6 +25,24 @@ local function R(prio) return P .. 'r:' .. prio end
 local function FIN(state) return P .. 'f:' .. state end
 
 local LIVE = {scheduled = true, queued = true, active = true, failed = true}
+local KNOWN = {scheduled = true, queued = true, active = true, failed = true,
+               completed = true, dead = true, cancelled = true}
+
+-- A job hash may hold what no script wrote (a field set by hand, a bug in
+-- another writer). A script reads each number with num() (nil when it is not
+-- a finite number) or checks it with is_prio(), before its first write for
+-- that job, and takes a job it cannot read aside (see spoil) instead of
+-- failing halfway: Redis does not undo the writes a failing script made.
+local function num(x)
+  local v = tonumber(x)
+  if v ~= v or v == math.huge or v == -math.huge then return nil end
+  return v
+end
+-- A priority names a key (r:<priority>) and scores 'prios': only what the
+-- backend writes, a 64-bit integer.
+local function is_prio(p)
+  return p ~= false and p ~= nil and #p <= 20 and string.find(p, '^-?%d+$') ~= nil
+end
 
 -- cmd(key, ...list), in slices (list: members, or score-member pairs).
 local function many(cmd, key, list)
@@ -86,7 +104,10 @@ local function wake(n)
 end
 
 local function expired(st, fin, ttl, now)
-  return st == 'completed' and ttl and fin and tonumber(fin) + tonumber(ttl) <= now
+  if st ~= 'completed' or not ttl or not fin then return false end
+  local f, t = num(fin), num(ttl)
+  -- A TTL or finish time that is not a number: kept, as without a TTL.
+  return f ~= nil and t ~= nil and f + t <= now
 end
 
 local function holds_key(id, now)
@@ -136,9 +157,49 @@ local function finish(id, st, prio, now, fields)
   if redis.call('HEXISTS', J(id), 'wt') == 1 then notify(id) end
 end
 
-local function delete_job(id)
+local function json_string(s)
+  return '"' .. (string.gsub(s, '[%c"\\]', function(c)
+    return string.format('\\u%04x', string.byte(c))
+  end)) .. '"'
+end
+
+-- An attempt number for an error entry: '0' unless att holds a whole number.
+local function attempt_of(att)
+  local v = num(att)
+  if v and v == math.floor(v) then return string.format('%d', v) end
+  return '0'
+end
+
+-- The error (JSON, as errors are stored) of a job taken aside because its
+-- field holds value, which no script wrote: the same error as the backend's
+-- (_poison.unreadable_error), the raw field in hex.
+local RAW_SHOWN = 2048
+local function unreadable_error(id, field, value, why, att, now)
+  local raw = value or ''
+  local more = ''
+  if #raw > RAW_SHOWN then more = ' (first ' .. RAW_SHOWN .. ' shown)' end
+  local shown = string.gsub(string.sub(raw, 1, RAW_SHOWN), '.', function(c)
+    return string.format('%02x', string.byte(c))
+  end)
+  local message = 'the stored record of job ' .. id .. ' could not be read (field ' .. field
+    .. ': ' .. why .. '); it was taken aside as a dead letter: inspect it, then purge it'
+    .. ' or enqueue it anew'
+  return '{"kind":"undecodable","message":' .. json_string(message) .. ',"attempt":'
+    .. attempt_of(att) .. ',"at":' .. F(now) .. ',"type":"UnreadableRecord","traceback":'
+    .. json_string('raw field ' .. field .. ', ' .. #raw .. ' bytes' .. more .. ':\n' .. shown)
+    .. '}'
+end
+
+-- Take aside a job, out of its index already (the caller tallied it out), whose
+-- hash cannot be read: dead, its key freed, the error appended, waiters told.
+local function spoil(id, prio, now, err)
+  finish(id, 'dead', prio, now, with_error(id, err, {}))
+end
+
+-- Delete a job found in the index of state st (its own 'st' may say otherwise).
+local function delete_job(id, st)
   local h = redis.call('HMGET', J(id), 'st', 'p')
-  if h[1] then unplace(id, h[1], h[2]) end
+  if h[1] then unplace(id, st, h[2]) end
   release_key(id)
   redis.call('ZREM', K.all, id)
   redis.call('DEL', J(id))
@@ -148,20 +209,36 @@ end
 local function promote(now)
   local due = redis.call('ZRANGEBYSCORE', K.delayed, '-inf', F(now), 'LIMIT', 0, PROMOTE_MAX)
   if #due == 0 then return end
-  local ready = {}
+  local ready, spoilt = {}, {}
   for _, id in ipairs(due) do
-    local h = redis.call('HMGET', J(id), 'st', 'p', 'sa')
-    if h[1] == 'scheduled' or h[1] == 'failed' then
-      redis.call('HSET', J(id), 'st', 'queued')
-      tally(h[1], -1)
-      tally('queued', 1)
-      local list = ready[h[2]]
-      if not list then list = {}; ready[h[2]] = list end
-      list[#list + 1] = h[3]
-      list[#list + 1] = id
+    local h = redis.call('HMGET', J(id), 'st', 'p', 'sa', 'att')
+    local st = h[1]
+    if st == 'scheduled' or st == 'failed' then
+      local sa = num(h[3])
+      if sa and is_prio(h[2]) then
+        redis.call('HSET', J(id), 'st', 'queued')
+        tally(st, -1)
+        tally('queued', 1)
+        local list = ready[h[2]]
+        if not list then list = {}; ready[h[2]] = list end
+        list[#list + 1] = F(sa)
+        list[#list + 1] = id
+      else
+        tally(st, -1)
+        if sa then
+          spoilt[#spoilt + 1] = {id, unreadable_error(id, 'p', h[2], 'not a priority', h[4], now)}
+        else
+          spoilt[#spoilt + 1] = {id, unreadable_error(id, 'sa', h[3], 'not a time', h[4], now)}
+        end
+      end
+    elseif st and not KNOWN[st] then
+      -- Counted as scheduled or failed: only a job never tried (att 0) is scheduled.
+      if h[4] == '0' then tally('scheduled', -1) else tally('failed', -1) end
+      spoilt[#spoilt + 1] = {id, unreadable_error(id, 'st', st, 'no such state', h[4], now)}
     end
   end
   many('ZREM', K.delayed, due)
+  for _, bad in ipairs(spoilt) do spoil(bad[1], nil, now, bad[2]) end
   for prio, list in pairs(ready) do
     many('ZADD', R(prio), list)
     redis.call('ZADD', K.prios, prio, prio)
@@ -185,16 +262,14 @@ local function batch_args()
   return out
 end
 
-local function json_string(s)
-  return '"' .. (string.gsub(s, '[%c"\\]', function(c)
-    return string.format('\\u%04x', string.byte(c))
-  end)) .. '"'
-end
 -- Claim up to limit ready jobs from the queues KEYS[first..last], in that order.
--- Returns {now, lease expiry, earliest, then 5 per job: record, attempts,
+-- Returns {now, lease expiry, earliest, then 6 per job: id, record, attempts,
 -- scheduled_at, errors, progress}; the rest of a claimed job's fields are
--- known to the caller. earliest is '' unless the claim came up short: then it
--- is the earliest scheduled_at among the queues' delayed jobs (or '' if none),
+-- known to the caller (the id only tells which job to take aside when its
+-- record does not decode). A popped job whose state is unknown, or queued
+-- with attempts or scheduled_at that are not numbers, is taken aside, not
+-- claimed. earliest is '' unless the claim came up short: then it is the
+-- earliest scheduled_at among the queues' delayed jobs (or '' if none),
 -- and the queues' wake tokens, stale with nothing ready, are dropped (as PEEK
 -- does), so the caller may block on the wake lists without peeking first.
 local function claim_from(first, last, limit, worker, lease_for, base, now)
@@ -213,16 +288,29 @@ local function claim_from(first, last, limit, worker, lease_for, base, now)
         for j = 1, #popped, 2 do
           local id = popped[j]
           local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c')
-          if h[1] == 'queued' then
+          local att, sa = num(h[3]), num(h[4])
+          if h[1] == 'queued' and att and sa then
             n = n + 1
-            local att = tonumber(h[3]) + 1
+            att = att + 1
             redis.call('HSET', J(id), 'st', 'active', 'att', att, 'sta', started, 'w', worker,
                        'lx', expires, 'tok', base .. '.' .. n)
             if h[7] then redis.call('HDEL', J(id), 'c') end
             claimed[#claimed + 1] = expires
             claimed[#claimed + 1] = id
-            out[#out + 1] = h[2]; out[#out + 1] = att; out[#out + 1] = h[4]
-            out[#out + 1] = h[5]; out[#out + 1] = h[6]
+            out[#out + 1] = id; out[#out + 1] = h[2]; out[#out + 1] = att
+            out[#out + 1] = h[4]; out[#out + 1] = h[5]; out[#out + 1] = h[6]
+          elseif h[1] == 'queued' then
+            tally('queued', -1)
+            local err
+            if att then
+              err = unreadable_error(id, 'sa', h[4], 'not a time', h[3], now)
+            else
+              err = unreadable_error(id, 'att', h[3], 'not a number', 0, now)
+            end
+            spoil(id, prio, now, err)
+          elseif h[1] and not KNOWN[h[1]] then
+            tally('queued', -1)
+            spoil(id, prio, now, unreadable_error(id, 'st', h[1], 'no such state', h[3], now))
           end
         end
         -- Fewer popped than asked for: the set is empty, without asking.
@@ -276,8 +364,9 @@ local function settle_range(A, from, to, now, out)
         completed[#completed + 1] = at
         completed[#completed + 1] = id
         tally(st, 1)
-        if h[6] then
-          expiring[#expiring + 1] = F(now + tonumber(h[6]))
+        local ttl = h[6] and num(h[6])
+        if ttl then
+          expiring[#expiring + 1] = F(now + ttl)
           expiring[#expiring + 1] = id
         end
         if h[7] then notify(id) end
@@ -288,9 +377,18 @@ local function settle_range(A, from, to, now, out)
         place(id, st, prio, tonumber(retry_at))
         woke = woke + 1
       elseif st == 'queued' then
-        redis.call('HSET', J(id), 'st', st, 'att', math.max(0, tonumber(h[5]) - 1))
-        place(id, st, prio, tonumber(h[4]))
-        woke = woke + 1
+        local att, sa = num(h[5]), num(h[4])
+        if att and sa and is_prio(prio) then
+          redis.call('HSET', J(id), 'st', st, 'att', math.max(0, att - 1))
+          place(id, st, prio, sa)
+          woke = woke + 1
+        elseif not att then
+          spoil(id, prio, now, unreadable_error(id, 'att', h[5], 'not a number', 0, now))
+        elseif not sa then
+          spoil(id, prio, now, unreadable_error(id, 'sa', h[4], 'not a time', h[5], now))
+        else
+          spoil(id, prio, now, unreadable_error(id, 'p', prio, 'not a priority', h[5], now))
+        end
       else
         finish(id, st, prio, now, with_error(id, A[i + 5], {}))
       end

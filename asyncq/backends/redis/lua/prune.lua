@@ -7,8 +7,8 @@
 local batch = tonumber(ARGV[1])
 local now = ARGV[6] == '' and now_s() or tonumber(ARGV[6])
 local reply = {F(now), 0, 0}
-local function gone(id)
-  delete_job(id)
+local function gone(id, st)
+  delete_job(id, st)
   reply[#reply + 1] = id
 end
 local function room() return batch - (#reply - 3) end
@@ -16,7 +16,7 @@ local function before(keep) return '(' .. F(now - tonumber(keep)) end
 
 -- Results whose TTL passed: a job's own result_ttl decides for it.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.expires, '-inf', F(now), 'LIMIT', 0, batch)) do
-  gone(id)
+  gone(id, 'completed')
 end
 -- Dead and cancelled jobs: every one that finished before its retention.
 for i, st in ipairs({'dead', 'cancelled'}) do
@@ -24,7 +24,7 @@ for i, st in ipairs({'dead', 'cancelled'}) do
   if keep ~= '' and room() > 0 then
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', FIN(st), '-inf', before(keep),
                                    'LIMIT', 0, room())) do
-      gone(id)
+      gone(id, st)
     end
   end
 end
@@ -37,10 +37,11 @@ if ARGV[2] ~= '' and room() > 0 then
                          'LIMIT', skip, look)
   for _, id in ipairs(ids) do
     local h = redis.call('HMGET', J(id), 't', 'fin')
-    if h[1] and not expired('completed', h[2], h[1], now) then
+    -- A TTL that is not a number counts as none.
+    if num(h[1]) and not expired('completed', h[2], h[1], now) then
       skip = skip + 1
     else
-      gone(id)
+      gone(id, 'completed')
     end
   end
   if #ids >= look then reply[3] = 1 end

@@ -5,7 +5,7 @@ for i = 3, #ARGV do
   local ids = redis.call('ZRANGEBYSCORE', FIN(ARGV[i]), '-inf', '(' .. ARGV[1],
                          'LIMIT', 0, limit - #out)
   for _, id in ipairs(ids) do
-    delete_job(id)
+    delete_job(id, ARGV[i])
     out[#out + 1] = id
   end
 end

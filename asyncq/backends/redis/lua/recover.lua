@@ -3,19 +3,30 @@ local ids = redis.call('ZRANGEBYSCORE', K.active, '-inf', F(now), 'LIMIT', 0, to
 local n, woke = 0, 0
 for _, id in ipairs(ids) do
   local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w', 'c', 'sa')
-  if h[1] ~= 'active' then
+  if h[1] ~= 'active' and not (h[1] and not KNOWN[h[1]]) then
     redis.call('ZREM', K.active, id)
   else
     local message = 'lease held by worker ' .. (h[5] or 'None')
       .. ' lapsed before the attempt finished'
     local err = '{"kind":"lost","message":' .. json_string(message)
-      .. ',"attempt":' .. h[3] .. ',"at":' .. F(now) .. '}'
+      .. ',"attempt":' .. attempt_of(h[3]) .. ',"at":' .. F(now) .. '}'
+    local att, most, sa = num(h[3]), num(h[4]), num(h[7])
     unplace(id, 'active', h[2])
-    if h[6] == '1' then
+    if h[1] ~= 'active' then
+      spoil(id, h[2], now, unreadable_error(id, 'st', h[1], 'no such state', h[3], now))
+    elseif h[6] == '1' then
       finish(id, 'cancelled', h[2], now, with_error(id, err, {}))
-    elseif tonumber(h[3]) < tonumber(h[4]) then
+    elseif not (att and most) then
+      local field, value = 'att', h[3]
+      if att then field, value = 'm', h[4] end
+      spoil(id, h[2], now, err .. ',' .. unreadable_error(id, field, value, 'not a number', h[3], now))
+    elseif att < most and not (sa and is_prio(h[2])) then
+      local field, value, why = 'sa', h[7], 'not a time'
+      if sa then field, value, why = 'p', h[2], 'not a priority' end
+      spoil(id, h[2], now, err .. ',' .. unreadable_error(id, field, value, why, h[3], now))
+    elseif att < most then
       redis.call('HSET', J(id), unpack(with_error(id, err, {'st', 'queued'})))
-      place(id, 'queued', h[2], tonumber(h[7]))
+      place(id, 'queued', h[2], sa)
       woke = woke + 1
     else
       finish(id, 'dead', h[2], now, with_error(id, err, {}))

@@ -2,7 +2,8 @@ local now = now_s()
 local out = {}
 for _, id in ipairs(ARGV) do
   local h = redis.call('HMGET', J(id), 'st', 'p', 'k')
-  if h[1] == 'dead' and not (h[3] and key_holder(h[3], now)) then
+  -- A priority that is not one stays dead: it names no ready set.
+  if h[1] == 'dead' and is_prio(h[2]) and not (h[3] and key_holder(h[3], now)) then
     if h[3] then redis.call('HSET', K.keys, h[3], id) end
     unplace(id, 'dead', h[2])
     redis.call('HDEL', J(id), 'fin')
