@@ -25,7 +25,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..base import JobRecord, JobState, QueueStats, Retention, purgeable
+from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
+from ..base import JobRecord, JobState, QueueStats, Retention
 from .client import mapped
 from .scripts import Call, Fetch, List, Prune, Purge, RetryDead, SetPaused, StateIds, Stats
 from .transport import Command
@@ -48,7 +49,7 @@ _LIST_BUDGET = 2000
 _GATHER_MAX = 5000
 
 
-class _Operations:
+class _Operations(OperatorVerbs):
     """The operator verbs of ``RedisBackend``, on the state it holds.
 
     What the verbs use of the backend is declared here for the type checker;
@@ -139,17 +140,8 @@ class _Operations:
         return [Stats.reply(reply, q) for q, reply in zip(names, replies, strict=True)]
 
     @mapped
-    async def list_jobs(
-        self,
-        *,
-        state: JobState | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 100,
-        after: str | None = None,
-    ) -> list[JobRecord]:
-        if limit <= 0:
-            return []
+    async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        state, queue, name, limit, after = query
         queues = [queue] if queue is not None else await self._known_queues()
         found: list[JobRecord] = []
         for q in queues:
@@ -194,20 +186,15 @@ class _Operations:
         return found[:limit]
 
     @mapped
-    async def retry_dead(
-        self,
-        job_ids: Sequence[str] | None = None,
-        *,
-        queue: str | None = None,
-        name: str | None = None,
-        limit: int = 1000,
-    ) -> list[str]:
-        if job_ids is None:
-            dead = await self.list_jobs(state=JobState.DEAD, queue=queue, name=name, limit=limit)
+    async def _retry_dead(self, query: DeadQuery) -> list[str]:
+        if query.job_ids is None:
+            dead = await self._list_jobs(
+                JobQuery(JobState.DEAD, query.queue, query.name, query.limit, None)
+            )
             ids = [job.id for job in dead]
             where = {job.id: job.queue for job in dead}
         else:
-            ids = list(job_ids)
+            ids = list(query.job_ids)
             where = await self._queues_of(ids)
         by_queue: dict[str, list[str]] = {}
         for job_id in dict.fromkeys(ids):
@@ -220,15 +207,8 @@ class _Operations:
         return [job_id for job_id in dict.fromkeys(ids) if job_id in retried]
 
     @mapped
-    async def purge(
-        self,
-        *,
-        states: Sequence[JobState],
-        older_than: float,
-        queue: str | None = None,
-        limit: int = 10_000,
-    ) -> int:
-        wanted = purgeable(states)
+    async def _purge(self, query: PurgeQuery) -> int:
+        wanted, older_than, queue, limit = query
         queues = [queue] if queue is not None else await self._known_queues()
         names = sorted(s.value for s in wanted)
         deleted: list[str] = []
