@@ -1,4 +1,4 @@
-"""The operator verbs' signatures and argument rules, written once for every store.
+"""Verb signatures and argument rules, written once for every store.
 
 ``list_jobs``, ``retry_dead`` and ``purge`` take the same keywords on every
 store, with the same defaults and the same checks (a limit of zero or less
@@ -7,18 +7,20 @@ each). ``OperatorVerbs`` owns that part; a store that inherits it writes only
 how it finds, retries and deletes jobs, from one typed query each. The
 semantics stay specified once, on the ``Backend`` protocol (``base.py``).
 
-None of these verbs is on a worker's hot path.
+None of these verbs is on a worker's hot path. ``SettlesAndClaims`` gives
+``settle_and_claim`` (which is) its signature and its check the same way,
+without a coroutine of its own: it returns the store's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Coroutine, Sequence
+from typing import Any, NamedTuple
 
-from .._records import JobRecord, JobState
-from .base import purgeable
+from .._records import JobRecord, JobState, Lease, Outcome
+from .base import check_outcomes, purgeable
 
-__all__ = ["DeadQuery", "JobQuery", "OperatorVerbs", "PurgeQuery"]
+__all__ = ["DeadQuery", "JobQuery", "OperatorVerbs", "PurgeQuery", "SettlesAndClaims"]
 
 
 class JobQuery(NamedTuple):
@@ -116,4 +118,43 @@ class OperatorVerbs:
         raise NotImplementedError
 
     async def _purge(self, query: PurgeQuery) -> int:
+        raise NotImplementedError
+
+
+class SettlesAndClaims:
+    """``settle_and_claim`` (``SettlesOnClaim``) with the protocol's signature and check.
+
+    A store that fuses settling and claiming inherits this class and
+    implements ``_settle_and_claim``, which receives outcomes already checked
+    (``check_outcomes``). No coroutine is added on the hot path: the method
+    returns the store's own.
+    """
+
+    __slots__ = ()
+
+    def settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        *,
+        worker: str,
+        lease_for: float,
+    ) -> Coroutine[Any, Any, tuple[list[bool], list[Lease]]]:
+        """See ``SettlesOnClaim.settle_and_claim``.
+
+        Raises:
+            ValueError: an outcome has no meaning (before anything is applied).
+        """
+        check_outcomes(outcomes)
+        return self._settle_and_claim(outcomes, queues, limit, worker, lease_for)
+
+    async def _settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        worker: str,
+        lease_for: float,
+    ) -> tuple[list[bool], list[Lease]]:
         raise NotImplementedError

@@ -35,7 +35,7 @@ from ._common import (
     prunable,
     result_expired,
 )
-from ._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
+from ._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
 from .base import (
     DROP,
     ENQUEUE_WAITED,
@@ -68,7 +68,7 @@ __all__ = ["MemoryBackend"]
 _OPTIONAL: tuple[Capability[Any], ...] = (SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP)
 
 
-class MemoryBackend(OperatorVerbs):
+class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     """Jobs in this process's memory. ``memory://`` selects it.
 
     Args:
@@ -395,12 +395,11 @@ class MemoryBackend(OperatorVerbs):
             applied.append(True)
         return applied
 
-    async def settle_and_claim(
+    async def _settle_and_claim(
         self,
         outcomes: Sequence[Outcome],
         queues: Sequence[str],
         limit: int,
-        *,
         worker: str,
         lease_for: float,
     ) -> tuple[list[bool], list[Lease]]:

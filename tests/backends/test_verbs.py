@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from asyncq._records import JobRecord, JobState
-from asyncq.backends._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
+from asyncq._records import JobRecord, JobState, Lease, Outcome
+from asyncq.backends._verbs import (
+    DeadQuery,
+    JobQuery,
+    OperatorVerbs,
+    PurgeQuery,
+    SettlesAndClaims,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -57,3 +65,37 @@ async def test_purge_takes_only_finished_states() -> None:
     with pytest.raises(ValueError, match="only removes finished jobs"):
         await store.purge(states=[JobState.ACTIVE], older_than=5.0)
     assert store.queries == [PurgeQuery(frozenset({JobState.DEAD}), 5.0, "q", 3)]
+
+
+class Fusing(SettlesAndClaims):
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    async def _settle_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        queues: Sequence[str],
+        limit: int,
+        worker: str,
+        lease_for: float,
+    ) -> tuple[list[bool], list[Lease]]:
+        self.calls.append((list(outcomes), list(queues), limit, worker, lease_for))
+        return [True] * len(outcomes), []
+
+
+async def test_settle_and_claim_checks_outcomes_before_the_store_sees_them() -> None:
+    store = Fusing()
+    done = Outcome(job_id="j", token="t", state=JobState.COMPLETED)
+    assert await store.settle_and_claim([done], ["q"], 3, worker="w", lease_for=5.0) == (
+        [True],
+        [],
+    )
+    with pytest.raises(ValueError, match="not an outcome"):
+        await store.settle_and_claim(
+            [Outcome(job_id="j", token="t", state=JobState.ACTIVE)],
+            ["q"],
+            3,
+            worker="w",
+            lease_for=5.0,
+        )
+    assert store.calls == [([done], ["q"], 3, "w", 5.0)]

@@ -89,6 +89,7 @@ from redis.crc import key_slot
 
 from ...exceptions import ConfigurationError
 from .._common import parse_url_options, pop_retention, text
+from .._verbs import SettlesAndClaims
 from ..base import (
     DROP,
     ENQUEUE_WAITED,
@@ -150,7 +151,7 @@ def _escape(queue: str) -> str:
     return queue.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
-class RedisBackend(_Operations):
+class RedisBackend(_Operations, SettlesAndClaims):
     """Jobs in Redis, Valkey or a Redis Cluster. ``redis://``, ``rediss://``, ``unix://``,
     ``valkey://`` select it.
 
@@ -585,16 +586,14 @@ class RedisBackend(_Operations):
         return applied
 
     @mapped
-    async def settle_and_claim(
+    async def _settle_and_claim(
         self,
         outcomes: Sequence[Outcome],
         queues: Sequence[str],
         limit: int,
-        *,
         worker: str,
         lease_for: float,
     ) -> tuple[list[bool], list[Lease]]:
-        check_outcomes(outcomes)
         if self._cluster:
             # The queues of one call may live on several nodes: two round trips.
             applied = await self.settle(outcomes)

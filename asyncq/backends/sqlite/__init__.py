@@ -74,7 +74,7 @@ from .._common import (
     pop_retention,
     seconds,
 )
-from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
+from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
 from ..base import (
     DROP,
     SETTLE_ON_CLAIM,
@@ -118,7 +118,7 @@ _URL_OPTIONS: dict[str, Converter] = {
 }
 
 
-class SQLiteBackend(OperatorVerbs):
+class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
     """Jobs in one SQLite database file. ``sqlite:///path.db`` selects it.
 
     Args:
@@ -443,16 +443,14 @@ class SQLiteBackend(OperatorVerbs):
                     )
             raise
 
-    async def settle_and_claim(
+    async def _settle_and_claim(
         self,
         outcomes: Sequence[Outcome],
         queues: Sequence[str],
         limit: int,
-        *,
         worker: str,
         lease_for: float,
     ) -> tuple[list[bool], list[Lease]]:
-        check_outcomes(outcomes)
         if not outcomes:
             return [], await self.claim(queues, limit, worker=worker, lease_for=lease_for)
         # One transaction, so one commit (and one trip to the database thread) for both.
