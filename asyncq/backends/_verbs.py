@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from .._records import JobRecord, JobState, Lease, Outcome
 from .base import check_outcomes, purgeable
 
-__all__ = ["DeadQuery", "JobQuery", "OperatorVerbs", "PurgeQuery", "SettlesAndClaims"]
+__all__ = ["ClaimQuery", "DeadQuery", "JobQuery", "OperatorVerbs", "PurgeQuery", "SettlesAndClaims"]
 
 
 class JobQuery(NamedTuple):
@@ -54,6 +54,15 @@ class PurgeQuery(NamedTuple):
     older_than: float
     queue: str | None
     limit: int
+
+
+class ClaimQuery(NamedTuple):
+    """The claim half of ``settle_and_claim``: ``claim``'s arguments."""
+
+    queues: Sequence[str]
+    limit: int
+    worker: str
+    lease_for: float
 
 
 class OperatorVerbs:
@@ -147,14 +156,9 @@ class SettlesAndClaims:
             ValueError: an outcome has no meaning (before anything is applied).
         """
         check_outcomes(outcomes)
-        return self._settle_and_claim(outcomes, queues, limit, worker, lease_for)
+        return self._settle_and_claim(outcomes, ClaimQuery(queues, limit, worker, lease_for))
 
     async def _settle_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        queues: Sequence[str],
-        limit: int,
-        worker: str,
-        lease_for: float,
+        self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
         raise NotImplementedError

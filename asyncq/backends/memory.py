@@ -23,6 +23,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from msgspec.structs import replace
 
+from .._records import (
+    TERMINAL_STATES,
+    ErrorInfo,
+    ErrorKind,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+)
 from ..exceptions import ConfigurationError
 from ._common import (
     RETENTION_OPTIONS,
@@ -35,23 +45,15 @@ from ._common import (
     prunable,
     result_expired,
 )
-from ._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
+from ._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
 from .base import (
     DROP,
     ENQUEUE_WAITED,
     SETTLE_ON_CLAIM,
-    TERMINAL_STATES,
     Backend,
     Capability,
     Drops,
-    ErrorInfo,
-    ErrorKind,
     HeartbeatReply,
-    JobRecord,
-    JobState,
-    Lease,
-    Outcome,
-    QueueStats,
     Retention,
     SettlesOnClaim,
     check_outcomes,
@@ -396,13 +398,9 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         return applied
 
     async def _settle_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        queues: Sequence[str],
-        limit: int,
-        worker: str,
-        lease_for: float,
+        self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
+        queues, limit, worker, lease_for = claim
         # Neither call awaits anything, so together they are one critical section.
         applied = await self.settle(outcomes)
         return applied, await self.claim(queues, limit, worker=worker, lease_for=lease_for)

@@ -8,6 +8,7 @@ import pytest
 
 from asyncq._records import JobRecord, JobState, Lease, Outcome
 from asyncq.backends._verbs import (
+    ClaimQuery,
     DeadQuery,
     JobQuery,
     OperatorVerbs,
@@ -72,14 +73,9 @@ class Fusing(SettlesAndClaims):
         self.calls: list[tuple[object, ...]] = []
 
     async def _settle_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        queues: Sequence[str],
-        limit: int,
-        worker: str,
-        lease_for: float,
+        self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
-        self.calls.append((list(outcomes), list(queues), limit, worker, lease_for))
+        self.calls.append((list(outcomes), *claim))
         return [True] * len(outcomes), []
 
 

@@ -89,7 +89,7 @@ from redis.crc import key_slot
 
 from ...exceptions import ConfigurationError
 from .._common import parse_url_options, pop_retention, text
-from .._verbs import SettlesAndClaims
+from .._verbs import ClaimQuery, SettlesAndClaims
 from ..base import (
     DROP,
     ENQUEUE_WAITED,
@@ -587,13 +587,9 @@ class RedisBackend(_Operations, SettlesAndClaims):
 
     @mapped
     async def _settle_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        queues: Sequence[str],
-        limit: int,
-        worker: str,
-        lease_for: float,
+        self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
+        queues, limit, worker, lease_for = claim
         if self._cluster:
             # The queues of one call may live on several nodes: two round trips.
             applied = await self.settle(outcomes)

@@ -64,6 +64,7 @@ import anyio
 import anyio.lowlevel
 from anyio import to_thread
 
+from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
 from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
 from .._common import (
     RETENTION_OPTIONS,
@@ -74,19 +75,13 @@ from .._common import (
     pop_retention,
     seconds,
 )
-from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
+from .._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
 from ..base import (
     DROP,
     SETTLE_ON_CLAIM,
-    TERMINAL_STATES,
     Backend,
     Capability,
     HeartbeatReply,
-    JobRecord,
-    JobState,
-    Lease,
-    Outcome,
-    QueueStats,
     Retention,
     SettlesOnClaim,
     check_outcomes,
@@ -444,13 +439,9 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
             raise
 
     async def _settle_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        queues: Sequence[str],
-        limit: int,
-        worker: str,
-        lease_for: float,
+        self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
+        queues, limit, worker, lease_for = claim
         if not outcomes:
             return [], await self.claim(queues, limit, worker=worker, lease_for=lease_for)
         # One transaction, so one commit (and one trip to the database thread) for both.

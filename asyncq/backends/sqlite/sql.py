@@ -25,19 +25,18 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import replace
 
-from .._common import LIVE_STATES, as_enqueued, result_expired
-from ..base import (
+from ..._records import (
     TERMINAL_STATES,
     ErrorInfo,
     ErrorKind,
-    HeartbeatReply,
     JobRecord,
     JobState,
     Lease,
     Outcome,
     QueueStats,
-    Retention,
 )
+from .._common import LIVE_STATES, as_enqueued, result_expired
+from ..base import HeartbeatReply, Retention
 from .poison import JOB_QUEUES, fetch, read_or_stand_in, read_rows, sweep, take_aside
 from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
 
