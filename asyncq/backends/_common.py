@@ -41,6 +41,7 @@ __all__ = [
     "holds_key",
     "integer",
     "is_ready",
+    "claimed",
     "lease_lapsed",
     "mask_url",
     "optional_seconds",
@@ -77,6 +78,19 @@ def as_enqueued(job: JobRecord, now: float) -> JobRecord:
 def is_ready(job: JobRecord, now: float) -> bool:
     """Whether ``claim`` may take ``job`` at ``now``: queued, or waiting and due."""
     return job.state is JobState.QUEUED or (job.state in _WAITING and job.scheduled_at <= now)
+
+
+def claimed(job: JobRecord, now: float, worker: str, expires: float) -> JobRecord:
+    """``job`` as claimed: active, one attempt more, leased to ``worker`` until ``expires``."""
+    return replace(
+        job,
+        state=JobState.ACTIVE,
+        attempts=job.attempts + 1,
+        started_at=now,
+        worker=worker,
+        lease_expires_at=expires,
+        cancel_requested=False,
+    )
 
 
 def lease_lapsed(job: JobRecord, now: float) -> bool:

@@ -23,21 +23,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from msgspec.structs import replace
 
-from .._records import (
-    TERMINAL_STATES,
-    ErrorInfo,
-    ErrorKind,
-    JobRecord,
-    JobState,
-    Lease,
-    Outcome,
-    QueueStats,
-)
+from .._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
 from ..exceptions import ConfigurationError
 from ._common import (
     RETENTION_OPTIONS,
     Waiters,
     as_enqueued,
+    claimed,
     holds_key,
     lease_lapsed,
     parse_url_options,
@@ -53,6 +45,8 @@ from .base import (
     Backend,
     Capability,
     Drops,
+    ErrorInfo,
+    ErrorKind,
     HeartbeatReply,
     Retention,
     SettlesOnClaim,
@@ -286,15 +280,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 if job is None or seqs.get(job_id) != seq or job.state is not JobState.QUEUED:
                     continue
                 token = f"{next(self._issued):x}"
-                job = replace(
-                    job,
-                    state=JobState.ACTIVE,
-                    attempts=job.attempts + 1,
-                    started_at=now,
-                    worker=worker,
-                    lease_expires_at=expires,
-                    cancel_requested=False,
-                )
+                job = claimed(job, now, worker, expires)
                 # What _store does for queued -> active, inline: the hot path.
                 counts[JobState.QUEUED] -= 1
                 counts[JobState.ACTIVE] += 1

@@ -210,29 +210,36 @@ def leases(reply: list[Any], worker: str, base: str) -> tuple[list[Lease], Seque
 
     A loop over the reply as it came, not a typed row per job: this runs for
     every job a worker claims, and each row is read once, straight into its
-    lease. Only when that fails is the reply read again job by job.
+    lease (``_lease``). Only when that fails is the reply read again job by
+    job, to find the records that do not decode.
     """
     now, expires = float(reply[0]), float(reply[1])
     out = []
     try:
         for n, i in enumerate(range(3, len(reply), 6), 1):
-            _, data, attempts, scheduled_at, errors, progress = reply[i : i + 6]
-            job = replace(
-                _decode_record(data),
-                state=JobState.ACTIVE,
-                attempts=int(attempts),
-                scheduled_at=float(scheduled_at),
-                started_at=now,
-                lease_expires_at=expires,
-                worker=worker,
-                errors=() if errors is None else _decode_errors(b"[" + errors + b"]"),
-                progress=opt_float(progress),
-            )
-            # Each token ends with its queue, so settle() can route without a lookup.
-            out.append(Lease(job=job, token=f"{base}.{n}:{job.queue}", expires_at=expires))
+            out.append(_lease(reply[i : i + 6], n, now, expires, worker, base))
     except Exception:  # noqa: BLE001 - one job's record: find which, below
         return _leases_apart(reply, worker, base)
     return out, _NONE_SPOILT
+
+
+def _lease(row: list[Any], n: int, now: float, expires: float, worker: str, base: str) -> Lease:
+    """The lease of the ``n``-th job of a claim reply: its row is (id, record, attempts,
+    due time, errors, progress)."""
+    _, data, attempts, scheduled_at, errors, progress = row
+    job = replace(
+        _decode_record(data),
+        state=JobState.ACTIVE,
+        attempts=int(attempts),
+        scheduled_at=float(scheduled_at),
+        started_at=now,
+        lease_expires_at=expires,
+        worker=worker,
+        errors=() if errors is None else _decode_errors(b"[" + errors + b"]"),
+        progress=opt_float(progress),
+    )
+    # Each token ends with its queue, so settle() can route without a lookup.
+    return Lease(job=job, token=f"{base}.{n}:{job.queue}", expires_at=expires)
 
 
 def _leases_apart(reply: list[Any], worker: str, base: str) -> tuple[list[Lease], list[Spoilt]]:
@@ -241,20 +248,7 @@ def _leases_apart(reply: list[Any], worker: str, base: str) -> tuple[list[Lease]
     rows = {n: reply[i : i + 6] for n, i in enumerate(range(3, len(reply), 6), 1)}
 
     def read(n: int) -> Lease:
-        # As the loop in ``leases`` reads a row.
-        _, data, attempts, scheduled_at, errors, progress = rows[n]
-        job = replace(
-            _decode_record(data),
-            state=JobState.ACTIVE,
-            attempts=int(attempts),
-            scheduled_at=float(scheduled_at),
-            started_at=now,
-            lease_expires_at=expires,
-            worker=worker,
-            errors=() if errors is None else _decode_errors(b"[" + errors + b"]"),
-            progress=opt_float(progress),
-        )
-        return Lease(job=job, token=f"{base}.{n}:{job.queue}", expires_at=expires)
+        return _lease(rows[n], n, now, expires, worker, base)
 
     def identify(n: int) -> tuple[str, str | None, bytes]:
         job_id, *values = rows[n]

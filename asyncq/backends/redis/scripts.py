@@ -137,6 +137,12 @@ class _Script:
 # -- typed replies ---------------------------------------------------------------------
 
 
+def _ids(raw: Any) -> list[bytes]:
+    """A reply that is a list of job ids."""
+    ids: list[bytes] = raw
+    return ids
+
+
 class Claimed(NamedTuple):
     """What a claim handed out."""
 
@@ -371,11 +377,8 @@ class SetAside(_Script, name="set_aside"):
             args += (job.job_id, job.token, job.error, "1" if job.errors_unreadable else "")
         return ("set_aside", [prefix], args)
 
-    @staticmethod
-    def reply(raw: Any) -> list[bytes]:
-        """The ids taken aside."""
-        ids: list[bytes] = raw
-        return ids
+    #: The ids taken aside.
+    reply = staticmethod(_ids)
 
 
 class Recover(_Script, name="recover"):
@@ -431,11 +434,8 @@ class RetryDead(_Script, name="retry_dead"):
     def call(prefix: str, job_ids: list[str]) -> Call:
         return ("retry_dead", [prefix], job_ids)
 
-    @staticmethod
-    def reply(raw: Any) -> list[bytes]:
-        """The ids put back."""
-        ids: list[bytes] = raw
-        return ids
+    #: The ids put back.
+    reply = staticmethod(_ids)
 
 
 class Pruned(NamedTuple):
@@ -482,11 +482,8 @@ class Purge(_Script, name="purge"):
     def call(prefix: str, older_than: float, limit: int, states: list[str]) -> Call:
         return ("purge", [prefix], [repr(float(older_than)), limit, *states])
 
-    @staticmethod
-    def reply(raw: Any) -> list[bytes]:
-        """The ids deleted."""
-        ids: list[bytes] = raw
-        return ids
+    #: The ids deleted.
+    reply = staticmethod(_ids)
 
 
 class SetPaused(_Script, name="set_paused"):

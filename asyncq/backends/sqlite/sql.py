@@ -25,18 +25,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import replace
 
-from ..._records import (
-    TERMINAL_STATES,
-    ErrorInfo,
-    ErrorKind,
-    JobRecord,
-    JobState,
-    Lease,
-    Outcome,
-    QueueStats,
-)
-from .._common import LIVE_STATES, as_enqueued, result_expired
-from ..base import HeartbeatReply, Retention
+from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
+from .._common import LIVE_STATES, as_enqueued, claimed, result_expired
+from ..base import ErrorInfo, ErrorKind, HeartbeatReply, Retention
 from .poison import JOB_QUEUES, fetch, read_or_stand_in, read_rows, sweep, take_aside
 from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
 
@@ -198,16 +189,8 @@ def claim(
         if bad:
             aside.extend(take_aside(conn, now, rows, bad))
         for job in jobs:
-            job = replace(
-                job,
-                state=JobState.ACTIVE,
-                attempts=job.attempts + 1,
-                started_at=now,
-                worker=worker,
-                lease_expires_at=expires,
-                cancel_requested=False,
-            )
-            leases.append(Lease(job=job, token=os.urandom(16).hex(), expires_at=expires))
+            active = claimed(job, now, worker, expires)
+            leases.append(Lease(job=active, token=os.urandom(16).hex(), expires_at=expires))
     conn.executemany(
         "UPDATE asyncq_jobs SET state = 'active', attempts = attempts + 1, started_at = ?,"
         " worker = ?, lease_expires_at = ?, cancel_requested = 0, token = ?"
