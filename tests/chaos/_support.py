@@ -16,6 +16,7 @@ From the store's counts and the log the tests take their figures:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -34,12 +35,18 @@ import msgspec
 import pytest
 from anyio.abc import Process
 
-from asyncq import App, Handler, JobRecord, JobState
+from asyncq import App, BackendUnavailable, Handler, JobRecord, JobState
 from asyncq.backends.base import Backend
 
 __all__ = [
     "APP_SOURCE",
+    "CONCURRENCY",
+    "IN_FLIGHT",
     "JOB",
+    "LEASE",
+    "PREFETCH",
+    "WORKERS",
+    "WORKER_ARGS",
     "Figures",
     "Fleet",
     "Task",
@@ -53,6 +60,22 @@ __all__ = [
 
 #: The job's name, shared by the workers' app and the producers' handles.
 JOB = "chaos.work"
+
+#: The fleet: three workers, each running a few jobs and claiming one ahead,
+#: on a short lease so that a dead worker's jobs are recovered within seconds.
+WORKERS = 3
+CONCURRENCY = 4
+PREFETCH = 1
+LEASE = 2.0
+#: Everything one worker can hold: its running jobs and the one claimed ahead.
+IN_FLIGHT = CONCURRENCY + PREFETCH
+#: ``asyncq run`` options of every worker: running jobs are handed back at once on SIGTERM.
+WORKER_ARGS = (
+    "--concurrency", str(CONCURRENCY),
+    "--prefetch", str(PREFETCH),
+    "--lease", str(LEASE),
+    "--shutdown-timeout", "0",
+)  # fmt: skip
 
 APP_SOURCE = textwrap.dedent(
     f"""
@@ -213,13 +236,16 @@ async def drain(backend: Backend, jobs: int, done: anyio.Event, limit: float) ->
 
     The workers are other processes: only the store can tell what they did,
     so this reads its counters (cheap on every store) a few times a second.
+    A read that fails because the store is down (a fault the test injects)
+    is tried again at the next turn.
     """
     with anyio.move_on_after(limit):
         while True:
-            stats = await backend.stats()
-            if sum(s.counts[JobState.COMPLETED] for s in stats) >= jobs:
-                done.set()
-                return
+            with contextlib.suppress(BackendUnavailable):
+                stats = await backend.stats()
+                if sum(s.counts[JobState.COMPLETED] for s in stats) >= jobs:
+                    done.set()
+                    return
             await anyio.sleep(0.1)
 
 

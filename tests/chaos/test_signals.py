@@ -20,22 +20,20 @@ from pathlib import Path
 import anyio
 import pytest
 
-from ._support import Figures, Fleet, Task, drain, figures_of, producer, record
+from ._support import (
+    IN_FLIGHT,
+    WORKER_ARGS,
+    WORKERS,
+    Figures,
+    Fleet,
+    Task,
+    drain,
+    figures_of,
+    producer,
+    record,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.chaos]
-
-WORKERS = 3
-CONCURRENCY = 4
-PREFETCH = 1
-LEASE = 2.0
-#: Everything a killed worker can hold: its running jobs and the ones claimed ahead.
-IN_FLIGHT = CONCURRENCY + PREFETCH
-ARGS = [
-    "--concurrency", str(CONCURRENCY),
-    "--prefetch", str(PREFETCH),
-    "--lease", str(LEASE),
-    "--shutdown-timeout", "0",
-]  # fmt: skip
 
 
 def store_of(url: str) -> str:
@@ -58,7 +56,7 @@ async def storm(
     passed; the workers then get as long again to finish the drain.
     Returns the figures and the signalled workers' exit codes.
     """
-    fleet = Fleet(tmp_path, store_url, ARGS)
+    fleet = Fleet(tmp_path, store_url, WORKER_ARGS)
     app, work = producer(store_url)
     started = time.monotonic()
     try:
