@@ -20,6 +20,7 @@ blocking portal kept for the whole test.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -108,7 +109,7 @@ class Machine(RuleBasedStateMachine):
         self._priority = itertools.count()
 
     def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> T:
-        return self.portal.call(lambda: fn(*args, **kwargs))
+        return self.portal.call(functools.partial(fn, *args, **kwargs))
 
     def both(self, method: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         real = self.call(getattr(self.real, method), *args, **kwargs)
