@@ -4,6 +4,9 @@
 free ports, then ``redis-cli --cluster create``), registers its teardown with
 pytest, and returns a ``redis://...?cluster=true`` URL. Without ``redis-server``
 the caller's test is skipped, or fails under ``CI=true``.
+
+``start_cluster(..., replicas=1)`` starts a cluster of its own with a replica
+per master, for a test that kills nodes (``LocalCluster.procs`` by port).
 """
 
 from __future__ import annotations
@@ -71,10 +74,23 @@ def _cli(cli: str, *args: str, timeout: float = 10) -> str:
     return done.stdout.decode() + done.stderr.decode()
 
 
-def start_cluster(server: str, cli: str) -> LocalCluster:
-    """Start ``MASTERS`` nodes, join them, and wait until the cluster serves every slot."""
+def start_cluster(
+    server: str, cli: str, *, replicas: int = 0, node_timeout: int | None = None
+) -> LocalCluster:
+    """Start ``MASTERS`` nodes, join them, and wait until the cluster serves every slot.
+
+    Args:
+        server: the ``redis-server`` executable.
+        cli: the ``redis-cli`` executable.
+        replicas: replicas per master; with some, it also waits until each
+            replica is in sync with its master.
+        node_timeout: ``cluster-node-timeout`` in milliseconds (Redis' default
+            when ``None``): how long a node may not answer before it is failed
+            over.
+    """
     home = Path(tempfile.mkdtemp(prefix="asyncq-cluster-"))
-    ports = _free_ports(MASTERS)
+    ports = _free_ports(MASTERS * (1 + replicas))
+    extra = [] if node_timeout is None else ["--cluster-node-timeout", str(node_timeout)]
     procs = [
         subprocess.Popen(
             [
@@ -87,6 +103,7 @@ def start_cluster(server: str, cli: str) -> LocalCluster:
                 "--daemonize", "no",
                 "--save", "",
                 "--appendonly", "no",
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -103,7 +120,8 @@ def start_cluster(server: str, cli: str) -> LocalCluster:
                 time.sleep(0.05)
         nodes = [f"127.0.0.1:{port}" for port in ports]
         out = _cli(
-            cli, "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes",
+            cli, "--cluster", "create", *nodes, "--cluster-replicas", str(replicas),
+            "--cluster-yes",
             timeout=60,
         )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -111,6 +129,14 @@ def start_cluster(server: str, cli: str) -> LocalCluster:
             while "cluster_state:ok" not in _cli(cli, "-p", str(port), "cluster", "info"):
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the cluster did not become ready:\n{out}")
+                time.sleep(0.1)
+        for port in ports if replicas else ():
+            while True:
+                info = _cli(cli, "-p", str(port), "info", "replication")
+                if "role:master" in info or "master_link_status:up" in info:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replica on port {port} did not sync:\n{info}")
                 time.sleep(0.1)
     except BaseException:
         cluster.stop()
@@ -121,16 +147,22 @@ def start_cluster(server: str, cli: str) -> LocalCluster:
 _cluster: LocalCluster | None = None
 
 
+def executables() -> tuple[str, str]:
+    """``redis-server`` and ``redis-cli``; without them the test skips (fails under ``CI=true``)."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        msg = "a Redis Cluster needs redis-server and redis-cli (apt install redis-server)"
+        if IN_CI:
+            pytest.fail(f"{msg} (CI=true: integration tests must run)")
+        pytest.skip(msg)
+    return server, cli
+
+
 def cluster_url(config: pytest.Config) -> str:
     """The URL of the session's cluster, started on first use and stopped when pytest ends."""
     global _cluster
     if _cluster is None:
-        server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
-        if server is None or cli is None:
-            msg = "a Redis Cluster needs redis-server and redis-cli (apt install redis-server)"
-            if IN_CI:
-                pytest.fail(f"{msg} (CI=true: integration tests must run)")
-            pytest.skip(msg)
+        server, cli = executables()
         _cluster = start_cluster(server, cli)
         config.add_cleanup(_stop)
     return _cluster.url
