@@ -423,9 +423,8 @@ async def test_enqueue_many_and_enqueue_and_wait_take_the_options_of_enqueue() -
 
 
 def test_a_plain_enqueue_builds_no_options() -> None:
-    handler = App("options").job(schema=Resize, name="r")(resize_fn)
-    assert handler._options(None, None, None, None, None, None, None) is NO_OPTIONS
-    built = handler._options(None, None, 3, None, None, None, None)
+    assert EnqueueOptions.of({}, "r") is NO_OPTIONS
+    built = EnqueueOptions.of({"priority": 3}, "r")
     assert built == EnqueueOptions(priority=3)
 
 
