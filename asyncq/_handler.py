@@ -15,7 +15,13 @@ import msgspec
 from ._codec import Codec
 from ._context import JobContext, _current
 from ._instrumentation import request_ended, request_started
-from ._options import EnqueueAndWaitArgs, EnqueueArgs, EnqueueManyArgs, EnqueueOptions
+from ._options import (
+    NO_OPTIONS,
+    EnqueueAndWaitArgs,
+    EnqueueArgs,
+    EnqueueManyArgs,
+    EnqueueOptions,
+)
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
 from .exceptions import BackendError, ConfigurationError, JobCancelled, JobFailed, JobNotFound
@@ -181,7 +187,9 @@ class Handler(Generic[T, R]):
             ConfigurationError: an option is invalid; nothing stored.
             BackendError: the store could not take the job.
         """
-        job = self._record(payload, EnqueueOptions.of(options, self.name), time.time())
+        # Tested here, not only in EnqueueOptions.of: a plain enqueue(payload) makes no call.
+        checked = EnqueueOptions.of(options, self.name) if options else NO_OPTIONS
+        job = self._record(payload, checked, time.time())
         return await self._store(job, connection=connection)
 
     async def _store(
