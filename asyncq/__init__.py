@@ -11,6 +11,7 @@ from ._context import JobContext, current_job
 from ._handler import Handler, JobHandle, JobOptions
 from ._instrumentation import Instrumentation
 from ._middleware import CallNext, Middleware
+from ._options import EnqueueAndWaitArgs, EnqueueArgs, EnqueueManyArgs, KeyArgs, ScheduleArgs
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState
 from ._retry import RetryPolicy
 from ._telemetry import Telemetry
@@ -37,6 +38,9 @@ __all__ = [
     "BackendUnavailable",
     "CallNext",
     "ConfigurationError",
+    "EnqueueAndWaitArgs",
+    "EnqueueArgs",
+    "EnqueueManyArgs",
     "ErrorInfo",
     "ErrorKind",
     "Handler",
@@ -50,10 +54,12 @@ __all__ = [
     "JobOptions",
     "JobRecord",
     "JobState",
+    "KeyArgs",
     "Middleware",
     "Reject",
     "Retry",
     "RetryPolicy",
+    "ScheduleArgs",
     "Telemetry",
     "ValidationError",
     "Worker",

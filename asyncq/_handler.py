@@ -5,10 +5,9 @@ from __future__ import annotations
 import inspect
 import time
 import typing
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 import anyio
 import msgspec
@@ -16,7 +15,13 @@ import msgspec
 from ._codec import Codec
 from ._context import JobContext, _current
 from ._instrumentation import request_ended, request_started
-from ._options import NO_OPTIONS, EnqueueOptions
+from ._options import (
+    NO_OPTIONS,
+    EnqueueAndWaitArgs,
+    EnqueueArgs,
+    EnqueueManyArgs,
+    EnqueueOptions,
+)
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
 from .exceptions import BackendError, ConfigurationError, JobCancelled, JobFailed, JobNotFound
@@ -119,63 +124,19 @@ class Handler(Generic[T, R]):
             _current.reset(reset)
 
     def record(
-        self,
-        payload: T,
-        *,
-        delay: float | timedelta | None = None,
-        at: datetime | None = None,
-        priority: int | None = None,
-        key: str | None = None,
-        queue: str | None = None,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
-        now: float | None = None,
+        self, payload: T, *, now: float | None = None, **options: Unpack[EnqueueArgs]
     ) -> JobRecord:
         """Validate ``payload`` and build the record ``enqueue`` would store.
 
-        The options are ``enqueue``'s; ``now`` is the enqueue time (default: the clock).
+        Keyword options: see ``EnqueueArgs``; ``now`` is the enqueue time
+        (default: the clock).
 
         Raises:
             ValidationError: the payload does not match the schema, or is over a limit.
             ConfigurationError: an option is invalid.
         """
-        options = self._options(delay, at, priority, key, queue, timeout, max_attempts)
-        return self._record(payload, options, time.time() if now is None else now)
-
-    def _options(
-        self,
-        delay: float | timedelta | None,
-        at: datetime | None,
-        priority: int | None,
-        key: str | None,
-        queue: str | None,
-        timeout: float | None,
-        max_attempts: int | None,
-    ) -> EnqueueOptions:
-        """The one ``EnqueueOptions`` of a call; its errors name the job."""
-        if (
-            delay is None
-            and at is None
-            and priority is None
-            and key is None
-            and queue is None
-            and timeout is None
-            and max_attempts is None
-        ):
-            return NO_OPTIONS  # the usual enqueue(payload): nothing to build or check
-        try:
-            return EnqueueOptions(
-                delay=delay,
-                at=at,
-                priority=priority,
-                key=key,
-                queue=queue,
-                timeout=timeout,
-                max_attempts=max_attempts,
-            )
-        except ConfigurationError as exc:
-            msg = f"job {self.name!r}: {exc}"
-            raise ConfigurationError(msg) from None
+        checked = EnqueueOptions.of(options, self.name, "Handler.record")
+        return self._record(payload, checked, time.time() if now is None else now)
 
     def _record(self, payload: T, options: EnqueueOptions, now: float) -> JobRecord:
         """The record of one job: ``options`` over the job's defaults, enqueued at ``now``."""
@@ -205,34 +166,20 @@ class Handler(Generic[T, R]):
         )
 
     async def enqueue(
-        self,
-        payload: T,
-        /,
-        *,
-        delay: float | timedelta | None = None,
-        at: datetime | None = None,
-        priority: int | None = None,
-        key: str | None = None,
-        queue: str | None = None,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
-        connection: object | None = None,
+        self, payload: T, /, *, connection: object | None = None, **options: Unpack[EnqueueArgs]
     ) -> JobHandle[R]:
         """Validate and store one job; return its handle.
 
+        Keyword options: see ``EnqueueArgs`` (each overrides the job's own).
+        With a ``key`` whose job is pending, running or completed within its
+        result TTL, the existing job's handle comes back (``handle.created``
+        is False).
+
         Args:
             payload: the job's input, checked against the schema.
-            delay: run no sooner than this many seconds from now.
-            at: run no sooner than this aware datetime (instead of ``delay``).
-            priority: larger runs first (default: the job's).
-            key: idempotency key; while a job with this key (in this queue) is
-                pending, running, or completed within its result TTL, the
-                existing job's handle is returned (``handle.created`` is False).
-            queue: overrides the job's queue.
-            timeout: overrides the job's deadline: seconds one attempt may run.
-            max_attempts: overrides the attempts before the job is dead.
             connection: write through this driver connection, inside the
                 caller's transaction (PostgreSQL).
+            **options: see ``EnqueueArgs``.
 
         Raises:
             ValidationError: the payload does not match the schema, or is over
@@ -240,8 +187,9 @@ class Handler(Generic[T, R]):
             ConfigurationError: an option is invalid; nothing stored.
             BackendError: the store could not take the job.
         """
-        options = self._options(delay, at, priority, key, queue, timeout, max_attempts)
-        job = self._record(payload, options, time.time())
+        # Tested here, not only in EnqueueOptions.of: a plain enqueue(payload) makes no call.
+        checked = EnqueueOptions.of(options, self.name) if options else NO_OPTIONS
+        job = self._record(payload, checked, time.time())
         return await self._store(job, connection=connection)
 
     async def _store(
@@ -256,27 +204,25 @@ class Handler(Generic[T, R]):
         payloads: Iterable[T],
         /,
         *,
-        delay: float | timedelta | None = None,
-        at: datetime | None = None,
-        priority: int | None = None,
-        queue: str | None = None,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
         connection: object | None = None,
+        **options: Unpack[EnqueueManyArgs],
     ) -> list[JobHandle[R]]:
         """Validate every payload, then store them all in one backend call.
 
-        The options are ``enqueue``'s and apply to every job; there is no
-        ``key``, which names one job. If any payload is invalid, nothing is
-        stored.
+        Keyword options: see ``EnqueueManyArgs``; they apply to every job.
+        There is no ``key``, which names one job. If any payload is invalid,
+        nothing is stored.
 
         Raises:
             ValidationError: a payload does not match the schema (the message names it).
             ConfigurationError: an option is invalid; nothing stored.
         """
-        options = self._options(delay, at, priority, None, queue, timeout, max_attempts)
+        if "key" in options:  # typed callers cannot; the same error for the others
+            msg = "Handler.enqueue_many() got an unexpected keyword argument 'key'"
+            raise TypeError(msg)
+        checked = EnqueueOptions.of(options, self.name, "Handler.enqueue_many")
         now = time.time()
-        jobs = [self._record(p, options, now) for p in payloads]
+        jobs = [self._record(p, checked, now) for p in payloads]
         stored = await self.app.enqueue_records(jobs, connection=connection)
         codec = self.result_codec
         return [
@@ -285,30 +231,19 @@ class Handler(Generic[T, R]):
         ]
 
     async def enqueue_and_wait(
-        self,
-        payload: T,
-        /,
-        *,
-        timeout: float | None = None,
-        delay: float | timedelta | None = None,
-        at: datetime | None = None,
-        priority: int | None = None,
-        key: str | None = None,
-        queue: str | None = None,
-        job_timeout: float | None = None,
-        max_attempts: int | None = None,
+        self, payload: T, /, *, timeout: float | None = None, **options: Unpack[EnqueueAndWaitArgs]
     ) -> R:
         """Enqueue, then wait for the result (request/response).
 
         The wait is woken by the store's push, not by polling. With a ``key``
         whose job already completed, the stored result comes back at once.
-        The other options are ``enqueue``'s.
 
         Args:
+            payload: the job's input, checked against the schema.
             timeout: seconds the caller waits for the whole round trip; ``None``
-                waits for ever. It is not the job's deadline: that is ``job_timeout``.
-            job_timeout: overrides the job's deadline: seconds one attempt may
-                run (what ``timeout`` means on ``enqueue`` and ``@app.job``).
+                waits for ever. It is not the job's deadline: that is
+                ``job_timeout`` (see ``EnqueueAndWaitArgs``).
+            **options: see ``EnqueueAndWaitArgs``.
 
         Raises:
             TimeoutError: no result within ``timeout``; the job may still run.
@@ -316,14 +251,18 @@ class Handler(Generic[T, R]):
             ValidationError: the payload does not match the schema.
             ConfigurationError: an option is invalid; nothing stored.
         """
-        options = self._options(delay, at, priority, key, queue, job_timeout, max_attempts)
+        fields: Mapping[str, Any] = options
+        if "job_timeout" in options:  # the job's deadline: EnqueueOptions.timeout
+            fields = {k if k != "job_timeout" else "timeout": v for k, v in options.items()}
+        checked = EnqueueOptions.of(fields, self.name, "Handler.enqueue_and_wait")
         hooks = self.app.instrumentation
         # Hooks see the whole round trip, so the enqueue and the job nest under its span.
-        ends = request_started(hooks, self.name, queue or self.options.queue) if hooks else ()
+        queue = self.options.queue if checked.queue is None else checked.queue
+        ends = request_started(hooks, self.name, queue) if hooks else ()
         job_id: str | None = None
         try:
             with anyio.fail_after(timeout):
-                job = self._record(payload, options, time.time())
+                job = self._record(payload, checked, time.time())
                 handle = await self._store(job, waited=True)
                 job_id = handle.id
                 result = await handle.result()

@@ -1,9 +1,18 @@
-"""EnqueueOptions: the per-enqueue overrides every way of enqueueing takes, checked in one place.
+"""The options of an enqueue: typed keyword sets, and EnqueueOptions that checks them once.
 
-``Handler.enqueue``, ``enqueue_many``, ``enqueue_and_wait`` and ``record``
-(and through them ``Admin.enqueue`` and ``asyncq enqueue``) take these as
-keyword arguments and build one ``EnqueueOptions``; ``Handler`` turns it and
-the job's defaults (``JobOptions``) into a ``JobRecord``.
+Each way of enqueueing takes its options as ``**options``, typed (PEP 692) by
+one of these ``TypedDict`` classes, composed so that each option is declared
+and documented once:
+
+- ``EnqueueArgs``: ``Handler.enqueue`` and ``record``; ``Admin.enqueue`` and
+  ``enqueue_json`` (and so ``asyncq enqueue``).
+- ``EnqueueManyArgs``: ``Handler.enqueue_many``; no ``key``, which names one job.
+- ``EnqueueAndWaitArgs``: ``Handler.enqueue_and_wait``; the job's deadline is
+  ``job_timeout`` there, since its own ``timeout`` is how long the caller waits.
+
+``EnqueueOptions.of`` turns a call's options into one ``EnqueueOptions``,
+which checks them; ``Handler`` turns that and the job's defaults
+(``JobOptions``) into a ``JobRecord``.
 
 The rules for names (queues, jobs, idempotency keys) live here too: enqueue
 options check them, and so does ``App`` when a job is registered.
@@ -12,14 +21,92 @@ options check them, and so does ``App`` when a job is registered.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn, TypedDict
 
 import msgspec
 
 from .exceptions import ConfigurationError
 
-__all__ = ["MAX_KEY_LENGTH", "MAX_NAME_LENGTH", "NO_OPTIONS", "EnqueueOptions", "name_problem"]
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "MAX_NAME_LENGTH",
+    "NO_OPTIONS",
+    "EnqueueAndWaitArgs",
+    "EnqueueArgs",
+    "EnqueueManyArgs",
+    "EnqueueOptions",
+    "KeyArgs",
+    "ScheduleArgs",
+    "name_problem",
+]
+
+
+class ScheduleArgs(TypedDict, total=False):
+    """The options every way of enqueueing takes; unset (or ``None``) means the job's own.
+
+    Attributes:
+        delay: run no sooner than this many seconds (or this ``timedelta``)
+            from now; a delay in the past runs at once.
+        at: run no sooner than this aware datetime (instead of ``delay``).
+        priority: larger runs first; may be negative.
+        queue: the queue to store the job in.
+        max_attempts: attempts before the job is dead (1 means no retry).
+    """
+
+    delay: float | timedelta | None
+    at: datetime | None
+    priority: int | None
+    queue: str | None
+    max_attempts: int | None
+
+
+class KeyArgs(TypedDict, total=False):
+    """The option of the ways of enqueueing one job.
+
+    Attributes:
+        key: idempotency key: while a job with this key (in its queue) is
+            pending, running, or completed within its result TTL, enqueueing
+            returns that job's handle instead (``handle.created`` is False).
+    """
+
+    key: str | None
+
+
+class EnqueueManyArgs(ScheduleArgs, total=False):
+    """The options of ``Handler.enqueue_many``: ``ScheduleArgs`` and the job's deadline.
+
+    Attributes:
+        timeout: seconds one attempt may run: the job's deadline, not the
+            time a caller waits for the result.
+    """
+
+    timeout: float | None
+
+
+class EnqueueArgs(EnqueueManyArgs, KeyArgs, total=False):
+    """The options of ``Handler.enqueue``, ``record``, ``Admin.enqueue`` and ``enqueue_json``.
+
+    Those of ``EnqueueManyArgs`` (``ScheduleArgs`` and ``timeout``), and ``key``
+    (``KeyArgs``). Name it to pass options around typed::
+
+        urgent: EnqueueArgs = {"priority": 10, "queue": "fast"}
+        await charge.enqueue(payload, **urgent)
+    """
+
+
+class EnqueueAndWaitArgs(ScheduleArgs, KeyArgs, total=False):
+    """The options of ``Handler.enqueue_and_wait``: ``ScheduleArgs``, ``key`` and the deadline.
+
+    Attributes:
+        job_timeout: seconds one attempt may run: the job's deadline (what
+            ``timeout`` is on ``enqueue``); ``enqueue_and_wait``'s own
+            ``timeout`` is how long the caller waits.
+    """
+
+    job_timeout: float | None
+
 
 #: The longest queue or job name, in characters. Names are columns of the
 #: stores' indexes: PostgreSQL refuses an index row over about 2,700 bytes, and
@@ -40,20 +127,10 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069
 
 
 class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
-    """Overrides for one enqueue; ``None`` everywhere means the job's defaults.
+    """The options of one enqueue, checked; ``None`` everywhere means the job's defaults.
 
-    Attributes:
-        delay: run no sooner than this many seconds (or this ``timedelta``)
-            from now; a delay in the past runs at once.
-        at: run no sooner than this aware datetime (instead of ``delay``).
-        priority: larger runs first; may be negative.
-        key: idempotency key: while a job with this key (in its queue) is
-            pending, running, or completed within its result TTL, enqueueing
-            returns that job instead.
-        queue: the queue to store the job in.
-        timeout: seconds one attempt may run: the job's deadline, not the
-            time a caller waits for the result.
-        max_attempts: attempts before the job is dead (1 means no retry).
+    Built by ``of`` from a call's ``**options``; its fields are the keys of
+    ``EnqueueArgs``, documented there.
 
     Raises:
         ConfigurationError: both ``delay`` and ``at``, a naive ``at``, a
@@ -89,9 +166,38 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
         if self.key is not None and (problem := name_problem("key", self.key, MAX_KEY_LENGTH)):
             _invalid(problem)
 
+    @classmethod
+    def of(
+        cls, options: Mapping[str, Any], job: str, call: str = "Handler.enqueue"
+    ) -> EnqueueOptions:
+        """The options of one call to ``call`` on job ``job``: its ``**options``, checked.
+
+        ``options`` holds keys of ``EnqueueArgs`` (the checker has seen to
+        that for typed callers); no options at all is ``NO_OPTIONS``.
+
+        Raises:
+            ConfigurationError: an option is invalid (the message names the job).
+            TypeError: an option that ``call`` does not take, as Python would say it.
+        """
+        if not options:
+            return NO_OPTIONS  # the usual enqueue(payload): nothing to build or check
+        try:
+            return cls(**options)
+        except ConfigurationError as exc:
+            msg = f"job {job!r}: {exc}"
+            raise ConfigurationError(msg) from None
+        except TypeError:
+            unknown = sorted(options.keys() - _FIELDS)
+            if not unknown:
+                raise  # a value of the wrong type, met by a check above
+            msg = f"{call}() got an unexpected keyword argument {unknown[0]!r}"
+            raise TypeError(msg) from None
+
 
 #: No overrides: what a plain ``enqueue(payload)`` uses, made once.
 NO_OPTIONS = EnqueueOptions()
+
+_FIELDS = frozenset(EnqueueOptions.__struct_fields__)
 
 
 def name_problem(what: str, name: object, limit: int = MAX_NAME_LENGTH) -> str | None:

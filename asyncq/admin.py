@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Unpack
 
 import msgspec
 
+from ._options import EnqueueArgs
 from ._records import TERMINAL_STATES, JobRecord, JobState, QueueStats
 from ._retry import seconds
 from .backends.base import MIGRATE
@@ -318,19 +319,12 @@ class Admin:
         self,
         name: str,
         payload: Any,
-        *,
-        delay: float | timedelta | None = None,
-        at: datetime | None = None,
-        key: str | None = None,
-        priority: int | None = None,
-        queue: str | None = None,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
+        **options: Unpack[EnqueueArgs],
     ) -> JobHandle[Any]:
         """Enqueue job ``name`` with a payload given as builtins (a dict for a Struct schema).
 
-        The options are ``Handler.enqueue``'s: ``timeout`` is the job's deadline
-        (seconds one attempt may run), since nothing here waits.
+        Keyword options: see ``EnqueueArgs`` (``Handler.enqueue``'s); ``timeout``
+        is the job's deadline, since nothing here waits.
 
         Raises:
             ConfigurationError: the app has no such job, or an option is invalid.
@@ -345,33 +339,17 @@ class Admin:
         except RecursionError as exc:
             msg = "nested too deeply to convert, or it contains itself"
             raise ValidationError(handler.name, msg) from exc
-        return await handler.enqueue(
-            value,
-            delay=delay,
-            at=at,
-            key=key,
-            priority=priority,
-            queue=queue,
-            timeout=timeout,
-            max_attempts=max_attempts,
-        )
+        return await handler.enqueue(value, **options)
 
     async def enqueue_json(
         self,
         name: str,
         document: str | bytes,
-        *,
-        delay: float | timedelta | None = None,
-        at: datetime | None = None,
-        key: str | None = None,
-        priority: int | None = None,
-        queue: str | None = None,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
+        **options: Unpack[EnqueueArgs],
     ) -> JobHandle[Any]:
         """Enqueue job ``name`` with its payload as a JSON document (what the CLI does).
 
-        The options are ``enqueue``'s.
+        Keyword options: see ``EnqueueArgs``, as on ``enqueue``.
 
         Raises:
             ConfigurationError: the app has no such job, or an option is invalid.
@@ -388,16 +366,7 @@ class Admin:
         except RecursionError as exc:
             msg = "the JSON document is nested too deeply to decode"
             raise ValidationError(handler.name, msg) from exc
-        return await handler.enqueue(
-            value,
-            delay=delay,
-            at=at,
-            key=key,
-            priority=priority,
-            queue=queue,
-            timeout=timeout,
-            max_attempts=max_attempts,
-        )
+        return await handler.enqueue(value, **options)
 
     async def migrate(self) -> list[int] | None:
         """Apply the backend's pending schema migrations; ``None`` if it has none to apply.

@@ -12,6 +12,7 @@ from asyncq import (
     Admin,
     App,
     ConfigurationError,
+    EnqueueArgs,
     JobContext,
     JobNotFound,
     JobState,
@@ -262,6 +263,17 @@ async def test_enqueue_takes_every_option_of_handler_enqueue(app: App) -> None:
     assert (decoded.timeout, decoded.max_attempts) == (0.5, 1)
     with pytest.raises(ConfigurationError, match="job 'note': give delay= or at=, not both"):
         await admin.enqueue_json("note", "{}", delay=1, at=at)
+
+
+async def test_enqueue_passes_named_options_through(app: App) -> None:
+    admin = app.admin
+    options: EnqueueArgs = {"priority": 5, "key": "k", "queue": "q", "timeout": 3.0}
+    built = await admin.enqueue("note", {"text": "a"}, **options)
+    decoded = await admin.enqueue_json("note", '{"text": "b"}', **options)
+    assert decoded.id == built.id
+    assert not decoded.created
+    job = await admin.job(built.id)
+    assert (job.priority, job.key, job.queue, job.timeout) == (5, "k", "q", 3.0)
 
 
 async def test_migrate(app: App, backend: Backend) -> None:

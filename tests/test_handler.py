@@ -13,6 +13,9 @@ import pytest
 from asyncq import (
     App,
     ConfigurationError,
+    EnqueueAndWaitArgs,
+    EnqueueArgs,
+    EnqueueManyArgs,
     Handler,
     Instrumentation,
     JobContext,
@@ -422,10 +425,66 @@ async def test_enqueue_many_and_enqueue_and_wait_take_the_options_of_enqueue() -
     assert answer == ["bulk", 4, 2.5, 2]
 
 
+def test_the_typed_option_sets_are_the_fields_of_enqueue_options() -> None:
+    fields = set(EnqueueOptions.__struct_fields__)
+    assert EnqueueArgs.__optional_keys__ == fields
+    assert EnqueueManyArgs.__optional_keys__ == fields - {"key"}
+    assert EnqueueAndWaitArgs.__optional_keys__ == fields - {"timeout"} | {"job_timeout"}
+    assert not EnqueueArgs.__required_keys__
+
+
+@pytest.mark.anyio
+async def test_an_unknown_option_is_a_type_error_naming_the_call() -> None:
+    backend = MemoryBackend()
+    app = App("options", backend=backend)
+    handler = app.job(schema=Resize, name="r")(resize_fn)
+    payload = Resize("u", 1)
+    bogus: dict[str, Any] = {"bogus": 1, "priority": 2}
+    key: dict[str, Any] = {"key": "k"}
+    deadline: dict[str, Any] = {"job_timeout": 1}
+    calls = [
+        ("Handler.enqueue", "bogus", lambda: handler.enqueue(payload, **bogus)),
+        ("Handler.enqueue_many", "bogus", lambda: handler.enqueue_many([payload], **bogus)),
+        ("Handler.enqueue_and_wait", "bogus", lambda: handler.enqueue_and_wait(payload, **bogus)),
+        ("Handler.enqueue_many", "key", lambda: handler.enqueue_many([payload], **key)),
+        ("Handler.enqueue", "job_timeout", lambda: handler.enqueue(payload, **deadline)),
+        (
+            "Handler.enqueue",
+            "bogus",
+            lambda: app.admin.enqueue("r", {"url": "u", "width": 1}, **bogus),
+        ),
+    ]
+    with anyio.fail_after(5):
+        for call, option, enqueue in calls:
+            expected = rf"^{call}\(\) got an unexpected keyword argument '{option}'$"
+            with pytest.raises(TypeError, match=expected):
+                await enqueue()
+    with pytest.raises(TypeError, match=r"^Handler.record\(\) got an unexpected keyword"):
+        handler.record(payload, **bogus)
+    assert await backend.list_jobs() == []
+
+
+@pytest.mark.anyio
+async def test_named_options_reach_the_record() -> None:
+    backend = MemoryBackend()
+    app = App("options", backend=backend)
+    handler = app.job(schema=Resize, name="r", timeout=30)(resize_fn)
+    urgent: EnqueueArgs = {"priority": 7, "queue": "fast", "timeout": 2.0, "key": "k"}
+    bulk: EnqueueManyArgs = {"at": AT, "max_attempts": 1}
+    with anyio.fail_after(5):
+        one = await (await handler.enqueue(Resize("u", 1), **urgent)).info()
+        (many,) = [await h.info() for h in await handler.enqueue_many([Resize("v", 2)], **bulk)]
+    assert (one.priority, one.queue, one.timeout, one.key) == (7, "fast", 2.0, "k")
+    assert (many.scheduled_at, many.max_attempts, many.timeout) == (AT.timestamp(), 1, 30.0)
+    # None is "the job's own", as an unset option is (what the CLI passes for a flag not given).
+    unset: EnqueueArgs = {"priority": None, "queue": None, "timeout": None, "key": None}
+    record = handler.record(Resize("w", 3), now=100.0, **unset)
+    assert (record.priority, record.queue, record.timeout, record.key) == (0, "default", 30.0, None)
+
+
 def test_a_plain_enqueue_builds_no_options() -> None:
-    handler = App("options").job(schema=Resize, name="r")(resize_fn)
-    assert handler._options(None, None, None, None, None, None, None) is NO_OPTIONS
-    built = handler._options(None, None, 3, None, None, None, None)
+    assert EnqueueOptions.of({}, "r") is NO_OPTIONS
+    built = EnqueueOptions.of({"priority": 3}, "r")
     assert built == EnqueueOptions(priority=3)
 
 

@@ -10,6 +10,7 @@ import anyio
 import click
 
 from .._codec import decode_any
+from .._options import EnqueueArgs
 from ..admin import Admin
 from ..exceptions import JobFailed
 from ._base import (
@@ -120,21 +121,21 @@ def enqueue(
         raise click.UsageError("give --wait-timeout or --timeout, not both")
     patience = timeout if wait_timeout is None else wait_timeout
     document = _stdin_payload() if payload == "-" else payload
+    # An unset flag is None, which every option reads as "the job's own".
+    options = EnqueueArgs(
+        delay=delay,
+        at=at,
+        key=key,
+        priority=priority,
+        queue=queue,
+        timeout=job_timeout,
+        max_attempts=max_attempts,
+    )
     app = open_app(app_path, backend)
 
     async def body(admin: Admin) -> dict[str, Any]:
         try:
-            handle = await admin.enqueue_json(
-                name,
-                document,
-                delay=delay,
-                at=at,
-                key=key,
-                priority=priority,
-                queue=queue,
-                timeout=job_timeout,
-                max_attempts=max_attempts,
-            )
+            handle = await admin.enqueue_json(name, document, **options)
         except RecursionError:
             # The decoder recurses once per level: a document deeper than the stack
             # is refused like any other payload that does not fit the schema.

@@ -16,6 +16,9 @@ import msgspec
 
 from asyncq import (
     App,
+    EnqueueAndWaitArgs,
+    EnqueueArgs,
+    EnqueueManyArgs,
     Handler,
     JobContext,
     JobDecorator,
@@ -101,6 +104,38 @@ async def check_enqueue_options(app: App) -> None:
     await resize.enqueue_and_wait(payload, job_timeout="30s")  # type: ignore[arg-type]
     await resize.enqueue_many([payload], key="k")  # type: ignore[call-arg]
     await resize.enqueue(payload, 10)  # type: ignore[call-arg]  # options are keyword-only
+    await resize.enqueue(payload, priority="x")  # type: ignore[arg-type]
+    await resize.enqueue(payload, bogus=1)  # type: ignore[call-arg]
+    await resize.enqueue(payload, job_timeout=1.0)  # type: ignore[call-arg]  # enqueue_and_wait's
+    await resize.enqueue_and_wait(payload, bogus=1)  # type: ignore[call-arg]
+    await resize.enqueue_many([payload], max_attempts="2")  # type: ignore[arg-type]
+    resize.record(payload, bogus=1)  # type: ignore[call-arg]
+    await app.admin.enqueue("resize", {}, priority="x")  # type: ignore[arg-type]
+    await app.admin.enqueue_json("resize", "{}", bogus=1)  # type: ignore[call-arg]
+
+
+async def check_named_enqueue_options(app: App) -> None:
+    @app.job(schema=Resize)
+    async def resize(p: Resize) -> bytes:
+        return b""
+
+    payload = Resize("u", 1)
+    urgent: EnqueueArgs = {"priority": 10, "queue": "fast", "key": "k"}
+    assert_type(await resize.enqueue(payload, connection=None, **urgent), JobHandle[bytes])
+    assert_type(resize.record(payload, now=0.0, **urgent), JobRecord)
+    assert_type(await app.admin.enqueue("resize", {}, **urgent), JobHandle[Any])
+    assert_type(await app.admin.enqueue_json("resize", "{}", **urgent), JobHandle[Any])
+    bulk: EnqueueManyArgs = {"timeout": 5.0, "max_attempts": 1}
+    assert_type(await resize.enqueue_many([payload], **bulk), list[JobHandle[bytes]])
+    assert_type(await resize.enqueue(payload, **bulk), JobHandle[bytes])
+    waited: EnqueueAndWaitArgs = {"job_timeout": 30.0, "key": "k"}
+    assert_type(await resize.enqueue_and_wait(payload, timeout=5.0, **waited), bytes)
+    # enqueue_many has no key; enqueue has no job_timeout.
+    await resize.enqueue_many([payload], **urgent)  # type: ignore[misc]
+    await resize.enqueue(payload, **waited)  # type: ignore[misc]
+    bad: EnqueueArgs = {"priority": "high"}  # type: ignore[typeddict-item]
+    typo: EnqueueArgs = {"prority": 1}  # type: ignore[typeddict-unknown-key]
+    del bad, typo
 
 
 async def check_handler_taking_a_context(app: App) -> None:
