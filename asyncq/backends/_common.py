@@ -43,6 +43,7 @@ __all__ = [
     "is_ready",
     "claimed",
     "lease_lapsed",
+    "no_transactions",
     "mask_url",
     "optional_seconds",
     "parse_url_options",
@@ -90,6 +91,13 @@ def claimed(job: JobRecord, now: float, worker: str, expires: float) -> JobRecor
         worker=worker,
         lease_expires_at=expires,
         cancel_requested=False,
+    )
+
+
+def no_transactions(store: str) -> ConfigurationError:
+    """The error of ``enqueue(connection=...)`` on a store that has no transactions."""
+    return ConfigurationError(
+        f"the {store} backend has no transactions: enqueue(connection=...) needs PostgreSQL"
     )
 
 

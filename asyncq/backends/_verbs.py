@@ -18,7 +18,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, NamedTuple
 
 from .._records import JobRecord, JobState, Lease, Outcome
-from .base import check_outcomes, purgeable
+from .base import Retention, check_outcomes, purgeable
 
 __all__ = ["ClaimQuery", "DeadQuery", "JobQuery", "OperatorVerbs", "PurgeQuery", "SettlesAndClaims"]
 
@@ -70,9 +70,17 @@ class OperatorVerbs:
 
     A store inherits this class and implements ``_list_jobs``,
     ``_retry_dead`` and ``_purge``; each receives a query already checked.
+    It also answers ``retention``, which the store sets as ``_retention``.
     """
 
     __slots__ = ()
+
+    _retention: Retention
+
+    @property
+    def retention(self) -> Retention:
+        """How long ``prune`` keeps finished jobs."""
+        return self._retention
 
     async def list_jobs(
         self,

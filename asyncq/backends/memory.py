@@ -24,7 +24,6 @@ import anyio
 from msgspec.structs import replace
 
 from .._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
-from ..exceptions import ConfigurationError
 from ._common import (
     RETENTION_OPTIONS,
     Waiters,
@@ -32,6 +31,7 @@ from ._common import (
     claimed,
     holds_key,
     lease_lapsed,
+    no_transactions,
     parse_url_options,
     pop_retention,
     prunable,
@@ -113,11 +113,6 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     @property
     def url(self) -> str:
         return "memory://"
-
-    @property
-    def retention(self) -> Retention:
-        """How long ``prune`` keeps finished jobs."""
-        return self._retention
 
     async def open(self) -> None:
         self._closed = False
@@ -208,8 +203,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self, jobs: Sequence[JobRecord], *, connection: object | None = None
     ) -> list[JobRecord]:
         if connection is not None:
-            msg = "the memory backend has no transactions: enqueue(connection=...) needs PostgreSQL"
-            raise ConfigurationError(msg)
+            raise no_transactions("memory")
         now = self._clock()
         stored: list[JobRecord] = []
         for job in jobs:

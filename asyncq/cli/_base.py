@@ -11,7 +11,7 @@ import importlib
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, Any, NoReturn, TypeVar
 
@@ -368,6 +368,28 @@ def duration(ctx: click.Context, param: click.Parameter, value: str | None) -> f
         return parse_duration(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def duration_option(*names: str, **attrs: Any) -> Callable[[F], F]:
+    """A ``click.option`` taking a duration (``30s``, ``5m``, ``2h``, ``7d``) as seconds."""
+    return click.option(*names, metavar="DURATION", callback=duration, **attrs)
+
+
+def choice_option(
+    name: str, choices: Sequence[str], default: str | None = None, **attrs: Any
+) -> Callable[[F], F]:
+    """A ``click.option`` taking one of ``choices``; the default is the first unless named."""
+    chosen = choices[0] if default is None else default
+    return click.option(
+        name, type=click.Choice(list(choices)), default=chosen, show_default=True, **attrs
+    )
+
+
+def batch_option(most: int, default: int) -> Callable[[F], F]:
+    """The hidden ``--batch`` of a verb that works through many jobs: how many per call."""
+    return click.option(
+        "--batch", type=click.IntRange(1, most), default=default, show_default=True, hidden=True
+    )
 
 
 # -- progress ------------------------------------------------------------------------------

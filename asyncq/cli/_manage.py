@@ -19,7 +19,7 @@ from ._base import (
     Verb,
     app_options,
     call,
-    duration,
+    duration_option,
     echo_json,
     open_app,
     say,
@@ -49,12 +49,7 @@ def _aware_datetime(
 @app_options
 @click.argument("name")
 @click.argument("payload", metavar="['JSON']", default="{}")
-@click.option(
-    "--delay",
-    metavar="DURATION",
-    callback=duration,
-    help="Run no sooner than this from now (30s, 5m).",
-)
+@duration_option("--delay", help="Run no sooner than this from now (30s, 5m).")
 @click.option(
     "--at",
     metavar="DATETIME",
@@ -68,12 +63,7 @@ def _aware_datetime(
     help="Larger runs first (default: the job's).",
 )
 @click.option("-q", "--queue", help="Override the job's queue.")
-@click.option(
-    "--job-timeout",
-    metavar="DURATION",
-    callback=duration,
-    help="Override the job's deadline: how long one attempt may run.",
-)
+@duration_option("--job-timeout", help="Override the job's deadline: how long one attempt may run.")
 @click.option(
     "--max-attempts",
     # No lower bound here: the app's own check names the job in its message.
@@ -81,15 +71,10 @@ def _aware_datetime(
     help="Override the attempts before the job is dead.",
 )
 @click.option("--wait", is_flag=True, help="Wait for the result and print it as JSON.")
-@click.option(
-    "--wait-timeout",
-    metavar="DURATION",
-    callback=duration,
-    help="With --wait: give up waiting after this long (the job may still run).",
+@duration_option(
+    "--wait-timeout", help="With --wait: give up waiting after this long (the job may still run)."
 )
-@click.option(
-    "--timeout", metavar="DURATION", callback=duration, help="The same as --wait-timeout."
-)
+@duration_option("--timeout", help="The same as --wait-timeout.")
 def enqueue(
     app_path: str,
     backend: str | None,

@@ -23,8 +23,9 @@ from ._base import (
     Progress,
     Verb,
     app_options,
+    batch_option,
     call,
-    duration,
+    duration_option,
     echo_json,
     fail,
     open_app,
@@ -58,10 +59,8 @@ async def check_queue(admin: Admin, queue: str | None) -> None:
 @click.option(
     "-w", "--watch", is_flag=True, help="Refresh until Ctrl-C, with throughput per minute."
 )
-@click.option(
+@duration_option(
     "--interval",
-    metavar="DURATION",
-    callback=duration,
     default="2s",
     show_default=True,
     help="With --watch: time between refreshes (2, 5s, 1m).",
@@ -212,9 +211,7 @@ async def _why_not_retried(admin: Admin, job_id: str) -> str:
 @click.option("--all", "all_dead", is_flag=True, help="Every dead job (narrow with -q, -n).")
 @click.option("-q", "--queue", help="With --all: only this queue.")
 @click.option("-n", "--name", help="With --all: only jobs with this name.")
-@click.option(
-    "--batch", type=click.IntRange(1, 10_000), default=500, show_default=True, hidden=True
-)
+@batch_option(10_000, 500)
 def retry(
     app_path: str,
     backend: str | None,
@@ -327,18 +324,14 @@ def cancel(app_path: str, backend: str | None, as_json: bool, job_ids: tuple[str
     required=True,
     help="Which finished jobs (repeatable).",
 )
-@click.option(
+@duration_option(
     "--older-than",
-    metavar="DURATION",
-    callback=duration,
     required=True,
     help="Finished longer ago than this: 30s, 15m, 12h, 7d, 2w.",
 )
 @click.option("-q", "--queue", help="Only this queue.")
 @click.option("--yes", is_flag=True, help="Confirm: purged jobs are gone for good.")
-@click.option(
-    "--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True, hidden=True
-)
+@batch_option(100_000, 1000)
 def purge(
     app_path: str,
     backend: str | None,

@@ -13,7 +13,16 @@ import click
 from .._health import HealthServer
 from .._logging import configure_logging
 from ..exceptions import AsyncqError, ConfigurationError
-from ._base import EXIT_INTERRUPTED, CommandError, Verb, fail, fail_on, leaves, load_app
+from ._base import (
+    EXIT_INTERRUPTED,
+    CommandError,
+    Verb,
+    choice_option,
+    fail,
+    fail_on,
+    leaves,
+    load_app,
+)
 
 if TYPE_CHECKING:
     from .._worker_types import WorkerOptions
@@ -55,24 +64,13 @@ log = logging.getLogger("asyncq.worker")
 )
 @click.option("--backend", envvar="ASYNCQ_BACKEND", help="Backend URL (overrides the app's).")
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
+@choice_option("--log-level", ["debug", "info", "warning", "error"], "info")
+@choice_option(
+    "--log-format", ["text", "json"], help="json: one object per line, with the job's fields."
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="json: one object per line, with the job's fields.",
-)
-@click.option(
+@choice_option(
     "--loop",
-    type=click.Choice(["asyncio", "uvloop"]),
-    default="asyncio",
-    show_default=True,
+    ["asyncio", "uvloop"],
     help="Event loop: asyncio's own, or uvloop (pip install 'asyncq[uvloop]').",
 )
 @click.option(

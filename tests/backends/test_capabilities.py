@@ -26,6 +26,7 @@ from asyncq.backends.base import (
     SettlesOnClaim,
 )
 from asyncq.backends.memory import MemoryBackend
+from asyncq.exceptions import ConfigurationError
 
 from . import _records as r
 
@@ -177,3 +178,11 @@ async def test_drop_on_memory_wakes_waiters_who_find_their_job_gone() -> None:
             await anyio.wait_all_tasks_blocked()
             await backend.drop()
     assert found == [None]
+
+
+async def test_a_store_without_transactions_refuses_a_connection(backend: Backend) -> None:
+    if TRANSACTIONAL_ENQUEUE.of(backend) is not None:
+        pytest.skip(f"{type(backend).__name__} writes through a caller's connection")
+    with pytest.raises(ConfigurationError, match=r"no transactions: .* needs PostgreSQL"):
+        await backend.enqueue([r.job()], connection=object())
+    assert await backend.list_jobs() == []

@@ -250,11 +250,6 @@ class PostgresBackend(OperatorVerbs):
         """The PostgreSQL schema holding this backend's tables."""
         return self._schema
 
-    @property
-    def retention(self) -> Retention:
-        """How long ``prune`` keeps finished jobs."""
-        return self._retention
-
     # -- lifecycle and schema ----------------------------------------------------
 
     async def open(self) -> None:

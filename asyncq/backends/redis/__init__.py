@@ -88,7 +88,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
 from ...exceptions import ConfigurationError
-from .._common import parse_url_options, pop_retention, text
+from .._common import no_transactions, parse_url_options, pop_retention, text
 from .._verbs import ClaimQuery, SettlesAndClaims
 from ..base import (
     DROP,
@@ -267,11 +267,6 @@ class RedisBackend(_Operations, SettlesAndClaims):
         """The key prefix of this backend."""
         return self._ns
 
-    @property
-    def retention(self) -> Retention:
-        """How long ``prune`` keeps finished jobs."""
-        return self._retention
-
     # -- keys and plumbing -------------------------------------------------------
 
     def _prefix(self, queue: str) -> str:
@@ -358,8 +353,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
         self, jobs: Sequence[JobRecord], *, connection: object | None = None
     ) -> list[JobRecord]:
         if connection is not None:
-            msg = "the Redis backend has no transactions: enqueue(connection=...) needs PostgreSQL"
-            raise ConfigurationError(msg)
+            raise no_transactions("Redis")
         return await self._enqueue(jobs, waited=False)
 
     @mapped

@@ -71,6 +71,7 @@ from .._common import (
     Converter,
     Waiters,
     mask_url,
+    no_transactions,
     parse_url_options,
     pop_retention,
     seconds,
@@ -203,11 +204,6 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
     @property
     def url(self) -> str:
         return f"sqlite:///{quote(self._path, safe='/:')}"
-
-    @property
-    def retention(self) -> Retention:
-        """How long ``prune`` keeps finished jobs."""
-        return self._retention
 
     @property
     def path(self) -> str:
@@ -371,11 +367,7 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
         self, jobs: Sequence[JobRecord], *, connection: object | None = None
     ) -> list[JobRecord]:
         if connection is not None:
-            msg = (
-                "the SQLite backend cannot join a caller's transaction:"
-                " enqueue(connection=...) needs PostgreSQL"
-            )
-            raise ConfigurationError(msg)
+            raise no_transactions("SQLite")
         if not jobs:
             return []
         stored = await self._run(True, sql.enqueue, list(jobs))
