@@ -18,7 +18,8 @@ Covered:
 - ``test_model``: a Hypothesis state machine driving every backend through
   the ``Backend`` protocol, checked step by step against the memory backend.
 
-To come: a corruption fuzzer that overwrites each stored field of one job in
-turn with garbage on every store (the other jobs all run, the worker
-survives), once the stores isolate undecodable records per job.
+The corruption fuzzer lives beside each store's tests, since it writes the
+store's own fields: ``tests/backends/test_poison_{sqlite,postgres,redis}.py``
+overwrites each stored field of one job in turn with garbage (the other jobs
+all run, the worker survives, operators see the job as ``<unreadable>``).
 """
