@@ -2,17 +2,20 @@
 
 The conformance suite runs on the same cluster through the ``redis-cluster``
 param of the ``backend`` fixture; these tests cover what only a cluster has:
-one slot per queue, and calls that span queues on different nodes.
+one slot per queue, calls that span queues on different nodes, and a
+subscriber whose node went away.
 """
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from asyncq._records import JobRecord, JobState
@@ -161,3 +164,50 @@ async def test_settle_and_claim_over_queues_on_different_nodes(backend: RedisBac
         assert {x.job.id for x in first + second} == {
             job.id for job in await backend.list_jobs(limit=10)
         }
+
+
+async def test_waiters_are_woken_after_the_subscriber_node_is_gone(backend: RedisBackend) -> None:
+    # A node gone for good (a primary killed and failed over) without the
+    # failover: the subscriber's connection drops and its address answers no
+    # more (a port bound by nobody who listens refuses connections).
+    queues = _one_queue_per_node(backend)
+    channels = [backend._prefix(q) + "done" for q in queues]
+    with anyio.fail_after(BOUND), socket.socket() as gone:
+        gone.bind(("127.0.0.1", 0))
+        await backend.enqueue([r.job(queue=q) for q in queues])
+        leases = await backend.claim(queues, 3, worker="w", lease_for=30)
+        got: list[JobRecord | None] = []
+
+        async def wait(job_id: str) -> None:
+            got.append(await backend.wait_finished(job_id))
+
+        async with anyio.create_task_group() as tg:
+            for lease in leases:
+                tg.start_soon(wait, lease.job.id)
+            notices = backend._get_notices()
+
+            def subscribed() -> bool:
+                listening = all(notices.listening(c) is not None for c in channels)
+                return listening and notices.waiters == 3
+
+            # Polled: the waiters' subscriptions show only in the notices' state.
+            while not subscribed():  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+            connection = notices._pubsub.connection
+            assert connection is not None
+            node = aioredis.Redis(host=connection.host, port=connection.port)
+            try:
+                name = f"{backend._name}:sub"
+                ids = [c["id"] for c in await node.client_list(_type="pubsub") if c["name"] == name]
+                assert len(ids) == 1
+                connection.port = gone.getsockname()[1]
+                await node.client_kill_filter(_id=ids[0])
+            finally:
+                await node.aclose()
+            started = time.monotonic()
+            # Their notices go out while no subscription stands, or after it moved.
+            assert await backend.settle([r.completed(lease) for lease in leases]) == [True] * 3
+        assert time.monotonic() - started < PROMPT
+        assert sorted(job.state for job in got if job is not None) == [JobState.COMPLETED] * 3
+        # The subscriber moved to a node that answers, and listens there.
+        assert all(notices.listening(c) is not None for c in channels)

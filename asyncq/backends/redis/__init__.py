@@ -73,6 +73,7 @@ Connections carry the client name ``asyncq:<namespace>`` (``:block`` and
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 import uuid
@@ -84,8 +85,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import redis.asyncio as aioredis
 from msgspec.structs import replace
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import RedisError
 
 from ...exceptions import ConfigurationError
 from .._common import no_transactions, parse_url_options, pop_retention, text
@@ -107,7 +110,16 @@ from ..base import (
 )
 from . import codec
 from .admin import _Operations
-from .client import connect, describe, mapped, mask_url, pool_kwargs, side_client, url_options
+from .client import (
+    connect,
+    describe,
+    live_side_client,
+    mapped,
+    mask_url,
+    pool_kwargs,
+    side_client,
+    url_options,
+)
 from .notices import Notices
 from .scripts import (
     LAYOUT,
@@ -343,8 +355,22 @@ class RedisBackend(_Operations, SettlesAndClaims):
         if self._notices is None:
             node = self._client.get_default_node() if self._cluster else None
             self._subscriber = side_client(self._client, self._name, "sub", node)
-            self._notices = Notices(self._subscriber.pubsub(), codec.notice_job)
+            elsewhere = self._subscriber_elsewhere if self._cluster else None
+            self._notices = Notices(self._subscriber.pubsub(), codec.notice_job, elsewhere)
         return self._notices
+
+    async def _subscriber_elsewhere(self) -> PubSub | None:
+        """A subscriber on a live node of the cluster, the one in use having failed."""
+        failed = self._subscriber
+        found = await live_side_client(self._client, self._name, "sub", failed)
+        if found is None or self._closed:  # closed meanwhile: it must not stay open
+            if found is not None:
+                await _close_quietly(found)
+            return None
+        self._subscriber = found
+        if failed is not None:
+            await _close_quietly(failed)
+        return found.pubsub()
 
     # -- producers ---------------------------------------------------------------
 
@@ -630,6 +656,11 @@ class RedisBackend(_Operations, SettlesAndClaims):
     def capabilities(self) -> frozenset[Capability[Any]]:
         # A cluster's settle_and_claim takes two round trips (its queues span nodes).
         return _CLUSTER_CAPABILITIES if self._cluster else _CAPABILITIES
+
+
+async def _close_quietly(client: aioredis.Redis) -> None:
+    with anyio.CancelScope(shield=True), contextlib.suppress(RedisError):
+        await client.aclose()
 
 
 if TYPE_CHECKING:

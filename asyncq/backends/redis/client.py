@@ -2,18 +2,22 @@
 
 ``url_options`` reads asyncq's options out of a URL and refuses any that
 neither asyncq nor redis-py takes; ``connect`` makes a client from the rest,
-``side_client`` one with a pool of its own; ``mapped`` turns driver errors
+``side_client`` one with a pool of its own (``live_side_client``: on a
+cluster node that answers); ``mapped`` turns driver errors
 into asyncq's (see ``failure``), and ``describe`` names a client given by the
 caller. URLs are masked by the kit's ``mask_url``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import random
 from collections.abc import Callable, Coroutine, Mapping
 from functools import cache, wraps
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
+import anyio
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import (
@@ -61,6 +65,7 @@ __all__ = [
     "connect",
     "describe",
     "failure",
+    "live_side_client",
     "mapped",
     "mask_url",
     "pool_kwargs",
@@ -82,6 +87,8 @@ _T = TypeVar("_T")
 POOL_SIZE = 100
 #: seconds a call waits for a free connection of a full pool (``pool_timeout``)
 POOL_TIMEOUT = 10.0
+#: seconds a cluster node has to answer the PING that picks it for a side client
+PROBE_TIMEOUT = 2.0
 #: options of asyncq's own, taken out of the URL's query before redis-py reads it
 OWN_OPTIONS: Mapping[str, Converter] = {
     "namespace": text,
@@ -239,6 +246,40 @@ def side_client(client: Any, name: str, role: str, node: Any = None) -> aioredis
     cls = node.connection_class if node is not None else _connection_class(client)
     # from_pool: closing the client closes (disconnects) the pool too.
     return aioredis.Redis.from_pool(aioredis.ConnectionPool(connection_class=cls, **kwargs))
+
+
+async def live_side_client(
+    cluster: Any, name: str, role: str, failed: aioredis.Redis | None
+) -> aioredis.Redis | None:
+    """A ``side_client`` on a node of ``cluster`` that answers a PING now, or ``None``.
+
+    The nodes are those of the cluster's current slot map (which the cluster
+    client refreshes after errors of its own calls), in random order, so the
+    side clients of many processes spread over them; the node of ``failed``
+    comes last. Each has ``PROBE_TIMEOUT`` seconds to answer.
+    """
+    avoid = None
+    if failed is not None:
+        kwargs = failed.connection_pool.connection_kwargs
+        avoid = (kwargs.get("host"), kwargs.get("port"))
+    nodes = list(cluster.get_nodes())
+    random.shuffle(nodes)
+    nodes.sort(key=lambda node: (node.host, node.port) == avoid)
+    for node in nodes:
+        candidate = side_client(cluster, name, role, node)
+        answered = False
+        try:
+            with anyio.move_on_after(PROBE_TIMEOUT):
+                answered = bool(await candidate.ping())
+        except RedisError:
+            pass
+        finally:
+            if not answered:  # also when cancelled: the candidate must not stay open
+                with anyio.CancelScope(shield=True), contextlib.suppress(RedisError):
+                    await candidate.aclose()
+        if answered:
+            return candidate
+    return None
 
 
 def url_options(url: str, given: Mapping[str, Any]) -> tuple[dict[str, Any], str]:

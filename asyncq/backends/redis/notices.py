@@ -26,6 +26,14 @@ Nothing is missed:
   stood (``ready``, then ``expect``, then the enqueue) cannot end unheard
   while N stands, so its waiter skips that read; a notice that arrives
   before its waiter does is kept for it (``_early``).
+
+On a Redis Cluster (``elsewhere`` given) a node can go away for good: after
+its connection fails, the subscriber does not wait for that address to answer
+again but moves to a live node (the backend picks it) and subscribes every
+channel in use there. A notice (a classic ``PUBLISH``) reaches every node of
+the cluster, so any node will do; the new confirmations wake the waiters to
+read their job again, which covers the notices published while nobody
+listened.
 """
 
 from __future__ import annotations
@@ -75,10 +83,20 @@ class _Waiter:
 class Notices:
     """Multiplexes terminal notices from one ``PubSub`` to every ``wait`` call."""
 
-    def __init__(self, pubsub: PubSub, job_of: Callable[[bytes], str]) -> None:
-        """``job_of`` tells which job a notice is about."""
+    def __init__(
+        self,
+        pubsub: PubSub,
+        job_of: Callable[[bytes], str],
+        elsewhere: Callable[[], Awaitable[PubSub | None]] | None = None,
+    ) -> None:
+        """``job_of`` tells which job a notice is about; ``elsewhere`` (a cluster's)
+        makes a ``PubSub`` on a live node once the one in use failed (``None``
+        when no node answers, or once the backend is closed)."""
         self._pubsub = pubsub
         self._job_of = job_of
+        self._elsewhere = elsewhere
+        # The connection failed and the subscriber has to move (only with ``elsewhere``).
+        self._lost = False
         self._by_job: dict[str, set[_Waiter]] = {}
         # Waiters (and ``ready`` calls) per subscribed channel; channels no one
         # needs, since when (see LINGER).
@@ -227,8 +245,20 @@ class Notices:
             return
         async with self._subscribe_lock:
             await self._drop_idle(keep=channel)
-            if channel not in self._refs and channel not in self._idle and not self._closed:
-                await self._pubsub.subscribe(channel)
+            if (
+                channel not in self._refs
+                and channel not in self._idle
+                and not self._closed
+                and not self._lost  # the move subscribes it
+            ):
+                try:
+                    await self._pubsub.subscribe(channel)
+                except RedisError:
+                    if self._elsewhere is None:
+                        raise
+                    # Its node may be gone: the caller's pump moves, and
+                    # subscribes this channel with the others.
+                    self._lose()
             self._idle.pop(channel, None)
             self._refs[channel] = self._refs.get(channel, 0) + 1
 
@@ -250,7 +280,7 @@ class Notices:
             if channel != keep and now - since > LINGER:
                 del self._idle[channel]
                 self._confirmed.pop(channel, None)
-                if self._closed:
+                if self._closed or self._lost:
                     continue
                 # On failure it stays listed by redis-py and comes back after a
                 # reconnect; its notices then find no waiter. Harmless.
@@ -261,18 +291,52 @@ class Notices:
         async with self._pump_lock:
             backoff = 0.05
             while not self._closed:
+                if not self._lost or await self._move():
+                    try:
+                        message = await self._pubsub.get_message(timeout=None)
+                    except RedisError:
+                        # redis-py reconnects and resubscribes on the next read
+                        # (on a cluster the subscriber moves instead); the new
+                        # confirmations wake the waiters to read again.
+                        self._confirmed.clear()
+                        self._lost = self._elsewhere is not None
+                    else:
+                        backoff = 0.05
+                        if message is not None:
+                            self._dispatch(message)
+                        continue
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _lose(self) -> None:
+        """The connection failed: no subscription stands until the subscriber moved."""
+        self._confirmed.clear()
+        self._lost = True
+
+    async def _move(self) -> bool:
+        """Subscribe the channels in use on a new connection (``elsewhere``'s); done?
+
+        Only the pump moves, under ``_pump_lock``: nobody reads the old
+        connection while it is closed.
+        """
+        assert self._elsewhere is not None
+        async with self._subscribe_lock:
+            if self._closed:
+                return False
+            with anyio.CancelScope(shield=True), contextlib.suppress(RedisError):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+            pubsub = await self._elsewhere()
+            if pubsub is None:  # no node answers, or the backend closed meanwhile
+                return False
+            self._pubsub = pubsub
+            channels = [*self._refs, *self._idle]
+            if channels:
                 try:
-                    message = await self._pubsub.get_message(timeout=None)
+                    await pubsub.subscribe(*channels)
                 except RedisError:
-                    # redis-py reconnects and resubscribes on the next read;
-                    # the new confirmations wake the waiters to read again.
-                    self._confirmed.clear()
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                backoff = 0.05
-                if message is not None:
-                    self._dispatch(message)
+                    return False
+            self._lost = False
+            return True
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
