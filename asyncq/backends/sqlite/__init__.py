@@ -87,7 +87,7 @@ from ..base import (
     SettlesOnClaim,
     check_outcomes,
 )
-from . import schema, sql
+from . import admin_sql, schema, sql
 from .schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -502,7 +502,7 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
         # Bounded transactions, so a large backlog never holds the write lock for long.
         total = 0
         while True:
-            deleted = await self._run(True, sql.prune, _PRUNE_BATCH, self._retention)
+            deleted = await self._run(True, admin_sql.prune, _PRUNE_BATCH, self._retention)
             total += deleted
             if deleted < _PRUNE_BATCH:
                 return total
@@ -510,24 +510,26 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
     # -- operations ------------------------------------------------------------------
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
-        return await self._run(False, sql.stats, None if queues is None else list(queues))
+        return await self._run(False, admin_sql.stats, None if queues is None else list(queues))
 
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        return await self._run(False, sql.list_jobs, *query)
+        return await self._run(False, admin_sql.list_jobs, *query)
 
     async def _retry_dead(self, query: DeadQuery) -> list[str]:
         ids = None if query.job_ids is None else list(query.job_ids)
-        retried = await self._run(True, sql.retry_dead, ids, query.queue, query.name, query.limit)
+        retried = await self._run(
+            True, admin_sql.retry_dead, ids, query.queue, query.name, query.limit
+        )
         if retried:
             self._waiters.wake_work()
         return retried
 
     async def _purge(self, query: PurgeQuery) -> int:
         wanted, older_than, queue, limit = query
-        return await self._run(True, sql.purge, sorted(wanted), older_than, queue, limit)
+        return await self._run(True, admin_sql.purge, sorted(wanted), older_than, queue, limit)
 
     async def set_paused(self, queue: str, paused: bool) -> None:
-        await self._run(True, sql.set_paused, queue, paused)
+        await self._run(True, admin_sql.set_paused, queue, paused)
         if not paused:
             self._waiters.wake_queue(queue)
 
