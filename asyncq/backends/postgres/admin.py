@@ -104,18 +104,16 @@ def prune_steps(statements: Statements, retention: Retention) -> PruneSteps:
 
 
 class _Operations(OperatorVerbs):
-    """The operator verbs of ``PostgresBackend``, on the state it holds.
+    """``PostgresBackend``'s operator verbs, on its transport and statements.
 
-    What the verbs use of the backend is declared here for the type checker;
-    ``PostgresBackend`` sets it.
+    The attributes below are ``PostgresBackend``'s, declared for the type checker.
     """
 
-    _transport: Transport
-    _sql: Statements
-    _schema: str
-    _prune_steps: PruneSteps
-
     if TYPE_CHECKING:
+        _transport: Transport
+        _sql: Statements
+        _schema: str
+        _prune_steps: PruneSteps
 
         @property
         def _where(self) -> str: ...

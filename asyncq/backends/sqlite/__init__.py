@@ -222,14 +222,6 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             await self.close()
             raise
 
-    def _too_new(self, found: int) -> ConfigurationError:
-        msg = (
-            f"the SQLite database {self._path!r} has asyncq schema version {found}, but this"
-            f" asyncq knows versions up to {SCHEMA_VERSION}: it was migrated by a newer asyncq."
-            " Upgrade asyncq here, or point this app at another database file."
-        )
-        return ConfigurationError(msg)
-
     async def close(self) -> None:
         self._closed = True
         self._waiters.wake_all()
@@ -238,6 +230,14 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             with anyio.CancelScope(shield=True):
                 async with self._turn:  # after the transaction in flight
                     await to_thread.run_sync(conn.close, limiter=self._limiter)
+
+    def _too_new(self, found: int) -> ConfigurationError:
+        msg = (
+            f"the SQLite database {self._path!r} has asyncq schema version {found}, but this"
+            f" asyncq knows versions up to {SCHEMA_VERSION}: it was migrated by a newer asyncq."
+            " Upgrade asyncq here, or point this app at another database file."
+        )
+        return ConfigurationError(msg)
 
     # -- wakeups -------------------------------------------------------------------
 
