@@ -24,6 +24,7 @@ from asyncq.backends import from_url
 from asyncq.backends import postgres as pg
 from asyncq.backends.base import Retention
 from asyncq.backends.postgres import PostgresBackend, mask_dsn
+from asyncq.backends.postgres import admin as pg_admin
 from asyncq.backends.postgres.schema import MIGRATIONS, lock_key
 from asyncq.backends.postgres.sql import Statements
 from asyncq.exceptions import BackendError, BackendUnavailable, ConfigurationError
@@ -566,7 +567,7 @@ async def test_prune_keeps_each_finished_state_for_its_own_retention(make: Make)
 async def test_prune_deletes_a_state_in_bounded_batches(
     make: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pg, "PRUNE_BATCH", 3)
+    monkeypatch.setattr(pg_admin, "PRUNE_BATCH", 3)
     backend = make(migrate=True, retention=Retention(completed=None, dead=None, cancelled=0.0))
     with anyio.fail_after(BOUND):
         await backend.open()

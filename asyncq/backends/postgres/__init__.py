@@ -26,7 +26,6 @@ The URL's query holds asyncq's options (``url.OPTIONS``) and the driver's
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections.abc import Sequence
@@ -37,8 +36,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
-from .._common import mask_url, pop_retention
-from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
+from .._common import mask_url
 from ..base import (
     DROP,
     ENQUEUE_WAITED,
@@ -51,42 +49,36 @@ from ..base import (
     EnqueuesWaited,
     HeartbeatReply,
     JobRecord,
-    JobState,
     Lease,
     Migrates,
     Outcome,
-    QueueStats,
     Retention,
     check_outcomes,
 )
 from . import sql
+from .admin import (
+    _UNSET,
+    DEFAULT_RETENTION_COMPLETED,
+    DEFAULT_RETENTION_DEAD,
+    _Operations,
+    _Unset,
+    prune_steps,
+    read_retention,
+)
+from .admin import PRUNE_BATCH as PRUNE_BATCH  # where it was
 from .codec import JSON, Aside, aside_columns, outcome_columns, records
 from .codec import leases as leases_of
 from .enqueue import COPY_MIN_BATCH as COPY_MIN_BATCH  # where it was
 from .enqueue import store
 from .listen import Listener, ListenerClosed
-from .schema import check_name, check_versions, lock_key, recorded_versions
-from .schema import migrate as apply_migrations
+from .schema import check_name, check_versions, recorded_versions
 from .transport import Transport
 from .url import read_url
-
-if TYPE_CHECKING:
-    from .listen import Connection
 
 __all__ = ["DEFAULT_RETENTION_COMPLETED", "DEFAULT_RETENTION_DEAD", "PostgresBackend", "mask_dsn"]
 
 #: The one URL masker, by the name this package gave it first.
 mask_dsn = mask_url
-
-_DEFAULTS = Retention()
-assert _DEFAULTS.completed is not None  # the defaults are finite
-assert _DEFAULTS.dead is not None
-#: How long a completed job without a ``result_ttl`` is kept (seconds): ``Retention().completed``.
-DEFAULT_RETENTION_COMPLETED: float = _DEFAULTS.completed
-#: How long dead jobs are kept (seconds): ``Retention().dead`` (cancelled ones as long).
-DEFAULT_RETENTION_DEAD: float = _DEFAULTS.dead
-#: Rows one prune statement deletes at most.
-PRUNE_BATCH = 1_000
 
 log = logging.getLogger("asyncq.backends.postgres")
 
@@ -107,16 +99,7 @@ def _applied(outcomes: Sequence[Outcome], ids: Sequence[str] | None) -> list[boo
     return result
 
 
-class _Unset(enum.Enum):
-    """A retention keyword not given: ``retention=`` (or its default) decides."""
-
-    UNSET = enum.auto()
-
-
-_UNSET = _Unset.UNSET
-
-
-class PostgresBackend(OperatorVerbs):
+class PostgresBackend(_Operations):
     """Jobs in a PostgreSQL schema.
 
     Args:
@@ -180,25 +163,10 @@ class PostgresBackend(OperatorVerbs):
         self._sql = sql.Statements(schema, carry_jobs=carry_jobs)
         self._schema = schema
         self._migrate = migrate
-        settings: dict[str, Any] = {"retention": retention}
-        given = (
-            ("retention_completed", retention_completed),
-            ("retention_dead", retention_dead),
-            ("retention_cancelled", retention_cancelled),
+        self._retention = read_retention(
+            retention, retention_completed, retention_dead, retention_cancelled
         )
-        settings.update((name, value) for name, value in given if value is not _UNSET)
-        self._retention = pop_retention(settings)
-        # What prune runs, fixed for the instance: the expired results, then
-        # each finished state whose retention is not "for ever".
-        kept = (
-            (self._sql.prune_completed, self._retention.completed),
-            (self._sql.prune_dead, self._retention.dead),
-            (self._sql.prune_cancelled, self._retention.cancelled),
-        )
-        self._prune_steps: list[tuple[str, tuple[float, ...]]] = [
-            (self._sql.prune_expired, ()),
-            *((statement, (keep,)) for statement, keep in kept if keep is not None),
-        ]
+        self._prune_steps = prune_steps(self._sql, self._retention)
         self._poll_interval = poll_interval
         # What wait_for_work may know without asking (see there), per list of
         # queues: the listener's mark when the last claim that came up short
@@ -274,23 +242,6 @@ class PostgresBackend(OperatorVerbs):
     @property
     def _where(self) -> str:
         return f"PostgreSQL schema {self._schema!r} at {self.url}"
-
-    async def migrate(self) -> list[int]:
-        """Create or upgrade the schema; return the versions applied (``[]``: up to date).
-
-        Safe to run from many processes at once: the migrating transaction
-        holds an advisory lock on the schema's name. Works before ``open``.
-
-        Raises:
-            ConfigurationError: the schema is newer than this asyncq.
-        """
-        async with self._transport.connection() as conn:
-            return await apply_migrations(conn, self._sql, where=self._where)
-
-    async def drop(self) -> None:
-        """Drop the schema and every job in it (tests, teardown). Works after ``close``."""
-        async with self._transport.connection() as conn:
-            await conn.execute(self._sql.drop)
 
     async def close(self) -> None:
         self._transport.closed = True
@@ -528,104 +479,6 @@ class PostgresBackend(OperatorVerbs):
     async def recover(self) -> int:
         row = await self._transport.fetchrow(self._sql.recover)
         return int(row[0])
-
-    async def prune(self) -> int:
-        key = lock_key("prune", self._schema)
-        steps = self._prune_steps
-
-        async def run(conn: Connection) -> int:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
-                return 0
-            total = 0
-            try:
-                for statement, extra in steps:
-                    while True:
-                        status = await conn.execute(statement, PRUNE_BATCH, *extra)
-                        deleted = int(status.split()[-1])
-                        total += deleted
-                        if deleted < PRUNE_BATCH:
-                            break
-            finally:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
-                    except BaseException:
-                        conn.terminate()  # a session lock must not stay in the pool
-                        raise
-            return total
-
-        return await self._transport.run(run)
-
-    # -- operations --------------------------------------------------------------
-
-    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
-        """Counts per queue, from the index each state is in.
-
-        A job whose stored state is none of ``JobState`` (possible only if the
-        table's constraint was dropped) is in none of them, and not counted.
-        """
-        names = None if queues is None else sorted(set(queues))
-        rows = await self._transport.fetch(self._sql.stats, names)
-        found: dict[str, tuple[bool, dict[JobState, int], float | None]] = {}
-        for name, paused, state, count, oldest in rows:
-            entry = found.setdefault(name, (paused, dict.fromkeys(JobState, 0), oldest))
-            if state is not None:
-                entry[1][JobState(state)] = count
-        for name in names or ():
-            found.setdefault(name, (False, dict.fromkeys(JobState, 0), None))
-        return [
-            QueueStats(queue=name, counts=counts, paused=paused, oldest_ready_at=oldest)
-            for name, (paused, counts, oldest) in sorted(found.items())
-        ]
-
-    async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        """Jobs in id order; a stand-in named ``<unreadable>`` for each that cannot be read."""
-        state, queue, name, limit, after = query
-        filters = {"state": state and state.value, "queue": queue, "name": name, "after": after}
-        given = {column: value for column, value in filters.items() if value is not None}
-        statement = self._sql.list_jobs(tuple(given))
-        rows = await self._transport.fetch(statement, *given.values(), limit)
-        return records(rows, at=time.time())
-
-    async def _retry_dead(self, query: DeadQuery) -> list[str]:
-        args: tuple[object, ...]
-        if query.job_ids is not None:
-            ids = list(query.job_ids)
-            statement, args = self._sql.retry_dead_ids, (ids, len(ids))
-        else:
-            statement, args = self._sql.retry_dead_filter, (query.queue, query.name, query.limit)
-
-        async def run(conn: Connection) -> list[str]:
-            # A concurrent enqueue may take a key between the snapshot and the
-            # update; the statement then fails as a whole and is simply re-run.
-            for _ in range(3):
-                try:
-                    row = await conn.fetchrow(statement, *args)
-                except asyncpg.UniqueViolationError:
-                    continue
-                assert row is not None
-                return list(row[0] or ())
-            row = await conn.fetchrow(statement, *args)
-            assert row is not None
-            return list(row[0] or ())
-
-        retried = await self._transport.run(run)
-        if query.job_ids is not None:
-            done = set(retried)
-            return [job_id for job_id in query.job_ids if job_id in done]
-        return sorted(retried)
-
-    async def _purge(self, query: PurgeQuery) -> int:
-        wanted, older_than, queue, limit = query
-        status = await self._transport.run(
-            lambda conn: conn.execute(
-                self._sql.purge, [s.value for s in wanted], older_than, queue, limit
-            )
-        )
-        return int(status.split()[-1])
-
-    async def set_paused(self, queue: str, paused: bool) -> None:
-        await self._transport.fetchval(self._sql.set_paused, queue, paused)
 
     capabilities: frozenset[Capability[Any]] = frozenset(
         {ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE}

@@ -59,8 +59,10 @@ if TYPE_CHECKING:
     from .sql import Statements
 
 __all__ = [
+    "ALIVE",
     "BOOTSTRAP",
     "DROP",
+    "EXPIRED",
     "MIGRATIONS",
     "PENDING",
     "RECORD_VERSION",
@@ -80,6 +82,14 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,47}")
 
 #: States a job waits in before a claim (the claim index's predicate).
 PENDING = "('queued', 'scheduled', 'failed')"
+
+#: The key a retried dead job or a new job takes is free unless a live holder
+#: has it (``ALIVE``, of a job ``j``); an expired completed holder
+#: (``EXPIRED``, of a holder ``h``) is deleted in the same statement. Only a
+#: completed job expires: an ``expires_at`` on any other (written by hand)
+#: neither hides it nor lets it be deleted. Templates: ``{now}`` is ``sql.NOW``.
+ALIVE = "(j.expires_at IS NULL OR j.expires_at > {now} OR j.state <> 'completed')"
+EXPIRED = "h.expires_at <= {now} AND h.state = 'completed'"
 
 
 def check_name(schema: str) -> None:

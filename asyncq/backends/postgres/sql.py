@@ -1,8 +1,9 @@
 """The PostgreSQL backend's statements, for one schema.
 
 Statements are built once per schema name (``Statements``): the class body
-is the table of templates, each declared once, and the constructor the one
-place they are filled in for a schema, the migrations (``schema``) with
+is the table of templates, each declared once (the operator verbs' in the
+table it extends, ``admin_sql.OperatorStatements``), and the constructor the
+one place they are filled in for a schema, the migrations (``schema``) with
 them. The schema name is checked against ``schema.SCHEMA_NAME`` first, so
 nothing user-supplied is ever spliced into SQL except that identifier.
 Values always travel as parameters.
@@ -19,27 +20,15 @@ commits.
 from __future__ import annotations
 
 from . import schema
+from .admin_sql import OperatorStatements
 from .codec import COLUMNS, FINISH
+from .schema import ALIVE, EXPIRED
 
 __all__ = ["COPY_COLUMNS", "NOW", "Statements"]
 
 #: The server's clock as epoch seconds. ``now()`` is the transaction's start:
 #: one value for the whole statement, and stable, so it can bound an index scan.
 NOW = "extract(epoch from now())::float8"
-
-# The key a retried dead job or a new job takes is free unless a live holder
-# has it; an expired completed holder is deleted in the same statement. Only
-# a completed job expires: an ``expires_at`` on any other (written by hand)
-# neither hides it nor lets it be deleted.
-_ALIVE = "(j.expires_at IS NULL OR j.expires_at > {now} OR j.state <> 'completed')"
-_EXPIRED = "h.expires_at <= {now} AND h.state = 'completed'"
-# list_jobs's conditions, each followed by its parameter's number.
-_LIST_FILTERS = {
-    "state": "j.state = $",
-    "queue": "j.queue = $",
-    "name": "j.name = $",
-    "after": "j.id > $",
-}
 
 #: The columns a batch is copied into (``COPY ... FROM STDIN``); ``key`` and
 #: ``key_held`` keep their defaults (a copied batch has no keys).
@@ -88,53 +77,6 @@ def _claim(picked: str) -> str:
     )
 
 
-# retry_dead: lock the candidates, free expired holders of their keys, and
-# requeue at most one candidate per key (the oldest), skipping those whose key
-# another live job holds.
-def _retry_dead(where: str, limit: str) -> str:
-    return (
-        """
-        WITH cand AS (
-            SELECT id, queue, key FROM {s}.jobs
-            WHERE state = 'dead' AND """
-        + where
-        + """
-            ORDER BY id LIMIT """
-        + limit
-        + """ FOR UPDATE
-        ),
-        freed AS (
-            DELETE FROM {s}.jobs h USING cand c
-            WHERE h.key_held AND h.queue = c.queue AND h.key = c.key
-              AND """
-        + _EXPIRED
-        + """
-            RETURNING h.id
-        ),
-        ok AS (
-            SELECT DISTINCT ON (c.queue, coalesce(c.key, c.id)) c.id
-            FROM cand c
-            WHERE c.key IS NULL OR NOT EXISTS (
-                SELECT FROM {s}.jobs j
-                WHERE j.key_held AND j.queue = c.queue AND j.key = c.key AND """
-        + _ALIVE
-        + """)
-            ORDER BY c.queue, coalesce(c.key, c.id), c.id
-        ),
-        upd AS (
-            UPDATE {s}.jobs j SET
-                state = 'queued', attempts = 0, finished_at = NULL, scheduled_at = {now},
-                key_held = j.key IS NOT NULL, lease_expires_at = NULL, worker = NULL,
-                token = NULL
-            FROM ok
-            WHERE j.id = ok.id AND (SELECT count(*) FROM freed) >= 0
-            RETURNING j.id, j.queue
-        )
-        SELECT array_agg(id) AS ids, {s}.notify_work(array_agg(DISTINCT queue)) FROM upd
-        """
-    )
-
-
 def _enqueue(keyed: bool) -> str:
     """One statement: insert the batch in input order, record its queue names,
     notify, and return the inserted ids with their state.
@@ -151,7 +93,7 @@ def _enqueue(keyed: bool) -> str:
             DELETE FROM {s}.jobs h USING b
             WHERE h.key_held AND h.queue = b.queue AND h.key = b.key
               AND """
-        + _EXPIRED
+        + EXPIRED
         + """
             RETURNING h.id
         ),"""
@@ -163,7 +105,7 @@ def _enqueue(keyed: bool) -> str:
         FROM b CROSS JOIN LATERAL (
             SELECT j.state, ROW({cols}) AS rec FROM {s}.jobs j
             WHERE j.key_held AND j.queue = b.queue AND j.key = b.key AND """
-        + _ALIVE
+        + ALIVE
         + """
         ) AS h"""
     )
@@ -225,29 +167,14 @@ def _enqueue(keyed: bool) -> str:
     )
 
 
-def _prune_finished(state: str) -> str:
-    """Delete up to ``$1`` jobs finished in ``state`` more than ``$2`` seconds ago.
-
-    The state is spelled in the statement, not passed, so that the plan of
-    every pool (a caller's included) reads the ``jobs_finished`` partial index.
-    """
-    expiring = "\n              AND expires_at IS NULL" if state == "completed" else ""
-    return f"""
-        DELETE FROM {{s}}.jobs WHERE id IN (
-            SELECT id FROM {{s}}.jobs
-            WHERE state = '{state}' AND finished_at < {{now}} - $2::float8{expiring}
-            ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-    """
-
-
-class Statements:
+class Statements(OperatorStatements):
     """Every statement of the backend, for one schema.
 
-    The class attributes are the templates; an instance has the same
-    attributes filled in for its schema: ``{s}`` the quoted schema name,
-    ``{now}`` ``NOW``, ``{pending}`` ``schema.PENDING``, ``{cols}``
-    ``codec.COLUMNS``, ``{work}``, ``{later}`` and ``{done}`` the channels'
-    names as literals, and ``{finish}`` ``codec.FINISH`` (or ``NULL``).
+    The class attributes, with ``OperatorStatements``'s, are the templates;
+    an instance has the same attributes filled in for its schema: ``{s}`` the
+    quoted schema name, ``{now}`` ``NOW``, ``{pending}`` ``schema.PENDING``,
+    ``{cols}`` ``codec.COLUMNS``, ``{work}``, ``{later}`` and ``{done}`` the
+    channels' names as literals, and ``{finish}`` ``codec.FINISH`` (or ``NULL``).
 
     Args:
         schema_name: a name matching ``schema.SCHEMA_NAME`` (checked by the caller).
@@ -325,10 +252,10 @@ class Statements:
         WHERE (j.id = ANY($1::text[]) OR (j.key_held AND (j.queue, j.key) IN (
                 SELECT * FROM unnest($2::text[], $3::text[]))))
           AND """
-        + _ALIVE
+        + ALIVE
     )
 
-    get: str = "SELECT {cols} FROM {s}.jobs j WHERE j.id = $1 AND " + _ALIVE
+    get: str = "SELECT {cols} FROM {s}.jobs j WHERE j.id = $1 AND " + ALIVE
 
     cancel: str = (
         """
@@ -349,7 +276,7 @@ class Statements:
         UNION ALL
         SELECT {cols} FROM {s}.jobs j
         WHERE j.id = $1 AND NOT EXISTS (SELECT FROM upd) AND """
-        + _ALIVE
+        + ALIVE
     )
 
     # Per queue, the first ``limit`` ready jobs in claim order straight off
@@ -568,82 +495,10 @@ class Statements:
         FROM upd
     """
 
-    prune_expired: str = """
-        DELETE FROM {s}.jobs WHERE id IN (
-            SELECT id FROM {s}.jobs WHERE expires_at <= {now} AND state = 'completed'
-            ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-    """
-
-    # Finished jobs go after the retention for their state (``prunable``'s
-    # rule); completed ones with a result TTL only when it passes (above).
-    prune_completed: str = _prune_finished("completed")
-    prune_dead: str = _prune_finished("dead")
-    prune_cancelled: str = _prune_finished("cancelled")
-
-    # Counts come from the index each state is in (index-only scans when the
-    # visibility map is current), never from job bodies: jobs_ready for the
-    # pending states, jobs_lease for active, jobs_finished for the rest.
-    stats: str = """
-        WITH names AS (
-            SELECT name, paused FROM {s}.queues
-            WHERE $1::text[] IS NULL OR name = ANY($1::text[])
-        ),
-        counts AS (
-            SELECT queue, state, count(*) AS n FROM {s}.jobs
-            WHERE queue IN (SELECT name FROM names) AND state IN {pending}
-            GROUP BY queue, state
-            UNION ALL
-            SELECT queue, state, count(*) AS n FROM {s}.jobs
-            WHERE queue IN (SELECT name FROM names) AND state = 'active'
-            GROUP BY queue, state
-            UNION ALL
-            SELECT queue, state, count(*) AS n FROM {s}.jobs
-            WHERE queue IN (SELECT name FROM names)
-              AND state IN ('completed', 'dead', 'cancelled')
-            GROUP BY queue, state
-        ),
-        ready AS (
-            SELECT queue, min(scheduled_at) AS oldest FROM {s}.jobs
-            WHERE queue IN (SELECT name FROM names) AND state IN {pending}
-              AND scheduled_at <= {now}
-            GROUP BY queue
-        )
-        SELECT n.name, n.paused, c.state, c.n, r.oldest
-        FROM names n
-        LEFT JOIN counts c ON c.queue = n.name
-        LEFT JOIN ready r ON r.queue = n.name
-    """
-
-    purge: str = """
-        DELETE FROM {s}.jobs WHERE id IN (
-            SELECT id FROM {s}.jobs
-            WHERE state = ANY($1::text[]) AND finished_at < $2
-              AND ($3::text IS NULL OR queue = $3)
-            ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED)
-    """
-
-    set_paused: str = """
-        WITH upd AS (
-            INSERT INTO {s}.queues (name, paused) VALUES ($1, $2)
-            ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
-            RETURNING name, paused
-        )
-        SELECT {s}.notify_later(array_agg(name) FILTER (WHERE NOT paused)) FROM upd
-    """
-
     whoami: str = """
         SELECT current_user, current_database(), host(inet_server_addr()),
                inet_server_port()
     """
-
-    # retry_dead by ids ($1, $2 their number) or by filters ($1 queue, $2 name, $3 limit).
-    retry_dead_ids: str = _retry_dead("id = ANY($1::text[])", "$2")
-    retry_dead_filter: str = _retry_dead(
-        "($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR name = $2)", "$3"
-    )
-
-    # The head of every list_jobs (see there).
-    list_all: str = "SELECT {cols} FROM {s}.jobs j WHERE " + _ALIVE
 
     def __init__(self, schema_name: str, *, carry_jobs: bool = True) -> None:
         if not schema.SCHEMA_NAME.fullmatch(schema_name):
@@ -667,19 +522,11 @@ class Statements:
         for name, template in _TEMPLATES.items():
             setattr(self, name, template.format(**fields))
 
-    def list_jobs(self, filters: tuple[str, ...]) -> str:
-        """``list_jobs`` with a condition per given filter (``state``, ``queue``,
-        ``name``, ``after``), each a parameter in that order, then the limit."""
-        conditions = "".join(
-            f" AND {_LIST_FILTERS[column]}{number}"
-            for number, column in enumerate(filters, start=1)
-        )
-        return f"{self.list_all}{conditions} ORDER BY j.id LIMIT ${len(filters) + 1}"
 
-
-#: The templates, by the name of the attribute they fill.
+#: The templates, by the name of the attribute they fill (the operator verbs' too).
 _TEMPLATES = {
     name: value
-    for name, value in vars(Statements).items()
+    for table in (OperatorStatements, Statements)
+    for name, value in vars(table).items()
     if isinstance(value, str) and not name.startswith("_")
 }

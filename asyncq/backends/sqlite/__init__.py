@@ -52,12 +52,10 @@ deletions.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
 import sqlite3
 import time
-from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 import anyio
@@ -65,7 +63,7 @@ import anyio.lowlevel
 from anyio import to_thread
 
 from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
-from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
+from ...exceptions import BackendError, ConfigurationError
 from .._common import (
     RETENTION_OPTIONS,
     Converter,
@@ -87,7 +85,8 @@ from ..base import (
     SettlesOnClaim,
     check_outcomes,
 )
-from . import schema, sql
+from . import admin_sql, schema, sql
+from .connection import _Database
 from .schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -95,17 +94,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "SQLiteBackend"]
 
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
 _PRUNE_BATCH = 500
-# Pauses between attempts on a locked database: full jitter, doubling to the cap.
-_FIRST_PAUSE = 0.01
-_MAX_PAUSE = 0.5
-# SQLite primary result codes (the low byte of extended codes).
-_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
-_CANTOPEN = 14
-_UNAVAILABLE_CODES = frozenset({3, 8, 10, 13, 14, 22})  # PERM READONLY IOERR FULL CANTOPEN NOLFS
 _URL_OPTIONS: dict[str, Converter] = {
     "poll_interval": seconds,
     "busy_timeout": seconds,
@@ -114,7 +103,7 @@ _URL_OPTIONS: dict[str, Converter] = {
 }
 
 
-class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
+class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
     """Jobs in one SQLite database file. ``sqlite:///path.db`` selects it.
 
     Args:
@@ -233,30 +222,6 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
             await self.close()
             raise
 
-    def _too_new(self, found: int) -> ConfigurationError:
-        msg = (
-            f"the SQLite database {self._path!r} has asyncq schema version {found}, but this"
-            f" asyncq knows versions up to {SCHEMA_VERSION}: it was migrated by a newer asyncq."
-            " Upgrade asyncq here, or point this app at another database file."
-        )
-        return ConfigurationError(msg)
-
-    def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: the backend issues BEGIN/COMMIT itself.
-        conn = sqlite3.connect(
-            self._path,
-            timeout=self._busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
     async def close(self) -> None:
         self._closed = True
         self._waiters.wake_all()
@@ -266,93 +231,13 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
                 async with self._turn:  # after the transaction in flight
                     await to_thread.run_sync(conn.close, limiter=self._limiter)
 
-    async def _run(
-        self,
-        write: bool,
-        body: Callable[Concatenate[sqlite3.Connection, float, _P], _T],
-        /,
-        *args: _P.args,
-        **kwargs: _P.kwargs,
-    ) -> _T:
-        """Run ``body(conn, now, ...)`` as one transaction on the database thread."""
-        conn = self._conn
-        if conn is None:
-            state = "closed" if self._closed else "not open"
-            msg = f"{self!r} is {state}: call open() first"
-            raise BackendError(msg)
-
-        def transaction() -> _T:
-            # IMMEDIATE takes the write lock before the first read, so what a
-            # body reads cannot change before it writes: no other process can
-            # claim the same job, and a lock conflict surfaces here, not mid-way.
-            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            try:
-                result = body(conn, self._clock(), *args, **kwargs)
-                conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.rollback()
-                raise
-            return result
-
-        return await self._in_thread(transaction)
-
-    async def _in_thread(self, call: Callable[[], _T]) -> _T:
-        """Run ``call`` on the database thread, retrying while the database is locked."""
-        pause = _FIRST_PAUSE
-        give_up_at: float | None = None
-        while True:
-            try:
-                async with self._turn:
-                    # Shielded so a cancelled caller still gets the result it
-                    # must act on (claim); the thread runs to its end regardless.
-                    with anyio.CancelScope(shield=True):
-                        return await to_thread.run_sync(call, limiter=self._limiter)
-            except sqlite3.Error as exc:
-                if self._closed or not _is_busy(exc):
-                    raise self._error(exc) from exc
-                now = anyio.current_time()
-                give_up_at = now + self._lock_timeout if give_up_at is None else give_up_at
-                if now >= give_up_at:
-                    msg = (
-                        f"the SQLite database {self._path!r} stayed locked by another connection"
-                        f" for over {self._lock_timeout:g}s; find the process holding a long"
-                        " transaction on it"
-                    )
-                    raise BackendUnavailable(msg) from exc
-                await anyio.sleep(min(random.uniform(0.0, pause), give_up_at - now))
-                pause = min(pause * 2, _MAX_PAUSE)
-
-    def _wrong_path(self) -> str | None:
-        """Why the database path can never be opened as it is, or ``None``."""
-        if self._path == ":memory:" or self._path.startswith("file:"):
-            return None
-        if os.path.isdir(self._path):
-            return "it is a directory"
-        parent = os.path.dirname(os.path.abspath(self._path))
-        if os.path.isdir(parent):
-            return None
-        if os.path.exists(parent):
-            return f"{parent!r} is not a directory"
-        return f"its directory {parent!r} does not exist"
-
-    def _error(self, exc: sqlite3.Error) -> BackendError:
-        if self._closed:
-            return BackendError(f"{self!r} is closed")
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF == _CANTOPEN and (wrong := self._wrong_path()):
-            # Waiting cannot help a path that names no usable file: say so, once.
-            return BackendError(
-                f"cannot use the SQLite database {self._path!r}: {exc} ({wrong}): "
-                "fix the path in the backend URL"
-            )
-        if code is not None and code & 0xFF in _UNAVAILABLE_CODES:
-            msg = (
-                f"cannot use the SQLite database {self._path!r}: {exc}"
-                " (check that its directory exists, is writable and has space)"
-            )
-            return BackendUnavailable(msg)
-        return BackendError(f"the SQLite database {self._path!r} failed: {exc}")
+    def _too_new(self, found: int) -> ConfigurationError:
+        msg = (
+            f"the SQLite database {self._path!r} has asyncq schema version {found}, but this"
+            f" asyncq knows versions up to {SCHEMA_VERSION}: it was migrated by a newer asyncq."
+            " Upgrade asyncq here, or point this app at another database file."
+        )
+        return ConfigurationError(msg)
 
     # -- wakeups -------------------------------------------------------------------
 
@@ -502,7 +387,7 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
         # Bounded transactions, so a large backlog never holds the write lock for long.
         total = 0
         while True:
-            deleted = await self._run(True, sql.prune, _PRUNE_BATCH, self._retention)
+            deleted = await self._run(True, admin_sql.prune, _PRUNE_BATCH, self._retention)
             total += deleted
             if deleted < _PRUNE_BATCH:
                 return total
@@ -510,24 +395,26 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
     # -- operations ------------------------------------------------------------------
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
-        return await self._run(False, sql.stats, None if queues is None else list(queues))
+        return await self._run(False, admin_sql.stats, None if queues is None else list(queues))
 
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        return await self._run(False, sql.list_jobs, *query)
+        return await self._run(False, admin_sql.list_jobs, *query)
 
     async def _retry_dead(self, query: DeadQuery) -> list[str]:
         ids = None if query.job_ids is None else list(query.job_ids)
-        retried = await self._run(True, sql.retry_dead, ids, query.queue, query.name, query.limit)
+        retried = await self._run(
+            True, admin_sql.retry_dead, ids, query.queue, query.name, query.limit
+        )
         if retried:
             self._waiters.wake_work()
         return retried
 
     async def _purge(self, query: PurgeQuery) -> int:
         wanted, older_than, queue, limit = query
-        return await self._run(True, sql.purge, sorted(wanted), older_than, queue, limit)
+        return await self._run(True, admin_sql.purge, sorted(wanted), older_than, queue, limit)
 
     async def set_paused(self, queue: str, paused: bool) -> None:
-        await self._run(True, sql.set_paused, queue, paused)
+        await self._run(True, admin_sql.set_paused, queue, paused)
         if not paused:
             self._waiters.wake_queue(queue)
 
@@ -555,13 +442,6 @@ class SQLiteBackend(OperatorVerbs, SettlesAndClaims):
             if conn is not None:
                 with anyio.CancelScope(shield=True):
                     await to_thread.run_sync(conn.close, limiter=self._limiter)
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in _BUSY_CODES
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 if TYPE_CHECKING:

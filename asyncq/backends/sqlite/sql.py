@@ -1,4 +1,4 @@
-"""Transaction bodies of the SQLite backend.
+"""Transaction bodies of the SQLite backend's producers and workers.
 
 Every function here is synchronous and runs on the backend's database thread,
 inside a transaction its caller opened (``BEGIN IMMEDIATE`` for writes), with
@@ -13,6 +13,8 @@ them where it holds a record, and each SQL condition that decides the same
 thing names the function it mirrors. The schema's ``expires_at`` column is
 ``_common.expires_at`` stored: ``finished_at + result_ttl`` on completed jobs
 with a ``result_ttl``, NULL otherwise.
+
+The operator verbs' bodies, under the same rules, are in ``admin_sql``.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import replace
 
-from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
+from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome
 from .._common import LIVE_STATES, as_enqueued, claimed, result_expired
-from ..base import ErrorInfo, ErrorKind, HeartbeatReply, Retention
-from .poison import JOB_QUEUES, fetch, read_or_stand_in, read_rows, sweep, take_aside
+from ..base import ErrorInfo, ErrorKind, HeartbeatReply
+from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
 from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
 
 if TYPE_CHECKING:
@@ -44,31 +46,31 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[start : start + CHUNK]
 
 
-def _marks(n: int) -> str:
+def marks(n: int) -> str:
     return ", ".join("?" * n)
 
 
-def _select_by_ids(
+def select_by_ids(
     conn: sqlite3.Connection, columns: str, ids: Sequence[str], where: str = ""
 ) -> list[Any]:
     """Rows for ``ids`` (any order), in as many statements as ``CHUNK`` needs."""
     rows: list[Any] = []
     for chunk in _chunks(ids):
-        sql = f"SELECT {columns} FROM asyncq_jobs WHERE id IN ({_marks(len(chunk))}){where}"
+        sql = f"SELECT {columns} FROM asyncq_jobs WHERE id IN ({marks(len(chunk))}){where}"
         rows.extend(fetch(conn, sql, tuple(chunk)))
     return rows
 
 
 # not _common.result_expired (expires_at is set on completed jobs only)
-_NOT_EXPIRED = "(expires_at IS NULL OR expires_at > ?)"
+NOT_EXPIRED = "(expires_at IS NULL OR expires_at > ?)"
 _LIVE = ", ".join(sorted(f"'{state.value}'" for state in LIVE_STATES))
 # _common.holds_key: live, or completed and not expired
-_HOLDS_KEY = f"(state IN ({_LIVE}) OR (state = 'completed' AND {_NOT_EXPIRED}))"
+_HOLDS_KEY = f"(state IN ({_LIVE}) OR (state = 'completed' AND {NOT_EXPIRED}))"
 # _common.is_ready, for the jobs a claim promotes to queued
 _DUE = "state IN ('scheduled', 'failed') AND scheduled_at <= ?"
 
 
-def _key_holder(conn: sqlite3.Connection, queue: str, key: str, now: float) -> JobRecord | None:
+def key_holder(conn: sqlite3.Connection, queue: str, key: str, now: float) -> JobRecord | None:
     """The job holding ``key`` in ``queue`` at ``now`` (``_common.holds_key``), if any.
 
     A holder whose row cannot be read still holds the key (until a claim or a
@@ -88,7 +90,7 @@ def _unpaused(conn: sqlite3.Connection, queues: Sequence[str]) -> list[str]:
         name
         for chunk in _chunks(wanted)
         for (name,) in conn.execute(
-            f"SELECT name FROM asyncq_queues WHERE paused AND name IN ({_marks(len(chunk))})",
+            f"SELECT name FROM asyncq_queues WHERE paused AND name IN ({marks(len(chunk))})",
             tuple(chunk),
         )
     }
@@ -108,7 +110,7 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> 
         if job.key is not None:
             slot = (job.queue, job.key)
             if slot not in holders:
-                holders[slot] = _key_holder(conn, job.queue, job.key, now)
+                holders[slot] = key_holder(conn, job.queue, job.key, now)
             holder = holders[slot]
             if holder is not None:
                 stored.append(holder)
@@ -170,7 +172,7 @@ def claim(
     # Promote due scheduled/failed jobs so one index gives the claim order.
     for chunk in _chunks(open_queues):
         conn.execute(
-            f"UPDATE asyncq_jobs SET state = 'queued' WHERE queue IN ({_marks(len(chunk))})"
+            f"UPDATE asyncq_jobs SET state = 'queued' WHERE queue IN ({marks(len(chunk))})"
             f" AND {_DUE}",
             (*chunk, now),
         )
@@ -245,7 +247,7 @@ def probe(
 
 def _current_leases(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
     """``id -> (token, cancel_requested)`` for the ``active`` jobs among ``ids``."""
-    rows = _select_by_ids(
+    rows = select_by_ids(
         conn, "id, token, cancel_requested", list(dict.fromkeys(ids)), " AND state = 'active'"
     )
     return {job_id: (token, cancel) for job_id, token, cancel in rows}
@@ -410,191 +412,3 @@ def recover(conn: sqlite3.Connection, now: float) -> tuple[list[tuple[str, bool]
     if bad:
         recovered.extend((job_id, True) for job_id in take_aside(conn, now, rows, bad))
     return recovered, sweep(conn, now)
-
-
-# The states ``Retention`` keeps for a time, and what else a job must be to go
-# by its state's retention: a completed job with a result_ttl goes by that.
-_RETAINED = (
-    (JobState.COMPLETED, " AND result_ttl IS NULL"),
-    (JobState.DEAD, ""),
-    (JobState.CANCELLED, ""),
-)
-
-
-def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention) -> int:
-    """Delete up to ``limit`` jobs ``_common.prunable`` at ``now`` under ``retention``.
-
-    Expired results first, then each finished state past its retention.
-    """
-    # completed with a result_ttl: gone once it expires (_common.result_expired)
-    deleted = conn.execute(
-        "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
-        " WHERE expires_at <= ? AND state = 'completed' LIMIT ?)",
-        (now, limit),
-    ).rowcount
-    # any other finished job: gone once finished before now - keep (None: never)
-    for state, extra in _RETAINED:
-        keep = retention.keep_for(state)
-        if keep is None:
-            continue
-        if deleted >= limit:
-            break
-        deleted += conn.execute(
-            "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
-            f" WHERE state = ? AND finished_at < ?{extra} LIMIT ?)",
-            (state.value, now - keep, limit - deleted),
-        ).rowcount
-    return deleted
-
-
-# -- operations ------------------------------------------------------------------
-
-
-_STATE_OF = {state.value: state for state in JobState}
-
-
-def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) -> list[QueueStats]:
-    """Counts by state per queue.
-
-    A job whose state is not a state (garbage written into the database) is
-    counted as ``dead``: that is what ``get`` and ``list_jobs`` show for it
-    (its stand-in), and what it becomes when a recovery takes it aside.
-    Without ``queues``, every queue known or holding a job, except a name
-    that is not text (no one could ask for it; a recovery takes its jobs aside).
-    """
-    if queues is None:
-        seen = fetch(conn, f"SELECT name FROM asyncq_queues UNION {JOB_QUEUES}")
-        names = sorted(name for (name,) in seen if isinstance(name, str))
-    else:
-        names = sorted(set(queues))
-    paused = {name for (name,) in fetch(conn, "SELECT name FROM asyncq_queues WHERE paused")}
-    out = []
-    for queue in names:
-        counts = dict.fromkeys(JobState, 0)
-        for state, n in fetch(
-            conn, "SELECT state, count(*) FROM asyncq_jobs WHERE queue = ? GROUP BY state", (queue,)
-        ):
-            counts[_STATE_OF.get(state, JobState.DEAD)] += n
-        # the oldest ready job (_common.is_ready): queued, or scheduled/failed and due
-        ((oldest,),) = fetch(
-            conn,
-            "SELECT min(at) FROM ("
-            " SELECT min(scheduled_at) AS at FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'"
-            " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
-            "  WHERE queue = ?1 AND state = 'scheduled' AND scheduled_at <= ?2"
-            " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
-            "  WHERE queue = ?1 AND state = 'failed' AND scheduled_at <= ?2)",
-            (queue, now),
-        )
-        out.append(
-            QueueStats(
-                queue=queue,
-                counts=counts,
-                paused=queue in paused,
-                # text sorts after numbers: only garbage is left when it is not a number
-                oldest_ready_at=oldest if isinstance(oldest, float) else None,
-            )
-        )
-    return out
-
-
-def list_jobs(
-    conn: sqlite3.Connection,
-    now: float,
-    state: JobState | None,
-    queue: str | None,
-    name: str | None,
-    limit: int,
-    after: str | None,
-) -> list[JobRecord]:
-    where = [_NOT_EXPIRED]
-    params: list[Any] = [now]
-    for column, value in (("state", state), ("queue", queue), ("name", name)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if after is not None:
-        where.append("id > ?")
-        params.append(after)
-    sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
-    rows = fetch(conn, sql, (*params, limit))
-    jobs, bad = read_rows(rows)
-    if not bad:
-        return jobs
-    # a row that cannot be read is shown as its stand-in, in its place
-    return [read_or_stand_in(row, now) for row in rows]
-
-
-def retry_dead(
-    conn: sqlite3.Connection,
-    now: float,
-    job_ids: Sequence[str] | None,
-    queue: str | None,
-    name: str | None,
-    limit: int,
-) -> list[str]:
-    if job_ids is None:
-        # the dead jobs list_jobs would show, read without decoding them
-        where = ""
-        params: list[Any] = []
-        for column, value in (("queue", queue), ("name", name)):
-            if value is not None:
-                where += f" AND {column} = ?"
-                params.append(value)
-        candidates = fetch(
-            conn,
-            f"SELECT id, queue, key FROM asyncq_jobs WHERE state = 'dead'{where}"
-            " ORDER BY id LIMIT ?",
-            (*params, limit),
-        )
-    else:
-        ids = list(dict.fromkeys(job_ids))
-        found = {
-            row[0]: row
-            for row in _select_by_ids(conn, "id, queue, key", ids, " AND state = 'dead'")
-        }
-        candidates = [found[job_id] for job_id in ids if job_id in found]
-    retried: list[str] = []
-    taken: set[tuple[str, str]] = set()
-    for job_id, job_queue, key in candidates:
-        if not (
-            isinstance(job_id, str) and isinstance(job_queue, str) and isinstance(key, str | None)
-        ):
-            continue  # garbage in the id, queue or key: it could never run
-        if key is not None:
-            slot = (job_queue, key)
-            if slot in taken or _key_holder(conn, job_queue, key, now) is not None:
-                continue
-            taken.add(slot)
-        retried.append(job_id)
-    conn.executemany(
-        "UPDATE asyncq_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
-        " scheduled_at = ? WHERE id = ? AND state = 'dead'",
-        [(now, job_id) for job_id in retried],
-    )
-    return retried
-
-
-def purge(
-    conn: sqlite3.Connection,
-    now: float,
-    states: Sequence[JobState],
-    older_than: float,
-    queue: str | None,
-    limit: int,
-) -> int:
-    where = f"state IN ({_marks(len(states))}) AND finished_at < ?"
-    params: list[Any] = [*(state.value for state in states), older_than]
-    if queue is not None:
-        where += " AND queue = ?"
-        params.append(queue)
-    return conn.execute(
-        "DELETE FROM asyncq_jobs WHERE id IN"
-        f" (SELECT id FROM asyncq_jobs WHERE {where} ORDER BY id LIMIT ?)",
-        (*params, limit),
-    ).rowcount
-
-
-def set_paused(conn: sqlite3.Connection, now: float, queue: str, paused: bool) -> None:
-    conn.execute("INSERT OR IGNORE INTO asyncq_queues (name) VALUES (?)", (queue,))
-    conn.execute("UPDATE asyncq_queues SET paused = ? WHERE name = ?", (int(paused), queue))

@@ -1,0 +1,210 @@
+"""Operator transaction bodies of the SQLite backend: ``stats``, ``list_jobs``,
+``retry_dead``, ``purge``, ``set_paused`` and ``prune``.
+
+None of them is on a worker's or a producer's path (those are in ``sql``).
+They follow ``sql``'s rules: synchronous, run on the backend's database
+thread inside a transaction the caller opened, ``now`` read after it began,
+and touching nothing but the connection, so that a locked database can be
+retried by running them again whole. The SQL conditions that mirror a shared
+job rule (``asyncq.backends._common``) name it, as in ``sql``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+from ..._records import JobRecord, JobState, QueueStats
+from ..base import Retention
+from .poison import JOB_QUEUES, fetch, read_or_stand_in, read_rows
+from .schema import SELECT_JOB
+from .sql import NOT_EXPIRED, key_holder, marks, select_by_ids
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["list_jobs", "prune", "purge", "retry_dead", "set_paused", "stats"]
+
+
+# The states ``Retention`` keeps for a time, and what else a job must be to go
+# by its state's retention: a completed job with a result_ttl goes by that.
+_RETAINED = (
+    (JobState.COMPLETED, " AND result_ttl IS NULL"),
+    (JobState.DEAD, ""),
+    (JobState.CANCELLED, ""),
+)
+
+
+def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention) -> int:
+    """Delete up to ``limit`` jobs ``_common.prunable`` at ``now`` under ``retention``.
+
+    Expired results first, then each finished state past its retention.
+    """
+    # completed with a result_ttl: gone once it expires (_common.result_expired)
+    deleted = conn.execute(
+        "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
+        " WHERE expires_at <= ? AND state = 'completed' LIMIT ?)",
+        (now, limit),
+    ).rowcount
+    # any other finished job: gone once finished before now - keep (None: never)
+    for state, extra in _RETAINED:
+        keep = retention.keep_for(state)
+        if keep is None:
+            continue
+        if deleted >= limit:
+            break
+        deleted += conn.execute(
+            "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
+            f" WHERE state = ? AND finished_at < ?{extra} LIMIT ?)",
+            (state.value, now - keep, limit - deleted),
+        ).rowcount
+    return deleted
+
+
+_STATE_OF = {state.value: state for state in JobState}
+
+
+def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) -> list[QueueStats]:
+    """Counts by state per queue.
+
+    A job whose state is not a state (garbage written into the database) is
+    counted as ``dead``: that is what ``get`` and ``list_jobs`` show for it
+    (its stand-in), and what it becomes when a recovery takes it aside.
+    Without ``queues``, every queue known or holding a job, except a name
+    that is not text (no one could ask for it; a recovery takes its jobs aside).
+    """
+    if queues is None:
+        seen = fetch(conn, f"SELECT name FROM asyncq_queues UNION {JOB_QUEUES}")
+        names = sorted(name for (name,) in seen if isinstance(name, str))
+    else:
+        names = sorted(set(queues))
+    paused = {name for (name,) in fetch(conn, "SELECT name FROM asyncq_queues WHERE paused")}
+    out = []
+    for queue in names:
+        counts = dict.fromkeys(JobState, 0)
+        for state, n in fetch(
+            conn, "SELECT state, count(*) FROM asyncq_jobs WHERE queue = ? GROUP BY state", (queue,)
+        ):
+            counts[_STATE_OF.get(state, JobState.DEAD)] += n
+        # the oldest ready job (_common.is_ready): queued, or scheduled/failed and due
+        ((oldest,),) = fetch(
+            conn,
+            "SELECT min(at) FROM ("
+            " SELECT min(scheduled_at) AS at FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'"
+            " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
+            "  WHERE queue = ?1 AND state = 'scheduled' AND scheduled_at <= ?2"
+            " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
+            "  WHERE queue = ?1 AND state = 'failed' AND scheduled_at <= ?2)",
+            (queue, now),
+        )
+        out.append(
+            QueueStats(
+                queue=queue,
+                counts=counts,
+                paused=queue in paused,
+                # text sorts after numbers: only garbage is left when it is not a number
+                oldest_ready_at=oldest if isinstance(oldest, float) else None,
+            )
+        )
+    return out
+
+
+def list_jobs(
+    conn: sqlite3.Connection,
+    now: float,
+    state: JobState | None,
+    queue: str | None,
+    name: str | None,
+    limit: int,
+    after: str | None,
+) -> list[JobRecord]:
+    where = [NOT_EXPIRED]
+    params: list[Any] = [now]
+    for column, value in (("state", state), ("queue", queue), ("name", name)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if after is not None:
+        where.append("id > ?")
+        params.append(after)
+    sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+    rows = fetch(conn, sql, (*params, limit))
+    jobs, bad = read_rows(rows)
+    if not bad:
+        return jobs
+    # a row that cannot be read is shown as its stand-in, in its place
+    return [read_or_stand_in(row, now) for row in rows]
+
+
+def retry_dead(
+    conn: sqlite3.Connection,
+    now: float,
+    job_ids: Sequence[str] | None,
+    queue: str | None,
+    name: str | None,
+    limit: int,
+) -> list[str]:
+    if job_ids is None:
+        # the dead jobs list_jobs would show, read without decoding them
+        where = ""
+        params: list[Any] = []
+        for column, value in (("queue", queue), ("name", name)):
+            if value is not None:
+                where += f" AND {column} = ?"
+                params.append(value)
+        candidates = fetch(
+            conn,
+            f"SELECT id, queue, key FROM asyncq_jobs WHERE state = 'dead'{where}"
+            " ORDER BY id LIMIT ?",
+            (*params, limit),
+        )
+    else:
+        ids = list(dict.fromkeys(job_ids))
+        found = {
+            row[0]: row for row in select_by_ids(conn, "id, queue, key", ids, " AND state = 'dead'")
+        }
+        candidates = [found[job_id] for job_id in ids if job_id in found]
+    retried: list[str] = []
+    taken: set[tuple[str, str]] = set()
+    for job_id, job_queue, key in candidates:
+        if not (
+            isinstance(job_id, str) and isinstance(job_queue, str) and isinstance(key, str | None)
+        ):
+            continue  # garbage in the id, queue or key: it could never run
+        if key is not None:
+            slot = (job_queue, key)
+            if slot in taken or key_holder(conn, job_queue, key, now) is not None:
+                continue
+            taken.add(slot)
+        retried.append(job_id)
+    conn.executemany(
+        "UPDATE asyncq_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
+        " scheduled_at = ? WHERE id = ? AND state = 'dead'",
+        [(now, job_id) for job_id in retried],
+    )
+    return retried
+
+
+def purge(
+    conn: sqlite3.Connection,
+    now: float,
+    states: Sequence[JobState],
+    older_than: float,
+    queue: str | None,
+    limit: int,
+) -> int:
+    where = f"state IN ({marks(len(states))}) AND finished_at < ?"
+    params: list[Any] = [*(state.value for state in states), older_than]
+    if queue is not None:
+        where += " AND queue = ?"
+        params.append(queue)
+    return conn.execute(
+        "DELETE FROM asyncq_jobs WHERE id IN"
+        f" (SELECT id FROM asyncq_jobs WHERE {where} ORDER BY id LIMIT ?)",
+        (*params, limit),
+    ).rowcount
+
+
+def set_paused(conn: sqlite3.Connection, now: float, queue: str, paused: bool) -> None:
+    conn.execute("INSERT OR IGNORE INTO asyncq_queues (name) VALUES (?)", (queue,))
+    conn.execute("UPDATE asyncq_queues SET paused = ? WHERE name = ?", (int(paused), queue))
