@@ -48,6 +48,7 @@ from ._execution import Running, StopReason, execute, scope_class, stopped_outco
 from ._leases import maintain, renew
 from ._settlement import Settlement
 from ._worker_types import ServiceContext
+from .backends.base import SIZES_POOL
 from .exceptions import BackendError, BackendUnavailable, ConfigurationError
 
 if TYPE_CHECKING:
@@ -209,6 +210,8 @@ class Worker:
         backend = await self._open_backend()
         if backend is None:
             return
+        if (pool := SIZES_POOL.of(backend)) is not None:
+            pool.fit_concurrency(self.concurrency + self.prefetch)
         self._scope = scope_class()
         settlement = self._settlement = Settlement(
             backend, worker=self.name, queues=self.queues, lease=self.lease

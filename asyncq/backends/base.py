@@ -105,10 +105,12 @@ __all__ = [
     "OUTCOME_STATES",
     "SETTLE_ON_CLAIM",
     "TERMINAL_STATES",
+    "SIZES_POOL",
     "TRANSACTIONAL_ENQUEUE",
     "Backend",
     "Capability",
     "Drops",
+    "SizesPool",
     "EnqueuesWaited",
     "ErrorInfo",
     "ErrorKind",
@@ -546,6 +548,21 @@ class Migrates(Protocol):
 
 
 @runtime_checkable
+class SizesPool(Protocol):
+    """An optional capability: size the client's connection pool for a worker."""
+
+    def fit_concurrency(self, concurrency: int) -> None:
+        """Make room for a worker running ``concurrency`` jobs at once.
+
+        Jobs share the backend with the worker (a job that enqueues takes a
+        connection), so a pool smaller than the worker's concurrency would
+        make them queue for connections. A pool whose size the user chose is
+        left as it is. Called once, when a worker starts.
+        """
+        ...
+
+
+@runtime_checkable
 class Drops(Protocol):
     """An optional capability: delete everything this instance stored (tests, teardown)."""
 
@@ -607,5 +624,6 @@ ENQUEUE_WAITED: Capability[EnqueuesWaited] = Capability("enqueue_waited", Enqueu
 MIGRATE: Capability[Migrates] = Capability("migrate", Migrates)
 #: ``drop()`` deletes everything the instance stored.
 DROP: Capability[Drops] = Capability("drop", Drops)
+SIZES_POOL: Capability[SizesPool] = Capability("sizes_pool", SizesPool)
 #: ``enqueue(jobs, connection=...)`` writes inside the caller's transaction.
 TRANSACTIONAL_ENQUEUE: Capability[Backend] = Capability("transactional_enqueue", Backend)

@@ -20,6 +20,7 @@ from asyncq.backends.base import (
     ENQUEUE_WAITED,
     MIGRATE,
     SETTLE_ON_CLAIM,
+    SIZES_POOL,
     TRANSACTIONAL_ENQUEUE,
     Backend,
     Capability,
@@ -37,14 +38,15 @@ ALL: tuple[Capability[Any], ...] = (
     SETTLE_ON_CLAIM,
     ENQUEUE_WAITED,
     MIGRATE,
+    SIZES_POOL,
     DROP,
     TRANSACTIONAL_ENQUEUE,
 )
 OFFERED: dict[str, frozenset[Capability[Any]]] = {
     "memory": frozenset({SETTLE_ON_CLAIM, DROP}),
     "sqlite": frozenset({SETTLE_ON_CLAIM, DROP}),
-    "fakeredis": frozenset({SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP}),
-    "redis": frozenset({SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP}),
+    "fakeredis": frozenset({SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, SIZES_POOL}),
+    "redis": frozenset({SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, SIZES_POOL}),
     # The queues of one claim may live on several nodes: no single round trip.
     "redis-cluster": frozenset({ENQUEUE_WAITED, DROP}),
     "postgres": frozenset({ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE}),

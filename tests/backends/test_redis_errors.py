@@ -29,7 +29,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from asyncq import App
 from asyncq._records import JobState
 from asyncq.backends.redis import RedisBackend
-from asyncq.backends.redis.client import POOL_SIZE, POOL_TIMEOUT, failure
+from asyncq.backends.redis.client import POOL_HEADROOM, POOL_SIZE, POOL_TIMEOUT, failure
 from asyncq.exceptions import BackendError, BackendUnavailable
 
 from . import _records as r
@@ -246,3 +246,21 @@ async def test_enqueue_and_wait_gets_backend_unavailable_when_redis_restarts_mid
         (error,) = errors
         assert isinstance(error, BackendUnavailable), repr(error)
         assert "LOADING" in str(error) or "loading" in str(error)
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+async def test_a_worker_grows_the_pool_its_jobs_share_to_its_concurrency(redis_url: str) -> None:
+    # Before: a worker at concurrency 300 kept a pool of 100, so jobs that
+    # enqueue waited for connections (and, past pool_timeout, failed).
+    backend = RedisBackend.from_url(redis_url, namespace=_ns())
+    chosen = RedisBackend.from_url(redis_url, namespace=_ns(), max_connections=7)
+    for store in (backend, chosen):
+        app = App("pool-size", backend=store)
+        with anyio.fail_after(BOUND):
+            async with app.worker(concurrency=300, prefetch=0):
+                pass
+        await store.drop()
+        await store.close()
+    assert backend._client.connection_pool.max_connections == 300 + POOL_HEADROOM
+    assert chosen._client.connection_pool.max_connections == 7  # the user's choice stands

@@ -97,6 +97,7 @@ from ..base import (
     DROP,
     ENQUEUE_WAITED,
     SETTLE_ON_CLAIM,
+    SIZES_POOL,
     Backend,
     Capability,
     EnqueuesWaited,
@@ -111,6 +112,7 @@ from ..base import (
 from . import codec
 from .admin import _Operations
 from .client import (
+    POOL_HEADROOM,
     connect,
     describe,
     live_side_client,
@@ -149,7 +151,9 @@ _SHORT_FRESH = 1.0
 _CACHE_SIZE = 10_000
 #: hashes the id index is sharded over (a power of two)
 _BUCKETS = 64
-_CAPABILITIES: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP})
+_CAPABILITIES: frozenset[Capability[Any]] = frozenset(
+    {SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, SIZES_POOL}
+)
 _CLUSTER_CAPABILITIES: frozenset[Capability[Any]] = frozenset({ENQUEUE_WAITED, DROP})
 
 
@@ -201,6 +205,8 @@ class RedisBackend(_Operations, SettlesAndClaims):
             raise ConfigurationError(msg)
         self._ns = namespace
         self._name = client_name or f"asyncq:{namespace}"
+        # A pool whose size the user chose is never resized for a worker.
+        self._pool_chosen = "max_connections" in options or not isinstance(client_or_url, str)
         if isinstance(client_or_url, str):
             self._url = mask_url(_without_namespace(client_or_url))
             client = connect(driver_url, self._name, self._url, options)
@@ -651,6 +657,14 @@ class RedisBackend(_Operations, SettlesAndClaims):
             total += sum(counts)
             queues = [q for q, n in zip(queues, counts, strict=True) if n >= _RECOVER_BATCH]
         return total
+
+    def fit_concurrency(self, concurrency: int) -> None:
+        # A cluster keeps one pool per node, sized by redis-py; a single
+        # server's blocking pool reads max_connections on every wait.
+        if self._pool_chosen or self._cluster:
+            return
+        pool = self._client.connection_pool
+        pool.max_connections = max(pool.max_connections, concurrency + POOL_HEADROOM)
 
     @property
     def capabilities(self) -> frozenset[Capability[Any]]:

@@ -85,6 +85,10 @@ _T = TypeVar("_T")
 
 #: connections the client's pool holds at most, unless ``max_connections`` says otherwise
 POOL_SIZE = 100
+#: connections beyond a worker's concurrency its pool is grown to hold
+#: (``RedisBackend.fit_concurrency``): the worker's own calls, and producers
+#: sharing the process
+POOL_HEADROOM = 20
 #: seconds a call waits for a free connection of a full pool (``pool_timeout``)
 POOL_TIMEOUT = 10.0
 #: seconds a cluster node has to answer the PING that picks it for a side client
