@@ -13,9 +13,9 @@ from ._instrumentation import Instrumentation
 from ._middleware import CallNext, Middleware
 from ._options import EnqueueAndWaitArgs, EnqueueArgs, EnqueueManyArgs, KeyArgs, ScheduleArgs
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState
-from ._retry import RetryPolicy
+from ._retry import FailureClass, RetryPolicy
 from ._telemetry import Telemetry
-from ._worker import Worker
+from ._worker import FatalFailure, Worker
 from .admin import Admin
 from .exceptions import (
     AsyncqError,
@@ -43,6 +43,8 @@ __all__ = [
     "EnqueueManyArgs",
     "ErrorInfo",
     "ErrorKind",
+    "FailureClass",
+    "FatalFailure",
     "Handler",
     "Instrumentation",
     "JobCancelled",

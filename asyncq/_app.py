@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -21,7 +23,7 @@ from ._logging import job_fields
 from ._middleware import Middleware
 from ._options import name_problem
 from ._records import JobRecord
-from ._retry import RetryPolicy, seconds
+from ._retry import FAILURE_CLASSES, FailureClass, RetryPolicy, seconds
 from ._telemetry import Telemetry, default_telemetry
 from .backends import DEFAULT_URL, from_url
 from .backends.base import ENQUEUE_WAITED, Backend
@@ -43,6 +45,26 @@ R = TypeVar("R")
 log = logging.getLogger("asyncq")
 
 Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
+
+#: How long a job whose name no worker knows is handed back before it is dead (10 min).
+UNKNOWN_JOB_GRACE = 600.0
+
+
+class Classifier:
+    """One ``App.classify`` rule: which exceptions it matches, and their class."""
+
+    __slots__ = ("failure_class", "match", "what")
+
+    def __init__(
+        self, match: Callable[[BaseException], bool], failure_class: FailureClass, what: str
+    ) -> None:
+        self.match = match
+        self.failure_class: FailureClass = failure_class
+        #: names the rule in logs: the exception types or the predicate
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.what}, {self.failure_class!r})"
 
 
 class JobDecorator(Generic[T]):
@@ -83,10 +105,16 @@ class App:
             for none. It runs first among the instrumentation.
         max_payload_bytes: the largest payload, encoded, that ``enqueue``
             accepts and a worker decodes (default 1 MiB).
+        unknown_job_grace: seconds a job whose name this app's workers do not
+            know is handed back, with backoff, for a worker that knows it (a
+            rolling deploy), counted from the first time a worker handed it
+            back; then it is dead (kind ``unknown_job``). Default 10 minutes;
+            0 makes it dead at once.
 
     Raises:
-        ConfigurationError: ``max_payload_bytes`` is not a positive int, or an
-            included job breaks the rules for names.
+        ConfigurationError: ``max_payload_bytes`` is not a positive int,
+            ``unknown_job_grace`` is negative or not finite, or an included job
+            breaks the rules for names.
     """
 
     def __init__(
@@ -100,11 +128,20 @@ class App:
         instrumentation: Sequence[Instrumentation] = (),
         telemetry: Telemetry | bool = True,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+        unknown_job_grace: float | timedelta = UNKNOWN_JOB_GRACE,
     ) -> None:
         self.name = name
         if type(max_payload_bytes) is not int or max_payload_bytes < 1:
             msg = f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
             raise ConfigurationError(msg)
+        grace = seconds(unknown_job_grace)
+        if not (math.isfinite(grace) and grace >= 0):
+            msg = f"unknown_job_grace must be finite seconds >= 0, got {unknown_job_grace!r}"
+            raise ConfigurationError(msg)
+        #: seconds a job of an unknown name is handed back before it is dead
+        self.unknown_job_grace = grace
+        #: the ``classify`` rules, in the order registered
+        self.classifiers: list[Classifier] = []
         #: the largest encoded payload enqueued or decoded (see ``docs/guarantees.md``)
         self.max_payload_bytes = max_payload_bytes
         self.handlers: dict[str, Handler[Any, Any]] = {}
@@ -144,6 +181,7 @@ class App:
         retry: RetryPolicy | None = None,
         retry_on: tuple[type[BaseException], ...] | None = None,
         dead_on: tuple[type[BaseException], ...] = (),
+        fatal_on: tuple[type[BaseException], ...] = (),
         priority: int = 0,
         result_ttl: float | timedelta | None = 86_400.0,
     ) -> JobDecorator[T]:
@@ -162,6 +200,11 @@ class App:
                 capped at 5 min, with full jitter).
             retry_on: only these exceptions are retried (default: all).
             dead_on: these exceptions send the job to the dead letters at once.
+            fatal_on: these exceptions mean the worker itself is broken (out of
+                memory, a lost device): the attempt is recorded with kind
+                ``fatal``, the job is retried per its policy, and the worker
+                stops gracefully so that its supervisor restarts it (``asyncq
+                run`` exits 3). See ``classify`` for the order of the rules.
             priority: larger runs first.
             result_ttl: how long results (and idempotency keys) are kept; ``None`` for ever.
 
@@ -172,10 +215,11 @@ class App:
 
         def register(fn: Callable[..., Awaitable[Any]]) -> Handler[T, Any]:
             policy = retry or RetryPolicy()
-            if retry_on is not None or dead_on:
+            if retry_on is not None or dead_on or fatal_on:
                 policy = policy.classify(
                     retry_on if retry_on is not None else policy.retry_on,
                     dead_on or policy.dead_on,
+                    fatal_on or None,
                 )
             options = JobOptions(
                 queue=queue,
@@ -193,6 +237,67 @@ class App:
             return handler
 
         return JobDecorator(register)
+
+    def classify(
+        self,
+        match: type[BaseException]
+        | tuple[type[BaseException], ...]
+        | Callable[[BaseException], bool],
+        failure_class: FailureClass,
+    ) -> None:
+        """Classify the exceptions every job of this app may raise.
+
+        ``match`` is an exception class (or a tuple of them), or a predicate
+        taking the exception. ``failure_class`` is what a match means:
+
+        - ``"transient"``: retried per the job's policy (while attempts remain);
+        - ``"permanent"``: the job goes to the dead letters now;
+        - ``"fatal"``: the attempt is recorded with kind ``fatal``, the job is
+          retried per its policy, and the worker stops gracefully (no new
+          claims, running jobs finish within ``shutdown_timeout``, outcomes
+          settled), so that its supervisor restarts it; ``asyncq run`` exits 3.
+
+        The rules apply in this order, the first that matches deciding:
+
+        1. ``raise Retry(...)`` (retried) and ``raise Reject(...)`` (dead);
+        2. the job's ``dead_on`` (permanent), then its ``retry_on`` (transient);
+        3. the job's ``fatal_on`` (fatal);
+        4. the app's ``classify`` rules, in the order registered (a predicate
+           that raises is logged and skipped);
+        5. the default: transient, or permanent when the job has ``retry_on``.
+
+        Timeouts, payloads that do not decode and results that cannot be
+        stored are not classified: they fail as documented in
+        ``docs/guarantees.md``.
+
+        Raises:
+            ConfigurationError: ``failure_class`` is not one of the three, or
+                ``match`` is neither exception classes nor a callable.
+        """
+        if failure_class not in FAILURE_CLASSES:
+            msg = (
+                f"failure class must be one of {', '.join(map(repr, FAILURE_CLASSES))}, "
+                f"got {failure_class!r}"
+            )
+            raise ConfigurationError(msg)
+        types = match if isinstance(match, tuple) else (match,)
+        if all(inspect.isclass(t) and issubclass(t, BaseException) for t in types) and types:
+            exc_types: tuple[type[BaseException], ...] = types  # type: ignore[assignment]
+            what = ", ".join(t.__qualname__ for t in exc_types)
+
+            def matches(exc: BaseException) -> bool:
+                return isinstance(exc, exc_types)
+
+            self.classifiers.append(Classifier(matches, failure_class, what))
+            return
+        if isinstance(match, tuple) or inspect.isclass(match) or not callable(match):
+            msg = (
+                "classify() takes an exception class, a tuple of them, or a predicate "
+                f"taking the exception; got {match!r}"
+            )
+            raise ConfigurationError(msg)
+        what = getattr(match, "__qualname__", repr(match))
+        self.classifiers.append(Classifier(match, failure_class, what))
 
     def include(self, *handlers: Handler[Any, Any]) -> None:
         """Register handlers made elsewhere (for example by another ``App``'s decorator).
@@ -455,9 +560,15 @@ class App:
             finally:
                 worker.stop()
 
-    async def run_worker(self, **options: Unpack[WorkerOptions]) -> None:
-        """Run a worker until cancelled or signalled (SIGTERM/SIGINT: graceful; a second: now)."""
-        await self.make_worker(**options).run_until_signalled()
+    async def run_worker(self, **options: Unpack[WorkerOptions]) -> Worker:
+        """Run a worker until cancelled or signalled (SIGTERM/SIGINT: graceful; a second: now).
+
+        Returns the stopped worker: its ``fatal`` says whether a fatal failure
+        stopped it (see ``classify``).
+        """
+        worker = self.make_worker(**options)
+        await worker.run_until_signalled()
+        return worker
 
 
 def _check_names(name: str, queue: str) -> None:

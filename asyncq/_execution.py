@@ -23,14 +23,21 @@ from ._instrumentation import AttemptEnd, Instrumentation
 from ._logging import job_fields
 from ._middleware import CallNext, compose
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, Lease, Outcome
-from ._retry import RetryPolicy, seconds
+from ._retry import FailureClass, RetryPolicy, seconds
 from .backends.base import Backend
 from .exceptions import Reject, Retry
 
 if TYPE_CHECKING:
     from ._app import App
 
-__all__ = ["Running", "StopReason", "execute", "scope_class", "stopped_outcome"]
+__all__ = [
+    "UNKNOWN_JOB_RETRY",
+    "Running",
+    "StopReason",
+    "execute",
+    "scope_class",
+    "stopped_outcome",
+]
 
 log = logging.getLogger("asyncq.worker")
 
@@ -39,6 +46,10 @@ _FINAL_KINDS = frozenset({ErrorKind.REJECT, ErrorKind.DECODE, ErrorKind.UNKNOWN_
 # Outcomes logged at DEBUG only: an INFO line per completed job costs throughput
 # (see docs/observability.md) and says little that the metrics do not.
 _QUIET = {JobState.COMPLETED: "completed", JobState.QUEUED: "handed back to its queue"}
+
+#: The delays between hand-backs of a job whose name the worker does not know
+#: (5 s, doubling, capped at 60 s), within the app's ``unknown_job_grace``.
+UNKNOWN_JOB_RETRY = RetryPolicy.exponential(5.0, cap=60.0, jitter=False)
 
 
 class StopReason(enum.Enum):
@@ -142,12 +153,7 @@ async def _attempt(
         return stopped_outcome(running, started=False), None
     handler = app.handlers.get(job.name)
     if handler is None or handler.fn is None:
-        known = ", ".join(sorted(app.handlers)) or "none"
-        message = (
-            f"no job named {job.name!r} in app {app.name!r} (queue {job.queue!r}; known: {known}); "
-            "deploy a worker that has it, then retry the dead job"
-        )
-        return _failure(lease, RetryPolicy(), ErrorKind.UNKNOWN_JOB, message), None
+        return _unknown_job(app, lease), None
     try:
         payload = handler.payload_codec.decode_payload(job.payload, app.max_payload_bytes)
     # Whatever the stored bytes make the decoder raise (a RecursionError from
@@ -199,8 +205,83 @@ async def _attempt(
     if isinstance(error, Reject):
         return _failure(lease, policy, ErrorKind.REJECT, str(error), exc=error), error
     assert error is not None
-    final = not policy.retryable(error)
-    return _failure(lease, policy, ErrorKind.ERROR, str(error), exc=error, final=final), error
+    verdict = policy.failure_class(error) or _app_class(app, error) or policy.default_class
+    kind = ErrorKind.FATAL if verdict == "fatal" else ErrorKind.ERROR
+    final = verdict == "permanent"
+    return _failure(lease, policy, kind, str(error), exc=error, final=final), error
+
+
+def _app_class(app: App, error: Exception) -> FailureClass | None:
+    """The class the app's ``classify`` rules give ``error``: the first match's, in order."""
+    for rule in app.classifiers:
+        try:
+            matched = rule.match(error)
+        except Exception:  # a broken predicate must not lose the outcome
+            log.exception("failure classifier %s raised on %r; skipping it", rule.what, error)
+            continue
+        if matched:
+            return rule.failure_class
+    return None
+
+
+def _handed_back(job: JobRecord) -> list[ErrorInfo]:
+    """This job's hand-backs for an unknown name since it last started afresh, oldest first.
+
+    They are the ``unknown_job`` errors at the end of the job's errors whose
+    attempt numbers count down from this attempt's: an operator's retry
+    starts the count again from 1, which ends the run.
+    """
+    found: list[ErrorInfo] = []
+    expected = job.attempts - 1
+    for info in reversed(job.errors):
+        if info.attempt != expected or expected < 1:
+            break
+        if info.kind is ErrorKind.UNKNOWN_JOB:
+            found.append(info)
+        expected -= 1
+    found.reverse()
+    return found
+
+
+def _unknown_job(app: App, lease: Lease) -> Outcome:
+    """Hand a job whose name this app does not know back for a newer worker, or kill it.
+
+    Each hand-back settles the attempt ``failed`` with a ``retry_at`` (the
+    store counts it), and ``_failure`` does not count it against
+    ``max_attempts``. Once ``app.unknown_job_grace`` has passed since the first
+    hand-back, the job is dead.
+    """
+    job = lease.job
+    known = ", ".join(sorted(n for n, h in app.handlers.items() if h.fn is not None)) or "none"
+    what = f"no job named {job.name!r} in app {app.name!r} (queue {job.queue!r}; known: {known})"
+    handed = _handed_back(job)
+    now = time.time()
+    grace = app.unknown_job_grace
+    deadline = (handed[0].at if handed else now) + grace
+    if now >= deadline:
+        message = (
+            f"{what}; no worker that has it took it within the grace period of {grace:g}s; "
+            "deploy a worker that has it, then retry the dead job"
+        )
+        return _failure(lease, UNKNOWN_JOB_RETRY, ErrorKind.UNKNOWN_JOB, message, final=True)
+    wait = min(UNKNOWN_JOB_RETRY.delay(len(handed) + 1), deadline - now)
+    message = (
+        f"{what}; handed back for a worker that has it, "
+        f"for up to {grace:g}s after the first hand-back"
+    )
+    info = _error(job, ErrorKind.UNKNOWN_JOB, message)
+    log.warning(
+        "job %r (id %s, queue %r) is unknown here, retrying in %.2fs: %s",
+        job.name,
+        job.id,
+        job.queue,
+        wait,
+        message,
+        extra=job_fields(job, JobState.FAILED.value),
+    )
+    return Outcome(
+        job_id=job.id, token=lease.token, state=JobState.FAILED, error=info, retry_at=now + wait
+    )
 
 
 def stopped_outcome(running: Running, *, started: bool = True) -> Outcome | None:
@@ -253,18 +334,25 @@ def _failure(
     delay: float | None = None,
     final: bool = False,
 ) -> Outcome:
-    """A failed attempt's outcome: retry later, or dead when out of attempts or not retryable."""
+    """A failed attempt's outcome: retry later, or dead when out of attempts or not retryable.
+
+    Hand-backs of an unknown name (``_unknown_job``) are not counted against
+    ``max_attempts``.
+    """
     job = lease.job
     info = _error(job, kind, message, exc)
+    attempts = job.attempts
+    if job.errors and kind is not ErrorKind.UNKNOWN_JOB:
+        attempts -= len(_handed_back(job))
     where = (
         f"job {job.name!r} (id {job.id}, queue {job.queue!r}, "
-        f"attempt {job.attempts}/{job.max_attempts})"
+        f"attempt {attempts}/{job.max_attempts})"
     )
-    if final or kind in _FINAL_KINDS or job.attempts >= job.max_attempts:
+    if final or kind in _FINAL_KINDS or attempts >= job.max_attempts:
         reason = info.one_line() or kind.value
         log.error("%s is dead: %s", where, reason, extra=job_fields(job, JobState.DEAD.value))
         return Outcome(job_id=job.id, token=lease.token, state=JobState.DEAD, error=info)
-    wait = policy.delay(job.attempts) if delay is None else delay
+    wait = policy.delay(attempts) if delay is None else delay
     log.warning(
         "%s failed, retrying in %.2fs: %s",
         where,

@@ -69,7 +69,11 @@ class ErrorKind(enum.StrEnum):
     TIMEOUT = "timeout"  #: the handler ran past its timeout
     REJECT = "reject"  #: the handler raised ``Reject``
     DECODE = "decode"  #: the payload did not decode against the handler's schema
-    UNKNOWN_JOB = "unknown_job"  #: no handler with this name in the worker's app
+    #: no handler with this name in the worker's app: handed back for another
+    #: worker during the app's ``unknown_job_grace``, dead after it
+    UNKNOWN_JOB = "unknown_job"
+    #: the handler raised an exception classified fatal: the worker stopped after it
+    FATAL = "fatal"
     LOST = "lost"  #: the lease lapsed (worker killed or stalled)
     CANCELLED = "cancelled"  #: cancelled on request after a worker claimed it
     #: the stored record itself could not be read; the store took the job aside

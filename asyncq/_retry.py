@@ -7,11 +7,17 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import Literal
+from typing import Literal, TypeAlias
 
 from .exceptions import ConfigurationError
 
-__all__ = ["RetryPolicy", "seconds"]
+__all__ = ["FAILURE_CLASSES", "FailureClass", "RetryPolicy", "seconds"]
+
+#: What a failed attempt means: ``transient`` (retry per the policy),
+#: ``permanent`` (dead letter now) or ``fatal`` (retry per the policy, and stop
+#: the worker: the process itself is broken).
+FailureClass: TypeAlias = Literal["transient", "permanent", "fatal"]
+FAILURE_CLASSES: tuple[FailureClass, ...] = ("transient", "permanent", "fatal")
 
 _KINDS = ("fixed", "linear", "exponential", "delays")
 # Attempt numbers past this change no delay (every policy reached its cap long
@@ -33,14 +39,17 @@ class RetryPolicy:
     between 0 and the computed value, so many jobs failing together do not
     retry together. Every delay is capped at ``cap`` seconds.
 
-    ``retry_on`` and ``dead_on`` classify exceptions a handler raises: an
-    exception matching ``dead_on`` goes to the dead letters at once; when
-    ``retry_on`` is given, only exceptions matching it are retried.
+    ``retry_on``, ``dead_on`` and ``fatal_on`` classify exceptions a handler
+    raises: an exception matching ``dead_on`` goes to the dead letters at
+    once; one matching ``retry_on`` is retried; one matching ``fatal_on`` is
+    retried and stops the worker. When ``retry_on`` is given, an exception
+    that no rule (nor the app's ``App.classify``) claims is not retried.
 
     Raises:
         ConfigurationError: a delay or the cap is negative or not finite, the
             factor is below 1, the schedule is empty, or ``retry_on`` /
-            ``dead_on`` holds something that is not an exception class.
+            ``dead_on`` / ``fatal_on`` holds something that is not an
+            exception class.
     """
 
     kind: Literal["fixed", "linear", "exponential", "delays"] = "exponential"
@@ -51,6 +60,7 @@ class RetryPolicy:
     schedule: tuple[float, ...] = ()
     retry_on: tuple[type[BaseException], ...] | None = None
     dead_on: tuple[type[BaseException], ...] = field(default=())
+    fatal_on: tuple[type[BaseException], ...] = field(default=())
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -73,6 +83,7 @@ class RetryPolicy:
         if self.retry_on is not None:
             object.__setattr__(self, "retry_on", _exception_types("retry_on", self.retry_on))
         object.__setattr__(self, "dead_on", _exception_types("dead_on", self.dead_on))
+        object.__setattr__(self, "fatal_on", _exception_types("fatal_on", self.fatal_on))
 
     @classmethod
     def fixed(cls, delay: float | timedelta, *, jitter: bool = False) -> RetryPolicy:
@@ -113,9 +124,14 @@ class RetryPolicy:
         self,
         retry_on: tuple[type[BaseException], ...] | None = None,
         dead_on: tuple[type[BaseException], ...] = (),
+        fatal_on: tuple[type[BaseException], ...] | None = None,
     ) -> RetryPolicy:
-        """A copy of this policy with exception classification set."""
-        return replace(self, retry_on=retry_on, dead_on=dead_on)
+        """A copy of this policy with exception classification set.
+
+        ``fatal_on`` left ``None`` keeps this policy's own.
+        """
+        fatal = self.fatal_on if fatal_on is None else fatal_on
+        return replace(self, retry_on=retry_on, dead_on=dead_on, fatal_on=fatal)
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -141,6 +157,26 @@ class RetryPolicy:
         if self.dead_on and isinstance(exc, self.dead_on):
             return False
         return self.retry_on is None or isinstance(exc, self.retry_on)
+
+    def failure_class(self, exc: BaseException) -> FailureClass | None:
+        """The class this policy's own rules give ``exc``, or ``None`` when none applies.
+
+        ``dead_on`` first (permanent), then ``retry_on`` (transient), then
+        ``fatal_on`` (fatal). The app's classifiers decide what is left, then
+        ``default_class``.
+        """
+        if self.dead_on and isinstance(exc, self.dead_on):
+            return "permanent"
+        if self.retry_on is not None and isinstance(exc, self.retry_on):
+            return "transient"
+        if self.fatal_on and isinstance(exc, self.fatal_on):
+            return "fatal"
+        return None
+
+    @property
+    def default_class(self) -> FailureClass:
+        """The class of an exception no rule claims: permanent when ``retry_on`` is given."""
+        return "transient" if self.retry_on is None else "permanent"
 
 
 def _exception_types(what: str, value: object) -> tuple[type[BaseException], ...]:

@@ -23,7 +23,8 @@ Shutdown (``stop()``, or SIGTERM/SIGINT under ``run_until_signalled``): stop
 claiming and hand the jobs claimed ahead back to their queue untouched; let
 running jobs finish for up to ``shutdown_timeout``; cancel the rest and hand
 them back to their queue at once; flush outcomes. A second signal
-(``kill()``) skips the wait.
+(``kill()``) skips the wait. A failure classified fatal (``fatal_on``,
+``App.classify``) starts the same shutdown, and ``Worker.fatal`` says why.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +48,7 @@ from ._backoff import Backoff
 from ._dispatch import Dispatch
 from ._execution import Running, StopReason, execute, scope_class, stopped_outcome
 from ._leases import maintain, renew
+from ._records import ErrorKind
 from ._settlement import Settlement
 from ._worker_types import ServiceContext
 from .backends.base import SIZES_POOL
@@ -53,16 +56,39 @@ from .exceptions import BackendError, BackendUnavailable, ConfigurationError
 
 if TYPE_CHECKING:
     from ._app import App
-    from ._records import Lease
+    from ._records import Lease, Outcome
     from ._worker_types import Service
     from .backends.base import Backend
 
-__all__ = ["OPEN_TRIES", "Worker"]
+__all__ = ["OPEN_TRIES", "FatalFailure", "Worker"]
 
 #: Tries to open a store that answers with an error other than "unavailable".
 OPEN_TRIES = 3
 
 log = logging.getLogger("asyncq.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class FatalFailure:
+    """The failure classified fatal that stopped a worker (``Worker.fatal``).
+
+    Attributes:
+        job_id: the job whose attempt failed.
+        job_name: its name.
+        queue: its queue.
+        error: the exception as one line (``MemoryError: ...``).
+    """
+
+    job_id: str
+    job_name: str
+    queue: str
+    error: str
+
+    def __str__(self) -> str:
+        return (
+            f"fatal failure in job {self.job_name!r} (id {self.job_id}, "
+            f"queue {self.queue!r}): {self.error}"
+        )
 
 
 class Worker:
@@ -98,6 +124,8 @@ class Worker:
     Attributes:
         running: the jobs this worker holds, by id: running, or claimed ahead
             and waiting for a slot.
+        fatal: the first failure classified fatal (``fatal_on``,
+            ``App.classify``), which stopped the worker; ``None`` otherwise.
     """
 
     _settlement: Settlement  # made once the backend is open (run)
@@ -141,6 +169,7 @@ class Worker:
         self.services = list(services)
         self.running: dict[str, Running] = {}
         self.processed = 0
+        self.fatal: FatalFailure | None = None
         self._dispatch = Dispatch()
         self._slot_freed = anyio.Event()
         self._first_claim = anyio.Event()
@@ -384,6 +413,17 @@ class Worker:
             settlement.forget(job_id)
         else:
             settlement.put(outcome)
+            if outcome.error is not None and outcome.error.kind is ErrorKind.FATAL:
+                self._stop_on_fatal(running, outcome)
+
+    def _stop_on_fatal(self, running: Running, outcome: Outcome) -> None:
+        """Stop gracefully after a fatal failure, remembering the first one."""
+        assert outcome.error is not None
+        job = running.lease.job
+        if self.fatal is None:
+            self.fatal = FatalFailure(job.id, job.name, job.queue, outcome.error.one_line())
+            log.error("worker %s: %s; stopping so that it can be restarted", self.name, self.fatal)
+        self.stop()
 
     async def _drain(self) -> None:
         """After the fetch loop: wait for running jobs, then hand back what is left."""

@@ -19,6 +19,7 @@ from asyncq import (
     EnqueueAndWaitArgs,
     EnqueueArgs,
     EnqueueManyArgs,
+    FatalFailure,
     Handler,
     JobContext,
     JobDecorator,
@@ -177,6 +178,19 @@ async def check_other_schema_kinds(app: App) -> None:
 async def check_decorator_object(app: App) -> None:
     decorator = app.job(schema=Resize, timeout=timedelta(seconds=30), dead_on=(KeyError,))
     assert_type(decorator, JobDecorator[Resize])
+
+
+async def check_failure_classes(app: App) -> None:
+    decorator = app.job(schema=Resize, fatal_on=(MemoryError,), dead_on=(KeyError,))
+    assert_type(decorator, JobDecorator[Resize])
+    app.classify(ConnectionError, "transient")
+    app.classify((KeyError, ValueError), "permanent")
+    app.classify(lambda exc: "out of memory" in str(exc), "fatal")
+    app.classify(OSError, "deadly")  # type: ignore[arg-type]
+    app.classify("OSError", "fatal")  # type: ignore[arg-type]
+    app.job(schema=Resize, fatal_on=("MemoryError",))  # type: ignore[arg-type]
+    worker = await app.run_worker(concurrency=1)
+    assert_type(worker.fatal, FatalFailure | None)
 
 
 async def check_producer_handles(app: App) -> None:
