@@ -27,6 +27,7 @@ from ._render import Unshowable, json_printable, printable
 
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_FATAL",
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
     "CommandError",
@@ -56,6 +57,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILED = 1
 #: usage: bad arguments, payload, job name, queue or backend URL; an app that cannot be loaded
 EXIT_USAGE = 2
+#: ``run``: the worker stopped after a failure classified fatal (``fatal_on``,
+#: ``App.classify``); its supervisor should restart it
+EXIT_FATAL = 3
 #: ``run`` interrupted before the worker listened for signals (128 + SIGINT)
 EXIT_INTERRUPTED = 130
 

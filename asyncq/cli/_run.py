@@ -14,6 +14,7 @@ from .._health import HealthServer
 from .._logging import configure_logging
 from ..exceptions import AsyncqError, ConfigurationError
 from ._base import (
+    EXIT_FATAL,
     EXIT_INTERRUPTED,
     CommandError,
     Verb,
@@ -25,6 +26,7 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
+    from .._worker import FatalFailure
     from .._worker_types import WorkerOptions
 
 __all__ = ["run"]
@@ -99,7 +101,10 @@ def run(
     health_port: int | None,
     health_host: str,
 ) -> None:
-    """Run a worker for MODULE:APP until SIGTERM/SIGINT (a second signal stops at once)."""
+    """Run a worker for MODULE:APP until SIGTERM/SIGINT (a second signal stops at once).
+
+    A failure classified fatal stops it too, and it exits 3.
+    """
     configure_logging(log_level, log_format)
     app = load_app(app_path)
     if backend:
@@ -115,6 +120,7 @@ def run(
     if queues:
         options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
     health = None if health_port is None else HealthServer(health_host, health_port)
+    fatal: list[FatalFailure] = []
 
     async def serve() -> None:
         try:
@@ -126,7 +132,9 @@ def run(
                     msg = f"cannot serve health probes on {health_host}:{health_port}: {exc}"
                     raise CommandError(msg) from exc
                 options["services"] = [health.serve]
-            await app.run_worker(**options)
+            worker = await app.run_worker(**options)
+            if worker.fatal is not None:
+                fatal.append(worker.fatal)
         finally:
             await app.close()
 
@@ -148,6 +156,8 @@ def run(
         if not all(isinstance(leaf, AsyncqError | CommandError) for leaf in found):
             log.error("the worker stopped on an unexpected error", exc_info=exc)
         raise
+    if fatal:
+        fail(f"the worker stopped on a {fatal[0]}", code=EXIT_FATAL)
 
 
 def loop_options(loop: str) -> dict[str, Any]:
