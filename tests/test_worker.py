@@ -355,6 +355,7 @@ async def test_thousand_jobs_via_enqueue_many_all_complete(app: App) -> None:
 
 
 async def test_unknown_job_name_is_dead_lettered_with_the_reason(app: App) -> None:
+    app.unknown_job_grace = 0  # no grace period for rolling deploys (tests/test_rolling_deploys.py)
     producer = App("producer", backend=app.backend)
     ghost = producer.handle("no.such.job", schema=Nothing)
 

@@ -38,7 +38,8 @@ HEALTHY = 12
 #: what the CLI loads: an app of its own, which each command opens and closes
 APP = f"{__name__}:operated"
 
-app = App("poison")
+# A name no worker knows is dead at once only without a grace period for rolling deploys.
+app = App("poison", unknown_job_grace=0)
 operated = App("poison-ops")
 
 
