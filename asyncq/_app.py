@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -23,7 +22,7 @@ from ._logging import job_fields
 from ._middleware import Middleware
 from ._options import name_problem
 from ._records import JobRecord
-from ._retry import FAILURE_CLASSES, FailureClass, RetryPolicy, seconds
+from ._retry import Classifier, FailureClass, RetryPolicy, classifier, seconds
 from ._telemetry import Telemetry, default_telemetry
 from .backends import DEFAULT_URL, from_url
 from .backends.base import ENQUEUE_WAITED, Backend
@@ -48,23 +47,6 @@ Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
 
 #: How long a job whose name no worker knows is handed back before it is dead (10 min).
 UNKNOWN_JOB_GRACE = 600.0
-
-
-class Classifier:
-    """One ``App.classify`` rule: which exceptions it matches, and their class."""
-
-    __slots__ = ("failure_class", "match", "what")
-
-    def __init__(
-        self, match: Callable[[BaseException], bool], failure_class: FailureClass, what: str
-    ) -> None:
-        self.match = match
-        self.failure_class: FailureClass = failure_class
-        #: names the rule in logs: the exception types or the predicate
-        self.what = what
-
-    def __repr__(self) -> str:
-        return f"Classifier({self.what}, {self.failure_class!r})"
 
 
 class JobDecorator(Generic[T]):
@@ -274,30 +256,7 @@ class App:
             ConfigurationError: ``failure_class`` is not one of the three, or
                 ``match`` is neither exception classes nor a callable.
         """
-        if failure_class not in FAILURE_CLASSES:
-            msg = (
-                f"failure class must be one of {', '.join(map(repr, FAILURE_CLASSES))}, "
-                f"got {failure_class!r}"
-            )
-            raise ConfigurationError(msg)
-        types = match if isinstance(match, tuple) else (match,)
-        if all(inspect.isclass(t) and issubclass(t, BaseException) for t in types) and types:
-            exc_types: tuple[type[BaseException], ...] = types  # type: ignore[assignment]
-            what = ", ".join(t.__qualname__ for t in exc_types)
-
-            def matches(exc: BaseException) -> bool:
-                return isinstance(exc, exc_types)
-
-            self.classifiers.append(Classifier(matches, failure_class, what))
-            return
-        if isinstance(match, tuple) or inspect.isclass(match) or not callable(match):
-            msg = (
-                "classify() takes an exception class, a tuple of them, or a predicate "
-                f"taking the exception; got {match!r}"
-            )
-            raise ConfigurationError(msg)
-        what = getattr(match, "__qualname__", repr(match))
-        self.classifiers.append(Classifier(match, failure_class, what))
+        self.classifiers.append(classifier(match, failure_class))
 
     def include(self, *handlers: Handler[Any, Any]) -> None:
         """Register handlers made elsewhere (for example by another ``App``'s decorator).

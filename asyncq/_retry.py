@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Literal, TypeAlias
 
 from .exceptions import ConfigurationError
 
-__all__ = ["FAILURE_CLASSES", "FailureClass", "RetryPolicy", "seconds"]
+__all__ = ["FAILURE_CLASSES", "Classifier", "FailureClass", "RetryPolicy", "classifier", "seconds"]
 
 #: What a failed attempt means: ``transient`` (retry per the policy),
 #: ``permanent`` (dead letter now) or ``fatal`` (retry per the policy, and stop
@@ -191,3 +192,55 @@ def _exception_types(what: str, value: object) -> tuple[type[BaseException], ...
             raise ConfigurationError(msg)
         checked.append(item)
     return tuple(checked)
+
+
+class Classifier:
+    """One ``App.classify`` rule: which exceptions it matches, and their class."""
+
+    __slots__ = ("failure_class", "match", "what")
+
+    def __init__(
+        self, match: Callable[[BaseException], bool], failure_class: FailureClass, what: str
+    ) -> None:
+        self.match = match
+        self.failure_class: FailureClass = failure_class
+        #: names the rule in logs: the exception types or the predicate
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.what}, {self.failure_class!r})"
+
+
+def classifier(
+    match: type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool],
+    failure_class: FailureClass,
+) -> Classifier:
+    """The ``App.classify`` rule for ``match`` (exception classes or a predicate).
+
+    Raises:
+        ConfigurationError: ``failure_class`` is not one of the three, or
+            ``match`` is neither exception classes nor a callable.
+    """
+    if failure_class not in FAILURE_CLASSES:
+        msg = (
+            f"failure class must be one of {', '.join(map(repr, FAILURE_CLASSES))}, "
+            f"got {failure_class!r}"
+        )
+        raise ConfigurationError(msg)
+    types = match if isinstance(match, tuple) else (match,)
+    if all(inspect.isclass(t) and issubclass(t, BaseException) for t in types) and types:
+        exc_types: tuple[type[BaseException], ...] = types  # type: ignore[assignment]
+        what = ", ".join(t.__qualname__ for t in exc_types)
+
+        def matches(exc: BaseException) -> bool:
+            return isinstance(exc, exc_types)
+
+        return Classifier(matches, failure_class, what)
+    if isinstance(match, tuple) or inspect.isclass(match) or not callable(match):
+        msg = (
+            "classify() takes an exception class, a tuple of them, or a predicate "
+            f"taking the exception; got {match!r}"
+        )
+        raise ConfigurationError(msg)
+    what = getattr(match, "__qualname__", repr(match))
+    return Classifier(match, failure_class, what)
