@@ -108,6 +108,7 @@ from ..base import (
     Retention,
     SettlesOnClaim,
     check_outcomes,
+    stored_as_given,
 )
 from . import codec
 from .admin import _Operations
@@ -406,7 +407,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
                 notices.unexpect(job.id)
             raise
         for job, kept in zip(jobs, stored, strict=True):
-            if kept.id != job.id:
+            if not stored_as_given(job, kept):  # its key or its id was taken
                 notices.unexpect(job.id)
         return stored
 
