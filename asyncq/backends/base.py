@@ -307,8 +307,9 @@ class Backend(Protocol):
         key in one batch behave as if enqueued in order.
 
         The ``id`` is fresh, or chosen by the caller. A job whose ``id`` is
-        already stored, in any state (until ``purge``, ``prune`` or a removal
-        deletes it), is not stored either, nor anything of it changed, and
+        already stored, in any state and any queue (until ``purge``,
+        ``prune`` or a removal deletes it; a Redis Cluster checks its queue
+        only), is not stored either, nor anything of it changed, and
         its key is not taken: its slot is the existing job, found in the same
         atomic step as the insert. The id is checked before the key. Since its
         id is the submitted one, callers tell it apart by its ``enqueued_at``,

@@ -18,7 +18,7 @@ import pytest
 from msgspec.structs import replace
 
 from asyncq._records import ErrorKind, JobRecord, JobState, Lease, Outcome
-from asyncq.backends.base import Backend, stored_as_given
+from asyncq.backends.base import ENQUEUE_WAITED, Backend, stored_as_given
 from asyncq.exceptions import BackendError
 
 from . import _records as r
@@ -1337,3 +1337,19 @@ async def test_enqueue_id_is_free_again_after_purge(backend: Backend) -> None:
         assert stored_as_given(again, stored)
         assert (await get(backend, "order-42")).payload == b"again"
         assert (await get(backend, "order-42")).state is JobState.QUEUED
+
+
+async def test_a_waited_enqueue_of_a_finished_id_reads_the_job(backend: Backend) -> None:
+    waited = ENQUEUE_WAITED.of(backend)
+    if waited is None:
+        pytest.skip(f"{type(backend).__name__} does not implement EnqueuesWaited (optional)")
+    with anyio.fail_after(BOUND):
+        done = await finished(backend, with_id("order-42"), r.completed)
+        again = with_id("order-42", payload=b"other")
+        [stored] = await waited.enqueue_waited([again])
+        assert not stored_as_given(again, stored)
+        # Nothing will announce the end of a job that ended before: the wait reads it.
+        with anyio.fail_after(PROMPT):
+            found = await backend.wait_finished("order-42")
+        assert found is not None
+        assert (found.state, found.result) == (JobState.COMPLETED, done.result)
