@@ -11,7 +11,14 @@ from ._context import JobContext, current_job
 from ._handler import Handler, JobHandle, JobOptions
 from ._instrumentation import Instrumentation
 from ._middleware import CallNext, Middleware
-from ._options import EnqueueAndWaitArgs, EnqueueArgs, EnqueueManyArgs, KeyArgs, ScheduleArgs
+from ._options import (
+    EnqueueAndWaitArgs,
+    EnqueueArgs,
+    EnqueueManyArgs,
+    ItemArgs,
+    KeyArgs,
+    ScheduleArgs,
+)
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState
 from ._retry import FailureClass, RetryPolicy
 from ._telemetry import Telemetry
@@ -47,6 +54,7 @@ __all__ = [
     "FatalFailure",
     "Handler",
     "Instrumentation",
+    "ItemArgs",
     "JobCancelled",
     "JobContext",
     "JobDecorator",

@@ -21,9 +21,11 @@ from ._options import (
     EnqueueArgs,
     EnqueueManyArgs,
     EnqueueOptions,
+    ItemArgs,
 )
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
+from .backends.base import stored_as_given
 from .exceptions import BackendError, ConfigurationError, JobCancelled, JobFailed, JobNotFound
 
 if TYPE_CHECKING:
@@ -149,7 +151,7 @@ class Handler(Generic[T, R]):
         elif options.delay is not None:
             scheduled_at = now + seconds(options.delay)
         return JobRecord(
-            id=new_job_id(),
+            id=new_job_id() if options.id is None else options.id,
             name=self.name,
             queue=queue,
             payload=data,
@@ -171,9 +173,10 @@ class Handler(Generic[T, R]):
         """Validate and store one job; return its handle.
 
         Keyword options: see ``EnqueueArgs`` (each overrides the job's own).
-        With a ``key`` whose job is pending, running or completed within its
-        result TTL, the existing job's handle comes back (``handle.created``
-        is False).
+        With an ``id`` already stored (in any state), or a ``key`` whose job
+        is pending, running or completed within its result TTL, the existing
+        job's handle comes back and nothing is stored (``handle.created`` is
+        False).
 
         Args:
             payload: the job's input, checked against the schema.
@@ -197,11 +200,21 @@ class Handler(Generic[T, R]):
     ) -> JobHandle[R]:
         """Store one built record; its handle (``waited``: see ``App.enqueue_records``)."""
         (stored,) = await self.app.enqueue_records([job], connection=connection, waited=waited)
-        return JobHandle(self.app, stored.id, self.result_codec, created=stored.id == job.id)
+        return JobHandle(
+            self.app, stored.id, self.result_codec, created=stored_as_given(job, stored)
+        )
+
+    def get_job(self, job_id: str) -> JobHandle[R]:
+        """A handle for a stored job of this handler, whose result decodes to ``R``.
+
+        Like ``app.get_job``, it reads nothing: a wrong id shows when the
+        handle is used (``JobNotFound``).
+        """
+        return JobHandle(self.app, job_id, self.result_codec)
 
     async def enqueue_many(
         self,
-        payloads: Iterable[T],
+        payloads: Iterable[T | tuple[T, ItemArgs]],
         /,
         *,
         connection: object | None = None,
@@ -210,33 +223,70 @@ class Handler(Generic[T, R]):
         """Validate every payload, then store them all in one backend call.
 
         Keyword options: see ``EnqueueManyArgs``; they apply to every job.
-        There is no ``key``, which names one job. If any payload is invalid,
-        nothing is stored.
+        What names one job, its ``id`` and ``key``, goes with its payload: an
+        item is a payload, or a ``(payload, ItemArgs)`` pair::
+
+            await resize.enqueue_many([
+                Image(url="a.png"),
+                (Image(url="b.png"), {"id": "img-b", "key": "b.png"}),
+            ])
+
+        (A payload that is itself a 2-tuple ending in a dict is given as
+        ``(payload, {})``.) Handles come back in order; an item whose id or key
+        was taken, also by an earlier item of the batch, has ``created``
+        False. If any item is invalid, nothing is stored.
 
         Raises:
             ValidationError: a payload does not match the schema (the message names it).
-            ConfigurationError: an option is invalid; nothing stored.
+            ConfigurationError: an option, an id or a key is invalid; nothing stored.
         """
-        if "key" in options:  # typed callers cannot; the same error for the others
-            msg = "Handler.enqueue_many() got an unexpected keyword argument 'key'"
-            raise TypeError(msg)
+        for named in ("id", "key"):
+            if named in options:  # typed callers cannot; the same error for the others
+                msg = f"Handler.enqueue_many() got an unexpected keyword argument {named!r}"
+                raise TypeError(msg)
         checked = EnqueueOptions.of(options, self.name, "Handler.enqueue_many")
         now = time.time()
-        jobs = [self._record(p, checked, now) for p in payloads]
+        jobs: list[JobRecord] = []
+        named_items = False
+        for item in payloads:
+            if type(item) is tuple and len(item) == 2 and isinstance(item[1], dict):
+                payload, item_args = item
+                jobs.append(self._record(payload, self._item_options(options, item_args), now))
+                named_items = True
+            else:
+                jobs.append(self._record(typing.cast("T", item), checked, now))
         stored = await self.app.enqueue_records(jobs, connection=connection)
-        codec = self.result_codec
-        return [
-            JobHandle(self.app, s.id, codec, created=s.id == j.id)
+        app, codec = self.app, self.result_codec
+        handles = [
+            JobHandle(app, s.id, codec, created=stored_as_given(j, s))
             for s, j in zip(stored, jobs, strict=True)
         ]
+        if named_items:
+            # The same id twice: the store answers the later one with the
+            # earlier one, as stored, so only its first handle was created.
+            seen: set[str] = set()
+            for handle in handles:
+                if handle.id in seen:
+                    handle.created = False
+                seen.add(handle.id)
+        return handles
+
+    def _item_options(self, options: EnqueueManyArgs, item_args: ItemArgs) -> EnqueueOptions:
+        """The checked options of one ``(payload, ItemArgs)`` item of ``enqueue_many``."""
+        unknown = sorted(item_args.keys() - {"id", "key"})
+        if unknown:
+            msg = f"Handler.enqueue_many() item options got an unexpected key {unknown[0]!r}"
+            raise TypeError(msg)
+        return EnqueueOptions.of({**options, **item_args}, self.name, "Handler.enqueue_many")
 
     async def enqueue_and_wait(
         self, payload: T, /, *, timeout: float | None = None, **options: Unpack[EnqueueAndWaitArgs]
     ) -> R:
         """Enqueue, then wait for the result (request/response).
 
-        The wait is woken by the store's push, not by polling. With a ``key``
-        whose job already completed, the stored result comes back at once.
+        The wait is woken by the store's push, not by polling. With an ``id``
+        or a ``key`` whose job already completed, the stored result comes
+        back at once.
 
         Args:
             payload: the job's input, checked against the schema.
@@ -280,7 +330,8 @@ class JobHandle(Generic[R]):
 
     Attributes:
         id: the job's id; ``app.get_job(id)`` rebuilds a handle in any process.
-        created: False when ``enqueue`` found an existing job with the same key.
+        created: False when ``enqueue`` found an existing job with the same
+            id or key, and stored nothing.
     """
 
     __slots__ = ("_app", "_codec", "created", "id")

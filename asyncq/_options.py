@@ -6,7 +6,8 @@ and documented once:
 
 - ``EnqueueArgs``: ``Handler.enqueue`` and ``record``; ``Admin.enqueue`` and
   ``enqueue_json`` (and so ``asyncq enqueue``).
-- ``EnqueueManyArgs``: ``Handler.enqueue_many``; no ``key``, which names one job.
+- ``EnqueueManyArgs``: ``Handler.enqueue_many``; no ``id`` nor ``key``, which
+  name one job: those go per item, as ``(payload, ItemArgs)``.
 - ``EnqueueAndWaitArgs``: ``Handler.enqueue_and_wait``; the job's deadline is
   ``job_timeout`` there, since its own ``timeout`` is how long the caller waits.
 
@@ -14,7 +15,7 @@ and documented once:
 which checks them; ``Handler`` turns that and the job's defaults
 (``JobOptions``) into a ``JobRecord``.
 
-The rules for names (queues, jobs, idempotency keys) live here too: enqueue
+The rules for names (queues, jobs, idempotency keys, job ids) live here too: enqueue
 options check them, and so does ``App`` when a job is registered.
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "EnqueueArgs",
     "EnqueueManyArgs",
     "EnqueueOptions",
+    "ItemArgs",
     "KeyArgs",
     "ScheduleArgs",
     "name_problem",
@@ -62,16 +64,26 @@ class ScheduleArgs(TypedDict, total=False):
     max_attempts: int | None
 
 
-class KeyArgs(TypedDict, total=False):
-    """The option of the ways of enqueueing one job.
+class ItemArgs(TypedDict, total=False):
+    """What names one job: its id and its idempotency key (per item of ``enqueue_many``).
 
     Attributes:
+        id: the job's id, chosen by the caller (at most ``MAX_KEY_LENGTH``
+            characters, no control characters). While a job with this id is
+            stored, in any state, until it is purged or removed, enqueueing
+            returns that job's handle instead and stores nothing
+            (``handle.created`` is False). Unset: a fresh id.
         key: idempotency key: while a job with this key (in its queue) is
             pending, running, or completed within its result TTL, enqueueing
             returns that job's handle instead (``handle.created`` is False).
     """
 
+    id: str | None
     key: str | None
+
+
+class KeyArgs(ItemArgs, total=False):
+    """The options of the ways of enqueueing one job: ``id`` and ``key`` (see ``ItemArgs``)."""
 
 
 class EnqueueManyArgs(ScheduleArgs, total=False):
@@ -88,8 +100,8 @@ class EnqueueManyArgs(ScheduleArgs, total=False):
 class EnqueueArgs(EnqueueManyArgs, KeyArgs, total=False):
     """The options of ``Handler.enqueue``, ``record``, ``Admin.enqueue`` and ``enqueue_json``.
 
-    Those of ``EnqueueManyArgs`` (``ScheduleArgs`` and ``timeout``), and ``key``
-    (``KeyArgs``). Name it to pass options around typed::
+    Those of ``EnqueueManyArgs`` (``ScheduleArgs`` and ``timeout``), and ``id``
+    and ``key`` (``KeyArgs``). Name it to pass options around typed::
 
         urgent: EnqueueArgs = {"priority": 10, "queue": "fast"}
         await charge.enqueue(payload, **urgent)
@@ -97,7 +109,7 @@ class EnqueueArgs(EnqueueManyArgs, KeyArgs, total=False):
 
 
 class EnqueueAndWaitArgs(ScheduleArgs, KeyArgs, total=False):
-    """The options of ``Handler.enqueue_and_wait``: ``ScheduleArgs``, ``key`` and the deadline.
+    """The options of ``Handler.enqueue_and_wait``: ``ScheduleArgs``, ``id``, ``key``, the deadline.
 
     Attributes:
         job_timeout: seconds one attempt may run: the job's deadline (what
@@ -115,7 +127,8 @@ class EnqueueAndWaitArgs(ScheduleArgs, KeyArgs, total=False):
 #: such limit.
 MAX_NAME_LENGTH = 200
 
-#: The longest idempotency key, in characters (see ``MAX_NAME_LENGTH``): room
+#: The longest idempotency key or caller-chosen job id, in characters (see
+#: ``MAX_NAME_LENGTH``; an id alone is the jobs' primary key): room
 #: for any id, hash or composite key; a longer natural key can be hashed.
 MAX_KEY_LENGTH = 400
 
@@ -135,7 +148,7 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     Raises:
         ConfigurationError: both ``delay`` and ``at``, a naive ``at``, a
             priority or ``max_attempts`` that is not an int, ``max_attempts``
-            below 1, a ``timeout`` that is not positive, or a queue or key
+            below 1, a ``timeout`` that is not positive, or a queue, key or id
             that breaks the rules for names (see ``name_problem``).
     """
 
@@ -143,6 +156,7 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     at: datetime | None = None
     priority: int | None = None
     key: str | None = None
+    id: str | None = None
     queue: str | None = None
     timeout: float | None = None
     max_attempts: int | None = None
@@ -164,6 +178,8 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
         if self.queue is not None and (problem := name_problem("queue", self.queue)):
             _invalid(problem)
         if self.key is not None and (problem := name_problem("key", self.key, MAX_KEY_LENGTH)):
+            _invalid(problem)
+        if self.id is not None and (problem := name_problem("id", self.id, MAX_KEY_LENGTH)):
             _invalid(problem)
 
     @classmethod
@@ -203,7 +219,7 @@ _FIELDS = frozenset(EnqueueOptions.__struct_fields__)
 def name_problem(what: str, name: object, limit: int = MAX_NAME_LENGTH) -> str | None:
     """What breaks the rules for names in ``name``; ``None`` when nothing does.
 
-    A name (``what``: "queue", "job name", "key") is a non-empty ``str`` of at
+    A name (``what``: "queue", "job name", "key", "id") is a non-empty ``str`` of at
     most ``limit`` characters holding no control character (see ``_CONTROL``).
     """
     if type(name) is str and name and len(name) <= limit and _CONTROL.search(name) is None:

@@ -428,7 +428,7 @@ async def test_enqueue_many_and_enqueue_and_wait_take_the_options_of_enqueue() -
 def test_the_typed_option_sets_are_the_fields_of_enqueue_options() -> None:
     fields = set(EnqueueOptions.__struct_fields__)
     assert EnqueueArgs.__optional_keys__ == fields
-    assert EnqueueManyArgs.__optional_keys__ == fields - {"key"}
+    assert EnqueueManyArgs.__optional_keys__ == fields - {"key", "id"}
     assert EnqueueAndWaitArgs.__optional_keys__ == fields - {"timeout"} | {"job_timeout"}
     assert not EnqueueArgs.__required_keys__
 
@@ -530,3 +530,116 @@ async def test_enqueue_and_wait_tells_the_backend_it_will_wait() -> None:
     # Only the waited-for job went through enqueue_waited; the hook saw both.
     assert len(hook.sent) == 2
     assert backend.waited == hook.sent[:1]
+
+
+# -- caller-chosen ids --------------------------------------------------------------
+
+
+class Receipt(msgspec.Struct):
+    url: str
+    width: int
+
+
+@pytest.mark.anyio
+async def test_enqueue_with_an_id_stores_it_once() -> None:
+    app = App("ids", backend=MemoryBackend())
+    resize = app.job(schema=Resize, name="resize")(resize_fn)
+    with anyio.fail_after(5):
+        async with app:
+            first = await resize.enqueue(Resize("a", 1), id="order-42")
+            again = await resize.enqueue(Resize("b", 2), id="order-42", priority=9)
+            other = await resize.enqueue(Resize("c", 3))
+            job = await again.info()
+    assert (first.id, first.created) == ("order-42", True)
+    assert (again.id, again.created) == ("order-42", False)
+    assert other.created
+    assert other.id != "order-42"
+    assert msgspec.msgpack.decode(job.payload, type=Resize) == Resize("a", 1)
+    assert job.priority == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("job_id", "problem"),
+    [("", "non-empty"), ("x" * 401, "limit is 400"), ("a\nb", "control character"), (7, "str")],
+)
+async def test_enqueue_refuses_a_bad_id(job_id: object, problem: str) -> None:
+    backend = MemoryBackend()
+    app = App("ids", backend=backend)
+    resize = app.job(schema=Resize, name="resize")(resize_fn)
+    with anyio.fail_after(5):
+        async with app:
+            with pytest.raises(ConfigurationError, match=rf"job 'resize': id .*{problem}"):
+                await resize.enqueue(Resize("a", 1), id=job_id)  # type: ignore[arg-type]
+            with pytest.raises(ConfigurationError, match=problem):
+                await resize.enqueue_many([(Resize("a", 1), {"id": job_id})])  # type: ignore[typeddict-item]
+            assert await backend.list_jobs() == []
+
+
+@pytest.mark.anyio
+async def test_enqueue_many_takes_ids_and_keys_per_item() -> None:
+    backend = MemoryBackend()
+    app = App("ids", backend=backend)
+    resize = app.job(schema=Resize, name="resize")(resize_fn)
+    with anyio.fail_after(5):
+        async with app:
+            await resize.enqueue(Resize("old", 0), id="taken")
+            handles = await resize.enqueue_many(
+                [
+                    Resize("plain", 1),
+                    (Resize("a", 2), {"id": "a", "key": "k"}),
+                    (Resize("b", 3), {"key": "k"}),
+                    (Resize("c", 4), {"id": "taken"}),
+                    (Resize("d", 5), {"id": "a"}),
+                    (Resize("e", 6), {}),
+                ],
+                priority=4,
+            )
+            stored = [await h.info() for h in handles]
+            with pytest.raises(TypeError, match="'queue'"):
+                await resize.enqueue_many([(Resize("x", 1), {"queue": "q"})])  # type: ignore[typeddict-unknown-key]
+            with pytest.raises(TypeError, match="'id'"):
+                await resize.enqueue_many([Resize("x", 1)], id="x")  # type: ignore[call-arg]
+    assert [h.created for h in handles] == [True, True, False, False, False, True]
+    assert [h.id for h in handles][1:5] == ["a", "a", "taken", "a"]
+    widths = [msgspec.msgpack.decode(j.payload, type=Resize).width for j in stored]
+    assert widths == [1, 2, 2, 0, 2, 6]
+    assert stored[0].priority == stored[1].priority == 4
+    assert len(await backend.list_jobs()) == 4
+
+
+@pytest.mark.anyio
+async def test_enqueue_and_wait_on_a_completed_id_returns_the_stored_result() -> None:
+    app = App("ids", backend=MemoryBackend())
+    calls: list[int] = []
+
+    @app.job(schema=Resize, name="resize")
+    async def resize(payload: Resize) -> Receipt:
+        calls.append(payload.width)
+        return Receipt(payload.url, payload.width)
+
+    with anyio.fail_after(10):
+        async with app:
+            async with app.worker(concurrency=1):
+                first = await resize.enqueue_and_wait(Resize("a", 1), id="r-1", timeout=5)
+            again = await resize.enqueue_and_wait(Resize("b", 2), id="r-1", timeout=5)
+    assert first == again == Receipt("a", 1)
+    assert calls == [1]
+
+
+@pytest.mark.anyio
+async def test_handler_get_job_decodes_the_result_type() -> None:
+    app = App("ids", backend=MemoryBackend())
+
+    @app.job(schema=Resize, name="resize")
+    async def resize(payload: Resize) -> Receipt:
+        return Receipt(payload.url, payload.width)
+
+    with anyio.fail_after(10):
+        async with app:
+            async with app.worker(concurrency=1):
+                await resize.enqueue_and_wait(Resize("a", 1), id="r-1", timeout=5)
+            typed = await resize.get_job("r-1").result(timeout=5)
+            loose = await app.get_job("r-1").result(timeout=5)
+    assert typed == Receipt("a", 1)
+    assert loose == {"url": "a", "width": 1}

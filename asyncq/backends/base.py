@@ -125,6 +125,7 @@ __all__ = [
     "SettlesOnClaim",
     "check_outcomes",
     "purgeable",
+    "stored_as_given",
 ]
 
 _P = TypeVar("_P")
@@ -134,6 +135,16 @@ _DAY = 86_400.0
 OUTCOME_STATES = frozenset(
     {JobState.COMPLETED, JobState.FAILED, JobState.DEAD, JobState.CANCELLED, JobState.QUEUED}
 )
+
+
+def stored_as_given(submitted: JobRecord, returned: JobRecord) -> bool:
+    """Whether ``enqueue`` stored ``submitted``, rather than return a job it found.
+
+    ``returned`` is the slot of ``submitted`` in ``enqueue``'s result. A job
+    holding the key has another id; a job stored under the same (caller-chosen)
+    id has another ``enqueued_at``, since the producer stamps it on each call.
+    """
+    return returned.id == submitted.id and returned.enqueued_at == submitted.enqueued_at
 
 
 def check_outcomes(outcomes: Sequence[Outcome]) -> None:
@@ -281,7 +292,7 @@ class Backend(Protocol):
     ) -> list[JobRecord]:
         """Store new jobs; return, for each input in order, the job as stored.
 
-        Each input has ``attempts == 0``, a fresh ``id``, ``enqueued_at`` and
+        Each input has ``attempts == 0``, an ``id``, ``enqueued_at`` and
         ``scheduled_at`` set by the producer. A job asked for now
         (``scheduled_at <= enqueued_at``) is stored ``queued`` and ready at
         once whatever the clocks say: a backend whose clock is behind the
@@ -294,6 +305,20 @@ class Backend(Protocol):
         slot in the result is the existing job, so callers tell the two apart
         by ``returned.id != submitted.id``. Two inputs with the same queue and
         key in one batch behave as if enqueued in order.
+
+        The ``id`` is fresh, or chosen by the caller. A job whose ``id`` is
+        already stored, in any state and any queue (until ``purge``,
+        ``prune`` or a removal deletes it; a Redis Cluster checks its queue
+        only), is not stored either, nor anything of it changed, and
+        its key is not taken: its slot is the existing job, found in the same
+        atomic step as the insert. The id is checked before the key. Since its
+        id is the submitted one, callers tell it apart by its ``enqueued_at``,
+        which the producer stamps on each call and every store returns as
+        given: ``stored_as_given(submitted, returned)`` is the one test for
+        both cases. Two inputs with the same id in one batch: the first is
+        stored, the second's slot is the first (as stored, so it passes that
+        test: a caller sending a repeated id tells the later ones apart
+        itself, as ``Handler.enqueue_many`` does).
 
         The batch is one round trip, and atomic where the store allows it
         (memory, SQLite, PostgreSQL: all or nothing). A ``queued`` job wakes

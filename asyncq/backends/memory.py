@@ -207,6 +207,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         now = self._clock()
         stored: list[JobRecord] = []
         for job in jobs:
+            existing = self._jobs.get(job.id)
+            if existing is not None:  # a caller-chosen id already stored
+                stored.append(existing)
+                continue
             if job.key is not None:
                 holder = self._key_holder(job.queue, job.key, now)
                 if holder is not None:

@@ -18,7 +18,7 @@ import pytest
 from msgspec.structs import replace
 
 from asyncq._records import ErrorKind, JobRecord, JobState, Lease, Outcome
-from asyncq.backends.base import Backend
+from asyncq.backends.base import ENQUEUE_WAITED, Backend, stored_as_given
 from asyncq.exceptions import BackendError
 
 from . import _records as r
@@ -1233,3 +1233,123 @@ async def test_prune_removes_expired_results(backend: Backend) -> None:
         listed = {j.id for j in await backend.list_jobs()}
         assert listed == {kept.id, forever.id, dead.id}
         assert (await counts(backend))[JobState.COMPLETED] == 2
+
+
+# -- caller-chosen ids --------------------------------------------------------------
+
+
+def with_id(job_id: str, **fields: object) -> JobRecord:
+    """A new job as a producer submits it, under the id its caller chose."""
+    return replace(r.job(**fields), id=job_id)  # type: ignore[arg-type]
+
+
+async def test_enqueue_caller_id_is_stored_as_given(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        job = with_id("order-42")
+        [stored] = await backend.enqueue([job])
+        assert stored_as_given(job, stored)
+        assert stored.id == "order-42"
+        assert (await get(backend, "order-42")).payload == job.payload
+        leases = await claim(backend)
+        assert list(leases) == ["order-42"]
+
+
+@pytest.mark.parametrize("ending", ["queued", "active", "completed", "dead", "cancelled"])
+async def test_enqueue_taken_id_returns_the_existing_job(backend: Backend, ending: str) -> None:
+    with anyio.fail_after(BOUND):
+        first = with_id("order-42", key="k1")
+        if ending == "queued":
+            await backend.enqueue([first])
+        elif ending == "active":
+            await claim_one(backend, first)
+        else:
+            outcome = {"completed": r.completed, "dead": r.dead, "cancelled": r.cancelled}
+            await finished(backend, first, outcome[ending])
+        before = await get(backend, "order-42")
+        assert before.state.value == ending
+        second = with_id("order-42", payload=b"other", key="k2")
+        [again] = await backend.enqueue([second])
+        assert not stored_as_given(second, again)
+        assert again.id == "order-42"
+        assert again.state is before.state
+        assert again.payload == first.payload
+        assert again.enqueued_at == first.enqueued_at
+        # Nothing of the second was stored, nor its key taken.
+        assert await get(backend, "order-42") == before
+        assert [j.id for j in await backend.list_jobs()] == ["order-42"]
+        fresh = r.job(key="k2")
+        [stored] = await backend.enqueue([fresh])
+        assert stored_as_given(fresh, stored)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+async def test_enqueue_id_taken_in_another_queue(backend: Backend, batch: int) -> None:
+    if getattr(backend, "_cluster", False):
+        pytest.skip("a Redis Cluster keeps ids unique per queue")
+    with anyio.fail_after(BOUND):
+        first = with_id("order-42", queue="a")
+        await backend.enqueue([first])
+        jobs = [with_id("order-42", queue="b", payload=b"other")]
+        jobs += [with_id(f"other-{i}", queue="b") for i in range(batch - 1)]
+        stored = await backend.enqueue(jobs)
+        assert not stored_as_given(jobs[0], stored[0])
+        assert stored[0].queue == "a"
+        assert stored[0].payload == first.payload
+        assert all(stored_as_given(j, s) for j, s in zip(jobs[1:], stored[1:], strict=True))
+        assert (await get(backend, "order-42")).queue == "a"
+        assert [j.id for j in await backend.list_jobs(queue="b")] == [j.id for j in jobs[1:]]
+
+
+async def test_enqueue_same_id_twice_in_one_batch(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        first, second, other = with_id("a"), with_id("a", payload=b"other"), with_id("b")
+        stored = await backend.enqueue([first, second, other])
+        assert [s.id for s in stored] == ["a", "a", "b"]
+        assert stored[1].payload == first.payload
+        assert (await get(backend, "a")).payload == first.payload
+        assert sorted(j.id for j in await backend.list_jobs()) == ["a", "b"]
+        assert (await counts(backend))[JobState.QUEUED] == 2
+
+
+async def test_enqueue_taken_id_in_a_large_batch(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        old = with_id("old-7")
+        await finished(backend, old, r.completed)
+        jobs = [with_id(f"new-{i}") for i in range(100)]
+        jobs[50] = with_id("old-7", payload=b"other")
+        stored = await backend.enqueue(jobs)
+        assert [s.id for s in stored] == [j.id for j in jobs]
+        assert [stored_as_given(j, s) for j, s in zip(jobs, stored, strict=True)] == [
+            i != 50 for i in range(100)
+        ]
+        assert stored[50].state is JobState.COMPLETED
+        assert (await counts(backend))[JobState.QUEUED] == 99
+
+
+async def test_enqueue_id_is_free_again_after_purge(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        await finished(backend, with_id("order-42"), r.dead)
+        purged = await backend.purge(states=[JobState.DEAD], older_than=time.time() + 1)
+        assert purged == 1
+        assert await backend.get("order-42") is None
+        again = with_id("order-42", payload=b"again")
+        [stored] = await backend.enqueue([again])
+        assert stored_as_given(again, stored)
+        assert (await get(backend, "order-42")).payload == b"again"
+        assert (await get(backend, "order-42")).state is JobState.QUEUED
+
+
+async def test_a_waited_enqueue_of_a_finished_id_reads_the_job(backend: Backend) -> None:
+    waited = ENQUEUE_WAITED.of(backend)
+    if waited is None:
+        pytest.skip(f"{type(backend).__name__} does not implement EnqueuesWaited (optional)")
+    with anyio.fail_after(BOUND):
+        done = await finished(backend, with_id("order-42"), r.completed)
+        again = with_id("order-42", payload=b"other")
+        [stored] = await waited.enqueue_waited([again])
+        assert not stored_as_given(again, stored)
+        # Nothing will announce the end of a job that ended before: the wait reads it.
+        with anyio.fail_after(PROMPT):
+            found = await backend.wait_finished("order-42")
+        assert found is not None
+        assert (found.state, found.result) == (JobState.COMPLETED, done.result)

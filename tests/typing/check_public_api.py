@@ -21,6 +21,7 @@ from asyncq import (
     EnqueueManyArgs,
     FatalFailure,
     Handler,
+    ItemArgs,
     JobContext,
     JobDecorator,
     JobHandle,
@@ -73,6 +74,17 @@ async def check_decorated_handler_types(app: App) -> None:
     assert_type(handle.id, str)
     assert_type(handle.created, bool)
     assert_type(await resize.enqueue_many([payload, payload]), list[JobHandle[bytes]])
+    items: list[Resize | tuple[Resize, ItemArgs]] = [payload, (payload, {"id": "a", "key": "k"})]
+    assert_type(await resize.enqueue_many(items), list[JobHandle[bytes]])
+    assert_type(await resize.enqueue_many([(payload, {"id": "b"})]), list[JobHandle[bytes]])
+    assert_type(await resize.enqueue(payload, id="order-42"), JobHandle[bytes])
+    assert_type(await resize.enqueue_and_wait(payload, id="order-42"), bytes)
+    assert_type(resize.get_job("order-42"), JobHandle[bytes])
+    assert_type(await resize.get_job("order-42").result(), bytes)
+    assert_type(app.get_job("order-42"), JobHandle[Any])
+    await resize.enqueue_many([(payload, {"queue": "q"})])  # type: ignore[typeddict-unknown-key]
+    await resize.enqueue_many([payload], id="x")  # type: ignore[call-arg]
+    await resize.enqueue(payload, id=42)  # type: ignore[arg-type]
     assert_type(await resize(payload), bytes)  # a direct call, as in unit tests
     assert_type(resize.record(payload), JobRecord)
 

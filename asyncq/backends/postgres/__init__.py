@@ -54,6 +54,7 @@ from ..base import (
     Outcome,
     Retention,
     check_outcomes,
+    stored_as_given,
 )
 from . import sql
 from .admin import (
@@ -286,7 +287,7 @@ class PostgresBackend(_Operations):
                 listener.unexpect(job_id)
             raise
         for job, kept in zip(jobs, stored, strict=True):
-            if kept.id != job.id:
+            if not stored_as_given(job, kept):  # its key or its id was taken
                 listener.unexpect(job.id)
         return stored
 

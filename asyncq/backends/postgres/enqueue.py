@@ -2,8 +2,9 @@
 
 ``store`` sends a batch by the cheapest statement that keeps ``enqueue``'s
 contract (see ``sql``), then matches the reply to the inputs: each input is
-stored as given, or stands for the live job already holding its key (or its
-id, a batch retried after its reply was lost).
+stored as given, or stands for the live job already holding its key, or the
+job already stored under its id (a caller-chosen id, or a batch retried after
+its reply was lost).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ async def store(
     stored: list[JobRecord | None] = []
     batch_holders: dict[tuple[str, str], JobRecord] = {}
     for job in jobs:
-        state = inserted.get(job.id)
+        # Popped: the same (caller-chosen) id again in the batch is the first as stored.
+        state = inserted.pop(job.id, None)
         if state is not None:
             record = job if job.state.value == state else replace(job, state=JobState(state))
             if job.key is not None:

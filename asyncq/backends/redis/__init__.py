@@ -27,7 +27,11 @@ cluster, whose script cannot reach other slots). An entry whose job never
 got stored (a held idempotency key, a crash in between) or is gone points to
 a queue without that job: a lookup then finds nothing, as it should. Entries
 go when ``prune`` and ``purge`` delete jobs. Lease tokens end with the queue
-name, so ``settle`` needs no lookup.
+name, so ``settle`` needs no lookup. The index also keeps a caller-chosen id
+unique across queues: on a single server the enqueue script reads an id's
+entry and, when it names another queue holding the job, answers with that
+job. A cluster's script cannot reach the index, so there an id is unique per
+queue only.
 
 Round trips: outside a cluster the scripts go over a connection of the
 backend's own (``transport.Direct``), hiredis packing their arguments in
@@ -108,6 +112,7 @@ from ..base import (
     Retention,
     SettlesOnClaim,
     check_outcomes,
+    stored_as_given,
 )
 from . import codec
 from .admin import _Operations
@@ -406,7 +411,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
                 notices.unexpect(job.id)
             raise
         for job, kept in zip(jobs, stored, strict=True):
-            if kept.id != job.id:
+            if not stored_as_given(job, kept):  # its key or its id was taken
                 notices.unexpect(job.id)
         return stored
 

@@ -36,6 +36,9 @@ from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
+# The columns of SELECT_JOB, for select_by_ids.
+_JOB_COLUMNS = SELECT_JOB.removeprefix("SELECT ").removesuffix(" FROM asyncq_jobs")
+
 #: Rows per statement when a batch is spelled out as ``IN (?, ?, ...)``; far
 #: below SQLITE_MAX_VARIABLE_NUMBER, which is 999 in old builds.
 CHUNK = 500
@@ -103,9 +106,21 @@ def _unpaused(conn: sqlite3.Connection, queues: Sequence[str]) -> list[str]:
 def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> list[JobRecord]:
     stored: list[JobRecord] = []
     rows: list[tuple[Any, ...]] = []
+    # Ids already stored (caller-chosen ones), read in the same transaction as the insert.
+    taken = {
+        job.id: job
+        for job in (
+            read_or_stand_in(row, now)
+            for row in select_by_ids(conn, _JOB_COLUMNS, [job.id for job in jobs])
+        )
+    }
     # (queue, key) -> the job holding it, for keys already looked up in this batch
     holders: dict[tuple[str, str], JobRecord | None] = {}
     for job in jobs:
+        existing = taken.get(job.id)
+        if existing is not None:
+            stored.append(existing)
+            continue
         slot = None
         if job.key is not None:
             slot = (job.queue, job.key)
@@ -118,6 +133,7 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> 
         new = as_enqueued(job, now)
         if slot is not None:
             holders[slot] = new
+        taken[job.id] = new
         rows.append(to_row(new))
         stored.append(new)
     conn.executemany(INSERT_JOB, rows)

@@ -7,8 +7,8 @@ local ready, delayed, indexed, added = {}, {}, {}, {}
 -- KEYS[2..n] (KEYS[n] the registry), so one script call does the whole enqueue.
 local inline = #KEYS > 1
 if inline then redis.call('SADD', KEYS[#KEYS], queue) end
--- Ids known already (a call replayed after a lost reply) answer with the job as
--- stored. A batch asks for all of them at once and adds the new ones at the end.
+-- Ids known already (a caller-chosen id, or a call replayed after a lost reply)
+-- answer with the job as stored. A batch asks for all of them at once and adds the new ones at the end.
 local known = {}
 if n > 1 then
   local ids = {}
@@ -18,6 +18,40 @@ if n > 1 then
     local scores = redis.call('ZMSCORE', K.all, unpack(ids, i, last))
     for j = i, last do known[ids[j]] = scores[j - i + 1] ~= false end
   end
+end
+-- A caller-chosen id may be stored in another queue: the id index (inline only)
+-- names its queue. A batch reads the index's entries for its ids per hash; a
+-- single job sets its entry only if absent (the write it makes anyway). An
+-- entry left behind by a job since deleted does not count.
+local owners = {}
+if inline and n > 1 then
+  local groups = {}
+  for i = 0, n - 1 do
+    local b = 4 + i * 9
+    local ids = groups[ARGV[b + 8]]
+    if not ids then ids = {}; groups[ARGV[b + 8]] = ids end
+    ids[#ids + 1] = ARGV[b]
+  end
+  for position, ids in pairs(groups) do
+    for i = 1, #ids, SLICE do
+      local last = math.min(i + SLICE - 1, #ids)
+      local got = redis.call('HMGET', KEYS[tonumber(position)], unpack(ids, i, last))
+      for j = i, last do
+        local owner = got[j - i + 1]
+        if owner and owner ~= queue then owners[ids[j]] = owner end
+      end
+    end
+  end
+end
+local function esc(name)
+  return (string.gsub(string.gsub(string.gsub(name, '%%', '%%25'), '{', '%%7B'), '}', '%%7D'))
+end
+-- The hash of job id in queue owner, if it exists.
+local function stored_in(owner, id)
+  local base = string.sub(P, 1, #P - #esc(queue) - 2)
+  local hash = base .. esc(owner) .. '}:j:' .. id
+  if redis.call('EXISTS', hash) == 1 then return hash end
+  return nil
 end
 local waited = ARGV[3] == '1'
 for i = 0, n - 1 do
@@ -29,14 +63,27 @@ for i = 0, n - 1 do
     sa = string.sub(sa, 2)
     if tonumber(sa) > now then sa = F(now) end
   end
+  local holder, hash = nil, nil
   if inline then
-    local bucket = indexed[ARGV[b + 8]]
-    if not bucket then bucket = {}; indexed[ARGV[b + 8]] = bucket end
-    bucket[#bucket + 1] = id
-    bucket[#bucket + 1] = queue
+    local owner = owners[id]
+    if n == 1 and redis.call('HSETNX', KEYS[tonumber(ARGV[b + 8])], id, queue) == 0 then
+      owner = redis.call('HGET', KEYS[tonumber(ARGV[b + 8])], id)
+      if owner == queue then owner = nil end
+    end
+    if owner then
+      hash = stored_in(owner, id)
+      if hash then holder = id end
+    end
+    if not hash and (n > 1 or owner) then
+      local bucket = indexed[ARGV[b + 8]]
+      if not bucket then bucket = {}; indexed[ARGV[b + 8]] = bucket end
+      bucket[#bucket + 1] = id
+      bucket[#bucket + 1] = queue
+    end
   end
-  local holder = nil
-  if n > 1 then
+  if holder then
+    -- nothing of this queue to check: the id is another queue's job
+  elseif n > 1 then
     if known[id] then holder = id end
   elseif redis.call('ZADD', K.all, 'NX', 0, id) == 0 then
     holder = id
@@ -47,7 +94,7 @@ for i = 0, n - 1 do
   end
   if holder then
     -- Its id first: a record that does not decode is shown by id.
-    local flat = redis.call('HGETALL', J(holder))
+    local flat = redis.call('HGETALL', hash or J(holder))
     table.insert(flat, 1, holder)
     out[#out + 1] = flat
   else
