@@ -173,7 +173,7 @@ async def test_enqueue_options_and_the_json_view(lent: Backend) -> None:
     again = await asyncq(*args)
     assert json.loads(again.stdout) == {**first, "created": False}
     text = await asyncq("enqueue", APP, "note", '{"text": "hi"}', "--key", "k1")
-    assert "already holds this key" in text.stdout
+    assert "already exists with this id or key" in text.stdout
     stored = await lent.get(first["id"])
     assert stored is not None
     assert (stored.priority, stored.key) == (7, "k1")
@@ -181,6 +181,18 @@ async def test_enqueue_options_and_the_json_view(lent: Backend) -> None:
 
     other = await asyncq("enqueue", APP, "note", "-", "--queue", "elsewhere", "--json", stdin="{}")
     assert json.loads(other.stdout)["queue"] == "elsewhere"
+
+
+async def test_enqueue_under_a_chosen_id(lent: Backend) -> None:
+    args = ["enqueue", APP, "note", '{"text": "hi"}', "--id", "order-42", "--json"]
+    first = json.loads((await asyncq(*args)).stdout)
+    assert (first["id"], first["created"]) == ("order-42", True)
+    again = json.loads((await asyncq(*args)).stdout)
+    assert (again["id"], again["created"]) == ("order-42", False)
+    assert [job.id for job in await lent.list_jobs()] == ["order-42"]
+    bad = await asyncq("enqueue", APP, "note", "{}", "--id", "a\x1bb")
+    assert bad.exit_code == 2
+    assert "control character" in bad.stderr
 
 
 async def test_enqueue_wait_prints_the_result_as_json() -> None:

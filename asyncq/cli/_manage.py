@@ -56,6 +56,7 @@ def _aware_datetime(
     callback=_aware_datetime,
     help="Run no sooner than this ISO 8601 time with its offset (2030-01-01T09:00+01:00).",
 )
+@click.option("--id", "job_id", help="The job's id: an existing job with it is returned instead.")
 @click.option("--key", help="Idempotency key: an existing job with it is returned instead.")
 @click.option(
     "--priority",
@@ -83,6 +84,7 @@ def enqueue(
     payload: str,
     delay: float | None,
     at: datetime | None,
+    job_id: str | None,
     key: str | None,
     priority: int | None,
     queue: str | None,
@@ -110,6 +112,7 @@ def enqueue(
     options = EnqueueArgs(
         delay=delay,
         at=at,
+        id=job_id,
         key=key,
         priority=priority,
         queue=queue,
@@ -177,7 +180,7 @@ def _enqueued_line(out: dict[str, Any]) -> str:
     if out["created"]:
         return f"enqueued job {out['id']} ({out['name']}, queue {out['queue']!r}, {out['state']})"
     return (
-        f"job {out['id']} already holds this key ({out['state']}): "
+        f"job {out['id']} already exists with this id or key ({out['state']}): "
         "returned it instead of enqueueing again"
     )
 
