@@ -62,7 +62,8 @@ def run_on(function: Callable[..., Awaitable[T]], *args: Any, loop: str = "async
     return anyio.run(function, *args, backend_options={"use_uvloop": loop == "uvloop"})
 
 
-async def _cleanup(backend: Backend) -> None:
+async def drop_all(backend: Backend) -> None:
+    """Delete what the run stored (every store offers ``DROP``)."""
     if (droppable := DROP.of(backend)) is not None:
         await droppable.drop()
 
@@ -114,7 +115,7 @@ async def scenario_enqueue(url: str, n: int) -> dict[str, Any]:
                 await noop.enqueue(Noop(i))
             elapsed = time.perf_counter() - started
         finally:
-            await _cleanup(backend)
+            await drop_all(backend)
     return {"jobs_per_s": n / elapsed, "n": n}
 
 
@@ -129,7 +130,7 @@ async def scenario_enqueue_batch(url: str, n: int) -> dict[str, Any]:
                 await noop.enqueue_many(payloads[i : i + 1000])
             elapsed = time.perf_counter() - started
         finally:
-            await _cleanup(backend)
+            await drop_all(backend)
     return {"jobs_per_s": n / elapsed, "n": n, "batch": 1000}
 
 
@@ -144,7 +145,7 @@ async def _scenario_drain(url: str, n: int, which: str) -> dict[str, Any]:
                 await handler.enqueue_many(payloads[i : i + 1000])
             elapsed = await _drain(app, n, concurrency=100)
         finally:
-            await _cleanup(backend)
+            await drop_all(backend)
     return {"jobs_per_s": n / elapsed, "n": n, "concurrency": 100, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -169,7 +170,7 @@ async def scenario_roundtrip(url: str, n: int) -> dict[str, Any]:
                     await noop.enqueue_and_wait(Noop(i), timeout=10)
                     samples.append((time.perf_counter() - started) * 1000)
         finally:
-            await _cleanup(backend)
+            await drop_all(backend)
     samples.sort()
     return {
         "p50_ms": statistics.median(samples),

@@ -16,9 +16,7 @@ from typing import Any
 
 import anyio
 
-from asyncq.backends.base import DROP
-
-from .asyncq_bench import DEFAULT_URLS, Noop, make_app, make_backend
+from .asyncq_bench import DEFAULT_URLS, Noop, drop_all, make_app, make_backend
 from .peers._harness import run_worker_processes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,8 +50,7 @@ def cleanup(url: str, namespace: str) -> None:
 async def _drop(url: str, namespace: str) -> None:
     backend = make_backend(url, namespace)
     try:
-        if (droppable := DROP.of(backend)) is not None:
-            await droppable.drop()
+        await drop_all(backend)
     finally:
         await backend.close()
 
