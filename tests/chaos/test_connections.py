@@ -30,11 +30,11 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from _services import RedisServer
 from asyncq import BackendUnavailable
 from asyncq.backends.base import Backend
 from asyncq.backends.postgres import PostgresBackend
 from asyncq.backends.redis import RedisBackend
-from test_resilience import RedisServer
 
 from ._support import (
     IN_FLIGHT,
