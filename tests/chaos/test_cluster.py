@@ -70,7 +70,6 @@ class Node:
     port: int
     primary: bool
     primary_of: str | None  # a replica's primary
-    failed: bool
     slots: list[tuple[int, int]]
 
 
@@ -87,7 +86,6 @@ async def cluster_nodes(port: int) -> list[Node]:
             port=int(address.rpartition(":")[2]),
             primary="master" in info["flags"],
             primary_of=None if info["master_id"] == "-" else info["master_id"],
-            failed="fail" in info["flags"].split(","),
             slots=sorted((int(low), int(high)) for low, high in info["slots"]),
         )
         for address, info in table.items()
