@@ -12,18 +12,14 @@ producer are separate apps on separate connections, as they are in production.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +28,17 @@ import asyncpg
 import msgspec
 import pytest
 import redis.asyncio as aioredis
-from anyio.abc import Process
 
+from _services import RedisServer, free_port, private_redis
 from asyncq import App, BackendError, BackendUnavailable, Handler, JobHandle
 from asyncq.backends.base import Backend
 from asyncq.backends.postgres import PostgresBackend
 from asyncq.backends.redis import RedisBackend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+__all__ = ["private_redis"]  # the fixture from ``_services``, where pytest looks for it
 
 log = logging.getLogger(__name__)
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 #: Short intervals, so a lost connection is noticed and backed off from within a test.
 WORKER: dict[str, Any] = {
@@ -134,14 +129,6 @@ def with_query(url: str, **params: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 # -- the worker's log, as events --------------------------------------------------------
 
 
@@ -181,68 +168,6 @@ def worker_log(caplog: pytest.LogCaptureFixture) -> Iterator[WorkerLog]:
         yield handler
     finally:
         logger.removeHandler(handler)
-
-
-# -- a private Redis server ---------------------------------------------------------------
-
-
-class RedisServer:
-    """A ``redis-server`` of the test's own, whose data survives a restart.
-
-    The append-only file, synced on every write, keeps the jobs across a stop
-    and a start on the same port and directory.
-    """
-
-    def __init__(self, executable: str, directory: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.argv = [executable, "--port", str(self.port), "--bind", "127.0.0.1"]
-        self.argv += ["--dir", str(directory), "--save", ""]
-        self.argv += ["--appendonly", "yes", "--appendfsync", "always"]
-        self.proc: Process | None = None
-
-    async def start(self) -> None:
-        """Start it and return once it answers PING (the caller bounds the wait)."""
-        proc = self.proc = await anyio.open_process(
-            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        probe = aioredis.Redis(host="127.0.0.1", port=self.port)
-        try:
-            while True:
-                # Refused while it binds, LOADING while it replays the file.
-                with contextlib.suppress(aioredis.ConnectionError):
-                    if await probe.ping():
-                        return
-                if proc.returncode is not None:
-                    msg = f"redis-server exited with {proc.returncode}: {self.argv}"
-                    raise RuntimeError(msg)
-                await anyio.sleep(0.02)
-        finally:
-            await probe.aclose()
-
-    async def stop(self) -> None:
-        """SIGTERM, and wait for the process to end."""
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.returncode is None:
-                proc.terminate()
-            await proc.wait()
-
-
-@pytest.fixture
-async def private_redis(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    """A private server, not yet started; stopped at the end if it runs."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        if IN_CI:
-            pytest.fail("redis-server is not installed (CI=true: integration tests must run)")
-        pytest.skip("redis-server is not installed (apt install redis-server)")
-    server = RedisServer(executable, tmp_path)
-    try:
-        yield server
-    finally:
-        with anyio.CancelScope(shield=True), anyio.fail_after(10):
-            await server.stop()
 
 
 # -- 1. a Redis restart under a running worker --------------------------------------------

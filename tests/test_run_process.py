@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import textwrap
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -20,10 +19,11 @@ import msgspec
 import pytest
 from anyio.abc import Process
 
+from _services import store_url
 from asyncq import App, Handler, JobHandle, JobState
-from asyncq.backends import from_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+__all__ = ["store_url"]  # the fixture from ``_services``, where pytest looks for it
 
 APP_SOURCE = textwrap.dedent(
     """
@@ -56,38 +56,6 @@ APP_SOURCE = textwrap.dedent(
 class Work(msgspec.Struct):
     tag: str
     seconds: float
-
-
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite"),
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ]
-)
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A URL the test and its worker processes share, in a namespace of its own."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.db'}"
-        return
-    namespace = f"t{uuid.uuid4().hex[:12]}"
-    if request.param == "redis":
-        url = f"{request.getfixturevalue('redis_url')}?namespace={namespace}"
-        yield url
-        backend = from_url(url)
-        await backend.open()
-        await backend.drop()  # type: ignore[attr-defined]
-        await backend.close()
-        return
-    dsn = request.getfixturevalue("postgres_dsn")
-    url = f"{dsn}?schema={namespace}"
-    backend = from_url(url, migrate=True)
-    await backend.open()  # creates the schema the workers expect
-    try:
-        yield url
-    finally:
-        await backend.drop()  # type: ignore[attr-defined]
-        await backend.close()
 
 
 @pytest.fixture

@@ -45,11 +45,13 @@ __all__ = [
     "JOB",
     "LEASE",
     "PREFETCH",
+    "STARTUP",
     "WORKERS",
     "WORKER_ARGS",
     "Figures",
     "Fleet",
     "Task",
+    "check_recovered",
     "count_runs",
     "drain",
     "every_job",
@@ -67,6 +69,8 @@ WORKERS = 3
 CONCURRENCY = 4
 PREFETCH = 1
 LEASE = 2.0
+#: Seconds a new worker process may take to start (Python, asyncq, the store).
+STARTUP = 30.0
 #: Everything one worker can hold: its running jobs and the one claimed ahead.
 IN_FLIGHT = CONCURRENCY + PREFETCH
 #: ``asyncq run`` options of every worker: running jobs are handed back at once on SIGTERM.
@@ -160,15 +164,17 @@ class Fleet:
     async def ready(self, index: int) -> None:
         """Return once worker ``index`` runs: it logs that it started once it handles signals.
 
-        Another process's progress shows only in the file system: look until it does.
+        Another process's progress shows only in the file system: look until it
+        does, for ``STARTUP`` seconds at most.
         """
         proc = self.procs[index]
         stderr = anyio.Path(self._stderr[proc.pid])
-        while " started: " not in await stderr.read_text(errors="replace"):
-            if proc.returncode is not None:
-                msg = f"worker {stderr.name} exited with {proc.returncode} before it started"
-                raise AssertionError(msg)
-            await anyio.sleep(0.05)
+        with anyio.fail_after(STARTUP):
+            while " started: " not in await stderr.read_text(errors="replace"):
+                if proc.returncode is not None:
+                    msg = f"worker {stderr.name} exited with {proc.returncode} before it started"
+                    raise AssertionError(msg)
+                await anyio.sleep(0.05)
 
     async def replace(self, index: int, sig: signal.Signals) -> int:
         """Once worker ``index`` runs, send it ``sig``, wait for its exit, start another.
@@ -315,6 +321,20 @@ async def figures_of(
         bound=bound,
     )
     return figures, records
+
+
+def check_recovered(figures: Figures, fleet: Fleet) -> None:
+    """What a run of repeated faults must end with, whatever the fault.
+
+    No job lost or left behind, no more duplicates than the bound, at least
+    three faults (fewer means the drain ended before they got going), and no
+    worker that printed a traceback.
+    """
+    assert figures.lost == 0, figures.line()
+    assert figures.stuck == 0, figures.line()
+    assert figures.duplicates <= figures.bound, figures.line()
+    assert figures.faults >= 3, f"the drain ended before the faults got going: {figures.line()}"
+    assert not fleet.crashed(), f"a worker printed a traceback: {fleet.crashed()}"
 
 
 def record(factory: pytest.TempPathFactory, tmp_path: Path, figures: Figures) -> None:

@@ -1,14 +1,12 @@
-"""Fixtures of the chaos suite, borrowed from the process and resilience tests.
+"""Fixtures of the chaos suite: the stores that worker processes share (``tests/_services.py``).
 
-``store_url`` (a SQLite file, a Redis namespace or a PostgreSQL schema that
-worker processes share, parametrized over the three) comes from
-``test_run_process``; ``private_redis`` (a ``redis-server`` of the test's own,
-which it may stop and start) from ``test_resilience``.
+``store_url`` (a SQLite file, a Redis namespace or a PostgreSQL schema,
+parametrized over the three) and ``private_redis`` (a ``redis-server`` of the
+test's own, which it may stop and start).
 """
 
 from __future__ import annotations
 
-from test_resilience import private_redis
-from test_run_process import store_url
+from _services import private_redis, store_url
 
 __all__ = ["private_redis", "store_url"]

@@ -82,9 +82,7 @@ class Target:
     """How to make the store under test, per example."""
 
     kind: str
-    make: Callable[
-        [FakeClock | None], tuple[Backend, Callable[[], Coroutine[Any, Any, None]] | None]
-    ]
+    make: Callable[[FakeClock | None], tuple[Backend, Cleanup | None]]
     fake_clock: bool
 
 
@@ -173,14 +171,16 @@ class Machine(RuleBasedStateMachine):
         if then is not None and real:
             mine = [self._outcome(self.held.pop(lease.job.id), then) for lease in real]
             theirs = [self._outcome(self.model_held.pop(lease.job.id), then) for lease in model]
-            assert self.call(self.real.settle, mine) == self.call(self.model.settle, theirs)
+            applied = self.call(self.real.settle, mine)
+            assert applied == self.call(self.model.settle, theirs) == [True] * len(real)
             self.stale += zip(real, model, strict=True)
 
     @precondition(lambda self: bool(self.held or self.stale))
     @rule(data=st.data(), state=st.sampled_from(list(OUTCOMES)), stale=st.booleans())
     def settle(self, data: st.DataObject, state: JobState, stale: bool) -> None:
         """Settle a held lease, or (``stale``) one that no longer holds its job."""
-        if (stale and self.stale) or not self.held:
+        held = bool(self.held) and not (stale and self.stale)
+        if not held:
             # A worker that lost its lease reports late: refused on both sides.
             lease, model_lease = data.draw(st.sampled_from(self.stale))
         else:
@@ -189,7 +189,7 @@ class Machine(RuleBasedStateMachine):
             self.stale.append((lease, model_lease))
         real = self.call(self.real.settle, [self._outcome(lease, state)])
         model = self.call(self.model.settle, [self._outcome(model_lease, state)])
-        assert real == model, (state, real, model)
+        assert real == model == [held], (state, held, real, model)
 
     @precondition(lambda self: bool(self.held))
     @rule()
@@ -238,11 +238,17 @@ class Machine(RuleBasedStateMachine):
         for job_id in self.ids:
             real, model = self.both("get", job_id)
             assert _summary(real) == _summary(model), job_id
+            if job_id in self.held:
+                # A lease the machine holds holds its job.
+                assert real is not None, job_id
+                assert real.state is JobState.ACTIVE, job_id
 
     @invariant()
     def same_counts(self) -> None:
         real, model = self.both("stats", [QUEUE])
         assert [_counts(s.counts) for s in real] == [_counts(s.counts) for s in model]
+        # Every job counted once, in one state.
+        assert sum(n for s in real for n in s.counts.values()) == len(self.ids)
 
     # -- helpers -------------------------------------------------------------------
 

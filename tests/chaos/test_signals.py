@@ -27,6 +27,7 @@ from ._support import (
     Figures,
     Fleet,
     Task,
+    check_recovered,
     drain,
     figures_of,
     producer,
@@ -81,11 +82,7 @@ async def storm(
     finally:
         await fleet.stop()
     record(factory, tmp_path, figures)
-    assert figures.lost == 0, figures.line()
-    assert figures.stuck == 0, figures.line()
-    assert figures.duplicates <= figures.bound, figures.line()
-    assert signals >= 3, f"the drain ended before the storm got going: {figures.line()}"
-    assert not fleet.crashed(), f"a worker printed a traceback: {fleet.crashed()}"
+    check_recovered(figures, fleet)
     return figures, fleet.exits
 
 
