@@ -1,10 +1,12 @@
 """The rules every store applies, written once: a store's own code says only how it stores.
 
 - Job rules, in the words of the ``Backend`` specification (``base.py``):
-  when a new job is ready, when a job is ready now, when a lease has lapsed,
-  when a job holds its idempotency key, when a result expires, and what
-  ``prune`` deletes under a ``Retention``. Stores that decide in SQL or Lua
-  mirror these functions; the memory backend calls them.
+  when a new job is ready, when a job is ready now, when a lease has lapsed
+  (and the error ``recover`` then records), when a job holds its idempotency
+  key, when a result expires, and what ``prune`` deletes under a
+  ``Retention``. Python that holds a record calls them (the memory backend
+  throughout); SQL and Lua that decide the same thing name the function they
+  mirror.
 - ``Waiters``: who in this process waits for which job or queue, and waking
   them, for stores whose wakeups are (partly) in-process events.
 - URLs: ``mask_url`` hides every password a URL may carry, and
@@ -23,7 +25,7 @@ from urllib.parse import unquote
 import anyio
 from msgspec.structs import replace
 
-from .._records import TERMINAL_STATES, JobRecord, JobState
+from .._records import TERMINAL_STATES, ErrorInfo, ErrorKind, JobRecord, JobState
 from ..exceptions import ConfigurationError
 from .base import Retention
 
@@ -43,6 +45,7 @@ __all__ = [
     "is_ready",
     "claimed",
     "lease_lapsed",
+    "lost_error",
     "no_transactions",
     "mask_url",
     "optional_seconds",
@@ -106,6 +109,16 @@ def lease_lapsed(job: JobRecord, now: float) -> bool:
     return job.state is JobState.ACTIVE and (job.lease_expires_at or 0.0) <= now
 
 
+def lost_error(job: JobRecord, now: float) -> ErrorInfo:
+    """The error ``recover`` appends to ``job``, whose lease lapsed, at ``now``."""
+    return ErrorInfo(
+        kind=ErrorKind.LOST,
+        message=f"lease held by worker {job.worker} lapsed before the attempt finished",
+        attempt=job.attempts,
+        at=now,
+    )
+
+
 def expires_at(job: JobRecord) -> float | None:
     """When a completed job's result expires (``None``: it does not, or not completed)."""
     if job.state is not JobState.COMPLETED or job.result_ttl is None:
@@ -118,11 +131,8 @@ def result_expired(job: JobRecord, now: float) -> bool:
 
     An expired job is gone for every reader, deleted or not yet.
     """
-    return (
-        job.state is JobState.COMPLETED
-        and job.result_ttl is not None
-        and (job.finished_at or 0.0) + job.result_ttl <= now
-    )
+    expires = expires_at(job)
+    return expires is not None and expires <= now
 
 
 def holds_key(job: JobRecord, now: float) -> bool:
@@ -133,9 +143,7 @@ def holds_key(job: JobRecord, now: float) -> bool:
     """
     if job.state in LIVE_STATES:
         return True
-    if job.state is JobState.COMPLETED:
-        return job.result_ttl is None or (job.finished_at or 0.0) + job.result_ttl > now
-    return False
+    return job.state is JobState.COMPLETED and not result_expired(job, now)
 
 
 def prunable(job: JobRecord, now: float, retention: Retention) -> bool:

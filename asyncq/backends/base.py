@@ -104,13 +104,12 @@ __all__ = [
     "MIGRATE",
     "OUTCOME_STATES",
     "SETTLE_ON_CLAIM",
-    "TERMINAL_STATES",
     "SIZES_POOL",
+    "TERMINAL_STATES",
     "TRANSACTIONAL_ENQUEUE",
     "Backend",
     "Capability",
     "Drops",
-    "SizesPool",
     "EnqueuesWaited",
     "ErrorInfo",
     "ErrorKind",
@@ -123,6 +122,7 @@ __all__ = [
     "QueueStats",
     "Retention",
     "SettlesOnClaim",
+    "SizesPool",
     "check_outcomes",
     "purgeable",
     "stored_as_given",
@@ -513,8 +513,8 @@ class SettlesOnClaim(Protocol):
 
     A worker acknowledges what finished with the claim that refills the freed
     slots, so a busy worker pays one round trip (and, on SQLite, one commit)
-    for both. Workers check for it with ``isinstance(backend, SettlesOnClaim)``
-    and fall back to ``settle`` then ``claim`` on backends without it.
+    for both. Workers ask ``SETTLE_ON_CLAIM.of(backend)`` and fall back to
+    ``settle`` then ``claim`` on backends that do not offer it.
     """
 
     async def settle_and_claim(
@@ -543,7 +543,7 @@ class SettlesOnClaim(Protocol):
 class EnqueuesWaited(Protocol):
     """An optional capability: enqueue jobs whose caller waits for them next.
 
-    ``enqueue_and_wait`` stores its job with it when the backend has it. A
+    ``enqueue_and_wait`` stores its job with it when the backend offers it. A
     backend whose ``wait_finished`` would first read the job (to arrange to
     hear of its end) prepares that before the job is stored instead, so the
     wait that follows costs no read: on Redis, the notice channel is
@@ -649,6 +649,7 @@ ENQUEUE_WAITED: Capability[EnqueuesWaited] = Capability("enqueue_waited", Enqueu
 MIGRATE: Capability[Migrates] = Capability("migrate", Migrates)
 #: ``drop()`` deletes everything the instance stored.
 DROP: Capability[Drops] = Capability("drop", Drops)
+#: ``fit_concurrency()`` sizes the connection pool for a worker.
 SIZES_POOL: Capability[SizesPool] = Capability("sizes_pool", SizesPool)
 #: ``enqueue(jobs, connection=...)`` writes inside the caller's transaction.
 TRANSACTIONAL_ENQUEUE: Capability[Backend] = Capability("transactional_enqueue", Backend)

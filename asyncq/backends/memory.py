@@ -31,6 +31,7 @@ from ._common import (
     claimed,
     holds_key,
     lease_lapsed,
+    lost_error,
     no_transactions,
     parse_url_options,
     pop_retention,
@@ -45,8 +46,6 @@ from .base import (
     Backend,
     Capability,
     Drops,
-    ErrorInfo,
-    ErrorKind,
     HeartbeatReply,
     Retention,
     SettlesOnClaim,
@@ -394,13 +393,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         lapsed = [job for job in self._jobs.values() if lease_lapsed(job, now)]
         for job in lapsed:
             self._tokens.pop(job.id, None)
-            error = ErrorInfo(
-                kind=ErrorKind.LOST,
-                message=f"lease held by worker {job.worker} lapsed before the attempt finished",
-                attempt=job.attempts,
-                at=now,
-            )
-            common = {"errors": (*job.errors, error), "lease_expires_at": None, "worker": None}
+            errors = (*job.errors, lost_error(job, now))
+            common = {"errors": errors, "lease_expires_at": None, "worker": None}
             if job.cancel_requested:
                 self._store(replace(job, state=JobState.CANCELLED, finished_at=now, **common))
             elif job.attempts < job.max_attempts:

@@ -15,7 +15,7 @@ import anyio
 import pytest
 from msgspec.structs import replace
 
-from asyncq._records import JobRecord, JobState
+from asyncq._records import ErrorKind, JobRecord, JobState
 from asyncq.backends import from_url
 from asyncq.backends._common import (
     RETENTION_OPTIONS,
@@ -27,6 +27,7 @@ from asyncq.backends._common import (
     integer,
     is_ready,
     lease_lapsed,
+    lost_error,
     mask_url,
     optional_seconds,
     parse_url_options,
@@ -93,6 +94,13 @@ def test_a_lease_lapses_at_its_expiry() -> None:
     assert lease_lapsed(active, NOW)
     assert not lease_lapsed(active, NOW - 0.001)
     assert not lease_lapsed(at(JobState.QUEUED, lease_expires_at=NOW - 5), NOW)
+
+
+def test_a_lapsed_lease_is_recorded_as_a_lost_attempt_of_its_worker() -> None:
+    error = lost_error(at(JobState.ACTIVE, attempts=2, worker="host:7"), NOW)
+    assert error.kind is ErrorKind.LOST
+    assert (error.attempt, error.at) == (2, NOW)
+    assert "worker host:7" in error.message
 
 
 @pytest.mark.parametrize(

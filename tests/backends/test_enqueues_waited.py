@@ -14,7 +14,7 @@ import anyio
 import pytest
 
 from asyncq._records import JobState
-from asyncq.backends.base import Backend, EnqueuesWaited
+from asyncq.backends.base import ENQUEUE_WAITED, Backend, EnqueuesWaited
 
 from . import _records as r
 from ._records import QUEUE
@@ -28,9 +28,10 @@ LONG = 60.0
 
 @pytest.fixture
 def waited(backend: Backend) -> EnqueuesWaited:
-    if not isinstance(backend, EnqueuesWaited):
-        pytest.skip(f"{type(backend).__name__} does not implement EnqueuesWaited (optional)")
-    return backend
+    waited = ENQUEUE_WAITED.of(backend)
+    if waited is None:
+        pytest.skip(f"{type(backend).__name__} does not offer EnqueuesWaited (optional)")
+    return waited
 
 
 async def complete(backend: Backend, job_id: str, result: bytes = r.RESULT) -> None:

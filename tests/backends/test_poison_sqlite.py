@@ -9,9 +9,11 @@ all answer. The named tests below it are the defects found before the fix.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -195,10 +197,14 @@ async def test_garbage_in_one_column_costs_only_its_job(db: Path, column: str, k
 # -- the defects, one by one ------------------------------------------------------------
 
 
-async def opened(path: Path, **options: Any) -> SQLiteBackend:
+@contextlib.asynccontextmanager
+async def opened(path: Path, **options: Any) -> AsyncIterator[SQLiteBackend]:
     backend = SQLiteBackend(path, **options)
     await backend.open()
-    return backend
+    try:
+        yield backend
+    finally:
+        await backend.close()
 
 
 def set_column(path: Path, job_id: str, column: str, value_sql: str) -> None:
@@ -215,44 +221,39 @@ async def claim(backend: SQLiteBackend, limit: int = 100) -> list[str]:
     return [lease.job.id for lease in leases]
 
 
+@contextlib.asynccontextmanager
 async def three_with_a_victim(
     tmp_path: Path, column: str, value_sql: str, **options: Any
-) -> tuple[SQLiteBackend, list[JobRecord]]:
-    backend = await opened(tmp_path / "jobs.db", **options)
-    jobs = await backend.enqueue([r.job() for _ in range(3)])
-    set_column(tmp_path / "jobs.db", jobs[1].id, column, value_sql)
-    return backend, jobs
+) -> AsyncIterator[tuple[SQLiteBackend, list[JobRecord]]]:
+    """An open backend holding three jobs, the middle one with ``column`` set to ``value_sql``."""
+    async with opened(tmp_path / "jobs.db", **options) as backend:
+        jobs = await backend.enqueue([r.job() for _ in range(3)])
+        set_column(tmp_path / "jobs.db", jobs[1].id, column, value_sql)
+        yield backend, jobs
 
 
 async def test_text_in_attempts_no_longer_crashes_every_claim(tmp_path: Path) -> None:
     # was: TypeError from the claim, in every worker, for ever
-    backend, jobs = await three_with_a_victim(tmp_path, "attempts", "'abc'")
-    try:
+    async with three_with_a_victim(tmp_path, "attempts", "'abc'") as (backend, jobs):
         assert await claim(backend) == [jobs[0].id, jobs[2].id]
         victim = await backend.get(jobs[1].id)
         assert victim is not None
         assert (victim.name, victim.state) == (UNREADABLE_NAME, JobState.DEAD)
         assert "attempts" in victim.errors[-1].message
-    finally:
-        await backend.close()
 
 
 async def test_a_headers_blob_that_does_not_decode_no_longer_stalls_the_queue(
     tmp_path: Path,
 ) -> None:
     # was: BackendError from every claim: the queue stalled behind one row
-    backend, jobs = await three_with_a_victim(tmp_path, "headers", "x'c1'")
-    try:
+    async with three_with_a_victim(tmp_path, "headers", "x'c1'") as (backend, jobs):
         assert await claim(backend) == [jobs[0].id, jobs[2].id]
         assert await claim(backend) == []
-    finally:
-        await backend.close()
 
 
 async def test_text_that_is_not_utf8_no_longer_fails_every_read(tmp_path: Path) -> None:
     # was: sqlite3 failed the whole fetch, so every claim, get and list failed
-    backend, jobs = await three_with_a_victim(tmp_path, "name", "CAST(x'ff' AS TEXT)")
-    try:
+    async with three_with_a_victim(tmp_path, "name", "CAST(x'ff' AS TEXT)") as (backend, jobs):
         listed = await backend.list_jobs()
         assert [job.id for job in listed] == [job.id for job in jobs]
         assert listed[1].name == UNREADABLE_NAME
@@ -260,8 +261,6 @@ async def test_text_that_is_not_utf8_no_longer_fails_every_read(tmp_path: Path) 
         victim = await backend.get(jobs[1].id)
         assert victim is not None
         assert victim.state is JobState.DEAD
-    finally:
-        await backend.close()
 
 
 async def test_a_text_timeout_no_longer_leaves_its_job_active(tmp_path: Path) -> None:
@@ -283,22 +282,18 @@ async def test_a_text_timeout_no_longer_leaves_its_job_active(tmp_path: Path) ->
 
 async def test_a_bogus_state_no_longer_kills_status(tmp_path: Path) -> None:
     # was: ValueError from stats, so `asyncq status` printed a traceback
-    backend, _ = await three_with_a_victim(tmp_path, "state", "'bogus'")
-    try:
+    async with three_with_a_victim(tmp_path, "state", "'bogus'") as (backend, _):
         (stats,) = await backend.stats()
         assert stats.counts[JobState.QUEUED] == 2
         assert stats.counts[JobState.DEAD] == 1  # as get and list_jobs show it
         status = await cli("status", APP, "--backend", f"sqlite:///{tmp_path / 'jobs.db'}")
         assert status.exit_code == 0, status.output
         assert "Error" not in status.output
-    finally:
-        await backend.close()
 
 
 async def test_the_cli_shows_the_corrupt_job_instead_of_an_error(tmp_path: Path) -> None:
-    backend, jobs = await three_with_a_victim(tmp_path, "errors", "x'c1'")
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
-    try:
+    async with three_with_a_victim(tmp_path, "errors", "x'c1'") as (_, jobs):
         listed = await cli("jobs", APP, "--backend", url)
         assert listed.exit_code == 0, listed.output
         assert UNREADABLE_NAME in listed.stdout
@@ -306,8 +301,6 @@ async def test_the_cli_shows_the_corrupt_job_instead_of_an_error(tmp_path: Path)
         assert one.exit_code == 0, one.output
         shown = json.loads(one.stdout)
         assert (shown["name"], shown["state"]) == (UNREADABLE_NAME, "dead")
-    finally:
-        await backend.close()
 
 
 # -- taking a job aside ---------------------------------------------------------------------
@@ -317,8 +310,7 @@ async def test_a_job_taken_aside_keeps_readable_errors_frees_its_key_and_wakes_w
     tmp_path: Path,
 ) -> None:
     # a poll interval longer than the bound: only the wakeup can end the wait in time
-    backend = await opened(tmp_path / "jobs.db", poll_interval=BOUND * 2)
-    try:
+    async with opened(tmp_path / "jobs.db", poll_interval=BOUND * 2) as backend:
         (first,) = await backend.enqueue([r.job(key="k", max_attempts=2)])
         (lease,) = await backend.claim([QUEUE], 1, worker="w", lease_for=60)
         await backend.settle([r.failed(lease, retry_at=0.0)])
@@ -348,37 +340,28 @@ async def test_a_job_taken_aside_keeps_readable_errors_frees_its_key_and_wakes_w
         assert kinds == [ErrorKind.ERROR, ErrorKind.UNDECODABLE]
         (second,) = await backend.enqueue([r.job(key="k")])
         assert second.id != first.id  # the dead letter no longer holds the key
-    finally:
-        await backend.close()
 
 
 async def test_unreadable_errors_are_replaced_by_the_one_that_says_so(tmp_path: Path) -> None:
-    backend, jobs = await three_with_a_victim(tmp_path, "errors", "x'c1'")
-    try:
+    async with three_with_a_victim(tmp_path, "errors", "x'c1'") as (backend, jobs):
         assert await claim(backend) == [jobs[0].id, jobs[2].id]
         victim = await backend.get(jobs[1].id)
         assert victim is not None
         assert victim.name == jobs[1].name  # the row reads again: only its errors were bad
         assert [e.kind for e in victim.errors] == [ErrorKind.UNDECODABLE]
         assert "c1" in (victim.errors[0].traceback or "")
-    finally:
-        await backend.close()
 
 
 async def test_a_blob_id_is_taken_aside_by_its_rowid(tmp_path: Path) -> None:
-    backend, jobs = await three_with_a_victim(tmp_path, "id", "x'00ff'")
-    try:
+    async with three_with_a_victim(tmp_path, "id", "x'00ff'") as (backend, jobs):
         assert await claim(backend) == [jobs[0].id, jobs[2].id]
         listed = await backend.list_jobs(state=JobState.DEAD)
         assert [(job.id, job.name) for job in listed] == [("x'00ff'", UNREADABLE_NAME)]
-    finally:
-        await backend.close()
 
 
 async def test_recover_takes_aside_what_no_claim_can_reach(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    backend = await opened(path)
-    try:
+    async with opened(path) as backend:
         jobs = await backend.enqueue([r.job() for _ in range(4)] + [r.job(delay=60)])
         set_column(path, jobs[0].id, "state", "'bogus'")
         set_column(path, jobs[1].id, "queue", "x'ff'")
@@ -393,14 +376,11 @@ async def test_recover_takes_aside_what_no_claim_can_reach(tmp_path: Path) -> No
             jobs[4].id: b"dead",
         }
         assert await backend.purge(states=[JobState.DEAD], older_than=1e12) == 3
-    finally:
-        await backend.close()
 
 
 async def test_recover_takes_aside_a_lapsed_job_it_cannot_read(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    backend = await opened(path)
-    try:
+    async with opened(path) as backend:
         jobs = await backend.enqueue([r.job(max_attempts=3) for _ in range(3)])
         leases = await backend.claim([QUEUE], 3, worker="w", lease_for=60)
         conn = sqlite3.connect(path)
@@ -420,14 +400,11 @@ async def test_recover_takes_aside_a_lapsed_job_it_cannot_read(tmp_path: Path) -
         # the heartbeat and settle of the others ignore the bad row beside them
         reply = await backend.heartbeat(leases, lease_for=60)
         assert reply.lost == {job.id for job in jobs}
-    finally:
-        await backend.close()
 
 
 async def test_heartbeat_and_settle_ignore_a_token_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    backend = await opened(path)
-    try:
+    async with opened(path) as backend:
         await backend.enqueue([r.job() for _ in range(3)])
         leases = await backend.claim([QUEUE], 3, worker="w", lease_for=60)
         set_column(path, leases[1].job.id, "token", "CAST(x'ff' AS TEXT)")
@@ -435,14 +412,11 @@ async def test_heartbeat_and_settle_ignore_a_token_that_is_not_utf8(tmp_path: Pa
         assert reply.lost == {leases[1].job.id}
         applied = await backend.settle([r.completed(lease) for lease in leases])
         assert applied == [True, False, True]
-    finally:
-        await backend.close()
 
 
 async def test_retry_dead_and_key_lookups_work_beside_a_bad_row(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    backend = await opened(path)
-    try:
+    async with opened(path) as backend:
         jobs = await backend.enqueue([r.job(key="a"), r.job(key="b"), r.job()])
         leases = await backend.claim([QUEUE], 3, worker="w", lease_for=60)
         await backend.settle([r.dead(lease) for lease in leases])
@@ -453,5 +427,3 @@ async def test_retry_dead_and_key_lookups_work_beside_a_bad_row(tmp_path: Path) 
         set_column(path, jobs[0].id, "headers", "x'c1'")
         (holder,) = await backend.enqueue([r.job(key="a")])
         assert (holder.id, holder.name) == (jobs[0].id, UNREADABLE_NAME)
-    finally:
-        await backend.close()

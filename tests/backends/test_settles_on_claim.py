@@ -30,6 +30,8 @@ PROMPT = 1.0
 
 @pytest.fixture
 def fused(backend: Backend) -> SettlesOnClaim:
+    # Every backend with the method keeps its contract, not only those that list
+    # SETTLE_ON_CLAIM: a Redis Cluster has it (in two round trips) without offering it.
     if not isinstance(backend, SettlesOnClaim):
         pytest.skip(f"{type(backend).__name__} does not implement SettlesOnClaim (optional)")
     return backend

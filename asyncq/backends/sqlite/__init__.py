@@ -401,10 +401,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         return await self._run(False, admin_sql.list_jobs, *query)
 
     async def _retry_dead(self, query: DeadQuery) -> list[str]:
-        ids = None if query.job_ids is None else list(query.job_ids)
-        retried = await self._run(
-            True, admin_sql.retry_dead, ids, query.queue, query.name, query.limit
-        )
+        retried = await self._run(True, admin_sql.retry_dead, *query)
         if retried:
             self._waiters.wake_work()
         return retried

@@ -144,6 +144,7 @@ def retry_dead(
     name: str | None,
     limit: int,
 ) -> list[str]:
+    """``DeadQuery``'s dead jobs that can take their key back, put back in their queue."""
     if job_ids is None:
         # the dead jobs list_jobs would show, read without decoding them
         where = ""
@@ -159,11 +160,12 @@ def retry_dead(
             (*params, limit),
         )
     else:
-        ids = list(dict.fromkeys(job_ids))
+        # each id once already (``OperatorVerbs.retry_dead``)
         found = {
-            row[0]: row for row in select_by_ids(conn, "id, queue, key", ids, " AND state = 'dead'")
+            row[0]: row
+            for row in select_by_ids(conn, "id, queue, key", job_ids, " AND state = 'dead'")
         }
-        candidates = [found[job_id] for job_id in ids if job_id in found]
+        candidates = [found[job_id] for job_id in job_ids if job_id in found]
     retried: list[str] = []
     taken: set[tuple[str, str]] = set()
     for job_id, job_queue, key in candidates:

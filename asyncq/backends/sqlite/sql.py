@@ -28,8 +28,8 @@ import msgspec
 from msgspec.structs import replace
 
 from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome
-from .._common import LIVE_STATES, as_enqueued, claimed, result_expired
-from ..base import ErrorInfo, ErrorKind, HeartbeatReply
+from .._common import LIVE_STATES, as_enqueued, claimed, lost_error, result_expired
+from ..base import HeartbeatReply
 from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
 from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
 
@@ -399,14 +399,7 @@ def recover(conn: sqlite3.Connection, now: float) -> tuple[list[tuple[str, bool]
     params = [
         (
             now,
-            ENCODER.encode(
-                ErrorInfo(
-                    kind=ErrorKind.LOST,
-                    message=f"lease held by worker {job.worker} lapsed before the attempt finished",
-                    attempt=job.attempts,
-                    at=now,
-                )
-            ),
+            ENCODER.encode(lost_error(job, now)),
             job.id,
         )
         for job in lapsed
