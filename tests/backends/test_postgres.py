@@ -21,10 +21,10 @@ from msgspec.structs import replace
 
 from asyncq._records import JobRecord, JobState, Lease, Outcome
 from asyncq.backends import from_url
-from asyncq.backends import postgres as pg
 from asyncq.backends.base import Retention
 from asyncq.backends.postgres import PostgresBackend, mask_dsn
 from asyncq.backends.postgres import admin as pg_admin
+from asyncq.backends.postgres.enqueue import COPY_MIN_BATCH
 from asyncq.backends.postgres.schema import MIGRATIONS, lock_key
 from asyncq.backends.postgres.sql import Statements
 from asyncq.exceptions import BackendError, BackendUnavailable, ConfigurationError
@@ -564,7 +564,7 @@ async def test_enqueue_frees_an_expired_key_holder(make_postgres: Make) -> None:
 
 # -- batches copied in -------------------------------------------------------------
 
-BIG = pg.COPY_MIN_BATCH * 2
+BIG = COPY_MIN_BATCH * 2
 
 
 async def test_a_large_batch_is_copied_in_and_wakes_a_worker(make_postgres: Make) -> None:

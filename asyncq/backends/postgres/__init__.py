@@ -66,10 +66,8 @@ from .admin import (
     prune_steps,
     read_retention,
 )
-from .admin import PRUNE_BATCH as PRUNE_BATCH  # where it was
 from .codec import JSON, Aside, aside_columns, outcome_columns, records
 from .codec import leases as leases_of
-from .enqueue import COPY_MIN_BATCH as COPY_MIN_BATCH  # where it was
 from .enqueue import store
 from .listen import Listener, ListenerClosed
 from .schema import check_name, check_versions, recorded_versions
