@@ -59,8 +59,6 @@ from ..base import (
 from . import sql
 from .admin import (
     _UNSET,
-    DEFAULT_RETENTION_COMPLETED,
-    DEFAULT_RETENTION_DEAD,
     _Operations,
     _Unset,
     prune_steps,
@@ -78,6 +76,14 @@ __all__ = ["DEFAULT_RETENTION_COMPLETED", "DEFAULT_RETENTION_DEAD", "PostgresBac
 
 #: The one URL masker, by the name this package gave it first.
 mask_dsn = mask_url
+
+_DEFAULTS = Retention()
+assert _DEFAULTS.completed is not None  # the defaults are finite
+assert _DEFAULTS.dead is not None
+#: How long a completed job without a ``result_ttl`` is kept (seconds): ``Retention().completed``.
+DEFAULT_RETENTION_COMPLETED: float = _DEFAULTS.completed
+#: How long dead jobs are kept (seconds): ``Retention().dead`` (cancelled ones as long).
+DEFAULT_RETENTION_DEAD: float = _DEFAULTS.dead
 
 log = logging.getLogger("asyncq.backends.postgres")
 
