@@ -264,7 +264,8 @@ async def test_enqueue_meets_a_key_taken_in_an_open_transaction(
                 "SELECT count(*) FROM pg_locks"
                 " WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid))"
             )
-            while not await postgres_admin.fetchval(blocked, postgres_admin.get_server_pid()):  # noqa: ASYNC110
+            pid = postgres_admin.get_server_pid()
+            while not await postgres_admin.fetchval(blocked, pid):  # noqa: ASYNC110
                 await anyio.sleep(0.01)
     [stored] = result
     assert stored.id == first.id
