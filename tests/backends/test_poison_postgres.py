@@ -16,8 +16,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,27 +45,11 @@ PENDING = {JobState.QUEUED, JobState.SCHEDULED, JobState.FAILED}
 
 
 @pytest.fixture
-async def backend(postgres_dsn: str) -> AsyncIterator[PostgresBackend]:
-    made = PostgresBackend.from_url(
-        postgres_dsn, schema=f"t{uuid.uuid4().hex[:12]}", migrate=True, poll_interval=0.5
-    )
-    try:
-        with anyio.fail_after(BOUND):
-            await made.open()
-        yield made
-    finally:
-        with anyio.fail_after(BOUND):
-            await made.close()
-            await made.drop()
-
-
-@pytest.fixture
-async def admin(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection[Any]]:
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
+async def backend(make_postgres: Callable[..., PostgresBackend]) -> PostgresBackend:
+    made = make_postgres(migrate=True, poll_interval=0.5)
+    with anyio.fail_after(BOUND):
+        await made.open()
+    return made
 
 
 @pytest.fixture
@@ -172,9 +155,9 @@ GARBAGE = [
 
 
 async def test_the_fuzzer_covers_every_column(
-    backend: PostgresBackend, admin: asyncpg.Connection[Any]
+    backend: PostgresBackend, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    columns = await admin.fetch(
+    columns = await postgres_admin.fetch(
         "SELECT column_name FROM information_schema.columns"
         " WHERE table_schema = $1 AND table_name = 'jobs'",
         backend.schema,
@@ -185,7 +168,7 @@ async def test_the_fuzzer_covers_every_column(
 @pytest.mark.parametrize("garbage", GARBAGE, ids=str)
 async def test_one_corrupt_column_costs_only_its_own_job(
     lent: PostgresBackend,
-    admin: asyncpg.Connection[Any],
+    postgres_admin: asyncpg.Connection[Any],
     garbage: Garbage,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -197,9 +180,9 @@ async def test_one_corrupt_column_costs_only_its_own_job(
         healthy += [(await note.enqueue(Note(str(i)))).id for i in range(HEALTHY // 2)]
         if garbage.refused:
             with pytest.raises(asyncpg.PostgresError):
-                await corrupt(admin, lent, victim, garbage.column, garbage.value)
+                await corrupt(postgres_admin, lent, victim, garbage.column, garbage.value)
         else:
-            victim = await corrupt(admin, lent, victim, garbage.column, garbage.value)
+            victim = await corrupt(postgres_admin, lent, victim, garbage.column, garbage.value)
 
         await lent.recover()  # what a worker's maintenance does, before this burst ends
         worker = await run_until_idle(app, timeout=BOUND / 2)
@@ -213,7 +196,7 @@ async def test_one_corrupt_column_costs_only_its_own_job(
         found = await lent.get(victim)
         if found is None:
             assert EXPIRED in ends
-            state = await admin.fetchval(
+            state = await postgres_admin.fetchval(
                 f'SELECT state FROM "{lent.schema}".jobs WHERE id = $1', victim
             )
             assert state == "completed"
@@ -274,19 +257,19 @@ async def stored(admin: asyncpg.Connection[Any], backend: PostgresBackend, job_i
     [("errors", "'{\"x\": 1}'::jsonb"), ("headers", '\'["not", "a", "map"]\'::jsonb')],
 )
 async def test_a_claim_takes_a_record_of_the_wrong_json_shape_aside_and_leases_the_rest(
-    backend: PostgresBackend, admin: asyncpg.Connection[Any], column: str, value: str
+    backend: PostgresBackend, postgres_admin: asyncpg.Connection[Any], column: str, value: str
 ) -> None:
     """Before: the claim committed, then raised ValidationError: the worker crashed
     with the whole batch leased, and every restart did it again."""
     with anyio.fail_after(BOUND):
         jobs = [r.job() for _ in range(5)]
         await backend.enqueue(jobs)
-        await corrupt(admin, backend, jobs[2].id, column, value)
+        await corrupt(postgres_admin, backend, jobs[2].id, column, value)
         leases = await claim_all(backend)
         assert sorted(lease.job.id for lease in leases) == sorted(
             job.id for job in jobs if job.id != jobs[2].id
         )
-        row = await stored(admin, backend, jobs[2].id)
+        row = await stored(postgres_admin, backend, jobs[2].id)
         assert row["state"] == "dead"
         assert row["finished_at"] is not None
         assert row["token"] is None
@@ -302,7 +285,7 @@ async def test_a_claim_takes_a_record_of_the_wrong_json_shape_aside_and_leases_t
 
 
 async def test_unreadable_errors_are_replaced_and_readable_ones_kept(
-    backend: PostgresBackend, admin: asyncpg.Connection[Any]
+    backend: PostgresBackend, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     with anyio.fail_after(BOUND):
         first, second = r.job(max_attempts=2), r.job()
@@ -310,11 +293,11 @@ async def test_unreadable_errors_are_replaced_and_readable_ones_kept(
         [lease] = await backend.claim([r.QUEUE], 1, worker="w", lease_for=60)
         assert lease.job.id == first.id
         assert await backend.settle([r.failed(lease, retry_at=0.0)]) == [True]
-        await corrupt(admin, backend, first.id, "headers", "'5'::jsonb")
-        await corrupt(admin, backend, second.id, "errors", "'[{\"kind\": 1}]'::jsonb")
+        await corrupt(postgres_admin, backend, first.id, "headers", "'5'::jsonb")
+        await corrupt(postgres_admin, backend, second.id, "errors", "'[{\"kind\": 1}]'::jsonb")
         assert await claim_all(backend) == []
-        kept = json.loads((await stored(admin, backend, first.id))["errors"])
-        replaced = json.loads((await stored(admin, backend, second.id))["errors"])
+        kept = json.loads((await stored(postgres_admin, backend, first.id))["errors"])
+        replaced = json.loads((await stored(postgres_admin, backend, second.id))["errors"])
         assert [e["kind"] for e in replaced] == ["undecodable"]
         assert [e["kind"] for e in kept] == ["error", "undecodable"]
         # The record with readable errors but unreadable headers is shown as a stand-in.
@@ -325,37 +308,37 @@ async def test_unreadable_errors_are_replaced_and_readable_ones_kept(
 
 
 async def test_a_nan_timeout_is_taken_aside_instead_of_crashing_the_worker(
-    lent: PostgresBackend, admin: asyncpg.Connection[Any]
+    lent: PostgresBackend, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     """Before: ``ValueError: deadline must not be NaN`` ended the worker, the job left active."""
     with anyio.fail_after(BOUND):
         handles = [await note.enqueue(Note(str(i))) for i in range(4)]
-        await corrupt(admin, lent, handles[1].id, "timeout", "'NaN'")
+        await corrupt(postgres_admin, lent, handles[1].id, "timeout", "'NaN'")
         await run_until_idle(app, timeout=BOUND / 2)
         states = [(await h.info()).state for h in handles]
         assert states == [JobState.COMPLETED, JobState.DEAD] + [JobState.COMPLETED] * 2
 
 
 async def test_a_claim_of_a_job_at_the_attempts_maximum_does_not_fail_the_batch(
-    backend: PostgresBackend, admin: asyncpg.Connection[Any]
+    backend: PostgresBackend, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     """Before: ``integer out of range`` failed every claim of the queue, for ever."""
     with anyio.fail_after(BOUND):
         jobs = [r.job() for _ in range(3)]
         await backend.enqueue(jobs)
-        await corrupt(admin, backend, jobs[0].id, "attempts", "2147483647")
+        await corrupt(postgres_admin, backend, jobs[0].id, "attempts", "2147483647")
         leases = await claim_all(backend)
         assert sorted(lease.job.id for lease in leases) == sorted(job.id for job in jobs)
 
 
 async def test_an_expires_at_on_a_pending_job_neither_hides_nor_loses_it(
-    backend: PostgresBackend, admin: asyncpg.Connection[Any]
+    backend: PostgresBackend, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     """Before: ``get`` answered None, and prune (or an enqueue of its key) deleted the job."""
     with anyio.fail_after(BOUND):
         job = r.job(key="k")
         await backend.enqueue([job])
-        await corrupt(admin, backend, job.id, "expires_at", "0")
+        await corrupt(postgres_admin, backend, job.id, "expires_at", "0")
         assert (await backend.get(job.id)) is not None
         assert job.id in {j.id for j in await backend.list_jobs()}
         await backend.prune()
@@ -367,70 +350,65 @@ async def test_an_expires_at_on_a_pending_job_neither_hides_nor_loses_it(
 
 @pytest.mark.parametrize("lease", ["NULL", "'NaN'"])
 async def test_an_active_job_without_a_lease_time_is_recovered(
-    backend: PostgresBackend, admin: asyncpg.Connection[Any], lease: str
+    backend: PostgresBackend, postgres_admin: asyncpg.Connection[Any], lease: str
 ) -> None:
     """Before: recover never saw it: the job stayed active for ever."""
     with anyio.fail_after(BOUND):
         job = r.job(max_attempts=2)
         await backend.enqueue([job])
         await claim_all(backend)
-        await corrupt(admin, backend, job.id, "lease_expires_at", lease)
+        await corrupt(postgres_admin, backend, job.id, "lease_expires_at", lease)
         assert await backend.recover() == 1
         [lease_again] = await claim_all(backend)
         assert lease_again.job.id == job.id
 
 
 async def test_the_waiter_of_a_job_taken_aside_is_woken(
-    postgres_dsn: str, admin: asyncpg.Connection[Any]
+    make_postgres: Callable[..., PostgresBackend], postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    waited = PostgresBackend.from_url(
-        postgres_dsn, schema=f"t{uuid.uuid4().hex[:12]}", migrate=True, poll_interval=NO_POLL
-    )
-    try:
-        with anyio.fail_after(BOUND):
-            job = r.job(key="held")
-            await waited.enqueue([job])
-            await corrupt(admin, waited, job.id, "errors", "'\"garbage\"'::jsonb")
-            ended: list[JobRecord | None] = []
+    waited = make_postgres(migrate=True, poll_interval=NO_POLL)
+    with anyio.fail_after(BOUND):
+        job = r.job(key="held")
+        await waited.enqueue([job])
+        await corrupt(postgres_admin, waited, job.id, "errors", "'\"garbage\"'::jsonb")
+        ended: list[JobRecord | None] = []
 
-            async def wait() -> None:
-                ended.append(await waited.wait_finished(job.id))
+        async def wait() -> None:
+            ended.append(await waited.wait_finished(job.id))
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(wait)
-                # Until the wait has registered: the job must end while it waits.
-                while not waited._listener._done:  # noqa: ASYNC110 - no event to wait on
-                    await anyio.sleep(0.01)
-                assert await claim_all(waited) == []
-            [finished] = ended
-            assert finished is not None
-            assert finished.state is JobState.DEAD
-            assert last_kind(finished) is ErrorKind.UNDECODABLE
-            # Its key was freed with it.
-            [fresh] = await waited.enqueue([r.job(key="held")])
-            assert fresh.id != job.id
-    finally:
-        with anyio.fail_after(BOUND):
-            await waited.close()
-            await waited.drop()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            # Until the wait has registered: the job must end while it waits.
+            while not waited._listener._done:  # noqa: ASYNC110 - no event to wait on
+                await anyio.sleep(0.01)
+            assert await claim_all(waited) == []
+        [finished] = ended
+        assert finished is not None
+        assert finished.state is JobState.DEAD
+        assert last_kind(finished) is ErrorKind.UNDECODABLE
+        # Its key was freed with it.
+        [fresh] = await waited.enqueue([r.job(key="held")])
+        assert fresh.id != job.id
 
 
 async def test_taking_aside_is_guarded_by_the_claims_token_and_never_fails_the_claim(
-    backend: PostgresBackend, admin: asyncpg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+    backend: PostgresBackend,
+    postgres_admin: asyncpg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with anyio.fail_after(BOUND):
         jobs = [r.job() for _ in range(3)]
         await backend.enqueue(jobs)
-        await corrupt(admin, backend, jobs[1].id, "headers", "'[]'::jsonb")
+        await corrupt(postgres_admin, backend, jobs[1].id, "headers", "'[]'::jsonb")
         statement = backend._sql.take_aside
         monkeypatch.setattr(backend._sql, "take_aside", "SELECT 1 / 0")
         leases = await claim_all(backend)
         # The healthy jobs are handed out; the bad one waits, leased, for a later claim.
         assert sorted(lease.job.id for lease in leases) == sorted([jobs[0].id, jobs[2].id])
-        row = await stored(admin, backend, jobs[1].id)
+        row = await stored(postgres_admin, backend, jobs[1].id)
         assert row["state"] == "active"
         # Taking it aside under another claim's token changes nothing.
-        dead = await admin.fetchval(
+        dead = await postgres_admin.fetchval(
             statement,
             [jobs[1].id],
             ["someone else's token"],
@@ -438,18 +416,20 @@ async def test_taking_aside_is_guarded_by_the_claims_token_and_never_fails_the_c
             [False],
         )
         assert dead is None
-        assert (await stored(admin, backend, jobs[1].id))["state"] == "active"
+        assert (await stored(postgres_admin, backend, jobs[1].id))["state"] == "active"
 
 
 async def test_get_list_stats_and_the_cli_answer_for_a_state_no_job_has(
-    lent: PostgresBackend, admin: asyncpg.Connection[Any]
+    lent: PostgresBackend, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     """A table whose state constraint was dropped by hand: the job is shown as unreadable,
     and ``stats`` counts only the states it knows (the job is not counted)."""
     with anyio.fail_after(BOUND):
         handles = [await note.enqueue(Note(str(i))) for i in range(3)]
-        await admin.execute(f'ALTER TABLE "{lent.schema}".jobs DROP CONSTRAINT jobs_state_check')
-        await corrupt(admin, lent, handles[0].id, "state", "'bogus'")
+        await postgres_admin.execute(
+            f'ALTER TABLE "{lent.schema}".jobs DROP CONSTRAINT jobs_state_check'
+        )
+        await corrupt(postgres_admin, lent, handles[0].id, "state", "'bogus'")
         shown = await lent.get(handles[0].id)
         assert shown is not None
         assert (shown.name, shown.state) == (UNREADABLE_NAME, JobState.DEAD)
@@ -465,13 +445,13 @@ async def test_get_list_stats_and_the_cli_answer_for_a_state_no_job_has(
 
 
 async def test_enqueue_and_cancel_answer_a_stand_in_for_an_unreadable_holder(
-    backend: PostgresBackend, admin: asyncpg.Connection[Any]
+    backend: PostgresBackend, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     """Before: an enqueue whose key an unreadable job held raised ValidationError."""
     with anyio.fail_after(BOUND):
         holder = r.job(key="k")
         await backend.enqueue([holder])
-        await corrupt(admin, backend, holder.id, "headers", "'1'::jsonb")
+        await corrupt(postgres_admin, backend, holder.id, "headers", "'1'::jsonb")
         [answer] = await backend.enqueue([r.job(key="k")])
         assert (answer.id, answer.name, answer.state) == (
             holder.id,
@@ -484,7 +464,7 @@ async def test_enqueue_and_cancel_answer_a_stand_in_for_an_unreadable_holder(
 
 
 async def test_terminated_connections_flood_no_log_with_tracebacks(
-    lent: PostgresBackend, admin: asyncpg.Connection[Any], caplog: pytest.LogCaptureFixture
+    lent: PostgresBackend, postgres_admin: asyncpg.Connection[Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """``pg_terminate_backend`` of every asyncq connection, again and again, while a worker
     runs and a producer waits: no "Task exception was never retrieved", no traceback."""
@@ -497,7 +477,7 @@ async def test_terminated_connections_flood_no_log_with_tracebacks(
                 for i in range(5):
                     text = f"{round_}.{i}"
                     handles.append((text, await note.enqueue(Note(text))))
-                await admin.execute(
+                await postgres_admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE application_name = $1",
                     name,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -21,13 +21,14 @@ from msgspec.structs import replace
 
 from asyncq._records import JobRecord, JobState, Lease, Outcome
 from asyncq.backends import from_url
-from asyncq.backends import postgres as pg
 from asyncq.backends.base import Retention
 from asyncq.backends.postgres import PostgresBackend, mask_dsn
 from asyncq.backends.postgres import admin as pg_admin
+from asyncq.backends.postgres.enqueue import COPY_MIN_BATCH
 from asyncq.backends.postgres.schema import MIGRATIONS, lock_key
 from asyncq.backends.postgres.sql import Statements
 from asyncq.exceptions import BackendError, BackendUnavailable, ConfigurationError
+from conftest import unique_namespace
 
 from . import _records as r
 
@@ -39,43 +40,6 @@ NO_POLL = 120.0
 
 Make = Callable[..., PostgresBackend]
 _T = TypeVar("_T")
-
-
-def unique_schema() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def make(postgres_dsn: str) -> AsyncIterator[Make]:
-    """Unopened backends on the test server; closed and their schemas dropped afterwards."""
-    made: list[PostgresBackend] = []
-
-    def factory(schema: str | None = None, **options: Any) -> PostgresBackend:
-        backend = PostgresBackend.from_url(
-            postgres_dsn, schema=schema or unique_schema(), **options
-        )
-        made.append(backend)
-        return backend
-
-    yield factory
-    with anyio.fail_after(BOUND):
-        for backend in made:
-            await backend.close()
-        dropped = set()
-        for backend in made:
-            if backend.schema not in dropped:
-                dropped.add(backend.schema)
-                await backend.drop()
-
-
-@pytest.fixture
-async def admin(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection[Any]]:
-    """A plain connection of the test's own, outside any backend."""
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def claim_all(backend: PostgresBackend, limit: int = 100) -> list[Lease]:
@@ -116,8 +80,8 @@ def test_other_schemes_are_refused() -> None:
 # -- migrations -------------------------------------------------------------------
 
 
-async def test_migrate_applies_once(make: Make) -> None:
-    backend = make()
+async def test_migrate_applies_once(make_postgres: Make) -> None:
+    backend = make_postgres()
     with anyio.fail_after(BOUND):
         assert await backend.migrate() == list(range(1, len(MIGRATIONS) + 1))
         assert await backend.migrate() == []
@@ -126,9 +90,9 @@ async def test_migrate_applies_once(make: Make) -> None:
         assert await backend.get("nothing") is None
 
 
-async def test_concurrent_migrations_apply_each_step_once(make: Make) -> None:
-    schema = unique_schema()
-    backends = [make(schema) for _ in range(4)]
+async def test_concurrent_migrations_apply_each_step_once(make_postgres: Make) -> None:
+    schema = unique_namespace()
+    backends = [make_postgres(schema) for _ in range(4)]
     results: list[list[int]] = []
 
     async def migrate(backend: PostgresBackend) -> None:
@@ -142,22 +106,22 @@ async def test_concurrent_migrations_apply_each_step_once(make: Make) -> None:
 
 
 async def test_a_schema_at_the_first_version_is_upgraded(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     # A schema made by the first release, with jobs in it, then migrated.
-    schema = unique_schema()
+    schema = unique_namespace()
     statements = Statements(schema)
     with anyio.fail_after(BOUND):
-        async with admin.transaction():
-            await admin.execute(statements.bootstrap)
+        async with postgres_admin.transaction():
+            await postgres_admin.execute(statements.bootstrap)
             description, step = statements.migrations[0]
-            await admin.execute(step)
-            await admin.execute(statements.record_version, 1, description)
-        first = make(schema)
+            await postgres_admin.execute(step)
+            await postgres_admin.execute(statements.record_version, 1, description)
+        first = make_postgres(schema)
         with pytest.raises(ConfigurationError, match="out of date"):
             await first.open()
         assert await first.migrate() == list(range(2, len(MIGRATIONS) + 1))
-        backend = make(schema)
+        backend = make_postgres(schema)
         await backend.open()
         await backend.enqueue([r.job(), r.job(), r.job(delay=60)])
         [lease] = await claim_all(backend, 1)
@@ -168,8 +132,8 @@ async def test_a_schema_at_the_first_version_is_upgraded(
     assert stats.counts[JobState.COMPLETED] == 1
 
 
-async def test_open_refuses_an_unmigrated_schema(make: Make) -> None:
-    backend = make()
+async def test_open_refuses_an_unmigrated_schema(make_postgres: Make) -> None:
+    backend = make_postgres()
     with anyio.fail_after(BOUND), pytest.raises(ConfigurationError) as caught:
         await backend.open()
     assert "asyncq migrate" in str(caught.value)
@@ -177,8 +141,8 @@ async def test_open_refuses_an_unmigrated_schema(make: Make) -> None:
     assert backend.schema in str(caught.value)
 
 
-async def test_open_with_migrate_creates_the_schema(make: Make) -> None:
-    backend = make(migrate=True)
+async def test_open_with_migrate_creates_the_schema(make_postgres: Make) -> None:
+    backend = make_postgres(migrate=True)
     with anyio.fail_after(BOUND):
         await backend.open()
         [stored] = await backend.enqueue([r.job()])
@@ -186,38 +150,38 @@ async def test_open_with_migrate_creates_the_schema(make: Make) -> None:
 
 
 async def test_a_schema_newer_than_the_code_is_refused(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    schema = unique_schema()
+    schema = unique_namespace()
     with anyio.fail_after(BOUND):
-        await make(schema).migrate()
-        await admin.execute(
+        await make_postgres(schema).migrate()
+        await postgres_admin.execute(
             f"INSERT INTO {schema}.migrations (version, description) VALUES (99, 'future')"
         )
         with pytest.raises(ConfigurationError, match="newer than this asyncq"):
-            await make(schema).open()
+            await make_postgres(schema).open()
         with pytest.raises(ConfigurationError, match="newer than this asyncq"):
-            await make(schema, migrate=True).open()
+            await make_postgres(schema, migrate=True).open()
 
 
 async def test_a_schema_missing_a_step_is_out_of_date(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    schema = unique_schema()
+    schema = unique_namespace()
     with anyio.fail_after(BOUND):
-        await make(schema).migrate()
-        await admin.execute(f"DELETE FROM {schema}.migrations")
+        await make_postgres(schema).migrate()
+        await postgres_admin.execute(f"DELETE FROM {schema}.migrations")
         with pytest.raises(ConfigurationError, match="asyncq migrate"):
-            await make(schema).open()
+            await make_postgres(schema).open()
 
 
 # -- transactional enqueue ----------------------------------------------------------
 
 
 async def test_enqueue_in_a_committed_transaction(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    backend = make(migrate=True, poll_interval=NO_POLL)
+    backend = make_postgres(migrate=True, poll_interval=NO_POLL)
     record = r.job(key="order-1")
     woke = anyio.Event()
 
@@ -230,8 +194,8 @@ async def test_enqueue_in_a_committed_transaction(
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait)
             await anyio.wait_all_tasks_blocked()
-            async with admin.transaction():
-                [stored] = await backend.enqueue([record], connection=admin)
+            async with postgres_admin.transaction():
+                [stored] = await backend.enqueue([record], connection=postgres_admin)
                 assert stored.id == record.id
                 assert stored.state is JobState.QUEUED
                 # Invisible to everyone else, and nobody woken, until the commit.
@@ -244,9 +208,9 @@ async def test_enqueue_in_a_committed_transaction(
 
 
 async def test_enqueue_in_a_rolled_back_transaction(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    backend = make(migrate=True)
+    backend = make_postgres(migrate=True)
     record = r.job(key="order-1")
 
     class Abort(Exception):
@@ -255,8 +219,8 @@ async def test_enqueue_in_a_rolled_back_transaction(
     with anyio.fail_after(BOUND):
         await backend.open()
         try:
-            async with admin.transaction():
-                await backend.enqueue([record], connection=admin)
+            async with postgres_admin.transaction():
+                await backend.enqueue([record], connection=postgres_admin)
                 raise Abort
         except Abort:
             pass
@@ -268,21 +232,21 @@ async def test_enqueue_in_a_rolled_back_transaction(
 
 
 async def test_enqueue_without_a_transaction_commits_at_once(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    backend = make(migrate=True)
+    backend = make_postgres(migrate=True)
     with anyio.fail_after(BOUND):
         await backend.open()
-        [stored] = await backend.enqueue([r.job()], connection=admin)
+        [stored] = await backend.enqueue([r.job()], connection=postgres_admin)
         assert await backend.get(stored.id) is not None
 
 
 async def test_enqueue_meets_a_key_taken_in_an_open_transaction(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     # The second insert waits for the first transaction, then finds its job
     # through a fresh read: its own snapshot predates the commit.
-    backend = make(migrate=True)
+    backend = make_postgres(migrate=True)
     first, second = r.job(key="order-7"), r.job(key="order-7")
     result: list[JobRecord] = []
 
@@ -291,8 +255,8 @@ async def test_enqueue_meets_a_key_taken_in_an_open_transaction(
 
     with anyio.fail_after(BOUND):
         await backend.open()
-        async with anyio.create_task_group() as tg, admin.transaction():
-            await backend.enqueue([first], connection=admin)
+        async with anyio.create_task_group() as tg, postgres_admin.transaction():
+            await backend.enqueue([first], connection=postgres_admin)
             tg.start_soon(enqueue_second)
             # The server offers no event for "a statement now waits on a lock";
             # ask it until the second insert is blocked behind this transaction.
@@ -300,14 +264,15 @@ async def test_enqueue_meets_a_key_taken_in_an_open_transaction(
                 "SELECT count(*) FROM pg_locks"
                 " WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid))"
             )
-            while not await admin.fetchval(blocked, admin.get_server_pid()):  # noqa: ASYNC110
+            pid = postgres_admin.get_server_pid()
+            while not await postgres_admin.fetchval(blocked, pid):  # noqa: ASYNC110
                 await anyio.sleep(0.01)
     [stored] = result
     assert stored.id == first.id
 
 
-async def test_enqueue_on_something_else_is_refused(make: Make) -> None:
-    backend = make(migrate=True)
+async def test_enqueue_on_something_else_is_refused(make_postgres: Make) -> None:
+    backend = make_postgres(migrate=True)
     with anyio.fail_after(BOUND):
         await backend.open()
         with pytest.raises(ConfigurationError, match="asyncpg connection"):
@@ -318,19 +283,19 @@ async def test_enqueue_on_something_else_is_refused(make: Make) -> None:
 
 
 async def test_claim_reads_the_partial_ready_index(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    backend = make(migrate=True)
+    backend = make_postgres(migrate=True)
     with anyio.fail_after(BOUND):
         await backend.open()
         await backend.enqueue([r.job(priority=i % 3) for i in range(50)])
         await backend.enqueue([r.job(delay=60) for _ in range(10)])
         statements = Statements(backend.schema)
-        async with admin.transaction():
+        async with postgres_admin.transaction():
             # A table this small is cheaper to scan whole; forbid that so the
             # plan shows the access path the claim gets on a real backlog.
-            await admin.execute("SET LOCAL enable_seqscan = off")
-            rows = await admin.fetch(
+            await postgres_admin.execute("SET LOCAL enable_seqscan = off")
+            rows = await postgres_admin.fetch(
                 "EXPLAIN " + statements.claim, [r.QUEUE, "other"], 10, "w1", 60.0
             )
     plan = [row[0].strip() for row in rows]
@@ -344,10 +309,12 @@ async def test_claim_reads_the_partial_ready_index(
     assert "scheduled_at <=" in cond, text
 
 
-async def test_wait_for_work_wakes_for_the_earliest_job_of_any_priority(make: Make) -> None:
+async def test_wait_for_work_wakes_for_the_earliest_job_of_any_priority(
+    make_postgres: Make,
+) -> None:
     # The ready index is ordered by priority first: the earliest due job may
     # sit behind later ones of a higher priority.
-    backend = make(migrate=True, poll_interval=NO_POLL)
+    backend = make_postgres(migrate=True, poll_interval=NO_POLL)
     with anyio.fail_after(BOUND):
         await backend.open()
         jobs = [r.job(priority=p, delay=NO_POLL) for p in (9, -1)]
@@ -360,10 +327,10 @@ async def test_wait_for_work_wakes_for_the_earliest_job_of_any_priority(make: Ma
     assert lease.job.priority == 5
 
 
-async def test_many_claimers_never_share_a_job(make: Make) -> None:
+async def test_many_claimers_never_share_a_job(make_postgres: Make) -> None:
     total, claimers, batch = 3_000, 8, 50
-    schema = unique_schema()
-    backends = [make(schema, migrate=True, max_size=2) for _ in range(claimers)]
+    schema = unique_namespace()
+    backends = [make_postgres(schema, migrate=True, max_size=2) for _ in range(claimers)]
     claimed: list[list[str]] = [[] for _ in range(claimers)]
 
     async def drain(index: int) -> None:
@@ -392,11 +359,13 @@ async def test_many_claimers_never_share_a_job(make: Make) -> None:
 
 
 async def test_terminated_connections_are_replaced(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     name = f"asyncq-{uuid.uuid4().hex[:8]}"
-    backend = make(migrate=True, poll_interval=NO_POLL, server_settings={"application_name": name})
-    producer = make(backend.schema)
+    backend = make_postgres(
+        migrate=True, poll_interval=NO_POLL, server_settings={"application_name": name}
+    )
+    producer = make_postgres(backend.schema)
     kill = (
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1"
     )
@@ -414,7 +383,7 @@ async def test_terminated_connections_are_replaced(
             tg.start_soon(wait)
             await anyio.wait_all_tasks_blocked()
             # The pool's connection and the listening one.
-            assert await admin.fetchval(kill, name) >= 2
+            assert await postgres_admin.fetchval(kill, name) >= 2
             [lease] = await claim_all(backend)
             assert await backend.settle([r.completed(lease)]) == [True]
         [done] = result
@@ -423,7 +392,7 @@ async def test_terminated_connections_are_replaced(
         # Once more, with the backend waiting for work: it listens again. A
         # wait may end early (the lost listener wakes it); it then finds nothing
         # to claim and waits again, and only a notification ends that wait.
-        assert await admin.fetchval(kill, name) >= 2
+        assert await postgres_admin.fetchval(kill, name) >= 2
 
         async def enqueue_later() -> None:
             await anyio.wait_all_tasks_blocked()
@@ -436,9 +405,9 @@ async def test_terminated_connections_are_replaced(
         assert len(leases) == 1
 
 
-async def test_unreachable_server_is_backend_unavailable(make: Make) -> None:
+async def test_unreachable_server_is_backend_unavailable(make_postgres: Make) -> None:
     backend = PostgresBackend.from_url(
-        "postgresql://postgres:s3cret@127.0.0.1:1/test", schema=unique_schema()
+        "postgresql://postgres:s3cret@127.0.0.1:1/test", schema=unique_namespace()
     )
     with anyio.fail_after(BOUND):
         for attempt in (backend.open, lambda: backend.get("x"), backend.migrate):
@@ -450,20 +419,20 @@ async def test_unreachable_server_is_backend_unavailable(make: Make) -> None:
 
 
 async def test_other_server_errors_are_backend_error(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    backend = make(migrate=True)
+    backend = make_postgres(migrate=True)
     with anyio.fail_after(BOUND):
         await backend.open()
-        await admin.execute(f"DROP TABLE {backend.schema}.jobs CASCADE")
+        await postgres_admin.execute(f"DROP TABLE {backend.schema}.jobs CASCADE")
         with pytest.raises(BackendError) as caught:
             await backend.get("x")
     assert not isinstance(caught.value, BackendUnavailable)
     assert isinstance(caught.value.__cause__, asyncpg.UndefinedTableError)
 
 
-async def test_closed_backend_is_unavailable(make: Make) -> None:
-    backend = make(migrate=True)
+async def test_closed_backend_is_unavailable(make_postgres: Make) -> None:
+    backend = make_postgres(migrate=True)
     with anyio.fail_after(BOUND):
         await backend.open()
         await backend.close()
@@ -482,23 +451,23 @@ async def finish_all(backend: PostgresBackend, n: int, **job: Any) -> None:
 
 
 async def test_prune_runs_under_an_advisory_lock(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     total = 2_500
-    schema = unique_schema()
-    first, second = make(schema, migrate=True), make(schema)
+    schema = unique_namespace()
+    first, second = make_postgres(schema, migrate=True), make_postgres(schema)
     with anyio.fail_after(BOUND):
         await first.open()
         await second.open()
         await finish_all(first, total, result_ttl=0.0)
         key = lock_key("prune", schema)
-        await admin.execute("SELECT pg_advisory_lock($1)", key)
+        await postgres_admin.execute("SELECT pg_advisory_lock($1)", key)
         try:
             # Someone else is pruning: both return at once, deleting nothing.
             assert await first.prune() == 0
             assert await second.prune() == 0
         finally:
-            await admin.execute("SELECT pg_advisory_unlock($1)", key)
+            await postgres_admin.execute("SELECT pg_advisory_unlock($1)", key)
         [before] = await first.stats([r.QUEUE])
         assert before.counts[JobState.COMPLETED] == total
         pruned: list[int] = []
@@ -515,10 +484,12 @@ async def test_prune_runs_under_an_advisory_lock(
         assert await first.prune() == 0
 
 
-async def test_prune_applies_retention(make: Make) -> None:
-    schema = unique_schema()
-    keeper = make(schema, migrate=True, retention_completed=None, retention_dead=None)
-    pruner = make(schema, retention_completed=0.0, retention_dead=0.0, retention_cancelled=0.0)
+async def test_prune_applies_retention(make_postgres: Make) -> None:
+    schema = unique_namespace()
+    keeper = make_postgres(schema, migrate=True, retention_completed=None, retention_dead=None)
+    pruner = make_postgres(
+        schema, retention_completed=0.0, retention_dead=0.0, retention_cancelled=0.0
+    )
     with anyio.fail_after(BOUND):
         await keeper.open()
         await pruner.open()
@@ -540,9 +511,9 @@ async def finish_as(backend: PostgresBackend, n: int, settle: Callable[[Lease], 
     assert all(await backend.settle([settle(lease) for lease in leases]))
 
 
-async def test_prune_keeps_each_finished_state_for_its_own_retention(make: Make) -> None:
-    schema = unique_schema()
-    keeper = make(schema, migrate=True, retention=Retention(None, None, None))
+async def test_prune_keeps_each_finished_state_for_its_own_retention(make_postgres: Make) -> None:
+    schema = unique_namespace()
+    keeper = make_postgres(schema, migrate=True, retention=Retention(None, None, None))
     with anyio.fail_after(BOUND):
         await keeper.open()
         await finish_as(keeper, 2, r.completed)
@@ -551,24 +522,26 @@ async def test_prune_keeps_each_finished_state_for_its_own_retention(make: Make)
         assert await keeper.prune() == 0
         # Only cancelled jobs are old enough for this one: dead ones stay
         # (retention_dead no longer speaks for cancelled jobs).
-        only_cancelled = make(schema, retention_completed=None, retention_cancelled=0.0)
+        only_cancelled = make_postgres(schema, retention_completed=None, retention_cancelled=0.0)
         assert only_cancelled.retention == Retention(completed=None, cancelled=0.0)
         assert await only_cancelled.prune() == 4
         [stats] = await keeper.stats([r.QUEUE])
         assert (stats.counts[JobState.DEAD], stats.counts[JobState.CANCELLED]) == (3, 0)
         assert stats.counts[JobState.COMPLETED] == 2
         # A setting by name, over a Retention given whole.
-        only_dead = make(schema, retention=Retention(completed=None), retention_dead=0.0)
+        only_dead = make_postgres(schema, retention=Retention(completed=None), retention_dead=0.0)
         assert await only_dead.prune() == 3
         [stats] = await keeper.stats([r.QUEUE])
     assert stats.counts[JobState.COMPLETED] == 2
 
 
 async def test_prune_deletes_a_state_in_bounded_batches(
-    make: Make, monkeypatch: pytest.MonkeyPatch
+    make_postgres: Make, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(pg_admin, "PRUNE_BATCH", 3)
-    backend = make(migrate=True, retention=Retention(completed=None, dead=None, cancelled=0.0))
+    backend = make_postgres(
+        migrate=True, retention=Retention(completed=None, dead=None, cancelled=0.0)
+    )
     with anyio.fail_after(BOUND):
         await backend.open()
         await finish_as(backend, 8, r.cancelled)
@@ -578,8 +551,8 @@ async def test_prune_deletes_a_state_in_bounded_batches(
     assert (stats.counts[JobState.CANCELLED], stats.counts[JobState.DEAD]) == (0, 2)
 
 
-async def test_enqueue_frees_an_expired_key_holder(make: Make) -> None:
-    backend = make(migrate=True)
+async def test_enqueue_frees_an_expired_key_holder(make_postgres: Make) -> None:
+    backend = make_postgres(migrate=True)
     with anyio.fail_after(BOUND):
         await backend.open()
         await finish_all(backend, 1, key="k", result_ttl=0.0)
@@ -592,11 +565,11 @@ async def test_enqueue_frees_an_expired_key_holder(make: Make) -> None:
 
 # -- batches copied in -------------------------------------------------------------
 
-BIG = pg.COPY_MIN_BATCH * 2
+BIG = COPY_MIN_BATCH * 2
 
 
-async def test_a_large_batch_is_copied_in_and_wakes_a_worker(make: Make) -> None:
-    backend = make(migrate=True, poll_interval=NO_POLL)
+async def test_a_large_batch_is_copied_in_and_wakes_a_worker(make_postgres: Make) -> None:
+    backend = make_postgres(migrate=True, poll_interval=NO_POLL)
     jobs = [r.job(priority=i % 3, headers={"n": str(i)} if i % 2 else None) for i in range(BIG)]
     woke = anyio.Event()
 
@@ -621,8 +594,8 @@ async def test_a_large_batch_is_copied_in_and_wakes_a_worker(make: Make) -> None
     assert first == [job.id for job in jobs if job.priority == 2][: BIG // 3]
 
 
-async def test_a_copied_batch_from_a_clock_ahead_is_ready_at_once(make: Make) -> None:
-    backend = make(migrate=True)
+async def test_a_copied_batch_from_a_clock_ahead_is_ready_at_once(make_postgres: Make) -> None:
+    backend = make_postgres(migrate=True)
     ahead = time.time() + 30
     jobs = [replace(r.job(), enqueued_at=ahead, scheduled_at=ahead) for _ in range(BIG)]
     with anyio.fail_after(BOUND):
@@ -634,9 +607,9 @@ async def test_a_copied_batch_from_a_clock_ahead_is_ready_at_once(make: Make) ->
     assert max(lease.job.scheduled_at for lease in leases) <= time.time() + 1
 
 
-async def test_a_copied_batch_sent_again_returns_the_stored_jobs(make: Make) -> None:
+async def test_a_copied_batch_sent_again_returns_the_stored_jobs(make_postgres: Make) -> None:
     # What the retry after a lost reply does: every id is stored already.
-    backend = make(migrate=True)
+    backend = make_postgres(migrate=True)
     jobs = [r.job() for _ in range(BIG)]
     with anyio.fail_after(BOUND):
         await backend.open()
@@ -649,9 +622,9 @@ async def test_a_copied_batch_sent_again_returns_the_stored_jobs(make: Make) -> 
 
 @pytest.mark.parametrize("size", [2, BIG])
 async def test_a_batch_in_the_callers_transaction_is_all_or_nothing(
-    make: Make, admin: asyncpg.Connection[Any], size: int
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any], size: int
 ) -> None:
-    backend = make(migrate=True)
+    backend = make_postgres(migrate=True)
 
     class Abort(Exception):
         pass
@@ -660,14 +633,14 @@ async def test_a_batch_in_the_callers_transaction_is_all_or_nothing(
         await backend.open()
         dropped = [r.job() for _ in range(size)]
         try:
-            async with admin.transaction():
-                await backend.enqueue(dropped, connection=admin)
+            async with postgres_admin.transaction():
+                await backend.enqueue(dropped, connection=postgres_admin)
                 raise Abort
         except Abort:
             pass
         kept = [r.job() for _ in range(size)]
-        async with admin.transaction():
-            await backend.enqueue(kept, connection=admin)
+        async with postgres_admin.transaction():
+            await backend.enqueue(kept, connection=postgres_admin)
             assert await backend.get(kept[-1].id) is None
         assert await backend.get(dropped[-1].id) is None
         assert await backend.get(kept[-1].id) is not None
@@ -700,7 +673,7 @@ async def test_one_statement_per_batch(postgres_dsn: str) -> None:
     async with asyncpg.create_pool(
         postgres_dsn, min_size=1, max_size=2, init=init, reset=no_reset
     ) as pool:
-        backend = PostgresBackend(pool, schema=unique_schema(), migrate=True)
+        backend = PostgresBackend(pool, schema=unique_namespace(), migrate=True)
         try:
             with anyio.fail_after(BOUND):
                 await backend.open()
@@ -722,9 +695,9 @@ async def test_one_statement_per_batch(postgres_dsn: str) -> None:
             await backend.drop()
 
 
-async def test_one_settle_wakes_hundreds_of_waiters(make: Make) -> None:
+async def test_one_settle_wakes_hundreds_of_waiters(make_postgres: Make) -> None:
     # 400 ids do not fit one notification payload: the batch is split.
-    backend = make(migrate=True, poll_interval=NO_POLL)
+    backend = make_postgres(migrate=True, poll_interval=NO_POLL)
     done: list[str] = []
 
     async def wait(job_id: str) -> None:
@@ -745,9 +718,9 @@ async def test_one_settle_wakes_hundreds_of_waiters(make: Make) -> None:
 
 
 async def test_foreign_notifications_on_the_channels_are_ignored(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    backend = make(migrate=True, poll_interval=NO_POLL)
+    backend = make_postgres(migrate=True, poll_interval=NO_POLL)
     with anyio.fail_after(BOUND):
         await backend.open()
         [record] = await backend.enqueue([r.job()])
@@ -762,16 +735,16 @@ async def test_foreign_notifications_on_the_channels_are_ignored(
             await anyio.wait_all_tasks_blocked()
             for suffix, payload in (("done", "not json"), ("done", '{"a": 1}'), ("work", "x")):
                 channel = f"{backend.schema}:{suffix}"
-                await admin.execute("SELECT pg_notify($1, $2)", channel, payload)
+                await postgres_admin.execute("SELECT pg_notify($1, $2)", channel, payload)
             assert await backend.settle([r.completed(lease)]) == [True]
     [done] = result
     assert done.state is JobState.COMPLETED
 
 
 async def test_the_safety_net_finds_a_change_nobody_announced(
-    make: Make, admin: asyncpg.Connection[Any]
+    make_postgres: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
-    backend = make(migrate=True, poll_interval=0.2)
+    backend = make_postgres(migrate=True, poll_interval=0.2)
     with anyio.fail_after(BOUND):
         await backend.open()
         [record] = await backend.enqueue([r.job()])
@@ -785,7 +758,7 @@ async def test_the_safety_net_finds_a_change_nobody_announced(
             tg.start_soon(wait)
             await anyio.wait_all_tasks_blocked()
             # An operator's hand edit sends no notification.
-            await admin.execute(
+            await postgres_admin.execute(
                 f"UPDATE {backend.schema}.jobs SET state = 'cancelled', finished_at = 1"
                 " WHERE id = $1",
                 record.id,

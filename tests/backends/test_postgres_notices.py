@@ -9,8 +9,8 @@ server; every backend works in a schema of its own, dropped afterwards.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -34,32 +34,9 @@ Make = Callable[..., PostgresBackend]
 
 
 @pytest.fixture
-async def make(postgres_dsn: str) -> AsyncIterator[Make]:
-    """Migrated, unopened backends, each in a schema of its own; closed and dropped afterwards."""
-    made: list[PostgresBackend] = []
-
-    def factory(**options: Any) -> PostgresBackend:
-        schema = f"t{uuid.uuid4().hex[:12]}"
-        options.setdefault("poll_interval", NO_POLL)
-        backend = PostgresBackend.from_url(postgres_dsn, schema=schema, migrate=True, **options)
-        made.append(backend)
-        return backend
-
-    yield factory
-    with anyio.fail_after(BOUND):
-        for backend in made:
-            await backend.close()
-            await backend.drop()
-
-
-@pytest.fixture
-async def admin(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection[Any]]:
-    """A plain connection of the test's own, outside any backend."""
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
+def make(make_postgres: Make) -> Make:
+    """Migrated, unopened backends that poll only as a last resort (``make_postgres``'s)."""
+    return partial(make_postgres, migrate=True, poll_interval=NO_POLL)
 
 
 class Reads:
@@ -153,7 +130,7 @@ async def test_a_job_stored_for_a_waiter_is_not_read_by_it(make: Make, order: st
 
 
 async def test_a_job_stored_for_a_waiter_is_read_after_the_listener_was_lost(
-    make: Make, admin: asyncpg.Connection[Any]
+    make: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     backend = make()
     with anyio.fail_after(BOUND):
@@ -163,7 +140,7 @@ async def test_a_job_stored_for_a_waiter_is_read_after_the_listener_was_lost(
         # The listening connection goes between the enqueue and the wait.
         conn = backend._listener.connection
         assert conn is not None
-        await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+        await postgres_admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
         # The driver reports the end on its own time; nothing to await but that.
         while backend._listener.connection is not None:  # noqa: ASYNC110
             await anyio.sleep(0.01)
@@ -201,7 +178,7 @@ async def test_a_result_too_large_for_a_notice_is_read(make: Make) -> None:
 
 
 async def test_many_finished_jobs_are_split_across_notices(
-    make: Make, admin: asyncpg.Connection[Any]
+    make: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     backend = make()
     payloads: list[str] = []
@@ -212,7 +189,7 @@ async def test_many_finished_jobs_are_split_across_notices(
         if sum(len(msgspec.json.decode(p)) for p in payloads) == 60:
             all_sent.set()
 
-    await admin.add_listener(f"{backend.schema}:done", heard)
+    await postgres_admin.add_listener(f"{backend.schema}:done", heard)
     with anyio.fail_after(BOUND):
         await backend.open()
         leases = await claimed(backend, *(r.job() for _ in range(60)))
@@ -271,7 +248,7 @@ async def test_without_carry_jobs_waiters_read(make: Make) -> None:
 
 @pytest.mark.parametrize("carry_jobs", [True, False])
 async def test_a_carried_job_is_taken_only_with_carry_jobs(
-    make: Make, admin: asyncpg.Connection[Any], carry_jobs: bool
+    make: Make, postgres_admin: asyncpg.Connection[Any], carry_jobs: bool
 ) -> None:
     # A look-alike notice from another session wakes the waiter either way;
     # with carry_jobs=False its job is ignored and the waiter reads the store.
@@ -290,7 +267,9 @@ async def test_a_carried_job_is_taken_only_with_carry_jobs(
             tg.start_soon(wait)
             await anyio.wait_all_tasks_blocked()
             notice = msgspec.json.encode([other]).decode()
-            await admin.execute("SELECT pg_notify($1, $2)", f"{backend.schema}:done", notice)
+            await postgres_admin.execute(
+                "SELECT pg_notify($1, $2)", f"{backend.schema}:done", notice
+            )
             if not carry_jobs:
                 await reads.reach(2)  # woken, read the job: still active
                 await anyio.wait_all_tasks_blocked()
@@ -302,7 +281,7 @@ async def test_a_carried_job_is_taken_only_with_carry_jobs(
 
 
 async def test_a_malformed_carried_job_falls_back_to_a_read(
-    make: Make, admin: asyncpg.Connection[Any]
+    make: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     backend = make()
     with anyio.fail_after(BOUND):
@@ -318,7 +297,7 @@ async def test_a_malformed_carried_job_falls_back_to_a_read(
             tg.start_soon(wait)
             await anyio.wait_all_tasks_blocked()
             bad = msgspec.json.encode([[lease.job.id, "not", "a", "job"], 7, {"a": 1}]).decode()
-            await admin.execute("SELECT pg_notify($1, $2)", f"{backend.schema}:done", bad)
+            await postgres_admin.execute("SELECT pg_notify($1, $2)", f"{backend.schema}:done", bad)
             await reads.reach(2)  # woken, read the job: still active
             await anyio.wait_all_tasks_blocked()
             assert not got

@@ -11,8 +11,8 @@ schema of its own, dropped afterwards.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -36,32 +36,9 @@ Make = Callable[..., PostgresBackend]
 
 
 @pytest.fixture
-async def make(postgres_dsn: str) -> AsyncIterator[Make]:
-    """Migrated, unopened backends, each in a schema of its own; closed and dropped afterwards."""
-    made: list[PostgresBackend] = []
-
-    def factory(**options: Any) -> PostgresBackend:
-        schema = f"t{uuid.uuid4().hex[:12]}"
-        options.setdefault("poll_interval", NO_POLL)
-        backend = PostgresBackend.from_url(postgres_dsn, schema=schema, migrate=True, **options)
-        made.append(backend)
-        return backend
-
-    yield factory
-    with anyio.fail_after(BOUND):
-        for backend in made:
-            await backend.close()
-            await backend.drop()
-
-
-@pytest.fixture
-async def admin(postgres_dsn: str) -> AsyncIterator[asyncpg.Connection[Any]]:
-    """A plain connection of the test's own, outside any backend."""
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        yield conn
-    finally:
-        await conn.close()
+def make(make_postgres: Make) -> Make:
+    """Migrated, unopened backends that poll only as a last resort (``make_postgres``'s)."""
+    return partial(make_postgres, migrate=True, poll_interval=NO_POLL)
 
 
 class DueReads:
@@ -157,7 +134,7 @@ async def test_resuming_a_queue_announces_its_jobs_due_later(make: Make) -> None
 
 
 async def test_an_unannounced_change_is_found_by_the_safety_net(
-    make: Make, admin: asyncpg.Connection[Any]
+    make: Make, postgres_admin: asyncpg.Connection[Any]
 ) -> None:
     # An operator's hand edit sends no notice: the due time as read stands
     # until the read is older than the safety-net interval.
@@ -165,7 +142,7 @@ async def test_an_unannounced_change_is_found_by_the_safety_net(
     with anyio.fail_after(BOUND):
         await backend.enqueue([r.job(delay=60)])
         reads = await idle_worker(backend)
-        await admin.execute(
+        await postgres_admin.execute(
             f"UPDATE {backend.schema}.jobs SET scheduled_at = extract(epoch from now()) + 0.5"
         )
         started = time.monotonic()

@@ -59,17 +59,13 @@ from ..base import (
 from . import sql
 from .admin import (
     _UNSET,
-    DEFAULT_RETENTION_COMPLETED,
-    DEFAULT_RETENTION_DEAD,
     _Operations,
     _Unset,
     prune_steps,
     read_retention,
 )
-from .admin import PRUNE_BATCH as PRUNE_BATCH  # where it was
 from .codec import JSON, Aside, aside_columns, outcome_columns, records
 from .codec import leases as leases_of
-from .enqueue import COPY_MIN_BATCH as COPY_MIN_BATCH  # where it was
 from .enqueue import store
 from .listen import Listener, ListenerClosed
 from .schema import check_name, check_versions, recorded_versions
@@ -80,6 +76,14 @@ __all__ = ["DEFAULT_RETENTION_COMPLETED", "DEFAULT_RETENTION_DEAD", "PostgresBac
 
 #: The one URL masker, by the name this package gave it first.
 mask_dsn = mask_url
+
+_DEFAULTS = Retention()
+assert _DEFAULTS.completed is not None  # the defaults are finite
+assert _DEFAULTS.dead is not None
+#: How long a completed job without a ``result_ttl`` is kept (seconds): ``Retention().completed``.
+DEFAULT_RETENTION_COMPLETED: float = _DEFAULTS.completed
+#: How long dead jobs are kept (seconds): ``Retention().dead`` (cancelled ones as long).
+DEFAULT_RETENTION_DEAD: float = _DEFAULTS.dead
 
 log = logging.getLogger("asyncq.backends.postgres")
 

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from .transport import Transport
 
 __all__ = [
-    "DEFAULT_RETENTION_COMPLETED",
-    "DEFAULT_RETENTION_DEAD",
     "PRUNE_BATCH",
     "_UNSET",
     "_Operations",
@@ -43,14 +41,6 @@ __all__ = [
     "prune_steps",
     "read_retention",
 ]
-
-_DEFAULTS = Retention()
-assert _DEFAULTS.completed is not None  # the defaults are finite
-assert _DEFAULTS.dead is not None
-#: How long a completed job without a ``result_ttl`` is kept (seconds): ``Retention().completed``.
-DEFAULT_RETENTION_COMPLETED: float = _DEFAULTS.completed
-#: How long dead jobs are kept (seconds): ``Retention().dead`` (cancelled ones as long).
-DEFAULT_RETENTION_DEAD: float = _DEFAULTS.dead
 
 
 class _Unset(enum.Enum):
