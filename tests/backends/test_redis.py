@@ -370,7 +370,12 @@ async def test_one_subscriber_connection_for_fifty_waiters(
                     return any(c["sub"] == "2" for c in await _clients(admin, sub_name))
 
                 await _until(subscribed)
-                await anyio.sleep(0.05)  # let every waiter register and read once
+                notices = backend._get_notices()
+
+                async def all_waiting() -> bool:
+                    return notices.waiters == len(jobs)
+
+                await _until(all_waiting)
                 assert len(await _clients(admin, sub_name)) == 1
                 assert await backend.settle([r.completed(lease) for lease in leases]) == [True] * 50
             assert done == [JobState.COMPLETED] * 50
@@ -379,7 +384,9 @@ async def test_one_subscriber_connection_for_fifty_waiters(
 
 @pytest.mark.anyio
 @pytest.mark.redis
-async def test_blocking_wait_does_not_take_a_pool_connection(redis_url: str) -> None:
+async def test_blocking_wait_does_not_take_a_pool_connection(
+    redis_url: str, admin: aioredis.Redis
+) -> None:
     backend = RedisBackend.from_url(redis_url, namespace=unique_namespace(), max_connections=1)
     async with opened(backend):
         with anyio.fail_after(BOUND):
@@ -389,9 +396,13 @@ async def test_blocking_wait_does_not_take_a_pool_connection(redis_url: str) -> 
                 await backend.wait_for_work([r.QUEUE], 5)
                 woke.set()
 
+            async def blocked() -> bool:
+                clients = await _clients(admin, f"{backend._name}:block")
+                return any("b" in c["flags"] for c in clients)  # blocked in its BLPOP
+
             async with anyio.create_task_group() as tg:
                 tg.start_soon(idle)
-                await anyio.sleep(0.05)
+                await _until(blocked)
                 # The one pooled connection is free for everything else meanwhile.
                 for _ in range(5):
                     await backend.stats([r.QUEUE])
@@ -496,9 +507,15 @@ async def test_works_again_after_the_server_restarts(tmp_path: Path) -> None:
                 async def wait() -> None:
                     finished.append(await backend.wait_finished(lease.job.id))
 
+                notices = backend._get_notices()
+                channel = backend._prefix(r.QUEUE) + "done"
+
+                async def waiting() -> bool:
+                    return notices.waiters == 1 and notices.listening(channel) is not None
+
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(wait)
-                    await anyio.sleep(0.2)
+                    await _until(waiting)
                     proc.terminate()
                     await proc.wait()
                     with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port}"):

@@ -75,6 +75,25 @@ def _waiting(tg: TaskGroup, backend: RedisBackend, leases: list[Lease]) -> list[
     return got
 
 
+async def _blocked_on_every_node(backend: RedisBackend) -> None:
+    """Return once the backend's blocking pops wait (``BLPOP``) on every master."""
+    name = f"{backend._name}:block"
+    nodes = [aioredis.Redis(host=n.host, port=n.port) for n in backend._client.get_primaries()]
+    try:
+        # Polled: only the servers know their blocked clients.
+        while True:
+            blocked = 0
+            for node in nodes:
+                clients = await node.client_list()
+                blocked += any(c["name"] == name and "b" in c["flags"] for c in clients)
+            if blocked == len(nodes):
+                return
+            await anyio.sleep(0.01)
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
 async def _subscribed(backend: RedisBackend, channels: list[str], waiters: int) -> Notices:
     """The backend's notices, once ``waiters`` wait and every channel's subscription stands."""
     notices = backend._get_notices()
@@ -145,7 +164,7 @@ async def test_wait_for_work_over_several_slots_wakes_on_any(
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(idle)
-                    await anyio.sleep(0.1)  # most likely blocked by now: the push path
+                    await _blocked_on_every_node(backend)  # the push path
                     started = time.monotonic()
                     await producer.enqueue([r.job(queue=queue)])
                     await woke.wait()
