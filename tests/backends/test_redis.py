@@ -34,24 +34,11 @@ from asyncq.backends.redis.transport import Direct
 from asyncq.exceptions import BackendUnavailable, ConfigurationError
 
 from . import _records as r
+from ._redis import opened, unique_namespace
 from ._waits import finished_while
 
 BOUND = 10.0
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-
-
-def _ns() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
-@contextlib.asynccontextmanager
-async def opened(backend: RedisBackend) -> AsyncIterator[RedisBackend]:
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
-        await backend.drop()
 
 
 @pytest.fixture
@@ -274,7 +261,9 @@ def test_client_must_return_bytes() -> None:
 
 @pytest.mark.anyio
 async def test_unreachable_server_is_backend_unavailable_with_the_url_masked() -> None:
-    backend = RedisBackend.from_url("redis://alice:s3cret@127.0.0.1:1/0", namespace=_ns())
+    backend = RedisBackend.from_url(
+        "redis://alice:s3cret@127.0.0.1:1/0", namespace=unique_namespace()
+    )
     with anyio.fail_after(BOUND):
         for call in (backend.open(), backend.enqueue([r.job()]), backend.get("nope")):
             with pytest.raises(BackendUnavailable) as info:
@@ -289,7 +278,7 @@ async def test_unreachable_server_is_backend_unavailable_with_the_url_masked() -
 async def test_scripts_are_loaded_again_after_script_flush(
     redis_url: str, admin: aioredis.Redis
 ) -> None:
-    async with opened(RedisBackend.from_url(redis_url, namespace=_ns())) as backend:
+    async with opened(RedisBackend.from_url(redis_url, namespace=unique_namespace())) as backend:
         with anyio.fail_after(BOUND):
             await backend.enqueue([r.job()])
             await admin.script_flush()
@@ -309,7 +298,7 @@ async def test_scripts_are_loaded_again_after_script_flush(
 @pytest.mark.anyio
 @pytest.mark.redis
 async def test_survives_client_kill(redis_url: str, admin: aioredis.Redis) -> None:
-    ns = _ns()
+    ns = unique_namespace()
     async with opened(RedisBackend.from_url(redis_url, namespace=ns)) as backend:
         with anyio.fail_after(BOUND):
             await backend.enqueue([r.job(), r.job()])
@@ -359,7 +348,7 @@ async def test_survives_client_kill(redis_url: str, admin: aioredis.Redis) -> No
 async def test_one_subscriber_connection_for_fifty_waiters(
     redis_url: str, admin: aioredis.Redis
 ) -> None:
-    ns = _ns()
+    ns = unique_namespace()
     sub_name = f"asyncq:{ns}:sub"
     async with opened(RedisBackend.from_url(redis_url, namespace=ns)) as backend:
         with anyio.fail_after(BOUND):
@@ -381,7 +370,12 @@ async def test_one_subscriber_connection_for_fifty_waiters(
                     return any(c["sub"] == "2" for c in await _clients(admin, sub_name))
 
                 await _until(subscribed)
-                await anyio.sleep(0.05)  # let every waiter register and read once
+                notices = backend._get_notices()
+
+                async def all_waiting() -> bool:
+                    return notices.waiters == len(jobs)
+
+                await _until(all_waiting)
                 assert len(await _clients(admin, sub_name)) == 1
                 assert await backend.settle([r.completed(lease) for lease in leases]) == [True] * 50
             assert done == [JobState.COMPLETED] * 50
@@ -390,8 +384,10 @@ async def test_one_subscriber_connection_for_fifty_waiters(
 
 @pytest.mark.anyio
 @pytest.mark.redis
-async def test_blocking_wait_does_not_take_a_pool_connection(redis_url: str) -> None:
-    backend = RedisBackend.from_url(redis_url, namespace=_ns(), max_connections=1)
+async def test_blocking_wait_does_not_take_a_pool_connection(
+    redis_url: str, admin: aioredis.Redis
+) -> None:
+    backend = RedisBackend.from_url(redis_url, namespace=unique_namespace(), max_connections=1)
     async with opened(backend):
         with anyio.fail_after(BOUND):
             woke = anyio.Event()
@@ -400,9 +396,13 @@ async def test_blocking_wait_does_not_take_a_pool_connection(redis_url: str) -> 
                 await backend.wait_for_work([r.QUEUE], 5)
                 woke.set()
 
+            async def blocked() -> bool:
+                clients = await _clients(admin, f"{backend._name}:block")
+                return any("b" in c["flags"] for c in clients)  # blocked in its BLPOP
+
             async with anyio.create_task_group() as tg:
                 tg.start_soon(idle)
-                await anyio.sleep(0.05)
+                await _until(blocked)
                 # The one pooled connection is free for everything else meanwhile.
                 for _ in range(5):
                     await backend.stats([r.QUEUE])
@@ -434,7 +434,7 @@ async def test_batches_cost_one_round_trip(redis_url: str, monkeypatch: pytest.M
     monkeypatch.setattr(Direct, "_exchange", counted)
     pool = aioredis.ConnectionPool.from_url(redis_url, connection_class=_Counting)
     client = aioredis.Redis.from_pool(pool)
-    backend = RedisBackend(client, namespace=_ns())
+    backend = RedisBackend(client, namespace=unique_namespace())
     try:
         async with opened(backend):
             with anyio.fail_after(BOUND):
@@ -498,7 +498,7 @@ async def test_works_again_after_the_server_restarts(tmp_path: Path) -> None:
 
     proc = await start()
     try:
-        async with opened(RedisBackend.from_url(url, namespace=_ns())) as backend:
+        async with opened(RedisBackend.from_url(url, namespace=unique_namespace())) as backend:
             with anyio.fail_after(30):
                 await backend.enqueue([r.job()])
                 (lease,) = await backend.claim([r.QUEUE], 1, worker="w", lease_for=60)
@@ -507,9 +507,15 @@ async def test_works_again_after_the_server_restarts(tmp_path: Path) -> None:
                 async def wait() -> None:
                     finished.append(await backend.wait_finished(lease.job.id))
 
+                notices = backend._get_notices()
+                channel = backend._prefix(r.QUEUE) + "done"
+
+                async def waiting() -> bool:
+                    return notices.waiters == 1 and notices.listening(channel) is not None
+
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(wait)
-                    await anyio.sleep(0.2)
+                    await _until(waiting)
                     proc.terminate()
                     await proc.wait()
                     with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port}"):
@@ -534,7 +540,7 @@ async def layout_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisB
         import fakeredis
 
         client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-        backend = RedisBackend(client, namespace=_ns())
+        backend = RedisBackend(client, namespace=unique_namespace())
         await backend.open()
         try:
             yield backend
@@ -543,7 +549,9 @@ async def layout_backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisB
             await client.aclose()
     else:
         redis_url = request.getfixturevalue("redis_url")
-        async with opened(RedisBackend.from_url(redis_url, namespace=_ns())) as backend:
+        async with opened(
+            RedisBackend.from_url(redis_url, namespace=unique_namespace())
+        ) as backend:
             yield backend
 
 
@@ -756,7 +764,7 @@ async def test_a_channel_stays_subscribed_a_while_after_its_last_waiter(
 ) -> None:
     from asyncq.backends.redis import notices
 
-    async with opened(RedisBackend.from_url(redis_url, namespace=_ns())) as backend:
+    async with opened(RedisBackend.from_url(redis_url, namespace=unique_namespace())) as backend:
         a, b = backend._prefix("a") + "done", backend._prefix("b") + "done"
 
         async def subscribers(channel: str) -> int:
@@ -791,7 +799,7 @@ async def _equals(value: Awaitable[int], expected: int) -> bool:
 async def test_a_waited_job_is_read_again_after_the_subscription_was_lost(
     redis_url: str, admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ns = _ns()
+    ns = unique_namespace()
     async with opened(RedisBackend.from_url(redis_url, namespace=ns)) as backend:
         reads = _count_reads(backend, monkeypatch)
         with anyio.fail_after(BOUND):
@@ -873,7 +881,7 @@ async def test_the_own_connection_times_out_and_survives_a_cancelled_call(
 ) -> None:
     async with _own_server(tmp_path) as url:
         admin = aioredis.Redis.from_url(url)
-        backend = RedisBackend.from_url(url, namespace=_ns(), socket_timeout=0.3)
+        backend = RedisBackend.from_url(url, namespace=unique_namespace(), socket_timeout=0.3)
         try:
             async with opened(backend):
                 with anyio.fail_after(BOUND):

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
+from anyio.abc import TaskGroup
 from redis.crc import key_slot
 
-from asyncq._records import JobRecord, JobState
+from asyncq._records import JobRecord, JobState, Lease
 from asyncq.backends.redis import RedisBackend
+from asyncq.backends.redis.notices import Notices
 
 from . import _records as r
+from ._redis import opened, unique_namespace
 from ._redis_cluster import cluster_url
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis, pytest.mark.cluster]
@@ -39,13 +41,8 @@ def url(pytestconfig: pytest.Config) -> str:
 
 @pytest.fixture
 async def backend(url: str) -> AsyncIterator[RedisBackend]:
-    instance = RedisBackend.from_url(url, namespace=f"t{uuid.uuid4().hex[:12]}")
-    await instance.open()
-    try:
+    async with opened(RedisBackend.from_url(url, namespace=unique_namespace())) as instance:
         yield instance
-    finally:
-        await instance.close()
-        await instance.drop()
 
 
 def _slot(backend: RedisBackend, queue: str) -> int:
@@ -63,6 +60,52 @@ def _one_queue_per_node(backend: RedisBackend) -> list[str]:
         if len(found) == len(RANGES):
             return [found[n] for n in sorted(found)]
     raise AssertionError("no queue names spread over the nodes")
+
+
+def _waiting(tg: TaskGroup, backend: RedisBackend, leases: list[Lease]) -> list[JobRecord | None]:
+    """Start a ``wait_finished`` per leased job in ``tg``; what each returns is added to
+    the list returned."""
+    got: list[JobRecord | None] = []
+
+    async def wait(job_id: str) -> None:
+        got.append(await backend.wait_finished(job_id))
+
+    for lease in leases:
+        tg.start_soon(wait, lease.job.id)
+    return got
+
+
+async def _blocked_on_every_node(backend: RedisBackend) -> None:
+    """Return once the backend's blocking pops wait (``BLPOP``) on every master."""
+    name = f"{backend._name}:block"
+    nodes = [aioredis.Redis(host=n.host, port=n.port) for n in backend._client.get_primaries()]
+    try:
+        # Polled: only the servers know their blocked clients.
+        while True:
+            blocked = 0
+            for node in nodes:
+                clients = await node.client_list()
+                blocked += any(c["name"] == name and "b" in c["flags"] for c in clients)
+            if blocked == len(nodes):
+                return
+            await anyio.sleep(0.01)
+    finally:
+        for node in nodes:
+            await node.aclose()
+
+
+async def _subscribed(backend: RedisBackend, channels: list[str], waiters: int) -> Notices:
+    """The backend's notices, once ``waiters`` wait and every channel's subscription stands."""
+    notices = backend._get_notices()
+
+    def subscribed() -> bool:
+        listening = all(notices.listening(c) is not None for c in channels)
+        return listening and notices.waiters == waiters
+
+    # Polled: the waiters' subscriptions show only in the notices' state.
+    while not subscribed():  # noqa: ASYNC110
+        await anyio.sleep(0.01)
+    return notices
 
 
 async def test_every_key_of_a_queue_is_in_its_slot(backend: RedisBackend) -> None:
@@ -121,7 +164,7 @@ async def test_wait_for_work_over_several_slots_wakes_on_any(
 
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(idle)
-                    await anyio.sleep(0.1)  # most likely blocked by now: the push path
+                    await _blocked_on_every_node(backend)  # the push path
                     started = time.monotonic()
                     await producer.enqueue([r.job(queue=queue)])
                     await woke.wait()
@@ -133,18 +176,13 @@ async def test_wait_for_work_over_several_slots_wakes_on_any(
 
 async def test_notices_reach_the_subscriber_from_every_node(backend: RedisBackend) -> None:
     queues = _one_queue_per_node(backend)
+    channels = [backend._prefix(q) + "done" for q in queues]
     with anyio.fail_after(BOUND):
         await backend.enqueue([r.job(queue=q) for q in queues])
         leases = await backend.claim(queues, 3, worker="w", lease_for=30)
-        got: list[JobRecord | None] = []
-
-        async def wait(job_id: str) -> None:
-            got.append(await backend.wait_finished(job_id))
-
         async with anyio.create_task_group() as tg:
-            for lease in leases:
-                tg.start_soon(wait, lease.job.id)
-            await anyio.sleep(0.1)
+            got = _waiting(tg, backend, leases)
+            await _subscribed(backend, channels, 3)
             started = time.monotonic()
             await backend.settle([r.completed(lease) for lease in leases])
         assert time.monotonic() - started < PROMPT
@@ -176,23 +214,9 @@ async def test_waiters_are_woken_after_the_subscriber_node_is_gone(backend: Redi
         gone.bind(("127.0.0.1", 0))
         await backend.enqueue([r.job(queue=q) for q in queues])
         leases = await backend.claim(queues, 3, worker="w", lease_for=30)
-        got: list[JobRecord | None] = []
-
-        async def wait(job_id: str) -> None:
-            got.append(await backend.wait_finished(job_id))
-
         async with anyio.create_task_group() as tg:
-            for lease in leases:
-                tg.start_soon(wait, lease.job.id)
-            notices = backend._get_notices()
-
-            def subscribed() -> bool:
-                listening = all(notices.listening(c) is not None for c in channels)
-                return listening and notices.waiters == 3
-
-            # Polled: the waiters' subscriptions show only in the notices' state.
-            while not subscribed():  # noqa: ASYNC110
-                await anyio.sleep(0.01)
+            got = _waiting(tg, backend, leases)
+            notices = await _subscribed(backend, channels, 3)
             connection = notices._pubsub.connection
             assert connection is not None
             node = aioredis.Redis(host=connection.host, port=connection.port)

@@ -8,7 +8,6 @@ as a redis-py exception or an ``ExceptionGroup``.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -33,23 +32,10 @@ from asyncq.backends.redis.client import POOL_HEADROOM, POOL_SIZE, POOL_TIMEOUT,
 from asyncq.exceptions import BackendError, BackendUnavailable
 
 from . import _records as r
+from ._redis import opened, unique_namespace
 
 BOUND = 30.0
 URL = "redis://127.0.0.1:6379/0"
-
-
-def _ns() -> str:
-    return f"t{uuid.uuid4().hex[:12]}"
-
-
-@contextlib.asynccontextmanager
-async def opened(backend: RedisBackend) -> AsyncIterator[RedisBackend]:
-    await backend.open()
-    try:
-        yield backend
-    finally:
-        await backend.close()
-        await backend.drop()
 
 
 # -- the mapping (no server needed) ------------------------------------------------------
@@ -129,7 +115,9 @@ def test_the_pool_waits_for_a_connection_with_documented_defaults() -> None:
 async def test_a_thousand_concurrent_enqueues_from_one_process_all_succeed(
     redis_url: str, options: dict[str, Any]
 ) -> None:
-    async with opened(RedisBackend.from_url(redis_url, namespace=_ns(), **options)) as backend:
+    async with opened(
+        RedisBackend.from_url(redis_url, namespace=unique_namespace(), **options)
+    ) as backend:
         stored: list[str] = []
 
         async def enqueue() -> None:
@@ -148,7 +136,9 @@ async def test_a_thousand_concurrent_enqueues_from_one_process_all_succeed(
 @pytest.mark.anyio
 @pytest.mark.redis
 async def test_a_call_that_waits_too_long_for_a_connection_is_unavailable(redis_url: str) -> None:
-    backend = RedisBackend.from_url(redis_url, namespace=_ns(), max_connections=1, pool_timeout=0.2)
+    backend = RedisBackend.from_url(
+        redis_url, namespace=unique_namespace(), max_connections=1, pool_timeout=0.2
+    )
     async with opened(backend):
         with anyio.fail_after(BOUND):
             async with anyio.create_task_group() as tg:
@@ -190,7 +180,7 @@ async def test_a_wrong_password_is_an_authentication_failure(acl_user: str) -> N
     assert f"redis://{acl_user}:***@127.0.0.1:6379/0" in str(info.value)
     # The right password opens it.
     right = RedisBackend.from_url(
-        f"redis://{acl_user}:right-pass@127.0.0.1:6379/0", namespace=_ns()
+        f"redis://{acl_user}:right-pass@127.0.0.1:6379/0", namespace=unique_namespace()
     )
     with anyio.fail_after(BOUND):
         async with opened(right):
@@ -206,7 +196,7 @@ class Ping(msgspec.Struct):
 async def test_enqueue_and_wait_gets_backend_unavailable_when_redis_restarts_mid_wait(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ns = _ns()
+    ns = unique_namespace()
     async with opened(RedisBackend.from_url(redis_url, namespace=ns)) as backend:
         app = App("errors", backend=backend)
 
@@ -253,8 +243,8 @@ async def test_enqueue_and_wait_gets_backend_unavailable_when_redis_restarts_mid
 async def test_a_worker_grows_the_pool_its_jobs_share_to_its_concurrency(redis_url: str) -> None:
     # Before: a worker at concurrency 300 kept a pool of 100, so jobs that
     # enqueue waited for connections (and, past pool_timeout, failed).
-    backend = RedisBackend.from_url(redis_url, namespace=_ns())
-    chosen = RedisBackend.from_url(redis_url, namespace=_ns(), max_connections=7)
+    backend = RedisBackend.from_url(redis_url, namespace=unique_namespace())
+    chosen = RedisBackend.from_url(redis_url, namespace=unique_namespace(), max_connections=7)
     for store in (backend, chosen):
         app = App("pool-size", backend=store)
         with anyio.fail_after(BOUND):

@@ -153,6 +153,7 @@ _ENQUEUE_CHUNK = 500
 _RECOVER_BATCH = 500
 #: seconds a short claim's report stands in for a peek (see ``_note_claim``)
 _SHORT_FRESH = 1.0
+#: jobs whose queue is remembered, so a ``get`` or ``cancel`` by id skips the index
 _CACHE_SIZE = 10_000
 #: hashes the id index is sharded over (a power of two)
 _BUCKETS = 64
@@ -298,20 +299,14 @@ class RedisBackend(_Operations, SettlesAndClaims):
     def _bucket(self, job_id: str) -> str:
         return f"{{{self._ns}:i:{zlib.crc32(job_id.encode()) & (_BUCKETS - 1)}}}"
 
-    def _remember(self, job_id: str, queue: str) -> None:
-        self._where[job_id] = queue
-        self._where.move_to_end(job_id)
-        if len(self._where) > _CACHE_SIZE:
-            self._where.popitem(last=False)
-
     async def _queue_of(self, job_id: str) -> str | None:
         queue = self._where.get(job_id)
         if queue is None:
             raw = await self._client.hget(self._bucket(job_id), job_id)
             if raw is None:
                 return None
-            queue = raw.decode()
-            self._remember(job_id, queue)
+            queue = self._where[job_id] = raw.decode()
+            _forget_oldest(self._where)
         return queue
 
     async def _one(self, call: Call) -> Any:
@@ -460,8 +455,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
                 if job.state is not state:
                     stored[i] = replace(job, state=state)
                 where[job.id] = job.queue
-        while len(where) > _CACHE_SIZE:
-            where.popitem(last=False)
+        _forget_oldest(where)
         return stored
 
     async def _get(self, queue: str, job_id: str) -> JobRecord | None:
@@ -537,9 +531,12 @@ class RedisBackend(_Operations, SettlesAndClaims):
 
     def _remember_leases(self, leases: list[Lease]) -> None:
         """Note where each claimed job lives, for a ``get`` or ``cancel`` of it by id."""
-        remember = self._remember
+        where = self._where
         for lease in leases:
-            remember(lease.job.id, lease.job.queue)
+            job = lease.job
+            where[job.id] = job.queue
+            where.move_to_end(job.id)
+        _forget_oldest(where)
 
     def _note_claim(
         self, queues: Sequence[str], limit: int, taken: int, earliest: float | None
@@ -675,6 +672,12 @@ class RedisBackend(_Operations, SettlesAndClaims):
     def capabilities(self) -> frozenset[Capability[Any]]:
         # A cluster's settle_and_claim takes two round trips (its queues span nodes).
         return _CLUSTER_CAPABILITIES if self._cluster else _CAPABILITIES
+
+
+def _forget_oldest(where: OrderedDict[str, str]) -> None:
+    """Keep the ``_CACHE_SIZE`` jobs whose queue was noted last (once per batch noted)."""
+    while len(where) > _CACHE_SIZE:
+        where.popitem(last=False)
 
 
 async def _close_quietly(client: aioredis.Redis) -> None:

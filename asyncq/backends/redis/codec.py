@@ -210,16 +210,16 @@ def leases(reply: list[Any], worker: str, base: str) -> tuple[list[Lease], Seque
 
     A loop over the reply as it came, not a typed row per job: this runs for
     every job a worker claims, and each row is read once, straight into its
-    lease (``_lease``). Only when that fails is the reply read again job by
-    job, to find the records that do not decode.
+    lease (``_lease``). Only when that fails are the rows from the failing
+    one on read job by job, to find the records that do not decode.
     """
     now, expires = float(reply[0]), float(reply[1])
-    out = []
+    out: list[Lease] = []
     try:
         for n, i in enumerate(range(3, len(reply), 6), 1):
             out.append(_lease(reply[i : i + 6], n, now, expires, worker, base))
     except Exception:  # noqa: BLE001 - one job's record: find which, below
-        return _leases_apart(reply, worker, base)
+        return _leases_apart(reply, out, now, expires, worker, base)
     return out, _NONE_SPOILT
 
 
@@ -242,10 +242,12 @@ def _lease(row: list[Any], n: int, now: float, expires: float, worker: str, base
     return Lease(job=job, token=f"{base}.{n}:{job.queue}", expires_at=expires)
 
 
-def _leases_apart(reply: list[Any], worker: str, base: str) -> tuple[list[Lease], list[Spoilt]]:
-    """``leases`` for a reply holding a record that does not decode: job by job."""
-    now, expires = float(reply[0]), float(reply[1])
-    rows = {n: reply[i : i + 6] for n, i in enumerate(range(3, len(reply), 6), 1)}
+def _leases_apart(
+    reply: list[Any], good: list[Lease], now: float, expires: float, worker: str, base: str
+) -> tuple[list[Lease], list[Spoilt]]:
+    """``leases`` for a reply holding a record that does not decode: the rows before
+    the first that failed are ``good`` (read already), the rest are read job by job."""
+    rows = {n: reply[i : i + 6] for n, i in enumerate(range(3, len(reply), 6), 1) if n > len(good)}
 
     def read(n: int) -> Lease:
         return _lease(rows[n], n, now, expires, worker, base)
@@ -255,7 +257,8 @@ def _leases_apart(reply: list[Any], worker: str, base: str) -> tuple[list[Lease]
         flat = [x for k, v in zip(_CLAIMED, values, strict=True) if v is not None for x in (k, v)]
         return job_id.decode(errors="replace"), None, pack(flat)
 
-    good, bad = read_all(list(rows), read, identify)
+    rest, bad = read_all(list(rows), read, identify)
+    good += rest
     numbers = {rows[n][0].decode(errors="replace"): n for n in rows}
     spoilt = []
     for item in bad:
