@@ -391,7 +391,7 @@ async def test_memory_wait_for_work_ignores_other_queues() -> None:
 @pytest.mark.parametrize(
     ("url", "masked"),
     [
-        # the shapes of test_redis.py::test_mask_url
+        # Redis URLs
         ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
         ("redis://:s3cret@host:6379/2", "redis://:***@host:6379/2"),
         ("rediss://alice:s3cret@host/0", "rediss://alice:***@host/0"),
