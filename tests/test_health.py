@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +16,7 @@ import anyio
 import msgspec
 import pytest
 
+from _services import free_port
 from asyncq import App, BackendUnavailable, Worker
 from asyncq._health import HealthServer
 from asyncq.backends.base import Backend, QueueStats
@@ -179,13 +179,6 @@ APP_SOURCE = textwrap.dedent(
     app = App("probed")
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ import contextlib
 import importlib.resources
 import os
 import shutil
-import socket
 import subprocess
 import time
 import uuid
@@ -26,6 +25,7 @@ from anyio.abc import Process
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
+from _services import free_port
 from asyncq._records import JobRecord, JobState, Lease
 from asyncq.backends._common import mask_url as common_mask_url
 from asyncq.backends.base import Retention
@@ -454,13 +454,6 @@ async def test_batches_cost_one_round_trip(redis_url: str, monkeypatch: pytest.M
         await client.aclose()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.anyio
 @pytest.mark.slow
 async def test_works_again_after_the_server_restarts(tmp_path: Path) -> None:
@@ -469,7 +462,7 @@ async def test_works_again_after_the_server_restarts(tmp_path: Path) -> None:
         if IN_CI:
             pytest.fail("redis-server is not installed (CI=true: integration tests must run)")
         pytest.skip("redis-server is not installed (apt install redis-server)")
-    port = _free_port()
+    port = free_port()
     argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
     # The append-only file keeps the jobs across the restart.
     argv += ["--save", "", "--appendonly", "yes", "--appendfsync", "always"]
@@ -847,7 +840,7 @@ async def _own_server(tmp_path: Path) -> AsyncIterator[str]:
         if IN_CI:
             pytest.fail("redis-server is not installed (CI=true: integration tests must run)")
         pytest.skip("redis-server is not installed (apt install redis-server)")
-    port = _free_port()
+    port = free_port()
     argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path)]
     proc = await anyio.open_process([*argv, "--save", ""], stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
