@@ -18,6 +18,7 @@ import pytest
 from asyncq import JobState
 from asyncq._records import JobRecord, Lease, Outcome
 from asyncq._settlement import Settlement, fusing
+from asyncq.backends._verbs import ClaimQuery, SettlesAndClaims
 from asyncq.backends.base import SETTLE_ON_CLAIM, Capability
 from asyncq.exceptions import BackendError, BackendUnavailable
 
@@ -87,23 +88,17 @@ class Store:
         self._changed = anyio.Event()
 
 
-class FusingStore(Store):
+class FusingStore(Store, SettlesAndClaims):
     """A store that settles with its claims (``SettlesOnClaim``)."""
 
     capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM})
 
-    async def settle_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        queues: Sequence[str],
-        limit: int,
-        *,
-        worker: str,
-        lease_for: float,
+    async def _settle_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
         self.fused.append([outcome.job_id for outcome in outcomes])
         await self._apply()
-        leases, self.ready = self.ready[:limit], self.ready[limit:]
+        leases, self.ready = self.ready[: claim.limit], self.ready[claim.limit :]
         return [True] * len(outcomes), leases
 
 
