@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._context import JobContext, _current
-from ._instrumentation import AttemptEnd, Instrumentation
+from ._instrumentation import AttemptEnd, Instrumentation, hooks_ended
 from ._logging import job_fields
 from ._middleware import CallNext, compose
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, Lease, Outcome
@@ -110,13 +110,13 @@ async def execute(
     try:
         outcome, error = await _attempt(app, running, ctx)
     except BaseException as exc:  # the worker itself is being cancelled
-        _ended(ends, None, exc)
+        hooks_ended(ends, None, exc, log, "an attempt")
         raise
     # Retries, dead letters and cancellations are logged where they are decided.
     if debug and outcome is not None and outcome.state in _QUIET:
         what = _QUIET[outcome.state]
         log.debug("job %r (id %s) %s", job.name, job.id, what, extra=job_fields(job, outcome.state))
-    _ended(ends, outcome, error)
+    hooks_ended(ends, outcome, error, log, "an attempt")
     return outcome
 
 
@@ -131,16 +131,6 @@ def _started(hooks: Sequence[Instrumentation], job: JobRecord, ctx: JobContext) 
         if end is not None:
             ends.append(end)
     return ends
-
-
-def _ended(
-    ends: Sequence[AttemptEnd], outcome: Outcome | None, error: BaseException | None
-) -> None:
-    for end in reversed(ends):
-        try:
-            end(outcome, error)
-        except Exception:  # a hook's bug must not lose the outcome
-            log.exception("instrumentation hook %r failed at the end of an attempt", end)
 
 
 async def _attempt(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ._records import JobRecord, JobState, Outcome
 
@@ -23,6 +23,7 @@ __all__ = [
     "EnqueueNext",
     "Instrumentation",
     "RequestEnd",
+    "hooks_ended",
     "outcome_name",
     "request_ended",
     "request_started",
@@ -38,6 +39,8 @@ AttemptEnd = Callable[[Outcome | None, BaseException | None], None]
 #: Called once when an ``enqueue_and_wait`` ends: the job's id (``None`` when it
 #: was never stored) and the exception that ended the wait, if any.
 RequestEnd = Callable[[str | None, BaseException | None], None]
+
+_Value = TypeVar("_Value")
 
 
 class Instrumentation:
@@ -104,11 +107,26 @@ def request_ended(
     ends: Sequence[RequestEnd], job_id: str | None, error: BaseException | None
 ) -> None:
     """Tell every request end, in reverse order, how the request went."""
+    hooks_ended(ends, job_id, error, log, "a request")
+
+
+def hooks_ended(
+    ends: Sequence[Callable[[_Value, BaseException | None], None]],
+    value: _Value,
+    error: BaseException | None,
+    logger: logging.Logger,
+    what: str,
+) -> None:
+    """Tell every end a hook returned, in reverse order, how ``what`` ended.
+
+    One loop for attempts (``AttemptEnd``, logged to ``asyncq.worker``) and
+    requests (``RequestEnd``, logged to ``asyncq.telemetry``).
+    """
     for end in reversed(ends):
         try:
-            end(job_id, error)
-        except Exception:  # a hook's bug must not hide the result or the error
-            log.exception("instrumentation hook %r failed at the end of a request", end)
+            end(value, error)
+        except Exception:  # a hook's bug must not hide the outcome, the result or the error
+            logger.exception("instrumentation hook %r failed at the end of %s", end, what)
 
 
 _OUTCOMES = {

@@ -143,31 +143,29 @@ class Settlement:
         Raises:
             BackendError: the claim failed; outcomes it carried are kept.
         """
-        fused = self._fused
-        if fused is None or not self._outcomes:
+        fused = self._fused if self._outcomes else None
+        if fused is not None:
+            try:
+                self._settle_lock.acquire_nowait()
+            except anyio.WouldBlock:
+                fused = None  # a settlement is in flight: a plain claim
+        if fused is None:
             leases = await self.backend.claim(
                 self.queues, limit, worker=self.worker, lease_for=self.lease
             )
         else:
             try:
-                self._settle_lock.acquire_nowait()
-            except anyio.WouldBlock:
-                leases = await self.backend.claim(
-                    self.queues, limit, worker=self.worker, lease_for=self.lease
-                )
-            else:
+                batch, self._outcomes = self._outcomes, []
                 try:
-                    batch, self._outcomes = self._outcomes, []
-                    try:
-                        _, leases = await fused.settle_and_claim(
-                            batch, self.queues, limit, worker=self.worker, lease_for=self.lease
-                        )
-                    except BackendError as exc:
-                        self._keep(batch, exc)
-                        raise
-                    self._settled_batch(batch)
-                finally:
-                    self._settle_lock.release()
+                    _, leases = await fused.settle_and_claim(
+                        batch, self.queues, limit, worker=self.worker, lease_for=self.lease
+                    )
+                except BackendError as exc:
+                    self._keep(batch, exc)
+                    raise
+                self._settled_batch(batch)
+            finally:
+                self._settle_lock.release()
         unsettled = self.unsettled
         for lease in leases:
             unsettled[lease.job.id] = lease

@@ -173,7 +173,6 @@ class Worker:
         self._dispatch = Dispatch()
         self._slot_freed = anyio.Event()
         self._first_claim = anyio.Event()
-        self._idle = anyio.Event()
         self._stopping = False
         self._wait_scope: anyio.CancelScope | None = None
         self._drain_scope: anyio.CancelScope | None = None
@@ -197,11 +196,12 @@ class Worker:
         self._stopping = True
         if self._wait_scope is not None:
             self._wait_scope.cancel()
-        for running in self._dispatch.take_all():
+        handed_back = self._dispatch.take_all()
+        for running in handed_back:
             del self.running[running.lease.job.id]
             self._settlement.hand_back(running.lease)
-        if not self.running:
-            self._idle.set()
+        if handed_back:
+            self._slot_freed.set()
 
     def kill(self) -> None:
         """Stop now: cancel running jobs at once and hand them back."""
@@ -379,16 +379,12 @@ class Worker:
             return
         running = Running(lease, self._scope())
         self.running[lease.job.id] = running
-        if self._idle.is_set():
-            self._idle = anyio.Event()
         self._dispatch.put(running)
 
     def _free(self, job_id: str) -> None:
         """A job leaves its slot (or its place among those claimed ahead): one more is free."""
         del self.running[job_id]
         self._slot_freed.set()
-        if not self.running:
-            self._idle.set()
 
     async def _start_slots(self, slots: TaskGroup) -> None:
         # A task of its own, so the slots start while the first claim is on
@@ -429,7 +425,9 @@ class Worker:
         """After the fetch loop: wait for running jobs, then hand back what is left."""
         if self.running:
             with anyio.move_on_after(self.shutdown_timeout) as self._drain_scope:
-                await self._idle.wait()
+                while self.running:
+                    await self._slot_freed.wait()
+                    self._slot_freed = anyio.Event()
             for running in list(self.running.values()):
                 running.interrupt(StopReason.SHUTDOWN)
             if self.running:

@@ -207,29 +207,34 @@ def test_a_bad_job_name_is_refused_at_registration(name: str, rule: str) -> None
     assert app.handlers == {}
 
 
-@pytest.mark.parametrize(("queue", "rule"), BAD_NAMES.values(), ids=BAD_NAMES.keys())
-async def test_a_bad_queue_name_is_refused_at_enqueue(queue: str, rule: str) -> None:
-    app, _, item = make_app()
-    with anyio.fail_after(5):
-        with pytest.raises(ConfigurationError, match=f"^job 'item': queue .*{re.escape(rule)}"):
-            await item.enqueue(Item(1), queue=queue)
-        with pytest.raises(ConfigurationError, match=re.escape(rule)):
-            await item.enqueue_many([Item(1)], queue=queue)
-        with pytest.raises(ConfigurationError, match=re.escape(rule)):
-            await app.admin.enqueue("item", {"n": 1}, queue=queue)
-        assert await app.backend.list_jobs() == []
+BAD_OPTIONS = {
+    **{f"queue-{k}": ("queue", *v) for k, v in BAD_NAMES.items()},
+    **{f"key-{k}": ("key", *v) for k, v in BAD_KEYS.items()},
+    **{f"id-{k}": ("id", *v) for k, v in BAD_KEYS.items()},
+}
 
 
-@pytest.mark.parametrize(("key", "rule"), BAD_KEYS.values(), ids=BAD_KEYS.keys())
-async def test_a_bad_key_is_refused_at_enqueue(key: str, rule: str) -> None:
+@pytest.mark.parametrize(("option", "value", "rule"), BAD_OPTIONS.values(), ids=BAD_OPTIONS.keys())
+async def test_a_bad_queue_key_or_id_is_refused_at_enqueue(
+    option: str, value: str, rule: str
+) -> None:
     app, _, item = make_app()
+    bad: Any = {option: value}
     with anyio.fail_after(5):
-        with pytest.raises(ConfigurationError, match=f"^job 'item': key .*{re.escape(rule)}"):
-            await item.enqueue(Item(1), key=key)
+        with pytest.raises(ConfigurationError, match=f"^job 'item': {option} .*{re.escape(rule)}"):
+            await item.enqueue(Item(1), **bad)
         with pytest.raises(ConfigurationError, match=re.escape(rule)):
-            await item.enqueue_and_wait(Item(1), key=key, timeout=1)
+            await item.enqueue_and_wait(Item(1), timeout=1, **bad)
         with pytest.raises(ConfigurationError, match=re.escape(rule)):
-            item.record(Item(1), key=key)
+            item.record(Item(1), **bad)
+        with pytest.raises(ConfigurationError, match=re.escape(rule)):
+            await app.admin.enqueue("item", {"n": 1}, **bad)
+        if option == "queue":  # a key or an id names one job: enqueue_many takes them per item
+            with pytest.raises(ConfigurationError, match=re.escape(rule)):
+                await item.enqueue_many([Item(1)], queue=value)
+        else:
+            with pytest.raises(ConfigurationError, match=re.escape(rule)):
+                await item.enqueue_many([(Item(1), bad)])
         assert await app.backend.list_jobs() == []
 
 

@@ -18,6 +18,7 @@ import pytest
 from asyncq import JobState
 from asyncq._records import JobRecord, Lease, Outcome
 from asyncq._settlement import Settlement, fusing
+from asyncq.backends._verbs import ClaimQuery, SettlesAndClaims
 from asyncq.backends.base import SETTLE_ON_CLAIM, Capability
 from asyncq.exceptions import BackendError, BackendUnavailable
 
@@ -87,23 +88,17 @@ class Store:
         self._changed = anyio.Event()
 
 
-class FusingStore(Store):
+class FusingStore(Store, SettlesAndClaims):
     """A store that settles with its claims (``SettlesOnClaim``)."""
 
     capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM})
 
-    async def settle_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        queues: Sequence[str],
-        limit: int,
-        *,
-        worker: str,
-        lease_for: float,
+    async def _settle_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
         self.fused.append([outcome.job_id for outcome in outcomes])
         await self._apply()
-        leases, self.ready = self.ready[:limit], self.ready[limit:]
+        leases, self.ready = self.ready[: claim.limit], self.ready[claim.limit :]
         return [True] * len(outcomes), leases
 
 
@@ -113,12 +108,13 @@ def settlement_for(store: Store) -> Settlement:
 
 
 @asynccontextmanager
-async def settling(settlement: Settlement) -> AsyncIterator[None]:
-    """The settle loop runs in the background of the block (bounded)."""
+async def settling(store: Store) -> AsyncIterator[Settlement]:
+    """A settlement on ``store`` whose settle loop runs in the background of the block (bounded)."""
+    settlement = settlement_for(store)
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(settlement.run)
-            yield
+            yield settlement
             tg.cancel_scope.cancel()
 
 
@@ -142,8 +138,7 @@ def test_fusing_is_told_by_the_capability() -> None:
 
 async def test_a_claim_holds_its_leases_until_their_outcomes_are_settled() -> None:
     store = Store()
-    settlement = settlement_for(store)
-    async with settling(settlement):
+    async with settling(store) as settlement:
         first, second = await claimed(settlement, store, 2)
         assert store.claims == [2]
         assert settlement.unsettled == {first.job.id: first, second.job.id: second}
@@ -158,8 +153,7 @@ async def test_a_claim_holds_its_leases_until_their_outcomes_are_settled() -> No
 
 async def test_without_fusion_outcomes_are_settled_while_the_fetch_loop_claims() -> None:
     store = Store()
-    settlement = settlement_for(store)
-    async with settling(settlement):
+    async with settling(store) as settlement:
         with settlement.claiming():
             [held] = await claimed(settlement, store, 1)
             settlement.put(done(held))
@@ -174,8 +168,7 @@ async def test_without_fusion_outcomes_are_settled_while_the_fetch_loop_claims()
 
 async def test_outcomes_ride_along_with_the_next_claim() -> None:
     store = FusingStore()
-    settlement = settlement_for(store)
-    async with settling(settlement):
+    async with settling(store) as settlement:
         with settlement.claiming():
             first, second = await claimed(settlement, store, 2)
             assert store.claims == [2], "no outcome waited: a plain claim"
@@ -192,8 +185,7 @@ async def test_outcomes_ride_along_with_the_next_claim() -> None:
 
 async def test_a_parked_fetch_loop_leaves_the_outcomes_to_the_settle_loop() -> None:
     store = FusingStore()
-    settlement = settlement_for(store)
-    async with settling(settlement):
+    async with settling(store) as settlement:
         with settlement.claiming():
             first, second = await claimed(settlement, store, 2)
             settlement.put(done(first))
@@ -215,8 +207,7 @@ async def test_a_parked_fetch_loop_leaves_the_outcomes_to_the_settle_loop() -> N
 
 async def test_outcomes_ride_along_only_when_no_settlement_is_in_flight() -> None:
     store = FusingStore()
-    settlement = settlement_for(store)
-    async with settling(settlement):
+    async with settling(store) as settlement:
         first, second = await claimed(settlement, store, 2)
         store.gate = anyio.Event()
         settlement.put(done(first))
@@ -237,8 +228,7 @@ async def test_a_failed_settle_keeps_its_outcomes_ahead_and_retries_on_its_own(
 ) -> None:
     caplog.set_level(logging.WARNING, "asyncq.worker")
     store = Store()
-    settlement = settlement_for(store)
-    async with settling(settlement):
+    async with settling(store) as settlement:
         first, second = await claimed(settlement, store, 2)
         store.gate, store.fail = anyio.Event(), 1
         settlement.put(done(first))
@@ -255,8 +245,7 @@ async def test_a_failed_settle_keeps_its_outcomes_ahead_and_retries_on_its_own(
 
 async def test_a_failed_settle_is_retried_though_no_other_job_finishes() -> None:
     store = Store()
-    settlement = settlement_for(store)
-    async with settling(settlement):
+    async with settling(store) as settlement:
         [held] = await claimed(settlement, store, 1)
         store.fail = 1
         settlement.put(done(held))

@@ -439,6 +439,39 @@ async def test_instrumentation_sees_every_outcome_and_its_bugs_are_contained(
     assert "hook bug" in caplog.text
 
 
+class BrokenEnd(Instrumentation):
+    def on_start(self, job: JobRecord, ctx: JobContext) -> AttemptEnd:
+        def end(outcome: Outcome | None, error: BaseException | None) -> None:
+            raise RuntimeError("attempt end bug")
+
+        return end
+
+
+async def test_a_broken_attempt_end_is_logged_and_the_outcome_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    recorder = Recorder()
+    app = App(
+        "ends",
+        backend=MemoryBackend(),
+        instrumentation=[recorder, BrokenEnd()],
+        telemetry=False,
+    )
+
+    @app.job(schema=Order, name="try")
+    async def attempt(payload: Order) -> str:
+        return payload.order_id
+
+    with anyio.fail_after(15):
+        async with app, app.worker(**WORKER):
+            assert await (await attempt.enqueue(Order("ok"))).result(timeout=10) == "ok"
+
+    # Ends run in reverse order: the broken one first, and the recorder still hears.
+    assert recorder.outcomes == [("try", 1, "completed", None)]
+    failed = [r for r in caplog.records if r.getMessage().endswith("at the end of an attempt")]
+    assert [r.name for r in failed] == ["asyncq.worker"]
+
+
 class Requests(Instrumentation):
     """A user's instrumentation of enqueue_and_wait: what it saw, and the span then current."""
 
@@ -501,7 +534,7 @@ async def test_any_instrumentation_sees_a_request_within_the_telemetry_span(
     assert [event.name for event in timed_out.events] == ["exception"]
     # A broken hook is logged; the result and the caller's error come through untouched.
     failed = [r for r in caplog.records if r.getMessage().endswith("at the end of a request")]
-    assert len(failed) == 2
+    assert [r.name for r in failed] == ["asyncq.telemetry"] * 2
 
 
 def test_telemetry_request_is_a_span_around_a_block(observed: Observed) -> None:

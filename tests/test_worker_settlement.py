@@ -20,6 +20,7 @@ import pytest
 
 from asyncq import App, JobState
 from asyncq._records import Lease, Outcome
+from asyncq.backends._verbs import ClaimQuery
 from asyncq.backends.base import Backend, SettlesOnClaim
 from asyncq.backends.memory import MemoryBackend
 from asyncq.backends.sqlite import SQLiteBackend
@@ -42,6 +43,20 @@ class Calls:
         #: how many fused calls with outcomes still fail (then succeed)
         self.fail_fused = 0
 
+    def settle(self, outcomes: Sequence[Outcome]) -> None:
+        """Record a plain settle."""
+        self.count["settle"] += 1
+        self.settled += [outcome.job_id for outcome in outcomes]
+
+    def settle_and_claim(self, outcomes: Sequence[Outcome]) -> None:
+        """Record a fused call, or fail it while ``fail_fused`` says so."""
+        self.count["settle_and_claim"] += 1
+        if outcomes and self.fail_fused:
+            self.fail_fused -= 1
+            msg = "the store went away"
+            raise BackendUnavailable(msg)
+        self.fused += [outcome.job_id for outcome in outcomes]
+
 
 class RecordingMemory(MemoryBackend):
     def __init__(self) -> None:
@@ -49,27 +64,17 @@ class RecordingMemory(MemoryBackend):
         self.calls = Calls()
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        self.calls.count["settle"] += 1
-        self.calls.settled += [outcome.job_id for outcome in outcomes]
+        self.calls.settle(outcomes)
         return await super().settle(outcomes)
 
-    async def settle_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        queues: Sequence[str],
-        limit: int,
-        *,
-        worker: str,
-        lease_for: float,
+    async def _settle_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
-        self.calls.count["settle_and_claim"] += 1
-        if outcomes and self.calls.fail_fused:
-            self.calls.fail_fused -= 1
-            msg = "the store went away"
-            raise BackendUnavailable(msg)
-        self.calls.fused += [outcome.job_id for outcome in outcomes]
-        # Not super().settle_and_claim: it would count its settle as ours.
+        self.calls.settle_and_claim(outcomes)
+        # Not super()._settle_and_claim: it settles through self.settle, which
+        # would count its settle as ours.
         applied = await MemoryBackend.settle(self, outcomes)
+        queues, limit, worker, lease_for = claim
         leases = await self.claim(queues, limit, worker=worker, lease_for=lease_for)
         return applied, leases
 
@@ -80,28 +85,14 @@ class RecordingSQLite(SQLiteBackend):
         self.calls = Calls()
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
-        self.calls.count["settle"] += 1
-        self.calls.settled += [outcome.job_id for outcome in outcomes]
+        self.calls.settle(outcomes)
         return await super().settle(outcomes)
 
-    async def settle_and_claim(
-        self,
-        outcomes: Sequence[Outcome],
-        queues: Sequence[str],
-        limit: int,
-        *,
-        worker: str,
-        lease_for: float,
+    async def _settle_and_claim(
+        self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
-        self.calls.count["settle_and_claim"] += 1
-        if outcomes and self.calls.fail_fused:
-            self.calls.fail_fused -= 1
-            msg = "the store went away"
-            raise BackendUnavailable(msg)
-        self.calls.fused += [outcome.job_id for outcome in outcomes]
-        return await super().settle_and_claim(
-            outcomes, queues, limit, worker=worker, lease_for=lease_for
-        )
+        self.calls.settle_and_claim(outcomes)
+        return await super()._settle_and_claim(outcomes, claim)
 
 
 class WithoutFusion(MemoryBackend):
