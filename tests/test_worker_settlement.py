@@ -71,12 +71,7 @@ class RecordingMemory(MemoryBackend):
         self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
         self.calls.settle_and_claim(outcomes)
-        # Not super()._settle_and_claim: it settles through self.settle, which
-        # would count its settle as ours.
-        applied = await MemoryBackend.settle(self, outcomes)
-        queues, limit, worker, lease_for = claim
-        leases = await self.claim(queues, limit, worker=worker, lease_for=lease_for)
-        return applied, leases
+        return await super()._settle_and_claim(outcomes, claim)
 
 
 class RecordingSQLite(SQLiteBackend):

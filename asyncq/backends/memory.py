@@ -338,6 +338,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         check_outcomes(outcomes)
+        return self._apply(outcomes)
+
+    def _apply(self, outcomes: Sequence[Outcome]) -> list[bool]:
+        """``settle`` of outcomes already checked (``settle_and_claim`` checked them)."""
         now = self._clock()
         applied: list[bool] = []
         for outcome in outcomes:
@@ -384,8 +388,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self, outcomes: Sequence[Outcome], claim: ClaimQuery
     ) -> tuple[list[bool], list[Lease]]:
         queues, limit, worker, lease_for = claim
-        # Neither call awaits anything, so together they are one critical section.
-        applied = await self.settle(outcomes)
+        # Neither step awaits anything, so together they are one critical section.
+        applied = self._apply(outcomes)
         return applied, await self.claim(queues, limit, worker=worker, lease_for=lease_for)
 
     async def recover(self) -> int:
