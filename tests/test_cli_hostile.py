@@ -10,23 +10,19 @@ and exit 1. The store is a SQLite file whose rows the tests rewrite with
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import os
 import sqlite3
 import subprocess
 import sys
-import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from asyncq.cli import EXIT_FAILED, EXIT_USAGE, main
+from _cli import WriteModule, invoke
+from asyncq.cli import EXIT_FAILED, EXIT_USAGE
 from asyncq.cli._render import json_printable, printable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,20 +64,7 @@ UNSAFE = {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x20
 UNSAFE |= {chr(c) for c in range(0x2066, 0x206A)} | {"\u2028", "\u2029"}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test in its own directory, with sys.path, modules and logging restored."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the cwd first
-    monkeypatch.delenv("ASYNCQ_BACKEND", raising=False)
-    modules = set(sys.modules)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for name in set(sys.modules) - modules:
-        if name.startswith("cli_hostile_app_"):
-            del sys.modules[name]
-    root.handlers[:], root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 @pytest.fixture
@@ -90,17 +73,9 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def app_path(tmp_path: Path, db: Path) -> str:
+def app_path(write_module: WriteModule, db: Path) -> str:
     """``MODULE:APP`` of a fresh module in the test's directory, on its own SQLite file."""
-    name = f"cli_hostile_app_{uuid.uuid4().hex[:10]}"
-    source = textwrap.dedent(APP_MODULE).replace("{db}", str(db))
-    (tmp_path / f"{name}.py").write_text(source)
-    importlib.invalidate_caches()
-    return f"{name}:app"
-
-
-def invoke(*args: str, stdin: bytes | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), input=stdin, prog_name="asyncq")
+    return f"{write_module(APP_MODULE.replace('{db}', str(db)))}:app"
 
 
 def enqueue(app_path: str, payload: str = VALID) -> str:
@@ -515,10 +490,9 @@ def test_a_payload_that_does_not_decode_is_shown_as_undecodable(
 
 
 def test_run_ends_an_unexpected_error_with_one_line_and_logs_its_traceback(
-    tmp_path: Path, db: Path
+    write_module: WriteModule, db: Path
 ) -> None:
-    name = f"cli_hostile_app_{uuid.uuid4().hex[:10]}"
-    source = f"""
+    name = write_module(f"""
         from contextlib import asynccontextmanager
 
         from asyncq import App
@@ -531,9 +505,7 @@ def test_run_ends_an_unexpected_error_with_one_line_and_logs_its_traceback(
 
 
         app = App("broken", backend="sqlite:///{db}", lifespan=lifespan)
-    """
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    importlib.invalidate_caches()
+    """)
 
     result = invoke("run", f"{name}:app", "--burst")
 
