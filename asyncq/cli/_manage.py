@@ -122,13 +122,7 @@ def enqueue(
     app = open_app(app_path, backend)
 
     async def body(admin: Admin) -> dict[str, Any]:
-        try:
-            handle = await admin.enqueue_json(name, document, **options)
-        except RecursionError:
-            # The decoder recurses once per level: a document deeper than the stack
-            # is refused like any other payload that does not fit the schema.
-            msg = f"invalid payload for job {name!r}: nested too deeply to decode"
-            raise CommandError(msg, EXIT_USAGE) from None
+        handle = await admin.enqueue_json(name, document, **options)
         record = await handle.info()
         out: dict[str, Any] = {
             "id": handle.id,
