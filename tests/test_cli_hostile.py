@@ -3,8 +3,9 @@
 Names, ids, keys and error messages from the store, and what the operator typed,
 are printed with the characters a terminal acts on escaped (``printable``), while
 ``--json`` keeps the real values. Bad input to any verb is one ``Error:`` line and
-exit 2; a record the CLI cannot read or show is one ``Error:`` line naming the job
-and exit 1. The store is a SQLite file whose rows the tests rewrite with
+exit 2; a record the store cannot read is shown as its ``<unreadable>`` stand-in,
+and one a store hands over that the CLI cannot show is one ``Error:`` line naming
+the job and exit 1. The store is a SQLite file whose rows the tests rewrite with
 ``sqlite3``, as another program or a damaged disk could.
 """
 
@@ -421,10 +422,61 @@ def test_a_record_of_the_wrong_type_names_the_job(
 
     result = invoke(args[0], app_path, *args[1:])
 
-    if result.exit_code == 0:  # a view that does not need this field as a number
-        assert_terminal_safe(result.stdout)
-        return
-    assert_one_error(result, EXIT_FAILED, job_id)
+    # The store checks the types as it reads, and stands in for the record.
+    assert result.exit_code == 0, result.output
+    assert job_id in result.stdout
+    assert "<unreadable>" in result.stdout
+    assert_terminal_safe(result.stdout)
+
+
+CARELESS_STORE = """
+    import msgspec
+
+    from asyncq import App, JobState
+    from asyncq.backends.memory import MemoryBackend
+    from asyncq._records import JobRecord
+
+    JOB_ID = "01careless"
+
+
+    def careless_record():
+        # Built without a decode, so nothing checks the field types.
+        return JobRecord(
+            id=JOB_ID,
+            name="resize\x1b[2J",
+            queue="default",
+            payload=b"{}",
+            state=JobState.QUEUED,
+            enqueued_at="\x1b[2Jgarbage",
+        )
+
+
+    class Careless(MemoryBackend):
+        async def get(self, job_id):
+            return careless_record()
+
+        async def _list_jobs(self, query):
+            return [careless_record()]
+
+
+    app = App("careless", backend=Careless())
+"""
+
+
+@pytest.mark.parametrize(
+    "verb", [["jobs"], ["jobs", "--json"], ["job", "{id}"], ["job", "{id}", "--json"]]
+)
+def test_a_record_a_store_hands_over_with_the_wrong_type_names_the_job(
+    write_module: WriteModule, verb: list[str]
+) -> None:
+    """A store that checks nothing (none asyncq ships) makes a view fail: one line, exit 1."""
+    app_path = f"{write_module(CARELESS_STORE)}:app"
+    args = [arg.replace("{id}", "01careless") for arg in verb]
+
+    result = invoke(args[0], app_path, *args[1:])
+
+    line = assert_one_error(result, EXIT_FAILED, "job '01careless'", "cannot show")
+    assert "unexpected" not in line
 
 
 @pytest.mark.parametrize(
