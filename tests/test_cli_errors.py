@@ -138,14 +138,6 @@ def test_an_unknown_job_name_is_a_usage_error(app_path: str) -> None:
     assert line == "Error: app 'cli-errors' has no job named 'resise'; its jobs: resize"
 
 
-def test_run_ends_on_a_configuration_error_with_the_usage_code(
-    app_path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CLI_ERRORS_LIFESPAN_RAISES", "configuration")
-    [line] = assert_failed(invoke("run", app_path, "--burst"), EXIT_USAGE)
-    assert line == "Error: lifespan refused (configuration)"
-
-
 # -- the operation failed: exit 1 -------------------------------------------------------
 
 
@@ -181,12 +173,20 @@ def test_migrate_on_a_store_that_cannot_be_reached_fails(app_path: str) -> None:
     assert line.startswith("Error: BackendUnavailable: PostgreSQL at postgresql://127.0.0.1:1/")
 
 
-def test_run_ends_on_a_store_error_with_the_failure_code(
-    app_path: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("raised", "code", "shown"),
+    [
+        ("configuration", EXIT_USAGE, "Error: lifespan refused (configuration)"),
+        ("backend", EXIT_FAILED, "Error: BackendError: lifespan refused (backend)"),
+    ],
+)
+def test_run_ends_on_an_asyncq_error_with_its_code(
+    app_path: str, monkeypatch: pytest.MonkeyPatch, raised: str, code: int, shown: str
 ) -> None:
-    monkeypatch.setenv("CLI_ERRORS_LIFESPAN_RAISES", "backend")
-    [line] = assert_failed(invoke("run", app_path, "--burst"), EXIT_FAILED)
-    assert line == "Error: BackendError: lifespan refused (backend)"
+    """A configuration error is usage (2), a store error a failure (1), as for every verb."""
+    monkeypatch.setenv("CLI_ERRORS_LIFESPAN_RAISES", raised)
+    [line] = assert_failed(invoke("run", app_path, "--burst"), code)
+    assert line == shown
 
 
 def test_run_with_its_health_port_taken_fails(app_path: str) -> None:
