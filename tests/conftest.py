@@ -14,11 +14,15 @@ CI must never pass by skipping.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import logging
 import os
 import socket
+import sys
+import textwrap
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -174,3 +178,43 @@ async def backend(
         await instance.close()
         if cleanup is not None:
             await cleanup()
+
+
+# -- the ``asyncq`` command in-process -----------------------------------------------------
+
+#: The name every module ``write_module`` writes starts with.
+CLI_MODULE_PREFIX = "cli_app_"
+
+
+@pytest.fixture
+def cli_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """A test of the command in its own directory, with sys.path, modules and logging restored.
+
+    ``load_app`` puts the cwd first on ``sys.path``, the test's modules are
+    imported, and ``asyncq run`` configures the root logger: none of it outlives
+    the test.
+    """
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delenv("ASYNCQ_BACKEND", raising=False)
+    modules = set(sys.modules)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for name in set(sys.modules) - modules:
+        if name.startswith(CLI_MODULE_PREFIX):
+            del sys.modules[name]
+    root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture
+def write_module(cli_isolated: None, tmp_path: Path) -> Callable[[str], str]:
+    """Write a module (dedented) into the test's directory under a fresh name; return the name."""
+
+    def write(source: str) -> str:
+        name = f"{CLI_MODULE_PREFIX}{uuid.uuid4().hex[:10]}"
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        importlib.invalidate_caches()
+        return name
+
+    return write

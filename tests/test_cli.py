@@ -3,55 +3,21 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
 import asyncq
-from asyncq.cli import load_app, main
+from _cli import WriteModule, invoke
+from asyncq.cli import load_app
 
-WriteModule = Callable[[str], str]
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test runs in its own directory, with sys.path, modules and logging restored."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the cwd first
-    monkeypatch.delenv("ASYNCQ_BACKEND", raising=False)
-    modules = set(sys.modules)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for name in set(sys.modules) - modules:
-        if name.startswith("cli_app_"):
-            del sys.modules[name]
-    root.handlers[:], root.level = handlers, level
-
-
-@pytest.fixture
-def write_module(tmp_path: Path) -> WriteModule:
-    """Write a module into the test's directory (the cwd) under a fresh name; return the name."""
-
-    def write(source: str) -> str:
-        name = f"cli_app_{uuid.uuid4().hex[:10]}"
-        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-        importlib.invalidate_caches()
-        return name
-
-    return write
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), prog_name="asyncq")
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 def assert_usage_error(result: Result, *fragments: str) -> str:

@@ -8,20 +8,15 @@ be opened.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import logging
 import socket
-import sys
-import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from asyncq.cli import EXIT_FAILED, EXIT_USAGE, main
+from _cli import WriteModule, invoke
+from asyncq.cli import EXIT_FAILED, EXIT_USAGE
 
 APP_MODULE = """
     import os
@@ -71,34 +66,14 @@ VERBS: dict[str, list[str]] = {
 OPERATOR_VERBS = [verb for verb in VERBS if verb != "run"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test runs in its own directory, with sys.path, modules and logging restored."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the cwd first
-    monkeypatch.delenv("ASYNCQ_BACKEND", raising=False)
-    monkeypatch.delenv("CLI_ERRORS_LIFESPAN_RAISES", raising=False)
-    modules = set(sys.modules)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for name in set(sys.modules) - modules:
-        if name.startswith("cli_errors_app_"):
-            del sys.modules[name]
-    root.handlers[:], root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 @pytest.fixture
-def app_path(tmp_path: Path) -> str:
-    """``MODULE:APP`` of a fresh module in the test's directory."""
-    name = f"cli_errors_app_{uuid.uuid4().hex[:10]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(APP_MODULE))
-    importlib.invalidate_caches()
-    return f"{name}:app"
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), prog_name="asyncq")
+def app_path(write_module: WriteModule, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``MODULE:APP`` of a fresh module in the test's directory, its lifespan raising nothing."""
+    monkeypatch.delenv("CLI_ERRORS_LIFESPAN_RAISES", raising=False)
+    return f"{write_module(APP_MODULE)}:app"
 
 
 def assert_failed(result: Result, code: int, *fragments: str) -> list[str]:
@@ -163,14 +138,6 @@ def test_an_unknown_job_name_is_a_usage_error(app_path: str) -> None:
     assert line == "Error: app 'cli-errors' has no job named 'resise'; its jobs: resize"
 
 
-def test_run_ends_on_a_configuration_error_with_the_usage_code(
-    app_path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CLI_ERRORS_LIFESPAN_RAISES", "configuration")
-    [line] = assert_failed(invoke("run", app_path, "--burst"), EXIT_USAGE)
-    assert line == "Error: lifespan refused (configuration)"
-
-
 # -- the operation failed: exit 1 -------------------------------------------------------
 
 
@@ -206,12 +173,20 @@ def test_migrate_on_a_store_that_cannot_be_reached_fails(app_path: str) -> None:
     assert line.startswith("Error: BackendUnavailable: PostgreSQL at postgresql://127.0.0.1:1/")
 
 
-def test_run_ends_on_a_store_error_with_the_failure_code(
-    app_path: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("raised", "code", "shown"),
+    [
+        ("configuration", EXIT_USAGE, "Error: lifespan refused (configuration)"),
+        ("backend", EXIT_FAILED, "Error: BackendError: lifespan refused (backend)"),
+    ],
+)
+def test_run_ends_on_an_asyncq_error_with_its_code(
+    app_path: str, monkeypatch: pytest.MonkeyPatch, raised: str, code: int, shown: str
 ) -> None:
-    monkeypatch.setenv("CLI_ERRORS_LIFESPAN_RAISES", "backend")
-    [line] = assert_failed(invoke("run", app_path, "--burst"), EXIT_FAILED)
-    assert line == "Error: BackendError: lifespan refused (backend)"
+    """A configuration error is usage (2), a store error a failure (1), as for every verb."""
+    monkeypatch.setenv("CLI_ERRORS_LIFESPAN_RAISES", raised)
+    [line] = assert_failed(invoke("run", app_path, "--burst"), code)
+    assert line == shown
 
 
 def test_run_with_its_health_port_taken_fails(app_path: str) -> None:

@@ -3,30 +3,27 @@
 Names, ids, keys and error messages from the store, and what the operator typed,
 are printed with the characters a terminal acts on escaped (``printable``), while
 ``--json`` keeps the real values. Bad input to any verb is one ``Error:`` line and
-exit 2; a record the CLI cannot read or show is one ``Error:`` line naming the job
-and exit 1. The store is a SQLite file whose rows the tests rewrite with
+exit 2; a record the store cannot read is shown as its ``<unreadable>`` stand-in,
+and one a store hands over that the CLI cannot show is one ``Error:`` line naming
+the job and exit 1. The store is a SQLite file whose rows the tests rewrite with
 ``sqlite3``, as another program or a damaged disk could.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import os
 import sqlite3
 import subprocess
 import sys
-import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from asyncq.cli import EXIT_FAILED, EXIT_USAGE, main
+from _cli import WriteModule, invoke
+from asyncq.cli import EXIT_FAILED, EXIT_USAGE
 from asyncq.cli._render import json_printable, printable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,20 +65,7 @@ UNSAFE = {chr(c) for c in [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x20
 UNSAFE |= {chr(c) for c in range(0x2066, 0x206A)} | {"\u2028", "\u2029"}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test in its own directory, with sys.path, modules and logging restored."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the cwd first
-    monkeypatch.delenv("ASYNCQ_BACKEND", raising=False)
-    modules = set(sys.modules)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for name in set(sys.modules) - modules:
-        if name.startswith("cli_hostile_app_"):
-            del sys.modules[name]
-    root.handlers[:], root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 @pytest.fixture
@@ -90,17 +74,9 @@ def db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def app_path(tmp_path: Path, db: Path) -> str:
+def app_path(write_module: WriteModule, db: Path) -> str:
     """``MODULE:APP`` of a fresh module in the test's directory, on its own SQLite file."""
-    name = f"cli_hostile_app_{uuid.uuid4().hex[:10]}"
-    source = textwrap.dedent(APP_MODULE).replace("{db}", str(db))
-    (tmp_path / f"{name}.py").write_text(source)
-    importlib.invalidate_caches()
-    return f"{name}:app"
-
-
-def invoke(*args: str, stdin: bytes | None = None) -> Result:
-    return CliRunner().invoke(main, list(args), input=stdin, prog_name="asyncq")
+    return f"{write_module(APP_MODULE.replace('{db}', str(db)))}:app"
 
 
 def enqueue(app_path: str, payload: str = VALID) -> str:
@@ -446,10 +422,61 @@ def test_a_record_of_the_wrong_type_names_the_job(
 
     result = invoke(args[0], app_path, *args[1:])
 
-    if result.exit_code == 0:  # a view that does not need this field as a number
-        assert_terminal_safe(result.stdout)
-        return
-    assert_one_error(result, EXIT_FAILED, job_id)
+    # The store checks the types as it reads, and stands in for the record.
+    assert result.exit_code == 0, result.output
+    assert job_id in result.stdout
+    assert "<unreadable>" in result.stdout
+    assert_terminal_safe(result.stdout)
+
+
+CARELESS_STORE = """
+    import msgspec
+
+    from asyncq import App, JobState
+    from asyncq.backends.memory import MemoryBackend
+    from asyncq._records import JobRecord
+
+    JOB_ID = "01careless"
+
+
+    def careless_record():
+        # Built without a decode, so nothing checks the field types.
+        return JobRecord(
+            id=JOB_ID,
+            name="resize\x1b[2J",
+            queue="default",
+            payload=b"{}",
+            state=JobState.QUEUED,
+            enqueued_at="\x1b[2Jgarbage",
+        )
+
+
+    class Careless(MemoryBackend):
+        async def get(self, job_id):
+            return careless_record()
+
+        async def _list_jobs(self, query):
+            return [careless_record()]
+
+
+    app = App("careless", backend=Careless())
+"""
+
+
+@pytest.mark.parametrize(
+    "verb", [["jobs"], ["jobs", "--json"], ["job", "{id}"], ["job", "{id}", "--json"]]
+)
+def test_a_record_a_store_hands_over_with_the_wrong_type_names_the_job(
+    write_module: WriteModule, verb: list[str]
+) -> None:
+    """A store that checks nothing (none asyncq ships) makes a view fail: one line, exit 1."""
+    app_path = f"{write_module(CARELESS_STORE)}:app"
+    args = [arg.replace("{id}", "01careless") for arg in verb]
+
+    result = invoke(args[0], app_path, *args[1:])
+
+    line = assert_one_error(result, EXIT_FAILED, "job '01careless'", "cannot show")
+    assert "unexpected" not in line
 
 
 @pytest.mark.parametrize(
@@ -515,10 +542,9 @@ def test_a_payload_that_does_not_decode_is_shown_as_undecodable(
 
 
 def test_run_ends_an_unexpected_error_with_one_line_and_logs_its_traceback(
-    tmp_path: Path, db: Path
+    write_module: WriteModule, db: Path
 ) -> None:
-    name = f"cli_hostile_app_{uuid.uuid4().hex[:10]}"
-    source = f"""
+    name = write_module(f"""
         from contextlib import asynccontextmanager
 
         from asyncq import App
@@ -531,9 +557,7 @@ def test_run_ends_an_unexpected_error_with_one_line_and_logs_its_traceback(
 
 
         app = App("broken", backend="sqlite:///{db}", lifespan=lifespan)
-    """
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
-    importlib.invalidate_caches()
+    """)
 
     result = invoke("run", f"{name}:app", "--burst")
 

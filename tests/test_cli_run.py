@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
-import logging
 import sys
-import textwrap
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 
+from _cli import WriteModule, invoke
 from asyncq import App
-from asyncq.cli import main
 
 APP_MODULE = """
     import asyncio
@@ -36,30 +30,13 @@ APP_MODULE = """
     app = App("cli-run-test", backend="memory://", lifespan=lifespan)
 """
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """Each test runs in its own directory, with sys.path, modules and logging restored."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the cwd first
-    monkeypatch.delenv("ASYNCQ_BACKEND", raising=False)
-    modules = set(sys.modules)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for name in set(sys.modules) - modules:
-        if name.startswith("cli_run_app_"):
-            del sys.modules[name]
-    root.handlers[:], root.level = handlers, level
+pytestmark = pytest.mark.usefixtures("cli_isolated")
 
 
 @pytest.fixture
-def app_path(tmp_path: Path) -> str:
+def app_path(write_module: WriteModule) -> str:
     """``MODULE:APP`` of a fresh module in the test's directory."""
-    name = f"cli_run_app_{uuid.uuid4().hex[:10]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(APP_MODULE))
-    importlib.invalidate_caches()
-    return f"{name}:app"
+    return f"{write_module(APP_MODULE)}:app"
 
 
 @pytest.fixture
@@ -74,10 +51,6 @@ def worker_options(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     monkeypatch.setattr(App, "make_worker", recording)
     return seen
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), prog_name="asyncq")
 
 
 def test_prefetch_reaches_the_worker(app_path: str, worker_options: list[dict[str, Any]]) -> None:

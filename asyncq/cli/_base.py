@@ -38,7 +38,6 @@ __all__ = [
     "duration",
     "echo_json",
     "fail",
-    "fail_on",
     "guarded",
     "leaves",
     "load_app",
@@ -164,9 +163,9 @@ class CommandError(Exception):
 def fail(*messages: str, code: int = EXIT_FAILED) -> NoReturn:
     """End the command: each message as one ``Error: ...`` line on stderr, then exit ``code``.
 
-    Every verb fails through here (or ``fail_on``), so the prefix and the
-    codes are the same everywhere; click's own usage errors also print
-    ``Error:`` and exit 2.
+    Every verb fails through here (what it raises too, through ``guarded``), so
+    the prefix and the codes are the same everywhere; click's own usage errors
+    also print ``Error:`` and exit 2.
     """
     for message in messages:
         click.echo(f"Error: {printable(message)}", err=True)
@@ -178,38 +177,23 @@ def say(message: str, *, err: bool = False) -> None:
     click.echo(printable(message), err=err)
 
 
-def failure(exc: AsyncqError | CommandError) -> tuple[str, int]:
+def failure(exc: BaseException, hint: str = "") -> tuple[str, int]:
     """The operator's message and the exit code for an error that ends a command.
 
     2 for what the operator typed wrongly (an invalid payload, an unknown job
     name, a bad backend URL or one whose driver is missing); 1 for what failed
     (not found, the store down or answering wrongly, which the message names).
+    Anything but asyncq's own errors exits 1, named by its type, with ``hint``
+    (what most likely caused it) after it.
     """
     if isinstance(exc, CommandError):
         return str(exc), exc.code
     if isinstance(exc, ValidationError | ConfigurationError):
         return str(exc), EXIT_USAGE
-    if isinstance(exc, JobNotFound):
+    if isinstance(exc, JobNotFound | Unshowable):
         return str(exc), EXIT_FAILED
-    return f"{type(exc).__name__}: {exc}", EXIT_FAILED
-
-
-def fail_on(*errors: AsyncqError | CommandError) -> NoReturn:
-    """End the command on these errors: one line each, and the highest of their exit codes."""
-    failures = [failure(exc) for exc in errors]
-    fail(*(message for message, _ in failures), code=max(code for _, code in failures))
-
-
-def unexpected(exc: BaseException, hint: str = "") -> tuple[str, int]:
-    """The message and exit code for any error: asyncq's own as ``failure`` words them.
-
-    Anything else exits 1, named by its type, with ``hint`` (what most likely
-    caused it) after it.
-    """
-    if isinstance(exc, AsyncqError | CommandError):
-        return failure(exc)
-    if isinstance(exc, Unshowable):
-        return str(exc), EXIT_FAILED
+    if isinstance(exc, AsyncqError):
+        return f"{type(exc).__name__}: {exc}", EXIT_FAILED
     return f"unexpected {type(exc).__name__}: {exc}{f' ({hint})' if hint else ''}", EXIT_FAILED
 
 
@@ -248,12 +232,12 @@ def guarded(hint: str = "") -> Iterator[None]:
     except Exception as exc:  # noqa: BLE001 - the last line of defence, worded below
         # Task groups wrap what their tasks raised; the operator wants one line each.
         found = leaves(exc) if isinstance(exc, ExceptionGroup) else [exc]
-        failures = [unexpected(leaf, hint) for leaf in found]
+        failures = [failure(leaf, hint) for leaf in found]
         fail(*(message for message, _ in failures), code=max(code for _, code in failures))
 
 
 def call(app: App, fn: Callable[[Admin], Awaitable[T]]) -> T:
-    """Run ``fn(app.admin)``, close the app, and end the command on an error (``fail_on``)."""
+    """Run ``fn(app.admin)``, close the app, and end the command on an error (``guarded``)."""
 
     async def run() -> T:
         try:
@@ -295,10 +279,7 @@ def open_app(app_path: str, backend: str | None) -> App:
     """
     app = load_app(app_path)
     if backend:
-        try:
-            app.use_backend(backend)
-        except ConfigurationError as exc:
-            fail_on(exc)
+        app.use_backend(backend)  # a bad URL: a ConfigurationError, exit 2 (``guarded``)
     elif app.backend_spec is None and not os.environ.get("ASYNCQ_BACKEND"):
         say(
             f"note: no backend given (--backend, ASYNCQ_BACKEND or App(backend=...)); "

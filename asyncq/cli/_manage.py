@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
 import anyio
 import click
@@ -49,6 +49,8 @@ def _aware_datetime(
 @app_options
 @click.argument("name")
 @click.argument("payload", metavar="['JSON']", default="{}")
+# The job's options are named as in ``EnqueueArgs`` (``--job-timeout`` is ``timeout``),
+# so click hands them over as ``**options``: an unset one is None, the job's own.
 @duration_option("--delay", help="Run no sooner than this from now (30s, 5m).")
 @click.option(
     "--at",
@@ -56,7 +58,7 @@ def _aware_datetime(
     callback=_aware_datetime,
     help="Run no sooner than this ISO 8601 time with its offset (2030-01-01T09:00+01:00).",
 )
-@click.option("--id", "job_id", help="The job's id: an existing job with it is returned instead.")
+@click.option("--id", help="The job's id: an existing job with it is returned instead.")
 @click.option("--key", help="Idempotency key: an existing job with it is returned instead.")
 @click.option(
     "--priority",
@@ -64,7 +66,9 @@ def _aware_datetime(
     help="Larger runs first (default: the job's).",
 )
 @click.option("-q", "--queue", help="Override the job's queue.")
-@duration_option("--job-timeout", help="Override the job's deadline: how long one attempt may run.")
+@duration_option(
+    "--job-timeout", "timeout", help="Override the job's deadline: how long one attempt may run."
+)
 @click.option(
     "--max-attempts",
     # No lower bound here: the app's own check names the job in its message.
@@ -75,24 +79,17 @@ def _aware_datetime(
 @duration_option(
     "--wait-timeout", help="With --wait: give up waiting after this long (the job may still run)."
 )
-@duration_option("--timeout", help="The same as --wait-timeout.")
+@duration_option("--timeout", "wait_timeout_alias", help="The same as --wait-timeout.")
 def enqueue(
     app_path: str,
     backend: str | None,
     as_json: bool,
     name: str,
     payload: str,
-    delay: float | None,
-    at: datetime | None,
-    job_id: str | None,
-    key: str | None,
-    priority: int | None,
-    queue: str | None,
-    job_timeout: float | None,
-    max_attempts: int | None,
     wait: bool,
     wait_timeout: float | None,
-    timeout: float | None,
+    wait_timeout_alias: float | None,
+    **options: Unpack[EnqueueArgs],
 ) -> None:
     """Enqueue job NAME with a JSON payload ('-' reads it from stdin; default {}).
 
@@ -101,34 +98,17 @@ def enqueue(
     job's deadline; --wait-timeout (or --timeout) is how long this command
     waits for the result.
     """
-    for flag, value in (("--wait-timeout", wait_timeout), ("--timeout", timeout)):
+    for flag, value in (("--wait-timeout", wait_timeout), ("--timeout", wait_timeout_alias)):
         if value is not None and not wait:
             raise click.UsageError(f"{flag} goes with --wait")
-    if wait_timeout is not None and timeout is not None:
+    if wait_timeout is not None and wait_timeout_alias is not None:
         raise click.UsageError("give --wait-timeout or --timeout, not both")
-    patience = timeout if wait_timeout is None else wait_timeout
+    patience = wait_timeout_alias if wait_timeout is None else wait_timeout
     document = _stdin_payload() if payload == "-" else payload
-    # An unset flag is None, which every option reads as "the job's own".
-    options = EnqueueArgs(
-        delay=delay,
-        at=at,
-        id=job_id,
-        key=key,
-        priority=priority,
-        queue=queue,
-        timeout=job_timeout,
-        max_attempts=max_attempts,
-    )
     app = open_app(app_path, backend)
 
     async def body(admin: Admin) -> dict[str, Any]:
-        try:
-            handle = await admin.enqueue_json(name, document, **options)
-        except RecursionError:
-            # The decoder recurses once per level: a document deeper than the stack
-            # is refused like any other payload that does not fit the schema.
-            msg = f"invalid payload for job {name!r}: nested too deeply to decode"
-            raise CommandError(msg, EXIT_USAGE) from None
+        handle = await admin.enqueue_json(name, document, **options)
         record = await handle.info()
         out: dict[str, Any] = {
             "id": handle.id,

@@ -88,6 +88,11 @@ def json_printable(text: str) -> str:
 # -- records a view cannot show ----------------------------------------------------------
 
 
+# The stores asyncq ships check a record's types as they decode it and answer
+# one they cannot read with its ``<unreadable>`` stand-in (``backends._poison``),
+# so they never reach this. A third-party store (the protocol is structural) may
+# hand over a ``JobRecord`` it built without a decode, with a field of the wrong
+# type: its job is then named in one ``Error:`` line instead of a traceback.
 class Unshowable(Exception):
     """A job's record holds a value its view cannot show: the store answered wrongly.
 

@@ -20,7 +20,6 @@ from ._base import (
     Verb,
     choice_option,
     fail,
-    fail_on,
     leaves,
     load_app,
 )
@@ -144,14 +143,13 @@ def run(
         fail(str(exc))  # 1, not 2: the option is valid, this machine lacks uvloop
     try:
         anyio.run(serve, backend_options=backend_options)
-    except (AsyncqError, CommandError) as exc:
-        fail_on(exc)
     except KeyboardInterrupt:  # a signal that arrived before the worker listened for it
         sys.exit(EXIT_INTERRUPTED)
     except Exception as exc:
-        # Task groups wrap what the worker raised; the operator wants one line each
-        # (the group's ``guarded`` words them). Anything but asyncq's own errors is a
-        # fault to diagnose: the worker's log keeps its traceback.
+        # What the worker raised (or each error in the task group that wraps
+        # them) ends as one ``Error:`` line through the group's ``guarded``.
+        # Anything but asyncq's own errors is a fault to diagnose: the worker's
+        # log keeps its traceback.
         found = leaves(exc) if isinstance(exc, ExceptionGroup) else [exc]
         if not all(isinstance(leaf, AsyncqError | CommandError) for leaf in found):
             log.error("the worker stopped on an unexpected error", exc_info=exc)
