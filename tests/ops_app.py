@@ -8,7 +8,9 @@ back to the test's own event loop, where that backend lives.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -89,6 +91,16 @@ def lend(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
 async def give_back() -> None:
     await app.close()
     app.use_backend(None)
+
+
+@contextlib.asynccontextmanager
+async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
+    """``backend`` behind ``app`` (for its worker and the CLI) for the block, then given back."""
+    lend(backend, monkeypatch)
+    try:
+        yield backend
+    finally:
+        await give_back()
 
 
 async def asyncq(*args: str, stdin: str | None = None) -> Result:

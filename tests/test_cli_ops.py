@@ -18,7 +18,8 @@ import ops_app
 from asyncq import JobState
 from asyncq.backends.base import Backend
 from asyncq.testing import run_until_idle
-from ops_app import Note, Resize, app, asyncq, give_back, lend, note, resize
+from ops_app import Note, Resize, app, asyncq, note, resize
+from ops_app import lent as ops_lent
 
 pytestmark = pytest.mark.anyio
 
@@ -27,11 +28,8 @@ APP = "ops_app:app"
 
 @pytest.fixture(autouse=True)
 async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
-    lend(backend, monkeypatch)
-    try:
+    async with ops_lent(backend, monkeypatch):
         yield backend
-    finally:
-        await give_back()
 
 
 async def dead_job(width: int = -1, image: str = "cat.png") -> str:

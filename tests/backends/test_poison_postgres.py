@@ -30,7 +30,8 @@ from asyncq._records import ErrorKind, JobRecord
 from asyncq.backends._poison import UNREADABLE_NAME
 from asyncq.backends.postgres import PostgresBackend
 from asyncq.testing import run_until_idle
-from ops_app import Note, app, asyncq, give_back, lend, note
+from ops_app import Note, app, asyncq, note
+from ops_app import lent as ops_lent
 
 from . import _records as r
 
@@ -57,11 +58,8 @@ async def lent(
     backend: PostgresBackend, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[PostgresBackend]:
     """``backend`` behind ``ops_app.app``, for its worker and the CLI."""
-    lend(backend, monkeypatch)
-    try:
+    async with ops_lent(backend, monkeypatch):
         yield backend
-    finally:
-        await give_back()
 
 
 async def corrupt(

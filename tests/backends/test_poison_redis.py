@@ -21,7 +21,8 @@ from asyncq._records import ErrorKind, JobRecord, Outcome
 from asyncq.backends._poison import UNREADABLE_NAME
 from asyncq.backends.redis import RedisBackend
 from asyncq.testing import run_until_idle
-from ops_app import Note, app, asyncq, give_back, lend, note
+from ops_app import Note, app, asyncq, note
+from ops_app import lent as ops_lent
 
 pytestmark = pytest.mark.anyio
 
@@ -49,11 +50,8 @@ def backend_kind(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 async def redis(backend: RedisBackend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
     """The backend, lent to ``ops_app``'s app (so the CLI runs on it)."""
-    lend(backend, monkeypatch)
-    try:
+    async with ops_lent(backend, monkeypatch):
         yield backend
-    finally:
-        await give_back()
 
 
 def key(backend: RedisBackend, job_id: str, queue: str = QUEUE) -> str:
