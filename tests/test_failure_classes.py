@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
-import textwrap
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import msgspec
 import pytest
-from click.testing import CliRunner
 
+from _cli import WriteModule, invoke
 from asyncq import App, ConfigurationError, ErrorKind, JobState, RetryPolicy
 from asyncq.backends.base import Backend
-from asyncq.cli import main
 from asyncq.testing import in_memory, run_until_idle
 
 pytestmark = pytest.mark.anyio
@@ -305,25 +298,15 @@ APP_MODULE = """
 
 
 @pytest.fixture
-def app_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def app_path(write_module: WriteModule) -> str:
     """``MODULE:APP`` of a fresh module in the test's directory."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # load_app puts the cwd first
-    monkeypatch.delenv("ASYNCQ_BACKEND", raising=False)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    name = f"cli_fatal_app_{uuid.uuid4().hex[:10]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(APP_MODULE))
-    importlib.invalidate_caches()
-    yield f"{name}:app"
-    sys.modules.pop(name, None)
-    root.handlers[:], root.level = handlers, level
+    return f"{write_module(APP_MODULE)}:app"
 
 
 @pytest.mark.timeout(30)
 def test_run_exits_3_after_a_fatal_failure(app_path: str) -> None:
     # --burst: without the fatal stop the worker would retry the job to its end and exit 0.
-    result = CliRunner().invoke(main, ["run", app_path, "--burst"], prog_name="asyncq")
+    result = invoke("run", app_path, "--burst")
     assert result.exit_code == 3, result.output
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert "'render'" in line
