@@ -462,18 +462,20 @@ class App:
         *,
         connection: object | None = None,
         waited: bool = False,
+        fresh: bool = False,
     ) -> list[JobRecord]:
         """Store built records (``Handler.enqueue`` ends here).
 
         ``waited``: the caller waits for the jobs next (``enqueue_and_wait``),
-        which a backend with ``ENQUEUE_WAITED`` prepares for.
+        which a backend with ``ENQUEUE_WAITED`` prepares for. ``fresh``: every
+        id was made by ``new_job_id`` for this call (see ``Backend.enqueue``).
         """
         backend = await self.backend_opened()
         store: EnqueueNext
         if waited and connection is None and (prepared := ENQUEUE_WAITED.of(backend)) is not None:
             store = prepared.enqueue_waited
         else:
-            store = partial(backend.enqueue, connection=connection)
+            store = partial(backend.enqueue, connection=connection, fresh=fresh)
         if self.instrumentation:
             for hook in reversed(self.instrumentation):
                 store = partial(hook.enqueue, call_next=store)

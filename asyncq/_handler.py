@@ -255,7 +255,7 @@ class Handler(Generic[T, R]):
                 named_items = True
             else:
                 jobs.append(self._record(typing.cast("T", item), checked, now))
-        stored = await self.app.enqueue_records(jobs, connection=connection)
+        stored = await self.app.enqueue_records(jobs, connection=connection, fresh=not named_items)
         app, codec = self.app, self.result_codec
         handles = [
             JobHandle(app, s.id, codec, created=stored_as_given(j, s))

@@ -288,7 +288,7 @@ class Backend(Protocol):
     # -- producers ---------------------------------------------------------
 
     async def enqueue(
-        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None, fresh: bool = False
     ) -> list[JobRecord]:
         """Store new jobs; return, for each input in order, the job as stored.
 
@@ -329,6 +329,11 @@ class Backend(Protocol):
             connection: a driver connection to write through, inside the
                 caller's transaction (PostgreSQL). Backends without
                 transactions raise ``ConfigurationError`` when it is given.
+            fresh: the producer made every id of ``jobs`` just now with
+                ``new_job_id`` (the caller chose none), so none can be stored
+                already, but by a replay of this same call into the same
+                queue. A store whose look for an id stored in another queue
+                costs a read (Redis) may skip that look; the others ignore it.
         """
         ...
 

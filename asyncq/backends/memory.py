@@ -199,7 +199,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     # -- producers ---------------------------------------------------------------
 
     async def enqueue(
-        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None, fresh: bool = False
     ) -> list[JobRecord]:
         if connection is not None:
             raise no_transactions("memory")

@@ -904,3 +904,47 @@ async def test_a_namespace_of_another_key_layout_is_refused(
         with pytest.raises(ConfigurationError, match="key layout 1"):
             await other.open()
         await backend._client.set(key, "2")
+
+
+class _Item(msgspec.Struct):
+    n: int
+
+
+async def _noop(item: _Item) -> None:
+    return None
+
+
+@pytest.mark.anyio
+async def test_a_batch_without_caller_ids_skips_the_other_queue_look_and_one_with_them_does_not(
+    redis_url: str,
+) -> None:
+    # ``enqueue_many`` tells the store whether its ids are fresh; a fresh batch
+    # skips reading the id index, a batch with a caller's id still finds the
+    # job that id names in another queue.
+    from asyncq import App
+
+    backend = RedisBackend.from_url(redis_url, namespace=unique_namespace())
+    app = App("fresh", backend=backend)
+    in_a = app.job(schema=_Item, name="in-a", queue="a")(_noop)
+    in_b = app.job(schema=_Item, name="in-b", queue="b")(_noop)
+    reads: list[str] = []
+    run_many = backend._many
+
+    async def spied(calls: Any, before: Any = ()) -> Any:
+        calls = list(calls)
+        reads.extend(call[2][2] for call in calls if call[0] == "enqueue")
+        return await run_many(calls, before)
+
+    backend._many = spied  # type: ignore[method-assign]
+    try:
+        with anyio.fail_after(BOUND):
+            async with app:
+                await in_a.enqueue(_Item(0), id="order-42")
+                plain = await in_b.enqueue_many([_Item(1), _Item(2)])
+                named = await in_b.enqueue_many([(_Item(3), {"id": "order-42"}), _Item(4)])
+                assert [h.created for h in plain] == [True, True]
+                assert [h.created for h in named] == [False, True]
+                assert (await app.get_job("order-42").info()).queue == "a"
+    finally:
+        await backend.drop()
+    assert reads[-2:] == ["f", ""]

@@ -263,7 +263,7 @@ class PostgresBackend(_Operations):
     # -- producers ---------------------------------------------------------------
 
     async def enqueue(
-        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None, fresh: bool = False
     ) -> list[JobRecord]:
         if not jobs:
             return []

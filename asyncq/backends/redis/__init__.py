@@ -382,11 +382,11 @@ class RedisBackend(_Operations, SettlesAndClaims):
 
     @mapped
     async def enqueue(
-        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None, fresh: bool = False
     ) -> list[JobRecord]:
         if connection is not None:
             raise no_transactions("Redis")
-        return await self._enqueue(jobs, waited=False)
+        return await self._enqueue(jobs, waited=False, fresh=fresh)
 
     @mapped
     async def enqueue_waited(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
@@ -410,7 +410,9 @@ class RedisBackend(_Operations, SettlesAndClaims):
                 notices.unexpect(job.id)
         return stored
 
-    async def _enqueue(self, jobs: Sequence[JobRecord], *, waited: bool) -> list[JobRecord]:
+    async def _enqueue(
+        self, jobs: Sequence[JobRecord], *, waited: bool, fresh: bool = False
+    ) -> list[JobRecord]:
         if not jobs:
             return []
         by_queue: dict[str, list[int]] = {}
@@ -433,7 +435,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
             # A generator: each chunk is on its way while the next is encoded.
             for chunk in chunks:
                 prefix = self._prefix(jobs[chunk[0]].queue)
-                yield Enqueue.call(prefix, jobs, chunk, waited, bucket, registry)
+                yield Enqueue.call(prefix, jobs, chunk, waited, fresh, bucket, registry)
 
         before: list[Command] = []
         if not inline:

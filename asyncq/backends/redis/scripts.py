@@ -212,9 +212,10 @@ class Enqueue(_Script, name="enqueue"):
     """Store jobs of one queue; a batch of one queue up to a chunk is atomic.
 
     KEYS: the queue prefix; outside a cluster also the index buckets, then the
-    queue registry. ARGV (maybe packed, see ``batch_args``): n, queue, '1' if the
-    caller waits for the jobs (they are stored marked, see ``Watch``) or '', then
-    9 per job: id, key, priority, scheduled_at, record, max_attempts, ttl, name,
+    queue registry. ARGV (maybe packed, see ``batch_args``): n, queue, flags
+    ('w' if the caller waits for the jobs: they are stored marked, see
+    ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``), then 9
+    per job: id, key, priority, scheduled_at, record, max_attempts, ttl, name,
     and the KEYS position of the job's index bucket (unused in a cluster).
     """
 
@@ -224,6 +225,7 @@ class Enqueue(_Script, name="enqueue"):
         jobs: Sequence[JobRecord],
         chunk: list[int],
         waited: bool,
+        fresh: bool,
         bucket: Callable[[str], str] | None,
         registry: str,
     ) -> Call:
@@ -235,7 +237,7 @@ class Enqueue(_Script, name="enqueue"):
         queue = jobs[chunk[0]].queue
         keys = [prefix]
         where: dict[str, int] = {}
-        args: list[Any] = [len(chunk), queue, "1" if waited else ""]
+        args: list[Any] = [len(chunk), queue, ("w" if waited else "") + ("f" if fresh else "")]
         for i in chunk:
             job = jobs[i]
             position = 0

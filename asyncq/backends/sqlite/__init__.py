@@ -249,7 +249,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
     # -- producers -------------------------------------------------------------------
 
     async def enqueue(
-        self, jobs: Sequence[JobRecord], *, connection: object | None = None
+        self, jobs: Sequence[JobRecord], *, connection: object | None = None, fresh: bool = False
     ) -> list[JobRecord]:
         if connection is not None:
             raise no_transactions("SQLite")

@@ -6,6 +6,9 @@ local ready, delayed, indexed, added = {}, {}, {}, {}
 -- Outside a cluster the caller passes the id index and the queue registry as
 -- KEYS[2..n] (KEYS[n] the registry), so one script call does the whole enqueue.
 local inline = #KEYS > 1
+local waited = string.find(ARGV[3], 'w', 1, true) ~= nil
+-- Fresh ids (made by the producer just now) cannot be another queue's.
+local fresh = string.find(ARGV[3], 'f', 1, true) ~= nil
 if inline then redis.call('SADD', KEYS[#KEYS], queue) end
 -- Ids known already (a caller-chosen id, or a call replayed after a lost reply)
 -- answer with the job as stored. A batch asks for all of them at once and adds the new ones at the end.
@@ -20,11 +23,11 @@ if n > 1 then
   end
 end
 -- A caller-chosen id may be stored in another queue: the id index (inline only)
--- names its queue. A batch reads the index's entries for its ids per hash; a
--- single job sets its entry only if absent (the write it makes anyway). An
--- entry left behind by a job since deleted does not count.
+-- names its queue. A batch of ids not fresh reads the index's entries for its
+-- ids per hash; a single job sets its entry only if absent (the write it makes
+-- anyway). An entry left behind by a job since deleted does not count.
 local owners = {}
-if inline and n > 1 then
+if inline and n > 1 and not fresh then
   local groups = {}
   for i = 0, n - 1 do
     local b = 4 + i * 9
@@ -53,7 +56,6 @@ local function stored_in(owner, id)
   if redis.call('EXISTS', hash) == 1 then return hash end
   return nil
 end
-local waited = ARGV[3] == '1'
 for i = 0, n - 1 do
   local b = 4 + i * 9
   local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
