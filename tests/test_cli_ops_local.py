@@ -95,7 +95,8 @@ def test_the_commands_as_a_process_with_a_backend_url(tmp_path: Path) -> None:
     missing = run_cli("job", APP, "nope", "--backend", url, cwd=tmp_path)
     assert missing.returncode == 1
     assert (
-        missing.stderr == "Error: no job with id 'nope' (never enqueued, or purged after its TTL)\n"
+        missing.stderr
+        == "Error: no job with id 'nope' (never enqueued, removed, or purged after its TTL)\n"
     )
     bad_url = run_cli("status", APP, "--backend", "nosuch://x", cwd=tmp_path)
     assert bad_url.returncode == 2

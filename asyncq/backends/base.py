@@ -61,7 +61,16 @@ Retention
 otherwise what ``Retention`` says is old: the same three settings, in seconds
 after ``finished_at``, with the same defaults, on every store
 (``retention_completed``, ``retention_dead``, ``retention_cancelled`` as
-keyword or URL options).
+keyword or URL options). ``Retention`` may also cap how many finished jobs of
+each state a queue keeps (``retention_max_completed``, ``retention_max_dead``,
+``retention_max_cancelled``): beyond the cap, the oldest by ``finished_at``
+go first, whatever their age.
+
+Removal
+-------
+``remove`` deletes jobs in any state but ``active`` (a running job is
+refused: cancel it first). A removed job is gone as if purged: its id and key
+are free, and its waiters wake and find no job.
 
 Optional features
 -----------------
@@ -188,16 +197,37 @@ class Retention:
             shortens nor extends what the producer asked for.
         dead: dead jobs (the dead letters).
         cancelled: cancelled jobs.
+        max_completed: completed jobs each queue keeps at most (``None``: no
+            cap, the default); ``prune`` deletes the oldest by ``finished_at``
+            beyond it, alongside the age rules (options
+            ``retention_max_completed``, ...).
+        max_dead: dead jobs each queue keeps at most.
+        max_cancelled: cancelled jobs each queue keeps at most.
 
     Raises:
-        ConfigurationError: a setting is negative, not finite, or not a number.
+        ConfigurationError: a setting is negative, not finite, or not a number
+            (a cap: not a whole number).
     """
 
     completed: float | None = _DAY
     dead: float | None = 14 * _DAY
     cancelled: float | None = 14 * _DAY
+    max_completed: int | None = None
+    max_dead: int | None = None
+    max_cancelled: int | None = None
 
     def __post_init__(self) -> None:
+        counts: tuple[tuple[str, object], ...] = (
+            ("max_completed", self.max_completed),
+            ("max_dead", self.max_dead),
+            ("max_cancelled", self.max_cancelled),
+        )
+        for name, value in counts:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
+                msg = f"Retention {name} must be a whole number >= 0 or None, got {value!r}"
+                raise ConfigurationError(msg)
         settings: tuple[tuple[str, object], ...] = (
             ("completed", self.completed),
             ("dead", self.dead),
@@ -226,6 +256,26 @@ class Retention:
         if state is JobState.CANCELLED:
             return self.cancelled
         return None
+
+    def keep_most(self, state: JobState) -> int | None:
+        """Jobs finished in ``state`` a queue keeps at most; ``None``: no cap (or not finished)."""
+        if state is JobState.COMPLETED:
+            return self.max_completed
+        if state is JobState.DEAD:
+            return self.max_dead
+        if state is JobState.CANCELLED:
+            return self.max_cancelled
+        return None
+
+    @property
+    def capped(self) -> tuple[tuple[JobState, int], ...]:
+        """The finished states with a count cap, and their caps."""
+        caps = (
+            (JobState.COMPLETED, self.max_completed),
+            (JobState.DEAD, self.max_dead),
+            (JobState.CANCELLED, self.max_cancelled),
+        )
+        return tuple((state, most) for state, most in caps if most is not None)
 
 
 class HeartbeatReply(msgspec.Struct, frozen=True):
@@ -430,10 +480,13 @@ class Backend(Protocol):
     async def prune(self) -> int:
         """Delete what retention says is old; return how many jobs went.
 
-        Removes completed jobs whose ``result_ttl`` has passed, and the
-        finished jobs older than the backend's ``Retention`` allows, in
-        bounded batches. Workers call it now and then, so it must be cheap
-        when there is nothing to do and safe from many workers at once.
+        Removes completed jobs whose ``result_ttl`` has passed, the finished
+        jobs older than the backend's ``Retention`` allows, and, for a state
+        with a count cap (``Retention.max_dead``, ...), the oldest finished
+        jobs of that state (by ``finished_at``, then id) beyond the cap in each
+        queue, in bounded batches. Workers call it now and then, so it must be
+        cheap when there is nothing to do and safe from many workers at once:
+        two prunes at the same moment never delete more than the rules say.
         Backends that expire data by themselves (Redis TTLs) may return 0.
         """
         ...
@@ -456,12 +509,15 @@ class Backend(Protocol):
         name: str | None = None,
         limit: int = 100,
         after: str | None = None,
+        newest: bool = False,
     ) -> list[JobRecord]:
         """Jobs matching every filter given, oldest first (by id), at most ``limit``.
 
         ``after`` is a job id: only jobs with a greater id are returned, so the
         last id of one page fetches the next. ``state`` is the stored state
         (a due ``scheduled`` job may show as ``scheduled`` or ``queued``).
+        With ``newest``, the order is by id descending and ``after`` pages on
+        downward: only jobs with a smaller id are returned.
         """
         ...
 
@@ -496,6 +552,19 @@ class Backend(Protocol):
         ``older_than`` is an epoch time. Non-terminal states in ``states``
         raise ``ValueError``. Returns how many were deleted; their keys are
         freed.
+        """
+        ...
+
+    async def remove(self, job_ids: Sequence[str]) -> list[JobState | None]:
+        """Delete jobs in any state but ``active``; return, per id, the state each was in.
+
+        A job in ``active`` is refused and left untouched (its slot says
+        ``active``); a job in any other state is deleted, as ``purge`` deletes
+        it: its id and key are free at once, and its ``wait_finished`` callers
+        wake and find no job (``None``). ``None`` in a slot: no such job (an
+        expired result counts as none). Each job is removed atomically; the
+        batch is one round trip where the store allows it. An id given twice
+        is looked at once, and both its slots say the same.
         """
         ...
 
