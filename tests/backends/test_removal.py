@@ -17,7 +17,9 @@ import pytest
 from msgspec.structs import replace
 
 from asyncq._records import JobRecord, JobState
+from asyncq.backends._common import optional_count, over_cap, pop_retention
 from asyncq.backends.base import Backend, Retention, stored_as_given
+from asyncq.exceptions import ConfigurationError
 from conftest import unique_namespace
 
 from . import _records as r
@@ -274,3 +276,42 @@ async def test_the_default_retention_has_no_cap(backend: Backend) -> None:
         await _finish_all(backend, [r.job() for _ in range(3)], r.dead)
         assert await backend.prune() == 0
         assert (await counts(backend))[JobState.DEAD] == 3
+
+
+# -- the caps' settings ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_a_cap_is_a_whole_number_or_none(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="max_dead must be a whole number >= 0"):
+        Retention(max_dead=bad)
+    assert Retention(max_dead=0).keep_most(JobState.DEAD) == 0
+    assert Retention().capped == ()
+    assert Retention(max_cancelled=3, max_completed=1).capped == (
+        (JobState.COMPLETED, 1),
+        (JobState.CANCELLED, 3),
+    )
+
+
+def test_caps_come_from_options_like_the_ages() -> None:
+    assert optional_count("none") is None
+    assert optional_count("12") == 12
+    for bad in ("-1", "1.5", "many"):
+        with pytest.raises(ValueError, match="whole number >= 0 or 'none'"):
+            optional_count(bad)
+    base = Retention(max_dead=5, dead=60.0)
+    options: dict[str, Any] = {"retention": base, "retention_max_completed": 7}
+    assert pop_retention(options) == Retention(dead=60.0, max_dead=5, max_completed=7)
+    assert options == {}
+
+
+def test_over_cap_picks_the_oldest_per_queue_and_state() -> None:
+    def ended(state: JobState, at: float, queue: str = QUEUE) -> JobRecord:
+        return replace(r.job(queue=queue), state=state, finished_at=at)
+
+    old, mid, new = (ended(JobState.DEAD, at) for at in (1.0, 2.0, 3.0))
+    elsewhere = ended(JobState.DEAD, 0.5, OTHER)
+    done = ended(JobState.COMPLETED, 0.1)
+    doomed = over_cap([new, old, mid, elsewhere, done], Retention(max_dead=1))
+    assert doomed == [old, mid]
+    assert over_cap([new, old], Retention()) == []
