@@ -271,6 +271,21 @@ async def test_prune_keeps_at_most_the_cap_per_queue_newest_first(capped: Backen
             assert await backend.get(job.id) is None
 
 
+async def test_a_cap_counts_completed_jobs_with_a_result_ttl_too(capped: Backend) -> None:
+    backend = capped
+    with anyio.fail_after(BOUND):
+        jobs = [r.job(result_ttl=LONG * 60, key=f"k{i}") for i in range(3)]
+        done = await _finish_all(backend, jobs, r.completed)
+        assert await backend.prune() == 1
+        assert await backend.get(done[0].id) is None
+        assert [j.id for j in await backend.list_jobs()] == [done[1].id, done[2].id]
+        # The pruned job's key is free; the kept ones' keys are still held.
+        [again, held] = await backend.enqueue([r.job(key="k0"), r.job(key="k1")])
+        assert again.id != done[0].id
+        assert again.state is JobState.QUEUED
+        assert held.id == done[1].id
+
+
 async def test_the_default_retention_has_no_cap(backend: Backend) -> None:
     with anyio.fail_after(BOUND):
         await _finish_all(backend, [r.job() for _ in range(3)], r.dead)

@@ -88,9 +88,10 @@ def _prune_finished(state: str) -> str:
 def _prune_capped(state: str) -> str:
     """Delete up to ``$1`` jobs finished in ``state`` beyond the newest ``$2`` of their queue.
 
-    The rank is read from the ``jobs_finished`` partial index (its key is the
-    state and ``finished_at``, and it carries the queue); rows another
-    transaction holds are skipped, as every prune statement does.
+    It ranks the jobs of that state, which the ``jobs_finished`` partial index
+    holds with their ``finished_at`` and queue: its cost grows with how many
+    jobs are in the state, so it runs only for a state with a cap. Rows
+    another transaction holds are skipped, as every prune statement does.
     """
     return f"""
         DELETE FROM {{s}}.jobs WHERE id IN (
@@ -207,11 +208,9 @@ class OperatorStatements:
         ``name``, ``after``), each a parameter in that order, then the limit.
 
         ``newest``: by id descending, ``after`` meaning a smaller id."""
+        spelled = {**_LIST_FILTERS, "after": "j.id < $"} if newest else _LIST_FILTERS
         conditions = "".join(
-            f" AND {_LIST_FILTERS[column]}{number}"
-            for number, column in enumerate(filters, start=1)
+            f" AND {spelled[column]}{number}" for number, column in enumerate(filters, start=1)
         )
-        if newest:
-            conditions = conditions.replace("j.id > $", "j.id < $")
         order = "j.id DESC" if newest else "j.id"
         return f"{self.list_all}{conditions} ORDER BY {order} LIMIT ${len(filters) + 1}"

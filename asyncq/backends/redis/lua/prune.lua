@@ -59,6 +59,8 @@ for i, st in ipairs({'completed', 'dead', 'cancelled'}) do
       local n = math.min(excess, room())
       for _, id in ipairs(redis.call('ZRANGE', FIN(st), 0, n - 1)) do gone(id, st) end
       if excess > n then reply[3] = 1 end
+      -- The range's head moved: the next call looks at it from the start again.
+      if st == 'completed' then skip = 0 end
     end
   end
 end
