@@ -121,8 +121,10 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             defaults when ``None``).
         clock: the time source (epoch seconds); tests may pass a fake one.
         **retention_options: ``retention_completed``, ``retention_dead``,
-            ``retention_cancelled``: seconds (or ``None``, for ever), over
-            ``retention``.
+            ``retention_cancelled``: seconds (or ``None``, for ever); and
+            ``retention_max_completed``, ``retention_max_dead``,
+            ``retention_max_cancelled``: jobs kept per queue at most (or
+            ``None``, no cap); over ``retention``.
 
     Raises:
         ConfigurationError: a missing path, or a setting out of range.
@@ -138,7 +140,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         lock_timeout: float = 30.0,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
-        **retention_options: float | None,
+        **retention_options: float | int | None,
     ) -> None:
         self._path = os.fspath(path)
         if not self._path:
