@@ -121,6 +121,33 @@ async def test_waiters_on_a_removed_job_wake_and_find_no_job(backend: Backend) -
         assert await backend.wait_finished(job.id) is None
 
 
+async def test_remove_racing_a_claim_takes_each_job_once(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        jobs = await backend.enqueue([r.job() for _ in range(40)])
+        ids = [job.id for job in jobs]
+        leased: dict[str, Any] = {}
+        found: list[JobState | None] = []
+
+        async def take() -> None:
+            leased.update(await claim(backend, limit=40))
+
+        async def remove() -> None:
+            found.extend(await backend.remove(ids))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+            tg.start_soon(remove)
+        for job_id, state in zip(ids, found, strict=True):
+            # Either the claim had it first (and it is still there, running),
+            # or the removal did (and no lease was handed out for it).
+            assert (state is JobState.ACTIVE) == (job_id in leased)
+            assert state in (JobState.ACTIVE, JobState.QUEUED)
+            assert (await backend.get(job_id) is None) == (state is JobState.QUEUED)
+        left = await counts(backend)
+        assert left[JobState.ACTIVE] == len(leased)
+        assert left[JobState.QUEUED] == 0
+
+
 async def test_remove_spans_queues_in_one_call(backend: Backend) -> None:
     with anyio.fail_after(BOUND):
         [a, b, c] = await backend.enqueue([r.job(), r.job(queue=OTHER), r.job(queue=OTHER)])
