@@ -27,6 +27,7 @@ from msgspec.structs import replace
 
 from .._records import TERMINAL_STATES, ErrorInfo, ErrorKind, JobRecord, JobState
 from ..exceptions import ConfigurationError
+from ._retention import over_cap
 from .base import Retention
 
 if TYPE_CHECKING:
@@ -160,28 +161,6 @@ def prunable(job: JobRecord, now: float, retention: Retention) -> bool:
         return result_expired(job, now)
     keep = retention.keep_for(job.state)
     return keep is not None and job.finished_at is not None and job.finished_at < now - keep
-
-
-def over_cap(jobs: Iterable[JobRecord], retention: Retention) -> list[JobRecord]:
-    """The finished jobs among ``jobs`` beyond their state's count cap in their queue.
-
-    Per queue and capped state, the newest ``cap`` jobs (by ``finished_at``,
-    then id) stay; the rest are returned, oldest first.
-    """
-    caps = dict(retention.capped)
-    if not caps:
-        return []
-    groups: dict[tuple[str, JobState], list[JobRecord]] = {}
-    for job in jobs:
-        if job.state in caps:
-            groups.setdefault((job.queue, job.state), []).append(job)
-    doomed: list[JobRecord] = []
-    for (_, state), group in groups.items():
-        excess = len(group) - caps[state]
-        if excess > 0:
-            group.sort(key=lambda job: (job.finished_at or 0.0, job.id))
-            doomed += group[:excess]
-    return doomed
 
 
 # -- waiters -----------------------------------------------------------------------

@@ -88,9 +88,7 @@ wrongly raises ``BackendError``. No driver exception escapes a backend.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 import msgspec
@@ -105,7 +103,7 @@ from .._records import (
     Outcome,
     QueueStats,
 )
-from ..exceptions import ConfigurationError
+from ._retention import Retention
 
 __all__ = [
     "DROP",
@@ -138,7 +136,6 @@ __all__ = [
 ]
 
 _P = TypeVar("_P")
-_DAY = 86_400.0
 
 #: The states an ``Outcome`` may ask for.
 OUTCOME_STATES = frozenset(
@@ -180,102 +177,6 @@ def purgeable(states: Sequence[JobState]) -> frozenset[JobState]:
         msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
         raise ValueError(msg)
     return wanted
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """How long ``prune`` keeps finished jobs: seconds after ``finished_at``, ``None`` for ever.
-
-    Every store takes these settings with the same names, units and defaults,
-    as ``retention=Retention(...)`` or as the options ``retention_completed``,
-    ``retention_dead`` and ``retention_cancelled`` (keywords, or in the URL's
-    query: a number of seconds, or ``none``).
-
-    Attributes:
-        completed: completed jobs without a ``result_ttl``. A job with one is
-            deleted when it passes, whatever this says: retention never
-            shortens nor extends what the producer asked for.
-        dead: dead jobs (the dead letters).
-        cancelled: cancelled jobs.
-        max_completed: completed jobs each queue keeps at most (``None``: no
-            cap, the default); ``prune`` deletes the oldest by ``finished_at``
-            beyond it, alongside the age rules (options
-            ``retention_max_completed``, ...).
-        max_dead: dead jobs each queue keeps at most.
-        max_cancelled: cancelled jobs each queue keeps at most.
-
-    Raises:
-        ConfigurationError: a setting is negative, not finite, or not a number
-            (a cap: not a whole number).
-    """
-
-    completed: float | None = _DAY
-    dead: float | None = 14 * _DAY
-    cancelled: float | None = 14 * _DAY
-    max_completed: int | None = None
-    max_dead: int | None = None
-    max_cancelled: int | None = None
-
-    def __post_init__(self) -> None:
-        counts: tuple[tuple[str, object], ...] = (
-            ("max_completed", self.max_completed),
-            ("max_dead", self.max_dead),
-            ("max_cancelled", self.max_cancelled),
-        )
-        for name, value in counts:
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value < 0
-            ):
-                msg = f"Retention {name} must be a whole number >= 0 or None, got {value!r}"
-                raise ConfigurationError(msg)
-        settings: tuple[tuple[str, object], ...] = (
-            ("completed", self.completed),
-            ("dead", self.dead),
-            ("cancelled", self.cancelled),
-        )
-        for name, value in settings:
-            if value is None:
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value >= 0)
-            ):
-                msg = (
-                    f"Retention {name} must be a finite number of seconds >= 0 or None,"
-                    f" got {value!r}"
-                )
-                raise ConfigurationError(msg)
-
-    def keep_for(self, state: JobState) -> float | None:
-        """Seconds a job finished in ``state`` is kept; ``None``: for ever (or not finished)."""
-        if state is JobState.COMPLETED:
-            return self.completed
-        if state is JobState.DEAD:
-            return self.dead
-        if state is JobState.CANCELLED:
-            return self.cancelled
-        return None
-
-    def keep_most(self, state: JobState) -> int | None:
-        """Jobs finished in ``state`` a queue keeps at most; ``None``: no cap (or not finished)."""
-        if state is JobState.COMPLETED:
-            return self.max_completed
-        if state is JobState.DEAD:
-            return self.max_dead
-        if state is JobState.CANCELLED:
-            return self.max_cancelled
-        return None
-
-    @property
-    def capped(self) -> tuple[tuple[JobState, int], ...]:
-        """The finished states with a count cap, and their caps."""
-        caps = (
-            (JobState.COMPLETED, self.max_completed),
-            (JobState.DEAD, self.max_dead),
-            (JobState.CANCELLED, self.max_cancelled),
-        )
-        return tuple((state, most) for state, most in caps if most is not None)
 
 
 class HeartbeatReply(msgspec.Struct, frozen=True):
