@@ -1,4 +1,4 @@
-"""Operator verbs in Python: what ``asyncq status/jobs/job/retry/purge/...`` call.
+"""Operator verbs in Python: what ``asyncq status/jobs/job/retry/purge/remove/...`` call.
 
 ::
 
@@ -164,15 +164,17 @@ class Admin:
         name: str | None = None,
         limit: int = 100,
         after: str | None = None,
+        newest: bool = False,
     ) -> list[JobRecord]:
         """Jobs matching every filter given, oldest first; ``after`` (a job id) pages on.
 
-        Dead letters are ``state="dead"``.
+        Dead letters are ``state="dead"``. With ``newest``, newest first (by
+        id, descending), ``after`` paging on to older jobs.
         """
         chosen = None if state is None else JobState(state)
         backend = await self._backend()
         return await backend.list_jobs(
-            state=chosen, queue=queue, name=name, limit=limit, after=after
+            state=chosen, queue=queue, name=name, limit=limit, after=after, newest=newest
         )
 
     async def job(self, job_id: str) -> JobRecord:
@@ -293,6 +295,20 @@ class Admin:
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    async def remove(self, job_ids: Iterable[str]) -> dict[str, JobState | None]:
+        """Delete these jobs, in any state but running; return the state each was in.
+
+        Each id maps to the state its job was in when removed, ``active`` for
+        a running job, which is refused and left as it is (cancel it first,
+        then remove it), or ``None`` for no such job. Removed jobs free their
+        id and key at once; callers waiting for their result get ``JobNotFound``.
+        """
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        states = await (await self._backend()).remove(ids)
+        return dict(zip(ids, states, strict=True))
 
     async def pause(self, queue: str) -> None:
         """Pause a queue: it keeps accepting jobs, but no worker claims from it."""

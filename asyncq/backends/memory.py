@@ -33,6 +33,7 @@ from ._common import (
     lease_lapsed,
     lost_error,
     no_transactions,
+    over_cap,
     parse_url_options,
     pop_retention,
     prunable,
@@ -80,7 +81,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._tokens: dict[str, str] = {}
         # Lease tokens need only be unique within this store: a counter is.
         self._issued = itertools.count(1)
+        # Sequence numbers come from one counter, so a job stored again under a
+        # removed job's id never matches a heap entry the removed one left.
         self._seq: dict[str, int] = {}
+        self._seqs = itertools.count(1)
         self._ready: defaultdict[str, list[tuple[int, float, str, int]]] = defaultdict(list)
         self._delayed: defaultdict[str, list[tuple[float, str, int]]] = defaultdict(list)
         self._keys: dict[tuple[str, str], str] = {}
@@ -142,8 +146,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._counts[job.queue][job.state] += 1
         self._jobs[job.id] = job
         if job.state in (JobState.QUEUED, JobState.SCHEDULED, JobState.FAILED):
-            seq = self._seq.get(job.id, 0) + 1
-            self._seq[job.id] = seq
+            seq = self._seq[job.id] = next(self._seqs)
             if job.state is JobState.QUEUED:
                 heapq.heappush(
                     self._ready[job.queue], (-job.priority, job.scheduled_at, job.id, seq)
@@ -413,7 +416,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         doomed = [job for job in self._jobs.values() if prunable(job, now, self._retention)]
         for job in doomed:
             self._delete(job)
-        return len(doomed)
+        capped = over_cap(self._jobs.values(), self._retention)
+        for job in capped:
+            self._delete(job)
+        return len(doomed) + len(capped)
 
     # -- operations --------------------------------------------------------------
 
@@ -442,7 +448,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         return out
 
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        state, queue, name, limit, after = query
+        state, queue, name, limit, after, newest = query
         now = self._clock()
         matches = sorted(
             (
@@ -451,12 +457,23 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 if (state is None or job.state is state)
                 and (queue is None or job.queue == queue)
                 and (name is None or job.name == name)
-                and (after is None or job.id > after)
+                and (after is None or (job.id < after if newest else job.id > after))
                 and not result_expired(job, now)
             ),
             key=lambda job: job.id,
+            reverse=newest,
         )
         return matches[:limit]
+
+    async def _remove(self, job_ids: tuple[str, ...]) -> list[JobState | None]:
+        found: list[JobState | None] = []
+        for job_id in job_ids:
+            job = await self.get(job_id)
+            if job is not None and job.state is not JobState.ACTIVE:
+                self._delete(job)
+                self._waiters.wake_job(job_id)
+            found.append(None if job is None else job.state)
+        return found
 
     async def _retry_dead(self, query: DeadQuery) -> list[str]:
         if query.job_ids is None:

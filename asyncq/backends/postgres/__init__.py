@@ -124,6 +124,10 @@ class PostgresBackend(_Operations):
             Default 14 days.
         retention_cancelled: seconds to keep cancelled jobs, over
             ``retention``'s. Default 14 days.
+        retention_max_completed: completed jobs each queue keeps at most
+            (``None``: no cap, the default), over ``retention``'s.
+        retention_max_dead: dead jobs each queue keeps at most.
+        retention_max_cancelled: cancelled jobs each queue keeps at most.
         min_size: the pool's minimum connections (DSN only).
         max_size: the pool's maximum connections (DSN only).
         poll_interval: the safety net: ``wait_*`` re-check the store at least
@@ -150,6 +154,9 @@ class PostgresBackend(_Operations):
         retention_completed: float | _Unset | None = _UNSET,
         retention_dead: float | _Unset | None = _UNSET,
         retention_cancelled: float | _Unset | None = _UNSET,
+        retention_max_completed: int | _Unset | None = _UNSET,
+        retention_max_dead: int | _Unset | None = _UNSET,
+        retention_max_cancelled: int | _Unset | None = _UNSET,
         min_size: int = 1,
         max_size: int = 10,
         poll_interval: float = 10.0,
@@ -169,7 +176,13 @@ class PostgresBackend(_Operations):
         self._schema = schema
         self._migrate = migrate
         self._retention = read_retention(
-            retention, retention_completed, retention_dead, retention_cancelled
+            retention,
+            retention_completed=retention_completed,
+            retention_dead=retention_dead,
+            retention_cancelled=retention_cancelled,
+            retention_max_completed=retention_max_completed,
+            retention_max_dead=retention_max_dead,
+            retention_max_cancelled=retention_max_cancelled,
         )
         self._prune_steps = prune_steps(self._sql, self._retention)
         self._poll_interval = poll_interval

@@ -263,7 +263,9 @@ class RedisBackend(_Operations, SettlesAndClaims):
         - ``cluster``: connect to a Redis Cluster through the node(s) in the URL;
         - ``pool_timeout``: see below;
         - ``retention`` (a keyword) and the ``Retention`` options
-          (``retention_completed``, ``retention_dead``, ``retention_cancelled``);
+          (``retention_completed``, ``retention_dead``, ``retention_cancelled``,
+          and the caps ``retention_max_completed``, ``retention_max_dead``,
+          ``retention_max_cancelled``);
         - redis-py's own: ``socket_timeout``, ``max_connections``,
           ``ssl_ca_certs``, ... (in the query, those its ``parse_url`` reads that
           the client for this URL takes).

@@ -216,6 +216,9 @@ class Notices:
                 finished = decode(notice)
                 if finished is not None and finished.state in TERMINAL_STATES:
                     return finished
+                # A notice that carries no finished job (a removed job's bare
+                # id): what the store says decides, so read again.
+                waiter.trusted = None
             number = self._confirmed.get(waiter.channel)
             # Read under every new confirmation, except the one the job was
             # stored under (or read under) already: its notice will come.

@@ -21,13 +21,14 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P delayed``        zset, scheduled and failed jobs, scored by ``scheduled_at``
 ``P active``         zset, active jobs, scored by lease expiry
 ``P f:<state>``      zset, completed, dead or cancelled jobs, scored by ``finished_at``
-                     (``prune`` by retention, ``purge``)
+                     (``prune`` by retention and by count cap, ``purge``)
 ``P expires``        zset, completed jobs with a result TTL, scored by expiry (``prune``)
 ``P keys``           hash, idempotency key -> id of the job holding it
 ``P wake``           list, wake-up tokens for blocked claimers (bounded)
 ``P paused``         string, exists while the queue is paused
 ``P done``           (a pub/sub channel, not a key) notices of finished jobs that
-                     someone waits for, each carrying the job (see ``notify``)
+                     someone waits for, each carrying the job (see ``notify``);
+                     a bare id for a job ``remove`` deleted
 
 A job is in exactly one state index (``r:<priority>``, ``delayed``,
 ``active``, ``f:<state>``) and counted once in ``n``. The indexes are what the
@@ -96,6 +97,7 @@ __all__ = [
     "Prune",
     "Pruned",
     "Purge",
+    "Remove",
     "SetPaused",
     "Stats",
     "Peek",
@@ -464,11 +466,18 @@ class Prune(_Script, name="prune"):
 
     @staticmethod
     def call(
-        prefix: str, batch: int, keep: Sequence[float | None], skip: int = 0, now: str = ""
+        prefix: str,
+        batch: int,
+        keep: Sequence[float | None],
+        skip: int = 0,
+        now: str = "",
+        most: Sequence[int | None] = (None, None, None),
     ) -> Call:
-        """``keep``: seconds completed, dead and cancelled jobs are kept (``None``: for ever)."""
+        """``keep``: seconds completed, dead and cancelled jobs are kept (``None``: for ever);
+        ``most``: how many of each the queue keeps at most (``None``: no cap)."""
         kept = ["" if k is None else repr(float(k)) for k in keep]
-        return ("prune", [prefix], [batch, *kept, skip, now])
+        caps = ["" if m is None else str(int(m)) for m in most]
+        return ("prune", [prefix], [batch, *kept, skip, now, *caps])
 
     @staticmethod
     def reply(raw: Any) -> Pruned:
@@ -486,6 +495,19 @@ class Purge(_Script, name="purge"):
 
     #: The ids deleted.
     reply = staticmethod(_ids)
+
+
+class Remove(_Script, name="remove"):
+    """Delete jobs of one queue in any state but active, telling their waiters."""
+
+    @staticmethod
+    def call(prefix: str, job_ids: list[str]) -> Call:
+        return ("remove", [prefix], job_ids)
+
+    @staticmethod
+    def reply(raw: Any) -> list[JobState | None]:
+        """Per id: the state it was in (``active``: left as it is), ``None``: no such job."""
+        return [JobState(st.decode()) if st else None for st in raw]
 
 
 class SetPaused(_Script, name="set_paused"):
@@ -573,8 +595,18 @@ class List(_Script, name="list"):
         after: str,
         limit: int,
         budget: int,
+        newest: bool = False,
     ) -> Call:
-        return ("list", [prefix], [state.value if state else "", name or "", after, limit, budget])
+        """``newest``: by id descending, ``after`` then meaning below it."""
+        args = [
+            state.value if state else "",
+            name or "",
+            after,
+            limit,
+            budget,
+            "1" if newest else "",
+        ]
+        return ("list", [prefix], args)
 
     @staticmethod
     def reply(raw: Any, queue: str) -> Page:

@@ -46,8 +46,10 @@ idle waiters; lower it for latency.
 Retention. ``prune()`` deletes what the backend's ``Retention`` says is old
 (the same settings and defaults as every store: completed jobs without a
 ``result_ttl`` after a day, dead and cancelled jobs after 14 days; a completed
-job with a ``result_ttl`` once it has passed), in transactions of at most 500
-deletions.
+job with a ``result_ttl`` once it has passed; and, for a state with a count cap, the
+oldest jobs of each queue beyond it), in transactions of at most 500
+deletions. SQLite lets one writer in at a time, so prunes started at the same
+moment by several workers run one after the other, each deleting what is left.
 """
 
 from __future__ import annotations
@@ -119,8 +121,10 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             defaults when ``None``).
         clock: the time source (epoch seconds); tests may pass a fake one.
         **retention_options: ``retention_completed``, ``retention_dead``,
-            ``retention_cancelled``: seconds (or ``None``, for ever), over
-            ``retention``.
+            ``retention_cancelled``: seconds (or ``None``, for ever); and
+            ``retention_max_completed``, ``retention_max_dead``,
+            ``retention_max_cancelled``: jobs kept per queue at most (or
+            ``None``, no cap); over ``retention``.
 
     Raises:
         ConfigurationError: a missing path, or a setting out of range.
@@ -136,7 +140,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         lock_timeout: float = 30.0,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
-        **retention_options: float | None,
+        **retention_options: float | int | None,
     ) -> None:
         self._path = os.fspath(path)
         if not self._path:
@@ -409,6 +413,12 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
     async def _purge(self, query: PurgeQuery) -> int:
         wanted, older_than, queue, limit = query
         return await self._run(True, admin_sql.purge, sorted(wanted), older_than, queue, limit)
+
+    async def _remove(self, job_ids: tuple[str, ...]) -> list[JobState | None]:
+        found = await self._run(True, admin_sql.remove, job_ids)
+        # Waiters in this process wake now; those of others find the row gone on their poll.
+        self._waiters.wake_jobs(job_ids)
+        return found
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._run(True, admin_sql.set_paused, queue, paused)
