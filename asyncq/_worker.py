@@ -48,10 +48,11 @@ from ._backoff import Backoff
 from ._dispatch import Dispatch
 from ._execution import Running, StopReason, execute, scope_class, stopped_outcome
 from ._leases import maintain, renew
-from ._records import ErrorKind
+from ._records import ErrorKind, JobState
+from ._registry import Registration, hear_cancels, keep_registered
 from ._settlement import Settlement
 from ._worker_types import ServiceContext
-from .backends.base import SIZES_POOL
+from .backends.base import PUSHES_CANCEL, SIZES_POOL
 from .exceptions import BackendError, BackendUnavailable, ConfigurationError
 
 if TYPE_CHECKING:
@@ -124,6 +125,8 @@ class Worker:
     Attributes:
         running: the jobs this worker holds, by id: running, or claimed ahead
             and waiting for a slot.
+        processed: attempts finished since the worker started; ``failed``
+            and ``dead`` count those that failed (to be retried) or went dead.
         fatal: the first failure classified fatal (``fatal_on``,
             ``App.classify``), which stopped the worker; ``None`` otherwise.
     """
@@ -169,6 +172,8 @@ class Worker:
         self.services = list(services)
         self.running: dict[str, Running] = {}
         self.processed = 0
+        self.failed = 0
+        self.dead = 0
         self.fatal: FatalFailure | None = None
         self._dispatch = Dispatch()
         self._slot_freed = anyio.Event()
@@ -245,6 +250,20 @@ class Worker:
         settlement = self._settlement = Settlement(
             backend, worker=self.name, queues=self.queues, lease=self.lease
         )
+        registration = Registration(self)
+        try:
+            await self._run(backend, settlement, registration, task_status)
+        finally:
+            await registration.goodbye(backend)
+        log.info("worker %s stopped after %d job(s)", self.name, self.processed)
+
+    async def _run(
+        self,
+        backend: Backend,
+        settlement: Settlement,
+        registration: Registration,
+        task_status: TaskStatus[Worker],
+    ) -> None:
         async with AsyncExitStack() as stack:
             if self.app.lifespan is not None:
                 self._state = await stack.enter_async_context(self.app.lifespan(self.app))
@@ -264,6 +283,10 @@ class Worker:
                 service.start_soon(
                     maintain, backend, self.name, self.recover_interval, self._first_claim
                 )
+                every = self.heartbeat_interval
+                service.start_soon(keep_registered, registration, backend, every)
+                if (pushes := PUSHES_CANCEL.of(backend)) is not None:
+                    service.start_soon(hear_cancels, pushes, self.name, every, self._stop_job)
                 context = ServiceContext(
                     self.app, backend, self.name, self.queues, lambda: self._stopping
                 )
@@ -281,7 +304,6 @@ class Worker:
                         self._dispatch.close()
                 await settlement.flush()
                 service.cancel_scope.cancel()
-        log.info("worker %s stopped after %d job(s)", self.name, self.processed)
 
     async def _open_backend(self) -> Backend | None:
         """The opened backend; ``None`` if stopped first.
@@ -409,8 +431,13 @@ class Worker:
             settlement.forget(job_id)
         else:
             settlement.put(outcome)
-            if outcome.error is not None and outcome.error.kind is ErrorKind.FATAL:
-                self._stop_on_fatal(running, outcome)
+            if outcome.error is not None:
+                if outcome.state is JobState.FAILED:
+                    self.failed += 1
+                elif outcome.state is JobState.DEAD:
+                    self.dead += 1
+                if outcome.error.kind is ErrorKind.FATAL:
+                    self._stop_on_fatal(running, outcome)
 
     def _stop_on_fatal(self, running: Running, outcome: Outcome) -> None:
         """Stop gracefully after a fatal failure, remembering the first one."""
