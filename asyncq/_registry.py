@@ -1,7 +1,7 @@
 """A worker's entry in the store's registry, and the cancel notices it listens to.
 
-- ``Registration`` builds the worker's ``WorkerInfo``; ``keep_registered``
-  puts it when the worker starts and again every heartbeat interval (one
+- ``Registration`` builds the worker's ``WorkerInfo``; the worker puts it
+  as it starts, ``keep_registered`` again every heartbeat interval (one
   ``put_worker`` call per tick, beside the heartbeat's own), and
   ``Registration.goodbye`` puts it once more, stopped, when the worker ends.
   A put that fails is logged and tried again at the next tick: the registry
@@ -91,10 +91,11 @@ class Registration:
 
 
 async def keep_registered(registration: Registration, backend: Backend, every: float) -> None:
-    """Put the worker's entry now and every ``every`` seconds, until cancelled."""
+    """Put the worker's entry every ``every`` seconds, until cancelled (the worker
+    put it once already, as it started)."""
     while True:
-        await registration.put(backend)
         await anyio.sleep(every)
+        await registration.put(backend)
 
 
 async def hear_cancels(

@@ -284,6 +284,7 @@ class Worker:
                     maintain, backend, self.name, self.recover_interval, self._first_claim
                 )
                 every = self.heartbeat_interval
+                await registration.put(backend)
                 service.start_soon(keep_registered, registration, backend, every)
                 if (pushes := PUSHES_CANCEL.of(backend)) is not None:
                     service.start_soon(hear_cancels, pushes, self.name, every, self._stop_job)

@@ -10,16 +10,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import msgspec
 import pytest
 
-from asyncq import App, JobCancelled
+from asyncq import App, JobCancelled, JobFailed
 from asyncq._records import WORKERS_KEPT_FOR, WorkerInfo, WorkerStatus
 from asyncq.backends.base import PUSHES_CANCEL, Backend
+from asyncq.backends.memory import MemoryBackend
+from asyncq.backends.sqlite import SQLiteBackend
+from asyncq.exceptions import BackendUnavailable
 from backends._records import job
 
 pytestmark = pytest.mark.anyio
@@ -41,13 +45,6 @@ def info(worker_id: str = "host:1:abc", **changes: object) -> WorkerInfo:
     }
     fields.update(changes)
     return WorkerInfo(**fields)  # type: ignore[arg-type]
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
-    """Wait until ``check()`` holds: what the store shows after another task's call."""
-    with anyio.fail_after(within):
-        while not await check():
-            await anyio.sleep(0.01)
 
 
 # -- the record's status -----------------------------------------------------------
@@ -130,30 +127,63 @@ async def test_a_worker_registers_renews_and_says_goodbye(backend: Backend) -> N
     async def works(payload: Nothing) -> int:
         return payload.n
 
-    async def listed() -> bool:
-        return bool(await backend.workers())
-
     with anyio.fail_after(20):
         async with app.worker(concurrency=2, heartbeat=0.05, lease=5) as worker:
-            await eventually(listed)
+            # Registered as it started, before the block runs.
             (first,) = await backend.workers()
             assert first.id == worker.name
             assert first.status() is WorkerStatus.RUNNING
             assert (first.app, first.concurrency, first.lease_for) == ("registry", 2, 5.0)
             await works.enqueue_and_wait(Nothing(3))
             handle = await fails.enqueue(Nothing())
-            with pytest.raises(Exception):  # noqa: B017, PT011 - JobFailed, the job is dead
+            with pytest.raises(JobFailed):
                 await handle.result(timeout=10)
-
-            async def renewed() -> bool:
-                (now,) = await backend.workers()
-                return now.processed == 2 and now.last_seen > first.last_seen
-
-            await eventually(renewed)
         (last,) = await backend.workers()
+    assert last.id == worker.name
+    assert last.last_seen >= first.last_seen
     assert last.status() is WorkerStatus.STOPPED
     assert (last.processed, last.failed, last.dead) == (2, 0, 1)
     assert last.running == ()
+
+
+class CountingPuts(MemoryBackend):
+    """A memory store that lets a test wait for the worker's renewals."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts: list[WorkerInfo] = []
+        self.put = anyio.Event()
+
+    async def put_worker(self, info: WorkerInfo) -> None:
+        await super().put_worker(info)
+        self.puts.append(info)
+        self.put.set()
+        self.put = anyio.Event()
+
+
+async def test_the_entry_is_renewed_every_heartbeat_and_a_failing_put_is_retried() -> None:
+    backend = CountingPuts()
+    app = App("registry", backend=backend)
+    failures = 1
+    put = backend.put_worker
+
+    async def flaky(info: WorkerInfo) -> None:
+        nonlocal failures
+        if failures and backend.puts:
+            failures -= 1
+            backend.put.set()
+            backend.put = anyio.Event()
+            raise BackendUnavailable("the store is away")
+        await put(info)
+
+    backend.put_worker = flaky  # type: ignore[method-assign]
+    with anyio.fail_after(10):
+        async with app.worker(heartbeat=0.01, lease=5):
+            while len(backend.puts) < 3:
+                await backend.put.wait()
+    assert failures == 0
+    assert [info.stopped_at is None for info in backend.puts[:3]] == [True] * 3
+    assert backend.puts[-1].stopped_at is not None
 
 
 # -- prompt cancel ------------------------------------------------------------------
@@ -205,3 +235,56 @@ async def test_cancelling_a_running_job_lands_long_before_the_heartbeat(
                 await handle.cancel()
                 with pytest.raises(JobCancelled):
                     await handle.result(timeout=2)
+
+
+# -- SQLite: other processes -----------------------------------------------------------
+
+
+async def test_sqlite_hears_a_cancel_from_another_process_by_polling(tmp_path: Path) -> None:
+    path = str(tmp_path / "jobs.db")
+    worker_side = SQLiteBackend(path, poll_interval=0.02)
+    operator_side = SQLiteBackend(path)
+    arrived = anyio.Event()
+    heard: list[str] = []
+
+    def callback(job_id: str) -> None:
+        heard.append(job_id)
+        arrived.set()
+
+    with anyio.fail_after(10):
+        await worker_side.open()
+        await operator_side.open()
+        try:
+            running = job()
+            await worker_side.enqueue([running])
+            await worker_side.claim(["default"], 1, worker="w", lease_for=30)
+            async with anyio.create_task_group() as tg:
+                await tg.start(worker_side.watch_cancels, callback)
+                await operator_side.cancel(running.id)
+                with anyio.fail_after(2):
+                    await arrived.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            await operator_side.close()
+            await worker_side.close()
+    assert heard == [running.id]
+
+
+async def test_sqlite_database_of_the_first_version_gains_the_registry(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with anyio.fail_after(10):
+        backend = SQLiteBackend(str(path))
+        await backend.open()
+        await backend.close()
+        conn = sqlite3.connect(path)
+        with conn:  # as the first release left it
+            conn.execute("DROP TABLE asyncq_workers")
+            conn.execute("UPDATE asyncq_meta SET value = 1 WHERE key = 'schema_version'")
+        conn.close()
+        backend = SQLiteBackend(str(path))
+        await backend.open()
+        try:
+            await backend.put_worker(info("a"))
+            assert [w.id for w in await backend.workers()] == ["a"]
+        finally:
+            await backend.close()
