@@ -16,6 +16,9 @@ at a time, and the loops that feed them: fetch -> dispatch -> run -> settle.
   lease was lost or whose cancellation was requested (a job claimed ahead is
   settled ``cancelled``, or dropped when lost, without waiting for a slot);
   maintenance recovers lapsed leases of dead workers (``_leases``);
+- the worker registers in the store as it starts, renews its entry every
+  heartbeat and marks it stopped when it ends; on a store that pushes
+  cancels, a cancelled job is stopped as the notice arrives (``_registry``);
 - services run beside them: the app's own (cron schedules, the queue-depth
   gauge) and those passed to the worker (``ServiceContext``).
 
@@ -103,8 +106,10 @@ class Worker:
             dies loses its jobs to another worker this long after its last heartbeat.
         shutdown_timeout: seconds running jobs get to finish on shutdown
             before they are cancelled and handed back.
-        heartbeat: seconds between lease renewals (default ``lease / 3``, at
-            most 10 s); also the longest a running job takes to see a cancel.
+        heartbeat: seconds between lease renewals and registry renewals
+            (default ``lease / 3``, at most 10 s); also the longest a running
+            job takes to see a cancel on a store that does not push cancels,
+            or when a pushed notice was lost.
         poll_interval: the longest the fetch loop blocks waiting for work
             before it checks again (a safety net; wakeups are pushed).
         recover_interval: seconds between recoveries of lapsed leases
