@@ -288,3 +288,28 @@ async def test_sqlite_database_of_the_first_version_gains_the_registry(tmp_path:
             assert [w.id for w in await backend.workers()] == ["a"]
         finally:
             await backend.close()
+
+
+async def test_sqlite_worker_stops_a_job_cancelled_by_another_process(tmp_path: Path) -> None:
+    path = str(tmp_path / "jobs.db")
+    app = App("prompt", backend=SQLiteBackend(path, poll_interval=0.05))
+    operator_side = SQLiteBackend(path)
+    started = anyio.Event()
+
+    @app.job(schema=Nothing, name="waits")
+    async def waits(payload: Nothing) -> None:
+        started.set()
+        await anyio.Event().wait()  # never set
+
+    with anyio.fail_after(20):
+        await operator_side.open()
+        try:
+            async with app, app.worker(lease=30, heartbeat=10):
+                handle = await waits.enqueue(Nothing())
+                await started.wait()
+                with anyio.fail_after(2):
+                    await operator_side.cancel(handle.id)
+                    with pytest.raises(JobCancelled):
+                        await handle.result(timeout=2)
+        finally:
+            await operator_side.close()
