@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 import msgspec
 
 from ._options import EnqueueArgs
-from ._records import TERMINAL_STATES, JobRecord, JobState, QueueStats
+from ._records import TERMINAL_STATES, JobRecord, JobState, QueueStats, WorkerInfo
 from ._retry import seconds
 from .backends.base import MIGRATE
 from .exceptions import ConfigurationError, JobNotFound, ValidationError
@@ -285,8 +285,9 @@ class Admin:
         """Cancel a job and return it after the request.
 
         A pending job becomes ``cancelled`` at once; a running one gets
-        ``cancel_requested`` and its worker cancels it at its next heartbeat;
-        a finished one is returned unchanged.
+        ``cancel_requested`` and its worker cancels it: at once on a store
+        that pushes cancels (``PUSHES_CANCEL``), otherwise at its next
+        heartbeat; a finished one is returned unchanged.
 
         Raises:
             JobNotFound: no such job.
@@ -309,6 +310,12 @@ class Admin:
             return {}
         states = await (await self._backend()).remove(ids)
         return dict(zip(ids, states, strict=True))
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The workers in the store's registry, by id: running ones, and those
+        stopped or lost in the last ``WORKERS_KEPT_FOR`` seconds
+        (``WorkerInfo.status`` tells which)."""
+        return await (await self._backend()).workers()
 
     async def pause(self, queue: str) -> None:
         """Pause a queue: it keeps accepting jobs, but no worker claims from it."""

@@ -88,10 +88,12 @@ wrongly raises ``BackendError``. No driver exception escapes a backend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
+import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 from .._records import (
     TERMINAL_STATES,
@@ -102,6 +104,7 @@ from .._records import (
     Lease,
     Outcome,
     QueueStats,
+    WorkerInfo,
 )
 from ._retention import Retention
 
@@ -110,6 +113,7 @@ __all__ = [
     "ENQUEUE_WAITED",
     "MIGRATE",
     "OUTCOME_STATES",
+    "PUSHES_CANCEL",
     "SETTLE_ON_CLAIM",
     "SIZES_POOL",
     "TERMINAL_STATES",
@@ -126,10 +130,12 @@ __all__ = [
     "Lease",
     "Migrates",
     "Outcome",
+    "PushesCancel",
     "QueueStats",
     "Retention",
     "SettlesOnClaim",
     "SizesPool",
+    "WorkerInfo",
     "check_outcomes",
     "purgeable",
     "stored_as_given",
@@ -481,6 +487,23 @@ class Backend(Protocol):
         """
         ...
 
+    # -- the worker registry -------------------------------------------------------
+
+    async def put_worker(self, info: WorkerInfo) -> None:
+        """Register or renew a worker (an upsert by ``info.id``).
+
+        The store stamps ``last_seen`` with its own clock where it has one
+        (otherwise it keeps the worker's), and deletes the entries whose
+        ``WorkerInfo.expires_at`` has passed, so the registry never grows.
+        """
+        ...
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The registered workers, by id: those running, and those stopped or
+        lost whose entry has not expired (``WORKERS_KEPT_FOR``); expired
+        entries are deleted."""
+        ...
+
 
 @runtime_checkable
 class SettlesOnClaim(Protocol):
@@ -576,6 +599,35 @@ class Drops(Protocol):
         ...
 
 
+@runtime_checkable
+class PushesCancel(Protocol):
+    """An optional capability: tell workers at once that a running job was cancelled.
+
+    ``cancel`` of an active job, once ``cancel_requested`` is stored, pushes a
+    notice of its id (pub/sub, NOTIFY, an in-process call). Notices are best
+    effort: one lost (a reconnect) is made up for by the next ``heartbeat``,
+    whose reply lists the job in ``cancel``.
+    """
+
+    async def watch_cancels(
+        self,
+        callback: Callable[[str], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call ``callback(job_id)`` for every cancel notice, until cancelled.
+
+        ``task_status.started()`` is called once notices are listened for
+        (``await task_group.start(backend.watch_cancels, callback)``).
+
+        Notices come for every active job cancelled in the store, not only
+        the caller's: the callback ignores the ids it does not hold. It may
+        be called more than once for one job. A notice that cannot be
+        listened for raises ``BackendError``; the caller retries.
+        """
+        ...
+
+
 class Capability(Generic[_P]):
     """A typed key for an optional feature, answered per backend instance.
 
@@ -628,3 +680,5 @@ DROP: Capability[Drops] = Capability("drop", Drops)
 SIZES_POOL: Capability[SizesPool] = Capability("sizes_pool", SizesPool)
 #: ``enqueue(jobs, connection=...)`` writes inside the caller's transaction.
 TRANSACTIONAL_ENQUEUE: Capability[Backend] = Capability("transactional_enqueue", Backend)
+#: ``watch_cancels()`` hears of cancelled running jobs at once.
+PUSHES_CANCEL: Capability[PushesCancel] = Capability("pushes_cancel", PushesCancel)

@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from msgspec.structs import replace
 
-from .._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
+from .._records import (
+    TERMINAL_STATES,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+    WorkerInfo,
+)
 from ._common import (
     RETENTION_OPTIONS,
     Waiters,
@@ -40,9 +48,11 @@ from ._common import (
     result_expired,
 )
 from ._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
+from ._workers import CancelWatchers, WorkerTable
 from .base import (
     DROP,
     ENQUEUE_WAITED,
+    PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
     Backend,
     Capability,
@@ -56,12 +66,14 @@ from .base import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from anyio.abc import TaskStatus
+
 __all__ = ["MemoryBackend"]
 
 # The optional features this store can offer. An instance offers those its
 # class implements: the test double's subclasses add one (or take one away,
 # setting its method to None) and the instance says so.
-_OPTIONAL: tuple[Capability[Any], ...] = (SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP)
+_OPTIONAL: tuple[Capability[Any], ...] = (SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, PUSHES_CANCEL)
 
 
 class MemoryBackend(OperatorVerbs, SettlesAndClaims):
@@ -92,6 +104,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._paused: set[str] = set()
         self._waiters = Waiters()
         self._closed = False
+        self._worker_table = WorkerTable()
+        self._cancel_watchers = CancelWatchers()
         self._capabilities = frozenset(c for c in _OPTIONAL if isinstance(self, c.protocol))
 
     @classmethod
@@ -134,6 +148,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._keys.clear()
         self._counts.clear()
         self._paused.clear()
+        self._worker_table.clear()
         self._waiters.wake_all()
 
     # -- internal state transitions ----------------------------------------------
@@ -246,6 +261,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         else:
             job = replace(job, state=JobState.CANCELLED, finished_at=self._clock())
         self._store(job)
+        if job.state is JobState.ACTIVE and self._cancel_watchers:
+            self._cancel_watchers.notify([job_id])
         return job
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
@@ -519,6 +536,22 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             self._paused.discard(queue)
             self._waiters.wake_queue(queue)
         self._counts[queue]  # a paused queue with no jobs yet still shows in stats
+
+    # -- the worker registry and cancel notices ----------------------------------
+
+    async def put_worker(self, info: WorkerInfo) -> None:
+        self._worker_table.put(info, self._clock())
+
+    async def workers(self) -> list[WorkerInfo]:
+        return self._worker_table.listed(self._clock())
+
+    async def watch_cancels(
+        self,
+        callback: Callable[[str], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await self._cancel_watchers.watch(callback, task_status)
 
 
 if TYPE_CHECKING:

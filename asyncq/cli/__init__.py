@@ -14,6 +14,7 @@ from ._manage import enqueue, migrate
 from ._ops import cancel, job, jobs, pause, purge, resume, retry, status
 from ._remove import remove
 from ._run import run
+from ._workers import workers
 
 __all__ = ["EXIT_FAILED", "EXIT_USAGE", "load_app", "main"]
 
@@ -32,4 +33,5 @@ for _command in (
     migrate,
 ):
     main.add_command(_command)
+main.add_command(workers)
 del _command

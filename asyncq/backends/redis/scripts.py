@@ -60,6 +60,15 @@ The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
 ``active``: an attempt that ends leaves them behind (one command fewer a job)
 and the backend reads them as absent.
 
+Outside the queues, under the namespace's own tag ``{<namespace>}``:
+``{<namespace>}:cancel``   (a pub/sub channel, not a key) the ids of active jobs
+                           whose cancel was just requested (``watch_cancels``)
+``{<namespace>}:workers``  hash, worker id -> its ``WorkerInfo`` (MessagePack)
+``{<namespace>}:workers:seen``     zset, worker id, scored by ``last_seen`` (``TIME``)
+``{<namespace>}:workers:expires``  zset, worker id, scored by when its entry goes
+The three worker keys share one slot; their scripts (``workers``) delete the
+expired entries on every put and list.
+
 Floats cross the Lua boundary as strings formatted with ``%.17g``: Lua's own
 number-to-string conversion keeps 14 digits, which would move timestamps.
 """
@@ -399,12 +408,13 @@ class Recover(_Script, name="recover"):
 
 
 class Cancel(_Script, name="cancel"):
-    """Cancel a job (a leased one: ask its worker). Replies the job after the change
-    (``reply``: the raw reply, the job's id and queue)."""
+    """Cancel a job (a leased one: ask its worker, and publish its id on
+    ``channel``). Replies the job after the change (``reply``: the raw reply,
+    the job's id and queue)."""
 
     @staticmethod
-    def call(prefix: str, job_id: str) -> Call:
-        return ("cancel", [prefix], [job_id])
+    def call(prefix: str, job_id: str, channel: str) -> Call:
+        return ("cancel", [prefix], [job_id, channel])
 
     reply = staticmethod(_record_or_none)
 

@@ -64,7 +64,15 @@ import anyio
 import anyio.lowlevel
 from anyio import to_thread
 
-from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
+from ..._records import (
+    TERMINAL_STATES,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+    WorkerInfo,
+)
 from ...exceptions import BackendError, ConfigurationError
 from .._common import (
     RETENTION_OPTIONS,
@@ -77,8 +85,10 @@ from .._common import (
     seconds,
 )
 from .._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
+from .._workers import CancelWatchers
 from ..base import (
     DROP,
+    PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
     Backend,
     Capability,
@@ -87,12 +97,14 @@ from ..base import (
     SettlesOnClaim,
     check_outcomes,
 )
-from . import admin_sql, schema, sql
+from . import admin_sql, schema, sql, workers
 from .connection import _Database
 from .schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
+
+    from anyio.abc import TaskStatus
 
 __all__ = ["SCHEMA_VERSION", "SQLiteBackend"]
 
@@ -168,6 +180,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         self._turn = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(1)
         self._waiters = Waiters()
+        self._cancel_watchers = CancelWatchers()
         self._closed = False
 
     @classmethod
@@ -270,6 +283,8 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         job = await self._run(True, sql.cancel, job_id)
         if job is not None and job.state is JobState.CANCELLED:
             self._waiters.wake_job(job_id)
+        elif job is not None and job.state is JobState.ACTIVE and self._cancel_watchers:
+            self._cancel_watchers.notify([job_id])
         return job
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
@@ -425,7 +440,37 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         if not paused:
             self._waiters.wake_queue(queue)
 
-    capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, DROP})
+    # -- the worker registry and cancel notices ----------------------------------
+
+    async def put_worker(self, info: WorkerInfo) -> None:
+        await self._run(True, workers.put_worker, info)
+
+    async def workers(self) -> list[WorkerInfo]:
+        return await self._run(True, workers.list_workers)
+
+    async def watch_cancels(
+        self,
+        callback: Callable[[str], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # Cancels in this process are pushed; those of other processes are read
+        # every poll_interval, once another connection committed.
+        with self._cancel_watchers.watching(callback):
+            task_status.started()
+            since: int | None = None
+            told: set[str] = set()
+            while not self._closed:
+                found = await self._run(False, workers.cancel_requests, since)
+                if found is not None:
+                    since, requested = found
+                    for job_id in requested:
+                        if job_id not in told:
+                            callback(job_id)
+                    told = set(requested)
+                await anyio.sleep(self._poll_interval)
+
+    capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, DROP, PUSHES_CANCEL})
 
     async def drop(self) -> None:
         """Drop the database's asyncq tables, jobs and all; other tables in the file stay.
