@@ -6,6 +6,10 @@ workers with ``asyncq run module:app``. See ``asyncq.backends`` for the stores.
 
 import contextlib
 
+# Records resolve their annotations here once their __module__ is "asyncq" (at
+# the end): ``JobRecord.progress_detail`` and ``meta`` are ``Any``.
+from typing import Any  # noqa: F401
+
 from ._app import App, JobDecorator
 from ._context import JobContext, current_job
 from ._handler import Handler, JobHandle, JobOptions
@@ -19,7 +23,7 @@ from ._options import (
     KeyArgs,
     ScheduleArgs,
 )
-from ._records import ErrorInfo, ErrorKind, JobRecord, JobState
+from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, LogLine
 from ._retry import FailureClass, RetryPolicy
 from ._telemetry import Telemetry
 from ._worker import FatalFailure, Worker
@@ -65,6 +69,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "KeyArgs",
+    "LogLine",
     "Middleware",
     "Reject",
     "Retry",

@@ -165,6 +165,7 @@ class Handler(Generic[T, R]):
             result_ttl=defaults.result_ttl,
             enqueued_at=now,
             scheduled_at=scheduled_at,
+            meta={} if options.meta is None else dict(options.meta),
         )
 
     async def enqueue(
@@ -273,7 +274,7 @@ class Handler(Generic[T, R]):
 
     def _item_options(self, options: EnqueueManyArgs, item_args: ItemArgs) -> EnqueueOptions:
         """The checked options of one ``(payload, ItemArgs)`` item of ``enqueue_many``."""
-        unknown = sorted(item_args.keys() - {"id", "key"})
+        unknown = sorted(item_args.keys() - {"id", "key", "meta"})
         if unknown:
             msg = f"Handler.enqueue_many() item options got an unexpected key {unknown[0]!r}"
             raise TypeError(msg)

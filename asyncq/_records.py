@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import os
 import time
+from typing import Any
 
 import msgspec
 
@@ -22,6 +23,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "Lease",
+    "LogLine",
     "Outcome",
     "QueueStats",
     "new_job_id",
@@ -96,6 +98,19 @@ class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
         return f"{self.type}: {first}" if self.type else first
 
 
+class LogLine(msgspec.Struct, frozen=True, array_like=True):
+    """One line a handler logged with ``ctx.log``, kept on the job.
+
+    ``attempt`` is the attempt that wrote it (lines survive retries);
+    ``level`` one of ``debug``, ``info``, ``warning``, ``error``.
+    """
+
+    at: float
+    attempt: int
+    level: str
+    message: str
+
+
 class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """A job as stored by a backend.
 
@@ -130,6 +145,14 @@ class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     cancel_requested: bool = False
     #: propagation headers (W3C trace context, baggage) written by the producer
     headers: dict[str, str] = {}
+    #: what the handler said with its last progress (any JSON value), ``None`` if nothing
+    progress_detail: Any = None
+    #: the producer's metadata (``enqueue(meta=...)``): string keys, JSON values
+    meta: dict[str, Any] = {}
+    #: the last lines the handler logged with ``ctx.log``, oldest first (bounded)
+    logs: tuple[LogLine, ...] = ()
+    #: how many older lines were dropped to keep ``logs`` bounded
+    logs_dropped: int = 0
 
     @property
     def last_error(self) -> ErrorInfo | None:

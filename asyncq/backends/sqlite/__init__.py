@@ -62,7 +62,15 @@ import anyio
 import anyio.lowlevel
 from anyio import to_thread
 
-from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
+from ..._records import (
+    TERMINAL_STATES,
+    JobRecord,
+    JobState,
+    Lease,
+    LogLine,
+    Outcome,
+    QueueStats,
+)
 from ...exceptions import BackendError, ConfigurationError
 from .._common import (
     RETENTION_OPTIONS,
@@ -361,8 +369,11 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             return HeartbeatReply()
         return await self._run(True, sql.heartbeat, list(leases), lease_for)
 
-    async def progress(self, lease: Lease, value: float) -> bool:
-        return await self._run(True, sql.progress, lease, value)
+    async def progress(self, lease: Lease, value: float, detail: bytes | None = None) -> bool:
+        return await self._run(True, sql.progress, lease, value, detail)
+
+    async def log(self, lease: Lease, lines: Sequence[LogLine]) -> bool:
+        return await self._run(True, sql.log, lease, lines)
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         check_outcomes(outcomes)

@@ -21,7 +21,7 @@ from .schema import SELECT_JOB
 from .sql import NOT_EXPIRED, key_holder, marks, select_by_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["list_jobs", "prune", "purge", "retry_dead", "set_paused", "stats"]
 
@@ -117,6 +117,7 @@ def list_jobs(
     name: str | None,
     limit: int,
     after: str | None,
+    meta: Mapping[str, str] | None = None,
 ) -> list[JobRecord]:
     where = [NOT_EXPIRED]
     params: list[Any] = [now]
@@ -127,6 +128,12 @@ def list_jobs(
     if after is not None:
         where.append("id > ?")
         params.append(after)
+    if meta:
+        # asyncq_meta_value: registered on the connection (schema.meta_value)
+        where.append("meta IS NOT NULL")
+        for key, value in meta.items():
+            where.append("asyncq_meta_value(meta, ?) = ?")
+            params += (key, value)
     sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
     rows = fetch(conn, sql, (*params, limit))
     jobs, bad = read_rows(rows)
