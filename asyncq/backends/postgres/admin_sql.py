@@ -160,11 +160,20 @@ class OperatorStatements:
     # The head of every list_jobs (see there).
     list_all: str = "SELECT {cols} FROM {s}.jobs j WHERE " + ALIVE
 
-    def list_jobs(self, filters: tuple[str, ...]) -> str:
+    def list_jobs(self, filters: tuple[str, ...], meta: int = 0) -> str:
         """``list_jobs`` with a condition per given filter (``state``, ``queue``,
-        ``name``, ``after``), each a parameter in that order, then the limit."""
+        ``name``, ``after``), each a parameter in that order, then ``meta``
+        pairs of parameters (a key and the text its value must have), then
+        the limit."""
         conditions = "".join(
             f" AND {_LIST_FILTERS[column]}{number}"
             for number, column in enumerate(filters, start=1)
         )
-        return f"{self.list_all}{conditions} ORDER BY j.id LIMIT ${len(filters) + 1}"
+        first = len(filters) + 1
+        # ->> gives a string as it is and any other value as JSON, but NULL for
+        # JSON null, whose text -> gives.
+        conditions += "".join(
+            f" AND coalesce(j.meta ->> ${k}::text, (j.meta -> ${k}::text)::text) = ${k + 1}::text"
+            for k in range(first, first + 2 * meta, 2)
+        )
+        return f"{self.list_all}{conditions} ORDER BY j.id LIMIT ${first + 2 * meta}"
