@@ -141,11 +141,11 @@ class _Operations(OperatorVerbs):
 
     @mapped
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        state, queue, name, limit, after = query
+        state, queue, name, limit, after, meta = query
         queues = [queue] if queue is not None else await self._known_queues()
         found: list[JobRecord] = []
         for q in queues:
-            if state is not None:
+            if state is not None and not meta:
                 small = await self._list_small_state(q, state, name, limit, after)
                 if small is not None:
                     found += small
@@ -153,7 +153,9 @@ class _Operations(OperatorVerbs):
             cursor = after or ""
             got = 0
             while got < limit:
-                call = List.call(self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET)
+                call = List.call(
+                    self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET, meta
+                )
                 page = List.reply(await self._one(call), q)
                 found += page.jobs
                 got += len(page.jobs)
