@@ -110,7 +110,11 @@ class JobContext:
         if not 0.0 <= value <= 1.0:
             msg = f"progress must be between 0.0 and 1.0, got {value!r} (job {self.name!r})"
             raise ValueError(msg)
-        encoded = None if detail is None else encode_detail(detail, f"progress detail of job {self.name!r} (id {self.job_id})")
+        encoded = (
+            None
+            if detail is None
+            else encode_detail(detail, f"progress detail of job {self.name!r} (id {self.job_id})")
+        )
         if self._report_progress is not None:
             await self._report_progress(value, encoded)
 

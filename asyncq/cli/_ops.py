@@ -28,6 +28,7 @@ from ._base import (
     duration_option,
     echo_json,
     fail,
+    meta_option,
     open_app,
     say,
 )
@@ -140,6 +141,7 @@ def status(
     "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="At most."
 )
 @click.option("--after", metavar="ID", help="Start after this job id (pages through).")
+@meta_option("Only jobs with this metadata (repeatable, all must match): --meta tenant=acme.")
 def jobs(
     app_path: str,
     backend: str | None,
@@ -149,16 +151,20 @@ def jobs(
     name: str | None,
     limit: int,
     after: str | None,
+    meta: dict[str, str] | None,
 ) -> None:
     """List jobs, oldest first: id, name, queue, state, tries, progress, times, last error.
 
-    Dead letters are --state dead.
+    Dead letters are --state dead. --json adds each job's metadata and
+    progress detail.
     """
     app = open_app(app_path, backend)
 
     async def body(admin: Admin) -> list[JobRecord]:
         await check_queue(admin, queue)
-        return await admin.jobs(state=state, queue=queue, name=name, limit=limit, after=after)
+        return await admin.jobs(
+            state=state, queue=queue, name=name, limit=limit, after=after, meta=meta
+        )
 
     found = call(app, body)
     if as_json:
@@ -168,7 +174,11 @@ def jobs(
     else:
         what = " ".join(filter(None, [state, "jobs"]))
         where = "".join(
-            [f" in queue {queue!r}" if queue else "", f" named {name!r}" if name else ""]
+            [
+                f" in queue {queue!r}" if queue else "",
+                f" named {name!r}" if name else "",
+                f" with meta {', '.join(f'{k}={v}' for k, v in meta.items())}" if meta else "",
+            ]
         )
         say(f"no {what}{where}{' after ' + after if after else ''}")
     if len(found) == limit and not as_json:

@@ -304,7 +304,8 @@ def progress(
 def log(conn: sqlite3.Connection, now: float, lease: Lease, lines: Sequence[LogLine]) -> bool:
     """Append ``lines`` to the job's logs and trim them, under the write lock."""
     row = conn.execute(
-        "SELECT logs, logs_dropped FROM asyncq_jobs WHERE id = ? AND token = ? AND state = 'active'",
+        "SELECT logs, logs_dropped FROM asyncq_jobs"
+        " WHERE id = ? AND token = ? AND state = 'active'",
         (lease.job.id, lease.token),
     ).fetchone()
     if row is None:
