@@ -339,7 +339,8 @@ def _job_text(job: JobRecord) -> str:
         ("finished", utc(job.finished_at) + (" UTC" if job.finished_at else "")),
     ]
     if job.meta:
-        fields.append(("meta", ", ".join(f"{k}={meta_text(v)}" for k, v in job.meta.items())))
+        shown = sorted(job.meta.items())  # stores keep or sort keys as they like
+        fields.append(("meta", ", ".join(f"{k}={meta_text(v)}" for k, v in shown)))
     if job.state is JobState.ACTIVE:
         fields.append(("worker", job.worker or "-"))
         fields.append(("lease until", utc(job.lease_expires_at) + " UTC"))
