@@ -40,7 +40,7 @@ class JobContext:
         job: JobRecord,
         *,
         state: Any = None,
-        progress: Callable[[float, bytes | None], Awaitable[bool]] | None = None,
+        progress: Callable[..., Awaitable[bool]] | None = None,
         log: Callable[[Sequence[LogLine]], Awaitable[bool]] | None = None,
     ) -> None:
         self._job = job
@@ -110,11 +110,12 @@ class JobContext:
         if not 0.0 <= value <= 1.0:
             msg = f"progress must be between 0.0 and 1.0, got {value!r} (job {self.name!r})"
             raise ValueError(msg)
-        encoded = (
-            None
-            if detail is None
-            else encode_detail(detail, f"progress detail of job {self.name!r} (id {self.job_id})")
-        )
+        if detail is None:
+            if self._report_progress is not None:
+                await self._report_progress(value)  # the store clears an earlier detail
+            return
+        subject = f"progress detail of job {self.name!r} (id {self.job_id})"
+        encoded = encode_detail(detail, subject)
         if self._report_progress is not None:
             await self._report_progress(value, encoded)
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 import anyio
 import msgspec
+from msgspec.structs import replace
 
 from ._codec import Codec
 from ._context import JobContext, _current
@@ -150,7 +151,7 @@ class Handler(Generic[T, R]):
             scheduled_at = options.at.timestamp()
         elif options.delay is not None:
             scheduled_at = now + seconds(options.delay)
-        return JobRecord(
+        record = JobRecord(
             id=new_job_id() if options.id is None else options.id,
             name=self.name,
             queue=queue,
@@ -165,8 +166,10 @@ class Handler(Generic[T, R]):
             result_ttl=defaults.result_ttl,
             enqueued_at=now,
             scheduled_at=scheduled_at,
-            meta={} if options.meta is None else dict(options.meta),
         )
+        if options.meta is None:
+            return record
+        return replace(record, meta=dict(options.meta))
 
     async def enqueue(
         self, payload: T, /, *, connection: object | None = None, **options: Unpack[EnqueueArgs]
@@ -224,12 +227,12 @@ class Handler(Generic[T, R]):
         """Validate every payload, then store them all in one backend call.
 
         Keyword options: see ``EnqueueManyArgs``; they apply to every job.
-        What names one job, its ``id`` and ``key``, goes with its payload: an
-        item is a payload, or a ``(payload, ItemArgs)`` pair::
+        What belongs to one job, its ``id``, ``key`` and ``meta``, goes with its
+        payload: an item is a payload, or a ``(payload, ItemArgs)`` pair::
 
             await resize.enqueue_many([
                 Image(url="a.png"),
-                (Image(url="b.png"), {"id": "img-b", "key": "b.png"}),
+                (Image(url="b.png"), {"id": "img-b", "key": "b.png", "meta": {"tenant": "acme"}}),
             ])
 
         (A payload that is itself a 2-tuple ending in a dict is given as
@@ -241,7 +244,7 @@ class Handler(Generic[T, R]):
             ValidationError: a payload does not match the schema (the message names it).
             ConfigurationError: an option, an id or a key is invalid; nothing stored.
         """
-        for named in ("id", "key"):
+        for named in ("id", "key", "meta"):
             if named in options:  # typed callers cannot; the same error for the others
                 msg = f"Handler.enqueue_many() got an unexpected keyword argument {named!r}"
                 raise TypeError(msg)
