@@ -6,10 +6,6 @@ workers with ``asyncq run module:app``. See ``asyncq.backends`` for the stores.
 
 import contextlib
 
-# Records resolve their annotations here once their __module__ is "asyncq" (at
-# the end): ``JobRecord.progress_detail`` and ``meta`` are ``Any``.
-from typing import Any  # noqa: F401
-
 from ._app import App, JobDecorator
 from ._context import JobContext, current_job
 from ._handler import Handler, JobHandle, JobOptions

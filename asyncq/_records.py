@@ -205,6 +205,12 @@ class QueueStats(msgspec.Struct, frozen=True):
     oldest_ready_at: float | None = None
 
 
+# Annotations are read (by msgspec, typing.get_type_hints) in the module a
+# class's __module__ names, which the package renames to "asyncq": its
+# namespace has no ``Any``. These two are objects, not strings, so they resolve
+# wherever they are read.
+JobRecord.__annotations__.update(progress_detail=Any, meta=dict[str, Any])
+
 _last_ms = 0
 _seq = 0
 
