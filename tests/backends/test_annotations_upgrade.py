@@ -1,8 +1,7 @@
 """Stores made before job annotations existed upgrade, keep their jobs, and then annotate them.
 
-SQLite from schema version 1 (its annotations step is version 2), PostgreSQL
-from the step before its annotations step; plus what each store's encoding
-must get right on its own (Redis: a job's lines live and die with its hash).
+SQLite and PostgreSQL from the step before their annotations step (found by
+the step itself, so the tests follow when steps are renumbered).
 """
 
 from __future__ import annotations
@@ -20,9 +19,11 @@ import pytest
 from asyncq._annotations import log_line
 from asyncq._records import JobRecord, JobState
 from asyncq.backends.postgres import PostgresBackend
+from asyncq.backends.postgres import schema as pg_schema
 from asyncq.backends.postgres.schema import MIGRATIONS as PG_MIGRATIONS
 from asyncq.backends.postgres.sql import Statements
 from asyncq.backends.sqlite import SQLiteBackend
+from asyncq.backends.sqlite import schema as sqlite_schema
 from asyncq.backends.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from asyncq.backends.sqlite.schema import SCHEMA_VERSION
 from conftest import unique_namespace
@@ -33,9 +34,9 @@ pytestmark = pytest.mark.anyio
 
 BOUND = 30.0
 
-#: The version each store's annotations step brings it to.
-SQLITE_ANNOTATIONS = 2
-PG_ANNOTATIONS = 5
+#: The version each store's annotations step brings it to (wherever it lands in the list).
+SQLITE_ANNOTATIONS = SQLITE_MIGRATIONS.index(sqlite_schema._ANNOTATIONS) + 1
+PG_ANNOTATIONS = [step for _, step in PG_MIGRATIONS].index(pg_schema._ANNOTATIONS) + 1
 
 
 async def annotate_and_read(backend: Any, old: JobRecord) -> None:
@@ -55,16 +56,19 @@ async def annotate_and_read(backend: Any, old: JobRecord) -> None:
     assert [j.id for j in await backend.list_jobs(meta={"tenant": "acme"})] == [new.id]
 
 
-async def test_a_sqlite_file_at_version_1_is_upgraded(tmp_path: Path) -> None:
+async def test_a_sqlite_file_before_annotations_is_upgraded(tmp_path: Path) -> None:
     assert SQLITE_ANNOTATIONS <= SCHEMA_VERSION
     path = tmp_path / "old.db"
     old = r.job()
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("CREATE TABLE asyncq_meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL)")
-        for statement in SQLITE_MIGRATIONS[0]:
-            conn.execute(statement)
-        conn.execute("INSERT INTO asyncq_meta VALUES ('schema_version', 1)")
+        for step in SQLITE_MIGRATIONS[: SQLITE_ANNOTATIONS - 1]:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO asyncq_meta VALUES ('schema_version', ?)", (SQLITE_ANNOTATIONS - 1,)
+        )
         conn.execute(
             "INSERT INTO asyncq_jobs (id, name, queue, payload, state, priority, attempts,"
             " max_attempts, enqueued_at, scheduled_at)"

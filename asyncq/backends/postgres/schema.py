@@ -302,7 +302,7 @@ _V4 = "\n" + _notify_queues("notify_later", "{later}")
 # detail and metadata as jsonb (``list_jobs`` filters on ``meta ->> key``), the
 # lines its handler logged, one JSON array each, and how many older ones were
 # dropped. NULL while unused, so a job that uses none of them costs nothing.
-_V5_ANNOTATIONS = """
+_ANNOTATIONS = """
 ALTER TABLE {s}.jobs
     ADD COLUMN progress_detail jsonb,
     ADD COLUMN meta jsonb,
@@ -315,7 +315,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("counts and due times from the per-state indexes", _V2),
     ("done notices carry the finished jobs", _V3),
     ("notices of work due later on a channel of their own", _V4),
-    ("job annotations: progress detail, metadata, logged lines", _V5_ANNOTATIONS),
+    ("job annotations: progress detail, metadata, logged lines", _ANNOTATIONS),
 )
 
 

@@ -80,7 +80,7 @@ _V1 = (
 # What a job carries besides its payload: progress detail and metadata as JSON
 # text, the lines its handler logged (one JSON array a text line, see
 # ``_annotations``) and how many older lines were dropped. NULL while unused.
-_V2_ANNOTATIONS = (
+_ANNOTATIONS = (
     "ALTER TABLE asyncq_jobs ADD COLUMN progress_detail TEXT",
     "ALTER TABLE asyncq_jobs ADD COLUMN meta TEXT",
     "ALTER TABLE asyncq_jobs ADD COLUMN logs TEXT",
@@ -88,7 +88,7 @@ _V2_ANNOTATIONS = (
 )
 
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2_ANNOTATIONS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _ANNOTATIONS)
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
 
