@@ -19,7 +19,15 @@ from ._options import (
     KeyArgs,
     ScheduleArgs,
 )
-from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, WorkerInfo, WorkerStatus
+from ._records import (
+    ErrorInfo,
+    ErrorKind,
+    JobRecord,
+    JobState,
+    LogLine,
+    WorkerInfo,
+    WorkerStatus,
+)
 from ._retry import FailureClass, RetryPolicy
 from ._telemetry import Telemetry
 from ._worker import FatalFailure, Worker
@@ -67,6 +75,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "KeyArgs",
+    "LogLine",
     "Middleware",
     "Reject",
     "Retry",

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from ._records import JobRecord
+from ._annotations import LOG_LEVELS, encode_detail, log_line
+from ._logging import job_fields
+from ._records import JobRecord, LogLine
 
 __all__ = ["JobContext", "current_job"]
 
@@ -30,18 +33,20 @@ class JobContext:
 
     # The job's fields are read through from its record: a context is made for
     # every attempt, and most handlers never look at most of them.
-    __slots__ = ("_job", "_report_progress", "state")
+    __slots__ = ("_job", "_report_log", "_report_progress", "state")
 
     def __init__(
         self,
         job: JobRecord,
         *,
         state: Any = None,
-        progress: Callable[[float], Awaitable[bool]] | None = None,
+        progress: Callable[..., Awaitable[bool]] | None = None,
+        log: Callable[[Sequence[LogLine]], Awaitable[bool]] | None = None,
     ) -> None:
         self._job = job
         self.state = state
         self._report_progress = progress
+        self._report_log = log
 
     @property
     def job_id(self) -> str:
@@ -89,17 +94,49 @@ class JobContext:
         }
         return logging.LoggerAdapter(_job_logger, extra)
 
-    async def progress(self, value: float) -> None:
+    async def progress(self, value: float, detail: Any = None) -> None:
         """Record how far the job has got, from 0.0 to 1.0; operators see it in ``job``/``jobs``.
 
+        Args:
+            value: the fraction done.
+            detail: any JSON value saying more (``{"step": "upload"}``), kept
+                with the fraction as ``JobRecord.progress_detail`` until the
+                next call (which replaces or, without one, clears it).
+
         Raises:
-            ValueError: ``value`` is outside 0.0 to 1.0.
+            ValueError: ``value`` is outside 0.0 to 1.0, or ``detail`` is not
+                JSON-able or over ``MAX_DETAIL_BYTES`` encoded.
         """
         if not 0.0 <= value <= 1.0:
             msg = f"progress must be between 0.0 and 1.0, got {value!r} (job {self.name!r})"
             raise ValueError(msg)
+        if detail is None:
+            if self._report_progress is not None:
+                await self._report_progress(value)  # the store clears an earlier detail
+            return
+        subject = f"progress detail of job {self.name!r} (id {self.job_id})"
+        encoded = encode_detail(detail, subject)
         if self._report_progress is not None:
-            await self._report_progress(value)
+            await self._report_progress(value, encoded)
+
+    async def log(self, message: str, *, level: str = "info") -> None:
+        """Keep a line on the job, for operators (``asyncq job ID``, ``JobRecord.logs``).
+
+        The job keeps its last ``MAX_LOG_LINES`` lines across attempts, each
+        cut to ``MAX_LOG_MESSAGE`` characters. The line also goes to the
+        ``asyncq.job`` logger with the job's fields.
+
+        Args:
+            message: the line.
+            level: ``debug``, ``info``, ``warning`` or ``error``.
+
+        Raises:
+            ValueError: an unknown ``level``.
+        """
+        line = log_line(time.time(), self.attempt, level, str(message))
+        _job_logger.log(LOG_LEVELS[level], "%s", line.message, extra=job_fields(self._job))
+        if self._report_log is not None:
+            await self._report_log((line,))
 
     @property
     def is_last_attempt(self) -> bool:

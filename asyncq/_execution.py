@@ -101,7 +101,12 @@ async def execute(
     logs) and sees it end with the outcome decided here.
     """
     job = running.lease.job
-    ctx = JobContext(job, state=state, progress=partial(backend.progress, running.lease))
+    ctx = JobContext(
+        job,
+        state=state,
+        progress=partial(backend.progress, running.lease),
+        log=partial(backend.log, running.lease),
+    )
     hooks: Sequence[Instrumentation] = app.instrumentation
     ends = _started(hooks, job, ctx) if hooks else ()
     debug = log.isEnabledFor(logging.DEBUG)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 import anyio
 import msgspec
+from msgspec.structs import replace
 
 from ._codec import Codec
 from ._context import JobContext, _current
@@ -157,7 +158,7 @@ class Handler(Generic[T, R]):
             scheduled_at = options.at.timestamp()
         elif options.delay is not None:
             scheduled_at = now + seconds(options.delay)
-        return JobRecord(
+        record = JobRecord(
             id=new_job_id() if options.id is None else options.id,
             name=self.name,
             queue=queue,
@@ -173,6 +174,9 @@ class Handler(Generic[T, R]):
             enqueued_at=now,
             scheduled_at=scheduled_at,
         )
+        if options.meta is None:
+            return record
+        return replace(record, meta=dict(options.meta))
 
     async def enqueue(
         self, payload: T, /, *, connection: object | None = None, **options: Unpack[EnqueueArgs]
@@ -230,12 +234,12 @@ class Handler(Generic[T, R]):
         """Validate every payload, then store them all in one backend call.
 
         Keyword options: see ``EnqueueManyArgs``; they apply to every job.
-        What names one job, its ``id`` and ``key``, goes with its payload: an
-        item is a payload, or a ``(payload, ItemArgs)`` pair::
+        What belongs to one job, its ``id``, ``key`` and ``meta``, goes with its
+        payload: an item is a payload, or a ``(payload, ItemArgs)`` pair::
 
             await resize.enqueue_many([
                 Image(url="a.png"),
-                (Image(url="b.png"), {"id": "img-b", "key": "b.png"}),
+                (Image(url="b.png"), {"id": "img-b", "key": "b.png", "meta": {"tenant": "acme"}}),
             ])
 
         (A payload that is itself a 2-tuple ending in a dict is given as
@@ -247,7 +251,7 @@ class Handler(Generic[T, R]):
             ValidationError: a payload does not match the schema (the message names it).
             ConfigurationError: an option, an id or a key is invalid; nothing stored.
         """
-        for named in ("id", "key"):
+        for named in ("id", "key", "meta"):
             if named in options:  # typed callers cannot; the same error for the others
                 msg = f"Handler.enqueue_many() got an unexpected keyword argument {named!r}"
                 raise TypeError(msg)
@@ -280,7 +284,7 @@ class Handler(Generic[T, R]):
 
     def _item_options(self, options: EnqueueManyArgs, item_args: ItemArgs) -> EnqueueOptions:
         """The checked options of one ``(payload, ItemArgs)`` item of ``enqueue_many``."""
-        unknown = sorted(item_args.keys() - {"id", "key"})
+        unknown = sorted(item_args.keys() - {"id", "key", "meta"})
         if unknown:
             msg = f"Handler.enqueue_many() item options got an unexpected key {unknown[0]!r}"
             raise TypeError(msg)

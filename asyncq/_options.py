@@ -28,6 +28,7 @@ from typing import Any, NoReturn, TypedDict
 
 import msgspec
 
+from ._annotations import check_meta
 from .exceptions import ConfigurationError
 
 __all__ = [
@@ -76,10 +77,14 @@ class ItemArgs(TypedDict, total=False):
         key: idempotency key: while a job with this key (in its queue) is
             pending, running, or completed within its result TTL, enqueueing
             returns that job's handle instead (``handle.created`` is False).
+        meta: the job's metadata (``JobRecord.meta``): ``str`` keys and JSON
+            values, at most ``MAX_META_KEYS`` keys and ``MAX_META_BYTES``
+            as JSON; shown by ``job``/``jobs`` and filtered on by them.
     """
 
     id: str | None
     key: str | None
+    meta: Mapping[str, Any] | None
 
 
 class KeyArgs(ItemArgs, total=False):
@@ -160,6 +165,7 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     queue: str | None = None
     timeout: float | None = None
     max_attempts: int | None = None
+    meta: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Each check is one comparison when the option is unset: enqueue is a hot path.
@@ -181,6 +187,11 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
             _invalid(problem)
         if self.id is not None and (problem := name_problem("id", self.id, MAX_KEY_LENGTH)):
             _invalid(problem)
+        if self.meta is not None:
+            try:
+                check_meta(self.meta)
+            except ValueError as exc:
+                _invalid(str(exc))
 
     @classmethod
     def of(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import os
 import time
+from typing import Any
 
 import msgspec
 
@@ -23,6 +24,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "Lease",
+    "LogLine",
     "Outcome",
     "QueueStats",
     "WorkerInfo",
@@ -99,6 +101,19 @@ class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
         return f"{self.type}: {first}" if self.type else first
 
 
+class LogLine(msgspec.Struct, frozen=True, array_like=True):
+    """One line a handler logged with ``ctx.log``, kept on the job.
+
+    ``attempt`` is the attempt that wrote it (lines survive retries);
+    ``level`` one of ``debug``, ``info``, ``warning``, ``error``.
+    """
+
+    at: float
+    attempt: int
+    level: str
+    message: str
+
+
 class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """A job as stored by a backend.
 
@@ -133,6 +148,14 @@ class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     cancel_requested: bool = False
     #: propagation headers (W3C trace context, baggage) written by the producer
     headers: dict[str, str] = {}
+    #: what the handler said with its last progress (any JSON value), ``None`` if nothing
+    progress_detail: Any = None
+    #: the producer's metadata (``enqueue(meta=...)``): string keys, JSON values
+    meta: dict[str, Any] = {}
+    #: the last lines the handler logged with ``ctx.log``, oldest first (bounded)
+    logs: tuple[LogLine, ...] = ()
+    #: how many older lines were dropped to keep ``logs`` bounded
+    logs_dropped: int = 0
 
     @property
     def last_error(self) -> ErrorInfo | None:
@@ -184,6 +207,12 @@ class QueueStats(msgspec.Struct, frozen=True):
     #: ``scheduled_at`` of the oldest job that is ready now, if any
     oldest_ready_at: float | None = None
 
+
+# Annotations are read (by msgspec, typing.get_type_hints) in the module a
+# class's __module__ names, which the package renames to "asyncq": its
+# namespace has no ``Any``. These two are objects, not strings, so they resolve
+# wherever they are read.
+JobRecord.__annotations__.update(progress_detail=Any, meta=dict[str, Any])
 
 _last_ms = 0
 _seq = 0

@@ -61,6 +61,8 @@ JOB_ATTEMPT = "asyncq.job.attempt"
 JOB_OUTCOME = "asyncq.job.outcome"
 JOB_STATE = "asyncq.job.state"
 JOB_DUPLICATE = "asyncq.job.duplicate"
+#: Prefix of the job's metadata (``enqueue(meta=...)``), one attribute a key.
+META_PREFIX = "asyncq.meta."
 
 _SCOPE = "asyncq"
 _SCHEMA_URL = "https://opentelemetry.io/schemas/1.26.0"
@@ -203,6 +205,8 @@ class Telemetry(Instrumentation):
             attrs[DESTINATION] = first.queue
         if one_name:
             attrs[JOB_NAME] = first.name
+        if first.meta and all(j.meta == first.meta for j in jobs):
+            _add_meta(attrs, first.meta)
         span_name = f"enqueue {first.queue}" if one_queue else "enqueue"
         span = self.tracer.start_span(span_name, kind=SpanKind.PRODUCER, attributes=attrs)
         # One producer span per call: every job of a batch carries its context,
@@ -266,20 +270,20 @@ class Telemetry(Instrumentation):
             self._refresh()
         if self._tracing_on:
             parent = self._extract(headers) if headers else _EMPTY
+            attributes: dict[str, Any] = {
+                SYSTEM: "asyncq",
+                OPERATION_TYPE: "process",
+                OPERATION_NAME: "process",
+                DESTINATION: job.queue,
+                MESSAGE_ID: job.id,
+                BODY_SIZE: len(job.payload),
+                JOB_NAME: job.name,
+                JOB_ATTEMPT: job.attempts,
+            }
+            if job.meta:
+                _add_meta(attributes, job.meta)
             span = self.tracer.start_span(
-                f"process {job.queue}",
-                parent,
-                SpanKind.CONSUMER,
-                {
-                    SYSTEM: "asyncq",
-                    OPERATION_TYPE: "process",
-                    OPERATION_NAME: "process",
-                    DESTINATION: job.queue,
-                    MESSAGE_ID: job.id,
-                    BODY_SIZE: len(job.payload),
-                    JOB_NAME: job.name,
-                    JOB_ATTEMPT: job.attempts,
-                },
+                f"process {job.queue}", parent, SpanKind.CONSUMER, attributes
             )
             token = otel_context.attach(trace.set_span_in_context(span, parent))
         elif headers:
@@ -473,6 +477,13 @@ class _Request:
         finally:
             span.end()
             otel_context.detach(self.token)
+
+
+def _add_meta(attrs: dict[str, Any], meta: dict[str, Any]) -> None:
+    """The job's metadata as ``asyncq.meta.<key>`` attributes: scalars as they are, else JSON."""
+    for key, value in meta.items():
+        scalar = type(value) in (str, bool, int, float)
+        attrs[META_PREFIX + key] = value if scalar else msgspec.json.encode(value).decode()
 
 
 def _annotate(span: Span, name: str, outcome: Outcome | None, error: BaseException | None) -> None:

@@ -15,7 +15,7 @@ through the ``Backend`` protocol, so the same calls work on every store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Unpack
 
@@ -165,16 +165,25 @@ class Admin:
         limit: int = 100,
         after: str | None = None,
         newest: bool = False,
+        meta: Mapping[str, str] | None = None,
     ) -> list[JobRecord]:
         """Jobs matching every filter given, oldest first; ``after`` (a job id) pages on.
 
         Dead letters are ``state="dead"``. With ``newest``, newest first (by
-        id, descending), ``after`` paging on to older jobs.
+        id, descending), ``after`` paging on to older jobs. ``meta``: jobs
+        whose metadata has each of these keys with this value (a non-string
+        value matches its JSON text: ``{"retries": "3"}``).
         """
         chosen = None if state is None else JobState(state)
         backend = await self._backend()
         return await backend.list_jobs(
-            state=chosen, queue=queue, name=name, limit=limit, after=after, newest=newest
+            state=chosen,
+            queue=queue,
+            name=name,
+            limit=limit,
+            after=after,
+            newest=newest,
+            meta=meta or None,
         )
 
     async def job(self, job_id: str) -> JobRecord:

@@ -14,7 +14,7 @@ without a coroutine of its own: it returns the store's.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from .._records import JobRecord, JobState, Lease, Outcome
@@ -35,6 +35,8 @@ class JobQuery(NamedTuple):
     limit: int
     after: str | None
     newest: bool = False
+    #: metadata every job found has (see ``Backend.list_jobs``); ``None`` or empty: any
+    meta: Mapping[str, str] | None = None
 
 
 class DeadQuery(NamedTuple):
@@ -96,11 +98,23 @@ class OperatorVerbs:
         limit: int = 100,
         after: str | None = None,
         newest: bool = False,
+        meta: Mapping[str, str] | None = None,
     ) -> list[JobRecord]:
-        """See ``Backend.list_jobs``."""
+        """See ``Backend.list_jobs``.
+
+        Raises:
+            ValueError: a ``meta`` key or value is not a ``str``.
+        """
         if limit <= 0:
             return []
-        return await self._list_jobs(JobQuery(state, queue, name, limit, after, newest))
+        if meta:
+            if not all(type(k) is str and type(v) is str for k, v in meta.items()):
+                msg = f"list_jobs(meta=...) takes str keys and str values, got {dict(meta)!r}"
+                raise ValueError(msg)
+            meta = dict(meta)
+        return await self._list_jobs(
+            JobQuery(state, queue, name, limit, after, newest, meta or None)
+        )
 
     async def retry_dead(
         self,

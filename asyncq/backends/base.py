@@ -88,7 +88,7 @@ wrongly raises ``BackendError``. No driver exception escapes a backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
 import anyio
@@ -102,6 +102,7 @@ from .._records import (
     JobRecord,
     JobState,
     Lease,
+    LogLine,
     Outcome,
     QueueStats,
     WorkerInfo,
@@ -128,6 +129,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "Lease",
+    "LogLine",
     "Migrates",
     "Outcome",
     "PushesCancel",
@@ -355,8 +357,23 @@ class Backend(Protocol):
         """
         ...
 
-    async def progress(self, lease: Lease, value: float) -> bool:
-        """Record a running job's progress (0.0 to 1.0); ``False`` if the lease is not held."""
+    async def progress(self, lease: Lease, value: float, detail: bytes | None = None) -> bool:
+        """Record a running job's progress (0.0 to 1.0); ``False`` if the lease is not held.
+
+        ``detail`` is the JSON encoding of what the handler said with it
+        (``JobRecord.progress_detail``), or ``None``, which clears the
+        previous one. One round trip.
+        """
+        ...
+
+    async def log(self, lease: Lease, lines: Sequence[LogLine]) -> bool:
+        """Append lines to a running job's ``logs``; ``False`` if the lease is not held.
+
+        Append and trim are one atomic step: the job keeps its last
+        ``MAX_LOG_LINES`` lines and counts the ones dropped in
+        ``logs_dropped``. Lines stay with the job across attempts and go with
+        it (purge, prune, result expiry). One round trip.
+        """
         ...
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -422,8 +439,14 @@ class Backend(Protocol):
         limit: int = 100,
         after: str | None = None,
         newest: bool = False,
+        meta: Mapping[str, str] | None = None,
     ) -> list[JobRecord]:
         """Jobs matching every filter given, oldest first (by id), at most ``limit``.
+
+        ``meta``: a job matches when, for every pair, its metadata has the key
+        with that value: the string itself, or a non-string value whose JSON
+        text is that string. The store filters, so ``limit`` and ``after``
+        page through matching jobs only.
 
         ``after`` is a job id: only jobs with a greater id are returned, so the
         last id of one page fetches the next. ``state`` is the stored state

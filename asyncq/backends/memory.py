@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from msgspec.structs import replace
 
+from .._annotations import decode_json, keep_lines, meta_matches
 from .._records import (
     TERMINAL_STATES,
     JobRecord,
     JobState,
     Lease,
+    LogLine,
     Outcome,
     QueueStats,
     WorkerInfo,
@@ -349,11 +351,21 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 cancel.add(job.id)
         return HeartbeatReply(lost=frozenset(lost), cancel=frozenset(cancel))
 
-    async def progress(self, lease: Lease, value: float) -> bool:
+    async def progress(self, lease: Lease, value: float, detail: bytes | None = None) -> bool:
         job = self._held(lease.job.id, lease.token)
         if job is None:
             return False
-        self._jobs[job.id] = replace(job, progress=value)
+        shown = None if detail is None else decode_json(detail)
+        self._jobs[job.id] = replace(job, progress=value, progress_detail=shown)
+        return True
+
+    async def log(self, lease: Lease, lines: Sequence[LogLine]) -> bool:
+        job = self._held(lease.job.id, lease.token)
+        if job is None:
+            return False
+        if lines:
+            kept, dropped = keep_lines(job.logs, lines, job.logs_dropped)
+            self._jobs[job.id] = replace(job, logs=kept, logs_dropped=dropped)
         return True
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -465,7 +477,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         return out
 
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        state, queue, name, limit, after, newest = query
+        state, queue, name, limit, after, newest, meta = query
         now = self._clock()
         matches = sorted(
             (
@@ -476,6 +488,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 and (name is None or job.name == name)
                 and (after is None or (job.id < after if newest else job.id > after))
                 and not result_expired(job, now)
+                and (meta is None or meta_matches(job.meta, meta))
             ),
             key=lambda job: job.id,
             reverse=newest,

@@ -360,6 +360,32 @@ def duration_option(*names: str, **attrs: Any) -> Callable[[F], F]:
     return click.option(*names, metavar="DURATION", callback=duration, **attrs)
 
 
+def _meta_pairs(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, str] | None:
+    """A click callback turning repeated ``KEY=VALUE`` into a dict (``None`` when none given)."""
+    if not value:
+        return None
+    pairs: dict[str, str] = {}
+    for item in value:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            msg = f"{item!r} is not KEY=VALUE (for example tenant=acme)"
+            raise click.BadParameter(msg, ctx, param)
+        if key in pairs:
+            msg = f"key {key!r} is given twice"
+            raise click.BadParameter(msg, ctx, param)
+        pairs[key] = text
+    return pairs
+
+
+def meta_option(help: str) -> Callable[[F], F]:
+    """A repeatable ``--meta KEY=VALUE``, handed over as a dict of strings (or ``None``)."""
+    return click.option(
+        "--meta", metavar="KEY=VALUE", multiple=True, callback=_meta_pairs, help=help
+    )
+
+
 def choice_option(
     name: str, choices: Sequence[str], default: str | None = None, **attrs: Any
 ) -> Callable[[F], F]:

@@ -21,6 +21,7 @@ from ._base import (
     call,
     duration_option,
     echo_json,
+    meta_option,
     open_app,
     say,
 )
@@ -75,6 +76,7 @@ def _aware_datetime(
     type=click.IntRange(max=2**31 - 1),
     help="Override the attempts before the job is dead.",
 )
+@meta_option("Metadata for the job, its value a string (repeatable): --meta tenant=acme.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it as JSON.")
 @duration_option(
     "--wait-timeout", help="With --wait: give up waiting after this long (the job may still run)."

@@ -28,6 +28,7 @@ from ._base import (
     duration_option,
     echo_json,
     fail,
+    meta_option,
     open_app,
     say,
 )
@@ -141,6 +142,7 @@ def status(
 )
 @click.option("--after", metavar="ID", help="Start after this job id (pages through).")
 @click.option("--newest", is_flag=True, help="Newest first (--after then pages on to older jobs).")
+@meta_option("Only jobs with this metadata (repeatable, all must match): --meta tenant=acme.")
 def jobs(
     app_path: str,
     backend: str | None,
@@ -151,17 +153,25 @@ def jobs(
     limit: int,
     after: str | None,
     newest: bool,
+    meta: dict[str, str] | None,
 ) -> None:
     """List jobs, oldest first: id, name, queue, state, tries, progress, times, last error.
 
-    Dead letters are --state dead; --newest lists the latest first.
+    Dead letters are --state dead; --newest lists the latest first. --json adds
+    each job's metadata and progress detail.
     """
     app = open_app(app_path, backend)
 
     async def body(admin: Admin) -> list[JobRecord]:
         await check_queue(admin, queue)
         return await admin.jobs(
-            state=state, queue=queue, name=name, limit=limit, after=after, newest=newest
+            state=state,
+            queue=queue,
+            name=name,
+            limit=limit,
+            after=after,
+            newest=newest,
+            meta=meta,
         )
 
     found = call(app, body)
@@ -172,7 +182,11 @@ def jobs(
     else:
         what = " ".join(filter(None, [state, "jobs"]))
         where = "".join(
-            [f" in queue {queue!r}" if queue else "", f" named {name!r}" if name else ""]
+            [
+                f" in queue {queue!r}" if queue else "",
+                f" named {name!r}" if name else "",
+                f" with meta {', '.join(f'{k}={v}' for k, v in meta.items())}" if meta else "",
+            ]
         )
         say(f"no {what}{where}{' after ' + after if after else ''}")
     if len(found) == limit and not as_json:

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from .._annotations import meta_text
 from .._codec import decode_any
 from .._records import JobRecord, JobState
 from ..admin import Status
@@ -220,6 +221,8 @@ def _job_dict(job: JobRecord, *, full: bool) -> dict[str, Any]:
         "priority": job.priority,
         "key": job.key,
         "progress": job.progress,
+        "progress_detail": job.progress_detail,
+        "meta": job.meta,
         "enqueued_at": iso(job.enqueued_at),
         "scheduled_at": iso(job.scheduled_at),
         "started_at": iso(job.started_at),
@@ -247,6 +250,11 @@ def _job_dict(job: JobRecord, *, full: bool) -> dict[str, Any]:
                 }
                 for e in job.errors
             ],
+            logs=[
+                {"at": iso(x.at), "attempt": x.attempt, "level": x.level, "message": x.message}
+                for x in job.logs
+            ],
+            logs_dropped=job.logs_dropped,
         )
     return out
 
@@ -323,13 +331,16 @@ def _job_text(job: JobRecord) -> str:
         ("attempts", f"{job.attempts}/{job.max_attempts}"),
         ("priority", str(job.priority)),
         ("key", job.key or "-"),
-        ("progress", _progress(job)),
+        ("progress", _progress(job) + _detail(job)),
         ("timeout", "-" if job.timeout is None else f"{job.timeout:g}s"),
         ("enqueued", utc(job.enqueued_at) + " UTC"),
         ("scheduled", utc(job.scheduled_at) + " UTC"),
         ("started", utc(job.started_at) + (" UTC" if job.started_at else "")),
         ("finished", utc(job.finished_at) + (" UTC" if job.finished_at else "")),
     ]
+    if job.meta:
+        shown = sorted(job.meta.items())  # stores keep or sort keys as they like
+        fields.append(("meta", ", ".join(f"{k}={meta_text(v)}" for k, v in shown)))
     if job.state is JobState.ACTIVE:
         fields.append(("worker", job.worker or "-"))
         fields.append(("lease until", utc(job.lease_expires_at) + " UTC"))
@@ -349,7 +360,28 @@ def _job_text(job: JobRecord) -> str:
             lines.append(_lines(error.traceback.rstrip("\n"), "      "))
         elif "\n" in error.message:
             lines.append(_lines(error.message.rstrip("\n"), "      "))
+    lines += _logs_text(job)
     return "\n".join(lines)
+
+
+def _detail(job: JobRecord) -> str:
+    if job.progress_detail is None:
+        return ""
+    return "  " + msgspec.json.encode(job.progress_detail, enc_hook=repr).decode()
+
+
+def _logs_text(job: JobRecord) -> list[str]:
+    """The ``logs`` section of the ``job`` view: time, attempt, level, message per line."""
+    if not job.logs and not job.logs_dropped:
+        return ["logs: none"]
+    lines = [f"logs ({len(job.logs)})"]
+    if job.logs_dropped:
+        lines.append(f"  ({job.logs_dropped} earlier lines dropped)")
+    width = max((len(x.level) for x in job.logs), default=0)
+    for x in job.logs:
+        head = f"  {utc(x.at)}  #{x.attempt}  {printable(x.level).ljust(width)}"
+        lines.append(f"{head}  {printable(x.message)}")
+    return lines
 
 
 _STATES = list(JobState)

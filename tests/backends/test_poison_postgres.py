@@ -149,6 +149,12 @@ GARBAGE = [
     Garbage("headers", "'[1, 2]'::jsonb", (UNDECODABLE,)),
     Garbage("headers", "'{\"traceparent\": 5}'::jsonb", (UNDECODABLE,)),
     Garbage("headers", "'\"text\"'::jsonb", (UNDECODABLE,)),
+    Garbage("progress_detail", "'{\"deep\": [1, 2]}'::jsonb", (COMPLETED,)),
+    Garbage("meta", "'[1, 2]'::jsonb", (UNDECODABLE,)),
+    Garbage("meta", '\'{"tenant": "acme"}\'::jsonb', (COMPLETED,)),
+    Garbage("logs", "ARRAY['not json']", (UNDECODABLE,)),
+    Garbage("logs", 'ARRAY[\'[1.5, 1, "info", "hand-written"]\']', (COMPLETED,)),
+    Garbage("logs_dropped", "NULL", (COMPLETED,), refused=True),
 ]
 
 

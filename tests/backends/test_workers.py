@@ -23,6 +23,7 @@ from asyncq._records import WORKERS_KEPT_FOR, WorkerInfo, WorkerStatus
 from asyncq.backends.base import PUSHES_CANCEL, Backend
 from asyncq.backends.memory import MemoryBackend
 from asyncq.backends.sqlite import SQLiteBackend
+from asyncq.backends.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from asyncq.exceptions import BackendUnavailable
 from backends._records import job
 
@@ -273,14 +274,14 @@ async def test_sqlite_hears_a_cancel_from_another_process_by_polling(tmp_path: P
 async def test_sqlite_database_of_the_first_version_gains_the_registry(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     with anyio.fail_after(10):
-        backend = SQLiteBackend(str(path))
-        await backend.open()
-        await backend.close()
-        conn = sqlite3.connect(path)
-        with conn:  # as the first release left it
-            conn.execute("DROP TABLE asyncq_workers")
-            conn.execute("UPDATE asyncq_meta SET value = 1 WHERE key = 'schema_version'")
-        conn.close()
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:  # as the first release left it: its one migration step, version 1
+            conn.execute("CREATE TABLE asyncq_meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL)")
+            for statement in SQLITE_MIGRATIONS[0]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO asyncq_meta VALUES ('schema_version', 1)")
+        finally:
+            conn.close()
         backend = SQLiteBackend(str(path))
         await backend.open()
         try:

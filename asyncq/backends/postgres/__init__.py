@@ -36,6 +36,7 @@ import asyncpg
 from anyio.abc import TaskStatus
 from asyncpg.pool import PoolConnectionProxy
 
+from ..._annotations import MAX_LOG_LINES, encode_line
 from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
 from .._common import mask_url
 from ..base import (
@@ -53,6 +54,7 @@ from ..base import (
     JobRecord,
     JobState,
     Lease,
+    LogLine,
     Migrates,
     Outcome,
     Retention,
@@ -481,8 +483,24 @@ class PostgresBackend(_Operations):
             cancel=frozenset(row[0] for row in rows if row[1]),
         )
 
-    async def progress(self, lease: Lease, value: float) -> bool:
-        held = await self._transport.fetchval(self._sql.progress, lease.job.id, lease.token, value)
+    async def progress(self, lease: Lease, value: float, detail: bytes | None = None) -> bool:
+        held = await self._transport.fetchval(
+            self._sql.progress,
+            lease.job.id,
+            lease.token,
+            value,
+            None if detail is None else detail.decode(),
+        )
+        return bool(held)
+
+    async def log(self, lease: Lease, lines: Sequence[LogLine]) -> bool:
+        held = await self._transport.fetchval(
+            self._sql.log,
+            lease.job.id,
+            lease.token,
+            [encode_line(line).decode() for line in lines],
+            MAX_LOG_LINES,
+        )
         return bool(held)
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:

@@ -171,11 +171,12 @@ class _Operations(OperatorVerbs):
 
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
         """Jobs in id order; a stand-in named ``<unreadable>`` for each that cannot be read."""
-        state, queue, name, limit, after, newest = query
+        state, queue, name, limit, after, newest, meta = query
         filters = {"state": state and state.value, "queue": queue, "name": name, "after": after}
         given = {column: value for column, value in filters.items() if value is not None}
-        statement = self._sql.list_jobs(tuple(given), newest)
-        rows = await self._transport.fetch(statement, *given.values(), limit)
+        pairs = [part for pair in (meta or {}).items() for part in pair]
+        statement = self._sql.list_jobs(tuple(given), newest, len(pairs) // 2)
+        rows = await self._transport.fetch(statement, *given.values(), *pairs, limit)
         return records(rows, at=time.time())
 
     async def _retry_dead(self, query: DeadQuery) -> list[str]:

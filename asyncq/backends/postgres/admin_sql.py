@@ -203,14 +203,23 @@ class OperatorStatements:
     # The head of every list_jobs (see there).
     list_all: str = "SELECT {cols} FROM {s}.jobs j WHERE " + ALIVE
 
-    def list_jobs(self, filters: tuple[str, ...], newest: bool = False) -> str:
+    def list_jobs(self, filters: tuple[str, ...], newest: bool = False, meta: int = 0) -> str:
         """``list_jobs`` with a condition per given filter (``state``, ``queue``,
-        ``name``, ``after``), each a parameter in that order, then the limit.
+        ``name``, ``after``), each a parameter in that order, then ``meta``
+        pairs of parameters (a key and the text its value must have), then
+        the limit.
 
         ``newest``: by id descending, ``after`` meaning a smaller id."""
         spelled = {**_LIST_FILTERS, "after": "j.id < $"} if newest else _LIST_FILTERS
         conditions = "".join(
             f" AND {spelled[column]}{number}" for number, column in enumerate(filters, start=1)
         )
+        first = len(filters) + 1
+        # ->> gives a string as it is and any other value as JSON, but NULL for
+        # JSON null, whose text -> gives.
+        conditions += "".join(
+            f" AND coalesce(j.meta ->> ${k}::text, (j.meta -> ${k}::text)::text) = ${k + 1}::text"
+            for k in range(first, first + 2 * meta, 2)
+        )
         order = "j.id DESC" if newest else "j.id"
-        return f"{self.list_all}{conditions} ORDER BY {order} LIMIT ${len(filters) + 1}"
+        return f"{self.list_all}{conditions} ORDER BY {order} LIMIT ${first + 2 * meta}"

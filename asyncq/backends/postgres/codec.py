@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 import msgspec
 from msgspec.structs import replace
 
-from ..._records import TERMINAL_STATES, ErrorInfo, JobRecord, JobState
+from ..._annotations import decode_json
+from ..._records import TERMINAL_STATES, ErrorInfo, JobRecord, JobState, LogLine
 from .._poison import Unreadable, read_all, stand_in, unreadable_error
 from ..base import Lease, Outcome
 
@@ -36,6 +37,7 @@ __all__ = [
     "copy_records",
     "decode",
     "headers_json",
+    "meta_json",
     "leases",
     "outcome_columns",
     "read_done",
@@ -46,13 +48,18 @@ __all__ = [
 COLUMNS = (
     "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
     " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
-    " worker, result, errors, progress, cancel_requested, headers"
+    " worker, result, errors, progress, cancel_requested, headers,"
+    " progress_detail, meta, logs, logs_dropped"
 )
 
 #: The encoder of the JSON the backend sends (headers, errors).
 JSON = msgspec.json.Encoder()
 _errors = msgspec.json.Decoder(tuple[ErrorInfo, ...])
 _headers = msgspec.json.Decoder(dict[str, str])
+_meta = msgspec.json.Decoder(dict[str, Any])
+_line = msgspec.json.Decoder(LogLine).decode
+#: Where the lease token follows ``COLUMNS`` in a claimed row.
+TOKEN = 26
 
 
 def decode(row: Any) -> JobRecord:
@@ -91,7 +98,16 @@ def decode(row: Any) -> JobRecord:
         progress=row[19],
         cancel_requested=row[20],
         headers={} if headers == "{}" else _headers.decode(headers),
+        progress_detail=None if row[22] is None else decode_json(row[22]),
+        meta={} if row[23] is None else _meta.decode(row[23]),
+        logs=() if row[24] is None else tuple(map(_line, row[24])),
+        logs_dropped=row[25],
     )
+
+
+def meta_json(job: JobRecord) -> str | None:
+    """``job``'s metadata as the ``jsonb`` parameter the insert statements take (NULL if none)."""
+    return JSON.encode(job.meta).decode() if job.meta else None
 
 
 def headers_json(job: JobRecord) -> str:
@@ -115,6 +131,7 @@ def columns(jobs: Sequence[JobRecord], *, keyed: bool) -> list[list[Any]]:
         [j.enqueued_at for j in jobs],
         [j.scheduled_at for j in jobs],
         [headers_json(j) for j in jobs],
+        [meta_json(j) for j in jobs],
     ]
 
 
@@ -135,13 +152,14 @@ def copy_records(jobs: Sequence[JobRecord]) -> list[tuple[Any, ...]]:
             j.enqueued_at,
             j.scheduled_at,
             headers_json(j),
+            meta_json(j),
         )
         for j in jobs
     ]
 
 
 def _lease(row: Any) -> Lease:
-    return Lease(job=decode(row), token=row[22], expires_at=row[15])
+    return Lease(job=decode(row), token=row[TOKEN], expires_at=row[15])
 
 
 #: The columns of ``COLUMNS`` by name, and the order ``identify`` shows them
@@ -207,7 +225,7 @@ def leases(rows: Sequence[Any]) -> tuple[list[Lease], list[Aside]]:
     """
     try:
         # read_all's first pass, inline: a claim pays no call per row for it.
-        found = [Lease(job=decode(row), token=row[22], expires_at=row[15]) for row in rows]
+        found = [Lease(job=decode(row), token=row[TOKEN], expires_at=row[15]) for row in rows]
         bad: list[Unreadable] = []
     except Exception:  # noqa: BLE001 - any failure: find the bad rows one by one
         found, bad = read_all(rows, _lease, identify)
@@ -223,7 +241,7 @@ def leases(rows: Sequence[Any]) -> tuple[list[Lease], list[Aside]]:
             errors_unreadable = False
         except Exception:  # noqa: BLE001 - whatever fails, they cannot be appended to
             errors_unreadable = True
-        aside.append(Aside(unreadable, row[22], row[6], errors_unreadable))
+        aside.append(Aside(unreadable, row[TOKEN], row[6], errors_unreadable))
     return found, aside
 
 

@@ -18,7 +18,7 @@ from msgspec.structs import replace
 
 from ...exceptions import BackendError
 from ..base import JobRecord, JobState
-from .codec import columns, copy_records, headers_json, records
+from .codec import columns, copy_records, headers_json, meta_json, records
 from .sql import COPY_COLUMNS
 
 if TYPE_CHECKING:
@@ -60,6 +60,7 @@ async def store(
             job.enqueued_at,
             job.scheduled_at,
             headers_json(job),
+            meta_json(job),
         )
     else:
         if len(jobs) >= COPY_MIN_BATCH and all(j.scheduled_at <= j.enqueued_at for j in jobs):

@@ -309,12 +309,25 @@ CREATE TABLE {s}.workers (
 CREATE INDEX workers_expires ON {s}.workers (expires_at);
 """
 
+# What a job carries besides its payload (see ``_annotations``): progress
+# detail and metadata as jsonb (``list_jobs`` filters on ``meta ->> key``), the
+# lines its handler logged, one JSON array each, and how many older ones were
+# dropped. NULL while unused, so a job that uses none of them costs nothing.
+_ANNOTATIONS = """
+ALTER TABLE {s}.jobs
+    ADD COLUMN progress_detail jsonb,
+    ADD COLUMN meta jsonb,
+    ADD COLUMN logs text[],
+    ADD COLUMN logs_dropped integer NOT NULL DEFAULT 0;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
     ("done notices carry the finished jobs", _V3),
     ("notices of work due later on a channel of their own", _V4),
     ("the worker registry", _WORKERS),
+    ("job annotations: progress detail, metadata, logged lines", _ANNOTATIONS),
 )
 
 

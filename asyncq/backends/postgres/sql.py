@@ -46,6 +46,7 @@ COPY_COLUMNS = (
     "enqueued_at",
     "scheduled_at",
     "headers",
+    "meta",
 )
 
 
@@ -115,10 +116,10 @@ def _enqueue(keyed: bool) -> str:
             SELECT * FROM unnest(
                 $1::text[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::int[],
                 $7::int[], $8::float8[], $9::text[], $10::float8[], $11::float8[],
-                $12::float8[], $13::jsonb[]
+                $12::float8[], $13::jsonb[], $14::jsonb[]
             ) WITH ORDINALITY AS b(
                 id, name, queue, payload, priority, attempts, max_attempts, timeout,
-                key, result_ttl, enqueued_at, scheduled_at, headers, ord
+                key, result_ttl, enqueued_at, scheduled_at, headers, meta, ord
             )
         ),"""
         + (freed if keyed else "")
@@ -126,7 +127,7 @@ def _enqueue(keyed: bool) -> str:
         ins AS (
             INSERT INTO {s}.jobs AS j (
                 id, name, queue, payload, state, priority, attempts, max_attempts,
-                timeout, key, key_held, result_ttl, enqueued_at, scheduled_at, headers
+                timeout, key, key_held, result_ttl, enqueued_at, scheduled_at, headers, meta
             )
             SELECT b.id, b.name, b.queue, b.payload,
                    -- A job asked for now is ready now, even when now() is behind
@@ -137,7 +138,7 @@ def _enqueue(keyed: bool) -> str:
                    b.key IS NOT NULL, b.result_ttl, b.enqueued_at,
                    CASE WHEN b.scheduled_at > b.enqueued_at THEN b.scheduled_at
                         ELSE least(b.scheduled_at, {now}) END,
-                   b.headers
+                   b.headers, b.meta
             FROM b"""
         + (
             "\n            WHERE (SELECT count(*) FROM freed) >= 0  -- frees keys first"
@@ -201,7 +202,7 @@ class Statements(OperatorStatements):
         WITH ins AS (
             INSERT INTO {s}.jobs AS j (
                 id, name, queue, payload, state, priority, attempts, max_attempts,
-                timeout, result_ttl, enqueued_at, scheduled_at, headers
+                timeout, result_ttl, enqueued_at, scheduled_at, headers, meta
             )
             VALUES (
                 $1::text, $2::text, $3::text, $4::bytea,
@@ -210,7 +211,7 @@ class Statements(OperatorStatements):
                 $5::int, $6::int, $7::int, $8::float8, $9::float8, $10::float8,
                 CASE WHEN $11::float8 > $10::float8 THEN $11::float8
                      ELSE least($11::float8, {now}) END,
-                $12::jsonb
+                $12::jsonb, $13::jsonb
             )
             ON CONFLICT DO NOTHING
             RETURNING j.id, j.queue, j.state
@@ -358,7 +359,19 @@ class Statements(OperatorStatements):
     """
 
     progress: str = """
-        UPDATE {s}.jobs SET progress = $3
+        UPDATE {s}.jobs SET progress = $3, progress_detail = $4::jsonb
+        WHERE id = $1 AND token = $2 AND state = 'active'
+        RETURNING true
+    """
+
+    # Append lines ($3) and keep the last $4, counting the ones dropped: the
+    # right-hand sides all read the row as it was.
+    log: str = """
+        UPDATE {s}.jobs SET
+            logs = (coalesce(logs, '{{}}') || $3::text[])[
+                greatest(1, coalesce(cardinality(logs), 0) + cardinality($3::text[]) - $4 + 1):],
+            logs_dropped = logs_dropped
+                + greatest(0, coalesce(cardinality(logs), 0) + cardinality($3::text[]) - $4)
         WHERE id = $1 AND token = $2 AND state = 'active'
         RETURNING true
     """

@@ -95,6 +95,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisError
 
+from ..._annotations import MAX_LOG_LINES
 from ...exceptions import ConfigurationError
 from .._common import no_transactions, parse_url_options, pop_retention, text
 from .._verbs import ClaimQuery, SettlesAndClaims
@@ -110,6 +111,7 @@ from ..base import (
     HeartbeatReply,
     JobRecord,
     Lease,
+    LogLine,
     Outcome,
     Retention,
     SettlesOnClaim,
@@ -139,6 +141,7 @@ from .scripts import (
     Enqueue,
     Get,
     Heartbeat,
+    Log,
     Peek,
     Progress,
     Recover,
@@ -603,9 +606,14 @@ class RedisBackend(_Operations, SettlesAndClaims):
         return HeartbeatReply(lost=frozenset(lost), cancel=frozenset(cancel))
 
     @mapped
-    async def progress(self, lease: Lease, value: float) -> bool:
-        call = Progress.call(self._prefix(lease.job.queue), lease, value)
+    async def progress(self, lease: Lease, value: float, detail: bytes | None = None) -> bool:
+        call = Progress.call(self._prefix(lease.job.queue), lease, value, detail)
         return Progress.reply(await self._one(call))
+
+    @mapped
+    async def log(self, lease: Lease, lines: Sequence[LogLine]) -> bool:
+        call = Log.call(self._prefix(lease.job.queue), lease, lines, MAX_LOG_LINES)
+        return Log.reply(await self._one(call))
 
     @mapped
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:

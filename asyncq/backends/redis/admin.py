@@ -158,11 +158,11 @@ class _Operations(OperatorVerbs):
 
     @mapped
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        state, queue, name, limit, after, newest = query
+        state, queue, name, limit, after, newest, meta = query
         queues = [queue] if queue is not None else await self._known_queues()
         found: list[JobRecord] = []
         for q in queues:
-            if state is not None:
+            if state is not None and not meta:
                 small = await self._list_small_state(q, state, name, limit, after, newest)
                 if small is not None:
                     found += small
@@ -171,7 +171,7 @@ class _Operations(OperatorVerbs):
             got = 0
             while got < limit:
                 call = List.call(
-                    self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET, newest
+                    self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET, newest, meta
                 )
                 page = List.reply(await self._one(call), q)
                 found += page.jobs

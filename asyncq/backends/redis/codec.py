@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import msgspec
 from msgspec.structs import replace
 
+from ..._annotations import decode_json, decode_lines, meta_text
 from ..._records import ErrorInfo, JobRecord, JobState, Lease, Outcome
 from .._poison import Unreadable, describe, read_all, stand_in, unreadable_error
 
@@ -33,6 +34,7 @@ __all__ = [
     "fields",
     "leases",
     "local_time",
+    "meta_texts",
     "notice_job",
     "noticed",
     "opt_float",
@@ -135,7 +137,15 @@ def record(flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
         errors=errors,
         progress=_opt_finite(f.get(b"pr")),
         cancel_requested=f.get(b"c") == b"1",
+        progress_detail=decode_json(f[b"pd"]) if b"pd" in f else None,
+        logs=decode_lines(f.get(b"lg")),
+        logs_dropped=int(f.get(b"ld", 0)),
     )
+
+
+def meta_texts(meta: dict[str, Any]) -> bytes:
+    """The hash field ``mt``: each metadata value as the text ``list`` matches (JSON)."""
+    return _encode_json({key: meta_text(value) for key, value in meta.items()})
 
 
 def _stand_in(flat: list[bytes], job_id: str, queue: str | None, exc: Exception) -> JobRecord:

@@ -56,6 +56,13 @@ when cancel is requested, ``pr`` progress, ``r`` result, ``e`` errors as
 comma-separated JSON objects (the backend wraps them in brackets to decode),
 ``wt`` "1" once ``wait_finished`` waits for the job (or from the start, when
 it was stored by ``enqueue_waited``): only then does its end publish a notice.
+What a job carries besides its payload (see ``_annotations``), each field
+present only once used: ``pd`` the progress detail (JSON), ``mt`` the
+metadata's values as the text ``list`` matches (a JSON object of strings; the
+metadata itself is in ``d``), ``lg`` the lines the handler logged, each a JSON
+text ended by a newline, ``lc`` how many, ``ld`` how many older ones were
+dropped. They live in the job's hash, so whatever deletes or expires the job
+takes them with it.
 The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
 ``active``: an attempt that ends leaves them behind (one command fewer a job)
 and the backend reads them as absent.
@@ -75,11 +82,12 @@ number-to-string conversion keeps 14 digits, which would move timestamps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from importlib import resources
 from typing import Any, ClassVar, NamedTuple
 
-from ..._records import JobRecord, JobState, Lease, Outcome, QueueStats
+from ..._annotations import encode_line
+from ..._records import JobRecord, JobState, Lease, LogLine, Outcome, QueueStats
 from . import codec
 
 __all__ = [
@@ -96,6 +104,7 @@ __all__ = [
     "Claim",
     "Heartbeat",
     "Progress",
+    "Log",
     "Settle",
     "SettleClaim",
     "Recover",
@@ -225,9 +234,10 @@ class Enqueue(_Script, name="enqueue"):
     KEYS: the queue prefix; outside a cluster also the index buckets, then the
     queue registry. ARGV (maybe packed, see ``batch_args``): n, queue, flags
     ('w' if the caller waits for the jobs: they are stored marked, see
-    ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``), then 9
+    ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``), then 10
     per job: id, key, priority, scheduled_at, record, max_attempts, ttl, name,
-    and the KEYS position of the job's index bucket (unused in a cluster).
+    the KEYS position of the job's index bucket (unused in a cluster), and the
+    metadata as ``list`` matches it (``codec.meta_texts``) or ''.
     """
 
     @staticmethod
@@ -272,6 +282,7 @@ class Enqueue(_Script, name="enqueue"):
                 "" if ttl is None else repr(float(ttl)),
                 job.name,
                 position,
+                codec.meta_texts(job.meta) if job.meta else "",
             )
         if bucket is not None:
             keys.append(registry)
@@ -317,11 +328,32 @@ class Heartbeat(_Script, name="heartbeat"):
 
 
 class Progress(_Script, name="progress"):
-    """Record a leased job's progress. ARGV: id, token, progress."""
+    """Record a leased job's progress. ARGV: id, token, progress, detail (JSON, or '')."""
 
     @staticmethod
-    def call(prefix: str, lease: Lease, value: float) -> Call:
-        return ("progress", [prefix], [lease.job.id, codec.token(lease.token), repr(float(value))])
+    def call(prefix: str, lease: Lease, value: float, detail: bytes | None = None) -> Call:
+        return (
+            "progress",
+            [prefix],
+            [lease.job.id, codec.token(lease.token), repr(float(value)), detail or b""],
+        )
+
+    @staticmethod
+    def reply(raw: Any) -> bool:
+        """Whether the lease still held."""
+        return bool(raw)
+
+
+class Log(_Script, name="log"):
+    """Append lines to a leased job's logs, keeping the last ``cap``.
+
+    ARGV: id, token, cap, then one line each (``_annotations.encode_line``).
+    """
+
+    @staticmethod
+    def call(prefix: str, lease: Lease, lines: Sequence[LogLine], cap: int) -> Call:
+        encoded = [encode_line(line) for line in lines]
+        return ("log", [prefix], [lease.job.id, codec.token(lease.token), cap, *encoded])
 
     @staticmethod
     def reply(raw: Any) -> bool:
@@ -595,7 +627,8 @@ class Fetch(_Script, name="fetch"):
 
 class List(_Script, name="list"):
     """Up to ``limit`` jobs of one queue in id order after ``after``, in ``state``
-    and named ``name`` (either ``None``: any), examining at most ``budget`` ids."""
+    and named ``name`` (either ``None``: any), with each pair of ``meta`` in
+    their metadata, examining at most ``budget`` ids."""
 
     @staticmethod
     def call(
@@ -606,8 +639,10 @@ class List(_Script, name="list"):
         limit: int,
         budget: int,
         newest: bool = False,
+        meta: Mapping[str, str] | None = None,
     ) -> Call:
         """``newest``: by id descending, ``after`` then meaning below it."""
+        pairs = [part for pair in (meta or {}).items() for part in pair]
         args = [
             state.value if state else "",
             name or "",
@@ -615,6 +650,7 @@ class List(_Script, name="list"):
             limit,
             budget,
             "1" if newest else "",
+            *pairs,
         ]
         return ("list", [prefix], args)
 

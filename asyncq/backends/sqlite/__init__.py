@@ -69,6 +69,7 @@ from ..._records import (
     JobRecord,
     JobState,
     Lease,
+    LogLine,
     Outcome,
     QueueStats,
     WorkerInfo,
@@ -380,8 +381,11 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             return HeartbeatReply()
         return await self._run(True, sql.heartbeat, list(leases), lease_for)
 
-    async def progress(self, lease: Lease, value: float) -> bool:
-        return await self._run(True, sql.progress, lease, value)
+    async def progress(self, lease: Lease, value: float, detail: bytes | None = None) -> bool:
+        return await self._run(True, sql.progress, lease, value, detail)
+
+    async def log(self, lease: Lease, lines: Sequence[LogLine]) -> bool:
+        return await self._run(True, sql.log, lease, lines)
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         check_outcomes(outcomes)

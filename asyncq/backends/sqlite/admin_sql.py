@@ -21,7 +21,7 @@ from .schema import SELECT_JOB
 from .sql import NOT_EXPIRED, key_holder, marks, select_by_ids
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["list_jobs", "prune", "purge", "remove", "retry_dead", "set_paused", "stats"]
 
@@ -129,6 +129,7 @@ def list_jobs(
     limit: int,
     after: str | None,
     newest: bool,
+    meta: Mapping[str, str] | None = None,
 ) -> list[JobRecord]:
     where = [NOT_EXPIRED]
     params: list[Any] = [now]
@@ -139,6 +140,12 @@ def list_jobs(
     if after is not None:
         where.append("id < ?" if newest else "id > ?")
         params.append(after)
+    if meta:
+        # asyncq_meta_value: registered on the connection (schema.meta_value)
+        where.append("meta IS NOT NULL")
+        for key, value in meta.items():
+            where.append("asyncq_meta_value(meta, ?) = ?")
+            params += (key, value)
     order = "id DESC" if newest else "id"
     sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
     rows = fetch(conn, sql, (*params, limit))

@@ -25,6 +25,7 @@ import anyio
 from anyio import to_thread
 
 from ...exceptions import BackendError, BackendUnavailable
+from .schema import meta_value
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -68,6 +69,7 @@ class _Database:
             check_same_thread=False,
         )
         try:
+            conn.create_function("asyncq_meta_value", 2, meta_value, deterministic=True)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         except BaseException:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import astuple
 
+from ..._annotations import decode_json, decode_lines, encode_line, encode_meta, meta_text
 from ...exceptions import BackendError
 from ..base import ErrorInfo, JobRecord
 
@@ -87,8 +88,18 @@ _WORKERS = (
     "CREATE INDEX asyncq_workers_expires ON asyncq_workers (expires_at)",
 )
 
+# What a job carries besides its payload: progress detail and metadata as JSON
+# text, the lines its handler logged (one JSON array a text line, see
+# ``_annotations``) and how many older lines were dropped. NULL while unused.
+_ANNOTATIONS = (
+    "ALTER TABLE asyncq_jobs ADD COLUMN progress_detail TEXT",
+    "ALTER TABLE asyncq_jobs ADD COLUMN meta TEXT",
+    "ALTER TABLE asyncq_jobs ADD COLUMN logs TEXT",
+    "ALTER TABLE asyncq_jobs ADD COLUMN logs_dropped INTEGER NOT NULL DEFAULT 0",
+)
+
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS, _ANNOTATIONS)
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -160,7 +171,18 @@ def drop(conn: sqlite3.Connection, now: float) -> None:
 # same names; the rest need encoding. Deriving the list keeps the two in step:
 # a new field fails loudly here or in SQL, never silently shifts.
 _PLAIN = JobRecord.__struct_fields__[: JobRecord.__struct_fields__.index("result") + 1]
-_NAMES = (*_PLAIN, "errors", "error_count", "progress", "cancel_requested", "headers")
+_NAMES = (
+    *_PLAIN,
+    "errors",
+    "error_count",
+    "progress",
+    "cancel_requested",
+    "headers",
+    "progress_detail",
+    "meta",
+    "logs",
+    "logs_dropped",
+)
 _COLUMNS = ", ".join(_NAMES)
 #: Every job column, then the ``rowid``: a row that cannot be read is taken
 #: aside by its rowid, whatever garbage its ``id`` holds.
@@ -177,6 +199,9 @@ INSERT_JOB = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * len
 ENCODER = msgspec.msgpack.Encoder()
 _errors_decoder = msgspec.msgpack.Decoder(tuple[ErrorInfo, ...])
 _headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
+_meta_decoder = msgspec.json.Decoder(dict[str, Any])
+_json = msgspec.json.encode
+_MISSING = object()
 _convert = msgspec.convert
 _BYTES = (bytes,)
 
@@ -207,7 +232,9 @@ def to_record(row: Sequence[Any]) -> JobRecord:
             (``msgspec.ValidationError`` naming the field, most often).
     """
     fields = dict(zip(_PLAIN, row, strict=False))
-    errors, error_count, progress, cancel_requested, headers = row[len(_PLAIN) : len(_NAMES)]
+    (errors, error_count, progress, cancel_requested, headers, detail, meta, logs, dropped) = row[
+        len(_PLAIN) : len(_NAMES)
+    ]
     # ``errors`` is NULL until an attempt ends, b"" after one without an error
     fields["errors"] = (
         _errors_decoder.decode(_array_header(error_count) + errors) if errors is not None else ()
@@ -215,6 +242,14 @@ def to_record(row: Sequence[Any]) -> JobRecord:
     fields["progress"] = progress
     fields["cancel_requested"] = bool(cancel_requested)
     fields["headers"] = _headers_decoder.decode(headers) if headers is not None else {}
+    if detail is not None:
+        fields["progress_detail"] = decode_json(detail)
+    if meta is not None:
+        fields["meta"] = _meta_decoder.decode(meta)
+    if logs is not None:
+        fields["logs"] = decode_lines(logs)
+    if dropped:
+        fields["logs_dropped"] = dropped
     # bytes pass as they are: msgspec would otherwise take text for base64
     return _convert(fields, JobRecord, builtin_types=_BYTES)
 
@@ -241,4 +276,22 @@ def to_row(job: JobRecord) -> tuple[Any, ...]:
         job.progress,
         int(job.cancel_requested),
         ENCODER.encode(job.headers) if job.headers else None,
+        None if job.progress_detail is None else _json(job.progress_detail).decode(),
+        encode_meta(job.meta).decode() if job.meta else None,
+        "\n".join(encode_line(line).decode() for line in job.logs) if job.logs else None,
+        job.logs_dropped,
     )
+
+
+def meta_value(meta: str | bytes | None, key: str) -> str | None:
+    """SQL ``asyncq_meta_value(meta, key)``: the value at ``key`` as ``meta_text``, or NULL.
+
+    Registered on each connection (deterministic): ``list_jobs`` filters on it.
+    """
+    if meta is None:
+        return None
+    try:
+        value = _meta_decoder.decode(meta).get(key, _MISSING)
+    except msgspec.DecodeError:
+        return None
+    return None if value is _MISSING else meta_text(value)

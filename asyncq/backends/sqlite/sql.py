@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import replace
 
-from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome
+from ..._annotations import MAX_LOG_LINES, encode_line
+from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, LogLine, Outcome
 from .._common import LIVE_STATES, as_enqueued, claimed, lost_error, result_expired
 from ..base import HeartbeatReply
 from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
@@ -289,12 +290,36 @@ def heartbeat(
     return HeartbeatReply(lost=frozenset(lost), cancel=frozenset(cancel))
 
 
-def progress(conn: sqlite3.Connection, now: float, lease: Lease, value: float) -> bool:
+def progress(
+    conn: sqlite3.Connection, now: float, lease: Lease, value: float, detail: bytes | None
+) -> bool:
     cursor = conn.execute(
-        "UPDATE asyncq_jobs SET progress = ? WHERE id = ? AND token = ? AND state = 'active'",
-        (value, lease.job.id, lease.token),
+        "UPDATE asyncq_jobs SET progress = ?, progress_detail = ?"
+        " WHERE id = ? AND token = ? AND state = 'active'",
+        (value, None if detail is None else detail.decode(), lease.job.id, lease.token),
     )
     return cursor.rowcount == 1
+
+
+def log(conn: sqlite3.Connection, now: float, lease: Lease, lines: Sequence[LogLine]) -> bool:
+    """Append ``lines`` to the job's logs and trim them, under the write lock."""
+    row = conn.execute(
+        "SELECT logs, logs_dropped FROM asyncq_jobs"
+        " WHERE id = ? AND token = ? AND state = 'active'",
+        (lease.job.id, lease.token),
+    ).fetchone()
+    if row is None:
+        return False
+    if not lines:
+        return True
+    kept = [part for part in (row[0] or "").split("\n") if part]
+    kept += (encode_line(line).decode() for line in lines)
+    over = max(0, len(kept) - MAX_LOG_LINES)
+    conn.execute(
+        "UPDATE asyncq_jobs SET logs = ?, logs_dropped = logs_dropped + ? WHERE id = ?",
+        ("\n".join(kept[over:]), over, lease.job.id),
+    )
+    return True
 
 
 _RELEASE = "token = NULL, lease_expires_at = NULL, worker = NULL"

@@ -4,6 +4,18 @@ local down = ARGV[6] == '1'
 local start = down and '+' or '-'
 if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
 local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- ARGV[7..]: metadata pairs every job found has (key, text), matched against
+-- 'mt', the metadata's values as text (see the enqueue script).
+local wanted = #ARGV > 6
+local function has_meta(mt)
+  if not mt then return false end
+  local ok, texts = pcall(cjson.decode, mt)
+  if not ok or type(texts) ~= 'table' then return false end
+  for i = 7, #ARGV, 2 do
+    if texts[ARGV[i]] ~= ARGV[i + 1] then return false end
+  end
+  return true
+end
 local now = now_s()
 local out, scanned, cursor, exhausted = {}, 0, ARGV[3], 0
 while #out < 2 * limit and scanned < budget do
@@ -19,9 +31,9 @@ while #out < 2 * limit and scanned < budget do
   for _, id in ipairs(ids) do
     scanned = scanned + 1
     cursor = id
-    local h = redis.call('HMGET', J(id), 'st', 'n', 'fin', 't')
+    local h = redis.call('HMGET', J(id), 'st', 'n', 'fin', 't', 'mt')
     if h[1] and (st == '' or h[1] == st) and (name == '' or h[2] == name)
-        and not expired(h[1], h[3], h[4], now) then
+        and not expired(h[1], h[3], h[4], now) and (not wanted or has_meta(h[5])) then
       out[#out + 1] = id
       out[#out + 1] = redis.call('HGETALL', J(id))
       if #out >= 2 * limit then break end
