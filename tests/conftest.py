@@ -218,3 +218,13 @@ def write_module(cli_isolated: None, tmp_path: Path) -> Callable[[str], str]:
         return name
 
     return write
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """How many documentation samples ran and how many are marked not to (tests/test_docs.py)."""
+    from tests._docs import TALLY
+
+    tally = config.stash.get(TALLY, None)
+    if tally:
+        counts = ", ".join(f"{n} {what}" for what, n in tally.items())
+        terminalreporter.write_line(f"documentation samples: {counts}")
