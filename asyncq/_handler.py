@@ -322,18 +322,41 @@ class Handler(Generic[T, R]):
         ends = request_started(hooks, self.name, queue) if hooks else ()
         job_id: str | None = None
         try:
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(timeout) as scope:
                 job = self._record(payload, checked, time.time())
                 handle = await self._store(job, waited=True)
                 job_id = handle.id
                 result = await handle.result()
         except BaseException as exc:
+            error = exc
+            if isinstance(exc, TimeoutError) and scope.cancelled_caught:
+                error = TimeoutError(_no_result(self.name, queue, job_id, timeout))
             if ends:
-                request_ended(ends, job_id, exc)
-            raise
+                request_ended(ends, job_id, error)
+            if error is exc:
+                raise
+            raise error from None
         if ends:
             request_ended(ends, job_id, None)
         return result
+
+
+def _no_result(
+    name: str | None, queue: str | None, job_id: str | None, timeout: float | None
+) -> str:
+    """What a caller whose wait for a result ran out is told: the job, and how to find it."""
+    job = f"job {name!r}" if name is not None else "job"
+    if job_id is not None:
+        job += f" {job_id}"
+    if queue is not None:
+        job += f" (queue {queue!r})"
+    msg = f"no result for {job} within {timeout}s: "
+    if job_id is None:
+        return msg + "it was not stored"
+    return (
+        msg + "it may still run (is a worker running for its queue?); look it up with "
+        f"app.get_job({job_id!r}) or `asyncq job MODULE:APP {job_id}`"
+    )
 
 
 class JobHandle(Generic[R]):
@@ -376,8 +399,13 @@ class JobHandle(Generic[R]):
             JobNotFound: no such job, or it was removed (or purged) while waiting.
         """
         backend = await self._app.backend_opened()
-        with anyio.fail_after(timeout):
-            job = await backend.wait_finished(self.id)
+        try:
+            with anyio.fail_after(timeout) as scope:
+                job = await backend.wait_finished(self.id)
+        except TimeoutError:
+            if not scope.cancelled_caught:
+                raise
+            raise TimeoutError(_no_result(None, None, self.id, timeout)) from None
         if job is None:
             raise JobNotFound(self.id)
         if job.state is JobState.COMPLETED:

@@ -318,14 +318,19 @@ class Worker:
         loading) is waited for with backoff, for as long as it takes. One
         that answers but refuses (a wrong password, a path that names no
         database) is tried ``OPEN_TRIES`` times, then its error is raised:
-        waiting cannot fix a configuration.
+        waiting cannot fix a configuration. A burst worker, run to empty the
+        queues and exit, gives up on an unreachable store after
+        ``OPEN_TRIES`` tries too, and raises its error.
         """
         backoff = Backoff()
-        refused = 0
+        refused = unreachable = 0
         while not self._stopping:
             try:
                 return await self.app.backend_opened()
             except BackendUnavailable as exc:
+                unreachable += 1
+                if self.burst and unreachable >= OPEN_TRIES:
+                    raise
                 what = f"worker {self.name}: cannot reach the backend"
                 await self._interruptible(partial(backoff.wait, what, exc))
             except BackendError as exc:

@@ -222,7 +222,7 @@ def write_module(cli_isolated: None, tmp_path: Path) -> Callable[[str], str]:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     """How many documentation samples ran and how many are marked not to (tests/test_docs.py)."""
-    from tests._docs import TALLY
+    from _docs import TALLY
 
     tally = config.stash.get(TALLY, None)
     if tally:

@@ -38,6 +38,11 @@ APP_MODULE = """
     app = App("cli-test", backend="memory://")
     not_an_app = 42
 
+
+    @app.job(schema=int, name="noop")
+    async def noop(payload: int) -> None:
+        pass
+
     class Namespace:
         app = app
 """
@@ -64,8 +69,8 @@ def test_run_names_the_missing_dependency_of_a_module(write_module: WriteModule)
     name = write_module("import asyncq_missing_dependency\n")
     assert_usage_error(
         invoke("run", f"{name}:app"),
-        f"cannot import module {name!r}",
-        "No module named 'asyncq_missing_dependency'",
+        f"importing module {name!r} for '{name}:app' failed at ",
+        f"{name}.py, line 1: ModuleNotFoundError: No module named 'asyncq_missing_dependency'",
     )
 
 

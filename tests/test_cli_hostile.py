@@ -557,6 +557,11 @@ def test_run_ends_an_unexpected_error_with_one_line_and_logs_its_traceback(
 
 
         app = App("broken", backend="sqlite:///{db}", lifespan=lifespan)
+
+
+        @app.job(schema=int, name="noop")
+        async def noop(payload: int) -> None:
+            pass
     """)
 
     result = invoke("run", f"{name}:app", "--burst")

@@ -28,6 +28,11 @@ APP_MODULE = """
 
 
     app = App("cli-run-test", backend="memory://", lifespan=lifespan)
+
+
+    @app.job(schema=int, name="noop")
+    async def noop(payload: int) -> None:
+        pass
 """
 
 pytestmark = pytest.mark.usefixtures("cli_isolated")

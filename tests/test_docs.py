@@ -21,7 +21,8 @@ from typing import Any
 import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from tests._docs import PAGES, ROOT, TALLY, Sample, commands, samples
+
+from _docs import PAGES, ROOT, TALLY, Sample, commands, samples
 
 #: Seconds one sample (a block, a command) may take.
 SAMPLE_TIMEOUT = 60

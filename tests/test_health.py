@@ -177,6 +177,11 @@ APP_SOURCE = textwrap.dedent(
     from asyncq import App
 
     app = App("probed")
+
+
+    @app.job(schema=int, name="noop")
+    async def noop(payload: int) -> None:
+        pass
     """
 )
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Callable
@@ -466,8 +467,13 @@ def parse_url_options(
         convert = known.get(name)
         if convert is None:
             if driver is not None and name not in driver:
-                listed = ", ".join(sorted({*known, *driver}))
-                msg = f"unknown option {name!r} in the URL {mask_url(url)!r}: known are {listed}"
+                names = sorted({*known, *driver})
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                msg = (
+                    f"unknown option {name!r} in the URL {mask_url(url)!r}: {hint}"
+                    f"known are {', '.join(names)}"
+                )
                 raise ConfigurationError(msg)
             kept.append(part)
             continue

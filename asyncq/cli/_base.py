@@ -11,8 +11,10 @@ import importlib
 import os
 import re
 import sys
+import traceback
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any, NoReturn, TypeVar
 
 import anyio
@@ -63,6 +65,21 @@ EXIT_FATAL = 3
 EXIT_INTERRUPTED = 130
 
 
+def where_raised(exc: BaseException) -> str:
+    """``file, line N`` of the code that raised ``exc``: the user's line, not the importer's."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}, line {exc.lineno}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "an unknown place"
+    # The innermost frame of the user's own code: not Python's, an installed
+    # library's or asyncq's, which the user's line called into.
+    theirs = (str(Path(__file__).parent.parent), sys.prefix, sys.base_prefix, "<frozen ")
+    mine = [f for f in frames if not f.filename.startswith(theirs)]
+    last = (mine or frames)[-1]
+    return f"{last.filename}, line {last.lineno}"
+
+
 def load_app(path: str) -> App:
     """Import ``module:attribute`` (the current directory first on ``sys.path``) and return the App.
 
@@ -74,15 +91,32 @@ def load_app(path: str) -> App:
     if not sep or not module_name or not attr:
         msg = f"expected MODULE:APP (for example myservice.jobs:app), got {path!r}"
         raise click.UsageError(msg)
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        dotted = module_name.removesuffix(".py").strip("./").replace(os.sep, ".").replace("/", ".")
+        msg = (
+            f"{path!r} names a file: give the module's dotted name, as Python imports it "
+            f"(for example {dotted}:{attr}), run from the directory it is imported from"
+        )
+        raise click.UsageError(msg)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        msg = f"cannot import module {module_name!r} for {path!r}: {exc}"
+        missing = exc.name or module_name
+        if module_name == missing or module_name.startswith(missing + "."):
+            msg = f"cannot import module {module_name!r} for {path!r}: {exc}"
+        else:  # the module exists; an import in it failed
+            msg = (
+                f"importing module {module_name!r} for {path!r} failed at {where_raised(exc)}: "
+                f"{type(exc).__name__}: {exc}"
+            )
         raise click.UsageError(msg) from exc
     except Exception as exc:  # any import-time failure means the app cannot be loaded
-        msg = f"importing module {module_name!r} for {path!r} failed: {type(exc).__name__}: {exc}"
+        msg = (
+            f"importing module {module_name!r} for {path!r} failed at {where_raised(exc)}: "
+            f"{type(exc).__name__}: {exc}"
+        )
         raise click.UsageError(msg) from exc
     obj: Any = module
     for part in attr.split("."):

@@ -25,6 +25,7 @@ from ._base import (
 )
 
 if TYPE_CHECKING:
+    from .._app import App
     from .._worker import FatalFailure
     from .._worker_types import WorkerOptions
 
@@ -106,6 +107,13 @@ def run(
     """
     configure_logging(log_level, log_format)
     app = load_app(app_path)
+    if not app.queues:
+        msg = (
+            f"app {app.name!r} ({app_path}) has no registered jobs, so a worker would never run "
+            "one: decorate the handlers with @app.job in that module, or import the modules "
+            "that do from it"
+        )
+        raise click.UsageError(msg)
     if backend:
         app.use_backend(backend)
     options: WorkerOptions = {
@@ -117,7 +125,9 @@ def run(
     if prefetch is not None:
         options["prefetch"] = prefetch
     if queues:
-        options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
+        chosen = [q.strip() for q in queues.split(",") if q.strip()]
+        warn_unknown_queues(app, chosen)
+        options["queues"] = chosen
     health = None if health_port is None else HealthServer(health_host, health_port)
     fatal: list[FatalFailure] = []
 
@@ -156,6 +166,19 @@ def run(
         raise
     if fatal:
         fail(f"the worker stopped on a {fatal[0]}", code=EXIT_FATAL)
+
+
+def warn_unknown_queues(app: App, queues: list[str]) -> None:
+    """Warn of a queue no registered job uses: most likely a typo, worked for nothing."""
+    for queue in queues:
+        if queue not in app.queues:
+            log.warning(
+                "--queues names %r, which no job of app %r uses (its queues: %s); "
+                "the worker claims from it anyway",
+                queue,
+                app.name,
+                ", ".join(app.queues),
+            )
 
 
 def loop_options(loop: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable, Coroutine, Mapping
 from functools import cache, wraps
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import redis.asyncio as aioredis
@@ -356,6 +357,16 @@ def connect(url: str, name: str, masked: str, options: dict[str, Any]) -> Any:
         if cluster:
             if scheme == "unix":
                 msg = f"a Redis Cluster is reached over TCP, not {masked!r}"
+                raise ConfigurationError(msg)
+            parts = urlsplit(driver_url)
+            dbs = [options.get("db"), *parse_qs(parts.query).get("db", []), parts.path.strip("/")]
+            db = next((str(d) for d in dbs if d not in (None, "", "0", 0)), "0")
+            if db != "0":
+                msg = (
+                    f"a Redis Cluster has only database 0, but {masked!r} asks for database "
+                    f"{db}: drop the database number from the URL (keep apps apart with "
+                    "?namespace=NAME instead)"
+                )
                 raise ConfigurationError(msg)
             return RedisCluster.from_url(driver_url, client_name=name, **options)
         # A dropped connection (restart, failover, CLIENT KILL) is retried on a new
