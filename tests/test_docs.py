@@ -8,6 +8,7 @@ where a sample names them.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import inspect
 import os
 import shlex
@@ -23,6 +24,7 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from _docs import PAGES, ROOT, TALLY, Sample, commands, samples
+from conftest import IN_CI
 
 #: Seconds one sample (a block, a command) may take.
 SAMPLE_TIMEOUT = 60
@@ -36,6 +38,25 @@ def _count(config: pytest.Config, what: str, n: int = 1) -> None:
 async def _bounded(step: Callable[[], Awaitable[Any]]) -> None:
     with anyio.fail_after(SAMPLE_TIMEOUT):
         await step()
+
+
+def _require_imports(sample: Sample) -> None:
+    """Skip a sample whose imports are not installed, with what to install; in CI, run it."""
+    if IN_CI:
+        return  # CI installs requirements-dev.txt: a missing module there is a failure
+    for node in ast.walk(ast.parse(sample.source)):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        for name in names:
+            try:
+                found = importlib.util.find_spec(name)
+            except ModuleNotFoundError:
+                found = None
+            if found is None:
+                pytest.skip(f"{sample.where} imports {name}: pip install -r requirements-dev.txt")
 
 
 def _awaits(node: ast.AST) -> bool:
@@ -66,6 +87,7 @@ class Reader:
         self.background: list[subprocess.Popen[bytes]] = []
 
     def python(self, sample: Sample) -> None:
+        _require_imports(sample)
         if sample.file is not None:
             path = self.directory / sample.file
             path.parent.mkdir(parents=True, exist_ok=True)
