@@ -1,4 +1,4 @@
-"""How a worker opens its store: wait out an outage, give up on a refusal."""
+"""How a worker opens its store: wait out an outage (a burst one gives up), give up on a refusal."""
 
 from __future__ import annotations
 
@@ -39,6 +39,18 @@ async def test_a_store_that_refuses_is_tried_a_few_times_then_its_error_raised()
 async def test_an_unreachable_store_is_waited_for_beyond_the_tries() -> None:
     backend = Refusing(BackendUnavailable("connection refused"), failures=OPEN_TRIES + 1)
     app = App("outage", backend=backend)
+    worker = app.make_worker()
     with anyio.fail_after(10):
-        await app.make_worker(burst=True).run()
+        async with anyio.create_task_group() as group:
+            await group.start(worker.run)  # started: the store opened at last
+            worker.stop()
     assert backend.opens == OPEN_TRIES + 2
+
+
+async def test_a_burst_worker_gives_up_on_an_unreachable_store_after_the_tries() -> None:
+    """Run to empty the queues and exit, it says the store is down rather than wait for ever."""
+    backend = Refusing(BackendUnavailable("connection refused"), failures=OPEN_TRIES + 1)
+    app = App("outage", backend=backend)
+    with anyio.fail_after(10), pytest.raises(BackendUnavailable, match="connection refused"):
+        await app.make_worker(burst=True).run()
+    assert backend.opens == OPEN_TRIES
