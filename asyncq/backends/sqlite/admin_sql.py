@@ -101,12 +101,13 @@ def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) ->
         ((oldest,),) = fetch(
             conn,
             "SELECT min(at) FROM ("
-            " SELECT min(scheduled_at) AS at FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'"
+            " SELECT min(scheduled_at) AS at FROM asyncq_jobs"
+            "  WHERE queue = :queue AND state = 'queued'"
             " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
-            "  WHERE queue = ?1 AND state = 'scheduled' AND scheduled_at <= ?2"
+            "  WHERE queue = :queue AND state = 'scheduled' AND scheduled_at <= :now"
             " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
-            "  WHERE queue = ?1 AND state = 'failed' AND scheduled_at <= ?2)",
-            (queue, now),
+            "  WHERE queue = :queue AND state = 'failed' AND scheduled_at <= :now)",
+            {"queue": queue, "now": now},
         )
         out.append(
             QueueStats(

@@ -36,7 +36,7 @@ from .schema import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "JOB_QUEUES",
@@ -69,7 +69,9 @@ def _text_or_not(raw: bytes) -> str | NotText:
         return NotText(raw)
 
 
-def fetch(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+def fetch(
+    conn: sqlite3.Connection, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+) -> list[Any]:
     """All rows of a query; a text value that is not UTF-8 comes back as ``NotText``.
 
     ``sqlite3`` fails the whole fetch on such a value, so the query runs
@@ -173,16 +175,16 @@ JOB_QUEUES = (
 _STATES = sorted(state.value for state in JobState)
 _GAPS = " UNION ALL ".join(
     [
-        f"SELECT rowid FROM asyncq_jobs WHERE queue = ?1 AND state < '{_STATES[0]}'",
+        f"SELECT rowid FROM asyncq_jobs WHERE queue = :queue AND state < '{_STATES[0]}'",
         *(
-            f"SELECT rowid FROM asyncq_jobs WHERE queue = ?1 AND state > '{low}'"
+            f"SELECT rowid FROM asyncq_jobs WHERE queue = :queue AND state > '{low}'"
             f" AND state < '{high}'"
             for low, high in pairwise(_STATES)
         ),
-        f"SELECT rowid FROM asyncq_jobs WHERE queue = ?1 AND state > '{_STATES[-1]}'",
+        f"SELECT rowid FROM asyncq_jobs WHERE queue = :queue AND state > '{_STATES[-1]}'",
         # no claim would ever promote these
         *(
-            f"SELECT rowid FROM asyncq_jobs WHERE queue = ?1 AND state = '{state.value}'"
+            f"SELECT rowid FROM asyncq_jobs WHERE queue = :queue AND state = '{state.value}'"
             " AND scheduled_at >= ''"
             for state in (JobState.SCHEDULED, JobState.FAILED)
         ),
@@ -201,7 +203,7 @@ def sweep(conn: sqlite3.Connection, now: float) -> list[str]:
     rowids: list[int] = []
     for (queue,) in fetch(conn, JOB_QUEUES):
         if isinstance(queue, str):
-            rowids.extend(rowid for (rowid,) in conn.execute(_GAPS, (queue,)))
+            rowids.extend(rowid for (rowid,) in conn.execute(_GAPS, {"queue": queue}))
         elif isinstance(queue, NotText):
             found = conn.execute(
                 "SELECT rowid FROM asyncq_jobs WHERE queue = CAST(? AS TEXT)", (queue.raw,)

@@ -246,10 +246,12 @@ def probe(
     for queue in _unpaused(conn, queues):
         ((queued, *due),) = fetch(
             conn,
-            "SELECT EXISTS (SELECT 1 FROM asyncq_jobs WHERE queue = ?1 AND state = 'queued'),"
-            " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = ?1 AND state = 'scheduled'),"
-            " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = ?1 AND state = 'failed')",
-            (queue,),
+            "SELECT EXISTS (SELECT 1 FROM asyncq_jobs WHERE queue = :queue AND state = 'queued'),"
+            " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = :queue"
+            "  AND state = 'scheduled'),"
+            " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = :queue"
+            "  AND state = 'failed')",
+            {"queue": queue},
         )
         if queued:
             return Probe(version, ready=True, earliest=None)
@@ -416,9 +418,9 @@ def recover(conn: sqlite3.Connection, now: float) -> tuple[list[tuple[str, bool]
         conn,
         " UNION ALL ".join(
             f"{SELECT_JOB} WHERE state = 'active' AND lease_expires_at {lapsed}"
-            for lapsed in ("<= ?1", ">= ''", "IS NULL")
+            for lapsed in ("<= :now", ">= ''", "IS NULL")
         ),
-        (now,),
+        {"now": now},
     )
     lapsed, bad = read_rows(rows)
     params = [
