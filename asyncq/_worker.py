@@ -48,6 +48,7 @@ from ._backoff import Backoff
 from ._dispatch import Dispatch
 from ._execution import Running, StopReason, execute, scope_class, stopped_outcome
 from ._leases import maintain, renew
+from ._offload import Offload
 from ._records import ErrorKind
 from ._settlement import Settlement
 from ._worker_types import ServiceContext
@@ -120,12 +121,18 @@ class Worker:
         services: long-running tasks to run beside the worker's loops, after
             the app's own (``App.default_services``): ``async def service(ctx:
             ServiceContext)``.
+        threads: sync (``def``) handlers running at once, each in a thread
+            (default ``min(32, CPUs + 4)``); see ``docs/handlers.md``.
+        processes: child processes for ``process=True`` handlers, started
+            when first needed (default: one per CPU).
 
     Attributes:
         running: the jobs this worker holds, by id: running, or claimed ahead
             and waiting for a slot.
         fatal: the first failure classified fatal (``fatal_on``,
             ``App.classify``), which stopped the worker; ``None`` otherwise.
+        offload: the pools of threads and child processes for sync and
+            process handlers; ``offload.stats()`` counts abandoned threads.
     """
 
     _settlement: Settlement  # made once the backend is open (run)
@@ -145,6 +152,8 @@ class Worker:
         name: str | None = None,
         prefetch: int | None = None,
         services: Sequence[Service] = (),
+        threads: int | None = None,
+        processes: int | None = None,
     ) -> None:
         if concurrency < 1:
             msg = f"concurrency must be at least 1, got {concurrency}"
@@ -171,6 +180,8 @@ class Worker:
         self.processed = 0
         self.fatal: FatalFailure | None = None
         self._dispatch = Dispatch()
+        # Sync and process handlers: pools made when first used, closed with the worker.
+        self.offload = Offload.of(threads, processes)
         self._slot_freed = anyio.Event()
         self._first_claim = anyio.Event()
         self._stopping = False
@@ -246,6 +257,7 @@ class Worker:
             backend, worker=self.name, queues=self.queues, lease=self.lease
         )
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(self.offload.aclose)
             if self.app.lifespan is not None:
                 self._state = await stack.enter_async_context(self.app.lifespan(self.app))
             log.info(
@@ -401,7 +413,7 @@ class Worker:
     async def _run_one(self, backend: Backend, settlement: Settlement, running: Running) -> None:
         job_id = running.lease.job.id
         try:
-            outcome = await execute(self.app, backend, running, self._state)
+            outcome = await execute(self.app, backend, running, self._state, self.offload)
         finally:
             self._free(job_id)
         self.processed += 1
