@@ -48,6 +48,16 @@ log = logging.getLogger("asyncq.worker")
     type=click.IntRange(min=0),
     help="Jobs claimed ahead of free slots [default: a quarter of --concurrency].",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Sync (def) handlers running at once, each in a thread [default: min(32, CPUs + 4)].",
+)
+@click.option(
+    "--handler-processes",
+    type=click.IntRange(min=1),
+    help="Child processes of this worker for process=True handlers [default: one per CPU].",
+)
 @click.option("-q", "--queues", help="Comma-separated queues to work (default: the app's).")
 @click.option(
     "--lease",
@@ -89,6 +99,8 @@ def run(
     app_path: str,
     concurrency: int,
     prefetch: int | None,
+    threads: int | None,
+    handler_processes: int | None,
     queues: str | None,
     lease: float,
     shutdown_timeout: float,
@@ -116,6 +128,10 @@ def run(
     }
     if prefetch is not None:
         options["prefetch"] = prefetch
+    if threads is not None:
+        options["threads"] = threads
+    if handler_processes is not None:
+        options["processes"] = handler_processes
     if queues:
         options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
     health = None if health_port is None else HealthServer(health_host, health_port)
