@@ -245,7 +245,12 @@ class _Child:
 
     async def send(self, message: Init | Call) -> None:
         assert self.process.stdin is not None
-        await self.process.stdin.send(frame(message))
+        try:
+            await self.process.stdin.send(frame(message))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            code = await self.process.wait()
+            msg = f"the child process for it ended with exit code {code} before the job was sent"
+            raise ChildDied(msg) from None
 
     async def receive(self) -> Progress | Done | Failed:
         try:
@@ -293,15 +298,17 @@ class Processes:
         self._limiter: anyio.CapacityLimiter | None = None
 
     async def _spawn(self) -> _Child:
-        process = await anyio.open_process(
-            [sys.executable, "-m", "asyncq._child_process"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,
-        )
-        self.started += 1
-        child = _Child(process)
-        await child.send(Init(path=list(sys.path)))
+        # Shielded: a child started but not yet ours would outlive a cancellation.
+        with anyio.CancelScope(shield=True):
+            process = await anyio.open_process(
+                [sys.executable, "-m", "asyncq._child_process"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=None,
+            )
+            self.started += 1
+            child = _Child(process)
+            await child.send(Init(path=list(sys.path)))
         return child
 
     async def run(self, handler: Handler[Any, Any], job: JobRecord, ctx: JobContext) -> Encoded:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import click
@@ -23,9 +24,10 @@ from ._base import (
     leaves,
     load_app,
 )
+from ._render import printable
 
 if TYPE_CHECKING:
-    from .._worker import FatalFailure
+    from .._worker import FatalFailure, Worker
     from .._worker_types import WorkerOptions
 
 __all__ = ["run"]
@@ -136,6 +138,7 @@ def run(
         options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
     health = None if health_port is None else HealthServer(health_host, health_port)
     fatal: list[FatalFailure] = []
+    workers: list[Worker] = []
 
     async def serve() -> None:
         try:
@@ -148,6 +151,7 @@ def run(
                     raise CommandError(msg) from exc
                 options["services"] = [health.serve]
             worker = await app.run_worker(**options)
+            workers.append(worker)
             if worker.fatal is not None:
                 fatal.append(worker.fatal)
         finally:
@@ -170,8 +174,29 @@ def run(
         if not all(isinstance(leaf, AsyncqError | CommandError) for leaf in found):
             log.error("the worker stopped on an unexpected error", exc_info=exc)
         raise
+    if workers and (stuck := workers[0].offload.threads.abandoned_running):
+        exit_now(
+            stuck,
+            EXIT_FATAL if fatal else 0,
+            f"the worker stopped on a {fatal[0]}" if fatal else None,
+        )
     if fatal:
         fail(f"the worker stopped on a {fatal[0]}", code=EXIT_FATAL)
+
+
+def exit_now(threads: int, code: int, error: str | None) -> NoReturn:
+    """Exit without waiting for abandoned threads of sync handlers, which cannot be stopped.
+
+    Their jobs were settled or handed back already; only the threads remain,
+    and the interpreter would wait for them to return before it exits.
+    """
+    log.warning("exiting with %d abandoned sync handler thread(s) still running", threads)
+    if error is not None:
+        click.echo(f"Error: {printable(error)}", err=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def loop_options(loop: str) -> dict[str, Any]:
