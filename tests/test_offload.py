@@ -22,6 +22,7 @@ from asyncq import (
     App,
     CallNext,
     ConfigurationError,
+    JobCancelled,
     JobContext,
     JobFailed,
     JobState,
@@ -188,6 +189,43 @@ async def test_context_from_thread_outside_a_thread_says_so() -> None:
 
     with anyio.fail_after(5), pytest.raises(RuntimeError):
         await wrong(Order("o-1", 1))
+
+
+async def test_cancelling_a_running_sync_job_abandons_its_thread() -> None:
+    started = Started(1)
+    app = App("offload", backend=MemoryBackend(), middleware=[started])
+    stopped = threading.Event()
+
+    @app.job(schema=Order, name="polls")
+    def polls(payload: Order, ctx: JobContext) -> None:
+        deadline = time.monotonic() + 10
+        while not ctx.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if ctx.cancelled:
+            stopped.set()
+
+    with anyio.fail_after(20):
+        async with app, app.worker(**options()) as worker:
+            handle = await polls.enqueue(Order("o-1", 1))
+            await started.all.wait()
+            await handle.cancel()
+            with pytest.raises(JobCancelled):
+                await handle.result(timeout=10)
+            assert await anyio.to_thread.run_sync(stopped.wait, 5)
+    assert worker.offload.threads.abandoned == 1
+
+
+async def test_cancelling_a_running_process_job_kills_its_child() -> None:
+    started = Started(1)
+    app = app_with(MemoryBackend(), "slow", started=started)
+    with anyio.fail_after(20):
+        async with app, app.worker(**options()) as worker:
+            handle = await jobs.slow.enqueue(jobs.Work(1, spin=60))
+            await started.all.wait()
+            await handle.cancel()
+            with pytest.raises(JobCancelled):
+                await handle.result(timeout=10)
+    assert worker.offload.processes.killed == 1
 
 
 def test_generators_are_refused() -> None:
