@@ -18,6 +18,7 @@ closes or its parent dies. What the handler prints goes to standard error.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import runpy
 import signal
@@ -50,9 +51,13 @@ class Target(msgspec.Struct, frozen=True):
 
 
 class Init(msgspec.Struct, tag="init"):
-    """The first frame: the worker's ``sys.path``, so the child imports what the worker does."""
+    """The first frame: the worker's ``sys.path`` and logging level.
+
+    The child imports what the worker imports, and logs to standard error at its level.
+    """
 
     path: list[str]
+    log_level: int = logging.WARNING
 
 
 class Call(msgspec.Struct, tag="call"):
@@ -270,5 +275,10 @@ def main() -> None:
     while (message := _read(incoming)) is not None:
         if isinstance(message, Init):
             sys.path[:] = [*message.path, *(p for p in sys.path if p not in message.path)]
+            logging.basicConfig(
+                level=message.log_level,
+                stream=sys.stderr,
+                format="%(asctime)s %(levelname)-7s %(name)s [child %(process)d]: %(message)s",
+            )
             continue
         send(anyio.run(_attempt, handlers, message, send))

@@ -214,7 +214,7 @@ async def _attempt(
         message = f"attempt ran past its timeout of {job.timeout:g}s and was cancelled"
         return _failure(lease, policy, ErrorKind.TIMEOUT, message), None
     if isinstance(error, ChildFailure):
-        return _child_failure(app, lease, policy, error), error
+        return _child_failure(lease, policy, error), error
     if isinstance(error, Retry):
         delay = None if error.delay is None else seconds(error.delay)
         return _failure(lease, policy, ErrorKind.RETRY, str(error), exc=error, delay=delay), error
@@ -247,7 +247,7 @@ _CHILD_KINDS = {
 }
 
 
-def _child_failure(app: App, lease: Lease, policy: RetryPolicy, error: ChildFailure) -> Outcome:
+def _child_failure(lease: Lease, policy: RetryPolicy, error: ChildFailure) -> Outcome:
     """The outcome of an attempt that failed in a child process, as if it had failed here."""
     failed = error.failed
     kind = _CHILD_KINDS.get(failed.kind, ErrorKind.ERROR)

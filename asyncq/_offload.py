@@ -308,7 +308,8 @@ class Processes:
             )
             self.started += 1
             child = _Child(process)
-            await child.send(Init(path=list(sys.path)))
+            level = logging.getLogger().getEffectiveLevel()
+            await child.send(Init(path=list(sys.path), log_level=level))
         return child
 
     async def run(self, handler: Handler[Any, Any], job: JobRecord, ctx: JobContext) -> Encoded:

@@ -45,6 +45,7 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._backoff import Backoff
+from ._blocking import BlockingDetector
 from ._dispatch import Dispatch
 from ._execution import Running, StopReason, execute, scope_class, stopped_outcome
 from ._leases import maintain, renew
@@ -125,6 +126,9 @@ class Worker:
             (default ``min(32, CPUs + 4)``); see ``docs/handlers.md``.
         processes: child processes for ``process=True`` handlers, started
             when first needed (default: one per CPU).
+        warn_blocking: development mode: warn, naming the job and the line,
+            when an async handler blocks the event loop for longer than this
+            many seconds (``BlockingDetector``); ``None`` (default) for off.
 
     Attributes:
         running: the jobs this worker holds, by id: running, or claimed ahead
@@ -154,6 +158,7 @@ class Worker:
         services: Sequence[Service] = (),
         threads: int | None = None,
         processes: int | None = None,
+        warn_blocking: float | None = None,
     ) -> None:
         if concurrency < 1:
             msg = f"concurrency must be at least 1, got {concurrency}"
@@ -182,6 +187,7 @@ class Worker:
         self._dispatch = Dispatch()
         # Sync and process handlers: pools made when first used, closed with the worker.
         self.offload = Offload.of(threads, processes)
+        self.blocking = None if warn_blocking is None else BlockingDetector(app, warn_blocking)
         self._slot_freed = anyio.Event()
         self._first_claim = anyio.Event()
         self._stopping = False
@@ -281,6 +287,8 @@ class Worker:
                 )
                 for extra in (*self.app.default_services(), *self.services):
                     service.start_soon(extra, context)
+                if self.blocking is not None:
+                    service.start_soon(self.blocking.run, context)
                 task_status.started(self)
                 # One long-lived task per slot runs job after job: spawning a
                 # task per job would cost more than a no-op job itself.

@@ -57,3 +57,4 @@ class WorkerOptions(TypedDict, total=False):
     services: Sequence[Service]
     threads: int | None
     processes: int | None
+    warn_blocking: float | None

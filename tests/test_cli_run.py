@@ -78,9 +78,21 @@ def test_negative_prefetch_is_a_usage_error(app_path: str) -> None:
 def test_threads_and_handler_processes_reach_the_worker(
     app_path: str, worker_options: list[dict[str, Any]]
 ) -> None:
-    result = invoke("run", app_path, "--burst", "--threads", "3", "--handler-processes", "2")
+    result = invoke(
+        "run",
+        app_path,
+        "--burst",
+        "--threads",
+        "3",
+        "--handler-processes",
+        "2",
+        "--warn-blocking",
+        "0.25",
+    )
     assert result.exit_code == 0, result.output
-    assert [(o.get("threads"), o.get("processes")) for o in worker_options] == [(3, 2)]
+    assert [
+        (o.get("threads"), o.get("processes"), o.get("warn_blocking")) for o in worker_options
+    ] == [(3, 2, 0.25)]
 
 
 def test_threads_and_handler_processes_left_to_the_worker_by_default(
@@ -88,7 +100,9 @@ def test_threads_and_handler_processes_left_to_the_worker_by_default(
 ) -> None:
     result = invoke("run", app_path, "--burst")
     assert result.exit_code == 0, result.output
-    assert [("threads" in o, "processes" in o) for o in worker_options] == [(False, False)]
+    assert [("threads" in o, "processes" in o, "warn_blocking" in o) for o in worker_options] == [
+        (False, False, False)
+    ]
 
 
 @pytest.mark.parametrize("option", ["--threads", "--handler-processes"])

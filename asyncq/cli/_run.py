@@ -60,6 +60,12 @@ log = logging.getLogger("asyncq.worker")
     type=click.IntRange(min=1),
     help="Child processes of this worker for process=True handlers [default: one per CPU].",
 )
+@click.option(
+    "--warn-blocking",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Development: warn when an async handler blocks the event loop this long.",
+)
 @click.option("-q", "--queues", help="Comma-separated queues to work (default: the app's).")
 @click.option(
     "--lease",
@@ -103,6 +109,7 @@ def run(
     prefetch: int | None,
     threads: int | None,
     handler_processes: int | None,
+    warn_blocking: float | None,
     queues: str | None,
     lease: float,
     shutdown_timeout: float,
@@ -134,6 +141,8 @@ def run(
         options["threads"] = threads
     if handler_processes is not None:
         options["processes"] = handler_processes
+    if warn_blocking is not None:
+        options["warn_blocking"] = warn_blocking
     if queues:
         options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
     health = None if health_port is None else HealthServer(health_host, health_port)
