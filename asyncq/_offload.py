@@ -309,7 +309,11 @@ class Processes:
             self.started += 1
             child = _Child(process)
             level = logging.getLogger().getEffectiveLevel()
-            await child.send(Init(path=list(sys.path), log_level=level))
+            try:
+                await child.send(Init(path=list(sys.path), log_level=level))
+            except BaseException:
+                await child.kill()
+                raise
         return child
 
     async def run(self, handler: Handler[Any, Any], job: JobRecord, ctx: JobContext) -> Encoded:
