@@ -17,6 +17,7 @@ closes or its parent dies. What the handler prints goes to standard error.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -53,11 +54,13 @@ class Target(msgspec.Struct, frozen=True):
 class Init(msgspec.Struct, tag="init"):
     """The first frame: the worker's ``sys.path`` and logging level.
 
-    The child imports what the worker imports, and logs to standard error at its level.
+    The child imports what the worker imports, and logs to standard error at its
+    level; it imports the handlers of ``preload`` at once.
     """
 
     path: list[str]
     log_level: int = logging.WARNING
+    preload: list[Target] = []  # handlers to import now, before any job needs them
 
 
 class Call(msgspec.Struct, tag="call"):
@@ -280,5 +283,9 @@ def main() -> None:
                 stream=sys.stderr,
                 format="%(asctime)s %(levelname)-7s %(name)s [child %(process)d]: %(message)s",
             )
+            for target in message.preload:
+                # A handler that fails to import fails its jobs, with the reason, instead.
+                with contextlib.suppress(Exception):
+                    handlers.get(target)
             continue
         send(anyio.run(_attempt, handlers, message, send))

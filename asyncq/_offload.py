@@ -10,11 +10,12 @@
   other jobs; it keeps its OS thread, and whatever the function holds, until
   the function returns.
 - A ``process=True`` handler runs in a child process of a pool the worker
-  owns (``processes``; started when first needed, one per job at a time). The
-  child imports the handler by name and exchanges msgspec frames with the
-  worker (``_child``). At a deadline, on a cancel or when the shutdown timeout
-  ends, the child is killed; a child that dies is replaced by the next job
-  that needs one.
+  owns (``processes``, one job at a time each). They start with the worker
+  when its app has process handlers, and import those handlers at once, so a
+  job's deadline does not pay for a child's start. A child imports a handler
+  by name and exchanges msgspec frames with the worker (``_child``). At a
+  deadline, on a cancel or when the shutdown timeout ends, the child is
+  killed and a replacement started; one that dies is replaced too.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
     from ._handler import Handler
     from ._records import JobRecord
+    from ._worker_types import ServiceContext
 
 __all__ = [
     "DEFAULT_THREADS",
@@ -295,7 +297,36 @@ class Processes:
         self.size = size
         self.started = self.killed = self.died = 0
         self._idle: list[_Child] = []
+        self._busy = 0
         self._limiter: anyio.CapacityLimiter | None = None
+        self._preload: list[Target] = []  # what a new child imports before its first job
+        self._stopping: Callable[[], bool] = lambda: False
+
+    async def start(self, ctx: ServiceContext) -> None:
+        """Start the pool's children with the worker, if its app has process handlers.
+
+        A worker service: each child imports the app's process handlers at once,
+        so that no job's deadline pays for a child's start.
+        """
+        self._stopping = ctx.stopping
+        self._preload = [h.target for h in ctx.app.handlers.values() if h.target is not None]
+        if not self._preload:
+            return
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.size - len(self._idle) - self._busy):
+                tg.start_soon(self._add_idle)
+
+    async def _add_idle(self) -> None:
+        """Start a child and keep it idle (a warning, not an error, if it cannot start)."""
+        try:
+            child = await self._spawn()
+        except (OSError, ChildDied) as exc:
+            log.warning("cannot start a child process for process handlers: %s", exc)
+            return
+        if self._stopping() or len(self._idle) + self._busy >= self.size:
+            await child.close(1.0)
+        else:
+            self._idle.append(child)
 
     async def _spawn(self) -> _Child:
         # Shielded: a child started but not yet ours would outlive a cancellation.
@@ -310,7 +341,7 @@ class Processes:
             child = _Child(process)
             level = logging.getLogger().getEffectiveLevel()
             try:
-                await child.send(Init(path=list(sys.path), log_level=level))
+                await child.send(Init(list(sys.path), level, self._preload))
             except BaseException:
                 await child.kill()
                 raise
@@ -334,6 +365,7 @@ class Processes:
                     await child.kill()
                     child = None
             kept = False
+            self._busy += 1
             try:
                 if child is None:
                     child = await self._spawn()
@@ -352,17 +384,24 @@ class Processes:
                 self.killed += 1
                 raise
             finally:
+                self._busy -= 1
                 if child is not None:
-                    if kept:
-                        self._idle.append(child)
-                    else:
+                    if not kept:
                         await child.kill()
+                    elif len(self._idle) + self._busy < self.size:
+                        self._idle.append(child)
+                    else:  # the pool grew while a job started it: one child too many
+                        await child.close(1.0)
+                if not kept and self._preload and not self._stopping():
+                    with anyio.CancelScope(shield=True):
+                        await self._add_idle()  # its replacement, ready for the next job
         if isinstance(reply, Failed):
             raise ChildFailure(reply)
         return Encoded(reply.result)
 
     async def aclose(self, timeout: float = 5.0) -> None:
         """Stop the idle children (none runs a job once the worker's slots are done)."""
+        self._stopping = lambda: True
         idle, self._idle = self._idle, []
         async with anyio.create_task_group() as tg:
             for child in idle:
@@ -371,7 +410,7 @@ class Processes:
 
 @dataclass(eq=False)
 class Offload:
-    """A worker's pools for handlers off the event loop (made lazily, when first used)."""
+    """A worker's pools for handlers off the event loop."""
 
     threads: Threads
     processes: Processes

@@ -125,7 +125,7 @@ class Worker:
         threads: sync (``def``) handlers running at once, each in a thread
             (default ``min(32, CPUs + 4)``); see ``docs/handlers.md``.
         processes: child processes for ``process=True`` handlers, started
-            when first needed (default: one per CPU).
+            with the worker when the app has some (default: one per CPU).
         warn_blocking: development mode: warn, naming the job and the line,
             when an async handler blocks the event loop for longer than this
             many seconds (``BlockingDetector``); ``None`` (default) for off.
@@ -185,7 +185,7 @@ class Worker:
         self.processed = 0
         self.fatal: FatalFailure | None = None
         self._dispatch = Dispatch()
-        # Sync and process handlers: pools made when first used, closed with the worker.
+        # Sync and process handlers: the pools, closed with the worker.
         self.offload = Offload.of(threads, processes)
         self.blocking = None if warn_blocking is None else BlockingDetector(app, warn_blocking)
         self._slot_freed = anyio.Event()
@@ -287,6 +287,7 @@ class Worker:
                 )
                 for extra in (*self.app.default_services(), *self.services):
                     service.start_soon(extra, context)
+                service.start_soon(self.offload.processes.start, context)
                 if self.blocking is not None:
                     service.start_soon(self.blocking.run, context)
                 task_status.started(self)

@@ -51,7 +51,7 @@ async def crunch_async(payload: Work, ctx: JobContext) -> Total:
     return Total(sum(range(payload.n)) + ctx.attempt, os.getpid())
 
 
-@jobs.job(schema=Work, name="stuck", process=True, timeout=0.5, max_attempts=2, retry=FAST_RETRY)
+@jobs.job(schema=Work, name="stuck", process=True, timeout=1.0, max_attempts=2, retry=FAST_RETRY)
 def stuck(payload: Work, ctx: JobContext) -> Total:
     if ctx.attempt == 1:
         time.sleep(60)  # killed at its deadline
