@@ -16,6 +16,12 @@ import anyio
 import anyio.to_thread
 import msgspec
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 import offload_jobs as jobs
 from asyncq import (
@@ -26,6 +32,7 @@ from asyncq import (
     JobContext,
     JobFailed,
     JobState,
+    Telemetry,
     current_job,
 )
 from asyncq.backends.base import Backend
@@ -374,3 +381,32 @@ async def test_shutdown_lets_thread_and_process_handlers_finish_and_hands_back_t
                 assert worker.offload.threads.abandoned == 1
     finally:
         release.set()
+
+
+async def test_sync_and_process_jobs_have_their_consumer_span() -> None:
+    """The span is current in a sync handler's thread; a process job's span covers its child."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(tracer_provider=provider, meter_provider=MeterProvider())
+    app = App("offload", backend=MemoryBackend(), jobs=[jobs.crunch], telemetry=telemetry)
+    seen: list[trace.SpanContext] = []
+
+    @app.job(schema=Order, name="traced", queue="mail")
+    def traced(payload: Order) -> None:
+        seen.append(trace.get_current_span().get_span_context())
+
+    try:
+        with anyio.fail_after(20):
+            async with app, app.worker(**options()):
+                await traced.enqueue_and_wait(Order("o-1", 1), timeout=10)
+                await jobs.crunch.enqueue_and_wait(jobs.Work(3), timeout=10)
+    finally:
+        provider.shutdown()
+    spans = {s.name: s for s in exporter.get_finished_spans() if s.kind is SpanKind.CONSUMER}
+    mail, default = spans["process mail"], spans["process default"]
+    assert mail.context is not None
+    assert seen[0].span_id == mail.context.span_id
+    assert (mail.attributes or {})["asyncq.job.outcome"] == "completed"
+    assert (default.attributes or {})["asyncq.job.name"] == "crunch"
+    assert (default.attributes or {})["asyncq.job.outcome"] == "completed"
