@@ -19,7 +19,7 @@ from ._options import (
     KeyArgs,
     ScheduleArgs,
 )
-from ._records import ErrorInfo, ErrorKind, JobRecord, JobState
+from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, WorkerInfo, WorkerStatus
 from ._retry import FailureClass, RetryPolicy
 from ._telemetry import Telemetry
 from ._worker import FatalFailure, Worker
@@ -29,6 +29,7 @@ from .exceptions import (
     BackendError,
     BackendUnavailable,
     ConfigurationError,
+    JobActive,
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -55,6 +56,7 @@ __all__ = [
     "Handler",
     "Instrumentation",
     "ItemArgs",
+    "JobActive",
     "JobCancelled",
     "JobContext",
     "JobDecorator",
@@ -73,6 +75,8 @@ __all__ = [
     "Telemetry",
     "ValidationError",
     "Worker",
+    "WorkerInfo",
+    "WorkerStatus",
     "current_job",
 ]
 

@@ -29,7 +29,14 @@ from ._options import (
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
 from .backends.base import stored_as_given
-from .exceptions import BackendError, ConfigurationError, JobCancelled, JobFailed, JobNotFound
+from .exceptions import (
+    BackendError,
+    ConfigurationError,
+    JobActive,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+)
 
 if TYPE_CHECKING:
     from ._app import App
@@ -379,7 +386,7 @@ class JobHandle(Generic[R]):
         Raises:
             TimeoutError: it did not finish within ``timeout`` seconds.
             JobFailed: it ended dead; ``JobCancelled``: it was cancelled.
-            JobNotFound: no such job.
+            JobNotFound: no such job, or it was removed (or purged) while waiting.
         """
         backend = await self._app.backend_opened()
         with anyio.fail_after(timeout):
@@ -408,6 +415,22 @@ class JobHandle(Generic[R]):
         if job is None:
             raise JobNotFound(self.id)
         return job
+
+    async def remove(self) -> bool:
+        """Delete the job, in any state but running; ``False`` if there was no such job.
+
+        Its id and key are free again at once, and whoever waits for its
+        result gets ``JobNotFound``.
+
+        Raises:
+            JobActive: the job is running; cancel it first (``cancel()``), then remove it.
+        """
+        backend = await self._app.backend_opened()
+        (state,) = await backend.remove([self.id])
+        if state is JobState.ACTIVE:
+            job = await backend.get(self.id)
+            raise JobActive(self.id, *((job.name, job.queue) if job else ()))
+        return state is not None
 
 
 def _called(fn: Callable[..., Any], args: tuple[Any, ...], ctx: JobContext) -> Any:

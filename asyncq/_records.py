@@ -17,6 +17,7 @@ import msgspec
 
 __all__ = [
     "TERMINAL_STATES",
+    "WORKERS_KEPT_FOR",
     "ErrorInfo",
     "ErrorKind",
     "JobRecord",
@@ -24,6 +25,8 @@ __all__ = [
     "Lease",
     "Outcome",
     "QueueStats",
+    "WorkerInfo",
+    "WorkerStatus",
     "new_job_id",
 ]
 
@@ -205,3 +208,63 @@ def new_job_id() -> str:
     _last_ms = ms
     raw = ms.to_bytes(6, "big") + _seq.to_bytes(2, "big") + os.urandom(8)
     return raw.hex()
+
+
+# -- the worker registry ---------------------------------------------------------
+
+#: Seconds a store keeps a worker that stopped or was lost, after it was last
+#: seen; older entries are deleted (lazily, when workers are put or listed).
+WORKERS_KEPT_FOR = 300.0
+
+
+class WorkerStatus(enum.StrEnum):
+    """What a registered worker is doing, as any reader can tell (``WorkerInfo.status``)."""
+
+    RUNNING = "running"  #: renewing its registration
+    STOPPED = "stopped"  #: said goodbye on a graceful stop
+    LOST = "lost"  #: not stopped, and not seen for longer than its lease
+
+
+class WorkerInfo(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A worker as registered in the store, renewed with its heartbeat.
+
+    ``last_seen`` is stamped by the store's clock where it has one; counts are
+    since the worker started. ``running`` holds the ids of the jobs it holds
+    (running, or claimed ahead).
+    """
+
+    id: str
+    host: str
+    pid: int
+    app: str
+    queues: tuple[str, ...]
+    concurrency: int
+    started_at: float
+    last_seen: float
+    #: seconds a lease lasts without a heartbeat: not seen for longer, the worker is lost
+    lease_for: float
+    version: str
+    running: tuple[str, ...] = ()
+    processed: int = 0
+    failed: int = 0
+    dead: int = 0
+    #: when it said goodbye on a graceful stop
+    stopped_at: float | None = None
+
+    def status(self, now: float | None = None) -> WorkerStatus:
+        """Running, stopped, or lost at ``now`` (default: this machine's clock)."""
+        if self.stopped_at is not None:
+            return WorkerStatus.STOPPED
+        if self.last_seen + self.lease_for < (time.time() if now is None else now):
+            return WorkerStatus.LOST
+        return WorkerStatus.RUNNING
+
+    def expires_at(self) -> float:
+        """When a store deletes the entry: ``WORKERS_KEPT_FOR`` after it was last
+        seen, or later while the worker still counts as running."""
+        keep = (
+            WORKERS_KEPT_FOR
+            if self.stopped_at is not None
+            else max(WORKERS_KEPT_FOR, self.lease_for)
+        )
+        return self.last_seen + keep

@@ -16,6 +16,9 @@ at a time, and the loops that feed them: fetch -> dispatch -> run -> settle.
   lease was lost or whose cancellation was requested (a job claimed ahead is
   settled ``cancelled``, or dropped when lost, without waiting for a slot);
   maintenance recovers lapsed leases of dead workers (``_leases``);
+- the worker registers in the store as it starts, renews its entry every
+  heartbeat and marks it stopped when it ends; on a store that pushes
+  cancels, a cancelled job is stopped as the notice arrives (``_registry``);
 - services run beside them: the app's own (cron schedules, the queue-depth
   gauge) and those passed to the worker (``ServiceContext``).
 
@@ -50,10 +53,11 @@ from ._dispatch import Dispatch
 from ._execution import Running, StopReason, execute, scope_class, stopped_outcome
 from ._leases import maintain, renew
 from ._offload import Offload
-from ._records import ErrorKind
+from ._records import ErrorKind, JobState
+from ._registry import Registration, hear_cancels, keep_registered
 from ._settlement import Settlement
 from ._worker_types import ServiceContext
-from .backends.base import SIZES_POOL
+from .backends.base import PUSHES_CANCEL, SIZES_POOL
 from .exceptions import BackendError, BackendUnavailable, ConfigurationError
 
 if TYPE_CHECKING:
@@ -104,8 +108,10 @@ class Worker:
             dies loses its jobs to another worker this long after its last heartbeat.
         shutdown_timeout: seconds running jobs get to finish on shutdown
             before they are cancelled and handed back.
-        heartbeat: seconds between lease renewals (default ``lease / 3``, at
-            most 10 s); also the longest a running job takes to see a cancel.
+        heartbeat: seconds between lease renewals and registry renewals
+            (default ``lease / 3``, at most 10 s); also the longest a running
+            job takes to see a cancel on a store that does not push cancels,
+            or when a pushed notice was lost.
         poll_interval: the longest the fetch loop blocks waiting for work
             before it checks again (a safety net; wakeups are pushed).
         recover_interval: seconds between recoveries of lapsed leases
@@ -133,6 +139,8 @@ class Worker:
     Attributes:
         running: the jobs this worker holds, by id: running, or claimed ahead
             and waiting for a slot.
+        processed: attempts finished since the worker started; ``failed``
+            and ``dead`` count those that failed (to be retried) or went dead.
         fatal: the first failure classified fatal (``fatal_on``,
             ``App.classify``), which stopped the worker; ``None`` otherwise.
         offload: the pools of threads and child processes for sync and
@@ -183,6 +191,8 @@ class Worker:
         self.services = list(services)
         self.running: dict[str, Running] = {}
         self.processed = 0
+        self.failed = 0
+        self.dead = 0
         self.fatal: FatalFailure | None = None
         self._dispatch = Dispatch()
         # Sync and process handlers: the pools, closed with the worker.
@@ -262,6 +272,20 @@ class Worker:
         settlement = self._settlement = Settlement(
             backend, worker=self.name, queues=self.queues, lease=self.lease
         )
+        registration = Registration(self)
+        try:
+            await self._run(backend, settlement, registration, task_status)
+        finally:
+            await registration.goodbye(backend)
+        log.info("worker %s stopped after %d job(s)", self.name, self.processed)
+
+    async def _run(
+        self,
+        backend: Backend,
+        settlement: Settlement,
+        registration: Registration,
+        task_status: TaskStatus[Worker],
+    ) -> None:
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self.offload.aclose)
             if self.app.lifespan is not None:
@@ -282,6 +306,11 @@ class Worker:
                 service.start_soon(
                     maintain, backend, self.name, self.recover_interval, self._first_claim
                 )
+                every = self.heartbeat_interval
+                await registration.put(backend)
+                service.start_soon(keep_registered, registration, backend, every)
+                if (pushes := PUSHES_CANCEL.of(backend)) is not None:
+                    service.start_soon(hear_cancels, pushes, self.name, every, self._stop_job)
                 context = ServiceContext(
                     self.app, backend, self.name, self.queues, lambda: self._stopping
                 )
@@ -302,7 +331,6 @@ class Worker:
                         self._dispatch.close()
                 await settlement.flush()
                 service.cancel_scope.cancel()
-        log.info("worker %s stopped after %d job(s)", self.name, self.processed)
 
     async def _open_backend(self) -> Backend | None:
         """The opened backend; ``None`` if stopped first.
@@ -430,8 +458,13 @@ class Worker:
             settlement.forget(job_id)
         else:
             settlement.put(outcome)
-            if outcome.error is not None and outcome.error.kind is ErrorKind.FATAL:
-                self._stop_on_fatal(running, outcome)
+            if outcome.error is not None:
+                if outcome.state is JobState.FAILED:
+                    self.failed += 1
+                elif outcome.state is JobState.DEAD:
+                    self.dead += 1
+                if outcome.error.kind is ErrorKind.FATAL:
+                    self._stop_on_fatal(running, outcome)
 
     def _stop_on_fatal(self, running: Running, outcome: Outcome) -> None:
         """Stop gracefully after a fatal failure, remembering the first one."""

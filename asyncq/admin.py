@@ -1,4 +1,4 @@
-"""Operator verbs in Python: what ``asyncq status/jobs/job/retry/purge/...`` call.
+"""Operator verbs in Python: what ``asyncq status/jobs/job/retry/purge/remove/...`` call.
 
 ::
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Unpack
 import msgspec
 
 from ._options import EnqueueArgs
-from ._records import TERMINAL_STATES, JobRecord, JobState, QueueStats
+from ._records import TERMINAL_STATES, JobRecord, JobState, QueueStats, WorkerInfo
 from ._retry import seconds
 from .backends.base import MIGRATE
 from .exceptions import ConfigurationError, JobNotFound, ValidationError
@@ -164,15 +164,17 @@ class Admin:
         name: str | None = None,
         limit: int = 100,
         after: str | None = None,
+        newest: bool = False,
     ) -> list[JobRecord]:
         """Jobs matching every filter given, oldest first; ``after`` (a job id) pages on.
 
-        Dead letters are ``state="dead"``.
+        Dead letters are ``state="dead"``. With ``newest``, newest first (by
+        id, descending), ``after`` paging on to older jobs.
         """
         chosen = None if state is None else JobState(state)
         backend = await self._backend()
         return await backend.list_jobs(
-            state=chosen, queue=queue, name=name, limit=limit, after=after
+            state=chosen, queue=queue, name=name, limit=limit, after=after, newest=newest
         )
 
     async def job(self, job_id: str) -> JobRecord:
@@ -283,8 +285,9 @@ class Admin:
         """Cancel a job and return it after the request.
 
         A pending job becomes ``cancelled`` at once; a running one gets
-        ``cancel_requested`` and its worker cancels it at its next heartbeat;
-        a finished one is returned unchanged.
+        ``cancel_requested`` and its worker cancels it: at once on a store
+        that pushes cancels (``PUSHES_CANCEL``), otherwise at its next
+        heartbeat; a finished one is returned unchanged.
 
         Raises:
             JobNotFound: no such job.
@@ -293,6 +296,26 @@ class Admin:
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    async def remove(self, job_ids: Iterable[str]) -> dict[str, JobState | None]:
+        """Delete these jobs, in any state but running; return the state each was in.
+
+        Each id maps to the state its job was in when removed, ``active`` for
+        a running job, which is refused and left as it is (cancel it first,
+        then remove it), or ``None`` for no such job. Removed jobs free their
+        id and key at once; callers waiting for their result get ``JobNotFound``.
+        """
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        states = await (await self._backend()).remove(ids)
+        return dict(zip(ids, states, strict=True))
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The workers in the store's registry, by id: running ones, and those
+        stopped or lost in the last ``WORKERS_KEPT_FOR`` seconds
+        (``WorkerInfo.status`` tells which)."""
+        return await (await self._backend()).workers()
 
     async def pause(self, queue: str) -> None:
         """Pause a queue: it keeps accepting jobs, but no worker claims from it."""

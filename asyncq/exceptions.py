@@ -6,6 +6,7 @@
     ├── ConfigurationError     duplicate job name, bad backend URL, missing extra, bad option
     ├── ValidationError        a payload does not match its schema; nothing was stored
     ├── JobNotFound            no job with that id (never existed, or purged)
+    ├── JobActive              the job is running: it cannot be removed (cancel it first)
     ├── JobFailed              ended dead or cancelled (``result``, ``enqueue_and_wait``)
     │   └── JobCancelled       ... cancelled, specifically
     └── BackendError           the store cannot be reached or answered wrongly
@@ -33,6 +34,7 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "ConfigurationError",
+    "JobActive",
     "JobCancelled",
     "JobFailed",
     "JobNotFound",
@@ -69,11 +71,39 @@ class ValidationError(AsyncqError, ValueError):
 
 
 class JobNotFound(AsyncqError, LookupError):
-    """No job with this id: it never existed, or it was purged (or its result expired)."""
+    """No job with this id: it never existed, or it was removed or purged (or its result expired).
+
+    A caller waiting for a job's result (``JobHandle.result``,
+    ``enqueue_and_wait``) gets it when the job is removed while it waits.
+    """
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        super().__init__(f"no job with id {job_id!r} (never enqueued, or purged after its TTL)")
+        super().__init__(
+            f"no job with id {job_id!r} (never enqueued, removed, or purged after its TTL)"
+        )
+
+
+class JobActive(AsyncqError):
+    """The job is running (``active``): it cannot be removed while a worker holds it.
+
+    Attributes:
+        job_id: the job's id.
+        name: its name, when known.
+        queue: its queue, when known.
+    """
+
+    def __init__(self, job_id: str, name: str | None = None, queue: str | None = None) -> None:
+        self.job_id = job_id
+        self.name = name
+        self.queue = queue
+        what = f"job {job_id}"
+        if name is not None and queue is not None:
+            what += f" ({name}, queue {queue!r})"
+        super().__init__(
+            f"{what} is running, so it was not removed: cancel it first"
+            f" (asyncq cancel {job_id}), then remove it once it has stopped"
+        )
 
 
 class JobFailed(AsyncqError):

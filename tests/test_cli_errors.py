@@ -58,6 +58,7 @@ VERBS: dict[str, list[str]] = {
     "retry": ["01nosuchjob"],
     "purge": ["-s", "dead", "--older-than", "1d", "--yes"],
     "cancel": ["01nosuchjob"],
+    "remove": ["01nosuchjob"],
     "enqueue": ["resize", '{"image": "a.png", "width": 3}'],
     "pause": ["default"],
     "resume": ["default"],
@@ -141,7 +142,7 @@ def test_an_unknown_job_name_is_a_usage_error(app_path: str) -> None:
 # -- the operation failed: exit 1 -------------------------------------------------------
 
 
-@pytest.mark.parametrize("verb", ["job", "retry", "cancel"])
+@pytest.mark.parametrize("verb", ["job", "retry", "cancel", "remove"])
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_an_unknown_job_id_fails_the_operation(verb: str, as_json: bool, app_path: str) -> None:
     args = [verb, app_path, "01nosuchjob", *(["--json"] if as_json else [])]

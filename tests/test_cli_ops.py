@@ -116,7 +116,7 @@ async def test_job_with_an_unknown_id_exits_1() -> None:
     result = await asyncq("job", APP, "nope")
     assert result.exit_code == 1
     assert error_lines(result.stderr) == [
-        "Error: no job with id 'nope' (never enqueued, or purged after its TTL)"
+        "Error: no job with id 'nope' (never enqueued, removed, or purged after its TTL)"
     ]
     assert result.stdout == ""
 
@@ -283,7 +283,7 @@ async def test_retry_reports_unknown_and_live_jobs_with_exit_1() -> None:
     out = json.loads(result.stdout)
     assert out["retried"] == [dead]
     assert error_lines(result.stderr) == [
-        "Error: no job with id 'nope' (never enqueued, or purged after its TTL)",
+        "Error: no job with id 'nope' (never enqueued, removed, or purged after its TTL)",
         f"Error: job {live.id} is not dead (it is queued): only dead jobs are retried",
     ]
 

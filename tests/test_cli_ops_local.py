@@ -66,6 +66,10 @@ def test_progress_shows_on_a_terminal_only() -> None:
 # -- as a real process, on a SQLite file -------------------------------------------------------
 
 
+#: The tests' modules, then this checkout's asyncq (ahead of any installed one).
+_PATH = os.pathsep.join([str(TESTS), str(TESTS.parent)])
+
+
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -76,7 +80,7 @@ def run_cli(
         timeout=60,
         check=False,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(TESTS), **(env or {})},
+        env={**os.environ, "PYTHONPATH": _PATH, **(env or {})},
     )
 
 
@@ -95,7 +99,8 @@ def test_the_commands_as_a_process_with_a_backend_url(tmp_path: Path) -> None:
     missing = run_cli("job", APP, "nope", "--backend", url, cwd=tmp_path)
     assert missing.returncode == 1
     assert (
-        missing.stderr == "Error: no job with id 'nope' (never enqueued, or purged after its TTL)\n"
+        missing.stderr
+        == "Error: no job with id 'nope' (never enqueued, removed, or purged after its TTL)\n"
     )
     bad_url = run_cli("status", APP, "--backend", "nosuch://x", cwd=tmp_path)
     assert bad_url.returncode == 2
@@ -138,7 +143,7 @@ def test_a_command_with_no_backend_anywhere_says_which_store_it_uses(tmp_path: P
         timeout=60,
         check=False,
         cwd=tmp_path,
-        env={**env, "PYTHONPATH": str(TESTS)},
+        env={**env, "PYTHONPATH": _PATH},
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == (

@@ -27,6 +27,7 @@ from msgspec.structs import replace
 
 from .._records import TERMINAL_STATES, ErrorInfo, ErrorKind, JobRecord, JobState
 from ..exceptions import ConfigurationError
+from ._retention import over_cap
 from .base import Retention
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ __all__ = [
     "lost_error",
     "no_transactions",
     "mask_url",
+    "optional_count",
     "optional_seconds",
+    "over_cap",
     "parse_url_options",
     "pop_retention",
     "prunable",
@@ -370,6 +373,20 @@ def optional_seconds(value: str) -> float | None:
         raise ValueError(msg) from None
 
 
+def optional_count(value: str) -> int | None:
+    """A whole number >= 0, or ``none`` for no cap."""
+    if value.strip().lower() == "none":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        count = -1
+    if count < 0:
+        msg = f"must be a whole number >= 0 or 'none', not {value!r}"
+        raise ValueError(msg)
+    return count
+
+
 def integer(value: str) -> int:
     """A whole number."""
     try:
@@ -402,6 +419,9 @@ RETENTION_OPTIONS: Mapping[str, Converter] = {
     "retention_completed": optional_seconds,
     "retention_dead": optional_seconds,
     "retention_cancelled": optional_seconds,
+    "retention_max_completed": optional_count,
+    "retention_max_dead": optional_count,
+    "retention_max_cancelled": optional_count,
 }
 
 
@@ -465,7 +485,9 @@ def pop_retention(options: dict[str, Any]) -> Retention:
 
     ``options`` holds keyword arguments and URL options (converted) merged:
     ``retention=`` (a ``Retention``), then ``retention_completed``,
-    ``retention_dead``, ``retention_cancelled`` over it. Unnamed settings keep
+    ``retention_dead``, ``retention_cancelled`` and the caps
+    ``retention_max_completed``, ``retention_max_dead``,
+    ``retention_max_cancelled`` over it. Unnamed settings keep
     ``Retention``'s defaults.
 
     Raises:
@@ -484,4 +506,7 @@ def pop_retention(options: dict[str, Any]) -> Retention:
         completed=given.get("retention_completed", base.completed),
         dead=given.get("retention_dead", base.dead),
         cancelled=given.get("retention_cancelled", base.cancelled),
+        max_completed=given.get("retention_max_completed", base.max_completed),
+        max_dead=given.get("retention_max_dead", base.max_dead),
+        max_cancelled=given.get("retention_max_cancelled", base.max_cancelled),
     )

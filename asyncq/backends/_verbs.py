@@ -1,9 +1,9 @@
 """Verb signatures and argument rules, written once for every store.
 
-``list_jobs``, ``retry_dead`` and ``purge`` take the same keywords on every
-store, with the same defaults and the same checks (a limit of zero or less
-finds nothing, ``purge`` removes only finished states, ids are taken once
-each). ``OperatorVerbs`` owns that part; a store that inherits it writes only
+``list_jobs``, ``retry_dead``, ``purge`` and ``remove`` take the same
+keywords on every store, with the same defaults and the same checks (a limit
+of zero or less finds nothing, ``purge`` removes only finished states, ids are
+taken once each). ``OperatorVerbs`` owns that part; a store that inherits it writes only
 how it finds, retries and deletes jobs, from one typed query each. The
 semantics stay specified once, on the ``Backend`` protocol (``base.py``).
 
@@ -24,13 +24,17 @@ __all__ = ["ClaimQuery", "DeadQuery", "JobQuery", "OperatorVerbs", "PurgeQuery",
 
 
 class JobQuery(NamedTuple):
-    """What ``list_jobs`` was asked for; ``limit`` is at least 1."""
+    """What ``list_jobs`` was asked for; ``limit`` is at least 1.
+
+    ``newest``: by id descending, ``after`` then meaning "smaller than".
+    """
 
     state: JobState | None
     queue: str | None
     name: str | None
     limit: int
     after: str | None
+    newest: bool = False
 
 
 class DeadQuery(NamedTuple):
@@ -66,10 +70,11 @@ class ClaimQuery(NamedTuple):
 
 
 class OperatorVerbs:
-    """``list_jobs``, ``retry_dead`` and ``purge`` with the protocol's signatures.
+    """``list_jobs``, ``retry_dead``, ``purge`` and ``remove`` with the protocol's signatures.
 
     A store inherits this class and implements ``_list_jobs``,
-    ``_retry_dead`` and ``_purge``; each receives a query already checked.
+    ``_retry_dead``, ``_purge`` and ``_remove``; each receives a query
+    already checked (``_remove``: ids, each once, at least one).
     It also answers ``retention``, which the store sets as ``_retention``.
     """
 
@@ -90,11 +95,12 @@ class OperatorVerbs:
         name: str | None = None,
         limit: int = 100,
         after: str | None = None,
+        newest: bool = False,
     ) -> list[JobRecord]:
         """See ``Backend.list_jobs``."""
         if limit <= 0:
             return []
-        return await self._list_jobs(JobQuery(state, queue, name, limit, after))
+        return await self._list_jobs(JobQuery(state, queue, name, limit, after, newest))
 
     async def retry_dead(
         self,
@@ -128,7 +134,18 @@ class OperatorVerbs:
             return 0
         return await self._purge(PurgeQuery(wanted, older_than, queue, limit))
 
+    async def remove(self, job_ids: Sequence[str]) -> list[JobState | None]:
+        """See ``Backend.remove``."""
+        ids = tuple(dict.fromkeys(job_ids))
+        if not ids:
+            return []
+        found = dict(zip(ids, await self._remove(ids), strict=True))
+        return [found[job_id] for job_id in job_ids]
+
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
+        raise NotImplementedError
+
+    async def _remove(self, job_ids: tuple[str, ...]) -> list[JobState | None]:
         raise NotImplementedError
 
     async def _retry_dead(self, query: DeadQuery) -> list[str]:

@@ -61,7 +61,16 @@ Retention
 otherwise what ``Retention`` says is old: the same three settings, in seconds
 after ``finished_at``, with the same defaults, on every store
 (``retention_completed``, ``retention_dead``, ``retention_cancelled`` as
-keyword or URL options).
+keyword or URL options). ``Retention`` may also cap how many finished jobs of
+each state a queue keeps (``retention_max_completed``, ``retention_max_dead``,
+``retention_max_cancelled``): beyond the cap, the oldest by ``finished_at``
+go first, whatever their age.
+
+Removal
+-------
+``remove`` deletes jobs in any state but ``active`` (a running job is
+refused: cancel it first). A removed job is gone as if purged: its id and key
+are free, and its waiters wake and find no job.
 
 Optional features
 -----------------
@@ -79,12 +88,12 @@ wrongly raises ``BackendError``. No driver exception escapes a backend.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast, runtime_checkable
 
+import anyio
 import msgspec
+from anyio.abc import TaskStatus
 
 from .._records import (
     TERMINAL_STATES,
@@ -95,14 +104,16 @@ from .._records import (
     Lease,
     Outcome,
     QueueStats,
+    WorkerInfo,
 )
-from ..exceptions import ConfigurationError
+from ._retention import Retention
 
 __all__ = [
     "DROP",
     "ENQUEUE_WAITED",
     "MIGRATE",
     "OUTCOME_STATES",
+    "PUSHES_CANCEL",
     "SETTLE_ON_CLAIM",
     "SIZES_POOL",
     "TERMINAL_STATES",
@@ -119,17 +130,18 @@ __all__ = [
     "Lease",
     "Migrates",
     "Outcome",
+    "PushesCancel",
     "QueueStats",
     "Retention",
     "SettlesOnClaim",
     "SizesPool",
+    "WorkerInfo",
     "check_outcomes",
     "purgeable",
     "stored_as_given",
 ]
 
 _P = TypeVar("_P")
-_DAY = 86_400.0
 
 #: The states an ``Outcome`` may ask for.
 OUTCOME_STATES = frozenset(
@@ -171,61 +183,6 @@ def purgeable(states: Sequence[JobState]) -> frozenset[JobState]:
         msg = f"purge only removes finished jobs (completed, dead, cancelled), not {bad}"
         raise ValueError(msg)
     return wanted
-
-
-@dataclass(frozen=True, slots=True)
-class Retention:
-    """How long ``prune`` keeps finished jobs: seconds after ``finished_at``, ``None`` for ever.
-
-    Every store takes these settings with the same names, units and defaults,
-    as ``retention=Retention(...)`` or as the options ``retention_completed``,
-    ``retention_dead`` and ``retention_cancelled`` (keywords, or in the URL's
-    query: a number of seconds, or ``none``).
-
-    Attributes:
-        completed: completed jobs without a ``result_ttl``. A job with one is
-            deleted when it passes, whatever this says: retention never
-            shortens nor extends what the producer asked for.
-        dead: dead jobs (the dead letters).
-        cancelled: cancelled jobs.
-
-    Raises:
-        ConfigurationError: a setting is negative, not finite, or not a number.
-    """
-
-    completed: float | None = _DAY
-    dead: float | None = 14 * _DAY
-    cancelled: float | None = 14 * _DAY
-
-    def __post_init__(self) -> None:
-        settings: tuple[tuple[str, object], ...] = (
-            ("completed", self.completed),
-            ("dead", self.dead),
-            ("cancelled", self.cancelled),
-        )
-        for name, value in settings:
-            if value is None:
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not (math.isfinite(value) and value >= 0)
-            ):
-                msg = (
-                    f"Retention {name} must be a finite number of seconds >= 0 or None,"
-                    f" got {value!r}"
-                )
-                raise ConfigurationError(msg)
-
-    def keep_for(self, state: JobState) -> float | None:
-        """Seconds a job finished in ``state`` is kept; ``None``: for ever (or not finished)."""
-        if state is JobState.COMPLETED:
-            return self.completed
-        if state is JobState.DEAD:
-            return self.dead
-        if state is JobState.CANCELLED:
-            return self.cancelled
-        return None
 
 
 class HeartbeatReply(msgspec.Struct, frozen=True):
@@ -435,10 +392,13 @@ class Backend(Protocol):
     async def prune(self) -> int:
         """Delete what retention says is old; return how many jobs went.
 
-        Removes completed jobs whose ``result_ttl`` has passed, and the
-        finished jobs older than the backend's ``Retention`` allows, in
-        bounded batches. Workers call it now and then, so it must be cheap
-        when there is nothing to do and safe from many workers at once.
+        Removes completed jobs whose ``result_ttl`` has passed, the finished
+        jobs older than the backend's ``Retention`` allows, and, for a state
+        with a count cap (``Retention.max_dead``, ...), the oldest finished
+        jobs of that state (by ``finished_at``, then id) beyond the cap in each
+        queue, in bounded batches. Workers call it now and then, so it must be
+        cheap when there is nothing to do and safe from many workers at once:
+        two prunes at the same moment never delete more than the rules say.
         Backends that expire data by themselves (Redis TTLs) may return 0.
         """
         ...
@@ -461,12 +421,15 @@ class Backend(Protocol):
         name: str | None = None,
         limit: int = 100,
         after: str | None = None,
+        newest: bool = False,
     ) -> list[JobRecord]:
         """Jobs matching every filter given, oldest first (by id), at most ``limit``.
 
         ``after`` is a job id: only jobs with a greater id are returned, so the
         last id of one page fetches the next. ``state`` is the stored state
         (a due ``scheduled`` job may show as ``scheduled`` or ``queued``).
+        With ``newest``, the order is by id descending and ``after`` pages on
+        downward: only jobs with a smaller id are returned.
         """
         ...
 
@@ -504,11 +467,41 @@ class Backend(Protocol):
         """
         ...
 
+    async def remove(self, job_ids: Sequence[str]) -> list[JobState | None]:
+        """Delete jobs in any state but ``active``; return, per id, the state each was in.
+
+        A job in ``active`` is refused and left untouched (its slot says
+        ``active``); a job in any other state is deleted, as ``purge`` deletes
+        it: its id and key are free at once, and its ``wait_finished`` callers
+        wake and find no job (``None``). ``None`` in a slot: no such job (an
+        expired result counts as none). Each job is removed atomically; the
+        batch is one round trip where the store allows it. An id given twice
+        is looked at once, and both its slots say the same.
+        """
+        ...
+
     async def set_paused(self, queue: str, paused: bool) -> None:
         """Pause or resume a queue. A paused queue accepts jobs but ``claim`` skips it.
 
         Resuming wakes ``wait_for_work`` on the queue.
         """
+        ...
+
+    # -- the worker registry -------------------------------------------------------
+
+    async def put_worker(self, info: WorkerInfo) -> None:
+        """Register or renew a worker (an upsert by ``info.id``).
+
+        The store stamps ``last_seen`` with its own clock where it has one
+        (otherwise it keeps the worker's), and deletes the entries whose
+        ``WorkerInfo.expires_at`` has passed, so the registry never grows.
+        """
+        ...
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The registered workers, by id: those running, and those stopped or
+        lost whose entry has not expired (``WORKERS_KEPT_FOR``); expired
+        entries are deleted."""
         ...
 
 
@@ -606,6 +599,35 @@ class Drops(Protocol):
         ...
 
 
+@runtime_checkable
+class PushesCancel(Protocol):
+    """An optional capability: tell workers at once that a running job was cancelled.
+
+    ``cancel`` of an active job, once ``cancel_requested`` is stored, pushes a
+    notice of its id (pub/sub, NOTIFY, an in-process call). Notices are best
+    effort: one lost (a reconnect) is made up for by the next ``heartbeat``,
+    whose reply lists the job in ``cancel``.
+    """
+
+    async def watch_cancels(
+        self,
+        callback: Callable[[str], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Call ``callback(job_id)`` for every cancel notice, until cancelled.
+
+        ``task_status.started()`` is called once notices are listened for
+        (``await task_group.start(backend.watch_cancels, callback)``).
+
+        Notices come for every active job cancelled in the store, not only
+        the caller's: the callback ignores the ids it does not hold. It may
+        be called more than once for one job. A notice that cannot be
+        listened for raises ``BackendError``; the caller retries.
+        """
+        ...
+
+
 class Capability(Generic[_P]):
     """A typed key for an optional feature, answered per backend instance.
 
@@ -658,3 +680,5 @@ DROP: Capability[Drops] = Capability("drop", Drops)
 SIZES_POOL: Capability[SizesPool] = Capability("sizes_pool", SizesPool)
 #: ``enqueue(jobs, connection=...)`` writes inside the caller's transaction.
 TRANSACTIONAL_ENQUEUE: Capability[Backend] = Capability("transactional_enqueue", Backend)
+#: ``watch_cancels()`` hears of cancelled running jobs at once.
+PUSHES_CANCEL: Capability[PushesCancel] = Capability("pushes_cancel", PushesCancel)

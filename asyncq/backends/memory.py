@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from msgspec.structs import replace
 
-from .._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
+from .._records import (
+    TERMINAL_STATES,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+    WorkerInfo,
+)
 from ._common import (
     RETENTION_OPTIONS,
     Waiters,
@@ -33,15 +41,18 @@ from ._common import (
     lease_lapsed,
     lost_error,
     no_transactions,
+    over_cap,
     parse_url_options,
     pop_retention,
     prunable,
     result_expired,
 )
 from ._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
+from ._workers import CancelWatchers, WorkerTable
 from .base import (
     DROP,
     ENQUEUE_WAITED,
+    PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
     Backend,
     Capability,
@@ -55,12 +66,14 @@ from .base import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from anyio.abc import TaskStatus
+
 __all__ = ["MemoryBackend"]
 
 # The optional features this store can offer. An instance offers those its
 # class implements: the test double's subclasses add one (or take one away,
 # setting its method to None) and the instance says so.
-_OPTIONAL: tuple[Capability[Any], ...] = (SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP)
+_OPTIONAL: tuple[Capability[Any], ...] = (SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, PUSHES_CANCEL)
 
 
 class MemoryBackend(OperatorVerbs, SettlesAndClaims):
@@ -80,7 +93,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._tokens: dict[str, str] = {}
         # Lease tokens need only be unique within this store: a counter is.
         self._issued = itertools.count(1)
+        # Sequence numbers come from one counter, so a job stored again under a
+        # removed job's id never matches a heap entry the removed one left.
         self._seq: dict[str, int] = {}
+        self._seqs = itertools.count(1)
         self._ready: defaultdict[str, list[tuple[int, float, str, int]]] = defaultdict(list)
         self._delayed: defaultdict[str, list[tuple[float, str, int]]] = defaultdict(list)
         self._keys: dict[tuple[str, str], str] = {}
@@ -88,6 +104,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._paused: set[str] = set()
         self._waiters = Waiters()
         self._closed = False
+        self._worker_table = WorkerTable()
+        self._cancel_watchers = CancelWatchers()
         self._capabilities = frozenset(c for c in _OPTIONAL if isinstance(self, c.protocol))
 
     @classmethod
@@ -130,6 +148,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._keys.clear()
         self._counts.clear()
         self._paused.clear()
+        self._worker_table.clear()
         self._waiters.wake_all()
 
     # -- internal state transitions ----------------------------------------------
@@ -142,8 +161,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._counts[job.queue][job.state] += 1
         self._jobs[job.id] = job
         if job.state in (JobState.QUEUED, JobState.SCHEDULED, JobState.FAILED):
-            seq = self._seq.get(job.id, 0) + 1
-            self._seq[job.id] = seq
+            seq = self._seq[job.id] = next(self._seqs)
             if job.state is JobState.QUEUED:
                 heapq.heappush(
                     self._ready[job.queue], (-job.priority, job.scheduled_at, job.id, seq)
@@ -243,6 +261,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         else:
             job = replace(job, state=JobState.CANCELLED, finished_at=self._clock())
         self._store(job)
+        if job.state is JobState.ACTIVE and self._cancel_watchers:
+            self._cancel_watchers.notify([job_id])
         return job
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
@@ -413,7 +433,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         doomed = [job for job in self._jobs.values() if prunable(job, now, self._retention)]
         for job in doomed:
             self._delete(job)
-        return len(doomed)
+        capped = over_cap(self._jobs.values(), self._retention)
+        for job in capped:
+            self._delete(job)
+        return len(doomed) + len(capped)
 
     # -- operations --------------------------------------------------------------
 
@@ -442,7 +465,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         return out
 
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        state, queue, name, limit, after = query
+        state, queue, name, limit, after, newest = query
         now = self._clock()
         matches = sorted(
             (
@@ -451,12 +474,23 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 if (state is None or job.state is state)
                 and (queue is None or job.queue == queue)
                 and (name is None or job.name == name)
-                and (after is None or job.id > after)
+                and (after is None or (job.id < after if newest else job.id > after))
                 and not result_expired(job, now)
             ),
             key=lambda job: job.id,
+            reverse=newest,
         )
         return matches[:limit]
+
+    async def _remove(self, job_ids: tuple[str, ...]) -> list[JobState | None]:
+        found: list[JobState | None] = []
+        for job_id in job_ids:
+            job = await self.get(job_id)
+            if job is not None and job.state is not JobState.ACTIVE:
+                self._delete(job)
+                self._waiters.wake_job(job_id)
+            found.append(None if job is None else job.state)
+        return found
 
     async def _retry_dead(self, query: DeadQuery) -> list[str]:
         if query.job_ids is None:
@@ -502,6 +536,22 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             self._paused.discard(queue)
             self._waiters.wake_queue(queue)
         self._counts[queue]  # a paused queue with no jobs yet still shows in stats
+
+    # -- the worker registry and cancel notices ----------------------------------
+
+    async def put_worker(self, info: WorkerInfo) -> None:
+        self._worker_table.put(info, self._clock())
+
+    async def workers(self) -> list[WorkerInfo]:
+        return self._worker_table.listed(self._clock())
+
+    async def watch_cancels(
+        self,
+        callback: Callable[[str], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await self._cancel_watchers.watch(callback, task_status)
 
 
 if TYPE_CHECKING:

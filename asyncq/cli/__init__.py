@@ -12,10 +12,26 @@ from __future__ import annotations
 from ._base import EXIT_FAILED, EXIT_USAGE, load_app, main
 from ._manage import enqueue, migrate
 from ._ops import cancel, job, jobs, pause, purge, resume, retry, status
+from ._remove import remove
 from ._run import run
+from ._workers import workers
 
 __all__ = ["EXIT_FAILED", "EXIT_USAGE", "load_app", "main"]
 
-for _command in (run, status, jobs, job, retry, purge, cancel, enqueue, pause, resume, migrate):
+for _command in (
+    run,
+    status,
+    jobs,
+    job,
+    retry,
+    purge,
+    remove,
+    cancel,
+    enqueue,
+    pause,
+    resume,
+    migrate,
+):
     main.add_command(_command)
+main.add_command(workers)
 del _command

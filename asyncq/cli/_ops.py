@@ -140,6 +140,7 @@ def status(
     "--limit", type=click.IntRange(1, 10_000), default=50, show_default=True, help="At most."
 )
 @click.option("--after", metavar="ID", help="Start after this job id (pages through).")
+@click.option("--newest", is_flag=True, help="Newest first (--after then pages on to older jobs).")
 def jobs(
     app_path: str,
     backend: str | None,
@@ -149,16 +150,19 @@ def jobs(
     name: str | None,
     limit: int,
     after: str | None,
+    newest: bool,
 ) -> None:
     """List jobs, oldest first: id, name, queue, state, tries, progress, times, last error.
 
-    Dead letters are --state dead.
+    Dead letters are --state dead; --newest lists the latest first.
     """
     app = open_app(app_path, backend)
 
     async def body(admin: Admin) -> list[JobRecord]:
         await check_queue(admin, queue)
-        return await admin.jobs(state=state, queue=queue, name=name, limit=limit, after=after)
+        return await admin.jobs(
+            state=state, queue=queue, name=name, limit=limit, after=after, newest=newest
+        )
 
     found = call(app, body)
     if as_json:
@@ -172,7 +176,8 @@ def jobs(
         )
         say(f"no {what}{where}{' after ' + after if after else ''}")
     if len(found) == limit and not as_json:
-        say(f"(first {limit} shown; next page: --after {found[-1].id})", err=True)
+        more = " --newest" if newest else ""
+        say(f"(first {limit} shown; next page:{more} --after {found[-1].id})", err=True)
 
 
 @click.command(cls=Verb)

@@ -19,6 +19,7 @@ from asyncq.backends.base import (
     DROP,
     ENQUEUE_WAITED,
     MIGRATE,
+    PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
     SIZES_POOL,
     TRANSACTIONAL_ENQUEUE,
@@ -51,6 +52,8 @@ OFFERED: dict[str, frozenset[Capability[Any]]] = {
     "redis-cluster": frozenset({ENQUEUE_WAITED, DROP}),
     "postgres": frozenset({ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE}),
 }
+# Every store pushes cancels (SQLite across processes by polling).
+OFFERED = {kind: offered | {PUSHES_CANCEL} for kind, offered in OFFERED.items()}
 
 
 async def test_each_store_offers_what_it_implements(backend: Backend, backend_kind: str) -> None:

@@ -524,4 +524,7 @@ def test_converters() -> None:
         "retention_completed",
         "retention_dead",
         "retention_cancelled",
+        "retention_max_completed",
+        "retention_max_dead",
+        "retention_max_cancelled",
     }

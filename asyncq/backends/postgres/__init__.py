@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import asyncpg
+from anyio.abc import TaskStatus
 from asyncpg.pool import PoolConnectionProxy
 
 from ...exceptions import BackendError, BackendUnavailable, ConfigurationError
@@ -41,6 +42,7 @@ from ..base import (
     DROP,
     ENQUEUE_WAITED,
     MIGRATE,
+    PUSHES_CANCEL,
     TERMINAL_STATES,
     TRANSACTIONAL_ENQUEUE,
     Backend,
@@ -49,10 +51,12 @@ from ..base import (
     EnqueuesWaited,
     HeartbeatReply,
     JobRecord,
+    JobState,
     Lease,
     Migrates,
     Outcome,
     Retention,
+    WorkerInfo,
     check_outcomes,
     stored_as_given,
 )
@@ -71,6 +75,7 @@ from .listen import Listener, ListenerClosed
 from .schema import check_name, check_versions, recorded_versions
 from .transport import Transport
 from .url import read_url
+from .workers import WorkerStatements
 
 __all__ = ["DEFAULT_RETENTION_COMPLETED", "DEFAULT_RETENTION_DEAD", "PostgresBackend", "mask_dsn"]
 
@@ -124,6 +129,10 @@ class PostgresBackend(_Operations):
             Default 14 days.
         retention_cancelled: seconds to keep cancelled jobs, over
             ``retention``'s. Default 14 days.
+        retention_max_completed: completed jobs each queue keeps at most
+            (``None``: no cap, the default), over ``retention``'s.
+        retention_max_dead: dead jobs each queue keeps at most.
+        retention_max_cancelled: cancelled jobs each queue keeps at most.
         min_size: the pool's minimum connections (DSN only).
         max_size: the pool's maximum connections (DSN only).
         poll_interval: the safety net: ``wait_*`` re-check the store at least
@@ -150,6 +159,9 @@ class PostgresBackend(_Operations):
         retention_completed: float | _Unset | None = _UNSET,
         retention_dead: float | _Unset | None = _UNSET,
         retention_cancelled: float | _Unset | None = _UNSET,
+        retention_max_completed: int | _Unset | None = _UNSET,
+        retention_max_dead: int | _Unset | None = _UNSET,
+        retention_max_cancelled: int | _Unset | None = _UNSET,
         min_size: int = 1,
         max_size: int = 10,
         poll_interval: float = 10.0,
@@ -169,7 +181,13 @@ class PostgresBackend(_Operations):
         self._schema = schema
         self._migrate = migrate
         self._retention = read_retention(
-            retention, retention_completed, retention_dead, retention_cancelled
+            retention,
+            retention_completed=retention_completed,
+            retention_dead=retention_dead,
+            retention_cancelled=retention_cancelled,
+            retention_max_completed=retention_max_completed,
+            retention_max_dead=retention_max_dead,
+            retention_max_cancelled=retention_max_cancelled,
         )
         self._prune_steps = prune_steps(self._sql, self._retention)
         self._poll_interval = poll_interval
@@ -180,6 +198,8 @@ class PostgresBackend(_Operations):
         self._drained: dict[tuple[str, ...], int] = {}
         self._due: dict[tuple[str, ...], tuple[int, float, float | None]] = {}
         self._open_lock: anyio.Lock | None = None
+        self._cancel_channel = f"{schema}:cancel"
+        self._workers = WorkerStatements(schema)
         self._listener = Listener(
             connect=self._transport.listen_connect,
             release=self._transport.listen_release,
@@ -187,6 +207,7 @@ class PostgresBackend(_Operations):
             later_channel=self._sql.later_channel,
             done_channel=self._sql.done_channel,
             trust_finishes=carry_jobs,
+            cancel_channel=self._cancel_channel,
         )
 
     @classmethod
@@ -302,7 +323,11 @@ class PostgresBackend(_Operations):
 
     async def cancel(self, job_id: str) -> JobRecord | None:
         row = await self._transport.run(lambda conn: conn.fetchrow(self._sql.cancel, job_id))
-        return None if row is None else records([row], at=time.time())[0]
+        job = None if row is None else records([row], at=time.time())[0]
+        if job is not None and job.state is JobState.ACTIVE:
+            # Committed: tell its worker now rather than at its next heartbeat.
+            await self._transport.fetchval("SELECT pg_notify($1, $2)", self._cancel_channel, job_id)
+        return job
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
         last: JobRecord | None = None
@@ -485,8 +510,37 @@ class PostgresBackend(_Operations):
         row = await self._transport.fetchrow(self._sql.recover)
         return int(row[0])
 
+    # -- the worker registry and cancel notices ----------------------------------
+
+    async def put_worker(self, info: WorkerInfo) -> None:
+        await self._workers.put_worker(self._transport, info)
+
+    async def workers(self) -> list[WorkerInfo]:
+        return await self._workers.workers(self._transport)
+
+    async def watch_cancels(
+        self,
+        callback: Callable[[str], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listener = self._listener
+        started = False
+        with listener.cancels.watching(callback):
+            while not listener.closed:
+                # Registered before connecting, so a loss right after is seen.
+                with listener.reconnect_waiter() as lost:
+                    await self._listen()
+                    if not started:
+                        started = True
+                        task_status.started()
+                    with anyio.move_on_after(self._poll_interval):
+                        await lost.wait()
+                    if not lost.is_set():
+                        await listener.check()
+
     capabilities: frozenset[Capability[Any]] = frozenset(
-        {ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE}
+        {ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE, PUSHES_CANCEL}
     )
 
 

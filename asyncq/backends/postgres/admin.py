@@ -6,9 +6,12 @@ them from ``_Operations``, so they share its transport and its statements.
 
 Retention (``prune``) is the store-wide ``Retention``: completed jobs go when
 their ``result_ttl`` has passed, other finished jobs once they finished longer
-ago than their state's retention (``None`` keeps them). ``prune`` deletes in
+ago than their state's retention (``None`` keeps them), and, for a state with
+a count cap, the oldest of each queue beyond it. ``prune`` deletes in
 statements of at most ``PRUNE_BATCH`` rows, under an advisory lock on the
-schema's name: a ``prune`` that finds another one running deletes nothing.
+schema's name taken with ``pg_try_advisory_lock``: a ``prune`` that finds
+another one running deletes nothing and returns at once, so workers pruning
+at the same moment never wait for one another nor delete the same rows.
 """
 
 from __future__ import annotations
@@ -52,20 +55,13 @@ class _Unset(enum.Enum):
 _UNSET = _Unset.UNSET
 
 
-def read_retention(
-    retention: Retention | None,
-    completed: float | _Unset | None,
-    dead: float | _Unset | None,
-    cancelled: float | _Unset | None,
-) -> Retention:
-    """``PostgresBackend``'s retention: ``retention`` (or its default), then the keywords given."""
+def read_retention(retention: Retention | None, **given: object) -> Retention:
+    """``PostgresBackend``'s retention: ``retention`` (or its default), then the keywords given.
+
+    ``given``: the ``retention_*`` keywords, ``_UNSET`` when not given.
+    """
     settings: dict[str, Any] = {"retention": retention}
-    given = (
-        ("retention_completed", completed),
-        ("retention_dead", dead),
-        ("retention_cancelled", cancelled),
-    )
-    settings.update((name, value) for name, value in given if value is not _UNSET)
+    settings.update((name, value) for name, value in given.items() if value is not _UNSET)
     return pop_retention(settings)
 
 
@@ -73,23 +69,29 @@ def read_retention(
 PRUNE_BATCH = 1_000
 
 #: What ``prune`` runs, in order: each statement with its arguments after the batch size.
-PruneSteps = list[tuple[str, tuple[float, ...]]]
+PruneSteps = list[tuple[str, tuple[float | int, ...]]]
 
 
 def prune_steps(statements: Statements, retention: Retention) -> PruneSteps:
     """What ``prune`` runs under ``retention``, fixed for an instance.
 
     The expired results, then each finished state whose retention is not
-    "for ever".
+    "for ever", then each state with a count cap.
     """
     kept = (
         (statements.prune_completed, retention.completed),
         (statements.prune_dead, retention.dead),
         (statements.prune_cancelled, retention.cancelled),
     )
+    capped = {
+        JobState.COMPLETED: statements.prune_capped_completed,
+        JobState.DEAD: statements.prune_capped_dead,
+        JobState.CANCELLED: statements.prune_capped_cancelled,
+    }
     return [
         (statements.prune_expired, ()),
         *((statement, (keep,)) for statement, keep in kept if keep is not None),
+        *((capped[state], (most,)) for state, most in retention.capped),
     ]
 
 
@@ -169,10 +171,10 @@ class _Operations(OperatorVerbs):
 
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
         """Jobs in id order; a stand-in named ``<unreadable>`` for each that cannot be read."""
-        state, queue, name, limit, after = query
+        state, queue, name, limit, after, newest = query
         filters = {"state": state and state.value, "queue": queue, "name": name, "after": after}
         given = {column: value for column, value in filters.items() if value is not None}
-        statement = self._sql.list_jobs(tuple(given))
+        statement = self._sql.list_jobs(tuple(given), newest)
         rows = await self._transport.fetch(statement, *given.values(), limit)
         return records(rows, at=time.time())
 
@@ -212,6 +214,11 @@ class _Operations(OperatorVerbs):
             )
         )
         return int(status.split()[-1])
+
+    async def _remove(self, job_ids: tuple[str, ...]) -> list[JobState | None]:
+        rows = await self._transport.run(lambda conn: conn.fetch(self._sql.remove, list(job_ids)))
+        found = {row["id"]: None if row["expired"] else JobState(row["state"]) for row in rows}
+        return [found.get(job_id) for job_id in job_ids]
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._transport.fetchval(self._sql.set_paused, queue, paused)

@@ -1,6 +1,6 @@
 """The PostgreSQL backend's operator statements: the templates of
-``stats``, ``list_jobs``, ``retry_dead``, ``purge``, ``set_paused`` and
-``prune``.
+``stats``, ``list_jobs``, ``retry_dead``, ``purge``, ``remove``,
+``set_paused`` and ``prune``.
 
 They are a table of their own, ``OperatorStatements``, which ``sql.Statements``
 extends and fills in for a schema with its own templates (see ``sql``): an
@@ -85,6 +85,26 @@ def _prune_finished(state: str) -> str:
     """
 
 
+def _prune_capped(state: str) -> str:
+    """Delete up to ``$1`` jobs finished in ``state`` beyond the newest ``$2`` of their queue.
+
+    It ranks the jobs of that state, which the ``jobs_finished`` partial index
+    holds with their ``finished_at`` and queue: its cost grows with how many
+    jobs are in the state, so it runs only for a state with a cap. Rows
+    another transaction holds are skipped, as every prune statement does.
+    """
+    return f"""
+        DELETE FROM {{s}}.jobs WHERE id IN (
+            SELECT id FROM {{s}}.jobs WHERE state = '{state}' AND id IN (
+                SELECT id FROM (
+                    SELECT id, row_number() OVER (
+                        PARTITION BY queue ORDER BY finished_at DESC, id DESC) AS rank
+                    FROM {{s}}.jobs WHERE state = '{state}') ranked
+                WHERE rank > $2::bigint)
+            ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+    """
+
+
 class OperatorStatements:
     """The templates of the operator verbs' statements (see ``sql.Statements``)."""
 
@@ -99,6 +119,29 @@ class OperatorStatements:
     prune_completed: str = _prune_finished("completed")
     prune_dead: str = _prune_finished("dead")
     prune_cancelled: str = _prune_finished("cancelled")
+    # The count caps (``Retention.max_completed``, ...): beyond the newest N per queue.
+    prune_capped_completed: str = _prune_capped("completed")
+    prune_capped_dead: str = _prune_capped("dead")
+    prune_capped_cancelled: str = _prune_capped("cancelled")
+
+    # remove: lock the jobs of $1, delete those not active, and answer each
+    # found job's state (and whether its result expired: reported as no job);
+    # waiters on the deleted ones are told, and find no job when they read.
+    remove: str = """
+        WITH found AS (
+            SELECT id, state, (expires_at IS NOT NULL AND expires_at <= {now}
+                               AND state = 'completed') AS expired
+            FROM {s}.jobs WHERE id = ANY($1::text[]) FOR UPDATE
+        ),
+        gone AS (
+            DELETE FROM {s}.jobs j USING found f
+            WHERE j.id = f.id AND f.state <> 'active'
+            RETURNING j.id
+        )
+        SELECT f.id, f.state, f.expired,
+               (SELECT {s}.notify_done(array_agg(id)) FROM gone) AS told
+        FROM found f
+    """
 
     # Counts come from the index each state is in (index-only scans when the
     # visibility map is current), never from job bodies: jobs_ready for the
@@ -160,11 +203,14 @@ class OperatorStatements:
     # The head of every list_jobs (see there).
     list_all: str = "SELECT {cols} FROM {s}.jobs j WHERE " + ALIVE
 
-    def list_jobs(self, filters: tuple[str, ...]) -> str:
+    def list_jobs(self, filters: tuple[str, ...], newest: bool = False) -> str:
         """``list_jobs`` with a condition per given filter (``state``, ``queue``,
-        ``name``, ``after``), each a parameter in that order, then the limit."""
+        ``name``, ``after``), each a parameter in that order, then the limit.
+
+        ``newest``: by id descending, ``after`` meaning a smaller id."""
+        spelled = {**_LIST_FILTERS, "after": "j.id < $"} if newest else _LIST_FILTERS
         conditions = "".join(
-            f" AND {_LIST_FILTERS[column]}{number}"
-            for number, column in enumerate(filters, start=1)
+            f" AND {spelled[column]}{number}" for number, column in enumerate(filters, start=1)
         )
-        return f"{self.list_all}{conditions} ORDER BY j.id LIMIT ${len(filters) + 1}"
+        order = "j.id DESC" if newest else "j.id"
+        return f"{self.list_all}{conditions} ORDER BY {order} LIMIT ${len(filters) + 1}"

@@ -20,6 +20,12 @@ the job's waiters along with the wake-up (``JobWait.finish``), so they need
 not read the job again. Notices are decoded only while someone in this
 process waits for a job, or expects to wait for one (``expect``).
 
+The listener also hears the cancel notices of active jobs (``cancel_channel``)
+and hands their ids to the backend's ``watch_cancels`` callbacks
+(``cancels``); a watcher waits on ``reconnect_waiter`` to make the listener
+connect again after it was lost, since nothing else may (a busy worker never
+waits for work).
+
 A job expected while the listener listens (``enqueue_waited``) needs
 no read before its wait either: its end is announced after it was stored, so
 as long as the same connection listens it is heard, and a notice heard before
@@ -37,6 +43,7 @@ import anyio
 import msgspec
 
 from ..._records import JobRecord
+from .._workers import CancelWatchers
 from .codec import Finish, read_done
 
 if TYPE_CHECKING:
@@ -99,6 +106,8 @@ class Listener:
             ``Finish``es (``codec.read_done``).
         trust_finishes: hand the ``Finish``es done notices carry to the
             waiters; otherwise a notice only wakes them, to read the store.
+        cancel_channel: payloads are ids of active jobs whose cancel was
+            requested, for ``cancels``.
     """
 
     def __init__(
@@ -110,6 +119,7 @@ class Listener:
         later_channel: str,
         done_channel: str,
         trust_finishes: bool = True,
+        cancel_channel: str = "",
     ) -> None:
         self._connect = connect
         self._release = release
@@ -117,6 +127,13 @@ class Listener:
         self._later_channel = later_channel
         self._done_channel = done_channel
         self._trust_finishes = trust_finishes
+        self._cancel_channel = cancel_channel
+        self._channels = tuple(
+            c for c in (work_channel, later_channel, done_channel, cancel_channel) if c
+        )
+        #: the ``watch_cancels`` callbacks, called with the ids of cancelled active jobs
+        self.cancels = CancelWatchers()
+        self._reconnects: set[anyio.Event] = set()
         self._conn: Connection | None = None
         self._lock: anyio.Lock | None = None
         #: Set by ``close``; cleared by the owner when it opens again.
@@ -158,7 +175,7 @@ class Listener:
                 raise ListenerClosed
             conn = await self._connect()
             try:
-                for channel in (self._work_channel, self._later_channel, self._done_channel):
+                for channel in self._channels:
                     await conn.add_listener(channel, self._on_notify)
                 if self.closed:  # closed while connecting: keep nothing open
                     raise ListenerClosed
@@ -264,7 +281,7 @@ class Listener:
             if not conn.is_closed():
                 # A pool takes back only a connection that listens no more.
                 with anyio.move_on_after(5), suppress(Exception):
-                    for channel in (self._work_channel, self._later_channel, self._done_channel):
+                    for channel in self._channels:
                         await conn.remove_listener(channel, self._on_notify)
             await self._release(conn)
 
@@ -295,8 +312,20 @@ class Listener:
                     if not waiters:
                         del table[name]
 
+    @contextmanager
+    def reconnect_waiter(self) -> Iterator[anyio.Event]:
+        """An event set when the connection is lost (or the listener closed)."""
+        event = anyio.Event()
+        self._reconnects.add(event)
+        try:
+            yield event
+        finally:
+            self._reconnects.discard(event)
+
     def wake_all(self) -> None:
         """Set every registered event (close, reconnect)."""
+        for event in self._reconnects:
+            event.set()
         for events in self._work.values():
             for event in events:
                 event.set()
@@ -311,6 +340,8 @@ class Listener:
             self._heard_work(payload, later=channel == self._later_channel)
             for event in self._work.get(payload, ()):
                 event.set()
+        elif channel == self._cancel_channel:
+            self.cancels.notify([payload])
         elif channel == self._done_channel and (self._done or self._expected):
             try:
                 finished = read_done(payload, _Either(self._done, self._expected))

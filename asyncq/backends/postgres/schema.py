@@ -298,11 +298,23 @@ $$;
 # docstring): notify_later is notify_work on the channel for the latter.
 _V4 = "\n" + _notify_queues("notify_later", "{later}")
 
+# The worker registry: one row per worker, its WorkerInfo as MessagePack.
+_WORKERS = """
+CREATE TABLE {s}.workers (
+    id text PRIMARY KEY,
+    info bytea NOT NULL,
+    last_seen float8 NOT NULL,
+    expires_at float8 NOT NULL
+);
+CREATE INDEX workers_expires ON {s}.workers (expires_at);
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
     ("done notices carry the finished jobs", _V3),
     ("notices of work due later on a channel of their own", _V4),
+    ("the worker registry", _WORKERS),
 )
 
 

@@ -83,11 +83,12 @@ import time
 import uuid
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.asyncio as aioredis
+from anyio.abc import TaskStatus
 from msgspec.structs import replace
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
@@ -100,6 +101,7 @@ from .._verbs import ClaimQuery, SettlesAndClaims
 from ..base import (
     DROP,
     ENQUEUE_WAITED,
+    PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
     SIZES_POOL,
     Backend,
@@ -111,6 +113,7 @@ from ..base import (
     Outcome,
     Retention,
     SettlesOnClaim,
+    WorkerInfo,
     check_outcomes,
     stored_as_given,
 )
@@ -145,6 +148,7 @@ from .scripts import (
     Watch,
 )
 from .transport import Command, Transport
+from .workers import ListWorkers, PutWorker, worker_keys
 
 __all__ = ["RedisBackend", "mask_url"]
 
@@ -158,9 +162,9 @@ _CACHE_SIZE = 10_000
 #: hashes the id index is sharded over (a power of two)
 _BUCKETS = 64
 _CAPABILITIES: frozenset[Capability[Any]] = frozenset(
-    {SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, SIZES_POOL}
+    {SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, SIZES_POOL, PUSHES_CANCEL}
 )
-_CLUSTER_CAPABILITIES: frozenset[Capability[Any]] = frozenset({ENQUEUE_WAITED, DROP})
+_CLUSTER_CAPABILITIES: frozenset[Capability[Any]] = frozenset({ENQUEUE_WAITED, DROP, PUSHES_CANCEL})
 
 
 def _without_namespace(url: str) -> str:
@@ -235,6 +239,8 @@ class RedisBackend(_Operations, SettlesAndClaims):
         self._transport = Transport(client, self._name)
         self._many = self._transport.many
         self._queues_key = f"{{{namespace}}}:queues"
+        self._cancel_channel = f"{{{namespace}}}:cancel"
+        self._worker_keys = worker_keys(namespace)
         self._where: OrderedDict[str, str] = OrderedDict()
         self._short: dict[tuple[str, ...], tuple[float, float | None]] = {}
         self._subscriber: aioredis.Redis | None = None
@@ -263,7 +269,9 @@ class RedisBackend(_Operations, SettlesAndClaims):
         - ``cluster``: connect to a Redis Cluster through the node(s) in the URL;
         - ``pool_timeout``: see below;
         - ``retention`` (a keyword) and the ``Retention`` options
-          (``retention_completed``, ``retention_dead``, ``retention_cancelled``);
+          (``retention_completed``, ``retention_dead``, ``retention_cancelled``,
+          and the caps ``retention_max_completed``, ``retention_max_dead``,
+          ``retention_max_cancelled``);
         - redis-py's own: ``socket_timeout``, ``max_connections``,
           ``ssl_ca_certs``, ... (in the query, those its ``parse_url`` reads that
           the client for this URL takes).
@@ -473,7 +481,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
         queue = await self._queue_of(job_id)
         if queue is None:
             return None
-        reply = await self._one(Cancel.call(self._prefix(queue), job_id))
+        reply = await self._one(Cancel.call(self._prefix(queue), job_id, self._cancel_channel))
         return Cancel.reply(reply, job_id, queue)
 
     @mapped
@@ -669,6 +677,29 @@ class RedisBackend(_Operations, SettlesAndClaims):
             return
         pool = self._client.connection_pool
         pool.max_connections = max(pool.max_connections, concurrency + POOL_HEADROOM)
+
+    # -- the worker registry and cancel notices ----------------------------------
+
+    @mapped
+    async def put_worker(self, info: WorkerInfo) -> None:
+        await self._one(PutWorker.call(self._worker_keys, info))
+
+    @mapped
+    async def workers(self) -> list[WorkerInfo]:
+        return ListWorkers.reply(await self._one(ListWorkers.call(self._worker_keys)))
+
+    @mapped
+    async def watch_cancels(
+        self,
+        callback: Callable[[str], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        if self._closed:
+            return
+        await self._get_notices().listen(
+            self._cancel_channel, lambda data: callback(data.decode()), task_status.started
+        )
 
     @property
     def capabilities(self) -> frozenset[Capability[Any]]:

@@ -1,5 +1,5 @@
 """The Redis backend's operator verbs: ``stats``, ``list_jobs``, ``retry_dead``,
-``purge``, ``set_paused``, ``prune`` and ``drop``.
+``purge``, ``remove``, ``set_paused``, ``prune`` and ``drop``.
 
 None of them is on a worker's or a producer's path; ``RedisBackend`` gets them
 from ``_Operations``, so they share its keys, its transport and its id cache.
@@ -11,8 +11,12 @@ longer ago than the backend's ``Retention`` keeps its state. The ``prune``
 script reads the indexes ``purge`` reads too (``f:<state>``, by
 ``finished_at``) and ``expires``; no index is added, so settling costs what
 it did. Completed jobs with and without a TTL share ``f:completed``: those
-whose TTL is still to come are stepped over. ``prune`` and ``purge`` drop the
-deleted ids from the id index too.
+whose TTL is still to come are stepped over. A count cap (``max_dead``, ...)
+deletes the oldest of ``f:<state>`` beyond it, read by ``ZCARD``: each script
+call is atomic, so prunes from many workers at once never delete below the
+cap, and need no lock. ``prune``, ``purge`` and ``remove`` drop the deleted
+ids from the id index too; ``remove`` deletes with the same Lua function as
+``purge`` (``delete_job``).
 
 Listing by state reads a state's own index when it is small (dead or
 cancelled jobs among many completed ones) and otherwise walks every job of
@@ -28,7 +32,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
 from ..base import JobRecord, JobState, QueueStats, Retention
 from .client import mapped
-from .scripts import Call, Fetch, List, Prune, Purge, RetryDead, SetPaused, StateIds, Stats
+from .scripts import (
+    Call,
+    Fetch,
+    List,
+    Prune,
+    Purge,
+    Remove,
+    RetryDead,
+    SetPaused,
+    StateIds,
+    Stats,
+)
 from .transport import Command
 
 __all__ = ["_Operations"]
@@ -106,13 +121,15 @@ class _Operations(OperatorVerbs):
     @mapped
     async def prune(self) -> int:
         queues = await self._known_queues()
-        keep = (self._retention.completed, self._retention.dead, self._retention.cancelled)
+        retention = self._retention
+        keep = (retention.completed, retention.dead, retention.cancelled)
+        most = (retention.max_completed, retention.max_dead, retention.max_cancelled)
         # Each queue in batches, the queues' batches pipelined, until none is full.
         going: dict[str, tuple[int, str]] = dict.fromkeys(queues, (0, ""))
         total = 0
         while going:
             calls = [
-                Prune.call(self._prefix(q), _PRUNE_BATCH, keep, skip, now)
+                Prune.call(self._prefix(q), _PRUNE_BATCH, keep, skip, now, most)
                 for q, (skip, now) in going.items()
             ]
             pruned = [Prune.reply(reply) for reply in await self._many(calls)]
@@ -141,30 +158,38 @@ class _Operations(OperatorVerbs):
 
     @mapped
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
-        state, queue, name, limit, after = query
+        state, queue, name, limit, after, newest = query
         queues = [queue] if queue is not None else await self._known_queues()
         found: list[JobRecord] = []
         for q in queues:
             if state is not None:
-                small = await self._list_small_state(q, state, name, limit, after)
+                small = await self._list_small_state(q, state, name, limit, after, newest)
                 if small is not None:
                     found += small
                     continue
             cursor = after or ""
             got = 0
             while got < limit:
-                call = List.call(self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET)
+                call = List.call(
+                    self._prefix(q), state, name, cursor, limit - got, _LIST_BUDGET, newest
+                )
                 page = List.reply(await self._one(call), q)
                 found += page.jobs
                 got += len(page.jobs)
                 cursor = page.cursor
                 if page.exhausted or not cursor:
                     break
-        found.sort(key=lambda job: job.id)
+        found.sort(key=lambda job: job.id, reverse=newest)
         return found[:limit]
 
     async def _list_small_state(
-        self, queue: str, state: JobState, name: str | None, limit: int, after: str | None
+        self,
+        queue: str,
+        state: JobState,
+        name: str | None,
+        limit: int,
+        after: str | None,
+        newest: bool,
     ) -> list[JobRecord] | None:
         """``list_jobs`` of one queue from the index of ``state``, if it is small; else None.
 
@@ -175,8 +200,12 @@ class _Operations(OperatorVerbs):
         ids = StateIds.reply(await self._one(StateIds.call(prefix, state, _GATHER_MAX)))
         if ids is None:
             return None
-        floor = after.encode() if after is not None else b""
-        candidates = sorted(i for i in ids if i > floor)
+        if newest:
+            ceiling = after.encode() if after is not None else None
+            candidates = sorted((i for i in ids if ceiling is None or i < ceiling), reverse=True)
+        else:
+            floor = after.encode() if after is not None else b""
+            candidates = sorted(i for i in ids if i > floor)
         found: list[JobRecord] = []
         start = 0
         while len(found) < limit and start < len(candidates):
@@ -219,6 +248,22 @@ class _Operations(OperatorVerbs):
             deleted += (i.decode() for i in Purge.reply(await self._one(call)))
         await self._forget(deleted)
         return len(deleted)
+
+    @mapped
+    async def _remove(self, job_ids: tuple[str, ...]) -> list[JobState | None]:
+        where = await self._queues_of(job_ids)
+        by_queue: dict[str, list[str]] = {}
+        for job_id in job_ids:
+            if job_id in where:
+                by_queue.setdefault(where[job_id], []).append(job_id)
+        found: dict[str, JobState | None] = {}
+        if by_queue:
+            calls = [Remove.call(self._prefix(q), group) for q, group in by_queue.items()]
+            for group, reply in zip(by_queue.values(), await self._many(calls), strict=True):
+                found.update(zip(group, Remove.reply(reply), strict=True))
+        # What is gone (removed now, or found missing) leaves the id index too.
+        await self._forget([i for i, st in found.items() if st is not JobState.ACTIVE])
+        return [found.get(job_id) for job_id in job_ids]
 
     @mapped
     async def set_paused(self, queue: str, paused: bool) -> None:

@@ -27,6 +27,11 @@ Nothing is missed:
   while N stands, so its waiter skips that read; a notice that arrives
   before its waiter does is kept for it (``_early``).
 
+A channel can also be listened to for as long as a caller likes (``listen``,
+the cancel notices a worker hears): its messages go to the listener's
+callback, and its pump holds the connection meanwhile, dispatching to the
+waiters as well.
+
 On a Redis Cluster (``elsewhere`` given) a node can go away for good: after
 its connection fails, the subscriber does not wait for that address to answer
 again but moves to a live node (the backend picks it) and subscribes every
@@ -112,6 +117,8 @@ class Notices:
         # Serialises (un)subscribing, so nobody pumps before the first SUBSCRIBE went out.
         self._subscribe_lock = anyio.Lock()
         self._closed = False
+        self._closing = anyio.Event()
+        self._listeners: dict[str, set[Callable[[bytes], None]]] = {}
 
     @property
     def waiters(self) -> int:
@@ -189,9 +196,36 @@ class Notices:
             if subscribed:
                 self._release(channel)
 
+    async def listen(
+        self, channel: str, callback: Callable[[bytes], None], started: Callable[[], None]
+    ) -> None:
+        """Call ``callback(message)`` for every message on ``channel`` until cancelled or closed.
+
+        ``started()`` is called once the subscription is confirmed (or
+        ``CONFIRM_WAIT`` passed without it).
+        """
+        listeners = self._listeners.setdefault(channel, set())
+        listeners.add(callback)
+        try:
+            await self.ready(channel)
+            await self._subscribe(channel)
+            try:
+                started()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._pump)
+                    await self._closing.wait()
+                    tg.cancel_scope.cancel()
+            finally:
+                self._release(channel)
+        finally:
+            listeners.discard(callback)
+            if not listeners:
+                del self._listeners[channel]
+
     async def close(self) -> None:
         """Wake every waiter (each returns what it read last) and drop the connection."""
         self._closed = True
+        self._closing.set()
         for group in self._by_job.values():
             for waiter in group:
                 waiter.event.set()
@@ -216,6 +250,9 @@ class Notices:
                 finished = decode(notice)
                 if finished is not None and finished.state in TERMINAL_STATES:
                     return finished
+                # A notice that carries no finished job (a removed job's bare
+                # id): what the store says decides, so read again.
+                waiter.trusted = None
             number = self._confirmed.get(waiter.channel)
             # Read under every new confirmation, except the one the job was
             # stored under (or read under) already: its notice will come.
@@ -341,7 +378,10 @@ class Notices:
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         channel = _text(message["channel"])
-        if kind == "message":
+        if kind == "message" and channel in self._listeners:
+            for callback in list(self._listeners[channel]):
+                callback(message["data"])
+        elif kind == "message":
             data = message["data"]
             job_id = self._job_of(data)
             group = self._by_job.get(job_id)

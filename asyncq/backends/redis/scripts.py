@@ -21,13 +21,14 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P delayed``        zset, scheduled and failed jobs, scored by ``scheduled_at``
 ``P active``         zset, active jobs, scored by lease expiry
 ``P f:<state>``      zset, completed, dead or cancelled jobs, scored by ``finished_at``
-                     (``prune`` by retention, ``purge``)
+                     (``prune`` by retention and by count cap, ``purge``)
 ``P expires``        zset, completed jobs with a result TTL, scored by expiry (``prune``)
 ``P keys``           hash, idempotency key -> id of the job holding it
 ``P wake``           list, wake-up tokens for blocked claimers (bounded)
 ``P paused``         string, exists while the queue is paused
 ``P done``           (a pub/sub channel, not a key) notices of finished jobs that
-                     someone waits for, each carrying the job (see ``notify``)
+                     someone waits for, each carrying the job (see ``notify``);
+                     a bare id for a job ``remove`` deleted
 
 A job is in exactly one state index (``r:<priority>``, ``delayed``,
 ``active``, ``f:<state>``) and counted once in ``n``. The indexes are what the
@@ -58,6 +59,15 @@ it was stored by ``enqueue_waited``): only then does its end publish a notice.
 The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
 ``active``: an attempt that ends leaves them behind (one command fewer a job)
 and the backend reads them as absent.
+
+Outside the queues, under the namespace's own tag ``{<namespace>}``:
+``{<namespace>}:cancel``   (a pub/sub channel, not a key) the ids of active jobs
+                           whose cancel was just requested (``watch_cancels``)
+``{<namespace>}:workers``  hash, worker id -> its ``WorkerInfo`` (MessagePack)
+``{<namespace>}:workers:seen``     zset, worker id, scored by ``last_seen`` (``TIME``)
+``{<namespace>}:workers:expires``  zset, worker id, scored by when its entry goes
+The three worker keys share one slot; their scripts (``workers``) delete the
+expired entries on every put and list.
 
 Floats cross the Lua boundary as strings formatted with ``%.17g``: Lua's own
 number-to-string conversion keeps 14 digits, which would move timestamps.
@@ -96,6 +106,7 @@ __all__ = [
     "Prune",
     "Pruned",
     "Purge",
+    "Remove",
     "SetPaused",
     "Stats",
     "Peek",
@@ -397,12 +408,13 @@ class Recover(_Script, name="recover"):
 
 
 class Cancel(_Script, name="cancel"):
-    """Cancel a job (a leased one: ask its worker). Replies the job after the change
-    (``reply``: the raw reply, the job's id and queue)."""
+    """Cancel a job (a leased one: ask its worker, and publish its id on
+    ``channel``). Replies the job after the change (``reply``: the raw reply,
+    the job's id and queue)."""
 
     @staticmethod
-    def call(prefix: str, job_id: str) -> Call:
-        return ("cancel", [prefix], [job_id])
+    def call(prefix: str, job_id: str, channel: str) -> Call:
+        return ("cancel", [prefix], [job_id, channel])
 
     reply = staticmethod(_record_or_none)
 
@@ -464,11 +476,18 @@ class Prune(_Script, name="prune"):
 
     @staticmethod
     def call(
-        prefix: str, batch: int, keep: Sequence[float | None], skip: int = 0, now: str = ""
+        prefix: str,
+        batch: int,
+        keep: Sequence[float | None],
+        skip: int = 0,
+        now: str = "",
+        most: Sequence[int | None] = (None, None, None),
     ) -> Call:
-        """``keep``: seconds completed, dead and cancelled jobs are kept (``None``: for ever)."""
+        """``keep``: seconds completed, dead and cancelled jobs are kept (``None``: for ever);
+        ``most``: how many of each the queue keeps at most (``None``: no cap)."""
         kept = ["" if k is None else repr(float(k)) for k in keep]
-        return ("prune", [prefix], [batch, *kept, skip, now])
+        caps = ["" if m is None else str(int(m)) for m in most]
+        return ("prune", [prefix], [batch, *kept, skip, now, *caps])
 
     @staticmethod
     def reply(raw: Any) -> Pruned:
@@ -486,6 +505,19 @@ class Purge(_Script, name="purge"):
 
     #: The ids deleted.
     reply = staticmethod(_ids)
+
+
+class Remove(_Script, name="remove"):
+    """Delete jobs of one queue in any state but active, telling their waiters."""
+
+    @staticmethod
+    def call(prefix: str, job_ids: list[str]) -> Call:
+        return ("remove", [prefix], job_ids)
+
+    @staticmethod
+    def reply(raw: Any) -> list[JobState | None]:
+        """Per id: the state it was in (``active``: left as it is), ``None``: no such job."""
+        return [JobState(st.decode()) if st else None for st in raw]
 
 
 class SetPaused(_Script, name="set_paused"):
@@ -573,8 +605,18 @@ class List(_Script, name="list"):
         after: str,
         limit: int,
         budget: int,
+        newest: bool = False,
     ) -> Call:
-        return ("list", [prefix], [state.value if state else "", name or "", after, limit, budget])
+        """``newest``: by id descending, ``after`` then meaning below it."""
+        args = [
+            state.value if state else "",
+            name or "",
+            after,
+            limit,
+            budget,
+            "1" if newest else "",
+        ]
+        return ("list", [prefix], args)
 
     @staticmethod
     def reply(raw: Any, queue: str) -> Page:

@@ -46,8 +46,10 @@ idle waiters; lower it for latency.
 Retention. ``prune()`` deletes what the backend's ``Retention`` says is old
 (the same settings and defaults as every store: completed jobs without a
 ``result_ttl`` after a day, dead and cancelled jobs after 14 days; a completed
-job with a ``result_ttl`` once it has passed), in transactions of at most 500
-deletions.
+job with a ``result_ttl`` once it has passed; and, for a state with a count cap, the
+oldest jobs of each queue beyond it), in transactions of at most 500
+deletions. SQLite lets one writer in at a time, so prunes started at the same
+moment by several workers run one after the other, each deleting what is left.
 """
 
 from __future__ import annotations
@@ -62,7 +64,15 @@ import anyio
 import anyio.lowlevel
 from anyio import to_thread
 
-from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, Outcome, QueueStats
+from ..._records import (
+    TERMINAL_STATES,
+    JobRecord,
+    JobState,
+    Lease,
+    Outcome,
+    QueueStats,
+    WorkerInfo,
+)
 from ...exceptions import BackendError, ConfigurationError
 from .._common import (
     RETENTION_OPTIONS,
@@ -75,8 +85,10 @@ from .._common import (
     seconds,
 )
 from .._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
+from .._workers import CancelWatchers
 from ..base import (
     DROP,
+    PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
     Backend,
     Capability,
@@ -85,12 +97,14 @@ from ..base import (
     SettlesOnClaim,
     check_outcomes,
 )
-from . import admin_sql, schema, sql
+from . import admin_sql, schema, sql, workers
 from .connection import _Database
 from .schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
+
+    from anyio.abc import TaskStatus
 
 __all__ = ["SCHEMA_VERSION", "SQLiteBackend"]
 
@@ -119,8 +133,10 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             defaults when ``None``).
         clock: the time source (epoch seconds); tests may pass a fake one.
         **retention_options: ``retention_completed``, ``retention_dead``,
-            ``retention_cancelled``: seconds (or ``None``, for ever), over
-            ``retention``.
+            ``retention_cancelled``: seconds (or ``None``, for ever); and
+            ``retention_max_completed``, ``retention_max_dead``,
+            ``retention_max_cancelled``: jobs kept per queue at most (or
+            ``None``, no cap); over ``retention``.
 
     Raises:
         ConfigurationError: a missing path, or a setting out of range.
@@ -136,7 +152,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         lock_timeout: float = 30.0,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
-        **retention_options: float | None,
+        **retention_options: float | int | None,
     ) -> None:
         self._path = os.fspath(path)
         if not self._path:
@@ -164,6 +180,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         self._turn = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(1)
         self._waiters = Waiters()
+        self._cancel_watchers = CancelWatchers()
         self._closed = False
 
     @classmethod
@@ -266,6 +283,8 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         job = await self._run(True, sql.cancel, job_id)
         if job is not None and job.state is JobState.CANCELLED:
             self._waiters.wake_job(job_id)
+        elif job is not None and job.state is JobState.ACTIVE and self._cancel_watchers:
+            self._cancel_watchers.notify([job_id])
         return job
 
     async def wait_finished(self, job_id: str) -> JobRecord | None:
@@ -410,12 +429,48 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         wanted, older_than, queue, limit = query
         return await self._run(True, admin_sql.purge, sorted(wanted), older_than, queue, limit)
 
+    async def _remove(self, job_ids: tuple[str, ...]) -> list[JobState | None]:
+        found = await self._run(True, admin_sql.remove, job_ids)
+        # Waiters in this process wake now; those of others find the row gone on their poll.
+        self._waiters.wake_jobs(job_ids)
+        return found
+
     async def set_paused(self, queue: str, paused: bool) -> None:
         await self._run(True, admin_sql.set_paused, queue, paused)
         if not paused:
             self._waiters.wake_queue(queue)
 
-    capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, DROP})
+    # -- the worker registry and cancel notices ----------------------------------
+
+    async def put_worker(self, info: WorkerInfo) -> None:
+        await self._run(True, workers.put_worker, info)
+
+    async def workers(self) -> list[WorkerInfo]:
+        return await self._run(True, workers.list_workers)
+
+    async def watch_cancels(
+        self,
+        callback: Callable[[str], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        # Cancels in this process are pushed; those of other processes are read
+        # every poll_interval, once another connection committed.
+        with self._cancel_watchers.watching(callback):
+            task_status.started()
+            since: int | None = None
+            told: set[str] = set()
+            while not self._closed:
+                found = await self._run(False, workers.cancel_requests, since)
+                if found is not None:
+                    since, requested = found
+                    for job_id in requested:
+                        if job_id not in told:
+                            callback(job_id)
+                    told = set(requested)
+                await anyio.sleep(self._poll_interval)
+
+    capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, DROP, PUSHES_CANCEL})
 
     async def drop(self) -> None:
         """Drop the database's asyncq tables, jobs and all; other tables in the file stay.

@@ -1,5 +1,5 @@
 """Operator transaction bodies of the SQLite backend: ``stats``, ``list_jobs``,
-``retry_dead``, ``purge``, ``set_paused`` and ``prune``.
+``retry_dead``, ``purge``, ``remove``, ``set_paused`` and ``prune``.
 
 None of them is on a worker's or a producer's path (those are in ``sql``).
 They follow ``sql``'s rules: synchronous, run on the backend's database
@@ -23,7 +23,7 @@ from .sql import NOT_EXPIRED, key_holder, marks, select_by_ids
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["list_jobs", "prune", "purge", "retry_dead", "set_paused", "stats"]
+__all__ = ["list_jobs", "prune", "purge", "remove", "retry_dead", "set_paused", "stats"]
 
 
 # The states ``Retention`` keeps for a time, and what else a job must be to go
@@ -57,6 +57,17 @@ def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention
             "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
             f" WHERE state = ? AND finished_at < ?{extra} LIMIT ?)",
             (state.value, now - keep, limit - deleted),
+        ).rowcount
+    # a state with a count cap: the jobs of each queue beyond the newest ``most``
+    for state, most in retention.capped:
+        if deleted >= limit:
+            break
+        deleted += conn.execute(
+            "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM ("
+            " SELECT id, row_number() OVER"
+            "  (PARTITION BY queue ORDER BY finished_at DESC, id DESC) AS rank"
+            " FROM asyncq_jobs WHERE state = ?) WHERE rank > ? LIMIT ?)",
+            (state.value, most, limit - deleted),
         ).rowcount
     return deleted
 
@@ -117,6 +128,7 @@ def list_jobs(
     name: str | None,
     limit: int,
     after: str | None,
+    newest: bool,
 ) -> list[JobRecord]:
     where = [NOT_EXPIRED]
     params: list[Any] = [now]
@@ -125,9 +137,10 @@ def list_jobs(
             where.append(f"{column} = ?")
             params.append(value)
     if after is not None:
-        where.append("id > ?")
+        where.append("id < ?" if newest else "id > ?")
         params.append(after)
-    sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY id LIMIT ?"
+    order = "id DESC" if newest else "id"
+    sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
     rows = fetch(conn, sql, (*params, limit))
     jobs, bad = read_rows(rows)
     if not bad:
@@ -205,6 +218,27 @@ def purge(
         f" (SELECT id FROM asyncq_jobs WHERE {where} ORDER BY id LIMIT ?)",
         (*params, limit),
     ).rowcount
+
+
+def remove(conn: sqlite3.Connection, now: float, job_ids: Sequence[str]) -> list[JobState | None]:
+    """Delete the jobs of ``job_ids`` (each once) that are not active; the state each was in.
+
+    A job whose state is not a state (garbage) is reported ``dead``, as
+    ``stats`` counts it, and deleted; an expired result is reported ``None``.
+    """
+    found = {row[0]: row[1:] for row in select_by_ids(conn, "id, state, expires_at", job_ids)}
+    conn.executemany(
+        "DELETE FROM asyncq_jobs WHERE id = ? AND state <> 'active'",
+        [(job_id,) for job_id in job_ids if job_id in found],
+    )
+    out: list[JobState | None] = []
+    for job_id in job_ids:
+        row = found.get(job_id)
+        if row is None or (row[0] == "completed" and row[1] is not None and row[1] <= now):
+            out.append(None)
+        else:
+            out.append(_STATE_OF.get(row[0], JobState.DEAD))
+    return out
 
 
 def set_paused(conn: sqlite3.Connection, now: float, queue: str, paused: bool) -> None:

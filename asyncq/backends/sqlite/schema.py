@@ -76,8 +76,19 @@ _V1 = (
     "CREATE INDEX asyncq_jobs_expires ON asyncq_jobs (expires_at) WHERE expires_at IS NOT NULL",
 )
 
+# The worker registry (``workers``): a table of its own.
+_WORKERS = (
+    """CREATE TABLE asyncq_workers (
+        id TEXT PRIMARY KEY NOT NULL,
+        info BLOB NOT NULL,
+        last_seen REAL NOT NULL,
+        expires_at REAL NOT NULL
+    )""",
+    "CREATE INDEX asyncq_workers_expires ON asyncq_workers (expires_at)",
+)
+
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS)
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
 

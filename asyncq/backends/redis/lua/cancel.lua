@@ -5,6 +5,7 @@ local now = now_s()
 if expired(h[1], h[3], h[4], now) then return false end
 if h[1] == 'active' then
   redis.call('HSET', J(id), 'c', '1')
+  if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], id) end
 elseif LIVE[h[1]] then
   unplace(id, h[1], h[2])
   finish(id, 'cancelled', h[2], now, {})

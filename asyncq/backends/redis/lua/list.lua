@@ -1,12 +1,20 @@
+-- ARGV[6] '1': newest first, walking the ids downward from below the cursor.
 local st, name = ARGV[1], ARGV[2]
-local start = '-'
+local down = ARGV[6] == '1'
+local start = down and '+' or '-'
 if ARGV[3] ~= '' then start = '(' .. ARGV[3] end
 local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_s()
 local out, scanned, cursor, exhausted = {}, 0, ARGV[3], 0
 while #out < 2 * limit and scanned < budget do
-  local ids = redis.call('ZRANGEBYLEX', K.all, start, '+', 'LIMIT', 0,
-                         math.min(200, budget - scanned))
+  local ids
+  if down then
+    ids = redis.call('ZREVRANGEBYLEX', K.all, start, '-', 'LIMIT', 0,
+                     math.min(200, budget - scanned))
+  else
+    ids = redis.call('ZRANGEBYLEX', K.all, start, '+', 'LIMIT', 0,
+                     math.min(200, budget - scanned))
+  end
   if #ids == 0 then exhausted = 1; break end
   for _, id in ipairs(ids) do
     scanned = scanned + 1

@@ -3,6 +3,8 @@
 -- a result TTL), dead and cancelled jobs, '' for ever. ARGV[5]: completed
 -- jobs with a TTL to step over, found by the previous call of the same
 -- prune. ARGV[6]: that prune's now ('' on its first call, which reads TIME).
+-- ARGV[7..9]: how many completed, dead and cancelled jobs the queue keeps at
+-- most, '' for no cap.
 -- Returns {now, skip, more (1: call again), ids deleted...}.
 local batch = tonumber(ARGV[1])
 local now = ARGV[6] == '' and now_s() or tonumber(ARGV[6])
@@ -45,6 +47,22 @@ if ARGV[2] ~= '' and room() > 0 then
     end
   end
   if #ids >= look then reply[3] = 1 end
+end
+-- Count caps: beyond the newest N of a state, the oldest go (by finished_at,
+-- then id), whatever their age. Deleting keeps ZCARD exact, so two prunes at
+-- once (each script atomic) never go below the cap.
+for i, st in ipairs({'completed', 'dead', 'cancelled'}) do
+  local most = ARGV[6 + i]
+  if most and most ~= '' and room() > 0 then
+    local excess = redis.call('ZCARD', FIN(st)) - tonumber(most)
+    if excess > 0 then
+      local n = math.min(excess, room())
+      for _, id in ipairs(redis.call('ZRANGE', FIN(st), 0, n - 1)) do gone(id, st) end
+      if excess > n then reply[3] = 1 end
+      -- The range's head moved: the next call looks at it from the start again.
+      if st == 'completed' then skip = 0 end
+    end
+  end
 end
 if room() <= 0 then reply[3] = 1 end
 reply[2] = skip
