@@ -70,6 +70,14 @@ def fails(payload: Work) -> Total:
     raise KeyError(f"no size {payload.n}")
 
 
+@jobs.job(schema=Work, name="reports", process=True)
+def reports(payload: Work, ctx: JobContext) -> Total:
+    """Report progress (the test's sign that it runs), then sleep ``spin`` seconds."""
+    ctx.from_thread(ctx.progress, 0.1)
+    time.sleep(payload.spin)
+    return Total(payload.n, os.getpid())
+
+
 @jobs.job(schema=Work, name="slow", process=True)
 def slow(payload: Work) -> Total:
     time.sleep(payload.spin)

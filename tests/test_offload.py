@@ -35,6 +35,7 @@ from asyncq import (
     Telemetry,
     current_job,
 )
+from asyncq._records import Lease
 from asyncq.backends.base import Backend
 from asyncq.backends.memory import MemoryBackend
 
@@ -199,12 +200,13 @@ async def test_context_from_thread_outside_a_thread_says_so() -> None:
 
 
 async def test_cancelling_a_running_sync_job_abandons_its_thread() -> None:
-    started = Started(1)
-    app = App("offload", backend=MemoryBackend(), middleware=[started])
+    app = App("offload", backend=MemoryBackend())
+    running = threading.Event()
     stopped = threading.Event()
 
     @app.job(schema=Order, name="polls")
     def polls(payload: Order, ctx: JobContext) -> None:
+        running.set()
         deadline = time.monotonic() + 10
         while not ctx.cancelled and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -214,7 +216,7 @@ async def test_cancelling_a_running_sync_job_abandons_its_thread() -> None:
     with anyio.fail_after(20):
         async with app, app.worker(**options()) as worker:
             handle = await polls.enqueue(Order("o-1", 1))
-            await started.all.wait()
+            assert await anyio.to_thread.run_sync(running.wait, 10)
             await handle.cancel()
             with pytest.raises(JobCancelled):
                 await handle.result(timeout=10)
@@ -222,13 +224,25 @@ async def test_cancelling_a_running_sync_job_abandons_its_thread() -> None:
     assert worker.offload.threads.abandoned == 1
 
 
+class Watched(MemoryBackend):
+    """A memory store that tells when a job first reports progress."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reported = anyio.Event()
+
+    async def progress(self, lease: Lease, value: float) -> bool:
+        self.reported.set()
+        return await super().progress(lease, value)
+
+
 async def test_cancelling_a_running_process_job_kills_its_child() -> None:
-    started = Started(1)
-    app = app_with(MemoryBackend(), "slow", started=started)
+    backend = Watched()
+    app = app_with(backend, "reports")
     with anyio.fail_after(20):
         async with app, app.worker(**options()) as worker:
-            handle = await jobs.slow.enqueue(jobs.Work(1, spin=60))
-            await started.all.wait()
+            handle = await jobs.reports.enqueue(jobs.Work(1, spin=60))
+            await backend.reported.wait()  # the child runs it
             await handle.cancel()
             with pytest.raises(JobCancelled):
                 await handle.result(timeout=10)
