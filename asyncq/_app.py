@@ -52,16 +52,20 @@ UNKNOWN_JOB_GRACE = 600.0
 class JobDecorator(Generic[T]):
     """What ``@app.job(schema=T, ...)`` returns; applied to a function, registers a ``Handler``."""
 
-    def __init__(
-        self, register: Callable[[Callable[..., Awaitable[Any]]], Handler[T, Any]]
-    ) -> None:
+    def __init__(self, register: Callable[[Callable[..., Any]], Handler[T, Any]]) -> None:
         self._register = register
 
+    # An async function's result is what it returns once awaited; a plain
+    # function's (run in a thread) is what it returns.
     @overload
     def __call__(self, fn: Callable[[T, JobContext], Awaitable[R]], /) -> Handler[T, R]: ...
     @overload
     def __call__(self, fn: Callable[[T], Awaitable[R]], /) -> Handler[T, R]: ...
-    def __call__(self, fn: Callable[..., Awaitable[Any]], /) -> Handler[T, Any]:
+    @overload
+    def __call__(self, fn: Callable[[T, JobContext], R], /) -> Handler[T, R]: ...
+    @overload
+    def __call__(self, fn: Callable[[T], R], /) -> Handler[T, R]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Handler[T, Any]:
         return self._register(fn)
 
 
@@ -166,12 +170,17 @@ class App:
         fatal_on: tuple[type[BaseException], ...] = (),
         priority: int = 0,
         result_ttl: float | timedelta | None = 86_400.0,
+        process: bool = False,
     ) -> JobDecorator[T]:
-        """Register an async function as a job taking a ``schema`` payload.
+        """Register a function as a job taking a ``schema`` payload.
 
         The function takes ``(payload)`` or ``(payload, ctx: JobContext)``; its
-        return annotation types the result. The name defaults to
-        ``module.function``: it is the wire contract between producers and
+        return annotation types the result. An ``async def`` runs on the
+        worker's event loop; a plain ``def`` runs in a thread of the worker's
+        pool (``threads``); with ``process=True`` either runs in a child process
+        of the worker's pool (``processes``): see ``docs/handlers.md``.
+
+        The name defaults to ``module.function``: it is the wire contract between producers and
         workers, so keep it stable (pass ``name=`` before renaming code).
 
         Args:
@@ -189,13 +198,17 @@ class App:
                 run`` exits 3). See ``classify`` for the order of the rules.
             priority: larger runs first.
             result_ttl: how long results (and idempotency keys) are kept; ``None`` for ever.
+            process: run it in a child process (CPU-bound work). The function
+                must be importable by its module and qualified name (defined at
+                the top level of a module, or of the script run as ``__main__``).
 
         Raises:
             ConfigurationError: a job with this name exists, an option is
-                invalid, or the name or queue breaks the rules for names.
+                invalid, the name or queue breaks the rules for names, or a
+                process handler cannot be imported by name.
         """
 
-        def register(fn: Callable[..., Awaitable[Any]]) -> Handler[T, Any]:
+        def register(fn: Callable[..., Any]) -> Handler[T, Any]:
             policy = retry or RetryPolicy()
             if retry_on is not None or dead_on or fatal_on:
                 policy = policy.classify(
@@ -213,7 +226,7 @@ class App:
             )
             job_name = name or f"{fn.__module__}.{fn.__qualname__}"
             handler: Handler[T, Any] = Handler(
-                self, job_name, schema, fn, options, result_type=return_type(fn)
+                self, job_name, schema, fn, options, result_type=return_type(fn), process=process
             )
             self.include(handler)
             return handler

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import click
@@ -23,9 +24,10 @@ from ._base import (
     leaves,
     load_app,
 )
+from ._render import printable
 
 if TYPE_CHECKING:
-    from .._worker import FatalFailure
+    from .._worker import FatalFailure, Worker
     from .._worker_types import WorkerOptions
 
 __all__ = ["run"]
@@ -47,6 +49,22 @@ log = logging.getLogger("asyncq.worker")
     "--prefetch",
     type=click.IntRange(min=0),
     help="Jobs claimed ahead of free slots [default: a quarter of --concurrency].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Sync (def) handlers running at once, each in a thread [default: min(32, CPUs + 4)].",
+)
+@click.option(
+    "--handler-processes",
+    type=click.IntRange(min=1),
+    help="Child processes of this worker for process=True handlers [default: one per CPU].",
+)
+@click.option(
+    "--warn-blocking",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Development: warn when an async handler blocks the event loop this long.",
 )
 @click.option("-q", "--queues", help="Comma-separated queues to work (default: the app's).")
 @click.option(
@@ -89,6 +107,9 @@ def run(
     app_path: str,
     concurrency: int,
     prefetch: int | None,
+    threads: int | None,
+    handler_processes: int | None,
+    warn_blocking: float | None,
     queues: str | None,
     lease: float,
     shutdown_timeout: float,
@@ -116,10 +137,17 @@ def run(
     }
     if prefetch is not None:
         options["prefetch"] = prefetch
+    if threads is not None:
+        options["threads"] = threads
+    if handler_processes is not None:
+        options["processes"] = handler_processes
+    if warn_blocking is not None:
+        options["warn_blocking"] = warn_blocking
     if queues:
         options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
     health = None if health_port is None else HealthServer(health_host, health_port)
     fatal: list[FatalFailure] = []
+    workers: list[Worker] = []
 
     async def serve() -> None:
         try:
@@ -132,6 +160,7 @@ def run(
                     raise CommandError(msg) from exc
                 options["services"] = [health.serve]
             worker = await app.run_worker(**options)
+            workers.append(worker)
             if worker.fatal is not None:
                 fatal.append(worker.fatal)
         finally:
@@ -154,8 +183,29 @@ def run(
         if not all(isinstance(leaf, AsyncqError | CommandError) for leaf in found):
             log.error("the worker stopped on an unexpected error", exc_info=exc)
         raise
+    if workers and (stuck := workers[0].offload.threads.abandoned_running):
+        exit_now(
+            stuck,
+            EXIT_FATAL if fatal else 0,
+            f"the worker stopped on a {fatal[0]}" if fatal else None,
+        )
     if fatal:
         fail(f"the worker stopped on a {fatal[0]}", code=EXIT_FATAL)
+
+
+def exit_now(threads: int, code: int, error: str | None) -> NoReturn:
+    """Exit without waiting for abandoned threads of sync handlers, which cannot be stopped.
+
+    Their jobs were settled or handed back already; only the threads remain,
+    and the interpreter would wait for them to return before it exits.
+    """
+    log.warning("exiting with %d abandoned sync handler thread(s) still running", threads)
+    if error is not None:
+        click.echo(f"Error: {printable(error)}", err=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def loop_options(loop: str) -> dict[str, Any]:
