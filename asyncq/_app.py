@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ._worker import Worker
     from ._worker_types import Service, WorkerOptions
     from .admin import Admin
+    from .sync import SyncApp
 
 __all__ = ["App"]
 
@@ -141,6 +142,7 @@ class App:
         #: cron schedules by name (``@app.cron``); every worker keeps them enqueued
         self.cron_schedules: dict[str, CronSchedule] = {}
         self._admin: Admin | None = None
+        self._sync: SyncApp | None = None
         self._backend_spec: str | Backend | None = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
         self._loops = self._loop_backends()
@@ -385,6 +387,15 @@ class App:
 
             self._admin = Admin(self)
         return self._admin
+
+    @property
+    def sync(self) -> SyncApp:
+        """Blocking producer calls for code without an event loop (``asyncq.sync.SyncApp``)."""
+        if self._sync is None:
+            from .sync import SyncApp
+
+            self._sync = SyncApp(self)
+        return self._sync
 
     def get_job(self, job_id: str) -> JobHandle[Any]:
         """A handle for a stored job id, from any process; its result decodes to builtins."""
