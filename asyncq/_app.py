@@ -47,6 +47,11 @@ log = logging.getLogger("asyncq")
 
 Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
 
+#: Called before an app falls back to ``DEFAULT_URL`` (no ``backend=``, no
+#: ``ASYNCQ_BACKEND``); it may raise. The pytest plugin sets it, so that a test
+#: which forgot to isolate fails rather than writing ``./asyncq.db``.
+default_guard: Callable[[App], None] | None = None
+
 #: How long a job whose name no worker knows is handed back before it is dead (10 min).
 UNKNOWN_JOB_GRACE = 600.0
 
@@ -423,6 +428,8 @@ class App:
         """The app's own backend, made from the configured URL on first use."""
         if self._backend is None:
             url = self._url()
+            if url is None and default_guard is not None:
+                default_guard(self)
             if url is None:
                 log.info(
                     "app %r: no backend given (backend= or ASYNCQ_BACKEND); using %s in %s",

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -146,3 +150,23 @@ def test_an_instance_is_refused_in_a_second_loop_at_once(tmp_path: Path) -> None
 
     assert asyncio.run(again()).startswith("sqlite")
     assert app.backend is instance
+
+
+def test_pytest_asyncio_function_scoped_loops(store_url_any: str, tmp_path: Path) -> None:
+    pytest.importorskip("pytest_asyncio")
+    root = Path(__file__).resolve().parent.parent
+    shutil.copy(root / "tests" / "plugin_samples" / "sample_loops.py", tmp_path / "test_s.py")
+    (tmp_path / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+        "SAMPLE_URL": store_url_any,
+    }
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "pytest_asyncio.plugin"]
+    command += ["-o", "asyncio_default_fixture_loop_scope=function"]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
