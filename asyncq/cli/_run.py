@@ -12,6 +12,7 @@ import click
 
 from .._health import HealthServer
 from .._logging import configure_logging
+from .._metrics import install as install_metrics
 from ..exceptions import AsyncqError, ConfigurationError
 from ._base import (
     EXIT_FATAL,
@@ -85,6 +86,12 @@ log = logging.getLogger("asyncq.worker")
     show_default=True,
     help="Address the health probes listen on.",
 )
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Also serve GET /metrics (Prometheus text format) on the health port "
+    "(pip install 'asyncq[prometheus]').",
+)
 def run(
     app_path: str,
     concurrency: int,
@@ -99,6 +106,7 @@ def run(
     loop: str,
     health_port: int | None,
     health_host: str,
+    metrics: bool,
 ) -> None:
     """Run a worker for MODULE:APP until SIGTERM/SIGINT (a second signal stops at once).
 
@@ -118,7 +126,14 @@ def run(
         options["prefetch"] = prefetch
     if queues:
         options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
-    health = None if health_port is None else HealthServer(health_host, health_port)
+    exposition = None
+    if metrics:
+        if health_port is None:
+            raise click.UsageError("--metrics is served on the health port: add --health-port P")
+        exposition = install_metrics()
+    health = None
+    if health_port is not None:
+        health = HealthServer(health_host, health_port, metrics=exposition)
     fatal: list[FatalFailure] = []
 
     async def serve() -> None:
