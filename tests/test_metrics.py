@@ -153,5 +153,6 @@ def test_the_grafana_dashboard_uses_metrics_that_exist() -> None:
         "asyncq_queue_depth",
     }
     assert used == exposed
-    labels = {m for e in exprs for m in re.findall(r"\b(asyncq_job_[a-z]+|messaging_[a-z_]+)\b(?!\{)", e)}
+    label = re.compile(r"\b(asyncq_job_[a-z]+|messaging_[a-z_]+)\b(?!\{)")
+    labels = {m for e in exprs for m in label.findall(e)}
     assert labels <= {"asyncq_job_outcome", "asyncq_job_state", "messaging_destination_name"}
