@@ -51,6 +51,8 @@ class _Slot:
     """A loop's backend: opened once, closed by ``app.close()`` or with the loop."""
 
     backend: Backend
+    #: the in-process store, shared with other loops: closed by the last one
+    shared: bool = False
     lock: anyio.Lock | None = None
     opened: bool = False
     closed: bool = False
@@ -118,7 +120,7 @@ class LoopBackends:
         """A slot for a new loop (under the guard): the home backend if free, else a fresh one."""
         home = self._home()
         if self._shared(home):
-            return _Slot(home)
+            return _Slot(home, shared=True)
         busy = self._home_slot
         if busy is None or busy.closed:
             slot = self._home_slot = _Slot(home)
@@ -146,7 +148,7 @@ class LoopBackends:
                 await slot.backend.open()
                 slot.opened = True
                 if loop is not _NO_LOOP:
-                    slot.closer = _close_with_loop(slot)
+                    slot.closer = _close_with_loop(self, slot)
                     await slot.closer.asend(None)
         return slot.backend
 
@@ -161,22 +163,30 @@ class LoopBackends:
         closer, slot.closer = slot.closer, None
         if closer is not None:
             await closer.aclose()
-        if slot.opened:
+        if slot.opened and self.last_holder(slot):
             await slot.backend.close()
 
-    def forget(self) -> None:
-        """Drop every slot (the backend is being replaced; none is open)."""
+    def last_holder(self, slot: _Slot) -> bool:
+        """Whether no other loop holds ``slot``'s backend open (always, unless it is shared)."""
+        if not slot.shared:
+            return True
         with self._guard:
-            self._slots.clear()
-            self._home_slot = None
+            return not any(
+                other is not slot
+                and other.backend is slot.backend
+                and other.opened
+                and not other.closed
+                for other in self._slots.values()
+            )
 
 
-async def _close_with_loop(slot: _Slot) -> AsyncGenerator[None, None]:
+async def _close_with_loop(owner: LoopBackends, slot: _Slot) -> AsyncGenerator[None, None]:
     """Suspended until the loop shuts its async generators down; then closes ``slot``."""
     try:
         yield
     finally:
         if not slot.closed:
             slot.closed = True
-            with anyio.CancelScope(shield=True):
-                await slot.backend.close()
+            if owner.last_holder(slot):
+                with anyio.CancelScope(shield=True):
+                    await slot.backend.close()

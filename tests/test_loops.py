@@ -170,3 +170,33 @@ def test_pytest_asyncio_function_scoped_loops(store_url_any: str, tmp_path: Path
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout
+
+
+def test_the_in_process_store_stays_open_while_another_loop_holds_it() -> None:
+    app = make_app("memory://")
+    add = app.handlers["loops.add"]
+    opened, go = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    async def holder() -> None:
+        await app.open()
+        opened.set()
+        await anyio.to_thread.run_sync(go.wait)
+        # The other loop ended meanwhile; the shared store is still open here.
+        seen.append(len(await app.backend.list_jobs()))
+
+    thread = threading.Thread(target=asyncio.run, args=(holder(),))
+    thread.start()
+    try:
+        assert opened.wait(10)
+
+        async def other() -> None:
+            await add.enqueue(Add(1, 2))
+
+        asyncio.run(other())
+        assert not closed(app.backend)
+    finally:
+        go.set()
+        thread.join(10)
+    assert seen == [1]
+    assert closed(app.backend)  # the last loop holding it closed it
