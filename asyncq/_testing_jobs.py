@@ -2,8 +2,8 @@
 
 An app pointed at a fresh in-process store for one test: it records every
 enqueue, asserts on them, runs the jobs until the queues are idle, and
-fast-forwards the store's waiting jobs (delays, retry backoff, the next cron
-tick) without sleeping.
+fast-forwards the store's waiting jobs (delays, retry backoff) and the cron
+schedules without sleeping.
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ class Jobs:
         self.clock = VirtualClock(self.backend)
         self._recorder = _Recorder()
         self._previous: tuple[Any, list[Instrumentation]] | None = None
+        self._created = time.time()
+        self._cron_since: dict[str, float] = {}
 
     def _install(self) -> None:
         app = self.app
@@ -171,8 +173,31 @@ class Jobs:
         """
         from .testing import run_until_idle
 
+        await self._cron_ticks()
         worker = await run_until_idle(self.app, timeout=timeout, concurrency=concurrency)
         return worker.processed
+
+    async def _cron_ticks(self) -> None:
+        """Enqueue, due now, the last tick of each cron schedule the virtual clock passed.
+
+        Like a worker back from a downtime, one run per schedule catches up.
+        Its key is the tick's (``cron:{name}:{tick}``), so the job the
+        worker's schedule service enqueued for that tick is the same job.
+        """
+        if not self.app.cron_schedules:
+            return
+        from datetime import datetime
+
+        virtual = self.clock.now()
+        for schedule in list(self.app.cron_schedules.values()):
+            since = self._cron_since.setdefault(schedule.name, self._created)
+            moment = datetime.fromtimestamp(virtual, schedule.tz)
+            tick = schedule._cron(schedule.expression, moment).get_prev(datetime).timestamp()
+            if tick > since and tick > time.time():
+                key = schedule.key(tick)
+                record = schedule.handler.record(schedule.payload, key=key, queue=schedule.queue)
+                await self.app.enqueue_records([record])
+            self._cron_since[schedule.name] = max(since, tick)
 
     async def run_until_complete(
         self, *, timeout: float = 10.0, max_advance: float = 86_400.0

@@ -59,7 +59,7 @@ def test_the_plugin_under_each_async_plugin(
 ) -> None:
     result = run_sample(tmp_path, mark, *options)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert re.search(r"\b5 passed\b", result.stdout), result.stdout
+    assert re.search(r"\b6 passed\b", result.stdout), result.stdout
     assert not (tmp_path / "asyncq.db").exists()
 
 
