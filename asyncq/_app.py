@@ -469,6 +469,9 @@ class App:
 
         It is closed by ``close()``, or when its event loop shuts down.
         """
+        backend = self._loops.ready()
+        if backend is not None:
+            return backend
         return await self._loops.opened()
 
     async def open(self) -> None:

@@ -92,6 +92,7 @@ class LoopBackends:
         # The slot holding the home backend, until it is closed.
         self._home_slot: _Slot | None = None
         self._guard = threading.Lock()
+        self._last: tuple[weakref.ref[object], _Slot] | None = None
 
     @property
     def any_open(self) -> bool:
@@ -135,11 +136,26 @@ class LoopBackends:
             raise ConfigurationError(msg)
         return _Slot(self._fresh())
 
+    def ready(self) -> Backend | None:
+        """The hot path (every enqueue): the backend of the last call's loop if this is it, open."""
+        last = self._last
+        if last is None:
+            return None
+        try:
+            loop: object = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = _NO_LOOP
+        slot = last[1]
+        if last[0]() is loop and slot.opened and not slot.closed:
+            return slot.backend
+        return None
+
     async def opened(self) -> Backend:
         """This loop's backend, opened on first use, and closed when the loop shuts down."""
         loop = _current_loop()
         slot = self._slot(loop)
-        if slot.opened:
+        if slot.opened and not slot.closed:
+            self._last = (weakref.ref(loop), slot)
             return slot.backend
         if slot.lock is None:
             slot.lock = anyio.Lock()
@@ -147,6 +163,7 @@ class LoopBackends:
             if not slot.opened:
                 await slot.backend.open()
                 slot.opened = True
+                self._last = (weakref.ref(loop), slot)
                 if loop is not _NO_LOOP:
                     slot.closer = _close_with_loop(self, slot)
                     await slot.closer.asend(None)
