@@ -122,10 +122,17 @@ class LoopBackends:
         home = self._home()
         if self._shared(home):
             return _Slot(home, shared=True)
-        busy = self._home_slot
-        if busy is None or busy.closed:
-            slot = self._home_slot = _Slot(home)
-            return slot
+        if self._home_free(None):
+            return _Slot(home)
+        return _Slot(self._another(home))
+
+    def _home_free(self, slot: _Slot | None) -> bool:
+        """Whether no loop but ``slot``'s holds the home backend open (under the guard)."""
+        holder = self._home_slot
+        return holder is None or holder is slot or holder.closed
+
+    def _another(self, home: Backend) -> Backend:
+        """A backend for a loop while the home one is open in another (under the guard)."""
         if self._fresh is None:
             msg = (
                 f"app {self._describe!r}: its backend, given as an instance ({home.url}), is "
@@ -134,7 +141,19 @@ class LoopBackends:
                 "one loop (app.sync runs one in the background)"
             )
             raise ConfigurationError(msg)
-        return _Slot(self._fresh())
+        return self._fresh()
+
+    def _claim(self, slot: _Slot) -> None:
+        """Before ``slot`` opens: take the home backend, or another if a loop holds it open."""
+        if slot.shared:
+            return
+        with self._guard:
+            home = self._home()
+            if slot.backend is home:
+                if self._home_free(slot):
+                    self._home_slot = slot
+                else:
+                    slot.backend = self._another(home)
 
     def ready(self) -> Backend | None:
         """The hot path (every enqueue): the backend of the last call's loop if this is it, open."""
@@ -161,7 +180,14 @@ class LoopBackends:
             slot.lock = anyio.Lock()
         async with slot.lock:
             if not slot.opened:
-                await slot.backend.open()
+                self._claim(slot)
+                try:
+                    await slot.backend.open()
+                except BaseException:
+                    with self._guard:  # a store that did not open holds nothing
+                        if self._home_slot is slot:
+                            self._home_slot = None
+                    raise
                 slot.opened = True
                 self._last = (weakref.ref(loop), slot)
                 if loop is not _NO_LOOP:

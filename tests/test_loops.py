@@ -200,3 +200,28 @@ def test_the_in_process_store_stays_open_while_another_loop_holds_it() -> None:
         thread.join(10)
     assert seen == [1]
     assert closed(app.backend)  # the last loop holding it closed it
+
+
+def test_a_loop_that_only_looked_at_the_instance_does_not_hold_it(tmp_path: Path) -> None:
+    instance = SQLiteBackend(tmp_path / "jobs.db")
+    app = App("loops", backend=instance, telemetry=False)
+    looked, go = threading.Event(), threading.Event()
+
+    async def look() -> None:
+        assert app.backend is instance  # made its slot, opened nothing
+        looked.set()
+        await anyio.to_thread.run_sync(go.wait)
+
+    thread = threading.Thread(target=asyncio.run, args=(look(),))
+    thread.start()
+    try:
+        assert looked.wait(10)
+
+        async def use() -> str:
+            async with app:
+                return (await app.backend_opened()).url
+
+        assert asyncio.run(use()).startswith("sqlite")
+    finally:
+        go.set()
+        thread.join(10)
