@@ -11,6 +11,7 @@ import anyio
 import click
 
 from .._health import HealthServer
+from .._joblog import JobLog
 from .._logging import configure_logging
 from .._metrics import install as install_metrics
 from ..exceptions import AsyncqError, ConfigurationError
@@ -92,6 +93,11 @@ log = logging.getLogger("asyncq.worker")
     help="Also serve GET /metrics (Prometheus text format) on the health port "
     "(pip install 'asyncq[prometheus]').",
 )
+@click.option(
+    "--log-jobs",
+    is_flag=True,
+    help="Log an INFO line per finished attempt, with its duration.",
+)
 def run(
     app_path: str,
     concurrency: int,
@@ -107,6 +113,7 @@ def run(
     health_port: int | None,
     health_host: str,
     metrics: bool,
+    log_jobs: bool,
 ) -> None:
     """Run a worker for MODULE:APP until SIGTERM/SIGINT (a second signal stops at once).
 
@@ -116,6 +123,8 @@ def run(
     app = load_app(app_path)
     if backend:
         app.use_backend(backend)
+    if log_jobs:
+        app.instrumentation.append(JobLog())
     options: WorkerOptions = {
         "concurrency": concurrency,
         "lease": lease,
