@@ -84,3 +84,18 @@ def test_a_sample_failure_fails(tmp_path: Path) -> None:
 def test_registered_as_a_pytest11_entry_point() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["project"]["entry-points"]["pytest11"] == {"asyncq": "asyncq.pytest_plugin"}
+
+
+def test_the_fastapi_page_test_passes(tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    shutil.copy(ROOT / "tests" / "plugin_samples" / "sample_fastapi.py", tmp_path / "test_api.py")
+    (tmp_path / "pytest.ini").write_text(INI)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env["ASYNCQ_INLINE_WORKER"] = "0"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "asyncq.pytest_plugin"]
+    command += ["-p", "pytest_asyncio.plugin", "-o", "asyncio_mode=auto", *LOOP_SCOPE]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b1 passed\b", result.stdout), result.stdout
