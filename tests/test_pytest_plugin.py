@@ -99,3 +99,18 @@ def test_the_fastapi_page_test_passes(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b1 passed\b", result.stdout), result.stdout
+
+
+def test_sync_tests_under_plain_pytest(tmp_path: Path) -> None:
+    shutil.copy(
+        ROOT / "tests" / "plugin_samples" / "sample_sync.py", tmp_path / "test_sync_view.py"
+    )
+    (tmp_path / "pytest.ini").write_text(INI)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    env.pop("ASYNCQ_BACKEND", None)
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "asyncq.pytest_plugin"]
+    result = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b2 passed\b", result.stdout), result.stdout
