@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from msgspec.structs import replace
@@ -220,6 +221,16 @@ class Jobs:
                 msg = f"jobs still wait after {max_advance:g} virtual seconds"
                 raise AssertionError(msg)
             self.clock.advance(wait)
+
+    def run_until_idle_sync(self, *, timeout: float = 10.0, concurrency: int = 10) -> int:
+        """``run_until_idle`` for a sync test: on the app's background loop (``app.sync``)."""
+        return self.app.sync.call(
+            partial(self.run_until_idle, timeout=timeout, concurrency=concurrency)
+        )
+
+    def run_until_complete_sync(self, *, timeout: float = 10.0) -> int:
+        """``run_until_complete`` for a sync test: on the app's background loop (``app.sync``)."""
+        return self.app.sync.call(partial(self.run_until_complete, timeout=timeout))
 
     async def state(self, record: JobRecord | str) -> JobState:
         """The state of a job now."""

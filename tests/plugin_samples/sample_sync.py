@@ -37,6 +37,8 @@ def test_a_sync_view_enqueues(jobs) -> None:
     assert signup_view("a@x") == job_id  # the key: once
     jobs.assert_enqueued(welcome, payload=Signup("a@x"), count=1)
     assert app.sync.get_job(job_id).info().state is JobState.QUEUED
+    assert jobs.run_until_idle_sync() == 1
+    assert app.sync.get_job(job_id, welcome).result(timeout=5) == "welcome a@x"
 
 
 def test_each_sync_test_has_a_fresh_store(jobs) -> None:
