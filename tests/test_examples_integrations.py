@@ -21,7 +21,7 @@ pytestmark = pytest.mark.anyio
 async def test_fastapi_service() -> None:
     pytest.importorskip("fastapi")
     pytest.importorskip("pydantic")
-    import httpx
+    httpx = pytest.importorskip("httpx")
     from examples import fastapi_service as service
 
     transport = httpx.ASGITransport(app=service.api)
