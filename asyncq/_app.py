@@ -19,6 +19,7 @@ from ._cron import DEFAULT_PAYLOAD, add_schedule, run_schedules
 from ._handler import Handler, JobHandle, JobOptions, return_type
 from ._instrumentation import EnqueueNext, Instrumentation
 from ._logging import job_fields
+from ._loops import LoopBackends
 from ._middleware import Middleware
 from ._options import name_problem
 from ._records import JobRecord
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from ._worker import Worker
     from ._worker_types import Service, WorkerOptions
     from .admin import Admin
+    from .sync import SyncApp
 
 __all__ = ["App"]
 
@@ -44,6 +46,11 @@ R = TypeVar("R")
 log = logging.getLogger("asyncq")
 
 Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
+
+#: Called before an app falls back to ``DEFAULT_URL`` (no ``backend=``, no
+#: ``ASYNCQ_BACKEND``); it may raise. The pytest plugin sets it, so that a test
+#: which forgot to isolate fails rather than writing ``./asyncq.db``.
+default_guard: Callable[[App], None] | None = None
 
 #: How long a job whose name no worker knows is handed back before it is dead (10 min).
 UNKNOWN_JOB_GRACE = 600.0
@@ -144,10 +151,10 @@ class App:
         #: cron schedules by name (``@app.cron``); every worker keeps them enqueued
         self.cron_schedules: dict[str, CronSchedule] = {}
         self._admin: Admin | None = None
+        self._sync: SyncApp | None = None
         self._backend_spec: str | Backend | None = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
-        self._opened = False
-        self._open_lock: anyio.Lock | None = None
+        self._loops = self._loop_backends()
         for handler in jobs:
             self.include(handler)
 
@@ -399,6 +406,15 @@ class App:
             self._admin = Admin(self)
         return self._admin
 
+    @property
+    def sync(self) -> SyncApp:
+        """Blocking producer calls for code without an event loop (``asyncq.sync.SyncApp``)."""
+        if self._sync is None:
+            from .sync import SyncApp
+
+            self._sync = SyncApp(self)
+        return self._sync
+
     def get_job(self, job_id: str) -> JobHandle[Any]:
         """A handle for a stored job id, from any process; its result decodes to builtins."""
         from ._codec import Codec
@@ -414,10 +430,19 @@ class App:
 
     @property
     def backend(self) -> Backend:
-        """The backend, made from the configured URL on first use (not yet opened)."""
+        """The backend of the running event loop (not yet opened); outside a loop, the app's own.
+
+        Each event loop gets its own backend, made from the same URL (see
+        ``docs/integrations.md``): the first loop uses the app's own.
+        """
+        return self._loops.current()
+
+    def _home_backend(self) -> Backend:
+        """The app's own backend, made from the configured URL on first use."""
         if self._backend is None:
-            spec = self._backend_spec if isinstance(self._backend_spec, str) else None
-            url = spec or os.environ.get("ASYNCQ_BACKEND")
+            url = self._url()
+            if url is None and default_guard is not None:
+                default_guard(self)
             if url is None:
                 log.info(
                     "app %r: no backend given (backend= or ASYNCQ_BACKEND); using %s in %s",
@@ -428,6 +453,16 @@ class App:
             self._backend = from_url(url or DEFAULT_URL)
         return self._backend
 
+    def _url(self) -> str | None:
+        spec = self._backend_spec if isinstance(self._backend_spec, str) else None
+        return spec or os.environ.get("ASYNCQ_BACKEND")
+
+    def _loop_backends(self) -> LoopBackends:
+        fresh = None
+        if not isinstance(self._backend_spec, Backend):
+            fresh = lambda: from_url(self._url() or DEFAULT_URL)  # noqa: E731
+        return LoopBackends(self.name, self._home_backend, fresh, _is_shared)
+
     @property
     def backend_spec(self) -> str | Backend | None:
         """The backend as configured: a URL, an instance, or ``None`` (environment or default)."""
@@ -435,32 +470,30 @@ class App:
 
     def use_backend(self, backend: str | Backend | None) -> None:
         """Replace the backend (a URL, an instance, or ``None`` for the default). Not while open."""
-        if self._opened:
+        if self._loops.any_open:
             msg = f"app {self.name!r}: cannot change the backend while it is open"
             raise ConfigurationError(msg)
         self._backend_spec = backend
         self._backend = backend if isinstance(backend, Backend) else None
+        self._loops = self._loop_backends()
 
     async def backend_opened(self) -> Backend:
-        """The backend, opened on first use (producers need not enter ``async with app``)."""
-        if not self._opened:
-            if self._open_lock is None:
-                self._open_lock = anyio.Lock()
-            async with self._open_lock:
-                if not self._opened:
-                    await self.backend.open()
-                    self._opened = True
-        return self.backend
+        """This loop's backend, opened on first use (producers need not enter ``async with app``).
+
+        It is closed by ``close()``, or when its event loop shuts down.
+        """
+        backend = self._loops.ready()
+        if backend is not None:
+            return backend
+        return await self._loops.opened()
 
     async def open(self) -> None:
-        """Open the backend now."""
-        await self.backend_opened()
+        """Open this loop's backend now."""
+        await self._loops.opened()
 
     async def close(self) -> None:
-        """Close the backend. Idempotent."""
-        if self._opened and self._backend is not None:
-            self._opened = False
-            await self._backend.close()
+        """Close this loop's backend. Idempotent."""
+        await self._loops.close()
 
     async def __aenter__(self) -> App:
         await self.open()
@@ -543,6 +576,13 @@ class App:
         worker = self.make_worker(**options)
         await worker.run_until_signalled()
         return worker
+
+
+def _is_shared(backend: Backend) -> bool:
+    """The in-process store is one store for every loop of the process."""
+    from .backends.memory import MemoryBackend
+
+    return isinstance(backend, MemoryBackend)
 
 
 def _check_names(name: str, queue: str) -> None:

@@ -365,11 +365,15 @@ def stopped_outcome(running: Running, *, started: bool = True) -> Outcome | None
     return None
 
 
+# Failures the handler chose (``raise Retry``, ``raise Reject``): no stack trace to report.
+_ASKED_KINDS = (ErrorKind.RETRY, ErrorKind.REJECT)
+
+
 def _error(
     job: JobRecord, kind: ErrorKind, message: str, exc: BaseException | None = None
 ) -> ErrorInfo:
     tb = None
-    if exc is not None and kind not in (ErrorKind.RETRY, ErrorKind.REJECT):
+    if exc is not None and kind not in _ASKED_KINDS:
         tb = "".join(traceback.format_exception(exc))[-_TRACEBACK_LIMIT:]
     return ErrorInfo(
         kind=kind,
@@ -409,7 +413,16 @@ def _failure(
     )
     if final or kind in _FINAL_KINDS or attempts >= job.max_attempts:
         reason = info.one_line() or kind.value
-        log.error("%s is dead: %s", where, reason, extra=job_fields(job, JobState.DEAD.value))
+        # The exception rides along (Sentry's logging integration and the like
+        # take its stack trace), unless the job asked for its fate (Reject).
+        traced = exc if exc is not None and kind not in _ASKED_KINDS else None
+        log.error(
+            "%s is dead: %s",
+            where,
+            reason,
+            exc_info=traced,
+            extra=job_fields(job, JobState.DEAD.value),
+        )
         return Outcome(job_id=job.id, token=lease.token, state=JobState.DEAD, error=info)
     wait = policy.delay(attempts) if delay is None else delay
     log.warning(

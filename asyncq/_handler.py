@@ -27,6 +27,7 @@ from ._options import (
     EnqueueOptions,
     ItemArgs,
 )
+from ._pydantic import codec_for
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
 from .backends.base import stored_as_given
@@ -107,8 +108,8 @@ class Handler(Generic[T, R]):
         self.schema = schema
         self.fn = fn
         self.options = options
-        self.payload_codec: Codec[T] = Codec(schema, name)
-        self.result_codec: Codec[R] = Codec(result_type, name)
+        self.payload_codec: Codec[T] = codec_for(schema, name)
+        self.result_codec: Codec[R] = codec_for(result_type, name)
         self.takes_context = fn is not None and _takes_context(fn, name)
         #: a plain ``def``: it runs in a thread of the worker's pool
         self.sync = fn is not None and not inspect.iscoroutinefunction(fn)

@@ -568,6 +568,16 @@ def _histogram(meter: metrics.Meter, name: str, description: str) -> metrics.His
 _default: Telemetry | None = None
 
 
+def recheck_providers() -> None:
+    """Have the shared ``Telemetry`` look at the global providers at its next use.
+
+    It checks them at most once a second until both record; after setting one
+    (``asyncq run --metrics``), this makes the very next job count.
+    """
+    if _default is not None:
+        _default._recheck_at = 0.0
+
+
 def default_telemetry() -> Telemetry:
     """The process-wide ``Telemetry`` on the global providers, shared by apps that do not pass one.
 

@@ -390,7 +390,7 @@ class Admin:
         """
         handler = self.handler(name)
         try:
-            value = msgspec.json.decode(document, type=handler.schema)
+            value = msgspec.json.decode(document, type=handler.payload_codec.json_type)
         except msgspec.ValidationError as exc:
             raise ValidationError(handler.name, str(exc)) from exc
         except msgspec.DecodeError as exc:

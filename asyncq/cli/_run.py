@@ -12,7 +12,9 @@ import anyio
 import click
 
 from .._health import HealthServer
+from .._joblog import JobLog
 from .._logging import configure_logging
+from .._metrics import install as install_metrics
 from ..exceptions import AsyncqError, ConfigurationError
 from ._base import (
     EXIT_FATAL,
@@ -103,6 +105,17 @@ log = logging.getLogger("asyncq.worker")
     show_default=True,
     help="Address the health probes listen on.",
 )
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Also serve GET /metrics (Prometheus text format) on the health port "
+    "(pip install 'asyncq[prometheus]').",
+)
+@click.option(
+    "--log-jobs",
+    is_flag=True,
+    help="Log an INFO line per finished attempt, with its duration.",
+)
 def run(
     app_path: str,
     concurrency: int,
@@ -120,6 +133,8 @@ def run(
     loop: str,
     health_port: int | None,
     health_host: str,
+    metrics: bool,
+    log_jobs: bool,
 ) -> None:
     """Run a worker for MODULE:APP until SIGTERM/SIGINT (a second signal stops at once).
 
@@ -129,6 +144,8 @@ def run(
     app = load_app(app_path)
     if backend:
         app.use_backend(backend)
+    if log_jobs:
+        app.instrumentation.append(JobLog())
     options: WorkerOptions = {
         "concurrency": concurrency,
         "lease": lease,
@@ -145,7 +162,14 @@ def run(
         options["warn_blocking"] = warn_blocking
     if queues:
         options["queues"] = [q.strip() for q in queues.split(",") if q.strip()]
-    health = None if health_port is None else HealthServer(health_host, health_port)
+    exposition = None
+    if metrics:
+        if health_port is None:
+            raise click.UsageError("--metrics is served on the health port: add --health-port P")
+        exposition = install_metrics()
+    health = None
+    if health_port is not None:
+        health = HealthServer(health_host, health_port, metrics=exposition)
     fatal: list[FatalFailure] = []
     workers: list[Worker] = []
 
