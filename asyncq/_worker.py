@@ -197,6 +197,8 @@ class Worker:
         self._dispatch = Dispatch()
         # Sync and process handlers: the pools, closed with the worker.
         self.offload = Offload.of(threads, processes)
+        if app.telemetry is not None:
+            app.telemetry.watch_offload(self.offload)
         self.blocking = None if warn_blocking is None else BlockingDetector(app, warn_blocking)
         self._slot_freed = anyio.Event()
         self._first_claim = anyio.Event()

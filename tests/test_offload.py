@@ -18,6 +18,7 @@ import msgspec
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -121,7 +122,9 @@ async def test_sync_handler_completes_with_a_typed_result(backend: Backend) -> N
 async def test_sync_handler_past_its_timeout_is_retried_and_its_thread_reported(
     backend: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = App("offload", backend=backend)
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(meter_provider=MeterProvider(metric_readers=[reader]))
+    app = App("offload", backend=backend, telemetry=telemetry)
     saw_cancel = threading.Event()
 
     @app.job(schema=Order, name="slow_sync", queue="mail", timeout=0.3, max_attempts=2)
@@ -142,6 +145,7 @@ async def test_sync_handler_past_its_timeout_is_retried_and_its_thread_reported(
             assert await handle.result(timeout=15) == 2
             assert await anyio.to_thread.run_sync(saw_cancel.wait, 5)
             assert worker.offload.threads.abandoned == 1
+            assert _metric(reader, "asyncq.worker.threads.abandoned") == 1
         info = await handle.info()
     assert info.state is JobState.COMPLETED
     assert [e.kind for e in info.errors] == ["timeout"]
@@ -426,3 +430,17 @@ async def test_sync_and_process_jobs_have_their_consumer_span() -> None:
     assert (mail.attributes or {})["asyncq.job.outcome"] == "completed"
     assert (default.attributes or {})["asyncq.job.name"] == "crunch"
     assert (default.attributes or {})["asyncq.job.outcome"] == "completed"
+
+
+def _metric(reader: InMemoryMetricReader, name: str) -> float:
+    """The one data point's value of metric ``name`` that ``reader`` collects now."""
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    [point] = metric.data.data_points
+                    return point.value  # type: ignore[union-attr]
+    msg = f"no metric {name!r}"
+    raise AssertionError(msg)
