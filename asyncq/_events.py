@@ -30,7 +30,11 @@ __all__ = [
     "decode_event",
     "encode_event",
     "enqueued_event",
+    "job_event",
+    "log_events",
     "outcome_event",
+    "recovered_event",
+    "settled_event",
     "started_event",
 ]
 
@@ -164,21 +168,59 @@ def started_event(job: JobRecord, now: float) -> JobEvent:
 
 def outcome_event(job: JobRecord, outcome: Outcome, now: float) -> JobEvent | None:
     """The event of a settled attempt (``job`` as it was, active); ``None`` for a hand-back."""
+    return settled_event(
+        job.id, job.name, job.queue, job.attempts, job.worker, job.started_at, outcome, now
+    )
+
+
+def settled_event(
+    job_id: str,
+    name: str,
+    queue: str,
+    attempt: int,
+    worker: str | None,
+    started_at: float | None,
+    outcome: Outcome,
+    now: float,
+) -> JobEvent | None:
+    """``outcome_event`` from the job's columns, for stores that read no whole record."""
     state = outcome.state
-    common: dict[str, Any] = {"attempt": job.attempts, "worker": job.worker}
     if state is JobState.COMPLETED:
-        started = job.started_at if job.started_at is not None else now
-        kind, common["duration"] = EventKind.COMPLETED, max(0.0, now - started)
-    elif state is JobState.FAILED:
+        duration = max(0.0, now - (started_at if started_at is not None else now))
+        kind = EventKind.COMPLETED
+        return JobEvent(
+            "", kind, job_id, name, queue, now, attempt=attempt, worker=worker, duration=duration
+        )
+    if state is JobState.FAILED:
         due = outcome.retry_at if outcome.retry_at is not None else now
-        kind, common["error"], common["due"] = EventKind.RETRYING, outcome.error, due
-    elif state is JobState.DEAD:
-        kind, common["error"] = EventKind.DEAD, outcome.error
-    elif state is JobState.CANCELLED:
-        kind, common["error"], common["by"] = EventKind.CANCELLED, outcome.error, "worker"
-    else:  # QUEUED: handed back untouched; no event
-        return None
-    return JobEvent("", kind, job.id, job.name, job.queue, now, **common)
+        return JobEvent(
+            "",
+            EventKind.RETRYING,
+            job_id,
+            name,
+            queue,
+            now,
+            attempt=attempt,
+            worker=worker,
+            error=outcome.error,
+            due=due,
+        )
+    if state is JobState.DEAD or state is JobState.CANCELLED:
+        kind = EventKind.DEAD if state is JobState.DEAD else EventKind.CANCELLED
+        by = None if state is JobState.DEAD else "worker"
+        return JobEvent(
+            "",
+            kind,
+            job_id,
+            name,
+            queue,
+            now,
+            attempt=attempt,
+            worker=worker,
+            error=outcome.error,
+            by=by,
+        )
+    return None  # QUEUED: handed back untouched; no event
 
 
 def job_event(job: JobRecord, kind: EventKind, now: float, **fields: Any) -> JobEvent:
