@@ -57,7 +57,7 @@ OFFERED: dict[str, frozenset[Capability[Any]]] = {
 # Every store pushes cancels (SQLite across processes by polling).
 OFFERED = {kind: offered | {PUSHES_CANCEL} for kind, offered in OFFERED.items()}
 # The job event stream, store by store as each writes it.
-EVENTS_OFFERED = frozenset({"memory", "sqlite"})
+EVENTS_OFFERED = frozenset({"memory", "sqlite", "postgres"})
 OFFERED = {
     kind: offered | ({EVENTS} if kind in EVENTS_OFFERED else set())
     for kind, offered in OFFERED.items()
