@@ -56,12 +56,8 @@ OFFERED: dict[str, frozenset[Capability[Any]]] = {
 }
 # Every store pushes cancels (SQLite across processes by polling).
 OFFERED = {kind: offered | {PUSHES_CANCEL} for kind, offered in OFFERED.items()}
-# The job event stream, store by store as each writes it.
-EVENTS_OFFERED = frozenset({"memory", "sqlite", "postgres"})
-OFFERED = {
-    kind: offered | ({EVENTS} if kind in EVENTS_OFFERED else set())
-    for kind, offered in OFFERED.items()
-}
+# Every store writes the job event stream.
+OFFERED = {kind: offered | {EVENTS} for kind, offered in OFFERED.items()}
 
 
 async def test_each_store_offers_what_it_implements(backend: Backend, backend_kind: str) -> None:
