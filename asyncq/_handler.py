@@ -15,6 +15,7 @@ from msgspec.structs import replace
 
 from ._codec import Codec
 from ._context import JobContext, _current
+from ._events import JobEvent
 from ._instrumentation import request_ended, request_started
 from ._options import (
     NO_OPTIONS,
@@ -26,6 +27,7 @@ from ._options import (
 )
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
+from ._subscribe import job_history
 from .backends.base import stored_as_given
 from .exceptions import (
     BackendError,
@@ -366,6 +368,15 @@ class JobHandle(Generic[R]):
         if job is None:
             raise JobNotFound(self.id)
         return job
+
+    async def history(self) -> list[JobEvent]:
+        """What happened to the job, in order: its events the store still keeps.
+
+        Empty when the store writes no events (``App(events=False)``), or has
+        pruned them (``Retention.events``); a removed job keeps its history
+        until then.
+        """
+        return await job_history(await self._app.backend_opened(), self.id)
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait until the job finishes and return its result.

@@ -710,8 +710,9 @@ class HasEvents(Protocol):
         """The events of one job still kept, in order (``[]`` for an unknown job)."""
         ...
 
-    async def latest_event_id(self, queues: Sequence[str] | None) -> str | None:
-        """An id to read after for the events from now on (``None``: from the start)."""
+    async def latest_event_id(self, queues: Sequence[str] | None) -> str:
+        """An id to read after for the events from now on (a reader after it is told
+        of events pruned since, which one from the start, ``after=None``, is not)."""
         ...
 
 

@@ -640,8 +640,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     async def job_events(self, job_id: str) -> list[JobEvent]:
         return self._log.of_job(job_id)
 
-    async def latest_event_id(self, queues: Sequence[str] | None) -> str | None:
-        return str(self._log.last) if self._log.last else None
+    async def latest_event_id(self, queues: Sequence[str] | None) -> str:
+        return str(self._log.last)
 
 
 if TYPE_CHECKING:

@@ -202,9 +202,9 @@ class EventStream:
         rows = await self._transport.fetch(self._event_sql.job, job_id)
         return [_event(row[0], row[1]) for row in rows]
 
-    async def latest_event_id(self, queues: Sequence[str] | None) -> str | None:
+    async def latest_event_id(self, queues: Sequence[str] | None) -> str:
         latest = await self._transport.fetchval(self._event_sql.latest)
-        return None if latest is None else str(latest)
+        return str(latest or 0)
 
     async def _prune_events(self, conn: Any) -> None:
         """Delete the events the retention says are old, in bounded batches."""

@@ -240,7 +240,7 @@ class EventStream:
         return out
 
     @mapped
-    async def latest_event_id(self, queues: Sequence[str] | None) -> str | None:
+    async def latest_event_id(self, queues: Sequence[str] | None) -> str:
         # Before every entry of this millisecond on: a later one sorts after it.
         return f"{await self._server_ms()}-0:"
 

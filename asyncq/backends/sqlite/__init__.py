@@ -546,7 +546,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
     async def job_events(self, job_id: str) -> list[JobEvent]:
         return await self._run(False, events.job_events, job_id)
 
-    async def latest_event_id(self, queues: Sequence[str] | None) -> str | None:
+    async def latest_event_id(self, queues: Sequence[str] | None) -> str:
         return await self._run(False, events.latest)
 
     capabilities: frozenset[Capability[Any]] = frozenset(

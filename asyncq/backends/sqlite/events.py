@@ -99,10 +99,10 @@ def job_events(conn: sqlite3.Connection, now: float, job_id: str) -> list[JobEve
     return [decode_event(body, str(number)) for number, body in rows]
 
 
-def latest(conn: sqlite3.Connection, now: float) -> str | None:
-    """The id of the last event written (``prune`` keeps it), or ``None``."""
+def latest(conn: sqlite3.Connection, now: float) -> str:
+    """The id of the last event written (``prune`` keeps it), ``"0"`` before any."""
     (number,) = conn.execute("SELECT max(id) FROM asyncq_events").fetchone()
-    return None if number is None else str(number)
+    return str(number or 0)
 
 
 def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention) -> int:
