@@ -80,6 +80,8 @@ def _since(text: str | None) -> str | float | None:
     """``--since``: a duration ago (``10m``), a time (ISO 8601), or an event id."""
     if text is None:
         return None
+    if text.isdigit():
+        return text  # a bare number is an event id (a duration takes a unit)
     try:
         return time.time() - parse_duration(text)
     except ValueError:
@@ -114,7 +116,7 @@ def _show(item: JobEvent | EventsLost, as_json: bool) -> None:
 @click.option(
     "--since",
     metavar="ID|TIME",
-    help="After this event id, or from a time: 10m (ago) or ISO 8601."
+    help="After this event id, or from a time: 10m, 2h (ago) or ISO 8601."
     " Default: every event kept, or with --follow from now.",
 )
 @click.option(
