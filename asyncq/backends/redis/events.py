@@ -18,6 +18,7 @@ when its id falls inside one).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -70,37 +71,54 @@ def _entry(entry_id: bytes) -> tuple[int, int]:
 
 
 def _number(raw: bytes | None) -> float | None:
-    return None if not raw else float(raw)
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:  # an attempt count no script wrote
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _text(raw: bytes | None) -> str | None:
+    # A job's hash may hold bytes no script wrote (its name): shown, not fatal.
+    return None if not raw else raw.decode(errors="replace")
+
+
+def _decoded(raw: bytes | None, decode: Callable[[bytes], Any]) -> Any:
+    if not raw:
+        return None
+    try:
+        return decode(raw)
+    except msgspec.DecodeError:
+        return None
 
 
 def _event(queue: str, entry_id: bytes, fields: dict[bytes, bytes]) -> JobEvent:
     """The event of one stream entry (the fields the scripts write, see ``scripts``)."""
     get = fields.get
-    kind = EventKind(get(b"k", b"").decode())
-    attempt = get(b"a")
-    error, detail = get(b"e"), get(b"pd")
+    attempt = _number(get(b"a"))
     event = JobEvent(
         f"{entry_id.decode()}:{queue}",
-        kind,
-        get(b"j", b"").decode(),
-        get(b"n", b"").decode(),
+        EventKind(get(b"k", b"").decode()),
+        _text(get(b"j")) or "",
+        _text(get(b"n")) or "",
         queue,
         float(get(b"at", b"0")),
-        attempt=int(float(attempt)) if attempt else None,
-        worker=get(b"w", b"").decode() or None,
-        error=_error(error) if error else None,
+        attempt=None if attempt is None else int(attempt),
+        worker=_text(get(b"w")),
+        error=_decoded(get(b"e"), _error),
         due=_number(get(b"due")),
         progress=_number(get(b"pr")),
-        detail=_json(detail) if detail else None,
+        detail=_decoded(get(b"pd"), _json),
         duration=_number(get(b"dur")),
-        by=get(b"by", b"").decode() or None,
+        by=_text(get(b"by")),
     )
     line = get(b"ln")
     if line:
-        try:
-            logged = _line(line)
-        except msgspec.DecodeError:
-            return msgspec.structs.replace(event, message=line.decode(errors="replace"))
+        logged = _decoded(line, _line)
+        if logged is None:
+            return msgspec.structs.replace(event, message=_text(line))
         event = msgspec.structs.replace(
             event, at=logged.at, attempt=logged.attempt, level=logged.level, message=logged.message
         )

@@ -426,9 +426,17 @@ def settle(
             continue
         # the lease is released by this outcome: a second one for it in the batch is stale
         if events:
+            # Raw columns: a row written by hand may hold anything (poison.py).
             _, name, queue, attempts, worker, started_at = current[outcome.job_id]
             event = settled_event(
-                outcome.job_id, name, queue, attempts, worker, started_at, outcome, now
+                outcome.job_id,
+                name if isinstance(name, str) else "<unreadable>",
+                queue if isinstance(queue, str) else "<unreadable>",
+                attempts if type(attempts) is int else 0,
+                worker if isinstance(worker, str) else None,
+                started_at if isinstance(started_at, float) else None,
+                outcome,
+                now,
             )
             if event is not None:
                 written.append(event)
