@@ -105,7 +105,8 @@ class EventPage(msgspec.Struct, frozen=True):
 
     Attributes:
         events: the events after the id asked for, in order.
-        last_id: the id to read after next time: the last event's, or the
+        last_id: the id to read after next time: the last event's, or an id
+            past the events of other queues the store looked through, or the
             id asked for when there were none (``None`` if none was given).
         lost: how many events after the id asked for the store pruned before
             they were read (0: nothing was skipped). Counted over every

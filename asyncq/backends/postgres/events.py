@@ -25,7 +25,7 @@ from ..._events import EventKind, EventPage, JobEvent
 from ..._records import LogLine
 from .._eventlog import event_number, lost_between
 from ..base import Retention
-from .listen import Listener
+from .listen import Listener, ListenerClosed
 
 if TYPE_CHECKING:
     from .transport import Transport
@@ -192,7 +192,11 @@ class EventStream:
         wanted = None if queues is None else list(dict.fromkeys(queues))
         listener = self._event_listener
         with listener.work_waiter([""]) as heard:
-            await listener.ensure()
+            try:
+                with self._transport.mapped():
+                    await listener.ensure()
+            except ListenerClosed:
+                return  # closed meanwhile
             if await self._transport.fetchval(self._event_sql.newer, event_number(after), wanted):
                 return
             with anyio.move_on_after(min(timeout, self._poll_interval)):
