@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
@@ -16,6 +16,7 @@ import anyio
 from ._codec import MAX_PAYLOAD_BYTES
 from ._context import JobContext
 from ._cron import DEFAULT_PAYLOAD, add_schedule, run_schedules
+from ._events import EventKind
 from ._handler import Handler, JobHandle, JobOptions, return_type
 from ._instrumentation import EnqueueNext, Instrumentation
 from ._logging import job_fields
@@ -24,9 +25,10 @@ from ._middleware import Middleware
 from ._options import name_problem
 from ._records import JobRecord
 from ._retry import Classifier, FailureClass, RetryPolicy, classifier, seconds
+from ._subscribe import EventSubscription
 from ._telemetry import Telemetry, default_telemetry
 from .backends import DEFAULT_URL, from_url
-from .backends.base import ENQUEUE_WAITED, Backend
+from .backends.base import ENQUEUE_WAITED, EVENTS, Backend
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -103,6 +105,8 @@ class App:
             rolling deploy), counted from the first time a worker handed it
             back; then it is dead (kind ``unknown_job``). Default 10 minutes;
             0 makes it dead at once.
+        events: write the job event stream (``app.events()``, job
+            histories); ``False`` turns it off on the app's store.
 
     Raises:
         ConfigurationError: ``max_payload_bytes`` is not a positive int,
@@ -122,8 +126,11 @@ class App:
         telemetry: Telemetry | bool = True,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         unknown_job_grace: float | timedelta = UNKNOWN_JOB_GRACE,
+        events: bool = True,
     ) -> None:
         self.name = name
+        #: whether the app's store writes job events
+        self.writes_events = events
         if type(max_payload_bytes) is not int or max_payload_bytes < 1:
             msg = f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
             raise ConfigurationError(msg)
@@ -154,6 +161,7 @@ class App:
         self._sync: SyncApp | None = None
         self._backend_spec: str | Backend | None = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
+        self._quiet_events(self._backend)
         self._loops = self._loop_backends()
         for handler in jobs:
             self.include(handler)
@@ -451,6 +459,7 @@ class App:
                     os.getcwd(),
                 )
             self._backend = from_url(url or DEFAULT_URL)
+            self._quiet_events(self._backend)
         return self._backend
 
     def _url(self) -> str | None:
@@ -460,8 +469,40 @@ class App:
     def _loop_backends(self) -> LoopBackends:
         fresh = None
         if not isinstance(self._backend_spec, Backend):
-            fresh = lambda: from_url(self._url() or DEFAULT_URL)  # noqa: E731
+            fresh = self._fresh_backend
         return LoopBackends(self.name, self._home_backend, fresh, _is_shared)
+
+    def _fresh_backend(self) -> Backend:
+        """A backend of its own for another event loop, from the app's URL."""
+        backend = from_url(self._url() or DEFAULT_URL)
+        self._quiet_events(backend)
+        return backend
+
+    def _quiet_events(self, backend: Backend | None) -> None:
+        """Turn the store's job events off, for an app made with ``events=False``."""
+        if not self.writes_events and backend is not None:
+            store = EVENTS.of(backend)
+            if store is not None:
+                store.events = False
+
+    def events(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        names: Collection[str] | None = None,
+        kinds: Collection[EventKind | str] | None = None,
+        since: str | datetime | float | None = None,
+    ) -> EventSubscription:
+        """Follow the job events of the app's store: ``async with app.events() as stream``.
+
+        ``async for event in stream`` yields each ``JobEvent`` as the store
+        writes it, in order per job, at least once; and an ``EventsLost``
+        where the store pruned events before they were read. ``since``: an
+        event id (resume right after it, e.g. ``stream.last_id`` of an earlier
+        subscription), or a time (``datetime`` or epoch seconds); by default
+        from now. ``queues``, ``names``, ``kinds`` filter. See ``docs/events.md``.
+        """
+        return EventSubscription(self, queues=queues, names=names, kinds=kinds, since=since)
 
     @property
     def backend_spec(self) -> str | Backend | None:
@@ -475,6 +516,7 @@ class App:
             raise ConfigurationError(msg)
         self._backend_spec = backend
         self._backend = backend if isinstance(backend, Backend) else None
+        self._quiet_events(self._backend)
         self._loops = self._loop_backends()
 
     async def backend_opened(self) -> Backend:

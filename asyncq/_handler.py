@@ -17,6 +17,7 @@ from msgspec.structs import replace
 from ._child import Target
 from ._codec import Codec
 from ._context import JobContext, _current
+from ._events import JobEvent
 from ._instrumentation import request_ended, request_started
 from ._offload import ThreadJobContext, target_of
 from ._options import (
@@ -30,6 +31,7 @@ from ._options import (
 from ._pydantic import codec_for
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
+from ._subscribe import job_history
 from .backends.base import stored_as_given
 from .exceptions import (
     BackendError,
@@ -384,6 +386,15 @@ class JobHandle(Generic[R]):
         if job is None:
             raise JobNotFound(self.id)
         return job
+
+    async def history(self) -> list[JobEvent]:
+        """What happened to the job, in order: its events the store still keeps.
+
+        Empty when the store writes no events (``App(events=False)``), or has
+        pruned them (``Retention.events``); a removed job keeps its history
+        until then.
+        """
+        return await job_history(await self._app.backend_opened(), self.id)
 
     async def result(self, timeout: float | None = None) -> R:
         """Wait until the job finishes and return its result.
