@@ -8,6 +8,7 @@ import contextlib
 
 from ._app import App, JobDecorator
 from ._context import JobContext, current_job
+from ._events import EventKind, EventPage, EventsLost, JobEvent
 from ._handler import Handler, JobHandle, JobOptions
 from ._instrumentation import Instrumentation
 from ._middleware import CallNext, Middleware
@@ -59,6 +60,9 @@ __all__ = [
     "EnqueueManyArgs",
     "ErrorInfo",
     "ErrorKind",
+    "EventKind",
+    "EventPage",
+    "EventsLost",
     "FailureClass",
     "FatalFailure",
     "Handler",
@@ -68,6 +72,7 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobDecorator",
+    "JobEvent",
     "JobFailed",
     "JobHandle",
     "JobNotFound",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
@@ -16,16 +16,19 @@ import anyio
 from ._codec import MAX_PAYLOAD_BYTES
 from ._context import JobContext
 from ._cron import DEFAULT_PAYLOAD, add_schedule, run_schedules
+from ._events import EventKind
 from ._handler import Handler, JobHandle, JobOptions, return_type
 from ._instrumentation import EnqueueNext, Instrumentation
 from ._logging import job_fields
+from ._loops import LoopBackends
 from ._middleware import Middleware
 from ._options import name_problem
 from ._records import JobRecord
 from ._retry import Classifier, FailureClass, RetryPolicy, classifier, seconds
+from ._subscribe import EventSubscription
 from ._telemetry import Telemetry, default_telemetry
 from .backends import DEFAULT_URL, from_url
-from .backends.base import ENQUEUE_WAITED, Backend
+from .backends.base import ENQUEUE_WAITED, EVENTS, Backend
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from ._worker import Worker
     from ._worker_types import Service, WorkerOptions
     from .admin import Admin
+    from .sync import SyncApp
 
 __all__ = ["App"]
 
@@ -45,6 +49,11 @@ log = logging.getLogger("asyncq")
 
 Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
 
+#: Called before an app falls back to ``DEFAULT_URL`` (no ``backend=``, no
+#: ``ASYNCQ_BACKEND``); it may raise. The pytest plugin sets it, so that a test
+#: which forgot to isolate fails rather than writing ``./asyncq.db``.
+default_guard: Callable[[App], None] | None = None
+
 #: How long a job whose name no worker knows is handed back before it is dead (10 min).
 UNKNOWN_JOB_GRACE = 600.0
 
@@ -52,16 +61,20 @@ UNKNOWN_JOB_GRACE = 600.0
 class JobDecorator(Generic[T]):
     """What ``@app.job(schema=T, ...)`` returns; applied to a function, registers a ``Handler``."""
 
-    def __init__(
-        self, register: Callable[[Callable[..., Awaitable[Any]]], Handler[T, Any]]
-    ) -> None:
+    def __init__(self, register: Callable[[Callable[..., Any]], Handler[T, Any]]) -> None:
         self._register = register
 
+    # An async function's result is what it returns once awaited; a plain
+    # function's (run in a thread) is what it returns.
     @overload
     def __call__(self, fn: Callable[[T, JobContext], Awaitable[R]], /) -> Handler[T, R]: ...
     @overload
     def __call__(self, fn: Callable[[T], Awaitable[R]], /) -> Handler[T, R]: ...
-    def __call__(self, fn: Callable[..., Awaitable[Any]], /) -> Handler[T, Any]:
+    @overload
+    def __call__(self, fn: Callable[[T, JobContext], R], /) -> Handler[T, R]: ...
+    @overload
+    def __call__(self, fn: Callable[[T], R], /) -> Handler[T, R]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> Handler[T, Any]:
         return self._register(fn)
 
 
@@ -92,6 +105,8 @@ class App:
             rolling deploy), counted from the first time a worker handed it
             back; then it is dead (kind ``unknown_job``). Default 10 minutes;
             0 makes it dead at once.
+        events: write the job event stream (``app.events()``, job
+            histories); ``False`` turns it off on the app's store.
 
     Raises:
         ConfigurationError: ``max_payload_bytes`` is not a positive int,
@@ -111,8 +126,11 @@ class App:
         telemetry: Telemetry | bool = True,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         unknown_job_grace: float | timedelta = UNKNOWN_JOB_GRACE,
+        events: bool = True,
     ) -> None:
         self.name = name
+        #: whether the app's store writes job events
+        self.writes_events = events
         if type(max_payload_bytes) is not int or max_payload_bytes < 1:
             msg = f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
             raise ConfigurationError(msg)
@@ -140,10 +158,11 @@ class App:
         #: cron schedules by name (``@app.cron``); every worker keeps them enqueued
         self.cron_schedules: dict[str, CronSchedule] = {}
         self._admin: Admin | None = None
+        self._sync: SyncApp | None = None
         self._backend_spec: str | Backend | None = backend
         self._backend: Backend | None = backend if isinstance(backend, Backend) else None
-        self._opened = False
-        self._open_lock: anyio.Lock | None = None
+        self._quiet_events(self._backend)
+        self._loops = self._loop_backends()
         for handler in jobs:
             self.include(handler)
 
@@ -166,12 +185,17 @@ class App:
         fatal_on: tuple[type[BaseException], ...] = (),
         priority: int = 0,
         result_ttl: float | timedelta | None = 86_400.0,
+        process: bool = False,
     ) -> JobDecorator[T]:
-        """Register an async function as a job taking a ``schema`` payload.
+        """Register a function as a job taking a ``schema`` payload.
 
         The function takes ``(payload)`` or ``(payload, ctx: JobContext)``; its
-        return annotation types the result. The name defaults to
-        ``module.function``: it is the wire contract between producers and
+        return annotation types the result. An ``async def`` runs on the
+        worker's event loop; a plain ``def`` runs in a thread of the worker's
+        pool (``threads``); with ``process=True`` either runs in a child process
+        of the worker's pool (``processes``): see ``docs/handlers.md``.
+
+        The name defaults to ``module.function``: it is the wire contract between producers and
         workers, so keep it stable (pass ``name=`` before renaming code).
 
         Args:
@@ -189,13 +213,17 @@ class App:
                 run`` exits 3). See ``classify`` for the order of the rules.
             priority: larger runs first.
             result_ttl: how long results (and idempotency keys) are kept; ``None`` for ever.
+            process: run it in a child process (CPU-bound work). The function
+                must be importable by its module and qualified name (defined at
+                the top level of a module, or of the script run as ``__main__``).
 
         Raises:
             ConfigurationError: a job with this name exists, an option is
-                invalid, or the name or queue breaks the rules for names.
+                invalid, the name or queue breaks the rules for names, or a
+                process handler cannot be imported by name.
         """
 
-        def register(fn: Callable[..., Awaitable[Any]]) -> Handler[T, Any]:
+        def register(fn: Callable[..., Any]) -> Handler[T, Any]:
             policy = retry or RetryPolicy()
             if retry_on is not None or dead_on or fatal_on:
                 policy = policy.classify(
@@ -213,7 +241,7 @@ class App:
             )
             job_name = name or f"{fn.__module__}.{fn.__qualname__}"
             handler: Handler[T, Any] = Handler(
-                self, job_name, schema, fn, options, result_type=return_type(fn)
+                self, job_name, schema, fn, options, result_type=return_type(fn), process=process
             )
             self.include(handler)
             return handler
@@ -386,6 +414,15 @@ class App:
             self._admin = Admin(self)
         return self._admin
 
+    @property
+    def sync(self) -> SyncApp:
+        """Blocking producer calls for code without an event loop (``asyncq.sync.SyncApp``)."""
+        if self._sync is None:
+            from .sync import SyncApp
+
+            self._sync = SyncApp(self)
+        return self._sync
+
     def get_job(self, job_id: str) -> JobHandle[Any]:
         """A handle for a stored job id, from any process; its result decodes to builtins."""
         from ._codec import Codec
@@ -401,10 +438,19 @@ class App:
 
     @property
     def backend(self) -> Backend:
-        """The backend, made from the configured URL on first use (not yet opened)."""
+        """The backend of the running event loop (not yet opened); outside a loop, the app's own.
+
+        Each event loop gets its own backend, made from the same URL (see
+        ``docs/integrations.md``): the first loop uses the app's own.
+        """
+        return self._loops.current()
+
+    def _home_backend(self) -> Backend:
+        """The app's own backend, made from the configured URL on first use."""
         if self._backend is None:
-            spec = self._backend_spec if isinstance(self._backend_spec, str) else None
-            url = spec or os.environ.get("ASYNCQ_BACKEND")
+            url = self._url()
+            if url is None and default_guard is not None:
+                default_guard(self)
             if url is None:
                 log.info(
                     "app %r: no backend given (backend= or ASYNCQ_BACKEND); using %s in %s",
@@ -413,7 +459,50 @@ class App:
                     os.getcwd(),
                 )
             self._backend = from_url(url or DEFAULT_URL)
+            self._quiet_events(self._backend)
         return self._backend
+
+    def _url(self) -> str | None:
+        spec = self._backend_spec if isinstance(self._backend_spec, str) else None
+        return spec or os.environ.get("ASYNCQ_BACKEND")
+
+    def _loop_backends(self) -> LoopBackends:
+        fresh = None
+        if not isinstance(self._backend_spec, Backend):
+            fresh = self._fresh_backend
+        return LoopBackends(self.name, self._home_backend, fresh, _is_shared)
+
+    def _fresh_backend(self) -> Backend:
+        """A backend of its own for another event loop, from the app's URL."""
+        backend = from_url(self._url() or DEFAULT_URL)
+        self._quiet_events(backend)
+        return backend
+
+    def _quiet_events(self, backend: Backend | None) -> None:
+        """Turn the store's job events off, for an app made with ``events=False``."""
+        if not self.writes_events and backend is not None:
+            store = EVENTS.of(backend)
+            if store is not None:
+                store.events = False
+
+    def events(
+        self,
+        *,
+        queues: Sequence[str] | None = None,
+        names: Collection[str] | None = None,
+        kinds: Collection[EventKind | str] | None = None,
+        since: str | datetime | float | None = None,
+    ) -> EventSubscription:
+        """Follow the job events of the app's store: ``async with app.events() as stream``.
+
+        ``async for event in stream`` yields each ``JobEvent`` as the store
+        writes it, in order per job, at least once; and an ``EventsLost``
+        where the store pruned events before they were read. ``since``: an
+        event id (resume right after it, e.g. ``stream.last_id`` of an earlier
+        subscription), or a time (``datetime`` or epoch seconds); by default
+        from now. ``queues``, ``names``, ``kinds`` filter. See ``docs/events.md``.
+        """
+        return EventSubscription(self, queues=queues, names=names, kinds=kinds, since=since)
 
     @property
     def backend_spec(self) -> str | Backend | None:
@@ -422,32 +511,31 @@ class App:
 
     def use_backend(self, backend: str | Backend | None) -> None:
         """Replace the backend (a URL, an instance, or ``None`` for the default). Not while open."""
-        if self._opened:
+        if self._loops.any_open:
             msg = f"app {self.name!r}: cannot change the backend while it is open"
             raise ConfigurationError(msg)
         self._backend_spec = backend
         self._backend = backend if isinstance(backend, Backend) else None
+        self._quiet_events(self._backend)
+        self._loops = self._loop_backends()
 
     async def backend_opened(self) -> Backend:
-        """The backend, opened on first use (producers need not enter ``async with app``)."""
-        if not self._opened:
-            if self._open_lock is None:
-                self._open_lock = anyio.Lock()
-            async with self._open_lock:
-                if not self._opened:
-                    await self.backend.open()
-                    self._opened = True
-        return self.backend
+        """This loop's backend, opened on first use (producers need not enter ``async with app``).
+
+        It is closed by ``close()``, or when its event loop shuts down.
+        """
+        backend = self._loops.ready()
+        if backend is not None:
+            return backend
+        return await self._loops.opened()
 
     async def open(self) -> None:
-        """Open the backend now."""
-        await self.backend_opened()
+        """Open this loop's backend now."""
+        await self._loops.opened()
 
     async def close(self) -> None:
-        """Close the backend. Idempotent."""
-        if self._opened and self._backend is not None:
-            self._opened = False
-            await self._backend.close()
+        """Close this loop's backend. Idempotent."""
+        await self._loops.close()
 
     async def __aenter__(self) -> App:
         await self.open()
@@ -530,6 +618,13 @@ class App:
         worker = self.make_worker(**options)
         await worker.run_until_signalled()
         return worker
+
+
+def _is_shared(backend: Backend) -> bool:
+    """The in-process store is one store for every loop of the process."""
+    from .backends.memory import MemoryBackend
+
+    return isinstance(backend, MemoryBackend)
 
 
 def _check_names(name: str, queue: str) -> None:

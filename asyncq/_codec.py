@@ -37,6 +37,13 @@ MAX_DEPTH = 100
 #: keeps it in one value; bulk data belongs elsewhere, referenced by the payload.
 MAX_PAYLOAD_BYTES = 1024 * 1024
 
+#: What a schema or a result type may be, in the errors that refuse one.
+SUPPORTED = (
+    "use a msgspec Struct, a dataclass, a TypedDict, a NamedTuple, an Enum, builtins "
+    "(int, str, list[...], dict[str, ...], datetime, ...) or unions of them, "
+    "or a Pydantic model at the top level (pip install 'asyncq[pydantic]')"
+)
+
 _encoder = msgspec.msgpack.Encoder()
 _any_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder()
 
@@ -74,7 +81,9 @@ class Codec(Generic[T]):
             info = msgspec.inspect.type_info(type_)
             nodes = _type_nodes(info)
         except TypeError as exc:
-            msg = f"job {job_name!r}: msgspec cannot encode and decode {type_!r} ({exc})"
+            msg = (
+                f"job {job_name!r}: msgspec cannot encode and decode {type_!r} ({exc}); {SUPPORTED}"
+            )
             raise ConfigurationError(msg) from exc
         # ``object`` is left out: msgspec decodes it like ``Any``.
         custom = [n.cls for n in nodes if isinstance(n, msgspec.inspect.CustomType)]
@@ -85,8 +94,7 @@ class Codec(Generic[T]):
             names = ", ".join(sorted({c.__qualname__ for c in custom}))
             msg = (
                 f"job {job_name!r}: msgspec cannot encode and decode {type_!r} "
-                f"(unsupported type: {names}); use a msgspec Struct, a dataclass, "
-                "a TypedDict or builtins"
+                f"(unsupported type: {names}); {SUPPORTED}"
             )
             raise ConfigurationError(msg)
         # Whether the schema leaves nesting unbounded: ``Any``, ``object``, a
@@ -98,6 +106,11 @@ class Codec(Generic[T]):
         # Whether decoding can leave part of the bytes out of the value: the
         # unknown fields of a Struct, dataclass, TypedDict or NamedTuple.
         self._skips = any(isinstance(n, _OBJECT_TYPES) for n in nodes)
+
+    @property
+    def json_type(self) -> Any:
+        """The type a JSON document is decoded into (``Admin.enqueue_json``)."""
+        return self.type
 
     def encode(
         self, value: T, *, queue: str | None = None, max_bytes: int = MAX_PAYLOAD_BYTES

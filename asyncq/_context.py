@@ -6,13 +6,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
+
+import anyio.from_thread
 
 from ._annotations import LOG_LEVELS, encode_detail, log_line
 from ._logging import job_fields
 from ._records import JobRecord, LogLine
 
 __all__ = ["JobContext", "current_job"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _current: ContextVar[JobContext] = ContextVar("asyncq_current_job")
 _job_logger = logging.getLogger("asyncq.job")
@@ -148,6 +153,38 @@ class JobContext:
             f"JobContext(job_id={self.job_id!r}, name={self.name!r}, queue={self.queue!r}, "
             f"attempt={self.attempt}/{self.max_attempts})"
         )
+
+    # -- sync handlers: calling into the event loop from the handler's thread ---------
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether this attempt was stopped while its sync handler still runs.
+
+        A sync handler runs in a thread that cannot be interrupted: when its
+        deadline passes, the job is cancelled, or the worker hands the job
+        back on shutdown, this turns ``True`` and the handler's result will be
+        discarded, so a long handler should poll it and return early. It is
+        always ``False`` in an async handler (its cancel scope interrupts it
+        instead) and in a process handler (its process is killed).
+        """
+        return False
+
+    def from_thread(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run an async method of this context on the worker's event loop, and wait for it.
+
+        The sync variant of every async method, for a sync handler's thread::
+
+            ctx.from_thread(ctx.progress, 0.5)
+
+        Raises:
+            RuntimeError: called outside a sync handler's thread (an async
+                handler awaits the method instead).
+        """
+
+        async def call() -> R:
+            return await fn(*args, **kwargs)
+
+        return anyio.from_thread.run(call)
 
 
 def current_job() -> JobContext:

@@ -22,6 +22,7 @@ from ._context import JobContext, _current
 from ._instrumentation import AttemptEnd, Instrumentation, hooks_ended
 from ._logging import job_fields
 from ._middleware import CallNext, compose
+from ._offload import ChildFailure, Encoded, Offload, ThreadJobContext
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, Lease, Outcome
 from ._retry import FailureClass, RetryPolicy, seconds
 from .backends.base import Backend
@@ -29,6 +30,7 @@ from .exceptions import Reject, Retry
 
 if TYPE_CHECKING:
     from ._app import App
+    from ._handler import Handler
 
 __all__ = [
     "UNKNOWN_JOB_RETRY",
@@ -92,28 +94,30 @@ def scope_class() -> type[anyio.CancelScope]:
 
 
 async def execute(
-    app: App, backend: Backend, running: Running, state: Any = None
+    app: App, backend: Backend, running: Running, state: Any = None, offload: Offload | None = None
 ) -> Outcome | None:
     """Run one attempt and return its outcome (``None``: lease lost, discard).
 
     The app's instrumentation sees the attempt start before anything else
     (so the job's span is current in the middleware, the handler and the
-    logs) and sees it end with the outcome decided here.
+    logs) and sees it end with the outcome decided here. Sync and process
+    handlers run in ``offload``'s pools (a default set when not given).
     """
     job = running.lease.job
-    ctx = JobContext(
-        job,
-        state=state,
-        progress=partial(backend.progress, running.lease),
-        log=partial(backend.log, running.lease),
-    )
+    handler = app.handlers.get(job.name)
+    progress = partial(backend.progress, running.lease)
+    store_log = partial(backend.log, running.lease)
+    if handler is not None and handler.sync:
+        ctx: JobContext = ThreadJobContext(job, state=state, progress=progress, log=store_log)
+    else:
+        ctx = JobContext(job, state=state, progress=progress, log=store_log)
     hooks: Sequence[Instrumentation] = app.instrumentation
     ends = _started(hooks, job, ctx) if hooks else ()
     debug = log.isEnabledFor(logging.DEBUG)
     if debug:
         log.debug("job %r (id %s) started", job.name, job.id, extra=job_fields(job, "active"))
     try:
-        outcome, error = await _attempt(app, running, ctx)
+        outcome, error = await _attempt(app, running, ctx, handler, offload)
     except BaseException as exc:  # the worker itself is being cancelled
         hooks_ended(ends, None, exc, log, "an attempt")
         raise
@@ -139,26 +143,38 @@ def _started(hooks: Sequence[Instrumentation], job: JobRecord, ctx: JobContext) 
 
 
 async def _attempt(
-    app: App, running: Running, ctx: JobContext
+    app: App,
+    running: Running,
+    ctx: JobContext,
+    handler: Handler[Any, Any] | None,
+    offload: Offload | None,
 ) -> tuple[Outcome | None, BaseException | None]:
     """The attempt proper: its outcome, and the exception behind it when there is one."""
     lease = running.lease
     job = lease.job
     if running.stop is not None:  # stopped before a slot picked it up
         return stopped_outcome(running, started=False), None
-    handler = app.handlers.get(job.name)
     if handler is None or handler.fn is None:
         return _unknown_job(app, lease), None
-    try:
-        payload = handler.payload_codec.decode_payload(job.payload, app.max_payload_bytes)
-    # Whatever the stored bytes make the decoder raise (a RecursionError from
-    # nesting no producer let through, included) is this job's failure alone.
-    except Exception as exc:  # noqa: BLE001
-        message = f"payload does not decode as {handler.schema!r} for job {job.name!r}: {exc}"
-        return _failure(lease, handler.options.retry, ErrorKind.DECODE, message, exc=exc), exc
-
     fn = handler.fn
-    call: CallNext = partial(fn, payload, ctx) if handler.takes_context else partial(fn, payload)
+    call: CallNext
+    if handler.process:  # the child decodes the payload and encodes the result
+        call = partial(_pools(offload).processes.run, handler, job, ctx)
+    else:
+        try:
+            payload = handler.payload_codec.decode_payload(job.payload, app.max_payload_bytes)
+        # Whatever the stored bytes make the decoder raise (a RecursionError from
+        # nesting no producer let through, included) is this job's failure alone.
+        except Exception as exc:  # noqa: BLE001
+            message = f"payload does not decode as {handler.schema!r} for job {job.name!r}: {exc}"
+            return _failure(lease, handler.options.retry, ErrorKind.DECODE, message, exc=exc), exc
+        if handler.sync:
+            args = (payload, ctx) if handler.takes_context else (payload,)
+            call = partial(_pools(offload).threads.run, fn, args, ctx)
+        elif handler.takes_context:
+            call = partial(fn, payload, ctx)
+        else:
+            call = partial(fn, payload)
     if app.middleware:
         call = compose(app.middleware, ctx, call)
 
@@ -181,11 +197,15 @@ async def _attempt(
         _current.reset(reset)
 
     if completed:
-        try:
-            data = handler.result_codec.encode_result(result)
-        except Exception as exc:  # noqa: BLE001 - a result we cannot store is the job's failure
-            message = f"job {job.name!r} returned a value that cannot be stored: {exc}"
-            return _failure(lease, handler.options.retry, ErrorKind.REJECT, message, exc=exc), exc
+        if handler.process and type(result) is Encoded:  # encoded by the child
+            data = result.data
+        else:
+            try:
+                data = handler.result_codec.encode_result(result)
+            except Exception as exc:  # noqa: BLE001 - a result we cannot store fails the job
+                message = f"job {job.name!r} returned a value that cannot be stored: {exc}"
+                policy = handler.options.retry
+                return _failure(lease, policy, ErrorKind.REJECT, message, exc=exc), exc
         done = Outcome(job_id=job.id, token=lease.token, state=JobState.COMPLETED, result=data)
         return done, None
     if running.stopped():
@@ -194,6 +214,8 @@ async def _attempt(
     if scope.cancelled_caught:  # not stopped by the worker: the deadline passed
         message = f"attempt ran past its timeout of {job.timeout:g}s and was cancelled"
         return _failure(lease, policy, ErrorKind.TIMEOUT, message), None
+    if isinstance(error, ChildFailure):
+        return _child_failure(lease, policy, error), error
     if isinstance(error, Retry):
         delay = None if error.delay is None else seconds(error.delay)
         return _failure(lease, policy, ErrorKind.RETRY, str(error), exc=error, delay=delay), error
@@ -204,6 +226,46 @@ async def _attempt(
     kind = ErrorKind.FATAL if verdict == "fatal" else ErrorKind.ERROR
     final = verdict == "permanent"
     return _failure(lease, policy, kind, str(error), exc=error, final=final), error
+
+
+def _pools(offload: Offload | None) -> Offload:
+    """The worker's pools, or this process's default ones (``execute`` called directly)."""
+    global _default_offload
+    if offload is not None:
+        return offload
+    if _default_offload is None:
+        _default_offload = Offload.of(None, None)
+    return _default_offload
+
+
+_default_offload: Offload | None = None
+
+_CHILD_KINDS = {
+    "retry": ErrorKind.RETRY,
+    "reject": ErrorKind.REJECT,
+    "decode": ErrorKind.DECODE,
+    "result": ErrorKind.REJECT,
+}
+
+
+def _child_failure(lease: Lease, policy: RetryPolicy, error: ChildFailure) -> Outcome:
+    """The outcome of an attempt that failed in a child process, as if it had failed here."""
+    failed = error.failed
+    kind = _CHILD_KINDS.get(failed.kind, ErrorKind.ERROR)
+    final = False
+    if kind is ErrorKind.ERROR and failed.kind == "error":
+        verdict = failed.verdict or policy.default_class
+        kind = ErrorKind.FATAL if verdict == "fatal" else ErrorKind.ERROR
+        final = verdict == "permanent"
+    info = ErrorInfo(
+        kind=kind,
+        message=failed.message,
+        attempt=lease.job.attempts,
+        at=time.time(),
+        type=failed.error_type,
+        traceback=failed.traceback if kind not in (ErrorKind.RETRY, ErrorKind.REJECT) else None,
+    )
+    return _failure(lease, policy, kind, failed.message, delay=failed.delay, final=final, info=info)
 
 
 def _app_class(app: App, error: Exception) -> FailureClass | None:
@@ -303,11 +365,15 @@ def stopped_outcome(running: Running, *, started: bool = True) -> Outcome | None
     return None
 
 
+# Failures the handler chose (``raise Retry``, ``raise Reject``): no stack trace to report.
+_ASKED_KINDS = (ErrorKind.RETRY, ErrorKind.REJECT)
+
+
 def _error(
     job: JobRecord, kind: ErrorKind, message: str, exc: BaseException | None = None
 ) -> ErrorInfo:
     tb = None
-    if exc is not None and kind not in (ErrorKind.RETRY, ErrorKind.REJECT):
+    if exc is not None and kind not in _ASKED_KINDS:
         tb = "".join(traceback.format_exception(exc))[-_TRACEBACK_LIMIT:]
     return ErrorInfo(
         kind=kind,
@@ -328,6 +394,7 @@ def _failure(
     exc: BaseException | None = None,
     delay: float | None = None,
     final: bool = False,
+    info: ErrorInfo | None = None,
 ) -> Outcome:
     """A failed attempt's outcome: retry later, or dead when out of attempts or not retryable.
 
@@ -335,7 +402,8 @@ def _failure(
     ``max_attempts``.
     """
     job = lease.job
-    info = _error(job, kind, message, exc)
+    if info is None:
+        info = _error(job, kind, message, exc)
     attempts = job.attempts
     if job.errors and kind is not ErrorKind.UNKNOWN_JOB:
         attempts -= len(_handed_back(job))
@@ -345,7 +413,16 @@ def _failure(
     )
     if final or kind in _FINAL_KINDS or attempts >= job.max_attempts:
         reason = info.one_line() or kind.value
-        log.error("%s is dead: %s", where, reason, extra=job_fields(job, JobState.DEAD.value))
+        # The exception rides along (Sentry's logging integration and the like
+        # take its stack trace), unless the job asked for its fate (Reject).
+        traced = exc if exc is not None and kind not in _ASKED_KINDS else None
+        log.error(
+            "%s is dead: %s",
+            where,
+            reason,
+            exc_info=traced,
+            extra=job_fields(job, JobState.DEAD.value),
+        )
         return Outcome(job_id=job.id, token=lease.token, state=JobState.DEAD, error=info)
     wait = policy.delay(attempts) if delay is None else delay
     log.warning(

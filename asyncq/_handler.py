@@ -5,17 +5,21 @@ from __future__ import annotations
 import inspect
 import time
 import typing
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 import anyio
+import anyio.to_thread
 import msgspec
 from msgspec.structs import replace
 
+from ._child import Target
 from ._codec import Codec
 from ._context import JobContext, _current
+from ._events import JobEvent
 from ._instrumentation import request_ended, request_started
+from ._offload import ThreadJobContext, target_of
 from ._options import (
     NO_OPTIONS,
     EnqueueAndWaitArgs,
@@ -24,8 +28,10 @@ from ._options import (
     EnqueueOptions,
     ItemArgs,
 )
+from ._pydantic import codec_for
 from ._records import JobRecord, JobState, new_job_id
 from ._retry import RetryPolicy, seconds
+from ._subscribe import job_history
 from .backends.base import stored_as_given
 from .exceptions import (
     BackendError,
@@ -93,25 +99,37 @@ class Handler(Generic[T, R]):
         app: App,
         name: str,
         schema: type[T],
-        fn: Callable[..., Awaitable[R]] | None,
+        fn: Callable[..., Any] | None,
         options: JobOptions,
         *,
         result_type: Any = Any,
+        process: bool = False,
     ) -> None:
         self.app = app
         self.name = name
         self.schema = schema
         self.fn = fn
         self.options = options
-        self.payload_codec: Codec[T] = Codec(schema, name)
-        self.result_codec: Codec[R] = Codec(result_type, name)
+        self.payload_codec: Codec[T] = codec_for(schema, name)
+        self.result_codec: Codec[R] = codec_for(result_type, name)
         self.takes_context = fn is not None and _takes_context(fn, name)
+        #: a plain ``def``: it runs in a thread of the worker's pool
+        self.sync = fn is not None and not inspect.iscoroutinefunction(fn)
+        #: it runs in a child process of the worker's pool (``process=True``)
+        self.process = process
+        #: where a child process imports it from (process handlers only)
+        self.target: Target | None = None
+        if process and fn is not None:
+            self.target = target_of(fn, name)
 
     def __repr__(self) -> str:
         return f"Handler(name={self.name!r}, queue={self.options.queue!r})"
 
     async def __call__(self, payload: T, ctx: JobContext | None = None) -> R:
-        """Run the function in this process, now, with no queue involved (for tests)."""
+        """Run the function in this process, now, with no queue involved (for tests).
+
+        A sync function runs in a thread; a process handler runs here, not in a child.
+        """
         if self.fn is None:
             msg = f"job {self.name!r} has no function here: it was declared with app.handle()"
             raise ConfigurationError(msg)
@@ -124,12 +142,14 @@ class Handler(Generic[T, R]):
                 attempts=1,
                 max_attempts=self.options.max_attempts,
             )
-            ctx = JobContext(record)
+            ctx = ThreadJobContext(record) if self.sync else JobContext(record)
+        args = (payload, ctx) if self.takes_context else (payload,)
+        if self.sync:  # in a thread, as a worker runs it (so ctx.from_thread works)
+            return typing.cast("R", await anyio.to_thread.run_sync(_called, self.fn, args, ctx))
         reset = _current.set(ctx)
         try:
-            if self.takes_context:
-                return await self.fn(payload, ctx)
-            return await self.fn(payload)
+            result: R = await self.fn(*args)
+            return result
         finally:
             _current.reset(reset)
 
@@ -390,6 +410,15 @@ class JobHandle(Generic[R]):
             raise JobNotFound(self.id)
         return job
 
+    async def history(self) -> list[JobEvent]:
+        """What happened to the job, in order: its events the store still keeps.
+
+        Empty when the store writes no events (``App(events=False)``), or has
+        pruned them (``Retention.events``); a removed job keeps its history
+        until then.
+        """
+        return await job_history(await self._app.backend_opened(), self.id)
+
     async def result(self, timeout: float | None = None) -> R:
         """Wait until the job finishes and return its result.
 
@@ -448,10 +477,22 @@ class JobHandle(Generic[R]):
         return state is not None
 
 
+def _called(fn: Callable[..., Any], args: tuple[Any, ...], ctx: JobContext) -> Any:
+    """``fn(*args)`` in a thread, with ``ctx`` as its ``current_job()``."""
+    reset = _current.set(ctx)
+    try:
+        return fn(*args)
+    finally:
+        _current.reset(reset)
+
+
 def _takes_context(fn: Callable[..., Any], name: str) -> bool:
     """Whether ``fn`` is ``(payload)`` or ``(payload, ctx)``; anything else is an error."""
-    if not inspect.iscoroutinefunction(fn):
-        msg = f"job {name!r}: the handler must be an async function (async def)"
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn) or not callable(fn):
+        msg = (
+            f"job {name!r}: the handler must be a function (async def, or def to run "
+            "in a thread), not a generator"
+        )
         raise ConfigurationError(msg)
     all_params = inspect.signature(fn).parameters.values()
     required_kw = [p.name for p in all_params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]

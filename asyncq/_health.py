@@ -7,7 +7,9 @@
   times out);
 - ``GET /readyz``: 200 when the backend answers a cheap call (``stats`` on
   one of the worker's queues) within ``ready_timeout`` and the worker is not
-  stopping; 503 otherwise, with the reason.
+  stopping; 503 otherwise, with the reason;
+- ``GET /metrics``, with ``--metrics``: the OpenTelemetry metrics in the
+  Prometheus text format (``asyncq._metrics``).
 
 Bodies are small JSON objects. Each connection gets one response and is
 closed; requests larger than a few KiB, or slower than ``read_timeout``, are
@@ -26,6 +28,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream
 from .exceptions import BackendError
 
 if TYPE_CHECKING:
+    from ._metrics import Exposition
     from ._worker_types import ServiceContext
 
 __all__ = ["HealthServer"]
@@ -50,6 +53,7 @@ class HealthServer:
         port: the TCP port; 0 picks a free one (read ``port`` after ``bind``).
         ready_timeout: seconds the backend gets to answer a readiness check.
         read_timeout: seconds a client gets to send its request.
+        metrics: serves ``/metrics`` from it (``asyncq._metrics.install()``).
     """
 
     def __init__(
@@ -59,11 +63,14 @@ class HealthServer:
         *,
         ready_timeout: float = 2.0,
         read_timeout: float = 5.0,
+        metrics: Exposition | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.ready_timeout = ready_timeout
         self.read_timeout = read_timeout
+        self.metrics = metrics
+        self._metrics_type = "text/plain; version=0.0.4; charset=utf-8"
         self._listener: SocketListener | None = None
 
     def __repr__(self) -> str:
@@ -104,15 +111,20 @@ class HealthServer:
                     head = await _read_head(stream)
             except (TimeoutError, anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                 return
+            content_type = "application/json"
+            body: dict[str, str] | bytes
             if head is None:
                 method, status, body = "GET", 400, {"status": "bad request"}
             else:
                 method = head[0]
                 status, body = await self.respond(*head, worker)
-            payload = msgspec.json.encode(body)
+            if isinstance(body, bytes):
+                payload, content_type = body, self._metrics_type
+            else:
+                payload = msgspec.json.encode(body)
             response = (
                 f"HTTP/1.1 {status} {_REASONS[status]}\r\n"
-                "Content-Type: application/json\r\n"
+                f"Content-Type: {content_type}\r\n"
                 f"Content-Length: {len(payload)}\r\n"
                 "Cache-Control: no-store\r\n"
                 "Connection: close\r\n\r\n"
@@ -124,13 +136,18 @@ class HealthServer:
 
     async def respond(
         self, method: str, path: str, worker: ServiceContext
-    ) -> tuple[int, dict[str, str]]:
-        """The status and JSON body for one request."""
+    ) -> tuple[int, dict[str, str] | bytes]:
+        """The status and body for one request: JSON, or the metrics' bytes."""
         path = path.split("?", 1)[0]
-        if path not in ("/livez", "/readyz"):
-            return 404, {"status": "not found", "paths": "/livez /readyz"}
+        paths = ("/livez", "/readyz", "/metrics") if self.metrics else ("/livez", "/readyz")
+        if path not in paths:
+            return 404, {"status": "not found", "paths": " ".join(paths)}
         if method not in ("GET", "HEAD"):
             return 405, {"status": "method not allowed"}
+        if path == "/metrics" and self.metrics is not None:
+            # Collecting calls the instruments' callbacks: off the event loop.
+            body, self._metrics_type = await anyio.to_thread.run_sync(self.metrics.render)
+            return 200, body
         if path == "/livez":
             return 200, {"status": "ok", "worker": worker.name}
         return await self.readiness(worker)

@@ -21,7 +21,13 @@ from opentelemetry import trace
 
 from ._records import JobRecord
 
-__all__ = ["JSONFormatter", "TraceContextFilter", "configure_logging", "job_fields"]
+__all__ = [
+    "JSONFormatter",
+    "TextFormatter",
+    "TraceContextFilter",
+    "configure_logging",
+    "job_fields",
+]
 
 # Attributes every LogRecord has; anything else was passed in ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -82,6 +88,28 @@ class JSONFormatter(logging.Formatter):
         return self._encoder.encode(entry).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``; a handler's own lines (``ctx.logger``) name their job.
+
+    The worker's lines about a job name it in their message already; the
+    lines a handler logs through ``ctx.logger`` (logger ``asyncq.job``) get
+    ``[job NAME ID]`` before the message, so the text format ties them to
+    their job too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        job_id = getattr(record, "job_id", None)
+        if job_id is None or not record.name.startswith("asyncq.job"):
+            return line
+        head = f"{record.name}: "
+        tag = f"{record.name} [job {getattr(record, 'job_name', '?')} {job_id}]: "
+        return line.replace(head, tag, 1)
+
+
 def configure_logging(level: str = "info", fmt: str = "text") -> None:
     """Send asyncq's logs (and the root logger's) to stderr, as text or JSON lines.
 
@@ -93,7 +121,7 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -19,6 +19,7 @@ import importlib.metadata
 import logging
 import math
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import Token
@@ -39,6 +40,7 @@ from .exceptions import BackendError
 
 if TYPE_CHECKING:
     from ._context import JobContext
+    from ._offload import Offload
     from ._worker_types import ServiceContext
     from .backends.base import Backend
 
@@ -153,6 +155,22 @@ class Telemetry(Instrumentation):
         )
         meter.create_observable_gauge(
             "asyncq.queue.depth", [self._observe_depth], "{job}", "Jobs in each queue, by state"
+        )
+        # Sync handlers' threads that outlived their attempt, read off the
+        # workers' pools when the SDK collects (see watch_offload).
+        self._offloads: weakref.WeakSet[Offload] = weakref.WeakSet()
+        meter.create_observable_counter(
+            "asyncq.worker.threads.abandoned",
+            [self._observe_abandoned],
+            "{thread}",
+            "Sync handler threads abandoned because their attempt ended first"
+            " (deadline, cancel, shutdown)",
+        )
+        meter.create_observable_up_down_counter(
+            "asyncq.worker.threads.abandoned_running",
+            [self._observe_abandoned_running],
+            "{thread}",
+            "Abandoned sync handler threads that have not returned yet",
         )
         # Whether an SDK records spans / metrics. The global providers may be set
         # after this object is made, so while they are unset they are looked at
@@ -424,6 +442,16 @@ class Telemetry(Instrumentation):
                 self._outcome_attrs[queue, name, outcome] = attrs
         return attrs
 
+    def watch_offload(self, offload: Offload) -> None:
+        """Count the abandoned threads of a worker's pools in the metrics while it lives."""
+        self._offloads.add(offload)
+
+    def _observe_abandoned(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(sum(o.threads.abandoned for o in list(self._offloads)))]
+
+    def _observe_abandoned_running(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(sum(o.threads.abandoned_running for o in list(self._offloads)))]
+
 
 class _Attempt:
     """One attempt's span and timing, between ``on_start`` and its end."""
@@ -566,6 +594,16 @@ def _histogram(meter: metrics.Meter, name: str, description: str) -> metrics.His
 
 
 _default: Telemetry | None = None
+
+
+def recheck_providers() -> None:
+    """Have the shared ``Telemetry`` look at the global providers at its next use.
+
+    It checks them at most once a second until both record; after setting one
+    (``asyncq run --metrics``), this makes the very next job count.
+    """
+    if _default is not None:
+        _default._recheck_at = 0.0
 
 
 def default_telemetry() -> Telemetry:

@@ -48,9 +48,11 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._backoff import Backoff
+from ._blocking import BlockingDetector
 from ._dispatch import Dispatch
 from ._execution import Running, StopReason, execute, scope_class, stopped_outcome
 from ._leases import maintain, renew
+from ._offload import Offload
 from ._records import ErrorKind, JobState
 from ._registry import Registration, hear_cancels, keep_registered
 from ._settlement import Settlement
@@ -126,6 +128,13 @@ class Worker:
         services: long-running tasks to run beside the worker's loops, after
             the app's own (``App.default_services``): ``async def service(ctx:
             ServiceContext)``.
+        threads: sync (``def``) handlers running at once, each in a thread
+            (default ``min(32, CPUs + 4)``); see ``docs/handlers.md``.
+        processes: child processes for ``process=True`` handlers, started
+            with the worker when the app has some (default: one per CPU).
+        warn_blocking: development mode: warn, naming the job and the line,
+            when an async handler blocks the event loop for longer than this
+            many seconds (``BlockingDetector``); ``None`` (default) for off.
 
     Attributes:
         running: the jobs this worker holds, by id: running, or claimed ahead
@@ -134,6 +143,8 @@ class Worker:
             and ``dead`` count those that failed (to be retried) or went dead.
         fatal: the first failure classified fatal (``fatal_on``,
             ``App.classify``), which stopped the worker; ``None`` otherwise.
+        offload: the pools of threads and child processes for sync and
+            process handlers; ``offload.stats()`` counts abandoned threads.
     """
 
     _settlement: Settlement  # made once the backend is open (run)
@@ -153,6 +164,9 @@ class Worker:
         name: str | None = None,
         prefetch: int | None = None,
         services: Sequence[Service] = (),
+        threads: int | None = None,
+        processes: int | None = None,
+        warn_blocking: float | None = None,
     ) -> None:
         if concurrency < 1:
             msg = f"concurrency must be at least 1, got {concurrency}"
@@ -181,6 +195,11 @@ class Worker:
         self.dead = 0
         self.fatal: FatalFailure | None = None
         self._dispatch = Dispatch()
+        # Sync and process handlers: the pools, closed with the worker.
+        self.offload = Offload.of(threads, processes)
+        if app.telemetry is not None:
+            app.telemetry.watch_offload(self.offload)
+        self.blocking = None if warn_blocking is None else BlockingDetector(app, warn_blocking)
         self._slot_freed = anyio.Event()
         self._first_claim = anyio.Event()
         self._stopping = False
@@ -270,6 +289,7 @@ class Worker:
         task_status: TaskStatus[Worker],
     ) -> None:
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(self.offload.aclose)
             if self.app.lifespan is not None:
                 self._state = await stack.enter_async_context(self.app.lifespan(self.app))
             log.info(
@@ -298,6 +318,9 @@ class Worker:
                 )
                 for extra in (*self.app.default_services(), *self.services):
                     service.start_soon(extra, context)
+                service.start_soon(self.offload.processes.start, context)
+                if self.blocking is not None:
+                    service.start_soon(self.blocking.run, context)
                 task_status.started(self)
                 # One long-lived task per slot runs job after job: spawning a
                 # task per job would cost more than a no-op job itself.
@@ -434,7 +457,7 @@ class Worker:
     async def _run_one(self, backend: Backend, settlement: Settlement, running: Running) -> None:
         job_id = running.lease.job.id
         try:
-            outcome = await execute(self.app, backend, running, self._state)
+            outcome = await execute(self.app, backend, running, self._state, self.offload)
         finally:
             self._free(job_id)
         self.processed += 1

@@ -55,3 +55,6 @@ class WorkerOptions(TypedDict, total=False):
     name: str | None
     prefetch: int | None
     services: Sequence[Service]
+    threads: int | None
+    processes: int | None
+    warn_blocking: float | None

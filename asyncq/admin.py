@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 import msgspec
 
+from ._events import JobEvent
 from ._options import EnqueueArgs
 from ._records import TERMINAL_STATES, JobRecord, JobState, QueueStats, WorkerInfo
 from ._retry import seconds
+from ._subscribe import job_history
 from .backends.base import MIGRATE
 from .exceptions import ConfigurationError, JobNotFound, ValidationError
 
@@ -196,6 +198,13 @@ class Admin:
         if job is None:
             raise JobNotFound(job_id)
         return job
+
+    async def history(self, job_id: str) -> list[JobEvent]:
+        """What happened to one job, in order: its events the store still keeps.
+
+        ``[]`` when the store keeps none of it (events off, or pruned).
+        """
+        return await job_history(await self._backend(), job_id)
 
     # -- acting --------------------------------------------------------------------
 
@@ -390,7 +399,7 @@ class Admin:
         """
         handler = self.handler(name)
         try:
-            value = msgspec.json.decode(document, type=handler.schema)
+            value = msgspec.json.decode(document, type=handler.payload_codec.json_type)
         except msgspec.ValidationError as exc:
             raise ValidationError(handler.name, str(exc)) from exc
         except msgspec.DecodeError as exc:

@@ -46,15 +46,25 @@ async def run_until_idle(
     timeout: float = 10.0,
     concurrency: int = 10,
     queues: Sequence[str] | None = None,
+    warn_blocking: float | None = 0.1,
 ) -> Worker:
     """Run a worker until no job is ready or running, then return it (``worker.processed``).
+
+    It warns when an async handler blocks the event loop for longer than
+    ``warn_blocking`` seconds (``None``: off), naming the job and the line.
 
     Jobs scheduled for later are left alone; retries due later too.
 
     Raises:
         TimeoutError: the queues did not empty within ``timeout`` seconds.
     """
-    worker = app.make_worker(concurrency=concurrency, queues=queues, burst=True, poll_interval=0.05)
+    worker = app.make_worker(
+        concurrency=concurrency,
+        queues=queues,
+        burst=True,
+        poll_interval=0.05,
+        warn_blocking=warn_blocking,
+    )
     with anyio.fail_after(timeout):
         await worker.run()
     return worker

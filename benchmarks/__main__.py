@@ -31,7 +31,7 @@ from typing import Any
 
 import anyio
 
-from .asyncq_bench import DEFAULT_URLS, SCENARIOS, run_on
+from .asyncq_bench import ASYNCQ_ONLY, DEFAULT_URLS, SCENARIOS, run_on
 from .peers import PEERS, venv_python
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,6 +190,8 @@ def run_once(system: str, scenario: str, backend: str, n: int) -> dict[str, Any]
         argv = [sys.executable, "-m", "benchmarks", "--child", scenario, "--backend", backend]
         return _subprocess([*argv, "--n", str(n), "--loop", ASYNCQ[system]])
     info = PEERS[system]
+    if scenario in ASYNCQ_ONLY:
+        return {"na": f"{scenario} is an asyncq-only scenario"}
     if _backend_kind(backend) not in info.backends:
         return {"na": f"{system} has no {_backend_kind(backend)} backend"}
     base, processes = ("scale", SCALE[scenario]) if scenario in SCALE else (scenario, 1)

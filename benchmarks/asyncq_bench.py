@@ -68,6 +68,10 @@ async def drop_all(backend: Backend) -> None:
         await droppable.drop()
 
 
+def noop_sync(payload: Noop) -> None:
+    """A plain ``def`` handler: runs in the worker's thread pool."""
+
+
 def make_app(backend: Backend) -> tuple[App, Any, Any]:
     app = App("bench", backend=backend)
 
@@ -137,7 +141,14 @@ async def scenario_enqueue_batch(url: str, n: int) -> dict[str, Any]:
 async def _scenario_drain(url: str, n: int, which: str) -> dict[str, Any]:
     backend = make_backend(url)
     app, noop, sleep = make_app(backend)
-    handler = noop if which == "noop" else sleep
+    handler = {"noop": noop, "sleep": sleep}.get(which)
+    if which == "sync":
+        handler = app.job(schema=Noop, name="noop-sync", max_attempts=1, result_ttl=3600)(noop_sync)
+    elif which == "process":
+        from .process_jobs import noop_process  # a child imports it by name
+
+        app.include(noop_process)
+        handler = noop_process
     async with app:
         try:
             payloads = [Noop(i) for i in range(n)]
@@ -155,6 +166,14 @@ async def scenario_drain_noop(url: str, n: int) -> dict[str, Any]:
 
 async def scenario_drain_sleep(url: str, n: int) -> dict[str, Any]:
     return await _scenario_drain(url, n, "sleep")
+
+
+async def scenario_drain_noop_sync(url: str, n: int) -> dict[str, Any]:
+    return await _scenario_drain(url, n, "sync")
+
+
+async def scenario_drain_noop_process(url: str, n: int) -> dict[str, Any]:
+    return await _scenario_drain(url, n, "process")
 
 
 async def scenario_roundtrip(url: str, n: int) -> dict[str, Any]:
@@ -186,4 +205,9 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "drain-noop": (scenario_drain_noop, 10_000),
     "drain-sleep": (scenario_drain_sleep, 2_000),
     "roundtrip": (scenario_roundtrip, 500),
+    # asyncq only: the same drain with ``def`` handlers and with ``process=True`` ones
+    "drain-noop-sync": (scenario_drain_noop_sync, 10_000),
+    "drain-noop-process": (scenario_drain_noop_process, 2_000),
 }
+#: scenarios only asyncq runs (the peers have no such handler kinds to compare)
+ASYNCQ_ONLY = frozenset({"drain-noop-sync", "drain-noop-process"})

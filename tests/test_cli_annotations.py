@@ -53,7 +53,9 @@ async def test_job_shows_logs_progress_detail_and_meta(lent: Backend) -> None:
         start = out.index(f"logs ({MAX_LOG_LINES})")
         assert out[start + 1].strip() == "(2 earlier lines dropped)"
         assert out[start + 2].split()[2:] == ["#1", "info", "step", "2"]
-        assert out[-1].split()[2:] == ["#1", "warning", "step", str(MAX_LOG_LINES + 1)]
+        # The logs end where the job's history (its events) begins.
+        last = out[out.index("history:") - 1]
+        assert last.split()[2:] == ["#1", "warning", "step", str(MAX_LOG_LINES + 1)]
 
         full = json.loads((await asyncq("job", APP, handle.id, "--json")).stdout)
         assert full["meta"] == {"tenant": "acme", "n": 3}

@@ -1,4 +1,4 @@
-"""``asyncq run`` options that shape the worker: ``--prefetch`` and ``--loop``."""
+"""``asyncq run`` options that shape the worker: ``--prefetch``, ``--loop``, ``--threads``..."""
 
 from __future__ import annotations
 
@@ -78,6 +78,43 @@ def test_negative_prefetch_is_a_usage_error(app_path: str) -> None:
     result = invoke("run", app_path, "--burst", "--prefetch", "-1")
     assert result.exit_code == 2
     assert "--prefetch" in result.stderr
+
+
+def test_threads_and_handler_processes_reach_the_worker(
+    app_path: str, worker_options: list[dict[str, Any]]
+) -> None:
+    result = invoke(
+        "run",
+        app_path,
+        "--burst",
+        "--threads",
+        "3",
+        "--handler-processes",
+        "2",
+        "--warn-blocking",
+        "0.25",
+    )
+    assert result.exit_code == 0, result.output
+    assert [
+        (o.get("threads"), o.get("processes"), o.get("warn_blocking")) for o in worker_options
+    ] == [(3, 2, 0.25)]
+
+
+def test_threads_and_handler_processes_left_to_the_worker_by_default(
+    app_path: str, worker_options: list[dict[str, Any]]
+) -> None:
+    result = invoke("run", app_path, "--burst")
+    assert result.exit_code == 0, result.output
+    assert [("threads" in o, "processes" in o, "warn_blocking" in o) for o in worker_options] == [
+        (False, False, False)
+    ]
+
+
+@pytest.mark.parametrize("option", ["--threads", "--handler-processes"])
+def test_zero_threads_or_handler_processes_is_a_usage_error(app_path: str, option: str) -> None:
+    result = invoke("run", app_path, "--burst", option, "0")
+    assert result.exit_code == 2
+    assert option in result.stderr
 
 
 def loops_seen(app_path: str) -> list[str]:

@@ -195,17 +195,22 @@ def test_a_handler_may_take_a_context() -> None:
     assert optional_ctx.takes_context
 
 
-def test_a_synchronous_handler_is_rejected() -> None:
+def test_a_plain_function_is_a_sync_handler_and_a_generator_is_rejected() -> None:
     app = App("shapes")
 
     def blocking(payload: Resize) -> bytes:
         return b""
 
-    with pytest.raises(ConfigurationError, match=r"must be an async function \(async def\)"):
-        app.job(schema=Resize, name="blocking")(blocking)  # type: ignore[arg-type]
-    with pytest.raises(ConfigurationError, match="async def"):
-        app.job(schema=Resize, name="lambda")(lambda p: p)
-    assert app.handlers == {}
+    def chunks(payload: Resize) -> Any:  # a generator
+        yield b""
+
+    handler = app.job(schema=Resize, name="blocking")(blocking)
+    assert handler.sync
+    assert not handler.process
+    assert app.job(schema=Resize, name="lambda")(lambda p: p).sync
+    with pytest.raises(ConfigurationError, match="not a generator"):
+        app.job(schema=Resize, name="chunks")(chunks)
+    assert set(app.handlers) == {"blocking", "lambda"}
 
 
 @pytest.mark.parametrize("arity", [0, 3])

@@ -28,6 +28,7 @@ __all__ = ["store_url"]  # the fixture from ``_services``, where pytest looks fo
 APP_SOURCE = textwrap.dedent(
     """
     import os
+    import time
     from pathlib import Path
 
     import anyio
@@ -48,6 +49,20 @@ APP_SOURCE = textwrap.dedent(
     async def work(payload: Work) -> str:
         (MARKERS / f"{payload.tag}.started").touch()
         await anyio.sleep(payload.seconds)
+        return f"finished {payload.tag}"
+
+
+    @app.job(schema=Work, name="work_sync", max_attempts=1)
+    def work_sync(payload: Work) -> str:
+        (MARKERS / f"{payload.tag}.started").touch()
+        time.sleep(payload.seconds)
+        return f"finished {payload.tag}"
+
+
+    @app.job(schema=Work, name="work_process", max_attempts=1, process=True)
+    def work_process(payload: Work) -> str:
+        (MARKERS / f"{payload.tag}.started").touch()
+        time.sleep(payload.seconds)
         return f"finished {payload.tag}"
     """
 )
@@ -175,3 +190,36 @@ async def test_sigkilled_worker_job_is_recovered_by_another_worker(
         info = await handle.info()
     assert info.attempts == 2
     assert info.errors[0].kind == "lost"
+
+
+async def test_sigterm_lets_thread_and_process_handlers_finish_and_hands_back_the_rest(
+    worker_env: dict[str, str], spawn: Spawn
+) -> None:
+    """Sync and process handlers get the shutdown timeout; the rest go back, and it exits."""
+    markers = Path(worker_env["MARKERS"])
+    producer = App("producer", backend=worker_env["ASYNCQ_BACKEND"])
+    with anyio.fail_after(40):
+        async with producer:
+            in_thread = producer.handle("work_sync", schema=Work, result=str)
+            in_child = producer.handle("work_process", schema=Work, result=str)
+            handles = {
+                "thread-short": await in_thread.enqueue(Work("thread-short", 1.5)),
+                "child-short": await in_child.enqueue(Work("child-short", 1.5)),
+                "thread-long": await in_thread.enqueue(Work("thread-long", 600.0)),
+                "child-long": await in_child.enqueue(Work("child-long", 600.0)),
+            }
+            proc = await spawn(
+                "--shutdown-timeout", "4", "--threads", "2", "--handler-processes", "2"
+            )
+            for tag in handles:
+                await wait_for_file(markers / f"{tag}.started", proc)
+            proc.send_signal(signal.SIGTERM)
+            # An abandoned thread cannot be stopped: the command exits without waiting for it.
+            assert await proc.wait() == 0
+            states = {tag: (await h.info()).state for tag, h in handles.items()}
+    assert states == {
+        "thread-short": JobState.COMPLETED,
+        "child-short": JobState.COMPLETED,
+        "thread-long": JobState.QUEUED,
+        "child-long": JobState.QUEUED,
+    }

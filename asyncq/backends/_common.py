@@ -423,6 +423,8 @@ RETENTION_OPTIONS: Mapping[str, Converter] = {
     "retention_max_completed": optional_count,
     "retention_max_dead": optional_count,
     "retention_max_cancelled": optional_count,
+    "retention_events": optional_seconds,
+    "retention_max_events": optional_count,
 }
 
 
@@ -493,7 +495,8 @@ def pop_retention(options: dict[str, Any]) -> Retention:
     ``retention=`` (a ``Retention``), then ``retention_completed``,
     ``retention_dead``, ``retention_cancelled`` and the caps
     ``retention_max_completed``, ``retention_max_dead``,
-    ``retention_max_cancelled`` over it. Unnamed settings keep
+    ``retention_max_cancelled``, and ``retention_events``,
+    ``retention_max_events`` over it. Unnamed settings keep
     ``Retention``'s defaults.
 
     Raises:
@@ -515,4 +518,6 @@ def pop_retention(options: dict[str, Any]) -> Retention:
         max_completed=given.get("retention_max_completed", base.max_completed),
         max_dead=given.get("retention_max_dead", base.max_dead),
         max_cancelled=given.get("retention_max_cancelled", base.max_cancelled),
+        events=given.get("retention_events", base.events),
+        max_events=given.get("retention_max_events", base.max_events),
     )

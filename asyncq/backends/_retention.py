@@ -39,6 +39,10 @@ class Retention:
             ``retention_max_completed``, ...).
         max_dead: dead jobs each queue keeps at most.
         max_cancelled: cancelled jobs each queue keeps at most.
+        events: seconds the job events (``read_events``) are kept after
+            they were written (option ``retention_events``; default 1 day).
+        max_events: events each queue keeps at most (``None``: no cap, the
+            default; option ``retention_max_events``).
 
     Raises:
         ConfigurationError: a setting is negative, not finite, or not a number
@@ -51,12 +55,15 @@ class Retention:
     max_completed: int | None = None
     max_dead: int | None = None
     max_cancelled: int | None = None
+    events: float | None = _DAY
+    max_events: int | None = None
 
     def __post_init__(self) -> None:
         counts: tuple[tuple[str, object], ...] = (
             ("max_completed", self.max_completed),
             ("max_dead", self.max_dead),
             ("max_cancelled", self.max_cancelled),
+            ("max_events", self.max_events),
         )
         for name, value in counts:
             if value is not None and (
@@ -68,6 +75,7 @@ class Retention:
             ("completed", self.completed),
             ("dead", self.dead),
             ("cancelled", self.cancelled),
+            ("events", self.events),
         )
         for name, value in settings:
             if value is None:

@@ -95,6 +95,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskStatus
 
+from .._events import EventPage, JobEvent
 from .._records import (
     TERMINAL_STATES,
     ErrorInfo,
@@ -112,6 +113,7 @@ from ._retention import Retention
 __all__ = [
     "DROP",
     "ENQUEUE_WAITED",
+    "EVENTS",
     "MIGRATE",
     "OUTCOME_STATES",
     "PUSHES_CANCEL",
@@ -124,6 +126,9 @@ __all__ = [
     "Drops",
     "EnqueuesWaited",
     "ErrorInfo",
+    "EventPage",
+    "HasEvents",
+    "JobEvent",
     "ErrorKind",
     "HeartbeatReply",
     "JobRecord",
@@ -651,6 +656,66 @@ class PushesCancel(Protocol):
         ...
 
 
+@runtime_checkable
+class HasEvents(Protocol):
+    """An optional capability: the job event stream (``asyncq._events``).
+
+    Every store offers it. Each state change of a job writes one
+    ``JobEvent`` in the same atomic step as the change: ``enqueue``
+    (``enqueued``), ``claim`` (``started``), ``progress``, ``log`` (one
+    per line), ``settle`` (``completed``, ``retrying``, ``dead``,
+    ``cancelled``; a hand-back writes none), ``recover`` (``recovered``, or
+    ``dead``/``cancelled`` by ``recovery``), ``cancel`` of a job not running
+    (``cancelled`` by ``operator``), ``retry_dead`` (``retried``) and
+    ``remove`` (``removed``). ``purge`` and ``prune`` write none.
+
+    Event ids are the store's: they order its events (per queue at least;
+    across queues as the store can), and a reader resumes after the last one
+    it read. ``prune`` deletes events older than ``Retention.events`` and,
+    per queue, beyond ``Retention.max_events``, in bounded batches.
+
+    ``events`` is whether the store writes events (the ``events`` store
+    option, ``App(events=False)``); set it before ``open``. Off, nothing is
+    written and the reads find nothing new.
+    """
+
+    events: bool
+
+    async def read_events(
+        self, *, after: str | None, queues: Sequence[str] | None, limit: int
+    ) -> EventPage:
+        """Up to ``limit`` events with an id after ``after`` (from the oldest kept when
+        ``None``), of ``queues`` (every queue when ``None``), in order.
+
+        When the store pruned events after ``after`` that were never read,
+        ``lost`` says how many and the page starts with the oldest event kept.
+
+        Raises:
+            ValueError: ``after`` is not an event id of this store.
+        """
+        ...
+
+    async def wait_for_events(
+        self, queues: Sequence[str] | None, after: str | None, timeout: float
+    ) -> None:
+        """Block until an event after ``after`` may be stored in ``queues``, or ``timeout`` passes.
+
+        Woken by the store (a blocking stream read, NOTIFY, an in-process
+        event), with a poll only where the store has no push across
+        processes (SQLite). Spurious returns are allowed; no raise on timeout.
+        """
+        ...
+
+    async def job_events(self, job_id: str) -> list[JobEvent]:
+        """The events of one job still kept, in order (``[]`` for an unknown job)."""
+        ...
+
+    async def latest_event_id(self, queues: Sequence[str] | None) -> str:
+        """An id to read after for the events from now on (a reader after it is told
+        of events pruned since, which one from the start, ``after=None``, is not)."""
+        ...
+
+
 class Capability(Generic[_P]):
     """A typed key for an optional feature, answered per backend instance.
 
@@ -705,3 +770,5 @@ SIZES_POOL: Capability[SizesPool] = Capability("sizes_pool", SizesPool)
 TRANSACTIONAL_ENQUEUE: Capability[Backend] = Capability("transactional_enqueue", Backend)
 #: ``watch_cancels()`` hears of cancelled running jobs at once.
 PUSHES_CANCEL: Capability[PushesCancel] = Capability("pushes_cancel", PushesCancel)
+#: The job event stream: ``read_events``, ``wait_for_events``, ``job_events``.
+EVENTS: Capability[HasEvents] = Capability("events", HasEvents)

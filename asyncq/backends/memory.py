@@ -24,6 +24,17 @@ import anyio
 from msgspec.structs import replace
 
 from .._annotations import decode_json, keep_lines, meta_matches
+from .._events import (
+    EventKind,
+    EventPage,
+    JobEvent,
+    enqueued_event,
+    job_event,
+    log_events,
+    outcome_event,
+    recovered_event,
+    started_event,
+)
 from .._records import (
     TERMINAL_STATES,
     JobRecord,
@@ -39,6 +50,7 @@ from ._common import (
     Waiters,
     as_enqueued,
     claimed,
+    flag,
     holds_key,
     lease_lapsed,
     lost_error,
@@ -49,16 +61,19 @@ from ._common import (
     prunable,
     result_expired,
 )
+from ._eventlog import EventLog
 from ._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
 from ._workers import CancelWatchers, WorkerTable
 from .base import (
     DROP,
     ENQUEUE_WAITED,
+    EVENTS,
     PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
     Backend,
     Capability,
     Drops,
+    HasEvents,
     HeartbeatReply,
     Retention,
     SettlesOnClaim,
@@ -75,7 +90,13 @@ __all__ = ["MemoryBackend"]
 # The optional features this store can offer. An instance offers those its
 # class implements: the test double's subclasses add one (or take one away,
 # setting its method to None) and the instance says so.
-_OPTIONAL: tuple[Capability[Any], ...] = (SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, PUSHES_CANCEL)
+_OPTIONAL: tuple[Capability[Any], ...] = (
+    SETTLE_ON_CLAIM,
+    ENQUEUE_WAITED,
+    DROP,
+    PUSHES_CANCEL,
+    EVENTS,
+)
 
 
 class MemoryBackend(OperatorVerbs, SettlesAndClaims):
@@ -83,13 +104,20 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
 
     Args:
         clock: the time source (epoch seconds); tests may pass a fake one.
-        retention: how long ``prune`` keeps finished jobs.
+        retention: how long ``prune`` keeps finished jobs (and events).
+        events: write the job event stream (``HasEvents``).
     """
 
     def __init__(
-        self, *, clock: Callable[[], float] = time.time, retention: Retention | None = None
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        retention: Retention | None = None,
+        events: bool = True,
     ) -> None:
         self._clock = clock
+        self.events = events
+        self._log = EventLog()
         self._retention = Retention() if retention is None else retention
         self._jobs: dict[str, JobRecord] = {}
         self._tokens: dict[str, str] = {}
@@ -115,12 +143,13 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         """``memory://``: a new, empty in-process store.
 
         Options (keywords, or in the query: ``memory://?retention_dead=3600``):
-        ``retention`` and the ``Retention`` options.
+        ``retention`` and the ``Retention`` options, ``events`` (``false``:
+        write no job events).
 
         Raises:
             ConfigurationError: an unknown or malformed option.
         """
-        values, _ = parse_url_options(url, RETENTION_OPTIONS)
+        values, _ = parse_url_options(url, {**RETENTION_OPTIONS, "events": flag})
         values.update(options)
         retention = pop_retention(values)
         return cls(retention=retention, **values)
@@ -139,6 +168,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     async def close(self) -> None:
         self._closed = True
         self._waiters.wake_all()
+        self._log.signal.fire()
 
     async def drop(self) -> None:
         """Forget every job and queue (tests). Waiters are woken and find their job gone."""
@@ -151,6 +181,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._counts.clear()
         self._paused.clear()
         self._worker_table.clear()
+        self._log.clear()
         self._waiters.wake_all()
 
     # -- internal state transitions ----------------------------------------------
@@ -239,6 +270,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             new = as_enqueued(job, now)
             self._store(new)
             stored.append(new)
+            if self.events:
+                self._log.add_one(enqueued_event(new, now))
         # A scheduled job wakes its queue's waiters too: they wait until the
         # earliest due time they know of, which may now be sooner.
         if len(stored) == 1:
@@ -261,7 +294,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         if job.state is JobState.ACTIVE:
             job = replace(job, cancel_requested=True)
         else:
-            job = replace(job, state=JobState.CANCELLED, finished_at=self._clock())
+            now = self._clock()
+            job = replace(job, state=JobState.CANCELLED, finished_at=now)
+            if self.events:
+                self._log.add_one(job_event(job, EventKind.CANCELLED, now, by="operator"))
         self._store(job)
         if job.state is JobState.ACTIVE and self._cancel_watchers:
             self._cancel_watchers.notify([job_id])
@@ -306,6 +342,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 jobs[job_id] = job
                 tokens[job_id] = token
                 leases.append(Lease(job=job, token=token, expires_at=expires))
+                if self.events:
+                    self._log.add_one(started_event(job, now))
             if len(leases) >= limit:
                 break
         return leases
@@ -357,6 +395,9 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             return False
         shown = None if detail is None else decode_json(detail)
         self._jobs[job.id] = replace(job, progress=value, progress_detail=shown)
+        if self.events:
+            fields = {"attempt": job.attempts, "progress": value, "detail": shown}
+            self._log.add_one(job_event(job, EventKind.PROGRESS, self._clock(), **fields))
         return True
 
     async def log(self, lease: Lease, lines: Sequence[LogLine]) -> bool:
@@ -366,6 +407,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         if lines:
             kept, dropped = keep_lines(job.logs, lines, job.logs_dropped)
             self._jobs[job.id] = replace(job, logs=kept, logs_dropped=dropped)
+            if self.events:
+                self._log.add(log_events(job, lines))
         return True
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
@@ -383,6 +426,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 continue
             del self._tokens[job.id]
             state = outcome.state
+            if self.events and (event := outcome_event(job, outcome, now)) is not None:
+                self._log.add_one(event)
             if state is JobState.COMPLETED:
                 new = replace(
                     job,
@@ -429,14 +474,17 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         lapsed = [job for job in self._jobs.values() if lease_lapsed(job, now)]
         for job in lapsed:
             self._tokens.pop(job.id, None)
-            errors = (*job.errors, lost_error(job, now))
-            common = {"errors": errors, "lease_expires_at": None, "worker": None}
+            lost = lost_error(job, now)
+            common = {"errors": (*job.errors, lost), "lease_expires_at": None, "worker": None}
             if job.cancel_requested:
-                self._store(replace(job, state=JobState.CANCELLED, finished_at=now, **common))
+                new = replace(job, state=JobState.CANCELLED, finished_at=now, **common)
             elif job.attempts < job.max_attempts:
-                self._store(replace(job, state=JobState.QUEUED, **common))
+                new = replace(job, state=JobState.QUEUED, **common)
             else:
-                self._store(replace(job, state=JobState.DEAD, finished_at=now, **common))
+                new = replace(job, state=JobState.DEAD, finished_at=now, **common)
+            self._store(new)
+            if self.events:
+                self._log.add_one(recovered_event(job, new.state, lost, now))
         self._waiters.wake_queues({job.queue for job in lapsed})
         return len(lapsed)
 
@@ -448,6 +496,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         capped = over_cap(self._jobs.values(), self._retention)
         for job in capped:
             self._delete(job)
+        self._log.prune(now, self._retention)
         return len(doomed) + len(capped)
 
     # -- operations --------------------------------------------------------------
@@ -502,6 +551,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             if job is not None and job.state is not JobState.ACTIVE:
                 self._delete(job)
                 self._waiters.wake_job(job_id)
+                if self.events:
+                    self._log.add_one(
+                        job_event(job, EventKind.REMOVED, self._clock(), by="operator")
+                    )
             found.append(None if job is None else job.state)
         return found
 
@@ -524,6 +577,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             self._store(
                 replace(job, state=JobState.QUEUED, attempts=0, finished_at=None, scheduled_at=now)
             )
+            if self.events:
+                self._log.add_one(job_event(job, EventKind.RETRIED, now, by="operator"))
             retried.append(job.id)
             self._waiters.wake_queue(job.queue)
         return retried
@@ -566,8 +621,31 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     ) -> None:
         await self._cancel_watchers.watch(callback, task_status)
 
+    # -- the event stream ----------------------------------------------------------
+
+    async def read_events(
+        self, *, after: str | None, queues: Sequence[str] | None, limit: int
+    ) -> EventPage:
+        return self._log.read(after, queues, limit)
+
+    async def wait_for_events(
+        self, queues: Sequence[str] | None, after: str | None, timeout: float
+    ) -> None:
+        signal = self._log.signal.waiter()
+        if self._closed or self._log.has_after(after, queues):
+            return
+        with anyio.move_on_after(timeout):
+            await signal.wait()
+
+    async def job_events(self, job_id: str) -> list[JobEvent]:
+        return self._log.of_job(job_id)
+
+    async def latest_event_id(self, queues: Sequence[str] | None) -> str:
+        return str(self._log.last)
+
 
 if TYPE_CHECKING:
     _check: type[Backend] = MemoryBackend
     _fused: type[SettlesOnClaim] = MemoryBackend
     _drops: type[Drops] = MemoryBackend
+    _events: type[HasEvents] = MemoryBackend

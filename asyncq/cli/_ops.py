@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import click
 
+from .._events import JobEvent
 from .._records import TERMINAL_STATES, JobRecord, JobState
 from ..admin import Admin, Status
 from ..exceptions import JobNotFound
@@ -32,6 +33,7 @@ from ._base import (
     open_app,
     say,
 )
+from ._events import event_dict, timeline
 from ._render import job_dict, job_text, jobs_text, span, status_dict, status_text, utc
 
 __all__ = ["cancel", "job", "jobs", "pause", "purge", "resume", "retry", "status"]
@@ -198,17 +200,18 @@ def jobs(
 @app_options
 @click.argument("job_id", metavar="ID")
 def job(app_path: str, backend: str | None, as_json: bool, job_id: str) -> None:
-    """Show one job in full: payload, result, every error with its traceback."""
+    """Show one job in full: payload, result, every error with its traceback, its history."""
     app = open_app(app_path, backend)
 
-    async def body(admin: Admin) -> JobRecord:
-        return await admin.job(job_id)
+    async def body(admin: Admin) -> tuple[JobRecord, list[JobEvent]]:
+        return await admin.job(job_id), await admin.history(job_id)
 
-    record = call(app, body)
+    record, history = call(app, body)
     if as_json:
-        echo_json(job_dict(record, full=True))
+        echo_json({**job_dict(record, full=True), "history": [event_dict(e) for e in history]})
     else:
         click.echo(job_text(record))
+        click.echo(timeline(history))
 
 
 # -- retry, cancel ---------------------------------------------------------------------------

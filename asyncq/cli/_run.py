@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import click
 
 from .._health import HealthServer
+from .._joblog import JobLog
 from .._logging import configure_logging
+from .._metrics import install as install_metrics
 from ..exceptions import AsyncqError, ConfigurationError
 from ._base import (
     EXIT_FATAL,
@@ -23,10 +26,11 @@ from ._base import (
     leaves,
     load_app,
 )
+from ._render import printable
 
 if TYPE_CHECKING:
     from .._app import App
-    from .._worker import FatalFailure
+    from .._worker import FatalFailure, Worker
     from .._worker_types import WorkerOptions
 
 __all__ = ["run"]
@@ -48,6 +52,22 @@ log = logging.getLogger("asyncq.worker")
     "--prefetch",
     type=click.IntRange(min=0),
     help="Jobs claimed ahead of free slots [default: a quarter of --concurrency].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Sync (def) handlers running at once, each in a thread [default: min(32, CPUs + 4)].",
+)
+@click.option(
+    "--handler-processes",
+    type=click.IntRange(min=1),
+    help="Child processes of this worker for process=True handlers [default: one per CPU].",
+)
+@click.option(
+    "--warn-blocking",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Development: warn when an async handler blocks the event loop this long.",
 )
 @click.option("-q", "--queues", help="Comma-separated queues to work (default: the app's).")
 @click.option(
@@ -86,10 +106,24 @@ log = logging.getLogger("asyncq.worker")
     show_default=True,
     help="Address the health probes listen on.",
 )
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Also serve GET /metrics (Prometheus text format) on the health port "
+    "(pip install 'asyncq[prometheus]').",
+)
+@click.option(
+    "--log-jobs",
+    is_flag=True,
+    help="Log an INFO line per finished attempt, with its duration.",
+)
 def run(
     app_path: str,
     concurrency: int,
     prefetch: int | None,
+    threads: int | None,
+    handler_processes: int | None,
+    warn_blocking: float | None,
     queues: str | None,
     lease: float,
     shutdown_timeout: float,
@@ -100,6 +134,8 @@ def run(
     loop: str,
     health_port: int | None,
     health_host: str,
+    metrics: bool,
+    log_jobs: bool,
 ) -> None:
     """Run a worker for MODULE:APP until SIGTERM/SIGINT (a second signal stops at once).
 
@@ -116,6 +152,8 @@ def run(
         raise click.UsageError(msg)
     if backend:
         app.use_backend(backend)
+    if log_jobs:
+        app.instrumentation.append(JobLog())
     options: WorkerOptions = {
         "concurrency": concurrency,
         "lease": lease,
@@ -124,12 +162,26 @@ def run(
     }
     if prefetch is not None:
         options["prefetch"] = prefetch
+    if threads is not None:
+        options["threads"] = threads
+    if handler_processes is not None:
+        options["processes"] = handler_processes
+    if warn_blocking is not None:
+        options["warn_blocking"] = warn_blocking
     if queues:
         chosen = [q.strip() for q in queues.split(",") if q.strip()]
         warn_unknown_queues(app, chosen)
         options["queues"] = chosen
-    health = None if health_port is None else HealthServer(health_host, health_port)
+    exposition = None
+    if metrics:
+        if health_port is None:
+            raise click.UsageError("--metrics is served on the health port: add --health-port P")
+        exposition = install_metrics()
+    health = None
+    if health_port is not None:
+        health = HealthServer(health_host, health_port, metrics=exposition)
     fatal: list[FatalFailure] = []
+    workers: list[Worker] = []
 
     async def serve() -> None:
         try:
@@ -142,6 +194,7 @@ def run(
                     raise CommandError(msg) from exc
                 options["services"] = [health.serve]
             worker = await app.run_worker(**options)
+            workers.append(worker)
             if worker.fatal is not None:
                 fatal.append(worker.fatal)
         finally:
@@ -164,6 +217,12 @@ def run(
         if not all(isinstance(leaf, AsyncqError | CommandError) for leaf in found):
             log.error("the worker stopped on an unexpected error", exc_info=exc)
         raise
+    if workers and (stuck := workers[0].offload.threads.abandoned_running):
+        exit_now(
+            stuck,
+            EXIT_FATAL if fatal else 0,
+            f"the worker stopped on a {fatal[0]}" if fatal else None,
+        )
     if fatal:
         fail(f"the worker stopped on a {fatal[0]}", code=EXIT_FATAL)
 
@@ -179,6 +238,21 @@ def warn_unknown_queues(app: App, queues: list[str]) -> None:
                 app.name,
                 ", ".join(app.queues),
             )
+
+
+def exit_now(threads: int, code: int, error: str | None) -> NoReturn:
+    """Exit without waiting for abandoned threads of sync handlers, which cannot be stopped.
+
+    Their jobs were settled or handed back already; only the threads remain,
+    and the interpreter would wait for them to return before it exits.
+    """
+    log.warning("exiting with %d abandoned sync handler thread(s) still running", threads)
+    if error is not None:
+        click.echo(f"Error: {printable(error)}", err=True)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def loop_options(loop: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import pytest
 from asyncq.backends.base import (
     DROP,
     ENQUEUE_WAITED,
+    EVENTS,
     MIGRATE,
     PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
@@ -42,6 +43,7 @@ ALL: tuple[Capability[Any], ...] = (
     SIZES_POOL,
     DROP,
     TRANSACTIONAL_ENQUEUE,
+    EVENTS,
 )
 OFFERED: dict[str, frozenset[Capability[Any]]] = {
     "memory": frozenset({SETTLE_ON_CLAIM, DROP}),
@@ -54,6 +56,8 @@ OFFERED: dict[str, frozenset[Capability[Any]]] = {
 }
 # Every store pushes cancels (SQLite across processes by polling).
 OFFERED = {kind: offered | {PUSHES_CANCEL} for kind, offered in OFFERED.items()}
+# Every store writes the job event stream.
+OFFERED = {kind: offered | {EVENTS} for kind, offered in OFFERED.items()}
 
 
 async def test_each_store_offers_what_it_implements(backend: Backend, backend_kind: str) -> None:

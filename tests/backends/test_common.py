@@ -527,4 +527,6 @@ def test_converters() -> None:
         "retention_max_completed",
         "retention_max_dead",
         "retention_max_cancelled",
+        "retention_events",
+        "retention_max_events",
     }

@@ -234,11 +234,17 @@ def test_the_lua_scripts_ship_in_the_package_and_each_is_loaded() -> None:
     # lua/ is a script (or the prelude they share), and every script has its file.
     files = importlib.resources.files("asyncq.backends.redis").joinpath("lua")
     names = {f.name.removesuffix(".lua") for f in files.iterdir() if f.name.endswith(".lua")}
-    assert names == {*SCRIPTS, "prelude"}
+    # Each script also has a variant writing no job events (``events=False``).
+    loud = {name for name in SCRIPTS if not name.endswith(":quiet")}
+    assert set(SCRIPTS) == loud | {f"{name}:quiet" for name in loud}
+    assert names == {*loud, "prelude"}
     prelude = files.joinpath("prelude.lua").read_text(encoding="utf-8")
-    for name, source in SCRIPTS.items():
+    assert prelude.count("local EV = true\n") == 1
+    for name in loud:
         body = files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-        assert source == f"\n{prelude}\n{body}"
+        assert SCRIPTS[name] == f"\n{prelude}\n{body}"
+        quiet = prelude.replace("local EV = true\n", "local EV = false\n")
+        assert SCRIPTS[f"{name}:quiet"] == f"\n{quiet}\n{body}"
 
 
 def test_client_must_return_bytes() -> None:

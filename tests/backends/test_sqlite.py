@@ -98,8 +98,8 @@ def test_an_unknown_option_lists_the_known_ones_and_no_password() -> None:
     message = str(caught.value)
     assert "unknown option 'password'" in message
     assert (
-        "busy_timeout, lock_timeout, poll_interval,"
-        " retention_cancelled, retention_completed, retention_dead"
+        "busy_timeout, events, lock_timeout, poll_interval,"
+        " retention_cancelled, retention_completed, retention_dead, retention_events"
     ) in message
     assert "s3cret" not in message
 

@@ -166,6 +166,32 @@ async def check_handler_taking_a_context(app: App) -> None:
     assert_type(await thumbnail(Resize("u", 1), current_job()), Thumb)
 
 
+async def check_sync_and_process_handlers(app: App) -> None:
+    # A plain def runs in a thread; Handler[T, R] is typed as for an async def.
+    @app.job(schema=Resize)
+    def blocking(p: Resize, ctx: JobContext) -> Thumb:
+        ctx.from_thread(ctx.progress, 0.5)
+        assert_type(ctx.from_thread(ctx.progress, 0.5), None)
+        assert_type(ctx.cancelled, bool)
+        return Thumb(b"")
+
+    @app.job(schema=Resize, process=True)
+    def crunch(p: Resize) -> int:
+        return p.width
+
+    @app.job(schema=Resize, process=True)
+    async def crunch_async(p: Resize) -> int:
+        return p.width
+
+    assert_type(blocking, Handler[Resize, Thumb])
+    assert_type(await blocking.enqueue_and_wait(Resize("u", 1)), Thumb)
+    assert_type(await blocking(Resize("u", 1)), Thumb)
+    assert_type(crunch, Handler[Resize, int])
+    assert_type(crunch_async, Handler[Resize, int])
+    ctx = current_job()
+    ctx.from_thread(ctx.progress, "half")  # type: ignore[arg-type]
+
+
 async def check_other_schema_kinds(app: App) -> None:
     @app.job(schema=list[int], name="sum")
     async def total(p: list[int]) -> int:
@@ -232,11 +258,6 @@ async def check_rejected_registrations(app: App) -> None:
     # A function must accept the declared schema.
     @app.job(schema=Other)  # type: ignore[arg-type]
     async def resize(p: Resize) -> bytes:
-        return b""
-
-    # Handlers are async.
-    @app.job(schema=Resize)  # type: ignore[arg-type]
-    def blocking(p: Resize) -> bytes:
         return b""
 
     # The second argument, if any, is the JobContext.

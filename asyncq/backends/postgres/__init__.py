@@ -42,6 +42,7 @@ from .._common import mask_url
 from ..base import (
     DROP,
     ENQUEUE_WAITED,
+    EVENTS,
     MIGRATE,
     PUSHES_CANCEL,
     TERMINAL_STATES,
@@ -73,6 +74,7 @@ from .admin import (
 from .codec import JSON, Aside, aside_columns, outcome_columns, records
 from .codec import leases as leases_of
 from .enqueue import store
+from .events import EventStatements, EventStream
 from .listen import Listener, ListenerClosed
 from .schema import check_name, check_versions, recorded_versions
 from .transport import Transport
@@ -111,7 +113,7 @@ def _applied(outcomes: Sequence[Outcome], ids: Sequence[str] | None) -> list[boo
     return result
 
 
-class PostgresBackend(_Operations):
+class PostgresBackend(EventStream, _Operations):
     """Jobs in a PostgreSQL schema.
 
     Args:
@@ -135,6 +137,12 @@ class PostgresBackend(_Operations):
             (``None``: no cap, the default), over ``retention``'s.
         retention_max_dead: dead jobs each queue keeps at most.
         retention_max_cancelled: cancelled jobs each queue keeps at most.
+        retention_events: seconds to keep job events (default one day).
+        retention_max_events: job events each queue keeps at most.
+        events: write the job event stream (``HasEvents``); ``False`` sets
+            ``asyncq.events = off`` on the backend's connections, which the
+            triggers read (with a pool passed in, set it in the pool's
+            ``server_settings``).
         min_size: the pool's minimum connections (DSN only).
         max_size: the pool's maximum connections (DSN only).
         poll_interval: the safety net: ``wait_*`` re-check the store at least
@@ -164,6 +172,9 @@ class PostgresBackend(_Operations):
         retention_max_completed: int | _Unset | None = _UNSET,
         retention_max_dead: int | _Unset | None = _UNSET,
         retention_max_cancelled: int | _Unset | None = _UNSET,
+        retention_events: float | _Unset | None = _UNSET,
+        retention_max_events: int | _Unset | None = _UNSET,
+        events: bool = True,
         min_size: int = 1,
         max_size: int = 10,
         poll_interval: float = 10.0,
@@ -190,7 +201,18 @@ class PostgresBackend(_Operations):
             retention_max_completed=retention_max_completed,
             retention_max_dead=retention_max_dead,
             retention_max_cancelled=retention_max_cancelled,
+            retention_events=retention_events,
+            retention_max_events=retention_max_events,
         )
+        self._event_sql = EventStatements(schema)
+        self._event_listener = Listener(
+            connect=self._transport.listen_connect,
+            release=self._transport.listen_release,
+            work_channel=self._sql.events_channel,
+            later_channel="",
+            done_channel="",
+        )
+        self.events = events
         self._prune_steps = prune_steps(self._sql, self._retention)
         self._poll_interval = poll_interval
         # What wait_for_work may know without asking (see there), per list of
@@ -256,6 +278,7 @@ class PostgresBackend(_Operations):
                 return
             self._transport.closed = False
             self._listener.closed = False
+            self._event_listener.closed = False
             if self._migrate:
                 await self.migrate()
             else:
@@ -271,8 +294,24 @@ class PostgresBackend(_Operations):
     def _where(self) -> str:
         return f"PostgreSQL schema {self._schema!r} at {self.url}"
 
+    @property
+    def events(self) -> bool:
+        """Whether the backend's sessions write job events (set before ``open``)."""
+        return self._events
+
+    @events.setter
+    def events(self, on: bool) -> None:
+        self._events = on
+        # The triggers read this setting of the session (see ``schema``).
+        settings = self._transport._connect_kwargs["server_settings"]
+        if on:
+            settings.pop("asyncq.events", None)
+        else:
+            settings["asyncq.events"] = "off"
+
     async def close(self) -> None:
         self._transport.closed = True
+        await self._event_listener.close()
         await self._listener.close()
         await self._transport.close()
 
@@ -558,7 +597,7 @@ class PostgresBackend(_Operations):
                         await listener.check()
 
     capabilities: frozenset[Capability[Any]] = frozenset(
-        {ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE, PUSHES_CANCEL}
+        {ENQUEUE_WAITED, MIGRATE, DROP, TRANSACTIONAL_ENQUEUE, PUSHES_CANCEL, EVENTS}
     )
 
 

@@ -107,6 +107,8 @@ class _Operations(OperatorVerbs):
         _schema: str
         _prune_steps: PruneSteps
 
+        async def _prune_events(self, conn: Connection) -> None: ...
+
         @property
         def _where(self) -> str: ...
 
@@ -138,6 +140,7 @@ class _Operations(OperatorVerbs):
                         total += deleted
                         if deleted < PRUNE_BATCH:
                             break
+                await self._prune_events(conn)
             finally:
                 with anyio.CancelScope(shield=True):
                     try:

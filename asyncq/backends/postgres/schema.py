@@ -321,6 +321,138 @@ ALTER TABLE {s}.jobs
     ADD COLUMN logs_dropped integer NOT NULL DEFAULT 0;
 """
 
+# The job event stream (``events``): one row per event, numbered by an
+# identity in the order written. Statement-level triggers on ``jobs`` write
+# them from the rows a statement changed (its transition tables), in the
+# statement itself and with one INSERT for the batch: what changed is read
+# off the old and new row (``asyncq._events`` for what each kind carries).
+# ``removed`` is written by ``remove`` itself (purge and prune delete too,
+# without an event). A session with ``asyncq.events = off`` writes none.
+# ``written`` is the insert's wall clock: a reader holds back after a gap in
+# the numbers (a transaction still open) until it is older than a grace.
+# ``event_floors`` keeps, per queue, the highest number prune deleted.
+_EVENTS = """
+CREATE TABLE {s}.events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text NOT NULL,
+    job_id text COLLATE "C" NOT NULL,
+    name text NOT NULL,
+    queue text NOT NULL,
+    at double precision NOT NULL,
+    written double precision NOT NULL DEFAULT extract(epoch from clock_timestamp()),
+    body jsonb NOT NULL DEFAULT '{{}}'
+);
+CREATE INDEX events_job ON {s}.events (job_id, id);
+CREATE INDEX events_queue ON {s}.events (queue, id);
+CREATE INDEX events_at ON {s}.events (at);
+CREATE TABLE {s}.event_floors (
+    queue text PRIMARY KEY,
+    pruned_through bigint NOT NULL
+);
+
+CREATE FUNCTION {s}.events_enqueued() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('asyncq.events', true) = 'off' THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO {s}.events (kind, job_id, name, queue, at, body)
+    SELECT 'enqueued', n.id, n.name, n.queue, {now},
+           CASE WHEN n.state = 'scheduled'
+                THEN jsonb_build_object('due', n.scheduled_at) ELSE '{{}}' END
+    FROM new_jobs n ORDER BY n.id;
+    IF FOUND THEN
+        PERFORM pg_notify({events}, '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION {s}.events_changed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('asyncq.events', true) = 'off' THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO {s}.events (kind, job_id, name, queue, at, body)
+    SELECT c.kind, c.id, c.name, c.queue, {now}, c.body
+    FROM (
+        SELECT n.id, n.name, n.queue, k.kind, 0 AS seq,
+               jsonb_strip_nulls(CASE
+                   WHEN k.kind = 'started' THEN jsonb_build_object(
+                       'attempt', n.attempts, 'worker', n.worker)
+                   WHEN k.kind = 'completed' THEN jsonb_build_object(
+                       'attempt', o.attempts, 'worker', o.worker,
+                       'duration', greatest(0, n.finished_at - o.started_at))
+                   WHEN k.kind = 'retrying' THEN jsonb_build_object(
+                       'attempt', o.attempts, 'worker', o.worker,
+                       'error', e.error, 'due', n.scheduled_at)
+                   WHEN k.kind IN ('dead', 'cancelled', 'recovered') AND o.state = 'active'
+                   THEN jsonb_build_object(
+                       'attempt', o.attempts, 'worker', o.worker, 'error', e.error,
+                       'by', CASE WHEN k.kind = 'recovered' THEN NULL
+                                  WHEN e.error ->> 'kind' = 'lost' THEN 'recovery'
+                                  WHEN k.kind = 'cancelled' THEN 'worker' END)
+                   ELSE jsonb_build_object('by', 'operator')
+               END) AS body
+        FROM old_jobs o JOIN new_jobs n ON n.id = o.id
+        CROSS JOIN LATERAL (SELECT CASE
+            WHEN n.state = 'active' AND o.state <> 'active' THEN 'started'
+            WHEN o.state = 'active' AND n.state = 'completed' THEN 'completed'
+            WHEN o.state = 'active' AND n.state = 'failed' THEN 'retrying'
+            WHEN o.state = 'active' AND n.state = 'dead' THEN 'dead'
+            WHEN o.state = 'active' AND n.state = 'cancelled' THEN 'cancelled'
+            -- back in the queue with its attempt counted: recovered (a hand-back
+            -- takes the attempt back, and writes no event)
+            WHEN o.state = 'active' AND n.state = 'queued' AND n.attempts >= o.attempts
+                THEN 'recovered'
+            WHEN o.state IN ('scheduled', 'queued', 'failed') AND n.state = 'cancelled'
+                THEN 'cancelled'
+            WHEN o.state = 'dead' AND n.state = 'queued' THEN 'retried'
+        END AS kind) AS k
+        -- the error this change appended, if any (errors of another shape: none)
+        CROSS JOIN LATERAL (SELECT CASE
+            WHEN jsonb_typeof(n.errors) = 'array' AND jsonb_typeof(o.errors) = 'array'
+                 AND jsonb_array_length(n.errors) > jsonb_array_length(o.errors)
+                 AND jsonb_typeof(n.errors -> -1) = 'object'
+            THEN n.errors -> -1 END AS error) AS e
+        WHERE k.kind IS NOT NULL
+        UNION ALL
+        SELECT n.id, n.name, n.queue, 'progress', 0,
+               jsonb_strip_nulls(jsonb_build_object(
+                   'attempt', n.attempts, 'progress', n.progress, 'detail', n.progress_detail))
+        FROM old_jobs o JOIN new_jobs n ON n.id = o.id
+        WHERE n.state = 'active' AND o.state = 'active'
+          AND (n.progress IS DISTINCT FROM o.progress
+               OR n.progress_detail IS DISTINCT FROM o.progress_detail)
+        UNION ALL
+        -- each line a log call appended, as stored (the reader decodes it)
+        SELECT n.id, n.name, n.queue, 'log', l.seq, jsonb_build_object('line', l.line)
+        FROM old_jobs o JOIN new_jobs n ON n.id = o.id
+        CROSS JOIN LATERAL (SELECT
+            coalesce(cardinality(n.logs), 0) + n.logs_dropped
+            - coalesce(cardinality(o.logs), 0) - o.logs_dropped AS added) AS a
+        CROSS JOIN LATERAL unnest(
+            n.logs[greatest(1, coalesce(cardinality(n.logs), 0) - a.added + 1):]
+        ) WITH ORDINALITY AS l(line, seq)
+        WHERE a.added > 0
+    ) AS c
+    ORDER BY c.id, c.seq;
+    IF FOUND THEN
+        PERFORM pg_notify({events}, '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_enqueued AFTER INSERT ON {s}.jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.events_enqueued();
+CREATE TRIGGER jobs_changed AFTER UPDATE ON {s}.jobs
+    REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.events_changed();
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
@@ -328,6 +460,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("notices of work due later on a channel of their own", _V4),
     ("the worker registry", _WORKERS),
     ("job annotations: progress detail, metadata, logged lines", _ANNOTATIONS),
+    ("the job event stream", _EVENTS),
 )
 
 

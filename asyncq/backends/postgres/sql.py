@@ -521,6 +521,7 @@ class Statements(OperatorStatements):
         self.work_channel = f"{schema_name}:work"
         self.later_channel = f"{schema_name}:later"
         self.done_channel = f"{schema_name}:done"
+        self.events_channel = f"{schema_name}:events"
         fields = {
             "s": f'"{schema_name}"',
             "now": NOW,
@@ -529,6 +530,7 @@ class Statements(OperatorStatements):
             "work": f"'{self.work_channel}'",
             "later": f"'{self.later_channel}'",
             "done": f"'{self.done_channel}'",
+            "events": f"'{self.events_channel}'",
             "finish": FINISH if carry_jobs else "NULL::text",
         }
         self.migrations = [(why, step.format(**fields)) for why, step in schema.MIGRATIONS]

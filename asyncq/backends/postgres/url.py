@@ -45,6 +45,7 @@ OPTIONS: Mapping[str, Converter] = {
     "max_size": integer,
     "poll_interval": seconds,
     "carry_jobs": flag,
+    "events": flag,
 }
 
 #: The ``sslmode`` values asyncpg knows (libpq's, exactly as spelled).

@@ -102,6 +102,7 @@ from .._verbs import ClaimQuery, SettlesAndClaims
 from ..base import (
     DROP,
     ENQUEUE_WAITED,
+    EVENTS,
     PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
     SIZES_POOL,
@@ -132,6 +133,7 @@ from .client import (
     side_client,
     url_options,
 )
+from .events import EventStream
 from .notices import Notices
 from .scripts import (
     LAYOUT,
@@ -165,9 +167,11 @@ _CACHE_SIZE = 10_000
 #: hashes the id index is sharded over (a power of two)
 _BUCKETS = 64
 _CAPABILITIES: frozenset[Capability[Any]] = frozenset(
-    {SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, SIZES_POOL, PUSHES_CANCEL}
+    {SETTLE_ON_CLAIM, ENQUEUE_WAITED, DROP, SIZES_POOL, PUSHES_CANCEL, EVENTS}
 )
-_CLUSTER_CAPABILITIES: frozenset[Capability[Any]] = frozenset({ENQUEUE_WAITED, DROP, PUSHES_CANCEL})
+_CLUSTER_CAPABILITIES: frozenset[Capability[Any]] = frozenset(
+    {ENQUEUE_WAITED, DROP, PUSHES_CANCEL, EVENTS}
+)
 
 
 def _without_namespace(url: str) -> str:
@@ -180,7 +184,7 @@ def _escape(queue: str) -> str:
     return queue.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
 
 
-class RedisBackend(_Operations, SettlesAndClaims):
+class RedisBackend(EventStream, _Operations, SettlesAndClaims):
     """Jobs in Redis, Valkey or a Redis Cluster. ``redis://``, ``rediss://``, ``unix://``,
     ``valkey://`` select it.
 
@@ -194,6 +198,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
         client_name: base of the connection names (default ``asyncq:<namespace>``).
         retention: how long ``prune`` keeps finished jobs (also as the
             ``Retention`` options, with a client too).
+        events: write the job event stream (``HasEvents``; with a client too).
         **options: with a URL, as for ``from_url``.
     """
 
@@ -204,6 +209,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
         namespace: str | None = None,
         client_name: str | None = None,
         retention: Retention | None = None,
+        events: bool = True,
         **options: Any,
     ) -> None:
         if isinstance(client_or_url, str):
@@ -211,6 +217,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
             options, driver_url = url_options(client_or_url, options)
         options["retention"] = retention
         self._retention = pop_retention(options)
+        events = options.pop("events", events)
         in_url = options.pop("namespace", None)
         namespace = namespace or in_url or "asyncq"
         if not _NAMESPACE.fullmatch(namespace):
@@ -241,6 +248,7 @@ class RedisBackend(_Operations, SettlesAndClaims):
         # Script calls and blocking pops (see Transport); ``_many`` is its ``many``.
         self._transport = Transport(client, self._name)
         self._many = self._transport.many
+        self.events = events
         self._queues_key = f"{{{namespace}}}:queues"
         self._cancel_channel = f"{{{namespace}}}:cancel"
         self._worker_keys = worker_keys(namespace)
@@ -274,7 +282,9 @@ class RedisBackend(_Operations, SettlesAndClaims):
         - ``retention`` (a keyword) and the ``Retention`` options
           (``retention_completed``, ``retention_dead``, ``retention_cancelled``,
           and the caps ``retention_max_completed``, ``retention_max_dead``,
-          ``retention_max_cancelled``);
+          ``retention_max_cancelled``, ``retention_events``,
+          ``retention_max_events``);
+        - ``events``: ``false`` writes no job events;
         - redis-py's own: ``socket_timeout``, ``max_connections``,
           ``ssl_ca_certs``, ... (in the query, those its ``parse_url`` reads that
           the client for this URL takes).

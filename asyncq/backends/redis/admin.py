@@ -94,6 +94,8 @@ class _Operations(OperatorVerbs):
 
         async def _known_queues(self) -> list[str]: ...
 
+        async def _prune_events(self, queues: Sequence[str]) -> None: ...
+
     async def _queues_of(self, job_ids: Sequence[str]) -> dict[str, str]:
         """Queue of each known id, reading the index in one round trip for the rest."""
         found = {i: q for i in job_ids if (q := self._where.get(i)) is not None}
@@ -139,6 +141,7 @@ class _Operations(OperatorVerbs):
             going = {
                 q: (page.skip, page.now) for q, page in zip(going, pruned, strict=True) if page.more
             }
+        await self._prune_events(queues)
         return total
 
     @mapped

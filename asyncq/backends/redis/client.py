@@ -99,6 +99,7 @@ OWN_OPTIONS: Mapping[str, Converter] = {
     "namespace": text,
     "cluster": flag,
     "pool_timeout": seconds,
+    "events": flag,
     **RETENTION_OPTIONS,
 }
 #: the settings redis-py takes as text in a URL's query (it converts those of

@@ -26,6 +26,15 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P keys``           hash, idempotency key -> id of the job holding it
 ``P wake``           list, wake-up tokens for blocked claimers (bounded)
 ``P paused``         string, exists while the queue is paused
+``P ev``             stream, the queue's job events (``HasEvents``), one entry per
+                     event, written by the script that makes the change; fields
+                     ``k`` kind, ``j`` job id, ``n`` name, ``at``, and as the kind
+                     has them ``a`` attempt, ``w`` worker, ``e`` error (JSON),
+                     ``due``, ``pr`` progress, ``pd`` detail (JSON), ``dur``
+                     duration, ``by``, ``ln`` a logged line (JSON, as in ``lg``).
+                     Trimmed by ``prune`` (``prune_events``), never on the hot path
+``P evcut``          list, "<last id> <count>" of each trim of ``ev``, newest first
+                     (at most 1000): what a reader after an older id lost
 ``P done``           (a pub/sub channel, not a key) notices of finished jobs that
                      someone waits for, each carrying the job (see ``notify``);
                      a bare id for a job ``remove`` deleted
@@ -113,6 +122,7 @@ __all__ = [
     "Get",
     "RetryDead",
     "Prune",
+    "PruneEvents",
     "Pruned",
     "Purge",
     "Remove",
@@ -133,8 +143,20 @@ LAYOUT = 2
 Call = tuple[str, list[str], list[Any]]
 
 #: name -> source (``prelude.lua``, then the script's own file), filled as the
-#: wrappers below are defined
+#: wrappers below are defined; and ``<name>:quiet``, the same script writing no
+#: job events, for a backend made with ``events=False`` (see ``quiet``)
 SCRIPTS: dict[str, str] = {}
+
+#: The prelude's line that turns the job events on, and its quiet form.
+_EVENTS_ON = "local EV = true\n"
+_EVENTS_OFF = "local EV = false\n"
+
+
+def quiet(call: Call) -> Call:
+    """``call`` made to the script's variant that writes no job events."""
+    name, keys, args = call
+    return (f"{name}:quiet", keys, args)
+
 
 _FILES = resources.files(__name__.rpartition(".")[0]) / "lua"
 _PRELUDE = (_FILES / "prelude.lua").read_text(encoding="utf-8")
@@ -152,6 +174,7 @@ class _Script:
         # The newlines around the prelude are part of each script's text: the
         # SHA1s that EVALSHA calls the scripts by stay those of earlier versions.
         SCRIPTS[name] = f"\n{_PRELUDE}\n{body}"
+        SCRIPTS[f"{name}:quiet"] = f"\n{_PRELUDE.replace(_EVENTS_ON, _EVENTS_OFF, 1)}\n{body}"
 
 
 # -- typed replies ---------------------------------------------------------------------
@@ -525,6 +548,24 @@ class Prune(_Script, name="prune"):
     def reply(raw: Any) -> Pruned:
         now, skip, more, *ids = raw
         return Pruned(ids, now.decode(), int(skip), bool(more))
+
+
+class PruneEvents(_Script, name="prune_events"):
+    """Trim up to ``batch`` of one queue's job events that retention says are old."""
+
+    @staticmethod
+    def call(prefix: str, batch: int, keep: float | None, most: int | None) -> Call:
+        """``keep``: seconds events are kept (``None``: for ever); ``most``: at most how many."""
+        return (
+            "prune_events",
+            [prefix],
+            [batch, "" if keep is None else repr(float(keep)), "" if most is None else str(most)],
+        )
+
+    @staticmethod
+    def reply(raw: Any) -> tuple[int, bool]:
+        """How many were trimmed, and whether to call again."""
+        return int(raw[0]), bool(raw[1])
 
 
 class Purge(_Script, name="purge"):

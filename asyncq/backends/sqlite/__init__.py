@@ -79,26 +79,32 @@ from .._common import (
     RETENTION_OPTIONS,
     Converter,
     Waiters,
+    flag,
     mask_url,
     no_transactions,
     parse_url_options,
     pop_retention,
     seconds,
 )
+from .._eventlog import EventSignal
 from .._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
 from .._workers import CancelWatchers
 from ..base import (
     DROP,
+    EVENTS,
     PUSHES_CANCEL,
     SETTLE_ON_CLAIM,
     Backend,
     Capability,
+    EventPage,
+    HasEvents,
     HeartbeatReply,
+    JobEvent,
     Retention,
     SettlesOnClaim,
     check_outcomes,
 )
-from . import admin_sql, schema, sql, workers
+from . import admin_sql, events, schema, sql, workers
 from .connection import _Database
 from .schema import SCHEMA_VERSION
 
@@ -114,6 +120,7 @@ _URL_OPTIONS: dict[str, Converter] = {
     "poll_interval": seconds,
     "busy_timeout": seconds,
     "lock_timeout": seconds,
+    "events": flag,
     **RETENTION_OPTIONS,
 }
 
@@ -133,11 +140,13 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         retention: how long ``prune`` keeps finished jobs (``Retention()``'s
             defaults when ``None``).
         clock: the time source (epoch seconds); tests may pass a fake one.
+        events: write the job event stream (``HasEvents``); ``False`` writes none.
         **retention_options: ``retention_completed``, ``retention_dead``,
             ``retention_cancelled``: seconds (or ``None``, for ever); and
             ``retention_max_completed``, ``retention_max_dead``,
             ``retention_max_cancelled``: jobs kept per queue at most (or
-            ``None``, no cap); over ``retention``.
+            ``None``, no cap); ``retention_events``, ``retention_max_events``;
+            over ``retention``.
 
     Raises:
         ConfigurationError: a missing path, or a setting out of range.
@@ -153,8 +162,11 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         lock_timeout: float = 30.0,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
+        events: bool = True,
         **retention_options: float | int | None,
     ) -> None:
+        self.events = events
+        self._signal = EventSignal()
         self._path = os.fspath(path)
         if not self._path:
             msg = "SQLiteBackend needs a database path (or ':memory:')"
@@ -190,8 +202,8 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
 
         Options may also be given in the query string
         (``sqlite:///jobs.db?poll_interval=0.5&retention_dead=none``):
-        ``poll_interval``, ``busy_timeout``, ``lock_timeout`` and the
-        ``Retention`` options; keyword arguments (``retention=`` too) win.
+        ``poll_interval``, ``busy_timeout``, ``lock_timeout``, ``events`` and
+        the ``Retention`` options; keyword arguments (``retention=`` too) win.
 
         Raises:
             ConfigurationError: not a SQLite URL, or an unknown or malformed option.
@@ -243,6 +255,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
     async def close(self) -> None:
         self._closed = True
         self._waiters.wake_all()
+        self._signal.fire()
         conn, self._conn = self._conn, None
         if conn is not None:
             with anyio.CancelScope(shield=True):
@@ -273,15 +286,17 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             raise no_transactions("SQLite")
         if not jobs:
             return []
-        stored = await self._run(True, sql.enqueue, list(jobs))
+        stored = await self._run(True, sql.enqueue, list(jobs), events=self.events)
         self._waiters.wake_work()
+        self._signal.fire()
         return stored
 
     async def get(self, job_id: str) -> JobRecord | None:
         return await self._run(False, sql.get, job_id)
 
     async def cancel(self, job_id: str) -> JobRecord | None:
-        job = await self._run(True, sql.cancel, job_id)
+        job = await self._run(True, sql.cancel, job_id, events=self.events)
+        self._signal.fire()
         if job is not None and job.state is JobState.CANCELLED:
             self._waiters.wake_job(job_id)
         elif job is not None and job.state is JobState.ACTIVE and self._cancel_watchers:
@@ -313,7 +328,10 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
     ) -> list[Lease]:
         if limit <= 0 or not queues:
             return []
-        leases, aside = await self._run(True, sql.claim, list(queues), limit, worker, lease_for)
+        leases, aside = await self._run(
+            True, sql.claim, list(queues), limit, worker, lease_for, events=self.events
+        )
+        self._signal.fire()
         if aside:
             self._wake_finished(aside)
         await self._hand_back_if_cancelled(leases)
@@ -343,8 +361,16 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             return [], await self.claim(queues, limit, worker=worker, lease_for=lease_for)
         # One transaction, so one commit (and one trip to the database thread) for both.
         settled, leases, aside = await self._run(
-            True, sql.settle_and_claim, list(outcomes), list(queues), limit, worker, lease_for
+            True,
+            sql.settle_and_claim,
+            list(outcomes),
+            list(queues),
+            limit,
+            worker,
+            lease_for,
+            events=self.events,
         )
+        self._signal.fire()
         self._wake_finished(settled.finished)
         if aside:
             self._wake_finished(aside)
@@ -382,23 +408,29 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         return await self._run(True, sql.heartbeat, list(leases), lease_for)
 
     async def progress(self, lease: Lease, value: float, detail: bytes | None = None) -> bool:
-        return await self._run(True, sql.progress, lease, value, detail)
+        held = await self._run(True, sql.progress, lease, value, detail, events=self.events)
+        self._signal.fire()
+        return held
 
     async def log(self, lease: Lease, lines: Sequence[LogLine]) -> bool:
-        return await self._run(True, sql.log, lease, lines)
+        held = await self._run(True, sql.log, lease, lines, events=self.events)
+        self._signal.fire()
+        return held
 
     async def settle(self, outcomes: Sequence[Outcome]) -> list[bool]:
         check_outcomes(outcomes)
         if not outcomes:
             return []
-        settled = await self._run(True, sql.settle, list(outcomes))
+        settled = await self._run(True, sql.settle, list(outcomes), events=self.events)
+        self._signal.fire()
         self._wake_finished(settled.finished)
         if settled.requeued:
             self._waiters.wake_work()
         return settled.applied
 
     async def recover(self) -> int:
-        recovered, aside = await self._run(True, sql.recover)
+        recovered, aside = await self._run(True, sql.recover, events=self.events)
+        self._signal.fire()
         if recovered:
             self._wake_finished(job_id for job_id, dead in recovered if dead)
             self._waiters.wake_work()
@@ -413,7 +445,11 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
             deleted = await self._run(True, admin_sql.prune, _PRUNE_BATCH, self._retention)
             total += deleted
             if deleted < _PRUNE_BATCH:
-                return total
+                break
+        # Events go by their own retention, in the same bounded batches.
+        while await self._run(True, events.prune, _PRUNE_BATCH, self._retention) >= _PRUNE_BATCH:
+            pass
+        return total
 
     # -- operations ------------------------------------------------------------------
 
@@ -424,7 +460,8 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         return await self._run(False, admin_sql.list_jobs, *query)
 
     async def _retry_dead(self, query: DeadQuery) -> list[str]:
-        retried = await self._run(True, admin_sql.retry_dead, *query)
+        retried = await self._run(True, admin_sql.retry_dead, *query, events=self.events)
+        self._signal.fire()
         if retried:
             self._waiters.wake_work()
         return retried
@@ -434,7 +471,8 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         return await self._run(True, admin_sql.purge, sorted(wanted), older_than, queue, limit)
 
     async def _remove(self, job_ids: tuple[str, ...]) -> list[JobState | None]:
-        found = await self._run(True, admin_sql.remove, job_ids)
+        found = await self._run(True, admin_sql.remove, job_ids, events=self.events)
+        self._signal.fire()
         # Waiters in this process wake now; those of others find the row gone on their poll.
         self._waiters.wake_jobs(job_ids)
         return found
@@ -474,7 +512,46 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
                     told = set(requested)
                 await anyio.sleep(self._poll_interval)
 
-    capabilities: frozenset[Capability[Any]] = frozenset({SETTLE_ON_CLAIM, DROP, PUSHES_CANCEL})
+    # -- the event stream ----------------------------------------------------------
+
+    async def read_events(
+        self, *, after: str | None, queues: Sequence[str] | None, limit: int
+    ) -> EventPage:
+        return await self._run(
+            False, events.read, after, None if queues is None else list(queues), limit
+        )
+
+    async def wait_for_events(
+        self, queues: Sequence[str] | None, after: str | None, timeout: float
+    ) -> None:
+        # Writers in this process fire the signal; those of others are seen when
+        # ``PRAGMA data_version`` moves, looked at every poll_interval.
+        wanted = None if queues is None else list(queues)
+        deadline = anyio.current_time() + max(0.0, timeout)
+        signal = self._signal.waiter()
+        version: int | None = None
+        while not self._closed:
+            found = await self._run(False, events.version)
+            if found != version:
+                version = found
+                if await self._run(False, events.newer, after, wanted):
+                    return
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                return
+            with anyio.move_on_after(min(remaining, self._poll_interval)):
+                await signal.wait()
+                return
+
+    async def job_events(self, job_id: str) -> list[JobEvent]:
+        return await self._run(False, events.job_events, job_id)
+
+    async def latest_event_id(self, queues: Sequence[str] | None) -> str:
+        return await self._run(False, events.latest)
+
+    capabilities: frozenset[Capability[Any]] = frozenset(
+        {SETTLE_ON_CLAIM, DROP, PUSHES_CANCEL, EVENTS}
+    )
 
     async def drop(self) -> None:
         """Drop the database's asyncq tables, jobs and all; other tables in the file stay.
@@ -503,3 +580,4 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
 if TYPE_CHECKING:
     _check: type[Backend] = SQLiteBackend
     _fused: type[SettlesOnClaim] = SQLiteBackend
+    _events: type[HasEvents] = SQLiteBackend

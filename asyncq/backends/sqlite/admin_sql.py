@@ -14,8 +14,10 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
+from ..._events import EventKind, JobEvent
 from ..._records import JobRecord, JobState, QueueStats
 from ..base import Retention
+from .events import write as write_events
 from .poison import JOB_QUEUES, fetch, read_or_stand_in, read_rows
 from .schema import SELECT_JOB
 from .sql import NOT_EXPIRED, key_holder, marks, select_by_ids
@@ -164,6 +166,8 @@ def retry_dead(
     queue: str | None,
     name: str | None,
     limit: int,
+    *,
+    events: bool,
 ) -> list[str]:
     """``DeadQuery``'s dead jobs that can take their key back, put back in their queue."""
     if job_ids is None:
@@ -176,7 +180,7 @@ def retry_dead(
                 params.append(value)
         candidates = fetch(
             conn,
-            f"SELECT id, queue, key FROM asyncq_jobs WHERE state = 'dead'{where}"
+            f"SELECT id, queue, key, name FROM asyncq_jobs WHERE state = 'dead'{where}"
             " ORDER BY id LIMIT ?",
             (*params, limit),
         )
@@ -184,12 +188,13 @@ def retry_dead(
         # each id once already (``OperatorVerbs.retry_dead``)
         found = {
             row[0]: row
-            for row in select_by_ids(conn, "id, queue, key", job_ids, " AND state = 'dead'")
+            for row in select_by_ids(conn, "id, queue, key, name", job_ids, " AND state = 'dead'")
         }
         candidates = [found[job_id] for job_id in job_ids if job_id in found]
     retried: list[str] = []
+    written: list[JobEvent] = []
     taken: set[tuple[str, str]] = set()
-    for job_id, job_queue, key in candidates:
+    for job_id, job_queue, key, job_name in candidates:
         if not (
             isinstance(job_id, str) and isinstance(job_queue, str) and isinstance(key, str | None)
         ):
@@ -200,11 +205,18 @@ def retry_dead(
                 continue
             taken.add(slot)
         retried.append(job_id)
+        if events:
+            written.append(
+                JobEvent(
+                    "", EventKind.RETRIED, job_id, str(job_name), job_queue, now, by="operator"
+                )
+            )
     conn.executemany(
         "UPDATE asyncq_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
         " scheduled_at = ? WHERE id = ? AND state = 'dead'",
         [(now, job_id) for job_id in retried],
     )
+    write_events(conn, written)
     return retried
 
 
@@ -228,13 +240,18 @@ def purge(
     ).rowcount
 
 
-def remove(conn: sqlite3.Connection, now: float, job_ids: Sequence[str]) -> list[JobState | None]:
+def remove(
+    conn: sqlite3.Connection, now: float, job_ids: Sequence[str], *, events: bool
+) -> list[JobState | None]:
     """Delete the jobs of ``job_ids`` (each once) that are not active; the state each was in.
 
     A job whose state is not a state (garbage) is reported ``dead``, as
     ``stats`` counts it, and deleted; an expired result is reported ``None``.
     """
-    found = {row[0]: row[1:] for row in select_by_ids(conn, "id, state, expires_at", job_ids)}
+    found = {
+        row[0]: row[1:]
+        for row in select_by_ids(conn, "id, state, expires_at, name, queue", job_ids)
+    }
     conn.executemany(
         "DELETE FROM asyncq_jobs WHERE id = ? AND state <> 'active'",
         [(job_id,) for job_id in job_ids if job_id in found],
@@ -246,6 +263,15 @@ def remove(conn: sqlite3.Connection, now: float, job_ids: Sequence[str]) -> list
             out.append(None)
         else:
             out.append(_STATE_OF.get(row[0], JobState.DEAD))
+    if events:
+        write_events(
+            conn,
+            [
+                JobEvent("", EventKind.REMOVED, job_id, str(name), str(queue), now, by="operator")
+                for job_id, (state, _, name, queue) in found.items()
+                if state != "active"
+            ],
+        )
     return out
 
 

@@ -9,7 +9,8 @@ decode and re-encode of the list. Two columns exist for the backend alone:
 ``token`` (the current lease, ``active`` only) and ``expires_at``
 (``finished_at + result_ttl``, ``completed`` only), which make key holding and
 pruning indexed comparisons. ``asyncq_queues`` records every queue seen and
-whether it is paused; ``asyncq_meta`` the schema version.
+whether it is paused; ``asyncq_meta`` the schema version; ``asyncq_events``
+the job event stream.
 
 The SQL is kept to what SQLite 3.8.4 understands (partial indexes, ``PRAGMA
 data_version``): no ``RETURNING``, ``UPDATE FROM`` or upsert, since many Python
@@ -98,8 +99,30 @@ _ANNOTATIONS = (
     "ALTER TABLE asyncq_jobs ADD COLUMN logs_dropped INTEGER NOT NULL DEFAULT 0",
 )
 
+# The job event stream (``events``): one row per event, numbered in the order
+# written (the rowid: ``prune`` never deletes the newest row, so a number is
+# never given twice),
+# the event itself as MessagePack; and, per queue, the highest number prune
+# deleted, so a reader after an older one learns it lost events.
+_EVENTS = (
+    """CREATE TABLE asyncq_events (
+        id INTEGER PRIMARY KEY,
+        queue TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        at REAL NOT NULL,
+        body BLOB NOT NULL
+    )""",
+    "CREATE INDEX asyncq_events_job ON asyncq_events (job_id, id)",
+    "CREATE INDEX asyncq_events_queue ON asyncq_events (queue, id)",
+    "CREATE INDEX asyncq_events_at ON asyncq_events (at)",
+    """CREATE TABLE asyncq_event_floors (
+        queue TEXT PRIMARY KEY NOT NULL,
+        pruned_through INTEGER NOT NULL
+    )""",
+)
+
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS, _ANNOTATIONS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS, _ANNOTATIONS, _EVENTS)
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -27,10 +27,21 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from msgspec.structs import replace
 
-from ..._annotations import MAX_LOG_LINES, encode_line
+from ..._annotations import MAX_LOG_LINES, decode_json, encode_line
+from ..._events import (
+    EventKind,
+    JobEvent,
+    enqueued_event,
+    job_event,
+    log_events,
+    recovered_event,
+    settled_event,
+    started_event,
+)
 from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, LogLine, Outcome
 from .._common import LIVE_STATES, as_enqueued, claimed, lost_error, result_expired
 from ..base import HeartbeatReply
+from .events import write as write_events
 from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
 from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
 
@@ -104,8 +115,11 @@ def _unpaused(conn: sqlite3.Connection, queues: Sequence[str]) -> list[str]:
 # -- producers -------------------------------------------------------------------
 
 
-def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+def enqueue(
+    conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord], *, events: bool
+) -> list[JobRecord]:
     stored: list[JobRecord] = []
+    new_jobs: list[JobRecord] = []
     rows: list[tuple[Any, ...]] = []
     # Ids already stored (caller-chosen ones), read in the same transaction as the insert.
     taken = {
@@ -137,7 +151,10 @@ def enqueue(conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord]) -> 
         taken[job.id] = new
         rows.append(to_row(new))
         stored.append(new)
+        new_jobs.append(new)
     conn.executemany(INSERT_JOB, rows)
+    if events:
+        write_events(conn, [enqueued_event(new, now) for new in new_jobs])
     conn.executemany(
         "INSERT OR IGNORE INTO asyncq_queues (name) VALUES (?)",
         [(queue,) for queue in sorted({job.queue for job in jobs})],
@@ -154,7 +171,7 @@ def get(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
     return None if result_expired(job, now) else job
 
 
-def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
+def cancel(conn: sqlite3.Connection, now: float, job_id: str, *, events: bool) -> JobRecord | None:
     job = get(conn, now, job_id)
     if job is None or job.state in TERMINAL_STATES:
         return job
@@ -164,6 +181,8 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | Non
     conn.execute(
         "UPDATE asyncq_jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id)
     )
+    if events:
+        write_events(conn, [job_event(job, EventKind.CANCELLED, now, by="operator")])
     return replace(job, state=JobState.CANCELLED, finished_at=now)
 
 
@@ -177,6 +196,8 @@ def claim(
     limit: int,
     worker: str,
     lease_for: float,
+    *,
+    events: bool,
 ) -> tuple[list[Lease], list[str]]:
     """Lease up to ``limit`` ready jobs; return the leases and the ids of jobs taken aside.
 
@@ -216,6 +237,8 @@ def claim(
         " WHERE id = ? AND state = 'queued'",
         [(now, worker, expires, lease.token, lease.job.id) for lease in leases],
     )
+    if events:
+        write_events(conn, [started_event(lease.job, now) for lease in leases])
     return leases, aside
 
 
@@ -293,17 +316,31 @@ def heartbeat(
 
 
 def progress(
-    conn: sqlite3.Connection, now: float, lease: Lease, value: float, detail: bytes | None
+    conn: sqlite3.Connection,
+    now: float,
+    lease: Lease,
+    value: float,
+    detail: bytes | None,
+    *,
+    events: bool,
 ) -> bool:
     cursor = conn.execute(
         "UPDATE asyncq_jobs SET progress = ?, progress_detail = ?"
         " WHERE id = ? AND token = ? AND state = 'active'",
         (value, None if detail is None else detail.decode(), lease.job.id, lease.token),
     )
-    return cursor.rowcount == 1
+    if cursor.rowcount != 1:
+        return False
+    if events:
+        shown = None if detail is None else decode_json(detail)
+        fields = {"attempt": lease.job.attempts, "progress": value, "detail": shown}
+        write_events(conn, [job_event(lease.job, EventKind.PROGRESS, now, **fields)])
+    return True
 
 
-def log(conn: sqlite3.Connection, now: float, lease: Lease, lines: Sequence[LogLine]) -> bool:
+def log(
+    conn: sqlite3.Connection, now: float, lease: Lease, lines: Sequence[LogLine], *, events: bool
+) -> bool:
     """Append ``lines`` to the job's logs and trim them, under the write lock."""
     row = conn.execute(
         "SELECT logs, logs_dropped FROM asyncq_jobs"
@@ -321,6 +358,8 @@ def log(conn: sqlite3.Connection, now: float, lease: Lease, lines: Sequence[LogL
         "UPDATE asyncq_jobs SET logs = ?, logs_dropped = logs_dropped + ? WHERE id = ?",
         ("\n".join(kept[over:]), over, lease.job.id),
     )
+    if events:
+        write_events(conn, log_events(lease.job, lines))
     return True
 
 
@@ -365,8 +404,20 @@ def _settle_params(outcome: Outcome, now: float) -> tuple[Any, ...]:
     return (*error, now, *held)
 
 
-def settle(conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome]) -> Settled:
-    current = _current_leases(conn, (outcome.job_id for outcome in outcomes))
+# What a settled job's event needs, read with its lease.
+_HELD_COLUMNS = "id, token, name, queue, attempts, worker, started_at"
+
+
+def settle(
+    conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome], *, events: bool
+) -> Settled:
+    if events:
+        ids = list(dict.fromkeys(outcome.job_id for outcome in outcomes))
+        held = select_by_ids(conn, _HELD_COLUMNS, ids, " AND state = 'active'")
+        current = {row[0]: row[1:] for row in held}
+    else:
+        current = _current_leases(conn, (outcome.job_id for outcome in outcomes))
+    written: list[JobEvent] = []
     applied: list[bool] = []
     finished: list[str] = []
     by_state: defaultdict[JobState, list[tuple[Any, ...]]] = defaultdict(list)
@@ -376,6 +427,21 @@ def settle(conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome]) ->
             applied.append(False)
             continue
         # the lease is released by this outcome: a second one for it in the batch is stale
+        if events:
+            # Raw columns: a row written by hand may hold anything (poison.py).
+            _, name, queue, attempts, worker, started_at = current[outcome.job_id]
+            event = settled_event(
+                outcome.job_id,
+                name if isinstance(name, str) else "<unreadable>",
+                queue if isinstance(queue, str) else "<unreadable>",
+                attempts if type(attempts) is int else 0,
+                worker if isinstance(worker, str) else None,
+                started_at if isinstance(started_at, float) else None,
+                outcome,
+                now,
+            )
+            if event is not None:
+                written.append(event)
         del current[outcome.job_id]
         applied.append(True)
         by_state[outcome.state].append(_settle_params(outcome, now))
@@ -383,6 +449,7 @@ def settle(conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome]) ->
             finished.append(outcome.job_id)
     for state, params in by_state.items():
         conn.executemany(_SETTLE[state], params)
+    write_events(conn, written)
     requeued = bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
     return Settled(applied=applied, finished=finished, requeued=requeued)
 
@@ -395,15 +462,19 @@ def settle_and_claim(
     limit: int,
     worker: str,
     lease_for: float,
+    *,
+    events: bool,
 ) -> tuple[Settled, list[Lease], list[str]]:
     """``settle`` then ``claim`` in one transaction: what the outcomes hand back is claimable."""
-    settled = settle(conn, now, outcomes)
+    settled = settle(conn, now, outcomes, events=events)
     if limit <= 0 or not queues:
         return settled, [], []
-    return settled, *claim(conn, now, queues, limit, worker, lease_for)
+    return settled, *claim(conn, now, queues, limit, worker, lease_for, events=events)
 
 
-def recover(conn: sqlite3.Connection, now: float) -> tuple[list[tuple[str, bool]], list[str]]:
+def recover(
+    conn: sqlite3.Connection, now: float, *, events: bool
+) -> tuple[list[tuple[str, bool]], list[str]]:
     """Release lapsed leases, and take aside the unreadable jobs no claim can reach.
 
     Returns ``(id, finished)`` for each lapsed job (dead or cancelled), and
@@ -423,13 +494,9 @@ def recover(conn: sqlite3.Connection, now: float) -> tuple[list[tuple[str, bool]
         {"now": now},
     )
     lapsed, bad = read_rows(rows)
+    errors = [lost_error(job, now) for job in lapsed]
     params = [
-        (
-            now,
-            ENCODER.encode(lost_error(job, now)),
-            job.id,
-        )
-        for job in lapsed
+        (now, ENCODER.encode(error), job.id) for job, error in zip(lapsed, errors, strict=True)
     ]
     conn.executemany(
         "UPDATE asyncq_jobs SET"
@@ -445,6 +512,21 @@ def recover(conn: sqlite3.Connection, now: float) -> tuple[list[tuple[str, bool]
     recovered = [
         (job.id, job.cancel_requested or job.attempts >= job.max_attempts) for job in lapsed
     ]
+    if events:
+        write_events(
+            conn,
+            [
+                recovered_event(job, _recovered_state(job), error, now)
+                for job, error in zip(lapsed, errors, strict=True)
+            ],
+        )
     if bad:
         recovered.extend((job_id, True) for job_id in take_aside(conn, now, rows, bad))
     return recovered, sweep(conn, now)
+
+
+def _recovered_state(job: JobRecord) -> JobState:
+    """What ``recover`` makes of ``job``, as the statement above decides it."""
+    if job.cancel_requested:
+        return JobState.CANCELLED
+    return JobState.QUEUED if job.attempts < job.max_attempts else JobState.DEAD

@@ -1,5 +1,5 @@
 local id = ARGV[1]
-local h = redis.call('HMGET', J(id), 'st', 'p', 'fin', 't')
+local h = redis.call('HMGET', J(id), 'st', 'p', 'fin', 't', 'n')
 if not h[1] then return false end
 local now = now_s()
 if expired(h[1], h[3], h[4], now) then return false end
@@ -9,6 +9,7 @@ if h[1] == 'active' then
 elseif LIVE[h[1]] then
   unplace(id, h[1], h[2])
   finish(id, 'cancelled', h[2], now, {})
+  event('cancelled', id, h[5], F(now), 'by', 'operator')
   flush()
 end
 return redis.call('HGETALL', J(id))

@@ -112,6 +112,11 @@ for i = 0, n - 1 do
     if waited then fields[#fields + 1] = 'wt'; fields[#fields + 1] = '1' end
     if ARGV[b + 9] ~= '' then fields[#fields + 1] = 'mt'; fields[#fields + 1] = ARGV[b + 9] end
     redis.call('HSET', J(id), unpack(fields))
+    if st == 'scheduled' then
+      event('enqueued', id, ARGV[b + 7], F(now), 'due', sa)
+    else
+      event('enqueued', id, ARGV[b + 7], F(now))
+    end
     if n > 1 then
       known[id] = true  -- the same id twice in one batch: the second finds the first
       added[#added + 1] = 0

@@ -1,7 +1,11 @@
 -- Lines are JSON texts, each ended by a newline (JSON never holds a raw one):
 -- appending is a concatenation, and dropping the oldest cuts at the first newline.
-local h = redis.call('HMGET', J(ARGV[1]), 'st', 'tok', 'lg', 'lc', 'ld')
+local h = redis.call('HMGET', J(ARGV[1]), 'st', 'tok', 'lg', 'lc', 'ld', 'n')
 if h[1] ~= 'active' or h[2] ~= ARGV[2] then return 0 end
+if #ARGV > 3 then
+  local at = F(now_s())
+  for i = 4, #ARGV do event('log', ARGV[1], h[6], at, 'ln', ARGV[i]) end
+end
 local cap = tonumber(ARGV[3])
 local parts = {h[3] or ''}
 for i = 4, #ARGV do parts[#parts + 1] = ARGV[i] .. '\n' end

@@ -15,6 +15,16 @@ local PROMOTE_MAX = 1000
 -- argument lists go to Redis in slices of this many.
 local SLICE = 1000
 
+-- The job event stream of the current queue: one XADD per event, in the
+-- script that makes the change (see scripts.py, "P ev"). EV is false in the
+-- scripts of a backend made with events off (their ":quiet" variants).
+local EV = true
+local function event(kind, id, name, at, ...)
+  if EV then
+    redis.call('XADD', P .. 'ev', '*', 'k', kind, 'j', id, 'n', name or '', 'at', at, ...)
+  end
+end
+
 local function now_s()
   local t = redis.call('TIME')
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -287,7 +297,7 @@ local function claim_from(first, last, limit, worker, lease_for, base, now)
         local popped = redis.call('ZPOPMIN', R(prio), want)
         for j = 1, #popped, 2 do
           local id = popped[j]
-          local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c')
+          local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c', 'n')
           local att, sa = num(h[3]), num(h[4])
           if h[1] == 'queued' and att and sa then
             n = n + 1
@@ -295,6 +305,7 @@ local function claim_from(first, last, limit, worker, lease_for, base, now)
             redis.call('HSET', J(id), 'st', 'active', 'att', att, 'sta', started, 'w', worker,
                        'lx', expires, 'tok', base .. '.' .. n)
             if h[7] then redis.call('HDEL', J(id), 'c') end
+            event('started', id, h[8], started, 'a', att, 'w', worker)
             claimed[#claimed + 1] = expires
             claimed[#claimed + 1] = id
             out[#out + 1] = id; out[#out + 1] = h[2]; out[#out + 1] = att
@@ -350,12 +361,14 @@ local function settle_range(A, from, to, now, out)
   local released, completed, expiring = {}, {}, {}
   for i = from, to, 7 do
     local id, st = A[i], A[i + 2]
-    local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't', 'wt')
+    local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't', 'wt', 'n', 'w', 'sta')
     if h[1] == 'active' and h[2] == A[i + 1] then
       local prio = h[3]
       released[#released + 1] = id
       tally('active', -1)
       if st == 'completed' then
+        event('completed', id, h[8], at, 'a', h[5], 'w', h[9] or '',
+              'dur', F(math.max(0, now - (num(h[10]) or now))))
         if A[i + 3] == '1' then
           redis.call('HSET', J(id), 'st', st, 'fin', at, 'r', A[i + 4])
         else
@@ -373,6 +386,7 @@ local function settle_range(A, from, to, now, out)
       elseif st == 'failed' then
         local retry_at = A[i + 6]
         if retry_at == '' then retry_at = at end
+        event('retrying', id, h[8], at, 'a', h[5], 'w', h[9] or '', 'e', A[i + 5], 'due', retry_at)
         redis.call('HSET', J(id), unpack(with_error(id, A[i + 5], {'st', st, 'sa', retry_at})))
         place(id, st, prio, tonumber(retry_at))
         woke = woke + 1
@@ -390,6 +404,11 @@ local function settle_range(A, from, to, now, out)
           spoil(id, prio, now, unreadable_error(id, 'p', prio, 'not a priority', h[5], now))
         end
       else
+        if st == 'cancelled' then
+          event(st, id, h[8], at, 'a', h[5], 'w', h[9] or '', 'e', A[i + 5], 'by', 'worker')
+        else
+          event(st, id, h[8], at, 'a', h[5], 'w', h[9] or '', 'e', A[i + 5])
+        end
         finish(id, st, prio, now, with_error(id, A[i + 5], {}))
       end
       out[#out + 1] = 1

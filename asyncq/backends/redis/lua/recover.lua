@@ -2,7 +2,7 @@ local now = now_s()
 local ids = redis.call('ZRANGEBYSCORE', K.active, '-inf', F(now), 'LIMIT', 0, tonumber(ARGV[1]))
 local n, woke = 0, 0
 for _, id in ipairs(ids) do
-  local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w', 'c', 'sa')
+  local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w', 'c', 'sa', 'n')
   if h[1] ~= 'active' and not (h[1] and not KNOWN[h[1]]) then
     redis.call('ZREM', K.active, id)
   else
@@ -16,6 +16,7 @@ for _, id in ipairs(ids) do
       spoil(id, h[2], now, unreadable_error(id, 'st', h[1], 'no such state', h[3], now))
     elseif h[6] == '1' then
       finish(id, 'cancelled', h[2], now, with_error(id, err, {}))
+      event('cancelled', id, h[8], F(now), 'a', h[3], 'w', h[5] or '', 'e', err, 'by', 'recovery')
     elseif not (att and most) then
       local field, value = 'att', h[3]
       if att then field, value = 'm', h[4] end
@@ -28,8 +29,10 @@ for _, id in ipairs(ids) do
       redis.call('HSET', J(id), unpack(with_error(id, err, {'st', 'queued'})))
       place(id, 'queued', h[2], sa)
       woke = woke + 1
+      event('recovered', id, h[8], F(now), 'a', h[3], 'w', h[5] or '', 'e', err)
     else
       finish(id, 'dead', h[2], now, with_error(id, err, {}))
+      event('dead', id, h[8], F(now), 'a', h[3], 'w', h[5] or '', 'e', err, 'by', 'recovery')
     end
     n = n + 1
   end

@@ -6,7 +6,7 @@
 local now = now_s()
 local out = {}
 for _, id in ipairs(ARGV) do
-  local h = redis.call('HMGET', J(id), 'st', 'fin', 't', 'wt')
+  local h = redis.call('HMGET', J(id), 'st', 'fin', 't', 'wt', 'n')
   local st = h[1]
   if not st then
     out[#out + 1] = ''
@@ -29,6 +29,7 @@ for _, id in ipairs(ARGV) do
       st = 'dead'
     end
     if h[4] then redis.call('PUBLISH', K.done, id) end
+    event('removed', id, h[5], F(now), 'by', 'operator')
     if expired(st, h[2], h[3], now) then out[#out + 1] = '' else out[#out + 1] = st end
   end
 end

@@ -1,7 +1,7 @@
 local now = now_s()
 local out = {}
 for _, id in ipairs(ARGV) do
-  local h = redis.call('HMGET', J(id), 'st', 'p', 'k')
+  local h = redis.call('HMGET', J(id), 'st', 'p', 'k', 'n')
   -- A priority that is not one stays dead: it names no ready set.
   if h[1] == 'dead' and is_prio(h[2]) and not (h[3] and key_holder(h[3], now)) then
     if h[3] then redis.call('HSET', K.keys, h[3], id) end
@@ -9,6 +9,7 @@ for _, id in ipairs(ARGV) do
     redis.call('HDEL', J(id), 'fin')
     redis.call('HSET', J(id), 'st', 'queued', 'att', 0, 'sa', F(now))
     place(id, 'queued', h[2], now)
+    event('retried', id, h[4], F(now), 'by', 'operator')
     out[#out + 1] = id
   end
 end

@@ -1,0 +1,254 @@
+"""Job events: what happened to a job, in the order the store made it happen.
+
+Every state change of a job is written as one ``JobEvent`` by the same
+atomic step that makes the change (a Lua script, a SQL transaction, one
+critical section of the memory store). A store gives each event an id that
+orders its events and lets a reader resume after it. ``EventPage`` is one
+read of the stream; ``EventsLost`` tells a reader that the store pruned
+events it had not read yet.
+
+The builders below are the fields each kind carries, written once: stores
+that hold records in Python call them, and the SQL and Lua that write the
+same events mirror them (see docs/events.md, "The schema").
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from ._records import ErrorInfo, JobRecord, JobState, LogLine, Outcome
+
+__all__ = [
+    "EventKind",
+    "EventPage",
+    "EventsLost",
+    "JobEvent",
+    "decode_event",
+    "encode_event",
+    "enqueued_event",
+    "job_event",
+    "log_events",
+    "outcome_event",
+    "recovered_event",
+    "settled_event",
+    "started_event",
+]
+
+
+class EventKind(enum.StrEnum):
+    """What happened to a job (the ``kind`` of a ``JobEvent``)."""
+
+    ENQUEUED = "enqueued"  #: stored by ``enqueue`` (``due``: when it is ready, if delayed)
+    STARTED = "started"  #: claimed by a worker (``attempt``, ``worker``)
+    PROGRESS = "progress"  #: the handler reported progress (``progress``, ``detail``)
+    LOG = "log"  #: the handler logged a line (``level``, ``message``)
+    RETRYING = "retrying"  #: an attempt failed, another is due (``error``, ``due``)
+    COMPLETED = "completed"  #: the handler returned (``duration``)
+    DEAD = "dead"  #: out of attempts or rejected (``error``)
+    CANCELLED = "cancelled"  #: cancelled (``by``, and ``error`` when it was running)
+    RECOVERED = "recovered"  #: its worker's lease lapsed; queued again (``worker``, ``error``)
+    RETRIED = "retried"  #: an operator put the dead job back in its queue (``by``)
+    REMOVED = "removed"  #: an operator deleted it (``by``)
+
+
+class JobEvent(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One thing that happened to one job.
+
+    Attributes:
+        id: the store's id of the event: events of one store are ordered by
+            it, and a reader resumes after it (``read_events(after=id)``).
+            Opaque text: compare ids only through the store.
+        kind: what happened.
+        job_id, name, queue: the job.
+        at: when, in epoch seconds, by the store's clock where it has one.
+        attempt: the attempt the event belongs to (``started`` and after).
+        worker: the worker that ran the attempt.
+        error: the error that ended the attempt (``retrying``, ``dead``,
+            ``cancelled`` of a running job, ``recovered``).
+        due: when the job is ready next (``retrying``; ``enqueued`` when delayed).
+        progress: the fraction reported (``progress``).
+        detail: what the handler said with its progress (any JSON value).
+        duration: seconds from the attempt's start to its end (``completed``).
+        by: who acted: ``operator`` (an ``Admin`` call or the command line),
+            ``worker``, ``recovery``.
+        level, message: the logged line (``log``).
+    """
+
+    id: str
+    kind: EventKind
+    job_id: str
+    name: str
+    queue: str
+    at: float
+    attempt: int | None = None
+    worker: str | None = None
+    error: ErrorInfo | None = None
+    due: float | None = None
+    progress: float | None = None
+    detail: Any = None
+    duration: float | None = None
+    by: str | None = None
+    level: str | None = None
+    message: str | None = None
+
+
+# See the note in _records: annotations resolve outside this module too.
+JobEvent.__annotations__.update(detail=Any)
+
+
+class EventPage(msgspec.Struct, frozen=True):
+    """One read of the event stream (``read_events``).
+
+    Attributes:
+        events: the events after the id asked for, in order.
+        last_id: the id to read after next time: the last event's, or an id
+            past the events of other queues the store looked through, or the
+            id asked for when there were none (``None`` if none was given).
+        lost: how many events after the id asked for the store pruned before
+            they were read (0: nothing was skipped). Counted over every
+            queue, so with a ``queues`` filter it is an upper bound.
+    """
+
+    events: list[JobEvent]
+    last_id: str | None
+    lost: int = 0
+
+
+class EventsLost(msgspec.Struct, frozen=True):
+    """In an event stream: the store pruned ``count`` events this reader had not read.
+
+    The stream goes on with the oldest event still kept, after ``after``.
+    A reader that needs every event reads faster, or keeps events longer
+    (``Retention(events=...)``).
+    """
+
+    count: int
+    after: str | None
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(JobEvent)
+
+
+def encode_event(event: JobEvent) -> bytes:
+    """The MessagePack bytes a store keeps for ``event`` (its ``id`` left empty)."""
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes, event_id: str) -> JobEvent:
+    """The event a store kept as ``data``, with the store's id."""
+    return msgspec.structs.replace(_decoder.decode(data), id=event_id)
+
+
+# -- what each kind carries ----------------------------------------------------------
+
+
+def enqueued_event(job: JobRecord, now: float) -> JobEvent:
+    """``enqueued``: a job ``enqueue`` stored (``job`` as stored)."""
+    due = job.scheduled_at if job.state is JobState.SCHEDULED else None
+    return JobEvent("", EventKind.ENQUEUED, job.id, job.name, job.queue, now, due=due)
+
+
+def started_event(job: JobRecord, now: float) -> JobEvent:
+    """``started``: ``job`` as a claim made it (active, attempts counted)."""
+    return JobEvent(
+        "",
+        EventKind.STARTED,
+        job.id,
+        job.name,
+        job.queue,
+        now,
+        attempt=job.attempts,
+        worker=job.worker,
+    )
+
+
+def outcome_event(job: JobRecord, outcome: Outcome, now: float) -> JobEvent | None:
+    """The event of a settled attempt (``job`` as it was, active); ``None`` for a hand-back."""
+    return settled_event(
+        job.id, job.name, job.queue, job.attempts, job.worker, job.started_at, outcome, now
+    )
+
+
+def settled_event(
+    job_id: str,
+    name: str,
+    queue: str,
+    attempt: int,
+    worker: str | None,
+    started_at: float | None,
+    outcome: Outcome,
+    now: float,
+) -> JobEvent | None:
+    """``outcome_event`` from the job's columns, for stores that read no whole record."""
+    state = outcome.state
+    if state is JobState.COMPLETED:
+        duration = max(0.0, now - (started_at if started_at is not None else now))
+        kind = EventKind.COMPLETED
+        return JobEvent(
+            "", kind, job_id, name, queue, now, attempt=attempt, worker=worker, duration=duration
+        )
+    if state is JobState.FAILED:
+        due = outcome.retry_at if outcome.retry_at is not None else now
+        return JobEvent(
+            "",
+            EventKind.RETRYING,
+            job_id,
+            name,
+            queue,
+            now,
+            attempt=attempt,
+            worker=worker,
+            error=outcome.error,
+            due=due,
+        )
+    if state is JobState.DEAD or state is JobState.CANCELLED:
+        kind = EventKind.DEAD if state is JobState.DEAD else EventKind.CANCELLED
+        by = None if state is JobState.DEAD else "worker"
+        return JobEvent(
+            "",
+            kind,
+            job_id,
+            name,
+            queue,
+            now,
+            attempt=attempt,
+            worker=worker,
+            error=outcome.error,
+            by=by,
+        )
+    return None  # QUEUED: handed back untouched; no event
+
+
+def job_event(job: JobRecord, kind: EventKind, now: float, **fields: Any) -> JobEvent:
+    """An event of ``kind`` for ``job`` with ``fields`` (the kinds without a builder)."""
+    return JobEvent("", kind, job.id, job.name, job.queue, now, **fields)
+
+
+def recovered_event(job: JobRecord, state: JobState, error: ErrorInfo, now: float) -> JobEvent:
+    """What ``recover`` made of ``job`` (active, its lease lapsed), now in ``state``."""
+    fields: dict[str, Any] = {"attempt": job.attempts, "worker": job.worker, "error": error}
+    if state is JobState.CANCELLED:
+        return job_event(job, EventKind.CANCELLED, now, by="recovery", **fields)
+    if state is JobState.DEAD:
+        return job_event(job, EventKind.DEAD, now, by="recovery", **fields)
+    return job_event(job, EventKind.RECOVERED, now, **fields)
+
+
+def log_events(job: JobRecord, lines: Sequence[LogLine]) -> list[JobEvent]:
+    """One ``log`` event per line stored."""
+    return [
+        job_event(
+            job,
+            EventKind.LOG,
+            line.at,
+            attempt=line.attempt,
+            level=line.level,
+            message=line.message,
+        )
+        for line in lines
+    ]

@@ -1,0 +1,120 @@
+"""PostgreSQL's event stream: numbers taken in open transactions, and the upgrade.
+
+An event's number is taken when its row is inserted but seen at commit, so a
+reader must not read past the number of a transaction still open (it would
+never come back for it); and a schema made before the event stream migrates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import asyncpg
+import pytest
+
+from asyncq._events import EventKind
+from asyncq.backends.postgres import PostgresBackend
+from asyncq.backends.postgres import schema as pg_schema
+from asyncq.backends.postgres.schema import MIGRATIONS
+from asyncq.backends.postgres.sql import Statements
+
+from . import _records as r
+from .conftest import MakePostgres
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
+
+BOUND = 30.0
+
+
+async def test_a_reader_waits_for_an_open_transaction_below_it(
+    make_postgres: MakePostgres, postgres_dsn: str
+) -> None:
+    backend = make_postgres(migrate=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        start = await backend.latest_event_id(None)
+        conn: asyncpg.Connection[Any] = await asyncpg.connect(postgres_dsn)
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            [early] = await backend.enqueue([r.job()], connection=conn)  # number n, not committed
+            # number n + 1, committed (another queue: the open transaction holds the first's row)
+            [late] = await backend.enqueue([r.job(queue="other")])
+            page = await backend.read_events(after=start, queues=None, limit=100)
+            assert page.events == []  # not past n while its transaction is open
+            assert page.last_id == start
+            await tx.commit()
+        finally:
+            await conn.close()
+        page = await backend.read_events(after=start, queues=None, limit=100)
+        assert [e.job_id for e in page.events] == [early.id, late.id]
+        assert [e.kind for e in page.events] == [EventKind.ENQUEUED] * 2
+
+
+async def test_a_rolled_back_number_is_passed_once_old(
+    make_postgres: MakePostgres, postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncq.backends.postgres import events as pg_events
+
+    monkeypatch.setattr(pg_events, "GAP_GRACE", 0.2)
+    backend = make_postgres(migrate=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        start = await backend.latest_event_id(None)
+        conn: asyncpg.Connection[Any] = await asyncpg.connect(postgres_dsn)
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            await backend.enqueue([r.job()], connection=conn)
+            [kept] = await backend.enqueue([r.job(queue="other")])
+            await tx.rollback()
+        finally:
+            await conn.close()
+        assert (await backend.read_events(after=start, queues=None, limit=10)).events == []
+        await anyio.sleep(0.3)
+        page = await backend.read_events(after=start, queues=None, limit=10)
+        assert [e.job_id for e in page.events] == [kept.id]
+
+
+async def test_a_schema_before_events_is_migrated(
+    make_postgres: MakePostgres, postgres_dsn: str
+) -> None:
+    backend = make_postgres()
+    step = [step for _, step in MIGRATIONS].index(pg_schema._EVENTS) + 1
+    statements = Statements(backend.schema)
+    old = r.job()
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(postgres_dsn)
+    with anyio.fail_after(BOUND):
+        try:
+            await conn.execute(statements.bootstrap)
+            for version, (why, sql) in enumerate(statements.migrations[: step - 1], start=1):
+                await conn.execute(sql)
+                await conn.execute(statements.record_version, version, why)
+            await conn.execute(
+                f'INSERT INTO "{backend.schema}".jobs (id, name, queue, payload, state,'
+                " enqueued_at, scheduled_at) VALUES ($1, $2, $3, $4, 'queued', $5, $5)",
+                old.id,
+                old.name,
+                old.queue,
+                old.payload,
+                old.enqueued_at,
+            )
+        finally:
+            await conn.close()
+        assert step in await backend.migrate()
+        await backend.open()
+        assert await backend.job_events(old.id) == []
+        [lease] = await backend.claim([old.queue], 1, worker="w1", lease_for=60)
+        await backend.settle([r.completed(lease)])
+        found = [event.kind for event in await backend.job_events(old.id)]
+        assert found == [EventKind.STARTED, EventKind.COMPLETED]
+
+
+def test_events_off_is_a_setting_of_the_sessions() -> None:
+    backend = PostgresBackend("postgresql://localhost/db", events=False)
+    assert backend.events is False
+    backend.events = True
+    assert backend.events is True
+    off = PostgresBackend.from_url("postgresql://localhost/db?events=false")
+    assert off.events is False
