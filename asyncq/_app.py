@@ -106,7 +106,10 @@ class App:
             back; then it is dead (kind ``unknown_job``). Default 10 minutes;
             0 makes it dead at once.
         events: write the job event stream (``app.events()``, job
-            histories); ``False`` turns it off on the app's store.
+            histories): ``True`` turns it on on the app's store, ``False``
+            off; ``None`` (the default) leaves the store's own setting
+            (off unless its URL says ``?events=true``). Off by default while
+            its cost on the hot path is above 15 % (see docs/events.md).
 
     Raises:
         ConfigurationError: ``max_payload_bytes`` is not a positive int,
@@ -126,10 +129,10 @@ class App:
         telemetry: Telemetry | bool = True,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         unknown_job_grace: float | timedelta = UNKNOWN_JOB_GRACE,
-        events: bool = True,
+        events: bool | None = None,
     ) -> None:
         self.name = name
-        #: whether the app's store writes job events
+        #: whether the app's store writes job events; ``None``: as the store is configured
         self.writes_events = events
         if type(max_payload_bytes) is not int or max_payload_bytes < 1:
             msg = f"max_payload_bytes must be a positive int, got {max_payload_bytes!r}"
@@ -479,11 +482,11 @@ class App:
         return backend
 
     def _quiet_events(self, backend: Backend | None) -> None:
-        """Turn the store's job events off, for an app made with ``events=False``."""
-        if not self.writes_events and backend is not None:
+        """Set the store's job events as ``App(events=...)`` says (``None``: leave them)."""
+        if self.writes_events is not None and backend is not None:
             store = EVENTS.of(backend)
             if store is not None:
-                store.events = False
+                store.events = self.writes_events
 
     def events(
         self,

@@ -96,7 +96,7 @@ APP_SOURCE = textwrap.dedent(
 
     from asyncq import App
 
-    app = App("evapp")
+    app = App("evapp", events=True)
 
 
     class Greet(msgspec.Struct):
@@ -120,7 +120,7 @@ async def test_a_subscriber_process_sees_a_worker_process_run_a_job(
 ) -> None:
     (tmp_path / "evapp.py").write_text(APP_SOURCE)
     env = {**os.environ, "ASYNCQ_BACKEND": store_url}
-    producer = App("producer", backend=store_url)
+    producer = App("producer", backend=store_url, events=True)
     with anyio.fail_after(60):
         async with producer:
             store = EVENTS.of(await producer.backend_opened())

@@ -25,6 +25,7 @@ class Order(msgspec.Struct):
 
 
 def make_app(**options: object) -> App:
+    options.setdefault("events", True)
     app = App("events", backend=MemoryBackend(**options), telemetry=False)  # type: ignore[arg-type]
 
     @app.job(schema=Order, name="ship", max_attempts=3, retry=RetryPolicy.fixed(0))

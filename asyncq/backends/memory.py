@@ -105,7 +105,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     Args:
         clock: the time source (epoch seconds); tests may pass a fake one.
         retention: how long ``prune`` keeps finished jobs (and events).
-        events: write the job event stream (``HasEvents``).
+        events: write the job event stream (``HasEvents``); off by default.
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         *,
         clock: Callable[[], float] = time.time,
         retention: Retention | None = None,
-        events: bool = True,
+        events: bool = False,
     ) -> None:
         self._clock = clock
         self.events = events

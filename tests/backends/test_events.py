@@ -285,7 +285,8 @@ async def test_a_bad_event_id_is_refused(backend: Backend) -> None:
 def _make_with(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, **options: Any
 ) -> Backend:
-    """A backend of ``kind`` in a namespace of its own, made with ``options``."""
+    """A backend of ``kind`` in a namespace of its own, made with ``options`` (events on)."""
+    options.setdefault("events", True)
     if kind == "memory":
         from asyncq.backends.memory import MemoryBackend
 

@@ -30,7 +30,7 @@ BOUND = 30.0
 async def test_a_reader_waits_for_an_open_transaction_below_it(
     make_postgres: MakePostgres, postgres_dsn: str
 ) -> None:
-    backend = make_postgres(migrate=True)
+    backend = make_postgres(migrate=True, events=True)
     with anyio.fail_after(BOUND):
         await backend.open()
         start = await backend.latest_event_id(None)
@@ -58,7 +58,7 @@ async def test_a_rolled_back_number_is_passed_once_old(
     from asyncq.backends.postgres import events as pg_events
 
     monkeypatch.setattr(pg_events, "GAP_GRACE", 0.2)
-    backend = make_postgres(migrate=True)
+    backend = make_postgres(migrate=True, events=True)
     with anyio.fail_after(BOUND):
         await backend.open()
         start = await backend.latest_event_id(None)
@@ -80,7 +80,7 @@ async def test_a_rolled_back_number_is_passed_once_old(
 async def test_a_schema_before_events_is_migrated(
     make_postgres: MakePostgres, postgres_dsn: str
 ) -> None:
-    backend = make_postgres()
+    backend = make_postgres(events=True)
     step = [step for _, step in MIGRATIONS].index(pg_schema._EVENTS) + 1
     statements = Statements(backend.schema)
     old = r.job()

@@ -44,7 +44,7 @@ async def test_a_sqlite_file_before_events_is_upgraded(tmp_path: Path) -> None:
         )
     finally:
         conn.close()
-    backend = SQLiteBackend(path)
+    backend = SQLiteBackend(path, events=True)
     with anyio.fail_after(BOUND):
         await backend.open()
         try:

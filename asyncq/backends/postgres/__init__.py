@@ -174,7 +174,7 @@ class PostgresBackend(EventStream, _Operations):
         retention_max_cancelled: int | _Unset | None = _UNSET,
         retention_events: float | _Unset | None = _UNSET,
         retention_max_events: int | _Unset | None = _UNSET,
-        events: bool = True,
+        events: bool = False,
         min_size: int = 1,
         max_size: int = 10,
         poll_interval: float = 10.0,

@@ -209,7 +209,7 @@ class RedisBackend(EventStream, _Operations, SettlesAndClaims):
         namespace: str | None = None,
         client_name: str | None = None,
         retention: Retention | None = None,
-        events: bool = True,
+        events: bool = False,
         **options: Any,
     ) -> None:
         if isinstance(client_or_url, str):

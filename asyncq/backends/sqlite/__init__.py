@@ -140,7 +140,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         retention: how long ``prune`` keeps finished jobs (``Retention()``'s
             defaults when ``None``).
         clock: the time source (epoch seconds); tests may pass a fake one.
-        events: write the job event stream (``HasEvents``); ``False`` writes none.
+        events: write the job event stream (``HasEvents``); off by default.
         **retention_options: ``retention_completed``, ``retention_dead``,
             ``retention_cancelled``: seconds (or ``None``, for ever); and
             ``retention_max_completed``, ``retention_max_dead``,
@@ -162,7 +162,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         lock_timeout: float = 30.0,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
-        events: bool = True,
+        events: bool = False,
         **retention_options: float | int | None,
     ) -> None:
         self.events = events
