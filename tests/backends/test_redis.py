@@ -7,6 +7,7 @@ run against the real server at ``ASYNCQ_TEST_REDIS_URL``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.resources
 import os
 import shutil
@@ -268,6 +269,28 @@ async def test_unreachable_server_is_backend_unavailable_with_the_url_masked() -
             assert "redis://alice:***@127.0.0.1:1/0" in str(info.value)
             assert "s3cret" not in str(info.value)
         await backend.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
+@pytest.mark.parametrize("events", [False, True])
+async def test_a_backend_loads_only_the_script_variants_it_calls(
+    redis_url: str, admin: aioredis.Redis, events: bool
+) -> None:
+    def sha(name: str) -> str:
+        return hashlib.sha1(SCRIPTS[name].encode()).hexdigest()  # the id Redis gives it
+
+    await admin.script_flush()
+    backend = RedisBackend.from_url(redis_url, namespace=unique_namespace(), events=events)
+    async with opened(backend):
+        with anyio.fail_after(BOUND):
+            used, other = ("enqueue", "enqueue:quiet") if events else ("enqueue:quiet", "enqueue")
+            assert await admin.script_exists(sha(used), sha(other)) == [True, False]
+            # Switched after open, the other variant is loaded on its first call.
+            backend.events = not events
+            [stored] = await backend.enqueue([r.job()])
+            assert stored.state is JobState.QUEUED
+            assert await admin.script_exists(sha(other)) == [True]
 
 
 @pytest.mark.anyio

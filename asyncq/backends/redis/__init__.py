@@ -137,6 +137,7 @@ from .events import EventStream
 from .notices import Notices
 from .scripts import (
     LAYOUT,
+    SCRIPTS,
     Call,
     Cancel,
     Claim,
@@ -353,7 +354,8 @@ class RedisBackend(EventStream, _Operations, SettlesAndClaims):
         self._closed = False
         await self._client.ping()
         await self._check_layout()
-        await self._transport.open()
+        # Only the variants this backend calls: with events or without (see ``scripts.quiet``).
+        await self._transport.open({n for n in SCRIPTS if n.endswith(":quiet") != self.events})
 
     async def _check_layout(self) -> None:
         """Mark the namespace with the key layout, or refuse one written with another."""

@@ -212,9 +212,13 @@ class Transport:
         self._blocker = Direct(client, f"{name}:block") if self._direct_ok else None
         self._blockers: dict[str, aioredis.Redis] = {}
 
-    async def open(self) -> None:
-        """Load the scripts and connect the direct connection."""
-        await self.load_scripts()
+    async def open(self, scripts: set[str] | None = None) -> None:
+        """Load ``scripts`` (all when ``None``) and connect the direct connection.
+
+        A script not loaded here is loaded when a call first finds it missing
+        (see ``many``), as after a server restart.
+        """
+        await self.load_scripts(scripts)
         for direct in self._directs:
             await direct.connect()
 
