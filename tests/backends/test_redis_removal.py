@@ -20,6 +20,7 @@ from asyncq.backends.base import Retention
 from asyncq.backends.redis import RedisBackend
 
 from . import _records as r
+from ._redis import opened
 
 pytestmark = pytest.mark.anyio
 
@@ -35,12 +36,10 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[RedisBackend]
     backend = RedisBackend(
         client, namespace=f"t{uuid.uuid4().hex[:12]}", retention=Retention(max_completed=0)
     )
-    await backend.open()
     try:
-        yield backend
+        async with opened(backend):
+            yield backend
     finally:
-        await backend.close()
-        await backend.drop()
         await client.aclose()
 
 
