@@ -152,10 +152,14 @@ _EVENTS_ON = "local EV = true\n"
 _EVENTS_OFF = "local EV = false\n"
 
 
+#: name -> the name of its variant that writes no job events (made once, not per call)
+_QUIET: dict[str, str] = {}
+
+
 def quiet(call: Call) -> Call:
     """``call`` made to the script's variant that writes no job events."""
     name, keys, args = call
-    return (f"{name}:quiet", keys, args)
+    return (_QUIET[name], keys, args)
 
 
 _FILES = resources.files(__name__.rpartition(".")[0]) / "lua"
@@ -174,7 +178,8 @@ class _Script:
         # The newlines around the prelude are part of each script's text: the
         # SHA1s that EVALSHA calls the scripts by stay those of earlier versions.
         SCRIPTS[name] = f"\n{_PRELUDE}\n{body}"
-        SCRIPTS[f"{name}:quiet"] = f"\n{_PRELUDE.replace(_EVENTS_ON, _EVENTS_OFF, 1)}\n{body}"
+        _QUIET[name] = f"{name}:quiet"
+        SCRIPTS[_QUIET[name]] = f"\n{_PRELUDE.replace(_EVENTS_ON, _EVENTS_OFF, 1)}\n{body}"
 
 
 # -- typed replies ---------------------------------------------------------------------
