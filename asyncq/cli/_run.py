@@ -27,6 +27,7 @@ from ._base import (
     load_app,
 )
 from ._render import printable
+from ._supervise import child_arguments, refuse_memory_store, supervise, worker_command
 
 if TYPE_CHECKING:
     from .._app import App
@@ -62,6 +63,13 @@ log = logging.getLogger("asyncq.worker")
     "--handler-processes",
     type=click.IntRange(min=1),
     help="Child processes of this worker for process=True handlers [default: one per CPU].",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes to run, each with --concurrency slots, kept running by this one.",
 )
 @click.option(
     "--warn-blocking",
@@ -123,6 +131,7 @@ def run(
     prefetch: int | None,
     threads: int | None,
     handler_processes: int | None,
+    processes: int,
     warn_blocking: float | None,
     queues: str | None,
     lease: float,
@@ -150,6 +159,8 @@ def run(
             "that do from it"
         )
         raise click.UsageError(msg)
+    if processes > 1:
+        _supervise_workers(app, app_path, backend, processes, health_port, burst)
     if backend:
         app.use_backend(backend)
     if log_jobs:
@@ -225,6 +236,29 @@ def run(
         )
     if fatal:
         fail(f"the worker stopped on a {fatal[0]}", code=EXIT_FATAL)
+
+
+def _supervise_workers(
+    app: App,
+    app_path: str,
+    backend: str | None,
+    processes: int,
+    health_port: int | None,
+    burst: bool,
+) -> NoReturn:
+    """``--processes N``: run N workers with this command's options, then exit as they did."""
+    refuse_memory_store(app, backend, processes)
+    if health_port is not None:
+        msg = (
+            f"--processes {processes} with --health-port: a probe must reach one worker, so run "
+            "one worker process per container (scale with replicas) when you probe it, or drop "
+            "--health-port and let the supervisor restart the workers"
+        )
+        raise click.UsageError(msg)
+    context = click.get_current_context()
+    arguments = child_arguments(context.command, context.params, skip=frozenset({"processes"}))
+    log.info("running %d worker processes for %s", processes, app_path)
+    sys.exit(supervise(worker_command(arguments), processes, burst=burst))
 
 
 def warn_unknown_queues(app: App, queues: list[str]) -> None:
