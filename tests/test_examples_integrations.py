@@ -47,6 +47,32 @@ async def test_fastapi_service() -> None:
             assert refused.status_code == 422
 
 
+async def test_starlette_service() -> None:
+    pytest.importorskip("starlette")
+    httpx = pytest.importorskip("httpx")
+    from examples import starlette_service as service
+
+    transport = httpx.ASGITransport(app=service.web)
+    with anyio.fail_after(20):
+        async with (
+            service.lifespan(service.web),
+            httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+        ):
+            accepted = await client.post("/thumbnails", json={"image": "cat.png", "width": 64})
+            assert accepted.status_code == 202
+            job_id = accepted.json()["job"]
+            made = await service.make_thumbnail.get_job(job_id).result(timeout=10)
+            assert made == service.Made(path="/thumbs/64/cat.png", width=64)
+            status = await client.get(f"/jobs/{job_id}")
+            assert status.json() == {"state": "completed", "attempts": 1}
+            assert (await client.get("/jobs/nope")).status_code == 404
+            now = await client.post("/thumbnails/now", json={"image": "dog.png", "width": 32})
+            assert now.json() == {"path": "/thumbs/32/dog.png", "width": 32}
+            refused = await client.post("/thumbnails", json={"image": "cat.png", "width": "x"})
+            assert refused.status_code == 422
+            assert "width" in refused.json()["error"]
+
+
 def call(app: Any, method: str, path: str, body: Any = None) -> tuple[str, Any]:
     """One WSGI request, as a server thread would make it."""
     environ: dict[str, Any] = {"REQUEST_METHOD": method, "PATH_INFO": path}
