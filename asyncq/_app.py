@@ -565,6 +565,8 @@ class App:
         store: EnqueueNext
         if waited and connection is None and (prepared := ENQUEUE_WAITED.of(backend)) is not None:
             store = prepared.enqueue_waited
+        elif connection is None and (batcher := self._loops.batcher(backend)) is not None:
+            store = partial(batcher.enqueue, fresh=fresh)
         else:
             store = partial(backend.enqueue, connection=connection, fresh=fresh)
         if self.instrumentation:

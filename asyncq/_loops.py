@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from ._batching import EnqueueBatcher
 from .backends.base import Backend
 from .exceptions import ConfigurationError
 
@@ -57,6 +58,8 @@ class _Slot:
     opened: bool = False
     closed: bool = False
     closer: AsyncGenerator[None, None] | None = field(default=None, repr=False)
+    #: coalesces this loop's concurrent enqueues (not for the shared store)
+    batcher: EnqueueBatcher | None = field(default=None, repr=False)
 
 
 def _current_loop() -> object:
@@ -168,6 +171,22 @@ class LoopBackends:
         if last[0]() is loop and slot.opened and not slot.closed:
             return slot.backend
         return None
+
+    def batcher(self, backend: Backend) -> EnqueueBatcher | None:
+        """The enqueue batcher of ``backend``, just returned by ``opened`` or ``ready``.
+
+        ``None`` for the in-process store, shared by every loop and with no
+        round trip to save.
+        """
+        last = self._last
+        if last is None:
+            return None
+        slot = last[1]
+        if slot.backend is not backend or slot.shared:
+            return None
+        if slot.batcher is None:
+            slot.batcher = EnqueueBatcher(backend)
+        return slot.batcher
 
     async def opened(self) -> Backend:
         """This loop's backend, opened on first use, and closed when the loop shuts down."""

@@ -138,6 +138,28 @@ async def scenario_enqueue_batch(url: str, n: int) -> dict[str, Any]:
     return {"jobs_per_s": n / elapsed, "n": n, "batch": 1000}
 
 
+async def scenario_enqueue_concurrent(url: str, n: int) -> dict[str, Any]:
+    """A web service under load: 100 tasks, each enqueueing one job at a time, n in all."""
+    backend = make_backend(url)
+    app, noop, _ = make_app(backend)
+    producers = 100
+    async with app:
+        try:
+
+            async def produce(first: int) -> None:
+                for i in range(first, n, producers):
+                    await noop.enqueue(Noop(i))
+
+            started = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for first in range(producers):
+                    tg.start_soon(produce, first)
+            elapsed = time.perf_counter() - started
+        finally:
+            await drop_all(backend)
+    return {"jobs_per_s": n / elapsed, "n": n, "producers": producers}
+
+
 async def _scenario_drain(url: str, n: int, which: str) -> dict[str, Any]:
     backend = make_backend(url)
     app, noop, sleep = make_app(backend)
@@ -202,6 +224,7 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     # name: (function, default N)
     "enqueue": (scenario_enqueue, 10_000),
     "enqueue-batch": (scenario_enqueue_batch, 10_000),
+    "enqueue-concurrent": (scenario_enqueue_concurrent, 20_000),
     "drain-noop": (scenario_drain_noop, 10_000),
     "drain-sleep": (scenario_drain_sleep, 2_000),
     "roundtrip": (scenario_roundtrip, 500),
@@ -210,4 +233,4 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     "drain-noop-process": (scenario_drain_noop_process, 2_000),
 }
 #: scenarios only asyncq runs (the peers have no such handler kinds to compare)
-ASYNCQ_ONLY = frozenset({"drain-noop-sync", "drain-noop-process"})
+ASYNCQ_ONLY = frozenset({"drain-noop-sync", "drain-noop-process", "enqueue-concurrent"})
