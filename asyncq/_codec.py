@@ -54,7 +54,16 @@ def encode(value: object) -> bytes:
 
 
 def decode_any(data: bytes) -> Any:
-    """Decode MessagePack bytes into builtins, with no schema (for the CLI and admin views)."""
+    """Decode MessagePack bytes into builtins, with no schema (for the CLI and admin views).
+
+    Raises:
+        msgspec.DecodeError: not MessagePack, or nested deeper than ``MAX_DEPTH``
+            (whatever the interpreter's stack would allow: views render what
+            this returns, recursively).
+    """
+    if len(data) > MAX_DEPTH and _opener_count(data) > MAX_DEPTH and nests_deeper(data, MAX_DEPTH):
+        msg = f"nested deeper than {MAX_DEPTH} levels"
+        raise msgspec.DecodeError(msg)
     return _any_decoder.decode(data)
 
 

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import msgspec
@@ -88,7 +89,7 @@ def enqueue(app_path: str, payload: str = VALID) -> str:
 
 def rewrite(db: Path, job_id: str, **columns: object) -> None:
     """Set columns of one job's row, as a damaged store or another program could."""
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         assignments = ", ".join(f"{column} = ?" for column in columns)
         conn.execute(
             f"UPDATE asyncq_jobs SET {assignments} WHERE id = ?",
@@ -230,7 +231,7 @@ def test_jobs_last_error_column_is_escaped(app_path: str) -> None:
 def test_status_escapes_queue_names(app_path: str, db: Path) -> None:
     job_id = enqueue(app_path)
     rewrite(db, job_id, queue=HOSTILE)
-    with sqlite3.connect(db) as conn:
+    with closing(sqlite3.connect(db)) as conn, conn:
         conn.execute("INSERT INTO asyncq_queues (name, paused) VALUES (?, 1)", (HOSTILE,))
     conn.close()
 

@@ -461,3 +461,13 @@ def test_raw_values_are_scanned_not_trusted() -> None:
     with pytest.raises(ValidationError, match="deeper than the limit"):
         codec(Any).encode([deep])
     assert codec(list[msgspec.Raw]).encode([msgspec.Raw(encode(nested(MAX_DEPTH - 1)))])
+
+
+def test_views_refuse_to_decode_what_nests_past_the_limit_whatever_the_stack() -> None:
+    """The CLI and admin views get an error, not a structure they would render recursively."""
+    from asyncq._codec import MAX_DEPTH, decode_any
+
+    within = b"\x91" * (MAX_DEPTH - 1) + b"\x01"
+    assert decode_any(within) is not None
+    with pytest.raises(msgspec.DecodeError, match="deeper than"):
+        decode_any(b"\x91" * (MAX_DEPTH + 1) + b"\x01")

@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import time
 from collections import Counter
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,7 @@ async def test_jobs_survive_close_and_reopen(tmp_path: Path) -> None:
 
 
 def read_schema_version(path: Path) -> int:
-    with sqlite3.connect(path) as conn:
+    with closing(sqlite3.connect(path)) as conn, conn:
         (value,) = conn.execute(
             "SELECT value FROM asyncq_meta WHERE key = 'schema_version'"
         ).fetchone()
@@ -245,7 +246,7 @@ async def test_drop_leaves_other_tables_and_does_not_create_the_schema(tmp_path:
         await SQLiteBackend(path).drop()
         assert not path.exists()  # nothing stored: no file made for the drop
         await (await opened(path)).close()
-        with sqlite3.connect(path) as conn:
+        with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute("CREATE TABLE mine (x)")
         write_schema_version(path, SCHEMA_VERSION + 1)  # a newer asyncq's tables go too
         await SQLiteBackend(path).drop()
