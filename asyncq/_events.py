@@ -159,9 +159,7 @@ def enqueued_event(job: JobRecord, now: float) -> JobEvent:
 
 def debounced_event(job: JobRecord, now: float) -> JobEvent:
     """``debounced``: a debounced enqueue gave the pending ``job`` (as it is now) a newer record."""
-    return JobEvent(
-        "", EventKind.DEBOUNCED, job.id, job.name, job.queue, now, due=job.scheduled_at
-    )
+    return JobEvent("", EventKind.DEBOUNCED, job.id, job.name, job.queue, now, due=job.scheduled_at)
 
 
 def started_event(job: JobRecord, now: float) -> JobEvent:
