@@ -119,7 +119,7 @@ def headers_json(job: JobRecord) -> str:
 def columns(jobs: Sequence[JobRecord], *, keyed: bool) -> list[list[Any]]:
     """The batch as the insert statements' parameter arrays, one per column
     (``keyed``: the statement for jobs with keys, which also takes their ``key_ttl``)."""
-    arrays = [
+    arrays: list[list[Any]] = [
         [j.id for j in jobs],
         [j.name for j in jobs],
         [j.queue for j in jobs],
