@@ -676,8 +676,8 @@ class HasEvents(Protocol):
     ``JobEvent`` in the same atomic step as the change: ``enqueue``
     (``enqueued``), ``claim`` (``started``), ``progress``, ``log`` (one
     per line), a debounced ``enqueue`` that replaced a pending job
-    (``debounced``, its ``due`` the new run time), ``settle`` (``completed``, ``retrying``, ``dead``,
-    ``cancelled``; a hand-back writes none), ``recover`` (``recovered``, or
+    (``debounced``, its ``due`` the new run time), ``settle`` (``completed``,
+    ``retrying``, ``dead``, ``cancelled``; a hand-back writes none), ``recover`` (``recovered``, or
     ``dead``/``cancelled`` by ``recovery``), ``cancel`` of a job not running
     (``cancelled`` by ``operator``), ``retry_dead`` (``retried``) and
     ``remove`` (``removed``). ``purge`` and ``prune`` write none.
