@@ -241,3 +241,28 @@ async def test_debounce_writes_an_event(backend: Backend) -> None:
         assert [e.kind for e in history] == [EventKind.ENQUEUED, EventKind.DEBOUNCED]
         assert near(history[1].due, second.scheduled_at, TOL)
         assert await store.job_events(second.id) == []
+
+
+async def test_debounce_of_a_pending_throttled_job_takes_the_newer_options(
+    backend: Backend,
+) -> None:
+    with anyio.fail_after(BOUND):
+        [first] = await backend.enqueue([throttled(key_ttl=60.0)])
+        [replaced] = await backend.enqueue([debounced(debounce=0.2)])
+        assert replaced.id == first.id
+        assert replaced.key_ttl is None
+        await sleep_until(replaced.scheduled_at + 0.1)
+        done = await finished_claimed(backend, first.id, r.dead)
+        assert done.key_ttl is None
+        fresh = r.job(key="k")
+        [stored] = await backend.enqueue([fresh])
+        assert stored_as_given(fresh, stored)
+
+
+async def finished_claimed(
+    backend: Backend, job_id: str, outcome: Callable[[Lease], Outcome]
+) -> JobRecord:
+    leases = await claim(backend)
+    assert list(leases) == [job_id]
+    assert await backend.settle([outcome(leases[job_id])]) == [True]
+    return await get(backend, job_id)

@@ -268,7 +268,7 @@ class Statements(OperatorStatements):
                 max_attempts = $7::int, timeout = $8::float8, result_ttl = $9::float8,
                 enqueued_at = $10::float8, scheduled_at = $11::float8,
                 state = CASE WHEN $11::float8 > {now} THEN 'scheduled' ELSE 'queued' END,
-                headers = $12::jsonb, meta = $13::jsonb
+                headers = $12::jsonb, meta = $13::jsonb, key_ttl = NULL
             WHERE id = (SELECT id FROM h WHERE pending)
             RETURNING {cols}
         ),

@@ -94,6 +94,8 @@ local function debounce(holder, b, sa)
   if ARGV[b + 9] ~= '' then redis.call('HSET', J(holder), 'mt', ARGV[b + 9])
   else redis.call('HDEL', J(holder), 'mt') end
   if waited then redis.call('HSET', J(holder), 'wt', '1') end
+  -- The newer enqueue's options win, and a debounced one has no key_ttl.
+  redis.call('HDEL', J(holder), 'kt')
   place(holder, st, prio, tonumber(sa))
   event('debounced', holder, ARGV[b + 7], F(now), 'due', sa)
   return true
@@ -142,9 +144,10 @@ for i = 0, n - 1 do
   if not holder and key ~= '' then
     holder = key_holder(key, now)
     if holder and deb then
-      -- Pending: replaced; running or finished: the new job takes the key over.
-      if pending(holder) and debounce(holder, b, sa) then
-        replaced = true
+      -- Pending: replaced (or, a record not laid out as expected, found as it
+      -- is); running or finished: the new job takes the key over.
+      if pending(holder) then
+        replaced = debounce(holder, b, sa)
       else
         holder = nil
       end
