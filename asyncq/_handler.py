@@ -209,9 +209,11 @@ class Handler(Generic[T, R]):
 
         Keyword options: see ``EnqueueArgs`` (each overrides the job's own).
         With an ``id`` already stored (in any state), or a ``key`` whose job
-        is pending, running or completed within its result TTL, the existing
-        job's handle comes back and nothing is stored (``handle.created`` is
-        False).
+        is pending, running or completed within its result TTL (or finished
+        within its ``key_ttl``), the existing job's handle comes back and
+        nothing is stored (``handle.created`` is False). With ``debounce``, a
+        pending job holding the key takes this payload instead, and its
+        handle comes back.
 
         Args:
             payload: the job's input, checked against the schema.
@@ -258,8 +260,8 @@ class Handler(Generic[T, R]):
         """Validate every payload, then store them all in one backend call.
 
         Keyword options: see ``EnqueueManyArgs``; they apply to every job.
-        What belongs to one job, its ``id``, ``key`` and ``meta``, goes with its
-        payload: an item is a payload, or a ``(payload, ItemArgs)`` pair::
+        What belongs to one job, its ``id``, ``key`` (and ``key_ttl`` or
+        ``debounce``) and ``meta``, goes with its payload: an item is a payload, or a ``(payload, ItemArgs)`` pair::
 
             await resize.enqueue_many([
                 Image(url="a.png"),
