@@ -261,7 +261,8 @@ class Handler(Generic[T, R]):
 
         Keyword options: see ``EnqueueManyArgs``; they apply to every job.
         What belongs to one job, its ``id``, ``key`` (and ``key_ttl`` or
-        ``debounce``) and ``meta``, goes with its payload: an item is a payload, or a ``(payload, ItemArgs)`` pair::
+        ``debounce``) and ``meta``, goes with its payload: an item is a
+        payload, or a ``(payload, ItemArgs)`` pair::
 
             await resize.enqueue_many([
                 Image(url="a.png"),
