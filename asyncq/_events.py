@@ -27,6 +27,7 @@ __all__ = [
     "EventPage",
     "EventsLost",
     "JobEvent",
+    "debounced_event",
     "decode_event",
     "encode_event",
     "enqueued_event",
@@ -53,6 +54,8 @@ class EventKind(enum.StrEnum):
     RECOVERED = "recovered"  #: its worker's lease lapsed; queued again (``worker``, ``error``)
     RETRIED = "retried"  #: an operator put the dead job back in its queue (``by``)
     REMOVED = "removed"  #: an operator deleted it (``by``)
+    #: a debounced enqueue gave the pending job a newer payload; it runs at ``due``
+    DEBOUNCED = "debounced"
 
 
 class JobEvent(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -69,7 +72,8 @@ class JobEvent(msgspec.Struct, frozen=True, omit_defaults=True):
         worker: the worker that ran the attempt.
         error: the error that ended the attempt (``retrying``, ``dead``,
             ``cancelled`` of a running job, ``recovered``).
-        due: when the job is ready next (``retrying``; ``enqueued`` when delayed).
+        due: when the job is ready next (``retrying``, ``debounced``;
+            ``enqueued`` when delayed).
         progress: the fraction reported (``progress``).
         detail: what the handler said with its progress (any JSON value).
         duration: seconds from the attempt's start to its end (``completed``).
@@ -151,6 +155,11 @@ def enqueued_event(job: JobRecord, now: float) -> JobEvent:
     """``enqueued``: a job ``enqueue`` stored (``job`` as stored)."""
     due = job.scheduled_at if job.state is JobState.SCHEDULED else None
     return JobEvent("", EventKind.ENQUEUED, job.id, job.name, job.queue, now, due=due)
+
+
+def debounced_event(job: JobRecord, now: float) -> JobEvent:
+    """``debounced``: a debounced enqueue gave the pending ``job`` (as it is now) a newer record."""
+    return JobEvent("", EventKind.DEBOUNCED, job.id, job.name, job.queue, now, due=job.scheduled_at)
 
 
 def started_event(job: JobRecord, now: float) -> JobEvent:

@@ -178,6 +178,8 @@ class Handler(Generic[T, R]):
             scheduled_at = options.at.timestamp()
         elif options.delay is not None:
             scheduled_at = now + seconds(options.delay)
+        elif options.debounce is not None:
+            scheduled_at = now + options.debounce
         record = JobRecord(
             id=new_job_id() if options.id is None else options.id,
             name=self.name,
@@ -194,6 +196,8 @@ class Handler(Generic[T, R]):
             enqueued_at=now,
             scheduled_at=scheduled_at,
         )
+        if options.key_ttl is not None or options.debounce is not None:
+            record = _with_key_options(record, options)
         if options.meta is None:
             return record
         return replace(record, meta=dict(options.meta))
@@ -205,9 +209,11 @@ class Handler(Generic[T, R]):
 
         Keyword options: see ``EnqueueArgs`` (each overrides the job's own).
         With an ``id`` already stored (in any state), or a ``key`` whose job
-        is pending, running or completed within its result TTL, the existing
-        job's handle comes back and nothing is stored (``handle.created`` is
-        False).
+        is pending, running or completed within its result TTL (or finished
+        within its ``key_ttl``), the existing job's handle comes back and
+        nothing is stored (``handle.created`` is False). With ``debounce``, a
+        pending job holding the key takes this payload instead, and its
+        handle comes back.
 
         Args:
             payload: the job's input, checked against the schema.
@@ -254,8 +260,9 @@ class Handler(Generic[T, R]):
         """Validate every payload, then store them all in one backend call.
 
         Keyword options: see ``EnqueueManyArgs``; they apply to every job.
-        What belongs to one job, its ``id``, ``key`` and ``meta``, goes with its
-        payload: an item is a payload, or a ``(payload, ItemArgs)`` pair::
+        What belongs to one job, its ``id``, ``key`` (and ``key_ttl`` or
+        ``debounce``) and ``meta``, goes with its payload: an item is a
+        payload, or a ``(payload, ItemArgs)`` pair::
 
             await resize.enqueue_many([
                 Image(url="a.png"),
@@ -271,7 +278,7 @@ class Handler(Generic[T, R]):
             ValidationError: a payload does not match the schema (the message names it).
             ConfigurationError: an option, an id or a key is invalid; nothing stored.
         """
-        for named in ("id", "key", "meta"):
+        for named in _ITEM_OPTIONS:
             if named in options:  # typed callers cannot; the same error for the others
                 msg = f"Handler.enqueue_many() got an unexpected keyword argument {named!r}"
                 raise TypeError(msg)
@@ -304,7 +311,7 @@ class Handler(Generic[T, R]):
 
     def _item_options(self, options: EnqueueManyArgs, item_args: ItemArgs) -> EnqueueOptions:
         """The checked options of one ``(payload, ItemArgs)`` item of ``enqueue_many``."""
-        unknown = sorted(item_args.keys() - {"id", "key", "meta"})
+        unknown = sorted(item_args.keys() - _ITEM_OPTIONS)
         if unknown:
             msg = f"Handler.enqueue_many() item options got an unexpected key {unknown[0]!r}"
             raise TypeError(msg)
@@ -359,6 +366,18 @@ class Handler(Generic[T, R]):
         if ends:
             request_ended(ends, job_id, None)
         return result
+
+
+#: The options of one item of ``enqueue_many`` (``ItemArgs``), which it refuses for the batch.
+_ITEM_OPTIONS = frozenset(ItemArgs.__annotations__)
+
+
+def _with_key_options(record: JobRecord, options: EnqueueOptions) -> JobRecord:
+    """``record`` with its ``key_ttl`` or ``debounce``; a result kept at least as long as a key."""
+    ttl = record.result_ttl
+    if options.key_ttl is not None and ttl is not None:
+        ttl = max(ttl, options.key_ttl)
+    return replace(record, key_ttl=options.key_ttl, debounce=options.debounce, result_ttl=ttl)
 
 
 def _no_result(

@@ -21,6 +21,7 @@ options check them, and so does ``App`` when a job is registered.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -77,6 +78,15 @@ class ItemArgs(TypedDict, total=False):
         key: idempotency key: while a job with this key (in its queue) is
             pending, running, or completed within its result TTL, enqueueing
             returns that job's handle instead (``handle.created`` is False).
+        key_ttl: with ``key``: seconds the key stays held after the job
+            finishes (completed, dead or cancelled), whatever its result TTL:
+            one run per key per period (a throttle). The result is kept at
+            least as long. Removing or purging the job frees the key at once.
+        debounce: with ``key``: seconds to wait for a newer enqueue. A job
+            with this key still pending (scheduled or queued, never claimed)
+            takes this enqueue's payload, metadata and options, and runs this
+            many seconds from now; with none pending, a new job is stored,
+            delayed by as much. Not with ``key_ttl``, ``delay`` or ``at``.
         meta: the job's metadata (``JobRecord.meta``): ``str`` keys and JSON
             values, at most ``MAX_META_KEYS`` keys and ``MAX_META_BYTES``
             as JSON; shown by ``job``/``jobs`` and filtered on by them.
@@ -84,11 +94,14 @@ class ItemArgs(TypedDict, total=False):
 
     id: str | None
     key: str | None
+    key_ttl: float | None
+    debounce: float | None
     meta: Mapping[str, Any] | None
 
 
 class KeyArgs(ItemArgs, total=False):
-    """The options of the ways of enqueueing one job: ``id`` and ``key`` (see ``ItemArgs``)."""
+    """The options of the ways of enqueueing one job: ``id``, ``key`` and its
+    ``key_ttl`` or ``debounce``, ``meta`` (see ``ItemArgs``)."""
 
 
 class EnqueueManyArgs(ScheduleArgs, total=False):
@@ -153,8 +166,10 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     Raises:
         ConfigurationError: both ``delay`` and ``at``, a naive ``at``, a
             priority or ``max_attempts`` that is not an int, ``max_attempts``
-            below 1, a ``timeout`` that is not positive, or a queue, key or id
-            that breaks the rules for names (see ``name_problem``).
+            below 1, a ``timeout`` that is not positive, a queue, key or id
+            that breaks the rules for names (see ``name_problem``), or a
+            ``key_ttl`` or ``debounce`` that is not positive finite seconds,
+            lacks a ``key``, or is given with an option it excludes.
     """
 
     delay: float | timedelta | None = None
@@ -166,6 +181,8 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float | None = None
     max_attempts: int | None = None
     meta: dict[str, Any] | None = None
+    key_ttl: float | None = None
+    debounce: float | None = None
 
     def __post_init__(self) -> None:
         # Each check is one comparison when the option is unset: enqueue is a hot path.
@@ -187,11 +204,31 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
             _invalid(problem)
         if self.id is not None and (problem := name_problem("id", self.id, MAX_KEY_LENGTH)):
             _invalid(problem)
+        if self.key_ttl is not None or self.debounce is not None:
+            self._check_key_options()
         if self.meta is not None:
             try:
                 check_meta(self.meta)
             except ValueError as exc:
                 _invalid(str(exc))
+
+    def _check_key_options(self) -> None:
+        """``key_ttl`` and ``debounce``: positive finite seconds, with a key, not together."""
+        for option in ("key_ttl", "debounce"):
+            value = getattr(self, option)
+            if value is not None and not _positive_seconds(value):
+                _invalid(f"{option} must be a positive finite number of seconds, got {value!r}")
+        if self.key is None:
+            given = "key_ttl" if self.key_ttl is not None else "debounce"
+            _invalid(f"{given}= needs key=: it applies to the job holding that key")
+        if self.debounce is not None:
+            if self.key_ttl is not None:
+                _invalid(
+                    "give debounce= or key_ttl=, not both: debounce replaces a pending job, "
+                    "key_ttl keeps a finished one's key"
+                )
+            if self.delay is not None or self.at is not None:
+                _invalid("debounce= is the delay: give it without delay= or at=")
 
     @classmethod
     def of(
@@ -247,6 +284,15 @@ def name_problem(what: str, name: object, limit: int = MAX_NAME_LENGTH) -> str |
     return (
         f"{what} {name[:80]!r} holds the control character U+{ord(found.group()):04X}; "
         "names may not hold control characters"
+    )
+
+
+def _positive_seconds(value: object) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
     )
 
 

@@ -156,6 +156,11 @@ class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     logs: tuple[LogLine, ...] = ()
     #: how many older lines were dropped to keep ``logs`` bounded
     logs_dropped: int = 0
+    #: seconds the ``key`` stays held after the job finished (``enqueue(key_ttl=...)``)
+    key_ttl: float | None = None
+    #: ``enqueue(debounce=...)``: an instruction to ``Backend.enqueue``, which
+    #: stores the job without it (a stored record never carries it)
+    debounce: float | None = None
 
     @property
     def last_error(self) -> ErrorInfo | None:

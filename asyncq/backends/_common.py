@@ -38,12 +38,16 @@ __all__ = [
     "LIVE_STATES",
     "RETENTION_OPTIONS",
     "Converter",
+    "PENDING_STATES",
     "Waiters",
     "as_enqueued",
     "expires_at",
     "flag",
     "holds_key",
+    "is_pending",
+    "key_held_until",
     "integer",
+    "debounced",
     "is_ready",
     "claimed",
     "lease_lapsed",
@@ -78,9 +82,11 @@ def as_enqueued(job: JobRecord, now: float) -> JobRecord:
     ``now``.
     """
     if job.scheduled_at <= job.enqueued_at:
-        return replace(job, state=JobState.QUEUED, scheduled_at=min(job.scheduled_at, now))
+        return replace(
+            job, state=JobState.QUEUED, scheduled_at=min(job.scheduled_at, now), debounce=None
+        )
     state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
-    return replace(job, state=state)
+    return replace(job, state=state, debounce=None)
 
 
 def is_ready(job: JobRecord, now: float) -> bool:
@@ -142,12 +148,53 @@ def result_expired(job: JobRecord, now: float) -> bool:
 def holds_key(job: JobRecord, now: float) -> bool:
     """Whether ``job`` holds its idempotency key at ``now`` (see "Idempotency keys").
 
-    A job holds it until it finishes; a completed one for ``result_ttl``
-    more (for ever when ``None``); a dead or cancelled one frees it.
+    A job holds it until it finishes; then, with a ``key_ttl``, for that
+    long after ``finished_at`` whatever its state; without, a completed one
+    for ``result_ttl`` more (for ever when ``None``) and a dead or cancelled
+    one not at all.
     """
     if job.state in LIVE_STATES:
         return True
+    if job.key_ttl is not None:
+        return (job.finished_at or 0.0) + job.key_ttl > now
     return job.state is JobState.COMPLETED and not result_expired(job, now)
+
+
+def key_held_until(job: JobRecord) -> float | None:
+    """When a finished job with a ``key_ttl`` lets its key go (``None``: no ``key_ttl``)."""
+    if job.key_ttl is None:
+        return None
+    return (job.finished_at or 0.0) + job.key_ttl
+
+
+#: The states in which a debounced enqueue replaces the job holding its key.
+PENDING_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED})
+
+
+def is_pending(job: JobRecord) -> bool:
+    """Whether ``enqueue(debounce=...)`` replaces ``job``: never claimed, not yet run.
+
+    A job that is retrying (``failed``) was claimed already: a debounced
+    enqueue stores a new job and takes the key over, as from a running one.
+    """
+    return job.state in PENDING_STATES and job.attempts == 0
+
+
+def debounced(holder: JobRecord, newer: JobRecord, now: float) -> JobRecord:
+    """``holder``, pending, as a debounced enqueue of ``newer`` leaves it at ``now``.
+
+    It keeps its id, key and attempts; everything the producer chose comes
+    from ``newer`` (payload, metadata, options, enqueue time), and it runs at
+    ``newer.scheduled_at``.
+    """
+    return replace(
+        as_enqueued(newer, now),
+        id=holder.id,
+        key=holder.key,
+        attempts=holder.attempts,
+        errors=holder.errors,
+        debounce=None,
+    )
 
 
 def prunable(job: JobRecord, now: float, retention: Retention) -> bool:

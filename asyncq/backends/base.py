@@ -46,7 +46,19 @@ Idempotency keys
 ----------------
 ``key`` is unique per queue among jobs that are scheduled, queued, active or
 failed, or completed less than ``result_ttl`` ago (forever when ``result_ttl``
-is ``None``). A dead or cancelled job frees its key.
+is ``None``). A dead or cancelled job frees its key. A job with a ``key_ttl``
+holds it, whatever its end (completed, dead, cancelled), until ``key_ttl``
+seconds after ``finished_at``, and no longer, even with its result kept; a
+finished job deleted (``remove``, ``purge``, ``prune``) frees it at once.
+
+A job submitted with ``debounce`` (``_common.debounced``): when the job holding
+its key is pending and was never claimed (``_common.is_pending``), that job
+takes the submitted record (payload, metadata, options, ``enqueued_at``,
+``scheduled_at``), keeping its id, key and attempts, and its slot in the
+result is that job as changed (with events on, a ``debounced`` event); when
+the holder is running, retrying or finished, or there is none, the submitted
+job is stored and takes the key over (the old holder holds it no more). A
+stored record never carries ``debounce``.
 
 Notifications
 -------------
@@ -663,8 +675,9 @@ class HasEvents(Protocol):
     Every store offers it. Each state change of a job writes one
     ``JobEvent`` in the same atomic step as the change: ``enqueue``
     (``enqueued``), ``claim`` (``started``), ``progress``, ``log`` (one
-    per line), ``settle`` (``completed``, ``retrying``, ``dead``,
-    ``cancelled``; a hand-back writes none), ``recover`` (``recovered``, or
+    per line), a debounced ``enqueue`` that replaced a pending job
+    (``debounced``, its ``due`` the new run time), ``settle`` (``completed``,
+    ``retrying``, ``dead``, ``cancelled``; a hand-back writes none), ``recover`` (``recovered``, or
     ``dead``/``cancelled`` by ``recovery``), ``cancel`` of a job not running
     (``cancelled`` by ``operator``), ``retry_dead`` (``retried``) and
     ``remove`` (``removed``). ``purge`` and ``prune`` write none.

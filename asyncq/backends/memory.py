@@ -28,6 +28,7 @@ from .._events import (
     EventKind,
     EventPage,
     JobEvent,
+    debounced_event,
     enqueued_event,
     job_event,
     log_events,
@@ -50,8 +51,10 @@ from ._common import (
     Waiters,
     as_enqueued,
     claimed,
+    debounced,
     flag,
     holds_key,
+    is_pending,
     lease_lapsed,
     lost_error,
     no_transactions,
@@ -203,7 +206,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 heapq.heappush(self._delayed[job.queue], (job.scheduled_at, job.id, seq))
         if job.state in TERMINAL_STATES:
             self._tokens.pop(job.id, None)
-            if job.key is not None and (job.state is not JobState.COMPLETED):
+            # A completed job, or one with a key_ttl, keeps its key (see holds_key).
+            if job.key is not None and job.state is not JobState.COMPLETED and job.key_ttl is None:
                 self._release_key(job)
             self._waiters.wake_job(job.id)
 
@@ -263,9 +267,13 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 continue
             if job.key is not None:
                 holder = self._key_holder(job.queue, job.key, now)
-                if holder is not None:
+                if holder is not None and job.debounce is not None and is_pending(holder):
+                    stored.append(self._debounce(holder, job, now))
+                    continue
+                if holder is not None and job.debounce is None:
                     stored.append(holder)
                     continue
+                # Free, or held by a job a debounced enqueue does not replace: taken over.
                 self._keys[(job.queue, job.key)] = job.id
             new = as_enqueued(job, now)
             self._store(new)
@@ -279,6 +287,14 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         else:
             self._waiters.wake_queues({job.queue for job in stored})
         return stored
+
+    def _debounce(self, holder: JobRecord, job: JobRecord, now: float) -> JobRecord:
+        """Give ``holder``, pending, the newer ``job``'s record (see ``_common.debounced``)."""
+        new = debounced(holder, job, now)
+        self._store(new)
+        if self.events:
+            self._log.add_one(debounced_event(new, now))
+        return new
 
     async def get(self, job_id: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
@@ -571,7 +587,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             if job.state is not JobState.DEAD:
                 continue
             if job.key is not None:
-                if self._key_holder(job.queue, job.key, now) is not None:
+                holder = self._key_holder(job.queue, job.key, now)
+                if holder is not None and holder.id != job.id:
                     continue
                 self._keys[(job.queue, job.key)] = job.id
             self._store(

@@ -61,6 +61,15 @@ def _aware_datetime(
 )
 @click.option("--id", help="The job's id: an existing job with it is returned instead.")
 @click.option("--key", help="Idempotency key: an existing job with it is returned instead.")
+@duration_option(
+    "--key-ttl",
+    "key_ttl",
+    help="With --key: keep the key this long after the job finished (one run per period).",
+)
+@duration_option(
+    "--debounce",
+    help="With --key: replace the pending job with this key, run this long from now.",
+)
 @click.option(
     "--priority",
     type=click.IntRange(-(2**31), 2**31 - 1),  # what every store holds (PostgreSQL: 32 bits)

@@ -155,6 +155,7 @@ GARBAGE = [
     Garbage("logs", "ARRAY['not json']", (UNDECODABLE,)),
     Garbage("logs", 'ARRAY[\'[1.5, 1, "info", "hand-written"]\']', (COMPLETED,)),
     Garbage("logs_dropped", "NULL", (COMPLETED,), refused=True),
+    Garbage("key_ttl", "'NaN'", (COMPLETED,)),
 ]
 
 

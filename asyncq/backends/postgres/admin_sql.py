@@ -10,7 +10,7 @@ operator statement is declared here once, and read as an attribute of
 
 from __future__ import annotations
 
-from .schema import ALIVE, EXPIRED
+from .schema import ALIVE, EXPIRED, HOLDS, LAPSED
 
 __all__ = ["OperatorStatements"]
 
@@ -46,13 +46,23 @@ def _retry_dead(where: str, limit: str) -> str:
         + """
             RETURNING h.id
         ),
+        released AS (
+            UPDATE {s}.jobs h SET key_held = false FROM cand c
+            WHERE h.key_held AND h.queue = c.queue AND h.key = c.key AND h.id <> c.id AND """
+        + LAPSED
+        + """
+            RETURNING h.id
+        ),
         ok AS (
             SELECT DISTINCT ON (c.queue, coalesce(c.key, c.id)) c.id
             FROM cand c
             WHERE c.key IS NULL OR NOT EXISTS (
                 SELECT FROM {s}.jobs j
-                WHERE j.key_held AND j.queue = c.queue AND j.key = c.key AND """
+                WHERE j.key_held AND j.queue = c.queue AND j.key = c.key AND j.id <> c.id
+                  AND """
         + ALIVE
+        + " AND "
+        + HOLDS
         + """)
             ORDER BY c.queue, coalesce(c.key, c.id), c.id
         ),
@@ -62,7 +72,8 @@ def _retry_dead(where: str, limit: str) -> str:
                 key_held = j.key IS NOT NULL, lease_expires_at = NULL, worker = NULL,
                 token = NULL
             FROM ok
-            WHERE j.id = ok.id AND (SELECT count(*) FROM freed) >= 0
+            WHERE j.id = ok.id
+              AND (SELECT count(*) FROM freed) + (SELECT count(*) FROM released) >= 0
             RETURNING j.id, j.queue
         )
         SELECT array_agg(id) AS ids, {s}.notify_work(array_agg(DISTINCT queue)) FROM upd

@@ -49,7 +49,7 @@ COLUMNS = (
     "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
     " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
     " worker, result, errors, progress, cancel_requested, headers,"
-    " progress_detail, meta, logs, logs_dropped"
+    " progress_detail, meta, logs, logs_dropped, key_ttl"
 )
 
 #: The encoder of the JSON the backend sends (headers, errors).
@@ -59,7 +59,7 @@ _headers = msgspec.json.Decoder(dict[str, str])
 _meta = msgspec.json.Decoder(dict[str, Any])
 _line = msgspec.json.Decoder(LogLine).decode
 #: Where the lease token follows ``COLUMNS`` in a claimed row.
-TOKEN = 26
+TOKEN = 27
 
 
 def decode(row: Any) -> JobRecord:
@@ -102,6 +102,7 @@ def decode(row: Any) -> JobRecord:
         meta={} if row[23] is None else _meta.decode(row[23]),
         logs=() if row[24] is None else tuple(map(_line, row[24])),
         logs_dropped=row[25],
+        key_ttl=row[26],
     )
 
 
@@ -116,8 +117,9 @@ def headers_json(job: JobRecord) -> str:
 
 
 def columns(jobs: Sequence[JobRecord], *, keyed: bool) -> list[list[Any]]:
-    """The batch as the insert statements' parameter arrays, one per column."""
-    return [
+    """The batch as the insert statements' parameter arrays, one per column
+    (``keyed``: the statement for jobs with keys, which also takes their ``key_ttl``)."""
+    arrays: list[list[Any]] = [
         [j.id for j in jobs],
         [j.name for j in jobs],
         [j.queue for j in jobs],
@@ -133,6 +135,9 @@ def columns(jobs: Sequence[JobRecord], *, keyed: bool) -> list[list[Any]]:
         [headers_json(j) for j in jobs],
         [meta_json(j) for j in jobs],
     ]
+    if keyed:
+        arrays.append([j.key_ttl for j in jobs])
+    return arrays
 
 
 def copy_records(jobs: Sequence[JobRecord]) -> list[tuple[Any, ...]]:

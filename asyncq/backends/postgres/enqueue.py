@@ -42,6 +42,8 @@ async def store(
     a single job a VALUES row; a large batch of jobs asked for now is
     copied in (``_copy_in``); anything else takes the unnest insert.
     """
+    if any(job.debounce is not None for job in jobs):
+        return await _store_debounced(conn, statements, jobs)
     if any(job.key is not None for job in jobs):
         rows = await conn.fetch(statements.enqueue, *columns(jobs, keyed=True))
     elif len(jobs) == 1:
@@ -98,6 +100,68 @@ async def store(
     if None in stored:
         await _resolve_conflicts(conn, statements, jobs, stored)
     return [record for record in stored if record is not None]
+
+
+#: Times a debounced enqueue runs again after another transaction stored a holder of its key.
+_DEBOUNCE_TRIES = 5
+
+
+async def _store_debounced(
+    conn: Connection, statements: Statements, jobs: Sequence[JobRecord]
+) -> list[JobRecord]:
+    """Store a batch holding debounced jobs: one statement a job, in order, in one transaction.
+
+    A debounced job takes ``enqueue_debounced``; the others ``store`` alone,
+    so that each sees what the earlier ones did (a batch behaves as if
+    enqueued in order). Batches of debounced jobs are rare: they pay a round
+    trip a job.
+    """
+    stored: list[JobRecord] = []
+    async with conn.transaction():
+        for job in jobs:
+            if job.debounce is None:
+                stored += await store(conn, statements, [job])
+                continue
+            stored.append(await _debounce(conn, statements, job))
+    return stored
+
+
+async def _debounce(conn: Connection, statements: Statements, job: JobRecord) -> JobRecord:
+    """One debounced job (``sql.Statements.enqueue_debounced``): as stored, or the job it replaced.
+
+    Another transaction may store a holder of the key between this
+    statement's snapshot and its insert: the insert then does nothing, and
+    the statement runs again, in a new snapshot that sees the holder.
+    """
+    for _ in range(_DEBOUNCE_TRIES):
+        rows = await conn.fetch(
+            statements.enqueue_debounced,
+            job.id,
+            job.name,
+            job.queue,
+            job.payload,
+            job.priority,
+            job.attempts,
+            job.max_attempts,
+            job.timeout,
+            job.result_ttl,
+            job.enqueued_at,
+            job.scheduled_at,
+            headers_json(job),
+            meta_json(job),
+            job.key,
+        )
+        if rows:
+            new, _, state, rec = rows[0][:4]
+            if new:
+                return replace(job, state=JobState(state), debounce=None)
+            [holder] = records([rec], at=time.time())
+            return holder
+    msg = (
+        f"job {job.name!r} (id {job.id}, queue {job.queue!r}): a debounced enqueue with key "
+        f"{job.key!r} met a holder stored by another transaction {_DEBOUNCE_TRIES} times; retry"
+    )
+    raise BackendError(msg)
 
 
 async def _copy_in(

@@ -63,6 +63,8 @@ __all__ = [
     "BOOTSTRAP",
     "DROP",
     "EXPIRED",
+    "HOLDS",
+    "LAPSED",
     "MIGRATIONS",
     "PENDING",
     "RECORD_VERSION",
@@ -90,6 +92,21 @@ PENDING = "('queued', 'scheduled', 'failed')"
 #: neither hides it nor lets it be deleted. Templates: ``{now}`` is ``sql.NOW``.
 ALIVE = "(j.expires_at IS NULL OR j.expires_at > {now} OR j.state <> 'completed')"
 EXPIRED = "h.expires_at <= {now} AND h.state = 'completed'"
+
+#: A job with a ``key_ttl`` (``_common.holds_key``) keeps ``key_held`` when it
+#: finishes, and holds the key while ``HOLDS`` (of a job ``j``, with ``ALIVE``)
+#: says so. Once its period is over (``LAPSED``, of a holder ``h``, which
+#: ``EXPIRED`` did not delete), the statement that wants the key clears
+#: ``key_held`` first: the job itself stays. Jobs without a ``key_ttl`` pass.
+HOLDS = (
+    "(j.key_ttl IS NULL OR j.state NOT IN ('completed', 'dead', 'cancelled')"
+    " OR coalesce(j.finished_at, 0) + j.key_ttl > {now})"
+)
+LAPSED = (
+    "h.key_ttl IS NOT NULL AND h.state IN ('completed', 'dead', 'cancelled')"
+    " AND coalesce(h.finished_at, 0) + h.key_ttl <= {now}"
+    " AND NOT (h.state = 'completed' AND h.expires_at IS NOT NULL AND h.expires_at <= {now})"
+)
 
 
 def check_name(schema: str) -> None:
@@ -453,6 +470,12 @@ CREATE TRIGGER jobs_changed AFTER UPDATE ON {s}.jobs
     FOR EACH STATEMENT EXECUTE FUNCTION {s}.events_changed();
 """
 
+# Throttled keys (``enqueue(key_ttl=...)``): seconds a finished job keeps
+# ``key_held`` (see ``HOLDS``). NULL for every other job.
+_KEY_TTL = """
+ALTER TABLE {s}.jobs ADD COLUMN key_ttl double precision;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
@@ -461,6 +484,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("the worker registry", _WORKERS),
     ("job annotations: progress detail, metadata, logged lines", _ANNOTATIONS),
     ("the job event stream", _EVENTS),
+    ("keys held for a while after the job finished (key_ttl)", _KEY_TTL),
 )
 
 

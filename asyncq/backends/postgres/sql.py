@@ -22,7 +22,7 @@ from __future__ import annotations
 from . import schema
 from .admin_sql import OperatorStatements
 from .codec import COLUMNS, FINISH
-from .schema import ALIVE, EXPIRED
+from .schema import ALIVE, EXPIRED, HOLDS, LAPSED
 
 __all__ = ["COPY_COLUMNS", "NOW", "Statements"]
 
@@ -97,6 +97,13 @@ def _enqueue(keyed: bool) -> str:
         + EXPIRED
         + """
             RETURNING h.id
+        ),
+        released AS (
+            UPDATE {s}.jobs h SET key_held = false FROM b
+            WHERE h.key_held AND h.queue = b.queue AND h.key = b.key AND """
+        + LAPSED
+        + """
+            RETURNING h.id
         ),"""
     )
     holders = (
@@ -107,19 +114,28 @@ def _enqueue(keyed: bool) -> str:
             SELECT j.state, ROW({cols}) AS rec FROM {s}.jobs j
             WHERE j.key_held AND j.queue = b.queue AND j.key = b.key AND """
         + ALIVE
+        + " AND "
+        + HOLDS
         + """
         ) AS h"""
     )
+    # The batch's columns; keyed batches also carry each job's key_ttl ($15).
+    ttl_array = ", $15::float8[]" if keyed else ""
+    ttl_name = ", key_ttl" if keyed else ""
     return (
         """
         WITH b AS (
             SELECT * FROM unnest(
                 $1::text[], $2::text[], $3::text[], $4::bytea[], $5::int[], $6::int[],
                 $7::int[], $8::float8[], $9::text[], $10::float8[], $11::float8[],
-                $12::float8[], $13::jsonb[], $14::jsonb[]
+                $12::float8[], $13::jsonb[], $14::jsonb[]"""
+        + ttl_array
+        + """
             ) WITH ORDINALITY AS b(
                 id, name, queue, payload, priority, attempts, max_attempts, timeout,
-                key, result_ttl, enqueued_at, scheduled_at, headers, meta, ord
+                key, result_ttl, enqueued_at, scheduled_at, headers, meta"""
+        + ttl_name
+        + """, ord
             )
         ),"""
         + (freed if keyed else "")
@@ -127,7 +143,9 @@ def _enqueue(keyed: bool) -> str:
         ins AS (
             INSERT INTO {s}.jobs AS j (
                 id, name, queue, payload, state, priority, attempts, max_attempts,
-                timeout, key, key_held, result_ttl, enqueued_at, scheduled_at, headers, meta
+                timeout, key, key_held, result_ttl, enqueued_at, scheduled_at, headers, meta"""
+        + ttl_name
+        + """
             )
             SELECT b.id, b.name, b.queue, b.payload,
                    -- A job asked for now is ready now, even when now() is behind
@@ -138,10 +156,13 @@ def _enqueue(keyed: bool) -> str:
                    b.key IS NOT NULL, b.result_ttl, b.enqueued_at,
                    CASE WHEN b.scheduled_at > b.enqueued_at THEN b.scheduled_at
                         ELSE least(b.scheduled_at, {now}) END,
-                   b.headers, b.meta
+                   b.headers, b.meta"""
+        + (", b.key_ttl" if keyed else "")
+        + """
             FROM b"""
         + (
-            "\n            WHERE (SELECT count(*) FROM freed) >= 0  -- frees keys first"
+            "\n            WHERE (SELECT count(*) FROM freed) + (SELECT count(*) FROM released)"
+            " >= 0  -- frees keys first"
             if keyed
             else ""
         )
@@ -226,6 +247,72 @@ class Statements(OperatorStatements):
         FROM ins
     """
 
+    # A debounced enqueue of one job (``enqueue(debounce=...)``), the params of
+    # ``enqueue_one`` with its key ($14). The job holding the key, locked: if
+    # pending and never claimed, it takes this job's record (its id and key
+    # kept) and run time, and its ``debounced`` event is written here; if
+    # running or finished, it lets the key go and this job is stored, as is
+    # a job whose key nobody holds. Replies as ``enqueue`` does; no row when
+    # another transaction stored a holder meanwhile (the caller runs it again).
+    enqueue_debounced: str = """
+        WITH h AS (
+            SELECT id, state, attempts,
+                   state IN ('scheduled', 'queued') AND attempts = 0 AS pending
+            FROM {s}.jobs
+            WHERE key_held AND queue = $3::text AND key = $14::text
+            FOR UPDATE
+        ),
+        replaced AS (
+            UPDATE {s}.jobs SET
+                name = $2::text, payload = $4::bytea, priority = $5::int,
+                max_attempts = $7::int, timeout = $8::float8, result_ttl = $9::float8,
+                enqueued_at = $10::float8, scheduled_at = $11::float8,
+                state = CASE WHEN $11::float8 > {now} THEN 'scheduled' ELSE 'queued' END,
+                headers = $12::jsonb, meta = $13::jsonb, key_ttl = NULL
+            WHERE id = (SELECT id FROM h WHERE pending)
+            RETURNING {cols}
+        ),
+        released AS (
+            UPDATE {s}.jobs SET key_held = false
+            WHERE id = (SELECT id FROM h WHERE NOT pending)
+            RETURNING id
+        ),
+        ins AS (
+            INSERT INTO {s}.jobs AS j (
+                id, name, queue, payload, state, priority, attempts, max_attempts,
+                timeout, key, key_held, result_ttl, enqueued_at, scheduled_at, headers, meta
+            )
+            SELECT $1::text, $2::text, $3::text, $4::bytea,
+                   CASE WHEN $11::float8 > {now} THEN 'scheduled' ELSE 'queued' END,
+                   $5::int, $6::int, $7::int, $8::float8, $14::text, true, $9::float8,
+                   $10::float8, $11::float8, $12::jsonb, $13::jsonb
+            WHERE NOT EXISTS (SELECT FROM replaced) AND (SELECT count(*) FROM released) >= 0
+            ON CONFLICT DO NOTHING
+            RETURNING j.id, j.queue, j.state
+        ),
+        known AS (
+            INSERT INTO {s}.queues (name) SELECT queue FROM ins
+            ON CONFLICT DO NOTHING
+        ),
+        noted AS (
+            INSERT INTO {s}.events (kind, job_id, name, queue, at, body)
+            SELECT 'debounced', r.id, r.name, r.queue, {now},
+                   jsonb_build_object('due', r.scheduled_at)
+            FROM replaced r WHERE current_setting('asyncq.events', true) IS DISTINCT FROM 'off'
+            RETURNING 1
+        )
+        SELECT true AS new, ins.id, ins.state, NULL AS rec,
+               CASE WHEN octet_length(ins.queue) < 7900 THEN pg_notify(
+                   CASE WHEN ins.state = 'queued' THEN {work} ELSE {later} END, ins.queue) END
+        FROM ins
+        UNION ALL
+        SELECT false, $1::text, replaced.state, ROW({cols}),
+               CASE WHEN octet_length(replaced.queue) < 7900 THEN pg_notify(
+                   CASE WHEN replaced.state = 'queued' THEN {work} ELSE {later} END,
+                   replaced.queue) END
+        FROM replaced
+    """
+
     # After a batch was copied in, in its transaction: record its queues, notify
     # them (sent at commit), and tell whether the producer's clock ran ahead of
     # the server's: $1 is the batch's latest scheduled_at. Only then does
@@ -251,7 +338,9 @@ class Statements(OperatorStatements):
         """
         SELECT {cols} FROM {s}.jobs j
         WHERE (j.id = ANY($1::text[]) OR (j.key_held AND (j.queue, j.key) IN (
-                SELECT * FROM unnest($2::text[], $3::text[]))))
+                SELECT * FROM unnest($2::text[], $3::text[])) AND """
+        + HOLDS
+        + """))
           AND """
         + ALIVE
     )
@@ -265,7 +354,7 @@ class Statements(OperatorStatements):
                 cancel_requested = cancel_requested OR state = 'active',
                 state = CASE WHEN state = 'active' THEN state ELSE 'cancelled' END,
                 finished_at = CASE WHEN state = 'active' THEN finished_at ELSE {now} END,
-                key_held = key_held AND state = 'active'
+                key_held = key_held AND (state = 'active' OR key_ttl IS NOT NULL)
             WHERE id = $1 AND state IN ('scheduled', 'queued', 'failed', 'active')
             RETURNING {cols}
         ),
@@ -394,7 +483,8 @@ class Statements(OperatorStatements):
                                     ELSE j.scheduled_at END,
                 attempts = CASE WHEN o.state = 'queued' THEN greatest(j.attempts - 1, 0)
                                 ELSE j.attempts END,
-                key_held = j.key_held AND o.state NOT IN ('dead', 'cancelled'),
+                key_held = j.key_held
+                    AND (o.state NOT IN ('dead', 'cancelled') OR j.key_ttl IS NOT NULL),
                 lease_expires_at = NULL,
                 worker = NULL,
                 token = NULL
@@ -433,7 +523,8 @@ class Statements(OperatorStatements):
                                 ELSE j.scheduled_at END,
             attempts = CASE WHEN $3::text = 'queued' THEN greatest(j.attempts - 1, 0)
                             ELSE j.attempts END,
-            key_held = j.key_held AND $3::text NOT IN ('dead', 'cancelled'),
+            key_held = j.key_held
+                AND ($3::text NOT IN ('dead', 'cancelled') OR j.key_ttl IS NOT NULL),
             lease_expires_at = NULL,
             worker = NULL,
             token = NULL
@@ -495,7 +586,7 @@ class Statements(OperatorStatements):
                     'at', {now})),
                 finished_at = CASE WHEN lapsed.next = 'queued' THEN j.finished_at
                                    ELSE {now} END,
-                key_held = j.key_held AND lapsed.next = 'queued',
+                key_held = j.key_held AND (lapsed.next = 'queued' OR j.key_ttl IS NOT NULL),
                 lease_expires_at = NULL,
                 worker = NULL,
                 token = NULL

@@ -477,8 +477,8 @@ class RedisBackend(EventStream, _Operations, SettlesAndClaims):
                     stored[i] = codec.readable(item[1:], item[0].decode(), job.queue)
                     continue
                 state = codec.STORED[item]
-                if job.state is not state:
-                    stored[i] = replace(job, state=state)
+                if job.state is not state or job.debounce is not None:
+                    stored[i] = replace(job, state=state, debounce=None)
                 where[job.id] = job.queue
         _forget_oldest(where)
         return stored

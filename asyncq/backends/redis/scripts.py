@@ -57,12 +57,14 @@ a completion 2 per job (``HMGET``, ``HSET``) plus one ``ZREM``/``ZADD`` per
 call for the indexes and one ``ZADD`` of ``expires``; a notice only for a job
 waited for.
 
-Job hash fields: ``d`` the record as enqueued (MessagePack, never rewritten),
+Job hash fields: ``d`` the record as enqueued (MessagePack; rewritten only by
+a debounced enqueue, which puts the newer record there under the job's id),
 ``st`` state, ``p`` priority, ``n`` name, ``m`` max attempts, ``k`` key, ``t``
 result TTL, ``att`` attempts, ``sa`` scheduled_at, ``sta`` started_at, ``fin``
 finished_at, ``lx`` lease expiry, ``w`` worker, ``tok`` lease token, ``c`` "1"
 when cancel is requested, ``pr`` progress, ``r`` result, ``e`` errors as
 comma-separated JSON objects (the backend wraps them in brackets to decode),
+``kt`` the key TTL (only for a job enqueued with one: see ``holds_key``),
 ``wt`` "1" once ``wait_finished`` waits for the job (or from the start, when
 it was stored by ``enqueue_waited``): only then does its end publish a notice.
 What a job carries besides its payload (see ``_annotations``), each field
@@ -94,6 +96,8 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from importlib import resources
 from typing import Any, ClassVar, NamedTuple
+
+from msgspec.structs import replace
 
 from ..._annotations import encode_line
 from ..._records import JobRecord, JobState, Lease, LogLine, Outcome, QueueStats
@@ -262,10 +266,12 @@ class Enqueue(_Script, name="enqueue"):
     KEYS: the queue prefix; outside a cluster also the index buckets, then the
     queue registry. ARGV (maybe packed, see ``batch_args``): n, queue, flags
     ('w' if the caller waits for the jobs: they are stored marked, see
-    ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``), then 10
-    per job: id, key, priority, scheduled_at, record, max_attempts, ttl, name,
-    the KEYS position of the job's index bucket (unused in a cluster), and the
-    metadata as ``list`` matches it (``codec.meta_texts``) or ''.
+    ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``; 'o' if
+    some job has a ``key_ttl`` or a ``debounce``), then 10 per job: id, key,
+    priority, scheduled_at, record, max_attempts, ttl, name, the KEYS position
+    of the job's index bucket (unused in a cluster), and the metadata as
+    ``list`` matches it (``codec.meta_texts``) or ''; with 'o', 12: also the
+    ``key_ttl`` (or '') and '1' for a debounced enqueue (or '').
     """
 
     @staticmethod
@@ -286,7 +292,10 @@ class Enqueue(_Script, name="enqueue"):
         queue = jobs[chunk[0]].queue
         keys = [prefix]
         where: dict[str, int] = {}
-        args: list[Any] = [len(chunk), queue, ("w" if waited else "") + ("f" if fresh else "")]
+        # Only a chunk with a key_ttl or a debounce pays for their two arguments ('o').
+        extra = any(jobs[i].key_ttl is not None or jobs[i].debounce is not None for i in chunk)
+        flags = ("w" if waited else "") + ("f" if fresh else "") + ("o" if extra else "")
+        args: list[Any] = [len(chunk), queue, flags]
         for i in chunk:
             job = jobs[i]
             position = 0
@@ -305,13 +314,18 @@ class Enqueue(_Script, name="enqueue"):
                 f"~{float(job.scheduled_at)!r}"
                 if job.scheduled_at <= job.enqueued_at
                 else repr(float(job.scheduled_at)),
-                codec.encode(job),
+                codec.encode(job) if job.debounce is None else codec.encode(_undebounced(job)),
                 job.max_attempts,
                 "" if ttl is None else repr(float(ttl)),
                 job.name,
                 position,
                 codec.meta_texts(job.meta) if job.meta else "",
             )
+            if extra:
+                args += (
+                    "" if job.key_ttl is None else repr(float(job.key_ttl)),
+                    "" if job.debounce is None else "1",
+                )
         if bucket is not None:
             keys.append(registry)
         return ("enqueue", keys, args)
@@ -322,6 +336,11 @@ class Enqueue(_Script, name="enqueue"):
         id of the job holding its id or key followed by that job's ``HGETALL``."""
         items: list[bytes | list[bytes]] = raw
         return items
+
+
+def _undebounced(job: JobRecord) -> JobRecord:
+    """``job`` as stored: ``debounce`` is an instruction to the script, not kept."""
+    return replace(job, debounce=None)
 
 
 class Claim(_Script, name="claim"):

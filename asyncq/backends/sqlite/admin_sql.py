@@ -201,7 +201,8 @@ def retry_dead(
             continue  # garbage in the id, queue or key: it could never run
         if key is not None:
             slot = (job_queue, key)
-            if slot in taken or key_holder(conn, job_queue, key, now) is not None:
+            holder = key_holder(conn, job_queue, key, now)
+            if slot in taken or (holder is not None and holder.id != job_id):
                 continue
             taken.add(slot)
         retried.append(job_id)
@@ -213,7 +214,7 @@ def retry_dead(
             )
     conn.executemany(
         "UPDATE asyncq_jobs SET state = 'queued', attempts = 0, finished_at = NULL,"
-        " scheduled_at = ? WHERE id = ? AND state = 'dead'",
+        " scheduled_at = ?, key_released = 0 WHERE id = ? AND state = 'dead'",
         [(now, job_id) for job_id in retried],
     )
     write_events(conn, written)

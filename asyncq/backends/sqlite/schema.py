@@ -121,8 +121,16 @@ _EVENTS = (
     )""",
 )
 
+# Throttled and debounced keys (``enqueue(key_ttl=..., debounce=...)``): the
+# seconds a finished job keeps its key, and whether a debounced enqueue took
+# the key over from this job (running or finished, it holds it no more).
+_KEY_OPTIONS = (
+    "ALTER TABLE asyncq_jobs ADD COLUMN key_ttl REAL",
+    "ALTER TABLE asyncq_jobs ADD COLUMN key_released INTEGER NOT NULL DEFAULT 0",
+)
+
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS, _ANNOTATIONS, _EVENTS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS, _ANNOTATIONS, _EVENTS, _KEY_OPTIONS)
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -205,6 +213,7 @@ _NAMES = (
     "meta",
     "logs",
     "logs_dropped",
+    "key_ttl",
 )
 _COLUMNS = ", ".join(_NAMES)
 #: Every job column, then the ``rowid``: a row that cannot be read is taken
@@ -256,7 +265,7 @@ def to_record(row: Sequence[Any]) -> JobRecord:
     """
     fields = dict(zip(_PLAIN, row, strict=False))
     (errors, error_count, progress, cancel_requested, headers, detail, meta, logs, dropped) = row[
-        len(_PLAIN) : len(_NAMES)
+        len(_PLAIN) : len(_NAMES) - 1
     ]
     # ``errors`` is NULL until an attempt ends, b"" after one without an error
     fields["errors"] = (
@@ -273,6 +282,9 @@ def to_record(row: Sequence[Any]) -> JobRecord:
         fields["logs"] = decode_lines(logs)
     if dropped:
         fields["logs_dropped"] = dropped
+    key_ttl = row[len(_NAMES) - 1]
+    if key_ttl is not None:
+        fields["key_ttl"] = key_ttl
     # bytes pass as they are: msgspec would otherwise take text for base64
     return _convert(fields, JobRecord, builtin_types=_BYTES)
 
@@ -303,6 +315,7 @@ def to_row(job: JobRecord) -> tuple[Any, ...]:
         encode_meta(job.meta).decode() if job.meta else None,
         "\n".join(encode_line(line).decode() for line in job.logs) if job.logs else None,
         job.logs_dropped,
+        job.key_ttl,
     )
 
 

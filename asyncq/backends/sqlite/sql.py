@@ -31,6 +31,7 @@ from ..._annotations import MAX_LOG_LINES, decode_json, encode_line
 from ..._events import (
     EventKind,
     JobEvent,
+    debounced_event,
     enqueued_event,
     job_event,
     log_events,
@@ -39,11 +40,19 @@ from ..._events import (
     started_event,
 )
 from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, LogLine, Outcome
-from .._common import LIVE_STATES, as_enqueued, claimed, lost_error, result_expired
+from .._common import (
+    LIVE_STATES,
+    as_enqueued,
+    claimed,
+    debounced,
+    is_pending,
+    lost_error,
+    result_expired,
+)
 from ..base import HeartbeatReply
 from .events import write as write_events
 from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
-from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
+from .schema import ENCODER, INSERT_JOB, NAMES, SELECT_JOB, to_row
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -79,8 +88,13 @@ def select_by_ids(
 # not _common.result_expired (expires_at is set on completed jobs only)
 NOT_EXPIRED = "(expires_at IS NULL OR expires_at > ?)"
 _LIVE = ", ".join(sorted(f"'{state.value}'" for state in LIVE_STATES))
-# _common.holds_key: live, or completed and not expired
-_HOLDS_KEY = f"(state IN ({_LIVE}) OR (state = 'completed' AND {NOT_EXPIRED}))"
+# _common.holds_key: live; or finished less than key_ttl ago; or, without a
+# key_ttl, completed and not expired. A job whose key a debounced enqueue took
+# over (key_released) holds it no more. Parameters: now, now.
+_HOLDS_KEY = (
+    f"key_released = 0 AND (state IN ({_LIVE}) OR (key_ttl IS NULL AND state = 'completed'"
+    f" AND {NOT_EXPIRED}) OR (key_ttl IS NOT NULL AND finished_at + key_ttl > ?))"
+)
 # _common.is_ready, for the jobs a claim promotes to queued
 _DUE = "state IN ('scheduled', 'failed') AND scheduled_at <= ?"
 
@@ -94,7 +108,7 @@ def key_holder(conn: sqlite3.Connection, queue: str, key: str, now: float) -> Jo
     rows = fetch(
         conn,
         f"{SELECT_JOB} WHERE queue = ? AND key = ? AND {_HOLDS_KEY} LIMIT 1",
-        (queue, key, now),
+        (queue, key, now, now),
     )
     return read_or_stand_in(rows[0], now) if rows else None
 
@@ -142,9 +156,25 @@ def enqueue(
             if slot not in holders:
                 holders[slot] = key_holder(conn, job.queue, job.key, now)
             holder = holders[slot]
-            if holder is not None:
+            if holder is not None and job.debounce is not None and is_pending(holder):
+                replaced = debounced(holder, job, now)
+                # The holder may be new in this batch: written first, with its event.
+                conn.executemany(INSERT_JOB, rows)
+                if events:
+                    write_events(conn, [enqueued_event(new, now) for new in new_jobs])
+                rows.clear()
+                new_jobs.clear()
+                _replace_row(conn, replaced)
+                if events:
+                    write_events(conn, [debounced_event(replaced, now)])
+                holders[slot] = replaced
+                stored.append(replaced)
+                continue
+            if holder is not None and job.debounce is None:
                 stored.append(holder)
                 continue
+            if holder is not None:  # running or finished: the debounced job takes the key over
+                conn.execute("UPDATE asyncq_jobs SET key_released = 1 WHERE id = ?", (holder.id,))
         new = as_enqueued(job, now)
         if slot is not None:
             holders[slot] = new
@@ -160,6 +190,17 @@ def enqueue(
         [(queue,) for queue in sorted({job.queue for job in jobs})],
     )
     return stored
+
+
+def _replace_row(conn: sqlite3.Connection, job: JobRecord) -> None:
+    """Write ``job`` over its row (a debounced enqueue replaced the pending job)."""
+    names = [name for name in NAMES if name != "id"]
+    values = dict(zip(NAMES, to_row(job), strict=True))
+    assignments = ", ".join(f"{name} = ?" for name in names)
+    conn.execute(
+        f"UPDATE asyncq_jobs SET {assignments} WHERE id = ?",
+        (*(values[name] for name in names), job.id),
+    )
 
 
 def get(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:

@@ -9,13 +9,16 @@ local inline = #KEYS > 1
 local waited = string.find(ARGV[3], 'w', 1, true) ~= nil
 -- Fresh ids (made by the producer just now) cannot be another queue's.
 local fresh = string.find(ARGV[3], 'f', 1, true) ~= nil
+-- 'o': the jobs carry two more arguments each, key_ttl and debounce (see scripts.py).
+local W = 10
+if string.find(ARGV[3], 'o', 1, true) then W = 12 end
 if inline then redis.call('SADD', KEYS[#KEYS], queue) end
 -- Ids known already (a caller-chosen id, or a call replayed after a lost reply)
 -- answer with the job as stored. A batch asks for all of them at once and adds the new ones at the end.
 local known = {}
 if n > 1 then
   local ids = {}
-  for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 10] end
+  for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * W] end
   for i = 1, n, SLICE do
     local last = math.min(i + SLICE - 1, n)
     local scores = redis.call('ZMSCORE', K.all, unpack(ids, i, last))
@@ -30,7 +33,7 @@ local owners = {}
 if inline and n > 1 and not fresh then
   local groups = {}
   for i = 0, n - 1 do
-    local b = 4 + i * 10
+    local b = 4 + i * W
     local ids = groups[ARGV[b + 8]]
     if not ids then ids = {}; groups[ARGV[b + 8]] = ids end
     ids[#ids + 1] = ARGV[b]
@@ -56,9 +59,56 @@ local function stored_in(owner, id)
   if redis.call('EXISTS', hash) == 1 then return hash end
   return nil
 end
+-- MessagePack of a string, as msgspec writes it (fixstr, str8, str16).
+local function mp_str(x)
+  local len = #x
+  if len < 32 then return string.char(160 + len) .. x end
+  if len < 256 then return string.char(217, len) .. x end
+  return string.char(218, math.floor(len / 256), len % 256) .. x
+end
+-- The record d (msgspec's MessagePack of a JobRecord: a map whose first entry
+-- is 'id') with its id own replaced by id; nil if d is not laid out so.
+local function with_id(d, own, id)
+  local head = ({[222] = 3, [223] = 5})[string.byte(d, 1)] or 1
+  local was = mp_str(own)
+  if string.sub(d, head + 1, head + 3) ~= '\162id'
+     or string.sub(d, head + 4, head + 3 + #was) ~= was then
+    return nil
+  end
+  return string.sub(d, 1, head + 3) .. mp_str(id) .. string.sub(d, head + 4 + #was)
+end
+-- A debounced enqueue (argument b) replaces holder, pending (_common.debounced):
+-- the newer record under the holder's id, its run time, name and options.
+local function debounce(holder, b, sa)
+  local id, prio = ARGV[b], ARGV[b + 2]
+  local h = redis.call('HMGET', J(holder), 'st', 'p')
+  local d = with_id(ARGV[b + 4], id, holder)
+  if not d or not is_prio(h[2]) then return false end
+  unplace(holder, h[1], h[2])
+  local st = 'queued'
+  if tonumber(sa) > now then st = 'scheduled' end
+  redis.call('HSET', J(holder), 'd', d, 'st', st, 'p', prio, 'sa', sa, 'm', ARGV[b + 5],
+             'n', ARGV[b + 7])
+  if ARGV[b + 6] ~= '' then redis.call('HSET', J(holder), 't', ARGV[b + 6])
+  else redis.call('HDEL', J(holder), 't') end
+  if ARGV[b + 9] ~= '' then redis.call('HSET', J(holder), 'mt', ARGV[b + 9])
+  else redis.call('HDEL', J(holder), 'mt') end
+  if waited then redis.call('HSET', J(holder), 'wt', '1') end
+  -- The newer enqueue's options win, and a debounced one has no key_ttl.
+  redis.call('HDEL', J(holder), 'kt')
+  place(holder, st, prio, tonumber(sa))
+  event('debounced', holder, ARGV[b + 7], F(now), 'due', sa)
+  return true
+end
+-- Whether holder may be replaced by a debounced enqueue: pending, never claimed.
+local function pending(holder)
+  local h = redis.call('HMGET', J(holder), 'st', 'att')
+  return (h[1] == 'scheduled' or h[1] == 'queued') and h[2] == '0'
+end
 for i = 0, n - 1 do
-  local b = 4 + i * 10
+  local b = 4 + i * W
   local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local deb = W == 12 and ARGV[b + 11] ~= ''
   -- '~' marks a job asked for now: ready now, even if this clock is behind the producer's.
   local asap = string.byte(sa, 1) == 126
   if asap then
@@ -90,11 +140,22 @@ for i = 0, n - 1 do
   elseif redis.call('ZADD', K.all, 'NX', 0, id) == 0 then
     holder = id
   end
+  local replaced = false
   if not holder and key ~= '' then
     holder = key_holder(key, now)
+    if holder and deb then
+      -- Pending: replaced (or, a record not laid out as expected, found as it
+      -- is); running or finished: the new job takes the key over.
+      if pending(holder) then
+        replaced = debounce(holder, b, sa)
+      else
+        holder = nil
+      end
+    end
     if holder and n == 1 then redis.call('ZREM', K.all, id) end
   end
   if holder then
+    if replaced then wake(1) end
     -- Its id first: a record that does not decode is shown by id.
     local flat = redis.call('HGETALL', hash or J(holder))
     table.insert(flat, 1, holder)
@@ -109,6 +170,9 @@ for i = 0, n - 1 do
       fields[#fields + 1] = 'k'; fields[#fields + 1] = key
     end
     if ARGV[b + 6] ~= '' then fields[#fields + 1] = 't'; fields[#fields + 1] = ARGV[b + 6] end
+    if W == 12 and ARGV[b + 10] ~= '' then
+      fields[#fields + 1] = 'kt'; fields[#fields + 1] = ARGV[b + 10]
+    end
     if waited then fields[#fields + 1] = 'wt'; fields[#fields + 1] = '1' end
     if ARGV[b + 9] ~= '' then fields[#fields + 1] = 'mt'; fields[#fields + 1] = ARGV[b + 9] end
     redis.call('HSET', J(id), unpack(fields))

@@ -120,10 +120,15 @@ local function expired(st, fin, ttl, now)
   return f ~= nil and t ~= nil and f + t <= now
 end
 
+-- (_common.holds_key) 'kt', the key_ttl, is there only for jobs enqueued with one.
 local function holds_key(id, now)
-  local h = redis.call('HMGET', J(id), 'st', 'fin', 't')
+  local h = redis.call('HMGET', J(id), 'st', 'fin', 't', 'kt')
   if not h[1] then return false end
   if LIVE[h[1]] then return true end
+  if h[4] then
+    local f, kt = num(h[2]), num(h[4])
+    return f ~= nil and kt ~= nil and f + kt > now
+  end
   return h[1] == 'completed' and not expired(h[1], h[2], h[3], now)
 end
 
@@ -136,6 +141,15 @@ end
 local function release_key(id)
   local k = redis.call('HGET', J(id), 'k')
   if k and redis.call('HGET', K.keys, k) == id then redis.call('HDEL', K.keys, k) end
+end
+
+-- The same for a job that finished dead or cancelled, unless it has a key_ttl:
+-- then it keeps the key entry, and holds_key tells for how long.
+local function release_finished_key(id)
+  local h = redis.call('HMGET', J(id), 'k', 'kt')
+  if h[1] and not h[2] and redis.call('HGET', K.keys, h[1]) == id then
+    redis.call('HDEL', K.keys, h[1])
+  end
 end
 
 -- fields (for one HSET of the job) with err appended to the job's errors.
@@ -163,7 +177,7 @@ end
 local function finish(id, st, prio, now, fields)
   redis.call('HSET', J(id), 'st', st, 'fin', F(now), unpack(fields))
   place(id, st, prio, now)
-  if st ~= 'completed' then release_key(id) end
+  if st ~= 'completed' then release_finished_key(id) end
   if redis.call('HEXISTS', J(id), 'wt') == 1 then notify(id) end
 end
 
