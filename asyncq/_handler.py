@@ -194,9 +194,16 @@ class Handler(Generic[T, R]):
             enqueued_at=now,
             scheduled_at=scheduled_at,
         )
-        if options.meta is None:
+        if options.meta is None and options.after is None and options.after_failure is None:
             return record
-        return replace(record, meta=dict(options.meta))
+        extra: dict[str, Any] = {}
+        if options.meta is not None:
+            extra["meta"] = dict(options.meta)
+        if options.after:
+            extra["parents"] = options.after
+        if options.after_failure is not None:
+            extra["after_failure"] = options.after_failure
+        return replace(record, **extra)
 
     async def enqueue(
         self, payload: T, /, *, connection: object | None = None, **options: Unpack[EnqueueArgs]
@@ -304,7 +311,7 @@ class Handler(Generic[T, R]):
 
     def _item_options(self, options: EnqueueManyArgs, item_args: ItemArgs) -> EnqueueOptions:
         """The checked options of one ``(payload, ItemArgs)`` item of ``enqueue_many``."""
-        unknown = sorted(item_args.keys() - {"id", "key", "meta"})
+        unknown = sorted(item_args.keys() - _ITEM_KEYS)
         if unknown:
             msg = f"Handler.enqueue_many() item options got an unexpected key {unknown[0]!r}"
             raise TypeError(msg)
@@ -359,6 +366,9 @@ class Handler(Generic[T, R]):
         if ends:
             request_ended(ends, job_id, None)
         return result
+
+
+_ITEM_KEYS = frozenset(ItemArgs.__annotations__)
 
 
 def _no_result(
