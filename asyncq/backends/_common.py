@@ -155,9 +155,7 @@ def released(
             pending = True
     if pending:
         return None
-    return replace(
-        child, state=JobState.SCHEDULED if child.scheduled_at > now else JobState.QUEUED
-    )
+    return replace(child, state=JobState.SCHEDULED if child.scheduled_at > now else JobState.QUEUED)
 
 
 def linked(child: JobRecord, parents: Mapping[str, JobRecord | None], now: float) -> JobRecord:

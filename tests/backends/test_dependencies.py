@@ -40,9 +40,7 @@ async def run_all(backend: Backend, outcome: str = "completed") -> list[str]:
         if outcome == "completed":
             outcomes.append(r.completed(lease, result=lease.job.id.encode()[:8]))
         else:
-            outcomes.append(
-                Outcome(lease.job.id, lease.token, JobState.DEAD, error=r.error(lease))
-            )
+            outcomes.append(Outcome(lease.job.id, lease.token, JobState.DEAD, error=r.error(lease)))
     assert all(await backend.settle(outcomes))
     return [lease.job.id for lease in leases]
 
