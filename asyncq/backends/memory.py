@@ -45,6 +45,7 @@ from .._records import (
     QueueStats,
     WorkerInfo,
 )
+from ..exceptions import UnknownParent
 from ._common import (
     RETENTION_OPTIONS,
     Waiters,
@@ -64,7 +65,6 @@ from ._common import (
     result_expired,
 )
 from ._eventlog import EventLog
-from ..exceptions import UnknownParent
 from ._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
 from ._workers import CancelWatchers, WorkerTable
 from .base import (
