@@ -70,6 +70,12 @@ def _retry_dead(where: str, limit: str) -> str:
     )
 
 
+# A parent is kept while a child still waits for it (jobs_waiting finds one).
+_NO_CHILD_WAITS = """
+              AND (children IS NULL OR NOT EXISTS (
+                  SELECT FROM {s}.jobs c WHERE c.state = 'waiting' AND c.parents @> ARRAY[id]))"""
+
+
 def _prune_finished(state: str) -> str:
     """Delete up to ``$1`` jobs finished in ``state`` more than ``$2`` seconds ago.
 
@@ -80,7 +86,7 @@ def _prune_finished(state: str) -> str:
     return f"""
         DELETE FROM {{s}}.jobs WHERE id IN (
             SELECT id FROM {{s}}.jobs
-            WHERE state = '{state}' AND finished_at < {{now}} - $2::float8{expiring}
+            WHERE state = '{state}' AND finished_at < {{now}} - $2::float8{expiring}{_NO_CHILD_WAITS}
             ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
     """
 
@@ -100,7 +106,7 @@ def _prune_capped(state: str) -> str:
                     SELECT id, row_number() OVER (
                         PARTITION BY queue ORDER BY finished_at DESC, id DESC) AS rank
                     FROM {{s}}.jobs WHERE state = '{state}') ranked
-                WHERE rank > $2::bigint)
+                WHERE rank > $2::bigint){_NO_CHILD_WAITS}
             ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
     """
 
@@ -108,11 +114,15 @@ def _prune_capped(state: str) -> str:
 class OperatorStatements:
     """The templates of the operator verbs' statements (see ``sql.Statements``)."""
 
-    prune_expired: str = """
+    prune_expired: str = (
+        """
         DELETE FROM {s}.jobs WHERE id IN (
-            SELECT id FROM {s}.jobs WHERE expires_at <= {now} AND state = 'completed'
+            SELECT id FROM {s}.jobs WHERE expires_at <= {now} AND state = 'completed'"""
+        + _NO_CHILD_WAITS
+        + """
             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
     """
+    )
 
     # Finished jobs go after the retention for their state (``prunable``'s
     # rule); completed ones with a result TTL only when it passes (above).
@@ -169,6 +179,10 @@ class OperatorStatements:
             UNION ALL
             SELECT queue, state, count(*) AS n FROM {s}.jobs
             WHERE queue IN (SELECT name FROM names) AND state = 'active'
+            GROUP BY queue, state
+            UNION ALL
+            SELECT queue, state, count(*) AS n FROM {s}.jobs
+            WHERE queue IN (SELECT name FROM names) AND state = 'waiting'
             GROUP BY queue, state
             UNION ALL
             SELECT queue, state, count(*) AS n FROM {s}.jobs

@@ -49,7 +49,7 @@ COLUMNS = (
     "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
     " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
     " worker, result, errors, progress, cancel_requested, headers,"
-    " progress_detail, meta, logs, logs_dropped"
+    " progress_detail, meta, logs, logs_dropped, parents, children, after_failure"
 )
 
 #: The encoder of the JSON the backend sends (headers, errors).
@@ -59,7 +59,7 @@ _headers = msgspec.json.Decoder(dict[str, str])
 _meta = msgspec.json.Decoder(dict[str, Any])
 _line = msgspec.json.Decoder(LogLine).decode
 #: Where the lease token follows ``COLUMNS`` in a claimed row.
-TOKEN = 26
+TOKEN = 29
 
 
 def decode(row: Any) -> JobRecord:
@@ -102,6 +102,9 @@ def decode(row: Any) -> JobRecord:
         meta={} if row[23] is None else _meta.decode(row[23]),
         logs=() if row[24] is None else tuple(map(_line, row[24])),
         logs_dropped=row[25],
+        parents=() if row[26] is None else tuple(row[26]),
+        children=() if row[27] is None else tuple(row[27]),
+        after_failure=row[28] or "dead",
     )
 
 

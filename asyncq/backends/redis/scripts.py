@@ -97,6 +97,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from ..._annotations import encode_line
 from ..._records import JobRecord, JobState, Lease, LogLine, Outcome, QueueStats
+from ...exceptions import UnknownParent
 from . import codec
 
 __all__ = [
@@ -265,7 +266,9 @@ class Enqueue(_Script, name="enqueue"):
     ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``), then 10
     per job: id, key, priority, scheduled_at, record, max_attempts, ttl, name,
     the KEYS position of the job's index bucket (unused in a cluster), and the
-    metadata as ``list`` matches it (``codec.meta_texts``) or ''.
+    metadata as ``list`` matches it (``codec.meta_texts``) or ''; with the flag
+    'p' (some jobs have parents), then 2 per job: its parents ('\\n'-separated)
+    and 'run' for ``after_failure="run"`` (else '').
     """
 
     @staticmethod
@@ -286,7 +289,9 @@ class Enqueue(_Script, name="enqueue"):
         queue = jobs[chunk[0]].queue
         keys = [prefix]
         where: dict[str, int] = {}
-        args: list[Any] = [len(chunk), queue, ("w" if waited else "") + ("f" if fresh else "")]
+        deps = any(jobs[i].parents for i in chunk)
+        flags = ("w" if waited else "") + ("f" if fresh else "") + ("p" if deps else "")
+        args: list[Any] = [len(chunk), queue, flags]
         for i in chunk:
             job = jobs[i]
             position = 0
@@ -312,6 +317,10 @@ class Enqueue(_Script, name="enqueue"):
                 position,
                 codec.meta_texts(job.meta) if job.meta else "",
             )
+        if deps:
+            for i in chunk:
+                job = jobs[i]
+                args += ("\n".join(job.parents), "run" if job.after_failure == "run" else "")
         if bucket is not None:
             keys.append(registry)
         return ("enqueue", keys, args)
@@ -319,8 +328,16 @@ class Enqueue(_Script, name="enqueue"):
     @staticmethod
     def reply(raw: Any) -> list[bytes | list[bytes]]:
         """Per job: the state it was stored in (a key of ``codec.STORED``), or the
-        id of the job holding its id or key followed by that job's ``HGETALL``."""
+        id of the job holding its id or key followed by that job's ``HGETALL``
+        (also of a job stored ``waiting``, or ended at once by its parents).
+
+        Raises:
+            UnknownParent: a parent is not a job of the queue; nothing was stored.
+        """
         items: list[bytes | list[bytes]] = raw
+        if items and items[0] == b"!":
+            parent, child = (item.decode() for item in items[1:3] if isinstance(item, bytes))
+            raise UnknownParent(parent, child, "")
         return items
 
 
