@@ -83,10 +83,11 @@ def _prune_finished(state: str) -> str:
     every pool (a caller's included) reads the ``jobs_finished`` partial index.
     """
     expiring = "\n              AND expires_at IS NULL" if state == "completed" else ""
+    expiring += _NO_CHILD_WAITS
     return f"""
         DELETE FROM {{s}}.jobs WHERE id IN (
             SELECT id FROM {{s}}.jobs
-            WHERE state = '{state}' AND finished_at < {{now}} - $2::float8{expiring}{_NO_CHILD_WAITS}
+            WHERE state = '{state}' AND finished_at < {{now}} - $2::float8{expiring}
             ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
     """
 
