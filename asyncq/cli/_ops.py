@@ -227,8 +227,7 @@ def job(app_path: str, backend: str | None, as_json: bool, job_id: str) -> None:
 def _related(ids: tuple[str, ...], states: dict[str, JobState | None]) -> list[dict[str, Any]]:
     """Parents or children as ``job --json`` shows them: id and state (``null``: gone)."""
     return [
-        {"id": i, "state": None if (state := states.get(i)) is None else state.value}
-        for i in ids
+        {"id": i, "state": None if (state := states.get(i)) is None else state.value} for i in ids
     ]
 
 
