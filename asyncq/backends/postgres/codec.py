@@ -102,10 +102,15 @@ def decode(row: Any) -> JobRecord:
         meta={} if row[23] is None else _meta.decode(row[23]),
         logs=() if row[24] is None else tuple(map(_line, row[24])),
         logs_dropped=row[25],
-        parents=() if row[26] is None else tuple(row[26]),
-        children=() if row[27] is None else tuple(row[27]),
+        parents=_ids(row[26]),
+        children=_ids(row[27]),
         after_failure=row[28] or "dead",
     )
+
+
+def _ids(ids: list[str | None] | None) -> tuple[str, ...]:
+    """A ``parents`` or ``children`` column; a NULL in it (written by hand) is no job."""
+    return () if ids is None else tuple(i for i in ids if i is not None)
 
 
 def meta_json(job: JobRecord) -> str | None:
