@@ -31,7 +31,7 @@ async def test_child_runs_after_its_killed_parent_is_recovered(
                 assert (await child.info()).state is JobState.WAITING
                 await fleet.start(1)
                 # Another process claims it: only the store shows when (polled, briefly).
-                while (await parent.info()).state is not JobState.ACTIVE:
+                while (await parent.info()).state is not JobState.ACTIVE:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
                 assert await fleet.replace(0, signal.SIGKILL) == -signal.SIGKILL
                 assert (await child.info()).state is JobState.WAITING
