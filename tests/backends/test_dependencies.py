@@ -14,7 +14,9 @@ import pytest
 from msgspec.structs import replace
 
 from asyncq._records import ErrorKind, JobRecord, JobState, Outcome
-from asyncq.backends.base import Backend
+from asyncq.backends.base import Backend, Retention
+from asyncq.backends.postgres import PostgresBackend
+from asyncq.backends.postgres.admin import prune_steps
 from asyncq.exceptions import UnknownParent
 
 from . import _records as r
@@ -273,22 +275,38 @@ async def test_recovered_dead_parent_kills_child(backend: Backend) -> None:
         assert got.last_error.kind is ErrorKind.DEPENDENCY
 
 
+def old_at_once(backend: Backend) -> None:
+    """Make every finished job old at once for ``backend.prune()`` (its ``Retention``).
+
+    The stores take their retention when made; the test changes it afterwards,
+    where each keeps it (PostgreSQL also keeps the statements it makes of it).
+    """
+    retention = Retention(completed=0.0, dead=0.0, cancelled=0.0)
+    backend._retention = retention  # type: ignore[attr-defined]
+    if isinstance(backend, PostgresBackend):
+        backend._prune_steps = prune_steps(backend._sql, retention)
+
+
 async def test_waiting_child_keeps_parent_from_prune(backend: Backend) -> None:
+    old_at_once(backend)
     with anyio.fail_after(BOUND):
-        a = replace(r.job(), result_ttl=0.05)
+        a = r.job()
         other = r.job(delay=60)
         b = child(a, other)
-        await backend.enqueue([a, other, b])
-        await run_all(backend)
-        await anyio.sleep(0.1)
+        plain = r.job()
+        await backend.enqueue([a, other, b, plain])
+        assert sorted(await run_all(backend)) == sorted([a.id, plain.id])
+        await anyio.sleep(0.05)  # finished strictly before the prune's now
         await backend.prune()
-        got = await backend.get(b.id)
-        assert got is not None
-        assert got.state is JobState.WAITING
-        # The parent's row is still there for the child (its result_ttl hides it from readers).
-        assert a.id in (await backend.get(b.id) or got).parents
+        assert await backend.get(plain.id) is None
+        kept = await backend.get(a.id)
+        assert kept is not None
+        assert kept.result is not None
         await backend.cancel(other.id)
         assert await state(backend, b.id) is JobState.CANCELLED
+        await anyio.sleep(0.05)
+        await backend.prune()
+        assert await backend.get(a.id) is None
 
 
 async def test_plain_records_unchanged(backend: Backend) -> None:

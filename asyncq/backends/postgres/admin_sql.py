@@ -71,9 +71,11 @@ def _retry_dead(where: str, limit: str) -> str:
 
 
 # A parent is kept while a child still waits for it (jobs_waiting finds one).
+# ``{s}.jobs.id`` is the outer row's: the subquery's own table is ``c``.
 _NO_CHILD_WAITS = """
               AND (children IS NULL OR NOT EXISTS (
-                  SELECT FROM {s}.jobs c WHERE c.state = 'waiting' AND c.parents @> ARRAY[id]))"""
+                  SELECT FROM {s}.jobs c
+                  WHERE c.state = 'waiting' AND c.parents @> ARRAY[{s}.jobs.id]))"""
 
 
 def _prune_finished(state: str) -> str:
