@@ -329,7 +329,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     async def get(self, job_id: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
         if job is not None and result_expired(job, self._clock()):
-            self._delete(job)
+            if not self._children_wait(job):  # kept for its children, like prune keeps it
+                self._delete(job)
             return None
         return job
 
