@@ -173,3 +173,12 @@ async def test_cancelling_a_parent_cancels_its_waiting_children(app: App) -> Non
         assert info.last_error.kind is ErrorKind.DEPENDENCY
         stats = await app.admin.status()
         assert stats.queues[0].counts[JobState.WAITING] == 0
+
+
+async def test_admin_enqueue_takes_after(app: App) -> None:
+    square, _ = jobs(app)
+    with anyio.fail_after(BOUND):
+        parent = await square.enqueue(Part(2))
+        child = await app.admin.enqueue("square", {"n": 3}, after=[parent.id])
+        assert (await child.info()).parents == (parent.id,)
+        assert (await child.info()).state is JobState.WAITING
