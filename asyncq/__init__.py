@@ -9,6 +9,7 @@ import contextlib
 from ._app import App, JobDecorator
 from ._context import JobContext, current_job
 from ._events import EventKind, EventPage, EventsLost, JobEvent
+from ._flow import Flow, FlowNode
 from ._handler import Handler, JobHandle, JobOptions
 from ._instrumentation import Instrumentation
 from ._middleware import CallNext, Middleware
@@ -44,6 +45,7 @@ from .exceptions import (
     JobNotFound,
     Reject,
     Retry,
+    UnknownParent,
     ValidationError,
 )
 
@@ -65,6 +67,8 @@ __all__ = [
     "EventsLost",
     "FailureClass",
     "FatalFailure",
+    "Flow",
+    "FlowNode",
     "Handler",
     "Instrumentation",
     "ItemArgs",
@@ -87,6 +91,7 @@ __all__ = [
     "RetryPolicy",
     "ScheduleArgs",
     "Telemetry",
+    "UnknownParent",
     "ValidationError",
     "Worker",
     "WorkerInfo",

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from datetime import tzinfo
 
     from ._cron import CronSchedule
+    from ._flow import Flow
     from ._worker import Worker
     from ._worker_types import Service, WorkerOptions
     from .admin import Admin
@@ -425,6 +426,12 @@ class App:
 
             self._sync = SyncApp(self)
         return self._sync
+
+    def flow(self) -> Flow:
+        """A new, empty ``Flow``: jobs that wait for one another, enqueued in one atomic step."""
+        from ._flow import Flow
+
+        return Flow(self)
 
     def get_job(self, job_id: str) -> JobHandle[Any]:
         """A handle for a stored job id, from any process; its result decodes to builtins."""

@@ -6,13 +6,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import anyio.from_thread
 
 from ._annotations import LOG_LEVELS, encode_detail, log_line
 from ._logging import job_fields
-from ._records import JobRecord, LogLine
+from ._records import JobRecord, JobState, LogLine
+
+if TYPE_CHECKING:
+    from ._codec import Codec
+    from ._handler import JobHandle
 
 __all__ = ["JobContext", "current_job"]
 
@@ -38,7 +42,7 @@ class JobContext:
 
     # The job's fields are read through from its record: a context is made for
     # every attempt, and most handlers never look at most of them.
-    __slots__ = ("_job", "_report_log", "_report_progress", "state")
+    __slots__ = ("_job", "_parents", "_report_log", "_report_progress", "state")
 
     def __init__(
         self,
@@ -47,11 +51,13 @@ class JobContext:
         state: Any = None,
         progress: Callable[..., Awaitable[bool]] | None = None,
         log: Callable[[Sequence[LogLine]], Awaitable[bool]] | None = None,
+        parents: ParentReader | None = None,
     ) -> None:
         self._job = job
         self.state = state
         self._report_progress = progress
         self._report_log = log
+        self._parents = parents
 
     @property
     def job_id(self) -> str:
@@ -144,6 +150,64 @@ class JobContext:
             await self._report_log((line,))
 
     @property
+    def parents(self) -> tuple[str, ...]:
+        """The ids of the jobs this one waited for (``enqueue(after=...)``), in order."""
+        return self._job.parents
+
+    async def parent_results(self) -> dict[str, Any]:
+        """The result of each parent that completed, by parent id, in the parents' order.
+
+        Each result is decoded as its parent's handler returns it when this
+        app registers that handler, else as plain msgspec builtins. A parent
+        that ended dead or cancelled (``after_failure="run"``), or is gone, is
+        left out. Parents are kept by the store until their waiting children
+        are released (see the Flows guide for how long results live).
+        """
+        out: dict[str, Any] = {}
+        for parent_id in self._job.parents:
+            job = await self._read_parent(parent_id)
+            if job is not None and job.state is JobState.COMPLETED:
+                out[parent_id] = self._reader().decode(job, None)
+        return out
+
+    @overload
+    async def parent_result(self, parent: JobHandle[R]) -> R: ...
+    @overload
+    async def parent_result(self, parent: str) -> Any: ...
+    async def parent_result(self, parent: JobHandle[Any] | str) -> Any:
+        """One parent's result: typed as the handle's result when given a typed ``JobHandle``.
+
+        Raises:
+            ValueError: the job is not a parent of this one.
+            JobNotFound: the parent is gone (removed or purged).
+            JobFailed: the parent ended dead or cancelled (``JobCancelled``).
+        """
+        from .exceptions import JobCancelled, JobFailed, JobNotFound
+
+        parent_id = parent if isinstance(parent, str) else parent.id
+        if parent_id not in self._job.parents:
+            msg = f"job {parent_id!r} is not a parent of job {self.name!r} ({self.job_id})"
+            raise ValueError(msg)
+        job = await self._read_parent(parent_id)
+        if job is None:
+            raise JobNotFound(parent_id)
+        if job.state is JobState.CANCELLED:
+            raise JobCancelled(job)
+        if job.state is not JobState.COMPLETED:
+            raise JobFailed(job)
+        codec = None if isinstance(parent, str) else parent._codec
+        return self._reader().decode(job, codec)
+
+    def _reader(self) -> ParentReader:
+        if self._parents is None:
+            msg = f"job {self.name!r} ({self.job_id}) runs without a store to read its parents from"
+            raise RuntimeError(msg)
+        return self._parents
+
+    async def _read_parent(self, parent_id: str) -> JobRecord | None:
+        return await self._reader().read(parent_id)
+
+    @property
     def is_last_attempt(self) -> bool:
         """Whether a failure now sends the job to the dead letters."""
         return self.attempt >= self.max_attempts
@@ -185,6 +249,24 @@ class JobContext:
             return await fn(*args, **kwargs)
 
         return anyio.from_thread.run(call)
+
+
+class ParentReader:
+    """How a context reads its job's parents: the store, and the app's result decoders."""
+
+    __slots__ = ("_codec_of", "read")
+
+    def __init__(
+        self,
+        read: Callable[[str], Awaitable[JobRecord | None]],
+        codec_of: Callable[[str], Codec[Any]],
+    ) -> None:
+        self.read = read
+        self._codec_of = codec_of
+
+    def decode(self, job: JobRecord, codec: Codec[Any] | None) -> Any:
+        """A completed parent's result, with ``codec`` or the one its name is registered with."""
+        return (codec or self._codec_of(job.name)).decode(job.result or b"\xc0")
 
 
 def current_job() -> JobContext:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._context import JobContext, _current
+from ._context import JobContext, ParentReader, _current
 from ._instrumentation import AttemptEnd, Instrumentation, hooks_ended
 from ._logging import job_fields
 from ._middleware import CallNext, compose
@@ -83,6 +83,17 @@ class Running:
         self.scope.cancel()
 
 
+def parent_reader(app: App, backend: Backend) -> ParentReader:
+    """How a job with parents reads them: the store, and the app's decoders by job name."""
+    from ._codec import Codec
+
+    def codec_of(name: str) -> Codec[Any]:
+        handler = app.handlers.get(name)
+        return handler.result_codec if handler is not None else Codec(Any, name)
+
+    return ParentReader(backend.get, codec_of)
+
+
 def scope_class() -> type[anyio.CancelScope]:
     """The class of anyio's cancel scopes on the running event loop.
 
@@ -107,10 +118,13 @@ async def execute(
     handler = app.handlers.get(job.name)
     progress = partial(backend.progress, running.lease)
     store_log = partial(backend.log, running.lease)
+    parents = parent_reader(app, backend) if job.parents else None
     if handler is not None and handler.sync:
-        ctx: JobContext = ThreadJobContext(job, state=state, progress=progress, log=store_log)
+        ctx: JobContext = ThreadJobContext(
+            job, state=state, progress=progress, log=store_log, parents=parents
+        )
     else:
-        ctx = JobContext(job, state=state, progress=progress, log=store_log)
+        ctx = JobContext(job, state=state, progress=progress, log=store_log, parents=parents)
     hooks: Sequence[Instrumentation] = app.instrumentation
     ends = _started(hooks, job, ctx) if hooks else ()
     debug = log.isEnabledFor(logging.DEBUG)

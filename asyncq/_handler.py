@@ -198,9 +198,16 @@ class Handler(Generic[T, R]):
         )
         if options.key_ttl is not None or options.debounce is not None:
             record = _with_key_options(record, options)
-        if options.meta is None:
+        if options.meta is None and options.after is None and options.after_failure is None:
             return record
-        return replace(record, meta=dict(options.meta))
+        extra: dict[str, Any] = {}
+        if options.meta is not None:
+            extra["meta"] = dict(options.meta)
+        if options.after:
+            extra["parents"] = options.after
+        if options.after_failure is not None:
+            extra["after_failure"] = options.after_failure
+        return replace(record, **extra)
 
     async def enqueue(
         self, payload: T, /, *, connection: object | None = None, **options: Unpack[EnqueueArgs]

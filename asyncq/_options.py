@@ -23,19 +23,27 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeAlias, TypedDict
 
 import msgspec
 
 from ._annotations import check_meta
 from .exceptions import ConfigurationError
 
+if TYPE_CHECKING:
+    from ._flow import FlowNode
+    from ._handler import JobHandle
+
+#: A parent as ``after=`` takes it: a job's handle, a flow's node, or a job's id.
+Parent: TypeAlias = "JobHandle[Any] | FlowNode[Any] | str"
+
 __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_NAME_LENGTH",
     "NO_OPTIONS",
+    "AFTER_FAILURE",
     "EnqueueAndWaitArgs",
     "EnqueueArgs",
     "EnqueueManyArgs",
@@ -67,7 +75,7 @@ class ScheduleArgs(TypedDict, total=False):
 
 
 class ItemArgs(TypedDict, total=False):
-    """What names one job: its id and its idempotency key (per item of ``enqueue_many``).
+    """What names one job: its id, its idempotency key, its parents (per item of ``enqueue_many``).
 
     Attributes:
         id: the job's id, chosen by the caller (at most ``MAX_KEY_LENGTH``
@@ -90,6 +98,14 @@ class ItemArgs(TypedDict, total=False):
         meta: the job's metadata (``JobRecord.meta``): ``str`` keys and JSON
             values, at most ``MAX_META_KEYS`` keys and ``MAX_META_BYTES``
             as JSON; shown by ``job``/``jobs`` and filtered on by them.
+        after: the job's parents: handles or ids of stored jobs of the same
+            queue. The job is stored ``waiting`` and becomes ready once every
+            parent completed (a parent already finished counts at once). A
+            parent that is not stored raises ``UnknownParent``.
+        after_failure: what a parent that ends dead or cancelled does to the
+            job: ``"dead"`` (the default: the job ends as that parent did,
+            with an error of kind ``dependency`` naming it) or ``"run"`` (the
+            job runs once every parent finished, in any way).
     """
 
     id: str | None
@@ -97,6 +113,8 @@ class ItemArgs(TypedDict, total=False):
     key_ttl: float | None
     debounce: float | None
     meta: Mapping[str, Any] | None
+    after: Sequence[Parent] | None
+    after_failure: Literal["dead", "run"] | None
 
 
 class KeyArgs(ItemArgs, total=False):
@@ -183,6 +201,9 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
     meta: dict[str, Any] | None = None
     key_ttl: float | None = None
     debounce: float | None = None
+    #: the parents' ids (``ItemArgs.after``, handles turned into ids by ``of``)
+    after: tuple[str, ...] | None = None
+    after_failure: str | None = None
 
     def __post_init__(self) -> None:
         # Each check is one comparison when the option is unset: enqueue is a hot path.
@@ -206,6 +227,8 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
             _invalid(problem)
         if self.key_ttl is not None or self.debounce is not None:
             self._check_key_options()
+        if self.after is not None or self.after_failure is not None:
+            _check_after(self.after, self.after_failure, self.id)
         if self.meta is not None:
             try:
                 check_meta(self.meta)
@@ -229,6 +252,11 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
                 )
             if self.delay is not None or self.at is not None:
                 _invalid("debounce= is the delay: give it without delay= or at=")
+            if self.after:
+                _invalid(
+                    "give debounce= or after=, not both: a debounced job replaces a pending "
+                    "one, and a job waiting for its parents is not pending"
+                )
 
     @classmethod
     def of(
@@ -246,6 +274,8 @@ class EnqueueOptions(msgspec.Struct, frozen=True, kw_only=True):
         if not options:
             return NO_OPTIONS  # the usual enqueue(payload): nothing to build or check
         try:
+            if "after" in options:
+                options = {**options, "after": _parent_ids(options["after"])}
             return cls(**options)
         except ConfigurationError as exc:
             msg = f"job {job!r}: {exc}"
@@ -294,6 +324,39 @@ def _positive_seconds(value: object) -> bool:
         and math.isfinite(value)
         and value > 0
     )
+
+
+#: The values of ``after_failure``.
+AFTER_FAILURE = ("dead", "run")
+
+
+def _parent_ids(after: object) -> tuple[str, ...] | None:
+    """``after=`` as ids: a handle gives its ``id``; a lone str is refused (a common slip)."""
+    if after is None:
+        return None
+    if isinstance(after, (str, bytes)) or not isinstance(after, Sequence | set | frozenset):
+        _invalid(f"after= takes a list of handles or ids, got {type(after).__name__}")
+    ids: list[str] = []
+    for parent in after:
+        parent_id = parent if isinstance(parent, str) else getattr(parent, "id", None)
+        if not isinstance(parent_id, str):
+            _invalid(f"after= takes handles or ids, got {type(parent).__name__}")
+        ids.append(parent_id)
+    return tuple(ids)
+
+
+def _check_after(after: tuple[str, ...] | None, after_failure: str | None, own: str | None) -> None:
+    if after_failure is not None and after_failure not in AFTER_FAILURE:
+        _invalid(f'after_failure must be "dead" or "run", got {after_failure!r}')
+    if after is None:
+        return
+    for parent in after:
+        if problem := name_problem("parent id", parent, MAX_KEY_LENGTH):
+            _invalid(f"after=: {problem}")
+    if len(set(after)) != len(after):
+        _invalid("after= names a parent twice")
+    if own is not None and own in after:
+        _invalid(f"job {own!r} cannot wait for itself (after=)")
 
 
 def _is_int(value: object) -> bool:

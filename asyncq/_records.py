@@ -36,6 +36,9 @@ __all__ = [
 class JobState(enum.StrEnum):
     """Where a job is in its life. A job is in exactly one state at a time.
 
+    ``waiting``
+        waits for its parents (``enqueue(after=[...])``) to finish; then it is
+        ``queued`` (or ``scheduled`` if its ``scheduled_at`` is still ahead).
     ``scheduled``
         waits for its ``scheduled_at`` time (``delay=``/``at=``), then is ready.
     ``queued``
@@ -53,6 +56,7 @@ class JobState(enum.StrEnum):
         cancelled before it could complete.
     """
 
+    WAITING = "waiting"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     ACTIVE = "active"
@@ -83,6 +87,8 @@ class ErrorKind(enum.StrEnum):
     CANCELLED = "cancelled"  #: cancelled on request after a worker claimed it
     #: the stored record itself could not be read; the store took the job aside
     UNDECODABLE = "undecodable"
+    #: a parent (``enqueue(after=...)``) ended dead or cancelled, so this job never ran
+    DEPENDENCY = "dependency"
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -161,6 +167,14 @@ class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     #: ``enqueue(debounce=...)``: an instruction to ``Backend.enqueue``, which
     #: stores the job without it (a stored record never carries it)
     debounce: float | None = None
+    #: the jobs this one waits for (``enqueue(after=...)``), in the order given
+    parents: tuple[str, ...] = ()
+    #: the jobs that wait for this one, in the order they were enqueued (kept by the store)
+    children: tuple[str, ...] = ()
+    #: what a parent ending dead or cancelled does to this job: ``"dead"`` (it
+    #: ends as its parent did, with an error of kind ``dependency``) or
+    #: ``"run"`` (it runs once every parent finished, in any way)
+    after_failure: str = "dead"
 
     @property
     def last_error(self) -> ErrorInfo | None:

@@ -199,6 +199,18 @@ class Admin:
             raise JobNotFound(job_id)
         return job
 
+    async def relatives(self, job: JobRecord, *, most: int = 100) -> dict[str, JobState | None]:
+        """The state of each parent and child of ``job`` (``None``: gone), at most ``most`` each.
+
+        What ``asyncq job ID`` shows beside the job: one read per relative.
+        """
+        backend = await self._backend()
+        out: dict[str, JobState | None] = {}
+        for job_id in (*job.parents[:most], *job.children[:most]):
+            found = await backend.get(job_id)
+            out[job_id] = None if found is None else found.state
+        return out
+
     async def history(self, job_id: str) -> list[JobEvent]:
         """What happened to one job, in order: its events the store still keeps.
 

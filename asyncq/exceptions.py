@@ -7,6 +7,7 @@
     ├── ValidationError        a payload does not match its schema; nothing was stored
     ├── JobNotFound            no job with that id (never existed, or purged)
     ├── JobActive              the job is running: it cannot be removed (cancel it first)
+    ├── UnknownParent          enqueue(after=[...]) names a job that is not stored; nothing stored
     ├── JobFailed              ended dead or cancelled (``result``, ``enqueue_and_wait``)
     │   └── JobCancelled       ... cancelled, specifically
     └── BackendError           the store cannot be reached or answered wrongly
@@ -40,6 +41,7 @@ __all__ = [
     "JobNotFound",
     "Reject",
     "Retry",
+    "UnknownParent",
     "ValidationError",
 ]
 
@@ -103,6 +105,30 @@ class JobActive(AsyncqError):
         super().__init__(
             f"{what} is running, so it was not removed: cancel it first"
             f" (asyncq cancel {job_id}), then remove it once it has stopped"
+        )
+
+
+class UnknownParent(AsyncqError, LookupError):
+    """A job was enqueued ``after`` a parent that is not stored; nothing of the batch was stored.
+
+    A parent must exist when its child is enqueued (a finished one counts at
+    once), in the child's queue: parents and children share a queue, which
+    keeps a graph in one Redis Cluster slot.
+
+    Attributes:
+        parent_id: the parent that was not found.
+        job_id: the child that named it.
+        queue: the child's queue, where the parent was looked for.
+    """
+
+    def __init__(self, parent_id: str, job_id: str, queue: str) -> None:
+        self.parent_id = parent_id
+        self.job_id = job_id
+        self.queue = queue
+        super().__init__(
+            f"job {job_id} (queue {queue!r}) waits for parent {parent_id!r}, which is not a job"
+            f" of queue {queue!r}: enqueue the parent first, in the same queue (or in the same"
+            " flow, before it); nothing was stored"
         )
 
 

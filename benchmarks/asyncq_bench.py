@@ -220,6 +220,45 @@ async def scenario_roundtrip(url: str, n: int) -> dict[str, Any]:
     }
 
 
+#: The shape of one ``flow``: a root, this many children after it, one fan-in after them.
+FAN_OUT = 10
+
+
+async def scenario_flow(url: str, n: int) -> dict[str, Any]:
+    """``n`` flows, each a root, ``FAN_OUT`` children after it and a fan-in after those.
+
+    Every flow is stored with one ``flow.enqueue()`` (timed apart), then one
+    worker drains them all: each job completes, and each completion of a root
+    or of a fan-out's last child releases the next step in its settle.
+    """
+    backend = make_backend(url)
+    app, noop, _ = make_app(backend)
+    per_flow = FAN_OUT + 2
+    total = n * per_flow
+    async with app:
+        try:
+            started = time.perf_counter()
+            for i in range(n):
+                flow = app.flow()
+                root = flow.add(noop, Noop(i))
+                children = [flow.add(noop, Noop(i), after=[root]) for _ in range(FAN_OUT)]
+                flow.add(noop, Noop(i), after=children)
+                await flow.enqueue()
+            enqueued = time.perf_counter() - started
+            elapsed = await _drain(app, total, concurrency=100)
+        finally:
+            await drop_all(backend)
+    return {
+        "jobs_per_s": total / elapsed,
+        "us_per_job": elapsed / total * 1e6,
+        "enqueue_us_per_job": enqueued / total * 1e6,
+        "n": n,
+        "jobs": total,
+        "concurrency": 100,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 SCENARIOS: dict[str, tuple[Scenario, int]] = {
     # name: (function, default N)
     "enqueue": (scenario_enqueue, 10_000),
@@ -231,6 +270,8 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     # asyncq only: the same drain with ``def`` handlers and with ``process=True`` ones
     "drain-noop-sync": (scenario_drain_noop_sync, 10_000),
     "drain-noop-process": (scenario_drain_noop_process, 2_000),
+    # asyncq only: dependencies; N flows of a root, 10 children and a fan-in (12 jobs each)
+    "flow": (scenario_flow, 1_000),
 }
 #: scenarios only asyncq runs (the peers have no such handler kinds to compare)
-ASYNCQ_ONLY = frozenset({"drain-noop-sync", "drain-noop-process", "enqueue-concurrent"})
+ASYNCQ_ONLY = frozenset({"drain-noop-sync", "drain-noop-process", "enqueue-concurrent", "flow"})

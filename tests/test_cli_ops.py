@@ -447,8 +447,9 @@ async def test_status_shows_counts_ages_and_every_app_queue() -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[1] == ""
-    assert lines[2].split()[:8] == [
+    assert lines[2].split()[:9] == [
         "QUEUE",
+        "WAITING",
         "SCHEDULED",
         "QUEUED",
         "ACTIVE",
@@ -458,8 +459,8 @@ async def test_status_shows_counts_ages_and_every_app_queue() -> None:
         "CANCELLED",
     ]
     rows = {line.split()[0]: line.split() for line in lines[3:]}
-    assert rows["default"][1:8] == ["0", "1", "0", "0", "0", "0", "0"]
-    assert rows["images"][1:8] == ["0", "0", "0", "0", "0", "1", "0"]
+    assert rows["default"][1:9] == ["0", "0", "1", "0", "0", "0", "0", "0"]
+    assert rows["images"][1:9] == ["0", "0", "0", "0", "0", "0", "1", "0"]
     assert rows["default"][-1] == "no"
 
 

@@ -63,3 +63,21 @@ async def test_retries_example_ends_each_job_as_documented() -> None:
     assert outcomes["o-3"] == outcomes["o-4"] == outcomes["o-5"] == "dead"
     retried = sorted(v for k, v in outcomes.items() if k.startswith("retried"))
     assert retried == ["dead", "valid"]
+
+
+async def test_image_pipeline_fans_out_fans_in_and_applies_its_failure_policy(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from examples import image_pipeline
+
+    with anyio.fail_after(30):
+        async with in_memory(image_pipeline.app):
+            outcomes = await image_pipeline.main()
+    assert outcomes == {
+        "holiday": "album holiday: 5 images, 9600 bytes",
+        "holiday report": "album holiday: 5 resized, 0 failed",
+        "broken report": "album broken: 2 resized, 1 failed",
+        "broken zip": "dead (dependency)",
+        "broken notify": "dead",
+    }
+    assert "broken zip: dead (dependency)" in capsys.readouterr().out

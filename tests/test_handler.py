@@ -433,8 +433,8 @@ async def test_enqueue_many_and_enqueue_and_wait_take_the_options_of_enqueue() -
 def test_the_typed_option_sets_are_the_fields_of_enqueue_options() -> None:
     fields = set(EnqueueOptions.__struct_fields__)
     assert EnqueueArgs.__optional_keys__ == fields
-    item = {"key", "id", "meta", "key_ttl", "debounce"}
-    assert EnqueueManyArgs.__optional_keys__ == fields - item
+    per_item = {"key", "id", "meta", "key_ttl", "debounce", "after", "after_failure"}
+    assert EnqueueManyArgs.__optional_keys__ == fields - per_item
     assert EnqueueAndWaitArgs.__optional_keys__ == fields - {"timeout"} | {"job_timeout"}
     assert not EnqueueArgs.__required_keys__
 

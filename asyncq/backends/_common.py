@@ -27,7 +27,7 @@ import anyio
 from msgspec.structs import replace
 
 from .._records import TERMINAL_STATES, ErrorInfo, ErrorKind, JobRecord, JobState
-from ..exceptions import ConfigurationError
+from ..exceptions import ConfigurationError, UnknownParent
 from ._retention import over_cap
 from .base import Retention
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Iterator, Mapping
 
 __all__ = [
+    "FAILED_PARENT",
     "LIVE_STATES",
     "RETENTION_OPTIONS",
     "Converter",
@@ -50,6 +51,9 @@ __all__ = [
     "debounced",
     "is_ready",
     "claimed",
+    "dependency_error",
+    "linked",
+    "released",
     "lease_lapsed",
     "lost_error",
     "no_transactions",
@@ -66,7 +70,9 @@ __all__ = [
 ]
 
 #: The states in which a job holds its key whatever the time: it has not finished.
-LIVE_STATES = frozenset({JobState.SCHEDULED, JobState.QUEUED, JobState.ACTIVE, JobState.FAILED})
+LIVE_STATES = frozenset(
+    {JobState.WAITING, JobState.SCHEDULED, JobState.QUEUED, JobState.ACTIVE, JobState.FAILED}
+)
 _WAITING = frozenset({JobState.SCHEDULED, JobState.FAILED})
 
 
@@ -105,6 +111,72 @@ def claimed(job: JobRecord, now: float, worker: str, expires: float) -> JobRecor
         lease_expires_at=expires,
         cancel_requested=False,
     )
+
+
+# -- dependencies (``enqueue(after=...)``) -------------------------------------------
+#
+# The rules every store applies, in the same atomic step as the change that
+# triggers them: at enqueue (``linked``), and when a parent finishes or is
+# removed (``released``). The stores that cannot call Python there (Lua, SQL)
+# spell the same rules out and name these functions.
+
+#: The parent states that fail a child whose ``after_failure`` is ``"dead"``.
+FAILED_PARENT = frozenset({JobState.DEAD, JobState.CANCELLED})
+
+
+def dependency_error(child: JobRecord, parent_id: str, state: JobState, now: float) -> ErrorInfo:
+    """The error a child gets when its parent ``parent_id`` ended in ``state``."""
+    return ErrorInfo(
+        kind=ErrorKind.DEPENDENCY,
+        message=f"parent {parent_id} ended {state.value}, so this job did not run"
+        " (enqueue it with after_failure='run' to run it anyway)",
+        attempt=child.attempts,
+        at=now,
+    )
+
+
+def released(
+    child: JobRecord, parents: Mapping[str, JobRecord | None], now: float
+) -> JobRecord | None:
+    """``child`` (``waiting``) as its parents, read now, make it; ``None``: it keeps waiting.
+
+    ``parents`` maps each of ``child.parents`` to its record (``None``: removed
+    or purged, which counts as finished). The first parent, in the child's
+    order, that ended dead or cancelled ends the child the same way (error of
+    kind ``dependency``) unless ``after_failure`` is ``"run"``; once every parent
+    finished, the child is ``queued``, or ``scheduled`` while its
+    ``scheduled_at`` is ahead.
+    """
+    pending = False
+    for parent_id in child.parents:
+        parent = parents.get(parent_id)
+        if parent is None:
+            continue
+        if parent.state in FAILED_PARENT and child.after_failure != "run":
+            error = dependency_error(child, parent_id, parent.state, now)
+            return replace(
+                child, state=parent.state, errors=(*child.errors, error), finished_at=now
+            )
+        if parent.state not in TERMINAL_STATES:
+            pending = True
+    if pending:
+        return None
+    return replace(child, state=JobState.SCHEDULED if child.scheduled_at > now else JobState.QUEUED)
+
+
+def linked(child: JobRecord, parents: Mapping[str, JobRecord | None], now: float) -> JobRecord:
+    """``child`` as ``enqueue`` stores it, given its parents as stored: ``waiting``
+    unless they are finished already (then as ``released`` makes it).
+
+    Raises:
+        UnknownParent: a parent is not stored, or not in the child's queue.
+    """
+    for parent_id in child.parents:
+        parent = parents.get(parent_id)
+        if parent is None or parent.queue != child.queue:
+            raise UnknownParent(parent_id, child.id, child.queue)
+    waiting = replace(child, state=JobState.WAITING)
+    return released(waiting, parents, now) or waiting
 
 
 def no_transactions(store: str) -> ConfigurationError:

@@ -78,6 +78,22 @@ each state a queue keeps (``retention_max_completed``, ``retention_max_dead``,
 ``retention_max_cancelled``): beyond the cap, the oldest by ``finished_at``
 go first, whatever their age.
 
+Dependencies
+------------
+A job with ``parents`` (ids of jobs of its own queue) is stored ``waiting``
+by ``enqueue``, which appends its id to each parent's ``children`` in the
+same atomic step; a parent that is not stored in the child's queue makes
+``enqueue`` raise ``UnknownParent`` and store nothing of the batch (a batch
+may name a parent stored earlier in it). Whenever a job with children
+finishes (``settle``, ``recover``, ``cancel``) or is removed, each waiting
+child is decided by ``_common.released`` in that same atomic step: ended
+like its first parent that ended ``dead`` or ``cancelled`` (an error of kind
+``dependency``) unless its ``after_failure`` is ``"run"``; else ready
+(``queued``, or ``scheduled`` while ``scheduled_at`` is ahead) once every
+parent finished; else still waiting. A child that ends so releases its own
+children in turn. ``enqueue`` applies the same rule at once, so a parent
+already finished counts. ``prune`` keeps a job while a child waits for it.
+
 Removal
 -------
 ``remove`` deletes jobs in any state but ``active`` (a running job is

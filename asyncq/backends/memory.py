@@ -46,6 +46,7 @@ from .._records import (
     QueueStats,
     WorkerInfo,
 )
+from ..exceptions import UnknownParent
 from ._common import (
     RETENTION_OPTIONS,
     Waiters,
@@ -56,12 +57,14 @@ from ._common import (
     holds_key,
     is_pending,
     lease_lapsed,
+    linked,
     lost_error,
     no_transactions,
     over_cap,
     parse_url_options,
     pop_retention,
     prunable,
+    released,
     result_expired,
 )
 from ._eventlog import EventLog
@@ -210,6 +213,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             if job.key is not None and job.state is not JobState.COMPLETED and job.key_ttl is None:
                 self._release_key(job)
             self._waiters.wake_job(job.id)
+            if job.children:
+                self._release(job)
 
     def _delete(self, job: JobRecord) -> None:
         del self._jobs[job.id]
@@ -259,6 +264,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         if connection is not None:
             raise no_transactions("memory")
         now = self._clock()
+        if any(job.parents for job in jobs):
+            self._check_parents(jobs)
         stored: list[JobRecord] = []
         for job in jobs:
             existing = self._jobs.get(job.id)
@@ -276,10 +283,12 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 # Free, or held by a job a debounced enqueue does not replace: taken over.
                 self._keys[(job.queue, job.key)] = job.id
             new = as_enqueued(job, now)
-            self._store(new)
-            stored.append(new)
+            if new.parents:
+                new = self._link(new, now)
             if self.events:
                 self._log.add_one(enqueued_event(new, now))
+            self._store(new)
+            stored.append(new)
         # A scheduled job wakes its queue's waiters too: they wait until the
         # earliest due time they know of, which may now be sooner.
         if len(stored) == 1:
@@ -296,10 +305,48 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             self._log.add_one(debounced_event(new, now))
         return new
 
+    def _check_parents(self, jobs: Sequence[JobRecord]) -> None:
+        """Refuse the batch before storing any of it if a parent is missing (``linked``)."""
+        queues: dict[str, str] = {}
+        for job in jobs:
+            for parent_id in job.parents:
+                parent = self._jobs.get(parent_id)
+                queue = queues.get(parent_id, None if parent is None else parent.queue)
+                if queue != job.queue and job.id not in self._jobs:
+                    raise UnknownParent(parent_id, job.id, job.queue)
+            queues.setdefault(job.id, job.queue)
+
+    def _link(self, child: JobRecord, now: float) -> JobRecord:
+        """``child`` as stored among its parents (``_common.linked``); they learn of it."""
+        parents = {parent_id: self._jobs.get(parent_id) for parent_id in child.parents}
+        new = linked(child, parents, now)
+        for parent in parents.values():
+            assert parent is not None  # linked() checked
+            self._jobs[parent.id] = replace(parent, children=(*parent.children, child.id))
+        return new
+
+    def _release(self, parent: JobRecord) -> None:
+        """Apply ``_common.released`` to the waiting children of ``parent``, finished or removed.
+
+        A child that ends dead or cancelled goes through ``_store``, which releases its own
+        children in turn.
+        """
+        now = self._clock()
+        for child_id in parent.children:
+            child = self._jobs.get(child_id)
+            if child is None or child.state is not JobState.WAITING:
+                continue
+            new = released(child, {p: self._jobs.get(p) for p in child.parents}, now)
+            if new is None:
+                continue
+            self._store(new)
+            self._waiters.wake_queue(new.queue)
+
     async def get(self, job_id: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
         if job is not None and result_expired(job, self._clock()):
-            self._delete(job)
+            if not self._children_wait(job):  # kept for its children, like prune keeps it
+                self._delete(job)
             return None
         return job
 
@@ -460,6 +507,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 counts[JobState.COMPLETED] += 1
                 self._jobs[job.id] = new
                 self._waiters.wake_job(job.id)
+                if new.children:
+                    self._release(new)
                 applied.append(True)
                 continue
             errors = job.errors if outcome.error is None else (*job.errors, outcome.error)
@@ -506,14 +555,30 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
 
     async def prune(self) -> int:
         now = self._clock()
-        doomed = [job for job in self._jobs.values() if prunable(job, now, self._retention)]
+        doomed = [
+            job
+            for job in self._jobs.values()
+            if prunable(job, now, self._retention) and not self._children_wait(job)
+        ]
         for job in doomed:
             self._delete(job)
-        capped = over_cap(self._jobs.values(), self._retention)
+        capped = [
+            job
+            for job in over_cap(self._jobs.values(), self._retention)
+            if not self._children_wait(job)
+        ]
         for job in capped:
             self._delete(job)
         self._log.prune(now, self._retention)
         return len(doomed) + len(capped)
+
+    def _children_wait(self, job: JobRecord) -> bool:
+        """Whether a child of ``job`` still waits: ``prune`` keeps a parent until none does."""
+        jobs = self._jobs
+        return any(
+            (child := jobs.get(c)) is not None and child.state is JobState.WAITING
+            for c in job.children
+        )
 
     # -- operations --------------------------------------------------------------
 
@@ -567,6 +632,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             if job is not None and job.state is not JobState.ACTIVE:
                 self._delete(job)
                 self._waiters.wake_job(job_id)
+                if job.children:
+                    self._release(job)
                 if self.events:
                     self._log.add_one(
                         job_event(job, EventKind.REMOVED, self._clock(), by="operator")

@@ -203,15 +203,32 @@ def job(app_path: str, backend: str | None, as_json: bool, job_id: str) -> None:
     """Show one job in full: payload, result, every error with its traceback, its history."""
     app = open_app(app_path, backend)
 
-    async def body(admin: Admin) -> tuple[JobRecord, list[JobEvent]]:
-        return await admin.job(job_id), await admin.history(job_id)
+    async def body(
+        admin: Admin,
+    ) -> tuple[JobRecord, dict[str, JobState | None], list[JobEvent]]:
+        record = await admin.job(job_id)
+        related = await admin.relatives(record) if record.parents or record.children else {}
+        return record, related, await admin.history(job_id)
 
-    record, history = call(app, body)
+    record, related, history = call(app, body)
     if as_json:
-        echo_json({**job_dict(record, full=True), "history": [event_dict(e) for e in history]})
+        shown = {
+            "parents": _related(record.parents, related),
+            "children": _related(record.children, related),
+        }
+        echo_json(
+            {**job_dict(record, full=True), **shown, "history": [event_dict(e) for e in history]}
+        )
     else:
-        click.echo(job_text(record))
+        click.echo(job_text(record, related))
         click.echo(timeline(history))
+
+
+def _related(ids: tuple[str, ...], states: dict[str, JobState | None]) -> list[dict[str, Any]]:
+    """Parents or children as ``job --json`` shows them: id and state (``null``: gone)."""
+    return [
+        {"id": i, "state": None if (state := states.get(i)) is None else state.value} for i in ids
+    ]
 
 
 # -- retry, cancel ---------------------------------------------------------------------------

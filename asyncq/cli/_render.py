@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -255,6 +255,9 @@ def _job_dict(job: JobRecord, *, full: bool) -> dict[str, Any]:
                 for x in job.logs
             ],
             logs_dropped=job.logs_dropped,
+            parents=list(job.parents),
+            children=list(job.children),
+            after_failure=job.after_failure,
         )
     return out
 
@@ -313,14 +316,29 @@ def _json_block(data: bytes | None) -> str:
     return _indent(json_printable(msgspec.json.format(_pretty.encode(_decoded(data))).decode()))
 
 
-def job_text(job: JobRecord) -> str:
-    """The ``job`` view: every field, payload and result as JSON, errors with tracebacks.
+def job_text(job: JobRecord, related: Mapping[str, JobState | None] | None = None) -> str:
+    """The ``job`` view: every field, payload and result as JSON, errors with tracebacks,
+    and the job's parents and children with the state of each (``related``).
 
     Raises:
         Unshowable: the record holds a value of the wrong type or form.
     """
     with _showing(job):
-        return _job_text(job)
+        text = _job_text(job)
+    return text + _relatives_text(job, related or {})
+
+
+def _relatives_text(job: JobRecord, related: Mapping[str, JobState | None]) -> str:
+    lines: list[str] = []
+    for title, ids in (("parents", job.parents), ("children", job.children)):
+        if not ids:
+            continue
+        lines.append(f"{title} ({len(ids)})")
+        for job_id in ids:
+            state = related.get(job_id)
+            shown = "(not read)" if job_id not in related else (state or "gone")
+            lines.append(f"  {printable(job_id)}  {shown}")
+    return "".join("\n" + line for line in lines)
 
 
 def _job_text(job: JobRecord) -> str:

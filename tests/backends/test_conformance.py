@@ -989,6 +989,7 @@ async def test_stats_counts_after_transitions(backend: Backend) -> None:
     with anyio.fail_after(BOUND):
         # Distinct counts per state, so a count filed under the wrong state shows.
         want = {
+            JobState.WAITING: 0,
             JobState.SCHEDULED: 1,
             JobState.QUEUED: 2,
             JobState.ACTIVE: 3,

@@ -156,6 +156,10 @@ GARBAGE = [
     Garbage("logs", 'ARRAY[\'[1.5, 1, "info", "hand-written"]\']', (COMPLETED,)),
     Garbage("logs_dropped", "NULL", (COMPLETED,), refused=True),
     Garbage("key_ttl", "'NaN'", (COMPLETED,)),
+    # Dependencies: ids of jobs that do not exist are no harm to the job itself.
+    Garbage("parents", "ARRAY['no such parent']", (COMPLETED,)),
+    Garbage("children", "ARRAY['no such child', NULL]", (COMPLETED,)),
+    Garbage("after_failure", "'bogus'", (COMPLETED,)),
 ]
 
 

@@ -20,6 +20,8 @@ from asyncq import (
     EnqueueArgs,
     EnqueueManyArgs,
     FatalFailure,
+    Flow,
+    FlowNode,
     Handler,
     ItemArgs,
     JobContext,
@@ -266,3 +268,31 @@ async def check_rejected_registrations(app: App) -> None:
         return b""
 
     app.job(schema=Resize, max_attempts="3")  # type: ignore[arg-type]
+
+
+async def check_dependencies_and_flows(app: App, ctx: JobContext) -> None:
+    @app.job(schema=Resize)
+    async def resize(p: Resize) -> Thumb:
+        return Thumb(b"")
+
+    @app.job(schema=Other)
+    async def pack(p: Other) -> int:
+        return 0
+
+    payload = Resize("u", 1)
+    parent = await resize.enqueue(payload)
+    child = await pack.enqueue(Other("z"), after=[parent, "other-id"], after_failure="run")
+    assert_type(child, JobHandle[int])
+    assert_type(await ctx.parent_result(parent), Thumb)
+    assert_type(await ctx.parent_result("other-id"), Any)
+    assert_type(await ctx.parent_results(), dict[str, Any])
+    await pack.enqueue_many([(Other("a"), {"after": [parent]})])
+    flow = app.flow()
+    assert_type(flow, Flow)
+    node = flow.add(resize, payload)
+    assert_type(node, FlowNode[Thumb])
+    last = flow.add(pack, Other("z"), after=[node, parent, "id"])
+    assert_type(last.handle, JobHandle[int])
+    assert_type(await flow.enqueue(), list[JobHandle[Any]])
+    await pack.enqueue(Other("z"), after_failure="later")  # type: ignore[arg-type]
+    flow.add(pack, payload)  # type: ignore[misc]

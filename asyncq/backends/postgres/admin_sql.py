@@ -81,6 +81,14 @@ def _retry_dead(where: str, limit: str) -> str:
     )
 
 
+# A parent is kept while a child still waits for it (jobs_waiting finds one).
+# ``{s}.jobs.id`` is the outer row's: the subquery's own table is ``c``.
+_NO_CHILD_WAITS = """
+              AND (children IS NULL OR NOT EXISTS (
+                  SELECT FROM {s}.jobs c
+                  WHERE c.state = 'waiting' AND c.parents @> ARRAY[{s}.jobs.id]))"""
+
+
 def _prune_finished(state: str) -> str:
     """Delete up to ``$1`` jobs finished in ``state`` more than ``$2`` seconds ago.
 
@@ -88,6 +96,7 @@ def _prune_finished(state: str) -> str:
     every pool (a caller's included) reads the ``jobs_finished`` partial index.
     """
     expiring = "\n              AND expires_at IS NULL" if state == "completed" else ""
+    expiring += _NO_CHILD_WAITS
     return f"""
         DELETE FROM {{s}}.jobs WHERE id IN (
             SELECT id FROM {{s}}.jobs
@@ -111,7 +120,7 @@ def _prune_capped(state: str) -> str:
                     SELECT id, row_number() OVER (
                         PARTITION BY queue ORDER BY finished_at DESC, id DESC) AS rank
                     FROM {{s}}.jobs WHERE state = '{state}') ranked
-                WHERE rank > $2::bigint)
+                WHERE rank > $2::bigint){_NO_CHILD_WAITS}
             ORDER BY finished_at LIMIT $1 FOR UPDATE SKIP LOCKED)
     """
 
@@ -119,11 +128,15 @@ def _prune_capped(state: str) -> str:
 class OperatorStatements:
     """The templates of the operator verbs' statements (see ``sql.Statements``)."""
 
-    prune_expired: str = """
+    prune_expired: str = (
+        """
         DELETE FROM {s}.jobs WHERE id IN (
-            SELECT id FROM {s}.jobs WHERE expires_at <= {now} AND state = 'completed'
+            SELECT id FROM {s}.jobs WHERE expires_at <= {now} AND state = 'completed'"""
+        + _NO_CHILD_WAITS
+        + """
             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
     """
+    )
 
     # Finished jobs go after the retention for their state (``prunable``'s
     # rule); completed ones with a result TTL only when it passes (above).
@@ -180,6 +193,10 @@ class OperatorStatements:
             UNION ALL
             SELECT queue, state, count(*) AS n FROM {s}.jobs
             WHERE queue IN (SELECT name FROM names) AND state = 'active'
+            GROUP BY queue, state
+            UNION ALL
+            SELECT queue, state, count(*) AS n FROM {s}.jobs
+            WHERE queue IN (SELECT name FROM names) AND state = 'waiting'
             GROUP BY queue, state
             UNION ALL
             SELECT queue, state, count(*) AS n FROM {s}.jobs

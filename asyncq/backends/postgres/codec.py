@@ -49,7 +49,7 @@ COLUMNS = (
     "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
     " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
     " worker, result, errors, progress, cancel_requested, headers,"
-    " progress_detail, meta, logs, logs_dropped, key_ttl"
+    " progress_detail, meta, logs, logs_dropped, key_ttl, parents, children, after_failure"
 )
 
 #: The encoder of the JSON the backend sends (headers, errors).
@@ -59,7 +59,7 @@ _headers = msgspec.json.Decoder(dict[str, str])
 _meta = msgspec.json.Decoder(dict[str, Any])
 _line = msgspec.json.Decoder(LogLine).decode
 #: Where the lease token follows ``COLUMNS`` in a claimed row.
-TOKEN = 27
+TOKEN = 30
 
 
 def decode(row: Any) -> JobRecord:
@@ -103,7 +103,15 @@ def decode(row: Any) -> JobRecord:
         logs=() if row[24] is None else tuple(map(_line, row[24])),
         logs_dropped=row[25],
         key_ttl=row[26],
+        parents=_ids(row[27]),
+        children=_ids(row[28]),
+        after_failure=row[29] or "dead",
     )
+
+
+def _ids(ids: list[str | None] | None) -> tuple[str, ...]:
+    """A ``parents`` or ``children`` column; a NULL in it (written by hand) is no job."""
+    return () if ids is None else tuple(i for i in ids if i is not None)
 
 
 def meta_json(job: JobRecord) -> str | None:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from msgspec.structs import replace
 
-from ...exceptions import BackendError
-from ..base import JobRecord, JobState
+from ...exceptions import BackendError, UnknownParent
+from ..base import JobRecord, JobState, stored_as_given
 from .codec import columns, copy_records, headers_json, meta_json, records
 from .sql import COPY_COLUMNS
 
@@ -40,11 +40,54 @@ async def store(
 
     Batches with keys take the statement that frees and reports holders;
     a single job a VALUES row; a large batch of jobs asked for now is
-    copied in (``_copy_in``); anything else takes the unnest insert.
+    copied in (``_copy_in``); anything else takes the unnest insert. A batch
+    with parents (``after=``) is inserted and linked in one transaction.
+
+    Raises:
+        UnknownParent: a parent is not a job of its child's queue; nothing stored.
     """
     if any(job.debounce is not None for job in jobs):
         return await _store_debounced(conn, statements, jobs)
-    if any(job.key is not None for job in jobs):
+    if any(job.parents for job in jobs):
+        return await _store_linked(conn, statements, jobs)
+    return await _store(conn, statements, jobs)
+
+
+async def _store_linked(
+    conn: Connection, statements: Statements, jobs: Sequence[JobRecord]
+) -> list[JobRecord]:
+    """Insert ``jobs``, then record their parents and decide their state (``link``)."""
+    try:
+        async with conn.transaction():
+            stored = await _store(conn, statements, jobs, keyed=True)
+            new = [
+                job
+                for job, got in zip(jobs, stored, strict=True)
+                if job.parents and stored_as_given(job, got)
+            ]
+            if not new:
+                return stored
+            await conn.execute(
+                statements.link,
+                [job.id for job in new],
+                [job.after_failure for job in new],
+                [job.id for job in new for _ in job.parents],
+                [parent for job in new for parent in job.parents],
+            )
+            rows = await conn.fetch(statements.linked, [job.id for job in new])
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) != "AQ001":
+            raise
+        child = next(job for job in jobs if job.id == exc.detail)
+        raise UnknownParent(str(exc.message), child.id, child.queue) from None
+    now = {job.id: job for job in records(rows, at=time.time())}
+    return [now.get(got.id, got) if got.parents else got for got in stored]
+
+
+async def _store(
+    conn: Connection, statements: Statements, jobs: Sequence[JobRecord], *, keyed: bool = False
+) -> list[JobRecord]:
+    if keyed or any(job.key is not None for job in jobs):
         rows = await conn.fetch(statements.enqueue, *columns(jobs, keyed=True))
     elif len(jobs) == 1:
         job = jobs[0]

@@ -476,6 +476,134 @@ _KEY_TTL = """
 ALTER TABLE {s}.jobs ADD COLUMN key_ttl double precision;
 """
 
+# Dependencies between jobs (``enqueue(after=...)``): a job's parents and
+# children (id arrays, NULL for none), its after_failure (NULL: "dead"), and
+# the state ``waiting``. ``decide`` applies ``_common.released`` to one
+# waiting child, under its row lock and with a fresh snapshot of its parents,
+# so two parents finishing in two transactions at once cannot both leave it
+# waiting. ``link`` records the parents of jobs just inserted (in the
+# enqueue's transaction) and decides them; a parent not stored in the child's
+# queue raises SQLSTATE AQ001 (message: the parent, detail: the child). The
+# row triggers release the children of a job that finishes or is deleted:
+# their WHEN clause is false for a job without children, so a plain job's
+# claim and settle pay one comparison. jobs_waiting finds the waiting
+# children of a job by parent (prune's "is a child still waiting for it").
+_DEPENDENCIES = """
+ALTER TABLE {s}.jobs DROP CONSTRAINT jobs_state_check;
+ALTER TABLE {s}.jobs ADD CONSTRAINT jobs_state_check CHECK (state IN
+    ('waiting', 'scheduled', 'queued', 'active', 'failed', 'completed', 'dead', 'cancelled'))
+    NOT VALID;
+ALTER TABLE {s}.jobs
+    ADD COLUMN parents text[],
+    ADD COLUMN children text[],
+    ADD COLUMN after_failure text;
+CREATE INDEX jobs_waiting ON {s}.jobs USING gin (parents) WHERE state = 'waiting';
+
+CREATE FUNCTION {s}.decide(child text) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    p record;
+    pending boolean := false;
+    at float8 := {now};
+BEGIN
+    SELECT id, queue, parents, after_failure, scheduled_at, attempts INTO c
+    FROM {s}.jobs WHERE id = child AND state = 'waiting' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    FOR p IN
+        SELECT j.id, j.state
+        FROM unnest(c.parents) WITH ORDINALITY AS u(id, ord) JOIN {s}.jobs j ON j.id = u.id
+        ORDER BY u.ord
+    LOOP
+        IF p.state IN ('dead', 'cancelled') AND c.after_failure IS DISTINCT FROM 'run' THEN
+            UPDATE {s}.jobs SET
+                state = p.state,
+                finished_at = at,
+                key_held = false,
+                errors = errors || jsonb_build_array(jsonb_build_object(
+                    'kind', 'dependency',
+                    'message', 'parent ' || p.id || ' ended ' || p.state
+                        || ', so this job did not run (enqueue it with'
+                        || ' after_failure=''run'' to run it anyway)',
+                    'attempt', c.attempts,
+                    'at', at))
+            WHERE id = c.id;
+            PERFORM {s}.notify_done(ARRAY[c.id]);
+            RETURN;
+        END IF;
+        IF p.state NOT IN ('completed', 'dead', 'cancelled') THEN
+            pending := true;
+        END IF;
+    END LOOP;
+    IF pending THEN
+        RETURN;
+    END IF;
+    IF c.scheduled_at > at THEN
+        UPDATE {s}.jobs SET state = 'scheduled' WHERE id = c.id;
+        PERFORM {s}.notify_later(ARRAY[c.queue]);
+    ELSE
+        UPDATE {s}.jobs SET state = 'queued' WHERE id = c.id;
+        PERFORM {s}.notify_work(ARRAY[c.queue]);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION {s}.link(
+    child_ids text[], failures text[], pair_child text[], pair_parent text[]
+) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    q text;
+    pq text;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(pair_child), 0) LOOP
+        SELECT queue INTO q FROM {s}.jobs WHERE id = pair_child[i];
+        SELECT queue INTO pq FROM {s}.jobs WHERE id = pair_parent[i] FOR UPDATE;
+        IF pq IS NULL OR pq <> q THEN
+            RAISE EXCEPTION USING ERRCODE = 'AQ001', MESSAGE = pair_parent[i],
+                DETAIL = pair_child[i];
+        END IF;
+        UPDATE {s}.jobs SET children = array_append(children, pair_child[i])
+        WHERE id = pair_parent[i];
+    END LOOP;
+    FOR i IN 1 .. coalesce(cardinality(child_ids), 0) LOOP
+        UPDATE {s}.jobs SET
+            state = 'waiting',
+            parents = ARRAY(
+                SELECT pair_parent[k] FROM generate_subscripts(pair_child, 1) AS k
+                WHERE pair_child[k] = child_ids[i] ORDER BY k),
+            after_failure = nullif(failures[i], 'dead')
+        WHERE id = child_ids[i];
+        PERFORM {s}.decide(child_ids[i]);
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION {s}.release() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    child text;
+BEGIN
+    FOREACH child IN ARRAY CASE WHEN TG_OP = 'DELETE' THEN OLD.children ELSE NEW.children END
+    LOOP
+        PERFORM {s}.decide(child);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_release AFTER UPDATE OF state ON {s}.jobs FOR EACH ROW
+    WHEN (NEW.children IS NOT NULL
+          AND NEW.state IN ('completed', 'dead', 'cancelled')
+          AND OLD.state NOT IN ('completed', 'dead', 'cancelled'))
+    EXECUTE FUNCTION {s}.release();
+CREATE TRIGGER jobs_release_removed AFTER DELETE ON {s}.jobs FOR EACH ROW
+    WHEN (OLD.children IS NOT NULL)
+    EXECUTE FUNCTION {s}.release();
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
@@ -485,6 +613,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("job annotations: progress detail, metadata, logged lines", _ANNOTATIONS),
     ("the job event stream", _EVENTS),
     ("keys held for a while after the job finished (key_ttl)", _KEY_TTL),
+    ("dependencies between jobs: parents, children, the waiting state", _DEPENDENCIES),
 )
 
 

@@ -347,6 +347,11 @@ class Statements(OperatorStatements):
 
     get: str = "SELECT {cols} FROM {s}.jobs j WHERE j.id = $1 AND " + ALIVE
 
+    # The parents of jobs just inserted, in the enqueue's transaction (see
+    # ``schema``, "dependencies"); then the jobs as they are after it.
+    link: str = "SELECT {s}.link($1::text[], $2::text[], $3::text[], $4::text[])"
+    linked: str = "SELECT {cols} FROM {s}.jobs j WHERE j.id = ANY($1::text[])"
+
     cancel: str = (
         """
         WITH upd AS (
@@ -355,7 +360,7 @@ class Statements(OperatorStatements):
                 state = CASE WHEN state = 'active' THEN state ELSE 'cancelled' END,
                 finished_at = CASE WHEN state = 'active' THEN finished_at ELSE {now} END,
                 key_held = key_held AND (state = 'active' OR key_ttl IS NOT NULL)
-            WHERE id = $1 AND state IN ('scheduled', 'queued', 'failed', 'active')
+            WHERE id = $1 AND state IN ('waiting', 'scheduled', 'queued', 'failed', 'active')
             RETURNING {cols}
         ),
         woke AS (

@@ -96,7 +96,7 @@ from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from ..._annotations import MAX_LOG_LINES
-from ...exceptions import ConfigurationError
+from ...exceptions import ConfigurationError, UnknownParent
 from .._common import no_transactions, parse_url_options, pop_retention, text
 from .._verbs import ClaimQuery, SettlesAndClaims
 from ..base import (
@@ -441,10 +441,12 @@ class RedisBackend(EventStream, _Operations, SettlesAndClaims):
         by_queue: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(i)
+        # Jobs with parents go in one script per queue: a flow is stored whole or not at all.
+        size = len(jobs) if any(job.parents for job in jobs) else _ENQUEUE_CHUNK
         chunks = [
-            indexes[start : start + _ENQUEUE_CHUNK]
+            indexes[start : start + size]
             for indexes in by_queue.values()
-            for start in range(0, len(indexes), _ENQUEUE_CHUNK)
+            for start in range(0, len(indexes), size)
         ]
         # Outside a cluster the script writes the id index and the queue
         # registry itself (one round trip, no pipeline); in a cluster those
@@ -471,7 +473,12 @@ class RedisBackend(EventStream, _Operations, SettlesAndClaims):
         stored: list[JobRecord] = list(jobs)
         where = self._where
         for chunk, reply in zip(chunks, replies, strict=True):
-            for i, item in zip(chunk, Enqueue.reply(reply), strict=True):
+            try:
+                items = Enqueue.reply(reply)
+            except UnknownParent as exc:
+                queue = jobs[chunk[0]].queue
+                raise UnknownParent(exc.parent_id, exc.job_id, queue) from None
+            for i, item in zip(chunk, items, strict=True):
                 job = jobs[i]
                 if isinstance(item, list):
                     stored[i] = codec.readable(item[1:], item[0].decode(), job.queue)

@@ -140,6 +140,7 @@ def record(flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
         progress_detail=decode_json(f[b"pd"]) if b"pd" in f else None,
         logs=decode_lines(f.get(b"lg")),
         logs_dropped=int(f.get(b"ld", 0)),
+        children=tuple(f[b"ch"].decode().split("\n")) if b"ch" in f else (),
     )
 
 

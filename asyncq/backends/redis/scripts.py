@@ -101,6 +101,7 @@ from msgspec.structs import replace
 
 from ..._annotations import encode_line
 from ..._records import JobRecord, JobState, Lease, LogLine, Outcome, QueueStats
+from ...exceptions import UnknownParent
 from . import codec
 
 __all__ = [
@@ -267,11 +268,13 @@ class Enqueue(_Script, name="enqueue"):
     queue registry. ARGV (maybe packed, see ``batch_args``): n, queue, flags
     ('w' if the caller waits for the jobs: they are stored marked, see
     ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``; 'o' if
-    some job has a ``key_ttl`` or a ``debounce``), then 10 per job: id, key,
-    priority, scheduled_at, record, max_attempts, ttl, name, the KEYS position
-    of the job's index bucket (unused in a cluster), and the metadata as
-    ``list`` matches it (``codec.meta_texts``) or ''; with 'o', 12: also the
-    ``key_ttl`` (or '') and '1' for a debounced enqueue (or '').
+    some job has a ``key_ttl`` or a ``debounce``; 'p' if some job has parents),
+    then 10 per job: id, key, priority, scheduled_at, record, max_attempts,
+    ttl, name, the KEYS position of the job's index bucket (unused in a
+    cluster), and the metadata as ``list`` matches it (``codec.meta_texts``)
+    or ''; with 'o', 12: also the ``key_ttl`` (or '') and '1' for a debounced
+    enqueue (or ''). With 'p', after every job's fields, 2 per job: its
+    parents ('\\n'-separated) and 'run' for ``after_failure="run"`` (else '').
     """
 
     @staticmethod
@@ -294,7 +297,13 @@ class Enqueue(_Script, name="enqueue"):
         where: dict[str, int] = {}
         # Only a chunk with a key_ttl or a debounce pays for their two arguments ('o').
         extra = any(jobs[i].key_ttl is not None or jobs[i].debounce is not None for i in chunk)
-        flags = ("w" if waited else "") + ("f" if fresh else "") + ("o" if extra else "")
+        deps = any(jobs[i].parents for i in chunk)
+        flags = (
+            ("w" if waited else "")
+            + ("f" if fresh else "")
+            + ("o" if extra else "")
+            + ("p" if deps else "")
+        )
         args: list[Any] = [len(chunk), queue, flags]
         for i in chunk:
             job = jobs[i]
@@ -326,6 +335,10 @@ class Enqueue(_Script, name="enqueue"):
                     "" if job.key_ttl is None else repr(float(job.key_ttl)),
                     "" if job.debounce is None else "1",
                 )
+        if deps:
+            for i in chunk:
+                job = jobs[i]
+                args += ("\n".join(job.parents), "run" if job.after_failure == "run" else "")
         if bucket is not None:
             keys.append(registry)
         return ("enqueue", keys, args)
@@ -333,8 +346,16 @@ class Enqueue(_Script, name="enqueue"):
     @staticmethod
     def reply(raw: Any) -> list[bytes | list[bytes]]:
         """Per job: the state it was stored in (a key of ``codec.STORED``), or the
-        id of the job holding its id or key followed by that job's ``HGETALL``."""
+        id of the job holding its id or key followed by that job's ``HGETALL``
+        (also of a job stored ``waiting``, or ended at once by its parents).
+
+        Raises:
+            UnknownParent: a parent is not a job of the queue; nothing was stored.
+        """
         items: list[bytes | list[bytes]] = raw
+        if items and items[0] == b"!":
+            parent, child = (item.decode() for item in items[1:3] if isinstance(item, bytes))
+            raise UnknownParent(parent, child, "")
         return items
 
 

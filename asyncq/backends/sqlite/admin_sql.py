@@ -20,7 +20,7 @@ from ..base import Retention
 from .events import write as write_events
 from .poison import JOB_QUEUES, fetch, read_or_stand_in, read_rows
 from .schema import SELECT_JOB
-from .sql import NOT_EXPIRED, key_holder, marks, select_by_ids
+from .sql import NOT_EXPIRED, children_of, key_holder, marks, release, select_by_ids
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -37,6 +37,13 @@ _RETAINED = (
 )
 
 
+# A parent is kept while a child still waits for it (so that the child, once
+# released, may read the parent's result): asyncq_waits lists those pairs.
+_NO_CHILD_WAITS = (
+    " AND (p.children IS NULL OR NOT EXISTS (SELECT 1 FROM asyncq_waits w WHERE w.parent = p.id))"
+)
+
+
 def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention) -> int:
     """Delete up to ``limit`` jobs ``_common.prunable`` at ``now`` under ``retention``.
 
@@ -44,8 +51,8 @@ def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention
     """
     # completed with a result_ttl: gone once it expires (_common.result_expired)
     deleted = conn.execute(
-        "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
-        " WHERE expires_at <= ? AND state = 'completed' LIMIT ?)",
+        "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs p"
+        f" WHERE expires_at <= ? AND state = 'completed'{_NO_CHILD_WAITS} LIMIT ?)",
         (now, limit),
     ).rowcount
     # any other finished job: gone once finished before now - keep (None: never)
@@ -56,8 +63,8 @@ def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention
         if deleted >= limit:
             break
         deleted += conn.execute(
-            "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs"
-            f" WHERE state = ? AND finished_at < ?{extra} LIMIT ?)",
+            "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM asyncq_jobs p"
+            f" WHERE state = ? AND finished_at < ?{extra}{_NO_CHILD_WAITS} LIMIT ?)",
             (state.value, now - keep, limit - deleted),
         ).rowcount
     # a state with a count cap: the jobs of each queue beyond the newest ``most``
@@ -68,7 +75,7 @@ def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention
             "DELETE FROM asyncq_jobs WHERE id IN (SELECT id FROM ("
             " SELECT id, row_number() OVER"
             "  (PARTITION BY queue ORDER BY finished_at DESC, id DESC) AS rank"
-            " FROM asyncq_jobs WHERE state = ?) WHERE rank > ? LIMIT ?)",
+            f" FROM asyncq_jobs p WHERE state = ?{_NO_CHILD_WAITS}) WHERE rank > ? LIMIT ?)",
             (state.value, most, limit - deleted),
         ).rowcount
     return deleted
@@ -253,10 +260,16 @@ def remove(
         row[0]: row[1:]
         for row in select_by_ids(conn, "id, state, expires_at, name, queue", job_ids)
     }
+    parents = [row[0] for row in select_by_ids(conn, "id", job_ids, " AND state <> 'active'")]
+    orphans = children_of(conn, parents)
     conn.executemany(
         "DELETE FROM asyncq_jobs WHERE id = ? AND state <> 'active'",
         [(job_id,) for job_id in job_ids if job_id in found],
     )
+    conn.executemany("DELETE FROM asyncq_waits WHERE child = ?", [(i,) for i in job_ids])
+    if orphans:
+        # A removed parent counts as finished for the children that wait for it.
+        release(conn, now, [], orphans)
     out: list[JobState | None] = []
     for job_id in job_ids:
         row = found.get(job_id)

@@ -130,7 +130,31 @@ _KEY_OPTIONS = (
 )
 
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS, _ANNOTATIONS, _EVENTS, _KEY_OPTIONS)
+# Dependencies between jobs (``enqueue(after=...)``): each job's parents and
+# children as JSON arrays of ids (NULL: none), and its ``after_failure`` (NULL:
+# "dead"). Children are found from their parent's row, by primary key.
+# ``asyncq_waits`` has a row per (parent, child) while the child waits, so that
+# prune keeps a parent a child still waits for with one index search.
+_DEPENDENCIES = (
+    "ALTER TABLE asyncq_jobs ADD COLUMN parents TEXT",
+    "ALTER TABLE asyncq_jobs ADD COLUMN children TEXT",
+    "ALTER TABLE asyncq_jobs ADD COLUMN after_failure TEXT",
+    """CREATE TABLE asyncq_waits (
+        parent TEXT NOT NULL,
+        child TEXT NOT NULL,
+        PRIMARY KEY (parent, child)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX asyncq_waits_child ON asyncq_waits (child)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _V1,
+    _WORKERS,
+    _ANNOTATIONS,
+    _EVENTS,
+    _KEY_OPTIONS,
+    _DEPENDENCIES,
+)
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -214,6 +238,9 @@ _NAMES = (
     "logs",
     "logs_dropped",
     "key_ttl",
+    "parents",
+    "children",
+    "after_failure",
 )
 _COLUMNS = ", ".join(_NAMES)
 #: Every job column, then the ``rowid``: a row that cannot be read is taken
@@ -226,6 +253,7 @@ ID, QUEUE, ATTEMPTS, ERRORS, ERROR_COUNT, ROWID = (
     *(_NAMES.index(name) for name in ("id", "queue", "attempts", "errors", "error_count")),
     len(_NAMES),
 )
+_PARENTS = _NAMES.index("parents")
 INSERT_JOB = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))})"
 
 ENCODER = msgspec.msgpack.Encoder()
@@ -264,9 +292,19 @@ def to_record(row: Sequence[Any]) -> JobRecord:
             (``msgspec.ValidationError`` naming the field, most often).
     """
     fields = dict(zip(_PLAIN, row, strict=False))
-    (errors, error_count, progress, cancel_requested, headers, detail, meta, logs, dropped) = row[
-        len(_PLAIN) : len(_NAMES) - 1
-    ]
+    (
+        errors,
+        error_count,
+        progress,
+        cancel_requested,
+        headers,
+        detail,
+        meta,
+        logs,
+        dropped,
+        key_ttl,
+    ) = row[len(_PLAIN) : _PARENTS]
+    parents, children, after_failure = row[_PARENTS : len(_NAMES)]
     # ``errors`` is NULL until an attempt ends, b"" after one without an error
     fields["errors"] = (
         _errors_decoder.decode(_array_header(error_count) + errors) if errors is not None else ()
@@ -282,9 +320,14 @@ def to_record(row: Sequence[Any]) -> JobRecord:
         fields["logs"] = decode_lines(logs)
     if dropped:
         fields["logs_dropped"] = dropped
-    key_ttl = row[len(_NAMES) - 1]
     if key_ttl is not None:
         fields["key_ttl"] = key_ttl
+    if parents is not None:
+        fields["parents"] = decode_ids(parents)
+    if children is not None:
+        fields["children"] = decode_ids(children)
+    if after_failure is not None:
+        fields["after_failure"] = after_failure
     # bytes pass as they are: msgspec would otherwise take text for base64
     return _convert(fields, JobRecord, builtin_types=_BYTES)
 
@@ -316,7 +359,23 @@ def to_row(job: JobRecord) -> tuple[Any, ...]:
         "\n".join(encode_line(line).decode() for line in job.logs) if job.logs else None,
         job.logs_dropped,
         job.key_ttl,
+        encode_ids(job.parents) if job.parents else None,
+        encode_ids(job.children) if job.children else None,
+        None if job.after_failure == "dead" else job.after_failure,
     )
+
+
+def encode_ids(ids: Sequence[str]) -> str:
+    """A ``parents`` or ``children`` column: the ids as a JSON array."""
+    return _json(ids).decode()
+
+
+_ids_decoder = msgspec.json.Decoder(tuple[str, ...])
+
+
+def decode_ids(text: str | bytes) -> tuple[str, ...]:
+    """The ids a ``parents`` or ``children`` column holds."""
+    return _ids_decoder.decode(text)
 
 
 def meta_value(meta: str | bytes | None, key: str) -> str | None:

@@ -46,13 +46,15 @@ from .._common import (
     claimed,
     debounced,
     is_pending,
+    linked,
     lost_error,
+    released,
     result_expired,
 )
 from ..base import HeartbeatReply
 from .events import write as write_events
 from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
-from .schema import ENCODER, INSERT_JOB, NAMES, SELECT_JOB, to_row
+from .schema import ENCODER, INSERT_JOB, NAMES, SELECT_JOB, decode_ids, encode_ids, to_row
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -145,6 +147,9 @@ def enqueue(
     }
     # (queue, key) -> the job holding it, for keys already looked up in this batch
     holders: dict[tuple[str, str], JobRecord | None] = {}
+    # Parents stored before this batch, and the children each has, as the batch grows them.
+    parents = _parents_of(conn, now, jobs, taken) if any(job.parents for job in jobs) else {}
+    children: dict[str, list[str]] = {}
     for job in jobs:
         existing = taken.get(job.id)
         if existing is not None:
@@ -176,6 +181,13 @@ def enqueue(
             if holder is not None:  # running or finished: the debounced job takes the key over
                 conn.execute("UPDATE asyncq_jobs SET key_released = 1 WHERE id = ?", (holder.id,))
         new = as_enqueued(job, now)
+        if new.parents:
+            new = linked(new, {p: taken.get(p) or parents.get(p) for p in new.parents}, now)
+            for parent_id in new.parents:
+                if parent_id not in children:
+                    parent = taken.get(parent_id) or parents[parent_id]
+                    children[parent_id] = list(parent.children)
+                children[parent_id].append(new.id)
         if slot is not None:
             holders[slot] = new
         taken[job.id] = new
@@ -183,6 +195,15 @@ def enqueue(
         stored.append(new)
         new_jobs.append(new)
     conn.executemany(INSERT_JOB, rows)
+    if children:
+        conn.executemany(
+            "UPDATE asyncq_jobs SET children = ? WHERE id = ?",
+            [(encode_ids(ids), parent_id) for parent_id, ids in children.items()],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO asyncq_waits (parent, child) VALUES (?, ?)",
+            [(p, job.id) for job in new_jobs if job.state is JobState.WAITING for p in job.parents],
+        )
     if events:
         write_events(conn, [enqueued_event(new, now) for new in new_jobs])
     conn.executemany(
@@ -201,6 +222,73 @@ def _replace_row(conn: sqlite3.Connection, job: JobRecord) -> None:
         f"UPDATE asyncq_jobs SET {assignments} WHERE id = ?",
         (*(values[name] for name in names), job.id),
     )
+
+
+def _parents_of(
+    conn: sqlite3.Connection, now: float, jobs: Sequence[JobRecord], taken: dict[str, JobRecord]
+) -> dict[str, JobRecord]:
+    """The stored parents of the batch's jobs (those of the batch itself are in ``taken``)."""
+    wanted = list(dict.fromkeys(p for job in jobs for p in job.parents if p not in taken))
+    return {
+        job.id: job
+        for job in (read_or_stand_in(row, now) for row in select_by_ids(conn, _JOB_COLUMNS, wanted))
+    }
+
+
+def children_of(conn: sqlite3.Connection, job_ids: Sequence[str]) -> list[str]:
+    """The children of the jobs ``job_ids``, each once."""
+    rows = select_by_ids(conn, "children", job_ids, " AND children IS NOT NULL")
+    return list(dict.fromkeys(c for (text,) in rows for c in decode_ids(text)))
+
+
+def release(
+    conn: sqlite3.Connection,
+    now: float,
+    finished: Sequence[str],
+    child_ids: Sequence[str] | None = None,
+) -> bool:
+    """Release the waiting children of the jobs ``finished`` (or removed) just now.
+
+    ``_common.released`` decides each child from its parents as they are now
+    in this transaction; a child that ends dead or cancelled releases its own
+    children in turn. ``child_ids``: the children, when the parents' rows are
+    gone (removed). Returns whether a child became ready (claimers wake).
+    """
+    ready = False
+    todo: list[str] = list(finished)
+    if child_ids is None:
+        child_ids = children_of(conn, todo)
+    while child_ids:
+        todo = []
+        waiting, _ = read_rows(
+            select_by_ids(conn, _JOB_COLUMNS, child_ids, " AND state = 'waiting'")
+        )
+        for child in waiting:
+            parents = {
+                job.id: job
+                for job in read_rows(select_by_ids(conn, _JOB_COLUMNS, list(child.parents)))[0]
+            }
+            new = released(child, parents, now)
+            if new is None:
+                continue
+            conn.execute(
+                f"UPDATE asyncq_jobs SET state = ?, finished_at = ?, {_APPEND_ERROR}"
+                " WHERE id = ? AND state = 'waiting'",
+                (
+                    new.state.value,
+                    new.finished_at,
+                    ENCODER.encode(new.errors[-1]) if len(new.errors) > len(child.errors) else b"",
+                    len(new.errors) - len(child.errors),
+                    child.id,
+                ),
+            )
+            conn.execute("DELETE FROM asyncq_waits WHERE child = ?", (child.id,))
+            if new.state in TERMINAL_STATES:
+                todo.append(child.id)
+            else:
+                ready = True
+        child_ids = children_of(conn, todo) if todo else []
+    return ready
 
 
 def get(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
@@ -224,6 +312,10 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str, *, events: bool) -
     )
     if events:
         write_events(conn, [job_event(job, EventKind.CANCELLED, now, by="operator")])
+    if job.state is JobState.WAITING:
+        conn.execute("DELETE FROM asyncq_waits WHERE child = ?", (job_id,))
+    if job.children:
+        release(conn, now, [job_id])
     return replace(job, state=JobState.CANCELLED, finished_at=now)
 
 
@@ -336,6 +428,14 @@ def _current_leases(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, t
     return {job_id: (token, cancel) for job_id, token, cancel in rows}
 
 
+def _settled_leases(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
+    """``id -> (token, has children)`` for the ``active`` jobs among ``ids``."""
+    rows = select_by_ids(
+        conn, "id, token, children IS NOT NULL", list(dict.fromkeys(ids)), " AND state = 'active'"
+    )
+    return {job_id: (token, parent) for job_id, token, parent in rows}
+
+
 def heartbeat(
     conn: sqlite3.Connection, now: float, leases: Sequence[Lease], lease_for: float
 ) -> HeartbeatReply:
@@ -446,7 +546,9 @@ def _settle_params(outcome: Outcome, now: float) -> tuple[Any, ...]:
 
 
 # What a settled job's event needs, read with its lease.
-_HELD_COLUMNS = "id, token, name, queue, attempts, worker, started_at"
+_HELD_COLUMNS = (
+    "id, token, name, queue, attempts, worker, started_at, children IS NOT NULL AS parent"
+)
 
 
 def settle(
@@ -456,8 +558,10 @@ def settle(
         ids = list(dict.fromkeys(outcome.job_id for outcome in outcomes))
         held = select_by_ids(conn, _HELD_COLUMNS, ids, " AND state = 'active'")
         current = {row[0]: row[1:] for row in held}
+        parents = {row[0] for row in held if row[-1]}
     else:
-        current = _current_leases(conn, (outcome.job_id for outcome in outcomes))
+        current = _settled_leases(conn, (outcome.job_id for outcome in outcomes))
+        parents = {job_id for job_id, lease in current.items() if lease[1]}
     written: list[JobEvent] = []
     applied: list[bool] = []
     finished: list[str] = []
@@ -470,7 +574,7 @@ def settle(
         # the lease is released by this outcome: a second one for it in the batch is stale
         if events:
             # Raw columns: a row written by hand may hold anything (poison.py).
-            _, name, queue, attempts, worker, started_at = current[outcome.job_id]
+            _, name, queue, attempts, worker, started_at, _ = current[outcome.job_id]
             event = settled_event(
                 outcome.job_id,
                 name if isinstance(name, str) else "<unreadable>",
@@ -492,6 +596,9 @@ def settle(
         conn.executemany(_SETTLE[state], params)
     write_events(conn, written)
     requeued = bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
+    if parents and (done := [job_id for job_id in finished if job_id in parents]):
+        # Only jobs with children pay for this: a column read with the lease.
+        requeued = release(conn, now, done) or requeued
     return Settled(applied=applied, finished=finished, requeued=requeued)
 
 
@@ -553,6 +660,8 @@ def recover(
     recovered = [
         (job.id, job.cancel_requested or job.attempts >= job.max_attempts) for job in lapsed
     ]
+    if any(job.children for job in lapsed):
+        release(conn, now, [job.id for job in lapsed if job.children])
     if events:
         write_events(
             conn,

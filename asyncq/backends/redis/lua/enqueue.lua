@@ -12,6 +12,26 @@ local fresh = string.find(ARGV[3], 'f', 1, true) ~= nil
 -- 'o': the jobs carry two more arguments each, key_ttl and debounce (see scripts.py).
 local W = 10
 if string.find(ARGV[3], 'o', 1, true) then W = 12 end
+-- 'p': some jobs have parents; after the jobs' fields come 2 per job: its
+-- parents ('\n'-separated, '' for none) and its after_failure ('run' or '').
+-- Every parent must be a job of this queue, or an earlier job of the batch:
+-- checked before anything is written, so a batch that names a missing parent
+-- stores nothing (the reply is {'!', parent, child}).
+local deps = string.find(ARGV[3], 'p', 1, true) ~= nil
+local dbase = 4 + n * W
+if deps then
+  local batch = {}
+  for i = 0, n - 1 do
+    local id = ARGV[4 + i * W]
+    for _, parent in ipairs(ids_of(ARGV[dbase + 2 * i])) do
+      if not batch[parent] and redis.call('EXISTS', J(parent)) == 0 then
+        return {'!', parent, id}
+      end
+    end
+    batch[id] = true
+  end
+end
+local waiting = 0
 if inline then redis.call('SADD', KEYS[#KEYS], queue) end
 -- Ids known already (a caller-chosen id, or a call replayed after a lost reply)
 -- answer with the job as stored. A batch asks for all of them at once and adds the new ones at the end.
@@ -163,8 +183,29 @@ for i = 0, n - 1 do
   else
     local st = 'queued'
     if not asap and tonumber(sa) > now then st = 'scheduled' end
+    local pa, ended, ended_by = '', nil, nil
+    if deps then pa = ARGV[dbase + 2 * i] end
+    if pa ~= '' then
+      -- _common.linked: waiting, unless the parents decide already.
+      local v, parent = verdict(pa, ARGV[dbase + 2 * i + 1])
+      if v ~= 'ready' then
+        if v ~= 'wait' then ended, ended_by = v, parent end
+        st = 'waiting'
+      end
+      for _, p in ipairs(ids_of(pa)) do
+        local ch = redis.call('HGET', J(p), 'ch')
+        if ch then ch = ch .. '\n' .. id else ch = id end
+        redis.call('HSET', J(p), 'ch', ch)
+      end
+    end
     local fields = {'d', ARGV[b + 4], 'st', st, 'p', prio, 'sa', sa, 'att', 0,
                     'm', ARGV[b + 5], 'n', ARGV[b + 7]}
+    if pa ~= '' then
+      fields[#fields + 1] = 'pa'; fields[#fields + 1] = pa
+      if ARGV[dbase + 2 * i + 1] == 'run' then
+        fields[#fields + 1] = 'af'; fields[#fields + 1] = 'run'
+      end
+    end
     if key ~= '' then
       redis.call('HSET', K.keys, key, id)
       fields[#fields + 1] = 'k'; fields[#fields + 1] = key
@@ -186,7 +227,14 @@ for i = 0, n - 1 do
       added[#added + 1] = 0
       added[#added + 1] = id
     end
-    if st == 'queued' then
+    if st == 'waiting' then
+      tally('waiting', 1)
+      waiting = waiting + 1
+      if ended then
+        tally('waiting', -1)
+        finish(id, ended, prio, now, with_error(id, dependency_error(ended_by, ended, 0, now), {}))
+      end
+    elseif st == 'queued' then
       local list = ready[prio]
       if not list then list = {}; ready[prio] = list end
       list[#list + 1] = sa
@@ -197,7 +245,14 @@ for i = 0, n - 1 do
       delayed[#delayed + 1] = id
     end
     stored = stored + 1
-    out[#out + 1] = st
+    if st == 'waiting' then
+      -- The job as stored (waiting, or ended by a parent): its id, then its hash.
+      local flat = redis.call('HGETALL', J(id))
+      table.insert(flat, 1, id)
+      out[#out + 1] = flat
+    else
+      out[#out + 1] = st
+    end
   end
 end
 for position, pairs_ in pairs(indexed) do many('HSET', KEYS[tonumber(position)], pairs_) end
@@ -208,7 +263,7 @@ for prio, list in pairs(ready) do
 end
 many('ZADD', K.delayed, delayed)
 tally('queued', queued)
-tally('scheduled', stored - queued)
+tally('scheduled', stored - queued - waiting)
 flush()
 -- A scheduled job wakes claimers too, so a blocked one shortens its wait.
 if stored > 0 then wake(math.max(queued, 1)) end

@@ -34,9 +34,10 @@ local function J(id) return P .. 'j:' .. id end
 local function R(prio) return P .. 'r:' .. prio end
 local function FIN(state) return P .. 'f:' .. state end
 
-local LIVE = {scheduled = true, queued = true, active = true, failed = true}
-local KNOWN = {scheduled = true, queued = true, active = true, failed = true,
+local LIVE = {waiting = true, scheduled = true, queued = true, active = true, failed = true}
+local KNOWN = {waiting = true, scheduled = true, queued = true, active = true, failed = true,
                completed = true, dead = true, cancelled = true}
+local TERMINAL = {completed = true, dead = true, cancelled = true}
 
 -- A job hash may hold what no script wrote (a field set by hand, a bug in
 -- another writer). A script reads each number with num() (nil when it is not
@@ -80,7 +81,7 @@ local function unplace(id, st, prio)
     redis.call('ZREM', K.delayed, id)
   elseif st == 'active' then
     redis.call('ZREM', K.active, id)
-  else
+  elseif st ~= 'waiting' then
     redis.call('ZREM', FIN(st), id)
     if st == 'completed' then redis.call('ZREM', K.expires, id) end
   end
@@ -97,7 +98,7 @@ local function place(id, st, prio, score)
     redis.call('ZADD', K.delayed, F(score), id)
   elseif st == 'active' then
     redis.call('ZADD', K.active, F(score), id)
-  else
+  elseif st ~= 'waiting' then
     redis.call('ZADD', FIN(st), F(score), id)
   end
   tally(st, 1)
@@ -143,15 +144,6 @@ local function release_key(id)
   if k and redis.call('HGET', K.keys, k) == id then redis.call('HDEL', K.keys, k) end
 end
 
--- The same for a job that finished dead or cancelled, unless it has a key_ttl:
--- then it keeps the key entry, and holds_key tells for how long.
-local function release_finished_key(id)
-  local h = redis.call('HMGET', J(id), 'k', 'kt')
-  if h[1] and not h[2] and redis.call('HGET', K.keys, h[1]) == id then
-    redis.call('HDEL', K.keys, h[1])
-  end
-end
-
 -- fields (for one HSET of the job) with err appended to the job's errors.
 local function with_error(id, err, fields)
   if err ~= nil and err ~= '' then
@@ -173,14 +165,6 @@ local function notify(id)
   redis.call('PUBLISH', K.done, table.concat(lens, ',') .. ';' .. id .. table.concat(flat))
 end
 
--- A job, taken out of its index by the caller, ends in st (completed, dead, cancelled).
-local function finish(id, st, prio, now, fields)
-  redis.call('HSET', J(id), 'st', st, 'fin', F(now), unpack(fields))
-  place(id, st, prio, now)
-  if st ~= 'completed' then release_finished_key(id) end
-  if redis.call('HEXISTS', J(id), 'wt') == 1 then notify(id) end
-end
-
 local function json_string(s)
   return '"' .. (string.gsub(s, '[%c"\\]', function(c)
     return string.format('\\u%04x', string.byte(c))
@@ -192,6 +176,85 @@ local function attempt_of(att)
   local v = num(att)
   if v and v == math.floor(v) then return string.format('%d', v) end
   return '0'
+end
+
+-- Dependencies (enqueue(after=...)): a child's hash has 'pa' (its parents'
+-- ids, '\n'-separated) and 'af' ('run' for after_failure="run"); a parent's
+-- has 'ch' (its children's ids), which only a job with children has, so a
+-- plain job's end pays nothing for them. Parents and children share a queue.
+local function ids_of(text)
+  local out = {}
+  if text then
+    for id in string.gmatch(text, '[^\n]+') do out[#out + 1] = id end
+  end
+  return out
+end
+
+-- _common.released: what the parents pa (of a waiting child whose
+-- after_failure is af) make of it now: 'wait', 'ready', or the state of the
+-- first parent that ended dead or cancelled, with that parent's id.
+local function verdict(pa, af)
+  local pending = false
+  for _, p in ipairs(ids_of(pa)) do
+    local st = redis.call('HGET', J(p), 'st')
+    if st then
+      if (st == 'dead' or st == 'cancelled') and af ~= 'run' then return st, p end
+      if not TERMINAL[st] then pending = true end
+    end
+  end
+  if pending then return 'wait' end
+  return 'ready'
+end
+
+-- _common.dependency_error, as errors are stored (JSON).
+local function dependency_error(parent, st, att, now)
+  local message = 'parent ' .. parent .. ' ended ' .. st .. ', so this job did not run'
+    .. " (enqueue it with after_failure='run' to run it anyway)"
+  return '{"kind":"dependency","message":' .. json_string(message) .. ',"attempt":'
+    .. attempt_of(att) .. ',"at":' .. F(now) .. '}'
+end
+
+local finish
+
+-- Release the waiting children among the ids of text (their parent finished or
+-- was removed): each is decided by verdict(); one that ends dead or cancelled
+-- releases its own children in turn (through finish). Wakes claimers.
+local function release(text, now)
+  local woke = 0
+  for _, c in ipairs(ids_of(text)) do
+    local h = redis.call('HMGET', J(c), 'st', 'pa', 'af', 'p', 'sa', 'att')
+    if h[1] == 'waiting' then
+      local v, parent = verdict(h[2], h[3])
+      if v == 'ready' then
+        local sa = num(h[5]) or now
+        local st = 'queued'
+        if sa > now then st = 'scheduled' end
+        tally('waiting', -1)
+        redis.call('HSET', J(c), 'st', st)
+        place(c, st, h[4], sa)
+        woke = woke + 1
+      elseif v ~= 'wait' then
+        tally('waiting', -1)
+        finish(c, v, h[4], now, with_error(c, dependency_error(parent, v, h[6], now), {}))
+      end
+    end
+  end
+  if woke > 0 then wake(woke) end
+end
+
+-- A job, taken out of its index by the caller, ends in st (completed, dead, cancelled).
+-- Dead or cancelled, it frees its key, unless it has a key_ttl: then it keeps
+-- the key's entry, and holds_key tells for how long. One read of the hash
+-- serves that, its waiters ('wt') and its children ('ch').
+finish = function(id, st, prio, now, fields)
+  redis.call('HSET', J(id), 'st', st, 'fin', F(now), unpack(fields))
+  place(id, st, prio, now)
+  local h = redis.call('HMGET', J(id), 'wt', 'ch', 'k', 'kt')
+  if st ~= 'completed' and h[3] and not h[4] and redis.call('HGET', K.keys, h[3]) == id then
+    redis.call('HDEL', K.keys, h[3])
+  end
+  if h[1] then notify(id) end
+  if h[2] then release(h[2], now) end
 end
 
 -- The error (JSON, as errors are stored) of a job taken aside because its
@@ -375,7 +438,8 @@ local function settle_range(A, from, to, now, out)
   local released, completed, expiring = {}, {}, {}
   for i = from, to, 7 do
     local id, st = A[i], A[i + 2]
-    local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't', 'wt', 'n', 'w', 'sta')
+    local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't', 'wt', 'n', 'w', 'sta',
+                         'ch')
     if h[1] == 'active' and h[2] == A[i + 1] then
       local prio = h[3]
       released[#released + 1] = id
@@ -397,6 +461,7 @@ local function settle_range(A, from, to, now, out)
           expiring[#expiring + 1] = id
         end
         if h[7] then notify(id) end
+        if h[11] then release(h[11], now) end
       elseif st == 'failed' then
         local retry_at = A[i + 6]
         if retry_at == '' then retry_at = at end

@@ -9,7 +9,16 @@
 local batch = tonumber(ARGV[1])
 local now = ARGV[6] == '' and now_s() or tonumber(ARGV[6])
 local reply = {F(now), 0, 0}
+-- A parent is kept while a child still waits for it (then it counts as deleted
+-- here, so a batch moves on; a later prune deletes it).
+local function child_waits(id)
+  for _, c in ipairs(ids_of(redis.call('HGET', J(id), 'ch'))) do
+    if redis.call('HGET', J(c), 'st') == 'waiting' then return true end
+  end
+  return false
+end
 local function gone(id, st)
+  if child_waits(id) then return end
   delete_job(id, st)
   reply[#reply + 1] = id
 end

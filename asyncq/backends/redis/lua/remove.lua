@@ -6,7 +6,7 @@
 local now = now_s()
 local out = {}
 for _, id in ipairs(ARGV) do
-  local h = redis.call('HMGET', J(id), 'st', 'fin', 't', 'wt', 'n')
+  local h = redis.call('HMGET', J(id), 'st', 'fin', 't', 'wt', 'n', 'ch')
   local st = h[1]
   if not st then
     out[#out + 1] = ''
@@ -29,6 +29,8 @@ for _, id in ipairs(ARGV) do
       st = 'dead'
     end
     if h[4] then redis.call('PUBLISH', K.done, id) end
+    -- A removed parent counts as finished for the children that wait for it.
+    if h[6] then release(h[6], now) end
     event('removed', id, h[5], F(now), 'by', 'operator')
     if expired(st, h[2], h[3], now) then out[#out + 1] = '' else out[#out + 1] = st end
   end

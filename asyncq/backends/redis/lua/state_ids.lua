@@ -1,4 +1,6 @@
 local st, most = ARGV[1], tonumber(ARGV[2])
+-- Waiting jobs have no index of their own: the caller walks the queue instead.
+if st == 'waiting' then return false end
 local sources = {}
 if st == 'queued' then
   for _, prio in ipairs(redis.call('ZRANGE', K.prios, 0, -1)) do sources[#sources + 1] = R(prio) end
