@@ -9,6 +9,7 @@ import contextlib
 from ._app import App, JobDecorator
 from ._context import JobContext, current_job
 from ._events import EventKind, EventPage, EventsLost, JobEvent
+from ._flow import Limit
 from ._handler import Handler, JobHandle, JobOptions
 from ._instrumentation import Instrumentation
 from ._middleware import CallNext, Middleware
@@ -25,6 +26,7 @@ from ._records import (
     ErrorKind,
     JobRecord,
     JobState,
+    LimitState,
     LogLine,
     WorkerInfo,
     WorkerStatus,
@@ -80,6 +82,8 @@ __all__ = [
     "JobRecord",
     "JobState",
     "KeyArgs",
+    "Limit",
+    "LimitState",
     "LogLine",
     "Middleware",
     "Reject",

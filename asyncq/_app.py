@@ -17,6 +17,7 @@ from ._codec import MAX_PAYLOAD_BYTES
 from ._context import JobContext
 from ._cron import DEFAULT_PAYLOAD, add_schedule, run_schedules
 from ._events import EventKind
+from ._flow import Limit
 from ._handler import Handler, JobHandle, JobOptions, return_type
 from ._instrumentation import EnqueueNext, Instrumentation
 from ._logging import job_fields
@@ -148,6 +149,8 @@ class App:
         #: the largest encoded payload enqueued or decoded (see ``docs/guarantees.md``)
         self.max_payload_bytes = max_payload_bytes
         self.handlers: dict[str, Handler[Any, Any]] = {}
+        #: the limits declared with ``limit()``, by name
+        self.limits: dict[str, Limit] = {}
         self.lifespan = lifespan
         self.middleware: list[Middleware] = list(middleware)
         if telemetry is True:
@@ -189,6 +192,7 @@ class App:
         priority: int = 0,
         result_ttl: float | timedelta | None = 86_400.0,
         process: bool = False,
+        limits: Sequence[Limit] = (),
     ) -> JobDecorator[T]:
         """Register a function as a job taking a ``schema`` payload.
 
@@ -219,6 +223,8 @@ class App:
             process: run it in a child process (CPU-bound work). The function
                 must be importable by its module and qualified name (defined at
                 the top level of a module, or of the script run as ``__main__``).
+            limits: limits (``App.limit``) its jobs pass before they start, in
+                the store, across every worker: see ``docs/flow-control.md``.
 
         Raises:
             ConfigurationError: a job with this name exists, an option is
@@ -241,6 +247,7 @@ class App:
                 retry=policy,
                 priority=priority,
                 result_ttl=None if result_ttl is None else seconds(result_ttl),
+                limits=tuple(limits),
             )
             job_name = name or f"{fn.__module__}.{fn.__qualname__}"
             handler: Handler[T, Any] = Handler(
@@ -250,6 +257,37 @@ class App:
             return handler
 
         return JobDecorator(register)
+
+    def limit(
+        self,
+        name: str,
+        *,
+        rate: float | None = None,
+        per: float = 1.0,
+        concurrency: int | None = None,
+        burst: float = 1.0,
+        key: Callable[[Any], object] | None = None,
+    ) -> Limit:
+        """Declare a limit on when jobs start, held by the store across every worker.
+
+        Attach it with ``@app.job(..., limits=[limit])``; several jobs may share
+        it. ``rate`` starts per ``per`` seconds (a token bucket of ``burst``
+        tokens), ``concurrency`` jobs running at once, or both. With ``key``
+        (a function of the payload), the limit holds per key value, computed at
+        enqueue. A job held back stays queued and uses no attempt; the jobs
+        behind it keep flowing. See ``docs/flow-control.md``.
+
+        Raises:
+            ConfigurationError: the app has a limit with this name, or a
+                number is out of range.
+        """
+        made = Limit(name, rate=rate, per=per, concurrency=concurrency, burst=burst, key=key)
+        existing = self.limits.get(name)
+        if existing is not None:
+            msg = f"app {self.name!r} already has a limit named {name!r}: {existing!r}"
+            raise ConfigurationError(msg)
+        self.limits[name] = made
+        return made
 
     def classify(
         self,

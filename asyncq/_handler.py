@@ -18,6 +18,7 @@ from ._child import Target
 from ._codec import Codec
 from ._context import JobContext, _current
 from ._events import JobEvent
+from ._flow import Limit
 from ._instrumentation import request_ended, request_started
 from ._offload import ThreadJobContext, target_of
 from ._options import (
@@ -65,6 +66,7 @@ class JobOptions:
         retry: delays between attempts, and which exceptions are retried.
         priority: larger runs first; may be negative.
         result_ttl: seconds a completed job (its result, its key) is kept; ``None`` for ever.
+        limits: the limits its jobs pass before they start (``App.limit``).
     """
 
     queue: str = "default"
@@ -73,6 +75,8 @@ class JobOptions:
     retry: RetryPolicy = _DEFAULT_RETRY
     priority: int = 0
     result_ttl: float | None = 86_400.0
+    #: the limits a job passes before it starts (``app.limit``)
+    limits: tuple[Limit, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -194,6 +198,10 @@ class Handler(Generic[T, R]):
             enqueued_at=now,
             scheduled_at=scheduled_at,
         )
+        if defaults.limits:
+            record = replace(
+                record, limits=tuple(limit.gate(payload, self.name) for limit in defaults.limits)
+            )
         if options.meta is None:
             return record
         return replace(record, meta=dict(options.meta))

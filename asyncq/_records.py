@@ -21,7 +21,9 @@ __all__ = [
     "WORKERS_KEPT_FOR",
     "ErrorInfo",
     "ErrorKind",
+    "Gate",
     "JobRecord",
+    "LimitState",
     "JobState",
     "Lease",
     "LogLine",
@@ -83,6 +85,8 @@ class ErrorKind(enum.StrEnum):
     CANCELLED = "cancelled"  #: cancelled on request after a worker claimed it
     #: the stored record itself could not be read; the store took the job aside
     UNDECODABLE = "undecodable"
+    #: the handler raised ``CircuitOpen``: the service behind its circuit is down
+    CIRCUIT_OPEN = "circuit_open"
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -112,6 +116,51 @@ class LogLine(msgspec.Struct, frozen=True, array_like=True):
     attempt: int
     level: str
     message: str
+
+
+class Gate(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """One limit a job passes before it starts (``app.limit``), as stored with the job.
+
+    The numbers travel with each job, so every worker and every store knows
+    them without a registry; ``key`` is the keyed limit's value for this job,
+    computed at enqueue. ``slot`` names the counter the store keeps: one per
+    limit, or one per key value of a keyed limit.
+    """
+
+    name: str
+    key: str | None = None
+    concurrency: int | None = None
+    rate: float | None = None
+    per: float = 1.0
+    burst: float = 1.0
+
+    @property
+    def slot(self) -> str:
+        """The counter's name: ``smtp``, or ``tenant[acme]`` for a keyed limit."""
+        return self.name if self.key is None else f"{self.name}[{self.key}]"
+
+
+class LimitState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One limit counter as the store keeps it (``Backend.limit_states``).
+
+    ``tokens`` is what the rate's bucket holds at ``refilled_at`` (negative
+    while starts are booked ahead); ``held`` counts the queued jobs set aside
+    until a running one of this counter ends.
+    """
+
+    slot: str
+    name: str
+    key: str | None = None
+    concurrency: int | None = None
+    rate: float | None = None
+    per: float = 1.0
+    burst: float = 1.0
+    running: int = 0
+    tokens: float = 0.0
+    refilled_at: float = 0.0
+    held: int = 0
+    #: the queue the counter belongs to where the store counts per queue (Redis)
+    queue: str | None = None
 
 
 class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -156,6 +205,12 @@ class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     logs: tuple[LogLine, ...] = ()
     #: how many older lines were dropped to keep ``logs`` bounded
     logs_dropped: int = 0
+    #: the limits the job passes before it starts (``@app.job(limits=...)``)
+    limits: tuple[Gate, ...] = ()
+    #: the limit counter a queued job waits on, set aside until one of its jobs ends
+    held_by: str | None = None
+    #: the job already booked its start on its rate limits (it was held until then)
+    rate_paid: bool = False
 
     @property
     def last_error(self) -> ErrorInfo | None:

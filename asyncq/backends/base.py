@@ -18,8 +18,8 @@ from Python. The life of a job::
                                    └─(retry_at reached)┘          ├─▶ dead
                  cancel (scheduled/queued/failed) ─▶ cancelled ◀──┘ (cancel while active)
 
-"Ready" means: state ``queued``, or state ``scheduled``/``failed`` with
-``scheduled_at <= now``. A backend may keep due jobs in ``scheduled``/``failed``
+"Ready" means: state ``queued`` (and not set aside by a limit, ``held_by``), or
+state ``scheduled``/``failed`` with ``scheduled_at <= now``. A backend may keep due jobs in ``scheduled``/``failed``
 until it claims them, or promote them to ``queued``; readers must not care.
 
 Times are epoch seconds (float). ``now`` is the backend's clock: the store's
@@ -47,6 +47,20 @@ Idempotency keys
 ``key`` is unique per queue among jobs that are scheduled, queued, active or
 failed, or completed less than ``result_ttl`` ago (forever when ``result_ttl``
 is ``None``). A dead or cancelled job frees its key.
+
+Flow control
+------------
+A job with ``limits`` (``Gate`` records) is claimed only if its limits let it
+start, decided in the claim's atomic step by ``asyncq.backends._limits.admit``:
+a job whose concurrency slot is full stays ``queued`` but is set aside
+(``held_by``) and skipped, and one short of a rate token is scheduled for its
+booked token (``rate_paid``); neither uses an attempt, and the jobs behind it
+are claimed as usual. Whatever takes a limited job out of ``active``
+(``settle``, ``recover``) frees its slots and puts the first job set aside on
+each back in the claim order, in the same atomic step. Jobs without limits
+cost the claim nothing more than the ``held_by`` test. Memory, SQLite and
+PostgreSQL keep one counter per slot for the store; Redis keeps them per
+queue (a script touches the keys of one queue's hash tag).
 
 Notifications
 -------------
@@ -103,6 +117,7 @@ from .._records import (
     JobRecord,
     JobState,
     Lease,
+    LimitState,
     LogLine,
     Outcome,
     QueueStats,
@@ -134,6 +149,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "Lease",
+    "LimitState",
     "LogLine",
     "Migrates",
     "Outcome",
@@ -512,6 +528,15 @@ class Backend(Protocol):
         """Pause or resume a queue. A paused queue accepts jobs but ``claim`` skips it.
 
         Resuming wakes ``wait_for_work`` on the queue.
+        """
+        ...
+
+    async def limit_states(self) -> list[LimitState]:
+        """The flow-control counters this store keeps (``app.limit``), sorted by slot.
+
+        One per limit, or per key value of a keyed limit, once a job with it
+        was claimed; ``held`` counts its queued jobs set aside now. See
+        ``asyncq.backends._limits`` for the rule every store applies.
         """
         ...
 

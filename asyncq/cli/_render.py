@@ -18,7 +18,7 @@ import msgspec
 
 from .._annotations import meta_text
 from .._codec import decode_any
-from .._records import JobRecord, JobState
+from .._records import JobRecord, JobState, LimitState
 from ..admin import Status
 
 __all__ = [
@@ -391,6 +391,31 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _limit_rate(state: LimitState) -> str:
+    if state.rate is None:
+        return "-"
+    return f"{state.rate:g}/{state.per:g}s"
+
+
+def limits_text(found: list[LimitState]) -> str:
+    """The table: one counter a line."""
+    if not found:
+        return "no limits (declare them with app.limit(...))"
+    rows = [
+        [
+            state.slot,
+            state.queue or "*",
+            "-" if state.concurrency is None else f"{state.running}/{state.concurrency}",
+            str(state.held),
+            _limit_rate(state),
+            "-" if state.rate is None else f"{state.tokens:.1f}",
+        ]
+        for state in found
+    ]
+    headers = ["LIMIT", "QUEUE", "RUNNING", "HELD", "RATE", "TOKENS"]
+    return table(headers, rows, right=[2, 3, 5])
+
+
 def status_text(status: Status) -> str:
     """The ``status`` view: a table of queues, then the cron schedules."""
     lines = [f"{printable(status.backend)}  {utc(status.at)} UTC", ""]
@@ -428,6 +453,9 @@ def status_text(status: Status) -> str:
         lines.append("")
         headers = ["CRON", "JOB", "QUEUE", "SCHEDULE", "TZ", "NEXT RUN (UTC)"]
         lines.append(table(headers, cron_rows))
+    if status.limits:
+        lines.append("")
+        lines.append(limits_text(status.limits))
     return "\n".join(lines)
 
 
@@ -438,4 +466,5 @@ def status_dict(status: Status) -> dict[str, Any]:
         "backend": status.backend,
         "queues": [msgspec.to_builtins(q) for q in status.queues],
         "cron": [{**msgspec.to_builtins(c), "next_run": iso(c.next_run)} for c in status.cron],
+        "limits": [msgspec.to_builtins(state) for state in status.limits],
     }

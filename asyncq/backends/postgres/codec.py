@@ -22,7 +22,7 @@ import msgspec
 from msgspec.structs import replace
 
 from ..._annotations import decode_json
-from ..._records import TERMINAL_STATES, ErrorInfo, JobRecord, JobState, LogLine
+from ..._records import TERMINAL_STATES, ErrorInfo, Gate, JobRecord, JobState, LogLine
 from .._poison import Unreadable, read_all, stand_in, unreadable_error
 from ..base import Lease, Outcome
 
@@ -37,6 +37,7 @@ __all__ = [
     "copy_records",
     "decode",
     "headers_json",
+    "limits_json",
     "meta_json",
     "leases",
     "outcome_columns",
@@ -49,7 +50,7 @@ COLUMNS = (
     "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
     " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
     " worker, result, errors, progress, cancel_requested, headers,"
-    " progress_detail, meta, logs, logs_dropped"
+    " progress_detail, meta, logs, logs_dropped, limits, held_by, rate_paid"
 )
 
 #: The encoder of the JSON the backend sends (headers, errors).
@@ -58,8 +59,9 @@ _errors = msgspec.json.Decoder(tuple[ErrorInfo, ...])
 _headers = msgspec.json.Decoder(dict[str, str])
 _meta = msgspec.json.Decoder(dict[str, Any])
 _line = msgspec.json.Decoder(LogLine).decode
+_gates = msgspec.json.Decoder(tuple[Gate, ...])
 #: Where the lease token follows ``COLUMNS`` in a claimed row.
-TOKEN = 26
+TOKEN = 29
 
 
 def decode(row: Any) -> JobRecord:
@@ -75,6 +77,17 @@ def decode(row: Any) -> JobRecord:
     if timeout != timeout:  # NaN: the one float a worker cannot use
         msg = "timeout is NaN"
         raise ValueError(msg)
+    if row[26] is not None:
+        return replace(
+            _record(row, errors, headers, timeout),
+            limits=_gates.decode(row[26]),
+            held_by=row[27],
+            rate_paid=row[28],
+        )
+    return _record(row, errors, headers, timeout)
+
+
+def _record(row: Any, errors: str, headers: str, timeout: float | None) -> JobRecord:
     return JobRecord(
         id=row[0],
         name=row[1],
@@ -103,6 +116,12 @@ def decode(row: Any) -> JobRecord:
         logs=() if row[24] is None else tuple(map(_line, row[24])),
         logs_dropped=row[25],
     )
+
+
+def limits_json(jobs: Sequence[JobRecord]) -> tuple[list[str], list[str]]:
+    """The ids and limits (``jsonb`` parameters) of the jobs of a batch that have limits."""
+    gated = [job for job in jobs if job.limits]
+    return [job.id for job in gated], [JSON.encode(job.limits).decode() for job in gated]
 
 
 def meta_json(job: JobRecord) -> str | None:

@@ -17,8 +17,8 @@ import asyncpg
 from msgspec.structs import replace
 
 from ...exceptions import BackendError
-from ..base import JobRecord, JobState
-from .codec import columns, copy_records, headers_json, meta_json, records
+from ..base import JobRecord, JobState, stored_as_given
+from .codec import columns, copy_records, headers_json, limits_json, meta_json, records
 from .sql import COPY_COLUMNS
 
 if TYPE_CHECKING:
@@ -40,8 +40,21 @@ async def store(
 
     Batches with keys take the statement that frees and reports holders;
     a single job a VALUES row; a large batch of jobs asked for now is
-    copied in (``_copy_in``); anything else takes the unnest insert.
+    copied in (``_copy_in``); anything else takes the unnest insert. A batch
+    with limits (flow control) also writes them, in the same transaction.
     """
+    if not any(job.limits for job in jobs):
+        return await _store(conn, statements, jobs)
+    async with conn.transaction():
+        stored = await _store(conn, statements, jobs)
+        mine = [new for new, job in zip(stored, jobs, strict=True) if stored_as_given(job, new)]
+        await conn.execute(statements.set_limits, *limits_json(mine))
+    return stored
+
+
+async def _store(
+    conn: Connection, statements: Statements, jobs: Sequence[JobRecord]
+) -> list[JobRecord]:
     if any(job.key is not None for job in jobs):
         rows = await conn.fetch(statements.enqueue, *columns(jobs, keyed=True))
     elif len(jobs) == 1:

@@ -23,7 +23,7 @@ import msgspec
 from msgspec.structs import replace
 
 from ..._annotations import decode_json, decode_lines, meta_text
-from ..._records import ErrorInfo, JobRecord, JobState, Lease, Outcome
+from ..._records import ErrorInfo, Gate, JobRecord, JobState, Lease, Outcome
 from .._poison import Unreadable, describe, read_all, stand_in, unreadable_error
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "by_token_queue",
     "encode",
     "fields",
+    "gates_text",
     "leases",
     "local_time",
     "meta_texts",
@@ -140,6 +141,29 @@ def record(flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
         progress_detail=decode_json(f[b"pd"]) if b"pd" in f else None,
         logs=decode_lines(f.get(b"lg")),
         logs_dropped=int(f.get(b"ld", 0)),
+        held_by=hb.decode() if (hb := f.get(b"hb")) is not None else None,
+        rate_paid=f.get(b"rp") == b"1",
+    )
+
+
+def gates_text(gates: Sequence[Gate]) -> str:
+    """The hash field ``lim``: a job's limits as ``limits.lua`` reads them.
+
+    One line per limit: name, key, concurrency, rate, per, burst, tab
+    separated, '' for what is unset (names and keys hold no control character).
+    """
+    return "\n".join(
+        "\t".join(
+            (
+                gate.name,
+                gate.key or "",
+                "" if gate.concurrency is None else str(gate.concurrency),
+                "" if gate.rate is None else repr(gate.rate),
+                repr(gate.per),
+                repr(gate.burst),
+            )
+        )
+        for gate in gates
     )
 
 

@@ -26,6 +26,9 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P keys``           hash, idempotency key -> id of the job holding it
 ``P wake``           list, wake-up tokens for blocked claimers (bounded)
 ``P paused``         string, exists while the queue is paused
+``P l:<slot>``       hash, a limit counter of the queue (flow control, see the prelude)
+``P h:<slot>``       zset, queued jobs set aside on a limit slot, by ``scheduled_at``
+``P limits``         set, the limit slots the queue has counters for
 ``P ev``             stream, the queue's job events (``HasEvents``), one entry per
                      event, written by the script that makes the change; fields
                      ``k`` kind, ``j`` job id, ``n`` name, ``at``, and as the kind
@@ -96,7 +99,7 @@ from importlib import resources
 from typing import Any, ClassVar, NamedTuple
 
 from ..._annotations import encode_line
-from ..._records import JobRecord, JobState, Lease, LogLine, Outcome, QueueStats
+from ..._records import JobRecord, JobState, Lease, LimitState, LogLine, Outcome, QueueStats
 from . import codec
 
 __all__ = [
@@ -262,10 +265,11 @@ class Enqueue(_Script, name="enqueue"):
     KEYS: the queue prefix; outside a cluster also the index buckets, then the
     queue registry. ARGV (maybe packed, see ``batch_args``): n, queue, flags
     ('w' if the caller waits for the jobs: they are stored marked, see
-    ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``), then 10
+    ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``), then 11
     per job: id, key, priority, scheduled_at, record, max_attempts, ttl, name,
-    the KEYS position of the job's index bucket (unused in a cluster), and the
-    metadata as ``list`` matches it (``codec.meta_texts``) or ''.
+    the KEYS position of the job's index bucket (unused in a cluster), the
+    metadata as ``list`` matches it (``codec.meta_texts``) or '', and the
+    limits as the scripts read them (``codec.gates_text``) or ''.
     """
 
     @staticmethod
@@ -311,6 +315,7 @@ class Enqueue(_Script, name="enqueue"):
                 job.name,
                 position,
                 codec.meta_texts(job.meta) if job.meta else "",
+                codec.gates_text(job.limits) if job.limits else "",
             )
         if bucket is not None:
             keys.append(registry)
@@ -624,6 +629,43 @@ class Stats(_Script, name="stats"):
             paused=bool(raw[len(_STATES)]),
             oldest_ready_at=float(oldest) if oldest else None,
         )
+
+
+class LimitStates(_Script, name="limit_states"):
+    """The flow-control counters of one queue (``Backend.limit_states``)."""
+
+    @staticmethod
+    def call(prefix: str) -> Call:
+        return ("limit_states", [prefix], [])
+
+    @staticmethod
+    def reply(raw: Any, queue: str) -> list[LimitState]:
+        out = []
+        for slot, flat, held in raw:
+            f = codec.fields(flat)
+
+            def number(name: bytes, f: dict[bytes, bytes] = f) -> float | None:
+                value = f.get(name)
+                return float(value) if value else None
+
+            concurrency = number(b"c")
+            out.append(
+                LimitState(
+                    slot=slot.decode(),
+                    name=f.get(b"name", slot).decode(),
+                    key=f[b"key"].decode() if f.get(b"key") else None,
+                    concurrency=None if concurrency is None else int(concurrency),
+                    rate=number(b"r"),
+                    per=number(b"per") or 1.0,
+                    burst=number(b"b") or 1.0,
+                    running=int(f.get(b"run", 0)),
+                    tokens=number(b"tok") or 0.0,
+                    refilled_at=number(b"at") or 0.0,
+                    held=int(held),
+                    queue=queue,
+                )
+            )
+        return out
 
 
 class Peek(_Script, name="peek"):

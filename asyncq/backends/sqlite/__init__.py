@@ -69,6 +69,7 @@ from ..._records import (
     JobRecord,
     JobState,
     Lease,
+    LimitState,
     LogLine,
     Outcome,
     QueueStats,
@@ -104,7 +105,7 @@ from ..base import (
     SettlesOnClaim,
     check_outcomes,
 )
-from . import admin_sql, events, schema, sql, workers
+from . import admin_sql, events, limits, schema, sql, workers
 from .connection import _Database
 from .schema import SCHEMA_VERSION
 
@@ -452,6 +453,9 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         return total
 
     # -- operations ------------------------------------------------------------------
+
+    async def limit_states(self) -> list[LimitState]:
+        return await self._run(False, limits.states)
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return await self._run(False, admin_sql.stats, None if queues is None else list(queues))

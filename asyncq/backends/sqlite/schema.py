@@ -26,6 +26,7 @@ import msgspec
 from msgspec.structs import astuple
 
 from ..._annotations import decode_json, decode_lines, encode_line, encode_meta, meta_text
+from ..._records import Gate
 from ...exceptions import BackendError
 from ..base import ErrorInfo, JobRecord
 
@@ -121,8 +122,27 @@ _EVENTS = (
     )""",
 )
 
+# Flow control (``backends._limits``): a job's limits (MessagePack, NULL for a
+# plain job), the slot a queued job is set aside on (out of the claim order,
+# which the ready index now leaves out), whether it booked its rate token; a
+# row per limit slot, its counter as MessagePack (``LimitState``).
+_LIMITS = (
+    "ALTER TABLE asyncq_jobs ADD COLUMN limits BLOB",
+    "ALTER TABLE asyncq_jobs ADD COLUMN held_by TEXT",
+    "ALTER TABLE asyncq_jobs ADD COLUMN rate_paid INTEGER NOT NULL DEFAULT 0",
+    "DROP INDEX asyncq_jobs_ready",
+    """CREATE INDEX asyncq_jobs_ready ON asyncq_jobs (queue, priority DESC, scheduled_at, id)
+        WHERE state = 'queued' AND held_by IS NULL""",
+    """CREATE INDEX asyncq_jobs_held ON asyncq_jobs (held_by, priority DESC, scheduled_at, id)
+        WHERE held_by IS NOT NULL""",
+    """CREATE TABLE asyncq_limits (
+        slot TEXT PRIMARY KEY NOT NULL,
+        state BLOB NOT NULL
+    )""",
+)
+
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS, _ANNOTATIONS, _EVENTS)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _WORKERS, _ANNOTATIONS, _EVENTS, _LIMITS)
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -205,6 +225,9 @@ _NAMES = (
     "meta",
     "logs",
     "logs_dropped",
+    "limits",
+    "held_by",
+    "rate_paid",
 )
 _COLUMNS = ", ".join(_NAMES)
 #: Every job column, then the ``rowid``: a row that cannot be read is taken
@@ -223,6 +246,7 @@ ENCODER = msgspec.msgpack.Encoder()
 _errors_decoder = msgspec.msgpack.Decoder(tuple[ErrorInfo, ...])
 _headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
 _meta_decoder = msgspec.json.Decoder(dict[str, Any])
+_gates_decoder = msgspec.msgpack.Decoder(tuple[Gate, ...])
 _json = msgspec.json.encode
 _MISSING = object()
 _convert = msgspec.convert
@@ -255,9 +279,20 @@ def to_record(row: Sequence[Any]) -> JobRecord:
             (``msgspec.ValidationError`` naming the field, most often).
     """
     fields = dict(zip(_PLAIN, row, strict=False))
-    (errors, error_count, progress, cancel_requested, headers, detail, meta, logs, dropped) = row[
-        len(_PLAIN) : len(_NAMES)
-    ]
+    (
+        errors,
+        error_count,
+        progress,
+        cancel_requested,
+        headers,
+        detail,
+        meta,
+        logs,
+        dropped,
+        limits,
+        held_by,
+        rate_paid,
+    ) = row[len(_PLAIN) : len(_NAMES)]
     # ``errors`` is NULL until an attempt ends, b"" after one without an error
     fields["errors"] = (
         _errors_decoder.decode(_array_header(error_count) + errors) if errors is not None else ()
@@ -273,6 +308,10 @@ def to_record(row: Sequence[Any]) -> JobRecord:
         fields["logs"] = decode_lines(logs)
     if dropped:
         fields["logs_dropped"] = dropped
+    if limits is not None:
+        fields["limits"] = _gates_decoder.decode(limits)
+        fields["held_by"] = held_by
+        fields["rate_paid"] = bool(rate_paid)
     # bytes pass as they are: msgspec would otherwise take text for base64
     return _convert(fields, JobRecord, builtin_types=_BYTES)
 
@@ -303,6 +342,9 @@ def to_row(job: JobRecord) -> tuple[Any, ...]:
         encode_meta(job.meta).decode() if job.meta else None,
         "\n".join(encode_line(line).decode() for line in job.logs) if job.logs else None,
         job.logs_dropped,
+        ENCODER.encode(job.limits) if job.limits else None,
+        job.held_by,
+        int(job.rate_paid),
     )
 
 

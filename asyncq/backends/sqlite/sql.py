@@ -40,7 +40,9 @@ from ..._events import (
 )
 from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, LogLine, Outcome
 from .._common import LIVE_STATES, as_enqueued, claimed, lost_error, result_expired
+from .._limits import HOLD_BUDGET
 from ..base import HeartbeatReply
+from . import limits
 from .events import write as write_events
 from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
 from .schema import ENCODER, INSERT_JOB, SELECT_JOB, to_row
@@ -216,27 +218,42 @@ def claim(
         )
     expires = now + lease_for
     leases: list[Lease] = []
+    held = 0
     for queue in open_queues:
+        # A job its limits hold back leaves the claim order (``_limits``): look
+        # again past it, up to HOLD_BUDGET of them. Plain jobs take one pass.
+        while len(leases) < limit and held < HOLD_BUDGET:
+            rows = fetch(
+                conn,
+                f"{SELECT_JOB} WHERE queue = ? AND state = 'queued' AND held_by IS NULL"
+                " ORDER BY priority DESC, scheduled_at, id LIMIT ?",
+                (queue, limit - len(leases)),
+            )
+            jobs, bad = read_rows(rows)
+            if bad:
+                aside.extend(take_aside(conn, now, rows, bad))
+            batch: list[Lease] = []
+            stopped = 0
+            for job in jobs:
+                if job.limits:
+                    if not limits.admit_job(conn, now, job):
+                        stopped += 1
+                        continue
+                    job = replace(job, held_by=None, rate_paid=False)
+                active = claimed(job, now, worker, expires)
+                batch.append(Lease(job=active, token=os.urandom(16).hex(), expires_at=expires))
+            conn.executemany(
+                "UPDATE asyncq_jobs SET state = 'active', attempts = attempts + 1, started_at = ?,"
+                " worker = ?, lease_expires_at = ?, cancel_requested = 0, token = ?"
+                " WHERE id = ? AND state = 'queued'",
+                [(now, worker, expires, lease.token, lease.job.id) for lease in batch],
+            )
+            leases.extend(batch)
+            held += stopped
+            if not stopped:
+                break
         if len(leases) >= limit:
             break
-        rows = fetch(
-            conn,
-            f"{SELECT_JOB} WHERE queue = ? AND state = 'queued'"
-            " ORDER BY priority DESC, scheduled_at, id LIMIT ?",
-            (queue, limit - len(leases)),
-        )
-        jobs, bad = read_rows(rows)
-        if bad:
-            aside.extend(take_aside(conn, now, rows, bad))
-        for job in jobs:
-            active = claimed(job, now, worker, expires)
-            leases.append(Lease(job=active, token=os.urandom(16).hex(), expires_at=expires))
-    conn.executemany(
-        "UPDATE asyncq_jobs SET state = 'active', attempts = attempts + 1, started_at = ?,"
-        " worker = ?, lease_expires_at = ?, cancel_requested = 0, token = ?"
-        " WHERE id = ? AND state = 'queued'",
-        [(now, worker, expires, lease.token, lease.job.id) for lease in leases],
-    )
     if events:
         write_events(conn, [started_event(lease.job, now) for lease in leases])
     return leases, aside
@@ -269,7 +286,8 @@ def probe(
     for queue in _unpaused(conn, queues):
         ((queued, *due),) = fetch(
             conn,
-            "SELECT EXISTS (SELECT 1 FROM asyncq_jobs WHERE queue = :queue AND state = 'queued'),"
+            "SELECT EXISTS (SELECT 1 FROM asyncq_jobs WHERE queue = :queue AND state = 'queued'"
+            "  AND held_by IS NULL),"
             " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = :queue"
             "  AND state = 'scheduled'),"
             " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = :queue"
@@ -411,12 +429,12 @@ _HELD_COLUMNS = "id, token, name, queue, attempts, worker, started_at"
 def settle(
     conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome], *, events: bool
 ) -> Settled:
-    if events:
-        ids = list(dict.fromkeys(outcome.job_id for outcome in outcomes))
-        held = select_by_ids(conn, _HELD_COLUMNS, ids, " AND state = 'active'")
-        current = {row[0]: row[1:] for row in held}
-    else:
-        current = _current_leases(conn, (outcome.job_id for outcome in outcomes))
+    ids = list(dict.fromkeys(outcome.job_id for outcome in outcomes))
+    # a limited job frees its slots when it leaves active: its limits, read with its lease
+    columns = _HELD_COLUMNS if events else "id, token, cancel_requested"
+    rows = select_by_ids(conn, f"{columns}, limits", ids, " AND state = 'active'")
+    current = {row[0]: row[1:-1] for row in rows}
+    gated = {row[0]: row[-1] for row in rows if row[-1] is not None}
     written: list[JobEvent] = []
     applied: list[bool] = []
     finished: list[str] = []
@@ -429,7 +447,7 @@ def settle(
         # the lease is released by this outcome: a second one for it in the batch is stale
         if events:
             # Raw columns: a row written by hand may hold anything (poison.py).
-            _, name, queue, attempts, worker, started_at = current[outcome.job_id]
+            _, name, queue, attempts, worker, started_at = lease
             event = settled_event(
                 outcome.job_id,
                 name if isinstance(name, str) else "<unreadable>",
@@ -449,8 +467,12 @@ def settle(
             finished.append(outcome.job_id)
     for state, params in by_state.items():
         conn.executemany(_SETTLE[state], params)
+    freed = False
+    for job_id, applied_one in zip((outcome.job_id for outcome in outcomes), applied, strict=True):
+        if applied_one and job_id in gated:
+            freed = limits.free_slots(conn, gated.pop(job_id)) or freed
     write_events(conn, written)
-    requeued = bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
+    requeued = freed or bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
     return Settled(applied=applied, finished=finished, requeued=requeued)
 
 
@@ -509,6 +531,9 @@ def recover(
         " WHERE id = ? AND state = 'active'",
         params,
     )
+    for job in lapsed:
+        if job.limits:
+            limits.free_gates(conn, job.limits)
     recovered = [
         (job.id, job.cancel_requested or job.attempts >= job.max_attempts) for job in lapsed
     ]

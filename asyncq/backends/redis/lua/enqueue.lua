@@ -15,7 +15,7 @@ if inline then redis.call('SADD', KEYS[#KEYS], queue) end
 local known = {}
 if n > 1 then
   local ids = {}
-  for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 10] end
+  for i = 0, n - 1 do ids[i + 1] = ARGV[4 + i * 11] end
   for i = 1, n, SLICE do
     local last = math.min(i + SLICE - 1, n)
     local scores = redis.call('ZMSCORE', K.all, unpack(ids, i, last))
@@ -30,7 +30,7 @@ local owners = {}
 if inline and n > 1 and not fresh then
   local groups = {}
   for i = 0, n - 1 do
-    local b = 4 + i * 10
+    local b = 4 + i * 11
     local ids = groups[ARGV[b + 8]]
     if not ids then ids = {}; groups[ARGV[b + 8]] = ids end
     ids[#ids + 1] = ARGV[b]
@@ -57,7 +57,7 @@ local function stored_in(owner, id)
   return nil
 end
 for i = 0, n - 1 do
-  local b = 4 + i * 10
+  local b = 4 + i * 11
   local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   -- '~' marks a job asked for now: ready now, even if this clock is behind the producer's.
   local asap = string.byte(sa, 1) == 126
@@ -111,6 +111,7 @@ for i = 0, n - 1 do
     if ARGV[b + 6] ~= '' then fields[#fields + 1] = 't'; fields[#fields + 1] = ARGV[b + 6] end
     if waited then fields[#fields + 1] = 'wt'; fields[#fields + 1] = '1' end
     if ARGV[b + 9] ~= '' then fields[#fields + 1] = 'mt'; fields[#fields + 1] = ARGV[b + 9] end
+    if ARGV[b + 10] ~= '' then fields[#fields + 1] = 'lim'; fields[#fields + 1] = ARGV[b + 10] end
     redis.call('HSET', J(id), unpack(fields))
     if st == 'scheduled' then
       event('enqueued', id, ARGV[b + 7], F(now), 'due', sa)
