@@ -19,8 +19,9 @@ from Python. The life of a job::
                  cancel (scheduled/queued/failed) ─▶ cancelled ◀──┘ (cancel while active)
 
 "Ready" means: state ``queued`` (and not set aside by a limit, ``held_by``), or
-state ``scheduled``/``failed`` with ``scheduled_at <= now``. A backend may keep due jobs in ``scheduled``/``failed``
-until it claims them, or promote them to ``queued``; readers must not care.
+state ``scheduled``/``failed`` with ``scheduled_at <= now``. A backend may keep
+due jobs in ``scheduled``/``failed`` until it claims them, or promote them to
+``queued``; readers must not care.
 
 Times are epoch seconds (float). ``now`` is the backend's clock: the store's
 own clock where it has one (PostgreSQL ``now()``, Redis ``TIME``), otherwise
