@@ -358,6 +358,7 @@ class App:
         timeout: float | None = ...,
         priority: int = ...,
         result_ttl: float | None = ...,
+        limits: Sequence[Limit] = ...,
     ) -> Handler[T, R]: ...
     @overload
     def handle(
@@ -370,6 +371,7 @@ class App:
         timeout: float | None = ...,
         priority: int = ...,
         result_ttl: float | None = ...,
+        limits: Sequence[Limit] = ...,
     ) -> Handler[T, Any]: ...
     def handle(
         self,
@@ -382,11 +384,14 @@ class App:
         timeout: float | None = None,
         priority: int = 0,
         result_ttl: float | None = 86_400.0,
+        limits: Sequence[Limit] = (),
     ) -> Handler[T, Any]:
         """A typed producer-side handle for a job implemented in another service.
 
         It enqueues and waits like a registered handler but has no function,
-        so a worker of this app will not run it.
+        so a worker of this app will not run it. A job's limits travel with
+        each job the producer stores: give the same ``limits`` as the job's
+        ``@app.job`` (see ``docs/flow-control.md``).
 
         Raises:
             ConfigurationError: an option is invalid, or the name or queue
@@ -399,6 +404,7 @@ class App:
             max_attempts=max_attempts,
             priority=priority,
             result_ttl=result_ttl,
+            limits=tuple(limits),
         )
         return Handler(self, name, schema, None, options, result_type=result)
 
