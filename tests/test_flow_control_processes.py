@@ -19,8 +19,8 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
-from _services import store_url
 
+from _services import store_url
 from asyncq import App
 
 __all__ = ["store_url"]
@@ -131,8 +131,11 @@ async def test_three_workers_keep_the_rate_and_the_concurrency_per_key(
                     )
                 )
         with anyio.fail_after(STARTUP):
-            while not [e for e in lines(log) if e[0] == "start"]:
-                await anyio.sleep(0.1)  # another process's progress shows only in the file
+            # Another process's progress shows only in the file: look until it does.
+            while True:
+                if [e for e in lines(log) if e[0] == "start"]:
+                    break
+                await anyio.sleep(0.1)
         first = min(at for what, _, at in lines(log) if what == "start")
         await anyio.sleep(max(0.0, first + WINDOW + 0.5 - time.time()))
     finally:

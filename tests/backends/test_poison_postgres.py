@@ -155,6 +155,12 @@ GARBAGE = [
     Garbage("logs", "ARRAY['not json']", (UNDECODABLE,)),
     Garbage("logs", 'ARRAY[\'[1.5, 1, "info", "hand-written"]\']', (COMPLETED,)),
     Garbage("logs_dropped", "NULL", (COMPLETED,), refused=True),
+    Garbage("limits", "'[1, 2]'::jsonb", (UNDECODABLE,)),
+    Garbage("limits", "'\"text\"'::jsonb", (UNDECODABLE,)),
+    # Set aside on a limit slot nothing lets out: it waits, readable and counted.
+    Garbage("held_by", "'nowhere'", (PENDING_STILL,)),
+    Garbage("rate_paid", "true", (COMPLETED,)),
+    Garbage("rate_paid", "NULL", (COMPLETED,), refused=True),
 ]
 
 

@@ -570,6 +570,10 @@ BEGIN
     UPDATE {s}.limits l SET running = l.running + 1
     FROM {s}.gates_of(gates) g WHERE l.slot = g.slot AND g.concurrency IS NOT NULL;
     RETURN true;
+EXCEPTION WHEN data_exception OR not_null_violation OR check_violation THEN
+    -- limits no asyncq wrote (by hand): claim the job, whose record then
+    -- fails to decode and is taken aside; the claim of the others goes on
+    RETURN true;
 END
 $$;
 
@@ -582,6 +586,8 @@ BEGIN
     PERFORM {s}.let_out(g.slot) FROM {s}.gates_of(OLD.limits) g
     WHERE g.concurrency IS NOT NULL ORDER BY g.slot;
     RETURN NULL;
+EXCEPTION WHEN data_exception OR not_null_violation OR check_violation THEN
+    RETURN NULL;  -- limits no asyncq wrote: nothing was counted for them
 END
 $$;
 

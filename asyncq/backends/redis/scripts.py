@@ -75,6 +75,10 @@ metadata itself is in ``d``), ``lg`` the lines the handler logged, each a JSON
 text ended by a newline, ``lc`` how many, ``ld`` how many older ones were
 dropped. They live in the job's hash, so whatever deletes or expires the job
 takes them with it.
+Flow control, only on a job with limits: ``lim`` its limits as the scripts
+read them (``codec.gates_text``; they are in ``d`` too), ``hb`` the limit slot
+a queued job is set aside on (out of its ``r:<priority>`` set, in ``h:<slot>``),
+``rp`` '1' once it booked its rate token (it waits in ``delayed`` till then).
 The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
 ``active``: an attempt that ends leaves them behind (one command fewer a job)
 and the backend reads them as absent.

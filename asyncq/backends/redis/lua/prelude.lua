@@ -131,9 +131,14 @@ local function gates_of(lim)
     local f = {}
     for part in string.gmatch(line .. '\t', '([^\t]*)\t') do f[#f + 1] = part end
     local slot = f[1]
-    if f[2] ~= '' then slot = f[1] .. '[' .. f[2] .. ']' end
-    gates[#gates + 1] = {slot = slot, name = f[1], key = f[2], c = tonumber(f[3]),
-                         r = tonumber(f[4]), per = tonumber(f[5]), b = tonumber(f[6])}
+    if f[2] and f[2] ~= '' then slot = f[1] .. '[' .. f[2] .. ']' end
+    local g = {slot = slot, name = f[1], key = f[2], c = num(f[3]), r = num(f[4]),
+               per = num(f[5]), b = num(f[6])}
+    -- a line no backend wrote (by hand) is no limit: the job is claimed as a plain one
+    if #f == 6 and slot ~= '' and g.per and g.per > 0 and g.b and g.b >= 1
+       and (g.r == nil or g.r > 0) and (g.c == nil or g.c >= 1) then
+      gates[#gates + 1] = g
+    end
   end
   return gates
 end
