@@ -85,8 +85,6 @@ class ErrorKind(enum.StrEnum):
     CANCELLED = "cancelled"  #: cancelled on request after a worker claimed it
     #: the stored record itself could not be read; the store took the job aside
     UNDECODABLE = "undecodable"
-    #: the handler raised ``CircuitOpen``: the service behind its circuit is down
-    CIRCUIT_OPEN = "circuit_open"
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):

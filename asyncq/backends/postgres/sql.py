@@ -52,7 +52,9 @@ COPY_COLUMNS = (
 
 # A picked job starts unless its limits hold it back (``admit``, which sets it
 # aside or books it ahead); a plain job never calls it. Outside the picking
-# subquery, whose LIMIT keeps the call to the rows picked.
+# subquery, whose LIMIT keeps the call to the rows picked; and the picked ids
+# are a MATERIALIZED CTE, computed once: a subquery in the UPDATE's WHERE may
+# be run again per row, which would call ``admit`` again for the same job.
 _ADMITTED = (
     "CASE WHEN b.limits IS NULL THEN true"
     " ELSE {s}.admit(b.id, b.queue, b.limits, b.rate_paid, {now}) END"
@@ -66,6 +68,9 @@ def _claim(picked: str) -> str:
         WITH relaxed AS MATERIALIZED (
             SELECT set_config('synchronous_commit', 'off', true)
         ),
+        picked AS MATERIALIZED ("""
+        + picked
+        + """        ),
         claimed AS (
             UPDATE {s}.jobs j SET
                 state = 'active',
@@ -79,9 +84,7 @@ def _claim(picked: str) -> str:
                 held_by = NULL,
                 rate_paid = false,
                 token = gen_random_uuid()::text
-            WHERE j.id IN ("""
-        + picked
-        + """            )
+            WHERE j.id IN (SELECT id FROM picked)
             RETURNING {cols}, j.token
         )
         SELECT claimed.* FROM relaxed, claimed
