@@ -9,7 +9,7 @@ import contextlib
 from ._app import App, JobDecorator
 from ._context import JobContext, current_job
 from ._events import EventKind, EventPage, EventsLost, JobEvent
-from ._flow import Limit
+from ._flow import Circuit, Limit
 from ._handler import Handler, JobHandle, JobOptions
 from ._instrumentation import Instrumentation
 from ._middleware import CallNext, Middleware
@@ -25,6 +25,7 @@ from ._records import (
     ErrorInfo,
     ErrorKind,
     JobRecord,
+    CircuitState,
     JobState,
     LimitState,
     LogLine,
@@ -39,6 +40,7 @@ from .exceptions import (
     AsyncqError,
     BackendError,
     BackendUnavailable,
+    CircuitOpen,
     ConfigurationError,
     JobActive,
     JobCancelled,
@@ -56,6 +58,9 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "CallNext",
+    "Circuit",
+    "CircuitOpen",
+    "CircuitState",
     "ConfigurationError",
     "EnqueueAndWaitArgs",
     "EnqueueArgs",

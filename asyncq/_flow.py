@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ._options import MAX_KEY_LENGTH, name_problem
-from ._records import Gate
+from ._records import Breaker, Gate
 from .exceptions import ConfigurationError, ValidationError
 
-__all__ = ["Limit"]
+__all__ = ["Circuit", "Limit"]
 
 
 class Limit:
@@ -113,3 +113,46 @@ class Limit:
             per=self.per,
             burst=self.burst,
         )
+
+
+class Circuit:
+    """A circuit breaker shared by the jobs that call one service.
+
+    Made by ``app.circuit(...)`` and attached with ``@app.job(..., circuit=circuit)``.
+    After ``failures`` failed attempts within ``within`` seconds (or one
+    ``raise CircuitOpen(...)``), the circuit opens: its jobs wait, unclaimed and
+    without using attempts, for ``reset_after`` seconds; then one job runs as a
+    probe, whose success closes the circuit and whose failure opens it again.
+    The state is in the store, shared by every worker.
+    """
+
+    __slots__ = ("failures", "name", "reset_after", "within")
+
+    def __init__(
+        self, name: str, *, failures: int = 5, within: float = 60.0, reset_after: float = 30.0
+    ) -> None:
+        problem = name_problem("circuit name", name)
+        if problem is not None:
+            raise ConfigurationError(problem)
+        if type(failures) is not int or failures < 1:
+            msg = f"circuit {name!r}: failures must be an int of at least 1, got {failures!r}"
+            raise ConfigurationError(msg)
+        for what, value in (("within", within), ("reset_after", reset_after)):
+            if not (math.isfinite(value) and value > 0):
+                msg = f"circuit {name!r}: {what} must be positive seconds, got {value!r}"
+                raise ConfigurationError(msg)
+        self.name = name
+        self.failures = failures
+        self.within = float(within)
+        self.reset_after = float(reset_after)
+
+    def __repr__(self) -> str:
+        return (
+            f"Circuit({self.name!r}, failures={self.failures}, within={self.within:g},"
+            f" reset_after={self.reset_after:g})"
+        )
+
+    @property
+    def breaker(self) -> Breaker:
+        """The breaker stored with each job behind this circuit."""
+        return Breaker(self.name, self.failures, self.within, self.reset_after)

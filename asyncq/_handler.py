@@ -18,7 +18,7 @@ from ._child import Target
 from ._codec import Codec
 from ._context import JobContext, _current
 from ._events import JobEvent
-from ._flow import Limit
+from ._flow import Circuit, Limit
 from ._instrumentation import request_ended, request_started
 from ._offload import ThreadJobContext, target_of
 from ._options import (
@@ -67,6 +67,7 @@ class JobOptions:
         priority: larger runs first; may be negative.
         result_ttl: seconds a completed job (its result, its key) is kept; ``None`` for ever.
         limits: the limits its jobs pass before they start (``App.limit``).
+        circuit: the circuit breaker its jobs run behind (``App.circuit``).
     """
 
     queue: str = "default"
@@ -77,6 +78,8 @@ class JobOptions:
     result_ttl: float | None = 86_400.0
     #: the limits a job passes before it starts (``app.limit``)
     limits: tuple[Limit, ...] = ()
+    #: the circuit breaker its jobs run behind (``app.circuit``)
+    circuit: Circuit | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -202,6 +205,8 @@ class Handler(Generic[T, R]):
             record = replace(
                 record, limits=tuple(limit.gate(payload, self.name) for limit in defaults.limits)
             )
+        if defaults.circuit is not None:
+            record = replace(record, circuit=defaults.circuit.breaker)
         if options.meta is None:
             return record
         return replace(record, meta=dict(options.meta))

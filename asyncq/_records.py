@@ -19,6 +19,8 @@ import msgspec
 __all__ = [
     "TERMINAL_STATES",
     "WORKERS_KEPT_FOR",
+    "Breaker",
+    "CircuitState",
     "ErrorInfo",
     "ErrorKind",
     "Gate",
@@ -85,6 +87,8 @@ class ErrorKind(enum.StrEnum):
     CANCELLED = "cancelled"  #: cancelled on request after a worker claimed it
     #: the stored record itself could not be read; the store took the job aside
     UNDECODABLE = "undecodable"
+    #: the handler raised ``CircuitOpen``: the service behind its circuit is down
+    CIRCUIT_OPEN = "circuit_open"
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -161,6 +165,36 @@ class LimitState(msgspec.Struct, frozen=True, omit_defaults=True):
     queue: str | None = None
 
 
+class Breaker(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """A job's circuit breaker (``app.circuit``), as stored with the job."""
+
+    name: str
+    failures: int = 5
+    within: float = 60.0
+    reset_after: float = 30.0
+
+
+class CircuitState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One circuit as the store keeps it (``Backend.circuit_states``).
+
+    ``state``: ``closed`` (jobs run; ``failures`` holds the recent failure
+    times), ``open`` (since ``opened_at``: jobs behind it wait until
+    ``opened_at + reset_after``), or ``half_open`` (one job, ``probe``, runs;
+    its success closes the circuit, its failure opens it again).
+    """
+
+    name: str
+    state: str = "closed"
+    failures: tuple[float, ...] = ()
+    opened_at: float | None = None
+    probe: str | None = None
+    threshold: int = 5
+    within: float = 60.0
+    reset_after: float = 30.0
+    #: the queue the circuit belongs to where the store keeps it per queue (Redis)
+    queue: str | None = None
+
+
 class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """A job as stored by a backend.
 
@@ -209,6 +243,8 @@ class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     held_by: str | None = None
     #: the job already booked its start on its rate limits (it was held until then)
     rate_paid: bool = False
+    #: the circuit breaker it runs behind (``@app.job(circuit=...)``)
+    circuit: Breaker | None = None
 
     @property
     def last_error(self) -> ErrorInfo | None:

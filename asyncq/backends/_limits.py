@@ -15,6 +15,15 @@ per slot (``LimitState``), in the same atomic step as the claim:
   the moment it is due (``state`` back to ``scheduled``, ``rate_paid`` set), so
   a backlog is spread over time once, not looked at again per claim.
 
+- **circuit**: a ``CircuitState`` per circuit. Closed, jobs start. Open, a
+  job waits (scheduled) until ``opened_at + reset_after``; the first claimed
+  after that runs alone as the probe (half open) while the others wait one
+  ``reset_after`` more. When a job with a circuit leaves ``active``
+  (``circuit_ended``), its outcome counts: a failure (not a ``Retry`` asked
+  for, nor a hand-back) among ``failures`` within ``within`` seconds opens the
+  circuit, a ``circuit_open`` failure opens it at once, and the probe's
+  success closes it (its failure opens it again).
+
 Memory and SQLite apply these functions inside their critical section; Redis
 (``lua/limits.lua``) and PostgreSQL (``sql.py``) spell the same rule in their
 own language, naming the function here they mirror.
@@ -25,9 +34,22 @@ from __future__ import annotations
 import msgspec
 from msgspec.structs import replace
 
-from .._records import Gate, LimitState
+from .._records import Breaker, CircuitState, Gate, JobState, LimitState
 
-__all__ = ["HOLD_BUDGET", "Verdict", "admit", "available", "fresh_state", "released"]
+__all__ = [
+    "CLOSED",
+    "HALF_OPEN",
+    "HOLD_BUDGET",
+    "OPEN",
+    "Verdict",
+    "admit",
+    "available",
+    "circuit_admit",
+    "circuit_ended",
+    "forced",
+    "fresh_state",
+    "released",
+]
 
 #: How many limited jobs one claim may set aside or book ahead before it stops
 #: looking further (it returns what it has; the next claim goes on).
@@ -113,3 +135,75 @@ def admit(
 def released(state: LimitState) -> LimitState:
     """The counter after one of its running jobs left ``active``."""
     return replace(state, running=max(0, state.running - 1))
+
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half_open"
+#: Error kinds that are no sign of the service behind a circuit failing.
+_NOT_COUNTED = frozenset({"retry", "cancelled", "lost", "unknown_job", "decode", "undecodable"})
+
+
+def _defined(state: CircuitState | None, breaker: Breaker) -> CircuitState:
+    return replace(
+        state or CircuitState(name=breaker.name),
+        threshold=breaker.failures,
+        within=breaker.within,
+        reset_after=breaker.reset_after,
+    )
+
+
+def circuit_admit(
+    state: CircuitState | None, breaker: Breaker, job_id: str, now: float
+) -> tuple[CircuitState, float | None]:
+    """The circuit after a claim looked at job ``job_id``, and ``None`` (it may start)
+    or the time it waits until (scheduled, no attempt used)."""
+    st = _defined(state, breaker)
+    if st.state == CLOSED:
+        return st, None
+    if st.state == OPEN:
+        reopen = (st.opened_at if st.opened_at is not None else now) + breaker.reset_after
+        if now < reopen:
+            return st, reopen
+        return replace(st, state=HALF_OPEN, probe=job_id), None
+    if st.probe is None or st.probe == job_id:
+        return replace(st, probe=job_id), None
+    return st, now + breaker.reset_after
+
+
+def circuit_ended(
+    state: CircuitState | None,
+    breaker: Breaker,
+    job_id: str,
+    outcome: JobState,
+    kind: str | None,
+    now: float,
+) -> CircuitState:
+    """The circuit after job ``job_id`` left ``active`` as ``outcome`` (error ``kind``)."""
+    st = _defined(state, breaker)
+    probe = st.probe == job_id
+    if kind == "circuit_open":
+        return replace(st, state=OPEN, opened_at=now, probe=None, failures=())
+    if outcome is JobState.COMPLETED:
+        if st.state == HALF_OPEN and probe:
+            return replace(st, state=CLOSED, opened_at=None, probe=None, failures=())
+        return st
+    if outcome in (JobState.FAILED, JobState.DEAD) and kind not in _NOT_COUNTED:
+        if st.state == HALF_OPEN and probe:
+            return replace(st, state=OPEN, opened_at=now, probe=None)
+        if st.state == CLOSED:
+            recent = (*(t for t in st.failures if t > now - breaker.within), now)
+            recent = recent[-breaker.failures :]
+            if len(recent) >= breaker.failures:
+                return replace(st, state=OPEN, opened_at=now, probe=None, failures=())
+            return replace(st, failures=recent)
+        return st
+    return replace(st, probe=None) if probe else st
+
+
+def forced(state: CircuitState | None, name: str, *, open_: bool, now: float) -> CircuitState:
+    """The circuit as an operator sets it: open now, or closed with no failures counted."""
+    st = state or CircuitState(name=name)
+    if open_:
+        return replace(st, state=OPEN, opened_at=now, probe=None, failures=())
+    return replace(st, state=CLOSED, opened_at=None, probe=None, failures=())

@@ -58,8 +58,12 @@ a job whose concurrency slot is full stays ``queued`` but is set aside
 booked token (``rate_paid``); neither uses an attempt, and the jobs behind it
 are claimed as usual. Whatever takes a limited job out of ``active``
 (``settle``, ``recover``) frees its slots and puts the first job set aside on
-each back in the claim order, in the same atomic step. Jobs without limits
-cost the claim nothing more than the ``held_by`` test. Memory, SQLite and
+each back in the claim order, in the same atomic step. A job behind a
+``circuit`` (a ``Breaker``) is claimed only while the circuit lets it
+(``_limits.circuit_admit``: otherwise it is scheduled for when the circuit may
+half-open), and its end is counted by the circuit in the step that ends it
+(``_limits.circuit_ended``). Jobs without limits or circuit cost the claim
+nothing more than the ``held_by`` test. Memory, SQLite and
 PostgreSQL keep one counter per slot for the store; Redis keeps them per
 queue (a script touches the keys of one queue's hash tag).
 
@@ -113,6 +117,7 @@ from anyio.abc import TaskStatus
 from .._events import EventPage, JobEvent
 from .._records import (
     TERMINAL_STATES,
+    CircuitState,
     ErrorInfo,
     ErrorKind,
     JobRecord,
@@ -139,6 +144,7 @@ __all__ = [
     "TRANSACTIONAL_ENQUEUE",
     "Backend",
     "Capability",
+    "CircuitState",
     "Drops",
     "EnqueuesWaited",
     "ErrorInfo",
@@ -538,6 +544,23 @@ class Backend(Protocol):
         One per limit, or per key value of a keyed limit, once a job with it
         was claimed; ``held`` counts its queued jobs set aside now. See
         ``asyncq.backends._limits`` for the rule every store applies.
+        """
+        ...
+
+    async def circuit_states(self) -> list[CircuitState]:
+        """The circuit breakers this store keeps (``app.circuit``), sorted by name.
+
+        One per circuit once a job behind it was claimed or ended (per queue
+        on Redis), or once an operator set it.
+        """
+        ...
+
+    async def set_circuit(self, name: str, *, open_: bool) -> list[CircuitState]:
+        """Open a circuit now (``open_``) or close it, as an operator; return it as set.
+
+        Closing forgets the failures counted; the jobs that wait for the circuit
+        run at the time they were scheduled for. On Redis, the circuit of that
+        name in every queue is set.
         """
         ...
 

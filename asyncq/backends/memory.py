@@ -38,6 +38,7 @@ from .._events import (
 from .._records import (
     TERMINAL_STATES,
     JobRecord,
+    CircuitState,
     JobState,
     Lease,
     LimitState,
@@ -63,7 +64,14 @@ from ._common import (
     result_expired,
 )
 from ._eventlog import EventLog
-from ._limits import HOLD_BUDGET, admit, released
+from ._limits import (
+    HOLD_BUDGET,
+    admit,
+    circuit_admit,
+    circuit_ended,
+    forced,
+    released,
+)
 from ._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
 from ._workers import CancelWatchers, WorkerTable
 from .base import (
@@ -137,6 +145,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         # flow control: a counter per limit slot, and per slot the jobs set aside on it
         self._limits: dict[str, LimitState] = {}
         self._aside: defaultdict[str, list[tuple[int, float, str, int]]] = defaultdict(list)
+        self._circuits: dict[str, CircuitState] = {}
         self._waiters = Waiters()
         self._closed = False
         self._worker_table = WorkerTable()
@@ -187,6 +196,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._paused.clear()
         self._limits.clear()
         self._aside.clear()
+        self._circuits.clear()
         self._worker_table.clear()
         self._log.clear()
         self._waiters.wake_all()
@@ -342,7 +352,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 job = jobs.get(job_id)
                 if job is None or seqs.get(job_id) != seq or job.state is not JobState.QUEUED:
                     continue
-                if job.limits:
+                if job.limits or job.circuit is not None:
                     job = self._admit(job, seq, now)
                     if job is None:
                         held += 1
@@ -363,6 +373,15 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
 
     def _admit(self, job: JobRecord, seq: int, now: float) -> JobRecord | None:
         """The job, ready to claim, if its limits let it start now; else hold it (``_limits``)."""
+        if job.circuit is not None:
+            name = job.circuit.name
+            circuit, until = circuit_admit(self._circuits.get(name), job.circuit, job.id, now)
+            self._circuits[name] = circuit
+            if until is not None:
+                self._store(replace(job, state=JobState.SCHEDULED, scheduled_at=until))
+                return None
+            if not job.limits:
+                return job
         verdict = admit(job.limits, self._limits, now, paid=job.rate_paid)
         self._limits.update(verdict.states)
         if verdict.start:
@@ -405,6 +424,15 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 self._waiters.wake_queue(job.queue)
                 return
 
+    def _ended(self, job: JobRecord, outcome: JobState, kind: str | None) -> None:
+        """A job with limits or a circuit left ``active`` as ``outcome``."""
+        if job.circuit is not None:
+            name = job.circuit.name
+            self._circuits[name] = circuit_ended(
+                self._circuits.get(name), job.circuit, job.id, outcome, kind, self._clock()
+            )
+        self._free_slots(job)
+
     def _free_slots(self, job: JobRecord) -> None:
         """A limited job left ``active``: free its slots and let one job out of each."""
         for gate in job.limits:
@@ -428,6 +456,15 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         return [
             replace(state, held=held.get(slot, 0)) for slot, state in sorted(self._limits.items())
         ]
+
+    async def circuit_states(self) -> list[CircuitState]:
+        return [state for _, state in sorted(self._circuits.items())]
+
+    async def set_circuit(self, name: str, *, open_: bool) -> list[CircuitState]:
+        state = self._circuits[name] = forced(
+            self._circuits.get(name), name, open_=open_, now=self._clock()
+        )
+        return [state]
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         now = self._clock()
@@ -507,8 +544,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 continue
             del self._tokens[job.id]
             state = outcome.state
-            if job.limits:
-                self._free_slots(job)
+            if job.limits or job.circuit is not None:
+                self._ended(job, state, None if outcome.error is None else outcome.error.kind)
             if self.events and (event := outcome_event(job, outcome, now)) is not None:
                 self._log.add_one(event)
             if state is JobState.COMPLETED:
@@ -566,8 +603,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             else:
                 new = replace(job, state=JobState.DEAD, finished_at=now, **common)
             self._store(new)
-            if job.limits:
-                self._free_slots(job)
+            if job.limits or job.circuit is not None:
+                self._ended(job, new.state, lost.kind)
             if self.events:
                 self._log.add_one(recovered_event(job, new.state, lost, now))
         self._waiters.wake_queues({job.queue for job in lapsed})

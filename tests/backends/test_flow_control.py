@@ -13,7 +13,7 @@ import anyio
 import pytest
 from msgspec.structs import replace
 
-from asyncq._records import Gate, JobRecord, JobState, Lease
+from asyncq._records import Breaker, ErrorKind, Gate, JobRecord, JobState, Lease, Outcome
 from asyncq.backends.base import Backend
 
 from . import _records as r
@@ -152,3 +152,81 @@ async def test_rate_limit_measured_over_a_short_window(backend: Backend) -> None
             await backend.wait_for_work([r.QUEUE], 0.05)
         # 1 at once, then 20 a second: about 31 in 1.5 s
         assert 25 <= len(started) <= 33
+
+
+# -- circuit breakers -------------------------------------------------------------------
+
+
+def behind(breaker: Breaker) -> JobRecord:
+    return replace(r.job(max_attempts=5), circuit=breaker)
+
+
+def failed_now(lease: Lease, kind: ErrorKind = ErrorKind.ERROR) -> Outcome:
+    return Outcome(
+        job_id=lease.job.id,
+        token=lease.token,
+        state=JobState.FAILED,
+        error=r.error(lease, kind),
+        retry_at=time.time(),
+    )
+
+
+async def states(backend: Backend) -> dict[str, str]:
+    return {c.name: c.state for c in await backend.circuit_states()}
+
+
+async def test_a_circuit_opens_holds_probes_and_closes(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        api = Breaker(name="payments", failures=2, within=60.0, reset_after=0.5)
+        await backend.enqueue([behind(api) for _ in range(2)])
+        leases = await claim(backend)
+        assert len(leases) == 2
+        assert await backend.settle([failed_now(leases[0])]) == [True]
+        assert await states(backend) == {"payments": "closed"}
+        assert await backend.settle([failed_now(leases[1])]) == [True]
+        assert await states(backend) == {"payments": "open"}
+        # held: not claimed, no attempt used, waiting for the half-open time
+        assert await claim(backend) == []
+        for lease in leases:
+            job = await backend.get(lease.job.id)
+            assert job is not None and job.attempts == 1
+            assert job.state is not JobState.ACTIVE
+        await anyio.sleep(0.6)  # the circuit's reset_after: time is the point here
+        probes = await claim(backend)
+        assert len(probes) == 1
+        assert await states(backend) == {"payments": "half_open"}
+        assert await claim(backend) == []  # one probe at a time
+        assert await backend.settle([r.completed(probes[0])]) == [True]
+        assert await states(backend) == {"payments": "closed"}
+
+
+async def test_a_failed_probe_opens_the_circuit_again(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        api = Breaker(name="payments", failures=1, within=60.0, reset_after=0.3)
+        await backend.enqueue([behind(api)])
+        (lease,) = await claim(backend)
+        await backend.settle([failed_now(lease)])
+        assert await states(backend) == {"payments": "open"}
+        await anyio.sleep(0.4)  # the circuit's reset_after
+        (probe,) = await claim(backend)
+        assert probe.job.attempts == 2
+        await backend.settle([failed_now(probe)])
+        assert await states(backend) == {"payments": "open"}
+        assert await claim(backend) == []
+
+
+async def test_circuit_open_raised_opens_at_once(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        api = Breaker(name="payments", failures=50, within=60.0, reset_after=60.0)
+        await backend.enqueue([behind(api) for _ in range(3)])
+        (lease,) = await claim(backend, 1)
+        await backend.settle([failed_now(lease, ErrorKind.CIRCUIT_OPEN)])
+        (state,) = await backend.circuit_states()
+        assert state.state == "open"
+        assert state.opened_at is not None
+        assert await claim(backend) == []
+        # an operator closes it; the jobs held run when they were scheduled for
+        (closed,) = await backend.set_circuit("payments", open_=False)
+        assert closed.state == "closed"
+        (opened,) = await backend.set_circuit("payments", open_=True)
+        assert opened.state == "open"

@@ -68,6 +68,7 @@ from ..._records import (
     TERMINAL_STATES,
     JobRecord,
     JobState,
+    CircuitState,
     Lease,
     LimitState,
     LogLine,
@@ -456,6 +457,14 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
 
     async def limit_states(self) -> list[LimitState]:
         return await self._run(False, limits.states)
+
+    async def circuit_states(self) -> list[CircuitState]:
+        return await self._run(False, limits.circuit_states)
+
+    async def set_circuit(self, name: str, *, open_: bool) -> list[CircuitState]:
+        changed = await self._run(True, limits.set_circuit, name, open_)
+        self._signal.fire()
+        return changed
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return await self._run(False, admin_sql.stats, None if queues is None else list(queues))

@@ -14,18 +14,40 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..._records import Gate, LimitState
-from .._limits import Verdict, admit, released
+from ..._records import Breaker, CircuitState, Gate, JobState, LimitState
+from .._limits import Verdict, admit, circuit_admit, circuit_ended, forced, released
 from .poison import fetch
 
 if TYPE_CHECKING:
     from ..._records import JobRecord
 
-__all__ = ["admit_job", "free_gates", "free_slots", "states"]
+__all__ = [
+    "admit_job",
+    "circuit_states",
+    "ended",
+    "free_gates",
+    "job_ended",
+    "set_circuit",
+    "states",
+]
 
 _encode = msgspec.msgpack.Encoder().encode
 _state = msgspec.msgpack.Decoder(LimitState)
 _gates = msgspec.msgpack.Decoder(tuple[Gate, ...])
+_breaker = msgspec.msgpack.Decoder(Breaker)
+_circuit = msgspec.msgpack.Decoder(CircuitState)
+
+
+def _load_circuit(conn: sqlite3.Connection, name: str) -> CircuitState | None:
+    row = conn.execute("SELECT state FROM asyncq_circuits WHERE name = ?", (name,)).fetchone()
+    return None if row is None else _circuit.decode(row[0])
+
+
+def _save_circuit(conn: sqlite3.Connection, state: CircuitState) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO asyncq_circuits (name, state) VALUES (?, ?)",
+        (state.name, _encode(state)),
+    )
 
 
 def _load(conn: sqlite3.Connection, slots: list[str]) -> dict[str, LimitState]:
@@ -44,7 +66,20 @@ def _save(conn: sqlite3.Connection, verdict: Verdict) -> None:
 
 
 def admit_job(conn: sqlite3.Connection, now: float, job: JobRecord) -> bool:
-    """Whether ``job`` (queued, with limits) starts now; if not, set it aside or book it ahead."""
+    """Whether ``job`` (queued, with limits or a circuit) starts now; if not, hold it."""
+    if job.circuit is not None:
+        circuit, until = circuit_admit(
+            _load_circuit(conn, job.circuit.name), job.circuit, job.id, now
+        )
+        _save_circuit(conn, circuit)
+        if until is not None:
+            conn.execute(
+                "UPDATE asyncq_jobs SET state = 'scheduled', scheduled_at = ? WHERE id = ?",
+                (until, job.id),
+            )
+            return False
+        if not job.limits:
+            return True
     current = _load(conn, [gate.slot for gate in job.limits])
     verdict = admit(job.limits, current, now, paid=job.rate_paid)
     _save(conn, verdict)
@@ -101,9 +136,48 @@ def free_gates(conn: sqlite3.Connection, gates: tuple[Gate, ...]) -> bool:
     return let_out
 
 
-def free_slots(conn: sqlite3.Connection, limits: bytes) -> bool:
-    """``free_gates`` of a job's stored ``limits`` column."""
-    return free_gates(conn, _gates.decode(limits))
+def job_ended(
+    conn: sqlite3.Connection, now: float, job: JobRecord, outcome: JobState, kind: str | None
+) -> bool:
+    """A job with limits or a circuit left ``active`` as ``outcome``: free its slots, count
+    its end on its circuit. Returns whether a job went back to the claim order."""
+    if job.circuit is not None:
+        name = job.circuit.name
+        _save_circuit(
+            conn,
+            circuit_ended(_load_circuit(conn, name), job.circuit, job.id, outcome, kind, now),
+        )
+    return free_gates(conn, job.limits)
+
+
+def ended(
+    conn: sqlite3.Connection,
+    now: float,
+    job_id: str,
+    gates: bytes | None,
+    breaker: bytes | None,
+    outcome: JobState,
+    kind: str | None,
+) -> bool:
+    """``job_ended`` from a job's stored ``limits`` and ``circuit`` columns."""
+    if breaker is not None:
+        circuit = _breaker.decode(breaker)
+        _save_circuit(
+            conn,
+            circuit_ended(_load_circuit(conn, circuit.name), circuit, job_id, outcome, kind, now),
+        )
+    return free_gates(conn, _gates.decode(gates)) if gates is not None else False
+
+
+def circuit_states(conn: sqlite3.Connection, now: float) -> list[CircuitState]:
+    rows = fetch(conn, "SELECT state FROM asyncq_circuits ORDER BY name", ())
+    return [_circuit.decode(blob) for (blob,) in rows]
+
+
+def set_circuit(conn: sqlite3.Connection, now: float, name: str, open_: bool) -> list[CircuitState]:
+    state = forced(_load_circuit(conn, name), name, open_=open_, now=now)
+    _save_circuit(conn, state)
+    return [state]
 
 
 def states(conn: sqlite3.Connection, now: float) -> list[LimitState]:

@@ -26,7 +26,7 @@ import msgspec
 from msgspec.structs import astuple
 
 from ..._annotations import decode_json, decode_lines, encode_line, encode_meta, meta_text
-from ..._records import Gate
+from ..._records import Breaker, Gate
 from ...exceptions import BackendError
 from ..base import ErrorInfo, JobRecord
 
@@ -124,12 +124,14 @@ _EVENTS = (
 
 # Flow control (``backends._limits``): a job's limits (MessagePack, NULL for a
 # plain job), the slot a queued job is set aside on (out of the claim order,
-# which the ready index now leaves out), whether it booked its rate token; a
-# row per limit slot, its counter as MessagePack (``LimitState``).
+# which the ready index now leaves out), whether it booked its rate token, its
+# circuit breaker (MessagePack); a row per limit slot, its counter as
+# MessagePack (``LimitState``), and per circuit (``CircuitState``).
 _LIMITS = (
     "ALTER TABLE asyncq_jobs ADD COLUMN limits BLOB",
     "ALTER TABLE asyncq_jobs ADD COLUMN held_by TEXT",
     "ALTER TABLE asyncq_jobs ADD COLUMN rate_paid INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE asyncq_jobs ADD COLUMN circuit BLOB",
     "DROP INDEX asyncq_jobs_ready",
     """CREATE INDEX asyncq_jobs_ready ON asyncq_jobs (queue, priority DESC, scheduled_at, id)
         WHERE state = 'queued' AND held_by IS NULL""",
@@ -137,6 +139,10 @@ _LIMITS = (
         WHERE held_by IS NOT NULL""",
     """CREATE TABLE asyncq_limits (
         slot TEXT PRIMARY KEY NOT NULL,
+        state BLOB NOT NULL
+    )""",
+    """CREATE TABLE asyncq_circuits (
+        name TEXT PRIMARY KEY NOT NULL,
         state BLOB NOT NULL
     )""",
 )
@@ -228,6 +234,7 @@ _NAMES = (
     "limits",
     "held_by",
     "rate_paid",
+    "circuit",
 )
 _COLUMNS = ", ".join(_NAMES)
 #: Every job column, then the ``rowid``: a row that cannot be read is taken
@@ -247,6 +254,7 @@ _errors_decoder = msgspec.msgpack.Decoder(tuple[ErrorInfo, ...])
 _headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
 _meta_decoder = msgspec.json.Decoder(dict[str, Any])
 _gates_decoder = msgspec.msgpack.Decoder(tuple[Gate, ...])
+_breaker_decoder = msgspec.msgpack.Decoder(Breaker)
 _json = msgspec.json.encode
 _MISSING = object()
 _convert = msgspec.convert
@@ -292,6 +300,7 @@ def to_record(row: Sequence[Any]) -> JobRecord:
         limits,
         held_by,
         rate_paid,
+        circuit,
     ) = row[len(_PLAIN) : len(_NAMES)]
     # ``errors`` is NULL until an attempt ends, b"" after one without an error
     fields["errors"] = (
@@ -308,8 +317,11 @@ def to_record(row: Sequence[Any]) -> JobRecord:
         fields["logs"] = decode_lines(logs)
     if dropped:
         fields["logs_dropped"] = dropped
-    if limits is not None:
-        fields["limits"] = _gates_decoder.decode(limits)
+    if limits is not None or circuit is not None:
+        if limits is not None:
+            fields["limits"] = _gates_decoder.decode(limits)
+        if circuit is not None:
+            fields["circuit"] = _breaker_decoder.decode(circuit)
         fields["held_by"] = held_by
         fields["rate_paid"] = bool(rate_paid)
     # bytes pass as they are: msgspec would otherwise take text for base64
@@ -345,6 +357,7 @@ def to_row(job: JobRecord) -> tuple[Any, ...]:
         ENCODER.encode(job.limits) if job.limits else None,
         job.held_by,
         int(job.rate_paid),
+        None if job.circuit is None else ENCODER.encode(job.circuit),
     )
 
 

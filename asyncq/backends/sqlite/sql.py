@@ -235,7 +235,7 @@ def claim(
             batch: list[Lease] = []
             stopped = 0
             for job in jobs:
-                if job.limits:
+                if job.limits or job.circuit is not None:
                     if not limits.admit_job(conn, now, job):
                         stopped += 1
                         continue
@@ -432,9 +432,9 @@ def settle(
     ids = list(dict.fromkeys(outcome.job_id for outcome in outcomes))
     # a limited job frees its slots when it leaves active: its limits, read with its lease
     columns = _HELD_COLUMNS if events else "id, token, cancel_requested"
-    rows = select_by_ids(conn, f"{columns}, limits", ids, " AND state = 'active'")
-    current = {row[0]: row[1:-1] for row in rows}
-    gated = {row[0]: row[-1] for row in rows if row[-1] is not None}
+    rows = select_by_ids(conn, f"{columns}, limits, circuit", ids, " AND state = 'active'")
+    current = {row[0]: row[1:-2] for row in rows}
+    gated = {row[0]: row[-2:] for row in rows if row[-2] is not None or row[-1] is not None}
     written: list[JobEvent] = []
     applied: list[bool] = []
     finished: list[str] = []
@@ -468,9 +468,14 @@ def settle(
     for state, params in by_state.items():
         conn.executemany(_SETTLE[state], params)
     freed = False
-    for job_id, applied_one in zip((outcome.job_id for outcome in outcomes), applied, strict=True):
-        if applied_one and job_id in gated:
-            freed = limits.free_slots(conn, gated.pop(job_id)) or freed
+    for outcome, applied_one in zip(outcomes, applied, strict=True):
+        if applied_one and outcome.job_id in gated:
+            kind = None if outcome.error is None else outcome.error.kind
+            gates, breaker = gated.pop(outcome.job_id)
+            freed = (
+                limits.ended(conn, now, outcome.job_id, gates, breaker, outcome.state, kind)
+                or freed
+            )
     write_events(conn, written)
     requeued = freed or bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
     return Settled(applied=applied, finished=finished, requeued=requeued)
@@ -531,9 +536,9 @@ def recover(
         " WHERE id = ? AND state = 'active'",
         params,
     )
-    for job in lapsed:
-        if job.limits:
-            limits.free_gates(conn, job.limits)
+    for job, error in zip(lapsed, errors, strict=True):
+        if job.limits or job.circuit is not None:
+            limits.job_ended(conn, now, job, _recovered_state(job), error.kind)
     recovered = [
         (job.id, job.cancel_requested or job.attempts >= job.max_attempts) for job in lapsed
     ]
