@@ -23,7 +23,7 @@ import msgspec
 from msgspec.structs import replace
 
 from ..._annotations import decode_json, decode_lines, meta_text
-from ..._records import ErrorInfo, Gate, JobRecord, JobState, Lease, Outcome
+from ..._records import Breaker, ErrorInfo, Gate, JobRecord, JobState, Lease, Outcome
 from .._poison import Unreadable, describe, read_all, stand_in, unreadable_error
 
 __all__ = [
@@ -146,24 +146,46 @@ def record(flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
     )
 
 
-def gates_text(gates: Sequence[Gate]) -> str:
-    """The hash field ``lim``: a job's limits as ``limits.lua`` reads them.
+def gates_text(gates: Sequence[Gate], circuit: Breaker | None = None) -> str:
+    """The hash field ``lim``: a job's limits and circuit as the scripts read them.
 
     One line per limit: name, key, concurrency, rate, per, burst, tab
-    separated, '' for what is unset (names and keys hold no control character).
+    separated, '' for what is unset (names and keys hold no control
+    character); then for a circuit, '!' and its name, failures, within and
+    reset_after.
     """
-    return "\n".join(
-        "\t".join(
-            (
-                gate.name,
-                gate.key or "",
-                "" if gate.concurrency is None else str(gate.concurrency),
-                "" if gate.rate is None else repr(gate.rate),
-                repr(gate.per),
-                repr(gate.burst),
+    lines = (
+        [
+            "!"
+            + "\t".join(
+                (
+                    circuit.name,
+                    str(circuit.failures),
+                    repr(circuit.within),
+                    repr(circuit.reset_after),
+                )
             )
-        )
-        for gate in gates
+        ]
+        if circuit is not None
+        else []
+    )
+    return "\n".join(
+        [
+            *lines,
+            *(
+                "\t".join(
+                    (
+                        gate.name,
+                        gate.key or "",
+                        "" if gate.concurrency is None else str(gate.concurrency),
+                        "" if gate.rate is None else repr(gate.rate),
+                        repr(gate.per),
+                        repr(gate.burst),
+                    )
+                )
+                for gate in gates
+            ),
+        ]
     )
 
 

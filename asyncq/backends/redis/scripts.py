@@ -29,6 +29,8 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P l:<slot>``       hash, a limit counter of the queue (flow control, see the prelude)
 ``P h:<slot>``       zset, queued jobs set aside on a limit slot, by ``scheduled_at``
 ``P limits``         set, the limit slots the queue has counters for
+``P cb:<name>``      hash, a circuit breaker's state in the queue (see the prelude)
+``P circuits``       set, the circuits the queue has state for
 ``P ev``             stream, the queue's job events (``HasEvents``), one entry per
                      event, written by the script that makes the change; fields
                      ``k`` kind, ``j`` job id, ``n`` name, ``at``, and as the kind
@@ -103,7 +105,16 @@ from importlib import resources
 from typing import Any, ClassVar, NamedTuple
 
 from ..._annotations import encode_line
-from ..._records import JobRecord, JobState, Lease, LimitState, LogLine, Outcome, QueueStats
+from ..._records import (
+    CircuitState,
+    JobRecord,
+    JobState,
+    Lease,
+    LimitState,
+    LogLine,
+    Outcome,
+    QueueStats,
+)
 from . import codec
 
 __all__ = [
@@ -319,7 +330,9 @@ class Enqueue(_Script, name="enqueue"):
                 job.name,
                 position,
                 codec.meta_texts(job.meta) if job.meta else "",
-                codec.gates_text(job.limits) if job.limits else "",
+                codec.gates_text(job.limits, job.circuit)
+                if job.limits or job.circuit is not None
+                else "",
             )
         if bucket is not None:
             keys.append(registry)
@@ -666,6 +679,37 @@ class LimitStates(_Script, name="limit_states"):
                     tokens=number(b"tok") or 0.0,
                     refilled_at=number(b"at") or 0.0,
                     held=int(held),
+                    queue=queue,
+                )
+            )
+        return out
+
+
+class Circuits(_Script, name="circuits"):
+    """The circuits of one queue; an operator's open or close of one first."""
+
+    @staticmethod
+    def call(prefix: str, name: str | None = None, open_: bool = False) -> Call:
+        args: list[Any] = [] if name is None else [name, "1" if open_ else "0"]
+        return ("circuits", [prefix], args)
+
+    @staticmethod
+    def reply(raw: Any, queue: str) -> list[CircuitState]:
+        out = []
+        for name, flat in raw:
+            f = codec.fields(flat)
+            opened = f.get(b"oa")
+            probe = f.get(b"pb")
+            out.append(
+                CircuitState(
+                    name=name.decode(),
+                    state=f.get(b"st", b"closed").decode(),
+                    failures=tuple(float(t) for t in f.get(b"fl", b"").split(b",") if t),
+                    opened_at=float(opened) if opened else None,
+                    probe=probe.decode() if probe else None,
+                    threshold=int(f.get(b"n", b"5")),
+                    within=float(f.get(b"w", b"60")),
+                    reset_after=float(f.get(b"r", b"30")),
                     queue=queue,
                 )
             )

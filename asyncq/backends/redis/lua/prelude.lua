@@ -5,6 +5,7 @@ local function use(prefix)
     all = P .. 'all', n = P .. 'n', prios = P .. 'prios', delayed = P .. 'delayed',
     active = P .. 'active', expires = P .. 'expires', keys = P .. 'keys',
     wake = P .. 'wake', paused = P .. 'paused', done = P .. 'done', limits = P .. 'limits',
+    circuits = P .. 'circuits',
   }
 end
 use(KEYS[1])
@@ -169,9 +170,106 @@ local function let_out(slot)
   end
 end
 
+-- Circuit breakers (_limits.circuit_admit / circuit_ended). A job behind one
+-- has a line '!name<TAB>failures<TAB>within<TAB>reset_after' in 'lim'.
+--   P cb:<name>  hash: st (closed, open, half_open), fl (failure times, comma
+--                separated), oa (opened at), pb (the probe's id), n, w, r
+--   P circuits   set: the circuits this queue has state for
+local function CB(name) return P .. 'cb:' .. name end
+local NOT_COUNTED = {retry = true, cancelled = true, lost = true, unknown_job = true,
+                     decode = true, undecodable = true}
+
+local function circuit_of(lim)
+  for line in string.gmatch(lim, '[^\n]+') do
+    if string.sub(line, 1, 1) == '!' then
+      local f = {}
+      for part in string.gmatch(string.sub(line, 2) .. '\t', '([^\t]*)\t') do f[#f + 1] = part end
+      local b = {name = f[1], n = num(f[2]), w = num(f[3]), r = num(f[4])}
+      if #f == 4 and b.name ~= '' and b.n and b.n >= 1 and b.w and b.w > 0 and b.r
+         and b.r > 0 then
+        return b
+      end
+    end
+  end
+  return nil
+end
+
+local function cb_load(b)
+  local h = redis.call('HMGET', CB(b.name), 'st', 'fl', 'oa', 'pb')
+  redis.call('HSET', CB(b.name), 'n', b.n, 'w', F(b.w), 'r', F(b.r))
+  redis.call('SADD', K.circuits, b.name)
+  return h[1] or 'closed', h[2] or '', num(h[3]), h[4]
+end
+
+-- nil: the job may start; else the time it waits until
+local function cb_admit(b, id, now)
+  local st, _, oa, pb = cb_load(b)
+  if st == 'open' then
+    local reopen = (oa or now) + b.r
+    if now < reopen then return reopen end
+    redis.call('HSET', CB(b.name), 'st', 'half_open', 'pb', id)
+    return nil
+  elseif st == 'half_open' then
+    if not pb or pb == id then
+      redis.call('HSET', CB(b.name), 'pb', id)
+      return nil
+    end
+    return now + b.r
+  end
+  return nil
+end
+
+local function cb_open(key, now)
+  redis.call('HSET', key, 'st', 'open', 'oa', F(now), 'fl', '')
+  redis.call('HDEL', key, 'pb')
+end
+
+local function cb_ended(b, id, outcome, kind, now)
+  local st, fl, _, pb = cb_load(b)
+  local probe = pb == id
+  local key = CB(b.name)
+  if kind == 'circuit_open' then
+    cb_open(key, now)
+  elseif outcome == 'completed' then
+    if st == 'half_open' and probe then
+      redis.call('HSET', key, 'st', 'closed', 'fl', '')
+      redis.call('HDEL', key, 'pb', 'oa')
+    end
+  elseif (outcome == 'failed' or outcome == 'dead') and not NOT_COUNTED[kind or ''] then
+    if st == 'half_open' and probe then
+      cb_open(key, now)
+    elseif st == 'closed' then
+      local recent = {}
+      for t in string.gmatch(fl, '[^,]+') do
+        local v = num(t)
+        if v and v > now - b.w then recent[#recent + 1] = t end
+      end
+      recent[#recent + 1] = F(now)
+      while #recent > b.n do table.remove(recent, 1) end
+      if #recent >= b.n then
+        cb_open(key, now)
+      else
+        redis.call('HSET', key, 'fl', table.concat(recent, ','))
+      end
+    end
+  elseif probe then
+    redis.call('HDEL', key, 'pb')
+  end
+end
+
 -- _limits.admit for one queued job popped from its ready set: 'start', or it
 -- is set aside ('held') or booked ahead and scheduled ('later'), attempts untouched.
 local function admit(id, lim, paid, prio, sa, now)
+  local b = circuit_of(lim)
+  if b then
+    local wait_until = cb_admit(b, id, now)
+    if wait_until then
+      redis.call('HSET', J(id), 'st', 'scheduled', 'sa', F(wait_until))
+      place(id, 'scheduled', prio, wait_until)
+      tally('queued', -1)
+      return 'later'
+    end
+  end
   local gates = gates_of(lim)
   for _, g in ipairs(gates) do
     if g.c then
@@ -229,6 +327,14 @@ local function free_slots(lim)
       let_out(g.slot)
     end
   end
+end
+
+-- A job with 'lim' left active as outcome, with error err (JSON, or ''):
+-- count it on its circuit, free its slots.
+local function ended(lim, id, outcome, err, now)
+  local b = circuit_of(lim)
+  if b then cb_ended(b, id, outcome, string.match(err or '', '"kind":"([%w_]+)"'), now) end
+  free_slots(lim)
 end
 
 local function expired(st, fin, ttl, now)
@@ -505,7 +611,7 @@ local function settle_range(A, from, to, now, out)
                          'lim')
     if h[1] == 'active' and h[2] == A[i + 1] then
       local prio = h[3]
-      if h[11] then free_slots(h[11]) end
+      if h[11] then ended(h[11], id, st, A[i + 5], now) end
       released[#released + 1] = id
       tally('active', -1)
       if st == 'completed' then
@@ -564,3 +670,4 @@ local function settle_range(A, from, to, now, out)
   flush()
   wake(woke)
 end
+

@@ -12,7 +12,7 @@ for _, id in ipairs(ids) do
       .. ',"attempt":' .. attempt_of(h[3]) .. ',"at":' .. F(now) .. '}'
     local att, most, sa = num(h[3]), num(h[4]), num(h[7])
     unplace(id, 'active', h[2])
-    if h[9] then free_slots(h[9]) end
+    if h[9] then ended(h[9], id, 'queued', '{"kind":"lost"}', now) end
     if h[1] ~= 'active' then
       spoil(id, h[2], now, unreadable_error(id, 'st', h[1], 'no such state', h[3], now))
     elseif h[6] == '1' then
