@@ -161,6 +161,8 @@ GARBAGE = [
     Garbage("held_by", "'nowhere'", (PENDING_STILL,)),
     Garbage("rate_paid", "true", (COMPLETED,)),
     Garbage("rate_paid", "NULL", (COMPLETED,), refused=True),
+    Garbage("circuit", "'[1]'::jsonb", (UNDECODABLE,)),
+    Garbage("circuit", "'\"text\"'::jsonb", (UNDECODABLE,)),
 ]
 
 

@@ -26,7 +26,7 @@ import asyncpg
 
 from .._common import pop_retention
 from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
-from ..base import JobRecord, JobState, LimitState, QueueStats, Retention
+from ..base import CircuitState, JobRecord, JobState, LimitState, QueueStats, Retention
 from .codec import records
 from .schema import lock_key
 from .schema import migrate as apply_migrations
@@ -203,6 +203,14 @@ class _Operations(OperatorVerbs):
             ) in rows
         ]
 
+    async def circuit_states(self) -> list[CircuitState]:
+        return [_circuit(row) for row in await self._transport.fetch(self._sql.circuit_states)]
+
+    async def set_circuit(self, name: str, *, open_: bool) -> list[CircuitState]:
+        return [
+            _circuit(row) for row in await self._transport.fetch(self._sql.set_circuit, name, open_)
+        ]
+
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
         """Jobs in id order; a stand-in named ``<unreadable>`` for each that cannot be read."""
         state, queue, name, limit, after, newest, meta = query
@@ -262,3 +270,17 @@ class _Operations(OperatorVerbs):
         """Drop the schema and every job in it (tests, teardown). Works after ``close``."""
         async with self._transport.connection() as conn:
             await conn.execute(self._sql.drop)
+
+
+def _circuit(row: Any) -> CircuitState:
+    name, state, failures, opened_at, probe, threshold, within, reset_after = row
+    return CircuitState(
+        name=name,
+        state=state,
+        failures=tuple(failures),
+        opened_at=opened_at,
+        probe=probe,
+        threshold=threshold,
+        within=within,
+        reset_after=reset_after,
+    )

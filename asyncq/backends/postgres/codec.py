@@ -22,7 +22,15 @@ import msgspec
 from msgspec.structs import replace
 
 from ..._annotations import decode_json
-from ..._records import TERMINAL_STATES, ErrorInfo, Gate, JobRecord, JobState, LogLine
+from ..._records import (
+    TERMINAL_STATES,
+    Breaker,
+    ErrorInfo,
+    Gate,
+    JobRecord,
+    JobState,
+    LogLine,
+)
 from .._poison import Unreadable, read_all, stand_in, unreadable_error
 from ..base import Lease, Outcome
 
@@ -50,7 +58,7 @@ COLUMNS = (
     "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
     " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
     " worker, result, errors, progress, cancel_requested, headers,"
-    " progress_detail, meta, logs, logs_dropped, limits, held_by, rate_paid"
+    " progress_detail, meta, logs, logs_dropped, limits, held_by, rate_paid, circuit"
 )
 
 #: The encoder of the JSON the backend sends (headers, errors).
@@ -60,8 +68,9 @@ _headers = msgspec.json.Decoder(dict[str, str])
 _meta = msgspec.json.Decoder(dict[str, Any])
 _line = msgspec.json.Decoder(LogLine).decode
 _gates = msgspec.json.Decoder(tuple[Gate, ...])
+_breaker = msgspec.json.Decoder(Breaker)
 #: Where the lease token follows ``COLUMNS`` in a claimed row.
-TOKEN = 29
+TOKEN = 30
 
 
 def decode(row: Any) -> JobRecord:
@@ -77,12 +86,13 @@ def decode(row: Any) -> JobRecord:
     if timeout != timeout:  # NaN: the one float a worker cannot use
         msg = "timeout is NaN"
         raise ValueError(msg)
-    if row[26] is not None:
+    if row[26] is not None or row[29] is not None:
         return replace(
             _record(row, errors, headers, timeout),
-            limits=_gates.decode(row[26]),
+            limits=() if row[26] is None else _gates.decode(row[26]),
             held_by=row[27],
             rate_paid=row[28],
+            circuit=None if row[29] is None else _breaker.decode(row[29]),
         )
     return _record(row, errors, headers, timeout)
 
@@ -118,10 +128,17 @@ def _record(row: Any, errors: str, headers: str, timeout: float | None) -> JobRe
     )
 
 
-def limits_json(jobs: Sequence[JobRecord]) -> tuple[list[str], list[str]]:
-    """The ids and limits (``jsonb`` parameters) of the jobs of a batch that have limits."""
-    gated = [job for job in jobs if job.limits]
-    return [job.id for job in gated], [JSON.encode(job.limits).decode() for job in gated]
+def limits_json(
+    jobs: Sequence[JobRecord],
+) -> tuple[list[str], list[str | None], list[str | None]]:
+    """The ids, limits and circuits (``jsonb`` parameters) of the jobs of a batch that have
+    limits or a circuit."""
+    gated = [job for job in jobs if job.limits or job.circuit is not None]
+    return (
+        [job.id for job in gated],
+        [JSON.encode(job.limits).decode() if job.limits else None for job in gated],
+        [None if job.circuit is None else JSON.encode(job.circuit).decode() for job in gated],
+    )
 
 
 def meta_json(job: JobRecord) -> str | None:

@@ -43,7 +43,7 @@ async def store(
     copied in (``_copy_in``); anything else takes the unnest insert. A batch
     with limits (flow control) also writes them, in the same transaction.
     """
-    if not any(job.limits for job in jobs):
+    if not any(job.limits or job.circuit is not None for job in jobs):
         return await _store(conn, statements, jobs)
     async with conn.transaction():
         stored = await _store(conn, statements, jobs)

@@ -458,15 +458,18 @@ CREATE TRIGGER jobs_changed AFTER UPDATE ON {s}.jobs
 # is set aside on, which takes it out of jobs_ready (so a claim never walks
 # past jobs set aside) and into jobs_held (their counts, and the order they
 # are let out in); whether it booked its rate token. One row per limit slot in
-# ``limits``. ``admit`` decides a picked job with limits inside the claim
-# statement, ``limits_freed`` (a row trigger whose WHEN a plain job fails
-# without a call) frees the slots of a job leaving ``active`` in the
-# statement that moves it, whatever that statement is.
+# ``limits``; its circuit breaker (JSON), one row per circuit in
+# ``circuits``. ``admit`` decides a picked job with limits or a circuit inside
+# the claim statement, ``limits_freed`` (a row trigger whose WHEN a plain job
+# fails without a call) frees the slots of a job leaving ``active``, and
+# counts its end on its circuit, in the statement that moves it, whatever
+# that statement is.
 _LIMITS = """
 ALTER TABLE {s}.jobs
     ADD COLUMN limits jsonb,
     ADD COLUMN held_by text,
-    ADD COLUMN rate_paid boolean NOT NULL DEFAULT false;
+    ADD COLUMN rate_paid boolean NOT NULL DEFAULT false,
+    ADD COLUMN circuit jsonb;
 DROP INDEX {s}.jobs_ready;
 CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, scheduled_at, id)
     INCLUDE (state) WHERE state IN {pending} AND held_by IS NULL;
@@ -484,6 +487,66 @@ CREATE TABLE {s}.limits (
     tokens float8 NOT NULL DEFAULT 0,
     refilled_at float8 NOT NULL DEFAULT 0
 );
+CREATE TABLE {s}.circuits (
+    name text PRIMARY KEY,
+    state text NOT NULL DEFAULT 'closed',
+    failures float8[] NOT NULL DEFAULT '{{}}',
+    opened_at float8,
+    probe text,
+    threshold integer NOT NULL DEFAULT 5,
+    within float8 NOT NULL DEFAULT 60,
+    reset_after float8 NOT NULL DEFAULT 30
+);
+
+-- _limits.circuit_ended: the circuit after job_id, behind it, left active.
+CREATE FUNCTION {s}.circuit_ended(circuit jsonb, job_id text, outcome text, kind text, t float8)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    cb {s}.circuits;
+    c_name text := circuit ->> 0;
+    c_n integer := coalesce((circuit ->> 1)::integer, 5);
+    c_w float8 := coalesce((circuit ->> 2)::float8, 60);
+    recent float8[];
+BEGIN
+    INSERT INTO {s}.circuits (name) VALUES (c_name) ON CONFLICT DO NOTHING;
+    SELECT * INTO cb FROM {s}.circuits WHERE name = c_name FOR UPDATE;
+    UPDATE {s}.circuits SET threshold = c_n, within = c_w,
+        reset_after = coalesce((circuit ->> 3)::float8, 30)
+    WHERE name = c_name;
+    IF kind = 'circuit_open' THEN
+        UPDATE {s}.circuits SET state = 'open', opened_at = t, probe = NULL, failures = '{{}}'
+        WHERE name = c_name;
+    ELSIF outcome = 'completed' THEN
+        IF cb.state = 'half_open' AND cb.probe = job_id THEN
+            UPDATE {s}.circuits SET state = 'closed', opened_at = NULL, probe = NULL,
+                failures = '{{}}'
+            WHERE name = c_name;
+        END IF;
+    ELSIF outcome IN ('failed', 'dead') AND coalesce(kind, '') NOT IN
+            ('retry', 'cancelled', 'lost', 'unknown_job', 'decode', 'undecodable') THEN
+        IF cb.state = 'half_open' AND cb.probe = job_id THEN
+            UPDATE {s}.circuits SET state = 'open', opened_at = t, probe = NULL
+            WHERE name = c_name;
+        ELSIF cb.state = 'closed' THEN
+            recent := ARRAY(SELECT f FROM unnest(cb.failures) AS f WHERE f > t - c_w ORDER BY f)
+                      || t;
+            IF cardinality(recent) > c_n THEN
+                recent := recent[cardinality(recent) - c_n + 1:];
+            END IF;
+            IF cardinality(recent) >= c_n THEN
+                UPDATE {s}.circuits SET state = 'open', opened_at = t, probe = NULL,
+                    failures = '{{}}'
+                WHERE name = c_name;
+            ELSE
+                UPDATE {s}.circuits SET failures = recent WHERE name = c_name;
+            END IF;
+        END IF;
+    ELSIF cb.probe = job_id THEN
+        UPDATE {s}.circuits SET probe = NULL WHERE name = c_name;
+    END IF;
+END
+$$;
 
 CREATE FUNCTION {s}.gates_of(gates jsonb) RETURNS TABLE (
     ord bigint, slot text, name text, key text, concurrency integer, rate float8,
@@ -518,13 +581,50 @@ $$;
 -- _limits.admit for a job picked by a claim (queued or due, locked): true to
 -- claim it; false when it is set aside or booked ahead (the job's row changed
 -- here, so the claim leaves it), waking claimers to look past it.
-CREATE FUNCTION {s}.admit(job_id text, job_queue text, gates jsonb, paid boolean, t float8)
-RETURNS boolean
+CREATE FUNCTION {s}.admit(
+    job_id text, job_queue text, gates jsonb, circuit jsonb, paid boolean, t float8
+) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     full_slot text;
     wait float8;
+    cb {s}.circuits;
+    c_name text;
+    c_r float8;
+    wait_until float8;
 BEGIN
+    IF circuit IS NOT NULL THEN
+        -- _limits.circuit_admit
+        c_name := circuit ->> 0;
+        c_r := coalesce((circuit ->> 3)::float8, 30);
+        INSERT INTO {s}.circuits (name) VALUES (c_name) ON CONFLICT DO NOTHING;
+        SELECT * INTO cb FROM {s}.circuits WHERE name = c_name FOR UPDATE;
+        UPDATE {s}.circuits SET threshold = coalesce((circuit ->> 1)::integer, 5),
+            within = coalesce((circuit ->> 2)::float8, 60), reset_after = c_r
+        WHERE name = c_name;
+        IF cb.state = 'open' THEN
+            IF t < coalesce(cb.opened_at, t) + c_r THEN
+                wait_until := coalesce(cb.opened_at, t) + c_r;
+            ELSE
+                UPDATE {s}.circuits SET state = 'half_open', probe = job_id WHERE name = c_name;
+            END IF;
+        ELSIF cb.state = 'half_open' THEN
+            IF cb.probe IS NULL OR cb.probe = job_id THEN
+                UPDATE {s}.circuits SET probe = job_id WHERE name = c_name;
+            ELSE
+                wait_until := t + c_r;
+            END IF;
+        END IF;
+        IF wait_until IS NOT NULL THEN
+            UPDATE {s}.jobs SET state = 'scheduled', scheduled_at = wait_until WHERE id = job_id;
+            PERFORM {s}.notify_later(ARRAY[job_queue]);
+            PERFORM {s}.notify_work(ARRAY[job_queue]);
+            RETURN false;
+        END IF;
+        IF gates IS NULL THEN
+            RETURN true;
+        END IF;
+    END IF;
     INSERT INTO {s}.limits (slot, name, key, burst, tokens, refilled_at)
     SELECT g.slot, g.name, g.key, g.burst, g.burst, t FROM {s}.gates_of(gates) g
     ORDER BY g.slot
@@ -580,6 +680,17 @@ $$;
 CREATE FUNCTION {s}.limits_freed() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF OLD.circuit IS NOT NULL THEN
+        PERFORM {s}.circuit_ended(
+            OLD.circuit, OLD.id, NEW.state,
+            CASE WHEN jsonb_typeof(NEW.errors) = 'array' AND jsonb_typeof(OLD.errors) = 'array'
+                      AND jsonb_array_length(NEW.errors) > jsonb_array_length(OLD.errors)
+                 THEN NEW.errors -> -1 ->> 'kind' END,
+            {now});
+    END IF;
+    IF OLD.limits IS NULL THEN
+        RETURN NULL;
+    END IF;
     UPDATE {s}.limits l SET running = greatest(l.running - 1, 0)
     FROM {s}.gates_of(OLD.limits) g
     WHERE l.slot = g.slot AND g.concurrency IS NOT NULL;
@@ -593,7 +704,8 @@ $$;
 
 CREATE TRIGGER jobs_limits_freed AFTER UPDATE OF state ON {s}.jobs
     FOR EACH ROW
-    WHEN (OLD.state = 'active' AND NEW.state <> 'active' AND OLD.limits IS NOT NULL)
+    WHEN (OLD.state = 'active' AND NEW.state <> 'active'
+          AND (OLD.limits IS NOT NULL OR OLD.circuit IS NOT NULL))
     EXECUTE FUNCTION {s}.limits_freed();
 """
 

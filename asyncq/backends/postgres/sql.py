@@ -56,8 +56,8 @@ COPY_COLUMNS = (
 # are a MATERIALIZED CTE, computed once: a subquery in the UPDATE's WHERE may
 # be run again per row, which would call ``admit`` again for the same job.
 _ADMITTED = (
-    "CASE WHEN b.limits IS NULL THEN true"
-    " ELSE {s}.admit(b.id, b.queue, b.limits, b.rate_paid, {now}) END"
+    "CASE WHEN b.limits IS NULL AND b.circuit IS NULL THEN true"
+    " ELSE {s}.admit(b.id, b.queue, b.limits, b.circuit, b.rate_paid, {now}) END"
 )
 
 
@@ -309,10 +309,11 @@ class Statements(OperatorStatements):
     claim: str = _claim(
         """
                 SELECT b.id FROM (
-                SELECT c.id, c.queue, c.limits, c.rate_paid
+                SELECT c.id, c.queue, c.limits, c.circuit, c.rate_paid
                 FROM unnest($1::text[]) AS q(name)
                 CROSS JOIN LATERAL (
-                    SELECT r.id, r.priority, r.scheduled_at, r.queue, r.limits, r.rate_paid
+                    SELECT r.id, r.priority, r.scheduled_at, r.queue, r.limits, r.circuit,
+                           r.rate_paid
                     FROM {s}.jobs r
                     WHERE r.queue = q.name AND r.state IN {pending} AND r.held_by IS NULL
                       AND r.scheduled_at <= {now}
@@ -338,7 +339,7 @@ class Statements(OperatorStatements):
     claim_queue: str = _claim(
         """
                 SELECT b.id FROM (
-                SELECT r.id, r.queue, r.limits, r.rate_paid
+                SELECT r.id, r.queue, r.limits, r.circuit, r.rate_paid
                 FROM {s}.jobs r
                 WHERE r.queue = $1 AND r.state IN {pending} AND r.held_by IS NULL
                   AND r.scheduled_at <= {now}
@@ -382,9 +383,25 @@ class Statements(OperatorStatements):
     # A batch's limits, written in the transaction that inserted it (only
     # batches with limits: the insert statements know nothing of them).
     set_limits: str = """
-        UPDATE {s}.jobs j SET limits = x.limits
-        FROM unnest($1::text[], $2::jsonb[]) AS x(id, limits)
-        WHERE j.id = x.id AND j.limits IS NULL
+        UPDATE {s}.jobs j SET limits = x.limits, circuit = x.circuit
+        FROM unnest($1::text[], $2::jsonb[], $3::jsonb[]) AS x(id, limits, circuit)
+        WHERE j.id = x.id AND j.limits IS NULL AND j.circuit IS NULL
+    """
+
+    circuit_states: str = """
+        SELECT name, state, failures, opened_at, probe, threshold, within, reset_after
+        FROM {s}.circuits ORDER BY name
+    """
+
+    # An operator opens (``$2``) or closes a circuit.
+    set_circuit: str = """
+        INSERT INTO {s}.circuits AS c (name, state, opened_at)
+        VALUES ($1, CASE WHEN $2 THEN 'open' ELSE 'closed' END,
+                CASE WHEN $2 THEN {now} END)
+        ON CONFLICT (name) DO UPDATE SET
+            state = excluded.state, opened_at = excluded.opened_at, probe = NULL,
+            failures = '{{}}'
+        RETURNING name, state, failures, opened_at, probe, threshold, within, reset_after
     """
 
     limit_states: str = """
