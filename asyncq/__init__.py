@@ -22,10 +22,10 @@ from ._options import (
     ScheduleArgs,
 )
 from ._records import (
+    CircuitState,
     ErrorInfo,
     ErrorKind,
     JobRecord,
-    CircuitState,
     JobState,
     LimitState,
     LogLine,

@@ -26,6 +26,7 @@ from ._events import JobEvent
 from ._options import EnqueueArgs
 from ._records import (
     TERMINAL_STATES,
+    CircuitState,
     Gate,
     JobRecord,
     JobState,
@@ -91,6 +92,7 @@ class Status(msgspec.Struct, frozen=True):
         queues: every queue of the app and of the store, sorted by name.
         cron: the app's cron schedules.
         limits: each limit's current use (``Admin.limits``).
+        circuits: each circuit breaker's state (``Admin.circuits``).
     """
 
     at: float
@@ -99,6 +101,8 @@ class Status(msgspec.Struct, frozen=True):
     cron: list[CronStatus] = []
     #: the flow-control counters (``Admin.limits``)
     limits: list[LimitState] = []
+    #: the circuit breakers (``Admin.circuits``)
+    circuits: list[CircuitState] = []
 
 
 class Admin:
@@ -170,7 +174,41 @@ class Admin:
             if queues is None or schedule.queue in queues
         ]
         limits = await self.limits() if queues is None else []
-        return Status(at=now, backend=backend.url, queues=views, cron=cron, limits=limits)
+        circuits = await self.circuits() if queues is None else []
+        return Status(
+            at=now,
+            backend=backend.url,
+            queues=views,
+            cron=cron,
+            limits=limits,
+            circuits=circuits,
+        )
+
+    async def circuits(self) -> list[CircuitState]:
+        """Each circuit breaker's state, from the store (per queue on Redis), sorted by name;
+        then the app's circuits no job has met yet, closed."""
+        found = await (await self._backend()).circuit_states()
+        seen = {state.name for state in found}
+        unused = [
+            CircuitState(
+                name=name,
+                threshold=circuit.failures,
+                within=circuit.within,
+                reset_after=circuit.reset_after,
+            )
+            for name, circuit in sorted(self.app.circuits.items())
+            if name not in seen
+        ]
+        return found + unused
+
+    async def open_circuit(self, name: str) -> list[CircuitState]:
+        """Open a circuit now, as if its service failed: its jobs wait ``reset_after``."""
+        return await (await self._backend()).set_circuit(name, open_=True)
+
+    async def close_circuit(self, name: str) -> list[CircuitState]:
+        """Close a circuit and forget its failures. Jobs it held run when they were
+        scheduled for (at most ``reset_after`` from when they were held)."""
+        return await (await self._backend()).set_circuit(name, open_=False)
 
     async def limits(self) -> list[LimitState]:
         """Each limit's current use, from the store, sorted by slot.

@@ -11,7 +11,16 @@ import anyio
 import msgspec
 import pytest
 
-from asyncq import App, ConfigurationError, JobState, Limit, ValidationError
+from asyncq import (
+    App,
+    CircuitOpen,
+    ConfigurationError,
+    ErrorKind,
+    JobState,
+    Limit,
+    RetryPolicy,
+    ValidationError,
+)
 from asyncq.backends.base import Backend
 
 pytestmark = pytest.mark.anyio
@@ -118,4 +127,86 @@ async def test_keyed_concurrency_per_tenant(backend: Backend) -> None:
     assert peak.most["a"] == peak.most["b"] == peak.most["c"] == 2
     slots = {s.slot for s in await app.admin.limits()}
     assert {"tenant[a]", "tenant[b]", "tenant[c]"} <= slots
+    await app.close()
+
+
+async def test_a_circuit_opens_holds_jobs_without_attempts_probes_and_closes(
+    backend: Backend,
+) -> None:
+    app = App("flow", backend=backend)
+    api = app.circuit("payments-api", failures=2, within=60.0, reset_after=0.5)
+    down = True
+    failed = 0
+    opened = anyio.Event()
+
+    @app.job(
+        schema=Mail, name="charge", circuit=api, max_attempts=10, retry=RetryPolicy.fixed(0.05)
+    )
+    async def charge(payload: Mail) -> None:
+        nonlocal failed
+        if down:
+            failed += 1
+            if failed == 2:
+                opened.set()
+            raise RuntimeError("payments API answered 503")
+
+    with anyio.fail_after(BOUND):
+        handles = await charge.enqueue_many([Mail("t", n) for n in range(5)])
+        async with app.worker(concurrency=1, prefetch=0, poll_interval=0.05):
+            await opened.wait()
+            # the failure is counted when the worker settles it, just after the raise
+            while True:
+                (state,) = [c for c in await app.admin.circuits() if c.name == "payments-api"]
+                if state.state == "open":
+                    break
+                await anyio.sleep(0.01)
+            assert state.opened_at is not None
+            down = False
+            for handle in handles:
+                await handle.result(timeout=BOUND)
+        infos = [await handle.info() for handle in handles]
+    # Two failures open the circuit (a worker settling in the background may
+    # start a few more before its settle lands: the store counts at settle);
+    # then no job waiting behind it used an attempt: one per failure, one per success.
+    assert failed >= 2
+    assert sum(info.attempts for info in infos) == 5 + failed
+    assert {c.state for c in await app.admin.circuits()} == {"closed"}
+    await app.close()
+
+
+async def test_circuit_open_raised_opens_at_once_with_its_own_kind(backend: Backend) -> None:
+    app = App("flow", backend=backend)
+    api = app.circuit("payments-api", failures=100, reset_after=60.0)
+    raised = anyio.Event()
+
+    @app.job(schema=Mail, name="charge", circuit=api, max_attempts=3, retry=RetryPolicy.fixed(0))
+    async def charge(payload: Mail) -> None:
+        raised.set()
+        raise CircuitOpen("payments API is down for maintenance")
+
+    with anyio.fail_after(BOUND):
+        first = await charge.enqueue(Mail("t"))
+        async with app.worker(concurrency=1, prefetch=0, poll_interval=0.05):
+            await raised.wait()
+            # the settle follows the raise in the worker
+            while True:
+                info = await first.info()
+                if info.state is not JobState.ACTIVE:
+                    break
+                await anyio.sleep(0.01)
+        assert info.last_error is not None
+        assert info.last_error.kind is ErrorKind.CIRCUIT_OPEN
+        assert info.attempts == 1
+        # its retry is due, but its circuit is open: no claim takes it
+        assert await backend.claim(["default"], 5, worker="w", lease_for=5) == []
+        assert (await first.info()).state is JobState.SCHEDULED
+        assert (await first.info()).attempts == 1
+        (state,) = [c for c in await app.admin.circuits() if c.name == "payments-api"]
+        assert state.state == "open"
+        (closed,) = [
+            c
+            for c in await app.admin.close_circuit("payments-api")
+            if not c.queue or c.queue == "default"
+        ]
+        assert closed.state == "closed"
     await app.close()

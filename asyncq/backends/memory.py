@@ -37,8 +37,8 @@ from .._events import (
 )
 from .._records import (
     TERMINAL_STATES,
-    JobRecord,
     CircuitState,
+    JobRecord,
     JobState,
     Lease,
     LimitState,

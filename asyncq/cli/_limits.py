@@ -1,4 +1,4 @@
-"""The ``limits`` command: each flow-control limit and its current use."""
+"""The ``limits`` and ``circuit`` commands: flow control as the store keeps it."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from typing import Any
 
 import click
 
-from .._records import LimitState
+from .._records import CircuitState, LimitState
 from ..admin import Admin
-from ._base import Verb, app_options, call, echo_json, open_app
-from ._render import limits_text
+from ._base import Verb, app_options, call, echo_json, open_app, say
+from ._render import circuit_dict, circuits_text, limits_text
 
-__all__ = ["limit_dict", "limits"]
+__all__ = ["circuit", "limit_dict", "limits"]
 
 
 def limit_dict(state: LimitState) -> dict[str, Any]:
@@ -34,14 +34,64 @@ def limit_dict(state: LimitState) -> dict[str, Any]:
 @click.command(cls=Verb)
 @app_options
 def limits(app_path: str, backend: str | None, as_json: bool) -> None:
-    """List the limits (app.limit) with their use: running jobs, jobs held back, tokens."""
+    """List the limits (app.limit) and circuits (app.circuit) with their current use.
+
+    Per limit (per key value of a keyed one): jobs running, jobs held back,
+    tokens in the rate's bucket; per circuit: its state and since when.
+    """
     app = open_app(app_path, backend)
 
-    async def body(admin: Admin) -> list[LimitState]:
-        return await admin.limits()
+    async def body(admin: Admin) -> tuple[list[LimitState], list[CircuitState]]:
+        return await admin.limits(), await admin.circuits()
 
-    found = call(app, body)
+    found, circuits = call(app, body)
     if as_json:
-        echo_json([limit_dict(state) for state in found])
+        echo_json(
+            {
+                "limits": [limit_dict(state) for state in found],
+                "circuits": [circuit_dict(state) for state in circuits],
+            }
+        )
     else:
         click.echo(limits_text(found))
+        if circuits:
+            click.echo("")
+            click.echo(circuits_text(circuits))
+
+
+@click.group()
+def circuit() -> None:
+    """Open or close a circuit breaker (app.circuit) by hand."""
+
+
+def _set(app_path: str, backend: str | None, as_json: bool, name: str, open_: bool) -> None:
+    app = open_app(app_path, backend)
+
+    async def body(admin: Admin) -> list[CircuitState]:
+        if open_:
+            return await admin.open_circuit(name)
+        return await admin.close_circuit(name)
+
+    changed = call(app, body)
+    if as_json:
+        echo_json([circuit_dict(state) for state in changed])
+    elif open_:
+        say(f"opened circuit {name!r}: its jobs wait until it half-opens")
+    else:
+        say(f"closed circuit {name!r}: its failures are forgotten")
+
+
+@circuit.command("open", cls=Verb)
+@app_options
+@click.argument("name")
+def open_circuit(app_path: str, backend: str | None, as_json: bool, name: str) -> None:
+    """Open circuit NAME now: its jobs wait (no attempts used) until it half-opens."""
+    _set(app_path, backend, as_json, name, True)
+
+
+@circuit.command("close", cls=Verb)
+@app_options
+@click.argument("name")
+def close_circuit(app_path: str, backend: str | None, as_json: bool, name: str) -> None:
+    """Close circuit NAME and forget its failures."""
+    _set(app_path, backend, as_json, name, False)

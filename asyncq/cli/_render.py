@@ -18,7 +18,7 @@ import msgspec
 
 from .._annotations import meta_text
 from .._codec import decode_any
-from .._records import JobRecord, JobState, LimitState
+from .._records import CircuitState, JobRecord, JobState, LimitState
 from ..admin import Status
 
 __all__ = [
@@ -416,6 +416,38 @@ def limits_text(found: list[LimitState]) -> str:
     return table(headers, rows, right=[2, 3, 5])
 
 
+def circuit_dict(state: CircuitState) -> dict[str, Any]:
+    """One circuit for ``--json``."""
+    return {
+        "name": state.name,
+        "queue": state.queue,
+        "state": state.state,
+        "opened_at": iso(state.opened_at),
+        "failures": len(state.failures),
+        "threshold": state.threshold,
+        "within": state.within,
+        "reset_after": state.reset_after,
+        "probe": state.probe,
+    }
+
+
+def circuits_text(found: list[CircuitState]) -> str:
+    """The circuits' table: one a line."""
+    rows = [
+        [
+            state.name,
+            state.queue or "*",
+            state.state,
+            "-" if state.opened_at is None else f"{utc(state.opened_at)} UTC",
+            f"{len(state.failures)}/{state.threshold} in {state.within:g}s",
+            f"{state.reset_after:g}s",
+        ]
+        for state in found
+    ]
+    headers = ["CIRCUIT", "QUEUE", "STATE", "OPENED AT", "FAILURES", "RESET AFTER"]
+    return table(headers, rows)
+
+
 def status_text(status: Status) -> str:
     """The ``status`` view: a table of queues, then the cron schedules."""
     lines = [f"{printable(status.backend)}  {utc(status.at)} UTC", ""]
@@ -456,6 +488,9 @@ def status_text(status: Status) -> str:
     if status.limits:
         lines.append("")
         lines.append(limits_text(status.limits))
+    if status.circuits:
+        lines.append("")
+        lines.append(circuits_text(status.circuits))
     return "\n".join(lines)
 
 
@@ -467,4 +502,5 @@ def status_dict(status: Status) -> dict[str, Any]:
         "queues": [msgspec.to_builtins(q) for q in status.queues],
         "cron": [{**msgspec.to_builtins(c), "next_run": iso(c.next_run)} for c in status.cron],
         "limits": [msgspec.to_builtins(state) for state in status.limits],
+        "circuits": [circuit_dict(state) for state in status.circuits],
     }

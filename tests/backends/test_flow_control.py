@@ -189,7 +189,8 @@ async def test_a_circuit_opens_holds_probes_and_closes(backend: Backend) -> None
         assert await claim(backend) == []
         for lease in leases:
             job = await backend.get(lease.job.id)
-            assert job is not None and job.attempts == 1
+            assert job is not None
+            assert job.attempts == 1
             assert job.state is not JobState.ACTIVE
         await anyio.sleep(0.6)  # the circuit's reset_after: time is the point here
         probes = await claim(backend)

@@ -66,9 +66,9 @@ from anyio import to_thread
 
 from ..._records import (
     TERMINAL_STATES,
+    CircuitState,
     JobRecord,
     JobState,
-    CircuitState,
     Lease,
     LimitState,
     LogLine,
