@@ -35,7 +35,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from ._instrumentation import AttemptEnd, EnqueueNext, Instrumentation, RequestEnd, outcome_name
-from ._records import JobRecord, LimitState, Outcome
+from ._records import CircuitState, JobRecord, LimitState, Outcome
 from .exceptions import BackendError
 
 if TYPE_CHECKING:
@@ -164,6 +164,12 @@ class Telemetry(Instrumentation):
             "Queued jobs held back by each limit (per key value of a keyed limit)",
         )
         meter.create_observable_gauge(
+            "asyncq.circuit.state",
+            [self._observe_circuits],
+            "1",
+            "Each circuit breaker's state: 0 closed, 1 half open, 2 open",
+        )
+        meter.create_observable_gauge(
             "asyncq.limit.running",
             [self._observe_running],
             "{job}",
@@ -199,6 +205,7 @@ class Telemetry(Instrumentation):
         self._depth: dict[str, list[Observation]] = {}
         self._held: list[Observation] = []
         self._running: list[Observation] = []
+        self._circuits: list[Observation] = []
         self._last_headers: dict[str, str] = {}
         self._last_parent: Context = _EMPTY
         # Set when a reader first collects the gauge: with no SDK, no worker reads stats.
@@ -395,6 +402,10 @@ class Telemetry(Instrumentation):
             for state in states
             if state.concurrency is not None
         ]
+        self._circuits = [
+            Observation(_CIRCUIT_LEVELS.get(circuit.state, 2), _circuit_attrs(circuit))
+            for circuit in await backend.circuit_states()
+        ]
 
     async def watch_depth(self, service: ServiceContext) -> None:
         """A worker service: refresh the depth gauge every ``depth_interval`` while collected."""
@@ -417,6 +428,10 @@ class Telemetry(Instrumentation):
     def _observe_running(self, options: CallbackOptions) -> Iterable[Observation]:
         self._depth_observed = True
         return self._running
+
+    def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._depth_observed = True
+        return self._circuits
 
     # -- request/response ------------------------------------------------------------
 
@@ -650,6 +665,17 @@ def default_telemetry() -> Telemetry:
 def _limit_attrs(state: LimitState) -> dict[str, str]:
     """A limit counter's attributes: the limit's name, and the counter (a key value's) slot."""
     attrs = {"asyncq.limit.name": state.name, "asyncq.limit.slot": state.slot}
+    if state.queue is not None:
+        attrs[DESTINATION] = state.queue
+    return attrs
+
+
+#: ``asyncq.circuit.state``'s values.
+_CIRCUIT_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _circuit_attrs(state: CircuitState) -> dict[str, str]:
+    attrs = {"asyncq.circuit.name": state.name}
     if state.queue is not None:
         attrs[DESTINATION] = state.queue
     return attrs

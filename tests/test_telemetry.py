@@ -663,6 +663,13 @@ async def test_limits_show_held_and_running_jobs(observed: Observed) -> None:
     assert observed.points("asyncq.limit.running") == [(attrs, 1)]
 
 
+async def test_circuits_show_their_state(observed: Observed) -> None:
+    backend = MemoryBackend()
+    await backend.set_circuit("payments-api", open_=True)
+    await observed.telemetry.refresh_depth(backend)
+    assert observed.points("asyncq.circuit.state") == [({"asyncq.circuit.name": "payments-api"}, 2)]
+
+
 def test_outcome_names() -> None:
     def outcome(state: JobState) -> Outcome:
         return Outcome(job_id="j", token="t", state=state)
