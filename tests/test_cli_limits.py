@@ -1,4 +1,4 @@
-"""``asyncq limits`` and ``asyncq circuit open|close``: flow control for operators, on every backend.
+"""``asyncq limits`` and ``asyncq circuit open|close``: flow control for operators.
 
 Commands run in-process against ``tests/ops_app.py`` on the parametrized
 backend, as in ``test_cli_ops.py``; the limits and circuits are the store's.
