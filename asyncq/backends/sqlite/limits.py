@@ -159,14 +159,22 @@ def ended(
     outcome: JobState,
     kind: str | None,
 ) -> bool:
-    """``job_ended`` from a job's stored ``limits`` and ``circuit`` columns."""
-    if breaker is not None:
-        circuit = _breaker.decode(breaker)
+    """``job_ended`` from a job's stored ``limits`` and ``circuit`` columns.
+
+    Columns that do not decode (written by hand while the job ran) count for
+    nothing: the settle of the job goes on.
+    """
+    try:
+        circuit = None if breaker is None else _breaker.decode(breaker)
+        gated = () if gates is None else _gates.decode(gates)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    if circuit is not None:
         _save_circuit(
             conn,
             circuit_ended(_load_circuit(conn, circuit.name), circuit, job_id, outcome, kind, now),
         )
-    return free_gates(conn, _gates.decode(gates)) if gates is not None else False
+    return free_gates(conn, gated)
 
 
 def circuit_states(conn: sqlite3.Connection, now: float) -> list[CircuitState]:
