@@ -12,6 +12,7 @@ from ._events import EventKind, EventPage, EventsLost, JobEvent
 from ._flow import Flow, FlowNode
 from ._handler import Handler, JobHandle, JobOptions
 from ._instrumentation import Instrumentation
+from ._limits import Circuit, Limit
 from ._middleware import CallNext, Middleware
 from ._options import (
     EnqueueAndWaitArgs,
@@ -22,10 +23,12 @@ from ._options import (
     ScheduleArgs,
 )
 from ._records import (
+    CircuitState,
     ErrorInfo,
     ErrorKind,
     JobRecord,
     JobState,
+    LimitState,
     LogLine,
     WorkerInfo,
     WorkerStatus,
@@ -38,6 +41,7 @@ from .exceptions import (
     AsyncqError,
     BackendError,
     BackendUnavailable,
+    CircuitOpen,
     ConfigurationError,
     JobActive,
     JobCancelled,
@@ -56,6 +60,9 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "CallNext",
+    "Circuit",
+    "CircuitOpen",
+    "CircuitState",
     "ConfigurationError",
     "EnqueueAndWaitArgs",
     "EnqueueArgs",
@@ -84,6 +91,8 @@ __all__ = [
     "JobRecord",
     "JobState",
     "KeyArgs",
+    "Limit",
+    "LimitState",
     "LogLine",
     "Middleware",
     "Reject",

@@ -19,6 +19,7 @@ from ._cron import DEFAULT_PAYLOAD, add_schedule, run_schedules
 from ._events import EventKind
 from ._handler import Handler, JobHandle, JobOptions, return_type
 from ._instrumentation import EnqueueNext, Instrumentation
+from ._limits import Circuit, Limit
 from ._logging import job_fields
 from ._loops import LoopBackends
 from ._middleware import Middleware
@@ -149,6 +150,10 @@ class App:
         #: the largest encoded payload enqueued or decoded (see ``docs/guarantees.md``)
         self.max_payload_bytes = max_payload_bytes
         self.handlers: dict[str, Handler[Any, Any]] = {}
+        #: the limits declared with ``limit()``, by name
+        self.limits: dict[str, Limit] = {}
+        #: the circuit breakers declared with ``circuit()``, by name
+        self.circuits: dict[str, Circuit] = {}
         self.lifespan = lifespan
         self.middleware: list[Middleware] = list(middleware)
         if telemetry is True:
@@ -190,6 +195,8 @@ class App:
         priority: int = 0,
         result_ttl: float | timedelta | None = 86_400.0,
         process: bool = False,
+        limits: Sequence[Limit] = (),
+        circuit: Circuit | None = None,
     ) -> JobDecorator[T]:
         """Register a function as a job taking a ``schema`` payload.
 
@@ -220,6 +227,9 @@ class App:
             process: run it in a child process (CPU-bound work). The function
                 must be importable by its module and qualified name (defined at
                 the top level of a module, or of the script run as ``__main__``).
+            limits: limits (``App.limit``) its jobs pass before they start, in
+                the store, across every worker: see ``docs/flow-control.md``.
+            circuit: the circuit breaker (``App.circuit``) its jobs run behind.
 
         Raises:
             ConfigurationError: a job with this name exists, an option is
@@ -242,6 +252,8 @@ class App:
                 retry=policy,
                 priority=priority,
                 result_ttl=None if result_ttl is None else seconds(result_ttl),
+                limits=tuple(limits),
+                circuit=circuit,
             )
             job_name = name or f"{fn.__module__}.{fn.__qualname__}"
             handler: Handler[T, Any] = Handler(
@@ -251,6 +263,61 @@ class App:
             return handler
 
         return JobDecorator(register)
+
+    def limit(
+        self,
+        name: str,
+        *,
+        rate: float | None = None,
+        per: float = 1.0,
+        concurrency: int | None = None,
+        burst: float = 1.0,
+        key: Callable[[Any], object] | None = None,
+    ) -> Limit:
+        """Declare a limit on when jobs start, held by the store across every worker.
+
+        Attach it with ``@app.job(..., limits=[limit])``; several jobs may share
+        it. ``rate`` starts per ``per`` seconds (a token bucket of ``burst``
+        tokens), ``concurrency`` jobs running at once, or both. With ``key``
+        (a function of the payload), the limit holds per key value, computed at
+        enqueue. A job held back stays queued and uses no attempt; the jobs
+        behind it keep flowing. See ``docs/flow-control.md``.
+
+        Raises:
+            ConfigurationError: the app has a limit with this name, or a
+                number is out of range.
+        """
+        made = Limit(name, rate=rate, per=per, concurrency=concurrency, burst=burst, key=key)
+        existing = self.limits.get(name)
+        if existing is not None:
+            msg = f"app {self.name!r} already has a limit named {name!r}: {existing!r}"
+            raise ConfigurationError(msg)
+        self.limits[name] = made
+        return made
+
+    def circuit(
+        self, name: str, *, failures: int = 5, within: float = 60.0, reset_after: float = 30.0
+    ) -> Circuit:
+        """Declare a circuit breaker, kept in the store and shared by every worker.
+
+        Attach it with ``@app.job(..., circuit=circuit)``. After ``failures``
+        failed attempts of its jobs within ``within`` seconds, or a handler's
+        ``raise CircuitOpen(...)``, it opens: its jobs wait, without using
+        attempts, for ``reset_after`` seconds; then one probe job runs, whose
+        success closes it and whose failure opens it again. See
+        ``docs/flow-control.md``.
+
+        Raises:
+            ConfigurationError: the app has a circuit with this name, or a
+                number is out of range.
+        """
+        made = Circuit(name, failures=failures, within=within, reset_after=reset_after)
+        existing = self.circuits.get(name)
+        if existing is not None:
+            msg = f"app {self.name!r} already has a circuit named {name!r}: {existing!r}"
+            raise ConfigurationError(msg)
+        self.circuits[name] = made
+        return made
 
     def classify(
         self,
@@ -321,6 +388,8 @@ class App:
         timeout: float | None = ...,
         priority: int = ...,
         result_ttl: float | None = ...,
+        limits: Sequence[Limit] = ...,
+        circuit: Circuit | None = ...,
     ) -> Handler[T, R]: ...
     @overload
     def handle(
@@ -333,6 +402,8 @@ class App:
         timeout: float | None = ...,
         priority: int = ...,
         result_ttl: float | None = ...,
+        limits: Sequence[Limit] = ...,
+        circuit: Circuit | None = ...,
     ) -> Handler[T, Any]: ...
     def handle(
         self,
@@ -345,11 +416,15 @@ class App:
         timeout: float | None = None,
         priority: int = 0,
         result_ttl: float | None = 86_400.0,
+        limits: Sequence[Limit] = (),
+        circuit: Circuit | None = None,
     ) -> Handler[T, Any]:
         """A typed producer-side handle for a job implemented in another service.
 
         It enqueues and waits like a registered handler but has no function,
-        so a worker of this app will not run it.
+        so a worker of this app will not run it. A job's limits and circuit
+        travel with each job the producer stores: give the same ``limits`` and
+        ``circuit`` as the job's ``@app.job`` (see ``docs/flow-control.md``).
 
         Raises:
             ConfigurationError: an option is invalid, or the name or queue
@@ -362,6 +437,8 @@ class App:
             max_attempts=max_attempts,
             priority=priority,
             result_ttl=result_ttl,
+            limits=tuple(limits),
+            circuit=circuit,
         )
         return Handler(self, name, schema, None, options, result_type=result)
 

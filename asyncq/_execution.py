@@ -26,7 +26,7 @@ from ._offload import ChildFailure, Encoded, Offload, ThreadJobContext
 from ._records import ErrorInfo, ErrorKind, JobRecord, JobState, Lease, Outcome
 from ._retry import FailureClass, RetryPolicy, seconds
 from .backends.base import Backend
-from .exceptions import Reject, Retry
+from .exceptions import CircuitOpen, Reject, Retry
 
 if TYPE_CHECKING:
     from ._app import App
@@ -235,6 +235,8 @@ async def _attempt(
         return _failure(lease, policy, ErrorKind.RETRY, str(error), exc=error, delay=delay), error
     if isinstance(error, Reject):
         return _failure(lease, policy, ErrorKind.REJECT, str(error), exc=error), error
+    if isinstance(error, CircuitOpen):
+        return _failure(lease, policy, ErrorKind.CIRCUIT_OPEN, str(error), exc=error), error
     assert error is not None
     verdict = policy.failure_class(error) or _app_class(app, error) or policy.default_class
     kind = ErrorKind.FATAL if verdict == "fatal" else ErrorKind.ERROR

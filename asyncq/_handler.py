@@ -19,6 +19,7 @@ from ._codec import Codec
 from ._context import JobContext, _current
 from ._events import JobEvent
 from ._instrumentation import request_ended, request_started
+from ._limits import Circuit, Limit
 from ._offload import ThreadJobContext, target_of
 from ._options import (
     NO_OPTIONS,
@@ -65,6 +66,8 @@ class JobOptions:
         retry: delays between attempts, and which exceptions are retried.
         priority: larger runs first; may be negative.
         result_ttl: seconds a completed job (its result, its key) is kept; ``None`` for ever.
+        limits: the limits its jobs pass before they start (``App.limit``).
+        circuit: the circuit breaker its jobs run behind (``App.circuit``).
     """
 
     queue: str = "default"
@@ -73,6 +76,10 @@ class JobOptions:
     retry: RetryPolicy = _DEFAULT_RETRY
     priority: int = 0
     result_ttl: float | None = 86_400.0
+    #: the limits a job passes before it starts (``app.limit``)
+    limits: tuple[Limit, ...] = ()
+    #: the circuit breaker its jobs run behind (``app.circuit``)
+    circuit: Circuit | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -196,6 +203,12 @@ class Handler(Generic[T, R]):
             enqueued_at=now,
             scheduled_at=scheduled_at,
         )
+        if defaults.limits:
+            record = replace(
+                record, limits=tuple(limit.gate(payload, self.name) for limit in defaults.limits)
+            )
+        if defaults.circuit is not None:
+            record = replace(record, circuit=defaults.circuit.breaker)
         if options.key_ttl is not None or options.debounce is not None:
             record = _with_key_options(record, options)
         if options.meta is None and options.after is None and options.after_failure is None:

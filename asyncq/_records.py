@@ -19,9 +19,13 @@ import msgspec
 __all__ = [
     "TERMINAL_STATES",
     "WORKERS_KEPT_FOR",
+    "Breaker",
+    "CircuitState",
     "ErrorInfo",
     "ErrorKind",
+    "Gate",
     "JobRecord",
+    "LimitState",
     "JobState",
     "Lease",
     "LogLine",
@@ -89,6 +93,8 @@ class ErrorKind(enum.StrEnum):
     UNDECODABLE = "undecodable"
     #: a parent (``enqueue(after=...)``) ended dead or cancelled, so this job never ran
     DEPENDENCY = "dependency"
+    #: the handler raised ``CircuitOpen``: the service behind its circuit is down
+    CIRCUIT_OPEN = "circuit_open"
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -118,6 +124,81 @@ class LogLine(msgspec.Struct, frozen=True, array_like=True):
     attempt: int
     level: str
     message: str
+
+
+class Gate(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """One limit a job passes before it starts (``app.limit``), as stored with the job.
+
+    The numbers travel with each job, so every worker and every store knows
+    them without a registry; ``key`` is the keyed limit's value for this job,
+    computed at enqueue. ``slot`` names the counter the store keeps: one per
+    limit, or one per key value of a keyed limit.
+    """
+
+    name: str
+    key: str | None = None
+    concurrency: int | None = None
+    rate: float | None = None
+    per: float = 1.0
+    burst: float = 1.0
+
+    @property
+    def slot(self) -> str:
+        """The counter's name: ``smtp``, or ``tenant[acme]`` for a keyed limit."""
+        return self.name if self.key is None else f"{self.name}[{self.key}]"
+
+
+class LimitState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One limit counter as the store keeps it (``Backend.limit_states``).
+
+    ``tokens`` is what the rate's bucket holds at ``refilled_at`` (negative
+    while starts are booked ahead); ``held`` counts the queued jobs set aside
+    until a running one of this counter ends.
+    """
+
+    slot: str
+    name: str
+    key: str | None = None
+    concurrency: int | None = None
+    rate: float | None = None
+    per: float = 1.0
+    burst: float = 1.0
+    running: int = 0
+    tokens: float = 0.0
+    refilled_at: float = 0.0
+    held: int = 0
+    #: the queue the counter belongs to where the store counts per queue (Redis)
+    queue: str | None = None
+
+
+class Breaker(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
+    """A job's circuit breaker (``app.circuit``), as stored with the job."""
+
+    name: str
+    failures: int = 5
+    within: float = 60.0
+    reset_after: float = 30.0
+
+
+class CircuitState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One circuit as the store keeps it (``Backend.circuit_states``).
+
+    ``state``: ``closed`` (jobs run; ``failures`` holds the recent failure
+    times), ``open`` (since ``opened_at``: jobs behind it wait until
+    ``opened_at + reset_after``), or ``half_open`` (one job, ``probe``, runs;
+    its success closes the circuit, its failure opens it again).
+    """
+
+    name: str
+    state: str = "closed"
+    failures: tuple[float, ...] = ()
+    opened_at: float | None = None
+    probe: str | None = None
+    threshold: int = 5
+    within: float = 60.0
+    reset_after: float = 30.0
+    #: the queue the circuit belongs to where the store keeps it per queue (Redis)
+    queue: str | None = None
 
 
 class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -175,6 +256,14 @@ class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     #: ends as its parent did, with an error of kind ``dependency``) or
     #: ``"run"`` (it runs once every parent finished, in any way)
     after_failure: str = "dead"
+    #: the limits the job passes before it starts (``@app.job(limits=...)``)
+    limits: tuple[Gate, ...] = ()
+    #: the limit counter a queued job waits on, set aside until one of its jobs ends
+    held_by: str | None = None
+    #: the job already booked its start on its rate limits (it was held until then)
+    rate_paid: bool = False
+    #: the circuit breaker it runs behind (``@app.job(circuit=...)``)
+    circuit: Breaker | None = None
 
     @property
     def last_error(self) -> ErrorInfo | None:

@@ -35,7 +35,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 
 from ._instrumentation import AttemptEnd, EnqueueNext, Instrumentation, RequestEnd, outcome_name
-from ._records import JobRecord, Outcome
+from ._records import CircuitState, JobRecord, LimitState, Outcome
 from .exceptions import BackendError
 
 if TYPE_CHECKING:
@@ -156,6 +156,25 @@ class Telemetry(Instrumentation):
         meter.create_observable_gauge(
             "asyncq.queue.depth", [self._observe_depth], "{job}", "Jobs in each queue, by state"
         )
+        # Flow control (app.limit), read with the depth from Backend.limit_states.
+        meter.create_observable_gauge(
+            "asyncq.limit.held",
+            [self._observe_held],
+            "{job}",
+            "Queued jobs held back by each limit (per key value of a keyed limit)",
+        )
+        meter.create_observable_gauge(
+            "asyncq.circuit.state",
+            [self._observe_circuits],
+            "1",
+            "Each circuit breaker's state: 0 closed, 1 half open, 2 open",
+        )
+        meter.create_observable_gauge(
+            "asyncq.limit.running",
+            [self._observe_running],
+            "{job}",
+            "Running jobs counted by each concurrency limit",
+        )
         # Sync handlers' threads that outlived their attempt, read off the
         # workers' pools when the SDK collects (see watch_offload).
         self._offloads: weakref.WeakSet[Offload] = weakref.WeakSet()
@@ -184,6 +203,9 @@ class Telemetry(Instrumentation):
         self._attrs: dict[tuple[str, str], dict[str, Any]] = {}
         self._outcome_attrs: dict[tuple[str, str, str], dict[str, Any]] = {}
         self._depth: dict[str, list[Observation]] = {}
+        self._held: list[Observation] = []
+        self._running: list[Observation] = []
+        self._circuits: list[Observation] = []
         self._last_headers: dict[str, str] = {}
         self._last_parent: Context = _EMPTY
         # Set when a reader first collects the gauge: with no SDK, no worker reads stats.
@@ -373,6 +395,17 @@ class Telemetry(Instrumentation):
             ]
         # Replaced, never mutated: the metrics reader's thread may be iterating it.
         self._depth = {**self._depth, **fresh}
+        states = await backend.limit_states()
+        self._held = [Observation(state.held, _limit_attrs(state)) for state in states]
+        self._running = [
+            Observation(state.running, _limit_attrs(state))
+            for state in states
+            if state.concurrency is not None
+        ]
+        self._circuits = [
+            Observation(_CIRCUIT_LEVELS.get(circuit.state, 2), _circuit_attrs(circuit))
+            for circuit in await backend.circuit_states()
+        ]
 
     async def watch_depth(self, service: ServiceContext) -> None:
         """A worker service: refresh the depth gauge every ``depth_interval`` while collected."""
@@ -387,6 +420,18 @@ class Telemetry(Instrumentation):
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
         self._depth_observed = True
         return [o for observations in self._depth.values() for o in observations]
+
+    def _observe_held(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._depth_observed = True
+        return self._held
+
+    def _observe_running(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._depth_observed = True
+        return self._running
+
+    def _observe_circuits(self, options: CallbackOptions) -> Iterable[Observation]:
+        self._depth_observed = True
+        return self._circuits
 
     # -- request/response ------------------------------------------------------------
 
@@ -615,3 +660,22 @@ def default_telemetry() -> Telemetry:
     if _default is None:
         _default = Telemetry()
     return _default
+
+
+def _limit_attrs(state: LimitState) -> dict[str, str]:
+    """A limit counter's attributes: the limit's name, and the counter (a key value's) slot."""
+    attrs = {"asyncq.limit.name": state.name, "asyncq.limit.slot": state.slot}
+    if state.queue is not None:
+        attrs[DESTINATION] = state.queue
+    return attrs
+
+
+#: ``asyncq.circuit.state``'s values.
+_CIRCUIT_LEVELS = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def _circuit_attrs(state: CircuitState) -> dict[str, str]:
+    attrs = {"asyncq.circuit.name": state.name}
+    if state.queue is not None:
+        attrs[DESTINATION] = state.queue
+    return attrs

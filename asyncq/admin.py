@@ -20,12 +20,23 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Unpack
 
 import msgspec
+from msgspec.structs import replace
 
 from ._events import JobEvent
 from ._options import EnqueueArgs
-from ._records import TERMINAL_STATES, JobRecord, JobState, QueueStats, WorkerInfo
+from ._records import (
+    TERMINAL_STATES,
+    CircuitState,
+    Gate,
+    JobRecord,
+    JobState,
+    LimitState,
+    QueueStats,
+    WorkerInfo,
+)
 from ._retry import seconds
 from ._subscribe import job_history
+from .backends._limits import available, fresh_state
 from .backends.base import MIGRATE
 from .exceptions import ConfigurationError, JobNotFound, ValidationError
 
@@ -80,12 +91,18 @@ class Status(msgspec.Struct, frozen=True):
         backend: the store's URL (password masked).
         queues: every queue of the app and of the store, sorted by name.
         cron: the app's cron schedules.
+        limits: each limit's current use (``Admin.limits``).
+        circuits: each circuit breaker's state (``Admin.circuits``).
     """
 
     at: float
     backend: str
     queues: list[QueueStatus]
     cron: list[CronStatus] = []
+    #: the flow-control counters (``Admin.limits``)
+    limits: list[LimitState] = []
+    #: the circuit breakers (``Admin.circuits``)
+    circuits: list[CircuitState] = []
 
 
 class Admin:
@@ -156,7 +173,76 @@ class Admin:
             for schedule in self.app.cron_schedules.values()
             if queues is None or schedule.queue in queues
         ]
-        return Status(at=now, backend=backend.url, queues=views, cron=cron)
+        limits = await self.limits() if queues is None else []
+        circuits = await self.circuits() if queues is None else []
+        return Status(
+            at=now,
+            backend=backend.url,
+            queues=views,
+            cron=cron,
+            limits=limits,
+            circuits=circuits,
+        )
+
+    async def circuits(self) -> list[CircuitState]:
+        """Each circuit breaker's state, from the store (per queue on Redis), sorted by name;
+        then the app's circuits no job has met yet, closed."""
+        found = await (await self._backend()).circuit_states()
+        seen = {state.name for state in found}
+        unused = [
+            CircuitState(
+                name=name,
+                threshold=circuit.failures,
+                within=circuit.within,
+                reset_after=circuit.reset_after,
+            )
+            for name, circuit in sorted(self.app.circuits.items())
+            if name not in seen
+        ]
+        return found + unused
+
+    async def open_circuit(self, name: str) -> list[CircuitState]:
+        """Open a circuit now, as if its service failed: its jobs wait ``reset_after``."""
+        return await (await self._backend()).set_circuit(name, open_=True)
+
+    async def close_circuit(self, name: str) -> list[CircuitState]:
+        """Close a circuit and forget its failures. Jobs it held run when they were
+        scheduled for (at most ``reset_after`` from when they were held)."""
+        return await (await self._backend()).set_circuit(name, open_=False)
+
+    async def limits(self) -> list[LimitState]:
+        """Each limit's current use, from the store, sorted by slot.
+
+        One entry per counter the store keeps (a limit, or each key value of a
+        keyed limit; per queue on Redis), with ``running`` jobs, ``held`` jobs
+        set aside, and ``tokens`` in the rate's bucket now (``refilled_at`` is
+        now); then the app's limits no job has passed yet, unused.
+        """
+        now = time.time()
+        found = [
+            replace(state, tokens=available(state, now), refilled_at=now)
+            if state.rate is not None
+            else state
+            for state in await (await self._backend()).limit_states()
+        ]
+        seen = {state.name for state in found}
+        unused = [
+            replace(
+                fresh_state(
+                    Gate(
+                        name=name,
+                        concurrency=limit.concurrency,
+                        rate=limit.rate,
+                        per=limit.per,
+                        burst=limit.burst,
+                    )
+                ),
+                refilled_at=now,
+            )
+            for name, limit in sorted(self.app.limits.items())
+            if name not in seen
+        ]
+        return found + unused
 
     async def jobs(
         self,

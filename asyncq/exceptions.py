@@ -17,6 +17,7 @@ Signals a handler raises to steer its own job (not errors of asyncq)::
 
     Retry(delay=..., reason=...)   ask for another attempt
     Reject(reason=...)             dead-letter now, no more attempts
+    CircuitOpen(reason=...)        the service is down: open the job's circuit now
 
 Waiting that runs out raises the builtin ``TimeoutError``; the job may still run.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "AsyncqError",
     "BackendError",
     "BackendUnavailable",
+    "CircuitOpen",
     "ConfigurationError",
     "JobActive",
     "JobCancelled",
@@ -191,3 +193,16 @@ class Reject(Exception):
     def __init__(self, reason: str = "") -> None:
         self.reason = reason
         super().__init__(reason or "rejected")
+
+
+class CircuitOpen(Exception):
+    """Raised by a handler whose downstream service is down: its job's circuit opens now.
+
+    The attempt fails with kind ``circuit_open`` (retried per the job's policy),
+    and the jobs behind the circuit (``@app.job(circuit=...)``) wait, without
+    using attempts, until it half-opens (``App.circuit``).
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        self.reason = reason
+        super().__init__(reason or "circuit open")

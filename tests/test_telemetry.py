@@ -639,6 +639,37 @@ async def test_workers_refresh_queue_depth_while_it_is_collected(observed: Obser
     assert depth["scheduled"] == 1
 
 
+async def test_limits_show_held_and_running_jobs(observed: Observed) -> None:
+    backend = MemoryBackend()
+    app = App("limited", backend=backend, telemetry=observed.telemetry)
+    smtp = app.limit("smtp", concurrency=1)
+    release = anyio.Event()
+    started = anyio.Event()
+
+    @app.job(schema=Order, name="mail", limits=[smtp])
+    async def mail(payload: Order) -> None:
+        started.set()
+        await release.wait()
+
+    with anyio.fail_after(15):
+        async with app:
+            await mail.enqueue_many([Order(str(n)) for n in range(3)])
+            async with app.worker(**WORKER):
+                await started.wait()
+                await observed.telemetry.refresh_depth(backend)
+                release.set()
+    attrs = {"asyncq.limit.name": "smtp", "asyncq.limit.slot": "smtp"}
+    assert observed.points("asyncq.limit.held") == [(attrs, 2)]
+    assert observed.points("asyncq.limit.running") == [(attrs, 1)]
+
+
+async def test_circuits_show_their_state(observed: Observed) -> None:
+    backend = MemoryBackend()
+    await backend.set_circuit("payments-api", open_=True)
+    await observed.telemetry.refresh_depth(backend)
+    assert observed.points("asyncq.circuit.state") == [({"asyncq.circuit.name": "payments-api"}, 2)]
+
+
 def test_outcome_names() -> None:
     def outcome(state: JobState) -> Outcome:
         return Outcome(job_id="j", token="t", state=state)

@@ -248,8 +248,15 @@ def is_pending(job: JobRecord) -> bool:
 
     A job that is retrying (``failed``) was claimed already: a debounced
     enqueue stores a new job and takes the key over, as from a running one.
+    So does a job a limit set aside (``held_by``), or one that booked its rate
+    token (``rate_paid``): its place in the limit's order is its own.
     """
-    return job.state in PENDING_STATES and job.attempts == 0
+    return (
+        job.state in PENDING_STATES
+        and job.attempts == 0
+        and job.held_by is None
+        and not job.rate_paid
+    )
 
 
 def debounced(holder: JobRecord, newer: JobRecord, now: float) -> JobRecord:

@@ -18,9 +18,10 @@ from Python. The life of a job::
                                    └─(retry_at reached)┘          ├─▶ dead
                  cancel (scheduled/queued/failed) ─▶ cancelled ◀──┘ (cancel while active)
 
-"Ready" means: state ``queued``, or state ``scheduled``/``failed`` with
-``scheduled_at <= now``. A backend may keep due jobs in ``scheduled``/``failed``
-until it claims them, or promote them to ``queued``; readers must not care.
+"Ready" means: state ``queued`` (and not set aside by a limit, ``held_by``), or
+state ``scheduled``/``failed`` with ``scheduled_at <= now``. A backend may keep
+due jobs in ``scheduled``/``failed`` until it claims them, or promote them to
+``queued``; readers must not care.
 
 Times are epoch seconds (float). ``now`` is the backend's clock: the store's
 own clock where it has one (PostgreSQL ``now()``, Redis ``TIME``), otherwise
@@ -59,6 +60,24 @@ result is that job as changed (with events on, a ``debounced`` event); when
 the holder is running, retrying or finished, or there is none, the submitted
 job is stored and takes the key over (the old holder holds it no more). A
 stored record never carries ``debounce``.
+
+Flow control
+------------
+A job with ``limits`` (``Gate`` records) is claimed only if its limits let it
+start, decided in the claim's atomic step by ``asyncq.backends._limits.admit``:
+a job whose concurrency slot is full stays ``queued`` but is set aside
+(``held_by``) and skipped, and one short of a rate token is scheduled for its
+booked token (``rate_paid``); neither uses an attempt, and the jobs behind it
+are claimed as usual. Whatever takes a limited job out of ``active``
+(``settle``, ``recover``) frees its slots and puts the first job set aside on
+each back in the claim order, in the same atomic step. A job behind a
+``circuit`` (a ``Breaker``) is claimed only while the circuit lets it
+(``_limits.circuit_admit``: otherwise it is scheduled for when the circuit may
+half-open), and its end is counted by the circuit in the step that ends it
+(``_limits.circuit_ended``). Jobs without limits or circuit cost the claim
+nothing more than the ``held_by`` test. Memory, SQLite and
+PostgreSQL keep one counter per slot for the store; Redis keeps them per
+queue (a script touches the keys of one queue's hash tag).
 
 Notifications
 -------------
@@ -126,11 +145,13 @@ from anyio.abc import TaskStatus
 from .._events import EventPage, JobEvent
 from .._records import (
     TERMINAL_STATES,
+    CircuitState,
     ErrorInfo,
     ErrorKind,
     JobRecord,
     JobState,
     Lease,
+    LimitState,
     LogLine,
     Outcome,
     QueueStats,
@@ -151,6 +172,7 @@ __all__ = [
     "TRANSACTIONAL_ENQUEUE",
     "Backend",
     "Capability",
+    "CircuitState",
     "Drops",
     "EnqueuesWaited",
     "ErrorInfo",
@@ -162,6 +184,7 @@ __all__ = [
     "JobRecord",
     "JobState",
     "Lease",
+    "LimitState",
     "LogLine",
     "Migrates",
     "Outcome",
@@ -540,6 +563,32 @@ class Backend(Protocol):
         """Pause or resume a queue. A paused queue accepts jobs but ``claim`` skips it.
 
         Resuming wakes ``wait_for_work`` on the queue.
+        """
+        ...
+
+    async def limit_states(self) -> list[LimitState]:
+        """The flow-control counters this store keeps (``app.limit``), sorted by slot.
+
+        One per limit, or per key value of a keyed limit, once a job with it
+        was claimed; ``held`` counts its queued jobs set aside now. See
+        ``asyncq.backends._limits`` for the rule every store applies.
+        """
+        ...
+
+    async def circuit_states(self) -> list[CircuitState]:
+        """The circuit breakers this store keeps (``app.circuit``), sorted by name.
+
+        One per circuit once a job behind it was claimed or ended (per queue
+        on Redis), or once an operator set it.
+        """
+        ...
+
+    async def set_circuit(self, name: str, *, open_: bool) -> list[CircuitState]:
+        """Open a circuit now (``open_``) or close it, as an operator; return it as set.
+
+        Closing forgets the failures counted; the jobs that wait for the circuit
+        run at the time they were scheduled for. On Redis, the circuit of that
+        name in every queue is set.
         """
         ...
 

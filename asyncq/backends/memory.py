@@ -38,9 +38,11 @@ from .._events import (
 )
 from .._records import (
     TERMINAL_STATES,
+    CircuitState,
     JobRecord,
     JobState,
     Lease,
+    LimitState,
     LogLine,
     Outcome,
     QueueStats,
@@ -68,6 +70,14 @@ from ._common import (
     result_expired,
 )
 from ._eventlog import EventLog
+from ._limits import (
+    HOLD_BUDGET,
+    admit,
+    circuit_admit,
+    circuit_ended,
+    forced,
+)
+from ._limits import released as slot_released
 from ._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
 from ._workers import CancelWatchers, WorkerTable
 from .base import (
@@ -138,6 +148,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._keys: dict[tuple[str, str], str] = {}
         self._counts: defaultdict[str, Counter[JobState]] = defaultdict(Counter)
         self._paused: set[str] = set()
+        # flow control: a counter per limit slot, and per slot the jobs set aside on it
+        self._limits: dict[str, LimitState] = {}
+        self._aside: defaultdict[str, list[tuple[int, float, str, int]]] = defaultdict(list)
+        self._circuits: dict[str, CircuitState] = {}
         self._waiters = Waiters()
         self._closed = False
         self._worker_table = WorkerTable()
@@ -186,6 +200,9 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._keys.clear()
         self._counts.clear()
         self._paused.clear()
+        self._limits.clear()
+        self._aside.clear()
+        self._circuits.clear()
         self._worker_table.clear()
         self._log.clear()
         self._waiters.wake_all()
@@ -383,6 +400,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         now = self._clock()
         expires = now + lease_for
         leases: list[Lease] = []
+        held = 0
         jobs, seqs, tokens = self._jobs, self._seq, self._tokens
         for queue in queues:
             if queue in self._paused:
@@ -392,11 +410,16 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             if not heap:
                 continue
             counts = self._counts[queue]
-            while heap and len(leases) < limit:
+            while heap and len(leases) < limit and held < HOLD_BUDGET:
                 _, _, job_id, seq = heapq.heappop(heap)
                 job = jobs.get(job_id)
                 if job is None or seqs.get(job_id) != seq or job.state is not JobState.QUEUED:
                     continue
+                if job.limits or job.circuit is not None:
+                    job = self._admit(job, seq, now)
+                    if job is None:
+                        held += 1
+                        continue
                 token = f"{next(self._issued):x}"
                 job = claimed(job, now, worker, expires)
                 # What _store does for queued -> active, inline: the hot path.
@@ -410,6 +433,101 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             if len(leases) >= limit:
                 break
         return leases
+
+    def _admit(self, job: JobRecord, seq: int, now: float) -> JobRecord | None:
+        """The job, ready to claim, if its limits let it start now; else hold it (``_limits``)."""
+        if job.circuit is not None:
+            name = job.circuit.name
+            circuit, until = circuit_admit(self._circuits.get(name), job.circuit, job.id, now)
+            self._circuits[name] = circuit
+            if until is not None:
+                self._store(replace(job, state=JobState.SCHEDULED, scheduled_at=until))
+                return None
+            if not job.limits:
+                return job
+        verdict = admit(job.limits, self._limits, now, paid=job.rate_paid)
+        self._limits.update(verdict.states)
+        if verdict.start:
+            return replace(job, held_by=None, rate_paid=False)
+        if verdict.held_by is not None:
+            self._jobs[job.id] = replace(job, held_by=verdict.held_by)
+            heapq.heappush(
+                self._aside[verdict.held_by], (-job.priority, job.scheduled_at, job.id, seq)
+            )
+            # Its other slots may have room it was released to use: pass it on.
+            for gate in job.limits:
+                state = self._limits.get(gate.slot)
+                if (
+                    gate.slot != verdict.held_by
+                    and state is not None
+                    and state.concurrency is not None
+                    and state.running < state.concurrency
+                ):
+                    self._let_out(gate.slot)
+        else:
+            assert verdict.until is not None
+            self._store(
+                replace(job, state=JobState.SCHEDULED, scheduled_at=verdict.until, rate_paid=True)
+            )
+        return None
+
+    def _let_out(self, slot: str) -> None:
+        """Put the first live job set aside on ``slot`` back in the claim order."""
+        heap = self._aside.get(slot)
+        while heap:
+            _, _, job_id, seq = heapq.heappop(heap)
+            job = self._jobs.get(job_id)
+            if (
+                job is not None
+                and self._seq.get(job_id) == seq
+                and job.state is JobState.QUEUED
+                and job.held_by == slot
+            ):
+                self._store(replace(job, held_by=None))
+                self._waiters.wake_queue(job.queue)
+                return
+
+    def _ended(self, job: JobRecord, outcome: JobState, kind: str | None) -> None:
+        """A job with limits or a circuit left ``active`` as ``outcome``."""
+        if job.circuit is not None:
+            name = job.circuit.name
+            self._circuits[name] = circuit_ended(
+                self._circuits.get(name), job.circuit, job.id, outcome, kind, self._clock()
+            )
+        self._free_slots(job)
+
+    def _free_slots(self, job: JobRecord) -> None:
+        """A limited job left ``active``: free its slots and let one job out of each."""
+        for gate in job.limits:
+            state = self._limits.get(gate.slot)
+            if gate.concurrency is not None and state is not None:
+                self._limits[gate.slot] = slot_released(state)
+                self._let_out(gate.slot)
+
+    async def limit_states(self) -> list[LimitState]:
+        held = {
+            slot: sum(
+                1
+                for _, _, job_id, seq in heap
+                if (job := self._jobs.get(job_id)) is not None
+                and self._seq.get(job_id) == seq
+                and job.state is JobState.QUEUED
+                and job.held_by == slot
+            )
+            for slot, heap in self._aside.items()
+        }
+        return [
+            replace(state, held=held.get(slot, 0)) for slot, state in sorted(self._limits.items())
+        ]
+
+    async def circuit_states(self) -> list[CircuitState]:
+        return [state for _, state in sorted(self._circuits.items())]
+
+    async def set_circuit(self, name: str, *, open_: bool) -> list[CircuitState]:
+        state = self._circuits[name] = forced(
+            self._circuits.get(name), name, open_=open_, now=self._clock()
+        )
+        return [state]
 
     async def wait_for_work(self, queues: Sequence[str], timeout: float) -> None:
         now = self._clock()
@@ -489,6 +607,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 continue
             del self._tokens[job.id]
             state = outcome.state
+            if job.limits or job.circuit is not None:
+                self._ended(job, state, None if outcome.error is None else outcome.error.kind)
             if self.events and (event := outcome_event(job, outcome, now)) is not None:
                 self._log.add_one(event)
             if state is JobState.COMPLETED:
@@ -548,6 +668,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             else:
                 new = replace(job, state=JobState.DEAD, finished_at=now, **common)
             self._store(new)
+            if job.limits or job.circuit is not None:
+                self._ended(job, new.state, lost.kind)
             if self.events:
                 self._log.add_one(recovered_event(job, new.state, lost, now))
         self._waiters.wake_queues({job.queue for job in lapsed})

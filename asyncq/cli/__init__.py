@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._base import EXIT_FAILED, EXIT_USAGE, load_app, main
 from ._events import events
+from ._limits import circuit, limits
 from ._manage import enqueue, migrate
 from ._ops import cancel, job, jobs, pause, purge, resume, retry, status
 from ._remove import remove
@@ -35,5 +36,7 @@ for _command in (
 ):
     main.add_command(_command)
 main.add_command(workers)
+main.add_command(limits)
+main.add_command(circuit)
 main.add_command(events)
 del _command

@@ -18,7 +18,7 @@ import msgspec
 
 from .._annotations import meta_text
 from .._codec import decode_any
-from .._records import JobRecord, JobState
+from .._records import CircuitState, JobRecord, JobState, LimitState
 from ..admin import Status
 
 __all__ = [
@@ -409,6 +409,63 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _limit_rate(state: LimitState) -> str:
+    if state.rate is None:
+        return "-"
+    return f"{state.rate:g}/{state.per:g}s"
+
+
+def limits_text(found: list[LimitState]) -> str:
+    """The table: one counter a line."""
+    if not found:
+        return "no limits (declare them with app.limit(...))"
+    rows = [
+        [
+            state.slot,
+            state.queue or "*",
+            "-" if state.concurrency is None else f"{state.running}/{state.concurrency}",
+            str(state.held),
+            _limit_rate(state),
+            "-" if state.rate is None else f"{state.tokens:.1f}",
+        ]
+        for state in found
+    ]
+    headers = ["LIMIT", "QUEUE", "RUNNING", "HELD", "RATE", "TOKENS"]
+    return table(headers, rows, right=[2, 3, 5])
+
+
+def circuit_dict(state: CircuitState) -> dict[str, Any]:
+    """One circuit for ``--json``."""
+    return {
+        "name": state.name,
+        "queue": state.queue,
+        "state": state.state,
+        "opened_at": iso(state.opened_at),
+        "failures": len(state.failures),
+        "threshold": state.threshold,
+        "within": state.within,
+        "reset_after": state.reset_after,
+        "probe": state.probe,
+    }
+
+
+def circuits_text(found: list[CircuitState]) -> str:
+    """The circuits' table: one a line."""
+    rows = [
+        [
+            state.name,
+            state.queue or "*",
+            state.state,
+            "-" if state.opened_at is None else f"{utc(state.opened_at)} UTC",
+            f"{len(state.failures)}/{state.threshold} in {state.within:g}s",
+            f"{state.reset_after:g}s",
+        ]
+        for state in found
+    ]
+    headers = ["CIRCUIT", "QUEUE", "STATE", "OPENED AT", "FAILURES", "RESET AFTER"]
+    return table(headers, rows)
+
+
 def status_text(status: Status) -> str:
     """The ``status`` view: a table of queues, then the cron schedules."""
     lines = [f"{printable(status.backend)}  {utc(status.at)} UTC", ""]
@@ -446,6 +503,12 @@ def status_text(status: Status) -> str:
         lines.append("")
         headers = ["CRON", "JOB", "QUEUE", "SCHEDULE", "TZ", "NEXT RUN (UTC)"]
         lines.append(table(headers, cron_rows))
+    if status.limits:
+        lines.append("")
+        lines.append(limits_text(status.limits))
+    if status.circuits:
+        lines.append("")
+        lines.append(circuits_text(status.circuits))
     return "\n".join(lines)
 
 
@@ -456,4 +519,6 @@ def status_dict(status: Status) -> dict[str, Any]:
         "backend": status.backend,
         "queues": [msgspec.to_builtins(q) for q in status.queues],
         "cron": [{**msgspec.to_builtins(c), "next_run": iso(c.next_run)} for c in status.cron],
+        "limits": [msgspec.to_builtins(state) for state in status.limits],
+        "circuits": [circuit_dict(state) for state in status.circuits],
     }

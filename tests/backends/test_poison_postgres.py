@@ -160,6 +160,14 @@ GARBAGE = [
     Garbage("parents", "ARRAY['no such parent']", (COMPLETED,)),
     Garbage("children", "ARRAY['no such child', NULL]", (COMPLETED,)),
     Garbage("after_failure", "'bogus'", (COMPLETED,)),
+    Garbage("limits", "'[1, 2]'::jsonb", (UNDECODABLE,)),
+    Garbage("limits", "'\"text\"'::jsonb", (UNDECODABLE,)),
+    # Set aside on a limit slot nothing lets out: it waits, readable and counted.
+    Garbage("held_by", "'nowhere'", (PENDING_STILL,)),
+    Garbage("rate_paid", "true", (COMPLETED,)),
+    Garbage("rate_paid", "NULL", (COMPLETED,), refused=True),
+    Garbage("circuit", "'[1]'::jsonb", (UNDECODABLE,)),
+    Garbage("circuit", "'\"text\"'::jsonb", (UNDECODABLE,)),
 ]
 
 

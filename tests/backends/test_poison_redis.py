@@ -33,7 +33,7 @@ HEALTHY = 12
 FIELDS = (
     "d", "st", "p", "n", "m", "k", "t", "att", "sa", "sta",
     "fin", "lx", "w", "tok", "c", "pr", "r", "e", "wt",
-    "pd", "mt", "lg", "lc", "ld",
+    "pd", "mt", "lg", "lc", "ld", "lim", "hb", "rp",
 )  # fmt: skip
 GARBAGE = {
     "bytes": b"\xff\xfe\x00\x81{not: [json, msgpack or a number",

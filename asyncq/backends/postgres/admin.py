@@ -26,7 +26,7 @@ import asyncpg
 
 from .._common import pop_retention
 from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
-from ..base import JobRecord, JobState, QueueStats, Retention
+from ..base import CircuitState, JobRecord, JobState, LimitState, QueueStats, Retention
 from .codec import records
 from .schema import lock_key
 from .schema import migrate as apply_migrations
@@ -163,13 +163,52 @@ class _Operations(OperatorVerbs):
         found: dict[str, tuple[bool, dict[JobState, int], float | None]] = {}
         for name, paused, state, count, oldest in rows:
             entry = found.setdefault(name, (paused, dict.fromkeys(JobState, 0), oldest))
-            if state is not None:
-                entry[1][JobState(state)] = count
+            if state is not None:  # queued comes twice: jobs set aside by a limit apart
+                entry[1][JobState(state)] += count
         for name in names or ():
             found.setdefault(name, (False, dict.fromkeys(JobState, 0), None))
         return [
             QueueStats(queue=name, counts=counts, paused=paused, oldest_ready_at=oldest)
             for name, (paused, counts, oldest) in sorted(found.items())
+        ]
+
+    async def limit_states(self) -> list[LimitState]:
+        rows = await self._transport.fetch(self._sql.limit_states)
+        return [
+            LimitState(
+                slot=slot,
+                name=name,
+                key=key,
+                concurrency=concurrency,
+                rate=rate,
+                per=per,
+                burst=burst,
+                running=running,
+                tokens=tokens,
+                refilled_at=refilled_at,
+                held=held,
+            )
+            for (
+                slot,
+                name,
+                key,
+                concurrency,
+                rate,
+                per,
+                burst,
+                running,
+                tokens,
+                refilled_at,
+                held,
+            ) in rows
+        ]
+
+    async def circuit_states(self) -> list[CircuitState]:
+        return [_circuit(row) for row in await self._transport.fetch(self._sql.circuit_states)]
+
+    async def set_circuit(self, name: str, *, open_: bool) -> list[CircuitState]:
+        return [
+            _circuit(row) for row in await self._transport.fetch(self._sql.set_circuit, name, open_)
         ]
 
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:
@@ -231,3 +270,17 @@ class _Operations(OperatorVerbs):
         """Drop the schema and every job in it (tests, teardown). Works after ``close``."""
         async with self._transport.connection() as conn:
             await conn.execute(self._sql.drop)
+
+
+def _circuit(row: Any) -> CircuitState:
+    name, state, failures, opened_at, probe, threshold, within, reset_after = row
+    return CircuitState(
+        name=name,
+        state=state,
+        failures=tuple(failures),
+        opened_at=opened_at,
+        probe=probe,
+        threshold=threshold,
+        within=within,
+        reset_after=reset_after,
+    )

@@ -189,6 +189,13 @@ class OperatorStatements:
         counts AS (
             SELECT queue, state, count(*) AS n FROM {s}.jobs
             WHERE queue IN (SELECT name FROM names) AND state IN {pending}
+              AND held_by IS NULL
+            GROUP BY queue, state
+            UNION ALL
+            -- set aside by a limit (jobs_held)
+            SELECT queue, state, count(*) AS n FROM {s}.jobs
+            WHERE queue IN (SELECT name FROM names) AND held_by IS NOT NULL
+              AND state IN {pending}
             GROUP BY queue, state
             UNION ALL
             SELECT queue, state, count(*) AS n FROM {s}.jobs
@@ -207,7 +214,7 @@ class OperatorStatements:
         ready AS (
             SELECT queue, min(scheduled_at) AS oldest FROM {s}.jobs
             WHERE queue IN (SELECT name FROM names) AND state IN {pending}
-              AND scheduled_at <= {now}
+              AND held_by IS NULL AND scheduled_at <= {now}
             GROUP BY queue
         )
         SELECT n.name, n.paused, c.state, c.n, r.oldest

@@ -22,7 +22,15 @@ import msgspec
 from msgspec.structs import replace
 
 from ..._annotations import decode_json
-from ..._records import TERMINAL_STATES, ErrorInfo, JobRecord, JobState, LogLine
+from ..._records import (
+    TERMINAL_STATES,
+    Breaker,
+    ErrorInfo,
+    Gate,
+    JobRecord,
+    JobState,
+    LogLine,
+)
 from .._poison import Unreadable, read_all, stand_in, unreadable_error
 from ..base import Lease, Outcome
 
@@ -37,6 +45,7 @@ __all__ = [
     "copy_records",
     "decode",
     "headers_json",
+    "limits_json",
     "meta_json",
     "leases",
     "outcome_columns",
@@ -49,7 +58,8 @@ COLUMNS = (
     "id, name, queue, payload, state, priority, attempts, max_attempts, timeout, key,"
     " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
     " worker, result, errors, progress, cancel_requested, headers,"
-    " progress_detail, meta, logs, logs_dropped, key_ttl, parents, children, after_failure"
+    " progress_detail, meta, logs, logs_dropped, key_ttl, parents, children, after_failure,"
+    " limits, held_by, rate_paid, circuit"
 )
 
 #: The encoder of the JSON the backend sends (headers, errors).
@@ -58,8 +68,10 @@ _errors = msgspec.json.Decoder(tuple[ErrorInfo, ...])
 _headers = msgspec.json.Decoder(dict[str, str])
 _meta = msgspec.json.Decoder(dict[str, Any])
 _line = msgspec.json.Decoder(LogLine).decode
+_gates = msgspec.json.Decoder(tuple[Gate, ...])
+_breaker = msgspec.json.Decoder(Breaker)
 #: Where the lease token follows ``COLUMNS`` in a claimed row.
-TOKEN = 30
+TOKEN = 34
 
 
 def decode(row: Any) -> JobRecord:
@@ -75,6 +87,18 @@ def decode(row: Any) -> JobRecord:
     if timeout != timeout:  # NaN: the one float a worker cannot use
         msg = "timeout is NaN"
         raise ValueError(msg)
+    if row[30] is not None or row[33] is not None:
+        return replace(
+            _record(row, errors, headers, timeout),
+            limits=() if row[30] is None else _gates.decode(row[30]),
+            held_by=row[31],
+            rate_paid=row[32],
+            circuit=None if row[33] is None else _breaker.decode(row[33]),
+        )
+    return _record(row, errors, headers, timeout)
+
+
+def _record(row: Any, errors: str, headers: str, timeout: float | None) -> JobRecord:
     return JobRecord(
         id=row[0],
         name=row[1],
@@ -112,6 +136,19 @@ def decode(row: Any) -> JobRecord:
 def _ids(ids: list[str | None] | None) -> tuple[str, ...]:
     """A ``parents`` or ``children`` column; a NULL in it (written by hand) is no job."""
     return () if ids is None else tuple(i for i in ids if i is not None)
+
+
+def limits_json(
+    jobs: Sequence[JobRecord],
+) -> tuple[list[str], list[str | None], list[str | None]]:
+    """The ids, limits and circuits (``jsonb`` parameters) of the jobs of a batch that have
+    limits or a circuit."""
+    gated = [job for job in jobs if job.limits or job.circuit is not None]
+    return (
+        [job.id for job in gated],
+        [JSON.encode(job.limits).decode() if job.limits else None for job in gated],
+        [None if job.circuit is None else JSON.encode(job.circuit).decode() for job in gated],
+    )
 
 
 def meta_json(job: JobRecord) -> str | None:

@@ -18,7 +18,7 @@ from msgspec.structs import replace
 
 from ...exceptions import BackendError, UnknownParent
 from ..base import JobRecord, JobState, stored_as_given
-from .codec import columns, copy_records, headers_json, meta_json, records
+from .codec import columns, copy_records, headers_json, limits_json, meta_json, records
 from .sql import COPY_COLUMNS
 
 if TYPE_CHECKING:
@@ -41,11 +41,24 @@ async def store(
     Batches with keys take the statement that frees and reports holders;
     a single job a VALUES row; a large batch of jobs asked for now is
     copied in (``_copy_in``); anything else takes the unnest insert. A batch
-    with parents (``after=``) is inserted and linked in one transaction.
+    with parents (``after=``) is inserted and linked in one transaction; one
+    with limits (flow control) also writes them, in the same transaction.
 
     Raises:
         UnknownParent: a parent is not a job of its child's queue; nothing stored.
     """
+    if not any(job.limits or job.circuit is not None for job in jobs):
+        return await _store_any(conn, statements, jobs)
+    async with conn.transaction():
+        stored = await _store_any(conn, statements, jobs)
+        mine = [new for new, job in zip(stored, jobs, strict=True) if stored_as_given(job, new)]
+        await conn.execute(statements.set_limits, *limits_json(mine))
+    return stored
+
+
+async def _store_any(
+    conn: Connection, statements: Statements, jobs: Sequence[JobRecord]
+) -> list[JobRecord]:
     if any(job.debounce is not None for job in jobs):
         return await _store_debounced(conn, statements, jobs)
     if any(job.parents for job in jobs):

@@ -604,6 +604,262 @@ CREATE TRIGGER jobs_release_removed AFTER DELETE ON {s}.jobs FOR EACH ROW
     EXECUTE FUNCTION {s}.release();
 """
 
+# Flow control (``backends._limits``, spelled in SQL). A job's limits (its
+# ``Gate`` records as JSON arrays, NULL for a plain job); the slot a queued job
+# is set aside on, which takes it out of jobs_ready (so a claim never walks
+# past jobs set aside) and into jobs_held (their counts, and the order they
+# are let out in); whether it booked its rate token. One row per limit slot in
+# ``limits``; its circuit breaker (JSON), one row per circuit in
+# ``circuits``. ``admit`` decides a picked job with limits or a circuit inside
+# the claim statement, ``limits_freed`` (a row trigger whose WHEN a plain job
+# fails without a call) frees the slots of a job leaving ``active``, and
+# counts its end on its circuit, in the statement that moves it, whatever
+# that statement is.
+_LIMITS = """
+ALTER TABLE {s}.jobs
+    ADD COLUMN limits jsonb,
+    ADD COLUMN held_by text,
+    ADD COLUMN rate_paid boolean NOT NULL DEFAULT false,
+    ADD COLUMN circuit jsonb;
+DROP INDEX {s}.jobs_ready;
+CREATE INDEX jobs_ready ON {s}.jobs (queue, priority DESC, scheduled_at, id)
+    INCLUDE (state) WHERE state IN {pending} AND held_by IS NULL;
+CREATE INDEX jobs_held ON {s}.jobs (held_by, priority DESC, scheduled_at, id)
+    INCLUDE (queue, state) WHERE held_by IS NOT NULL;
+CREATE TABLE {s}.limits (
+    slot text PRIMARY KEY,
+    name text NOT NULL,
+    key text,
+    concurrency integer,
+    rate float8,
+    per float8 NOT NULL DEFAULT 1,
+    burst float8 NOT NULL DEFAULT 1,
+    running integer NOT NULL DEFAULT 0,
+    tokens float8 NOT NULL DEFAULT 0,
+    refilled_at float8 NOT NULL DEFAULT 0
+);
+CREATE TABLE {s}.circuits (
+    name text PRIMARY KEY,
+    state text NOT NULL DEFAULT 'closed',
+    failures float8[] NOT NULL DEFAULT '{{}}',
+    opened_at float8,
+    probe text,
+    threshold integer NOT NULL DEFAULT 5,
+    within float8 NOT NULL DEFAULT 60,
+    reset_after float8 NOT NULL DEFAULT 30
+);
+
+-- _limits.circuit_ended: the circuit after job_id, behind it, left active.
+CREATE FUNCTION {s}.circuit_ended(circuit jsonb, job_id text, outcome text, kind text, t float8)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    cb {s}.circuits;
+    c_name text := circuit ->> 0;
+    c_n integer := coalesce((circuit ->> 1)::integer, 5);
+    c_w float8 := coalesce((circuit ->> 2)::float8, 60);
+    recent float8[];
+BEGIN
+    INSERT INTO {s}.circuits (name) VALUES (c_name) ON CONFLICT DO NOTHING;
+    SELECT * INTO cb FROM {s}.circuits WHERE name = c_name FOR UPDATE;
+    UPDATE {s}.circuits SET threshold = c_n, within = c_w,
+        reset_after = coalesce((circuit ->> 3)::float8, 30)
+    WHERE name = c_name;
+    IF kind = 'circuit_open' THEN
+        UPDATE {s}.circuits SET state = 'open', opened_at = t, probe = NULL, failures = '{{}}'
+        WHERE name = c_name;
+    ELSIF outcome = 'completed' THEN
+        IF cb.state = 'half_open' AND cb.probe = job_id THEN
+            UPDATE {s}.circuits SET state = 'closed', opened_at = NULL, probe = NULL,
+                failures = '{{}}'
+            WHERE name = c_name;
+        END IF;
+    ELSIF outcome IN ('failed', 'dead') AND coalesce(kind, '') NOT IN
+            ('retry', 'cancelled', 'lost', 'unknown_job', 'decode', 'undecodable') THEN
+        IF cb.state = 'half_open' AND cb.probe = job_id THEN
+            UPDATE {s}.circuits SET state = 'open', opened_at = t, probe = NULL
+            WHERE name = c_name;
+        ELSIF cb.state = 'closed' THEN
+            recent := ARRAY(SELECT f FROM unnest(cb.failures) AS f WHERE f > t - c_w ORDER BY f)
+                      || t;
+            IF cardinality(recent) > c_n THEN
+                recent := recent[cardinality(recent) - c_n + 1:];
+            END IF;
+            IF cardinality(recent) >= c_n THEN
+                UPDATE {s}.circuits SET state = 'open', opened_at = t, probe = NULL,
+                    failures = '{{}}'
+                WHERE name = c_name;
+            ELSE
+                UPDATE {s}.circuits SET failures = recent WHERE name = c_name;
+            END IF;
+        END IF;
+    ELSIF cb.probe = job_id THEN
+        UPDATE {s}.circuits SET probe = NULL WHERE name = c_name;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION {s}.gates_of(gates jsonb) RETURNS TABLE (
+    ord bigint, slot text, name text, key text, concurrency integer, rate float8,
+    per float8, burst float8
+) LANGUAGE sql IMMUTABLE AS $$
+    SELECT x.o,
+           CASE WHEN x.e ->> 1 IS NULL THEN x.e ->> 0
+                ELSE (x.e ->> 0) || '[' || (x.e ->> 1) || ']' END,
+           x.e ->> 0, x.e ->> 1, (x.e ->> 2)::integer, (x.e ->> 3)::float8,
+           coalesce((x.e ->> 4)::float8, 1), coalesce((x.e ->> 5)::float8, 1)
+    FROM jsonb_array_elements(gates) WITH ORDINALITY AS x(e, o)
+$$;
+
+-- Put the first job set aside on a slot back in the claim order (and say so).
+CREATE FUNCTION {s}.let_out(v_slot text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    q text;
+BEGIN
+    UPDATE {s}.jobs SET held_by = NULL
+    WHERE id = (SELECT h.id FROM {s}.jobs h WHERE h.held_by = v_slot AND h.state = 'queued'
+                ORDER BY h.priority DESC, h.scheduled_at, h.id LIMIT 1 FOR UPDATE SKIP LOCKED)
+    RETURNING queue INTO q;
+    IF q IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM {s}.notify_work(ARRAY[q]);
+    RETURN true;
+END
+$$;
+
+-- _limits.admit for a job picked by a claim (queued or due, locked): true to
+-- claim it; false when it is set aside or booked ahead (the job's row changed
+-- here, so the claim leaves it), waking claimers to look past it.
+CREATE FUNCTION {s}.admit(
+    job_id text, job_queue text, gates jsonb, circuit jsonb, paid boolean, t float8
+) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    full_slot text;
+    wait float8;
+    cb {s}.circuits;
+    c_name text;
+    c_r float8;
+    wait_until float8;
+BEGIN
+    IF circuit IS NOT NULL THEN
+        -- _limits.circuit_admit
+        c_name := circuit ->> 0;
+        c_r := coalesce((circuit ->> 3)::float8, 30);
+        INSERT INTO {s}.circuits (name) VALUES (c_name) ON CONFLICT DO NOTHING;
+        SELECT * INTO cb FROM {s}.circuits WHERE name = c_name FOR UPDATE;
+        UPDATE {s}.circuits SET threshold = coalesce((circuit ->> 1)::integer, 5),
+            within = coalesce((circuit ->> 2)::float8, 60), reset_after = c_r
+        WHERE name = c_name;
+        IF cb.state = 'open' THEN
+            IF t < coalesce(cb.opened_at, t) + c_r THEN
+                wait_until := coalesce(cb.opened_at, t) + c_r;
+            ELSE
+                UPDATE {s}.circuits SET state = 'half_open', probe = job_id WHERE name = c_name;
+            END IF;
+        ELSIF cb.state = 'half_open' THEN
+            IF cb.probe IS NULL OR cb.probe = job_id THEN
+                UPDATE {s}.circuits SET probe = job_id WHERE name = c_name;
+            ELSE
+                wait_until := t + c_r;
+            END IF;
+        END IF;
+        IF wait_until IS NOT NULL THEN
+            UPDATE {s}.jobs SET state = 'scheduled', scheduled_at = wait_until WHERE id = job_id;
+            PERFORM {s}.notify_later(ARRAY[job_queue]);
+            PERFORM {s}.notify_work(ARRAY[job_queue]);
+            RETURN false;
+        END IF;
+        IF gates IS NULL THEN
+            RETURN true;
+        END IF;
+    END IF;
+    INSERT INTO {s}.limits (slot, name, key, burst, tokens, refilled_at)
+    SELECT g.slot, g.name, g.key, g.burst, g.burst, t FROM {s}.gates_of(gates) g
+    ORDER BY g.slot
+    ON CONFLICT DO NOTHING;
+    -- the counters, locked in one order by every claimer
+    PERFORM 1 FROM {s}.limits l
+    WHERE l.slot IN (SELECT g.slot FROM {s}.gates_of(gates) g)
+    ORDER BY l.slot FOR UPDATE;
+    SELECT g.slot INTO full_slot FROM {s}.gates_of(gates) g JOIN {s}.limits l USING (slot)
+    WHERE g.concurrency IS NOT NULL AND l.running >= g.concurrency
+    ORDER BY g.ord LIMIT 1;
+    IF full_slot IS NOT NULL THEN
+        UPDATE {s}.jobs SET held_by = full_slot WHERE id = job_id;
+        -- Its other slots may have room it was let out to use: pass it on.
+        PERFORM {s}.let_out(g.slot)
+        FROM {s}.gates_of(gates) g JOIN {s}.limits l USING (slot)
+        WHERE g.slot <> full_slot AND g.concurrency IS NOT NULL AND l.running < g.concurrency;
+        PERFORM {s}.notify_work(ARRAY[job_queue]);
+        RETURN false;
+    END IF;
+    UPDATE {s}.limits l SET concurrency = g.concurrency, rate = g.rate, per = g.per,
+                            burst = g.burst
+    FROM {s}.gates_of(gates) g WHERE l.slot = g.slot;
+    IF NOT paid THEN
+        SELECT max(CASE WHEN a.tokens < 1 THEN (1 - a.tokens) * a.per / a.rate ELSE 0 END)
+        INTO wait
+        FROM (SELECT g.per, g.rate, least(g.burst, l.tokens
+                     + greatest(0, t - l.refilled_at) * g.rate / g.per) AS tokens
+              FROM {s}.gates_of(gates) g JOIN {s}.limits l USING (slot)
+              WHERE g.rate IS NOT NULL) AS a;
+        UPDATE {s}.limits l
+        SET tokens = least(g.burst, l.tokens + greatest(0, t - l.refilled_at) * g.rate / g.per) - 1,
+            refilled_at = t
+        FROM {s}.gates_of(gates) g WHERE l.slot = g.slot AND g.rate IS NOT NULL;
+        IF coalesce(wait, 0) > 0 THEN
+            UPDATE {s}.jobs SET state = 'scheduled', scheduled_at = t + wait, rate_paid = true
+            WHERE id = job_id;
+            PERFORM {s}.notify_later(ARRAY[job_queue]);
+            PERFORM {s}.notify_work(ARRAY[job_queue]);
+            RETURN false;
+        END IF;
+    END IF;
+    UPDATE {s}.limits l SET running = l.running + 1
+    FROM {s}.gates_of(gates) g WHERE l.slot = g.slot AND g.concurrency IS NOT NULL;
+    RETURN true;
+EXCEPTION WHEN data_exception OR not_null_violation OR check_violation THEN
+    -- limits no asyncq wrote (by hand): claim the job, whose record then
+    -- fails to decode and is taken aside; the claim of the others goes on
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION {s}.limits_freed() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.circuit IS NOT NULL THEN
+        PERFORM {s}.circuit_ended(
+            OLD.circuit, OLD.id, NEW.state,
+            CASE WHEN jsonb_typeof(NEW.errors) = 'array' AND jsonb_typeof(OLD.errors) = 'array'
+                      AND jsonb_array_length(NEW.errors) > jsonb_array_length(OLD.errors)
+                 THEN NEW.errors -> -1 ->> 'kind' END,
+            {now});
+    END IF;
+    IF OLD.limits IS NULL THEN
+        RETURN NULL;
+    END IF;
+    UPDATE {s}.limits l SET running = greatest(l.running - 1, 0)
+    FROM {s}.gates_of(OLD.limits) g
+    WHERE l.slot = g.slot AND g.concurrency IS NOT NULL;
+    PERFORM {s}.let_out(g.slot) FROM {s}.gates_of(OLD.limits) g
+    WHERE g.concurrency IS NOT NULL ORDER BY g.slot;
+    RETURN NULL;
+EXCEPTION WHEN data_exception OR not_null_violation OR check_violation THEN
+    RETURN NULL;  -- limits no asyncq wrote: nothing was counted for them
+END
+$$;
+
+CREATE TRIGGER jobs_limits_freed AFTER UPDATE OF state ON {s}.jobs
+    FOR EACH ROW
+    WHEN (OLD.state = 'active' AND NEW.state <> 'active'
+          AND (OLD.limits IS NOT NULL OR OLD.circuit IS NOT NULL))
+    EXECUTE FUNCTION {s}.limits_freed();
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
@@ -614,6 +870,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("the job event stream", _EVENTS),
     ("keys held for a while after the job finished (key_ttl)", _KEY_TTL),
     ("dependencies between jobs: parents, children, the waiting state", _DEPENDENCIES),
+    ("flow control: limits on when jobs start", _LIMITS),
 )
 
 

@@ -50,6 +50,17 @@ COPY_COLUMNS = (
 )
 
 
+# A picked job starts unless its limits hold it back (``admit``, which sets it
+# aside or books it ahead); a plain job never calls it. Outside the picking
+# subquery, whose LIMIT keeps the call to the rows picked; and the picked ids
+# are a MATERIALIZED CTE, computed once: a subquery in the UPDATE's WHERE may
+# be run again per row, which would call ``admit`` again for the same job.
+_ADMITTED = (
+    "CASE WHEN b.limits IS NULL AND b.circuit IS NULL THEN true"
+    " ELSE {s}.admit(b.id, b.queue, b.limits, b.circuit, b.rate_paid, {now}) END"
+)
+
+
 def _claim(picked: str) -> str:
     """The claim statement around ``picked``, a subquery of the ids to claim (see "claim")."""
     return (
@@ -57,6 +68,9 @@ def _claim(picked: str) -> str:
         WITH relaxed AS MATERIALIZED (
             SELECT set_config('synchronous_commit', 'off', true)
         ),
+        picked AS MATERIALIZED ("""
+        + picked
+        + """        ),
         claimed AS (
             UPDATE {s}.jobs j SET
                 state = 'active',
@@ -67,10 +81,10 @@ def _claim(picked: str) -> str:
                 worker = $3,
                 lease_expires_at = {now} + $4::float8,
                 cancel_requested = false,
+                held_by = NULL,
+                rate_paid = false,
                 token = gen_random_uuid()::text
-            WHERE j.id IN ("""
-        + picked
-        + """            )
+            WHERE j.id IN (SELECT id FROM picked)
             RETURNING {cols}, j.token
         )
         SELECT claimed.* FROM relaxed, claimed
@@ -257,7 +271,8 @@ class Statements(OperatorStatements):
     enqueue_debounced: str = """
         WITH h AS (
             SELECT id, state, attempts,
-                   state IN ('scheduled', 'queued') AND attempts = 0 AS pending
+                   state IN ('scheduled', 'queued') AND attempts = 0
+                       AND held_by IS NULL AND NOT rate_paid AS pending
             FROM {s}.jobs
             WHERE key_held AND queue = $3::text AND key = $14::text
             FOR UPDATE
@@ -386,13 +401,16 @@ class Statements(OperatorStatements):
     # be claimed and run again, which at-least-once allows; and the settle
     # that follows it, durable, flushes the WAL up to and past the claim.
     # Producers' and settlements' commits stay durable.
-    claim: str = _claim("""
-                SELECT c.id
+    claim: str = _claim(
+        """
+                SELECT b.id FROM (
+                SELECT c.id, c.queue, c.limits, c.circuit, c.rate_paid
                 FROM unnest($1::text[]) AS q(name)
                 CROSS JOIN LATERAL (
-                    SELECT r.id, r.priority, r.scheduled_at
+                    SELECT r.id, r.priority, r.scheduled_at, r.queue, r.limits, r.circuit,
+                           r.rate_paid
                     FROM {s}.jobs r
-                    WHERE r.queue = q.name AND r.state IN {pending}
+                    WHERE r.queue = q.name AND r.state IN {pending} AND r.held_by IS NULL
                       AND r.scheduled_at <= {now}
                     ORDER BY r.priority DESC, r.scheduled_at, r.id
                     LIMIT $2
@@ -403,21 +421,33 @@ class Statements(OperatorStatements):
                 )
                 ORDER BY c.priority DESC, c.scheduled_at, c.id
                 LIMIT $2
-""")
+                ) AS b
+                WHERE """
+        + _ADMITTED
+        + """
+"""
+    )
 
     # The claim from one queue (a worker's usual case), the same rows in the
     # same order: without the unnest, the LATERAL and the second sort it
     # plans and runs in ~0.05 ms less.
-    claim_queue: str = _claim("""
-                SELECT r.id
+    claim_queue: str = _claim(
+        """
+                SELECT b.id FROM (
+                SELECT r.id, r.queue, r.limits, r.circuit, r.rate_paid
                 FROM {s}.jobs r
-                WHERE r.queue = $1 AND r.state IN {pending}
+                WHERE r.queue = $1 AND r.state IN {pending} AND r.held_by IS NULL
                   AND r.scheduled_at <= {now}
                   AND NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = $1 AND p.paused)
                 ORDER BY r.priority DESC, r.scheduled_at, r.id
                 LIMIT $2
                 FOR UPDATE SKIP LOCKED
-""")
+                ) AS b
+                WHERE """
+        + _ADMITTED
+        + """
+"""
+    )
 
     # Seconds until the earliest pending job of the unpaused queues is due
     # (<= 0: one is ready now; NULL: none pending). jobs_ready is ordered by
@@ -429,13 +459,13 @@ class Statements(OperatorStatements):
         CROSS JOIN LATERAL (
             WITH RECURSIVE first AS (
                 (SELECT r.priority, r.scheduled_at FROM {s}.jobs r
-                 WHERE r.queue = q.name AND r.state IN {pending}
+                 WHERE r.queue = q.name AND r.state IN {pending} AND r.held_by IS NULL
                  ORDER BY r.priority DESC, r.scheduled_at LIMIT 1)
                 UNION ALL
                 SELECT n.priority, n.scheduled_at
                 FROM first f CROSS JOIN LATERAL (
                     SELECT r.priority, r.scheduled_at FROM {s}.jobs r
-                    WHERE r.queue = q.name AND r.state IN {pending}
+                    WHERE r.queue = q.name AND r.state IN {pending} AND r.held_by IS NULL
                       AND r.priority < f.priority
                     ORDER BY r.priority DESC, r.scheduled_at LIMIT 1
                 ) AS n
@@ -443,6 +473,37 @@ class Statements(OperatorStatements):
             SELECT min(first.scheduled_at) AS at FROM first
         ) AS t
         WHERE NOT EXISTS (SELECT FROM {s}.queues p WHERE p.name = q.name AND p.paused)
+    """
+
+    # A batch's limits, written in the transaction that inserted it (only
+    # batches with limits: the insert statements know nothing of them).
+    set_limits: str = """
+        UPDATE {s}.jobs j SET limits = x.limits, circuit = x.circuit
+        FROM unnest($1::text[], $2::jsonb[], $3::jsonb[]) AS x(id, limits, circuit)
+        WHERE j.id = x.id AND j.limits IS NULL AND j.circuit IS NULL
+    """
+
+    circuit_states: str = """
+        SELECT name, state, failures, opened_at, probe, threshold, within, reset_after
+        FROM {s}.circuits ORDER BY name
+    """
+
+    # An operator opens (``$2``) or closes a circuit.
+    set_circuit: str = """
+        INSERT INTO {s}.circuits AS c (name, state, opened_at)
+        VALUES ($1, CASE WHEN $2 THEN 'open' ELSE 'closed' END,
+                CASE WHEN $2 THEN {now} END)
+        ON CONFLICT (name) DO UPDATE SET
+            state = excluded.state, opened_at = excluded.opened_at, probe = NULL,
+            failures = '{{}}'
+        RETURNING name, state, failures, opened_at, probe, threshold, within, reset_after
+    """
+
+    limit_states: str = """
+        SELECT l.slot, l.name, l.key, l.concurrency, l.rate, l.per, l.burst, l.running,
+               l.tokens, l.refilled_at,
+               (SELECT count(*) FROM {s}.jobs h WHERE h.held_by = l.slot AND h.state = 'queued')
+        FROM {s}.limits l ORDER BY l.slot
     """
 
     heartbeat: str = """

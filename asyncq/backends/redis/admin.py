@@ -30,11 +30,13 @@ from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._verbs import DeadQuery, JobQuery, OperatorVerbs, PurgeQuery
-from ..base import JobRecord, JobState, QueueStats, Retention
+from ..base import CircuitState, JobRecord, JobState, LimitState, QueueStats, Retention
 from .client import mapped
 from .scripts import (
     Call,
+    Circuits,
     Fetch,
+    LimitStates,
     List,
     Prune,
     Purge,
@@ -158,6 +160,42 @@ class _Operations(OperatorVerbs):
             return []
         replies = await self._many([Stats.call(self._prefix(q)) for q in names])
         return [Stats.reply(reply, q) for q, reply in zip(names, replies, strict=True)]
+
+    @mapped
+    async def circuit_states(self) -> list[CircuitState]:
+        """Each queue's circuits (kept per queue, as the limits are)."""
+        return await self._circuits(None, open_=False)
+
+    @mapped
+    async def set_circuit(self, name: str, *, open_: bool) -> list[CircuitState]:
+        """Set the circuit of that name in every queue that has it (or every queue)."""
+        return await self._circuits(name, open_=open_)
+
+    async def _circuits(self, name: str | None, *, open_: bool) -> list[CircuitState]:
+        names = await self._known_queues()
+        if not names:
+            return []
+        replies = await self._many([Circuits.call(self._prefix(q), name, open_) for q in names])
+        found = [
+            state
+            for q, reply in zip(names, replies, strict=True)
+            for state in Circuits.reply(reply, q)
+        ]
+        return sorted(found, key=lambda state: (state.name, state.queue or ""))
+
+    @mapped
+    async def limit_states(self) -> list[LimitState]:
+        """Each queue's limit counters (a script works on one queue's keys: see ``scripts``)."""
+        names = await self._known_queues()
+        if not names:
+            return []
+        replies = await self._many([LimitStates.call(self._prefix(q)) for q in names])
+        found = [
+            state
+            for q, reply in zip(names, replies, strict=True)
+            for state in LimitStates.reply(reply, q)
+        ]
+        return sorted(found, key=lambda state: (state.slot, state.queue or ""))
 
     @mapped
     async def _list_jobs(self, query: JobQuery) -> list[JobRecord]:

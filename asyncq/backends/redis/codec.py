@@ -23,7 +23,7 @@ import msgspec
 from msgspec.structs import replace
 
 from ..._annotations import decode_json, decode_lines, meta_text
-from ..._records import ErrorInfo, JobRecord, JobState, Lease, Outcome
+from ..._records import Breaker, ErrorInfo, Gate, JobRecord, JobState, Lease, Outcome
 from .._poison import Unreadable, describe, read_all, stand_in, unreadable_error
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "by_token_queue",
     "encode",
     "fields",
+    "gates_text",
     "leases",
     "local_time",
     "meta_texts",
@@ -141,6 +142,51 @@ def record(flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
         logs=decode_lines(f.get(b"lg")),
         logs_dropped=int(f.get(b"ld", 0)),
         children=tuple(f[b"ch"].decode().split("\n")) if b"ch" in f else (),
+        held_by=hb.decode() if (hb := f.get(b"hb")) is not None else None,
+        rate_paid=f.get(b"rp") == b"1",
+    )
+
+
+def gates_text(gates: Sequence[Gate], circuit: Breaker | None = None) -> str:
+    """The hash field ``lim``: a job's limits and circuit as the scripts read them.
+
+    One line per limit: name, key, concurrency, rate, per, burst, tab
+    separated, '' for what is unset (names and keys hold no control
+    character); then for a circuit, '!' and its name, failures, within and
+    reset_after.
+    """
+    lines = (
+        [
+            "!"
+            + "\t".join(
+                (
+                    circuit.name,
+                    str(circuit.failures),
+                    repr(circuit.within),
+                    repr(circuit.reset_after),
+                )
+            )
+        ]
+        if circuit is not None
+        else []
+    )
+    return "\n".join(
+        [
+            *lines,
+            *(
+                "\t".join(
+                    (
+                        gate.name,
+                        gate.key or "",
+                        "" if gate.concurrency is None else str(gate.concurrency),
+                        "" if gate.rate is None else repr(gate.rate),
+                        repr(gate.per),
+                        repr(gate.burst),
+                    )
+                )
+                for gate in gates
+            ),
+        ]
     )
 
 

@@ -26,6 +26,11 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P keys``           hash, idempotency key -> id of the job holding it
 ``P wake``           list, wake-up tokens for blocked claimers (bounded)
 ``P paused``         string, exists while the queue is paused
+``P l:<slot>``       hash, a limit counter of the queue (flow control, see the prelude)
+``P h:<slot>``       zset, queued jobs set aside on a limit slot, by ``scheduled_at``
+``P limits``         set, the limit slots the queue has counters for
+``P cb:<name>``      hash, a circuit breaker's state in the queue (see the prelude)
+``P circuits``       set, the circuits the queue has state for
 ``P ev``             stream, the queue's job events (``HasEvents``), one entry per
                      event, written by the script that makes the change; fields
                      ``k`` kind, ``j`` job id, ``n`` name, ``at``, and as the kind
@@ -74,6 +79,10 @@ metadata itself is in ``d``), ``lg`` the lines the handler logged, each a JSON
 text ended by a newline, ``lc`` how many, ``ld`` how many older ones were
 dropped. They live in the job's hash, so whatever deletes or expires the job
 takes them with it.
+Flow control, only on a job with limits: ``lim`` its limits as the scripts
+read them (``codec.gates_text``; they are in ``d`` too), ``hb`` the limit slot
+a queued job is set aside on (out of its ``r:<priority>`` set, in ``h:<slot>``),
+``rp`` '1' once it booked its rate token (it waits in ``delayed`` till then).
 The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
 ``active``: an attempt that ends leaves them behind (one command fewer a job)
 and the backend reads them as absent.
@@ -100,7 +109,16 @@ from typing import Any, ClassVar, NamedTuple
 from msgspec.structs import replace
 
 from ..._annotations import encode_line
-from ..._records import JobRecord, JobState, Lease, LogLine, Outcome, QueueStats
+from ..._records import (
+    CircuitState,
+    JobRecord,
+    JobState,
+    Lease,
+    LimitState,
+    LogLine,
+    Outcome,
+    QueueStats,
+)
 from ...exceptions import UnknownParent
 from . import codec
 
@@ -269,12 +287,13 @@ class Enqueue(_Script, name="enqueue"):
     ('w' if the caller waits for the jobs: they are stored marked, see
     ``Watch``; 'f' if their ids are fresh, see ``Backend.enqueue``; 'o' if
     some job has a ``key_ttl`` or a ``debounce``; 'p' if some job has parents),
-    then 10 per job: id, key, priority, scheduled_at, record, max_attempts,
+    then 11 per job: id, key, priority, scheduled_at, record, max_attempts,
     ttl, name, the KEYS position of the job's index bucket (unused in a
-    cluster), and the metadata as ``list`` matches it (``codec.meta_texts``)
-    or ''; with 'o', 12: also the ``key_ttl`` (or '') and '1' for a debounced
-    enqueue (or ''). With 'p', after every job's fields, 2 per job: its
-    parents ('\\n'-separated) and 'run' for ``after_failure="run"`` (else '').
+    cluster), the metadata as ``list`` matches it (``codec.meta_texts``) or
+    '', and the limits as the scripts read them (``codec.gates_text``) or '';
+    with 'o', 13: also the ``key_ttl`` (or '') and '1' for a debounced enqueue
+    (or ''). With 'p', after every job's fields, 2 per job: its parents
+    ('\\n'-separated) and 'run' for ``after_failure="run"`` (else '').
     """
 
     @staticmethod
@@ -329,6 +348,9 @@ class Enqueue(_Script, name="enqueue"):
                 job.name,
                 position,
                 codec.meta_texts(job.meta) if job.meta else "",
+                codec.gates_text(job.limits, job.circuit)
+                if job.limits or job.circuit is not None
+                else "",
             )
             if extra:
                 args += (
@@ -664,6 +686,74 @@ class Stats(_Script, name="stats"):
             paused=bool(raw[len(_STATES)]),
             oldest_ready_at=float(oldest) if oldest else None,
         )
+
+
+class LimitStates(_Script, name="limit_states"):
+    """The flow-control counters of one queue (``Backend.limit_states``)."""
+
+    @staticmethod
+    def call(prefix: str) -> Call:
+        return ("limit_states", [prefix], [])
+
+    @staticmethod
+    def reply(raw: Any, queue: str) -> list[LimitState]:
+        out = []
+        for slot, flat, held in raw:
+            f = codec.fields(flat)
+
+            def number(name: bytes, f: dict[bytes, bytes] = f) -> float | None:
+                value = f.get(name)
+                return float(value) if value else None
+
+            concurrency = number(b"c")
+            out.append(
+                LimitState(
+                    slot=slot.decode(),
+                    name=f.get(b"name", slot).decode(),
+                    key=f[b"key"].decode() if f.get(b"key") else None,
+                    concurrency=None if concurrency is None else int(concurrency),
+                    rate=number(b"r"),
+                    per=number(b"per") or 1.0,
+                    burst=number(b"b") or 1.0,
+                    running=int(f.get(b"run", 0)),
+                    tokens=number(b"tok") or 0.0,
+                    refilled_at=number(b"at") or 0.0,
+                    held=int(held),
+                    queue=queue,
+                )
+            )
+        return out
+
+
+class Circuits(_Script, name="circuits"):
+    """The circuits of one queue; an operator's open or close of one first."""
+
+    @staticmethod
+    def call(prefix: str, name: str | None = None, open_: bool = False) -> Call:
+        args: list[Any] = [] if name is None else [name, "1" if open_ else "0"]
+        return ("circuits", [prefix], args)
+
+    @staticmethod
+    def reply(raw: Any, queue: str) -> list[CircuitState]:
+        out = []
+        for name, flat in raw:
+            f = codec.fields(flat)
+            opened = f.get(b"oa")
+            probe = f.get(b"pb")
+            out.append(
+                CircuitState(
+                    name=name.decode(),
+                    state=f.get(b"st", b"closed").decode(),
+                    failures=tuple(float(t) for t in f.get(b"fl", b"").split(b",") if t),
+                    opened_at=float(opened) if opened else None,
+                    probe=probe.decode() if probe else None,
+                    threshold=int(f.get(b"n", b"5")),
+                    within=float(f.get(b"w", b"60")),
+                    reset_after=float(f.get(b"r", b"30")),
+                    queue=queue,
+                )
+            )
+        return out
 
 
 class Peek(_Script, name="peek"):

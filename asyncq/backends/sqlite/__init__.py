@@ -66,9 +66,11 @@ from anyio import to_thread
 
 from ..._records import (
     TERMINAL_STATES,
+    CircuitState,
     JobRecord,
     JobState,
     Lease,
+    LimitState,
     LogLine,
     Outcome,
     QueueStats,
@@ -104,7 +106,7 @@ from ..base import (
     SettlesOnClaim,
     check_outcomes,
 )
-from . import admin_sql, events, schema, sql, workers
+from . import admin_sql, events, limits, schema, sql, workers
 from .connection import _Database
 from .schema import SCHEMA_VERSION
 
@@ -452,6 +454,17 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         return total
 
     # -- operations ------------------------------------------------------------------
+
+    async def limit_states(self) -> list[LimitState]:
+        return await self._run(False, limits.states)
+
+    async def circuit_states(self) -> list[CircuitState]:
+        return await self._run(False, limits.circuit_states)
+
+    async def set_circuit(self, name: str, *, open_: bool) -> list[CircuitState]:
+        changed = await self._run(True, limits.set_circuit, name, open_)
+        self._signal.fire()
+        return changed
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         return await self._run(False, admin_sql.stats, None if queues is None else list(queues))

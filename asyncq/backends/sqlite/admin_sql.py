@@ -111,7 +111,7 @@ def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) ->
             conn,
             "SELECT min(at) FROM ("
             " SELECT min(scheduled_at) AS at FROM asyncq_jobs"
-            "  WHERE queue = :queue AND state = 'queued'"
+            "  WHERE queue = :queue AND state = 'queued' AND held_by IS NULL"
             " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"
             "  WHERE queue = :queue AND state = 'scheduled' AND scheduled_at <= :now"
             " UNION ALL SELECT min(scheduled_at) FROM asyncq_jobs"

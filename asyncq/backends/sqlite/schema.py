@@ -26,6 +26,7 @@ import msgspec
 from msgspec.structs import astuple
 
 from ..._annotations import decode_json, decode_lines, encode_line, encode_meta, meta_text
+from ..._records import Breaker, Gate
 from ...exceptions import BackendError
 from ..base import ErrorInfo, JobRecord
 
@@ -129,7 +130,6 @@ _KEY_OPTIONS = (
     "ALTER TABLE asyncq_jobs ADD COLUMN key_released INTEGER NOT NULL DEFAULT 0",
 )
 
-#: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
 # Dependencies between jobs (``enqueue(after=...)``): each job's parents and
 # children as JSON arrays of ids (NULL: none), and its ``after_failure`` (NULL:
 # "dead"). Children are found from their parent's row, by primary key.
@@ -147,6 +147,32 @@ _DEPENDENCIES = (
     "CREATE INDEX asyncq_waits_child ON asyncq_waits (child)",
 )
 
+# Flow control (``backends._limits``): a job's limits (MessagePack, NULL for a
+# plain job), the slot a queued job is set aside on (out of the claim order,
+# which the ready index now leaves out), whether it booked its rate token, its
+# circuit breaker (MessagePack); a row per limit slot, its counter as
+# MessagePack (``LimitState``), and per circuit (``CircuitState``).
+_LIMITS = (
+    "ALTER TABLE asyncq_jobs ADD COLUMN limits BLOB",
+    "ALTER TABLE asyncq_jobs ADD COLUMN held_by TEXT",
+    "ALTER TABLE asyncq_jobs ADD COLUMN rate_paid INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE asyncq_jobs ADD COLUMN circuit BLOB",
+    "DROP INDEX asyncq_jobs_ready",
+    """CREATE INDEX asyncq_jobs_ready ON asyncq_jobs (queue, priority DESC, scheduled_at, id)
+        WHERE state = 'queued' AND held_by IS NULL""",
+    """CREATE INDEX asyncq_jobs_held ON asyncq_jobs (held_by, priority DESC, scheduled_at, id)
+        WHERE held_by IS NOT NULL""",
+    """CREATE TABLE asyncq_limits (
+        slot TEXT PRIMARY KEY NOT NULL,
+        state BLOB NOT NULL
+    )""",
+    """CREATE TABLE asyncq_circuits (
+        name TEXT PRIMARY KEY NOT NULL,
+        state BLOB NOT NULL
+    )""",
+)
+
+#: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,
     _WORKERS,
@@ -154,6 +180,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _EVENTS,
     _KEY_OPTIONS,
     _DEPENDENCIES,
+    _LIMITS,
 )
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -241,6 +268,10 @@ _NAMES = (
     "parents",
     "children",
     "after_failure",
+    "limits",
+    "held_by",
+    "rate_paid",
+    "circuit",
 )
 _COLUMNS = ", ".join(_NAMES)
 #: Every job column, then the ``rowid``: a row that cannot be read is taken
@@ -254,12 +285,15 @@ ID, QUEUE, ATTEMPTS, ERRORS, ERROR_COUNT, ROWID = (
     len(_NAMES),
 )
 _PARENTS = _NAMES.index("parents")
+_GATES = _NAMES.index("limits")
 INSERT_JOB = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))})"
 
 ENCODER = msgspec.msgpack.Encoder()
 _errors_decoder = msgspec.msgpack.Decoder(tuple[ErrorInfo, ...])
 _headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
 _meta_decoder = msgspec.json.Decoder(dict[str, Any])
+_gates_decoder = msgspec.msgpack.Decoder(tuple[Gate, ...])
+_breaker_decoder = msgspec.msgpack.Decoder(Breaker)
 _json = msgspec.json.encode
 _MISSING = object()
 _convert = msgspec.convert
@@ -304,7 +338,8 @@ def to_record(row: Sequence[Any]) -> JobRecord:
         dropped,
         key_ttl,
     ) = row[len(_PLAIN) : _PARENTS]
-    parents, children, after_failure = row[_PARENTS : len(_NAMES)]
+    parents, children, after_failure = row[_PARENTS:_GATES]
+    limits, held_by, rate_paid, circuit = row[_GATES : len(_NAMES)]
     # ``errors`` is NULL until an attempt ends, b"" after one without an error
     fields["errors"] = (
         _errors_decoder.decode(_array_header(error_count) + errors) if errors is not None else ()
@@ -328,6 +363,13 @@ def to_record(row: Sequence[Any]) -> JobRecord:
         fields["children"] = decode_ids(children)
     if after_failure is not None:
         fields["after_failure"] = after_failure
+    if limits is not None or circuit is not None:
+        if limits is not None:
+            fields["limits"] = _gates_decoder.decode(limits)
+        if circuit is not None:
+            fields["circuit"] = _breaker_decoder.decode(circuit)
+        fields["held_by"] = held_by
+        fields["rate_paid"] = bool(rate_paid)
     # bytes pass as they are: msgspec would otherwise take text for base64
     return _convert(fields, JobRecord, builtin_types=_BYTES)
 
@@ -362,6 +404,10 @@ def to_row(job: JobRecord) -> tuple[Any, ...]:
         encode_ids(job.parents) if job.parents else None,
         encode_ids(job.children) if job.children else None,
         None if job.after_failure == "dead" else job.after_failure,
+        ENCODER.encode(job.limits) if job.limits else None,
+        job.held_by,
+        int(job.rate_paid),
+        None if job.circuit is None else ENCODER.encode(job.circuit),
     )
 
 

@@ -51,7 +51,9 @@ from .._common import (
     released,
     result_expired,
 )
+from .._limits import HOLD_BUDGET
 from ..base import HeartbeatReply
+from . import limits
 from .events import write as write_events
 from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
 from .schema import ENCODER, INSERT_JOB, NAMES, SELECT_JOB, decode_ids, encode_ids, to_row
@@ -349,27 +351,42 @@ def claim(
         )
     expires = now + lease_for
     leases: list[Lease] = []
+    held = 0
     for queue in open_queues:
+        # A job its limits hold back leaves the claim order (``_limits``): look
+        # again past it, up to HOLD_BUDGET of them. Plain jobs take one pass.
+        while len(leases) < limit and held < HOLD_BUDGET:
+            rows = fetch(
+                conn,
+                f"{SELECT_JOB} WHERE queue = ? AND state = 'queued' AND held_by IS NULL"
+                " ORDER BY priority DESC, scheduled_at, id LIMIT ?",
+                (queue, limit - len(leases)),
+            )
+            jobs, bad = read_rows(rows)
+            if bad:
+                aside.extend(take_aside(conn, now, rows, bad))
+            batch: list[Lease] = []
+            stopped = 0
+            for job in jobs:
+                if job.limits or job.circuit is not None:
+                    if not limits.admit_job(conn, now, job):
+                        stopped += 1
+                        continue
+                    job = replace(job, held_by=None, rate_paid=False)
+                active = claimed(job, now, worker, expires)
+                batch.append(Lease(job=active, token=os.urandom(16).hex(), expires_at=expires))
+            conn.executemany(
+                "UPDATE asyncq_jobs SET state = 'active', attempts = attempts + 1, started_at = ?,"
+                " worker = ?, lease_expires_at = ?, cancel_requested = 0, token = ?"
+                " WHERE id = ? AND state = 'queued'",
+                [(now, worker, expires, lease.token, lease.job.id) for lease in batch],
+            )
+            leases.extend(batch)
+            held += stopped
+            if not stopped:
+                break
         if len(leases) >= limit:
             break
-        rows = fetch(
-            conn,
-            f"{SELECT_JOB} WHERE queue = ? AND state = 'queued'"
-            " ORDER BY priority DESC, scheduled_at, id LIMIT ?",
-            (queue, limit - len(leases)),
-        )
-        jobs, bad = read_rows(rows)
-        if bad:
-            aside.extend(take_aside(conn, now, rows, bad))
-        for job in jobs:
-            active = claimed(job, now, worker, expires)
-            leases.append(Lease(job=active, token=os.urandom(16).hex(), expires_at=expires))
-    conn.executemany(
-        "UPDATE asyncq_jobs SET state = 'active', attempts = attempts + 1, started_at = ?,"
-        " worker = ?, lease_expires_at = ?, cancel_requested = 0, token = ?"
-        " WHERE id = ? AND state = 'queued'",
-        [(now, worker, expires, lease.token, lease.job.id) for lease in leases],
-    )
     if events:
         write_events(conn, [started_event(lease.job, now) for lease in leases])
     return leases, aside
@@ -402,7 +419,8 @@ def probe(
     for queue in _unpaused(conn, queues):
         ((queued, *due),) = fetch(
             conn,
-            "SELECT EXISTS (SELECT 1 FROM asyncq_jobs WHERE queue = :queue AND state = 'queued'),"
+            "SELECT EXISTS (SELECT 1 FROM asyncq_jobs WHERE queue = :queue AND state = 'queued'"
+            "  AND held_by IS NULL),"
             " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = :queue"
             "  AND state = 'scheduled'),"
             " (SELECT min(scheduled_at) FROM asyncq_jobs WHERE queue = :queue"
@@ -426,14 +444,6 @@ def _current_leases(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, t
         conn, "id, token, cancel_requested", list(dict.fromkeys(ids)), " AND state = 'active'"
     )
     return {job_id: (token, cancel) for job_id, token, cancel in rows}
-
-
-def _settled_leases(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, tuple[str, int]]:
-    """``id -> (token, has children)`` for the ``active`` jobs among ``ids``."""
-    rows = select_by_ids(
-        conn, "id, token, children IS NOT NULL", list(dict.fromkeys(ids)), " AND state = 'active'"
-    )
-    return {job_id: (token, parent) for job_id, token, parent in rows}
 
 
 def heartbeat(
@@ -554,14 +564,14 @@ _HELD_COLUMNS = (
 def settle(
     conn: sqlite3.Connection, now: float, outcomes: Sequence[Outcome], *, events: bool
 ) -> Settled:
-    if events:
-        ids = list(dict.fromkeys(outcome.job_id for outcome in outcomes))
-        held = select_by_ids(conn, _HELD_COLUMNS, ids, " AND state = 'active'")
-        current = {row[0]: row[1:] for row in held}
-        parents = {row[0] for row in held if row[-1]}
-    else:
-        current = _settled_leases(conn, (outcome.job_id for outcome in outcomes))
-        parents = {job_id for job_id, lease in current.items() if lease[1]}
+    ids = list(dict.fromkeys(outcome.job_id for outcome in outcomes))
+    # What a settled job needs besides its lease is read with it: a parent
+    # releases its children, a limited job frees its slots as it leaves active.
+    columns = _HELD_COLUMNS if events else "id, token, children IS NOT NULL AS parent"
+    rows = select_by_ids(conn, f"{columns}, limits, circuit", ids, " AND state = 'active'")
+    current = {row[0]: row[1:-3] for row in rows}
+    parents = {row[0] for row in rows if row[-3]}
+    gated = {row[0]: row[-2:] for row in rows if row[-2] is not None or row[-1] is not None}
     written: list[JobEvent] = []
     applied: list[bool] = []
     finished: list[str] = []
@@ -574,7 +584,7 @@ def settle(
         # the lease is released by this outcome: a second one for it in the batch is stale
         if events:
             # Raw columns: a row written by hand may hold anything (poison.py).
-            _, name, queue, attempts, worker, started_at, _ = current[outcome.job_id]
+            _, name, queue, attempts, worker, started_at = lease
             event = settled_event(
                 outcome.job_id,
                 name if isinstance(name, str) else "<unreadable>",
@@ -594,8 +604,17 @@ def settle(
             finished.append(outcome.job_id)
     for state, params in by_state.items():
         conn.executemany(_SETTLE[state], params)
+    freed = False
+    for outcome, applied_one in zip(outcomes, applied, strict=True):
+        if applied_one and outcome.job_id in gated:
+            kind = None if outcome.error is None else outcome.error.kind
+            gates, breaker = gated.pop(outcome.job_id)
+            freed = (
+                limits.ended(conn, now, outcome.job_id, gates, breaker, outcome.state, kind)
+                or freed
+            )
     write_events(conn, written)
-    requeued = bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
+    requeued = freed or bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
     if parents and (done := [job_id for job_id in finished if job_id in parents]):
         # Only jobs with children pay for this: a column read with the lease.
         requeued = release(conn, now, done) or requeued
@@ -657,6 +676,9 @@ def recover(
         " WHERE id = ? AND state = 'active'",
         params,
     )
+    for job, error in zip(lapsed, errors, strict=True):
+        if job.limits or job.circuit is not None:
+            limits.job_ended(conn, now, job, _recovered_state(job), error.kind)
     recovered = [
         (job.id, job.cancel_requested or job.attempts >= job.max_attempts) for job in lapsed
     ]

@@ -10,8 +10,8 @@ local waited = string.find(ARGV[3], 'w', 1, true) ~= nil
 -- Fresh ids (made by the producer just now) cannot be another queue's.
 local fresh = string.find(ARGV[3], 'f', 1, true) ~= nil
 -- 'o': the jobs carry two more arguments each, key_ttl and debounce (see scripts.py).
-local W = 10
-if string.find(ARGV[3], 'o', 1, true) then W = 12 end
+local W = 11
+if string.find(ARGV[3], 'o', 1, true) then W = 13 end
 -- 'p': some jobs have parents; after the jobs' fields come 2 per job: its
 -- parents ('\n'-separated, '' for none) and its after_failure ('run' or '').
 -- Every parent must be a job of this queue, or an earlier job of the batch:
@@ -113,6 +113,8 @@ local function debounce(holder, b, sa)
   else redis.call('HDEL', J(holder), 't') end
   if ARGV[b + 9] ~= '' then redis.call('HSET', J(holder), 'mt', ARGV[b + 9])
   else redis.call('HDEL', J(holder), 'mt') end
+  if ARGV[b + 10] ~= '' then redis.call('HSET', J(holder), 'lim', ARGV[b + 10])
+  else redis.call('HDEL', J(holder), 'lim') end
   if waited then redis.call('HSET', J(holder), 'wt', '1') end
   -- The newer enqueue's options win, and a debounced one has no key_ttl.
   redis.call('HDEL', J(holder), 'kt')
@@ -120,15 +122,16 @@ local function debounce(holder, b, sa)
   event('debounced', holder, ARGV[b + 7], F(now), 'due', sa)
   return true
 end
--- Whether holder may be replaced by a debounced enqueue: pending, never claimed.
+-- Whether holder may be replaced by a debounced enqueue: pending, never claimed,
+-- not set aside by a limit nor booked on its rate (_common.is_pending).
 local function pending(holder)
-  local h = redis.call('HMGET', J(holder), 'st', 'att')
-  return (h[1] == 'scheduled' or h[1] == 'queued') and h[2] == '0'
+  local h = redis.call('HMGET', J(holder), 'st', 'att', 'hb', 'rp')
+  return (h[1] == 'scheduled' or h[1] == 'queued') and h[2] == '0' and not h[3] and not h[4]
 end
 for i = 0, n - 1 do
   local b = 4 + i * W
   local id, key, prio, sa = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  local deb = W == 12 and ARGV[b + 11] ~= ''
+  local deb = W == 13 and ARGV[b + 12] ~= ''
   -- '~' marks a job asked for now: ready now, even if this clock is behind the producer's.
   local asap = string.byte(sa, 1) == 126
   if asap then
@@ -211,11 +214,12 @@ for i = 0, n - 1 do
       fields[#fields + 1] = 'k'; fields[#fields + 1] = key
     end
     if ARGV[b + 6] ~= '' then fields[#fields + 1] = 't'; fields[#fields + 1] = ARGV[b + 6] end
-    if W == 12 and ARGV[b + 10] ~= '' then
-      fields[#fields + 1] = 'kt'; fields[#fields + 1] = ARGV[b + 10]
+    if W == 13 and ARGV[b + 11] ~= '' then
+      fields[#fields + 1] = 'kt'; fields[#fields + 1] = ARGV[b + 11]
     end
     if waited then fields[#fields + 1] = 'wt'; fields[#fields + 1] = '1' end
     if ARGV[b + 9] ~= '' then fields[#fields + 1] = 'mt'; fields[#fields + 1] = ARGV[b + 9] end
+    if ARGV[b + 10] ~= '' then fields[#fields + 1] = 'lim'; fields[#fields + 1] = ARGV[b + 10] end
     redis.call('HSET', J(id), unpack(fields))
     if st == 'scheduled' then
       event('enqueued', id, ARGV[b + 7], F(now), 'due', sa)

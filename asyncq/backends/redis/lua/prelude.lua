@@ -4,12 +4,15 @@ local function use(prefix)
   K = {
     all = P .. 'all', n = P .. 'n', prios = P .. 'prios', delayed = P .. 'delayed',
     active = P .. 'active', expires = P .. 'expires', keys = P .. 'keys',
-    wake = P .. 'wake', paused = P .. 'paused', done = P .. 'done',
+    wake = P .. 'wake', paused = P .. 'paused', done = P .. 'done', limits = P .. 'limits',
+    circuits = P .. 'circuits',
   }
 end
 use(KEYS[1])
 
 local WAKE_CAP = 128
+-- _limits.HOLD_BUDGET: limited jobs one claim may hold back before it stops looking
+local HOLD_BUDGET = 256
 local PROMOTE_MAX = 1000
 -- unpack() copies onto Lua's C stack, which holds a few thousand values: long
 -- argument lists go to Redis in slices of this many.
@@ -112,6 +115,227 @@ local function wake(n)
   if redis.call('LPUSH', K.wake, unpack(tokens)) > WAKE_CAP then
     redis.call('LTRIM', K.wake, 0, WAKE_CAP - 1)
   end
+end
+
+-- Flow control (asyncq.backends._limits, spelled in Lua). A job with limits has
+-- the field 'lim' (codec.gates_text); plain jobs have none and cost nothing
+-- here. Per slot (a limit, or a keyed limit's value) of this queue:
+--   P l:<slot>  hash: run (jobs active), tok (bucket at 'at'), at, c, r, per, b, name, key
+--   P h:<slot>  zset: queued jobs set aside on the slot (field 'hb'), by scheduled_at
+--   P limits    set: the slots this queue has counters for (limit_states)
+local LET_OUT = false
+local function LIM(slot) return P .. 'l:' .. slot end
+local function HELD(slot) return P .. 'h:' .. slot end
+
+local function gates_of(lim)
+  local gates = {}
+  for line in string.gmatch(lim, '[^\n]+') do
+    local f = {}
+    for part in string.gmatch(line .. '\t', '([^\t]*)\t') do f[#f + 1] = part end
+    local slot = f[1]
+    if f[2] and f[2] ~= '' then slot = f[1] .. '[' .. f[2] .. ']' end
+    local g = {slot = slot, name = f[1], key = f[2], c = num(f[3]), r = num(f[4]),
+               per = num(f[5]), b = num(f[6])}
+    -- a line no backend wrote (by hand) is no limit: the job is claimed as a plain one
+    if #f == 6 and slot ~= '' and g.per and g.per > 0 and g.b and g.b >= 1
+       and (g.r == nil or g.r > 0) and (g.c == nil or g.c >= 1) then
+      gates[#gates + 1] = g
+    end
+  end
+  return gates
+end
+
+-- _limits.available: the bucket at now, refilled, capped at the burst
+local function tokens_at(g, now)
+  local h = redis.call('HMGET', LIM(g.slot), 'tok', 'at')
+  local tok, at = tonumber(h[1]), tonumber(h[2])
+  if tok == nil then return g.b end
+  return math.min(g.b, tok + math.max(0, now - (at or now)) * g.r / g.per)
+end
+
+-- Put the first live job set aside on slot back in the claim order; whether one was.
+local function let_out(slot)
+  while true do
+    local head = redis.call('ZPOPMIN', HELD(slot))
+    if #head == 0 then return false end
+    local id = head[1]
+    local h = redis.call('HMGET', J(id), 'st', 'hb', 'p', 'sa')
+    if h[1] == 'queued' and h[2] == slot and is_prio(h[3]) and num(h[4]) then
+      redis.call('HDEL', J(id), 'hb')
+      LET_OUT = true
+      redis.call('ZADD', R(h[3]), h[4], id)
+      redis.call('ZADD', K.prios, h[3], h[3])
+      wake(1)
+      return true
+    end
+  end
+end
+
+-- Circuit breakers (_limits.circuit_admit / circuit_ended). A job behind one
+-- has a line '!name<TAB>failures<TAB>within<TAB>reset_after' in 'lim'.
+--   P cb:<name>  hash: st (closed, open, half_open), fl (failure times, comma
+--                separated), oa (opened at), pb (the probe's id), n, w, r
+--   P circuits   set: the circuits this queue has state for
+local function CB(name) return P .. 'cb:' .. name end
+local NOT_COUNTED = {retry = true, cancelled = true, lost = true, unknown_job = true,
+                     decode = true, undecodable = true}
+
+local function circuit_of(lim)
+  for line in string.gmatch(lim, '[^\n]+') do
+    if string.sub(line, 1, 1) == '!' then
+      local f = {}
+      for part in string.gmatch(string.sub(line, 2) .. '\t', '([^\t]*)\t') do f[#f + 1] = part end
+      local b = {name = f[1], n = num(f[2]), w = num(f[3]), r = num(f[4])}
+      if #f == 4 and b.name ~= '' and b.n and b.n >= 1 and b.w and b.w > 0 and b.r
+         and b.r > 0 then
+        return b
+      end
+    end
+  end
+  return nil
+end
+
+local function cb_load(b)
+  local h = redis.call('HMGET', CB(b.name), 'st', 'fl', 'oa', 'pb')
+  redis.call('HSET', CB(b.name), 'n', b.n, 'w', F(b.w), 'r', F(b.r))
+  redis.call('SADD', K.circuits, b.name)
+  return h[1] or 'closed', h[2] or '', num(h[3]), h[4]
+end
+
+-- nil: the job may start; else the time it waits until
+local function cb_admit(b, id, now)
+  local st, _, oa, pb = cb_load(b)
+  if st == 'open' then
+    local reopen = (oa or now) + b.r
+    if now < reopen then return reopen end
+    redis.call('HSET', CB(b.name), 'st', 'half_open', 'pb', id)
+    return nil
+  elseif st == 'half_open' then
+    if not pb or pb == id then
+      redis.call('HSET', CB(b.name), 'pb', id)
+      return nil
+    end
+    return now + b.r
+  end
+  return nil
+end
+
+local function cb_open(key, now)
+  redis.call('HSET', key, 'st', 'open', 'oa', F(now), 'fl', '')
+  redis.call('HDEL', key, 'pb')
+end
+
+local function cb_ended(b, id, outcome, kind, now)
+  local st, fl, _, pb = cb_load(b)
+  local probe = pb == id
+  local key = CB(b.name)
+  if kind == 'circuit_open' then
+    cb_open(key, now)
+  elseif outcome == 'completed' then
+    if st == 'half_open' and probe then
+      redis.call('HSET', key, 'st', 'closed', 'fl', '')
+      redis.call('HDEL', key, 'pb', 'oa')
+    end
+  elseif (outcome == 'failed' or outcome == 'dead') and not NOT_COUNTED[kind or ''] then
+    if st == 'half_open' and probe then
+      cb_open(key, now)
+    elseif st == 'closed' then
+      local recent = {}
+      for t in string.gmatch(fl, '[^,]+') do
+        local v = num(t)
+        if v and v > now - b.w then recent[#recent + 1] = t end
+      end
+      recent[#recent + 1] = F(now)
+      while #recent > b.n do table.remove(recent, 1) end
+      if #recent >= b.n then
+        cb_open(key, now)
+      else
+        redis.call('HSET', key, 'fl', table.concat(recent, ','))
+      end
+    end
+  elseif probe then
+    redis.call('HDEL', key, 'pb')
+  end
+end
+
+-- _limits.admit for one queued job popped from its ready set: 'start', or it
+-- is set aside ('held') or booked ahead and scheduled ('later'), attempts untouched.
+local function admit(id, lim, paid, prio, sa, now)
+  local b = circuit_of(lim)
+  if b then
+    local wait_until = cb_admit(b, id, now)
+    if wait_until then
+      redis.call('HSET', J(id), 'st', 'scheduled', 'sa', F(wait_until))
+      place(id, 'scheduled', prio, wait_until)
+      tally('queued', -1)
+      return 'later'
+    end
+  end
+  local gates = gates_of(lim)
+  for _, g in ipairs(gates) do
+    if g.c then
+      local run = tonumber(redis.call('HGET', LIM(g.slot), 'run')) or 0
+      if run >= g.c then
+        redis.call('HSET', J(id), 'hb', g.slot)
+        redis.call('ZADD', HELD(g.slot), sa, id)
+        -- Its other slots may have room it was let out to use: pass it on.
+        for _, o in ipairs(gates) do
+          if o.c and o.slot ~= g.slot
+             and (tonumber(redis.call('HGET', LIM(o.slot), 'run')) or 0) < o.c then
+            let_out(o.slot)
+          end
+        end
+        return 'held'
+      end
+    end
+  end
+  for _, g in ipairs(gates) do
+    redis.call('HSET', LIM(g.slot), 'c', g.c or '', 'r', g.r or '', 'per', F(g.per),
+               'b', F(g.b), 'name', g.name, 'key', g.key)
+    redis.call('SADD', K.limits, g.slot)
+  end
+  if not paid then
+    local wait = 0
+    for _, g in ipairs(gates) do
+      if g.r then
+        local tok = tokens_at(g, now)
+        if tok < 1 then wait = math.max(wait, (1 - tok) * g.per / g.r) end
+        redis.call('HSET', LIM(g.slot), 'tok', F(tok - 1), 'at', F(now))
+      end
+    end
+    if wait > 0 then
+      local due = F(now + wait)
+      redis.call('HSET', J(id), 'st', 'scheduled', 'sa', due, 'rp', '1')
+      place(id, 'scheduled', prio, now + wait)
+      tally('queued', -1)
+      return 'later'
+    end
+  end
+  for _, g in ipairs(gates) do
+    if g.c then redis.call('HINCRBY', LIM(g.slot), 'run', 1) end
+  end
+  redis.call('HDEL', J(id), 'hb', 'rp')
+  return 'start'
+end
+
+-- A job with limits lim left active: free its slots, let one job out of each.
+local function free_slots(lim)
+  for _, g in ipairs(gates_of(lim)) do
+    if g.c then
+      if redis.call('HINCRBY', LIM(g.slot), 'run', -1) < 0 then
+        redis.call('HSET', LIM(g.slot), 'run', 0)
+      end
+      let_out(g.slot)
+    end
+  end
+end
+
+-- A job with 'lim' left active as outcome, with error err (JSON, or ''):
+-- count it on its circuit, free its slots.
+local function ended(lim, id, outcome, err, now)
+  local b = circuit_of(lim)
+  if b then cb_ended(b, id, outcome, string.match(err or '', '"kind":"([%w_]+)"'), now) end
+  free_slots(lim)
 end
 
 local function expired(st, fin, ttl, now)
@@ -361,7 +585,7 @@ end
 -- does), so the caller may block on the wake lists without peeking first.
 local function claim_from(first, last, limit, worker, lease_for, base, now)
   local started, expires = F(now), F(now + lease_for)
-  local out, n = {started, expires, ''}, 0
+  local out, n, held = {started, expires, ''}, 0, 0
   for q = first, last do
     if n >= limit then break end
     use(KEYS[q])
@@ -369,14 +593,30 @@ local function claim_from(first, last, limit, worker, lease_for, base, now)
       promote(now)
       local claimed = {}
       for _, prio in ipairs(redis.call('ZREVRANGE', K.prios, 0, -1)) do
-        if n >= limit then break end
+        if n >= limit or held >= HOLD_BUDGET then break end
+        -- A job its limits hold back leaves the ready set: pop again past it
+        -- (up to HOLD_BUDGET of them). Without limits, one pass.
+        local more = true
+        while more do
         local want = limit - n
         local popped = redis.call('ZPOPMIN', R(prio), want)
+        local stopped = 0
         for j = 1, #popped, 2 do
           local id = popped[j]
-          local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c', 'n')
+          local h = redis.call('HMGET', J(id), 'st', 'd', 'att', 'sa', 'e', 'pr', 'c', 'n',
+                               'lim', 'rp')
           local att, sa = num(h[3]), num(h[4])
-          if h[1] == 'queued' and att and sa then
+          local go = true
+          if h[9] and h[1] == 'queued' and att and sa then
+            go = admit(id, h[9], h[10] == '1', prio, h[4], now) == 'start'
+            if not go then
+              held = held + 1
+              stopped = stopped + 1
+            end
+          end
+          if not go then
+            -- held back: set aside or booked ahead by admit
+          elseif h[1] == 'queued' and att and sa then
             n = n + 1
             att = att + 1
             redis.call('HSET', J(id), 'st', 'active', 'att', att, 'sta', started, 'w', worker,
@@ -404,6 +644,9 @@ local function claim_from(first, last, limit, worker, lease_for, base, now)
         -- Fewer popped than asked for: the set is empty, without asking.
         if #popped < 2 * want or redis.call('ZCARD', R(prio)) == 0 then
           redis.call('ZREM', K.prios, prio)
+          more = false
+        end
+        more = more and stopped > 0 and n < limit and held < HOLD_BUDGET
         end
       end
       many('ZADD', K.active, claimed)
@@ -412,7 +655,10 @@ local function claim_from(first, last, limit, worker, lease_for, base, now)
       flush()
     end
   end
-  if n < limit then
+  if n < limit and (LET_OUT or held >= HOLD_BUDGET) then
+    -- jobs went back to the claim order, or more are left to look at: look again now
+    out[3] = started
+  elseif n < limit then
     local earliest = nil
     for q = first, last do
       use(KEYS[q])
@@ -439,9 +685,10 @@ local function settle_range(A, from, to, now, out)
   for i = from, to, 7 do
     local id, st = A[i], A[i + 2]
     local h = redis.call('HMGET', J(id), 'st', 'tok', 'p', 'sa', 'att', 't', 'wt', 'n', 'w', 'sta',
-                         'ch')
+                         'ch', 'lim')
     if h[1] == 'active' and h[2] == A[i + 1] then
       local prio = h[3]
+      if h[12] then ended(h[12], id, st, A[i + 5], now) end
       released[#released + 1] = id
       tally('active', -1)
       if st == 'completed' then
@@ -501,3 +748,4 @@ local function settle_range(A, from, to, now, out)
   flush()
   wake(woke)
 end
+

@@ -2,7 +2,7 @@ local now = now_s()
 local ids = redis.call('ZRANGEBYSCORE', K.active, '-inf', F(now), 'LIMIT', 0, tonumber(ARGV[1]))
 local n, woke = 0, 0
 for _, id in ipairs(ids) do
-  local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w', 'c', 'sa', 'n')
+  local h = redis.call('HMGET', J(id), 'st', 'p', 'att', 'm', 'w', 'c', 'sa', 'n', 'lim')
   if h[1] ~= 'active' and not (h[1] and not KNOWN[h[1]]) then
     redis.call('ZREM', K.active, id)
   else
@@ -12,6 +12,7 @@ for _, id in ipairs(ids) do
       .. ',"attempt":' .. attempt_of(h[3]) .. ',"at":' .. F(now) .. '}'
     local att, most, sa = num(h[3]), num(h[4]), num(h[7])
     unplace(id, 'active', h[2])
+    if h[9] then ended(h[9], id, 'queued', '{"kind":"lost"}', now) end
     if h[1] ~= 'active' then
       spoil(id, h[2], now, unreadable_error(id, 'st', h[1], 'no such state', h[3], now))
     elseif h[6] == '1' then

@@ -1,0 +1,94 @@
+"""``asyncq limits`` and ``asyncq circuit open|close``: flow control for operators.
+
+Commands run in-process against ``tests/ops_app.py`` on the parametrized
+backend, as in ``test_cli_ops.py``; the limits and circuits are the store's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from msgspec.structs import replace
+
+from asyncq._records import Breaker, Gate, JobRecord, new_job_id
+from asyncq.backends.base import Backend
+from ops_app import asyncq
+from ops_app import lent as ops_lent
+
+pytestmark = pytest.mark.anyio
+
+APP = "ops_app:app"
+BOUND = 20.0
+QUEUE = "default"
+
+
+def job() -> JobRecord:
+    """A ``note`` job asked for now, as a producer submits it."""
+    now = time.time()
+    return JobRecord(
+        id=new_job_id(),
+        name="note",
+        queue=QUEUE,
+        payload=b"\x80",
+        enqueued_at=now,
+        scheduled_at=now,
+    )
+
+
+@pytest.fixture(autouse=True)
+async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
+    async with ops_lent(backend, monkeypatch):
+        yield backend
+
+
+async def test_no_limits_yet() -> None:
+    result = await asyncq("limits", APP)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("no limits")
+    listed = await asyncq("limits", APP, "--json")
+    assert json.loads(listed.stdout) == {"limits": [], "circuits": []}
+
+
+async def test_limits_show_running_and_held_jobs(lent: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        gate = Gate(name="tenant", key="acme", concurrency=1)
+        await lent.enqueue([replace(job(), limits=(gate,)) for _ in range(3)])
+        assert len(await lent.claim([QUEUE], 5, worker="w", lease_for=60)) == 1
+        table = await asyncq("limits", APP)
+        listed = await asyncq("limits", APP, "--json")
+        status = await asyncq("status", APP, "--json")
+    assert table.exit_code == 0, table.output
+    header, row = table.stdout.splitlines()[:2]
+    assert header.split() == ["LIMIT", "QUEUE", "RUNNING", "HELD", "RATE", "TOKENS"]
+    assert row.split()[0] == "tenant[acme]"
+    assert row.split()[2:4] == ["1/1", "2"]
+    (found,) = json.loads(listed.stdout)["limits"]
+    assert (found["slot"], found["key"], found["running"], found["held"]) == (
+        "tenant[acme]",
+        "acme",
+        1,
+        2,
+    )
+    assert json.loads(status.stdout)["limits"][0]["held"] == 2
+
+
+async def test_an_operator_opens_and_closes_a_circuit(lent: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        await lent.enqueue([replace(job(), circuit=Breaker(name="payments-api"))])
+        assert len(await lent.claim([QUEUE], 5, worker="w", lease_for=60)) == 1
+        opened = await asyncq("circuit", "open", APP, "payments-api")
+        assert opened.exit_code == 0, opened.output
+        assert "opened circuit 'payments-api'" in opened.stdout
+        listed = json.loads((await asyncq("limits", APP, "--json")).stdout)
+        shown = await asyncq("limits", APP)
+        closed = await asyncq("circuit", "close", APP, "payments-api", "--json")
+    assert {c["state"] for c in listed["circuits"]} == {"open"}
+    assert all(c["opened_at"] for c in listed["circuits"])
+    assert "CIRCUIT" in shown.stdout
+    assert "open" in shown.stdout
+    assert closed.exit_code == 0, closed.output
+    assert {c["state"] for c in json.loads(closed.stdout)} == {"closed"}
