@@ -52,6 +52,8 @@ class Peer:
     no_batch: ClassVar[str | None] = None
     #: why roundtrip is n/a (None: the peer can enqueue and wait)
     no_roundtrip: ClassVar[str | None] = None
+    #: why drain-sleep is n/a (None: one worker process can run ``concurrency`` jobs at once)
+    no_sleep: ClassVar[str | None] = None
 
     def __init__(self, url: str, ns: str, concurrency: int) -> None:
         self.url = url
@@ -59,6 +61,9 @@ class Peer:
         self.concurrency = concurrency
         #: set for the roundtrip scenario, for peers whose knobs trade throughput for latency
         self.latency = False
+        #: the scenario this process runs (``worker`` for a scale worker process), for
+        #: peers whose documentation recommends different settings per kind of job
+        self.scenario = ""
 
     async def open(self) -> None:
         """Connect (and install a schema if the peer needs one)."""
@@ -172,6 +177,8 @@ async def scenario_drain_noop(peer: Peer, n: int) -> dict[str, Any]:
 
 
 async def scenario_drain_sleep(peer: Peer, n: int) -> dict[str, Any]:
+    if peer.no_sleep is not None:
+        raise NotAvailable(peer.no_sleep)
     return await _drain(peer, n, "sleep")
 
 
@@ -256,6 +263,7 @@ def main(peer_class: type[Peer], argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     peer = peer_class(args.url, args.ns, args.concurrency)
+    peer.scenario = args.scenario
     record: dict[str, Any] = {
         "version": metadata.version(peer_class.distribution),
         "config": peer_class.settings,
