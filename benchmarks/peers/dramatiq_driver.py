@@ -8,9 +8,10 @@ Two configurations, two system names:
   guide's answer for jobs that wait; here the worker has one thread per job
   slot (concurrency 100). That also suits no-op jobs: the Redis consumer
   prefetches 2x the thread count (``dramatiq_queue_prefetch`` overrides it),
-  and a trial drained 2,000-2,100 no-op jobs/s with 8 threads (prefetch 16)
-  against 4,400-5,200 with 100 (prefetch 200); 8 threads with a prefetch of
-  200 did as well as 100, so the prefetch, not the threads, is what counts.
+  and a trial on a busy shared machine drained 2,000-2,100 no-op jobs/s with
+  8 threads (prefetch 16) against 4,400-5,200 with 100 (prefetch 200); 8
+  threads with a prefetch of 200 did as well as 100: the prefetch, not the
+  thread count, is what limits it.
 - ``dramatiq-async`` (``dramatiq_async_driver``): ``async def`` actors through the
   ``AsyncIO`` middleware (one event loop per worker process; each worker thread
   waits on the coroutine it submitted, so concurrency still needs threads).
