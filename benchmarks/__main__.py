@@ -237,8 +237,10 @@ def _systems(text: str, backend: str) -> list[str]:
 
 
 def _record(system: str, backend: str, scenario: str, result: dict[str, Any]) -> dict[str, Any]:
+    info = PEERS.get(system)
     return {
         "system": system,
+        **({"peer": info.peer(system)} if info else {}),
         "backend": backend,
         "scenario": scenario,
         **result,
@@ -292,8 +294,8 @@ def _tables(
                 best = _best(
                     {c: results[(c, scenario)] for c in configs if (c, scenario) in results}
                 )
-                if best is None:
-                    cells.append("n/a")
+                if best is None:  # not measured: what the first configuration says
+                    cells.append(_format(results.get((configs[0], scenario))))
                 elif len(configs) > 1:
                     cells.append(f"{_format(best[1])} ({best[0]})")
                 else:
