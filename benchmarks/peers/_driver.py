@@ -41,7 +41,8 @@ class Peer:
 
     Subclasses set the class attributes and implement the coroutines; a job
     named ``noop`` does nothing but ``COUNTER.tick()``, one named ``sleep``
-    awaits ``asyncio.sleep(0.05)`` first.
+    awaits ``asyncio.sleep(0.05)`` first. A peer whose jobs are plain functions
+    run by a pool of threads calls ``time.sleep(0.05)`` and ``COUNTER.tick_locked()``.
     """
 
     name: ClassVar[str]
