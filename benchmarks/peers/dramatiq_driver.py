@@ -4,9 +4,10 @@ Two configurations, two system names:
 
 - ``dramatiq`` (this module): plain ``def`` actors run by the worker's threads,
   the way Dramatiq's user guide writes every actor. The ``dramatiq`` command
-  runs 8 threads a process by default (``--threads``) and raising it is the
-  guide's answer for jobs that wait; here the worker has one thread per job
-  slot (concurrency 100). That also suits no-op jobs: the Redis consumer
+  sizes a worker with ``--processes`` and ``--threads`` (8 threads a process
+  by default, a number its author calls arbitrary in django_dramatiq issue
+  115); a thread runs one job at a time, so here the worker has one thread
+  per job slot (concurrency 100). That also suits no-op jobs: the Redis consumer
   prefetches 2x the thread count (``dramatiq_queue_prefetch`` overrides it),
   and a trial on a busy shared machine drained 2,000-2,100 no-op jobs/s with
   8 threads (prefetch 16) against 4,400-5,200 with 100 (prefetch 200); 8
