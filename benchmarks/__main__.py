@@ -74,16 +74,32 @@ def _cpu(result: dict[str, Any]) -> str:
     return f"{worker:.0f} + {store:.0f} ({result['cores_busy']:.2f})"
 
 
-def _ratio(ours: dict[str, Any] | None, peers: list[dict[str, Any]]) -> str:
+def _best(runs: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
+    """The best of ``runs`` (system -> result): highest jobs/s, or lowest p50."""
+    measured = [(system, r) for system, r in runs.items() if "jobs_per_s" in r or "p50_ms" in r]
+    if not measured:
+        return None
+    if any("jobs_per_s" in r for _, r in measured):
+        return max(measured, key=lambda item: item[1].get("jobs_per_s", 0.0))
+    return min(measured, key=lambda item: item[1]["p50_ms"])
+
+
+def _ratio(ours: dict[str, Any] | None, best: tuple[str, dict[str, Any]] | None) -> str:
     """asyncq against the best peer, as "how many times better" (>1: asyncq leads)."""
-    measured = [p for p in peers if _key(p) in p]
-    if ours is None or _key(ours) not in ours or not measured:
+    if ours is None or best is None or _key(ours) not in ours or _key(ours) not in best[1]:
         return "-"
     if "jobs_per_s" in ours:
-        best = max(p["jobs_per_s"] for p in measured if "jobs_per_s" in p)
-        return f"{ours['jobs_per_s'] / best:.2f}x"
-    best = min(p["p50_ms"] for p in measured if "p50_ms" in p)
-    return f"{best / ours['p50_ms']:.2f}x"
+        return f"{ours['jobs_per_s'] / best[1]['jobs_per_s']:.2f}x"
+    return f"{best[1]['p50_ms'] / ours['p50_ms']:.2f}x"
+
+
+def _families(peers: list[str]) -> dict[str, list[str]]:
+    """Each peer and the systems that are its configurations, in the order given."""
+    families: dict[str, list[str]] = {}
+    for system in peers:
+        info = PEERS.get(system)
+        families.setdefault(info.peer(system) if info else system, []).append(system)
+    return families
 
 
 # -- one run of one system -------------------------------------------------------------
@@ -221,8 +237,10 @@ def _systems(text: str, backend: str) -> list[str]:
 
 
 def _record(system: str, backend: str, scenario: str, result: dict[str, Any]) -> dict[str, Any]:
+    info = PEERS.get(system)
     return {
         "system": system,
+        **({"peer": info.peer(system)} if info else {}),
         "backend": backend,
         "scenario": scenario,
         **result,
@@ -246,7 +264,9 @@ def _tables(
     scenarios = list(dict.fromkeys(s for _, s in results))
     peers = [s for s in systems if s not in ASYNCQ]
     ours = [s for s in systems if s in ASYNCQ] if peers else []
-    head = ["scenario", *systems, *(f"{s} ÷ best peer" for s in ours)]
+    head = ["scenario", *systems]
+    if peers:
+        head += ["best peer", *(f"{s} ÷ best peer" for s in ours)]
     lines = [f"**{backend}**", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     notes: list[str] = []
     for scenario in scenarios:
@@ -258,9 +278,29 @@ def _tables(
                 notes.append(f"{system} {scenario}: {result.get('na') or result.get('error')}")
                 cell += f" [{len(notes)}]"
             cells.append(cell)
-        measured = [results[(p, scenario)] for p in peers if (p, scenario) in results]
-        cells += [_ratio(results.get((s, scenario)), measured) for s in ours]
+        if peers:
+            best = _best({p: results[(p, scenario)] for p in peers if (p, scenario) in results})
+            cells.append("-" if best is None else best[0])
+            cells += [_ratio(results.get((s, scenario)), best) for s in ours]
         lines.append("| " + " | ".join(cells) + " |")
+    families = _families(peers)
+    if any(len(configs) > 1 for configs in families.values()):
+        # A peer measured in two configurations: its better one, named, per scenario.
+        lines += ["", "Each peer in its best configuration", ""]
+        lines += ["| scenario | " + " | ".join(families) + " |", "|" + "---|" * (len(families) + 1)]
+        for scenario in scenarios:
+            cells = [scenario]
+            for configs in families.values():
+                best = _best(
+                    {c: results[(c, scenario)] for c in configs if (c, scenario) in results}
+                )
+                if best is None:  # not measured: what the first configuration says
+                    cells.append(_format(results.get((configs[0], scenario))))
+                elif len(configs) > 1:
+                    cells.append(f"{_format(best[1])} ({best[0]})")
+                else:
+                    cells.append(_format(best[1]))
+            lines.append("| " + " | ".join(cells) + " |")
     rss_rows = [s for s in scenarios if s.startswith(("drain", "scale"))]
     if rss_rows:
         lines += ["", "Worker peak RSS (MB)", ""]

@@ -19,6 +19,12 @@ REQUIREMENTS = BENCHMARKS / "requirements-peers.txt"
 class PeerInfo:
     module: str
     backends: tuple[str, ...]
+    #: the peer this is a configuration of, when it has more than one (the
+    #: runner's tables compare asyncq with each peer's best configuration)
+    family: str = ""
+
+    def peer(self, system: str) -> str:
+        return self.family or system
 
 
 PEERS: dict[str, PeerInfo] = {
@@ -27,6 +33,12 @@ PEERS: dict[str, PeerInfo] = {
     "taskiq": PeerInfo("benchmarks.peers.taskiq_driver", ("redis",)),
     "streaq": PeerInfo("benchmarks.peers.streaq_driver", ("redis",)),
     "dramatiq": PeerInfo("benchmarks.peers.dramatiq_driver", ("redis",)),
+    "dramatiq-async": PeerInfo(
+        "benchmarks.peers.dramatiq_async_driver", ("redis",), family="dramatiq"
+    ),
+    "celery": PeerInfo("benchmarks.peers.celery_driver", ("redis",)),
+    "rq": PeerInfo("benchmarks.peers.rq_driver", ("redis",)),
+    "huey": PeerInfo("benchmarks.peers.huey_driver", ("redis",)),
     "procrastinate": PeerInfo("benchmarks.peers.procrastinate_driver", ("postgres",)),
     "pgqueuer": PeerInfo("benchmarks.peers.pgqueuer_driver", ("postgres",)),
 }

@@ -41,7 +41,8 @@ class Peer:
 
     Subclasses set the class attributes and implement the coroutines; a job
     named ``noop`` does nothing but ``COUNTER.tick()``, one named ``sleep``
-    awaits ``asyncio.sleep(0.05)`` first.
+    awaits ``asyncio.sleep(0.05)`` first. A peer whose jobs are plain functions
+    run by a pool of threads calls ``time.sleep(0.05)`` and ``COUNTER.tick_locked()``.
     """
 
     name: ClassVar[str]
@@ -52,6 +53,8 @@ class Peer:
     no_batch: ClassVar[str | None] = None
     #: why roundtrip is n/a (None: the peer can enqueue and wait)
     no_roundtrip: ClassVar[str | None] = None
+    #: why drain-sleep is n/a (None: one worker process can run ``concurrency`` jobs at once)
+    no_sleep: ClassVar[str | None] = None
 
     def __init__(self, url: str, ns: str, concurrency: int) -> None:
         self.url = url
@@ -59,6 +62,9 @@ class Peer:
         self.concurrency = concurrency
         #: set for the roundtrip scenario, for peers whose knobs trade throughput for latency
         self.latency = False
+        #: the scenario this process runs (``worker`` for a scale worker process), for
+        #: peers whose documentation recommends different settings per kind of job
+        self.scenario = ""
 
     async def open(self) -> None:
         """Connect (and install a schema if the peer needs one)."""
@@ -172,6 +178,8 @@ async def scenario_drain_noop(peer: Peer, n: int) -> dict[str, Any]:
 
 
 async def scenario_drain_sleep(peer: Peer, n: int) -> dict[str, Any]:
+    if peer.no_sleep is not None:
+        raise NotAvailable(peer.no_sleep)
     return await _drain(peer, n, "sleep")
 
 
@@ -256,6 +264,7 @@ def main(peer_class: type[Peer], argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     peer = peer_class(args.url, args.ns, args.concurrency)
+    peer.scenario = args.scenario
     record: dict[str, Any] = {
         "version": metadata.version(peer_class.distribution),
         "config": peer_class.settings,

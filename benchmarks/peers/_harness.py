@@ -41,17 +41,29 @@ PROGRESS_EVERY = 0.02
 class Counter:
     """Jobs done in this process; a job's last act is ``COUNTER.tick()``.
 
-    A plain int and float, written from the event loop (or, for a thread-based
-    peer, under the GIL from its event-loop thread): cheap enough for a no-op job.
+    A plain int and float, written from the event loop (or, for a peer whose
+    async jobs run on one event-loop thread, from that thread): cheap enough
+    for a no-op job. Jobs that run on a pool of threads call ``tick_locked()``.
     """
 
     def __init__(self) -> None:
         self.done = 0
         self.last = 0.0
+        self._lock = threading.Lock()
 
     def tick(self) -> None:
         self.done += 1
         self.last = time.time()
+
+    def tick_locked(self) -> None:
+        """``tick()`` for jobs that run on many threads at once (thread-pool peers).
+
+        ``done += 1`` is a read and a write: two threads can interleave them
+        and lose a tick, and the drain would then wait forever for the last one.
+        """
+        with self._lock:
+            self.done += 1
+            self.last = time.time()
 
     def reset(self) -> None:
         self.done = 0
