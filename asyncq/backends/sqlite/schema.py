@@ -287,6 +287,20 @@ ID, QUEUE, ATTEMPTS, ERRORS, ERROR_COUNT, ROWID = (
 _PARENTS = _NAMES.index("parents")
 _GATES = _NAMES.index("limits")
 INSERT_JOB = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))})"
+# A job as a producer makes it sets its first fields, its headers and its
+# metadata: the other columns keep their defaults (NULL, 0), so a batch of such
+# jobs binds 15 values a row rather than every column (``new_row``).
+_FIELDS = JobRecord.__struct_fields__
+_NEW_NAMES = (*_FIELDS[: _FIELDS.index("scheduled_at") + 1], "headers", "meta")
+INSERT_NEW = (
+    f"INSERT INTO asyncq_jobs ({', '.join(_NEW_NAMES)}) VALUES ({', '.join('?' * len(_NEW_NAMES))})"
+)
+_FIRST = len(_NEW_NAMES) - 2
+_HEADERS, _META = _FIELDS.index("headers"), _FIELDS.index("meta")
+_DEFAULTS = JobRecord(id="", name="", queue="", payload=b"")
+#: What a new job holds between its first fields and its headers, and after its metadata.
+_UNSET_BEFORE = astuple(_DEFAULTS)[_FIRST:_HEADERS]
+_UNSET_AFTER = astuple(_DEFAULTS)[_META + 1 :]
 
 ENCODER = msgspec.msgpack.Encoder()
 _errors_decoder = msgspec.msgpack.Decoder(tuple[ErrorInfo, ...])
@@ -386,6 +400,18 @@ def errors_readable(row: Sequence[Any]) -> bool:
     except Exception:  # noqa: BLE001 - any failure means the errors cannot be kept
         return False
     return True
+
+
+def new_row(job: JobRecord) -> tuple[Any, ...] | None:
+    """``job``'s row in ``INSERT_NEW``'s columns; ``None`` if it sets any other one."""
+    values = astuple(job)
+    if values[_FIRST:_HEADERS] != _UNSET_BEFORE or values[_META + 1 :] != _UNSET_AFTER:
+        return None
+    return (
+        *values[:_FIRST],
+        ENCODER.encode(job.headers) if job.headers else None,
+        encode_meta(job.meta).decode() if job.meta else None,
+    )
 
 
 def to_row(job: JobRecord) -> tuple[Any, ...]:

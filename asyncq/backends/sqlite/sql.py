@@ -56,7 +56,17 @@ from ..base import HeartbeatReply
 from . import limits
 from .events import write as write_events
 from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
-from .schema import ENCODER, INSERT_JOB, NAMES, SELECT_JOB, decode_ids, encode_ids, to_row
+from .schema import (
+    ENCODER,
+    INSERT_JOB,
+    INSERT_NEW,
+    NAMES,
+    SELECT_JOB,
+    decode_ids,
+    encode_ids,
+    new_row,
+    to_row,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
@@ -138,7 +148,7 @@ def enqueue(
 ) -> list[JobRecord]:
     stored: list[JobRecord] = []
     new_jobs: list[JobRecord] = []
-    rows: list[tuple[Any, ...]] = []
+    rows: list[JobRecord] = []
     # Ids already stored (caller-chosen ones), read in the same transaction as the insert.
     taken = {
         job.id: job
@@ -166,7 +176,7 @@ def enqueue(
             if holder is not None and job.debounce is not None and is_pending(holder):
                 replaced = debounced(holder, job, now)
                 # The holder may be new in this batch: written first, with its event.
-                conn.executemany(INSERT_JOB, rows)
+                _insert(conn, rows)
                 if events:
                     write_events(conn, [enqueued_event(new, now) for new in new_jobs])
                 rows.clear()
@@ -193,10 +203,10 @@ def enqueue(
         if slot is not None:
             holders[slot] = new
         taken[job.id] = new
-        rows.append(to_row(new))
+        rows.append(new)
         stored.append(new)
         new_jobs.append(new)
-    conn.executemany(INSERT_JOB, rows)
+    _insert(conn, rows)
     if children:
         conn.executemany(
             "UPDATE asyncq_jobs SET children = ? WHERE id = ?",
@@ -213,6 +223,22 @@ def enqueue(
         [(queue,) for queue in sorted({job.queue for job in jobs})],
     )
     return stored
+
+
+def _insert(conn: sqlite3.Connection, jobs: Sequence[JobRecord]) -> None:
+    """Insert new jobs: those that set only what a producer sets bind just those columns."""
+    plain: list[tuple[Any, ...]] = []
+    full: list[tuple[Any, ...]] = []
+    for job in jobs:
+        row = new_row(job)
+        if row is None:
+            full.append(to_row(job))
+        else:
+            plain.append(row)
+    if plain:
+        conn.executemany(INSERT_NEW, plain)
+    if full:
+        conn.executemany(INSERT_JOB, full)
 
 
 def _replace_row(conn: sqlite3.Connection, job: JobRecord) -> None:
