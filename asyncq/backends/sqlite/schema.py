@@ -284,8 +284,9 @@ ID, QUEUE, ATTEMPTS, ERRORS, ERROR_COUNT, ROWID = (
     *(_NAMES.index(name) for name in ("id", "queue", "attempts", "errors", "error_count")),
     len(_NAMES),
 )
-_PARENTS = _NAMES.index("parents")
-_GATES = _NAMES.index("limits")
+_KEY_TTL = _NAMES.index("key_ttl")
+#: The columns from ``key_ttl`` on of a job that uses none of what they store.
+_PLAIN_TAIL = (None, None, None, None, None, None, 0, None)
 INSERT_JOB = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))})"
 # A job as a producer makes it sets its first fields, its headers and its
 # metadata: the other columns keep their defaults (NULL, 0), so a batch of such
@@ -340,20 +341,9 @@ def to_record(row: Sequence[Any]) -> JobRecord:
             (``msgspec.ValidationError`` naming the field, most often).
     """
     fields = dict(zip(_PLAIN, row, strict=False))
-    (
-        errors,
-        error_count,
-        progress,
-        cancel_requested,
-        headers,
-        detail,
-        meta,
-        logs,
-        dropped,
-        key_ttl,
-    ) = row[len(_PLAIN) : _PARENTS]
-    parents, children, after_failure = row[_PARENTS:_GATES]
-    limits, held_by, rate_paid, circuit = row[_GATES : len(_NAMES)]
+    (errors, error_count, progress, cancel_requested, headers, detail, meta, logs, dropped) = row[
+        len(_PLAIN) : _KEY_TTL
+    ]
     # ``errors`` is NULL until an attempt ends, b"" after one without an error
     fields["errors"] = (
         _errors_decoder.decode(_array_header(error_count) + errors) if errors is not None else ()
@@ -369,6 +359,16 @@ def to_record(row: Sequence[Any]) -> JobRecord:
         fields["logs"] = decode_lines(logs)
     if dropped:
         fields["logs_dropped"] = dropped
+    tail = row[_KEY_TTL : len(_NAMES)]
+    if tail != _PLAIN_TAIL:  # a job using throttling, dependencies or flow control
+        _read_tail(fields, tail)
+    # bytes pass as they are: msgspec would otherwise take text for base64
+    return _convert(fields, JobRecord, builtin_types=_BYTES)
+
+
+def _read_tail(fields: dict[str, Any], tail: Sequence[Any]) -> None:
+    """The columns after ``logs_dropped`` into ``fields``, those that are not their default."""
+    key_ttl, parents, children, after_failure, limits, held_by, rate_paid, circuit = tail
     if key_ttl is not None:
         fields["key_ttl"] = key_ttl
     if parents is not None:
@@ -384,8 +384,6 @@ def to_record(row: Sequence[Any]) -> JobRecord:
             fields["circuit"] = _breaker_decoder.decode(circuit)
         fields["held_by"] = held_by
         fields["rate_paid"] = bool(rate_paid)
-    # bytes pass as they are: msgspec would otherwise take text for base64
-    return _convert(fields, JobRecord, builtin_types=_BYTES)
 
 
 def errors_readable(row: Sequence[Any]) -> bool:
