@@ -10,6 +10,7 @@ in docs/cli.md.
 from __future__ import annotations
 
 from ._base import EXIT_FAILED, EXIT_USAGE, load_app, main
+from ._dashboard import dashboard
 from ._events import events
 from ._manage import enqueue, migrate
 from ._ops import cancel, job, jobs, pause, purge, resume, retry, status
@@ -36,4 +37,5 @@ for _command in (
     main.add_command(_command)
 main.add_command(workers)
 main.add_command(events)
+main.add_command(dashboard)
 del _command
