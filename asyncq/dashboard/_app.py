@@ -317,9 +317,13 @@ class Dashboard:
         if kind not in builders:
             raise Refused(404, f"no live page {kind!r}")
         build, template = builders[kind]
+        # The fragment's forms go back to the page it is part of, not to this stream.
+        here = {"overview": "/", "workers": "/workers"}.get(kind, "")
         if kind == "job":
-            request.path_params["job_id"] = request.query_params.get("job", "")
-            await self.own_job(request.path_params["job_id"])
+            job_id = request.query_params.get("job", "")
+            request.path_params["job_id"] = job_id
+            await self.own_job(job_id)
+            here = _here_of(request, self.url(request, "job", job_id=job_id))
         once = request.query_params.get("once") == "1"
         backend = await self.app.backend_opened()
         queues = await self.own_queues()
@@ -329,7 +333,7 @@ class Dashboard:
             yield b"retry: 3000\n\n"
             while True:
                 try:
-                    html = self.fragment(request, template, await build(request))
+                    html = self.fragment(request, template, {**await build(request), "here": here})
                 except Refused as refused:  # the job was removed meanwhile
                     html = f"<p class='empty'>{_escape(refused.message)}</p>"
                 if html != last:
@@ -469,6 +473,11 @@ def _here(request: Request) -> str:
     path = request.url.path[len(root) :] if request.url.path.startswith(root) else request.url.path
     query = request.url.query
     return (path or "/") + (f"?{query}" if query else "")
+
+
+def _here_of(request: Request, path: str) -> str:
+    root = request.scope.get("root_path") or ""
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _safe_next(value: str | None) -> str:
