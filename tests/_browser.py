@@ -40,7 +40,9 @@ def browser_or_skip() -> Any:
         reason = "playwright is not installed (pip install -r requirements-dev.txt)"
     else:
         if not Path(CHROMIUM).exists():
-            reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ASYNCQ_TEST_CHROMIUM)"
+            reason = (
+                f"no Chromium at {CHROMIUM} (apt-get install chromium, or set ASYNCQ_TEST_CHROMIUM)"
+            )
     if reason is not None:
         if IN_CI:
             pytest.fail(f"{reason}; CI=true: the browser tests must run")
@@ -78,8 +80,22 @@ def serving(asgi: Any) -> Iterator[str]:
 @contextlib.contextmanager
 def worker_process(store_url: str) -> Iterator[subprocess.Popen[bytes]]:
     """``asyncq run dashboard_app:app`` against ``store_url``, stopped (SIGTERM) at the end."""
-    env = {**os.environ, "ASYNCQ_BACKEND": store_url, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
-    command = [sys.executable, "-m", "asyncq", "run", "dashboard_app:app", "--concurrency", "4", "--lease", "5"]
+    env = {
+        **os.environ,
+        "ASYNCQ_BACKEND": store_url,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "asyncq",
+        "run",
+        "dashboard_app:app",
+        "--concurrency",
+        "4",
+        "--lease",
+        "5",
+    ]
     process = subprocess.Popen(command, cwd=TESTS, env=env, stdout=subprocess.DEVNULL)
     try:
         yield process

@@ -1,17 +1,14 @@
-"""The app the dashboard's browser tests serve (``build``) and run a worker of (``dashboard_app:app``).
+"""The app of the dashboard's browser tests: they serve ``build()``, run ``dashboard_app:app``.
 
 Its backend comes from ``ASYNCQ_BACKEND`` (the worker) or ``use_backend`` (the test).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio
 import msgspec
 
 from asyncq import App, JobContext, Reject
-
 
 
 class Step(msgspec.Struct):
@@ -37,15 +34,13 @@ def build(backend: str | None = None) -> App:
         await anyio.sleep(0.05)
         return {"n": payload.n, "square": payload.n * payload.n}
 
-
     @app.job(schema=Gate, name="flaky", queue="work", max_attempts=1)
     async def flaky(payload: Gate) -> str:
         """Dead until the file ``path`` exists; then it completes (retried from the dashboard)."""
-        if not Path(payload.path).exists():
+        if not await anyio.Path(payload.path).exists():
             msg = f"the gate {payload.path} is closed"
             raise RuntimeError(msg)
         return "opened"
-
 
     @app.job(schema=dict, name="echo", queue="mail", max_attempts=1)
     async def echo(payload: dict[str, object]) -> dict[str, object]:
@@ -53,7 +48,6 @@ def build(backend: str | None = None) -> App:
         if payload.get("reject"):
             raise Reject(str(payload["reject"]))
         return payload
-
 
     @app.cron("0 3 * * *", name="nightly-report")
     @app.job(schema=Nightly, name="report", queue="reports")

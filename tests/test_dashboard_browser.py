@@ -92,14 +92,16 @@ def shoot(page: Any, store_url: str, name: str, **options: Any) -> None:
 
 
 def dead_job(app: Any, gate: Path) -> str:
-    """Enqueue a ``flaky`` job whose gate is closed; return its id (it dies when a worker runs it)."""
+    """Enqueue a ``flaky`` job whose gate is closed; return its id (it dies when run)."""
     return blocking(app.sync.enqueue, app.handlers["flaky"], dashboard_app.Gate(str(gate))).id
 
 
 def test_the_overview_counts_change_while_the_jobs_run(app: Any, page: Any, store_url: str) -> None:
     from playwright.sync_api import expect
 
-    blocking(app.sync.enqueue_many, app.handlers["step"], [dashboard_app.Step(n) for n in range(30)])
+    blocking(
+        app.sync.enqueue_many, app.handlers["step"], [dashboard_app.Step(n) for n in range(30)]
+    )
     with serving(dashboard(app)) as base:
         page.goto(base + "/")
         row = page.locator("tr[data-queue='work']")
@@ -216,7 +218,9 @@ def test_the_token_is_asked_for_and_an_action_without_it_refused(
     with worker_process(store_url):
         blocking(app.sync.call, _wait_state, app, job_id, JobState.DEAD)
     with serving(dashboard(app, token="s3cret-token")) as base:
-        answer = page.request.post(base + "/action/retry", form={"job": job_id}, headers={"Origin": base})
+        answer = page.request.post(
+            base + "/action/retry", form={"job": job_id}, headers={"Origin": base}
+        )
         assert answer.status == 401
         page.goto(base + f"/jobs/{job_id}")
         expect(page).to_have_url(f"{base}/login?next=%2Fjobs%2F{job_id}")

@@ -6,7 +6,7 @@ import secrets
 
 import click
 
-from ._base import CommandError, EXIT_USAGE, Verb, open_app, say
+from ._base import EXIT_USAGE, CommandError, Verb, open_app, say
 
 __all__ = ["dashboard"]
 

@@ -36,13 +36,22 @@ def _back(request: Request, fields: Fields, done: str, n: int | None = None) -> 
     return RedirectResponse(_under(request, f"{target}{sep}{extra}"), status_code=303)
 
 
-def _confirm(dashboard: Dashboard, request: Request, fields: Fields, title: str, message: str) -> Response | None:
+def _confirm(
+    dashboard: Dashboard, request: Request, fields: Fields, title: str, message: str
+) -> Response | None:
     """``None`` when the form says ``confirm=yes``; else the page that asks."""
     if _one(fields, "confirm") == "yes":
         return None
-    hidden = [(k, v) for k, values in fields.items() if k not in ("csrf", "confirm") for v in values]
+    hidden = [
+        (k, v) for k, values in fields.items() if k not in ("csrf", "confirm") for v in values
+    ]
     return dashboard.render(
-        request, "confirm.html", title=title, message=message, hidden=hidden, action=request.url.path
+        request,
+        "confirm.html",
+        title=title,
+        message=message,
+        hidden=hidden,
+        action=request.url.path,
     )
 
 
@@ -54,9 +63,15 @@ async def retry(dashboard: Dashboard, request: Request) -> Response:
         raise Refused(400, "select at least one dead job to retry")
     for job_id in ids:
         await dashboard.own_job(job_id)
-    if len(ids) > 1 and (asked := _confirm(
-        dashboard, request, fields, "Retry selected jobs", f"Put {len(ids)} dead jobs back in their queues?"
-    )):
+    if len(ids) > 1 and (
+        asked := _confirm(
+            dashboard,
+            request,
+            fields,
+            "Retry selected jobs",
+            f"Put {len(ids)} dead jobs back in their queues?",
+        )
+    ):
         return asked
     retried = await dashboard.admin.retry(ids)
     return _back(request, fields, "retried", len(retried))
@@ -68,7 +83,13 @@ async def retry_all(dashboard: Dashboard, request: Request) -> Response:
     queue = _one(fields, "queue")
     queues = [await dashboard.check_queue(queue)] if queue else await dashboard.own_queues()
     where = f"queue {queue}" if queue else "every queue of this app"
-    if asked := _confirm(dashboard, request, fields, "Retry all dead jobs", f"Put every dead job of {where} back in its queue?"):
+    if asked := _confirm(
+        dashboard,
+        request,
+        fields,
+        "Retry all dead jobs",
+        f"Put every dead job of {where} back in its queue?",
+    ):
         return asked
     total = 0
     for name in queues:
@@ -88,7 +109,10 @@ async def purge(dashboard: Dashboard, request: Request) -> Response:
         raise Refused(400, str(exc)) from None
     where = f"queue {queue}" if queue else "every queue of this app"
     if asked := _confirm(
-        dashboard, request, fields, "Purge dead jobs",
+        dashboard,
+        request,
+        fields,
+        "Purge dead jobs",
         f"Delete for good the dead jobs of {where} that died more than {text} ago?",
     ):
         return asked
@@ -102,7 +126,9 @@ async def cancel(dashboard: Dashboard, request: Request) -> Response:
     """Cancel the job ``job``."""
     fields = await dashboard.form(request)
     job = await dashboard.own_job(_one(fields, "job"))
-    if asked := _confirm(dashboard, request, fields, "Cancel job", f"Cancel job {job.id} ({job.name})?"):
+    if asked := _confirm(
+        dashboard, request, fields, "Cancel job", f"Cancel job {job.id} ({job.name})?"
+    ):
         return asked
     await dashboard.admin.cancel(job.id)
     return _back(request, fields, "cancelled")
@@ -129,7 +155,9 @@ async def run_cron(dashboard: Dashboard, request: Request) -> Response:
     fields = await dashboard.form(request)
     schedule = dashboard.app.cron_schedules.get(_one(fields, "schedule"))
     if schedule is None:
-        raise Refused(404, f"the app {dashboard.app.name!r} has no cron schedule {_one(fields, 'schedule')!r}")
+        raise Refused(
+            404, f"the app {dashboard.app.name!r} has no cron schedule {_one(fields, 'schedule')!r}"
+        )
     handle = await schedule.handler.enqueue(schedule.payload, queue=schedule.queue)
     target = dashboard.url(request, "job", {"done": "enqueued"}, job_id=handle.id)
     return RedirectResponse(target, status_code=303)

@@ -79,7 +79,7 @@ class Dashboard:
     # -- the queues this dashboard may show and act on -----------------------------
 
     async def own_queues(self) -> list[str]:
-        """The app's queues (its jobs' and schedules'); an app that declares none owns its store's."""
+        """The app's queues (its jobs' and schedules'); an app declaring none owns its store's."""
         own = self.admin.app_queues()
         return own or await self.admin.queues()
 
@@ -103,7 +103,9 @@ class Dashboard:
 
     # -- rendering -------------------------------------------------------------------
 
-    def url(self, request: Request, name: str, query: Mapping[str, Any] | None = None, **params: Any) -> str:
+    def url(
+        self, request: Request, name: str, query: Mapping[str, Any] | None = None, **params: Any
+    ) -> str:
         """The path of route ``name`` under the dashboard's mount, with a query string."""
         path = str(request.url_for(name, **params).path)
         pairs = {k: v for k, v in (query or {}).items() if v not in (None, "")}
@@ -129,7 +131,9 @@ class Dashboard:
             **values,
         }
 
-    def render(self, request: Request, template: str, code: int = 200, **values: Any) -> HTMLResponse:
+    def render(
+        self, request: Request, template: str, code: int = 200, **values: Any
+    ) -> HTMLResponse:
         html = self.env.get_template(template).render(self.context(request, **values))
         return HTMLResponse(html, status_code=code, headers=_HEADERS)
 
@@ -148,7 +152,9 @@ class Dashboard:
                 if not await self.guard.authorized(request):
                     raise Refused(403, "you are not allowed to see this dashboard")
                 if not self.guard.signed_in(request, session):
-                    if request.method == "GET" and not request.url.path.rstrip("/").endswith("/live"):
+                    if request.method == "GET" and not request.url.path.rstrip("/").endswith(
+                        "/live"
+                    ):
                         target = self.url(request, "login", {"next": _here(request)})
                         response: Response = RedirectResponse(target, status_code=303)
                     else:
@@ -168,7 +174,9 @@ class Dashboard:
     async def form(self, request: Request) -> dict[str, list[str]]:
         """The posted form (``application/x-www-form-urlencoded``), after the CSRF checks."""
         if self.read_only:
-            raise Refused(403, "this dashboard is read-only: it shows the queues but changes nothing")
+            raise Refused(
+                403, "this dashboard is read-only: it shows the queues but changes nothing"
+            )
         if not self.guard.same_origin(request):
             raise Refused(403, "refused: the form was not posted from this dashboard")
         body = b""
@@ -181,7 +189,11 @@ class Dashboard:
             fields.setdefault(key, []).append(value)
         given = (fields.get("csrf") or [""])[0]
         if not self.guard.csrf_ok(request.state.session, given):
-            raise Refused(403, "refused: the form's security token is missing or stale; reload the page and try again")
+            raise Refused(
+                403,
+                "refused: the form's security token is missing or stale; "
+                "reload the page and try again",
+            )
         return fields
 
     # -- pages -------------------------------------------------------------------------
@@ -225,7 +237,13 @@ class Dashboard:
         meta = _parse_meta(meta_text)
         after = params.get("after") or None
         rows = await self.admin.jobs(
-            state=state, queue=queue, name=name, meta=meta, limit=PAGE_SIZE + 1, after=after, newest=True
+            state=state,
+            queue=queue,
+            name=name,
+            meta=meta,
+            limit=PAGE_SIZE + 1,
+            after=after,
+            newest=True,
         )
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
@@ -381,8 +399,12 @@ class Dashboard:
 
     async def logout(self, request: Request) -> Response:
         await self.form(request) if not self.read_only else None
-        response = RedirectResponse(self.url(request, "login", {"done": "signed-out"}), status_code=303)
-        self.guard.set_cookie(response, request, Session(Guard.new_id(), signed_in=False, fresh=True))
+        response = RedirectResponse(
+            self.url(request, "login", {"done": "signed-out"}), status_code=303
+        )
+        self.guard.set_cookie(
+            response, request, Session(Guard.new_id(), signed_in=False, fresh=True)
+        )
         return response
 
     # -- the ASGI app ---------------------------------------------------------------------
@@ -401,7 +423,12 @@ class Dashboard:
             Route("/login", self._open(self.login), name="login", methods=["GET", "POST"]),
             Route("/logout", self.page(self.logout), name="logout", methods=["POST"]),
             *[
-                Route(f"/action/{verb}", self.page(_bound(self, fn)), name=f"action-{verb}", methods=["POST"])
+                Route(
+                    f"/action/{verb}",
+                    self.page(_bound(self, fn)),
+                    name=f"action-{verb}",
+                    methods=["POST"],
+                )
                 for verb, fn in actions.items()
             ],
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
@@ -419,7 +446,9 @@ class Dashboard:
                     raise Refused(403, "you are not allowed to see this dashboard")
                 response = await fn(request)
             except Refused as refused:
-                response = self.render(request, "error.html", code=refused.status, message=refused.message)
+                response = self.render(
+                    request, "error.html", code=refused.status, message=refused.message
+                )
             if session.fresh:
                 self.guard.set_cookie(response, request, session)
             return response

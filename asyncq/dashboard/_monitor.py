@@ -146,7 +146,9 @@ class Monitor:
 
     def chart(self, queues: Sequence[str], now: float, *, width: int, height: int) -> Chart:
         """The last hour of ``queues`` as an inline SVG chart of ``width`` x ``height``."""
-        return chart(self.per_minute(queues, now), max(self.started, now - WINDOW * 60), width, height)
+        return chart(
+            self.per_minute(queues, now), max(self.started, now - WINDOW * 60), width, height
+        )
 
 
 def chart(series: Sequence[tuple[int, int]], since: float, width: int, height: int) -> Chart:
@@ -182,5 +184,3 @@ async def wait_for_change(backend: Backend, queues: Sequence[str], after: str | 
         return
     with anyio.move_on_after(WAIT + 1):
         await store.wait_for_events(list(queues) or None, after, WAIT)
-
-

@@ -17,9 +17,13 @@ import msgspec
 from markupsafe import Markup, escape
 
 from .._codec import decode_any
+from .._events import JobEvent
 from .._records import JobState
 
-__all__ = ["STATES", "environment", "pretty", "pretty_bytes", "relative"]
+#: What a page shows for no value.
+DASH = "\u2013"
+
+__all__ = ["DASH", "STATES", "environment", "pretty", "pretty_bytes", "relative"]
 
 #: The states in the order every page lists them.
 STATES: tuple[JobState, ...] = tuple(JobState)
@@ -45,7 +49,7 @@ def iso(ts: float | None) -> str:
 def span(seconds: float | None) -> str:
     """``850 ms``, ``12 s``, ``4 min 3 s``, ``2 h 5 min``, ``3 d 4 h``."""
     if seconds is None or not math.isfinite(seconds):
-        return "–"
+        return DASH
     seconds = abs(seconds)
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
@@ -64,7 +68,7 @@ def span(seconds: float | None) -> str:
 def relative(ts: float | None, now: float | None = None) -> str:
     """``3 min ago`` or ``in 5 s`` (``just now`` within a second)."""
     if ts is None:
-        return "–"
+        return DASH
     delta = (time.time() if now is None else now) - ts
     if abs(delta) < 1:
         return "just now"
@@ -75,7 +79,7 @@ def when(ts: float | None) -> Markup:
     """A ``<time>`` element: relative text, the absolute time on hover (the page's script
     keeps the text current)."""
     if ts is None:
-        return Markup('<span class="muted">–</span>')
+        return Markup('<span class="muted">{}</span>').format(DASH)
     return Markup('<time datetime="{}" title="{}" data-ts="{}">{}</time>').format(
         iso(ts), absolute(ts), f"{ts:.3f}", relative(ts)
     )
@@ -101,13 +105,13 @@ def pretty_bytes(data: bytes | None) -> str | None:
 
 def percent(value: float | None) -> str:
     """``42 %``."""
-    return "–" if value is None else f"{value * 100:.0f} %"
+    return DASH if value is None else f"{value * 100:.0f} %"
 
 
 def number(value: float | int | None) -> str:
     """``12,345`` or ``3.4``."""
     if value is None:
-        return "–"
+        return DASH
     if isinstance(value, int) or float(value).is_integer():
         return f"{int(value):,}"
     return f"{value:,.1f}"
@@ -117,6 +121,24 @@ def state_badge(state: JobState | str) -> Markup:
     """The coloured badge every page shows a state with."""
     name = str(state)
     return Markup('<span class="badge state-{0}">{0}</span>').format(escape(name))
+
+
+def event_parts(event: JobEvent) -> list[str]:
+    """What a timeline entry says besides its kind and error: ``attempt 2``, ``by operator``..."""
+    parts = []
+    if event.attempt:
+        parts.append(f"attempt {event.attempt}")
+    if event.worker:
+        parts.append(f"on {event.worker}")
+    if event.by:
+        parts.append(f"by {event.by}")
+    if event.progress is not None:
+        parts.append(percent(event.progress))
+    if event.duration is not None:
+        parts.append(f"took {span(event.duration)}")
+    if event.due is not None:
+        parts.append(f"due {relative(event.due)}")
+    return parts
 
 
 def environment() -> jinja2.Environment:
@@ -141,4 +163,5 @@ def environment() -> jinja2.Environment:
         badge=state_badge,
     )
     env.globals["STATES"] = STATES
+    env.globals["event_parts"] = event_parts
     return env
