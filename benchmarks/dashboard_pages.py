@@ -68,6 +68,7 @@ async def measure(url: str, n: int, repeat: int) -> dict[str, list[float]]:
         print(f"  {n:,} jobs enqueued in {time.perf_counter() - started:.1f} s")
         sample = (await app.admin.jobs(queue="bulk", limit=1, newest=True))[0].id
         middle = (await app.admin.jobs(queue="bulk", limit=1, after=sample, newest=True))[0].id
+        oldest = (await app.admin.jobs(queue="bulk", limit=1))[0].id
         dead = (await app.admin.jobs(state="dead", limit=1))[0].id
         pages = {
             "overview": "/",
@@ -75,7 +76,8 @@ async def measure(url: str, n: int, repeat: int) -> dict[str, list[float]]:
             "queue, state=queued": "/queues/bulk?state=queued",
             "queue, name filter": "/queues/bulk?name=work",
             "queue, next page": f"/queues/bulk?after={middle}",
-            "job": f"/jobs/{sample}",
+            "job (newest)": f"/jobs/{sample}",
+            "job (oldest)": f"/jobs/{oldest}",
             "dead job": f"/jobs/{dead}",
             "workers": "/workers",
             "dead letters": "/dead",

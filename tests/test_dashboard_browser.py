@@ -115,6 +115,9 @@ def test_the_overview_counts_change_while_the_jobs_run(app: Any, page: Any, stor
             assert page.evaluate("window.notReloaded") is True  # updated live, not reloaded
             expect(page.locator("#live-status")).to_have_class("live-dot on")
             shoot(page, store_url, "overview", full_page=True)
+            page.emulate_media(color_scheme="dark")
+            shoot(page, store_url, "overview-dark", full_page=True)
+            page.emulate_media(color_scheme="light")
             page.goto(base + "/workers")
             expect(page.locator("table.workers")).to_contain_text("running")
             shoot(page, store_url, "workers")
