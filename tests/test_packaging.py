@@ -109,7 +109,6 @@ def test_no_development_tool_is_a_requirement(metadata: email.message.Message) -
 
 
 def test_the_readme_links_resolve_off_the_repository(metadata: email.message.Message) -> None:
-
     description = metadata.get_payload()
     assert isinstance(description, str)
     assert "# asyncq" in description
