@@ -81,8 +81,9 @@ async def measure(url: str, n: int, repeat: int) -> dict[str, list[float]]:
             "dead job": f"/jobs/{dead}",
             "workers": "/workers",
             "dead letters": "/dead",
-            "live overview": "/live?page=overview&once=1",
-            "live job": f"/live?page=job&job={sample}&once=1",
+            "overview (stream)": "/live?page=overview&once=1",
+            "job timeline (newest)": f"/live?page=job&job={sample}&once=1",
+            "job timeline (oldest)": f"/live?page=job&job={oldest}&once=1",
         }
         transport = httpx.ASGITransport(app=dashboard(app))
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as http:
@@ -111,10 +112,10 @@ async def main(stores: list[str], n: int, repeat: int) -> None:
                 url = store
             print(f"{url.split('?')[0]}:")
             timings = await measure(url, n, repeat)
-            print(f"  {'page':<22} {'median ms':>10} {'max ms':>8}")
+            print(f"  {'page':<24} {'median ms':>10} {'max ms':>8}")
             for name, values in timings.items():
                 median = statistics.median(values) * 1000
-                print(f"  {name:<22} {median:>10.1f} {max(values) * 1000:>8.1f}")
+                print(f"  {name:<24} {median:>10.1f} {max(values) * 1000:>8.1f}")
 
 
 if __name__ == "__main__":

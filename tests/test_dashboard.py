@@ -364,6 +364,7 @@ async def test_the_live_stream_sends_the_pages_fragment(app: App) -> None:
         html = msgspec.json.decode(data)["live-job"]
         assert "&lt;img src=x" in html
         assert f'name="next" value="/jobs/{job_id}"' in html  # its forms go back to the page
+        assert '<span class="kind">dead</span>' in html  # the timeline comes with the stream
         assert (await http.get("/live?page=nope")).status_code == 404
 
 
@@ -422,3 +423,15 @@ def test_a_missing_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "jinja2", None)
     with pytest.raises(ConfigurationError, match=r"pip install 'asyncq\[dashboard\]'"):
         dashboard(App("x"))
+
+
+async def test_the_timeline_comes_after_the_page_or_in_it_when_asked(app: App) -> None:
+    job_id = await dead_job(app)
+    async with client(dashboard(app)) as http:
+        page = (await http.get(f"/jobs/{job_id}")).text
+        assert "data-timeline-pending" in page
+        assert f'href="/jobs/{job_id}?timeline=1"' in page
+        inline = (await http.get(f"/jobs/{job_id}?timeline=1")).text
+    assert "data-timeline-pending" not in inline
+    kinds = re.findall(r'<span class="kind">(\w+)</span>', inline)
+    assert kinds == ["enqueued", "started", "dead"]

@@ -260,19 +260,35 @@ class Dashboard:
             names=sorted(h.name for h in self.app.handlers.values() if h.options.queue == queue),
         )
 
-    async def job_values(self, request: Request) -> dict[str, Any]:
+    async def job_values(self, request: Request, *, history: bool = True) -> dict[str, Any]:
+        """The job page's values; its timeline only with ``history`` (see ``job``)."""
         job = await self.own_job(request.path_params["job_id"])
-        history = await self.admin.history(job.id)
         return {
             "job": job,
-            "history": history,
+            "history": await self._history(request, job) if history else None,
             # Sections that appear when the store keeps them (job dependencies).
             "parents": list(getattr(job, "parents", ()) or ()),
             "children": list(getattr(job, "children", ()) or ()),
         }
 
+    async def _history(self, request: Request, job: Any) -> list[Any]:
+        """The job's events, read again only when its record changed since the last read
+        for this request (a live stream asks once a second)."""
+        seen = (job.state, job.attempts, job.progress, job.finished_at, len(job.logs))
+        cached = getattr(request.state, "history", None)
+        if cached is not None and cached[0] == seen:
+            return cached[1]  # type: ignore[no-any-return]
+        events = await self.admin.history(job.id)
+        request.state.history = (seen, events)
+        return events
+
     async def job(self, request: Request) -> Response:
-        return self.render(request, "job.html", **await self.job_values(request))
+        """The job page. Its timeline comes with the live stream's first update, after
+        the page: a store may read a job's events from its queue's whole stream since
+        the job was made (Redis), which the page need not wait for. ``?timeline=1``
+        puts it in the page (without scripts)."""
+        inline = request.query_params.get("timeline") == "1"
+        return self.render(request, "job.html", **await self.job_values(request, history=inline))
 
     async def workers_values(self, request: Request) -> dict[str, Any]:
         queues = await self.own_queues()
