@@ -435,3 +435,72 @@ async def test_the_timeline_comes_after_the_page_or_in_it_when_asked(app: App) -
     assert "data-timeline-pending" not in inline
     kinds = re.findall(r'<span class="kind">(\w+)</span>', inline)
     assert kinds == ["enqueued", "started", "dead"]
+
+
+async def test_the_queue_page_streams_its_counts_and_jobs(app: App) -> None:
+    handle = await app.handlers["shop.echo"].enqueue({"x": 1})
+    async with client(dashboard(app)) as http:
+        page = (await http.get("/queues/orders?state=queued")).text
+        assert 'data-live="/live?page=queue&amp;queue=orders&amp;state=queued"' in page
+        answer = await http.get("/live?page=queue&queue=orders&state=queued&once=1")
+        html = msgspec.json.decode(answer.text.split("data: ", 1)[1].split("\n\n", 1)[0])
+        fragment = html["live-queue"]
+        assert handle.id in fragment
+        assert 'name="next" value="/queues/orders?state=queued"' in fragment
+        assert (await http.get("/live?page=queue&queue=invoices&once=1")).status_code == 404
+
+
+async def test_pause_resume_and_cancel_from_the_pages(app: App) -> None:
+    handle = await app.handlers["shop.echo"].enqueue({"x": 1})
+    async with client(dashboard(app)) as http:
+        page = (await http.get("/queues/orders")).text
+        csrf = csrf_of(page)
+        form = {"csrf": csrf, "queue": "orders", "next": "/queues/orders"}
+        paused = await http.post("/action/pause", data=form, headers={"Origin": ORIGIN})
+        assert paused.headers["location"] == "/queues/orders?done=paused"
+        shown = (await http.get(paused.headers["location"])).text
+        assert "Queue paused" in shown
+        assert 'action="/action/resume"' in shown
+        assert (await app.admin.status(["orders"])).queues[0].paused
+        await http.post("/action/resume", data=form, headers={"Origin": ORIGIN})
+        assert not (await app.admin.status(["orders"])).queues[0].paused
+        job_page = (await http.get(f"/jobs/{handle.id}")).text
+        assert "data-confirm=" in job_page  # the page's script asks before cancelling
+        cancel = {"csrf": csrf, "job": handle.id, "next": f"/jobs/{handle.id}"}
+        asked = await http.post("/action/cancel", data=cancel, headers={"Origin": ORIGIN})
+        assert "Cancel job" in asked.text
+        assert (await app.admin.job(handle.id)).state is JobState.QUEUED
+        done = await http.post(
+            "/action/cancel", data={**cancel, "confirm": "yes"}, headers={"Origin": ORIGIN}
+        )
+        assert done.headers["location"] == f"/jobs/{handle.id}?done=cancelled"
+    assert (await app.admin.job(handle.id)).state is JobState.CANCELLED
+
+
+async def test_an_unknown_page_and_a_removed_job_have_error_pages(app: App) -> None:
+    async with client(dashboard(app)) as http:
+        missing = await http.get("/nowhere")
+        assert missing.status_code == 404
+        assert "no such page" in missing.text
+        assert 'href="/"' in missing.text
+        job = await http.get("/jobs/0123456789abcdef")
+        assert job.status_code == 404
+        assert (
+            "No job &#39;0123456789abcdef&#39; in the queues of the app &#39;shop&#39;" in job.text
+        )
+    async with client(dashboard(app, authorize=lambda request: False)) as http:
+        assert (await http.get("/nowhere")).status_code == 403
+
+
+async def test_signing_out_ends_the_session(app: App) -> None:
+    async with client(dashboard(app, token="t", read_only=True)) as http:
+        csrf = csrf_of((await http.get("/login")).text)
+        signed = await http.post(
+            "/login", data={"csrf": csrf, "token": "t"}, headers={"Origin": ORIGIN}
+        )
+        assert signed.status_code == 303
+        page = (await http.get("/")).text
+        assert "Sign out" in page
+        out = await http.post("/logout", data={"csrf": csrf_of(page)}, headers={"Origin": ORIGIN})
+        assert out.status_code == 303
+        assert (await http.get("/")).status_code == 303  # back to the sign-in form

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
 
+import anyio
 import msgspec
+from markupsafe import escape
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -39,6 +41,8 @@ STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 50
 #: The largest form body an action reads.
 MAX_FORM = 256 * 1024
+#: The query parameters of the queue page's filters and cursor.
+_FILTERS = ("state", "name", "meta", "after")
 #: How many characters of a filter the pages take.
 MAX_FILTER = 400
 
@@ -171,9 +175,12 @@ class Dashboard:
 
         return endpoint
 
-    async def form(self, request: Request) -> dict[str, list[str]]:
-        """The posted form (``application/x-www-form-urlencoded``), after the CSRF checks."""
-        if self.read_only:
+    async def form(self, request: Request, *, acting: bool = True) -> dict[str, list[str]]:
+        """The posted form (``application/x-www-form-urlencoded``), after the CSRF checks.
+
+        ``acting``: the form changes the store (refused in read-only mode).
+        """
+        if acting and self.read_only:
             raise Refused(
                 403, "this dashboard is read-only: it shows the queues but changes nothing"
             )
@@ -226,7 +233,8 @@ class Dashboard:
     async def overview(self, request: Request) -> Response:
         return self.render(request, "overview.html", **await self.overview_values(request))
 
-    async def queue(self, request: Request) -> Response:
+    async def queue_values(self, request: Request) -> dict[str, Any]:
+        """The queue page's values: its counts and one page of its jobs, as the filters say."""
         queue = await self.check_queue(request.path_params["queue"])
         params = request.query_params
         state = params.get("state") or None
@@ -249,16 +257,17 @@ class Dashboard:
         rows = rows[:PAGE_SIZE]
         (status,) = (await self.admin.status([queue])).queues
         filters = {"state": state, "name": name, "meta": meta_text or None}
-        return self.render(
-            request,
-            "queue.html",
-            queue=status,
-            jobs=rows,
-            filters=filters,
-            after=after,
-            next_after=rows[-1].id if more and rows else None,
-            names=sorted(h.name for h in self.app.handlers.values() if h.options.queue == queue),
-        )
+        return {
+            "queue": status,
+            "jobs": rows,
+            "filters": filters,
+            "after": after,
+            "next_after": rows[-1].id if more and rows else None,
+            "names": sorted(h.name for h in self.app.handlers.values() if h.options.queue == queue),
+        }
+
+    async def queue(self, request: Request) -> Response:
+        return self.render(request, "queue.html", **await self.queue_values(request))
 
     async def job_values(self, request: Request, *, history: bool = True) -> dict[str, Any]:
         """The job page's values; its timeline only with ``history`` (see ``job``)."""
@@ -347,6 +356,7 @@ class Dashboard:
             "overview": (self.overview_values, "_overview.html"),
             "workers": (self.workers_values, "_workers.html"),
             "job": (self.job_values, "_job.html"),
+            "queue": (self.queue_values, "_queue.html"),
         }
         if kind not in builders:
             raise Refused(404, f"no live page {kind!r}")
@@ -358,6 +368,11 @@ class Dashboard:
             request.path_params["job_id"] = job_id
             await self.own_job(job_id)
             here = _here_of(request, self.url(request, "job", job_id=job_id))
+        elif kind == "queue":
+            queue = request.query_params.get("queue", "")
+            request.path_params["queue"] = await self.check_queue(queue)
+            kept = {k: v for k, v in request.query_params.items() if k in _FILTERS}
+            here = _here_of(request, self.url(request, "queue", kept, queue=queue))
         once = request.query_params.get("once") == "1"
         backend = await self.app.backend_opened()
         queues = await self.own_queues()
@@ -369,7 +384,7 @@ class Dashboard:
                 try:
                     html = self.fragment(request, template, {**await build(request), "here": here})
                 except Refused as refused:  # the job was removed meanwhile
-                    html = f"<p class='empty'>{_escape(refused.message)}</p>"
+                    html = f"<p class='empty'>{escape(refused.message)}</p>"
                 if html != last:
                     last = html
                     data = msgspec.json.encode({f"live-{kind}": html}).decode()
@@ -381,7 +396,7 @@ class Dashboard:
                 await wait_for_change(backend, queues, self.monitor.cursor)
                 if kind != "overview":  # the overview moves the cursor; the others follow it
                     await self.monitor.observe(backend, await self.admin.status(queues))
-                await _pause(1.0)
+                await anyio.sleep(1.0)
 
         return StreamingResponse(
             stream(),
@@ -414,7 +429,7 @@ class Dashboard:
         return self.render(request, "login.html", code=status, error=error, next=next_path)
 
     async def logout(self, request: Request) -> Response:
-        await self.form(request) if not self.read_only else None
+        await self.form(request, acting=False)
         response = RedirectResponse(
             self.url(request, "login", {"done": "signed-out"}), status_code=303
         )
@@ -449,7 +464,15 @@ class Dashboard:
             ],
             Mount("/static", StaticFiles(directory=STATIC), name="static"),
         ]
-        return Starlette(routes=pages)
+        return Starlette(routes=pages, exception_handlers={404: self._not_found})
+
+    async def _not_found(self, request: Request, exc: Exception) -> Response:
+        """An unknown path: the dashboard's own error page, to those who may see it."""
+        request.state.session = self.guard.session(request)
+        if not await self.guard.authorized(request):
+            return Response("Forbidden", status_code=403)
+        message = "there is no such page in this dashboard"
+        return self.render(request, "error.html", code=404, message=message)
 
     def _open(self, fn: Page) -> Page:
         """``fn`` with a session but without the token check (the login form itself)."""
@@ -491,18 +514,6 @@ def _bound(dashboard: Dashboard, fn: Callable[[Dashboard, Request], Awaitable[Re
         return await fn(dashboard, request)
 
     return endpoint
-
-
-async def _pause(seconds: float) -> None:
-    import anyio
-
-    await anyio.sleep(seconds)
-
-
-def _escape(text: str) -> str:
-    from markupsafe import escape
-
-    return str(escape(text))
 
 
 def _int(text: str | None, default: int) -> int:
