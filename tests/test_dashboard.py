@@ -504,3 +504,22 @@ async def test_signing_out_ends_the_session(app: App) -> None:
         out = await http.post("/logout", data={"csrf": csrf_of(page)}, headers={"Origin": ORIGIN})
         assert out.status_code == 303
         assert (await http.get("/")).status_code == 303  # back to the sign-in form
+
+
+async def test_ids_and_queue_names_of_any_characters_link_back_to_themselves(
+    tmp_path: Path,
+) -> None:
+    app = make_app(MemoryBackend(), queue="mail & more/eu?")
+    async with app, client(dashboard(app)) as http:
+        handle = await app.handlers["shop.echo"].enqueue({"x": 1}, id="order #1?/x")
+        overview = (await http.get("/")).text
+        link = re.search(r'href="(/queues/[^"]+)"', overview)
+        assert link
+        queue_page = await http.get(link[1].replace("&amp;", "&"))
+        assert queue_page.status_code == 200
+        job_link = re.search(r'<a href="(/jobs/[^"]+)">', queue_page.text)
+        assert job_link
+        assert job_link[1] == "/jobs/order%20%231%3F/x"
+        job_page = await http.get(job_link[1])
+        assert job_page.status_code == 200
+        assert handle.id in job_page.text

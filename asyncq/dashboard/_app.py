@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 import anyio
 import msgspec
@@ -111,7 +111,9 @@ class Dashboard:
         self, request: Request, name: str, query: Mapping[str, Any] | None = None, **params: Any
     ) -> str:
         """The path of route ``name`` under the dashboard's mount, with a query string."""
-        path = str(request.url_for(name, **params).path)
+        # Job ids and queue names are the caller's: any character, encoded in the path.
+        quoted = {key: quote(str(value), safe="/") for key, value in params.items()}
+        path = str(request.url_for(name, **quoted).path)
         pairs = {k: v for k, v in (query or {}).items() if v not in (None, "")}
         return f"{path}?{urlencode(pairs, doseq=True)}" if pairs else path
 
@@ -528,7 +530,7 @@ def _here(request: Request) -> str:
     root = request.scope.get("root_path") or ""
     path = request.url.path[len(root) :] if request.url.path.startswith(root) else request.url.path
     query = request.url.query
-    return (path or "/") + (f"?{query}" if query else "")
+    return quote(path or "/", safe="/") + (f"?{query}" if query else "")
 
 
 def _here_of(request: Request, path: str) -> str:
