@@ -523,3 +523,56 @@ async def test_ids_and_queue_names_of_any_characters_link_back_to_themselves(
         job_page = await http.get(job_link[1])
         assert job_page.status_code == 200
         assert handle.id in job_page.text
+
+
+async def test_limits_and_circuits_get_a_panel_when_the_store_has_them(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    status = app.admin.status
+
+    async def with_flow_control(*args: Any, **kwargs: Any) -> Any:
+        found = await status(*args, **kwargs)
+        limit = SimpleNamespace(name="stripe", key="acct-1", running=2, concurrency=5, rate=10.0)
+        circuit = SimpleNamespace(name="<b>smtp</b>", state="half_open", failures=(1.0, 2.0))
+        return SimpleNamespace(
+            at=found.at, backend=found.backend, queues=found.queues, limits=[limit],
+            circuits=[circuit],
+        )  # fmt: skip
+
+    async with client(dashboard(app)) as http:
+        plain = (await http.get("/")).text
+        assert "Circuit breakers" not in plain
+        monkeypatch.setattr(app.admin, "status", with_flow_control)
+        html = (await http.get("/")).text
+    assert "<h2>Limits</h2>" in html
+    assert "2/5" in html
+    assert "10 per 1 s" in html
+    assert "&lt;b&gt;smtp&lt;/b&gt;" in html
+    assert '<span class="badge circuit-half_open">half open</span>' in html
+
+
+async def test_a_job_with_parents_and_children_links_to_them(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = await app.handlers["shop.echo"].enqueue({"x": 1})
+    record = await app.admin.job(handle.id)
+
+    class WithRelatives:  # a record of a store that keeps job dependencies
+        parents = ("p-1", "p-2")
+        children = ("c-1",)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(record, name)
+
+    async def job(job_id: str) -> Any:
+        return WithRelatives()
+
+    async with client(dashboard(app)) as http:
+        assert "Dependencies" not in (await http.get(f"/jobs/{handle.id}")).text
+        monkeypatch.setattr(app.admin, "job", job)
+        html = (await http.get(f"/jobs/{handle.id}")).text
+    assert "<h2>Dependencies</h2>" in html
+    assert 'href="/jobs/p-2"' in html
+    assert 'href="/jobs/c-1"' in html

@@ -230,6 +230,9 @@ class Dashboard:
             "busy": sum(len(w.running) for w in running),
             "capacity": sum(w.concurrency for w in running),
             "backend_url": status.backend,
+            # Flow control, once the store keeps it (limits and circuit breakers).
+            "limits": [_limit_row(item) for item in getattr(status, "limits", ())],
+            "circuits": [_circuit_row(item) for item in getattr(status, "circuits", ())],
         }
 
     async def overview(self, request: Request) -> Response:
@@ -557,6 +560,33 @@ def _parse_meta(text: str) -> dict[str, str] | None:
         if sep and key.strip():
             pairs[key.strip()] = value.strip()
     return pairs or None
+
+
+def _limit_row(limit: Any) -> dict[str, Any]:
+    """What the overview shows of one limit counter (read by name: any field may be missing)."""
+    concurrency = getattr(limit, "concurrency", None)
+    rate = getattr(limit, "rate", None)
+    return {
+        "name": getattr(limit, "name", "?"),
+        "key": getattr(limit, "key", None),
+        "queue": getattr(limit, "queue", None),
+        "running": getattr(limit, "running", 0),
+        "concurrency": concurrency,
+        "rate": None if rate is None else f"{rate:g} per {getattr(limit, 'per', 1.0):g} s",
+        "held": getattr(limit, "held", 0),
+    }
+
+
+def _circuit_row(circuit: Any) -> dict[str, Any]:
+    """What the overview shows of one circuit breaker (read by name, like ``_limit_row``)."""
+    return {
+        "name": getattr(circuit, "name", "?"),
+        "state": str(getattr(circuit, "state", "closed")),
+        "queue": getattr(circuit, "queue", None),
+        "failures": len(getattr(circuit, "failures", ()) or ()),
+        "threshold": getattr(circuit, "threshold", None),
+        "opened_at": getattr(circuit, "opened_at", None),
+    }
 
 
 def _serves(worker: WorkerInfo, app_name: str, queues: list[str]) -> bool:
