@@ -15,7 +15,8 @@ from starlette.responses import RedirectResponse, Response
 
 from .._records import JobState
 from ..cli._base import parse_duration
-from ._app import Dashboard, Refused, _safe_next, _under
+from ._app import Dashboard, Refused
+from ._paths import safe_next, under
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -30,10 +31,10 @@ def _one(fields: Fields, name: str) -> str:
 
 
 def _back(request: Request, fields: Fields, done: str, n: int | None = None) -> Response:
-    target = _safe_next(_one(fields, "next"))
+    target = safe_next(_one(fields, "next"))
     sep = "&" if "?" in target else "?"
     extra = f"done={done}" + (f"&n={n}" if n is not None else "")
-    return RedirectResponse(_under(request, f"{target}{sep}{extra}"), status_code=303)
+    return RedirectResponse(under(request, f"{target}{sep}{extra}"), status_code=303)
 
 
 def _confirm(

@@ -13,36 +13,32 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-import anyio
-import msgspec
-from markupsafe import escape
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .._records import JobState, WorkerInfo, WorkerStatus
+from .._records import JobState, WorkerStatus
 from ..exceptions import JobNotFound
-from ._monitor import Monitor, wait_for_change
+from ._monitor import Monitor
+from ._paths import here, safe_next, under
 from ._security import Guard, Session
-from ._views import environment
+from ._views import circuit_row, environment, limit_row, parse_meta, serves
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from starlette.requests import Request
 
     from .._app import App
 
-__all__ = ["Dashboard", "Refused"]
+__all__ = ["FILTERS", "Dashboard", "Refused"]
 
 STATIC = Path(__file__).parent / "static"
 #: Rows on one page of a job list.
 PAGE_SIZE = 50
 #: The largest form body an action reads.
 MAX_FORM = 256 * 1024
-#: The query parameters of the queue page's filters and cursor.
-_FILTERS = ("state", "name", "meta", "after")
+#: The query parameters of the queue page's filters and cursor (its live stream keeps them).
+FILTERS = ("state", "name", "meta", "after")
 #: How many characters of a filter the pages take.
 MAX_FILTER = 400
 
@@ -130,7 +126,7 @@ class Dashboard:
             "csrf": self.guard.csrf_token(session),
             "url": lambda name, query=None, **params: self.url(request, name, query, **params),
             "static": lambda path: self.url(request, "static", path=path),
-            "here": _here(request),
+            "here": here(request),
             "notice": notice,
             "now": time.time(),
             "has_cron": bool(self.app.cron_schedules),
@@ -161,7 +157,7 @@ class Dashboard:
                     if request.method == "GET" and not request.url.path.rstrip("/").endswith(
                         "/live"
                     ):
-                        target = self.url(request, "login", {"next": _here(request)})
+                        target = self.url(request, "login", {"next": here(request)})
                         response: Response = RedirectResponse(target, status_code=303)
                     else:
                         raise Refused(401, "sign in with the dashboard's token first")
@@ -213,7 +209,7 @@ class Dashboard:
         backend = await self.app.backend_opened()
         await self.monitor.observe(backend, status)
         now = status.at
-        workers = [w for w in await self.admin.workers() if _serves(w, self.app.name, queues)]
+        workers = [w for w in await self.admin.workers() if serves(w, self.app.name, queues)]
         running = [w for w in workers if w.status(now) is WorkerStatus.RUNNING]
         totals = {state: sum(q.counts.get(state, 0) for q in status.queues) for state in JobState}
         return {
@@ -231,8 +227,8 @@ class Dashboard:
             "capacity": sum(w.concurrency for w in running),
             "backend_url": status.backend,
             # Flow control, once the store keeps it (limits and circuit breakers).
-            "limits": [_limit_row(item) for item in getattr(status, "limits", ())],
-            "circuits": [_circuit_row(item) for item in getattr(status, "circuits", ())],
+            "limits": [limit_row(item) for item in getattr(status, "limits", ())],
+            "circuits": [circuit_row(item) for item in getattr(status, "circuits", ())],
         }
 
     async def overview(self, request: Request) -> Response:
@@ -247,7 +243,7 @@ class Dashboard:
             raise Refused(400, f"{state!r} is not a state: use one of {', '.join(JobState)}")
         name = (params.get("name") or "")[:MAX_FILTER] or None
         meta_text = (params.get("meta") or "")[:MAX_FILTER]
-        meta = _parse_meta(meta_text)
+        meta = parse_meta(meta_text)
         after = params.get("after") or None
         rows = await self.admin.jobs(
             state=state,
@@ -306,7 +302,7 @@ class Dashboard:
 
     async def workers_values(self, request: Request) -> dict[str, Any]:
         queues = await self.own_queues()
-        workers = [w for w in await self.admin.workers() if _serves(w, self.app.name, queues)]
+        workers = [w for w in await self.admin.workers() if serves(w, self.app.name, queues)]
         now = time.time()
         order = {WorkerStatus.RUNNING: 0, WorkerStatus.STOPPED: 1, WorkerStatus.LOST: 2}
         rows = sorted(
@@ -350,70 +346,11 @@ class Dashboard:
 
     # -- live updates ---------------------------------------------------------------------
 
-    async def live(self, request: Request) -> Response:
-        """Server-sent events: the page's live fragment, each time it changes.
-
-        Woken by the store's job events where it keeps them, else polled every
-        few seconds; at most one update a second. ``?once=1`` sends one and ends.
-        """
-        kind = request.query_params.get("page", "")
-        builders: dict[str, tuple[Callable[[Request], Awaitable[dict[str, Any]]], str]] = {
-            "overview": (self.overview_values, "_overview.html"),
-            "workers": (self.workers_values, "_workers.html"),
-            "job": (self.job_values, "_job.html"),
-            "queue": (self.queue_values, "_queue.html"),
-        }
-        if kind not in builders:
-            raise Refused(404, f"no live page {kind!r}")
-        build, template = builders[kind]
-        # The fragment's forms go back to the page it is part of, not to this stream.
-        here = {"overview": "/", "workers": "/workers"}.get(kind, "")
-        if kind == "job":
-            job_id = request.query_params.get("job", "")
-            request.path_params["job_id"] = job_id
-            await self.own_job(job_id)
-            here = _here_of(request, self.url(request, "job", job_id=job_id))
-        elif kind == "queue":
-            queue = request.query_params.get("queue", "")
-            request.path_params["queue"] = await self.check_queue(queue)
-            kept = {k: v for k, v in request.query_params.items() if k in _FILTERS}
-            here = _here_of(request, self.url(request, "queue", kept, queue=queue))
-        once = request.query_params.get("once") == "1"
-        backend = await self.app.backend_opened()
-        queues = await self.own_queues()
-
-        async def stream() -> AsyncIterator[bytes]:
-            last = ""
-            yield b"retry: 3000\n\n"
-            while True:
-                try:
-                    html = self.fragment(request, template, {**await build(request), "here": here})
-                except Refused as refused:  # the job was removed meanwhile
-                    html = f"<p class='empty'>{escape(refused.message)}</p>"
-                if html != last:
-                    last = html
-                    data = msgspec.json.encode({f"live-{kind}": html}).decode()
-                    yield f"event: update\ndata: {data}\n\n".encode()
-                else:
-                    yield b": still here\n\n"
-                if once:
-                    return
-                await wait_for_change(backend, queues, self.monitor.cursor)
-                if kind != "overview":  # the overview moves the cursor; the others follow it
-                    await self.monitor.observe(backend, await self.admin.status(queues))
-                await anyio.sleep(1.0)
-
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
-
     # -- signing in --------------------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
         session: Session = request.state.session
-        next_path = _safe_next(request.query_params.get("next"))
+        next_path = safe_next(request.query_params.get("next"))
         error = None
         status = 200
         if request.method == "POST":
@@ -421,12 +358,12 @@ class Dashboard:
                 raise Refused(403, "refused: the form was not posted from this dashboard")
             body = (await request.body())[:MAX_FORM].decode("utf-8", "replace")
             fields = dict(parse_qsl(body, keep_blank_values=True))
-            next_path = _safe_next(fields.get("next"))
+            next_path = safe_next(fields.get("next"))
             if not self.guard.csrf_ok(session, fields.get("csrf", "")):
                 error, status = "The form expired: try again.", 403
             elif self.guard.token_ok(fields.get("token", "")):
                 fresh = Session(Guard.new_id(), signed_in=True, fresh=True)
-                response = RedirectResponse(_under(request, next_path), status_code=303)
+                response = RedirectResponse(under(request, next_path), status_code=303)
                 self.guard.set_cookie(response, request, fresh)
                 return response
             else:
@@ -447,6 +384,7 @@ class Dashboard:
 
     def asgi(self) -> Starlette:
         from ._actions import actions
+        from ._live import live
 
         pages = [
             Route("/", self.page(self.overview), name="overview"),
@@ -455,7 +393,7 @@ class Dashboard:
             Route("/workers", self.page(self.workers), name="workers"),
             Route("/dead", self.page(self.dead), name="dead"),
             Route("/cron", self.page(self.cron), name="cron"),
-            Route("/live", self.page(self.live), name="live"),
+            Route("/live", self.page(_bound(self, live)), name="live"),
             Route("/login", self._open(self.login), name="login", methods=["GET", "POST"]),
             Route("/logout", self.page(self.logout), name="logout", methods=["POST"]),
             *[
@@ -526,68 +464,3 @@ def _int(text: str | None, default: int) -> int:
         return int(text or default)
     except ValueError:
         return default
-
-
-def _here(request: Request) -> str:
-    """The request's path relative to the dashboard's root, with its query (for ``next``)."""
-    root = request.scope.get("root_path") or ""
-    path = request.url.path[len(root) :] if request.url.path.startswith(root) else request.url.path
-    query = request.url.query
-    return quote(path or "/", safe="/") + (f"?{query}" if query else "")
-
-
-def _here_of(request: Request, path: str) -> str:
-    root = request.scope.get("root_path") or ""
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
-def _safe_next(value: str | None) -> str:
-    """A path inside the dashboard to go back to; anything else (another site) is ``/``."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    return value
-
-
-def _under(request: Request, path: str) -> str:
-    return (request.scope.get("root_path") or "") + _safe_next(path)
-
-
-def _parse_meta(text: str) -> dict[str, str] | None:
-    """``tenant=acme, region=eu`` as a dict; pieces without ``=`` are ignored."""
-    pairs = {}
-    for piece in text.split(","):
-        key, sep, value = piece.strip().partition("=")
-        if sep and key.strip():
-            pairs[key.strip()] = value.strip()
-    return pairs or None
-
-
-def _limit_row(limit: Any) -> dict[str, Any]:
-    """What the overview shows of one limit counter (read by name: any field may be missing)."""
-    concurrency = getattr(limit, "concurrency", None)
-    rate = getattr(limit, "rate", None)
-    return {
-        "name": getattr(limit, "name", "?"),
-        "key": getattr(limit, "key", None),
-        "queue": getattr(limit, "queue", None),
-        "running": getattr(limit, "running", 0),
-        "concurrency": concurrency,
-        "rate": None if rate is None else f"{rate:g} per {getattr(limit, 'per', 1.0):g} s",
-        "held": getattr(limit, "held", 0),
-    }
-
-
-def _circuit_row(circuit: Any) -> dict[str, Any]:
-    """What the overview shows of one circuit breaker (read by name, like ``_limit_row``)."""
-    return {
-        "name": getattr(circuit, "name", "?"),
-        "state": str(getattr(circuit, "state", "closed")),
-        "queue": getattr(circuit, "queue", None),
-        "failures": len(getattr(circuit, "failures", ()) or ()),
-        "threshold": getattr(circuit, "threshold", None),
-        "opened_at": getattr(circuit, "opened_at", None),
-    }
-
-
-def _serves(worker: WorkerInfo, app_name: str, queues: list[str]) -> bool:
-    return worker.app == app_name or bool(set(worker.queues) & set(queues))

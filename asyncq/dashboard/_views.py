@@ -18,12 +18,23 @@ from markupsafe import Markup, escape
 
 from .._codec import decode_any
 from .._events import JobEvent
-from .._records import JobState
+from .._records import JobState, WorkerInfo
 
 #: What a page shows for no value.
 DASH = "\u2013"
 
-__all__ = ["DASH", "STATES", "environment", "pretty", "pretty_bytes", "relative"]
+__all__ = [
+    "DASH",
+    "STATES",
+    "circuit_row",
+    "environment",
+    "limit_row",
+    "parse_meta",
+    "pretty",
+    "pretty_bytes",
+    "relative",
+    "serves",
+]
 
 #: The states in the order every page lists them.
 STATES: tuple[JobState, ...] = tuple(JobState)
@@ -165,3 +176,44 @@ def environment() -> jinja2.Environment:
     env.globals["STATES"] = STATES
     env.globals["event_parts"] = event_parts
     return env
+
+
+def parse_meta(text: str) -> dict[str, str] | None:
+    """``tenant=acme, region=eu`` as a dict; pieces without ``=`` are ignored."""
+    pairs = {}
+    for piece in text.split(","):
+        key, sep, value = piece.strip().partition("=")
+        if sep and key.strip():
+            pairs[key.strip()] = value.strip()
+    return pairs or None
+
+
+def limit_row(limit: Any) -> dict[str, Any]:
+    """What the overview shows of one limit counter (read by name: any field may be missing)."""
+    concurrency = getattr(limit, "concurrency", None)
+    rate = getattr(limit, "rate", None)
+    return {
+        "name": getattr(limit, "name", "?"),
+        "key": getattr(limit, "key", None),
+        "queue": getattr(limit, "queue", None),
+        "running": getattr(limit, "running", 0),
+        "concurrency": concurrency,
+        "rate": None if rate is None else f"{rate:g} per {getattr(limit, 'per', 1.0):g} s",
+        "held": getattr(limit, "held", 0),
+    }
+
+
+def circuit_row(circuit: Any) -> dict[str, Any]:
+    """What the overview shows of one circuit breaker (read by name, like ``limit_row``)."""
+    return {
+        "name": getattr(circuit, "name", "?"),
+        "state": str(getattr(circuit, "state", "closed")),
+        "queue": getattr(circuit, "queue", None),
+        "failures": len(getattr(circuit, "failures", ()) or ()),
+        "threshold": getattr(circuit, "threshold", None),
+        "opened_at": getattr(circuit, "opened_at", None),
+    }
+
+
+def serves(worker: WorkerInfo, app_name: str, queues: list[str]) -> bool:
+    return worker.app == app_name or bool(set(worker.queues) & set(queues))
