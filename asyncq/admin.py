@@ -128,6 +128,10 @@ class Admin:
         stored = {s.queue for s in await (await self._backend()).stats()}
         return sorted(self._app_queues() | stored)
 
+    def app_queues(self) -> list[str]:
+        """The queues this app's jobs and cron schedules use, sorted (the store may hold more)."""
+        return sorted(self._app_queues())
+
     def _app_queues(self) -> set[str]:
         queues = {handler.options.queue for handler in self.app.handlers.values()}
         queues.update(schedule.queue for schedule in self.app.cron_schedules.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import re
 import subprocess
 import sys
 import zipfile
@@ -32,20 +33,46 @@ TOOLS = {
 
 
 @pytest.fixture(scope="module")
-def metadata(tmp_path_factory: pytest.TempPathFactory) -> email.message.Message:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "-q", "-w", str(out)],
         check=True,
         timeout=300,
     )
-    (wheel,) = out.glob("asyncq-*.whl")
+    (built,) = out.glob("asyncq-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def metadata(wheel: Path) -> email.message.Message:
     with zipfile.ZipFile(wheel) as archive:
         (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
         licenses = [n for n in archive.namelist() if "/licenses/" in n]
         assert licenses == [name.replace("METADATA", "licenses/LICENSE")]
         assert b"Copyright (c) 2026 the asyncq authors" in archive.read(licenses[0])
         return email.message_from_bytes(archive.read(name))
+
+
+def test_the_wheel_holds_every_file_of_the_dashboard(
+    wheel: Path, metadata: email.message.Message
+) -> None:
+    package = ROOT / "asyncq" / "dashboard"
+    expected = {
+        path.relative_to(ROOT).as_posix()
+        for folder in ("templates", "static")
+        for path in (package / folder).iterdir()
+    }
+    assert len(expected) > 10
+    with zipfile.ZipFile(wheel) as archive:
+        assert expected <= set(archive.namelist())
+        texts = [archive.read(name).decode() for name in sorted(expected)]
+    for text in texts:  # nothing from a CDN: every asset is one of these files
+        assert not re.search(r"""(src|href|url)\s*[=(]\s*["']?(https?:)?//""", text)
+    assert "dashboard" in (metadata.get_all("Provides-Extra") or [])
+    requires = metadata.get_all("Requires-Dist") or []
+    extra = [r for r in requires if r.replace("'", '"').endswith('extra == "dashboard"')]
+    assert {r.split(">")[0] for r in extra} == {"starlette", "jinja2", "uvicorn"}
 
 
 def test_the_wheel_names_its_license(metadata: email.message.Message) -> None:
@@ -82,8 +109,6 @@ def test_no_development_tool_is_a_requirement(metadata: email.message.Message) -
 
 
 def test_the_readme_links_resolve_off_the_repository(metadata: email.message.Message) -> None:
-    import re
-
     description = metadata.get_payload()
     assert isinstance(description, str)
     assert "# asyncq" in description

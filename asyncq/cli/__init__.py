@@ -10,6 +10,7 @@ in docs/cli.md.
 from __future__ import annotations
 
 from ._base import EXIT_FAILED, EXIT_USAGE, load_app, main
+from ._dashboard import dashboard
 from ._events import events
 from ._limits import circuit, limits
 from ._manage import enqueue, migrate
@@ -39,4 +40,5 @@ main.add_command(workers)
 main.add_command(limits)
 main.add_command(circuit)
 main.add_command(events)
+main.add_command(dashboard)
 del _command

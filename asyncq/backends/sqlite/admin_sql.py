@@ -157,13 +157,54 @@ def list_jobs(
             where.append("asyncq_meta_value(meta, ?) = ?")
             params += (key, value)
     order = "id DESC" if newest else "id"
-    sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
-    rows = fetch(conn, sql, (*params, limit))
+    filtered = len(where) > 1 + (after is not None)
+    rows = _list_in_window(conn, where, params, after, order, limit) if filtered else None
+    if rows is None:
+        # Filtered: the filters' own index, its matches sorted (``+id``: no walk of every id).
+        by = f"+{order}" if filtered else order
+        sql = f"{SELECT_JOB} WHERE {' AND '.join(where)} ORDER BY {by} LIMIT ?"
+        rows = fetch(conn, sql, (*params, limit))
     jobs, bad = read_rows(rows)
     if not bad:
         return jobs
     # a row that cannot be read is shown as its stand-in, in its place
     return [read_or_stand_in(row, now) for row in rows]
+
+
+#: Jobs ``list_jobs`` looks through in id order before it asks the filters' index.
+LIST_WINDOW = 2000
+
+
+def _list_in_window(
+    conn: sqlite3.Connection,
+    where: list[str],
+    params: list[Any],
+    after: str | None,
+    order: str,
+    limit: int,
+) -> list[Any] | None:
+    """The filtered page from the next ``LIST_WINDOW`` ids alone, or ``None`` if they hold too few.
+
+    A filter most jobs match (one big queue, its queued jobs) is answered by
+    reading the id index from the cursor on and stopping early; a sparse one
+    (the dead letters of a big store) by its own index and a sort of its matches.
+    """
+    cursor = ""
+    inner: list[Any] = []
+    if after is not None:
+        cursor = "WHERE id < ?" if order.endswith("DESC") else "WHERE id > ?"
+        inner.append(after)
+    window = (
+        f"SELECT *, rowid AS rowid FROM asyncq_jobs {cursor} ORDER BY {order} LIMIT {LIST_WINDOW}"
+    )
+    select = SELECT_JOB.replace(" FROM asyncq_jobs", f" FROM ({window})")
+    sql = f"{select} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
+    rows = fetch(conn, sql, (*inner, *params, limit))
+    if len(rows) >= limit:
+        return rows
+    counted = f"SELECT count(*) FROM (SELECT 1 FROM asyncq_jobs {cursor} LIMIT {LIST_WINDOW})"
+    (seen,) = conn.execute(counted, inner).fetchone()
+    return rows if seen < LIST_WINDOW else None
 
 
 def retry_dead(
