@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 
-from asyncq import App
+from asyncq import App, JobContext
 from asyncq.backends import from_url
 from asyncq.backends.base import DROP, Backend, JobState
 
@@ -171,6 +171,26 @@ async def _scenario_drain(url: str, n: int, which: str) -> dict[str, Any]:
 
         app.include(noop_process)
         handler = noop_process
+    elif which in ("limit", "rich"):
+        # A limit that never binds: the store counts every start and end.
+        roomy = app.limit("roomy", concurrency=1_000_000)
+        if which == "limit":
+
+            async def limited(payload: Noop) -> None:
+                return None
+
+            handler = app.job(
+                schema=Noop, name="noop-limited", max_attempts=1, result_ttl=3600, limits=[roomy]
+            )(limited)
+        else:
+
+            async def rich(payload: Noop, ctx: JobContext) -> None:
+                await ctx.log("step one done")
+                await ctx.progress(0.5, detail={"step": 1})
+
+            handler = app.job(
+                schema=Noop, name="noop-rich", max_attempts=1, result_ttl=3600, limits=[roomy]
+            )(rich)
     async with app:
         try:
             payloads = [Noop(i) for i in range(n)]
@@ -184,6 +204,16 @@ async def _scenario_drain(url: str, n: int, which: str) -> dict[str, Any]:
 
 async def scenario_drain_noop(url: str, n: int) -> dict[str, Any]:
     return await _scenario_drain(url, n, "noop")
+
+
+async def scenario_drain_limit(url: str, n: int) -> dict[str, Any]:
+    """``drain-noop`` with a limit attached that never binds."""
+    return await _scenario_drain(url, n, "limit")
+
+
+async def scenario_drain_rich(url: str, n: int) -> dict[str, Any]:
+    """``drain-limit`` whose handler also stores a log line and a progress update."""
+    return await _scenario_drain(url, n, "rich")
 
 
 async def scenario_drain_sleep(url: str, n: int) -> dict[str, Any]:
@@ -270,8 +300,21 @@ SCENARIOS: dict[str, tuple[Scenario, int]] = {
     # asyncq only: the same drain with ``def`` handlers and with ``process=True`` ones
     "drain-noop-sync": (scenario_drain_noop_sync, 10_000),
     "drain-noop-process": (scenario_drain_noop_process, 2_000),
+    # asyncq only: the features switched on (a limit that never binds; and a log
+    # line and a progress update per job besides)
+    "drain-limit": (scenario_drain_limit, 10_000),
+    "drain-rich": (scenario_drain_rich, 10_000),
     # asyncq only: dependencies; N flows of a root, 10 children and a fan-in (12 jobs each)
     "flow": (scenario_flow, 1_000),
 }
 #: scenarios only asyncq runs (the peers have no such handler kinds to compare)
-ASYNCQ_ONLY = frozenset({"drain-noop-sync", "drain-noop-process", "enqueue-concurrent", "flow"})
+ASYNCQ_ONLY = frozenset(
+    {
+        "drain-noop-sync",
+        "drain-noop-process",
+        "enqueue-concurrent",
+        "flow",
+        "drain-limit",
+        "drain-rich",
+    }
+)
