@@ -109,12 +109,24 @@ class SyncApp:
     # -- the producer API ------------------------------------------------------------
 
     def enqueue(
-        self, handler: Handler[T, R], payload: T, /, **options: Unpack[EnqueueArgs]
+        self,
+        handler: Handler[T, R],
+        payload: T,
+        /,
+        *,
+        connection: object | None = None,
+        **options: Unpack[EnqueueArgs],
     ) -> SyncJob[R]:
-        """``handler.enqueue(payload, **options)``, blocking; see ``Handler.enqueue``."""
+        """``handler.enqueue(payload, **options)``, blocking; see ``Handler.enqueue``.
+
+        ``connection``: a sync ``psycopg.Connection`` (PostgreSQL), to store the
+        job inside its open transaction (Django: ``django.db.connection.connection``
+        in ``transaction.atomic()``): the job exists if and only if it commits.
+        Its statements run in a worker thread while this call blocks.
+        """
 
         async def call() -> JobHandle[R]:
-            return await handler.enqueue(payload, **options)
+            return await handler.enqueue(payload, connection=connection, **options)
 
         return SyncJob(self, self.call(call))
 
@@ -123,13 +135,18 @@ class SyncApp:
         handler: Handler[T, R],
         payloads: Iterable[T | tuple[T, ItemArgs]],
         /,
+        *,
+        connection: object | None = None,
         **options: Unpack[EnqueueManyArgs],
     ) -> list[SyncJob[R]]:
-        """``handler.enqueue_many(payloads, **options)``, blocking: one round trip."""
+        """``handler.enqueue_many(payloads, **options)``, blocking: one round trip.
+
+        ``connection``: as for ``enqueue``, the whole batch inside its transaction.
+        """
         items = list(payloads)
 
         async def call() -> list[JobHandle[R]]:
-            return await handler.enqueue_many(items, **options)
+            return await handler.enqueue_many(items, connection=connection, **options)
 
         return [SyncJob(self, handle) for handle in self.call(call)]
 

@@ -97,6 +97,25 @@ DEFAULT_RETENTION_DEAD: float = _DEFAULTS.dead
 log = logging.getLogger("asyncq.backends.postgres")
 
 
+def _is_psycopg(connection: object) -> bool:
+    """Whether ``connection`` is a psycopg object (told without importing psycopg)."""
+    return type(connection).__module__.partition(".")[0] == "psycopg"
+
+
+def _not_a_connection(jobs: Sequence[JobRecord], connection: object) -> str:
+    """What ``enqueue(connection=...)`` says of a ``connection`` it cannot write through."""
+    job = jobs[0]
+    kind = f"{type(connection).__module__}.{type(connection).__qualname__}"
+    hint = ""
+    if kind.startswith("django."):
+        hint = " (with Django, pass django.db.connection.connection, the psycopg connection)"
+    return (
+        f"job {job.name!r} (id {job.id}, queue {job.queue!r}): enqueue(connection=...) takes an "
+        f"asyncpg connection or a psycopg 3 connection (psycopg.AsyncConnection, "
+        f"psycopg.Connection), not {kind}{hint}; nothing stored"
+    )
+
+
 def _first_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
     """One outcome per job: of a job settled twice in one batch, the first holds the lease."""
     return list({o.job_id: o for o in reversed(outcomes)}.values())
@@ -331,14 +350,40 @@ class PostgresBackend(EventStream, _Operations):
             return []
         if connection is None:
             return await self._transport.run(lambda conn: store(conn, self._sql, jobs))
-        if not isinstance(connection, (asyncpg.Connection, PoolConnectionProxy)):
+        if isinstance(connection, (asyncpg.Connection, PoolConnectionProxy)):
+            with self._transport.mapped():
+                return await store(connection, self._sql, jobs)
+        if _is_psycopg(connection):
+            return await self._enqueue_psycopg(jobs, connection)
+        raise ConfigurationError(_not_a_connection(jobs, connection))
+
+    async def _enqueue_psycopg(
+        self, jobs: Sequence[JobRecord], connection: object
+    ) -> list[JobRecord]:
+        """``enqueue`` through the caller's psycopg 3 connection (see ``psycopg``)."""
+        import psycopg  # the optional driver: imported once one is given
+
+        from . import psycopg as adapter
+
+        try:
+            if isinstance(connection, psycopg.AsyncConnection):
+                conn = adapter.AsyncConnectionAdapter(connection)
+                return await store(conn, self._sql, jobs)
+            if isinstance(connection, psycopg.Connection):
+                # Its statements block: a worker thread runs them, not the loop.
+                return await anyio.to_thread.run_sync(
+                    adapter.store_sync, connection, self._sql, jobs
+                )
+        except psycopg.OperationalError as exc:
+            msg = f"PostgreSQL is unavailable through the given psycopg connection: {exc}"
+            raise BackendUnavailable(msg) from exc
+        except psycopg.Error as exc:
             msg = (
-                "enqueue(connection=...) takes an asyncpg connection, "
-                f"not {type(connection).__name__}"
+                f"PostgreSQL failed through the given psycopg connection: "
+                f"{type(exc).__name__}: {exc}"
             )
-            raise ConfigurationError(msg)
-        with self._transport.mapped():
-            return await store(connection, self._sql, jobs)
+            raise BackendError(msg) from exc
+        raise ConfigurationError(_not_a_connection(jobs, connection))
 
     async def enqueue_waited(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
         # LISTEN first, then store: the ends of these jobs will be heard, so

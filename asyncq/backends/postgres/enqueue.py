@@ -5,12 +5,17 @@ contract (see ``sql``), then matches the reply to the inputs: each input is
 stored as given, or stands for the live job already holding its key, or the
 job already stored under its id (a caller-chosen id, or a batch retried after
 its reply was lost).
+
+``conn`` is an asyncpg connection, or an ``Adapter`` of another driver's
+connection (psycopg 3, see ``psycopg``): the same statements, without ``COPY``.
 """
 
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
     from .listen import Connection
     from .sql import Statements
 
-__all__ = ["COPY_MIN_BATCH", "store"]
+__all__ = ["COPY_MIN_BATCH", "Adapter", "store"]
 
 #: Batches this large (without keys, all asked for now) are copied in: below
 #: it, the copy's extra round trips (its transaction, the copy's handshake,
@@ -33,8 +38,31 @@ __all__ = ["COPY_MIN_BATCH", "store"]
 COPY_MIN_BATCH = 32
 
 
+class Adapter(ABC):
+    """Another driver's connection, as ``store`` uses an asyncpg connection.
+
+    Rows are sequences in the column order of the statement, decoded as
+    asyncpg decodes them (``json`` and ``jsonb`` as text, a ``ROW(...)`` as a
+    sequence of typed values); ``transaction`` is a transaction, or a
+    savepoint inside the caller's. An adapter copies nothing: large batches
+    take the unnest insert.
+    """
+
+    @abstractmethod
+    async def fetch(self, query: str, *args: Any) -> Sequence[Any]:
+        """The rows ``query`` returns with ``$1``, ``$2``, ... bound to ``args``."""
+
+    @abstractmethod
+    async def execute(self, query: str, *args: Any) -> None:
+        """Run ``query`` with ``args``; its rows, if any, are dropped."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        """A transaction, or a savepoint when one is open: rolled back if the block raises."""
+
+
 async def store(
-    conn: Connection, statements: Statements, jobs: Sequence[JobRecord]
+    conn: Connection | Adapter, statements: Statements, jobs: Sequence[JobRecord]
 ) -> list[JobRecord]:
     """Store ``jobs`` through ``conn`` by the cheapest statement that keeps the contract.
 
@@ -57,7 +85,7 @@ async def store(
 
 
 async def _store_any(
-    conn: Connection, statements: Statements, jobs: Sequence[JobRecord]
+    conn: Connection | Adapter, statements: Statements, jobs: Sequence[JobRecord]
 ) -> list[JobRecord]:
     if any(job.debounce is not None for job in jobs):
         return await _store_debounced(conn, statements, jobs)
@@ -67,7 +95,7 @@ async def _store_any(
 
 
 async def _store_linked(
-    conn: Connection, statements: Statements, jobs: Sequence[JobRecord]
+    conn: Connection | Adapter, statements: Statements, jobs: Sequence[JobRecord]
 ) -> list[JobRecord]:
     """Insert ``jobs``, then record their parents and decide their state (``link``)."""
     try:
@@ -88,17 +116,36 @@ async def _store_linked(
                 [parent for job in new for parent in job.parents],
             )
             rows = await conn.fetch(statements.linked, [job.id for job in new])
-    except asyncpg.PostgresError as exc:
-        if getattr(exc, "sqlstate", None) != "AQ001":
+    except Exception as exc:
+        unknown = _unknown_parent(exc)
+        if unknown is None:
             raise
-        child = next(job for job in jobs if job.id == exc.detail)
-        raise UnknownParent(str(exc.message), child.id, child.queue) from None
+        message, child_id = unknown
+        child = next(job for job in jobs if job.id == child_id)
+        raise UnknownParent(message, child.id, child.queue) from None
     now = {job.id: job for job in records(rows, at=time.time())}
     return [now.get(got.id, got) if got.parents else got for got in stored]
 
 
+def _unknown_parent(exc: Exception) -> tuple[str, str] | None:
+    """The message and the child's id of ``link``'s "unknown parent" error (``AQ001``).
+
+    asyncpg's errors carry them as ``message`` and ``detail``, psycopg's in ``diag``.
+    """
+    if getattr(exc, "sqlstate", None) != "AQ001":
+        return None
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(exc.message), str(exc.detail)
+    diag = getattr(exc, "diag", None)
+    return str(getattr(diag, "message_primary", exc)), str(getattr(diag, "message_detail", ""))
+
+
 async def _store(
-    conn: Connection, statements: Statements, jobs: Sequence[JobRecord], *, keyed: bool = False
+    conn: Connection | Adapter,
+    statements: Statements,
+    jobs: Sequence[JobRecord],
+    *,
+    keyed: bool = False,
 ) -> list[JobRecord]:
     if keyed or any(job.key is not None for job in jobs):
         rows = await conn.fetch(statements.enqueue, *columns(jobs, keyed=True))
@@ -121,7 +168,11 @@ async def _store(
             meta_json(job),
         )
     else:
-        if len(jobs) >= COPY_MIN_BATCH and all(j.scheduled_at <= j.enqueued_at for j in jobs):
+        if (
+            len(jobs) >= COPY_MIN_BATCH
+            and not isinstance(conn, Adapter)
+            and all(j.scheduled_at <= j.enqueued_at for j in jobs)
+        ):
             copied = await _copy_in(conn, statements, jobs)
             if copied is not None:
                 return copied
@@ -163,7 +214,7 @@ _DEBOUNCE_TRIES = 5
 
 
 async def _store_debounced(
-    conn: Connection, statements: Statements, jobs: Sequence[JobRecord]
+    conn: Connection | Adapter, statements: Statements, jobs: Sequence[JobRecord]
 ) -> list[JobRecord]:
     """Store a batch holding debounced jobs: one statement a job, in order, in one transaction.
 
@@ -182,7 +233,9 @@ async def _store_debounced(
     return stored
 
 
-async def _debounce(conn: Connection, statements: Statements, job: JobRecord) -> JobRecord:
+async def _debounce(
+    conn: Connection | Adapter, statements: Statements, job: JobRecord
+) -> JobRecord:
     """One debounced job (``sql.Statements.enqueue_debounced``): as stored, or the job it replaced.
 
     Another transaction may store a holder of the key between this
@@ -253,7 +306,7 @@ async def _copy_in(
 
 
 async def _resolve_conflicts(
-    conn: Connection,
+    conn: Connection | Adapter,
     statements: Statements,
     jobs: Sequence[JobRecord],
     stored: list[JobRecord | None],
