@@ -13,7 +13,7 @@ import msgspec
 import psycopg
 import pytest
 
-from asyncq import App, ConfigurationError, JobNotFound, JobState, UnknownParent
+from asyncq import App, BackendError, ConfigurationError, JobNotFound, JobState, UnknownParent
 from asyncq.backends.postgres import PostgresBackend
 from asyncq.backends.postgres.enqueue import COPY_MIN_BATCH
 from asyncq.sync import SyncJob
@@ -136,6 +136,42 @@ async def test_keys_ids_debounce_parents_and_limits_in_the_callers_transaction(
 
 
 @pytest.mark.anyio
+async def test_a_holder_read_through_psycopg_is_the_job_as_asyncpg_reads_it(
+    app: App, aconn: psycopg.AsyncConnection[Any]
+) -> None:
+    """The holder a keyed enqueue answers with (a ``ROW(...)`` of every column) decodes
+    through psycopg to the very record the pooled asyncpg connections read."""
+    ship = app.handlers["ship"]
+    one = app.limit("one", concurrency=1)
+
+    @app.job(schema=Order, name="gated", limits=[one])
+    async def gated(payload: Order) -> str:
+        return payload.order_id
+
+    with anyio.fail_after(20):
+        backend = await app.backend_opened()
+        assert isinstance(backend, PostgresBackend)
+        for handler in (ship, gated):
+            first = handler.record(
+                Order("h-1"),
+                key=f"hold-{handler.name}",
+                key_ttl=30.5,
+                priority=-2,
+                meta={"tenant": "acme", "n": [1, 2]},
+                timeout=7.25,
+                max_attempts=4,
+            )
+            [stored] = await backend.enqueue([first], connection=aconn)
+            await aconn.commit()
+            again = handler.record(Order("h-2"), key=f"hold-{handler.name}")
+            [holder] = await backend.enqueue([again], connection=aconn)
+            await aconn.commit()
+            assert holder.id == stored.id
+            assert holder == await backend.get(stored.id)
+            assert holder.meta == {"tenant": "acme", "n": [1, 2]}
+
+
+@pytest.mark.anyio
 async def test_a_batch_over_the_copy_threshold_takes_the_insert(
     app: App, aconn: psycopg.AsyncConnection[Any], postgres_dsn: str
 ) -> None:
@@ -168,6 +204,29 @@ async def test_autocommit_connection_stores_at_once(app: App, postgres_dsn: str)
         finally:
             await conn.close()
         assert (await handle.info()).state is JobState.QUEUED
+
+
+@pytest.mark.anyio
+async def test_a_sync_connection_from_async_code_and_a_failed_transaction(
+    app: App, postgres_dsn: str
+) -> None:
+    """A sync ``psycopg.Connection`` awaited from async code; psycopg's errors are asyncq's."""
+    ship = app.handlers["ship"]
+    with anyio.fail_after(20):
+        conn = await anyio.to_thread.run_sync(psycopg.connect, postgres_dsn)
+        try:
+            handle = await ship.enqueue(Order("sa-1"), connection=conn)
+            await anyio.to_thread.run_sync(conn.commit)
+            assert (await handle.info()).state is JobState.QUEUED
+
+            # A transaction already aborted by the caller's own failed statement.
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                await anyio.to_thread.run_sync(conn.execute, "SELECT 1/0")
+            with pytest.raises(BackendError, match="InFailedSqlTransaction"):
+                await ship.enqueue(Order("sa-2"), connection=conn)
+            await anyio.to_thread.run_sync(conn.rollback)
+        finally:
+            await anyio.to_thread.run_sync(conn.close)
 
 
 @pytest.mark.anyio

@@ -31,6 +31,7 @@ from asyncq import (
     RetryPolicy,
     current_job,
 )
+from asyncq.sync import SyncJob
 
 
 class Resize(msgspec.Struct):
@@ -137,6 +138,12 @@ async def check_named_enqueue_options(app: App) -> None:
     payload = Resize("u", 1)
     urgent: EnqueueArgs = {"priority": 10, "queue": "fast", "key": "k"}
     assert_type(await resize.enqueue(payload, connection=None, **urgent), JobHandle[bytes])
+    # the blocking twins take a driver connection too (a sync psycopg.Connection)
+    assert_type(app.sync.enqueue(resize, payload, connection=None, **urgent), SyncJob[bytes])
+    assert_type(
+        app.sync.enqueue_many(resize, [payload], connection=object(), timeout=5.0),
+        list[SyncJob[bytes]],
+    )
     assert_type(resize.record(payload, now=0.0, **urgent), JobRecord)
     assert_type(await app.admin.enqueue("resize", {}, **urgent), JobHandle[Any])
     assert_type(await app.admin.enqueue_json("resize", "{}", **urgent), JobHandle[Any])
