@@ -12,6 +12,7 @@ import anyio
 import msgspec
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from asyncq import App, BackendError, ConfigurationError, JobNotFound, JobState, UnknownParent
 from asyncq.backends.postgres import PostgresBackend
@@ -50,7 +51,8 @@ async def app(postgres_dsn: str) -> AsyncIterator[App]:
 
 @pytest.fixture
 async def aconn(postgres_dsn: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    conn = await psycopg.AsyncConnection.connect(postgres_dsn)
+    # dict rows, as many applications configure: asyncq reads its own rows as tuples
+    conn = await psycopg.AsyncConnection.connect(postgres_dsn, row_factory=dict_row)
     try:
         yield conn
     finally:
@@ -266,7 +268,7 @@ def sync_app(postgres_dsn: str) -> Iterator[App]:
 def test_sync_enqueue_in_a_psycopg_transaction(sync_app: App, postgres_dsn: str) -> None:
     """``app.sync`` with a sync ``psycopg.Connection``, as a Django view in ``atomic()`` does."""
     ship = sync_app.handlers["ship"]
-    with psycopg.connect(postgres_dsn) as conn:
+    with psycopg.connect(postgres_dsn, row_factory=dict_row) as conn:
         with conn.transaction():
             kept = sync_app.sync.enqueue(ship, Order("s-1"), connection=conn, key="s")
             again = sync_app.sync.enqueue(ship, Order("s-2"), connection=conn, key="s")

@@ -4,7 +4,8 @@
 ``psycopg.Connection`` besides an asyncpg one. The statements are asyncpg's,
 text and all: they run on raw cursors (``AsyncRawCursor``, ``RawCursor``),
 which send PostgreSQL's own ``$1`` placeholders as they are, and ask for
-binary results, so that a ``ROW(...)`` comes back as typed values. The
+binary results, so that a ``ROW(...)`` comes back as typed values, in tuples
+whatever the connection's ``row_factory``. The
 parameters are what ``store`` gives asyncpg (lists for arrays, bytes for
 ``bytea``, floats, JSON as text), each cast in the statement. ``json`` and
 ``jsonb`` results are loaded as text, as asyncpg gives them, on the cursor
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.adapt import AdaptersMap, Buffer, Loader
 from psycopg.pq import Format
+from psycopg.rows import tuple_row
 
 from .enqueue import Adapter, store
 
@@ -72,8 +74,8 @@ class AsyncConnectionAdapter(Adapter):
     def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._conn = conn
 
-    def _cursor(self) -> psycopg.AsyncRawCursor[Any]:
-        cursor: psycopg.AsyncRawCursor[Any] = psycopg.AsyncRawCursor(self._conn)
+    def _cursor(self) -> psycopg.AsyncRawCursor[tuple[Any, ...]]:
+        cursor = psycopg.AsyncRawCursor(self._conn, row_factory=tuple_row)
         _as_asyncpg(cursor.adapters)
         return cursor
 
@@ -100,8 +102,8 @@ class ConnectionAdapter(Adapter):
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self._conn = conn
 
-    def _cursor(self) -> psycopg.RawCursor[Any]:
-        cursor: psycopg.RawCursor[Any] = psycopg.RawCursor(self._conn)
+    def _cursor(self) -> psycopg.RawCursor[tuple[Any, ...]]:
+        cursor = psycopg.RawCursor(self._conn, row_factory=tuple_row)
         _as_asyncpg(cursor.adapters)
         return cursor
 
