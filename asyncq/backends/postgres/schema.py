@@ -860,6 +860,24 @@ CREATE TRIGGER jobs_limits_freed AFTER UPDATE OF state ON {s}.jobs
     EXECUTE FUNCTION {s}.limits_freed();
 """
 
+# The functions called per job (``admit``, ``decide``, the row triggers) and the
+# event triggers keep the plans of their own statements (``plan_cache_mode``
+# ``auto``), whatever their caller's connection says: the pool's connections
+# plan each statement for the table as it is (``force_custom_plan``, see the
+# transport), which inside a function planned every statement of it again on
+# every call: a claim of 100 limited jobs took 87 ms instead of 18.
+_FUNCTION_PLANS = """
+ALTER FUNCTION {s}.admit(text, text, jsonb, jsonb, boolean, float8) SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.circuit_ended(jsonb, text, text, text, float8) SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.let_out(text) SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.limits_freed() SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.decide(text) SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.link(text[], text[], text[], text[]) SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.release() SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.events_enqueued() SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.events_changed() SET plan_cache_mode = auto;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
@@ -871,6 +889,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("keys held for a while after the job finished (key_ttl)", _KEY_TTL),
     ("dependencies between jobs: parents, children, the waiting state", _DEPENDENCIES),
     ("flow control: limits on when jobs start", _LIMITS),
+    ("functions keep their own statements' plans", _FUNCTION_PLANS),
 )
 
 
