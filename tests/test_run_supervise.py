@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import click
 import pytest
 from anyio.abc import Process
 
@@ -136,6 +137,16 @@ def test_worker_command_repeats_the_options_but_processes() -> None:
     assert pairs["--lease"] == "2.5"
     assert "--burst" in arguments
     assert "--metrics" not in arguments  # an unset flag is left out
+
+
+def test_processes_take_a_count_or_auto() -> None:
+    auto = run.make_context("run", ["mod:app", "--processes", "auto"])
+    assert auto.params["processes"] == (os.cpu_count() or 1)
+    assert run.make_context("run", ["mod:app", "--processes", "3"]).params["processes"] == 3
+    assert run.make_context("run", ["mod:app"]).params["processes"] == 1
+    for bad in ("0", "many"):
+        with pytest.raises(click.BadParameter, match="auto"):
+            run.make_context("run", ["mod:app", "--processes", bad])
 
 
 def test_processes_refuse_the_memory_store(write_module: WriteModule) -> None:

@@ -27,7 +27,13 @@ from ._base import (
     load_app,
 )
 from ._render import printable
-from ._supervise import child_arguments, refuse_memory_store, supervise, worker_command
+from ._supervise import (
+    PROCESSES,
+    child_arguments,
+    refuse_memory_store,
+    supervise,
+    worker_command,
+)
 
 if TYPE_CHECKING:
     from .._app import App
@@ -66,10 +72,11 @@ log = logging.getLogger("asyncq.worker")
 )
 @click.option(
     "--processes",
-    type=click.IntRange(min=1),
-    default=1,
+    type=PROCESSES,
+    default="1",
     show_default=True,
-    help="Worker processes to run, each with --concurrency slots, kept running by this one.",
+    help="Worker processes to run, each with --concurrency slots, kept running by this one "
+    "('auto': one per CPU).",
 )
 @click.option(
     "--warn-blocking",

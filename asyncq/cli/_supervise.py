@@ -38,13 +38,41 @@ if TYPE_CHECKING:
 
     from .._app import App
 
-__all__ = ["RESTART_DELAYS", "Supervisor", "child_arguments", "refuse_memory_store"]
+__all__ = [
+    "PROCESSES",
+    "RESTART_DELAYS",
+    "Supervisor",
+    "child_arguments",
+    "refuse_memory_store",
+]
 
 log = logging.getLogger("asyncq.supervisor")
 
 #: The first and the largest pause before a worker is started again, and how
 #: long a worker must have run for the pause to start over.
 RESTART_DELAYS = (1.0, 30.0, 60.0)
+
+
+class _Processes(click.ParamType[int]):
+    """``--processes``: a count of at least 1, or ``auto`` for one per CPU."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        if str(value).strip().lower() == "auto":
+            return os.cpu_count() or 1
+        try:
+            count = int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a number of processes nor 'auto'", param, ctx)
+        if count < 1:
+            self.fail(f"{count} processes: give 1 or more, or 'auto'", param, ctx)
+        return count
+
+
+PROCESSES = _Processes()
 
 
 def child_arguments(
