@@ -9,6 +9,7 @@ import pytest
 
 from asyncq import App, JobActive, JobNotFound, JobState
 from asyncq.backends.base import Backend
+from backends._waits import all_blocked
 
 pytestmark = pytest.mark.anyio
 
@@ -64,9 +65,9 @@ async def test_waiting_for_a_removed_job_ends_with_job_not_found(app: App) -> No
         async with anyio.create_task_group() as tg:
             tg.start_soon(wait_result)
             tg.start_soon(wait_request)
-            await anyio.wait_all_tasks_blocked()
+            await all_blocked()
             while len(await app.admin.jobs()) < 2:  # the request's job is stored
-                await anyio.wait_all_tasks_blocked()
+                await all_blocked()
             removed = await app.admin.remove([handle.id, "asked", "nope"])
             assert removed == {
                 handle.id: JobState.SCHEDULED,
