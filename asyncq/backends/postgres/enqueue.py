@@ -151,22 +151,7 @@ async def _store(
         rows = await conn.fetch(statements.enqueue, *columns(jobs, keyed=True))
     elif len(jobs) == 1:
         job = jobs[0]
-        rows = await conn.fetch(
-            statements.enqueue_one,
-            job.id,
-            job.name,
-            job.queue,
-            job.payload,
-            job.priority,
-            job.attempts,
-            job.max_attempts,
-            job.timeout,
-            job.result_ttl,
-            job.enqueued_at,
-            job.scheduled_at,
-            headers_json(job),
-            meta_json(job),
-        )
+        rows = await conn.fetch(statements.enqueue_one, *_one(job))
     else:
         if (
             len(jobs) >= COPY_MIN_BATCH
@@ -243,23 +228,7 @@ async def _debounce(
     the statement runs again, in a new snapshot that sees the holder.
     """
     for _ in range(_DEBOUNCE_TRIES):
-        rows = await conn.fetch(
-            statements.enqueue_debounced,
-            job.id,
-            job.name,
-            job.queue,
-            job.payload,
-            job.priority,
-            job.attempts,
-            job.max_attempts,
-            job.timeout,
-            job.result_ttl,
-            job.enqueued_at,
-            job.scheduled_at,
-            headers_json(job),
-            meta_json(job),
-            job.key,
-        )
+        rows = await conn.fetch(statements.enqueue_debounced, *_one(job), job.key)
         if rows:
             new, _, state, rec = rows[0][:4]
             if new:
@@ -335,3 +304,22 @@ async def _resolve_conflicts(
                 msg = f"job {job.id} was neither stored nor found holding its key; retry"
                 raise BackendError(msg)
             stored[i] = record
+
+
+def _one(job: JobRecord) -> tuple[Any, ...]:
+    """The parameters of a statement that stores one job (``enqueue_one``'s 13)."""
+    return (
+        job.id,
+        job.name,
+        job.queue,
+        job.payload,
+        job.priority,
+        job.attempts,
+        job.max_attempts,
+        job.timeout,
+        job.result_ttl,
+        job.enqueued_at,
+        job.scheduled_at,
+        headers_json(job),
+        meta_json(job),
+    )
