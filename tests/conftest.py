@@ -189,6 +189,15 @@ async def backend(
             await cleanup()
 
 
+@pytest.fixture
+async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
+    """``backend`` behind ``ops_app.app`` (its worker and the CLI) for the test, then given back."""
+    from ops_app import lent as lending
+
+    async with lending(backend, monkeypatch):
+        yield backend
+
+
 # -- the ``asyncq`` command in-process -----------------------------------------------------
 
 #: The name every module ``write_module`` writes starts with.

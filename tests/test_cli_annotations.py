@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -18,18 +17,11 @@ import pytest
 from asyncq._annotations import MAX_LOG_LINES, log_line
 from asyncq.backends.base import Backend
 from ops_app import Note, asyncq, note
-from ops_app import lent as ops_lent
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lent")]
 
 APP = "ops_app:app"
 BOUND = 60.0
-
-
-@pytest.fixture(autouse=True)
-async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
-    async with ops_lent(backend, monkeypatch):
-        yield backend
 
 
 async def test_job_shows_logs_progress_detail_and_meta(lent: Backend) -> None:

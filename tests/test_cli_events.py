@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -22,19 +21,12 @@ from _services import store_url
 from asyncq import App
 from asyncq.backends.base import EVENTS, Backend
 from ops_app import Note, asyncq, note
-from ops_app import lent as ops_lent
 from test_cli_ops import dead_job
 
 pytestmark = pytest.mark.anyio
 __all__ = ["store_url"]  # the fixture from ``_services``, where pytest looks for it
 
 APP = "ops_app:app"
-
-
-@pytest.fixture
-async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
-    async with ops_lent(backend, monkeypatch):
-        yield backend
 
 
 async def test_events_prints_what_happened_to_the_jobs_kept(lent: Backend) -> None:

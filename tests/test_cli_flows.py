@@ -4,23 +4,14 @@ and ``status`` counts them, on every backend, text and ``--json``."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import pytest
 
-from asyncq.backends.base import Backend
 from ops_app import Note, asyncq, note
-from ops_app import lent as ops_lent
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lent")]
 
 APP = "ops_app:app"
-
-
-@pytest.fixture(autouse=True)
-async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
-    async with ops_lent(backend, monkeypatch):
-        yield backend
 
 
 async def test_job_shows_parents_and_children_with_their_states() -> None:

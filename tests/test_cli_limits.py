@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -17,9 +16,8 @@ from msgspec.structs import replace
 from asyncq._records import Breaker, Gate, JobRecord, new_job_id
 from asyncq.backends.base import Backend
 from ops_app import asyncq
-from ops_app import lent as ops_lent
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lent")]
 
 APP = "ops_app:app"
 BOUND = 20.0
@@ -37,12 +35,6 @@ def job() -> JobRecord:
         enqueued_at=now,
         scheduled_at=now,
     )
-
-
-@pytest.fixture(autouse=True)
-async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
-    async with ops_lent(backend, monkeypatch):
-        yield backend
 
 
 async def test_no_limits_yet() -> None:

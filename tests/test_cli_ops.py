@@ -9,7 +9,6 @@ and ``python -m asyncq`` as a real process.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -19,17 +18,10 @@ from asyncq import JobState
 from asyncq.backends.base import Backend
 from asyncq.testing import run_until_idle
 from ops_app import Note, Resize, app, asyncq, note, resize
-from ops_app import lent as ops_lent
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lent")]
 
 APP = "ops_app:app"
-
-
-@pytest.fixture(autouse=True)
-async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
-    async with ops_lent(backend, monkeypatch):
-        yield backend
 
 
 async def dead_job(width: int = -1, image: str = "cat.png") -> str:

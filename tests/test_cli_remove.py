@@ -6,7 +6,6 @@ Run in-process against ``tests/ops_app.py``, like ``test_cli_ops.py``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
@@ -15,17 +14,10 @@ import ops_app
 from asyncq import JobState
 from asyncq.backends.base import Backend
 from ops_app import Note, app, asyncq, note
-from ops_app import lent as ops_lent
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lent")]
 
 APP = "ops_app:app"
-
-
-@pytest.fixture(autouse=True)
-async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
-    async with ops_lent(backend, monkeypatch):
-        yield backend
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -9,24 +9,15 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import AsyncIterator
 
 import anyio
 import pytest
 
-from asyncq.backends.base import Backend
 from ops_app import Note, app, asyncq, note
-from ops_app import lent as ops_lent
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("lent")]
 
 APP = "ops_app:app"
-
-
-@pytest.fixture(autouse=True)
-async def lent(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Backend]:
-    async with ops_lent(backend, monkeypatch):
-        yield backend
 
 
 async def test_no_workers_yet() -> None:
