@@ -6,7 +6,6 @@ the step itself, so the tests follow when steps are renumbered).
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,11 @@ from asyncq._records import JobRecord, JobState
 from asyncq.backends.postgres import PostgresBackend
 from asyncq.backends.postgres import schema as pg_schema
 from asyncq.backends.postgres.schema import MIGRATIONS as PG_MIGRATIONS
-from asyncq.backends.postgres.sql import Statements
 from asyncq.backends.sqlite import SQLiteBackend
 from asyncq.backends.sqlite import schema as sqlite_schema
 from asyncq.backends.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
 from asyncq.backends.sqlite.schema import SCHEMA_VERSION
+from backends._upgrade import postgres_schema_at, sqlite_file_at
 from conftest import unique_namespace
 
 from . import _records as r
@@ -60,23 +59,7 @@ async def test_a_sqlite_file_before_annotations_is_upgraded(tmp_path: Path) -> N
     assert SQLITE_ANNOTATIONS <= SCHEMA_VERSION
     path = tmp_path / "old.db"
     old = r.job()
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("CREATE TABLE asyncq_meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL)")
-        for step in SQLITE_MIGRATIONS[: SQLITE_ANNOTATIONS - 1]:
-            for statement in step:
-                conn.execute(statement)
-        conn.execute(
-            "INSERT INTO asyncq_meta VALUES ('schema_version', ?)", (SQLITE_ANNOTATIONS - 1,)
-        )
-        conn.execute(
-            "INSERT INTO asyncq_jobs (id, name, queue, payload, state, priority, attempts,"
-            " max_attempts, enqueued_at, scheduled_at)"
-            " VALUES (?, ?, ?, ?, 'queued', 0, 0, 1, ?, ?)",
-            (old.id, old.name, old.queue, old.payload, old.enqueued_at, old.scheduled_at),
-        )
-    finally:
-        conn.close()
+    sqlite_file_at(path, SQLITE_ANNOTATIONS - 1, old)
     backend = SQLiteBackend(path)
     with anyio.fail_after(BOUND):
         await backend.open()
@@ -92,25 +75,9 @@ async def test_a_postgres_schema_before_annotations_is_upgraded(
 ) -> None:
     assert len(PG_MIGRATIONS) >= PG_ANNOTATIONS
     schema = unique_namespace()
-    statements = Statements(schema)
     old = r.job()
     with anyio.fail_after(BOUND):
-        async with postgres_admin.transaction():
-            await postgres_admin.execute(statements.bootstrap)
-            for version in range(1, PG_ANNOTATIONS):
-                description, step = statements.migrations[version - 1]
-                await postgres_admin.execute(step)
-                await postgres_admin.execute(statements.record_version, version, description)
-            await postgres_admin.execute(
-                f"INSERT INTO {schema}.jobs (id, name, queue, payload, state, enqueued_at,"
-                " scheduled_at) VALUES ($1, $2, $3, $4, 'queued', $5, $6)",
-                old.id,
-                old.name,
-                old.queue,
-                old.payload,
-                old.enqueued_at,
-                old.scheduled_at,
-            )
+        await postgres_schema_at(postgres_admin, schema, PG_ANNOTATIONS - 1, old)
         backend: PostgresBackend = make_postgres(schema)
         assert PG_ANNOTATIONS in await backend.migrate()
         await backend.open()

@@ -7,7 +7,6 @@ upgrade runs and shows its events from then on.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import anyio
@@ -17,6 +16,7 @@ from asyncq._events import EventKind
 from asyncq.backends.sqlite import SQLiteBackend
 from asyncq.backends.sqlite import schema as sqlite_schema
 from asyncq.backends.sqlite.schema import MIGRATIONS as SQLITE_MIGRATIONS
+from backends._upgrade import sqlite_file_at
 
 from . import _records as r
 
@@ -29,21 +29,7 @@ SQLITE_EVENTS = SQLITE_MIGRATIONS.index(sqlite_schema._EVENTS) + 1
 async def test_a_sqlite_file_before_events_is_upgraded(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     old = r.job()
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("CREATE TABLE asyncq_meta (key TEXT PRIMARY KEY NOT NULL, value NOT NULL)")
-        for step in SQLITE_MIGRATIONS[: SQLITE_EVENTS - 1]:
-            for statement in step:
-                conn.execute(statement)
-        conn.execute("INSERT INTO asyncq_meta VALUES ('schema_version', ?)", (SQLITE_EVENTS - 1,))
-        conn.execute(
-            "INSERT INTO asyncq_jobs (id, name, queue, payload, state, priority, attempts,"
-            " max_attempts, enqueued_at, scheduled_at)"
-            " VALUES (?, ?, ?, ?, 'queued', 0, 0, 1, ?, ?)",
-            (old.id, old.name, old.queue, old.payload, old.enqueued_at, old.scheduled_at),
-        )
-    finally:
-        conn.close()
+    sqlite_file_at(path, SQLITE_EVENTS - 1, old)
     backend = SQLiteBackend(path, events=True)
     with anyio.fail_after(BOUND):
         await backend.open()
