@@ -87,12 +87,12 @@ def as_enqueued(job: JobRecord, now: float) -> JobRecord:
     ahead of the store's; a delayed job waits while ``scheduled_at`` is after
     ``now``.
     """
+    if job.debounce is not None:  # an instruction to the store, never stored
+        job = replace(job, debounce=None)
     if job.scheduled_at <= job.enqueued_at:
-        return replace(
-            job, state=JobState.QUEUED, scheduled_at=min(job.scheduled_at, now), debounce=None
-        )
+        return replace(job, state=JobState.QUEUED, scheduled_at=min(job.scheduled_at, now))
     state = JobState.SCHEDULED if job.scheduled_at > now else JobState.QUEUED
-    return replace(job, state=state, debounce=None)
+    return replace(job, state=state)
 
 
 def is_ready(job: JobRecord, now: float) -> bool:
