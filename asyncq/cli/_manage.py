@@ -86,6 +86,19 @@ def _aware_datetime(
     help="Override the attempts before the job is dead.",
 )
 @meta_option("Metadata for the job, its value a string (repeatable): --meta tenant=acme.")
+@click.option(
+    "--after",
+    metavar="ID",
+    multiple=True,
+    callback=lambda _ctx, _param, ids: list(ids) or None,
+    help="Run once this job (of the same queue) completed (repeatable: once all have).",
+)
+@click.option(
+    "--after-failure",
+    "after_failure",
+    type=click.Choice(["dead", "run"]),
+    help="With --after: when a parent ends dead or cancelled, end dead too (default) or run.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it as JSON.")
 @duration_option(
     "--wait-timeout", help="With --wait: give up waiting after this long (the job may still run)."
@@ -112,6 +125,8 @@ def enqueue(
     for flag, value in (("--wait-timeout", wait_timeout), ("--timeout", wait_timeout_alias)):
         if value is not None and not wait:
             raise click.UsageError(f"{flag} goes with --wait")
+    if options.get("after_failure") is not None and not options.get("after"):
+        raise click.UsageError("--after-failure goes with --after")
     if wait_timeout is not None and wait_timeout_alias is not None:
         raise click.UsageError("give --wait-timeout or --timeout, not both")
     patience = wait_timeout_alias if wait_timeout is None else wait_timeout
