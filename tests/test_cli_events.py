@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import textwrap
 from pathlib import Path
@@ -144,3 +145,25 @@ async def test_a_subscriber_process_sees_a_worker_process_run_a_job(
         ("completed", handle.id),
     ]
     assert printed[1]["worker"]
+
+
+async def test_ctrl_c_ends_a_follow_with_exit_0(tmp_path: Path) -> None:
+    # like `status --watch`, and like tail -f: no "Aborted!", no exit 1
+    (tmp_path / "evapp.py").write_text(APP_SOURCE)
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    env = {**os.environ, "ASYNCQ_BACKEND": url}
+    follow = [sys.executable, "-m", "asyncq", "events", "evapp:app", "--follow", "--since", "1h"]
+    with anyio.fail_after(60):
+        async with App("producer", backend=url, events=True) as producer:
+            greet = producer.handle("greet", schema=Greet, result=str)
+            handle = await greet.enqueue(Greet("ops"))
+            subscriber = await anyio.open_process(follow, cwd=tmp_path, env=env)
+            async with subscriber:
+                assert subscriber.stdout is not None
+                assert subscriber.stderr is not None
+                first = await subscriber.stdout.receive()  # the enqueued event, replayed
+                subscriber.send_signal(signal.SIGINT)
+                assert await subscriber.wait() == 0
+                errors = b"".join([chunk async for chunk in subscriber.stderr])
+    assert handle.id in first.decode()
+    assert b"Aborted" not in errors

@@ -162,4 +162,7 @@ def events(
         except ValueError as exc:  # an id that is none of this store's
             raise CommandError(str(exc), EXIT_USAGE) from None
 
-    call(app, body)
+    try:
+        call(app, body)
+    except KeyboardInterrupt:  # Ctrl-C ends a follow, as it ends `status --watch`: exit 0
+        click.echo("", err=True)
