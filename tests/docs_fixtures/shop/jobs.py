@@ -28,6 +28,14 @@ class Reindex(msgspec.Struct):
     version: int
 
 
+class Signup(msgspec.Struct):
+    email: str
+
+
+class Reminder(msgspec.Struct):
+    user: str
+
+
 @app.job(schema=Receipt, name="shop.send_receipt", queue="emails")
 async def send_receipt(receipt: Receipt) -> None:
     """Mail the receipt (a minute after the charge, once the order page is shown)."""
@@ -43,3 +51,13 @@ async def charge(payload: Charge) -> Receipt:
 @app.job(schema=Reindex, name="reindex")
 async def reindex(payload: Reindex) -> int:
     return payload.version
+
+
+@app.job(schema=Signup, name="shop.welcome", queue="emails")
+async def welcome(signup: Signup) -> None:
+    """Mail a new customer a welcome (``shop/signup.py`` enqueues it)."""
+
+
+@app.job(schema=Reminder, name="shop.remind", queue="emails")
+async def remind(reminder: Reminder) -> None:
+    """Remind a customer of the basket they left."""
