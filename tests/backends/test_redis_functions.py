@@ -157,6 +157,31 @@ async def test_the_backend_calls_functions_where_the_server_has_them(
 
 @pytest.mark.anyio
 @pytest.mark.redis
+async def test_an_open_that_finds_the_library_loaded_does_not_load_it(
+    redis_url: str, admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = library().name
+    with anyio.fail_after(BOUND):
+        if await admin.function_list(library=name):
+            await admin.function_delete(name)
+        loads: list[str] = []
+        for _ in range(2):
+            backend = RedisBackend.from_url(redis_url, namespace=unique_namespace())
+            load = backend._client.function_load
+
+            async def counted(code: str, replace: bool = False, load: Any = load) -> Any:
+                loads.append(code)
+                return await load(code, replace)
+
+            monkeypatch.setattr(backend._client, "function_load", counted)
+            async with opened(backend):
+                assert backend._transport.functions
+                await _round(backend, ["a"])
+        assert len(loads) == 1  # the first open loaded it; the second found it
+
+
+@pytest.mark.anyio
+@pytest.mark.redis
 async def test_the_library_is_loaded_again_once_the_server_lost_it(
     redis_url: str, admin: aioredis.Redis
 ) -> None:
