@@ -2,9 +2,11 @@
 
 Every state transition is one script. Each is a file of ``lua/`` in this
 package, run as ``prelude.lua`` (the functions they share) followed by its own
-file. Its wrapper class here names it, builds its call from typed arguments
-(``call``) and turns its reply into a typed value (``reply``), decoding it
-once: the backend never reads a reply by position.
+file (``EVALSHA``), or as a function of one library holding the prelude once
+(``FCALL``, see ``library``) where the server has functions. Its wrapper
+class here names it, builds its call from typed arguments (``call``) and
+turns its reply into a typed value (``reply``), decoding it once: the
+backend never reads a reply by position.
 
 Each script works on the keys of one queue, all under the queue's prefix
 ``{<namespace>:q:<queue>}:`` (so they share one cluster slot), passed as
