@@ -111,7 +111,11 @@ def _fakeredis(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     from asyncq.backends.redis import RedisBackend
 
     client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
-    return RedisBackend(client, namespace=unique_namespace()), None
+    backend = RedisBackend(client, namespace=unique_namespace())
+    # Its scripts by EVALSHA, as on a server without functions: the real server
+    # runs the suite with them (tests/backends/test_redis_functions.py).
+    backend._transport._library = None
+    return backend, None
 
 
 def _redis_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from asyncq.backends.redis import RedisBackend
 from conftest import unique_namespace
 
-__all__ = ["opened", "unique_namespace"]
+__all__ = ["by_evalsha", "opened", "unique_namespace"]
 
 
 @contextlib.asynccontextmanager
@@ -20,3 +20,10 @@ async def opened(backend: RedisBackend) -> AsyncIterator[RedisBackend]:
     finally:
         await backend.close()
         await backend.drop()
+
+
+def by_evalsha(backend: RedisBackend) -> RedisBackend:
+    """``backend`` (not opened yet) calling its scripts by ``EVALSHA``, as it does on a
+    server without functions, whatever this one has."""
+    backend._transport._library = None
+    return backend

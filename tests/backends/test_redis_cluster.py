@@ -20,6 +20,7 @@ from redis.crc import key_slot
 
 from asyncq._records import JobRecord, JobState, Lease
 from asyncq.backends.redis import RedisBackend
+from asyncq.backends.redis.library import library
 from asyncq.backends.redis.notices import Notices
 
 from . import _records as r
@@ -235,3 +236,36 @@ async def test_waiters_are_woken_after_the_subscriber_node_is_gone(backend: Redi
         assert sorted(job.state for job in got if job is not None) == [JobState.COMPLETED] * 3
         # The subscriber moved to a node that answers, and listens there.
         assert all(notices.listening(c) is not None for c in channels)
+
+
+async def test_the_library_is_on_every_primary_and_loaded_again_when_lost(
+    backend: RedisBackend,
+) -> None:
+    queues = _one_queue_per_node(backend)
+    name = library().name
+    primaries = [
+        aioredis.Redis(host=node.host, port=node.port) for node in backend._client.get_primaries()
+    ]
+    try:
+        with anyio.fail_after(BOUND):
+            assert backend._transport.functions
+            for node in primaries:
+                assert [lib[1] for lib in await node.function_list(library=name)] == [name.encode()]
+            await backend.enqueue([r.job(queue=q) for q in queues])
+            # Lost on every primary (a restart, a FUNCTION FLUSH): the first call
+            # that finds it gone loads it on all of them again.
+            for node in primaries:
+                await node.function_delete(name)
+            leases = await backend.claim([queues[0]], 1, worker="w", lease_for=30)
+            leases += await backend.claim([queues[1]], 1, worker="w", lease_for=30)
+            for node in primaries[:2]:
+                await node.function_delete(name)
+            # Calls pipelined to several nodes, some finding it gone.
+            assert await backend.settle([r.completed(lease) for lease in leases]) == [True] * 2
+            stats = {s.queue: s.counts for s in await backend.stats(queues)}
+            assert [stats[q][JobState.COMPLETED] for q in queues] == [1, 1, 0]
+            for node in primaries:
+                assert len(await node.function_list(library=name)) == 1
+    finally:
+        for node in primaries:
+            await node.aclose()

@@ -2,9 +2,11 @@
 
 Every state transition is one script. Each is a file of ``lua/`` in this
 package, run as ``prelude.lua`` (the functions they share) followed by its own
-file. Its wrapper class here names it, builds its call from typed arguments
-(``call``) and turns its reply into a typed value (``reply``), decoding it
-once: the backend never reads a reply by position.
+file (``EVALSHA``), or as a function of one library holding the prelude once
+(``FCALL``, see ``library``) where the server has functions. Its wrapper
+class here names it, builds its call from typed arguments (``call``) and
+turns its reply into a typed value (``reply``), decoding it once: the
+backend never reads a reply by position.
 
 Each script works on the keys of one queue, all under the queue's prefix
 ``{<namespace>:q:<queue>}:`` (so they share one cluster slot), passed as
@@ -123,7 +125,9 @@ from ...exceptions import UnknownParent
 from . import codec
 
 __all__ = [
+    "BODIES",
     "LAYOUT",
+    "PRELUDE",
     "SCRIPTS",
     "Beat",
     "Call",
@@ -170,6 +174,10 @@ Call = tuple[str, list[str], list[Any]]
 #: job events, for a backend made with ``events=False`` (see ``quiet``)
 SCRIPTS: dict[str, str] = {}
 
+#: name -> the script's own file (without the prelude), and whether it only
+#: reads; ``library`` makes the scripts one function library of them
+BODIES: dict[str, tuple[str, bool]] = {}
+
 #: The prelude's line that turns the job events on, and its quiet form.
 _EVENTS_ON = "local EV = true\n"
 _EVENTS_OFF = "local EV = false\n"
@@ -186,23 +194,26 @@ def quiet(call: Call) -> Call:
 
 
 _FILES = resources.files(__name__.rpartition(".")[0]) / "lua"
-_PRELUDE = (_FILES / "prelude.lua").read_text(encoding="utf-8")
+#: the functions every script shares (``library`` loads it once for all)
+PRELUDE = (_FILES / "prelude.lua").read_text(encoding="utf-8")
 _STATES = [s.value for s in JobState]
 
 
 class _Script:
-    """A wrapper: ``name`` is its file in ``lua/`` (without ``.lua``)."""
+    """A wrapper: ``name`` is its file in ``lua/`` (without ``.lua``); ``reads``
+    true for a script that never writes (its function is flagged ``no-writes``)."""
 
     name: ClassVar[str]
 
-    def __init_subclass__(cls, name: str) -> None:
+    def __init_subclass__(cls, name: str, reads: bool = False) -> None:
         cls.name = name
         body = (_FILES / f"{name}.lua").read_text(encoding="utf-8")
+        BODIES[name] = (body, reads)
         # The newlines around the prelude are part of each script's text: the
         # SHA1s that EVALSHA calls the scripts by stay those of earlier versions.
-        SCRIPTS[name] = f"\n{_PRELUDE}\n{body}"
+        SCRIPTS[name] = f"\n{PRELUDE}\n{body}"
         _QUIET[name] = f"{name}:quiet"
-        SCRIPTS[_QUIET[name]] = f"\n{_PRELUDE.replace(_EVENTS_ON, _EVENTS_OFF, 1)}\n{body}"
+        SCRIPTS[_QUIET[name]] = f"\n{PRELUDE.replace(_EVENTS_ON, _EVENTS_OFF, 1)}\n{body}"
 
 
 # -- typed replies ---------------------------------------------------------------------
@@ -541,7 +552,7 @@ class Cancel(_Script, name="cancel"):
     reply = staticmethod(_record_or_none)
 
 
-class Get(_Script, name="get"):
+class Get(_Script, name="get", reads=True):
     """A job, or ``None`` when unknown or its result expired (``reply``: the raw
     reply, the job's id and queue; a hash that does not decode: its stand-in)."""
 
@@ -688,7 +699,7 @@ class Stats(_Script, name="stats"):
         )
 
 
-class LimitStates(_Script, name="limit_states"):
+class LimitStates(_Script, name="limit_states", reads=True):
     """The flow-control counters of one queue (``Backend.limit_states``)."""
 
     @staticmethod
@@ -773,7 +784,7 @@ class Peek(_Script, name="peek"):
         return Peeked(bool(int(ready)), float(earliest) if earliest else None, float(now))
 
 
-class StateIds(_Script, name="state_ids"):
+class StateIds(_Script, name="state_ids", reads=True):
     """The ids in the index of one state (scheduled and failed share one)."""
 
     @staticmethod
@@ -787,7 +798,7 @@ class StateIds(_Script, name="state_ids"):
         return ids
 
 
-class Fetch(_Script, name="fetch"):
+class Fetch(_Script, name="fetch", reads=True):
     """The jobs among ``job_ids`` in ``state`` and named ``name`` (either
     ``None``: any), leaving out expired results."""
 
@@ -801,7 +812,7 @@ class Fetch(_Script, name="fetch"):
         return codec.records(raw, queue)
 
 
-class List(_Script, name="list"):
+class List(_Script, name="list", reads=True):
     """Up to ``limit`` jobs of one queue in id order after ``after``, in ``state``
     and named ``name`` (either ``None``: any), with each pair of ``meta`` in
     their metadata, examining at most ``budget`` ids."""

@@ -1,8 +1,10 @@
 """The Redis backend's transport: its own connections, running scripts.
 
 ``Transport`` runs script calls: over ``Direct`` connections of its own
-outside a cluster, else through redis-py's pipelines; it reloads scripts the
-server lost, and blocks on wake lists (``BLPOP``) for ``wait_for_work``.
+outside a cluster, else through redis-py's pipelines; as functions of one
+library (``FCALL``, see ``library``) where the server has them, else by
+``EVALSHA``; it reloads what the server lost, and blocks on wake lists
+(``BLPOP``) for ``wait_for_work``.
 Connecting and error mapping are in ``client``.
 """
 
@@ -31,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .client import _POOL_ONLY, side_client
 from .codec import pack
+from .library import Library, library
 from .scripts import SCRIPTS, Call
 
 __all__ = ["DIRECT_MAX", "Command", "Direct", "Transport"]
@@ -113,10 +116,10 @@ class Direct:
         """Send every command ``commands()`` yields, pipelined; return the replies in order.
 
         Error replies come back as ``ResponseError`` values (``NoScriptError``
-        for a missing script). ``commands`` is a factory, so a retry sends
-        everything again; it is iterated while earlier commands are already
-        on their way. ``longer`` adds to the socket timeout: a blocking
-        command's own timeout.
+        for a missing script or function). ``commands`` is a factory, so a
+        retry sends everything again; it is iterated while earlier commands
+        are already on their way. ``longer`` adds to the socket timeout: a
+        blocking command's own timeout.
         """
         self.busy = True
         try:
@@ -178,7 +181,7 @@ class Direct:
                 replies.feed(data)
             elif isinstance(reply, ResponseError):
                 text = str(reply)
-                out.append(NoScriptError(text) if text.startswith("NOSCRIPT") else reply)
+                out.append(NoScriptError(text) if _lost(text) else reply)
             elif not isinstance(reply, _hiredis.PushNotification):
                 out.append(reply)
         return out
@@ -196,6 +199,11 @@ class Transport:
     Outside a cluster the scripts go over connections of its own (``Direct``),
     opened as concurrent calls need them, up to ``DIRECT_MAX``; beyond, and on
     a cluster or fakeredis, through the client's pool.
+
+    ``open`` loads the scripts as a function library (``FUNCTION LOAD``) and
+    calls go by ``FCALL``; where the server refuses it (before Redis 7.0 or
+    Valkey 7.2, or ``FUNCTION`` denied by an ACL), it loads them as scripts
+    and calls go by ``EVALSHA``.
     """
 
     def __init__(self, client: Any, name: str) -> None:
@@ -205,6 +213,13 @@ class Transport:
         self._cluster = isinstance(client, RedisCluster)
         self._scripts = {s: client.register_script(src) for s, src in SCRIPTS.items()}
         self._shas = {s: script.sha for s, script in self._scripts.items()}
+        # ``None`` once the server refused it (or a test wants EVALSHA).
+        self._library: Library | None = library()
+        # A call is (verb, id of the script, numkeys, keys, args): EVALSHA and
+        # the script's SHA1 until ``open`` loads the library, then FCALL and
+        # the script's function.
+        self._verb = "EVALSHA"
+        self._ids = self._shas
         self._direct_ok = not self._cluster and Direct.usable(client)
         self._directs: list[Direct] = [Direct(client)] if self._direct_ok else []
         # Blocking pops go over a connection of their own (one wait at a time;
@@ -212,22 +227,61 @@ class Transport:
         self._blocker = Direct(client, f"{name}:block") if self._direct_ok else None
         self._blockers: dict[str, aioredis.Redis] = {}
 
+    @property
+    def functions(self) -> bool:
+        """Whether calls go by ``FCALL`` (else by ``EVALSHA``)."""
+        return self._verb == "FCALL"
+
     async def open(self, scripts: set[str] | None = None) -> None:
-        """Load ``scripts`` (all when ``None``) and connect the direct connection.
+        """Load the library, or where the server has no functions ``scripts`` (all
+        when ``None``); connect the direct connection.
 
         A script not loaded here is loaded when a call first finds it missing
-        (see ``many``), as after a server restart.
+        (see ``many``), as is the library after a server restart.
         """
-        await self.load_scripts(scripts)
+        if not await self._load_library(unless_there=not self._cluster):
+            await self.load_scripts(scripts)
         for direct in self._directs:
             await direct.connect()
 
-    async def many(self, calls: Iterable[Call], before: Sequence[Command] = ()) -> list[Any]:
+    async def _load_library(self, *, unless_there: bool = False) -> bool:
+        """Load the library; false (calls then go by ``EVALSHA``) where the server refuses it.
+
+        ``REPLACE``: a library of this name holds these very functions (its
+        name is a hash of its text), so replacing it changes nothing for
+        other clients. On a cluster, redis-py sends it to every primary.
+        ``unless_there``: first ask whether the server has it (compiling it
+        holds the server up ~1.5 ms; most opens find it loaded).
+        """
+        if self._library is not None:
+            name, text = self._library.name, self._library.text
+            try:
+                if not (unless_there and await self.client.function_list(library=name)):
+                    await self.client.function_load(text, replace=True)
+            except ResponseError:
+                # No FUNCTION command (or no FUNCTION LOAD), or an ACL denies it.
+                self._library = None
+            else:
+                self._verb, self._ids = "FCALL", self._library.functions
+                return True
+        self._verb, self._ids = "EVALSHA", self._shas
+        return False
+
+    async def _reload(self, names: set[str]) -> None:
+        """Load again what the server lost (restart, ``FUNCTION FLUSH``, ``SCRIPT FLUSH``,
+        a new primary): the library, or the scripts ``names``."""
+        if not await self._load_library():
+            await self.load_scripts(names)
+
+    async def many(
+        self, calls: Iterable[Call], before: Sequence[Command] = (), *, again: bool = False
+    ) -> list[Any]:
         """Run the commands ``before``, then the scripts ``calls``, pipelined; return their replies.
 
         ``calls`` may be a generator: on the direct connection each script is
         sent as soon as it is made, so the server runs the first while the
-        caller encodes the next.
+        caller encodes the next. ``again``: the calls found their scripts
+        missing once, which were loaded since; missing again is an error.
         """
         direct = self._free_direct()
         made: list[Call] = []
@@ -237,22 +291,25 @@ class Transport:
             def commands() -> Iterator[Sequence[Any]]:
                 # A retry (after a dropped connection) sends again what was made.
                 yield from before
+                verb, ids = self._verb, self._ids
                 for name, keys, args in _replay(made, source):
-                    yield ("EVALSHA", self._shas[name], len(keys), *keys, *args)
+                    yield (verb, ids[name], len(keys), *keys, *args)
 
             results = (await direct.call(commands))[len(before) :]
         else:
             made = list(calls)
             results = await self._pipelined(made, before)
         for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, NoScriptError):
+            if isinstance(result, BaseException) and (
+                again or not isinstance(result, NoScriptError)
+            ):
                 raise result
         missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
         if missing:
-            # The server lost its scripts (restart, SCRIPT FLUSH): load them, run those again.
-            await self.load_scripts({made[i][0] for i in missing})
-            again = await self.many([made[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
+            # The server lost the scripts (restart, flush, failover): load them, run those again.
+            await self._reload({made[i][0] for i in missing})
+            replies = await self.many([made[i] for i in missing], again=True)
+            for i, reply in zip(missing, replies, strict=True):
                 results[i] = reply
         return results
 
@@ -274,8 +331,16 @@ class Transport:
 
         if len(calls) == 1 and not before:
             name, keys, args = calls[0]
-            # AsyncScript runs EVALSHA and loads the script again on NOSCRIPT.
-            return [await self._scripts[name](keys=keys, args=argv(name, args))]
+            if self._verb == "EVALSHA":
+                # AsyncScript runs EVALSHA and loads the script again on NOSCRIPT.
+                return [await self._scripts[name](keys=keys, args=argv(name, args))]
+            try:
+                function = self._ids[name]
+                return [await self.client.fcall(function, len(keys), *keys, *argv(name, args))]
+            except ResponseError as error:
+                if not _lost(str(error)):
+                    raise
+                return [NoScriptError(str(error))]  # ``many`` loads it and calls again
         if before and self._cluster:
             # A cluster pipeline runs on all nodes at once; the index must land first.
             pipe = self.client.pipeline()
@@ -286,12 +351,15 @@ class Transport:
         pipe = self.client.pipeline(transaction=False)
         for command in before:
             pipe.execute_command(*command)
+        verb, ids = self._verb, self._ids
         for name, keys, args in calls:
             # execute_command: redis-py refuses pipe.evalsha() on a cluster pipeline.
-            sha = self._shas[name]
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *argv(name, args))
+            pipe.execute_command(verb, ids[name], len(keys), *keys, *argv(name, args))
         results = await pipe.execute(raise_on_error=False)
-        return list(results[len(before) :])
+        return [
+            NoScriptError(str(r)) if isinstance(r, ResponseError) and _lost(str(r)) else r
+            for r in results[len(before) :]
+        ]
 
     async def load_scripts(self, names: set[str] | None = None) -> None:
         for name, script in self._scripts.items():
@@ -353,6 +421,12 @@ class Transport:
             for each in clients:
                 with contextlib.suppress(RedisError):
                     await each.aclose()
+
+
+def _lost(error: str) -> bool:
+    """Whether the error reply ``error`` says the server lacks the script or function called."""
+    # hiredis keeps the error's code ("ERR ..."), redis-py drops it.
+    return error.startswith("NOSCRIPT") or error.removeprefix("ERR ") == "Function not found"
 
 
 def _replay(made: list[Call], source: Iterator[Call]) -> Iterator[Call]:

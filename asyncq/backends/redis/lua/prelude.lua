@@ -8,7 +8,6 @@ local function use(prefix)
     circuits = P .. 'circuits',
   }
 end
-use(KEYS[1])
 
 local WAKE_CAP = 128
 -- _limits.HOLD_BUDGET: limited jobs one claim may hold back before it stops looking
@@ -749,3 +748,13 @@ local function settle_range(A, from, to, now, out)
   wake(woke)
 end
 
+-- A call starts here, with the state above that calls change (P, K, D,
+-- LET_OUT) set afresh. A script (EVALSHA) runs the whole prelude on each call;
+-- the function library (scripts.LIBRARY) runs it once when loaded, leaves this
+-- last line out, and calls start() before each script's body.
+local function start(prefix)
+  use(prefix)
+  D = {}
+  LET_OUT = false
+end
+start(KEYS[1])
