@@ -56,6 +56,10 @@ class EventKind(enum.StrEnum):
     REMOVED = "removed"  #: an operator deleted it (``by``)
     #: a debounced enqueue gave the pending job a newer payload; it runs at ``due``
     DEBOUNCED = "debounced"
+    #: stored ``waiting`` on its parents (``enqueue(after=...)``), right after ``enqueued``
+    WAITING = "waiting"
+    #: its last parent finished: it is ready (``due``: when, if delayed)
+    RELEASED = "released"
 
 
 class JobEvent(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -236,6 +240,25 @@ def settled_event(
 def job_event(job: JobRecord, kind: EventKind, now: float, **fields: Any) -> JobEvent:
     """An event of ``kind`` for ``job`` with ``fields`` (the kinds without a builder)."""
     return JobEvent("", kind, job.id, job.name, job.queue, now, **fields)
+
+
+def dependency_event(job: JobRecord, now: float) -> JobEvent:
+    """The event of ``job`` as its parents just made it (``_common.linked`` at
+    enqueue, ``_common.released`` later): ``waiting``, ``released`` (``due`` when
+    delayed), or its end, ``dead`` / ``cancelled`` by ``cascade`` with the
+    ``dependency`` error. At enqueue, a child whose parents all completed
+    already is stored ready: its ``enqueued`` says it all, so callers ask only
+    for a child stored waiting or ended.
+    """
+    state = job.state
+    if state is JobState.WAITING:
+        return job_event(job, EventKind.WAITING, now)
+    if state is JobState.DEAD or state is JobState.CANCELLED:
+        kind = EventKind.DEAD if state is JobState.DEAD else EventKind.CANCELLED
+        error = job.errors[-1] if job.errors else None
+        return job_event(job, kind, now, error=error, by="cascade")
+    due = job.scheduled_at if state is JobState.SCHEDULED else None
+    return job_event(job, EventKind.RELEASED, now, due=due)
 
 
 def recovered_event(job: JobRecord, state: JobState, error: ErrorInfo, now: float) -> JobEvent:
