@@ -81,8 +81,11 @@ class JobEvent(msgspec.Struct, frozen=True, omit_defaults=True):
         progress: the fraction reported (``progress``).
         detail: what the handler said with its progress (any JSON value).
         duration: seconds from the attempt's start to its end (``completed``).
-        by: who acted: ``operator`` (an ``Admin`` call or the command line),
-            ``worker``, ``recovery``.
+        by: who acted: for a cancel, who asked: ``api`` (``JobHandle.cancel``),
+            ``operator`` (an ``Admin`` call), ``cli``, ``dashboard``, or
+            ``cascade`` (a parent ended so); ``worker`` for a running job the
+            worker stopped on request; ``operator`` for retries and removals;
+            ``recovery`` for a job its lapsed lease ended.
         level, message: the logged line (``log``).
     """
 

@@ -372,7 +372,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             return None
         return job
 
-    async def cancel(self, job_id: str) -> JobRecord | None:
+    async def cancel(self, job_id: str, *, by: str = "api") -> JobRecord | None:
         job = await self.get(job_id)
         if job is None or job.state in TERMINAL_STATES:
             return job
@@ -382,7 +382,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             now = self._clock()
             job = replace(job, state=JobState.CANCELLED, finished_at=now)
             if self.events:
-                self._log.add_one(job_event(job, EventKind.CANCELLED, now, by="operator"))
+                self._log.add_one(job_event(job, EventKind.CANCELLED, now, by=by))
         self._store(job)
         if job.state is JobState.ACTIVE and self._cancel_watchers:
             self._cancel_watchers.notify([job_id])

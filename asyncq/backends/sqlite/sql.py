@@ -339,7 +339,9 @@ def get(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
     return None if result_expired(job, now) else job
 
 
-def cancel(conn: sqlite3.Connection, now: float, job_id: str, *, events: bool) -> JobRecord | None:
+def cancel(
+    conn: sqlite3.Connection, now: float, job_id: str, by: str, *, events: bool
+) -> JobRecord | None:
     job = get(conn, now, job_id)
     if job is None or job.state in TERMINAL_STATES:
         return job
@@ -350,7 +352,7 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str, *, events: bool) -
         "UPDATE asyncq_jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id)
     )
     if events:
-        write_events(conn, [job_event(job, EventKind.CANCELLED, now, by="operator")])
+        write_events(conn, [job_event(job, EventKind.CANCELLED, now, by=by)])
     if job.state is JobState.WAITING:
         conn.execute("DELETE FROM asyncq_waits WHERE child = ?", (job_id,))
     if job.children:
