@@ -56,6 +56,10 @@ class EventKind(enum.StrEnum):
     REMOVED = "removed"  #: an operator deleted it (``by``)
     #: a debounced enqueue gave the pending job a newer payload; it runs at ``due``
     DEBOUNCED = "debounced"
+    #: stored ``waiting`` on its parents (``enqueue(after=...)``), right after ``enqueued``
+    WAITING = "waiting"
+    #: its last parent finished: it is ready (``due``: when, if delayed)
+    RELEASED = "released"
 
 
 class JobEvent(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -77,8 +81,11 @@ class JobEvent(msgspec.Struct, frozen=True, omit_defaults=True):
         progress: the fraction reported (``progress``).
         detail: what the handler said with its progress (any JSON value).
         duration: seconds from the attempt's start to its end (``completed``).
-        by: who acted: ``operator`` (an ``Admin`` call or the command line),
-            ``worker``, ``recovery``.
+        by: who acted: for a cancel, who asked: ``api`` (``JobHandle.cancel``),
+            ``operator`` (an ``Admin`` call), ``cli``, ``dashboard``, or
+            ``cascade`` (a parent ended so); ``worker`` for a running job the
+            worker stopped on request; ``operator`` for retries and removals;
+            ``recovery`` for a job its lapsed lease ended.
         level, message: the logged line (``log``).
     """
 
@@ -236,6 +243,25 @@ def settled_event(
 def job_event(job: JobRecord, kind: EventKind, now: float, **fields: Any) -> JobEvent:
     """An event of ``kind`` for ``job`` with ``fields`` (the kinds without a builder)."""
     return JobEvent("", kind, job.id, job.name, job.queue, now, **fields)
+
+
+def dependency_event(job: JobRecord, now: float) -> JobEvent:
+    """The event of ``job`` as its parents just made it (``_common.linked`` at
+    enqueue, ``_common.released`` later): ``waiting``, ``released`` (``due`` when
+    delayed), or its end, ``dead`` / ``cancelled`` by ``cascade`` with the
+    ``dependency`` error. At enqueue, a child whose parents all completed
+    already is stored ready: its ``enqueued`` says it all, so callers ask only
+    for a child stored waiting or ended.
+    """
+    state = job.state
+    if state is JobState.WAITING:
+        return job_event(job, EventKind.WAITING, now)
+    if state is JobState.DEAD or state is JobState.CANCELLED:
+        kind = EventKind.DEAD if state is JobState.DEAD else EventKind.CANCELLED
+        error = job.errors[-1] if job.errors else None
+        return job_event(job, kind, now, error=error, by="cascade")
+    due = job.scheduled_at if state is JobState.SCHEDULED else None
+    return job_event(job, EventKind.RELEASED, now, due=due)
 
 
 def recovered_event(job: JobRecord, state: JobState, error: ErrorInfo, now: float) -> JobEvent:

@@ -494,7 +494,7 @@ class JobHandle(Generic[R]):
         Raises:
             JobNotFound: no such job.
         """
-        job = await (await self._app.backend_opened()).cancel(self.id)
+        job = await (await self._app.backend_opened()).cancel(self.id, by="api")
         if job is None:
             raise JobNotFound(self.id)
         return job

@@ -401,8 +401,11 @@ class Admin:
             if removed < batch:
                 return total
 
-    async def cancel(self, job_id: str) -> JobRecord:
+    async def cancel(self, job_id: str, *, by: str = "operator") -> JobRecord:
         """Cancel a job and return it after the request.
+
+        ``by`` is written in the job's ``cancelled`` event (the command line
+        says ``cli``, the dashboard ``dashboard``).
 
         A pending job becomes ``cancelled`` at once; a running one gets
         ``cancel_requested`` and its worker cancels it: at once on a store
@@ -412,7 +415,7 @@ class Admin:
         Raises:
             JobNotFound: no such job.
         """
-        job = await (await self._backend()).cancel(job_id)
+        job = await (await self._backend()).cancel(job_id, by=by)
         if job is None:
             raise JobNotFound(job_id)
         return job

@@ -167,3 +167,13 @@ async def test_ctrl_c_ends_a_follow_with_exit_0(tmp_path: Path) -> None:
                 errors = b"".join([chunk async for chunk in subscriber.stderr])
     assert handle.id in first.decode()
     assert b"Aborted" not in errors
+
+
+async def test_a_cancel_from_the_command_line_says_so(lent: Backend) -> None:
+    handle = await note.enqueue(Note("later"), delay=3600)
+    assert (await asyncq("cancel", APP, handle.id)).exit_code == 0
+    as_json = json.loads((await asyncq("job", APP, handle.id, "--json")).stdout)
+    assert [(e["kind"], e.get("by")) for e in as_json["history"]] == [
+        ("enqueued", None),
+        ("cancelled", "cli"),
+    ]

@@ -477,6 +477,7 @@ async def test_pause_resume_and_cancel_from_the_pages(app: App) -> None:
         )
         assert done.headers["location"] == f"/jobs/{handle.id}?done=cancelled"
     assert (await app.admin.job(handle.id)).state is JobState.CANCELLED
+    assert (await app.admin.history(handle.id))[-1].by == "dashboard"
 
 
 async def test_an_unknown_page_and_a_removed_job_have_error_pages(app: App) -> None:

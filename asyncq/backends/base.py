@@ -356,8 +356,12 @@ class Backend(Protocol):
         """The job as stored now, or ``None`` if unknown, purged or expired."""
         ...
 
-    async def cancel(self, job_id: str) -> JobRecord | None:
+    async def cancel(self, job_id: str, *, by: str = "api") -> JobRecord | None:
         """Cancel a job; return it after the change, or ``None`` if unknown.
+
+        ``by`` names who asked (``api``: a ``JobHandle``; ``operator``: an
+        ``Admin`` call; ``cli``; ``dashboard``): the ``cancelled`` event of a
+        job cancelled at once carries it (a running job's says ``worker``).
 
         - ``scheduled``, ``queued``, ``failed``: becomes ``cancelled`` at once
           (``finished_at`` set, waiters woken, key freed); it never runs.

@@ -29,6 +29,7 @@ from .._events import (
     EventPage,
     JobEvent,
     debounced_event,
+    dependency_event,
     enqueued_event,
     job_event,
     log_events,
@@ -304,6 +305,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 new = self._link(new, now)
             if self.events:
                 self._log.add_one(enqueued_event(new, now))
+                if new.parents and new.state not in (JobState.QUEUED, JobState.SCHEDULED):
+                    self._log.add_one(dependency_event(new, now))
             self._store(new)
             stored.append(new)
         # A scheduled job wakes its queue's waiters too: they wait until the
@@ -356,6 +359,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             new = released(child, {p: self._jobs.get(p) for p in child.parents}, now)
             if new is None:
                 continue
+            if self.events:  # before its own children's, which _store releases
+                self._log.add_one(dependency_event(new, now))
             self._store(new)
             self._waiters.wake_queue(new.queue)
 
@@ -367,7 +372,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             return None
         return job
 
-    async def cancel(self, job_id: str) -> JobRecord | None:
+    async def cancel(self, job_id: str, *, by: str = "api") -> JobRecord | None:
         job = await self.get(job_id)
         if job is None or job.state in TERMINAL_STATES:
             return job
@@ -377,7 +382,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             now = self._clock()
             job = replace(job, state=JobState.CANCELLED, finished_at=now)
             if self.events:
-                self._log.add_one(job_event(job, EventKind.CANCELLED, now, by="operator"))
+                self._log.add_one(job_event(job, EventKind.CANCELLED, now, by=by))
         self._store(job)
         if job.state is JobState.ACTIVE and self._cancel_watchers:
             self._cancel_watchers.notify([job_id])

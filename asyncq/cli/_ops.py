@@ -312,7 +312,7 @@ def cancel(app_path: str, backend: str | None, as_json: bool, job_ids: tuple[str
         out: list[tuple[str, JobRecord | None]] = []
         for job_id in dict.fromkeys(job_ids):
             try:
-                out.append((job_id, await admin.cancel(job_id)))
+                out.append((job_id, await admin.cancel(job_id, by="cli")))
             except JobNotFound:
                 out.append((job_id, None))
         return out

@@ -131,7 +131,7 @@ async def cancel(dashboard: Dashboard, request: Request) -> Response:
         dashboard, request, fields, "Cancel job", f"Cancel job {job.id} ({job.name})?"
     ):
         return asked
-    await dashboard.admin.cancel(job.id)
+    await dashboard.admin.cancel(job.id, by="dashboard")
     return _back(request, fields, "cancelled")
 
 

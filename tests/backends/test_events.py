@@ -124,13 +124,15 @@ async def test_a_job_cancelled_while_running(backend: Backend) -> None:
 async def test_a_job_cancelled_before_it_runs(backend: Backend) -> None:
     events = stream(backend)
     with anyio.fail_after(BOUND):
-        [job] = await backend.enqueue([r.job(delay=LONG)])
-        await backend.cancel(job.id)
+        [job, by_default] = await backend.enqueue([r.job(delay=LONG), r.job(delay=LONG)])
+        await backend.cancel(job.id, by="cli")
         history = await events.job_events(job.id)
         assert kinds(history) == [(EventKind.ENQUEUED, None), (EventKind.CANCELLED, None)]
         assert history[0].due is not None
         assert abs(history[0].due - job.scheduled_at) < 0.01
-        assert history[1].by == "operator"
+        assert history[1].by == "cli"
+        await backend.cancel(by_default.id)
+        assert (await events.job_events(by_default.id))[-1].by == "api"
 
 
 async def test_a_dead_job_retried_by_an_operator(backend: Backend) -> None:

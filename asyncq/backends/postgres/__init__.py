@@ -407,7 +407,7 @@ class PostgresBackend(EventStream, _Operations):
         row = await self._transport.run(lambda conn: conn.fetchrow(self._sql.get, job_id))
         return None if row is None else records([row], at=time.time())[0]
 
-    async def cancel(self, job_id: str) -> JobRecord | None:
+    async def cancel(self, job_id: str, *, by: str = "api") -> JobRecord | None:
         row = await self._transport.run(lambda conn: conn.fetchrow(self._sql.cancel, job_id))
         job = None if row is None else records([row], at=time.time())[0]
         if job is not None and job.state is JobState.ACTIVE:

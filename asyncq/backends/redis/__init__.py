@@ -499,11 +499,12 @@ class RedisBackend(EventStream, _Operations, SettlesAndClaims):
         return None if queue is None else await self._get(queue, job_id)
 
     @mapped
-    async def cancel(self, job_id: str) -> JobRecord | None:
+    async def cancel(self, job_id: str, *, by: str = "api") -> JobRecord | None:
         queue = await self._queue_of(job_id)
         if queue is None:
             return None
-        reply = await self._one(Cancel.call(self._prefix(queue), job_id, self._cancel_channel))
+        call = Cancel.call(self._prefix(queue), job_id, self._cancel_channel, by)
+        reply = await self._one(call)
         return Cancel.reply(reply, job_id, queue)
 
     @mapped

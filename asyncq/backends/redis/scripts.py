@@ -542,12 +542,12 @@ class Recover(_Script, name="recover"):
 
 class Cancel(_Script, name="cancel"):
     """Cancel a job (a leased one: ask its worker, and publish its id on
-    ``channel``). Replies the job after the change (``reply``: the raw reply,
-    the job's id and queue)."""
+    ``channel``). ``by``: who asked, for the ``cancelled`` event. Replies the
+    job after the change (``reply``: the raw reply, the job's id and queue)."""
 
     @staticmethod
-    def call(prefix: str, job_id: str, channel: str) -> Call:
-        return ("cancel", [prefix], [job_id, channel])
+    def call(prefix: str, job_id: str, channel: str, by: str) -> Call:
+        return ("cancel", [prefix], [job_id, channel, by])
 
     reply = staticmethod(_record_or_none)
 

@@ -296,8 +296,8 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
     async def get(self, job_id: str) -> JobRecord | None:
         return await self._run(False, sql.get, job_id)
 
-    async def cancel(self, job_id: str) -> JobRecord | None:
-        job = await self._run(True, sql.cancel, job_id, events=self.events)
+    async def cancel(self, job_id: str, *, by: str = "api") -> JobRecord | None:
+        job = await self._run(True, sql.cancel, job_id, by, events=self.events)
         self._signal.fire()
         if job is not None and job.state is JobState.CANCELLED:
             self._waiters.wake_job(job_id)

@@ -310,7 +310,7 @@ def remove(
     conn.executemany("DELETE FROM asyncq_waits WHERE child = ?", [(i,) for i in job_ids])
     if orphans:
         # A removed parent counts as finished for the children that wait for it.
-        release(conn, now, [], orphans)
+        release(conn, now, [], orphans, events=events)
     out: list[JobState | None] = []
     for job_id in job_ids:
         row = found.get(job_id)

@@ -32,6 +32,7 @@ from ..._events import (
     EventKind,
     JobEvent,
     debounced_event,
+    dependency_event,
     enqueued_event,
     job_event,
     log_events,
@@ -217,7 +218,13 @@ def enqueue(
             [(p, job.id) for job in new_jobs if job.state is JobState.WAITING for p in job.parents],
         )
     if events:
-        write_events(conn, [enqueued_event(new, now) for new in new_jobs])
+        written = [enqueued_event(new, now) for new in new_jobs]
+        written += [
+            dependency_event(new, now)
+            for new in new_jobs
+            if new.parents and new.state not in (JobState.QUEUED, JobState.SCHEDULED)
+        ]
+        write_events(conn, written)
     conn.executemany(
         "INSERT OR IGNORE INTO asyncq_queues (name) VALUES (?)",
         [(queue,) for queue in sorted({job.queue for job in jobs})],
@@ -274,6 +281,8 @@ def release(
     now: float,
     finished: Sequence[str],
     child_ids: Sequence[str] | None = None,
+    *,
+    events: bool,
 ) -> bool:
     """Release the waiting children of the jobs ``finished`` (or removed) just now.
 
@@ -311,6 +320,8 @@ def release(
                 ),
             )
             conn.execute("DELETE FROM asyncq_waits WHERE child = ?", (child.id,))
+            if events:
+                write_events(conn, [dependency_event(new, now)])
             if new.state in TERMINAL_STATES:
                 todo.append(child.id)
             else:
@@ -328,7 +339,9 @@ def get(conn: sqlite3.Connection, now: float, job_id: str) -> JobRecord | None:
     return None if result_expired(job, now) else job
 
 
-def cancel(conn: sqlite3.Connection, now: float, job_id: str, *, events: bool) -> JobRecord | None:
+def cancel(
+    conn: sqlite3.Connection, now: float, job_id: str, by: str, *, events: bool
+) -> JobRecord | None:
     job = get(conn, now, job_id)
     if job is None or job.state in TERMINAL_STATES:
         return job
@@ -339,11 +352,11 @@ def cancel(conn: sqlite3.Connection, now: float, job_id: str, *, events: bool) -
         "UPDATE asyncq_jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id)
     )
     if events:
-        write_events(conn, [job_event(job, EventKind.CANCELLED, now, by="operator")])
+        write_events(conn, [job_event(job, EventKind.CANCELLED, now, by=by)])
     if job.state is JobState.WAITING:
         conn.execute("DELETE FROM asyncq_waits WHERE child = ?", (job_id,))
     if job.children:
-        release(conn, now, [job_id])
+        release(conn, now, [job_id], events=events)
     return replace(job, state=JobState.CANCELLED, finished_at=now)
 
 
@@ -643,7 +656,7 @@ def settle(
     requeued = freed or bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
     if parents and (done := [job_id for job_id in finished if job_id in parents]):
         # Only jobs with children pay for this: a column read with the lease.
-        requeued = release(conn, now, done) or requeued
+        requeued = release(conn, now, done, events=events) or requeued
     return Settled(applied=applied, finished=finished, requeued=requeued)
 
 
@@ -708,8 +721,6 @@ def recover(
     recovered = [
         (job.id, job.cancel_requested or job.attempts >= job.max_attempts) for job in lapsed
     ]
-    if any(job.children for job in lapsed):
-        release(conn, now, [job.id for job in lapsed if job.children])
     if events:
         write_events(
             conn,
@@ -718,6 +729,8 @@ def recover(
                 for job, error in zip(lapsed, errors, strict=True)
             ],
         )
+    if any(job.children for job in lapsed):
+        release(conn, now, [job.id for job in lapsed if job.children], events=events)
     if bad:
         recovered.extend((job_id, True) for job_id in take_aside(conn, now, rows, bad))
     return recovered, sweep(conn, now)

@@ -9,7 +9,7 @@ if h[1] == 'active' then
 elseif LIVE[h[1]] then
   unplace(id, h[1], h[2])
   finish(id, 'cancelled', h[2], now, {})
-  event('cancelled', id, h[5], F(now), 'by', 'operator')
+  event('cancelled', id, h[5], F(now), 'by', ARGV[3] or 'api')
   flush()
 end
 return redis.call('HGETALL', J(id))

@@ -232,11 +232,14 @@ for i = 0, n - 1 do
       added[#added + 1] = id
     end
     if st == 'waiting' then
+      if not ended then event('waiting', id, ARGV[b + 7], F(now)) end
       tally('waiting', 1)
       waiting = waiting + 1
       if ended then
         tally('waiting', -1)
-        finish(id, ended, prio, now, with_error(id, dependency_error(ended_by, ended, 0, now), {}))
+        local err = dependency_error(ended_by, ended, 0, now)
+        event(ended, id, ARGV[b + 7], F(now), 'e', err, 'by', 'cascade')
+        finish(id, ended, prio, now, with_error(id, err, {}))
       end
     elseif st == 'queued' then
       local list = ready[prio]

@@ -445,7 +445,7 @@ local finish
 local function release(text, now)
   local woke = 0
   for _, c in ipairs(ids_of(text)) do
-    local h = redis.call('HMGET', J(c), 'st', 'pa', 'af', 'p', 'sa', 'att')
+    local h = redis.call('HMGET', J(c), 'st', 'pa', 'af', 'p', 'sa', 'att', 'n')
     if h[1] == 'waiting' then
       local v, parent = verdict(h[2], h[3])
       if v == 'ready' then
@@ -456,9 +456,16 @@ local function release(text, now)
         redis.call('HSET', J(c), 'st', st)
         place(c, st, h[4], sa)
         woke = woke + 1
+        if st == 'scheduled' then
+          event('released', c, h[7], F(now), 'due', F(sa))
+        else
+          event('released', c, h[7], F(now))
+        end
       elseif v ~= 'wait' then
         tally('waiting', -1)
-        finish(c, v, h[4], now, with_error(c, dependency_error(parent, v, h[6], now), {}))
+        local err = dependency_error(parent, v, h[6], now)
+        event(v, c, h[7], F(now), 'e', err, 'by', 'cascade')  -- before its own children's
+        finish(c, v, h[4], now, with_error(c, err, {}))
       end
     end
   end
