@@ -16,7 +16,14 @@ from typing import Any, NamedTuple
 import anyio
 import msgspec
 
-from .._events import EventFields, EventPage, JobEvent, event_fields, fields_event
+from .._events import (
+    EventFields,
+    EventPage,
+    JobEvent,
+    event_fields,
+    fields_event,
+    fields_type,
+)
 from ._retention import Retention
 
 __all__ = ["EventLog", "EventSignal", "event_number", "lost_between"]
@@ -239,21 +246,10 @@ class EventLog:
 # Where EventFields hold what the log looks at (JobEvent's order, less its id).
 _JOB_ID, _QUEUE, _AT = 1, 3, 4
 
-# EventFields packed: MessagePack arrays, read back through a struct of JobEvent's
-# fields after its id, with their types and defaults (made from JobEvent's, not retyped).
-_Packed = msgspec.defstruct(
-    "_Packed",
-    [
-        (field.name, field.type) if field.required else (field.name, field.type, field.default)
-        for field in msgspec.structs.fields(JobEvent)[1:]
-    ],
-    array_like=True,
-    frozen=True,
-    gc=False,
-)
-_PACKED: Any = list[_Packed]  # type: ignore[valid-type]
+# EventFields packed: MessagePack arrays (``_encoder``), a list of them per write.
+_PACKED: Any = fields_type("_Packed")
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_PACKED)
+_decoder = msgspec.msgpack.Decoder(list[_PACKED])
 
 
 def _unpack(data: bytes) -> list[EventFields]:

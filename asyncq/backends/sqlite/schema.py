@@ -172,6 +172,16 @@ _LIMITS = (
     )""",
 )
 
+# The event stream, cheaper to write: a row is found by its id (the stream) or
+# its job (a history), and nothing else needs an index of its own (a reader
+# of some queues filters the rows after its id; prune looks at the oldest rows
+# first). Rows written from now on keep their body as a MessagePack array, less
+# what the columns hold (``events``).
+_EVENTS_LEAN = (
+    "DROP INDEX asyncq_events_queue",
+    "DROP INDEX asyncq_events_at",
+)
+
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,
@@ -181,6 +191,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _KEY_OPTIONS,
     _DEPENDENCIES,
     _LIMITS,
+    _EVENTS_LEAN,
 )
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
