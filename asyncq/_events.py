@@ -35,7 +35,6 @@ __all__ = [
     "enqueued_fields",
     "event_fields",
     "fields_event",
-    "fields_type",
     "job_event",
     "log_events",
     "outcome_fields",
@@ -169,26 +168,6 @@ _COMPLETED = EventKind.COMPLETED.value
 _RETRYING = EventKind.RETRYING.value
 _DEAD = EventKind.DEAD.value
 _CANCELLED = EventKind.CANCELLED.value
-
-
-def fields_type(name: str, without: tuple[str, ...] = ()) -> Any:
-    """The type to decode ``EventFields`` packed as a MessagePack array, less ``without``.
-
-    A struct (``name``) of ``JobEvent``'s fields after ``id``, but those
-    ``without``, in order, with their types and defaults (made from
-    ``JobEvent``'s, not retyped); ``msgspec.structs.astuple`` gives the fields.
-    """
-    return msgspec.defstruct(
-        name,
-        [
-            (field.name, field.type) if field.required else (field.name, field.type, field.default)
-            for field in msgspec.structs.fields(JobEvent)[1:]
-            if field.name not in without
-        ],
-        array_like=True,
-        frozen=True,
-        gc=False,
-    )
 
 
 def fields_event(event_id: str, fields: EventFields) -> JobEvent:

@@ -4,6 +4,8 @@ Stores whose events carry a number (memory, SQLite, PostgreSQL) show it as
 the event's id in decimal; ``event_number`` reads it back. ``EventSignal``
 wakes ``wait_for_events`` callers in this process (memory, and SQLite's
 writers in this process). ``EventLog`` is the memory store's stream.
+``pack`` and ``unpack`` keep the events of one write as one ``bytes`` (the
+memory store's log, SQLite's rows).
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ from .._events import (
     JobEvent,
     event_fields,
     fields_event,
-    fields_type,
 )
 from ._retention import Retention
 
-__all__ = ["EventLog", "EventSignal", "event_number", "lost_between"]
+__all__ = ["EventLog", "EventSignal", "event_number", "lost_between", "pack", "unpack"]
 
 
 def event_number(after: str | None) -> int:
@@ -79,7 +80,7 @@ class _Batch(NamedTuple):
 
     numbers: Sequence[int]  # ascending: a range as written, a list once prune took some out
     oldest: float  # the earliest ``at`` among them
-    data: bytes  # their EventFields, packed (``_pack``)
+    data: bytes  # their EventFields, packed (``pack``)
 
 
 class EventLog:
@@ -110,7 +111,7 @@ class EventLog:
             return
         first = self._last + 1
         self._last = last = self._last + len(fields)
-        self._batches.append(_Batch(range(first, last + 1), oldest, _encoder.encode(fields)))
+        self._batches.append(_Batch(range(first, last + 1), oldest, pack(fields)))
         self._ends.append(last)
         self.signal.fire()
 
@@ -175,7 +176,7 @@ class EventLog:
         batches = self._batches
         for index in range(bisect.bisect_right(self._ends, start), len(batches)):
             numbers, _, data = batches[index]
-            for number, fields in zip(numbers, _unpack(data), strict=True):
+            for number, fields in zip(numbers, unpack(data), strict=True):
                 if number > start:
                     yield number, fields
 
@@ -197,7 +198,7 @@ class EventLog:
         batches = self._batches
         # Without a cap, only a batch holding an event older than the cutoff loses any.
         touched = [i for i, batch in enumerate(batches) if cap is not None or batch.oldest < cutoff]
-        unpacked = {i: _unpack(batches[i].data) for i in touched}
+        unpacked = {i: unpack(batches[i].data) for i in touched}
         doomed = {i: [fields[_AT] < cutoff for fields in unpacked[i]] for i in touched}
         if cap is not None:
             by_queue: dict[str, list[tuple[int, int]]] = {}
@@ -228,7 +229,7 @@ class EventLog:
                 _Batch(
                     [number for number, _ in kept],
                     min(fields[_AT] for _, fields in kept),
-                    _encoder.encode([fields for _, fields in kept]),
+                    pack([fields for _, fields in kept]),
                 )
                 if kept
                 else None
@@ -246,11 +247,29 @@ class EventLog:
 # Where EventFields hold what the log looks at (JobEvent's order, less its id).
 _JOB_ID, _QUEUE, _AT = 1, 3, 4
 
-# EventFields packed: MessagePack arrays (``_encoder``), a list of them per write.
-_PACKED: Any = fields_type("_Packed")
+# -- events packed -------------------------------------------------------------------
+# A write's events, kept as one MessagePack array of their EventFields, are read
+# back through a struct of JobEvent's fields after its id, with their types and
+# defaults (made from JobEvent's, not retyped).
+_Packed: Any = msgspec.defstruct(
+    "_Packed",
+    [
+        (field.name, field.type) if field.required else (field.name, field.type, field.default)
+        for field in msgspec.structs.fields(JobEvent)[1:]
+    ],
+    array_like=True,
+    frozen=True,
+    gc=False,
+)
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(list[_PACKED])
+_decoder = msgspec.msgpack.Decoder(list[_Packed])
 
 
-def _unpack(data: bytes) -> list[EventFields]:
+def pack(fields: Sequence[EventFields]) -> bytes:
+    """The events of ``fields`` (``EventFields``) as one ``bytes``, for ``unpack``."""
+    return _encoder.encode(fields)
+
+
+def unpack(data: bytes) -> list[EventFields]:
+    """The ``EventFields`` that ``pack`` made ``data`` of (their kind an ``EventKind``)."""
     return [msgspec.structs.astuple(packed) for packed in _decoder.decode(data)]

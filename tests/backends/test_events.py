@@ -226,6 +226,32 @@ async def test_resume_after_an_id_loses_nothing_and_repeats_nothing(backend: Bac
         assert await read_all(events, after) == []
 
 
+async def test_one_write_of_several_queues_keeps_its_order(backend: Backend) -> None:
+    events = stream(backend)
+    with anyio.fail_after(BOUND):
+        start = await events.latest_event_id(None)
+        await backend.enqueue([r.job(queue=q) for q in (QUEUE, QUEUE, OTHER, QUEUE)])
+        leases = await claim(backend, 4, queues=[QUEUE, OTHER])
+        by_queue = {q: [lease for lease in leases if lease.job.queue == q] for q in (QUEUE, OTHER)}
+        # settled in one call, the queues interleaved
+        order = [by_queue[QUEUE][0], by_queue[OTHER][0], by_queue[QUEUE][1], by_queue[QUEUE][2]]
+        await backend.settle([r.completed(lease) for lease in order])
+        everything = await read_all(events, start)
+        for queue in (QUEUE, OTHER):
+            # in the order written within a queue (Redis orders queues by time only)
+            mine = [e for e in everything if e.queue == queue]
+            assert [e.job_id for e in mine if e.kind is EventKind.COMPLETED] == [
+                lease.job.id for lease in order if lease.job.queue == queue
+            ]
+            assert await read_all(events, start, queues=[queue]) == mine
+        for lease in order:
+            assert [e.kind for e in await events.job_events(lease.job.id)] == [
+                EventKind.ENQUEUED,
+                EventKind.STARTED,
+                EventKind.COMPLETED,
+            ]
+
+
 async def test_two_readers_see_the_same_sequence(backend: Backend) -> None:
     events = stream(backend)
     with anyio.fail_after(BOUND):

@@ -46,10 +46,10 @@ async def test_a_sqlite_file_before_events_is_upgraded(tmp_path: Path) -> None:
             await backend.close()
 
 
-async def test_sqlite_events_written_before_the_lean_step_are_still_read(tmp_path: Path) -> None:
+async def test_sqlite_events_written_before_they_were_packed_are_still_read(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     old = r.job()
-    before = SQLITE_MIGRATIONS.index(sqlite_schema._EVENTS_LEAN)
+    before = SQLITE_MIGRATIONS.index(sqlite_schema._EVENTS_PACKED)
     sqlite_file_at(path, before, old)
     # What a store at that step wrote: the whole event as a MessagePack map.
     written = JobEvent("", EventKind.ENQUEUED, old.id, old.name, old.queue, old.enqueued_at)

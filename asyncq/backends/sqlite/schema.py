@@ -172,14 +172,21 @@ _LIMITS = (
     )""",
 )
 
-# The event stream, cheaper to write: a row is found by its id (the stream) or
-# its job (a history), and nothing else needs an index of its own (a reader
-# of some queues filters the rows after its id; prune looks at the oldest rows
-# first). Rows written from now on keep their body as a MessagePack array, less
-# what the columns hold (``events``).
-_EVENTS_LEAN = (
-    "DROP INDEX asyncq_events_queue",
-    "DROP INDEX asyncq_events_at",
+# The event stream, cheaper to write (``events``): a row holds the events of
+# one write to one queue, numbered from its ``id`` to ``id + n - 1``, the
+# oldest ``skip`` of them pruned; ``asyncq_event_jobs`` finds the rows holding
+# a job's events, in place of the index on the job id. A row from before holds
+# one event (``n`` 1).
+_EVENTS_PACKED = (
+    "ALTER TABLE asyncq_events ADD COLUMN n INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE asyncq_events ADD COLUMN skip INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE asyncq_event_jobs (
+        job_id TEXT NOT NULL,
+        event_id INTEGER NOT NULL,
+        PRIMARY KEY (job_id, event_id)
+    ) WITHOUT ROWID""",
+    "INSERT INTO asyncq_event_jobs (job_id, event_id) SELECT job_id, id FROM asyncq_events",
+    "DROP INDEX asyncq_events_job",
 )
 
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
@@ -191,7 +198,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _KEY_OPTIONS,
     _DEPENDENCIES,
     _LIMITS,
-    _EVENTS_LEAN,
+    _EVENTS_PACKED,
 )
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
