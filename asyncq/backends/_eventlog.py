@@ -90,7 +90,7 @@ class EventLog:
     critical section) are kept together, as their ``EventFields`` packed in
     MessagePack: one ``bytes`` per write costs the writer little and leaves the
     garbage collector nothing to track, where a struct or tuple per event would
-    not. A reader unpacks them into ``JobEvent`` s when it reads.
+    not. A reader unpacks them and makes its events when it reads.
     """
 
     def __init__(self) -> None:
