@@ -23,6 +23,7 @@ import msgspec
 from ._records import ErrorInfo, JobRecord, JobState, LogLine, Outcome
 
 __all__ = [
+    "EventFields",
     "EventKind",
     "EventPage",
     "EventsLost",
@@ -31,12 +32,17 @@ __all__ = [
     "decode_event",
     "encode_event",
     "enqueued_event",
+    "enqueued_fields",
+    "event_fields",
+    "fields_event",
     "job_event",
     "log_events",
-    "outcome_event",
+    "outcome_fields",
     "recovered_event",
     "settled_event",
+    "settled_fields",
     "started_event",
+    "started_fields",
 ]
 
 
@@ -157,11 +163,42 @@ def decode_event(data: bytes, event_id: str) -> JobEvent:
 
 # -- what each kind carries ----------------------------------------------------------
 
+#: An event's fields after ``id``, in ``JobEvent``'s order, its ``kind`` as text
+#: (trailing ``None`` may be left out): ``fields_event(event_id, fields)`` is the event.
+#: The memory store packs these and makes the event only when it is read: a tuple
+#: costs its writer less than a struct (and text packs faster than an enum member).
+EventFields = tuple[Any, ...]
+
+_ENQUEUED = EventKind.ENQUEUED.value
+_STARTED = EventKind.STARTED.value
+_COMPLETED = EventKind.COMPLETED.value
+_RETRYING = EventKind.RETRYING.value
+_DEAD = EventKind.DEAD.value
+_CANCELLED = EventKind.CANCELLED.value
+
+
+def fields_event(event_id: str, fields: EventFields) -> JobEvent:
+    """The event of ``fields`` (``EventFields``), with the store's id."""
+    return JobEvent(event_id, EventKind(fields[0]), *fields[1:])
+
+
+def event_fields(event: JobEvent) -> EventFields:
+    """``event``'s ``EventFields``."""
+    fields = msgspec.structs.astuple(event)
+    return (event.kind.value, *fields[2:])
+
+
+def enqueued_fields(job: JobRecord, now: float) -> EventFields:
+    """``enqueued``: a job ``enqueue`` stored (``job`` as stored)."""
+    if job.state is JobState.SCHEDULED:
+        due = job.scheduled_at
+        return (_ENQUEUED, job.id, job.name, job.queue, now, None, None, None, due)
+    return (_ENQUEUED, job.id, job.name, job.queue, now)
+
 
 def enqueued_event(job: JobRecord, now: float) -> JobEvent:
-    """``enqueued``: a job ``enqueue`` stored (``job`` as stored)."""
-    due = job.scheduled_at if job.state is JobState.SCHEDULED else None
-    return JobEvent("", EventKind.ENQUEUED, job.id, job.name, job.queue, now, due=due)
+    """``enqueued_fields`` as an event."""
+    return fields_event("", enqueued_fields(job, now))
 
 
 def debounced_event(job: JobRecord, now: float) -> JobEvent:
@@ -169,25 +206,75 @@ def debounced_event(job: JobRecord, now: float) -> JobEvent:
     return JobEvent("", EventKind.DEBOUNCED, job.id, job.name, job.queue, now, due=job.scheduled_at)
 
 
-def started_event(job: JobRecord, now: float) -> JobEvent:
+def started_fields(job: JobRecord, now: float) -> EventFields:
     """``started``: ``job`` as a claim made it (active, attempts counted)."""
-    return JobEvent(
-        "",
-        EventKind.STARTED,
-        job.id,
-        job.name,
-        job.queue,
-        now,
-        attempt=job.attempts,
-        worker=job.worker,
-    )
+    return (_STARTED, job.id, job.name, job.queue, now, job.attempts, job.worker)
 
 
-def outcome_event(job: JobRecord, outcome: Outcome, now: float) -> JobEvent | None:
+def started_event(job: JobRecord, now: float) -> JobEvent:
+    """``started_fields`` as an event."""
+    return fields_event("", started_fields(job, now))
+
+
+def outcome_fields(job: JobRecord, outcome: Outcome, now: float) -> EventFields | None:
     """The event of a settled attempt (``job`` as it was, active); ``None`` for a hand-back."""
-    return settled_event(
+    return settled_fields(
         job.id, job.name, job.queue, job.attempts, job.worker, job.started_at, outcome, now
     )
+
+
+def settled_fields(
+    job_id: str,
+    name: str,
+    queue: str,
+    attempt: int,
+    worker: str | None,
+    started_at: float | None,
+    outcome: Outcome,
+    now: float,
+) -> EventFields | None:
+    """``outcome_fields`` from the job's columns, for stores that read no whole record."""
+    state = outcome.state
+    if state is JobState.COMPLETED:
+        duration = now - started_at if started_at is not None and started_at < now else 0.0
+        # ... attempt, worker, error, due, progress, detail, duration
+        return (
+            _COMPLETED,
+            job_id,
+            name,
+            queue,
+            now,
+            attempt,
+            worker,
+            None,
+            None,
+            None,
+            None,
+            duration,
+        )
+    if state is JobState.FAILED:
+        due = outcome.retry_at if outcome.retry_at is not None else now
+        return (_RETRYING, job_id, name, queue, now, attempt, worker, outcome.error, due)
+    if state is JobState.DEAD or state is JobState.CANCELLED:
+        kind = _DEAD if state is JobState.DEAD else _CANCELLED
+        by = None if state is JobState.DEAD else "worker"
+        # ... attempt, worker, error, due, progress, detail, duration, by
+        return (
+            kind,
+            job_id,
+            name,
+            queue,
+            now,
+            attempt,
+            worker,
+            outcome.error,
+            None,
+            None,
+            None,
+            None,
+            by,
+        )
+    return None  # QUEUED: handed back untouched; no event
 
 
 def settled_event(
@@ -200,44 +287,9 @@ def settled_event(
     outcome: Outcome,
     now: float,
 ) -> JobEvent | None:
-    """``outcome_event`` from the job's columns, for stores that read no whole record."""
-    state = outcome.state
-    if state is JobState.COMPLETED:
-        duration = max(0.0, now - (started_at if started_at is not None else now))
-        kind = EventKind.COMPLETED
-        return JobEvent(
-            "", kind, job_id, name, queue, now, attempt=attempt, worker=worker, duration=duration
-        )
-    if state is JobState.FAILED:
-        due = outcome.retry_at if outcome.retry_at is not None else now
-        return JobEvent(
-            "",
-            EventKind.RETRYING,
-            job_id,
-            name,
-            queue,
-            now,
-            attempt=attempt,
-            worker=worker,
-            error=outcome.error,
-            due=due,
-        )
-    if state is JobState.DEAD or state is JobState.CANCELLED:
-        kind = EventKind.DEAD if state is JobState.DEAD else EventKind.CANCELLED
-        by = None if state is JobState.DEAD else "worker"
-        return JobEvent(
-            "",
-            kind,
-            job_id,
-            name,
-            queue,
-            now,
-            attempt=attempt,
-            worker=worker,
-            error=outcome.error,
-            by=by,
-        )
-    return None  # QUEUED: handed back untouched; no event
+    """``settled_fields`` as an event."""
+    fields = settled_fields(job_id, name, queue, attempt, worker, started_at, outcome, now)
+    return None if fields is None else fields_event("", fields)
 
 
 def job_event(job: JobRecord, kind: EventKind, now: float, **fields: Any) -> JobEvent:

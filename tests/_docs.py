@@ -56,8 +56,9 @@ A Python block whose first line is a comment naming a file (``# shop/jobs.py``,
 shop.jobs:app`` finds it. ``tests/docs_fixtures`` comes after the page's
 directory on the import path: a page that does not write a ``shop`` package
 of its own finds the reader's ``shop`` there (its jobs, a web service, a
-sync site, billing, a nightly report, Django settings and models). Both are namespace packages (no ``__init__.py``), so a
-page that writes only ``shop/views.py`` finds ``shop.jobs`` in the fixtures.
+sync site, billing, a nightly report, Django settings and models). Both are
+namespace packages (no ``__init__.py``), so a page that writes only
+``shop/views.py`` finds ``shop.jobs`` in the fixtures.
 
 Shell commands run without a shell, split like a shell would, joined by
 ``&&`` or one a line; ``|`` pipes one into the next (each must succeed), and

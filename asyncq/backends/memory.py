@@ -25,17 +25,19 @@ from msgspec.structs import replace
 
 from .._annotations import decode_json, keep_lines, meta_matches
 from .._events import (
+    EventFields,
     EventKind,
     EventPage,
     JobEvent,
     debounced_event,
     dependency_event,
-    enqueued_event,
+    enqueued_fields,
+    event_fields,
     job_event,
     log_events,
-    outcome_event,
+    outcome_fields,
     recovered_event,
-    started_event,
+    started_fields,
 )
 from .._records import (
     TERMINAL_STATES,
@@ -135,6 +137,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._clock = clock
         self.events = events
         self._log = EventLog()
+        #: the events of the settle under way, which releases of children join
+        self._batch: list[EventFields] | None = None
         self._retention = Retention() if retention is None else retention
         self._jobs: dict[str, JobRecord] = {}
         self._tokens: dict[str, str] = {}
@@ -285,6 +289,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         if any(job.parents for job in jobs):
             self._check_parents(jobs)
         stored: list[JobRecord] = []
+        # The call's events, in order, handed to the log at the end (None: events off).
+        events: list[EventFields] | None = [] if self.events else None
         for job in jobs:
             existing = self._jobs.get(job.id)
             if existing is not None:  # a caller-chosen id already stored
@@ -293,7 +299,11 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             if job.key is not None:
                 holder = self._key_holder(job.queue, job.key, now)
                 if holder is not None and job.debounce is not None and is_pending(holder):
-                    stored.append(self._debounce(holder, job, now))
+                    new = debounced(holder, job, now)
+                    self._store(new)
+                    if events is not None:
+                        events.append(event_fields(debounced_event(new, now)))
+                    stored.append(new)
                     continue
                 if holder is not None and job.debounce is None:
                     stored.append(holder)
@@ -303,12 +313,14 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             new = as_enqueued(job, now)
             if new.parents:
                 new = self._link(new, now)
-            if self.events:
-                self._log.add_one(enqueued_event(new, now))
+            if events is not None:
+                events.append(enqueued_fields(new, now))
                 if new.parents and new.state not in (JobState.QUEUED, JobState.SCHEDULED):
-                    self._log.add_one(dependency_event(new, now))
+                    events.append(event_fields(dependency_event(new, now)))
             self._store(new)
             stored.append(new)
+        if events:
+            self._log.extend(events, now)
         # A scheduled job wakes its queue's waiters too: they wait until the
         # earliest due time they know of, which may now be sooner.
         if len(stored) == 1:
@@ -316,14 +328,6 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         else:
             self._waiters.wake_queues({job.queue for job in stored})
         return stored
-
-    def _debounce(self, holder: JobRecord, job: JobRecord, now: float) -> JobRecord:
-        """Give ``holder``, pending, the newer ``job``'s record (see ``_common.debounced``)."""
-        new = debounced(holder, job, now)
-        self._store(new)
-        if self.events:
-            self._log.add_one(debounced_event(new, now))
-        return new
 
     def _check_parents(self, jobs: Sequence[JobRecord]) -> None:
         """Refuse the batch before storing any of it if a parent is missing (``linked``)."""
@@ -360,7 +364,11 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             if new is None:
                 continue
             if self.events:  # before its own children's, which _store releases
-                self._log.add_one(dependency_event(new, now))
+                fields = event_fields(dependency_event(new, now))
+                if self._batch is not None:  # after the parent's, in its batch
+                    self._batch.append(fields)
+                else:
+                    self._log.extend([fields], now)
             self._store(new)
             self._waiters.wake_queue(new.queue)
 
@@ -407,6 +415,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         leases: list[Lease] = []
         held = 0
         jobs, seqs, tokens = self._jobs, self._seq, self._tokens
+        events: list[EventFields] | None = [] if self.events else None
         for queue in queues:
             if queue in self._paused:
                 continue
@@ -433,10 +442,12 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 jobs[job_id] = job
                 tokens[job_id] = token
                 leases.append(Lease(job=job, token=token, expires_at=expires))
-                if self.events:
-                    self._log.add_one(started_event(job, now))
+                if events is not None:
+                    events.append(started_fields(job, now))
             if len(leases) >= limit:
                 break
+        if events:
+            self._log.extend(events, now)
         return leases
 
     def _admit(self, job: JobRecord, seq: int, now: float) -> JobRecord | None:
@@ -604,6 +615,16 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     def _apply(self, outcomes: Sequence[Outcome]) -> list[bool]:
         """``settle`` of outcomes already checked (``settle_and_claim`` checked them)."""
         now = self._clock()
+        events: list[EventFields] | None = [] if self.events else None
+        self._batch = events
+        try:
+            return self._apply_each(outcomes, now, events)
+        finally:
+            self._batch = None
+
+    def _apply_each(
+        self, outcomes: Sequence[Outcome], now: float, events: list[EventFields] | None
+    ) -> list[bool]:
         applied: list[bool] = []
         for outcome in outcomes:
             job = self._held(outcome.job_id, outcome.token)
@@ -614,8 +635,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             state = outcome.state
             if job.limits or job.circuit is not None:
                 self._ended(job, state, None if outcome.error is None else outcome.error.kind)
-            if self.events and (event := outcome_event(job, outcome, now)) is not None:
-                self._log.add_one(event)
+            if events is not None and (fields := outcome_fields(job, outcome, now)) is not None:
+                events.append(fields)
             if state is JobState.COMPLETED:
                 new = replace(
                     job,
@@ -649,6 +670,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 self._waiters.wake_queue(job.queue)
             self._store(new)
             applied.append(True)
+        if events:
+            self._log.extend(events, now)
         return applied
 
     async def _settle_and_claim(

@@ -172,6 +172,23 @@ _LIMITS = (
     )""",
 )
 
+# The event stream, cheaper to write (``events``): a row holds the events of
+# one write to one queue, numbered from its ``id`` to ``id + n - 1``, the
+# oldest ``skip`` of them pruned; ``asyncq_event_jobs`` finds the rows holding
+# a job's events, in place of the index on the job id. A row from before holds
+# one event (``n`` 1).
+_EVENTS_PACKED = (
+    "ALTER TABLE asyncq_events ADD COLUMN n INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE asyncq_events ADD COLUMN skip INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE asyncq_event_jobs (
+        job_id TEXT NOT NULL,
+        event_id INTEGER NOT NULL,
+        PRIMARY KEY (job_id, event_id)
+    ) WITHOUT ROWID""",
+    "INSERT INTO asyncq_event_jobs (job_id, event_id) SELECT job_id, id FROM asyncq_events",
+    "DROP INDEX asyncq_events_job",
+)
+
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,
@@ -181,6 +198,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _KEY_OPTIONS,
     _DEPENDENCIES,
     _LIMITS,
+    _EVENTS_PACKED,
 )
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -29,16 +29,17 @@ from msgspec.structs import replace
 
 from ..._annotations import MAX_LOG_LINES, decode_json, encode_line
 from ..._events import (
+    EventFields,
     EventKind,
-    JobEvent,
     debounced_event,
     dependency_event,
-    enqueued_event,
+    enqueued_fields,
+    event_fields,
     job_event,
     log_events,
     recovered_event,
-    settled_event,
-    started_event,
+    settled_fields,
+    started_fields,
 )
 from ..._records import TERMINAL_STATES, JobRecord, JobState, Lease, LogLine, Outcome
 from .._common import (
@@ -56,6 +57,7 @@ from .._limits import HOLD_BUDGET
 from ..base import HeartbeatReply
 from . import limits
 from .events import write as write_events
+from .events import write_fields
 from .poison import fetch, read_or_stand_in, read_rows, sweep, take_aside
 from .schema import (
     ENCODER,
@@ -179,7 +181,7 @@ def enqueue(
                 # The holder may be new in this batch: written first, with its event.
                 _insert(conn, rows)
                 if events:
-                    write_events(conn, [enqueued_event(new, now) for new in new_jobs])
+                    write_fields(conn, [enqueued_fields(new, now) for new in new_jobs])
                 rows.clear()
                 new_jobs.clear()
                 _replace_row(conn, replaced)
@@ -218,13 +220,13 @@ def enqueue(
             [(p, job.id) for job in new_jobs if job.state is JobState.WAITING for p in job.parents],
         )
     if events:
-        written = [enqueued_event(new, now) for new in new_jobs]
+        written = [enqueued_fields(new, now) for new in new_jobs]
         written += [
-            dependency_event(new, now)
+            event_fields(dependency_event(new, now))
             for new in new_jobs
             if new.parents and new.state not in (JobState.QUEUED, JobState.SCHEDULED)
         ]
-        write_events(conn, written)
+        write_fields(conn, written)
     conn.executemany(
         "INSERT OR IGNORE INTO asyncq_queues (name) VALUES (?)",
         [(queue,) for queue in sorted({job.queue for job in jobs})],
@@ -427,7 +429,7 @@ def claim(
         if len(leases) >= limit:
             break
     if events:
-        write_events(conn, [started_event(lease.job, now) for lease in leases])
+        write_fields(conn, [started_fields(lease.job, now) for lease in leases])
     return leases, aside
 
 
@@ -611,7 +613,7 @@ def settle(
     current = {row[0]: row[1:-3] for row in rows}
     parents = {row[0] for row in rows if row[-3]}
     gated = {row[0]: row[-2:] for row in rows if row[-2] is not None or row[-1] is not None}
-    written: list[JobEvent] = []
+    written: list[EventFields] = []
     applied: list[bool] = []
     finished: list[str] = []
     by_state: defaultdict[JobState, list[tuple[Any, ...]]] = defaultdict(list)
@@ -624,7 +626,7 @@ def settle(
         if events:
             # Raw columns: a row written by hand may hold anything (poison.py).
             _, name, queue, attempts, worker, started_at = lease
-            event = settled_event(
+            fields = settled_fields(
                 outcome.job_id,
                 name if isinstance(name, str) else "<unreadable>",
                 queue if isinstance(queue, str) else "<unreadable>",
@@ -634,8 +636,8 @@ def settle(
                 outcome,
                 now,
             )
-            if event is not None:
-                written.append(event)
+            if fields is not None:
+                written.append(fields)
         del current[outcome.job_id]
         applied.append(True)
         by_state[outcome.state].append(_settle_params(outcome, now))
@@ -652,7 +654,7 @@ def settle(
                 limits.ended(conn, now, outcome.job_id, gates, breaker, outcome.state, kind)
                 or freed
             )
-    write_events(conn, written)
+    write_fields(conn, written)
     requeued = freed or bool(by_state.get(JobState.FAILED) or by_state.get(JobState.QUEUED))
     if parents and (done := [job_id for job_id in finished if job_id in parents]):
         # Only jobs with children pay for this: a column read with the lease.
