@@ -75,6 +75,7 @@ from ._limits import (
     admit,
     circuit_admit,
     circuit_ended,
+    circuit_hold,
     forced,
 )
 from ._limits import released as slot_released
@@ -218,7 +219,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._jobs[job.id] = job
         if job.state in (JobState.QUEUED, JobState.SCHEDULED, JobState.FAILED):
             seq = self._seq[job.id] = next(self._seqs)
-            if job.state is JobState.QUEUED:
+            # A queued job its limits hold until a time waits with the scheduled ones.
+            if job.state is JobState.QUEUED and job.held_until is None:
                 heapq.heappush(
                     self._ready[job.queue], (-job.priority, job.scheduled_at, job.id, seq)
                 )
@@ -260,12 +262,12 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             job = self._jobs.get(job_id)
             # A job cancelled while it waited keeps its entry current (cancelling
             # does not bump the sequence), so the state decides, not only the seq.
-            if (
-                job is not None
-                and self._seq.get(job_id) == seq
-                and job.state in (JobState.SCHEDULED, JobState.FAILED)
-            ):
+            if job is None or self._seq.get(job_id) != seq:
+                continue
+            if job.state in (JobState.SCHEDULED, JobState.FAILED):
                 self._store(replace(job, state=JobState.QUEUED))
+            elif job.state is JobState.QUEUED and job.held_until is not None:
+                self._store(replace(job, held_until=None, hold=None))
 
     def _held(self, job_id: str, token: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
@@ -441,14 +443,14 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             circuit, until = circuit_admit(self._circuits.get(name), job.circuit, job.id, now)
             self._circuits[name] = circuit
             if until is not None:
-                self._store(replace(job, state=JobState.SCHEDULED, scheduled_at=until))
+                self._hold(job, until, circuit_hold(name))
                 return None
             if not job.limits:
                 return job
         verdict = admit(job.limits, self._limits, now, paid=job.rate_paid)
         self._limits.update(verdict.states)
         if verdict.start:
-            return replace(job, held_by=None, rate_paid=False)
+            return replace(job, held_by=None, rate_paid=False, held_until=None, hold=None)
         if verdict.held_by is not None:
             self._jobs[job.id] = replace(job, held_by=verdict.held_by)
             heapq.heappush(
@@ -466,10 +468,12 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                     self._let_out(gate.slot)
         else:
             assert verdict.until is not None
-            self._store(
-                replace(job, state=JobState.SCHEDULED, scheduled_at=verdict.until, rate_paid=True)
-            )
+            self._hold(replace(job, rate_paid=True), verdict.until, verdict.hold)
         return None
+
+    def _hold(self, job: JobRecord, until: float, hold: str | None) -> None:
+        """Keep ``job`` queued but out of the claim order until ``until`` (``_limits``)."""
+        self._store(replace(job, scheduled_at=until, held_until=until, hold=hold))
 
     def _let_out(self, slot: str) -> None:
         """Put the first live job set aside on ``slot`` back in the claim order."""
@@ -716,7 +720,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 oldest = min(
                     job.scheduled_at
                     for job in self._jobs.values()
-                    if job.queue == queue and job.state is JobState.QUEUED
+                    if job.queue == queue
+                    and job.state is JobState.QUEUED
+                    and job.held_by is None
+                    and job.held_until is None
                 )
             out.append(
                 QueueStats(

@@ -137,6 +137,74 @@ async def test_rate_limit_books_starts_ahead(backend: Backend) -> None:
             assert after - before == pytest.approx(0.1, abs=0.02)
 
 
+async def held_everywhere(backend: Backend, held: list[str]) -> None:
+    """The jobs ``held`` read as queued wherever a store shows a state, never as scheduled."""
+    for job_id in held:
+        job = await backend.get(job_id)
+        assert job is not None
+        assert job.state is JobState.QUEUED, job
+    queued = {j.id for j in await backend.list_jobs(state=JobState.QUEUED, queue=r.QUEUE)}
+    assert set(held) <= queued
+    scheduled = await backend.list_jobs(state=JobState.SCHEDULED, queue=r.QUEUE)
+    assert not set(held) & {j.id for j in scheduled}
+    (stats,) = await backend.stats([r.QUEUE])
+    assert stats.counts[JobState.QUEUED] >= len(held)
+    assert stats.counts[JobState.SCHEDULED] == len(scheduled)
+
+
+async def test_a_job_held_by_a_rate_stays_queued_and_says_until_when(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        gate = Gate(name="api", rate=2.0, per=1.0)
+        jobs = [limited(gate) for _ in range(3)]
+        await backend.enqueue(jobs)
+        before = time.time()
+        (lease,) = await claim(backend)
+        rest = [j.id for j in jobs if j.id != lease.job.id]
+        await held_everywhere(backend, rest)
+        (stats,) = await backend.stats([r.QUEUE])
+        assert (stats.counts[JobState.QUEUED], stats.counts[JobState.SCHEDULED]) == (2, 0)
+        found = [await backend.get(job_id) for job_id in rest]
+        held = sorted((j for j in found if j is not None), key=lambda j: j.scheduled_at)
+        assert [j.hold for j in held] == ["rate:api", "rate:api"]
+        assert [j.held_until for j in held] == [j.scheduled_at for j in held]
+        assert held[0].held_until == pytest.approx(before + 0.5, abs=0.3)
+        assert all(j.attempts == 0 and j.held_by is None for j in held)
+        # once due, it is claimed as it was booked, and holds no more
+        await anyio.sleep(max(0.0, (held[0].held_until or 0.0) - time.time()) + 0.05)
+        (next_one,) = await claim(backend)
+        assert next_one.job.id == held[0].id
+        assert (next_one.job.held_until, next_one.job.hold) == (None, None)
+        await held_everywhere(backend, [held[1].id])
+
+
+async def test_a_job_held_by_an_open_circuit_stays_queued(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        api = Breaker(name="payments", failures=1, within=60.0, reset_after=30.0)
+        first, second = behind(api), behind(api)
+        await backend.enqueue([first])
+        (lease,) = await claim(backend)
+        await backend.settle([failed_now(lease, ErrorKind.CIRCUIT_OPEN)])
+        (circuit,) = await backend.circuit_states()
+        assert circuit.state == "open"
+        await backend.enqueue([second])
+        assert await claim(backend) == []
+        await held_everywhere(backend, [first.id, second.id])
+        for job_id in (first.id, second.id):
+            job = await backend.get(job_id)
+            assert job is not None
+            assert job.hold == "circuit:payments"
+            assert circuit.opened_at is not None
+            assert job.held_until == pytest.approx(circuit.opened_at + 30.0)
+        (stats,) = await backend.stats([r.QUEUE])
+        assert (stats.counts[JobState.QUEUED], stats.counts[JobState.SCHEDULED]) == (2, 0)
+        # a cancel of a held job ends it, as of any queued one
+        cancelled = await backend.cancel(second.id)
+        assert cancelled is not None
+        assert cancelled.state is JobState.CANCELLED
+        (stats,) = await backend.stats([r.QUEUE])
+        assert stats.counts[JobState.QUEUED] == 1
+
+
 async def test_rate_limit_measured_over_a_short_window(backend: Backend) -> None:
     with anyio.fail_after(BOUND):
         gate = Gate(name="api", rate=20.0, per=1.0)

@@ -241,12 +241,13 @@ class _Operations(OperatorVerbs):
         ids = StateIds.reply(await self._one(StateIds.call(prefix, state, _GATHER_MAX)))
         if ids is None:
             return None
+        # An id may be in two of the indexes read (a queued job's stale entry beside its live one).
         if newest:
             ceiling = after.encode() if after is not None else None
-            candidates = sorted((i for i in ids if ceiling is None or i < ceiling), reverse=True)
+            candidates = sorted({i for i in ids if ceiling is None or i < ceiling}, reverse=True)
         else:
             floor = after.encode() if after is not None else b""
-            candidates = sorted(i for i in ids if i > floor)
+            candidates = sorted({i for i in ids if i > floor})
         found: list[JobRecord] = []
         start = 0
         while len(found) < limit and start < len(candidates):

@@ -18,7 +18,8 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P n``              hash, state -> how many jobs of the queue are in it
 ``P prios``          zset, the priorities that have queued jobs, scored by priority
 ``P r:<priority>``   zset, queued jobs of one priority, scored by ``scheduled_at``
-``P delayed``        zset, scheduled and failed jobs, scored by ``scheduled_at``
+``P delayed``        zset, scheduled and failed jobs, and queued jobs held until a
+                     time (``hu``), scored by ``scheduled_at``
 ``P active``         zset, active jobs, scored by lease expiry
 ``P f:<state>``      zset, completed, dead or cancelled jobs, scored by ``finished_at``
                      (``prune`` by retention and by count cap, ``purge``)
@@ -45,7 +46,8 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
                      a bare id for a job ``remove`` deleted
 
 A job is in exactly one state index (``r:<priority>``, ``delayed``,
-``active``, ``f:<state>``) and counted once in ``n``. The indexes are what the
+``active``, ``f:<state>``; a queued job held back by its limits in ``h:<slot>``
+or ``delayed``) and counted once in ``n``. The indexes are what the
 scripts need to find work; ``n`` answers ``stats``, and is changed once per
 state and script call (a Lua table gathers the changes), not once per job.
 Listing by state reads the state's index whole and sorts it by id when it is
@@ -82,7 +84,10 @@ takes them with it.
 Flow control, only on a job with limits: ``lim`` its limits as the scripts
 read them (``codec.gates_text``; they are in ``d`` too), ``hb`` the limit slot
 a queued job is set aside on (out of its ``r:<priority>`` set, in ``h:<slot>``),
-``rp`` '1' once it booked its rate token (it waits in ``delayed`` till then).
+``rp`` '1' once it booked its rate token; ``hu`` and ``ho`` on a queued job
+held until a time (its booked token, its circuit: ``JobRecord.held_until``
+and ``hold``), which waits in ``delayed`` till then, counted as queued, and
+which the promotion of due jobs puts back in its ``r:<priority>`` set.
 The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
 ``active``: an attempt that ends leaves them behind (one command fewer a job)
 and the backend reads them as absent.
@@ -774,7 +779,8 @@ class Peek(_Script, name="peek"):
 
 
 class StateIds(_Script, name="state_ids"):
-    """The ids in the index of one state (scheduled and failed share one)."""
+    """The ids in the indexes of one state (scheduled and failed share one; queued
+    jobs are in their ready sets, or held back on a limit or until a time)."""
 
     @staticmethod
     def call(prefix: str, state: JobState, most: int) -> Call:

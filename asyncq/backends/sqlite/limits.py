@@ -2,7 +2,8 @@
 
 The counters are rows of ``asyncq_limits`` (a ``LimitState`` as MessagePack
 per slot); a job set aside keeps state ``queued`` with ``held_by`` naming its
-slot, which the ready index leaves out. Like the rest of ``sql``, every
+slot, which the ready index leaves out; a job held until a time is kept as a
+scheduled job, with ``held_until`` (``schema._HOLDS``). Like the rest of ``sql``, every
 function here runs under the write lock its caller took, so a read of a
 counter and its update are one atomic step with the claim or the settle.
 """
@@ -15,7 +16,15 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..._records import Breaker, CircuitState, Gate, JobState, LimitState
-from .._limits import Verdict, admit, circuit_admit, circuit_ended, forced, released
+from .._limits import (
+    Verdict,
+    admit,
+    circuit_admit,
+    circuit_ended,
+    circuit_hold,
+    forced,
+    released,
+)
 from .poison import fetch
 
 if TYPE_CHECKING:
@@ -73,10 +82,7 @@ def admit_job(conn: sqlite3.Connection, now: float, job: JobRecord) -> bool:
         )
         _save_circuit(conn, circuit)
         if until is not None:
-            conn.execute(
-                "UPDATE asyncq_jobs SET state = 'scheduled', scheduled_at = ? WHERE id = ?",
-                (until, job.id),
-            )
+            _hold(conn, job.id, until, circuit_hold(job.circuit.name), paid=job.rate_paid)
             return False
         if not job.limits:
             return True
@@ -99,11 +105,20 @@ def admit_job(conn: sqlite3.Connection, now: float, job: JobRecord) -> bool:
             ):
                 _let_out(conn, gate.slot)
         return False
-    conn.execute(
-        "UPDATE asyncq_jobs SET state = 'scheduled', scheduled_at = ?, rate_paid = 1 WHERE id = ?",
-        (verdict.until, job.id),
-    )
+    assert verdict.until is not None
+    _hold(conn, job.id, verdict.until, verdict.hold, paid=True)
     return False
+
+
+def _hold(
+    conn: sqlite3.Connection, job_id: str, until: float, hold: str | None, *, paid: bool
+) -> None:
+    """Hold a job until ``until``: queued, kept as a scheduled job is (``schema._HOLDS``)."""
+    conn.execute(
+        "UPDATE asyncq_jobs SET state = 'scheduled', scheduled_at = ?, held_until = ?, hold = ?,"
+        " rate_paid = ? WHERE id = ?",
+        (until, until, hold, int(paid), job_id),
+    )
 
 
 def _let_out(conn: sqlite3.Connection, slot: str) -> bool:

@@ -76,10 +76,12 @@ local function flush()
 end
 
 -- Take a job out of the index of its state (the caller writes its new state).
+-- A queued job may wait in 'delayed' instead, held until a time (see admit).
 local function unplace(id, st, prio)
   if st == 'queued' then
     redis.call('ZREM', R(prio), id)
     if redis.call('ZCARD', R(prio)) == 0 then redis.call('ZREM', K.prios, prio) end
+    redis.call('ZREM', K.delayed, id)
   elseif st == 'scheduled' or st == 'failed' then
     redis.call('ZREM', K.delayed, id)
   elseif st == 'active' then
@@ -258,16 +260,24 @@ local function cb_ended(b, id, outcome, kind, now)
   end
 end
 
+-- Hold a queued job until a time: it stays queued (field 'hu', the time, and
+-- 'ho', what holds it) but waits in 'delayed' as a scheduled job does, until
+-- promote() puts it back in its ready set. Its count does not move.
+local function hold_until(id, due, what, paid)
+  redis.call('HSET', J(id), 'sa', F(due), 'hu', F(due), 'ho', what)
+  if paid then redis.call('HSET', J(id), 'rp', '1') end
+  redis.call('ZADD', K.delayed, F(due), id)
+end
+
 -- _limits.admit for one queued job popped from its ready set: 'start', or it
--- is set aside ('held') or booked ahead and scheduled ('later'), attempts untouched.
+-- is set aside ('held') or held until its booked token or its circuit lets it
+-- start ('later'), attempts untouched.
 local function admit(id, lim, paid, prio, sa, now)
   local b = circuit_of(lim)
   if b then
     local wait_until = cb_admit(b, id, now)
     if wait_until then
-      redis.call('HSET', J(id), 'st', 'scheduled', 'sa', F(wait_until))
-      place(id, 'scheduled', prio, wait_until)
-      tally('queued', -1)
+      hold_until(id, wait_until, 'circuit:' .. b.name, false)
       return 'later'
     end
   end
@@ -295,19 +305,18 @@ local function admit(id, lim, paid, prio, sa, now)
     redis.call('SADD', K.limits, g.slot)
   end
   if not paid then
-    local wait = 0
+    local wait, slot = 0, nil
     for _, g in ipairs(gates) do
       if g.r then
         local tok = tokens_at(g, now)
-        if tok < 1 then wait = math.max(wait, (1 - tok) * g.per / g.r) end
+        if tok < 1 and (1 - tok) * g.per / g.r > wait then
+          wait, slot = (1 - tok) * g.per / g.r, g.slot
+        end
         redis.call('HSET', LIM(g.slot), 'tok', F(tok - 1), 'at', F(now))
       end
     end
     if wait > 0 then
-      local due = F(now + wait)
-      redis.call('HSET', J(id), 'st', 'scheduled', 'sa', due, 'rp', '1')
-      place(id, 'scheduled', prio, now + wait)
-      tally('queued', -1)
+      hold_until(id, now + wait, 'rate:' .. slot, true)
       return 'later'
     end
   end
@@ -522,12 +531,16 @@ local function promote(now)
   if #due == 0 then return end
   local ready, spoilt = {}, {}
   for _, id in ipairs(due) do
-    local h = redis.call('HMGET', J(id), 'st', 'p', 'sa', 'att')
+    local h = redis.call('HMGET', J(id), 'st', 'p', 'sa', 'att', 'hu')
     local st = h[1]
-    if st == 'scheduled' or st == 'failed' then
+    if st == 'scheduled' or st == 'failed' or (st == 'queued' and h[5]) then
       local sa = num(h[3])
       if sa and is_prio(h[2]) then
-        redis.call('HSET', J(id), 'st', 'queued')
+        if st == 'queued' then
+          redis.call('HDEL', J(id), 'hu', 'ho')  -- held until now (see admit)
+        else
+          redis.call('HSET', J(id), 'st', 'queued')
+        end
         tally(st, -1)
         tally('queued', 1)
         local list = ready[h[2]]
