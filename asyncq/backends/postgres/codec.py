@@ -91,8 +91,11 @@ def decode(row: Any) -> JobRecord:
         # held until a time (``admit_batch``): only a queued job is; another
         # kept the columns from before its claim
         held = row[4] == "queued" and row[34] is not None
-        return replace(
-            _record(row, errors, headers, timeout),
+        return _record(
+            row,
+            errors,
+            headers,
+            timeout,
             limits=() if row[30] is None else _gates.decode(row[30]),
             held_by=row[31],
             rate_paid=row[32],
@@ -103,7 +106,9 @@ def decode(row: Any) -> JobRecord:
     return _record(row, errors, headers, timeout)
 
 
-def _record(row: Any, errors: str, headers: str, timeout: float | None) -> JobRecord:
+def _record(
+    row: Any, errors: str, headers: str, timeout: float | None, **limited: Any
+) -> JobRecord:
     return JobRecord(
         id=row[0],
         name=row[1],
@@ -135,6 +140,7 @@ def _record(row: Any, errors: str, headers: str, timeout: float | None) -> JobRe
         parents=_ids(row[27]),
         children=_ids(row[28]),
         after_failure=row[29] or "dead",
+        **limited,
     )
 
 

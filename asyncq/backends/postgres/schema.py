@@ -928,7 +928,67 @@ DECLARE
     wait_slot text;
     tok float8;
     until float8;
+    -- per slot of the batch: its jobs, those to book a token, its numbers
+    f_slot text[]; f_name text[]; f_key text[]; f_n integer[]; f_unpaid integer[];
+    f_conc integer[]; f_rate float8[]; f_per float8[]; f_burst float8[]; f_one boolean[];
+    fits boolean;
 BEGIN
+    IF NOT EXISTS (SELECT FROM unnest(breakers) AS x(cb) WHERE x.cb IS NOT NULL) THEN
+        -- A batch its limits let through whole (room for all on every counter,
+        -- as when a limit never binds) is decided at once: each distinct set
+        -- of limits parsed once, each counter changed by its number of jobs.
+        SELECT array_agg(u.slot), array_agg(u.name), array_agg(u.key), array_agg(u.n),
+               array_agg(u.unpaid), array_agg(u.conc), array_agg(u.rate), array_agg(u.per),
+               array_agg(u.burst), array_agg(u.one)
+        INTO f_slot, f_name, f_key, f_n, f_unpaid, f_conc, f_rate, f_per, f_burst, f_one
+        FROM (SELECT g.slot, min(g.name) AS name, min(g.key) AS key, sum(d.n)::integer AS n,
+                     sum(d.unpaid)::integer AS unpaid, min(g.concurrency) AS conc,
+                     min(g.rate) AS rate, min(g.per) AS per, min(g.burst) AS burst,
+                     count(DISTINCT ROW(g.concurrency, g.rate, g.per, g.burst)) = 1 AS one
+              FROM (SELECT x.lim, count(*) AS n, count(*) FILTER (WHERE NOT x.paid) AS unpaid
+                    FROM unnest(gates, paid) AS x(lim, paid) WHERE x.lim IS NOT NULL
+                    GROUP BY x.lim) AS d
+              CROSS JOIN LATERAL {s}.gates_of(d.lim) AS g
+              GROUP BY g.slot ORDER BY g.slot) AS u;
+        IF f_slot IS NOT NULL AND (SELECT bool_and(o) FROM unnest(f_one) AS o) THEN
+            -- (a prune may delete an idle counter between the insert and the
+            -- lock: then the insert makes it again)
+            LOOP
+                INSERT INTO {s}.limits (slot, name, key, burst, tokens, refilled_at)
+                SELECT u.slot, u.name, u.key, u.burst, u.burst, t
+                FROM unnest(f_slot, f_name, f_key, f_burst) AS u(slot, name, key, burst)
+                ON CONFLICT DO NOTHING;
+                EXIT WHEN (SELECT count(*) FROM (
+                    SELECT FROM {s}.limits WHERE slot = ANY (f_slot) ORDER BY slot FOR UPDATE
+                ) AS l) = cardinality(f_slot);
+            END LOOP;
+            SELECT bool_and(
+                       (u.conc IS NULL OR l.running + u.n <= u.conc)
+                       AND (u.rate IS NULL OR u.unpaid = 0 OR least(u.burst,
+                            l.tokens + greatest(0, t - l.refilled_at) * u.rate / u.per)
+                            >= u.unpaid))
+            INTO fits
+            FROM {s}.limits AS l
+            JOIN unnest(f_slot, f_n, f_unpaid, f_conc, f_rate, f_per, f_burst)
+                AS u(slot, n, unpaid, conc, rate, per, burst) ON u.slot = l.slot;
+            IF fits THEN
+                UPDATE {s}.limits AS l SET
+                    running = l.running + CASE WHEN u.conc IS NULL THEN 0 ELSE u.n END,
+                    tokens = CASE WHEN u.rate IS NULL OR u.unpaid = 0 THEN l.tokens
+                                  ELSE least(u.burst, l.tokens
+                                       + greatest(0, t - l.refilled_at) * u.rate / u.per)
+                                       - u.unpaid END,
+                    refilled_at = CASE WHEN u.rate IS NULL OR u.unpaid = 0 THEN l.refilled_at
+                                       ELSE t END,
+                    concurrency = u.conc, rate = u.rate, per = u.per, burst = u.burst
+                FROM unnest(f_slot, f_n, f_unpaid, f_conc, f_rate, f_per, f_burst)
+                    AS u(slot, n, unpaid, conc, rate, per, burst)
+                WHERE l.slot = u.slot;
+                RETURN ids;
+            END IF;
+        END IF;
+    END IF;
+    -- Job by job, in claim order.
     SELECT array_agg(x.i ORDER BY x.i, g.ord), array_agg(g.slot ORDER BY x.i, g.ord),
            array_agg(g.name ORDER BY x.i, g.ord), array_agg(g.key ORDER BY x.i, g.ord),
            array_agg(g.concurrency ORDER BY x.i, g.ord), array_agg(g.rate ORDER BY x.i, g.ord),
@@ -951,15 +1011,19 @@ BEGIN
               ORDER BY name FOR UPDATE) AS cs;
     END IF;
     IF g_slot IS NOT NULL THEN
-        INSERT INTO {s}.limits (slot, name, key, burst, tokens, refilled_at)
-        SELECT DISTINCT ON (u.slot) u.slot, u.name, u.key, u.burst, u.burst, t
-        FROM unnest(g_slot, g_name, g_key, g_burst) AS u(slot, name, key, burst)
-        ORDER BY u.slot ON CONFLICT DO NOTHING;
-        SELECT array_agg(l.slot), array_agg(l.running), array_agg(l.tokens),
-               array_agg(l.refilled_at), array_agg(l.concurrency), array_agg(l.rate),
-               array_agg(l.per), array_agg(l.burst)
-        INTO c_slot, c_run, c_tok, c_at, c_conc, c_rate, c_per, c_burst
-        FROM (SELECT * FROM {s}.limits WHERE slot = ANY (g_slot) ORDER BY slot FOR UPDATE) AS l;
+        LOOP
+            INSERT INTO {s}.limits (slot, name, key, burst, tokens, refilled_at)
+            SELECT DISTINCT ON (u.slot) u.slot, u.name, u.key, u.burst, u.burst, t
+            FROM unnest(g_slot, g_name, g_key, g_burst) AS u(slot, name, key, burst)
+            ORDER BY u.slot ON CONFLICT DO NOTHING;
+            SELECT array_agg(l.slot), array_agg(l.running), array_agg(l.tokens),
+                   array_agg(l.refilled_at), array_agg(l.concurrency), array_agg(l.rate),
+                   array_agg(l.per), array_agg(l.burst)
+            INTO c_slot, c_run, c_tok, c_at, c_conc, c_rate, c_per, c_burst
+            FROM (SELECT * FROM {s}.limits WHERE slot = ANY (g_slot)
+                  ORDER BY slot FOR UPDATE) AS l;
+            EXIT WHEN cardinality(c_slot) = (SELECT count(DISTINCT u) FROM unnest(g_slot) AS u);
+        END LOOP;
     END IF;
     FOR i IN 1 .. cardinality(ids) LOOP
         -- this job's gates are g_*[lo .. hi]
@@ -1177,10 +1241,13 @@ BEGIN
             threshold = coalesce(n, threshold), within = coalesce(w, within), reset_after = r
         WHERE name = cname;
     END LOOP;
+    -- each distinct set of limits parsed once
     SELECT array_agg(f.slot ORDER BY f.slot), array_agg(f.n ORDER BY f.slot) INTO f_slot, f_n
-    FROM (SELECT g.slot, count(*)::integer AS n
-          FROM unnest(gates) AS x(lim) CROSS JOIN LATERAL {s}.gates_of(x.lim) AS g
-          WHERE x.lim IS NOT NULL AND g.concurrency IS NOT NULL
+    FROM (SELECT g.slot, sum(d.n)::integer AS n
+          FROM (SELECT x.lim, count(*) AS n FROM unnest(gates) AS x(lim)
+                WHERE x.lim IS NOT NULL GROUP BY x.lim) AS d
+          CROSS JOIN LATERAL {s}.gates_of(d.lim) AS g
+          WHERE g.concurrency IS NOT NULL
           GROUP BY g.slot) AS f;
     IF f_slot IS NULL THEN
         RETURN;
@@ -1188,6 +1255,11 @@ BEGIN
     PERFORM 1 FROM {s}.limits WHERE slot = ANY (f_slot) ORDER BY slot FOR UPDATE;
     UPDATE {s}.limits AS l SET running = greatest(l.running - u.n, 0)
     FROM unnest(f_slot, f_n) AS u(slot, n) WHERE l.slot = u.slot;
+    IF NOT EXISTS (
+        SELECT FROM {s}.jobs AS x WHERE x.held_by = ANY (f_slot) AND x.state = 'queued'
+    ) THEN
+        RETURN;  -- none set aside (an UPDATE of no row would still run the statement triggers)
+    END IF;
     WITH out AS (
         UPDATE {s}.jobs AS j SET held_by = NULL
         WHERE j.id IN (
