@@ -52,6 +52,7 @@ __all__ = [
     "circuit_ended",
     "forced",
     "fresh_state",
+    "idle",
     "rate_hold",
     "released",
 ]
@@ -149,6 +150,21 @@ def rate_hold(slot: str) -> str:
 def circuit_hold(name: str) -> str:
     """``JobRecord.hold`` of a job held until circuit ``name`` lets it start."""
     return f"circuit:{name}"
+
+
+def idle(state: LimitState, now: float) -> bool:
+    """Whether a keyed counter may go: no job of it running, its bucket full at ``now``.
+
+    It is then what a fresh counter (``fresh_state``) would be, so a store may
+    forget it (``prune``; Redis lets its key expire) and make it again for the
+    next job of that key: the counters of keys seen once do not pile up. A
+    counter with no key stays, for ``asyncq limits`` to show.
+    """
+    return (
+        state.key is not None
+        and state.running <= 0
+        and (state.rate is None or available(state, now) >= state.burst)
+    )
 
 
 def released(state: LimitState) -> LimitState:

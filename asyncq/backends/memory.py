@@ -77,6 +77,7 @@ from ._limits import (
     circuit_ended,
     circuit_hold,
     forced,
+    idle,
 )
 from ._limits import released as slot_released
 from ._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
@@ -696,7 +697,21 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         for job in capped:
             self._delete(job)
         self._log.prune(now, self._retention)
+        for slot, state in list(self._limits.items()):
+            if idle(state, now) and not self._set_aside(slot):
+                del self._limits[slot]
+                self._aside.pop(slot, None)
         return len(doomed) + len(capped)
+
+    def _set_aside(self, slot: str) -> bool:
+        """Whether a queued job is set aside on ``slot`` (its heap may hold stale entries)."""
+        return any(
+            (job := self._jobs.get(job_id)) is not None
+            and self._seq.get(job_id) == seq
+            and job.state is JobState.QUEUED
+            and job.held_by == slot
+            for _, _, job_id, seq in self._aside.get(slot, ())
+        )
 
     def _children_wait(self, job: JobRecord) -> bool:
         """Whether a child of ``job`` still waits: ``prune`` keeps a parent until none does."""

@@ -62,6 +62,30 @@ async def test_concurrency_holds_jobs_back_while_others_flow(backend: Backend) -
         assert await claim(backend) == []
 
 
+async def test_a_batch_of_ends_lets_as_many_jobs_in(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([limited(conc(3)) for _ in range(8)])
+        leases = await claim(backend)
+        assert len(leases) == 3
+        assert await backend.settle([r.completed(lease) for lease in leases[:2]]) == [True] * 2
+        assert len(await claim(backend)) == 2
+        (state,) = await backend.limit_states()
+        assert (state.running, state.held) == (3, 3)
+
+
+async def test_a_claim_applies_each_jobs_numbers_in_claim_order(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        # the limit's numbers changed between enqueues: each job brings its own
+        older = [limited(conc(1), priority=1) for _ in range(2)]
+        newer = [limited(conc(3)) for _ in range(3)]
+        await backend.enqueue([*older, *newer])
+        got = {lease.job.id for lease in await claim(backend)}
+        # the first older one starts (1 of 1), the second waits; then 3 at most run
+        assert got == {older[0].id, newer[0].id, newer[1].id}
+        (state,) = await backend.limit_states()
+        assert (state.running, state.concurrency, state.held) == (3, 3, 2)
+
+
 async def test_every_way_out_of_active_frees_the_slot(backend: Backend) -> None:
     with anyio.fail_after(BOUND):
         jobs = [limited(conc(1)) for _ in range(5)]
@@ -220,6 +244,30 @@ async def test_rate_limit_measured_over_a_short_window(backend: Backend) -> None
             await backend.wait_for_work([r.QUEUE], 0.05)
         # 1 at once, then 20 a second: about 31 in 1.5 s
         assert 25 <= len(started) <= 33
+
+
+async def test_prune_forgets_the_counters_of_keys_gone_idle(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        done, busy, waits = limited(conc(1, "a")), limited(conc(1, "b")), limited(conc(1, "b"))
+        unkeyed = limited(conc(5))
+        rated = limited(Gate(name="api", key="x", rate=20.0))
+        await backend.enqueue([done, busy, waits, unkeyed, rated])
+        leases = {lease.job.id: lease for lease in await claim(backend)}
+        assert set(leases) == {done.id, busy.id, unkeyed.id, rated.id}
+        ends = [r.completed(leases[job.id]) for job in (done, unkeyed, rated)]
+        assert await backend.settle(ends) == [True] * 3
+        await anyio.sleep(0.1)  # the rate's bucket is full again (a token each 0.05 s)
+        await backend.prune()
+        states = {state.slot: state for state in await backend.limit_states()}
+        # idle and full: gone; running or with a job set aside: kept; unkeyed: kept
+        assert set(states) == {"tenant[b]", "smtp"}
+        assert (states["tenant[b]"].running, states["tenant[b]"].held) == (1, 1)
+        # the next job of a forgotten key makes its counter again, fresh
+        again = limited(conc(1, "a"))
+        await backend.enqueue([again])
+        assert [lease.job.id for lease in await claim(backend)] == [again.id]
+        states = {state.slot: state for state in await backend.limit_states()}
+        assert states["tenant[a]"].running == 1
 
 
 # -- circuit breakers -------------------------------------------------------------------

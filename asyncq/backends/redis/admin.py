@@ -39,6 +39,7 @@ from .scripts import (
     LimitStates,
     List,
     Prune,
+    PruneLimits,
     Purge,
     Remove,
     RetryDead,
@@ -144,6 +145,12 @@ class _Operations(OperatorVerbs):
                 q: (page.skip, page.now) for q, page in zip(going, pruned, strict=True) if page.more
             }
         await self._prune_events(queues)
+        # the slots of keyed counters that expired as idle, each queue's set walked once
+        cursors: dict[str, bytes | str] = dict.fromkeys(queues, "0")
+        while cursors:
+            calls = [PruneLimits.call(self._prefix(q), c, _PRUNE_BATCH) for q, c in cursors.items()]
+            pages = [PruneLimits.reply(reply) for reply in await self._many(calls)]
+            cursors = {q: c for q, c in zip(cursors, pages, strict=True) if c is not None}
         return total
 
     @mapped

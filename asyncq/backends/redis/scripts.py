@@ -29,7 +29,8 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P paused``         string, exists while the queue is paused
 ``P l:<slot>``       hash, a limit counter of the queue (flow control, see the prelude)
 ``P h:<slot>``       zset, queued jobs set aside on a limit slot, by ``scheduled_at``
-``P limits``         set, the limit slots the queue has counters for
+``P limits``         set, the limit slots the queue has counters for (a keyed
+                     counter's key expires once idle; ``prune`` forgets its slot)
 ``P cb:<name>``      hash, a circuit breaker's state in the queue (see the prelude)
 ``P circuits``       set, the circuits the queue has state for
 ``P ev``             stream, the queue's job events (``HasEvents``), one entry per
@@ -151,6 +152,7 @@ __all__ = [
     "RetryDead",
     "Prune",
     "PruneEvents",
+    "PruneLimits",
     "Pruned",
     "Purge",
     "Remove",
@@ -620,6 +622,20 @@ class Prune(_Script, name="prune"):
     def reply(raw: Any) -> Pruned:
         now, skip, more, *ids = raw
         return Pruned(ids, now.decode(), int(skip), bool(more))
+
+
+class PruneLimits(_Script, name="prune_limits"):
+    """Forget the slots of one queue whose keyed counter expired as idle, a page at a time."""
+
+    @staticmethod
+    def call(prefix: str, cursor: bytes | str, count: int) -> Call:
+        return ("prune_limits", [prefix], [cursor, count])
+
+    @staticmethod
+    def reply(raw: Any) -> bytes | None:
+        """The cursor to go on from, ``None`` once the set was walked through."""
+        cursor, _ = raw
+        return None if cursor in (b"0", "0") else bytes(cursor)
 
 
 class PruneEvents(_Script, name="prune_events"):

@@ -23,6 +23,7 @@ from .._limits import (
     circuit_ended,
     circuit_hold,
     forced,
+    idle,
     released,
 )
 from .poison import fetch
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "admit_job",
+    "prune_idle",
     "circuit_states",
     "ended",
     "free_gates",
@@ -217,3 +219,33 @@ def states(conn: sqlite3.Connection, now: float) -> list[LimitState]:
     return [
         msgspec.structs.replace(_state.decode(blob), held=held.get(slot, 0)) for slot, blob in rows
     ]
+
+
+def prune_idle(
+    conn: sqlite3.Connection, now: float, after: str, batch: int
+) -> tuple[int, str | None]:
+    """Delete the idle keyed counters (``_limits.idle``) among the ``batch`` after slot ``after``.
+
+    Returns how many went, and the slot to go on after (``None``: the last
+    was read). A counter a queued job is set aside on stays.
+    """
+    rows = conn.execute(
+        "SELECT slot, state FROM asyncq_limits WHERE slot > ? ORDER BY slot LIMIT ?",
+        (after, batch),
+    ).fetchall()
+    doomed = []
+    for slot, blob in rows:
+        try:
+            state = _state.decode(blob)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # written by hand: left to its writer
+        if idle(state, now):
+            doomed.append((slot,))
+    deleted = 0
+    if doomed:
+        deleted = conn.executemany(
+            "DELETE FROM asyncq_limits WHERE slot = ? AND NOT EXISTS ("
+            " SELECT 1 FROM asyncq_jobs WHERE held_by = asyncq_limits.slot AND state = 'queued')",
+            doomed,
+        ).rowcount
+    return deleted, (rows[-1][0] if len(rows) >= batch else None)

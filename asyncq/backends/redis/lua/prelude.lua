@@ -155,6 +155,27 @@ local function tokens_at(g, now)
   return math.min(g.b, tok + math.max(0, now - (at or now)) * g.r / g.per)
 end
 
+-- A keyed counter no job uses (_limits.idle: none running, none set aside)
+-- may go once its bucket is full again, as a fresh one is: prune deletes it
+-- (prune_limits.lua), and its key expires IDLE_KEEP seconds after that time
+-- should no prune come; the next claim of that key makes it again. A job
+-- that runs keeps it. Unkeyed counters stay.
+local IDLE_KEEP = 60
+local function idle_since(g, h, now)
+  local tok, at = tonumber(h[2]), tonumber(h[3])
+  if g.r and tok and at and tok < g.b then return at + (g.b - tok) * g.per / g.r end
+  return now
+end
+local function expire_idle(g, now)
+  if not g.key or g.key == '' then return end
+  local h = redis.call('HMGET', LIM(g.slot), 'run', 'tok', 'at')
+  if (tonumber(h[1]) or 0) > 0 or redis.call('EXISTS', HELD(g.slot)) == 1 then
+    redis.call('PERSIST', LIM(g.slot))
+  else
+    redis.call('PEXPIREAT', LIM(g.slot), math.ceil((idle_since(g, h, now) + IDLE_KEEP) * 1000))
+  end
+end
+
 -- Put the first live job set aside on slot back in the claim order; whether one was.
 local function let_out(slot)
   while true do
@@ -317,24 +338,27 @@ local function admit(id, lim, paid, prio, sa, now)
     end
     if wait > 0 then
       hold_until(id, now + wait, 'rate:' .. slot, true)
+      for _, g in ipairs(gates) do expire_idle(g, now) end
       return 'later'
     end
   end
   for _, g in ipairs(gates) do
     if g.c then redis.call('HINCRBY', LIM(g.slot), 'run', 1) end
+    expire_idle(g, now)
   end
   redis.call('HDEL', J(id), 'hb', 'rp')
   return 'start'
 end
 
 -- A job with limits lim left active: free its slots, let one job out of each.
-local function free_slots(lim)
+local function free_slots(lim, now)
   for _, g in ipairs(gates_of(lim)) do
     if g.c then
       if redis.call('HINCRBY', LIM(g.slot), 'run', -1) < 0 then
         redis.call('HSET', LIM(g.slot), 'run', 0)
       end
       let_out(g.slot)
+      expire_idle(g, now)
     end
   end
 end
@@ -344,7 +368,7 @@ end
 local function ended(lim, id, outcome, err, now)
   local b = circuit_of(lim)
   if b then cb_ended(b, id, outcome, string.match(err or '', '"kind":"([%w_]+)"'), now) end
-  free_slots(lim)
+  free_slots(lim, now)
 end
 
 local function expired(st, fin, ttl, now)
