@@ -451,7 +451,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         verdict = admit(job.limits, self._limits, now, paid=job.rate_paid)
         self._limits.update(verdict.states)
         if verdict.start:
-            return replace(job, held_by=None, rate_paid=False, held_until=None, hold=None)
+            return replace(job, held_by=None, rate_paid=False)
         if verdict.held_by is not None:
             self._jobs[job.id] = replace(job, held_by=verdict.held_by)
             heapq.heappush(

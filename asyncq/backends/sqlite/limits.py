@@ -3,9 +3,10 @@
 The counters are rows of ``asyncq_limits`` (a ``LimitState`` as MessagePack
 per slot); a job set aside keeps state ``queued`` with ``held_by`` naming its
 slot, which the ready index leaves out; a job held until a time is kept as a
-scheduled job, with ``held_until`` (``schema._HOLDS``). Like the rest of ``sql``, every
-function here runs under the write lock its caller took, so a read of a
-counter and its update are one atomic step with the claim or the settle.
+scheduled job, with ``held_until`` (``schema._HOLDS``). Like the rest of
+``sql``, every function here runs under the write lock its caller took, so a
+read of a counter and its update are one atomic step with the claim or the
+settle.
 """
 
 from __future__ import annotations
@@ -33,11 +34,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "admit_job",
-    "prune_idle",
     "circuit_states",
     "ended",
     "free_gates",
     "job_ended",
+    "prune_idle",
     "set_circuit",
     "states",
 ]

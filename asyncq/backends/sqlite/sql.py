@@ -401,7 +401,7 @@ def claim(
                     if not limits.admit_job(conn, now, job):
                         stopped += 1
                         continue
-                    job = replace(job, held_by=None, rate_paid=False, held_until=None, hold=None)
+                    job = replace(job, held_by=None, rate_paid=False)
                 active = claimed(job, now, worker, expires)
                 batch.append(Lease(job=active, token=os.urandom(16).hex(), expires_at=expires))
             conn.executemany(
