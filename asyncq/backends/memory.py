@@ -378,7 +378,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             job = replace(job, cancel_requested=True)
         else:
             now = self._clock()
-            job = replace(job, state=JobState.CANCELLED, finished_at=now)
+            # a hold ends with the job (as every store reads it: queued jobs only)
+            job = replace(
+                job, state=JobState.CANCELLED, finished_at=now, held_until=None, hold=None
+            )
             if self.events:
                 self._log.add_one(job_event(job, EventKind.CANCELLED, now, by="operator"))
         self._store(job)

@@ -225,6 +225,9 @@ async def test_a_job_held_by_an_open_circuit_stays_queued(backend: Backend) -> N
         cancelled = await backend.cancel(second.id)
         assert cancelled is not None
         assert cancelled.state is JobState.CANCELLED
+        ended = await backend.get(second.id)
+        assert ended is not None
+        assert (ended.held_until, ended.hold) == (None, None)
         (stats,) = await backend.stats([r.QUEUE])
         assert stats.counts[JobState.QUEUED] == 1
 
