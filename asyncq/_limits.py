@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ._options import MAX_KEY_LENGTH, name_problem
-from ._records import Breaker, Gate
+from ._records import Breaker, Gate, JobRecord, JobState
 from .exceptions import ConfigurationError, ValidationError
 
-__all__ = ["Circuit", "Limit"]
+__all__ = ["Circuit", "Limit", "why_held"]
 
 
 class Limit:
@@ -156,3 +156,23 @@ class Circuit:
     def breaker(self) -> Breaker:
         """The breaker stored with each job behind this circuit."""
         return Breaker(self.name, self.failures, self.within, self.reset_after)
+
+
+def why_held(job: JobRecord) -> str | None:
+    """What holds a queued job back, in words for operators; ``None`` when nothing does.
+
+    ``held_until`` says until when for a rate limit or a circuit; a job set
+    aside on a full limit waits for one of that limit's running jobs to end.
+    """
+    if job.state is not JobState.QUEUED:
+        return None
+    if job.held_by is not None:
+        return f"limit {job.held_by} is full: it starts when one of its running jobs ends"
+    if job.held_until is None:
+        return None
+    kind, _, name = (job.hold or "").partition(":")
+    if kind == "rate":
+        return f"rate limit {name}: it starts at the time it booked"
+    if kind == "circuit":
+        return f"circuit {name} is open: it starts when the circuit lets it"
+    return "its limits: it starts at the time they set"

@@ -46,7 +46,10 @@ class JobState(enum.StrEnum):
     ``scheduled``
         waits for its ``scheduled_at`` time (``delay=``/``at=``), then is ready.
     ``queued``
-        ready to be claimed.
+        ready to be claimed; or held back by its limits or its circuit, without
+        using an attempt: set aside until a running job of a full limit ends
+        (``held_by``), or until a rate limit's booked token or an open circuit
+        lets it start (``held_until``, ``hold``).
     ``active``
         claimed by a worker that holds its lease.
     ``failed``
@@ -264,6 +267,12 @@ class JobRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     rate_paid: bool = False
     #: the circuit breaker it runs behind (``@app.job(circuit=...)``)
     circuit: Breaker | None = None
+    #: a queued job a rate limit or its circuit holds back is not claimed before
+    #: then (its ``scheduled_at`` is the same time); ``None`` otherwise
+    held_until: float | None = None
+    #: what holds it back until ``held_until``: ``rate:<counter>`` (the rate
+    #: limit whose token it booked, ``rate:smtp``) or ``circuit:<name>``
+    hold: str | None = None
 
     @property
     def last_error(self) -> ErrorInfo | None:

@@ -84,3 +84,38 @@ async def test_an_operator_opens_and_closes_a_circuit(lent: Backend) -> None:
     assert "open" in shown.stdout
     assert closed.exit_code == 0, closed.output
     assert {c["state"] for c in json.loads(closed.stdout)} == {"closed"}
+
+
+async def test_held_jobs_are_queued_and_say_why(lent: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        rated = [replace(job(), limits=(Gate(name="api", rate=0.5, per=1.0),)) for _ in range(2)]
+        keyed = [
+            replace(job(), limits=(Gate(name="tenant", key="acme", concurrency=1),))
+            for _ in range(2)
+        ]
+        await lent.enqueue([*rated, *keyed])
+        started = {
+            lease.job.id for lease in await lent.claim([QUEUE], 10, worker="w", lease_for=60)
+        }
+        assert len(started) == 2
+        (by_rate,) = [j.id for j in rated if j.id not in started]
+        (by_limit,) = [j.id for j in keyed if j.id not in started]
+        shown = await asyncq("job", APP, by_rate)
+        shown_json = await asyncq("job", APP, by_rate, "--json")
+        aside = await asyncq("job", APP, by_limit)
+        queued = await asyncq("jobs", APP, "--state", "queued", "--json")
+        scheduled = await asyncq("jobs", APP, "--state", "scheduled", "--json")
+        status = await asyncq("status", APP, "--json")
+    assert shown.exit_code == 0, shown.output
+    head = shown.stdout.split("\npayload\n")[0].splitlines()[1:]
+    fields = dict(line.strip().split(None, 1) for line in head)
+    assert fields["state"] == "queued"
+    assert fields["held"].startswith("rate limit api: it starts at the time it booked (held until")
+    found = json.loads(shown_json.stdout)
+    assert (found["state"], found["hold"], found["held_by"]) == ("queued", "rate:api", None)
+    assert found["held_until"] == found["scheduled_at"]
+    assert "  held       limit tenant[acme] is full: it starts when one" in aside.stdout
+    assert {by_rate, by_limit} <= {j["id"] for j in json.loads(queued.stdout)}
+    assert json.loads(scheduled.stdout) == []
+    (counts,) = [q["counts"] for q in json.loads(status.stdout)["queues"] if q["queue"] == QUEUE]
+    assert (counts["queued"], counts["scheduled"], counts["active"]) == (2, 0, 2)

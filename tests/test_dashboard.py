@@ -579,3 +579,24 @@ async def test_a_job_with_parents_and_children_links_to_them(
     assert "<h2>Dependencies</h2>" in html
     assert 'href="/jobs/p-2"' in html
     assert 'href="/jobs/c-1"' in html
+
+
+async def test_a_held_job_says_what_holds_it(app: App) -> None:
+    api = app.limit("api", rate=0.5)
+
+    async def rated(payload: dict[str, Any]) -> None:
+        return None
+
+    handler = app.job(schema=dict, name="shop.rated", queue="orders", limits=[api])(rated)
+    first, second = await handler.enqueue_many([{"n": 1}, {"n": 2}])
+    backend = await app.backend_opened()
+    (lease,) = await backend.claim(["orders"], 10, worker="w", lease_for=60)
+    held = second.id if lease.job.id == first.id else first.id
+    async with client(dashboard(app)) as http:
+        html = (await http.get(f"/jobs/{held}")).text
+        overview = (await http.get("/")).text
+    assert '<span class="big-badge"><span class="badge state-queued">queued</span>' in html
+    assert "<dt>Held</dt><dd data-held>rate limit api: it starts at the time it booked" in html
+    assert "<dt>Due</dt>" in html
+    row = overview[overview.index('data-queue="orders"') :]
+    assert '<span class="n" data-state="queued">1</span>' in row

@@ -199,7 +199,8 @@ async def test_circuit_open_raised_opens_at_once_with_its_own_kind(backend: Back
         assert info.attempts == 1
         # its retry is due, but its circuit is open: no claim takes it
         assert await backend.claim(["default"], 5, worker="w", lease_for=5) == []
-        assert (await first.info()).state is JobState.SCHEDULED
+        held = await first.info()
+        assert (held.state, held.hold) == (JobState.QUEUED, "circuit:payments-api")
         assert (await first.info()).attempts == 1
         (state,) = [c for c in await app.admin.circuits() if c.name == "payments-api"]
         assert state.state == "open"

@@ -1,6 +1,6 @@
 """The flow-control rule every store applies when it claims a job that has limits.
 
-A x are checked at claim, against one counter
+A job's limits are checked at claim, against one counter
 per slot (``LimitState``), in the same atomic step as the claim:
 
 - **concurrency**: ``running`` counts the slot's jobs that are ``active``. A
@@ -11,12 +11,15 @@ per slot (``LimitState``), in the same atomic step as the claim:
   set aside on the slot (claim order) goes back to the claim order.
 - **rate**: a token bucket of ``burst`` tokens refilled at ``rate / per``
   tokens a second. A start takes a token. A job that finds the bucket short
-  books the next token ahead (the bucket goes below zero) and is scheduled for
-  the moment it is due (``state`` back to ``scheduled``, ``rate_paid`` set), so
-  a backlog is spread over time once, not looked at again per claim.
+  books the next token ahead (the bucket goes below zero) and is held until
+  the moment it is due (``held_until``, ``hold`` naming the counter,
+  ``rate_paid`` set; ``scheduled_at`` the same time), so a backlog is spread
+  over time once, not looked at again per claim. It stays ``queued``: each
+  store keeps it out of the claim order until then as it keeps a scheduled
+  job (a due time), and reports it queued.
 
 - **circuit**: a ``CircuitState`` per circuit. Closed, jobs start. Open, a
-  job waits (scheduled) until ``opened_at + reset_after``; the first claimed
+  job is held (queued, ``held_until``) until ``opened_at + reset_after``; the first claimed
   after that runs alone as the probe (half open) while the others wait one
   ``reset_after`` more. When a job with a circuit leaves ``active``
   (``circuit_ended``), its outcome counts: a failure (not a ``Retry`` asked
@@ -45,9 +48,12 @@ __all__ = [
     "admit",
     "available",
     "circuit_admit",
+    "circuit_hold",
     "circuit_ended",
     "forced",
     "fresh_state",
+    "idle",
+    "rate_hold",
     "released",
 ]
 
@@ -82,7 +88,8 @@ class Verdict(msgspec.Struct, frozen=True):
     """What ``admit`` decided for one job.
 
     ``start``: claim it. Otherwise ``held_by`` (a full concurrency slot: set
-    it aside) or ``until`` (its rate token is booked for then: schedule it).
+    it aside) or ``until`` (its rate token is booked for then: hold it until
+    then, ``hold`` naming the counter that waits longest).
     ``states`` are the counters to write back, changed or not.
     """
 
@@ -90,6 +97,7 @@ class Verdict(msgspec.Struct, frozen=True):
     states: dict[str, LimitState]
     held_by: str | None = None
     until: float | None = None
+    hold: str | None = None
 
 
 def admit(
@@ -123,13 +131,40 @@ def admit(
         if short:
             # The start is booked on every rate of the job (at the latest of
             # their due times), so one booking is enough however many it has.
-            wait = max((1.0 - tokens[g.slot]) * g.per / (g.rate or 1.0) for g in short)
-            return Verdict(start=False, states=new, until=now + wait)
+            wait, slot = max(
+                ((1.0 - tokens[g.slot]) * g.per / (g.rate or 1.0), g.slot) for g in short
+            )
+            return Verdict(start=False, states=new, until=now + wait, hold=rate_hold(slot))
     for gate in gates:
         if gate.concurrency is not None:
             state = new[gate.slot]
             new[gate.slot] = replace(state, running=state.running + 1)
     return Verdict(start=True, states=new)
+
+
+def rate_hold(slot: str) -> str:
+    """``JobRecord.hold`` of a job held until the token it booked on counter ``slot``."""
+    return f"rate:{slot}"
+
+
+def circuit_hold(name: str) -> str:
+    """``JobRecord.hold`` of a job held until circuit ``name`` lets it start."""
+    return f"circuit:{name}"
+
+
+def idle(state: LimitState, now: float) -> bool:
+    """Whether a keyed counter may go: no job of it running, its bucket full at ``now``.
+
+    It is then what a fresh counter (``fresh_state``) would be, so a store may
+    forget it (``prune``; Redis lets its key expire) and make it again for the
+    next job of that key: the counters of keys seen once do not pile up. A
+    counter with no key stays, for ``asyncq limits`` to show.
+    """
+    return (
+        state.key is not None
+        and state.running <= 0
+        and (state.rate is None or available(state, now) >= state.burst)
+    )
 
 
 def released(state: LimitState) -> LimitState:
@@ -157,7 +192,7 @@ def circuit_admit(
     state: CircuitState | None, breaker: Breaker, job_id: str, now: float
 ) -> tuple[CircuitState, float | None]:
     """The circuit after a claim looked at job ``job_id``, and ``None`` (it may start)
-    or the time it waits until (scheduled, no attempt used)."""
+    or the time it is held until (queued, no attempt used)."""
     st = _defined(state, breaker)
     if st.state == CLOSED:
         return st, None

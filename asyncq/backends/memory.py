@@ -78,7 +78,9 @@ from ._limits import (
     admit,
     circuit_admit,
     circuit_ended,
+    circuit_hold,
     forced,
+    idle,
 )
 from ._limits import released as slot_released
 from ._verbs import ClaimQuery, DeadQuery, JobQuery, OperatorVerbs, PurgeQuery, SettlesAndClaims
@@ -223,7 +225,8 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         self._jobs[job.id] = job
         if job.state in (JobState.QUEUED, JobState.SCHEDULED, JobState.FAILED):
             seq = self._seq[job.id] = next(self._seqs)
-            if job.state is JobState.QUEUED:
+            # A queued job its limits hold until a time waits with the scheduled ones.
+            if job.state is JobState.QUEUED and job.held_until is None:
                 heapq.heappush(
                     self._ready[job.queue], (-job.priority, job.scheduled_at, job.id, seq)
                 )
@@ -265,12 +268,12 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             job = self._jobs.get(job_id)
             # A job cancelled while it waited keeps its entry current (cancelling
             # does not bump the sequence), so the state decides, not only the seq.
-            if (
-                job is not None
-                and self._seq.get(job_id) == seq
-                and job.state in (JobState.SCHEDULED, JobState.FAILED)
-            ):
+            if job is None or self._seq.get(job_id) != seq:
+                continue
+            if job.state in (JobState.SCHEDULED, JobState.FAILED):
                 self._store(replace(job, state=JobState.QUEUED))
+            elif job.state is JobState.QUEUED and job.held_until is not None:
+                self._store(replace(job, held_until=None, hold=None))
 
     def _held(self, job_id: str, token: str) -> JobRecord | None:
         job = self._jobs.get(job_id)
@@ -388,7 +391,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             job = replace(job, cancel_requested=True)
         else:
             now = self._clock()
-            job = replace(job, state=JobState.CANCELLED, finished_at=now)
+            # a hold ends with the job (as every store reads it: queued jobs only)
+            job = replace(
+                job, state=JobState.CANCELLED, finished_at=now, held_until=None, hold=None
+            )
             if self.events:
                 self._log.add_one(job_event(job, EventKind.CANCELLED, now, by=by))
         self._store(job)
@@ -457,7 +463,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
             circuit, until = circuit_admit(self._circuits.get(name), job.circuit, job.id, now)
             self._circuits[name] = circuit
             if until is not None:
-                self._store(replace(job, state=JobState.SCHEDULED, scheduled_at=until))
+                self._hold(job, until, circuit_hold(name))
                 return None
             if not job.limits:
                 return job
@@ -482,10 +488,12 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                     self._let_out(gate.slot)
         else:
             assert verdict.until is not None
-            self._store(
-                replace(job, state=JobState.SCHEDULED, scheduled_at=verdict.until, rate_paid=True)
-            )
+            self._hold(replace(job, rate_paid=True), verdict.until, verdict.hold)
         return None
+
+    def _hold(self, job: JobRecord, until: float, hold: str | None) -> None:
+        """Keep ``job`` queued but out of the claim order until ``until`` (``_limits``)."""
+        self._store(replace(job, scheduled_at=until, held_until=until, hold=hold))
 
     def _let_out(self, slot: str) -> None:
         """Put the first live job set aside on ``slot`` back in the claim order."""
@@ -720,7 +728,21 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         for job in capped:
             self._delete(job)
         self._log.prune(now, self._retention)
+        for slot, state in list(self._limits.items()):
+            if idle(state, now) and not self._set_aside(slot):
+                del self._limits[slot]
+                self._aside.pop(slot, None)
         return len(doomed) + len(capped)
+
+    def _set_aside(self, slot: str) -> bool:
+        """Whether a queued job is set aside on ``slot`` (its heap may hold stale entries)."""
+        return any(
+            (job := self._jobs.get(job_id)) is not None
+            and self._seq.get(job_id) == seq
+            and job.state is JobState.QUEUED
+            and job.held_by == slot
+            for _, _, job_id, seq in self._aside.get(slot, ())
+        )
 
     def _children_wait(self, job: JobRecord) -> bool:
         """Whether a child of ``job`` still waits: ``prune`` keeps a parent until none does."""
@@ -744,7 +766,10 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
                 oldest = min(
                     job.scheduled_at
                     for job in self._jobs.values()
-                    if job.queue == queue and job.state is JobState.QUEUED
+                    if job.queue == queue
+                    and job.state is JobState.QUEUED
+                    and job.held_by is None
+                    and job.held_until is None
                 )
             out.append(
                 QueueStats(

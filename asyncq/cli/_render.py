@@ -18,6 +18,7 @@ import msgspec
 
 from .._annotations import meta_text
 from .._codec import decode_any
+from .._limits import why_held
 from .._records import CircuitState, JobRecord, JobState, LimitState
 from ..admin import Status
 
@@ -258,6 +259,10 @@ def _job_dict(job: JobRecord, *, full: bool) -> dict[str, Any]:
             parents=list(job.parents),
             children=list(job.children),
             after_failure=job.after_failure,
+            held_by=job.held_by,
+            held_until=iso(job.held_until),
+            hold=job.hold,
+            held=why_held(job),
         )
     return out
 
@@ -359,6 +364,10 @@ def _job_text(job: JobRecord) -> str:
     if job.meta:
         shown = sorted(job.meta.items())  # stores keep or sort keys as they like
         fields.append(("meta", ", ".join(f"{k}={meta_text(v)}" for k, v in shown)))
+    held = why_held(job)
+    if held is not None:
+        until = "" if job.held_until is None else f" (held until {utc(job.held_until)} UTC)"
+        fields.append(("held", held + until))
     if job.state is JobState.ACTIVE:
         fields.append(("worker", job.worker or "-"))
         fields.append(("lease until", utc(job.lease_expires_at) + " UTC"))

@@ -18,6 +18,7 @@ from markupsafe import Markup, escape
 
 from .._codec import decode_any
 from .._events import JobEvent
+from .._limits import why_held
 from .._records import JobState, WorkerInfo
 
 #: What a page shows for no value.
@@ -175,6 +176,7 @@ def environment() -> jinja2.Environment:
     )
     env.globals["STATES"] = STATES
     env.globals["event_parts"] = event_parts
+    env.globals["why_held"] = why_held
     return env
 
 

@@ -62,6 +62,30 @@ async def test_concurrency_holds_jobs_back_while_others_flow(backend: Backend) -
         assert await claim(backend) == []
 
 
+async def test_a_batch_of_ends_lets_as_many_jobs_in(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([limited(conc(3)) for _ in range(8)])
+        leases = await claim(backend)
+        assert len(leases) == 3
+        assert await backend.settle([r.completed(lease) for lease in leases[:2]]) == [True] * 2
+        assert len(await claim(backend)) == 2
+        (state,) = await backend.limit_states()
+        assert (state.running, state.held) == (3, 3)
+
+
+async def test_a_claim_applies_each_jobs_numbers_in_claim_order(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        # the limit's numbers changed between enqueues: each job brings its own
+        older = [limited(conc(1), priority=1) for _ in range(2)]
+        newer = [limited(conc(3)) for _ in range(3)]
+        await backend.enqueue([*older, *newer])
+        got = {lease.job.id for lease in await claim(backend)}
+        # the first older one starts (1 of 1), the second waits; then 3 at most run
+        assert got == {older[0].id, newer[0].id, newer[1].id}
+        (state,) = await backend.limit_states()
+        assert (state.running, state.concurrency, state.held) == (3, 3, 2)
+
+
 async def test_every_way_out_of_active_frees_the_slot(backend: Backend) -> None:
     with anyio.fail_after(BOUND):
         jobs = [limited(conc(1)) for _ in range(5)]
@@ -137,6 +161,77 @@ async def test_rate_limit_books_starts_ahead(backend: Backend) -> None:
             assert after - before == pytest.approx(0.1, abs=0.02)
 
 
+async def held_everywhere(backend: Backend, held: list[str]) -> None:
+    """The jobs ``held`` read as queued wherever a store shows a state, never as scheduled."""
+    for job_id in held:
+        job = await backend.get(job_id)
+        assert job is not None
+        assert job.state is JobState.QUEUED, job
+    queued = {j.id for j in await backend.list_jobs(state=JobState.QUEUED, queue=r.QUEUE)}
+    assert set(held) <= queued
+    scheduled = await backend.list_jobs(state=JobState.SCHEDULED, queue=r.QUEUE)
+    assert not set(held) & {j.id for j in scheduled}
+    (stats,) = await backend.stats([r.QUEUE])
+    assert stats.counts[JobState.QUEUED] >= len(held)
+    assert stats.counts[JobState.SCHEDULED] == len(scheduled)
+
+
+async def test_a_job_held_by_a_rate_stays_queued_and_says_until_when(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        gate = Gate(name="api", rate=2.0, per=1.0)
+        jobs = [limited(gate) for _ in range(3)]
+        await backend.enqueue(jobs)
+        before = time.time()
+        (lease,) = await claim(backend)
+        rest = [j.id for j in jobs if j.id != lease.job.id]
+        await held_everywhere(backend, rest)
+        (stats,) = await backend.stats([r.QUEUE])
+        assert (stats.counts[JobState.QUEUED], stats.counts[JobState.SCHEDULED]) == (2, 0)
+        found = [await backend.get(job_id) for job_id in rest]
+        held = sorted((j for j in found if j is not None), key=lambda j: j.scheduled_at)
+        assert [j.hold for j in held] == ["rate:api", "rate:api"]
+        assert [j.held_until for j in held] == [j.scheduled_at for j in held]
+        assert held[0].held_until == pytest.approx(before + 0.5, abs=0.3)
+        assert all(j.attempts == 0 and j.held_by is None for j in held)
+        # once due, it is claimed as it was booked, and holds no more
+        await anyio.sleep(max(0.0, (held[0].held_until or 0.0) - time.time()) + 0.05)
+        (next_one,) = await claim(backend)
+        assert next_one.job.id == held[0].id
+        assert (next_one.job.held_until, next_one.job.hold) == (None, None)
+        await held_everywhere(backend, [held[1].id])
+
+
+async def test_a_job_held_by_an_open_circuit_stays_queued(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        api = Breaker(name="payments", failures=1, within=60.0, reset_after=30.0)
+        first, second = behind(api), behind(api)
+        await backend.enqueue([first])
+        (lease,) = await claim(backend)
+        await backend.settle([failed_now(lease, ErrorKind.CIRCUIT_OPEN)])
+        (circuit,) = await backend.circuit_states()
+        assert circuit.state == "open"
+        await backend.enqueue([second])
+        assert await claim(backend) == []
+        await held_everywhere(backend, [first.id, second.id])
+        for job_id in (first.id, second.id):
+            job = await backend.get(job_id)
+            assert job is not None
+            assert job.hold == "circuit:payments"
+            assert circuit.opened_at is not None
+            assert job.held_until == pytest.approx(circuit.opened_at + 30.0)
+        (stats,) = await backend.stats([r.QUEUE])
+        assert (stats.counts[JobState.QUEUED], stats.counts[JobState.SCHEDULED]) == (2, 0)
+        # a cancel of a held job ends it, as of any queued one
+        cancelled = await backend.cancel(second.id)
+        assert cancelled is not None
+        assert cancelled.state is JobState.CANCELLED
+        ended = await backend.get(second.id)
+        assert ended is not None
+        assert (ended.held_until, ended.hold) == (None, None)
+        (stats,) = await backend.stats([r.QUEUE])
+        assert stats.counts[JobState.QUEUED] == 1
+
+
 async def test_rate_limit_measured_over_a_short_window(backend: Backend) -> None:
     with anyio.fail_after(BOUND):
         gate = Gate(name="api", rate=20.0, per=1.0)
@@ -152,6 +247,30 @@ async def test_rate_limit_measured_over_a_short_window(backend: Backend) -> None
             await backend.wait_for_work([r.QUEUE], 0.05)
         # 1 at once, then 20 a second: about 31 in 1.5 s
         assert 25 <= len(started) <= 33
+
+
+async def test_prune_forgets_the_counters_of_keys_gone_idle(backend: Backend) -> None:
+    with anyio.fail_after(BOUND):
+        done, busy, waits = limited(conc(1, "a")), limited(conc(1, "b")), limited(conc(1, "b"))
+        unkeyed = limited(conc(5))
+        rated = limited(Gate(name="api", key="x", rate=20.0))
+        await backend.enqueue([done, busy, waits, unkeyed, rated])
+        leases = {lease.job.id: lease for lease in await claim(backend)}
+        assert set(leases) == {done.id, busy.id, unkeyed.id, rated.id}
+        ends = [r.completed(leases[job.id]) for job in (done, unkeyed, rated)]
+        assert await backend.settle(ends) == [True] * 3
+        await anyio.sleep(0.1)  # the rate's bucket is full again (a token each 0.05 s)
+        await backend.prune()
+        states = {state.slot: state for state in await backend.limit_states()}
+        # idle and full: gone; running or with a job set aside: kept; unkeyed: kept
+        assert set(states) == {"tenant[b]", "smtp"}
+        assert (states["tenant[b]"].running, states["tenant[b]"].held) == (1, 1)
+        # the next job of a forgotten key makes its counter again, fresh
+        again = limited(conc(1, "a"))
+        await backend.enqueue([again])
+        assert [lease.job.id for lease in await claim(backend)] == [again.id]
+        states = {state.slot: state for state in await backend.limit_states()}
+        assert states["tenant[a]"].running == 1
 
 
 # -- circuit breakers -------------------------------------------------------------------

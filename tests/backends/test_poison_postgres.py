@@ -168,6 +168,10 @@ GARBAGE = [
     Garbage("rate_paid", "NULL", (COMPLETED,), refused=True),
     Garbage("circuit", "'[1]'::jsonb", (UNDECODABLE,)),
     Garbage("circuit", "'\"text\"'::jsonb", (UNDECODABLE,)),
+    # A hold on a job without limits: nothing holds it (the claim clears both).
+    Garbage("held_until", "'NaN'", (COMPLETED,)),
+    Garbage("held_until", "'Infinity'", (COMPLETED,)),
+    Garbage("hold", "repeat('h', 10000)", (COMPLETED,)),
 ]
 
 

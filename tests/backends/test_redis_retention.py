@@ -17,8 +17,9 @@ import anyio
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from msgspec.structs import replace
 
-from asyncq._records import JobRecord, JobState
+from asyncq._records import Gate, JobRecord, JobState
 from asyncq.backends.base import Retention
 from asyncq.backends.redis import RedisBackend, admin
 
@@ -187,3 +188,22 @@ async def test_backends_of_one_namespace_prune_by_their_own_retention(make: Make
         assert await keeping.prune() == 0
         assert await dropping.prune() == 1
         assert await gone(keeping, [job]) == [True]
+
+
+async def test_a_keyed_limit_counter_expires_once_idle(make: Make) -> None:
+    """Its key lives while a job of it runs, and expires a while after it went idle.
+
+    ``prune`` deletes it at once (the conformance suite); the expiry is what
+    forgets it where no worker prunes.
+    """
+    backend = make()
+    await backend.open()
+    gate = Gate(name="tenant", key="acme", concurrency=1)
+    key = backend._prefix(r.QUEUE) + "l:tenant[acme]"
+    client = backend._client
+    with anyio.fail_after(BOUND):
+        await backend.enqueue([replace(r.job(), limits=(gate,))])
+        (lease,) = await backend.claim([r.QUEUE], 5, worker="w", lease_for=60)
+        assert await client.pttl(key) == -1  # a job runs on it
+        assert await backend.settle([r.completed(lease)]) == [True]
+        assert 0 < await client.pttl(key) <= 61_000

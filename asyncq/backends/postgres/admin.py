@@ -141,6 +141,11 @@ class _Operations(OperatorVerbs):
                         if deleted < PRUNE_BATCH:
                             break
                 await self._prune_events(conn)
+                # the counters of limit keys gone idle (not jobs: not in the total)
+                while True:
+                    status = await conn.execute(self._sql.prune_limits, PRUNE_BATCH)
+                    if int(status.split()[-1]) < PRUNE_BATCH:
+                        break
             finally:
                 with anyio.CancelScope(shield=True):
                     try:

@@ -148,6 +148,20 @@ class OperatorStatements:
     prune_capped_dead: str = _prune_capped("dead")
     prune_capped_cancelled: str = _prune_capped("cancelled")
 
+    # Keyed limit counters gone idle (``_limits.idle``: nothing running, the
+    # bucket full) with no job set aside on them, up to $1; a claim makes
+    # them again (``admit_batch``). Counters another transaction holds stay.
+    prune_limits: str = """
+        DELETE FROM {s}.limits WHERE slot IN (
+            SELECT l.slot FROM {s}.limits l
+            WHERE l.key IS NOT NULL AND l.running <= 0
+              AND (l.rate IS NULL OR l.per <= 0 OR least(l.burst,
+                   l.tokens + greatest(0, {now} - l.refilled_at) * l.rate / l.per) >= l.burst)
+              AND NOT EXISTS (
+                  SELECT FROM {s}.jobs h WHERE h.held_by = l.slot AND h.state = 'queued')
+            LIMIT $1 FOR UPDATE SKIP LOCKED)
+    """
+
     # remove: lock the jobs of $1, delete those not active, and answer each
     # found job's state (and whether its result expired: reported as no job);
     # waiters on the deleted ones are told, and find no job when they read.

@@ -59,7 +59,7 @@ COLUMNS = (
     " result_ttl, enqueued_at, scheduled_at, started_at, finished_at, lease_expires_at,"
     " worker, result, errors, progress, cancel_requested, headers,"
     " progress_detail, meta, logs, logs_dropped, key_ttl, parents, children, after_failure,"
-    " limits, held_by, rate_paid, circuit"
+    " limits, held_by, rate_paid, circuit, held_until, hold"
 )
 
 #: The encoder of the JSON the backend sends (headers, errors).
@@ -71,7 +71,7 @@ _line = msgspec.json.Decoder(LogLine).decode
 _gates = msgspec.json.Decoder(tuple[Gate, ...])
 _breaker = msgspec.json.Decoder(Breaker)
 #: Where the lease token follows ``COLUMNS`` in a claimed row.
-TOKEN = 34
+TOKEN = 36
 
 
 def decode(row: Any) -> JobRecord:
@@ -88,17 +88,27 @@ def decode(row: Any) -> JobRecord:
         msg = "timeout is NaN"
         raise ValueError(msg)
     if row[30] is not None or row[33] is not None:
-        return replace(
-            _record(row, errors, headers, timeout),
+        # held until a time (``admit_batch``): only a queued job is; another
+        # kept the columns from before its claim
+        held = row[4] == "queued" and row[34] is not None
+        return _record(
+            row,
+            errors,
+            headers,
+            timeout,
             limits=() if row[30] is None else _gates.decode(row[30]),
             held_by=row[31],
             rate_paid=row[32],
             circuit=None if row[33] is None else _breaker.decode(row[33]),
+            held_until=row[34] if held else None,
+            hold=row[35] if held else None,
         )
     return _record(row, errors, headers, timeout)
 
 
-def _record(row: Any, errors: str, headers: str, timeout: float | None) -> JobRecord:
+def _record(
+    row: Any, errors: str, headers: str, timeout: float | None, **limited: Any
+) -> JobRecord:
     return JobRecord(
         id=row[0],
         name=row[1],
@@ -130,6 +140,7 @@ def _record(row: Any, errors: str, headers: str, timeout: float | None) -> JobRe
         parents=_ids(row[27]),
         children=_ids(row[28]),
         after_failure=row[29] or "dead",
+        **limited,
     )
 
 

@@ -878,6 +878,462 @@ ALTER FUNCTION {s}.events_enqueued() SET plan_cache_mode = auto;
 ALTER FUNCTION {s}.events_changed() SET plan_cache_mode = auto;
 """
 
+# Flow control, a batch at a time. A claim decides every picked job with limits
+# or a circuit in one call (``admit_batch``, ``_limits.admit`` and
+# ``circuit_admit`` in claim order): each counter and each circuit is read and
+# locked once and written once per claim, whatever the batch holds (a counter
+# row changed once a job made a version of it per start and per end, which
+# every later claim walked, and held its lock while it did). Jobs held until a
+# time (a booked rate token, a circuit) stay ``queued``, claimable once
+# ``scheduled_at`` (that time) comes, like any pending job: ``held_until`` and
+# ``hold`` say until when and why, and the claim clears them. The jobs that
+# leave ``active`` in a statement are counted by one statement trigger
+# (``limits_ended``: one look at the old rows for a plain statement) through
+# ``ended_batch``: each circuit and each counter written once, and per counter
+# as many jobs set aside let out as ended. A batch whose limits or circuits no
+# asyncq wrote (by hand) is decided job by job, each such job claimed as a
+# plain one (its record fails to decode and is taken aside) or not counted.
+_FLOW_BATCHES = """
+ALTER TABLE {s}.jobs ADD COLUMN held_until float8, ADD COLUMN hold text;
+
+CREATE FUNCTION {s}.admit_batch(
+    ids text[], queues text[], gates jsonb[], breakers jsonb[], paid boolean[], t float8
+) RETURNS text[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    -- the batch's gates in claim order: job, slot, name, key, numbers
+    g_job bigint[]; g_slot text[]; g_name text[]; g_key text[]; g_conc integer[];
+    g_rate float8[]; g_per float8[]; g_burst float8[];
+    -- one counter per slot, locked
+    c_slot text[]; c_run integer[]; c_tok float8[]; c_at float8[]; c_conc integer[];
+    c_rate float8[]; c_per float8[]; c_burst float8[];
+    -- one circuit per name, locked
+    b_name text[]; b_state text[]; b_opened float8[]; b_probe text[]; b_n integer[];
+    b_w float8[]; b_r float8[];
+    admitted text[] := '{{}}';
+    aside_id text[] := '{{}}';
+    aside_slot text[] := '{{}}';
+    pass_on text[] := '{{}}';
+    held_id text[] := '{{}}';
+    held_at float8[] := '{{}}';
+    held_on text[] := '{{}}';
+    held_paid boolean[] := '{{}}';
+    quiet text[] := '{{}}';
+    lo integer;
+    hi integer := 0;
+    c integer;
+    b integer;
+    full_slot text;
+    wait float8;
+    wait_slot text;
+    tok float8;
+    until float8;
+    -- per slot of the batch: its jobs, those to book a token, its numbers
+    f_slot text[]; f_name text[]; f_key text[]; f_n integer[]; f_unpaid integer[];
+    f_conc integer[]; f_rate float8[]; f_per float8[]; f_burst float8[]; f_one boolean[];
+    fits boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM unnest(breakers) AS x(cb) WHERE x.cb IS NOT NULL) THEN
+        -- A batch its limits let through whole (room for all on every counter,
+        -- as when a limit never binds) is decided at once: each distinct set
+        -- of limits parsed once, each counter changed by its number of jobs.
+        SELECT array_agg(u.slot), array_agg(u.name), array_agg(u.key), array_agg(u.n),
+               array_agg(u.unpaid), array_agg(u.conc), array_agg(u.rate), array_agg(u.per),
+               array_agg(u.burst), array_agg(u.one)
+        INTO f_slot, f_name, f_key, f_n, f_unpaid, f_conc, f_rate, f_per, f_burst, f_one
+        FROM (SELECT g.slot, min(g.name) AS name, min(g.key) AS key, sum(d.n)::integer AS n,
+                     sum(d.unpaid)::integer AS unpaid, min(g.concurrency) AS conc,
+                     min(g.rate) AS rate, min(g.per) AS per, min(g.burst) AS burst,
+                     count(DISTINCT ROW(g.concurrency, g.rate, g.per, g.burst)) = 1 AS one
+              FROM (SELECT x.lim, count(*) AS n, count(*) FILTER (WHERE NOT x.paid) AS unpaid
+                    FROM unnest(gates, paid) AS x(lim, paid) WHERE x.lim IS NOT NULL
+                    GROUP BY x.lim) AS d
+              CROSS JOIN LATERAL {s}.gates_of(d.lim) AS g
+              GROUP BY g.slot ORDER BY g.slot) AS u;
+        IF f_slot IS NOT NULL AND (SELECT bool_and(o) FROM unnest(f_one) AS o) THEN
+            -- (a prune may delete an idle counter between the insert and the
+            -- lock: then the insert makes it again)
+            LOOP
+                INSERT INTO {s}.limits (slot, name, key, burst, tokens, refilled_at)
+                SELECT u.slot, u.name, u.key, u.burst, u.burst, t
+                FROM unnest(f_slot, f_name, f_key, f_burst) AS u(slot, name, key, burst)
+                ON CONFLICT DO NOTHING;
+                EXIT WHEN (SELECT count(*) FROM (
+                    SELECT FROM {s}.limits WHERE slot = ANY (f_slot) ORDER BY slot FOR UPDATE
+                ) AS l) = cardinality(f_slot);
+            END LOOP;
+            SELECT bool_and(
+                       (u.conc IS NULL OR l.running + u.n <= u.conc)
+                       AND (u.rate IS NULL OR u.unpaid = 0 OR least(u.burst,
+                            l.tokens + greatest(0, t - l.refilled_at) * u.rate / u.per)
+                            >= u.unpaid))
+            INTO fits
+            FROM {s}.limits AS l
+            JOIN unnest(f_slot, f_n, f_unpaid, f_conc, f_rate, f_per, f_burst)
+                AS u(slot, n, unpaid, conc, rate, per, burst) ON u.slot = l.slot;
+            IF fits THEN
+                UPDATE {s}.limits AS l SET
+                    running = l.running + CASE WHEN u.conc IS NULL THEN 0 ELSE u.n END,
+                    tokens = CASE WHEN u.rate IS NULL OR u.unpaid = 0 THEN l.tokens
+                                  ELSE least(u.burst, l.tokens
+                                       + greatest(0, t - l.refilled_at) * u.rate / u.per)
+                                       - u.unpaid END,
+                    refilled_at = CASE WHEN u.rate IS NULL OR u.unpaid = 0 THEN l.refilled_at
+                                       ELSE t END,
+                    concurrency = u.conc, rate = u.rate, per = u.per, burst = u.burst
+                FROM unnest(f_slot, f_n, f_unpaid, f_conc, f_rate, f_per, f_burst)
+                    AS u(slot, n, unpaid, conc, rate, per, burst)
+                WHERE l.slot = u.slot;
+                RETURN ids;
+            END IF;
+        END IF;
+    END IF;
+    -- Job by job, in claim order.
+    SELECT array_agg(x.i ORDER BY x.i, g.ord), array_agg(g.slot ORDER BY x.i, g.ord),
+           array_agg(g.name ORDER BY x.i, g.ord), array_agg(g.key ORDER BY x.i, g.ord),
+           array_agg(g.concurrency ORDER BY x.i, g.ord), array_agg(g.rate ORDER BY x.i, g.ord),
+           array_agg(g.per ORDER BY x.i, g.ord), array_agg(g.burst ORDER BY x.i, g.ord)
+    INTO g_job, g_slot, g_name, g_key, g_conc, g_rate, g_per, g_burst
+    FROM unnest(gates) WITH ORDINALITY AS x(lim, i)
+    CROSS JOIN LATERAL {s}.gates_of(x.lim) AS g
+    WHERE x.lim IS NOT NULL;
+    -- circuits, then counters, each locked in name order: as ended_batch does
+    IF EXISTS (SELECT FROM unnest(breakers) AS x(cb) WHERE x.cb IS NOT NULL) THEN
+        INSERT INTO {s}.circuits (name)
+        SELECT DISTINCT x.cb ->> 0 FROM unnest(breakers) AS x(cb) WHERE x.cb IS NOT NULL
+        ORDER BY 1 ON CONFLICT DO NOTHING;
+        SELECT array_agg(cs.name), array_agg(cs.state), array_agg(cs.opened_at),
+               array_agg(cs.probe), array_agg(cs.threshold), array_agg(cs.within),
+               array_agg(cs.reset_after)
+        INTO b_name, b_state, b_opened, b_probe, b_n, b_w, b_r
+        FROM (SELECT * FROM {s}.circuits
+              WHERE name IN (SELECT x.cb ->> 0 FROM unnest(breakers) AS x(cb))
+              ORDER BY name FOR UPDATE) AS cs;
+    END IF;
+    IF g_slot IS NOT NULL THEN
+        LOOP
+            INSERT INTO {s}.limits (slot, name, key, burst, tokens, refilled_at)
+            SELECT DISTINCT ON (u.slot) u.slot, u.name, u.key, u.burst, u.burst, t
+            FROM unnest(g_slot, g_name, g_key, g_burst) AS u(slot, name, key, burst)
+            ORDER BY u.slot ON CONFLICT DO NOTHING;
+            SELECT array_agg(l.slot), array_agg(l.running), array_agg(l.tokens),
+                   array_agg(l.refilled_at), array_agg(l.concurrency), array_agg(l.rate),
+                   array_agg(l.per), array_agg(l.burst)
+            INTO c_slot, c_run, c_tok, c_at, c_conc, c_rate, c_per, c_burst
+            FROM (SELECT * FROM {s}.limits WHERE slot = ANY (g_slot)
+                  ORDER BY slot FOR UPDATE) AS l;
+            EXIT WHEN cardinality(c_slot) = (SELECT count(DISTINCT u) FROM unnest(g_slot) AS u);
+        END LOOP;
+    END IF;
+    FOR i IN 1 .. cardinality(ids) LOOP
+        -- this job's gates are g_*[lo .. hi]
+        lo := hi + 1;
+        WHILE hi < coalesce(cardinality(g_job), 0) AND g_job[hi + 1] = i LOOP
+            hi := hi + 1;
+        END LOOP;
+        IF breakers[i] IS NOT NULL THEN
+            -- _limits.circuit_admit
+            b := array_position(b_name, breakers[i] ->> 0);
+            b_n[b] := coalesce((breakers[i] ->> 1)::integer, 5);
+            b_w[b] := coalesce((breakers[i] ->> 2)::float8, 60);
+            b_r[b] := coalesce((breakers[i] ->> 3)::float8, 30);
+            until := NULL;
+            IF b_state[b] = 'open' THEN
+                IF t < coalesce(b_opened[b], t) + b_r[b] THEN
+                    until := coalesce(b_opened[b], t) + b_r[b];
+                ELSE
+                    b_state[b] := 'half_open';
+                    b_probe[b] := ids[i];
+                END IF;
+            ELSIF b_state[b] = 'half_open' THEN
+                IF b_probe[b] IS NULL OR b_probe[b] = ids[i] THEN
+                    b_probe[b] := ids[i];
+                ELSE
+                    until := t + b_r[b];
+                END IF;
+            END IF;
+            IF until IS NOT NULL THEN
+                held_id := held_id || ids[i];
+                held_at := held_at || until;
+                held_on := held_on || ('circuit:' || (breakers[i] ->> 0));
+                held_paid := held_paid || paid[i];
+                quiet := quiet || queues[i];
+                CONTINUE;
+            END IF;
+        END IF;
+        IF hi < lo THEN
+            admitted := admitted || ids[i];
+            CONTINUE;
+        END IF;
+        -- _limits.admit: concurrency first, so a job set aside books no token
+        full_slot := NULL;
+        FOR e IN lo .. hi LOOP
+            c := array_position(c_slot, g_slot[e]);
+            IF g_conc[e] IS NOT NULL AND c_run[c] >= g_conc[e] THEN
+                full_slot := g_slot[e];
+                EXIT;
+            END IF;
+        END LOOP;
+        IF full_slot IS NOT NULL THEN
+            aside_id := aside_id || ids[i];
+            aside_slot := aside_slot || full_slot;
+            quiet := quiet || queues[i];
+            -- Its other slots may have room it was let out to use: pass it on.
+            FOR e IN lo .. hi LOOP
+                c := array_position(c_slot, g_slot[e]);
+                IF g_slot[e] <> full_slot AND g_conc[e] IS NOT NULL AND c_run[c] < g_conc[e] THEN
+                    pass_on := pass_on || g_slot[e];
+                END IF;
+            END LOOP;
+            CONTINUE;
+        END IF;
+        -- the numbers of the job being claimed are the limit's numbers now
+        FOR e IN lo .. hi LOOP
+            c := array_position(c_slot, g_slot[e]);
+            c_conc[c] := g_conc[e];
+            c_rate[c] := g_rate[e];
+            c_per[c] := g_per[e];
+            c_burst[c] := g_burst[e];
+        END LOOP;
+        IF NOT paid[i] THEN
+            wait := 0;
+            FOR e IN lo .. hi LOOP
+                IF g_rate[e] IS NOT NULL THEN
+                    c := array_position(c_slot, g_slot[e]);
+                    tok := least(g_burst[e],
+                                 c_tok[c] + greatest(0, t - c_at[c]) * g_rate[e] / g_per[e]);
+                    IF tok < 1 AND (1 - tok) * g_per[e] / g_rate[e] > wait THEN
+                        wait := (1 - tok) * g_per[e] / g_rate[e];
+                        wait_slot := g_slot[e];
+                    END IF;
+                    c_tok[c] := tok - 1;
+                    c_at[c] := t;
+                END IF;
+            END LOOP;
+            IF wait > 0 THEN
+                held_id := held_id || ids[i];
+                held_at := held_at || (t + wait);
+                held_on := held_on || ('rate:' || wait_slot);
+                held_paid := held_paid || true;
+                quiet := quiet || queues[i];
+                CONTINUE;
+            END IF;
+        END IF;
+        FOR e IN lo .. hi LOOP
+            IF g_conc[e] IS NOT NULL THEN
+                c := array_position(c_slot, g_slot[e]);
+                c_run[c] := c_run[c] + 1;
+            END IF;
+        END LOOP;
+        admitted := admitted || ids[i];
+    END LOOP;
+    IF b_name IS NOT NULL THEN
+        UPDATE {s}.circuits AS cs SET state = u.state, probe = u.probe, threshold = u.n,
+            within = u.w, reset_after = u.r
+        FROM unnest(b_name, b_state, b_probe, b_n, b_w, b_r) AS u(name, state, probe, n, w, r)
+        WHERE cs.name = u.name;
+    END IF;
+    IF c_slot IS NOT NULL THEN
+        UPDATE {s}.limits AS l SET running = u.run, tokens = u.tok, refilled_at = u.at,
+            concurrency = u.conc, rate = u.rate, per = u.per, burst = u.burst
+        FROM unnest(c_slot, c_run, c_tok, c_at, c_conc, c_rate, c_per, c_burst)
+            AS u(slot, run, tok, at, conc, rate, per, burst)
+        WHERE l.slot = u.slot;
+    END IF;
+    IF cardinality(aside_id) > 0 THEN
+        UPDATE {s}.jobs AS j SET held_by = u.slot
+        FROM unnest(aside_id, aside_slot) AS u(id, slot) WHERE j.id = u.id;
+        PERFORM {s}.let_out(p.slot) FROM unnest(pass_on) WITH ORDINALITY AS p(slot, o)
+        ORDER BY p.o;
+    END IF;
+    IF cardinality(held_id) > 0 THEN
+        UPDATE {s}.jobs AS j SET state = 'queued', scheduled_at = u.at, held_until = u.at,
+            hold = u.hold, rate_paid = u.paid
+        FROM unnest(held_id, held_at, held_on, held_paid) AS u(id, at, hold, paid)
+        WHERE j.id = u.id;
+        PERFORM {s}.notify_later(ARRAY(
+            SELECT DISTINCT j.queue FROM {s}.jobs AS j WHERE j.id = ANY (held_id)));
+    END IF;
+    IF cardinality(quiet) > 0 THEN
+        -- claimers look past the jobs held back
+        PERFORM {s}.notify_work(ARRAY(SELECT DISTINCT q FROM unnest(quiet) AS q));
+    END IF;
+    RETURN admitted;
+EXCEPTION WHEN data_exception OR not_null_violation OR check_violation THEN
+    -- limits or a circuit no asyncq wrote (by hand): decide the jobs one by
+    -- one; such a job is claimed as a plain one (its record fails to decode
+    -- and is taken aside), and the claim of the others goes on
+    IF cardinality(ids) = 1 THEN
+        RETURN ids;
+    END IF;
+    admitted := '{{}}';
+    FOR i IN 1 .. cardinality(ids) LOOP
+        admitted := admitted || {s}.admit_batch(
+            ids[i:i], queues[i:i], gates[i:i], breakers[i:i], paid[i:i], t);
+    END LOOP;
+    RETURN admitted;
+END
+$$;
+
+-- The jobs of ids, with limits gates or a circuit, left active as outcomes
+-- (their errors' kinds): _limits.circuit_ended per job, circuit by circuit;
+-- each counter's running down by its jobs that ended, and as many jobs set
+-- aside on it back in the claim order.
+CREATE FUNCTION {s}.ended_batch(
+    ids text[], gates jsonb[], breakers jsonb[], outcomes text[], kinds text[], t float8
+) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    cname text;
+    found_cb {s}.circuits;
+    st text;
+    fl float8[];
+    oa float8;
+    pb text;
+    n integer;
+    w float8;
+    r float8;
+    f_slot text[];
+    f_n integer[];
+    woke text[];
+BEGIN
+    FOR cname IN
+        SELECT DISTINCT x.cb ->> 0 FROM unnest(breakers) AS x(cb) WHERE x.cb IS NOT NULL ORDER BY 1
+    LOOP
+        INSERT INTO {s}.circuits (name) VALUES (cname) ON CONFLICT DO NOTHING;
+        SELECT * INTO found_cb FROM {s}.circuits WHERE name = cname FOR UPDATE;
+        st := found_cb.state;
+        fl := found_cb.failures;
+        oa := found_cb.opened_at;
+        pb := found_cb.probe;
+        n := NULL;
+        w := NULL;
+        r := found_cb.reset_after;
+        FOR i IN 1 .. cardinality(ids) LOOP
+            CONTINUE WHEN breakers[i] IS NULL OR breakers[i] ->> 0 IS DISTINCT FROM cname;
+            n := coalesce((breakers[i] ->> 1)::integer, 5);
+            w := coalesce((breakers[i] ->> 2)::float8, 60);
+            r := coalesce((breakers[i] ->> 3)::float8, 30);
+            IF kinds[i] = 'circuit_open' THEN
+                st := 'open'; oa := t; pb := NULL; fl := '{{}}';
+            ELSIF outcomes[i] = 'completed' THEN
+                IF st = 'half_open' AND pb = ids[i] THEN
+                    st := 'closed'; oa := NULL; pb := NULL; fl := '{{}}';
+                END IF;
+            ELSIF outcomes[i] IN ('failed', 'dead') AND coalesce(kinds[i], '') NOT IN
+                    ('retry', 'cancelled', 'lost', 'unknown_job', 'decode', 'undecodable') THEN
+                IF st = 'half_open' AND pb = ids[i] THEN
+                    st := 'open'; oa := t; pb := NULL;
+                ELSIF st = 'closed' THEN
+                    fl := ARRAY(SELECT f FROM unnest(fl) AS f WHERE f > t - w ORDER BY f) || t;
+                    IF cardinality(fl) > n THEN
+                        fl := fl[cardinality(fl) - n + 1:];
+                    END IF;
+                    IF cardinality(fl) >= n THEN
+                        st := 'open'; oa := t; pb := NULL; fl := '{{}}';
+                    END IF;
+                END IF;
+            ELSIF pb = ids[i] THEN
+                pb := NULL;
+            END IF;
+        END LOOP;
+        UPDATE {s}.circuits SET state = st, failures = fl, opened_at = oa, probe = pb,
+            threshold = coalesce(n, threshold), within = coalesce(w, within), reset_after = r
+        WHERE name = cname;
+    END LOOP;
+    -- each distinct set of limits parsed once
+    SELECT array_agg(f.slot ORDER BY f.slot), array_agg(f.n ORDER BY f.slot) INTO f_slot, f_n
+    FROM (SELECT g.slot, sum(d.n)::integer AS n
+          FROM (SELECT x.lim, count(*) AS n FROM unnest(gates) AS x(lim)
+                WHERE x.lim IS NOT NULL GROUP BY x.lim) AS d
+          CROSS JOIN LATERAL {s}.gates_of(d.lim) AS g
+          WHERE g.concurrency IS NOT NULL
+          GROUP BY g.slot) AS f;
+    IF f_slot IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM 1 FROM {s}.limits WHERE slot = ANY (f_slot) ORDER BY slot FOR UPDATE;
+    UPDATE {s}.limits AS l SET running = greatest(l.running - u.n, 0)
+    FROM unnest(f_slot, f_n) AS u(slot, n) WHERE l.slot = u.slot;
+    IF NOT EXISTS (
+        SELECT FROM {s}.jobs AS x WHERE x.held_by = ANY (f_slot) AND x.state = 'queued'
+    ) THEN
+        RETURN;  -- none set aside (an UPDATE of no row would still run the statement triggers)
+    END IF;
+    WITH out AS (
+        UPDATE {s}.jobs AS j SET held_by = NULL
+        WHERE j.id IN (
+            SELECT h.id FROM unnest(f_slot, f_n) AS u(slot, n)
+            CROSS JOIN LATERAL (
+                SELECT x.id FROM {s}.jobs AS x WHERE x.held_by = u.slot AND x.state = 'queued'
+                ORDER BY x.priority DESC, x.scheduled_at, x.id LIMIT u.n
+                FOR UPDATE SKIP LOCKED) AS h)
+        RETURNING j.queue
+    )
+    SELECT array_agg(DISTINCT out.queue) INTO woke FROM out;
+    IF woke IS NOT NULL THEN
+        PERFORM {s}.notify_work(woke);
+    END IF;
+EXCEPTION WHEN data_exception OR not_null_violation OR check_violation THEN
+    -- limits or a circuit no asyncq wrote: that job's end counts for nothing
+    IF cardinality(ids) > 1 THEN
+        FOR i IN 1 .. cardinality(ids) LOOP
+            PERFORM {s}.ended_batch(
+                ids[i:i], gates[i:i], breakers[i:i], outcomes[i:i], kinds[i:i], t);
+        END LOOP;
+    END IF;
+END
+$$;
+
+-- Every UPDATE statement on jobs: the ones with limits or a circuit that
+-- left active in it, counted at once (a plain statement looks at its old
+-- rows, and returns).
+CREATE FUNCTION {s}.limits_ended() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    ids text[];
+    gates jsonb[];
+    breakers jsonb[];
+    outcomes text[];
+    kinds text[];
+BEGIN
+    IF NOT EXISTS (
+        SELECT FROM old_jobs AS o
+        WHERE o.state = 'active' AND (o.limits IS NOT NULL OR o.circuit IS NOT NULL)
+    ) THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(o.id ORDER BY o.id), array_agg(o.limits ORDER BY o.id),
+           array_agg(o.circuit ORDER BY o.id), array_agg(n.state ORDER BY o.id),
+           array_agg(CASE WHEN jsonb_typeof(n.errors) = 'array'
+                               AND jsonb_typeof(o.errors) = 'array'
+                               AND jsonb_array_length(n.errors) > jsonb_array_length(o.errors)
+                          THEN n.errors -> -1 ->> 'kind' END ORDER BY o.id)
+    INTO ids, gates, breakers, outcomes, kinds
+    FROM old_jobs AS o JOIN new_jobs AS n ON n.id = o.id
+    WHERE o.state = 'active' AND n.state <> 'active'
+      AND (o.limits IS NOT NULL OR o.circuit IS NOT NULL);
+    IF ids IS NOT NULL THEN
+        PERFORM {s}.ended_batch(ids, gates, breakers, outcomes, kinds, {now});
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DROP TRIGGER jobs_limits_freed ON {s}.jobs;
+DROP FUNCTION {s}.limits_freed();
+DROP FUNCTION {s}.admit(text, text, jsonb, jsonb, boolean, float8);
+DROP FUNCTION {s}.circuit_ended(jsonb, text, text, text, float8);
+CREATE TRIGGER jobs_limits_ended AFTER UPDATE ON {s}.jobs
+    REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION {s}.limits_ended();
+ALTER FUNCTION {s}.admit_batch(text[], text[], jsonb[], jsonb[], boolean[], float8)
+    SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.ended_batch(text[], jsonb[], jsonb[], text[], text[], float8)
+    SET plan_cache_mode = auto;
+ALTER FUNCTION {s}.limits_ended() SET plan_cache_mode = auto;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
@@ -890,6 +1346,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("dependencies between jobs: parents, children, the waiting state", _DEPENDENCIES),
     ("flow control: limits on when jobs start", _LIMITS),
     ("functions keep their own statements' plans", _FUNCTION_PLANS),
+    ("flow control a batch at a time; held jobs stay queued", _FLOW_BATCHES),
 )
 
 

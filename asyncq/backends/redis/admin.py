@@ -39,6 +39,7 @@ from .scripts import (
     LimitStates,
     List,
     Prune,
+    PruneLimits,
     Purge,
     Remove,
     RetryDead,
@@ -144,6 +145,12 @@ class _Operations(OperatorVerbs):
                 q: (page.skip, page.now) for q, page in zip(going, pruned, strict=True) if page.more
             }
         await self._prune_events(queues)
+        # the slots of keyed counters that expired as idle, each queue's set walked once
+        cursors: dict[str, bytes | str] = dict.fromkeys(queues, "0")
+        while cursors:
+            calls = [PruneLimits.call(self._prefix(q), c, _PRUNE_BATCH) for q, c in cursors.items()]
+            pages = [PruneLimits.reply(reply) for reply in await self._many(calls)]
+            cursors = {q: c for q, c in zip(cursors, pages, strict=True) if c is not None}
         return total
 
     @mapped
@@ -241,12 +248,13 @@ class _Operations(OperatorVerbs):
         ids = StateIds.reply(await self._one(StateIds.call(prefix, state, _GATHER_MAX)))
         if ids is None:
             return None
+        # An id may be in two of the indexes read (a queued job's stale entry beside its live one).
         if newest:
             ceiling = after.encode() if after is not None else None
-            candidates = sorted((i for i in ids if ceiling is None or i < ceiling), reverse=True)
+            candidates = sorted({i for i in ids if ceiling is None or i < ceiling}, reverse=True)
         else:
             floor = after.encode() if after is not None else b""
-            candidates = sorted(i for i in ids if i > floor)
+            candidates = sorted({i for i in ids if i > floor})
         found: list[JobRecord] = []
         start = 0
         while len(found) < limit and start < len(candidates):

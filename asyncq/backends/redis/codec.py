@@ -144,6 +144,9 @@ def record(flat: list[bytes] | dict[bytes, bytes]) -> JobRecord:
         children=tuple(f[b"ch"].decode().split("\n")) if b"ch" in f else (),
         held_by=hb.decode() if (hb := f.get(b"hb")) is not None else None,
         rate_paid=f.get(b"rp") == b"1",
+        # held until a time (see ``admit`` in prelude.lua); left behind on a job that ended
+        held_until=_opt_finite(f.get(b"hu")) if state is JobState.QUEUED else None,
+        hold=ho.decode() if state is JobState.QUEUED and (ho := f.get(b"ho")) else None,
     )
 
 

@@ -20,7 +20,8 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P n``              hash, state -> how many jobs of the queue are in it
 ``P prios``          zset, the priorities that have queued jobs, scored by priority
 ``P r:<priority>``   zset, queued jobs of one priority, scored by ``scheduled_at``
-``P delayed``        zset, scheduled and failed jobs, scored by ``scheduled_at``
+``P delayed``        zset, scheduled and failed jobs, and queued jobs held until a
+                     time (``hu``), scored by ``scheduled_at``
 ``P active``         zset, active jobs, scored by lease expiry
 ``P f:<state>``      zset, completed, dead or cancelled jobs, scored by ``finished_at``
                      (``prune`` by retention and by count cap, ``purge``)
@@ -30,7 +31,8 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
 ``P paused``         string, exists while the queue is paused
 ``P l:<slot>``       hash, a limit counter of the queue (flow control, see the prelude)
 ``P h:<slot>``       zset, queued jobs set aside on a limit slot, by ``scheduled_at``
-``P limits``         set, the limit slots the queue has counters for
+``P limits``         set, the limit slots the queue has counters for (a keyed
+                     counter's key expires once idle; ``prune`` forgets its slot)
 ``P cb:<name>``      hash, a circuit breaker's state in the queue (see the prelude)
 ``P circuits``       set, the circuits the queue has state for
 ``P ev``             stream, the queue's job events (``HasEvents``), one entry per
@@ -47,7 +49,8 @@ Keys under a queue prefix ``P`` (layout version ``LAYOUT``):
                      a bare id for a job ``remove`` deleted
 
 A job is in exactly one state index (``r:<priority>``, ``delayed``,
-``active``, ``f:<state>``) and counted once in ``n``. The indexes are what the
+``active``, ``f:<state>``; a queued job held back by its limits in ``h:<slot>``
+or ``delayed``) and counted once in ``n``. The indexes are what the
 scripts need to find work; ``n`` answers ``stats``, and is changed once per
 state and script call (a Lua table gathers the changes), not once per job.
 Listing by state reads the state's index whole and sorts it by id when it is
@@ -84,7 +87,10 @@ takes them with it.
 Flow control, only on a job with limits: ``lim`` its limits as the scripts
 read them (``codec.gates_text``; they are in ``d`` too), ``hb`` the limit slot
 a queued job is set aside on (out of its ``r:<priority>`` set, in ``h:<slot>``),
-``rp`` '1' once it booked its rate token (it waits in ``delayed`` till then).
+``rp`` '1' once it booked its rate token; ``hu`` and ``ho`` on a queued job
+held until a time (its booked token, its circuit: ``JobRecord.held_until``
+and ``hold``), which waits in ``delayed`` till then, counted as queued, and
+which the promotion of due jobs puts back in its ``r:<priority>`` set.
 The lease fields ``lx``, ``w`` and ``tok`` mean something only while ``st`` is
 ``active``: an attempt that ends leaves them behind (one command fewer a job)
 and the backend reads them as absent.
@@ -150,6 +156,7 @@ __all__ = [
     "RetryDead",
     "Prune",
     "PruneEvents",
+    "PruneLimits",
     "Pruned",
     "Purge",
     "Remove",
@@ -628,6 +635,20 @@ class Prune(_Script, name="prune"):
         return Pruned(ids, now.decode(), int(skip), bool(more))
 
 
+class PruneLimits(_Script, name="prune_limits"):
+    """Forget the slots of one queue whose keyed counter expired as idle, a page at a time."""
+
+    @staticmethod
+    def call(prefix: str, cursor: bytes | str, count: int) -> Call:
+        return ("prune_limits", [prefix], [cursor, count])
+
+    @staticmethod
+    def reply(raw: Any) -> bytes | None:
+        """The cursor to go on from, ``None`` once the set was walked through."""
+        cursor, _ = raw
+        return None if cursor in (b"0", "0") else bytes(cursor)
+
+
 class PruneEvents(_Script, name="prune_events"):
     """Trim up to ``batch`` of one queue's job events that retention says are old."""
 
@@ -785,7 +806,8 @@ class Peek(_Script, name="peek"):
 
 
 class StateIds(_Script, name="state_ids", reads=True):
-    """The ids in the index of one state (scheduled and failed share one)."""
+    """The ids in the indexes of one state (scheduled and failed share one; queued
+    jobs are in their ready sets, or held back on a limit or until a time)."""
 
     @staticmethod
     def call(prefix: str, state: JobState, most: int) -> Call:

@@ -451,6 +451,10 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         # Events go by their own retention, in the same bounded batches.
         while await self._run(True, events.prune, _PRUNE_BATCH, self._retention) >= _PRUNE_BATCH:
             pass
+        # And the counters of limit keys gone idle, a batch of counters looked at a time.
+        after: str | None = ""
+        while after is not None:
+            _, after = await self._run(True, limits.prune_idle, after, _PRUNE_BATCH)
         return total
 
     # -- operations ------------------------------------------------------------------

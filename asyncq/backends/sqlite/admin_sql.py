@@ -82,6 +82,13 @@ def prune(conn: sqlite3.Connection, now: float, limit: int, retention: Retention
 
 
 _STATE_OF = {state.value: state for state in JobState}
+# A job held until a time is queued, kept as a scheduled one (schema._HOLDS).
+_HELD = "held_until IS NOT NULL AND state = 'scheduled'"
+#: ``list_jobs``'s condition on the state (its parameter: the state), where it is not ``=``.
+_STATE_IS = {
+    JobState.QUEUED: f"(state = ? OR ({_HELD}))",
+    JobState.SCHEDULED: "(state = ? AND held_until IS NULL)",
+}
 
 
 def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) -> list[QueueStats]:
@@ -106,6 +113,12 @@ def stats(conn: sqlite3.Connection, now: float, queues: Sequence[str] | None) ->
             conn, "SELECT state, count(*) FROM asyncq_jobs WHERE queue = ? GROUP BY state", (queue,)
         ):
             counts[_STATE_OF.get(state, JobState.DEAD)] += n
+        # held until a time: queued, kept as scheduled (schema._HOLDS)
+        ((held,),) = fetch(
+            conn, f"SELECT count(*) FROM asyncq_jobs WHERE queue = ? AND {_HELD}", (queue,)
+        )
+        counts[JobState.SCHEDULED] -= held
+        counts[JobState.QUEUED] += held
         # the oldest ready job (_common.is_ready): queued, or scheduled/failed and due
         ((oldest,),) = fetch(
             conn,
@@ -143,7 +156,10 @@ def list_jobs(
 ) -> list[JobRecord]:
     where = [NOT_EXPIRED]
     params: list[Any] = [now]
-    for column, value in (("state", state), ("queue", queue), ("name", name)):
+    if state is not None:
+        where.append(_STATE_IS.get(state, "state = ?"))
+        params.append(state)
+    for column, value in (("queue", queue), ("name", name)):
         if value is not None:
             where.append(f"{column} = ?")
             params.append(value)
@@ -299,7 +315,11 @@ def remove(
     """
     found = {
         row[0]: row[1:]
-        for row in select_by_ids(conn, "id, state, expires_at, name, queue", job_ids)
+        for row in select_by_ids(
+            conn,
+            f"id, CASE WHEN {_HELD} THEN 'queued' ELSE state END, expires_at, name, queue",
+            job_ids,
+        )
     }
     parents = [row[0] for row in select_by_ids(conn, "id", job_ids, " AND state <> 'active'")]
     orphans = children_of(conn, parents)

@@ -2,9 +2,11 @@
 
 The counters are rows of ``asyncq_limits`` (a ``LimitState`` as MessagePack
 per slot); a job set aside keeps state ``queued`` with ``held_by`` naming its
-slot, which the ready index leaves out. Like the rest of ``sql``, every
-function here runs under the write lock its caller took, so a read of a
-counter and its update are one atomic step with the claim or the settle.
+slot, which the ready index leaves out; a job held until a time is kept as a
+scheduled job, with ``held_until`` (``schema._HOLDS``). Like the rest of
+``sql``, every function here runs under the write lock its caller took, so a
+read of a counter and its update are one atomic step with the claim or the
+settle.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from ..._records import Breaker, CircuitState, Gate, JobState, LimitState
-from .._limits import Verdict, admit, circuit_admit, circuit_ended, forced, released
+from .._limits import (
+    Verdict,
+    admit,
+    circuit_admit,
+    circuit_ended,
+    circuit_hold,
+    forced,
+    idle,
+    released,
+)
 from .poison import fetch
 
 if TYPE_CHECKING:
@@ -27,6 +38,7 @@ __all__ = [
     "ended",
     "free_gates",
     "job_ended",
+    "prune_idle",
     "set_circuit",
     "states",
 ]
@@ -73,10 +85,7 @@ def admit_job(conn: sqlite3.Connection, now: float, job: JobRecord) -> bool:
         )
         _save_circuit(conn, circuit)
         if until is not None:
-            conn.execute(
-                "UPDATE asyncq_jobs SET state = 'scheduled', scheduled_at = ? WHERE id = ?",
-                (until, job.id),
-            )
+            _hold(conn, job.id, until, circuit_hold(job.circuit.name), paid=job.rate_paid)
             return False
         if not job.limits:
             return True
@@ -99,11 +108,20 @@ def admit_job(conn: sqlite3.Connection, now: float, job: JobRecord) -> bool:
             ):
                 _let_out(conn, gate.slot)
         return False
-    conn.execute(
-        "UPDATE asyncq_jobs SET state = 'scheduled', scheduled_at = ?, rate_paid = 1 WHERE id = ?",
-        (verdict.until, job.id),
-    )
+    assert verdict.until is not None
+    _hold(conn, job.id, verdict.until, verdict.hold, paid=True)
     return False
+
+
+def _hold(
+    conn: sqlite3.Connection, job_id: str, until: float, hold: str | None, *, paid: bool
+) -> None:
+    """Hold a job until ``until``: queued, kept as a scheduled job is (``schema._HOLDS``)."""
+    conn.execute(
+        "UPDATE asyncq_jobs SET state = 'scheduled', scheduled_at = ?, held_until = ?, hold = ?,"
+        " rate_paid = ? WHERE id = ?",
+        (until, until, hold, int(paid), job_id),
+    )
 
 
 def _let_out(conn: sqlite3.Connection, slot: str) -> bool:
@@ -202,3 +220,33 @@ def states(conn: sqlite3.Connection, now: float) -> list[LimitState]:
     return [
         msgspec.structs.replace(_state.decode(blob), held=held.get(slot, 0)) for slot, blob in rows
     ]
+
+
+def prune_idle(
+    conn: sqlite3.Connection, now: float, after: str, batch: int
+) -> tuple[int, str | None]:
+    """Delete the idle keyed counters (``_limits.idle``) among the ``batch`` after slot ``after``.
+
+    Returns how many went, and the slot to go on after (``None``: the last
+    was read). A counter a queued job is set aside on stays.
+    """
+    rows = conn.execute(
+        "SELECT slot, state FROM asyncq_limits WHERE slot > ? ORDER BY slot LIMIT ?",
+        (after, batch),
+    ).fetchall()
+    doomed = []
+    for slot, blob in rows:
+        try:
+            state = _state.decode(blob)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue  # written by hand: left to its writer
+        if idle(state, now):
+            doomed.append((slot,))
+    deleted = 0
+    if doomed:
+        deleted = conn.executemany(
+            "DELETE FROM asyncq_limits WHERE slot = ? AND NOT EXISTS ("
+            " SELECT 1 FROM asyncq_jobs WHERE held_by = asyncq_limits.slot AND state = 'queued')",
+            doomed,
+        ).rowcount
+    return deleted, (rows[-1][0] if len(rows) >= batch else None)

@@ -23,10 +23,10 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from msgspec.structs import astuple
+from msgspec.structs import astuple, replace
 
 from ..._annotations import decode_json, decode_lines, encode_line, encode_meta, meta_text
-from ..._records import Breaker, Gate
+from ..._records import Breaker, Gate, JobState
 from ...exceptions import BackendError
 from ..base import ErrorInfo, JobRecord
 
@@ -189,6 +189,19 @@ _EVENTS_PACKED = (
     "DROP INDEX asyncq_events_job",
 )
 
+# A job a rate limit or its circuit holds back until a time: it is queued, but
+# kept like a scheduled job (state 'scheduled' in the row, so the claim's
+# promotion of due jobs brings it back, with no new step on the claim path):
+# ``held_until`` (NULL for every other job) makes it read as queued, and
+# ``hold`` says what holds it. The index counts such jobs per queue (``stats``)
+# and finds them for ``list_jobs``; a promotion or a cancel clears both.
+_HOLDS = (
+    "ALTER TABLE asyncq_jobs ADD COLUMN held_until REAL",
+    "ALTER TABLE asyncq_jobs ADD COLUMN hold TEXT",
+    """CREATE INDEX asyncq_jobs_held_until ON asyncq_jobs (queue, state)
+        WHERE held_until IS NOT NULL""",
+)
+
 #: ``MIGRATIONS[n]`` takes a database from schema version ``n`` to ``n + 1``.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _V1,
@@ -199,6 +212,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     _DEPENDENCIES,
     _LIMITS,
     _EVENTS_PACKED,
+    _HOLDS,
 )
 #: The schema version this code writes and understands.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -290,6 +304,8 @@ _NAMES = (
     "held_by",
     "rate_paid",
     "circuit",
+    "held_until",
+    "hold",
 )
 _COLUMNS = ", ".join(_NAMES)
 #: Every job column, then the ``rowid``: a row that cannot be read is taken
@@ -304,7 +320,7 @@ ID, QUEUE, ATTEMPTS, ERRORS, ERROR_COUNT, ROWID = (
 )
 _KEY_TTL = _NAMES.index("key_ttl")
 #: The columns from ``key_ttl`` on of a job that uses none of what they store.
-_PLAIN_TAIL = (None, None, None, None, None, None, 0, None)
+_PLAIN_TAIL = (None, None, None, None, None, None, 0, None, None, None)
 INSERT_JOB = f"INSERT INTO asyncq_jobs ({_COLUMNS}) VALUES ({', '.join('?' * len(_NAMES))})"
 # A job as a producer makes it sets its first fields, its headers and its
 # metadata: the other columns keep their defaults (NULL, 0), so a batch of such
@@ -386,7 +402,8 @@ def to_record(row: Sequence[Any]) -> JobRecord:
 
 def _read_tail(fields: dict[str, Any], tail: Sequence[Any]) -> None:
     """The columns after ``logs_dropped`` into ``fields``, those that are not their default."""
-    key_ttl, parents, children, after_failure, limits, held_by, rate_paid, circuit = tail
+    (key_ttl, parents, children, after_failure, limits, held_by, rate_paid, circuit) = tail[:8]
+    held_until, hold = tail[8:]
     if key_ttl is not None:
         fields["key_ttl"] = key_ttl
     if parents is not None:
@@ -402,6 +419,11 @@ def _read_tail(fields: dict[str, Any], tail: Sequence[Any]) -> None:
             fields["circuit"] = _breaker_decoder.decode(circuit)
         fields["held_by"] = held_by
         fields["rate_paid"] = bool(rate_paid)
+        if held_until is not None and fields.get("state") == "scheduled":
+            # held back by a rate limit or its circuit: queued, kept as scheduled (_HOLDS)
+            fields["state"] = "queued"
+            fields["held_until"] = held_until
+            fields["hold"] = hold
 
 
 def errors_readable(row: Sequence[Any]) -> bool:
@@ -431,6 +453,8 @@ def new_row(job: JobRecord) -> tuple[Any, ...] | None:
 
 
 def to_row(job: JobRecord) -> tuple[Any, ...]:
+    if job.held_until is not None and job.state == "queued":
+        job = replace(job, state=JobState.SCHEDULED)  # as a hold is kept (_HOLDS)
     return (
         *astuple(job)[: len(_PLAIN)],
         encode_errors(job.errors) if job.errors else None,
@@ -450,6 +474,8 @@ def to_row(job: JobRecord) -> tuple[Any, ...]:
         job.held_by,
         int(job.rate_paid),
         None if job.circuit is None else ENCODER.encode(job.circuit),
+        job.held_until,
+        job.hold,
     )
 
 

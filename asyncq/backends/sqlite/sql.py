@@ -351,7 +351,9 @@ def cancel(
         conn.execute("UPDATE asyncq_jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
         return replace(job, cancel_requested=True)
     conn.execute(
-        "UPDATE asyncq_jobs SET state = 'cancelled', finished_at = ? WHERE id = ?", (now, job_id)
+        "UPDATE asyncq_jobs SET state = 'cancelled', finished_at = ?, held_until = NULL,"
+        " hold = NULL WHERE id = ?",
+        (now, job_id),
     )
     if events:
         write_events(conn, [job_event(job, EventKind.CANCELLED, now, by=by)])
@@ -383,11 +385,12 @@ def claim(
     """
     aside: list[str] = []
     open_queues = _unpaused(conn, queues)
-    # Promote due scheduled/failed jobs so one index gives the claim order.
+    # Promote due scheduled/failed jobs so one index gives the claim order (and
+    # end the holds that kept jobs queued until now: schema._HOLDS).
     for chunk in _chunks(open_queues):
         conn.execute(
-            f"UPDATE asyncq_jobs SET state = 'queued' WHERE queue IN ({marks(len(chunk))})"
-            f" AND {_DUE}",
+            "UPDATE asyncq_jobs SET state = 'queued', held_until = NULL, hold = NULL"
+            f" WHERE queue IN ({marks(len(chunk))}) AND {_DUE}",
             (*chunk, now),
         )
     expires = now + lease_for

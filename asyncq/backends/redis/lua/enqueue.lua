@@ -116,8 +116,9 @@ local function debounce(holder, b, sa)
   if ARGV[b + 10] ~= '' then redis.call('HSET', J(holder), 'lim', ARGV[b + 10])
   else redis.call('HDEL', J(holder), 'lim') end
   if waited then redis.call('HSET', J(holder), 'wt', '1') end
-  -- The newer enqueue's options win, and a debounced one has no key_ttl.
-  redis.call('HDEL', J(holder), 'kt')
+  -- The newer enqueue's options win, and a debounced one has no key_ttl (nor
+  -- the hold of a circuit that held the holder).
+  redis.call('HDEL', J(holder), 'kt', 'hu', 'ho')
   place(holder, st, prio, tonumber(sa))
   event('debounced', holder, ARGV[b + 7], F(now), 'due', sa)
   return true

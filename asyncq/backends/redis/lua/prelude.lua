@@ -75,10 +75,12 @@ local function flush()
 end
 
 -- Take a job out of the index of its state (the caller writes its new state).
+-- A queued job may wait in 'delayed' instead, held until a time (see admit).
 local function unplace(id, st, prio)
   if st == 'queued' then
     redis.call('ZREM', R(prio), id)
     if redis.call('ZCARD', R(prio)) == 0 then redis.call('ZREM', K.prios, prio) end
+    redis.call('ZREM', K.delayed, id)
   elseif st == 'scheduled' or st == 'failed' then
     redis.call('ZREM', K.delayed, id)
   elseif st == 'active' then
@@ -150,6 +152,27 @@ local function tokens_at(g, now)
   local tok, at = tonumber(h[1]), tonumber(h[2])
   if tok == nil then return g.b end
   return math.min(g.b, tok + math.max(0, now - (at or now)) * g.r / g.per)
+end
+
+-- A keyed counter no job uses (_limits.idle: none running, none set aside)
+-- may go once its bucket is full again, as a fresh one is: prune deletes it
+-- (prune_limits.lua), and its key expires IDLE_KEEP seconds after that time
+-- should no prune come; the next claim of that key makes it again. A job
+-- that runs keeps it. Unkeyed counters stay.
+local IDLE_KEEP = 60
+local function idle_since(g, h, now)
+  local tok, at = tonumber(h[2]), tonumber(h[3])
+  if g.r and tok and at and tok < g.b then return at + (g.b - tok) * g.per / g.r end
+  return now
+end
+local function expire_idle(g, now)
+  if not g.key or g.key == '' then return end
+  local h = redis.call('HMGET', LIM(g.slot), 'run', 'tok', 'at')
+  if (tonumber(h[1]) or 0) > 0 or redis.call('EXISTS', HELD(g.slot)) == 1 then
+    redis.call('PERSIST', LIM(g.slot))
+  else
+    redis.call('PEXPIREAT', LIM(g.slot), math.ceil((idle_since(g, h, now) + IDLE_KEEP) * 1000))
+  end
 end
 
 -- Put the first live job set aside on slot back in the claim order; whether one was.
@@ -257,16 +280,24 @@ local function cb_ended(b, id, outcome, kind, now)
   end
 end
 
+-- Hold a queued job until a time: it stays queued (field 'hu', the time, and
+-- 'ho', what holds it) but waits in 'delayed' as a scheduled job does, until
+-- promote() puts it back in its ready set. Its count does not move.
+local function hold_until(id, due, what, paid)
+  redis.call('HSET', J(id), 'sa', F(due), 'hu', F(due), 'ho', what)
+  if paid then redis.call('HSET', J(id), 'rp', '1') end
+  redis.call('ZADD', K.delayed, F(due), id)
+end
+
 -- _limits.admit for one queued job popped from its ready set: 'start', or it
--- is set aside ('held') or booked ahead and scheduled ('later'), attempts untouched.
+-- is set aside ('held') or held until its booked token or its circuit lets it
+-- start ('later'), attempts untouched.
 local function admit(id, lim, paid, prio, sa, now)
   local b = circuit_of(lim)
   if b then
     local wait_until = cb_admit(b, id, now)
     if wait_until then
-      redis.call('HSET', J(id), 'st', 'scheduled', 'sa', F(wait_until))
-      place(id, 'scheduled', prio, wait_until)
-      tally('queued', -1)
+      hold_until(id, wait_until, 'circuit:' .. b.name, false)
       return 'later'
     end
   end
@@ -294,37 +325,39 @@ local function admit(id, lim, paid, prio, sa, now)
     redis.call('SADD', K.limits, g.slot)
   end
   if not paid then
-    local wait = 0
+    local wait, slot = 0, nil
     for _, g in ipairs(gates) do
       if g.r then
         local tok = tokens_at(g, now)
-        if tok < 1 then wait = math.max(wait, (1 - tok) * g.per / g.r) end
+        if tok < 1 and (1 - tok) * g.per / g.r > wait then
+          wait, slot = (1 - tok) * g.per / g.r, g.slot
+        end
         redis.call('HSET', LIM(g.slot), 'tok', F(tok - 1), 'at', F(now))
       end
     end
     if wait > 0 then
-      local due = F(now + wait)
-      redis.call('HSET', J(id), 'st', 'scheduled', 'sa', due, 'rp', '1')
-      place(id, 'scheduled', prio, now + wait)
-      tally('queued', -1)
+      hold_until(id, now + wait, 'rate:' .. slot, true)
+      for _, g in ipairs(gates) do expire_idle(g, now) end
       return 'later'
     end
   end
   for _, g in ipairs(gates) do
     if g.c then redis.call('HINCRBY', LIM(g.slot), 'run', 1) end
+    expire_idle(g, now)
   end
   redis.call('HDEL', J(id), 'hb', 'rp')
   return 'start'
 end
 
 -- A job with limits lim left active: free its slots, let one job out of each.
-local function free_slots(lim)
+local function free_slots(lim, now)
   for _, g in ipairs(gates_of(lim)) do
     if g.c then
       if redis.call('HINCRBY', LIM(g.slot), 'run', -1) < 0 then
         redis.call('HSET', LIM(g.slot), 'run', 0)
       end
       let_out(g.slot)
+      expire_idle(g, now)
     end
   end
 end
@@ -334,7 +367,7 @@ end
 local function ended(lim, id, outcome, err, now)
   local b = circuit_of(lim)
   if b then cb_ended(b, id, outcome, string.match(err or '', '"kind":"([%w_]+)"'), now) end
-  free_slots(lim)
+  free_slots(lim, now)
 end
 
 local function expired(st, fin, ttl, now)
@@ -528,12 +561,16 @@ local function promote(now)
   if #due == 0 then return end
   local ready, spoilt = {}, {}
   for _, id in ipairs(due) do
-    local h = redis.call('HMGET', J(id), 'st', 'p', 'sa', 'att')
+    local h = redis.call('HMGET', J(id), 'st', 'p', 'sa', 'att', 'hu')
     local st = h[1]
-    if st == 'scheduled' or st == 'failed' then
+    if st == 'scheduled' or st == 'failed' or (st == 'queued' and h[5]) then
       local sa = num(h[3])
       if sa and is_prio(h[2]) then
-        redis.call('HSET', J(id), 'st', 'queued')
+        if st == 'queued' then
+          redis.call('HDEL', J(id), 'hu', 'ho')  -- held until now (see admit)
+        else
+          redis.call('HSET', J(id), 'st', 'queued')
+        end
         tally(st, -1)
         tally('queued', 1)
         local list = ready[h[2]]

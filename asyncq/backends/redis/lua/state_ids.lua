@@ -4,6 +4,10 @@ if st == 'waiting' then return false end
 local sources = {}
 if st == 'queued' then
   for _, prio in ipairs(redis.call('ZRANGE', K.prios, 0, -1)) do sources[#sources + 1] = R(prio) end
+  -- queued jobs held back: set aside on a limit, or held until a time among
+  -- the scheduled ones (the fetch keeps those whose state is queued)
+  for _, slot in ipairs(redis.call('SMEMBERS', K.limits)) do sources[#sources + 1] = HELD(slot) end
+  sources[#sources + 1] = K.delayed
 elseif st == 'scheduled' or st == 'failed' then
   sources[1] = K.delayed
 elseif st == 'active' then
