@@ -109,9 +109,9 @@ class App:
             0 makes it dead at once.
         events: write the job event stream (``app.events()``, job
             histories): ``True`` turns it on on the app's store, ``False``
-            off; ``None`` (the default) leaves the store's own setting
-            (off unless its URL says ``?events=true``). Off by default while
-            its cost on the hot path is above 15 % (see docs/events.md).
+            off; ``None`` (the default) leaves the store's own setting (on
+            unless its URL says ``?events=false``). What it costs each store:
+            docs/events.md.
 
     Raises:
         ConfigurationError: ``max_payload_bytes`` is not a positive int,

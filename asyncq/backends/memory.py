@@ -126,7 +126,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
     Args:
         clock: the time source (epoch seconds); tests may pass a fake one.
         retention: how long ``prune`` keeps finished jobs (and events).
-        events: write the job event stream (``HasEvents``); off by default.
+        events: write the job event stream (``HasEvents``); on by default.
     """
 
     def __init__(
@@ -134,7 +134,7 @@ class MemoryBackend(OperatorVerbs, SettlesAndClaims):
         *,
         clock: Callable[[], float] = time.time,
         retention: Retention | None = None,
-        events: bool = False,
+        events: bool = True,
     ) -> None:
         self._clock = clock
         self.events = events

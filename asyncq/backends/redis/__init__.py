@@ -199,7 +199,8 @@ class RedisBackend(EventStream, _Operations, SettlesAndClaims):
         client_name: base of the connection names (default ``asyncq:<namespace>``).
         retention: how long ``prune`` keeps finished jobs (also as the
             ``Retention`` options, with a client too).
-        events: write the job event stream (``HasEvents``; with a client too).
+        events: write the job event stream (``HasEvents``; with a client too); on by
+            default.
         **options: with a URL, as for ``from_url``.
     """
 
@@ -210,7 +211,7 @@ class RedisBackend(EventStream, _Operations, SettlesAndClaims):
         namespace: str | None = None,
         client_name: str | None = None,
         retention: Retention | None = None,
-        events: bool = False,
+        events: bool = True,
         **options: Any,
     ) -> None:
         if isinstance(client_or_url, str):

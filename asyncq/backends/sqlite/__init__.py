@@ -142,7 +142,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         retention: how long ``prune`` keeps finished jobs (``Retention()``'s
             defaults when ``None``).
         clock: the time source (epoch seconds); tests may pass a fake one.
-        events: write the job event stream (``HasEvents``); off by default.
+        events: write the job event stream (``HasEvents``); on by default.
         **retention_options: ``retention_completed``, ``retention_dead``,
             ``retention_cancelled``: seconds (or ``None``, for ever); and
             ``retention_max_completed``, ``retention_max_dead``,
@@ -164,7 +164,7 @@ class SQLiteBackend(_Database, OperatorVerbs, SettlesAndClaims):
         lock_timeout: float = 30.0,
         retention: Retention | None = None,
         clock: Callable[[], float] = time.time,
-        events: bool = False,
+        events: bool = True,
         **retention_options: float | int | None,
     ) -> None:
         self.events = events
