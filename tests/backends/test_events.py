@@ -226,6 +226,48 @@ async def test_resume_after_an_id_loses_nothing_and_repeats_nothing(backend: Bac
         assert await read_all(events, after) == []
 
 
+async def test_a_large_batch_has_an_event_per_job_read_and_resumed_anywhere(
+    backend: Backend,
+) -> None:
+    # Large enough to take each store's bulk path (PostgreSQL copies it in);
+    # two queues, and in one of them two names.
+    events = stream(backend)
+    with anyio.fail_after(BOUND):
+        start = await events.latest_event_id(None)
+        batch = [r.job(name=f"tests.n{i % 2}") for i in range(40)]
+        batch += [r.job(queue=OTHER) for _ in range(40)]
+        await backend.enqueue(batch)
+        everything = await read_all(events, start)
+        assert [(e.kind, e.job_id, e.name, e.queue) for e in everything] == [
+            (EventKind.ENQUEUED, job.id, job.name, job.queue) for job in batch
+        ]
+        assert len({e.id for e in everything}) == len(batch)
+
+        seen: list[JobEvent] = []
+        after = start
+        while True:  # pages that end inside the batch, each read resumed from the last id
+            page = await events.read_events(after=after, queues=None, limit=7)
+            assert page.lost == 0
+            if not page.events:
+                break
+            seen += page.events
+            after = page.last_id
+        assert seen == everything
+        for event in everything[5], everything[45]:
+            assert await read_all(events, event.id) == everything[everything.index(event) + 1 :]
+            assert [e.job_id for e in await events.job_events(event.job_id)] == [event.job_id]
+        assert await read_all(events, start, queues=[OTHER]) == everything[40:]
+        woke = anyio.Event()
+
+        async def wait(after: str) -> None:
+            await events.wait_for_events(None, after, LONG)
+            woke.set()
+
+        async with anyio.create_task_group() as tg:  # more after an id inside the batch
+            tg.start_soon(wait, everything[-2].id)
+        assert woke.is_set()
+
+
 async def test_two_readers_see_the_same_sequence(backend: Backend) -> None:
     events = stream(backend)
     with anyio.fail_after(BOUND):

@@ -878,6 +878,40 @@ ALTER FUNCTION {s}.events_enqueued() SET plan_cache_mode = auto;
 ALTER FUNCTION {s}.events_changed() SET plan_cache_mode = auto;
 """
 
+# Job events are written by the statements that change the jobs (see
+# ``event_sql``), no longer by the triggers of ``_EVENTS``: those copied every
+# row a statement changed into transition tables, heartbeats' included, and
+# sent a notice with every claim, whose commits then queued for the notice
+# lock behind the settlements'. The stream is read by number (the primary
+# key) and a job's history by ``events_job``; ``events_queue`` and
+# ``events_at`` cost every event an index entry for reads that now go by
+# number (a read's page, and prune by age, which deletes the oldest numbers
+# while they are old).
+#
+# A run: one row holds the ``enqueued`` events of the jobs of one queue a
+# batch copied in, under one number: their ids in ``job_ids`` (found by
+# ``events_jobs``), their names in ``names`` unless they share ``name``; its
+# ``job_id`` is NULL. A row per job would cost a batch about as much again
+# as copying the jobs in. The arrays are stored out of line uncompressed
+# (ids compress little, and compressing them costs more than it saves).
+_EVENTS_WRITTEN = """
+DROP TRIGGER jobs_enqueued ON {s}.jobs;
+DROP TRIGGER jobs_changed ON {s}.jobs;
+DROP FUNCTION {s}.events_enqueued();
+DROP FUNCTION {s}.events_changed();
+DROP INDEX {s}.events_queue;
+DROP INDEX {s}.events_at;
+ALTER TABLE {s}.events
+    ALTER COLUMN job_id DROP NOT NULL,
+    ALTER COLUMN name DROP NOT NULL,
+    ADD COLUMN job_ids text[] COLLATE "C",
+    ADD COLUMN names text[];
+ALTER TABLE {s}.events
+    ALTER COLUMN job_ids SET STORAGE EXTERNAL,
+    ALTER COLUMN names SET STORAGE EXTERNAL;
+CREATE INDEX events_jobs ON {s}.events USING gin (job_ids) WHERE job_ids IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
@@ -890,6 +924,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("dependencies between jobs: parents, children, the waiting state", _DEPENDENCIES),
     ("flow control: limits on when jobs start", _LIMITS),
     ("functions keep their own statements' plans", _FUNCTION_PLANS),
+    ("job events written by the statements, not by triggers", _EVENTS_WRITTEN),
 )
 
 

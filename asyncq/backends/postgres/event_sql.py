@@ -1,0 +1,217 @@
+"""The parts of the PostgreSQL backend's statements that write job events.
+
+Each statement that changes jobs writes their events itself: one
+data-modifying CTE (``WITH ... AS (INSERT INTO events SELECT ... FROM <the
+rows it changed>)``) over what its ``UPDATE`` or ``INSERT`` returned, so an
+event is committed if and only if its change is, with one ``INSERT`` for a
+batch and no second pass over ``jobs``. Each kind of change has its one
+fragment here, a template with the fields of ``sql.Statements``, named by the
+field the statements take it through (``{started_events}`` in the claims, and
+so on). A ``Statements(events=False)`` fills those fields with nothing: a
+backend without events runs statements that never mention the table.
+
+A settlement clears the job's ``worker``, which its event names: the lease's
+token carries it (``token``), and the statements that end a lease return
+the token they matched (``u.token``). Reading the row as it was instead (a
+statement does not see its own changes) would cost every settlement the
+planning of a second lookup of its jobs, about as much as the rest of it.
+
+With events in, ``ON`` reads the session setting ``asyncq.events`` once per
+statement (a condition on no column: a one-time filter), so that a caller's
+session (``enqueue(connection=...)``) or a pool passed in can turn them off.
+
+Notices: the statements that change a job's state already send one (work,
+later, done: see ``schema``), which is what the event stream's listener
+hears; only the changes that send none write ``<schema>:events`` too
+(progress, log lines, removal). A claim sends nothing: a ``started`` event
+reaches a follower with the next notice, or at its next look (``events``).
+"""
+
+from __future__ import annotations
+
+__all__ = ["FRAGMENTS", "ON", "token"]
+
+#: The session writes events unless ``asyncq.events`` is ``off`` in it.
+ON = "current_setting('asyncq.events', true) IS DISTINCT FROM 'off'"
+
+
+def token(worker: str) -> str:
+    """A new lease's token: 36 random characters (a UUID), a space, the ``worker``'s id."""
+    return f"gen_random_uuid()::text || ' ' || {worker}"
+
+
+# The worker that held the lease the statement ended (``u.token``): none for a
+# token made before tokens carried it.
+_HOLDER = "nullif(substr(u.token, 38), '')"
+
+_INSERT = "INSERT INTO {s}.events (kind, job_id, name, queue, at, body)"
+
+# ``enqueued``: the rows an enqueue inserted (``ins``: id, name, queue, state,
+# scheduled_at); a job due later carries its due time.
+_ENQUEUED = f""",
+        enqueued_events AS (
+            {_INSERT}
+            SELECT 'enqueued', u.id, u.name, u.queue, {{now}},
+                   CASE WHEN u.state = 'scheduled'
+                        THEN jsonb_build_object('due', u.scheduled_at) ELSE '{{{{}}}}' END
+            FROM ins u WHERE {ON}
+            ORDER BY u.id
+        )"""
+
+# ``enqueued``, for a batch copied in (every job queued): a run per queue
+# (see ``schema``). The queues are $2; per queue, the name its jobs share or
+# NULL ($3), and where its jobs are in $6 (their ids, by queue) and $7
+# (their names, or NULL when each queue's jobs share one): $4[n] to $5[n].
+_COPIED = f""",
+        enqueued_events AS (
+            INSERT INTO {{s}}.events (kind, name, queue, at, job_ids, names)
+            SELECT 'enqueued', r.name, r.queue, {{now}}, ($6::text[])[r.first:r.last],
+                   CASE WHEN r.name IS NULL THEN ($7::text[])[r.first:r.last] END
+            FROM unnest($2::text[], $3::text[], $4::int[], $5::int[])
+                WITH ORDINALITY AS r(queue, name, first, last, n)
+            WHERE {ON}
+            ORDER BY r.n
+        )"""
+
+# ``debounced``: the pending job a debounced enqueue replaced (``replaced``).
+_DEBOUNCED = f""",
+        debounced_events AS (
+            {_INSERT}
+            SELECT 'debounced', u.id, u.name, u.queue, {{now}},
+                   jsonb_build_object('due', u.scheduled_at)
+            FROM replaced u WHERE {ON}
+        )"""
+
+# ``started``: the jobs a claim took (``claimed``), with their new attempt.
+_STARTED = f""",
+        started_events AS (
+            {_INSERT}
+            SELECT 'started', u.id, u.name, u.queue, {{now}},
+                   jsonb_build_object('attempt', u.attempts, 'worker', u.worker)
+            FROM claimed u WHERE {ON}
+            ORDER BY u.id
+        )"""
+
+# A settlement (``upd``: id, name, queue, state, attempts, started_at,
+# finished_at, scheduled_at, token, and the error it appended): ``completed``,
+# ``retrying`` (state failed), ``dead``, ``cancelled``; a hand-back (queued)
+# writes none.
+_SETTLED = f""",
+        settled_events AS (
+            {_INSERT}
+            SELECT CASE WHEN u.state = 'failed' THEN 'retrying' ELSE u.state END,
+                   u.id, u.name, u.queue, {{now}},
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'attempt', u.attempts, 'worker', {_HOLDER}) || CASE
+                       WHEN u.state = 'completed' THEN jsonb_build_object(
+                           'duration', greatest(0, u.finished_at - u.started_at))
+                       WHEN u.state = 'failed' THEN jsonb_build_object(
+                           'error', u.error, 'due', u.scheduled_at)
+                       ELSE jsonb_build_object(
+                           'error', u.error,
+                           'by', CASE WHEN u.state = 'cancelled' THEN 'worker' END)
+                   END)
+            FROM upd u
+            WHERE u.state <> 'queued' AND {ON}
+            ORDER BY u.id
+        )"""
+
+# A lapsed lease (``upd`` of ``recover``: id, name, queue, state, attempts,
+# token, error): ``recovered`` when queued again, else ``dead`` or ``cancelled`` by
+# the recovery.
+_RECOVERED = f""",
+        recovered_events AS (
+            {_INSERT}
+            SELECT CASE WHEN u.state = 'queued' THEN 'recovered' ELSE u.state END,
+                   u.id, u.name, u.queue, {{now}},
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'attempt', u.attempts, 'worker', {_HOLDER}, 'error', u.error,
+                       'by', CASE WHEN u.state <> 'queued' THEN 'recovery' END))
+            FROM upd u
+            WHERE {ON}
+            ORDER BY u.id
+        )"""
+
+# ``dead``: claimed jobs taken aside as unreadable (``upd``: id, name, queue,
+# attempts, token, error).
+_ASIDE = f""",
+        aside_events AS (
+            {_INSERT}
+            SELECT 'dead', u.id, u.name, u.queue, {{now}},
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'attempt', u.attempts, 'worker', {_HOLDER}, 'error', u.error))
+            FROM upd u
+            WHERE {ON}
+            ORDER BY u.id
+        )"""
+
+# ``cancelled`` by the operator: a job cancelled before it ran (``upd``).
+_CANCELLED = f""",
+        cancelled_events AS (
+            {_INSERT}
+            SELECT 'cancelled', u.id, u.name, u.queue, {{now}}, '{{{{"by": "operator"}}}}'
+            FROM upd u WHERE u.state = 'cancelled' AND {ON}
+        )"""
+
+# ``retried``: dead jobs an operator put back (``upd``: id, name, queue).
+_RETRIED = f""",
+        retried_events AS (
+            {_INSERT}
+            SELECT 'retried', u.id, u.name, u.queue, {{now}}, '{{{{"by": "operator"}}}}'
+            FROM upd u WHERE {ON}
+            ORDER BY u.id
+        )"""
+
+# ``removed``: jobs an operator deleted (``gone``: id, name, queue).
+_REMOVED = f""",
+        removed_events AS (
+            {_INSERT}
+            SELECT 'removed', u.id, u.name, u.queue, {{now}}, '{{{{"by": "operator"}}}}'
+            FROM gone u WHERE {ON}
+            ORDER BY u.id
+        )"""
+
+# ``progress``: the job as the call left it (``upd``: id, name, queue,
+# attempts, progress, progress_detail).
+_PROGRESS = f""",
+        progress_events AS (
+            {_INSERT}
+            SELECT 'progress', u.id, u.name, u.queue, {{now}},
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'attempt', u.attempts, 'progress', u.progress,
+                       'detail', u.progress_detail))
+            FROM upd u WHERE {ON}
+        )"""
+
+# ``log``: one event per line the call stored (the last $4 of the lines $3),
+# each as stored (the reader decodes it).
+_LOGGED = f""",
+        log_events AS (
+            {_INSERT}
+            SELECT 'log', u.id, u.name, u.queue, {{now}}, jsonb_build_object('line', l.line)
+            FROM upd u
+            CROSS JOIN LATERAL unnest($3::text[]) WITH ORDINALITY AS l(line, seq)
+            WHERE l.seq > cardinality($3::text[]) - $4 AND {ON}
+            ORDER BY l.seq
+        )"""
+
+# The notice of the events above that no other notice announces (progress and
+# log lines): a column of the reply of a statement changing one job (``upd``).
+_TOLD = f", CASE WHEN {ON} THEN pg_notify({{events}}, '') END AS told"
+
+#: The fragments, by the field of ``sql.Statements`` that takes each.
+FRAGMENTS = {
+    "enqueued_events": _ENQUEUED,
+    "copied_events": _COPIED,
+    "debounced_events": _DEBOUNCED,
+    "started_events": _STARTED,
+    "settled_events": _SETTLED,
+    "recovered_events": _RECOVERED,
+    "aside_events": _ASIDE,
+    "cancelled_events": _CANCELLED,
+    "retried_events": _RETRIED,
+    "removed_events": _REMOVED,
+    "progress_events": _PROGRESS,
+    "log_events": _LOGGED,
+    "events_told": _TOLD,
+}
