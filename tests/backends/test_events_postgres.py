@@ -12,12 +12,16 @@ from typing import Any
 import anyio
 import asyncpg
 import pytest
+from msgspec.structs import replace
 
 from asyncq._events import EventKind
+from asyncq._records import JobState, Lease
 from asyncq.backends.postgres import PostgresBackend
 from asyncq.backends.postgres import schema as pg_schema
 from asyncq.backends.postgres.schema import MIGRATIONS
 from asyncq.backends.postgres.sql import Statements
+from backends._upgrade import postgres_schema_at
+from conftest import unique_namespace
 
 from . import _records as r
 from .conftest import MakePostgres
@@ -109,6 +113,49 @@ async def test_a_schema_before_events_is_migrated(
         await backend.settle([r.completed(lease)])
         found = [event.kind for event in await backend.job_events(old.id)]
         assert found == [EventKind.STARTED, EventKind.COMPLETED]
+
+
+async def test_events_written_by_triggers_are_read_after_the_upgrade(
+    make_postgres: MakePostgres, postgres_admin: asyncpg.Connection[Any]
+) -> None:
+    # A schema whose triggers wrote a job's first events (its attempt running
+    # when the upgrade came), migrated to events written by the statements.
+    step = [step for _, step in MIGRATIONS].index(pg_schema._EVENTS_WRITTEN) + 1
+    schema = unique_namespace()
+    old = r.job()
+    with anyio.fail_after(BOUND):
+        await postgres_schema_at(postgres_admin, schema, step - 1, old)
+        await postgres_admin.execute(
+            f"UPDATE {schema}.jobs SET state = 'active', attempts = 1, worker = 'w0',"
+            " token = 't0', started_at = $2::float8, lease_expires_at = $2::float8 + 60"
+            " WHERE id = $1",
+            old.id,
+            old.enqueued_at,
+        )
+        backend = make_postgres(schema, events=True)
+        assert step in await backend.migrate()
+        await backend.open()
+        history = await backend.job_events(old.id)
+        assert [(e.kind, e.attempt, e.worker) for e in history] == [
+            (EventKind.ENQUEUED, None, None),
+            (EventKind.STARTED, 1, "w0"),
+        ]
+        running = r.job()
+        await backend.enqueue([running])
+        [lease] = await backend.claim([old.queue], 1, worker="w1", lease_for=60)
+        assert lease.job.id == running.id  # the old job is still running
+        await backend.settle([r.completed(lease)])
+        page = await backend.read_events(after=history[-1].id, queues=None, limit=10)
+        assert [(e.kind, e.job_id, e.worker) for e in page.events] == [
+            (EventKind.ENQUEUED, running.id, None),
+            (EventKind.STARTED, running.id, "w1"),
+            (EventKind.COMPLETED, running.id, "w1"),
+        ]
+        # The attempt running across the upgrade ends: its lease's token names no worker.
+        before = Lease(replace(old, state=JobState.ACTIVE, attempts=1), "t0", old.enqueued_at + 60)
+        assert await backend.settle([r.completed(before)]) == [True]
+        ended = (await backend.job_events(old.id))[-1]
+        assert (ended.kind, ended.attempt, ended.worker) == (EventKind.COMPLETED, 1, None)
 
 
 def test_events_off_is_a_setting_of_the_sessions() -> None:

@@ -44,18 +44,24 @@ def token(worker: str) -> str:
 # token made before tokens carried it.
 _HOLDER = "nullif(substr(u.token, 38), '')"
 
-_INSERT = "INSERT INTO {s}.events (kind, job_id, name, queue, at, body)"
+
+def _insert(*fields: str) -> str:
+    """The INSERT of events with their ``fields`` (columns of ``events``) after the common ones."""
+    return (
+        "INSERT INTO {s}.events (kind, job_id, name, queue, at"
+        + "".join(f", {field}" for field in fields)
+        + ")"
+    )
+
 
 # ``enqueued``: the rows an enqueue inserted (``ins``: id, name, queue, state,
 # scheduled_at); a job due later carries its due time.
 _ENQUEUED = f""",
         enqueued_events AS (
-            {_INSERT}
+            {_insert("due")}
             SELECT 'enqueued', u.id, u.name, u.queue, {{now}},
-                   CASE WHEN u.state = 'scheduled'
-                        THEN jsonb_build_object('due', u.scheduled_at) ELSE '{{{{}}}}' END
+                   CASE WHEN u.state = 'scheduled' THEN u.scheduled_at END
             FROM ins u WHERE {ON}
-            ORDER BY u.id
         )"""
 
 # ``enqueued``, for a batch copied in (every job queued): a run per queue
@@ -76,20 +82,17 @@ _COPIED = f""",
 # ``debounced``: the pending job a debounced enqueue replaced (``replaced``).
 _DEBOUNCED = f""",
         debounced_events AS (
-            {_INSERT}
-            SELECT 'debounced', u.id, u.name, u.queue, {{now}},
-                   jsonb_build_object('due', u.scheduled_at)
+            {_insert("due")}
+            SELECT 'debounced', u.id, u.name, u.queue, {{now}}, u.scheduled_at
             FROM replaced u WHERE {ON}
         )"""
 
 # ``started``: the jobs a claim took (``claimed``), with their new attempt.
 _STARTED = f""",
         started_events AS (
-            {_INSERT}
-            SELECT 'started', u.id, u.name, u.queue, {{now}},
-                   jsonb_build_object('attempt', u.attempts, 'worker', u.worker)
+            {_insert("attempt", "worker")}
+            SELECT 'started', u.id, u.name, u.queue, {{now}}, u.attempts, u.worker
             FROM claimed u WHERE {ON}
-            ORDER BY u.id
         )"""
 
 # A settlement (``upd``: id, name, queue, state, attempts, started_at,
@@ -98,88 +101,70 @@ _STARTED = f""",
 # writes none.
 _SETTLED = f""",
         settled_events AS (
-            {_INSERT}
+            {_insert("attempt", "worker", "duration", "error", "due", "actor")}
             SELECT CASE WHEN u.state = 'failed' THEN 'retrying' ELSE u.state END,
-                   u.id, u.name, u.queue, {{now}},
-                   jsonb_strip_nulls(jsonb_build_object(
-                       'attempt', u.attempts, 'worker', {_HOLDER}) || CASE
-                       WHEN u.state = 'completed' THEN jsonb_build_object(
-                           'duration', greatest(0, u.finished_at - u.started_at))
-                       WHEN u.state = 'failed' THEN jsonb_build_object(
-                           'error', u.error, 'due', u.scheduled_at)
-                       ELSE jsonb_build_object(
-                           'error', u.error,
-                           'by', CASE WHEN u.state = 'cancelled' THEN 'worker' END)
-                   END)
+                   u.id, u.name, u.queue, {{now}}, u.attempts, {_HOLDER},
+                   CASE WHEN u.state = 'completed'
+                        THEN greatest(0, u.finished_at - u.started_at) END,
+                   u.error,
+                   CASE WHEN u.state = 'failed' THEN u.scheduled_at END,
+                   CASE WHEN u.state = 'cancelled' THEN 'worker' END
             FROM upd u
             WHERE u.state <> 'queued' AND {ON}
-            ORDER BY u.id
         )"""
 
 # A lapsed lease (``upd`` of ``recover``: id, name, queue, state, attempts,
-# token, error): ``recovered`` when queued again, else ``dead`` or ``cancelled`` by
-# the recovery.
+# token, error): ``recovered`` when queued again, else ``dead`` or
+# ``cancelled`` by the recovery.
 _RECOVERED = f""",
         recovered_events AS (
-            {_INSERT}
+            {_insert("attempt", "worker", "error", "actor")}
             SELECT CASE WHEN u.state = 'queued' THEN 'recovered' ELSE u.state END,
-                   u.id, u.name, u.queue, {{now}},
-                   jsonb_strip_nulls(jsonb_build_object(
-                       'attempt', u.attempts, 'worker', {_HOLDER}, 'error', u.error,
-                       'by', CASE WHEN u.state <> 'queued' THEN 'recovery' END))
-            FROM upd u
-            WHERE {ON}
-            ORDER BY u.id
+                   u.id, u.name, u.queue, {{now}}, u.attempts, {_HOLDER}, u.error,
+                   CASE WHEN u.state <> 'queued' THEN 'recovery' END
+            FROM upd u WHERE {ON}
         )"""
 
 # ``dead``: claimed jobs taken aside as unreadable (``upd``: id, name, queue,
 # attempts, token, error).
 _ASIDE = f""",
         aside_events AS (
-            {_INSERT}
-            SELECT 'dead', u.id, u.name, u.queue, {{now}},
-                   jsonb_strip_nulls(jsonb_build_object(
-                       'attempt', u.attempts, 'worker', {_HOLDER}, 'error', u.error))
-            FROM upd u
-            WHERE {ON}
-            ORDER BY u.id
+            {_insert("attempt", "worker", "error")}
+            SELECT 'dead', u.id, u.name, u.queue, {{now}}, u.attempts, {_HOLDER}, u.error
+            FROM upd u WHERE {ON}
         )"""
 
 # ``cancelled`` by the operator: a job cancelled before it ran (``upd``).
 _CANCELLED = f""",
         cancelled_events AS (
-            {_INSERT}
-            SELECT 'cancelled', u.id, u.name, u.queue, {{now}}, '{{{{"by": "operator"}}}}'
+            {_insert("actor")}
+            SELECT 'cancelled', u.id, u.name, u.queue, {{now}}, 'operator'
             FROM upd u WHERE u.state = 'cancelled' AND {ON}
         )"""
 
 # ``retried``: dead jobs an operator put back (``upd``: id, name, queue).
 _RETRIED = f""",
         retried_events AS (
-            {_INSERT}
-            SELECT 'retried', u.id, u.name, u.queue, {{now}}, '{{{{"by": "operator"}}}}'
+            {_insert("actor")}
+            SELECT 'retried', u.id, u.name, u.queue, {{now}}, 'operator'
             FROM upd u WHERE {ON}
-            ORDER BY u.id
         )"""
 
 # ``removed``: jobs an operator deleted (``gone``: id, name, queue).
 _REMOVED = f""",
         removed_events AS (
-            {_INSERT}
-            SELECT 'removed', u.id, u.name, u.queue, {{now}}, '{{{{"by": "operator"}}}}'
+            {_insert("actor")}
+            SELECT 'removed', u.id, u.name, u.queue, {{now}}, 'operator'
             FROM gone u WHERE {ON}
-            ORDER BY u.id
         )"""
 
 # ``progress``: the job as the call left it (``upd``: id, name, queue,
 # attempts, progress, progress_detail).
 _PROGRESS = f""",
         progress_events AS (
-            {_INSERT}
-            SELECT 'progress', u.id, u.name, u.queue, {{now}},
-                   jsonb_strip_nulls(jsonb_build_object(
-                       'attempt', u.attempts, 'progress', u.progress,
-                       'detail', u.progress_detail))
+            {_insert("attempt", "progress", "detail")}
+            SELECT 'progress', u.id, u.name, u.queue, {{now}}, u.attempts, u.progress,
+                   u.progress_detail
             FROM upd u WHERE {ON}
         )"""
 
@@ -187,8 +172,8 @@ _PROGRESS = f""",
 # each as stored (the reader decodes it).
 _LOGGED = f""",
         log_events AS (
-            {_INSERT}
-            SELECT 'log', u.id, u.name, u.queue, {{now}}, jsonb_build_object('line', l.line)
+            {_insert("line")}
+            SELECT 'log', u.id, u.name, u.queue, {{now}}, l.line
             FROM upd u
             CROSS JOIN LATERAL unnest($3::text[]) WITH ORDINALITY AS l(line, seq)
             WHERE l.seq > cardinality($3::text[]) - $4 AND {ON}

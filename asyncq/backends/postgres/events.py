@@ -56,13 +56,19 @@ _EXPAND = """
     CROSS JOIN LATERAL unnest(coalesce(e.job_ids, ARRAY[e.job_id]), e.names)
         WITH ORDINALITY AS x(job_id, name, place)
 """
-# An event as the JSON of a JobEvent, and the raw line of a ``log`` event.
+# An event as the JSON of a JobEvent, and the raw line of a ``log`` event
+# (``body``: the fields of an event written before they had columns).
 _ROW = """
     (jsonb_build_object(
         'id', e.id::text || CASE WHEN e.job_ids IS NULL THEN '' ELSE '.' || x.place END,
         'kind', e.kind, 'job_id', x.job_id, 'name', coalesce(x.name, e.name),
-        'queue', e.queue, 'at', e.at) || (e.body - 'line'))::text,
-    e.body ->> 'line'
+        'queue', e.queue, 'at', e.at)
+     || jsonb_strip_nulls(jsonb_build_object(
+        'attempt', e.attempt, 'worker', e.worker, 'error', e.error, 'due', e.due,
+        'duration', e.duration, 'by', e.actor, 'progress', e.progress))
+     || CASE WHEN e.detail IS NULL THEN '{}' ELSE jsonb_build_object('detail', e.detail) END
+     || coalesce(e.body - 'line', '{}'))::text,
+    coalesce(e.line, e.body ->> 'line')
 """
 
 

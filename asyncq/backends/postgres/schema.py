@@ -888,6 +888,12 @@ ALTER FUNCTION {s}.events_changed() SET plan_cache_mode = auto;
 # number (a read's page, and prune by age, which deletes the oldest numbers
 # while they are old).
 #
+# An event's fields are columns of their own (``by`` is ``actor``; a log
+# event's raw line is ``line``), NULL where the kind has none: building a
+# JSON body for every event cost its statement more than the insert, and
+# readers, who are few, build it instead. ``body`` stays for the events
+# written before.
+#
 # A run: one row holds the ``enqueued`` events of the jobs of one queue a
 # batch copied in, under one number: their ids in ``job_ids`` (found by
 # ``events_jobs``), their names in ``names`` unless they share ``name``; its
@@ -904,6 +910,17 @@ DROP INDEX {s}.events_at;
 ALTER TABLE {s}.events
     ALTER COLUMN job_id DROP NOT NULL,
     ALTER COLUMN name DROP NOT NULL,
+    ALTER COLUMN body DROP NOT NULL,
+    ALTER COLUMN body DROP DEFAULT,
+    ADD COLUMN attempt integer,
+    ADD COLUMN worker text,
+    ADD COLUMN error jsonb,
+    ADD COLUMN due double precision,
+    ADD COLUMN duration double precision,
+    ADD COLUMN actor text,
+    ADD COLUMN progress double precision,
+    ADD COLUMN detail jsonb,
+    ADD COLUMN line text,
     ADD COLUMN job_ids text[] COLLATE "C",
     ADD COLUMN names text[];
 ALTER TABLE {s}.events
