@@ -288,13 +288,15 @@ def _runs(groups: Sequence[Sequence[JobRecord]]) -> tuple[Any, ...]:
     names that follow (names only when the jobs of some queue differ).
     """
     shared: list[str | None] = []
-    firsts: list[int] = []
-    lasts: list[int] = []
+    firsts: list[str] = []  # numbers as text (see ``event_sql``)
+    lasts: list[str] = []
+    last = 0
     for group in groups:
         name = group[0].name
         shared.append(name if all(job.name == name for job in group) else None)
-        firsts.append(lasts[-1] + 1 if lasts else 1)
-        lasts.append(firsts[-1] + len(group) - 1)
+        firsts.append(str(last + 1))
+        last += len(group)
+        lasts.append(str(last))
     ids = [job.id for group in groups for job in group]
     names = None if None not in shared else [job.name for group in groups for job in group]
     return shared, firsts, lasts, ids, names
