@@ -331,7 +331,7 @@ class Statements(OperatorStatements):
     # the server's: $1 is the batch's latest scheduled_at. Only then does
     # ``clamp_copied`` pull those jobs back to now, so that they are ready
     # at once (a copy cannot compute columns on the server). With events,
-    # $3 to $7 describe the batch's runs (``event_sql``, ``enqueue.runs``).
+    # $3 to $7 describe the batch's runs (``event_sql``, ``enqueue._runs``).
     enqueue_copied: str = """
         WITH known AS (
             INSERT INTO {s}.queues (name) SELECT unnest($2::text[])
