@@ -158,7 +158,33 @@ async def test_events_written_by_triggers_are_read_after_the_upgrade(
         assert (ended.kind, ended.attempt, ended.worker) == (EventKind.COMPLETED, 1, None)
 
 
-def test_events_off_is_a_setting_of_the_sessions() -> None:
+async def test_a_session_with_events_off_writes_none(
+    make_postgres: MakePostgres, postgres_dsn: str
+) -> None:
+    # The backend's statements write events; a session that says otherwise
+    # (a caller's connection here) writes none. A backend without events
+    # writes none through a caller's connection either.
+    backend = make_postgres(migrate=True, events=True)
+    quiet = make_postgres(backend.schema, events=False)
+    conn: asyncpg.Connection[Any] = await asyncpg.connect(
+        postgres_dsn, server_settings={"asyncq.events": "off"}
+    )
+    plain: asyncpg.Connection[Any] = await asyncpg.connect(postgres_dsn)
+    try:
+        with anyio.fail_after(BOUND):
+            await backend.open()
+            [off] = await backend.enqueue([r.job()], connection=conn)
+            [through_quiet] = await quiet.enqueue([r.job()], connection=plain)
+            [on] = await backend.enqueue([r.job()], connection=plain)
+            assert await backend.job_events(off.id) == []
+            assert await backend.job_events(through_quiet.id) == []
+            assert [e.kind for e in await backend.job_events(on.id)] == [EventKind.ENQUEUED]
+    finally:
+        await conn.close()
+        await plain.close()
+
+
+def test_events_off_is_an_option_of_the_backend() -> None:
     backend = PostgresBackend("postgresql://localhost/db", events=False)
     assert backend.events is False
     backend.events = True

@@ -323,14 +323,14 @@ class PostgresBackend(EventStream, _Operations):
 
     @property
     def events(self) -> bool:
-        """Whether the backend's sessions write job events (set before ``open``)."""
+        """Whether the backend writes job events (set before ``open``)."""
         return self._events
 
     @events.setter
     def events(self, on: bool) -> None:
         self._events = on
         # Statements that write events, or statements that do not (see ``event_sql``).
-        if self._sql.events is not on:
+        if self._sql.events != on:
             self._sql = sql.Statements(self._schema, carry_jobs=self._carry_jobs, events=on)
 
     async def close(self) -> None:

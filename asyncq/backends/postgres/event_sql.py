@@ -4,7 +4,8 @@ Each statement that changes jobs writes their events itself: one
 data-modifying CTE (``WITH ... AS (INSERT INTO events SELECT ... FROM <the
 rows it changed>)``) over what its ``UPDATE`` or ``INSERT`` returned, so an
 event is committed if and only if its change is, with one ``INSERT`` for a
-batch and no second pass over ``jobs``. Each kind of change has its one
+batch (a batch copied in: a run, see ``schema``) and no second pass over
+``jobs``. Each kind of change has its one
 fragment here, a template with the fields of ``sql.Statements``, named by the
 field the statements take it through (``{started_events}`` in the claims, and
 so on). A ``Statements(events=False)`` fills those fields with nothing: a
@@ -14,7 +15,7 @@ A settlement clears the job's ``worker``, which its event names: the lease's
 token carries it (``token``), and the statements that end a lease return
 the token they matched (``u.token``). Reading the row as it was instead (a
 statement does not see its own changes) would cost every settlement the
-planning of a second lookup of its jobs, about as much as the rest of it.
+planning of a second lookup of its jobs, more than the rest of its events.
 
 With events in, ``ON`` reads the session setting ``asyncq.events`` once per
 statement (a condition on no column: a one-time filter), so that a caller's
@@ -22,9 +23,9 @@ session (``enqueue(connection=...)``) or a pool passed in can turn them off.
 
 Notices: the statements that change a job's state already send one (work,
 later, done: see ``schema``), which is what the event stream's listener
-hears; only the changes that send none write ``<schema>:events`` too
-(progress, log lines, removal). A claim sends nothing: a ``started`` event
-reaches a follower with the next notice, or at its next look (``events``).
+hears; only the changes that send none notify ``<schema>:events`` (progress
+and log lines). A claim sends nothing: a ``started`` event reaches a
+follower with the next notice, or at its next look (``events``).
 """
 
 from __future__ import annotations
