@@ -18,6 +18,7 @@ from asyncq._events import EventKind
 from asyncq._records import JobState, Lease
 from asyncq.backends.postgres import PostgresBackend
 from asyncq.backends.postgres import schema as pg_schema
+from asyncq.backends.postgres.enqueue import COPY_MIN_BATCH
 from asyncq.backends.postgres.schema import MIGRATIONS
 from asyncq.backends.postgres.sql import Statements
 from backends._upgrade import postgres_schema_at
@@ -79,6 +80,26 @@ async def test_a_rolled_back_number_is_passed_once_old(
         await anyio.sleep(0.3)
         page = await backend.read_events(after=start, queues=None, limit=10)
         assert [e.job_id for e in page.events] == [kept.id]
+
+
+async def test_a_batch_copied_in_and_a_claim_write_a_run_each(make_postgres: MakePostgres) -> None:
+    # One row a queue, under one number: the events' ids are that number and a place.
+    backend = make_postgres(migrate=True, events=True)
+    with anyio.fail_after(BOUND):
+        await backend.open()
+        start = await backend.latest_event_id(None)
+        jobs = await backend.enqueue([r.job() for _ in range(COPY_MIN_BATCH)])
+        leases = await backend.claim([r.QUEUE], COPY_MIN_BATCH, worker="w1", lease_for=60)
+        page = await backend.read_events(after=start, queues=None, limit=1000)
+        numbers = [event.id.partition(".")[0] for event in page.events]
+        enqueued, started = page.events[:COPY_MIN_BATCH], page.events[COPY_MIN_BATCH:]
+        assert len(set(numbers[:COPY_MIN_BATCH])) == len(set(numbers[COPY_MIN_BATCH:])) == 1
+        assert [e.id for e in enqueued] == [f"{numbers[0]}.{i}" for i in range(1, len(jobs) + 1)]
+        assert [(e.kind, e.job_id) for e in enqueued] == [(EventKind.ENQUEUED, j.id) for j in jobs]
+        assert sorted((e.kind, e.job_id, e.attempt, e.worker) for e in started) == sorted(
+            (EventKind.STARTED, lease.job.id, 1, "w1") for lease in leases
+        )
+        assert page.last_id == numbers[-1]  # the whole run read
 
 
 async def test_a_schema_before_events_is_migrated(

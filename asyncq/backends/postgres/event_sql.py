@@ -90,12 +90,15 @@ _DEBOUNCED = f""",
             FROM replaced u WHERE {ON}
         )"""
 
-# ``started``: the jobs a claim took (``claimed``), with their new attempt.
+# ``started``: the jobs a claim took (``claimed``), with their new attempt; a
+# run per queue (see ``schema``), even of one job.
 _STARTED = f""",
         started_events AS (
-            {_insert("attempt", "worker")}
-            SELECT 'started', u.id, u.name, u.queue, {{now}}, u.attempts, u.worker
+            INSERT INTO {{s}}.events (kind, queue, worker, at, job_ids, names, attempts)
+            SELECT 'started', u.queue, u.worker, {{now}}, array_agg(u.id), array_agg(u.name),
+                   array_agg(u.attempts)
             FROM claimed u WHERE {ON}
+            GROUP BY u.queue, u.worker
         )"""
 
 # A settlement (``upd``: id, name, queue, state, attempts, started_at,

@@ -2,9 +2,10 @@
 
 The events are written by the statements that change the jobs (see
 ``event_sql``), in the same statement. An event's id is its row's identity
-number in decimal; the events of a run (the jobs of one queue a batch copied
-in, one row: see ``schema``) are that number, a dot and their place in it
-(``"41.3"``), and a reader after a run's number has read the whole run. A
+number in decimal; the events of a run (one row for the jobs of one queue a
+batch copied in, or a claim took: see ``schema``) are that number, a dot and
+their place in it (``"41.3"``), and a reader after a run's number has read
+the whole run. A
 follower wakes on the notices those statements send anyway
 (work, later, done) and on ``<schema>:events`` (progress and log lines,
 which send no other); a claim sends none, so a follower also looks again
@@ -51,10 +52,10 @@ _PRUNE_BATCH = 1_000
 _decode = msgspec.json.Decoder(JobEvent).decode
 _decode_line = msgspec.json.Decoder(LogLine).decode
 
-# The events of a row ``e``: one (``x``: job_id, name, place 1), or a run's.
+# The events of a row ``e``: one (``x``: job_id, name, attempt, place 1), or a run's.
 _EXPAND = """
-    CROSS JOIN LATERAL unnest(coalesce(e.job_ids, ARRAY[e.job_id]), e.names)
-        WITH ORDINALITY AS x(job_id, name, place)
+    CROSS JOIN LATERAL unnest(coalesce(e.job_ids, ARRAY[e.job_id]), e.names, e.attempts)
+        WITH ORDINALITY AS x(job_id, name, attempt, place)
 """
 # An event as the JSON of a JobEvent, and the raw line of a ``log`` event
 # (``body``: the fields of an event written before they had columns).
@@ -64,8 +65,8 @@ _ROW = """
         'kind', e.kind, 'job_id', x.job_id, 'name', coalesce(x.name, e.name),
         'queue', e.queue, 'at', e.at)
      || jsonb_strip_nulls(jsonb_build_object(
-        'attempt', e.attempt, 'worker', e.worker, 'error', e.error, 'due', e.due,
-        'duration', e.duration, 'by', e.actor, 'progress', e.progress))
+        'attempt', coalesce(x.attempt, e.attempt), 'worker', e.worker, 'error', e.error,
+        'due', e.due, 'duration', e.duration, 'by', e.actor, 'progress', e.progress))
      || CASE WHEN e.detail IS NULL THEN '{}' ELSE jsonb_build_object('detail', e.detail) END
      || coalesce(e.body - 'line', '{}'))::text,
     coalesce(e.line, e.body ->> 'line')

@@ -896,12 +896,15 @@ ALTER FUNCTION {s}.events_changed() SET plan_cache_mode = auto;
 # readers, who are few, build it instead. ``body`` stays for the events
 # written before.
 #
-# A run: one row holds the ``enqueued`` events of the jobs of one queue a
-# batch copied in, under one number: their ids in ``job_ids`` (found by
-# ``events_jobs``), their names in ``names`` unless they share ``name``; its
-# ``job_id`` is NULL. A row per job would cost a batch about as much again
-# as copying the jobs in. The arrays are stored out of line uncompressed
-# (ids compress little, and compressing them costs more than it saves).
+# A run: one row holds the events of one kind in one queue that one
+# statement wrote for many jobs, under one number: the ``enqueued`` events of
+# a batch copied in, the ``started`` events of a claim. The jobs' ids are in
+# ``job_ids`` (found by ``events_jobs``), their names in ``names`` unless
+# they share ``name``, their attempts in ``attempts``; ``job_id`` is NULL.
+# A row per job cost a batch copied in about as much again as copying the
+# jobs in, and a claim three times what a run does. The arrays are stored
+# out of line uncompressed (ids compress little, and compressing them costs
+# more than it saves).
 _EVENTS_WRITTEN = """
 DROP TRIGGER jobs_enqueued ON {s}.jobs;
 DROP TRIGGER jobs_changed ON {s}.jobs;
@@ -926,10 +929,12 @@ ALTER TABLE {s}.events
     ADD COLUMN detail jsonb,
     ADD COLUMN line text,
     ADD COLUMN job_ids text[] COLLATE "C",
-    ADD COLUMN names text[];
+    ADD COLUMN names text[],
+    ADD COLUMN attempts integer[];
 ALTER TABLE {s}.events
     ALTER COLUMN job_ids SET STORAGE EXTERNAL,
-    ALTER COLUMN names SET STORAGE EXTERNAL;
+    ALTER COLUMN names SET STORAGE EXTERNAL,
+    ALTER COLUMN attempts SET STORAGE EXTERNAL;
 CREATE INDEX events_jobs ON {s}.events USING gin (job_ids) WHERE job_ids IS NOT NULL;
 """
 
