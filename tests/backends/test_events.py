@@ -264,11 +264,11 @@ async def test_a_large_batch_has_an_event_per_job_read_and_resumed_anywhere(
         woke = anyio.Event()
 
         async def wait(after: str) -> None:
-            await events.wait_for_events(None, after, LONG)
+            await events.wait_for_events([OTHER], after, LONG)
             woke.set()
 
         async with anyio.create_task_group() as tg:  # more after an id inside the batch
-            tg.start_soon(wait, everything[-2].id)
+            tg.start_soon(wait, [e for e in everything if e.queue == OTHER][-2].id)
         assert woke.is_set()
 
         # One claim of them all: each job's started event, with its attempt and worker.
