@@ -4,12 +4,12 @@ Each statement that changes jobs writes their events itself: one
 data-modifying CTE (``WITH ... AS (INSERT INTO events SELECT ... FROM <the
 rows it changed>)``) over what its ``UPDATE`` or ``INSERT`` returned, so an
 event is committed if and only if its change is, with one ``INSERT`` for a
-batch (a batch copied in: a run, see ``schema``) and no second pass over
-``jobs``. Each kind of change has its one
-fragment here, a template with the fields of ``sql.Statements``, named by the
-field the statements take it through (``{started_events}`` in the claims, and
-so on). A ``Statements(events=False)`` fills those fields with nothing: a
-backend without events runs statements that never mention the table.
+batch (a claim and a batch copied in write runs, see ``schema``) and no
+second pass over ``jobs``. Each kind of change has its one fragment here, a
+template with the fields of ``sql.Statements``, named by the field the
+statements take it through (``{started_events}`` in the claims, and so on).
+A ``Statements(events=False)`` fills those fields with nothing: a backend
+without events runs statements that never mention the table.
 
 A settlement clears the job's ``worker``, which its event names: the lease's
 token carries it (``token``), and the statements that end a lease return
