@@ -161,14 +161,9 @@ _FACTORIES = {name: factory for name, _, factory, _ in _BACKENDS}
 def make_backend(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Any:
     """An unopened backend of ``kind`` in a fresh namespace, and its cleanup (or ``None``).
 
-    Its job events are on: they are opt-in for users, and the suite covers
-    them on every store, along with everything else.
+    Its job events are on, as every store's are by default.
     """
-    from asyncq.backends.base import EVENTS
-
     instance, cleanup = _FACTORIES[kind](request, tmp_path)
-    if (store := EVENTS.of(instance)) is not None:
-        store.events = True
     return instance, cleanup
 
 

@@ -254,6 +254,69 @@ async def test_one_write_of_several_queues_keeps_its_order(backend: Backend) -> 
             ]
 
 
+async def test_a_large_batch_has_an_event_per_job_read_and_resumed_anywhere(
+    backend: Backend,
+) -> None:
+    # Large enough to take each store's bulk path (PostgreSQL copies in 32 jobs
+    # or more, and writes runs: see test_events_postgres); two queues, and in
+    # one of them two names.
+    events = stream(backend)
+    with anyio.fail_after(BOUND):
+        start = await events.latest_event_id(None)
+        batch = [r.job(name=f"tests.n{i % 2}") for i in range(20)]
+        batch += [r.job(queue=OTHER) for _ in range(20)]
+        await backend.enqueue(batch)
+        everything = await read_all(events, start)
+        for queue in QUEUE, OTHER:  # in order per queue (Redis merges queues by time)
+            assert [(e.kind, e.job_id, e.name) for e in everything if e.queue == queue] == [
+                (EventKind.ENQUEUED, job.id, job.name) for job in batch if job.queue == queue
+            ]
+        assert len({e.id for e in everything}) == len(everything) == len(batch)
+
+        seen: list[JobEvent] = []
+        after = start
+        while True:  # pages that end inside the batch, each read resumed from the last id
+            page = await events.read_events(after=after, queues=None, limit=7)
+            assert page.lost == 0
+            if not page.events:
+                break
+            seen += page.events
+            after = page.last_id
+        assert seen == everything
+        for event in everything[5], everything[25]:
+            assert await read_all(events, event.id) == everything[everything.index(event) + 1 :]
+            assert [e.job_id for e in await events.job_events(event.job_id)] == [event.job_id]
+        assert await read_all(events, start, queues=[OTHER]) == [
+            e for e in everything if e.queue == OTHER
+        ]
+        woke = anyio.Event()
+
+        async def wait(after: str) -> None:
+            await events.wait_for_events([OTHER], after, LONG)
+            woke.set()
+
+        async with anyio.create_task_group() as tg:  # more after an id inside the batch
+            tg.start_soon(wait, [e for e in everything if e.queue == OTHER][-2].id)
+        assert woke.is_set()
+
+        # One claim of them all: each job's started event, with its attempt and worker.
+        leases = await claim(backend, len(batch), queues=[QUEUE, OTHER], worker="w9")
+        after = everything[-1].id
+        started: list[JobEvent] = []
+        while page := (await events.read_events(after=after, queues=None, limit=7)).events:
+            started += page
+            after = page[-1].id
+        assert sorted((e.job_id, e.kind, e.attempt, e.worker) for e in started) == sorted(
+            (lease.job.id, EventKind.STARTED, 1, "w9") for lease in leases
+        )
+        assert len(leases) == len(batch)
+        job = leases[-1].job
+        assert [e.kind for e in await events.job_events(job.id)] == [
+            EventKind.ENQUEUED,
+            EventKind.STARTED,
+        ]
+
+
 async def test_two_readers_see_the_same_sequence(backend: Backend) -> None:
     events = stream(backend)
     with anyio.fail_after(BOUND):

@@ -158,10 +158,10 @@ class PostgresBackend(EventStream, _Operations):
         retention_max_cancelled: cancelled jobs each queue keeps at most.
         retention_events: seconds to keep job events (default one day).
         retention_max_events: job events each queue keeps at most.
-        events: write the job event stream (``HasEvents``); ``False`` sets
-            ``asyncq.events = off`` on the backend's connections, which the
-            triggers read (with a pool passed in, set it in the pool's
-            ``server_settings``).
+        events: write the job event stream (``HasEvents``): the backend's
+            statements write events, or do not mention them. A session
+            with the setting ``asyncq.events = off`` writes none either (a
+            caller's connection, a pool passed in). On by default.
         min_size: the pool's minimum connections (DSN only).
         max_size: the pool's maximum connections (DSN only).
         poll_interval: the safety net: ``wait_*`` re-check the store at least
@@ -193,7 +193,7 @@ class PostgresBackend(EventStream, _Operations):
         retention_max_cancelled: int | _Unset | None = _UNSET,
         retention_events: float | _Unset | None = _UNSET,
         retention_max_events: int | _Unset | None = _UNSET,
-        events: bool = False,
+        events: bool = True,
         min_size: int = 1,
         max_size: int = 10,
         poll_interval: float = 10.0,
@@ -209,7 +209,8 @@ class PostgresBackend(EventStream, _Operations):
             max_size=max_size,
             connect_kwargs=connect_kwargs,
         )
-        self._sql = sql.Statements(schema, carry_jobs=carry_jobs)
+        self._carry_jobs = carry_jobs
+        self._sql = sql.Statements(schema, carry_jobs=carry_jobs, events=events)
         self._schema = schema
         self._migrate = migrate
         self._retention = read_retention(
@@ -224,12 +225,19 @@ class PostgresBackend(EventStream, _Operations):
             retention_max_events=retention_max_events,
         )
         self._event_sql = EventStatements(schema)
+        # The event stream's followers wake on any change announced (see ``events``).
         self._event_listener = Listener(
             connect=self._transport.listen_connect,
             release=self._transport.listen_release,
-            work_channel=self._sql.events_channel,
+            work_channel="",
             later_channel="",
             done_channel="",
+            wake_channels=(
+                self._sql.events_channel,
+                self._sql.work_channel,
+                self._sql.later_channel,
+                self._sql.done_channel,
+            ),
         )
         self.events = events
         self._prune_steps = prune_steps(self._sql, self._retention)
@@ -315,18 +323,15 @@ class PostgresBackend(EventStream, _Operations):
 
     @property
     def events(self) -> bool:
-        """Whether the backend's sessions write job events (set before ``open``)."""
+        """Whether the backend writes job events (set before ``open``)."""
         return self._events
 
     @events.setter
     def events(self, on: bool) -> None:
         self._events = on
-        # The triggers read this setting of the session (see ``schema``).
-        settings = self._transport._connect_kwargs["server_settings"]
-        if on:
-            settings.pop("asyncq.events", None)
-        else:
-            settings["asyncq.events"] = "off"
+        # Statements that write events, or statements that do not (see ``event_sql``).
+        if self._sql.events != on:
+            self._sql = sql.Statements(self._schema, carry_jobs=self._carry_jobs, events=on)
 
     async def close(self) -> None:
         self._transport.closed = True

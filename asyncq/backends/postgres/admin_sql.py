@@ -74,8 +74,8 @@ def _retry_dead(where: str, limit: str) -> str:
             FROM ok
             WHERE j.id = ok.id
               AND (SELECT count(*) FROM freed) + (SELECT count(*) FROM released) >= 0
-            RETURNING j.id, j.queue
-        )
+            RETURNING j.id, j.name, j.queue
+        ){retried_events}
         SELECT array_agg(id) AS ids, {s}.notify_work(array_agg(DISTINCT queue)) FROM upd
         """
     )
@@ -165,7 +165,7 @@ class OperatorStatements:
     # remove: lock the jobs of $1, delete those not active, and answer each
     # found job's state (and whether its result expired: reported as no job);
     # waiters on the deleted ones are told, and find no job when they read.
-    # Each deleted job's ``removed`` event is written here (see schema).
+    # Each deleted job's ``removed`` event is written here (see ``event_sql``).
     remove: str = """
         WITH found AS (
             SELECT id, state, (expires_at IS NOT NULL AND expires_at <= {now}
@@ -176,19 +176,9 @@ class OperatorStatements:
             DELETE FROM {s}.jobs j USING found f
             WHERE j.id = f.id AND f.state <> 'active'
             RETURNING j.id, j.name, j.queue
-        ),
-        noted AS (
-            INSERT INTO {s}.events (kind, job_id, name, queue, at, body)
-            SELECT 'removed', g.id, g.name, g.queue, {now}, '{{"by": "operator"}}'
-            FROM gone g WHERE current_setting('asyncq.events', true) IS DISTINCT FROM 'off'
-            ORDER BY g.id
-            RETURNING 1
-        )
+        ){removed_events}
         SELECT f.id, f.state, f.expired,
-               (SELECT {s}.notify_done(array_agg(id)) FROM gone) AS told,
-               (SELECT count(*) FROM (
-                   SELECT pg_notify({events}, '') FROM (SELECT FROM noted LIMIT 1) AS x
-               ) AS y) AS noted
+               (SELECT {s}.notify_done(array_agg(id)) FROM gone) AS told
         FROM found f
     """
 

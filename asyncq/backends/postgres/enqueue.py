@@ -251,7 +251,8 @@ async def _copy_in(
     for a thousand jobs) but computes nothing on the server, so what the
     insert statements decide there is settled around it, in the same
     transaction (the caller's, or one of its own): every job is
-    ``queued``; the queues are recorded and notified once; and if the
+    ``queued``; the queues are recorded and notified once, and the jobs'
+    ``enqueued`` events written, a run per queue; and if the
     producer's clock ran ahead of the server's, the batch's
     ``scheduled_at`` is pulled back to now (one more statement, only
     then), as ``enqueue`` promises. An id already stored (a batch retried
@@ -259,19 +260,46 @@ async def _copy_in(
     sends the batch through the insert, which sorts that out.
     """
     records = copy_records(jobs)
-    queues = list(dict.fromkeys(j.queue for j in jobs))
+    by_queue: dict[str, list[JobRecord]] = {}
+    for job in jobs:
+        by_queue.setdefault(job.queue, []).append(job)
     latest = max(j.scheduled_at for j in jobs)
+    args: tuple[Any, ...] = (latest, list(by_queue))
+    if statements.events:
+        args += _runs(list(by_queue.values()))
     try:
         async with conn.transaction():
             await conn.copy_records_to_table(
                 "jobs", schema_name=statements.schema, columns=COPY_COLUMNS, records=records
             )
-            if await conn.fetchval(statements.enqueue_copied, latest, queues):
+            if await conn.fetchval(statements.enqueue_copied, *args):
                 await conn.execute(statements.clamp_copied, [j.id for j in jobs])
     except asyncpg.UniqueViolationError:
         return None
     queued = JobState.QUEUED
     return [j if j.state is queued else replace(j, state=queued) for j in jobs]
+
+
+def _runs(groups: Sequence[Sequence[JobRecord]]) -> tuple[Any, ...]:
+    """The ``enqueued`` events of a batch copied in: ``enqueue_copied``'s $3 to $7.
+
+    A run per queue (``groups``, in the order of ``enqueue_copied``'s $2): the name
+    its jobs share (or ``None``), and the bounds of its jobs in the ids and
+    names that follow (names only when the jobs of some queue differ).
+    """
+    shared: list[str | None] = []
+    firsts: list[str] = []  # numbers as text (see ``event_sql``)
+    lasts: list[str] = []
+    last = 0
+    for group in groups:
+        name = group[0].name
+        shared.append(name if all(job.name == name for job in group) else None)
+        firsts.append(str(last + 1))
+        last += len(group)
+        lasts.append(str(last))
+    ids = [job.id for group in groups for job in group]
+    names = None if None not in shared else [job.name for group in groups for job in group]
+    return shared, firsts, lasts, ids, names
 
 
 async def _resolve_conflicts(

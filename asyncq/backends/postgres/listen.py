@@ -108,6 +108,8 @@ class Listener:
             waiters; otherwise a notice only wakes them, to read the store.
         cancel_channel: payloads are ids of active jobs whose cancel was
             requested, for ``cancels``.
+        wake_channels: any notice on these wakes every ``work_waiter``
+            (the event stream's followers, who wait for any change).
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class Listener:
         done_channel: str,
         trust_finishes: bool = True,
         cancel_channel: str = "",
+        wake_channels: Sequence[str] = (),
     ) -> None:
         self._connect = connect
         self._release = release
@@ -128,9 +131,10 @@ class Listener:
         self._done_channel = done_channel
         self._trust_finishes = trust_finishes
         self._cancel_channel = cancel_channel
+        self._wake_channels = frozenset(wake_channels)
         self._channels = tuple(
             c for c in (work_channel, later_channel, done_channel, cancel_channel) if c
-        )
+        ) + tuple(c for c in wake_channels if c)
         #: the ``watch_cancels`` callbacks, called with the ids of cancelled active jobs
         self.cancels = CancelWatchers()
         self._reconnects: set[anyio.Event] = set()
@@ -336,7 +340,11 @@ class Listener:
     def _on_notify(self, conn: object, pid: int, channel: str, payload: object) -> None:
         if not isinstance(payload, str):
             return
-        if channel == self._work_channel or channel == self._later_channel:
+        if channel in self._wake_channels:
+            for events in self._work.values():
+                for event in events:
+                    event.set()
+        elif channel == self._work_channel or channel == self._later_channel:
             self._heard_work(payload, later=channel == self._later_channel)
             for event in self._work.get(payload, ()):
                 event.set()

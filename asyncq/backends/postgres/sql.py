@@ -14,7 +14,7 @@ directly, so the claim's range condition stays an index condition.
 
 State changes send their notifications (see ``schema``) with ``pg_notify``
 inside the statement that makes them, so they are sent if and only if it
-commits.
+commits; they write their job events the same way (see ``event_sql``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 from . import schema
 from .admin_sql import OperatorStatements
 from .codec import COLUMNS, FINISH
+from .event_sql import FRAGMENTS, token
 from .schema import ALIVE, EXPIRED, HOLDS, LAPSED
 
 __all__ = ["COPY_COLUMNS", "NOW", "Statements"]
@@ -97,10 +98,12 @@ def _claim(picked: str) -> str:
                 rate_paid = false,
                 held_until = NULL,
                 hold = NULL,
-                token = gen_random_uuid()::text
+                token = """
+        + token("$3")
+        + """
             WHERE j.id IN (SELECT id FROM admitted)
             RETURNING {cols}, j.token
-        )
+        ){started_events}
         SELECT claimed.* FROM relaxed, claimed
     """
     )
@@ -197,8 +200,8 @@ def _enqueue(keyed: bool) -> str:
         + """
             ORDER BY b.ord
             ON CONFLICT DO NOTHING
-            RETURNING j.id, j.queue, j.state
-        ),
+            RETURNING j.id, j.name, j.queue, j.state, j.scheduled_at
+        ){enqueued_events},
         known AS (
             INSERT INTO {s}.queues (name)
             SELECT DISTINCT queue FROM ins
@@ -224,12 +227,14 @@ class Statements(OperatorStatements):
     an instance has the same attributes filled in for its schema: ``{s}`` the
     quoted schema name, ``{now}`` ``NOW``, ``{pending}`` ``schema.PENDING``,
     ``{cols}`` ``codec.COLUMNS``, ``{work}``, ``{later}`` and ``{done}`` the
-    channels' names as literals, and ``{finish}`` ``codec.FINISH`` (or ``NULL``).
+    channels' names as literals, ``{finish}`` ``codec.FINISH`` (or ``NULL``),
+    and each field of ``event_sql.FRAGMENTS`` its fragment (or nothing).
 
     Args:
         schema_name: a name matching ``schema.SCHEMA_NAME`` (checked by the caller).
         carry_jobs: settlements' done notices carry what they changed on the
             jobs (``Finish``) when it fits; otherwise the ids only.
+        events: the statements write job events (see ``event_sql``).
     """
 
     # The version table (see ``schema``).
@@ -263,8 +268,8 @@ class Statements(OperatorStatements):
                 $12::jsonb, $13::jsonb
             )
             ON CONFLICT DO NOTHING
-            RETURNING j.id, j.queue, j.state
-        ),
+            RETURNING j.id, j.name, j.queue, j.state, j.scheduled_at
+        ){enqueued_events},
         known AS (
             INSERT INTO {s}.queues (name) SELECT queue FROM ins
             ON CONFLICT DO NOTHING
@@ -278,7 +283,7 @@ class Statements(OperatorStatements):
     # A debounced enqueue of one job (``enqueue(debounce=...)``), the params of
     # ``enqueue_one`` with its key ($14). The job holding the key, locked: if
     # pending and never claimed, it takes this job's record (its id and key
-    # kept) and run time, and its ``debounced`` event is written here; if
+    # kept) and run time (a ``debounced`` event, not ``enqueued``); if
     # running or finished, it lets the key go and this job is stored, as is
     # a job whose key nobody holds. Replies as ``enqueue`` does; no row when
     # another transaction stored a holder meanwhile (the caller runs it again).
@@ -301,7 +306,7 @@ class Statements(OperatorStatements):
                 held_until = NULL, hold = NULL
             WHERE id = (SELECT id FROM h WHERE pending)
             RETURNING {cols}
-        ),
+        ){debounced_events},
         released AS (
             UPDATE {s}.jobs SET key_held = false
             WHERE id = (SELECT id FROM h WHERE NOT pending)
@@ -318,18 +323,11 @@ class Statements(OperatorStatements):
                    $10::float8, $11::float8, $12::jsonb, $13::jsonb
             WHERE NOT EXISTS (SELECT FROM replaced) AND (SELECT count(*) FROM released) >= 0
             ON CONFLICT DO NOTHING
-            RETURNING j.id, j.queue, j.state
-        ),
+            RETURNING j.id, j.name, j.queue, j.state, j.scheduled_at
+        ){enqueued_events},
         known AS (
             INSERT INTO {s}.queues (name) SELECT queue FROM ins
             ON CONFLICT DO NOTHING
-        ),
-        noted AS (
-            INSERT INTO {s}.events (kind, job_id, name, queue, at, body)
-            SELECT 'debounced', r.id, r.name, r.queue, {now},
-                   jsonb_build_object('due', r.scheduled_at)
-            FROM replaced r WHERE current_setting('asyncq.events', true) IS DISTINCT FROM 'off'
-            RETURNING 1
         )
         SELECT true AS new, ins.id, ins.state, NULL AS rec,
                CASE WHEN octet_length(ins.queue) < 7900 THEN pg_notify(
@@ -347,12 +345,13 @@ class Statements(OperatorStatements):
     # them (sent at commit), and tell whether the producer's clock ran ahead of
     # the server's: $1 is the batch's latest scheduled_at. Only then does
     # ``clamp_copied`` pull those jobs back to now, so that they are ready
-    # at once (a copy cannot compute columns on the server).
+    # at once (a copy cannot compute columns on the server). With events,
+    # $3 to $7 describe the batch's runs (``event_sql``, ``enqueue._runs``).
     enqueue_copied: str = """
         WITH known AS (
             INSERT INTO {s}.queues (name) SELECT unnest($2::text[])
             ON CONFLICT DO NOTHING
-        )
+        ){copied_events}
         SELECT $1::float8 > {now} AS ahead, {s}.notify_work($2::text[])
     """
 
@@ -392,7 +391,7 @@ class Statements(OperatorStatements):
                 key_held = key_held AND (state = 'active' OR key_ttl IS NOT NULL)
             WHERE id = $1 AND state IN ('waiting', 'scheduled', 'queued', 'failed', 'active')
             RETURNING {cols}
-        ),
+        ){cancelled_events},
         woke AS (
             SELECT {s}.notify_done(array_agg(id) FILTER (WHERE state = 'cancelled')) AS n
             FROM upd
@@ -521,21 +520,27 @@ class Statements(OperatorStatements):
     """
 
     progress: str = """
-        UPDATE {s}.jobs SET progress = $3, progress_detail = $4::jsonb
-        WHERE id = $1 AND token = $2 AND state = 'active'
-        RETURNING true
+        WITH upd AS (
+            UPDATE {s}.jobs SET progress = $3, progress_detail = $4::jsonb
+            WHERE id = $1 AND token = $2 AND state = 'active'
+            RETURNING id, name, queue, attempts, progress, progress_detail
+        ){progress_events}
+        SELECT true{events_told} FROM upd
     """
 
     # Append lines ($3) and keep the last $4, counting the ones dropped: the
     # right-hand sides all read the row as it was.
     log: str = """
-        UPDATE {s}.jobs SET
-            logs = (coalesce(logs, '{{}}') || $3::text[])[
-                greatest(1, coalesce(cardinality(logs), 0) + cardinality($3::text[]) - $4 + 1):],
-            logs_dropped = logs_dropped
-                + greatest(0, coalesce(cardinality(logs), 0) + cardinality($3::text[]) - $4)
-        WHERE id = $1 AND token = $2 AND state = 'active'
-        RETURNING true
+        WITH upd AS (
+            UPDATE {s}.jobs SET
+                logs = (coalesce(logs, '{{}}') || $3::text[])[greatest(1,
+                    coalesce(cardinality(logs), 0) + cardinality($3::text[]) - $4 + 1):],
+                logs_dropped = logs_dropped
+                    + greatest(0, coalesce(cardinality(logs), 0) + cardinality($3::text[]) - $4)
+            WHERE id = $1 AND token = $2 AND state = 'active'
+            RETURNING id, name, queue
+        ){log_events}
+        SELECT true{events_told} FROM upd
     """
 
     # The whole batch in one UPDATE ... FROM unnest; only rows still active
@@ -564,10 +569,11 @@ class Statements(OperatorStatements):
             FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::jsonb[],
                         $6::float8[]) AS o(id, token, state, result, error, retry_at)
             WHERE j.id = o.id AND j.token = o.token AND j.state = 'active'
-            RETURNING j.id, j.queue, j.state,
+            RETURNING j.id, j.name, j.queue, j.state, j.attempts, j.started_at, j.finished_at,
+                      j.scheduled_at, o.token, o.error,
                       CASE WHEN j.state IN ('completed', 'dead', 'cancelled') THEN {finish} END
                           AS finish
-        )
+        ){settled_events}
         SELECT array_agg(id) AS applied,
                {s}.notify_work(array_agg(DISTINCT queue) FILTER (WHERE state = 'queued'))
                    AS woke,
@@ -584,29 +590,36 @@ class Statements(OperatorStatements):
     # time: the same changes as ``settle``, from scalar parameters and
     # without the join, which plan in half the time. A row if applied.
     settle_one: str = """
-        UPDATE {s}.jobs j SET
-            state = $3::text,
-            result = CASE WHEN $3::text = 'completed' THEN $4::bytea ELSE j.result END,
-            errors = CASE WHEN $5::jsonb IS NULL THEN j.errors
-                          ELSE j.errors || jsonb_build_array($5::jsonb) END,
-            finished_at = CASE WHEN $3::text IN ('completed', 'dead', 'cancelled')
-                               THEN {now} ELSE j.finished_at END,
-            expires_at = CASE WHEN $3::text = 'completed' THEN {now} + j.result_ttl END,
-            scheduled_at = CASE WHEN $3::text = 'failed' THEN coalesce($6::float8, {now})
-                                ELSE j.scheduled_at END,
-            attempts = CASE WHEN $3::text = 'queued' THEN greatest(j.attempts - 1, 0)
-                            ELSE j.attempts END,
-            key_held = j.key_held
-                AND ($3::text NOT IN ('dead', 'cancelled') OR j.key_ttl IS NOT NULL),
-            lease_expires_at = NULL,
-            worker = NULL,
-            token = NULL
-        WHERE j.id = $1 AND j.token = $2 AND j.state = 'active'
-        RETURNING CASE
-            WHEN j.state = 'queued' THEN {s}.notify_work(ARRAY[j.queue])
-            WHEN j.state = 'failed' THEN {s}.notify_later(ARRAY[j.queue])
-            ELSE {s}.notify_finished(ARRAY[j.id], ARRAY[{finish}])
+        WITH upd AS (
+            UPDATE {s}.jobs j SET
+                state = $3::text,
+                result = CASE WHEN $3::text = 'completed' THEN $4::bytea ELSE j.result END,
+                errors = CASE WHEN $5::jsonb IS NULL THEN j.errors
+                              ELSE j.errors || jsonb_build_array($5::jsonb) END,
+                finished_at = CASE WHEN $3::text IN ('completed', 'dead', 'cancelled')
+                                   THEN {now} ELSE j.finished_at END,
+                expires_at = CASE WHEN $3::text = 'completed' THEN {now} + j.result_ttl END,
+                scheduled_at = CASE WHEN $3::text = 'failed' THEN coalesce($6::float8, {now})
+                                    ELSE j.scheduled_at END,
+                attempts = CASE WHEN $3::text = 'queued' THEN greatest(j.attempts - 1, 0)
+                                ELSE j.attempts END,
+                key_held = j.key_held
+                    AND ($3::text NOT IN ('dead', 'cancelled') OR j.key_ttl IS NOT NULL),
+                lease_expires_at = NULL,
+                worker = NULL,
+                token = NULL
+            WHERE j.id = $1 AND j.token = $2 AND j.state = 'active'
+            RETURNING j.id, j.name, j.queue, j.state, j.attempts, j.started_at, j.finished_at,
+                      j.scheduled_at, $2::text AS token, $5::jsonb AS error,
+                      CASE WHEN j.state IN ('completed', 'dead', 'cancelled') THEN {finish} END
+                          AS finish
+        ){settled_events}
+        SELECT CASE
+            WHEN state = 'queued' THEN {s}.notify_work(ARRAY[queue])
+            WHEN state = 'failed' THEN {s}.notify_later(ARRAY[queue])
+            ELSE {s}.notify_finished(ARRAY[id], ARRAY[finish])
         END
+        FROM upd
     """
 
     # Claimed jobs whose records cannot be read (``codec.leases``), taken
@@ -629,8 +642,8 @@ class Statements(OperatorStatements):
             FROM unnest($1::text[], $2::text[], $3::jsonb[], $4::bool[])
                 AS b(id, token, error, fresh)
             WHERE j.id = b.id AND j.token = b.token AND j.state = 'active'
-            RETURNING j.id
-        )
+            RETURNING j.id, j.name, j.queue, j.attempts, b.token, b.error
+        ){aside_events}
         SELECT array_agg(id) AS dead, {s}.notify_done(array_agg(id)) FROM upd
     """
 
@@ -640,9 +653,9 @@ class Statements(OperatorStatements):
     # lapsed too, or it would stay active for ever.
     recover: str = """
         WITH lapsed AS (
-            SELECT id, CASE WHEN cancel_requested THEN 'cancelled'
-                            WHEN attempts < max_attempts THEN 'queued'
-                            ELSE 'dead' END AS next
+            SELECT id, token, CASE WHEN cancel_requested THEN 'cancelled'
+                                   WHEN attempts < max_attempts THEN 'queued'
+                                   ELSE 'dead' END AS next
             FROM {s}.jobs
             WHERE state = 'active' AND (lease_expires_at <= {now}
                 OR lease_expires_at IS NULL OR lease_expires_at = 'NaN')
@@ -664,8 +677,9 @@ class Statements(OperatorStatements):
                 worker = NULL,
                 token = NULL
             FROM lapsed WHERE j.id = lapsed.id
-            RETURNING j.id, j.queue, j.state
-        )
+            RETURNING j.id, j.name, j.queue, j.state, j.attempts, lapsed.token,
+                      j.errors -> -1 AS error
+        ){recovered_events}
         SELECT count(*) AS n,
                {s}.notify_work(array_agg(DISTINCT queue) FILTER (WHERE state = 'queued')),
                {s}.notify_done(array_agg(id) FILTER (WHERE state <> 'queued'))
@@ -677,11 +691,12 @@ class Statements(OperatorStatements):
                inet_server_port()
     """
 
-    def __init__(self, schema_name: str, *, carry_jobs: bool = True) -> None:
+    def __init__(self, schema_name: str, *, carry_jobs: bool = True, events: bool = True) -> None:
         if not schema.SCHEMA_NAME.fullmatch(schema_name):
             msg = f"invalid schema name {schema_name!r}"
             raise ValueError(msg)
         self.schema = schema_name
+        self.events = events
         self.work_channel = f"{schema_name}:work"
         self.later_channel = f"{schema_name}:later"
         self.done_channel = f"{schema_name}:done"
@@ -698,6 +713,8 @@ class Statements(OperatorStatements):
             "finish": FINISH if carry_jobs else "NULL::text",
         }
         self.migrations = [(why, step.format(**fields)) for why, step in schema.MIGRATIONS]
+        for name, fragment in FRAGMENTS.items():
+            fields[name] = fragment.format(**fields) if events else ""
         for name, template in _TEMPLATES.items():
             setattr(self, name, template.format(**fields))
 
