@@ -332,6 +332,13 @@ class PostgresBackend(EventStream, _Operations):
         # Statements that write events, or statements that do not (see ``event_sql``).
         if self._sql.events != on:
             self._sql = sql.Statements(self._schema, carry_jobs=self._carry_jobs, events=on)
+        # The functions that release children read this setting of the session
+        # (see ``schema``, "dependency events"); a pool passed in sets it itself.
+        settings = self._transport._connect_kwargs["server_settings"]
+        if on:
+            settings.pop("asyncq.events", None)
+        else:
+            settings["asyncq.events"] = "off"
 
     async def close(self) -> None:
         self._transport.closed = True
@@ -413,7 +420,7 @@ class PostgresBackend(EventStream, _Operations):
         return None if row is None else records([row], at=time.time())[0]
 
     async def cancel(self, job_id: str, *, by: str = "api") -> JobRecord | None:
-        row = await self._transport.run(lambda conn: conn.fetchrow(self._sql.cancel, job_id))
+        row = await self._transport.run(lambda conn: conn.fetchrow(self._sql.cancel, job_id, by))
         job = None if row is None else records([row], at=time.time())[0]
         if job is not None and job.state is JobState.ACTIVE:
             # Committed: tell its worker now rather than at its next heartbeat.

@@ -140,11 +140,11 @@ _ASIDE = f""",
             FROM upd u WHERE {ON}
         )"""
 
-# ``cancelled`` by the operator: a job cancelled before it ran (``upd``).
+# ``cancelled``: a job cancelled before it ran (``upd``), by whom asked ($2).
 _CANCELLED = f""",
         cancelled_events AS (
             {_insert("actor")}
-            SELECT 'cancelled', u.id, u.name, u.queue, {{now}}, 'operator'
+            SELECT 'cancelled', u.id, u.name, u.queue, {{now}}, $2::text
             FROM upd u WHERE u.state = 'cancelled' AND {ON}
         )"""
 

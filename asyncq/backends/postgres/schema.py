@@ -1394,6 +1394,113 @@ ALTER TABLE {s}.events
 CREATE INDEX events_jobs ON {s}.events USING gin (job_ids) WHERE job_ids IS NOT NULL;
 """
 
+# Dependency events: the functions that decide a child write its events in the
+# same step (``decide``: ``released``, or its end by ``cascade`` with the
+# ``dependency`` error; ``waiting`` when ``link`` stored it waiting at enqueue),
+# unless the session says ``asyncq.events = off`` (the backend's own sessions
+# with events off, see ``PostgresBackend.events``).
+_DEPENDENCY_EVENTS = """
+DROP FUNCTION {s}.decide(text);
+CREATE FUNCTION {s}.decide(child text, linking boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
+DECLARE
+    c record;
+    p record;
+    pending boolean := false;
+    at float8 := {now};
+    err jsonb;
+    noted boolean := current_setting('asyncq.events', true) IS DISTINCT FROM 'off';
+BEGIN
+    SELECT id, name, queue, parents, after_failure, scheduled_at, attempts INTO c
+    FROM {s}.jobs WHERE id = child AND state = 'waiting' FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    FOR p IN
+        SELECT j.id, j.state
+        FROM unnest(c.parents) WITH ORDINALITY AS u(id, ord) JOIN {s}.jobs j ON j.id = u.id
+        ORDER BY u.ord
+    LOOP
+        IF p.state IN ('dead', 'cancelled') AND c.after_failure IS DISTINCT FROM 'run' THEN
+            err := jsonb_build_object(
+                'kind', 'dependency',
+                'message', 'parent ' || p.id || ' ended ' || p.state
+                    || ', so this job did not run (enqueue it with'
+                    || ' after_failure=''run'' to run it anyway)',
+                'attempt', c.attempts,
+                'at', at);
+            IF noted THEN  -- before its own children's, which the update releases
+                INSERT INTO {s}.events (kind, job_id, name, queue, at, error, actor)
+                VALUES (p.state, c.id, c.name, c.queue, at, err, 'cascade');
+            END IF;
+            UPDATE {s}.jobs SET
+                state = p.state,
+                finished_at = at,
+                key_held = false,
+                errors = errors || jsonb_build_array(err)
+            WHERE id = c.id;
+            PERFORM {s}.notify_done(ARRAY[c.id]);
+            RETURN;
+        END IF;
+        IF p.state NOT IN ('completed', 'dead', 'cancelled') THEN
+            pending := true;
+        END IF;
+    END LOOP;
+    IF pending THEN
+        IF linking AND noted THEN
+            INSERT INTO {s}.events (kind, job_id, name, queue, at)
+            VALUES ('waiting', c.id, c.name, c.queue, at);
+        END IF;
+        RETURN;
+    END IF;
+    IF c.scheduled_at > at THEN
+        UPDATE {s}.jobs SET state = 'scheduled' WHERE id = c.id;
+        PERFORM {s}.notify_later(ARRAY[c.queue]);
+    ELSE
+        UPDATE {s}.jobs SET state = 'queued' WHERE id = c.id;
+        PERFORM {s}.notify_work(ARRAY[c.queue]);
+    END IF;
+    -- A child stored ready at enqueue (its parents finished): its enqueued says it all.
+    IF noted AND NOT linking THEN
+        INSERT INTO {s}.events (kind, job_id, name, queue, at, due)
+        VALUES ('released', c.id, c.name, c.queue, at,
+                CASE WHEN c.scheduled_at > at THEN c.scheduled_at END);
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION {s}.link(
+    child_ids text[], failures text[], pair_child text[], pair_parent text[]
+) RETURNS void
+LANGUAGE plpgsql SET plan_cache_mode = auto AS $$
+DECLARE
+    q text;
+    pq text;
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(pair_child), 0) LOOP
+        SELECT queue INTO q FROM {s}.jobs WHERE id = pair_child[i];
+        SELECT queue INTO pq FROM {s}.jobs WHERE id = pair_parent[i] FOR UPDATE;
+        IF pq IS NULL OR pq <> q THEN
+            RAISE EXCEPTION USING ERRCODE = 'AQ001', MESSAGE = pair_parent[i],
+                DETAIL = pair_child[i];
+        END IF;
+        UPDATE {s}.jobs SET children = array_append(children, pair_child[i])
+        WHERE id = pair_parent[i];
+    END LOOP;
+    FOR i IN 1 .. coalesce(cardinality(child_ids), 0) LOOP
+        UPDATE {s}.jobs SET
+            state = 'waiting',
+            parents = ARRAY(
+                SELECT pair_parent[k] FROM generate_subscripts(pair_child, 1) AS k
+                WHERE pair_child[k] = child_ids[i] ORDER BY k),
+            after_failure = nullif(failures[i], 'dead')
+        WHERE id = child_ids[i];
+        PERFORM {s}.decide(child_ids[i], true);
+    END LOOP;
+END
+$$;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, queues, notifications", _V1),
     ("counts and due times from the per-state indexes", _V2),
@@ -1408,6 +1515,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("functions keep their own statements' plans", _FUNCTION_PLANS),
     ("flow control a batch at a time; held jobs stay queued", _FLOW_BATCHES),
     ("job events written by the statements, not by triggers", _EVENTS_WRITTEN),
+    ("events of jobs with parents: waiting, released, ended by cascade", _DEPENDENCY_EVENTS),
 )
 
 

@@ -393,7 +393,9 @@ class Statements(OperatorStatements):
             RETURNING {cols}
         ){cancelled_events},
         woke AS (
-            SELECT {s}.notify_done(array_agg(id) FILTER (WHERE state = 'cancelled')) AS n
+            -- $2, who asked, goes in the events; named here for the variant without them.
+            SELECT {s}.notify_done(array_agg(id) FILTER (WHERE state = 'cancelled')) AS n,
+                   $2::text AS by
             FROM upd
         )
         SELECT {cols} FROM upd, woke
