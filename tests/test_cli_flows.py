@@ -65,4 +65,4 @@ async def test_enqueue_after_an_unknown_parent_stores_nothing_and_says_which() -
 async def test_enqueue_after_failure_needs_after() -> None:
     made = await asyncq("enqueue", APP, "note", "--after-failure", "run")
     assert made.exit_code == 2
-    assert "after" in made.stderr
+    assert "--after-failure goes with --after" in made.stderr

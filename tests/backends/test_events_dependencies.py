@@ -93,23 +93,21 @@ async def test_a_failed_parent_ends_its_child_by_cascade(backend: Backend, end: 
             assert cause.id in last.error.message
 
 
-async def test_a_child_of_a_dead_parent_ends_at_enqueue(backend: Backend) -> None:
+@pytest.mark.parametrize("ended", ["dead", "completed"])
+async def test_a_child_of_a_finished_parent_is_decided_at_enqueue(
+    backend: Backend, ended: str
+) -> None:
+    """A dead parent ends the child at once, by cascade; a completed one lets it be enqueued."""
     events = stream(backend)
     with anyio.fail_after(BOUND):
         [parent] = await backend.enqueue([r.job()])
         [lease] = await claim(backend, 1)
-        assert await backend.settle([r.dead(lease)]) == [True]
+        outcome = r.dead(lease) if ended == "dead" else r.completed(lease)
+        assert await backend.settle([outcome]) == [True]
         [kid] = await backend.enqueue([child(parent)])
         history = await events.job_events(kid.id)
-        assert kinds(history) == [(EventKind.ENQUEUED, None), (EventKind.DEAD, None)]
-        assert history[-1].by == "cascade"
-
-
-async def test_a_child_of_finished_parents_is_just_enqueued(backend: Backend) -> None:
-    events = stream(backend)
-    with anyio.fail_after(BOUND):
-        [parent] = await backend.enqueue([r.job()])
-        [lease] = await claim(backend, 1)
-        assert await backend.settle([r.completed(lease)]) == [True]
-        [kid] = await backend.enqueue([child(parent)])
-        assert kinds(await events.job_events(kid.id)) == [(EventKind.ENQUEUED, None)]
+        if ended == "dead":
+            assert kinds(history) == [(EventKind.ENQUEUED, None), (EventKind.DEAD, None)]
+            assert history[-1].by == "cascade"
+        else:
+            assert kinds(history) == [(EventKind.ENQUEUED, None)]

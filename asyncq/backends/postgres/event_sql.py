@@ -148,21 +148,20 @@ _CANCELLED = f""",
             FROM upd u WHERE u.state = 'cancelled' AND {ON}
         )"""
 
-# ``retried``: dead jobs an operator put back (``upd``: id, name, queue).
-_RETRIED = f""",
-        retried_events AS (
+
+def _by_operator(kind: str, rows: str) -> str:
+    """``kind`` events, ``by`` the operator, of the jobs of the CTE ``rows`` (id, name, queue)."""
+    return f""",
+        {kind}_events AS (
             {_insert("actor")}
-            SELECT 'retried', u.id, u.name, u.queue, {{now}}, 'operator'
-            FROM upd u WHERE {ON}
+            SELECT '{kind}', u.id, u.name, u.queue, {{now}}, 'operator'
+            FROM {rows} u WHERE {ON}
         )"""
 
-# ``removed``: jobs an operator deleted (``gone``: id, name, queue).
-_REMOVED = f""",
-        removed_events AS (
-            {_insert("actor")}
-            SELECT 'removed', u.id, u.name, u.queue, {{now}}, 'operator'
-            FROM gone u WHERE {ON}
-        )"""
+
+# ``retried``: dead jobs an operator put back; ``removed``: jobs an operator deleted.
+_RETRIED = _by_operator("retried", "upd")
+_REMOVED = _by_operator("removed", "gone")
 
 # ``progress``: the job as the call left it (``upd``: id, name, queue,
 # attempts, progress, progress_detail).
