@@ -10,17 +10,15 @@ tests cover the library itself, its reloading, and the fallback.
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from _services import RedisServer
+from _services import RedisServer, private_redis
 from asyncq._records import JobState
 from asyncq.backends.redis import RedisBackend
 from asyncq.backends.redis.library import library
@@ -29,6 +27,8 @@ from asyncq.exceptions import BackendError
 
 from . import _records as r
 from ._redis import by_evalsha, opened, unique_namespace
+
+__all__ = ["private_redis"]  # the fixture from ``_services``, where pytest looks for it
 
 BOUND = 10.0
 
@@ -284,23 +284,19 @@ async def test_a_function_missing_again_after_loading_is_an_error(
 @pytest.mark.anyio
 @pytest.mark.slow
 @pytest.mark.redis
-async def test_a_restart_without_persistence_loads_the_library_again(tmp_path: Path) -> None:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server is not installed (apt install redis-server)")
-    server = RedisServer(executable, tmp_path)
+async def test_a_restart_without_persistence_loads_the_library_again(
+    private_redis: RedisServer,
+) -> None:
+    server = private_redis
     server.argv[server.argv.index("--appendonly") + 1] = "no"  # the server forgets all
     with anyio.fail_after(30):
         await server.start()
-    try:
-        backend = RedisBackend.from_url(server.url, namespace=unique_namespace())
-        async with opened(backend):
-            with anyio.fail_after(30):
-                await _round(backend, ["a"])
-                await server.stop()
-                await server.start()
-                # Calls alone and pipelined find the library gone, load it, run again.
-                await _round(backend, ["a", "b"])
-                assert backend._transport.functions
-    finally:
-        await server.stop()
+    backend = RedisBackend.from_url(server.url, namespace=unique_namespace())
+    async with opened(backend):
+        with anyio.fail_after(30):
+            await _round(backend, ["a"])
+            await server.stop()
+            await server.start()
+            # Calls alone and pipelined find the library gone, load it, run again.
+            await _round(backend, ["a", "b"])
+            assert backend._transport.functions
